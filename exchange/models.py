@@ -1,0 +1,172 @@
+"""Tenant-owned rows: every model here carries a ``tenant`` foreign key (CONVENTIONS §4)."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from tenants.models import SigningAlgorithm, Tenant
+
+from . import conf
+
+issuer_id_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."
+)
+
+
+def default_algorithms() -> list[str]:
+    return list(conf.DEFAULT_ALGORITHMS)
+
+
+class Issuer(models.Model):
+    """An upstream OIDC issuer whose tokens a tenant accepts."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="issuers")
+    issuer_id = models.CharField("id", max_length=64, validators=[issuer_id_validator])
+    issuer = models.CharField(
+        "issuer URL", max_length=512, help_text="compared with the token's iss exactly, character for character"
+    )
+    audiences = models.JSONField(default=list, help_text="the token's aud must contain one of these")
+    algorithms = models.JSONField(default=default_algorithms)
+    leeway = models.PositiveIntegerField(default=conf.DEFAULT_LEEWAY, validators=[MaxValueValidator(600)])
+    max_token_age = models.PositiveIntegerField(
+        default=conf.DEFAULT_MAX_TOKEN_AGE, validators=[MinValueValidator(1)], help_text="largest exp − iat, seconds"
+    )
+    jwks_uri = models.CharField("JWKS URI", max_length=1024, blank=True, help_text="default: from discovery")
+    static_jwks = models.JSONField(
+        "static JWKS", null=True, blank=True, help_text="for private clusters: the key set itself; nothing is fetched"
+    )
+    enabled = models.BooleanField(default=True)
+    jwks_refresh_interval = models.PositiveIntegerField(
+        default=3600, validators=[MinValueValidator(300), MaxValueValidator(86400)], help_text="seconds"
+    )
+    # Last good upstream key set and the health of its refresh (written by exchange.jwks).
+    jwks = models.JSONField("cached JWKS", null=True, blank=True, editable=False)
+    jwks_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    jwks_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    jwks_etag = models.CharField(max_length=256, blank=True, editable=False)
+    jwks_resolved_uri = models.CharField(max_length=1024, blank=True, editable=False)
+    jwks_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    jwks_last_error = models.TextField(blank=True, editable=False)
+    jwks_last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+    jwks_consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "issuer_id"], name="issuer_unique_id_per_tenant")]
+        ordering = ["tenant__slug", "issuer_id"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.issuer_id}"
+
+
+class Effect(models.TextChoices):
+    ALLOW = "allow", "allow"
+    DENY = "deny", "deny"
+
+
+class Rule(models.Model):
+    """One CEL rule; the first enabled rule (by position) that matches decides (SPEC §5)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField(default=0, db_index=True)
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    issuers = models.ManyToManyField(Issuer, related_name="rules")
+    when = models.TextField("condition (CEL)", default="true")
+    effect = models.CharField(max_length=8, choices=Effect.choices, default=Effect.DENY)
+    subject = models.TextField("subject (CEL)", blank=True, help_text="default: claims.sub")
+    audience = models.CharField(max_length=255, blank=True, help_text="default: the tenant's default audience")
+    audiences = models.JSONField(default=list, blank=True, help_text="other audiences a caller may request")
+    lifetime = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(60)])
+    session_tags = models.JSONField(default=dict, blank=True, help_text="AWS tag key → CEL expression")
+    transitive_tag_keys = models.JSONField(default=list, blank=True)
+    claims = models.JSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="rule_unique_name_per_tenant")]
+        ordering = ["tenant__slug", "position", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class KeyState(models.TextChoices):
+    NEXT = "next", "next (published, not yet signing)"
+    ACTIVE = "active", "active (signing)"
+    RETIRING = "retiring", "retiring (published until its tokens expire)"
+    RETIRED = "retired", "retired (private part destroyed)"
+    REVOKED = "revoked", "revoked (withdrawn at once)"
+
+
+PUBLISHED_KEY_STATES = (KeyState.NEXT, KeyState.ACTIVE, KeyState.RETIRING)
+
+
+class SigningKey(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="signing_keys")
+    kid = models.CharField(max_length=64, help_text="RFC 7638 JWK thumbprint")
+    algorithm = models.CharField(max_length=8, choices=SigningAlgorithm.choices)
+    state = models.CharField(max_length=16, choices=KeyState.choices, default=KeyState.NEXT, db_index=True)
+    public_jwk = models.JSONField()
+    # Fernet token of the PKCS#8 private key under JWTEX_KEY_ENCRYPTION_KEYS; emptied on retirement.
+    private_key_encrypted = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(db_index=True)
+    activate_after = models.DateTimeField(null=True, blank=True, help_text="earliest time it may sign")
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retiring_at = models.DateTimeField(null=True, blank=True, help_text="when it stopped signing")
+    retire_after = models.DateTimeField(null=True, blank=True, help_text="when its last token has expired")
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "kid"], name="signingkey_unique_kid_per_tenant"),
+            models.UniqueConstraint(
+                fields=["tenant"], condition=models.Q(state="active"), name="signingkey_one_active_per_tenant"
+            ),
+        ]
+        ordering = ["tenant__slug", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.kid[:12]}… ({self.state})"
+
+
+class Decision(models.TextChoices):
+    ALLOWED = "allowed", "allowed"
+    DENIED = "denied", "denied"
+
+
+class ExchangeRecord(models.Model):
+    """One audit row per exchange attempt (SPEC §8). Never holds a raw token."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="exchange_records")
+    created_at = models.DateTimeField(db_index=True)
+    endpoint = models.CharField(max_length=16)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    error_code = models.CharField(max_length=64, blank=True)
+    status_code = models.PositiveSmallIntegerField()
+    reason = models.TextField(blank=True)
+    issuer = models.ForeignKey(Issuer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    issuer_ref = models.CharField("issuer id", max_length=64, blank=True)
+    rule = models.ForeignKey(Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    rule_name = models.CharField(max_length=200, blank=True)
+    upstream_iss = models.CharField(max_length=512, blank=True)
+    upstream_sub = models.CharField(max_length=512, blank=True, db_index=True)
+    upstream_jti = models.CharField(max_length=256, blank=True)
+    upstream_aud = models.JSONField(null=True, blank=True)
+    issued_jti = models.CharField(max_length=64, blank=True, db_index=True)
+    issued_kid = models.CharField(max_length=64, blank=True)
+    issued_sub = models.CharField(max_length=512, blank=True)
+    issued_aud = models.CharField(max_length=255, blank=True)
+    issued_exp = models.DateTimeField(null=True, blank=True)
+    issued_claims = models.JSONField(null=True, blank=True)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="record_tenant_time")]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.tenant_id} {self.decision}"

@@ -1,0 +1,237 @@
+"""jwtex settings: the environment is read here, once (SPEC §1).
+
+Production mode is any run whose JWTEX_PUBLIC_URL host is not loopback; there the
+unsafe development defaults are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import sys
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("JWTEX_VAR_DIR", BASE_DIR / "var"))
+
+DEV_SECRET_KEY = "django-insecure-jwtex-development-only"
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+JWTEX_PUBLIC_URL = os.environ.get("JWTEX_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+_public = urlsplit(JWTEX_PUBLIC_URL)
+if _public.scheme not in {"http", "https"} or not _public.hostname:
+    raise ImproperlyConfigured("JWTEX_PUBLIC_URL must be an absolute http(s) URL")
+JWTEX_PRODUCTION = not _is_loopback_host(_public.hostname)
+
+DEBUG = _env_bool("DJANGO_DEBUG", default=not JWTEX_PRODUCTION)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEV_SECRET_KEY
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
+    if h.strip()
+]
+if JWTEX_PRODUCTION and _public.hostname not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(_public.hostname)
+
+# Signing keys are encrypted at rest under these (first encrypts, all decrypt).
+_kek = os.environ.get("JWTEX_KEY_ENCRYPTION_KEYS", "")
+JWTEX_KEY_ENCRYPTION_KEYS = [k.strip() for k in _kek.split(",") if k.strip()]
+JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = False
+if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
+    _kek_file = VAR_DIR / "key-encryption-key"
+    if not _kek_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        _kek_file.write_text(secrets.token_urlsafe(32) + "\n")
+        _kek_file.chmod(0o600)
+    JWTEX_KEY_ENCRYPTION_KEYS = [_kek_file.read_text().strip()]
+    JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = True
+    if "pytest" not in sys.modules:
+        warnings.warn(
+            f"JWTEX_KEY_ENCRYPTION_KEYS is not set: using the DEVELOPMENT key in {_kek_file}. "
+            "Never run like this in production.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+JWTEX_ALLOW_INSECURE_ISSUERS = _env_bool("JWTEX_ALLOW_INSECURE_ISSUERS")
+JWTEX_RATE_LIMIT_PER_ADDRESS = int(os.environ.get("JWTEX_RATE_LIMIT_PER_ADDRESS", "600"))
+JWTEX_TRUSTED_PROXY_COUNT = int(os.environ.get("JWTEX_TRUSTED_PROXY_COUNT", "0"))
+
+if JWTEX_PRODUCTION:
+    _problems = []
+    if DEBUG:
+        _problems.append("DJANGO_DEBUG is on")
+    if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+        _problems.append("DJANGO_SECRET_KEY is unset, the default, or shorter than 32 characters")
+    if not JWTEX_KEY_ENCRYPTION_KEYS:
+        _problems.append("JWTEX_KEY_ENCRYPTION_KEYS is not set")
+    if _public.scheme != "https":
+        _problems.append("JWTEX_PUBLIC_URL is not https")
+    if _problems:
+        raise ImproperlyConfigured(
+            f"Refusing to start in production mode ({JWTEX_PUBLIC_URL}): " + "; ".join(_problems)
+        )
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "tenants",
+    "exchange",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "jwtex_site.urls"
+WSGI_APPLICATION = "jwtex_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_default_db = f"sqlite:///{VAR_DIR / 'jwtex.sqlite3'}"
+_db_url = os.environ.get("DATABASE_URL") or _default_db
+if _db_url.startswith("sqlite:///") and not _db_url.startswith("sqlite:////"):
+    # A relative SQLite path is relative to the project, not to the working directory.
+    _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///'):]}"
+DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "jwtex",
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+    }
+elif CACHE_URL:
+    raise ImproperlyConfigured("CACHE_URL must be a redis:// URL (or unset for per-process memory)")
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "jwtex"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# Security headers; cookies are Secure whenever the public URL is https.
+_https = _public.scheme == "https"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = _https
+CSRF_COOKIE_SECURE = _https
+SESSION_COOKIE_HTTPONLY = True
+CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}"]
+if _https:
+    SECURE_HSTS_SECONDS = int(os.environ.get("JWTEX_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "jwtex API",
+    "DESCRIPTION": "Exchange CI OIDC tokens for tenant-signed JWTs carrying AWS session tags.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery: the embedded filesystem broker needs no server (SPEC §1).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "celery-broker"
+    for sub in ("out", "processed"):
+        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER")
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "jwtex_site.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("JWTEX_LOG_LEVEL", "INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from exchange import conf
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    "Lower-case letters, digits and inner hyphens, at most 63 characters.",
+)
+
+
+class SigningAlgorithm(models.TextChoices):
+    ES256 = "ES256", "ES256 (ECDSA P-256)"
+    RS256 = "RS256", "RS256 (RSA 2048)"
+
+
+class Tenant(models.Model):
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    default_audience = models.CharField(max_length=255, default=conf.DEFAULT_AUDIENCE)
+    # AWS caps a web-identity session at 12 h; a token living longer is of no use there.
+    max_token_lifetime = models.PositiveIntegerField(
+        default=3600, validators=[MinValueValidator(60), MaxValueValidator(43200)], help_text="seconds"
+    )
+    signing_algorithm = models.CharField(
+        max_length=8, choices=SigningAlgorithm.choices, default=SigningAlgorithm.ES256
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(
+        default=conf.TENANT_RATE_LIMIT_PER_MINUTE, help_text="exchanges a minute; 0 turns it off"
+    )
+    key_rotation_interval = models.PositiveIntegerField(
+        default=30 * 86400, validators=[MinValueValidator(3600)], help_text="seconds between key rotations"
+    )
+    key_prepublish_window = models.PositiveIntegerField(
+        default=86400,
+        validators=[MinValueValidator(conf.JWKS_MAX_AGE)],
+        help_text="seconds a new key is published before it signs",
+    )
+    audit_retention_days = models.PositiveIntegerField(default=90, validators=[MinValueValidator(1)])
+    # Bumped whenever anything the exchange reads for this tenant changes, so that the
+    # per-process runtime cache knows when to rebuild (see exchange.runtime).
+    config_version = models.PositiveBigIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def issuer_url(self) -> str:
+        return f"{settings.JWTEX_PUBLIC_URL}/t/{self.slug}"
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    OPERATOR = "operator", "Operator"
+    AUDITOR = "auditor", "Auditor"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jwtex_memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.OPERATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique_user_tenant")]
+        ordering = ["tenant__slug", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant} ({self.role})"
