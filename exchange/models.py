@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -60,6 +61,29 @@ class Issuer(models.Model):
     def __str__(self) -> str:
         return f"{self.tenant.slug}/{self.issuer_id}"
 
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not isinstance(self.audiences, list) or not self.audiences or not all(
+            isinstance(a, str) and a for a in self.audiences
+        ):
+            errors["audiences"] = "A non-empty list of audience strings."
+        if not isinstance(self.algorithms, list) or not self.algorithms or not all(
+            a in conf.SUPPORTED_UPSTREAM_ALGORITHMS for a in self.algorithms
+        ):
+            errors["algorithms"] = "A non-empty list of: " + ", ".join(conf.SUPPORTED_UPSTREAM_ALGORITHMS) + "."
+        if not self.issuer or self.issuer != self.issuer.strip() or "://" not in self.issuer:
+            errors["issuer"] = "An absolute URL, exactly as the tokens' iss claim spells it."
+        if self.static_jwks is not None:
+            from .verification import KeySet
+
+            try:
+                if not KeySet.from_jwks(self.static_jwks).keys:
+                    errors["static_jwks"] = "The key set has no usable signing key."
+            except ValueError as exc:
+                errors["static_jwks"] = f"Not a JWKS document: {exc}"
+        if errors:
+            raise ValidationError(errors)
+
 
 class Effect(models.TextChoices):
     ALLOW = "allow", "allow"
@@ -92,6 +116,45 @@ class Rule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """CEL compiles, tag keys fit AWS limits, reserved claims untouched (SPEC §5).
+        The issuers (many-to-many) are checked by the form, which sees them."""
+        from .rules import RuleSpec, validate_rule_spec
+
+        shapes = {
+            "session_tags": isinstance(self.session_tags, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in self.session_tags.items()),
+            "claims": isinstance(self.claims, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in self.claims.items()),
+            "transitive_tag_keys": isinstance(self.transitive_tag_keys, list)
+            and all(isinstance(k, str) for k in self.transitive_tag_keys),
+            "audiences": isinstance(self.audiences, list) and all(isinstance(a, str) and a for a in self.audiences),
+        }
+        bad = {name: "Wrong shape: a map of name → CEL expression, or a list of strings." for name, ok in shapes.items() if not ok}
+        if bad:
+            raise ValidationError(bad)
+        spec = RuleSpec(
+            name=self.name,
+            issuers=frozenset(),
+            when=self.when,
+            effect=self.effect,
+            subject=self.subject or "",
+            audience=self.audience or "",
+            audiences=tuple(self.audiences),
+            lifetime=self.lifetime,
+            session_tags=tuple(self.session_tags.items()),
+            transitive_tag_keys=tuple(self.transitive_tag_keys),
+            claims=tuple(self.claims.items()),
+        )
+        errors: dict[str, list[str]] = {}
+        for path, message in validate_rule_spec(spec):
+            field = path.split(".")[0].split("[")[0]
+            if field not in {f.name for f in self._meta.fields}:
+                field = "__all__"
+            errors.setdefault(field, []).append(f"{path}: {message}" if path != field else message)
+        if errors:
+            raise ValidationError(errors)
 
 
 class KeyState(models.TextChoices):

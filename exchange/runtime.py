@@ -1,7 +1,197 @@
-"""Per-process cache of everything one exchange reads (placeholder; filled in below)."""
+"""Per-process cache of everything one exchange reads, so the warm path does no database reads.
 
-_RUNTIMES: dict = {}
+A ``TenantRuntime`` is an immutable snapshot of a tenant: its issuers (as verification
+configs), its rules compiled once, its active signing key decrypted once, and its
+discovery and JWKS documents rendered once. Each process keeps one per tenant and trusts
+it for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 2 s); after that one tiny indexed query
+compares the tenant's ``config_version`` (bumped by exchange.signals on every change) and
+rebuilds only when it moved. Cost per exchange is therefore flat in the number of tenants.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Mapping
+
+from django.conf import settings
+from django.utils import timezone
+
+from tenants.models import Tenant
+
+from . import conf
+from .errors import NotFound
+from .keys import KeyDecryptionError, signing_key_ensure_active, signing_key_load
+from .minting import SignerKey
+from .models import PUBLISHED_KEY_STATES, Issuer, KeyState, Rule, SigningKey
+from .rules import CompiledRule, RuleSpec, RuleSyntaxError, compile_rule
+from .verification import IssuerConfig
+
+logger = logging.getLogger("jwtex.runtime")
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+
+@dataclass(frozen=True)
+class TenantRuntime:
+    tenant_id: int
+    slug: str
+    version: int
+    issuer_url: str
+    default_audience: str
+    max_token_lifetime: int
+    rate_limit_per_minute: int
+    issuers: Mapping[str, Issuer]  # by issuer id; model snapshots, never saved from here
+    issuer_configs: Mapping[str, IssuerConfig]
+    issuer_ids_by_iss: Mapping[str, tuple[str, ...]]
+    rules: tuple[CompiledRule, ...]
+    rules_error: str | None  # a rule that does not compile makes the tenant deny everything
+    signer: SignerKey | None
+    signer_error: str | None
+    jwks_json: bytes
+    discovery_json: bytes
+    checked_at: float = field(default=0.0, compare=False)
+
+
+_lock = threading.Lock()
+_by_slug: dict[str, TenantRuntime] = {}
 
 
 def runtime_forget(*, tenant_id: int) -> None:
-    _RUNTIMES.pop(tenant_id, None)
+    with _lock:
+        for slug, runtime in list(_by_slug.items()):
+            if runtime.tenant_id == tenant_id:
+                del _by_slug[slug]
+
+
+def runtime_clear() -> None:
+    with _lock:
+        _by_slug.clear()
+
+
+def issuer_config(issuer: Issuer) -> IssuerConfig:
+    return IssuerConfig(
+        issuer_id=issuer.issuer_id,
+        issuer=issuer.issuer,
+        audiences=tuple(issuer.audiences or ()),
+        algorithms=tuple(issuer.algorithms or conf.DEFAULT_ALGORITHMS),
+        leeway=issuer.leeway,
+        max_token_age=issuer.max_token_age,
+    )
+
+
+def rule_spec(rule: Rule, issuer_ids: frozenset[str]) -> RuleSpec:
+    return RuleSpec(
+        rule_id=rule.pk,
+        name=rule.name,
+        issuers=issuer_ids,
+        when=rule.when,
+        effect=rule.effect,
+        subject=rule.subject or "",
+        audience=rule.audience or "",
+        audiences=tuple(rule.audiences or ()),
+        lifetime=rule.lifetime,
+        session_tags=tuple((rule.session_tags or {}).items()),
+        transitive_tag_keys=tuple(rule.transitive_tag_keys or ()),
+        claims=tuple((rule.claims or {}).items()),
+    )
+
+
+def tenant_rules_compile(*, tenant: Tenant) -> tuple[tuple[CompiledRule, ...], str | None]:
+    rules = Rule.objects.filter(tenant=tenant, enabled=True).prefetch_related("issuers").order_by("position", "id")
+    compiled = []
+    for rule in rules:
+        ids = frozenset(i.issuer_id for i in rule.issuers.all() if i.enabled)
+        try:
+            compiled.append(compile_rule(rule_spec(rule, ids)))
+        except RuleSyntaxError as exc:
+            # Fail closed: a broken rule could have been the deny that protects everything below it.
+            return (), f"rule {rule.name!r} does not compile: {exc}"
+    return tuple(compiled), None
+
+
+def published_jwks(*, tenant: Tenant) -> dict:
+    keys = SigningKey.objects.filter(tenant=tenant, state__in=PUBLISHED_KEY_STATES).order_by("created_at", "id")
+    return {"keys": [dict(k.public_jwk) for k in keys]}
+
+
+def discovery_document(*, issuer_url: str, algorithms: list[str]) -> dict:
+    return {
+        "issuer": issuer_url,
+        "jwks_uri": f"{issuer_url}/.well-known/jwks.json",
+        "token_endpoint": f"{issuer_url}/token",
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algorithms,
+        "grant_types_supported": [TOKEN_EXCHANGE_GRANT],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "https://aws.amazon.com/tags"],
+    }
+
+
+def _build(tenant: Tenant, *, now: datetime) -> TenantRuntime:
+    issuers = {i.issuer_id: i for i in Issuer.objects.filter(tenant=tenant, enabled=True)}
+    by_iss: dict[str, list[str]] = {}
+    for issuer in issuers.values():
+        by_iss.setdefault(issuer.issuer, []).append(issuer.issuer_id)
+    rules, rules_error = tenant_rules_compile(tenant=tenant)
+
+    signer, signer_error = None, None
+    try:
+        signer = signing_key_load(signing_key_ensure_active(tenant=tenant, now=now))
+    except KeyDecryptionError as exc:
+        signer_error = str(exc)
+        logger.error("tenant signing key unusable", extra={"jwtex": {"tenant": tenant.slug, "error": str(exc)}})
+
+    jwks = published_jwks(tenant=tenant)
+    algorithms = sorted({k["alg"] for k in jwks["keys"]}) or [tenant.signing_algorithm]
+    return TenantRuntime(
+        tenant_id=tenant.pk,
+        slug=tenant.slug,
+        version=tenant.config_version,
+        issuer_url=f"{settings.JWTEX_PUBLIC_URL}/t/{tenant.slug}",
+        default_audience=tenant.default_audience,
+        max_token_lifetime=tenant.max_token_lifetime,
+        rate_limit_per_minute=tenant.rate_limit_per_minute,
+        issuers=MappingProxyType(issuers),
+        issuer_configs=MappingProxyType({k: issuer_config(v) for k, v in issuers.items()}),
+        issuer_ids_by_iss=MappingProxyType({k: tuple(v) for k, v in by_iss.items()}),
+        rules=rules,
+        rules_error=rules_error,
+        signer=signer,
+        signer_error=signer_error,
+        jwks_json=json.dumps(jwks, separators=(",", ":")).encode(),
+        discovery_json=json.dumps(
+            discovery_document(issuer_url=f"{settings.JWTEX_PUBLIC_URL}/t/{tenant.slug}", algorithms=algorithms),
+            separators=(",", ":"),
+        ).encode(),
+        checked_at=time.monotonic(),
+    )
+
+
+def tenant_runtime_get(*, slug: str) -> TenantRuntime:
+    """The runtime of an enabled tenant, or NotFound. Thread-safe; rebuilds at most when changed."""
+    clock = time.monotonic()
+    runtime = _by_slug.get(slug)
+    if runtime is not None and clock - runtime.checked_at < conf.config_recheck_seconds():
+        return runtime
+    row = Tenant.objects.filter(slug=slug).values_list("config_version", "enabled").first()
+    if row is None or not row[1]:
+        with _lock:
+            _by_slug.pop(slug, None)
+        raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} does not exist or is disabled")
+    if runtime is not None and runtime.version == row[0]:
+        object.__setattr__(runtime, "checked_at", clock)
+        return runtime
+    tenant = Tenant.objects.filter(slug=slug, enabled=True).first()
+    if tenant is None:
+        raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} vanished")
+    runtime = _build(tenant, now=timezone.now())
+    with _lock:
+        _by_slug[slug] = runtime
+    return runtime

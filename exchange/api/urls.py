@@ -1,1 +1,15 @@
-urlpatterns: list = []
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import views
+
+urlpatterns = [
+    path("t/<str:slug>/.well-known/openid-configuration", views.discovery_view, name="discovery"),
+    path("t/<str:slug>/.well-known/jwks.json", views.jwks_view, name="jwks"),
+    path("t/<str:slug>/.well-known/jwks", views.jwks_view, name="jwks-legacy"),
+    path("t/<str:slug>/exchange", views.RawExchangeView.as_view(), name="raw-exchange"),
+    path("t/<str:slug>/token", views.TokenExchangeView.as_view(), name="token-exchange"),
+    path("api/v1/t/<str:slug>/exchange", views.ExchangeAPIView.as_view(), name="api-exchange"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]

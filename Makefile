@@ -1,0 +1,37 @@
+# jwtex: `make run` serves a development instance, `make test` runs the suite.
+# Both work on a fresh machine with only Python 3.11+ (SQLite, embedded filesystem broker).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test worker migrate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("jwtex needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --noinput
+
+# Web service on http://$(HOST):$(PORT) plus a Celery worker with embedded beat on the
+# filesystem broker under var/. Ctrl-C stops both.
+run: migrate
+	$(PY) manage.py jwtex_dev_admin --url "http://$(HOST):$(PORT)"
+	@set -e; \
+	$(VENV)/bin/celery -A jwtex_site worker --beat --loglevel=INFO --concurrency=2 \
+	    --schedule var/celerybeat-schedule --without-mingle --without-gossip & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf var/ .pytest_cache test-artifacts

@@ -1,0 +1,95 @@
+"""Development only: a stand-in CI platform, so a fresh ``make run`` can exchange a token
+without GitHub. ``config`` prints a jwtex_apply file whose issuer ``github`` trusts a demo
+key kept in var/ (static JWKS, nothing fetched); ``token`` mints a GitHub-shaped token with it.
+The demo issuer URL is under ``.invalid`` (RFC 2606), so it can never be a real platform."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+DEMO_ISSUER = "https://ci.demo.jwtex.invalid"
+DEMO_KID = "jwtex-demo-upstream"
+
+
+def _demo_key():
+    path = settings.VAR_DIR / "demo-upstream-key.pem"
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        path.chmod(0o600)
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+class Command(BaseCommand):
+    help = "Development only: print a demo config (`config`) or mint a demo upstream token (`token`)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("what", choices=["config", "token"])
+        parser.add_argument("--tenant", default="acme")
+        parser.add_argument("--repository", default="octo-org/octo-repo")
+        parser.add_argument("--ref", default="refs/heads/main")
+        parser.add_argument("--actor", default="octocat")
+        parser.add_argument("--audience", default="sts.amazonaws.com")
+
+    def handle(self, *args, what, tenant, repository, ref, actor, audience, **options):
+        if settings.JWTEX_PRODUCTION:
+            raise CommandError("jwtex_demo_upstream is for development only.")
+        key = _demo_key()
+        if what == "config":
+            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+            jwk.update({"kid": DEMO_KID, "alg": "RS256", "use": "sig"})
+            document = {
+                "tenants": [
+                    {
+                        "slug": tenant,
+                        "name": "Acme Corp (demo)",
+                        "issuers": [
+                            {"id": "github", "issuer": DEMO_ISSUER, "audiences": ["sts.amazonaws.com"], "jwks": {"keys": [jwk]}}
+                        ],
+                        "rules": [
+                            {
+                                "name": "octo-org main branch",
+                                "issuers": ["github"],
+                                "when": "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+                                "effect": "allow",
+                                "lifetime": 900,
+                                "session_tags": {
+                                    "repository": "claims.repository",
+                                    "ref": "claims.ref",
+                                    "actor": "claims.actor",
+                                },
+                            },
+                            {"name": "everything else from github", "issuers": ["github"], "when": "true", "effect": "deny"},
+                        ],
+                    }
+                ]
+            }
+            self.stdout.write(yaml.safe_dump(document, sort_keys=False), ending="")
+            return
+        now = int(time.time())
+        claims = {
+            "iss": DEMO_ISSUER,
+            "aud": audience,
+            "sub": f"repo:{repository}:ref:{ref}",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+            "jti": str(uuid.uuid4()),
+            "repository": repository,
+            "repository_owner": repository.split("/")[0],
+            "ref": ref,
+            "actor": actor,
+            "workflow": "deploy",
+            "run_id": str(now),
+        }
+        self.stdout.write(jwt.encode(claims, key, algorithm="RS256", headers={"kid": DEMO_KID}), ending="")

@@ -1,0 +1,160 @@
+"""Shared fixtures (CONVENTIONS §9): tenants, an upstream issuer that mints with its own keys,
+signing keys and an admin client per tenant."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES_DIR = SHARED_DIR / "fixtures"
+
+UPSTREAM_ISSUER = "https://ci.upstream.test"
+
+
+def _jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
+    algo = jwt.algorithms.RSAAlgorithm if alg.startswith("RS") else jwt.algorithms.ECAlgorithm
+    jwk = algo.to_jwk(private_key.public_key(), as_dict=True)
+    jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+    return jwk
+
+
+@dataclass
+class Upstream:
+    """An upstream OIDC issuer (think GitHub Actions) that mints tokens with its own keys."""
+
+    issuer: str = UPSTREAM_ISSUER
+    audience: str = "sts.amazonaws.com"
+    rsa_key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    ec_key: Any = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    rsa_kid: str = "upstream-rsa-1"
+    ec_kid: str = "upstream-ec-1"
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [_jwk(self.rsa_key, self.rsa_kid, "RS256"), _jwk(self.ec_key, self.ec_kid, "ES256")]}
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": "repo:octo-org/octo-repo:ref:refs/heads/main",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+            "jti": uuid.uuid4().hex,
+            "repository": "octo-org/octo-repo",
+            "repository_owner": "octo-org",
+            "ref": "refs/heads/main",
+            "actor": "octocat",
+            "workflow": "deploy",
+            "run_id": "1234567890",
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def mint(self, *, alg: str = "RS256", headers: dict[str, Any] | None = None, **claim_overrides: Any) -> str:
+        key, kid = (self.rsa_key, self.rsa_kid) if alg.startswith(("RS", "PS")) else (self.ec_key, self.ec_kid)
+        all_headers = {"kid": kid, "typ": "JWT"}
+        all_headers.update(headers or {})
+        return jwt.encode(self.claims(**claim_overrides), key, algorithm=alg, headers=all_headers)
+
+
+@pytest.fixture
+def upstream() -> Upstream:
+    return Upstream()
+
+
+@pytest.fixture
+def other_upstream() -> Upstream:
+    return Upstream(issuer="https://other.upstream.test", rsa_kid="other-rsa-1", ec_kid="other-ec-1")
+
+
+def make_tenant(slug: str, **fields: Any):
+    from exchange.services import tenant_create
+
+    return tenant_create(slug=slug, name=fields.pop("name", slug.title()), **fields)
+
+
+@pytest.fixture
+def tenant(db):
+    return make_tenant("acme", name="Acme Corp")
+
+
+@pytest.fixture
+def other_tenant(db):
+    return make_tenant("globex", name="Globex")
+
+
+@pytest.fixture
+def signing_key(tenant):
+    from exchange.models import KeyState, SigningKey
+
+    return SigningKey.objects.get(tenant=tenant, state=KeyState.ACTIVE)
+
+
+@pytest.fixture
+def issuer(tenant, upstream):
+    """The upstream registered with a static JWKS: nothing is fetched."""
+    from exchange.models import Issuer
+
+    return Issuer.objects.create(
+        tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience], static_jwks=upstream.jwks
+    )
+
+
+@pytest.fixture
+def allow_rule(tenant, issuer):
+    from exchange.models import Rule
+
+    rule = Rule.objects.create(
+        tenant=tenant,
+        position=10,
+        name="octo-org main",
+        when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+        effect="allow",
+        session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"},
+        transitive_tag_keys=["repository"],
+    )
+    rule.issuers.add(issuer)
+    return rule
+
+
+@pytest.fixture
+def admin_client_for(db, client):
+    """``admin_client_for(tenant, role="operator")`` → a test client logged in as a member of ``tenant``."""
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Membership
+
+    def make(tenant, role: str = "operator"):
+        user = get_user_model().objects.create_user(
+            username=f"{role}-{tenant.slug}-{uuid.uuid4().hex[:6]}", password="pw", is_staff=True
+        )
+        Membership.objects.create(user=user, tenant=tenant, role=role)
+        client.force_login(user)
+        client.user = user
+        return client
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Rate-limit counters, refetch cool-downs and runtimes never leak between tests."""
+    from django.core.cache import cache
+
+    from exchange.runtime import runtime_clear
+
+    cache.clear()
+    runtime_clear()
+    yield
+    runtime_clear()
