@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +25,8 @@ from django.db import IntegrityError, transaction
 from tenants.models import SigningAlgorithm, Tenant
 
 from .minting import SignerKey
-from .models import KeyState, SigningKey
+from .models import PUBLISHED_KEY_STATES, KeyState, SigningKey
+from .rotation import KeyView, RotationPolicy, rotation_plan
 
 RSA_KEY_BITS = 2048
 
@@ -171,3 +172,93 @@ def signing_keys_reencrypt() -> int:
             SigningKey.objects.filter(pk=key.pk).update(private_key_encrypted=rotated)
             count += 1
     return count
+
+
+# --- rotation (SPEC §7): apply exchange.rotation's plan under the tenant's row lock ------------
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    tenant: str
+    skipped: bool = False  # another worker holds the tenant's lock
+    created: tuple[str, ...] = ()
+    activated: str | None = None
+    retiring: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.activated or self.retiring or self.retired)
+
+
+def _policy(tenant: Tenant) -> RotationPolicy:
+    return RotationPolicy(
+        interval=timedelta(seconds=tenant.key_rotation_interval),
+        prepublish=timedelta(seconds=tenant.key_prepublish_window),
+        max_token_lifetime=timedelta(seconds=tenant.max_token_lifetime),
+    )
+
+
+def _views(tenant: Tenant) -> list[KeyView]:
+    return [
+        KeyView(k.kid, k.state, k.created_at, k.activate_after, k.activated_at, k.retire_after)
+        for k in SigningKey.objects.filter(tenant=tenant, state__in=PUBLISHED_KEY_STATES)
+    ]
+
+
+def signing_key_rotate(*, tenant_id: int, now: datetime, force: bool = False) -> RotationResult:
+    """One idempotent step of the rotation state machine for one tenant. Two workers (or
+    two beats) never double-rotate: the second finds the row locked and skips."""
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update(skip_locked=True).filter(pk=tenant_id).first()
+        if tenant is None:
+            return RotationResult(tenant=str(tenant_id), skipped=True)
+        plan = rotation_plan(_views(tenant), now=now, policy=_policy(tenant), force=force)
+        created: list[str] = []
+        keys = SigningKey.objects.filter(tenant=tenant)
+        for kid in plan.retire:
+            # The last token this key signed has expired: unpublish it and destroy its private part.
+            keys.filter(kid=kid).update(state=KeyState.RETIRED, retired_at=now, private_key_encrypted=b"")
+        for kid, retire_after in plan.retiring:
+            keys.filter(kid=kid).update(state=KeyState.RETIRING, retiring_at=now, retire_after=retire_after)
+        if plan.reschedule:
+            keys.filter(kid=plan.reschedule[0]).update(activate_after=plan.reschedule[1])
+        if plan.activate:
+            keys.filter(kid=plan.activate).update(state=KeyState.ACTIVE, activated_at=now)
+        if plan.create_active:
+            created.append(signing_key_create(tenant=tenant, now=now, state=KeyState.ACTIVE).kid)
+        if plan.create_next_activate_after:
+            key = signing_key_create(tenant=tenant, now=now, state=KeyState.NEXT)
+            SigningKey.objects.filter(pk=key.pk).update(activate_after=plan.create_next_activate_after)
+            created.append(key.kid)
+        Tenant.objects.filter(pk=tenant.pk).update(keys_next_check_at=plan.next_check_at)
+        if plan.changes:
+            # update() bypasses signals: tell every process's runtime that the key set moved.
+            from .signals import tenant_config_bump
+
+            tenant_config_bump(tenant_id=tenant.pk)
+    return RotationResult(
+        tenant=tenant.slug,
+        created=tuple(created),
+        activated=plan.activate,
+        retiring=tuple(kid for kid, _ in plan.retiring),
+        retired=plan.retire,
+    )
+
+
+def signing_key_revoke(*, tenant: Tenant, kid: str, now: datetime) -> RotationResult:
+    """A compromised key leaves the JWKS at once and its private part is destroyed; if it was
+    signing, the next key (published already) signs at once, or a new key does."""
+    with transaction.atomic():
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        key = SigningKey.objects.filter(tenant=tenant, kid=kid, state__in=PUBLISHED_KEY_STATES).first()
+        if key is None:
+            raise SigningKey.DoesNotExist(f"no published key {kid!r} in tenant {tenant.slug}")
+        SigningKey.objects.filter(pk=key.pk).update(
+            state=KeyState.REVOKED, retired_at=now, private_key_encrypted=b""
+        )
+    result = signing_key_rotate(tenant_id=tenant.pk, now=now)
+    from .signals import tenant_config_bump
+
+    tenant_config_bump(tenant_id=tenant.pk)
+    return RotationResult(tenant=tenant.slug, created=result.created, activated=result.activated, retired=(kid,))

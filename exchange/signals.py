@@ -38,6 +38,8 @@ def _rule_issuers_changed(sender, instance, action, **kwargs) -> None:
 
 @receiver(post_save, sender=Tenant)
 def _tenant_saved(sender, instance, created, update_fields=None, **kwargs) -> None:
-    if update_fields and set(update_fields) == {"config_version"}:
+    if update_fields and set(update_fields) <= {"config_version", "keys_next_check_at"}:
         return
+    # Rotation settings may have changed: let the next key sweep look at this tenant.
+    Tenant.objects.filter(pk=instance.pk).update(keys_next_check_at=None)
     tenant_config_bump(tenant_id=instance.pk)

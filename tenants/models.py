@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -44,11 +45,24 @@ class Tenant(models.Model):
     # Bumped whenever anything the exchange reads for this tenant changes, so that the
     # per-process runtime cache knows when to rebuild (see exchange.runtime).
     config_version = models.PositiveBigIntegerField(default=1, editable=False)
+    # When the key sweep should next look at this tenant (set by exchange.keys.signing_key_rotate).
+    keys_next_check_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["slug"]
+
+    def clean(self) -> None:
+        from exchange.rotation import tenant_rotation_errors
+
+        errors = tenant_rotation_errors(
+            interval=self.key_rotation_interval or 0,
+            prepublish=self.key_prepublish_window or 0,
+            max_token_lifetime=self.max_token_lifetime or 0,
+        )
+        if errors:
+            raise ValidationError(errors)
 
     def __str__(self) -> str:
         return self.slug

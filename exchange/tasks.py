@@ -1,0 +1,82 @@
+"""Celery tasks (CONVENTIONS §8): thin, idempotent, take ids, call services.
+
+Beat runs the three sweeps (jwtex_site/celery.py); each sweep picks what is due from the
+database and fans out one task per issuer or tenant. The services take row locks with
+``skip_locked``, so two beats or many workers never double-fetch or double-rotate.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db.models import Q
+from django.utils import timezone
+
+from tenants.models import Tenant
+
+from .keys import signing_key_rotate
+from .models import Issuer
+from .retention import exchange_records_purge
+from .upstream import issuer_jwks_refresh
+
+logger = logging.getLogger("jwtex.tasks")
+
+
+@shared_task(name="exchange.refresh_issuer_jwks", ignore_result=True)
+def refresh_issuer_jwks(issuer_pk: int, force: bool = False) -> bool:
+    issuer = Issuer.objects.select_related("tenant").filter(pk=issuer_pk, enabled=True).first()
+    if issuer is None:
+        return False
+    return issuer_jwks_refresh(issuer=issuer, now=timezone.now(), force=force)
+
+
+@shared_task(name="exchange.rotate_tenant_keys", ignore_result=True)
+def rotate_tenant_keys(tenant_pk: int, force: bool = False) -> bool:
+    result = signing_key_rotate(tenant_id=tenant_pk, now=timezone.now(), force=force)
+    if result.changed:
+        logger.info("signing keys rotated", extra={"jwtex": {"tenant": result.tenant, **_result_fields(result)}})
+    return result.changed
+
+
+@shared_task(name="exchange.purge_exchange_records", ignore_result=True)
+def purge_exchange_records(tenant_pk: int) -> int:
+    tenant = Tenant.objects.filter(pk=tenant_pk).first()
+    return 0 if tenant is None else exchange_records_purge(tenant=tenant, now=timezone.now())
+
+
+@shared_task(name="exchange.sweep_issuers", ignore_result=True)
+def sweep_issuers() -> int:
+    now = timezone.now()
+    due = Issuer.objects.filter(enabled=True, tenant__enabled=True, static_jwks__isnull=True).filter(
+        Q(jwks_expires_at__isnull=True) | Q(jwks_expires_at__lte=now)
+    )
+    count = 0
+    for pk in due.values_list("pk", flat=True).iterator():
+        refresh_issuer_jwks.delay(pk)
+        count += 1
+    return count
+
+
+@shared_task(name="exchange.sweep_signing_keys", ignore_result=True)
+def sweep_signing_keys() -> int:
+    now = timezone.now()
+    due = Tenant.objects.filter(Q(keys_next_check_at__isnull=True) | Q(keys_next_check_at__lte=now))
+    count = 0
+    for pk in due.values_list("pk", flat=True).iterator():
+        rotate_tenant_keys.delay(pk)
+        count += 1
+    return count
+
+
+@shared_task(name="exchange.sweep_exchange_records", ignore_result=True)
+def sweep_exchange_records() -> int:
+    count = 0
+    for pk in Tenant.objects.values_list("pk", flat=True).iterator():
+        purge_exchange_records.delay(pk)
+        count += 1
+    return count
+
+
+def _result_fields(result) -> dict:
+    return {"created": list(result.created), "activated": result.activated, "retired": list(result.retired)}
