@@ -1,0 +1,526 @@
+"""Upstream JWT → ``VerifiedToken`` (SPEC §4). Pure: no ORM, no network, no global cache.
+
+Two steps, so the caller can pick the issuer (by ``iss`` or ``issuerId``) and its keys
+between them:
+
+- ``parse_compact`` checks the structure only: a strict compact JWS (RFC 7515 §7.1) whose
+  header and payload are UTF-8 JSON objects without duplicate members (RFC 7515 §4,
+  RFC 7519 §4, RFC 8725 §3.7). It raises ``InvalidRequest`` (400) / ``RequestTooLarge`` (413).
+- ``verify_token`` checks the header against the issuer's allowlist and key set, the
+  signature with ``cryptography`` directly, and then the claims (RFC 7519 §4.1, §7.2).
+  It raises ``InvalidToken`` (401); ``UnknownKeyId`` when no key has the token's ``kid``,
+  so the caller may refetch the JWKS once (SPEC §4).
+
+``KeySet.from_jwks`` turns a JWKS document (RFC 7517 §5) into loaded public keys once per
+fetch; the result is immutable and safe to share across threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from . import conf
+from .errors import InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
+
+__all__ = [
+    "IssuerConfig",
+    "KeySet",
+    "ParsedToken",
+    "PublicKey",
+    "VerifiedToken",
+    "parse_compact",
+    "verify_token",
+]
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    issuer_id: str
+    issuer: str  # the exact expected ``iss``
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...] = conf.DEFAULT_ALGORITHMS
+    leeway: int = conf.DEFAULT_LEEWAY
+    max_token_age: int = conf.DEFAULT_MAX_TOKEN_AGE
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kid: str | None
+    kty: str  # "RSA" | "EC" | "OKP"
+    alg: str | None  # the JWK's own "alg", if any
+    crv: str | None
+    key: Any  # a cryptography public key object
+
+
+@dataclass(frozen=True)
+class ParsedToken:
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    issuer_id: str
+    claims: Mapping[str, Any]
+    header: Mapping[str, Any]
+    kid: str | None
+    alg: str
+
+
+# ------------------------------------------------------------------ algorithms
+
+# RFC 7518 §3.1 / RFC 8037 §3.1: the key type (and curve) each JWS algorithm needs.
+_ALG_KEY: Mapping[str, tuple[str, str | None]] = MappingProxyType(
+    {
+        "RS256": ("RSA", None),
+        "RS384": ("RSA", None),
+        "RS512": ("RSA", None),
+        "PS256": ("RSA", None),
+        "PS384": ("RSA", None),
+        "PS512": ("RSA", None),
+        "ES256": ("EC", "P-256"),
+        "ES384": ("EC", "P-384"),
+        "ES512": ("EC", "P-521"),
+        "EdDSA": ("OKP", "Ed25519"),
+    }
+)
+# Whatever an issuer's config says, only these are ever accepted: never "none" or HS*
+# (RFC 8725 §3.1, §3.2). Case-sensitive, so "None"/"NONE" are refused too.
+_SUPPORTED: frozenset[str] = frozenset(conf.SUPPORTED_UPSTREAM_ALGORITHMS) & frozenset(_ALG_KEY)
+
+_HASHES: Mapping[str, hashes.HashAlgorithm] = MappingProxyType(
+    {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+)
+# RFC 7518 §6.2.1.2: coordinate (and so r, s) sizes in bytes.
+_EC_CURVES: Mapping[str, tuple[ec.EllipticCurve, int]] = MappingProxyType(
+    {"P-256": (ec.SECP256R1(), 32), "P-384": (ec.SECP384R1(), 48), "P-521": (ec.SECP521R1(), 66)}
+)
+
+# RFC 7518 §3.3: RSA keys of at least 2048 bits. The upper bounds are ours: issuers are
+# configured by tenants, so a huge modulus or exponent would let one tenant burn everyone's
+# CPU on each verify (Go's crypto/rsa caps e likewise).
+_RSA_MIN_BITS = 2048
+_RSA_MAX_BITS = 8192
+_RSA_MAX_E = 2**32
+
+# JOSE header parameters that would let the token pick its own key (RFC 8725 §3.10,
+# RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (SPEC §4).
+_FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "b64")
+
+
+def _verify_rsa_pkcs1(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    # RFC 8017 §8.2.2 step 1: the signature is exactly k octets long.
+    if len(signature) != (key.key.key_size + 7) // 8:
+        raise ValueError("RSA signature length differs from the modulus length")
+    key.key.verify(signature, data, padding.PKCS1v15(), _HASHES[alg[2:]])
+
+
+def _verify_rsa_pss(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    if len(signature) != (key.key.key_size + 7) // 8:
+        raise ValueError("RSA signature length differs from the modulus length")
+    digest = _HASHES[alg[2:]]
+    # RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash output.
+    key.key.verify(signature, data, padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size), digest)
+
+
+def _verify_ecdsa(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    # RFC 7518 §3.4: the signature is R || S, each exactly the coordinate size; a DER
+    # signature or any other length is invalid. r = 0 or s = 0 is never valid (the
+    # "psychic signature", CVE-2022-21449; RFC 8725 §3.4).
+    size = _EC_CURVES[key.crv][1]  # type: ignore[index]
+    if len(signature) != 2 * size:
+        raise ValueError("ECDSA signature is not R || S of the curve's size")
+    r = int.from_bytes(signature[:size], "big")
+    s = int.from_bytes(signature[size:], "big")
+    if r == 0 or s == 0:
+        raise ValueError("ECDSA signature with r or s zero")
+    key.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_HASHES[alg[2:]]))
+
+
+def _verify_eddsa(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    # RFC 8037 §3.1 / RFC 8032 §5.1.7.
+    if len(signature) != 64:
+        raise ValueError("Ed25519 signature is not 64 bytes")
+    key.key.verify(signature, data)
+
+
+_VERIFIERS: Mapping[str, Callable[[PublicKey, str, bytes, bytes], None]] = MappingProxyType(
+    {
+        "RS": _verify_rsa_pkcs1,
+        "PS": _verify_rsa_pss,
+        "ES": _verify_ecdsa,
+        "Ed": _verify_eddsa,
+    }
+)
+
+
+def _fits(key: PublicKey, alg: str) -> bool:
+    """Whether ``alg`` may be used with ``key`` (RFC 8725 §3.1; RFC 7517 §4.4)."""
+    kty, crv = _ALG_KEY[alg]
+    return key.kty == kty and (crv is None or key.crv == crv) and (key.alg is None or key.alg == alg)
+
+
+# ------------------------------------------------------------------------ JWKS
+
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _b64url_lenient(value: Any) -> bytes:
+    """Decode a JWK member: base64url (RFC 7518 §6); padding tolerated, other junk is not."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("not a non-empty string")
+    value = value.rstrip("=")
+    if not _B64URL.fullmatch(value) or len(value) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _load_rsa(jwk: Mapping[str, Any]) -> Any:
+    n = int.from_bytes(_b64url_lenient(jwk["n"]), "big")
+    e = int.from_bytes(_b64url_lenient(jwk["e"]), "big")
+    if not _RSA_MIN_BITS <= n.bit_length() <= _RSA_MAX_BITS:
+        raise ValueError("RSA modulus size out of range")
+    if e > _RSA_MAX_E:
+        raise ValueError("RSA exponent too large")
+    return rsa.RSAPublicNumbers(e, n).public_key()  # checks e odd, 3 <= e < n
+
+
+def _load_ec(jwk: Mapping[str, Any]) -> Any:
+    curve, size = _EC_CURVES[jwk["crv"]]
+    x, y = _b64url_lenient(jwk["x"]), _b64url_lenient(jwk["y"])
+    # RFC 7518 §6.2.1.2 wants the full coordinate size; shorter is tolerated (some issuers
+    # drop leading zeros), longer is not. public_key() checks the point is on the curve.
+    if len(x) > size or len(y) > size:
+        raise ValueError("EC coordinate longer than the curve's size")
+    return ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve).public_key()
+
+
+def _load_okp(jwk: Mapping[str, Any]) -> Any:
+    if jwk["crv"] != "Ed25519":  # RFC 8037: Ed448 is not supported here; X25519/X448 are not signature keys
+        raise KeyError("crv")
+    return ed25519.Ed25519PublicKey.from_public_bytes(_b64url_lenient(jwk["x"]))  # exactly 32 bytes
+
+
+_LOADERS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = MappingProxyType(
+    {"RSA": _load_rsa, "EC": _load_ec, "OKP": _load_okp}
+)
+
+
+def _public_key_from_jwk(jwk: Any) -> PublicKey | None:
+    """One JWK → PublicKey, or None when it is not a usable signature-verification key.
+
+    Only the public members are read (never ``d``, ``p``, … ) and ``x5c`` is ignored.
+    """
+    if not isinstance(jwk, Mapping):
+        return None
+    kty, kid, alg, crv = jwk.get("kty"), jwk.get("kid"), jwk.get("alg"), jwk.get("crv")
+    # RFC 7517 §4.2/§4.3: a key meant for encryption is not a signature key.
+    if jwk.get("use", "sig") != "sig":
+        return None
+    key_ops = jwk.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+        return None
+    if not isinstance(kty, str) or kty not in _LOADERS:
+        return None
+    if kid is not None and not isinstance(kid, str):
+        return None
+    if crv is not None and not isinstance(crv, str):
+        return None
+    if alg is not None:
+        # An "alg" we do not support (RSA-OAEP, HS256, …) or one that does not fit the key
+        # type makes the key unusable for us.
+        if not isinstance(alg, str) or alg not in _ALG_KEY:
+            return None
+        want_kty, want_crv = _ALG_KEY[alg]
+        if kty != want_kty or (want_crv is not None and crv != want_crv):
+            return None
+    try:
+        key = _LOADERS[kty](jwk)
+    except (KeyError, TypeError, ValueError, binascii.Error):  # missing/malformed member, bad point, …
+        return None
+    return PublicKey(kid=kid, kty=kty, alg=alg, crv=crv if kty != "RSA" else None, key=key)
+
+
+@dataclass(frozen=True)
+class KeySet:
+    keys: tuple[PublicKey, ...]
+    # Indexes built once so a verification is a dict lookup (read-only; shared across threads).
+    _by_kid: Mapping[str | None, tuple[PublicKey, ...]] = field(init=False, repr=False, compare=False)
+    _by_alg: Mapping[str, tuple[PublicKey, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        keys = tuple(self.keys)
+        by_kid: dict[str | None, list[PublicKey]] = {}
+        for key in keys:
+            by_kid.setdefault(key.kid, []).append(key)
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "_by_kid", MappingProxyType({k: tuple(v) for k, v in by_kid.items()}))
+        object.__setattr__(
+            self,
+            "_by_alg",
+            MappingProxyType({alg: tuple(k for k in keys if _fits(k, alg)) for alg in _ALG_KEY}),
+        )
+
+    @classmethod
+    def from_jwks(cls, jwks: Mapping[str, Any]) -> KeySet:
+        """Parse a JWKS (RFC 7517 §5), skipping the keys we cannot or must not use."""
+        if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
+            raise ValueError('a JWKS must be a JSON object with a "keys" array')
+        return cls(keys=tuple(k for k in map(_public_key_from_jwk, jwks["keys"]) if k is not None))
+
+    def kids(self) -> tuple[str | None, ...]:
+        return tuple(k.kid for k in self.keys)
+
+
+# ------------------------------------------------------------------ structure
+
+# RFC 4648 §3.5 / RFC 7515 §2: the last character of an unpadded segment must leave its
+# unused bits zero, otherwise several strings decode to the same bytes (a signature could
+# be "changed" without changing it).
+_CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
+_COMPACT_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SEGMENT_NAMES = ("header", "payload", "signature")
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7515 §4 / RFC 7519 §4 let a parser reject duplicate names; we do, at any depth, so
+    # no two components can read different values out of one token.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateMember("duplicate member name")
+    return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 §6)")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_refuse_constant)
+
+
+def _malformed(reason: str) -> InvalidRequest:
+    return InvalidRequest("The token is malformed.", reason=reason)
+
+
+def _decode_segment(segment: bytes, index: int) -> bytes:
+    # The alphabet was checked on the whole token; here only the canonical form (RFC 4648
+    # §3.5): a length of 1 mod 4 is never valid, and the last character's unused bits are 0.
+    rem = len(segment) % 4
+    if rem == 1 or (rem and segment[-1] not in _CANONICAL_LAST[rem]):
+        raise _malformed(f"{_SEGMENT_NAMES[index]} is not canonical base64url")
+    return binascii.a2b_base64(segment.translate(_URLSAFE_TO_STD) + _PADDING[rem])
+
+
+def _decode_json_object(raw: bytes, index: int) -> dict[str, Any]:
+    name = _SEGMENT_NAMES[index]
+    try:
+        text = raw.decode("utf-8")  # strictly UTF-8 (RFC 7515 §2, RFC 8259 §8.1): no UTF-16/32 sniffing
+        value = _DECODER.decode(text)
+        # A lone surrogate escape ("\ud800") is valid JSON syntax but no Unicode text; it
+        # would break every later UTF-8 encoding (audit, logs, CEL). Checked only when such
+        # an escape is present at all.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except _DuplicateMember:
+        raise _malformed(f"{name} has a duplicate member name") from None
+    except RecursionError:
+        raise _malformed(f"{name} is nested too deeply") from None
+    except (UnicodeError, ValueError):  # incl. JSONDecodeError, int digit limit
+        raise _malformed(f"{name} is not UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise _malformed(f"{name} is not a JSON object")
+    return value
+
+
+def parse_compact(token: str | bytes, *, max_bytes: int = conf.MAX_TOKEN_BYTES) -> ParsedToken:
+    """Check a compact JWS's structure (RFC 7515 §7.1) and decode it; no signature check."""
+    if not isinstance(token, (str, bytes, bytearray)):
+        raise _malformed("token is not text")
+    # Size first, before any other work (SPEC §4).
+    if len(token) > max_bytes:
+        raise RequestTooLarge(reason=f"token of {len(token)} > {max_bytes} bytes")
+    if isinstance(token, str):
+        if not token.isascii():  # never a valid token; but size is still checked in bytes first
+            size = len(token.encode("utf-8", "surrogatepass"))
+            if size > max_bytes:
+                raise RequestTooLarge(reason=f"token of {size} > {max_bytes} bytes")
+            raise _malformed("token has a character outside the base64url alphabet")
+        data = token.encode("ascii")
+    else:
+        data = bytes(token)
+
+    # Exactly three segments: no JWE (five), no JSON serialization, no nesting (RFC 7516 §9).
+    if data.count(b".") != 2:
+        raise _malformed(f"token has {data.count(b'.') + 1} segments, not 3")
+    # RFC 7515 §2/§7.1: base64url without padding, whitespace or anything else. Deleting the
+    # allowed bytes leaves nothing only for a clean token (a C loop; a regex is 4x slower).
+    if data.translate(None, _COMPACT_ALPHABET):
+        raise _malformed("token has a character outside the base64url alphabet")
+    header_b64, payload_b64, signature_b64 = data.split(b".")
+    if not signature_b64:
+        raise _malformed("signature is empty")
+    header_raw = _decode_segment(header_b64, 0)
+    payload_raw = _decode_segment(payload_b64, 1)
+    signature = _decode_segment(signature_b64, 2)
+    return ParsedToken(
+        header=_decode_json_object(header_raw, 0),
+        claims=_decode_json_object(payload_raw, 1),
+        signing_input=data[: len(header_b64) + 1 + len(payload_b64)],
+        signature=signature,
+    )
+
+
+# --------------------------------------------------------------- verification
+
+
+def _invalid(description: str, reason: str) -> InvalidToken:
+    return InvalidToken(description, reason=reason)
+
+
+def _short(value: Any) -> str:
+    """A token-controlled value, bounded for the reason (audit/log only, never the client).
+
+    Containers are named, not printed: their repr could be huge or nested deep enough to
+    raise RecursionError, and a bad token must never become a 500.
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= 80 else f"{value[:77]}...")
+    if value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:77]}..."
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return f"<{type(value).__name__}>"
+
+
+def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
+    if "kid" in header:
+        kid = header["kid"]
+        if not isinstance(kid, str):
+            raise _invalid("The token header is not acceptable.", "kid is not a string")
+        candidates = keys._by_kid.get(kid, ())
+        if not candidates:  # an exact, opaque lookup: the kid is never a path or query (RFC 8725 §3.10)
+            raise UnknownKeyId(reason=f"no key with kid {_short(kid)}")
+        if len(candidates) > 1:  # SPEC §4: a kid matches exactly one key
+            raise _invalid("The token's key is ambiguous.", f"kid {_short(kid)} matches {len(candidates)} keys")
+        key = candidates[0]
+        if not _fits(key, alg):  # RFC 8725 §3.1: the algorithm must fit the key
+            raise _invalid(
+                "The token's algorithm does not fit its key.",
+                f"alg {alg} does not fit key {_short(kid)} (kty {key.kty}, crv {key.crv}, alg {key.alg})",
+            )
+        return key
+    # No kid: only when exactly one key could have made this signature (SPEC §4).
+    candidates = keys._by_alg[alg]
+    if len(candidates) != 1:
+        raise _invalid(
+            "The token has no key id and its key is ambiguous.",
+            f"no kid and {len(candidates)} keys fit alg {alg}",
+        )
+    return candidates[0]
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | int | None:
+    """A NumericDate (RFC 7519 §2): a JSON number; not a string, bool, NaN or infinity."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    kind = type(value)  # not isinstance: a bool is an int in Python, not a number in JSON
+    if kind is not int and (kind is not float or not math.isfinite(value)):  # isfinite(10**400) overflows
+        raise _invalid(f"The token's {name} claim is not a number.", f"{name} is {type(value).__name__}")
+    return value
+
+
+def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
+    # RFC 7519 §4.1.1 / SPEC §4: exact string comparison, no trailing-slash or case leniency.
+    iss = claims.get("iss")
+    if not isinstance(iss, str) or iss != issuer.issuer:
+        raise _invalid("The token's issuer is not accepted.", f"iss {_short(iss)} is not {issuer.issuer!r}")
+
+    # RFC 7519 §4.1.3: a string or an array of strings, one of which must be ours.
+    aud = claims.get("aud")
+    auds = [aud] if isinstance(aud, str) else aud
+    if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
+        raise _invalid("The token's aud claim is malformed.", f"aud is {type(aud).__name__}")
+    if not any(a in issuer.audiences for a in auds):
+        raise _invalid("The token's audience is not accepted.", f"aud {_short(aud)} has none of {issuer.audiences!r}")
+
+    if "sub" in claims and not isinstance(claims["sub"], str):  # RFC 7519 §4.1.2
+        raise _invalid("The token's sub claim is not a string.", f"sub is {type(claims['sub']).__name__}")
+
+    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
+    leeway = issuer.leeway
+    if exp is None:  # SPEC §4: exp is required
+        raise _invalid("The token has no exp claim.", "exp is missing")
+    if not exp > now - leeway:  # RFC 7519 §4.1.4
+        raise _invalid("The token has expired.", f"exp {exp} is not after now {now} - leeway {leeway}")
+    if nbf is not None and nbf > now + leeway:  # RFC 7519 §4.1.5
+        raise _invalid("The token is not yet valid.", f"nbf {nbf} is after now {now} + leeway {leeway}")
+    if iat is not None and iat > now + leeway:  # RFC 7519 §4.1.6
+        raise _invalid("The token was issued in the future.", f"iat {iat} is after now {now} + leeway {leeway}")
+    # SPEC §4: bound the lifetime, so a stolen long-lived token is refused. Written as a
+    # comparison, not exp - start: a 400-digit int minus a float would raise OverflowError.
+    start, start_name = (iat, "iat") if iat is not None else (now, "now")
+    if exp > start + issuer.max_token_age:
+        raise _invalid(
+            "The token's lifetime is too long.",
+            f"exp {exp} - {start_name} {start} exceeds max_token_age {issuer.max_token_age}",
+        )
+
+
+def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: float) -> VerifiedToken:
+    """Verify ``parsed`` against one issuer's config and keys at time ``now`` (SPEC §4)."""
+    header = parsed.header
+
+    for name in _FORBIDDEN_HEADERS:  # RFC 8725 §3.10: the token never names its own key
+        if name in header:
+            raise _invalid("The token header is not acceptable.", f"header {name} is refused")
+    if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension, so any crit is refused
+        raise _invalid("The token header is not acceptable.", "header crit is refused")
+
+    alg = header.get("alg")
+    # RFC 8725 §3.1/§3.2: an allowlist, never "none" or HMAC whatever the config says.
+    if not isinstance(alg, str) or alg not in _SUPPORTED or alg not in issuer.algorithms:
+        raise _invalid("The token's algorithm is not accepted.", f"alg {_short(alg)} is not allowed")
+
+    key = _select_key(header, alg, keys)
+
+    # Signature before any claim is trusted (RFC 7515 §5.2 step 8, RFC 7519 §7.2).
+    try:
+        _VERIFIERS[alg[:2]](key, alg, parsed.signature, parsed.signing_input)
+    except Exception as exc:  # InvalidSignature, and anything else cryptography raises
+        reason = f"{alg} signature check failed ({type(exc).__name__})"
+        raise _invalid("The token's signature is not valid.", reason) from None
+
+    _check_claims(parsed.claims, issuer, now)
+    return VerifiedToken(
+        issuer_id=issuer.issuer_id,
+        claims=dict(parsed.claims),
+        header=dict(header),
+        kid=key.kid,
+        alg=alg,
+    )
