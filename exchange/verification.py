@@ -444,6 +444,10 @@ def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
     return candidates[0]
 
 
+# The most skew an issuer's backdated nbf may buy (GitHub Actions backdates by 600 s).
+MAX_NBF_BACKDATE = 600
+
+
 def _number(claims: Mapping[str, Any], name: str) -> float | int | None:
     """A NumericDate (RFC 7519 §2): a JSON number; not a string, bool, NaN or infinity."""
     if name not in claims:
@@ -480,8 +484,16 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
         raise _invalid("The token has expired.", f"exp {exp} is not after now {now} - leeway {leeway}")
     if nbf is not None and nbf > now + leeway:  # RFC 7519 §4.1.5
         raise _invalid("The token is not yet valid.", f"nbf {nbf} is after now {now} + leeway {leeway}")
-    if iat is not None and iat > now + leeway:  # RFC 7519 §4.1.6
-        raise _invalid("The token was issued in the future.", f"iat {iat} is after now {now} + leeway {leeway}")
+    if iat is not None:  # RFC 7519 §4.1.6
+        # An issuer that backdates nbf before iat (GitHub Actions: nbf = iat - 600) states how
+        # much clock skew it means to tolerate; honour it, up to MAX_NBF_BACKDATE, on top of
+        # the leeway. Otherwise a verifier whose clock lags would refuse a token inside the
+        # window its issuer declared valid (see README, "Where the SPEC is silent").
+        backdate = min(max(iat - nbf, 0), MAX_NBF_BACKDATE) if nbf is not None and nbf <= iat else 0
+        if iat > now + leeway + backdate:
+            raise _invalid(
+                "The token was issued in the future.", f"iat {iat} is after now {now} + leeway {leeway} + {backdate}"
+            )
     # SPEC §4: bound the lifetime, so a stolen long-lived token is refused. Written as a
     # comparison, not exp - start: a 400-digit int minus a float would raise OverflowError.
     start, start_name = (iat, "iat") if iat is not None else (now, "now")
