@@ -35,13 +35,13 @@ from .verification import ParsedToken, VerifiedToken, parse_compact, verify_toke
 logger = logging.getLogger("jwtex.exchange")
 
 
-def tenant_create(*, slug: str, name: str, **fields: Any) -> Tenant:
+def tenant_create(*, slug: str, name: str, now: datetime | None = None, **fields: Any) -> Tenant:
     """A tenant is born with an active signing key, so its JWKS is never empty."""
     with transaction.atomic():
         tenant = Tenant(slug=slug, name=name, **fields)
         tenant.full_clean()
         tenant.save()
-        signing_key_ensure_active(tenant=tenant, now=timezone.now())
+        signing_key_ensure_active(tenant=tenant, now=now or timezone.now())
     return tenant
 
 
