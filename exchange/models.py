@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -13,6 +15,31 @@ from . import conf
 issuer_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."
 )
+
+
+class OrderedJSONField(models.JSONField):
+    """JSON that keeps the order of object members as written. PostgreSQL's ``jsonb``
+    reorders keys, so session tags and claims would come back in another order than the
+    operator wrote them (and than ``jwtex_export`` printed); the plain ``json`` type keeps
+    the text as is. Nothing queries inside these fields, so jsonb's operators are not needed."""
+
+    def db_type(self, connection):
+        if connection.vendor == "postgresql":
+            return "json"
+        return super().db_type(connection)
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if connection.vendor == "postgresql" and value is not None:
+            from psycopg.types.json import Json
+
+            return Json(value, dumps=lambda v: json.dumps(v, cls=self.encoder))
+        return super().get_db_prep_value(value, connection, prepared)
+
+    def from_db_value(self, value, expression, connection):
+        # psycopg already decodes the ``json`` type (in document order); Django expects text.
+        if value is not None and not isinstance(value, (str, bytes, bytearray)):
+            return value
+        return super().from_db_value(value, expression, connection)
 
 
 def default_algorithms() -> list[str]:
@@ -104,9 +131,9 @@ class Rule(models.Model):
     audience = models.CharField(max_length=255, blank=True, help_text="default: the tenant's default audience")
     audiences = models.JSONField(default=list, blank=True, help_text="other audiences a caller may request")
     lifetime = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(60)])
-    session_tags = models.JSONField(default=dict, blank=True, help_text="AWS tag key → CEL expression")
+    session_tags = OrderedJSONField(default=dict, blank=True, help_text="AWS tag key → CEL expression")
     transitive_tag_keys = models.JSONField(default=list, blank=True)
-    claims = models.JSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
+    claims = OrderedJSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
