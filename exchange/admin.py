@@ -1,69 +1,530 @@
-"""Operator screens. Private key material is never a field here: SigningKey's encrypted
-private part is not editable and not listed; keys are created by services, not by forms."""
+"""Operator screens, scoped by membership (tenants.admin_mixins).
 
-from django.contrib import admin
+The classes here choose columns, forms and buttons; the work behind a button is a service
+(exchange.admin_services, exchange.keys, exchange.simulator) called from exchange.admin_views.
+Private key material is never a field: a SigningKey's encrypted private part is excluded
+from every form, list and page; keys are created by services, not by forms.
+"""
 
-from .models import ExchangeRecord, Issuer, Rule, SigningKey
+from __future__ import annotations
+
+import json
+from functools import partial
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Prefetch
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from tenants.admin_mixins import (
+    CONFIGURE,
+    NOBODY,
+    VIEW,
+    TenantScopedAdminMixin,
+    has_any_role,
+    has_role,
+    scoped_actions_queryset,
+)
+
+from . import conf
+from .admin_services import issuer_keys_fetch_now, rule_position_next
+from .models import PUBLISHED_KEY_STATES, ExchangeRecord, Issuer, KeyState, Rule, SigningKey
+from .overview import issuer_health, jwks_kids
+from .rules import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
+
+MONO = {"class": "vLargeTextField jwtex-mono", "spellcheck": "false", "autocapitalize": "off"}
+
+
+class LinesField(forms.CharField):
+    """A list of strings edited one per line (stored as a JSON list)."""
+
+    def __init__(self, *, rows: int = 3, **kwargs):
+        kwargs.setdefault("widget", forms.Textarea(attrs={**MONO, "rows": rows}))
+        kwargs.setdefault("strip", False)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, (list, tuple)):
+            return "\n".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value):
+        if isinstance(value, (list, tuple)):
+            return [str(v).strip() for v in value if str(v).strip()]
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+    def has_changed(self, initial, data):
+        return self.to_python(initial or []) != self.to_python(data)
+
+
+class TenantOwnedForm(forms.ModelForm):
+    """Checks that need the tenant: names unique within it, related rows from it."""
+
+    unique_in_tenant: tuple[str, ...] = ()
+
+    def tenant_id(self) -> int | None:
+        if self.instance.pk is not None:
+            return self.instance.tenant_id
+        tenant = self.cleaned_data.get("tenant")
+        return tenant.pk if tenant is not None else None
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant_id = self.tenant_id()
+        if tenant_id is not None:
+            # The tenant is read-only on change, so Django's own unique check skips these.
+            manager = type(self.instance)._default_manager
+            for name in self.unique_in_tenant:
+                value = cleaned.get(name)
+                if value and manager.filter(tenant_id=tenant_id, **{name: value}).exclude(pk=self.instance.pk).exists():
+                    label = self.fields[name].label or name
+                    self.add_error(name, f"This tenant already has a {self._meta.model._meta.verbose_name} with this {label}.")
+        return cleaned
+
+
+# --- issuers -------------------------------------------------------------------------------------
+
+
+class IssuerForm(TenantOwnedForm):
+    unique_in_tenant = ("issuer_id",)
+    audiences = LinesField(help_text="One per line. The token's aud must contain one of these.")
+    algorithms = forms.MultipleChoiceField(
+        choices=[(a, a) for a in conf.SUPPORTED_UPSTREAM_ALGORITHMS],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Signature algorithms accepted from this issuer (never none or HMAC).",
+    )
+
+    class Meta:
+        model = Issuer
+        fields = "__all__"
+        widgets = {"static_jwks": forms.Textarea(attrs={**MONO, "rows": 6})}
+
+
+def _health_badge(status: str) -> str:
+    colour = {"ok": "#2e7d32", "static": "#1565c0", "disabled": "#757575", "never fetched": "#9e6a00"}.get(
+        status, "#c62828"
+    )
+    return format_html('<span class="jwtex-badge" style="background:{}">{}</span>', colour, status)
 
 
 @admin.register(Issuer)
-class IssuerAdmin(admin.ModelAdmin):
-    list_display = ["issuer_id", "tenant", "issuer", "enabled", "jwks_fetched_at", "jwks_consecutive_failures"]
+class IssuerAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    view_roles = VIEW
+    add_roles = change_roles = delete_roles = CONFIGURE
+
+    form = IssuerForm
+    list_display = ["issuer_id", "tenant", "issuer", "enabled", "key_health", "key_ids"]
     list_filter = ["enabled", "tenant"]
     list_select_related = ["tenant"]
-    search_fields = ["issuer_id", "issuer", "tenant__slug"]
+    search_fields = ["issuer_id", "issuer"]
+    actions = ["fetch_keys_now"]
     readonly_fields = [
+        "key_health",
+        "cached_kids",
+        "jwks_resolved_uri",
         "jwks_fetched_at",
         "jwks_expires_at",
         "jwks_changed_at",
-        "jwks_resolved_uri",
         "jwks_last_error",
         "jwks_last_error_at",
         "jwks_consecutive_failures",
         "created_at",
         "updated_at",
     ]
+    fieldsets = [
+        (None, {"fields": ["tenant", "issuer_id", "issuer", "enabled"]}),
+        ("Verification", {"fields": ["audiences", "algorithms", "leeway", "max_token_age"]}),
+        ("Keys", {"fields": ["jwks_uri", "static_jwks", "jwks_refresh_interval"]}),
+        (
+            "Key health",
+            {
+                "fields": [
+                    "key_health",
+                    "cached_kids",
+                    "jwks_resolved_uri",
+                    "jwks_fetched_at",
+                    "jwks_expires_at",
+                    "jwks_changed_at",
+                    "jwks_last_error",
+                    "jwks_last_error_at",
+                    "jwks_consecutive_failures",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+
+    @admin.display(description="keys")
+    def key_health(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        return _health_badge(issuer_health(obj, now=timezone.now()).status)
+
+    @admin.display(description="key ids")
+    def key_ids(self, obj):
+        kids = jwks_kids(obj.static_jwks if obj.static_jwks is not None else obj.jwks)
+        return ", ".join(kids) or "-"
+
+    @admin.display(description="cached key ids")
+    def cached_kids(self, obj):
+        return self.key_ids(obj)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return self.fieldsets[:3]
+        return self.fieldsets
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        stored = request.session.get("jwtex_issuer_preset")
+        if stored and request.GET.get("preset") == stored.get("preset"):
+            initial.update({k: v for k, v in stored["values"].items() if v is not None})
+        return initial
+
+    @admin.action(description="Fetch keys now", permissions=["configure"])
+    def fetch_keys_now(self, request, queryset):
+        now = timezone.now()
+        for issuer in scoped_actions_queryset(request, queryset.select_related("tenant"), CONFIGURE):
+            outcome = issuer_keys_fetch_now(issuer=issuer, now=now)
+            _report_fetch(request, issuer, outcome)
+
+    def has_configure_permission(self, request):
+        return has_any_role(request, CONFIGURE)
+
+    def get_urls(self):
+        from . import admin_views
+
+        view = self.admin_site.admin_view
+        return [
+            path("preset/", view(partial(admin_views.issuer_preset_view, model_admin=self)), name="exchange_issuer_preset"),
+            path(
+                "<path:object_id>/fetch-keys/",
+                view(partial(admin_views.issuer_fetch_keys_view, model_admin=self)),
+                name="exchange_issuer_fetch_keys",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        obj = self.get_object(request, object_id)
+        extra_context["can_fetch_keys"] = has_role(request, obj.tenant_id, CONFIGURE)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+def _report_fetch(request, issuer, outcome) -> None:
+    if outcome.static:
+        messages.info(request, f"{issuer}: static JWKS, nothing to fetch; key ids: {', '.join(outcome.kids) or 'none'}.")
+    elif outcome.ok:
+        what = "changed" if outcome.changed else "unchanged"
+        messages.success(request, f"{issuer}: fetched ({what}); key ids: {', '.join(outcome.kids) or 'none'}.")
+    else:
+        kept = f" Still using the last good set: {', '.join(outcome.kids)}." if outcome.kids else ""
+        messages.error(request, f"{issuer}: the fetch failed: {outcome.error}.{kept}")
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+
+class IssuerChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.issuer_id} ({obj.tenant.slug}) — {obj.issuer}"
+
+
+TAG_HELP = (
+    f"AWS session tags: {{\"tag key\": \"CEL expression\"}}, e.g. {{\"repository\": \"claims.repository\"}}. "
+    f"At most {MAX_SESSION_TAGS} tags; keys 1–{MAX_TAG_KEY_LENGTH} and values up to {MAX_TAG_VALUE_LENGTH} "
+    "characters of letters, numbers, spaces and _ . : / = + - @; keys may not start with aws:."
+)
+
+
+class RuleForm(TenantOwnedForm):
+    unique_in_tenant = ("name",)
+    jwtex_tenant_id: int | None = None  # set by RuleAdmin.get_form: narrows the issuer choices
+
+    audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
+    transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
+
+    class Meta:
+        model = Rule
+        exclude = ["position"]
+        widgets = {
+            "when": forms.Textarea(attrs={**MONO, "rows": 3}),
+            "subject": forms.Textarea(attrs={**MONO, "rows": 1}),
+            "session_tags": forms.Textarea(attrs={**MONO, "rows": 4}),
+            "claims": forms.Textarea(attrs={**MONO, "rows": 3}),
+        }
+        help_texts = {
+            "when": "CEL over claims (the verified upstream claims) and issuer (the issuer id). "
+            "The first enabled rule whose issuers include the token's issuer and whose condition is true decides.",
+            "subject": "CEL; empty means claims.sub.",
+            "session_tags": TAG_HELP,
+            "claims": 'Extra claims: {"name": "CEL expression"}; iss, sub, aud, exp, iat, nbf, jti are reserved.',
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("issuers")
+        if field is not None:
+            queryset = field.queryset.select_related("tenant").order_by("tenant__slug", "issuer_id")
+            if self.jwtex_tenant_id is not None:
+                queryset = queryset.filter(tenant_id=self.jwtex_tenant_id)
+            field.queryset = queryset
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant_id = self.tenant_id()
+        issuers = cleaned.get("issuers")
+        if tenant_id is not None and issuers is not None:
+            foreign = [str(i) for i in issuers if i.tenant_id != tenant_id]
+            if foreign:
+                self.add_error("issuers", f"These issuers belong to another tenant: {', '.join(foreign)}.")
+        return cleaned
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "position", "effect", "enabled"]
+class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    view_roles = VIEW
+    add_roles = change_roles = delete_roles = CONFIGURE
+
+    form = RuleForm
+    list_display = ["order", "name", "tenant", "effect", "enabled", "issuer_ids", "tag_keys", "move"]
+    list_display_links = ["name"]
     list_filter = ["effect", "enabled", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["name", "when"]
-    filter_horizontal = ["issuers"]
     ordering = ["tenant__slug", "position", "id"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect"]}),
+        (
+            "What an allow rule emits",
+            {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},
+        ),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related(
+            Prefetch("issuers", queryset=Issuer.objects.only("id", "issuer_id", "tenant_id").order_by("issuer_id"))
+        )
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "issuers":
+            kwargs["form_class"] = IssuerChoiceField
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        tenant_id = obj.tenant_id if obj is not None else None
+        if tenant_id is None:
+            wanted = request.POST.get("tenant") or request.GET.get("tenant") or self.get_changeform_initial_data(
+                request
+            ).get("tenant")
+            if wanted and str(wanted).isdigit() and has_role(request, int(wanted), self.add_roles):
+                tenant_id = int(wanted)
+        form.jwtex_tenant_id = tenant_id
+        return form
+
+    @admin.display(description="#", ordering="position")
+    def order(self, obj):
+        return obj.position
+
+    @admin.display(description="issuers")
+    def issuer_ids(self, obj):
+        return ", ".join(i.issuer_id for i in obj.issuers.all()) or "—"
+
+    @admin.display(description="session tags")
+    def tag_keys(self, obj):
+        return ", ".join(obj.session_tags or {}) or "—"
+
+    @admin.display(description="move")
+    def move(self, obj):
+        # Buttons of the changelist form (it carries the CSRF token): POST to the move URL.
+        return format_html_join(
+            " ",
+            '<button type="submit" class="jwtex-move" formaction="{}" title="{}">{}</button>',
+            [
+                (reverse("admin:exchange_rule_move", args=[obj.pk, "up"]), "move up", "▲"),
+                (reverse("admin:exchange_rule_move", args=[obj.pk, "down"]), "move down", "▼"),
+            ],
+        )
+
+    def get_list_display(self, request):
+        fields = list(super().get_list_display(request))
+        if not has_any_role(request, self.change_roles):
+            fields.remove("move")
+        return fields
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.position = rule_position_next(tenant=obj.tenant)
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        from . import admin_views
+
+        view = self.admin_site.admin_view
+        return [
+            path("simulate/", view(partial(admin_views.rule_simulator_view, model_admin=self)), name="exchange_rule_simulate"),
+            path(
+                "<path:object_id>/move/<str:direction>/",
+                view(partial(admin_views.rule_move_view, model_admin=self)),
+                name="exchange_rule_move",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        from .presets import PRESETS, preset_for_issuer
+
+        extra_context = dict(extra_context or {})
+        tenant_ids = None
+        if object_id:
+            obj = self.get_object(request, object_id)
+            tenant_ids = [obj.tenant_id]
+        used = {
+            p.key
+            for i in self.get_field_queryset_issuers(request, tenant_ids)
+            if (p := preset_for_issuer(i.issuer, has_static_jwks=i.static_jwks is not None)) is not None
+        }
+        extra_context["claim_presets"] = [(p, p.key in used) for p in PRESETS]
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_field_queryset_issuers(self, request, tenant_ids):
+        from tenants.admin_mixins import scope
+
+        queryset = scope(Issuer.objects.only("issuer", "static_jwks"), request, VIEW)
+        return queryset.filter(tenant_id__in=tenant_ids) if tenant_ids else queryset
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = dict(extra_context or {})
+        extra_context["simulate_url"] = reverse("admin:exchange_rule_simulate")
+        return super().changelist_view(request, extra_context)
+
+
+# --- signing keys -------------------------------------------------------------------------------
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(admin.ModelAdmin):
-    list_display = ["kid", "tenant", "algorithm", "state", "created_at", "activated_at", "retire_after"]
+class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    view_roles = VIEW
+    add_roles = change_roles = delete_roles = NOBODY
+
+    list_display = ["kid", "tenant", "algorithm", "state", "created_at", "activate_after", "activated_at",
+                    "retire_after", "revoke"]
     list_filter = ["state", "algorithm", "tenant"]
     list_select_related = ["tenant"]
-    fields = ["tenant", "kid", "algorithm", "state", "public_jwk", "created_at", "activate_after", "activated_at",
-              "retiring_at", "retire_after", "retired_at"]
+    search_fields = ["kid"]
+    exclude = ["private_key_encrypted"]
+    fields = ["tenant", "kid", "algorithm", "state", "public_jwk_pretty", "created_at", "activate_after",
+              "activated_at", "retiring_at", "retire_after", "retired_at", "private_part"]
     readonly_fields = fields
+    actions = None
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request, *args):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="public JWK")
+    def public_jwk_pretty(self, obj):
+        return format_html("<pre class='jwtex-code'>{}</pre>", json.dumps(obj.public_jwk, indent=2))
+
+    @admin.display(description="private part")
+    def private_part(self, obj):
+        # Whether it exists, never what it is.
+        return "destroyed" if obj.state in (KeyState.RETIRED, KeyState.REVOKED) else "kept encrypted at rest; never shown"
+
+    @admin.display(description="")
+    def revoke(self, obj):
+        if obj.state not in PUBLISHED_KEY_STATES:
+            return ""
+        return format_html('<a href="{}">revoke…</a>', reverse("admin:exchange_signingkey_revoke", args=[obj.pk]))
+
+    def get_list_display(self, request):
+        fields = list(super().get_list_display(request))
+        from tenants.admin_mixins import OWN
+
+        if not has_any_role(request, OWN):
+            fields.remove("revoke")
+        return fields
+
+    def get_urls(self):
+        from . import admin_views
+
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "rotate/<path:tenant_id>/",
+                view(partial(admin_views.signing_key_rotate_view, model_admin=self)),
+                name="exchange_signingkey_rotate",
+            ),
+            path(
+                "<path:object_id>/revoke/",
+                view(partial(admin_views.signing_key_revoke_view, model_admin=self)),
+                name="exchange_signingkey_revoke",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        from tenants.admin_mixins import tenants_for
+
+        extra_context = dict(extra_context or {})
+        extra_context["rotatable_tenants"] = list(tenants_for(request, CONFIGURE).only("pk", "slug"))
+        return super().changelist_view(request, extra_context)
+
+
+# --- audit log ----------------------------------------------------------------------------------
+
 
 @admin.register(ExchangeRecord)
-class ExchangeRecordAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "tenant", "endpoint", "decision", "error_code", "issuer_ref", "rule_name",
+class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    """The audit log: read-only for everyone, superusers included (SPEC §8)."""
+
+    view_roles = VIEW
+    add_roles = change_roles = delete_roles = NOBODY
+
+    list_display = ["created_at", "tenant", "decision_badge", "endpoint", "error_code", "issuer_ref", "rule_name",
                     "upstream_sub", "issued_jti"]
-    list_filter = ["decision", "endpoint", "tenant"]
+    list_filter = ["decision", "issuer", "rule", ("created_at", admin.DateFieldListFilter), "endpoint", "error_code",
+                   "tenant"]
     list_select_related = ["tenant"]
-    search_fields = ["upstream_sub", "issued_jti", "upstream_jti", "issued_sub"]
+    search_fields = ["upstream_sub", "issued_sub", "upstream_jti", "issued_jti"]
+    search_help_text = "Subject (upstream or issued) or jti (upstream or issued)."
     date_hierarchy = "created_at"
+    actions = None
+    fieldsets = [
+        ("Attempt", {"fields": ["created_at", "tenant", "endpoint", "client_address", "decision", "status_code",
+                                "error_code", "reason"]}),
+        ("Upstream token", {"fields": ["issuer_ref", "upstream_iss", "upstream_sub", "upstream_jti", "upstream_aud"]}),
+        ("Rule", {"fields": ["rule_name"]}),
+        ("Emitted token", {"fields": ["issued_jti", "issued_kid", "issued_sub", "issued_aud", "issued_exp",
+                                      "issued_claims_pretty"]}),
+    ]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
+        return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
 
-    def has_add_permission(self, request):
+    @admin.display(description="decision", ordering="decision")
+    def decision_badge(self, obj):
+        colour = "#2e7d32" if obj.decision == "allowed" else "#c62828"
+        return format_html('<span class="jwtex-badge" style="background:{}">{}</span>', colour, obj.decision)
+
+    @admin.display(description="emitted claims")
+    def issued_claims_pretty(self, obj):
+        if not obj.issued_claims:
+            return "—"
+        return format_html("<pre class='jwtex-code'>{}</pre>", json.dumps(obj.issued_claims, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request, *args):
         return False
 
     def has_change_permission(self, request, obj=None):

@@ -1,0 +1,347 @@
+"""Issuer presets: the issuer URL, usual audience and algorithms of the CI platforms people
+connect, and the claims their tokens carry (for the rule editor's help).
+
+Pure values and functions; the admin's "add issuer from a preset" page calls
+``IssuerPreset.build`` and shows the result in the ordinary issuer form, so the operator
+sees (and may change) every value before anything is saved.
+
+Sources: each platform's OIDC documentation (GitHub "About security hardening with OpenID
+Connect", GitLab "OpenID Connect (OIDC) Authentication Using ID Tokens", CircleCI "Using
+OpenID Connect tokens in jobs", Buildkite "OIDC with Buildkite", HCP Terraform "Dynamic
+Credentials", Bitbucket "Integrate Pipelines with resource servers using OIDC",
+Kubernetes "Service account issuer discovery").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["IssuerPreset", "IssuerValues", "PresetError", "PresetParameter", "PRESETS", "preset_get", "preset_for_issuer"]
+
+
+class PresetError(ValueError):
+    """A preset parameter is missing or malformed; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class PresetParameter:
+    name: str
+    label: str
+    help: str = ""
+    multiline: bool = False
+    pattern: str | None = None  # full-match regular expression
+    pattern_message: str = ""
+
+
+@dataclass(frozen=True)
+class IssuerValues:
+    """What a preset fills in the issuer form."""
+
+    issuer_id: str
+    issuer: str
+    audiences: list[str]
+    algorithms: list[str]
+    static_jwks: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IssuerPreset:
+    key: str
+    label: str
+    issuer_id: str  # suggested id within the tenant
+    description: str
+    parameters: tuple[PresetParameter, ...] = ()
+    # (claim, what it holds) — shown in the rule editor; CEL reads a claim with a dot or a
+    # slash in its name as claims['name'].
+    claims: tuple[tuple[str, str], ...] = ()
+    example_when: str = "true"
+    algorithms: tuple[str, ...] = ("RS256",)
+    shared_issuer: bool = False  # every customer of the platform shares this iss
+    _build: Any = field(default=None, repr=False, compare=False)
+
+    def build(self, params: Mapping[str, str] | None = None) -> IssuerValues:
+        values = {}
+        for parameter in self.parameters:
+            value = str((params or {}).get(parameter.name, "")).strip()
+            if not value:
+                raise PresetError(parameter.name, f"{parameter.label} is required for {self.label}.")
+            if parameter.pattern and not re.fullmatch(parameter.pattern, value):
+                raise PresetError(parameter.name, parameter.pattern_message or f"{parameter.label} is malformed.")
+            values[parameter.name] = value
+        issuer, audiences, static_jwks = self._build(values)
+        return IssuerValues(
+            issuer_id=self.issuer_id,
+            issuer=issuer,
+            audiences=list(audiences),
+            algorithms=list(self.algorithms),
+            static_jwks=static_jwks,
+        )
+
+
+# --- claims each platform sends -------------------------------------------------------------
+
+_GITHUB_CLAIMS = (
+    ("sub", "repo:OWNER/REPO:ref:refs/heads/main (or :environment:NAME, :pull_request)"),
+    ("repository", "OWNER/REPO"),
+    ("repository_owner", "the organization or user"),
+    ("repository_id / repository_owner_id", "numeric ids (stable across renames)"),
+    ("ref", "refs/heads/main, refs/tags/v1 …"),
+    ("ref_type", "branch or tag"),
+    ("ref_protected", "\"true\" when the ref is protected"),
+    ("sha", "commit"),
+    ("environment", "deployment environment, when the job has one"),
+    ("actor / actor_id", "who triggered the run"),
+    ("event_name", "push, pull_request, workflow_dispatch …"),
+    ("workflow / workflow_ref / job_workflow_ref", "workflow name and file@ref (reusable workflows)"),
+    ("run_id / run_number / run_attempt", "the run"),
+    ("repository_visibility", "public, private or internal"),
+    ("runner_environment", "github-hosted or self-hosted"),
+)
+
+_GITLAB_CLAIMS = (
+    ("sub", "project_path:GROUP/PROJECT:ref_type:branch:ref:main"),
+    ("namespace_path / namespace_id", "the group or user"),
+    ("project_path / project_id", "GROUP/PROJECT"),
+    ("ref / ref_type", "branch or tag name, and which"),
+    ("ref_protected", "\"true\" when the ref is protected"),
+    ("environment / environment_protected / deployment_tier", "deployment environment"),
+    ("pipeline_id / pipeline_source / job_id", "the pipeline and job"),
+    ("user_login / user_id / user_email", "who started the pipeline"),
+    ("sha", "commit"),
+    ("runner_environment", "gitlab-hosted or self-hosted"),
+    ("ci_config_ref_uri", "the pipeline definition file@ref"),
+    ("project_visibility", "public, internal or private"),
+)
+
+_CIRCLECI_CLAIMS = (
+    ("sub", "org/ORG_ID/project/PROJECT_ID/user/USER_ID"),
+    ("aud", "the organization id"),
+    ("oidc.circleci.com/project-id", "read as claims['oidc.circleci.com/project-id']"),
+    ("oidc.circleci.com/vcs-origin", "e.g. github.com/octo-org/app"),
+    ("oidc.circleci.com/vcs-ref", "e.g. refs/heads/main"),
+    ("oidc.circleci.com/context-ids", "contexts the job uses (list)"),
+    ("oidc.circleci.com/ssh-rerun", "true for an SSH re-run"),
+)
+
+_BUILDKITE_CLAIMS = (
+    ("sub", "organization:ORG:pipeline:PIPELINE:ref:REF:commit:SHA:step:STEP"),
+    ("organization_slug / organization_id", "the organization — check it: the issuer is shared"),
+    ("pipeline_slug / pipeline_id", "the pipeline"),
+    ("build_number / build_branch / build_tag / build_commit / build_source", "the build"),
+    ("step_key / job_id / agent_id", "the job"),
+    ("runner_environment", "buildkite-hosted or self-hosted"),
+)
+
+_TFC_CLAIMS = (
+    ("sub", "organization:ORG:project:PROJECT:workspace:WORKSPACE:run_phase:plan|apply"),
+    ("terraform_organization_name / terraform_organization_id", "the organization — check it: the issuer is shared"),
+    ("terraform_project_name / terraform_project_id", "the project"),
+    ("terraform_workspace_name / terraform_workspace_id / terraform_full_workspace", "the workspace"),
+    ("terraform_run_phase", "plan or apply"),
+    ("terraform_run_id", "the run"),
+)
+
+_BITBUCKET_CLAIMS = (
+    ("sub", "{REPOSITORY_UUID}:{STEP_UUID} (or with the deployment environment)"),
+    ("workspaceUuid", "the workspace"),
+    ("repositoryUuid", "the repository"),
+    ("pipelineUuid / stepUuid", "the pipeline and step"),
+    ("deploymentEnvironmentUuid", "the deployment environment, if any"),
+    ("branchName", "the branch"),
+)
+
+_KUBERNETES_CLAIMS = (
+    ("sub", "system:serviceaccount:NAMESPACE:NAME"),
+    ("kubernetes.io", "a map: claims['kubernetes.io'].namespace, .serviceaccount.name, .pod.name …"),
+)
+
+
+def _https_url(value: str, label: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise PresetError(label, "An https URL without query or fragment, exactly as the tokens' iss spells it.")
+    return value.rstrip("/")
+
+
+def _static_jwks(text: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise PresetError("jwks", f"The JWKS is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list) or not document["keys"]:
+        raise PresetError("jwks", 'A JWKS document: {"keys": [ … ]} with at least one key.')
+    if any(isinstance(key, dict) and ("d" in key or "p" in key) for key in document["keys"]):
+        raise PresetError("jwks", "This JWKS holds private key material; paste the public keys only.")
+    return document
+
+
+_SLUG = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,98}[A-Za-z0-9])?"
+_UUID = r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?"
+
+PRESETS: tuple[IssuerPreset, ...] = (
+    IssuerPreset(
+        key="github",
+        label="GitHub Actions",
+        issuer_id="github",
+        description="Jobs on github.com. Ask for the token with `permissions: id-token: write`.",
+        claims=_GITHUB_CLAIMS,
+        example_when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+        shared_issuer=True,
+        _build=lambda p: ("https://token.actions.githubusercontent.com", ["sts.amazonaws.com"], None),
+    ),
+    IssuerPreset(
+        key="github-enterprise",
+        label="GitHub Enterprise Cloud (enterprise issuer)",
+        issuer_id="github",
+        description="An enterprise with a customized issuer: tokens say iss = …/ENTERPRISE_SLUG.",
+        parameters=(
+            PresetParameter(
+                "enterprise", "Enterprise slug", "as in github.com/enterprises/SLUG", pattern=_SLUG,
+                pattern_message="Letters, digits and inner hyphens.",
+            ),
+        ),
+        claims=(*_GITHUB_CLAIMS, ("enterprise / enterprise_id", "the enterprise")),
+        example_when="claims.enterprise == 'ENTERPRISE' && claims.ref == 'refs/heads/main'",
+        _build=lambda p: (f"https://token.actions.githubusercontent.com/{p['enterprise']}", ["sts.amazonaws.com"], None),
+    ),
+    IssuerPreset(
+        key="gitlab",
+        label="GitLab.com",
+        issuer_id="gitlab",
+        description="Jobs on gitlab.com, with `id_tokens:` whose aud is https://gitlab.com.",
+        claims=_GITLAB_CLAIMS,
+        example_when="claims.namespace_path == 'octo-group' && claims.ref_protected == 'true'",
+        shared_issuer=True,
+        _build=lambda p: ("https://gitlab.com", ["https://gitlab.com"], None),
+    ),
+    IssuerPreset(
+        key="gitlab-self-managed",
+        label="GitLab self-managed",
+        issuer_id="gitlab",
+        description="Your own GitLab instance; its URL is the issuer and the usual audience.",
+        parameters=(PresetParameter("url", "GitLab URL", "e.g. https://gitlab.example.com"),),
+        claims=_GITLAB_CLAIMS,
+        example_when="claims.namespace_path == 'platform' && claims.ref_protected == 'true'",
+        _build=lambda p: (_https_url(p["url"], "url"), [_https_url(p["url"], "url")], None),
+    ),
+    IssuerPreset(
+        key="circleci",
+        label="CircleCI",
+        issuer_id="circleci",
+        description="Tokens in $CIRCLE_OIDC_TOKEN_V2; iss and aud carry the organization id.",
+        parameters=(
+            PresetParameter(
+                "org_id", "Organization id", "Organization Settings → Overview", pattern=r"[0-9a-fA-F-]{36}",
+                pattern_message="The organization id is a UUID.",
+            ),
+        ),
+        claims=_CIRCLECI_CLAIMS,
+        example_when="claims['oidc.circleci.com/vcs-ref'] == 'refs/heads/main'",
+        _build=lambda p: (f"https://oidc.circleci.com/org/{p['org_id'].lower()}", [p["org_id"].lower()], None),
+    ),
+    IssuerPreset(
+        key="buildkite",
+        label="Buildkite",
+        issuer_id="buildkite",
+        description="`buildkite-agent oidc request-token --audience AUDIENCE`. One issuer for every organization: "
+        "rules must check organization_slug.",
+        parameters=(
+            PresetParameter(
+                "organization", "Organization slug", "as in buildkite.com/ORG", pattern=_SLUG,
+                pattern_message="Letters, digits and inner hyphens.",
+            ),
+        ),
+        claims=_BUILDKITE_CLAIMS,
+        example_when="claims.organization_slug == 'ORG' && claims.build_branch == 'main'",
+        shared_issuer=True,
+        _build=lambda p: ("https://agent.buildkite.com", [f"https://buildkite.com/{p['organization']}"], None),
+    ),
+    IssuerPreset(
+        key="terraform-cloud",
+        label="HCP Terraform (Terraform Cloud)",
+        issuer_id="terraform",
+        description="Workload identity tokens; set TFC_WORKLOAD_IDENTITY_AUDIENCE to the audience. One issuer "
+        "for every organization: rules must check terraform_organization_name.",
+        claims=_TFC_CLAIMS,
+        example_when="claims.terraform_organization_name == 'acme' && claims.terraform_run_phase == 'apply'",
+        shared_issuer=True,
+        _build=lambda p: ("https://app.terraform.io", ["aws.workload.identity"], None),
+    ),
+    IssuerPreset(
+        key="bitbucket",
+        label="Bitbucket Pipelines",
+        issuer_id="bitbucket",
+        description="Steps with `oidc: true` ($BITBUCKET_STEP_OIDC_TOKEN). Repository settings → OpenID Connect "
+        "shows the workspace's identity provider URL and audience.",
+        parameters=(
+            PresetParameter(
+                "workspace", "Workspace", "the workspace slug, as in bitbucket.org/WORKSPACE", pattern=_SLUG,
+                pattern_message="Letters, digits and inner hyphens.",
+            ),
+            PresetParameter(
+                "workspace_uuid", "Workspace UUID", "the audience is ari:cloud:bitbucket::workspace/UUID",
+                pattern=_UUID, pattern_message="A UUID, with or without braces.",
+            ),
+        ),
+        claims=_BITBUCKET_CLAIMS,
+        example_when="claims.branchName == 'main'",
+        _build=lambda p: (
+            f"https://api.bitbucket.org/2.0/workspaces/{p['workspace']}/pipelines-config/identity/oidc",
+            [f"ari:cloud:bitbucket::workspace/{p['workspace_uuid'].strip('{}').lower()}"],
+            None,
+        ),
+    ),
+    IssuerPreset(
+        key="kubernetes",
+        label="Kubernetes service accounts",
+        issuer_id="kubernetes",
+        description="Projected service account tokens of a cluster whose issuer is not reachable from jwtex: "
+        "paste its JWKS (kubectl get --raw /openid/v1/jwks).",
+        parameters=(
+            PresetParameter("url", "Service account issuer", "kubectl get --raw /.well-known/openid-configuration"),
+            PresetParameter("jwks", "JWKS (public keys)", "the output of kubectl get --raw /openid/v1/jwks", multiline=True),
+        ),
+        claims=_KUBERNETES_CLAIMS,
+        example_when="claims.sub == 'system:serviceaccount:deploy:ci'",
+        algorithms=("RS256", "ES256"),
+        _build=lambda p: (_https_url(p["url"], "url"), ["sts.amazonaws.com"], _static_jwks(p["jwks"])),
+    ),
+)
+
+_BY_KEY = {preset.key: preset for preset in PRESETS}
+
+
+def preset_get(key: str) -> IssuerPreset | None:
+    return _BY_KEY.get(key)
+
+
+def preset_for_issuer(issuer_url: str, *, has_static_jwks: bool = False) -> IssuerPreset | None:
+    """The preset an issuer URL most likely came from (for claim help and CI snippets)."""
+    if issuer_url == "https://token.actions.githubusercontent.com":
+        return _BY_KEY["github"]
+    if issuer_url.startswith("https://token.actions.githubusercontent.com/"):
+        return _BY_KEY["github-enterprise"]
+    if issuer_url == "https://gitlab.com":
+        return _BY_KEY["gitlab"]
+    if issuer_url.startswith("https://oidc.circleci.com/org/"):
+        return _BY_KEY["circleci"]
+    if issuer_url == "https://agent.buildkite.com":
+        return _BY_KEY["buildkite"]
+    if issuer_url == "https://app.terraform.io":
+        return _BY_KEY["terraform-cloud"]
+    if issuer_url.startswith("https://api.bitbucket.org/2.0/workspaces/"):
+        return _BY_KEY["bitbucket"]
+    if "gitlab" in (urlsplit(issuer_url).hostname or ""):
+        return _BY_KEY["gitlab-self-managed"]
+    if "eks.amazonaws.com" in issuer_url or (has_static_jwks and "kubernetes" in issuer_url):
+        return _BY_KEY["kubernetes"]
+    return None

@@ -1,0 +1,98 @@
+"""Two tenants with a row of every admin model each, and clients per role."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+
+@dataclass
+class Rows:
+    tenant: object
+    issuer: object
+    rule: object
+    key: object
+    record: object
+    membership: object
+
+
+def _rows(tenant, *, issuer, rule, marker: str):
+    from django.contrib.auth import get_user_model
+
+    from exchange.models import ExchangeRecord, KeyState, SigningKey
+    from tenants.models import Membership
+
+    owner = get_user_model().objects.create_user(username=f"owner-{marker}", password="pw", is_staff=True)
+    membership = Membership.objects.create(user=owner, tenant=tenant, role="owner")
+    record = ExchangeRecord.objects.create(
+        tenant=tenant,
+        created_at=timezone.now() - timedelta(minutes=5),
+        endpoint="raw",
+        decision="denied",
+        status_code=403,
+        error_code="access_denied",
+        reason=f"reason-{marker}",
+        issuer=issuer,
+        issuer_ref=issuer.issuer_id,
+        rule=rule,
+        rule_name=rule.name,
+        upstream_sub=f"subject-{marker}",
+        upstream_jti=f"jti-{marker}",
+    )
+    key = SigningKey.objects.get(tenant=tenant, state=KeyState.ACTIVE)
+    return Rows(tenant, issuer, rule, key, record, membership)
+
+
+@pytest.fixture
+def a(tenant, issuer, allow_rule):
+    """Tenant A (acme): issuer 'ci', rule 'octo-org main', its key, an audit row, an owner."""
+    return _rows(tenant, issuer=issuer, rule=allow_rule, marker="acme")
+
+
+@pytest.fixture
+def b(other_tenant, other_upstream):
+    """Tenant B (globex) with rows whose names appear nowhere in A."""
+    from exchange.models import Issuer, Rule
+
+    issuer = Issuer.objects.create(
+        tenant=other_tenant,
+        issuer_id="globex-ci",
+        issuer=other_upstream.issuer,
+        audiences=["globex-audience"],
+        static_jwks=other_upstream.jwks,
+    )
+    rule = Rule.objects.create(
+        tenant=other_tenant, position=10, name="globex-rule", when="claims.sub == 'globex'", effect="allow",
+        session_tags={"globex_tag": "claims.sub"},
+    )
+    rule.issuers.add(issuer)
+    return _rows(other_tenant, issuer=issuer, rule=rule, marker="globex")
+
+
+@pytest.fixture
+def login(db):
+    """``login(tenant, role)`` → a fresh logged-in ``Client`` (``role="superuser"`` for a superuser)."""
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Membership
+
+    def make(tenant=None, role: str = "operator") -> Client:
+        User = get_user_model()
+        name = f"{role}-{uuid.uuid4().hex[:8]}"
+        if role == "superuser":
+            user = User.objects.create_superuser(username=name, password="pw", email="")
+        else:
+            user = User.objects.create_user(username=name, password="pw", is_staff=True)
+            if tenant is not None:
+                Membership.objects.create(user=user, tenant=tenant, role=role)
+        client = Client()
+        client.force_login(user)
+        client.user = user
+        return client
+
+    return make
