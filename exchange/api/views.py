@@ -92,13 +92,16 @@ class RawExchangeView(View):
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         try:
             content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-            if content_type in {"application/x-www-form-urlencoded", "multipart/form-data", "application/json"}:
-                raise InvalidRequest(
-                    "Send the raw token as the body (not a form or JSON); see /token or /api/v1 for those."
-                )
             body = _read_body(request)
             if not body:
                 raise InvalidRequest("The request body must be the token.")
+            # `curl --data-binary "$jwt"` labels the bare token as a form; a real form has
+            # name=value pairs, which a compact JWS never contains ('=' is not base64url).
+            is_form = content_type == "application/x-www-form-urlencoded" and (b"=" in body or b"&" in body)
+            if is_form or content_type in {"multipart/form-data", "application/json"} or content_type.endswith("+json"):
+                raise InvalidRequest(
+                    "Send the raw token as the body (not a form or JSON); see /token or /api/v1 for those."
+                )
             minted = exchange_token(
                 tenant_slug=slug,
                 subject_token=body,

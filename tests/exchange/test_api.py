@@ -247,9 +247,21 @@ def test_upstream_keys_unavailable_is_503(endpoint, client, settings, tenant, up
 
 
 def test_raw_refuses_form_and_json_bodies(client, upstream, allow_rule):
-    assert_error(raw(client, upstream.mint(), content_type="application/json"), 400, "invalid_request")
-    assert_error(client.post("/t/acme/exchange", data={"token": upstream.mint()}), 400, "invalid_request")
+    token = upstream.mint()
+    assert_error(raw(client, token, content_type="application/json"), 400, "invalid_request")
+    assert_error(raw(client, json.dumps({"token": token}), content_type="application/json"), 400, "invalid_request")
+    assert_error(client.post("/t/acme/exchange", data={"token": token}), 400, "invalid_request")  # multipart
+    assert_error(raw(client, urlencode({"token": token}), content_type=FORM), 400, "invalid_request")
     assert_error(raw(client, b""), 400, "invalid_request")
+    assert not ExchangeRecord.objects.filter(decision="allowed").exists()
+
+
+@pytest.mark.parametrize("content_type", [FORM, "application/jwt", "text/plain", "application/octet-stream", ""])
+def test_raw_accepts_the_bare_token_whatever_its_label(client, upstream, allow_rule, content_type):
+    """`curl --data-binary "$jwt"` (the original jwtex usage) sends it labelled as a form."""
+    response = raw(client, upstream.mint(), content_type=content_type)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/jwt"
 
 
 def test_raw_refuses_surrounding_whitespace(client, upstream, allow_rule):

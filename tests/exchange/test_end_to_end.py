@@ -8,6 +8,8 @@ the emitted token is then verified *only* through jwtex's own served discovery a
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import urllib.parse
 import urllib.request
 
@@ -161,6 +163,23 @@ def test_raw_exchange_with_real_upstream_verifies_through_served_jwks(live_serve
     record = ExchangeRecord.objects.get(tenant=jwtex_tenant)
     assert record.decision == "allowed" and record.issued_jti == claims["jti"]
     assert record.upstream_iss == oidc_upstream["issuer"] and record.upstream_sub == user_id
+
+
+def test_the_original_jwtex_curl_command(live_server, oidc_upstream, jwtex_tenant, tmp_path):
+    """The drop-in usage, byte for byte: `curl -s --data-binary "$jwt" "$URL/t/acme/exchange?issuerId=…"`."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (apt-get install curl)")
+    jwt_text = oidc_upstream["id_token"]()
+    result = subprocess.run(
+        [curl, "-s", "--data-binary", jwt_text, f"{live_server.url}/t/acme/exchange?issuerId=oidc"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    token = result.stdout.decode()
+    claims = _verify_through_discovery(token, f"{live_server.url}/t/acme")
+    assert claims["sub"] == str(oidc_upstream["user"].pk)
 
 
 def test_rfc8693_and_json_api_with_real_upstream(live_server, oidc_upstream, jwtex_tenant):
