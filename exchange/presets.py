@@ -342,6 +342,9 @@ def preset_for_issuer(issuer_url: str, *, has_static_jwks: bool = False) -> Issu
         return _BY_KEY["bitbucket"]
     if "gitlab" in (urlsplit(issuer_url).hostname or ""):
         return _BY_KEY["gitlab-self-managed"]
-    if "eks.amazonaws.com" in issuer_url or (has_static_jwks and "kubernetes" in issuer_url):
+    host = urlsplit(issuer_url).hostname or ""
+    if (host.startswith("oidc.eks.") and host.endswith(".amazonaws.com")) or (
+        has_static_jwks and any(word in issuer_url for word in ("kubernetes", "k8s", ".svc"))
+    ):
         return _BY_KEY["kubernetes"]
     return None
