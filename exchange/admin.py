@@ -9,6 +9,7 @@ from every form, list and page; keys are created by services, not by forms.
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from functools import partial
 
 from django import forms
@@ -21,11 +22,14 @@ from django.utils.html import format_html, format_html_join
 from tenants.admin_mixins import (
     CONFIGURE,
     NOBODY,
+    OWN,
     VIEW,
     TenantScopedAdminMixin,
     has_any_role,
     has_role,
+    scope,
     scoped_actions_queryset,
+    tenants_for,
 )
 
 from . import conf
@@ -87,8 +91,26 @@ class TenantOwnedForm(forms.ModelForm):
 # --- issuers -------------------------------------------------------------------------------------
 
 
+class OptionalJSONField(forms.JSONField):
+    """A JSON document or nothing: an empty box means None (not the text "null")."""
+
+    def prepare_value(self, value):
+        if value is None:
+            return ""
+        return super().prepare_value(value)
+
+
 class IssuerForm(TenantOwnedForm):
     unique_in_tenant = ("issuer_id",)
+    static_jwks = OptionalJSONField(
+        label="static JWKS", required=False, widget=forms.Textarea(attrs={**MONO, "rows": 6}),
+        help_text='For private clusters: the public key set itself ({"keys": [...]}); nothing is fetched. '
+        "Leave empty to fetch the keys (discovery, or the JWKS URI).",
+    )
+    jwks_refresh_interval = forms.IntegerField(
+        label="JWKS refresh interval", min_value=300, max_value=86400, initial=3600,
+        help_text="seconds, unless the upstream's Cache-Control says otherwise",
+    )
     audiences = LinesField(help_text="One per line. The token's aud must contain one of these.")
     algorithms = forms.MultipleChoiceField(
         choices=[(a, a) for a in conf.SUPPORTED_UPSTREAM_ALGORITHMS],
@@ -99,7 +121,14 @@ class IssuerForm(TenantOwnedForm):
     class Meta:
         model = Issuer
         fields = "__all__"
-        widgets = {"static_jwks": forms.Textarea(attrs={**MONO, "rows": 6})}
+        widgets = {
+            "issuer": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
+            "jwks_uri": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
+        }
+
+
+def _short_time(value) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else "—"
 
 
 def _health_badge(status: str) -> str:
@@ -394,8 +423,6 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_field_queryset_issuers(self, request, tenant_ids):
-        from tenants.admin_mixins import scope
-
         queryset = scope(Issuer.objects.only("issuer", "static_jwks"), request, VIEW)
         return queryset.filter(tenant_id__in=tenant_ids) if tenant_ids else queryset
 
@@ -413,9 +440,9 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
     add_roles = change_roles = delete_roles = NOBODY
 
-    list_display = ["kid", "tenant", "algorithm", "state", "created_at", "activate_after", "activated_at",
-                    "retire_after", "revoke"]
-    list_filter = ["state", "algorithm", "tenant"]
+    list_display = ["kid_short", "tenant", "alg", "state_badge", "created", "signs_from", "retire_after_", "revoke"]
+    list_display_links = ["kid_short"]
+    list_filter = ["state", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["kid"]
     exclude = ["private_key_encrypted"]
@@ -432,6 +459,32 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="kid", ordering="kid")
+    def kid_short(self, obj):
+        return format_html('<span title="{}">{}…</span>', obj.kid, obj.kid[:16])
+
+    @admin.display(description="alg", ordering="algorithm")
+    def alg(self, obj):
+        return obj.algorithm
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj):
+        colour = {"active": "#2e7d32", "next": "#1565c0", "retiring": "#9e6a00"}.get(obj.state, "#757575")
+        return format_html('<span class="jwtex-badge" style="background:{}" title="{}">{}</span>', colour,
+                           obj.get_state_display(), obj.state)
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created(self, obj):
+        return _short_time(obj.created_at)
+
+    @admin.display(description="signs from")
+    def signs_from(self, obj):
+        return _short_time(obj.activated_at or obj.activate_after)
+
+    @admin.display(description="retire after", ordering="retire_after")
+    def retire_after_(self, obj):
+        return _short_time(obj.retire_after)
 
     @admin.display(description="public JWK")
     def public_jwk_pretty(self, obj):
@@ -450,8 +503,6 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def get_list_display(self, request):
         fields = list(super().get_list_display(request))
-        from tenants.admin_mixins import OWN
-
         if not has_any_role(request, OWN):
             fields.remove("revoke")
         return fields
@@ -475,8 +526,6 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         ]
 
     def changelist_view(self, request, extra_context=None):
-        from tenants.admin_mixins import tenants_for
-
         extra_context = dict(extra_context or {})
         extra_context["rotatable_tenants"] = list(tenants_for(request, CONFIGURE).only("pk", "slug"))
         return super().changelist_view(request, extra_context)
@@ -492,8 +541,8 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
     add_roles = change_roles = delete_roles = NOBODY
 
-    list_display = ["created_at", "tenant", "decision_badge", "endpoint", "error_code", "issuer_ref", "rule_name",
-                    "upstream_sub", "issued_jti"]
+    list_display = ["when", "tenant", "decision_badge", "error_code", "issuer_ref", "rule_name", "subject", "jti"]
+    list_display_links = ["when"]
     list_filter = ["decision", "issuer", "rule", ("created_at", admin.DateFieldListFilter), "endpoint", "error_code",
                    "tenant"]
     list_select_related = ["tenant"]
@@ -512,6 +561,19 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
+
+    @admin.display(description="time (UTC)", ordering="created_at")
+    def when(self, obj):
+        return obj.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="upstream subject", ordering="upstream_sub")
+    def subject(self, obj):
+        text = obj.upstream_sub
+        return format_html('<span title="{}">{}</span>', text, text if len(text) <= 48 else text[:47] + "…")
+
+    @admin.display(description="issued jti", ordering="issued_jti")
+    def jti(self, obj):
+        return format_html('<code title="{}">{}</code>', obj.issued_jti, obj.issued_jti[:12]) if obj.issued_jti else "—"
 
     @admin.display(description="decision", ordering="decision")
     def decision_badge(self, obj):
