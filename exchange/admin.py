@@ -97,6 +97,8 @@ class OptionalJSONField(forms.JSONField):
     def prepare_value(self, value):
         if value is None:
             return ""
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, indent=2, ensure_ascii=False)
         return super().prepare_value(value)
 
 

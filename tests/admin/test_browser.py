@@ -107,6 +107,12 @@ def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant
     assert "https://token.actions.githubusercontent.com" in page.inner_text("#result_list")
     github = Issuer.objects.get(tenant=tenant, issuer_id="github")
     shot(page, "04-issuers")
+    # "Fetch keys now" on the issuer with a pasted (static) JWKS says which keys it holds.
+    page.goto(f"{base}/admin/exchange/issuer/{issuer.pk}/change/")
+    page.click("#fetch-keys-now")
+    page.wait_for_selector(".messagelist")
+    assert "upstream-rsa-1, upstream-ec-1" in page.inner_text(".messagelist")
+    shot(page, "04b-issuer-fetch-keys")
 
     # 3. A rule with a CEL error: the message says where; then fixed.
     page.goto(f"{base}/admin/exchange/rule/add/")

@@ -338,3 +338,14 @@ def test_a_tenant_keeps_its_last_owner(login, a):
     assert "role" in response.context["adminform"].form.errors
     assert owner.post(reverse("admin:tenants_membership_delete", args=[own.pk]), {"post": "yes"}).status_code == 403
     assert Membership.objects.get(pk=own.pk).role == "owner"
+
+
+def test_autocomplete_only_offers_own_rows(login, a, b):
+    client = login(a.tenant, "operator")
+    response = client.get(
+        "/admin/autocomplete/", {"app_label": "exchange", "model_name": "rule", "field_name": "issuers", "term": ""}
+    )
+    if response.status_code == 200:
+        assert "globex" not in response.content.decode()
+    else:
+        assert response.status_code in (403, 404)
