@@ -5,10 +5,11 @@ Three wire formats of one exchange (SPEC §3) plus the tenant's discovery and JW
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -24,11 +25,22 @@ from ..errors import ExchangeError, InvalidRequest, RequestTooLarge
 from ..runtime import tenant_runtime_get
 from ..services import exchange_token
 from .errors import error_response, oauth_error_response
+from .parsers import StrictJSONParser
 from .serializers import ErrorSerializer, ExchangeRequestSerializer, ExchangeResponseSerializer
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
 TOKEN_TYPE_ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
+
+
+def _ip(value: str) -> str | None:
+    """``value`` as a normalised IP address, or None. Whatever is not an address never
+    becomes a rate-limit key or an audit value (PostgreSQL's inet column would refuse it,
+    and the attempt would go unaudited)."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -37,8 +49,21 @@ def client_address(request: HttpRequest) -> str | None:
     if proxies > 0:
         hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
         if len(hops) >= proxies:
-            return hops[-proxies]
-    return request.META.get("REMOTE_ADDR") or None
+            address = _ip(hops[-proxies])
+            if address is not None:
+                return address
+    return _ip(request.META.get("REMOTE_ADDR") or "")
+
+
+class _PostOnlyView(View):
+    http_method_names = ["post"]
+
+    def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        """405 in the SPEC §3 error shape (Django's default is an empty text/html body)."""
+        response = error_response(InvalidRequest("Only POST is allowed here."))
+        response.status_code = 405
+        response["Allow"] = "POST"
+        return response
 
 
 def _read_body(request: HttpRequest) -> bytes:
@@ -83,14 +108,15 @@ def jwks_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class RawExchangeView(View):
+class RawExchangeView(_PostOnlyView):
     """``POST /t/T/exchange[?issuerId=I]``: body is the raw JWT, answer is the raw JWT (the
     original jwtex contract; AWS SDKs read the token file as is, so no trailing newline)."""
 
-    http_method_names = ["post"]
-
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         try:
+            if len(request.GET.getlist("issuerId")) > 1:
+                # Parameter pollution: a proxy that checks the first and a view that reads the last.
+                raise InvalidRequest("Parameter issuerId is repeated.")
             content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
             body = _read_body(request)
             if not body:
@@ -117,10 +143,8 @@ class RawExchangeView(View):
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class TokenExchangeView(View):
+class TokenExchangeView(_PostOnlyView):
     """``POST /t/T/token``: RFC 8693 token exchange, form-encoded in, JSON out."""
-
-    http_method_names = ["post"]
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         try:
@@ -129,7 +153,7 @@ class TokenExchangeView(View):
             if content_type != "application/x-www-form-urlencoded":
                 raise InvalidRequest("The request must be application/x-www-form-urlencoded (RFC 8693 §2.1).")
             _read_body(request)  # 413 before the form parser buffers a huge body
-            form = request.POST
+            form = _form(request)
             for name in ("grant_type", "subject_token", "subject_token_type", "audience", "requested_token_type"):
                 if len(form.getlist(name)) > 1:
                     raise InvalidRequest(f"Parameter {name} is repeated (RFC 6749 §3.2).")
@@ -173,11 +197,21 @@ class TokenExchangeView(View):
         )
 
 
+def _form(request: HttpRequest):
+    """``request.POST``, with Django's own refusals (more than DATA_UPLOAD_MAX_NUMBER_FIELDS
+    fields, a body its charset cannot decode) as ``invalid_request`` rather than an HTML 400."""
+    try:
+        return request.POST
+    except (SuspiciousOperation, BadRequest, ValueError, LookupError):
+        raise InvalidRequest("The form body cannot be parsed.") from None
+
+
 class ExchangeAPIView(APIView):
     """``POST /api/v1/t/T/exchange``: the JSON API."""
 
     authentication_classes: list = []
     permission_classes: list = []
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(
         operation_id="exchange_token",
@@ -226,14 +260,19 @@ class ExchangeAPIView(APIView):
     def handle_exception(self, exc: Exception) -> Response | HttpResponse:
         # DRF's own refusals (malformed JSON, wrong media type, method) in the SPEC §3 shape.
         if isinstance(exc, drf_exceptions.ParseError):
-            return error_response(InvalidRequest("The body is not valid JSON."))
+            # StrictJSONParser's details are safe to show; anything else gets the generic text.
+            detail = str(exc.detail) if isinstance(exc.detail, str) and exc.detail.startswith("The body") else ""
+            return error_response(InvalidRequest(detail or "The body is not valid JSON."))
         if isinstance(exc, drf_exceptions.UnsupportedMediaType):
             return error_response(InvalidRequest("The body must be application/json."))
         if isinstance(exc, drf_exceptions.APIException):
-            response = JsonResponse(
-                {"error": "invalid_request", "error_description": str(exc.detail)}, status=exc.status_code
-            )
+            response = error_response(InvalidRequest(str(exc.detail)))
+            response.status_code = exc.status_code
             return response
+        if isinstance(exc, RequestDataTooBig):
+            return error_response(RequestTooLarge(reason="body over DATA_UPLOAD_MAX_MEMORY_SIZE"))
+        if isinstance(exc, (SuspiciousOperation, BadRequest)):
+            return error_response(InvalidRequest("The request cannot be read."))
         return super().handle_exception(exc)
 
 
