@@ -172,6 +172,18 @@ def raise_denied(reason: str) -> None:
 # --- audit (SPEC §8) -------------------------------------------------------------------------
 
 
+def _audit_safe(value: Any) -> Any:
+    """``value`` with every NUL replaced: PostgreSQL text and jsonb refuse U+0000, and a
+    token carrying one in its (unverified) ``sub`` must not make its attempt go unaudited."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_audit_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {_audit_safe(key): _audit_safe(item) for key, item in value.items()}
+    return value
+
+
 def _clip(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
@@ -220,7 +232,7 @@ def _record(attempt: _Attempt, *, minted: MintedToken | None = None, error: Exch
             decision=AuditDecision.DENIED, status_code=error.status, error_code=error.code, reason=error.reason[:2000]
         )
     try:
-        ExchangeRecord.objects.create(**fields)
+        ExchangeRecord.objects.create(**{name: _audit_safe(value) for name, value in fields.items()})
     except Exception:  # noqa: BLE001 - losing the row must be loud, but must not change the answer
         logger.exception("audit record could not be written", extra={"jwtex": {"tenant": attempt.runtime.slug}})
     _log(attempt, minted=minted, error=error)
