@@ -49,6 +49,11 @@ def page(monkeypatch):
         try:
             yield page
         finally:
+            # With Playwright's loop on this thread, asgiref gives the test's ORM calls their own
+            # connection; close it here, or dropping a PostgreSQL test database finds it open.
+            from django.db import connections
+
+            connections.close_all()
             context.close()
             browser.close()
 
