@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,8 +130,6 @@ def simulate_token(
 ) -> Simulation:
     """Verify ``token`` for real (the issuer's keys, its audiences, algorithms and clock rules)
     and run the tenant's rules over its claims."""
-    import time
-
     now = time.time() if now is None else now
     try:
         parsed = parse_compact(token.strip() if isinstance(token, str) else token, max_bytes=conf.max_token_bytes())

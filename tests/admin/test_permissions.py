@@ -8,7 +8,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
+from exchange.models import ExchangeRecord, Issuer, Rule, SigningKey
 from tenants.models import Membership, Tenant
 
 pytestmark = pytest.mark.django_db
