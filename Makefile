@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test worker migrate clean
+.PHONY: run test bench migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("jwtex needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -32,6 +32,10 @@ run: migrate
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Per-step and end-to-end exchange costs on this machine (throwaway SQLite, or DATABASE_URL).
+bench: $(STAMP)
+	$(PY) bench/exchange_benchmark.py
 
 clean:
 	rm -rf var/ .pytest_cache test-artifacts
