@@ -205,6 +205,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Exchange CI OIDC tokens for tenant-signed JWTs carrying AWS session tags.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "exchange.api.schema.document_exchange_endpoints",
+    ],
 }
 
 # Celery: the embedded filesystem broker needs no server (SPEC §1).
