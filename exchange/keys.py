@@ -164,7 +164,7 @@ def signing_keys_reencrypt() -> int:
     fernet = key_encryption()
     count = 0
     with transaction.atomic():
-        for key in SigningKey.objects.select_for_update().exclude(private_key_encrypted=b""):
+        for key in SigningKey.objects.select_for_update(of=("self",)).exclude(private_key_encrypted=b""):
             try:
                 rotated = fernet.rotate(bytes(key.private_key_encrypted))
             except InvalidToken as exc:

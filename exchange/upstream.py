@@ -157,7 +157,7 @@ def _refresh(*, issuer: Issuer, now: datetime, force: bool, wait: bool) -> _Outc
     if issuer.static_jwks is not None:
         return _Outcome.STATIC
     with transaction.atomic():
-        rows = Issuer.objects.select_for_update(skip_locked=not wait).filter(pk=issuer.pk)
+        rows = Issuer.objects.select_for_update(skip_locked=not wait, of=("self",)).filter(pk=issuer.pk)
         locked = rows.first()
         if locked is None:
             return _Outcome.LOCKED

@@ -382,8 +382,7 @@ def test_sweeps_sent_through_the_broker_fan_out_to_tasks_the_worker_runs(live_wo
         age_active_key(tenant, days=30)  # a rotation would create a next key for either
     Tenant.objects.filter(pk=due.pk).update(keys_next_check_at=now - timedelta(minutes=1))
     Tenant.objects.filter(pk=not_due.pk).update(keys_next_check_at=now + timedelta(hours=1))
-    # The issuers live in a tenant of their own: a refresh skips while its tenant's row is
-    # locked by a rotation (see the xfail test below), and this test is about the fan-out.
+    # The issuers live in a tenant of their own: this test is about the fan-out.
     issuers_tenant = make_tenant("issuers")
     Tenant.objects.filter(pk=issuers_tenant.pk).update(keys_next_check_at=now + timedelta(hours=1))
     stale = Issuer.objects.create(tenant=issuers_tenant, issuer_id="stale", issuer=oidc_server.url, audiences=["x"])
@@ -418,12 +417,6 @@ def test_sweeps_sent_through_the_broker_fan_out_to_tasks_the_worker_runs(live_wo
 
 
 @on_worker
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange/upstream.py _refresh: select_for_update() without of=('self',) also locks the "
-    "tenant row (Issuer.Meta.ordering joins tenants_tenant), so a refresh skips while the tenant "
-    "is rotating and holds the tenant row for the whole fetch. Remove this mark once fixed.",
-)
 def test_an_issuer_refresh_is_not_skipped_while_its_tenant_rotates_keys(live_worker, oidc_server, upstream):
     tenant = make_tenant("acme")
     issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=oidc_server.url, audiences=["x"])
