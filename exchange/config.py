@@ -103,6 +103,7 @@ ISSUER_KEYS: dict[str, _Key] = {
     "jwks": _Key("static_jwks", "jwks"),
     "enabled": _Key("enabled", "bool"),
     "jwks_refresh_interval": _Key("jwks_refresh_interval", "int"),
+    "replay_protection": _Key("replay_protection", "bool"),
 }
 
 # ``when`` and ``effect`` are always written out even at their defaults: a rule read without

@@ -68,6 +68,11 @@ class Issuer(models.Model):
     jwks_refresh_interval = models.PositiveIntegerField(
         default=3600, validators=[MinValueValidator(300), MaxValueValidator(86400)], help_text="seconds"
     )
+    replay_protection = models.BooleanField(
+        "one-time tokens",
+        default=False,
+        help_text="accept each upstream token (by its jti) once while it is valid; tokens without jti are refused",
+    )
     # Last good upstream key set and the health of its refresh (written by exchange.jwks).
     jwks = models.JSONField("cached JWKS", null=True, blank=True, editable=False)
     jwks_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,14 +55,20 @@ def _rate_limit_hit(key: str, *, limit: int, now: float) -> None:
         return
     window = int(now // 60)
     cache_key = f"jwtex:rl:{key}:{window}"
-    if cache.add(cache_key, 1, timeout=70):
-        count = 1
-    else:
-        try:
-            count = cache.incr(cache_key)
-        except ValueError:  # expired between add() and incr()
-            cache.add(cache_key, 1, timeout=70)
+    try:
+        if cache.add(cache_key, 1, timeout=70):
             count = 1
+        else:
+            try:
+                count = cache.incr(cache_key)
+            except ValueError:  # expired between add() and incr()
+                cache.add(cache_key, 1, timeout=70)
+                count = 1
+    except Exception as exc:  # noqa: BLE001 - the shared cache is down
+        # Fail open: a cache outage must not become an outage of every exchange (a 500);
+        # the limits are abuse protection, not authorization. Loud in the log.
+        logger.error("rate limit not counted: cache unavailable", extra={"jwtex": {"error": type(exc).__name__}})
+        return
     if count > limit:
         raise RateLimited(retry_after=max(1, 60 - int(now % 60)), reason=f"over {limit}/min for {key}")
 
@@ -69,6 +77,36 @@ def exchange_rate_limit(*, runtime: TenantRuntime, client_address: str | None, n
     _rate_limit_hit(f"t:{runtime.tenant_id}", limit=runtime.rate_limit_per_minute, now=now)
     if client_address:
         _rate_limit_hit(f"a:{client_address}", limit=conf.rate_limit_per_address(), now=now)
+
+
+# --- one-time upstream tokens (issue 5 §3) ------------------------------------------------------
+
+
+def upstream_jti_consume(*, issuer: Issuer, leeway: int, claims: Mapping[str, Any], now: float) -> None:
+    """Refuse a second use of the same upstream token while it is still valid, for an issuer
+    with ``replay_protection`` on. The mark lives in the shared cache (across processes) as
+    long as the verifier would still accept the token (exp + leeway), keyed by a digest of
+    the jti, never the jti itself. A token without a jti cannot be told apart from its copies,
+    so it is refused. A cache that cannot answer refuses too (fail closed, 503)."""
+    if not issuer.replay_protection:
+        return
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise InvalidToken(
+            "The token has no jti claim; this issuer accepts one-time tokens only.",
+            reason="replay protection: jti missing or not a non-empty string",
+        )
+    digest = hashlib.sha256(jti.encode("utf-8", "surrogatepass")).hexdigest()
+    # exp was checked by the verifier: a finite number after now - leeway.
+    timeout = max(1, math.ceil(claims["exp"] + leeway - now))
+    try:
+        first_use = cache.add(f"jwtex:jti:{issuer.pk}:{digest}", 1, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - e.g. Redis down: never mint a possibly replayed token
+        raise TemporarilyUnavailable(
+            "One-time token checks are unavailable; retry later.", reason=f"replay cache: {type(exc).__name__}"
+        ) from None
+    if not first_use:
+        raise InvalidToken("The token has already been used.", reason=f"replay of jti sha256:{digest[:16]}")
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -110,7 +148,15 @@ def _verify(runtime: TenantRuntime, issuer: Issuer, parsed: ParsedToken, *, now:
         return verify_token(parsed, issuer=config, keys=keys.keys, now=now)
     except UnknownKeyId:
         # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
-        fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=datetime.fromtimestamp(now, UTC))
+        try:
+            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=datetime.fromtimestamp(now, UTC))
+        except ExchangeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the cool-down's cache is down: no refetch
+            logger.error(
+                "unknown-kid refetch skipped", extra={"jwtex": {"issuer": issuer.issuer_id, "error": type(exc).__name__}}
+            )
+            fresh = None
         if fresh is None:
             raise
         return verify_token(parsed, issuer=config, keys=fresh.keys, now=now)
@@ -155,6 +201,13 @@ def exchange_token(
             raise TemporarilyUnavailable(
                 "The tenant's signing key is unavailable.", reason=runtime.signer_error or "no signing key"
             )
+        # Last before minting: only a token that would be granted uses up its jti.
+        upstream_jti_consume(
+            issuer=attempt.issuer,
+            leeway=runtime.issuer_configs[attempt.issuer.issuer_id].leeway,
+            claims=verified.claims,
+            now=now,
+        )
         minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
     except ExchangeError as exc:
         _record(attempt, error=exc)
