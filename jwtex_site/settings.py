@@ -80,6 +80,10 @@ if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
 JWTEX_ALLOW_INSECURE_ISSUERS = _env_bool("JWTEX_ALLOW_INSECURE_ISSUERS")
 JWTEX_RATE_LIMIT_PER_ADDRESS = int(os.environ.get("JWTEX_RATE_LIMIT_PER_ADDRESS", "600"))
 JWTEX_TRUSTED_PROXY_COUNT = int(os.environ.get("JWTEX_TRUSTED_PROXY_COUNT", "0"))
+# Admin login throttling (jwtex_site/login_throttle.py): failures per address and username
+# within the window before the login answers 429; 0 turns it off.
+JWTEX_LOGIN_MAX_FAILURES = int(os.environ.get("JWTEX_LOGIN_MAX_FAILURES", "5"))
+JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", "900"))
 
 if JWTEX_PRODUCTION:
     _problems = []
@@ -111,6 +115,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Refuses the admin login after repeated failures (issue 5 §4); see the module.
+    "jwtex_site.login_throttle.LoginThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
