@@ -60,13 +60,16 @@ def _keys(request: HttpRequest | None, username: object) -> tuple[str, str]:
     return f"jwtex:login:u:{address}:{_username_digest(username)}", f"jwtex:login:a:{address}"
 
 
-def _count(key: str) -> int:
+def _count(key: str, now: float) -> int:
+    """Failures counted in the window that is still running (the cache's expiry is a backstop)."""
     try:
         value = cache.get(key)
     except Exception:  # noqa: BLE001 - a cache outage must not lock everyone out (or in with a 500)
         logger.error("login throttle: cache unavailable")
         return 0
-    return int(value[0]) if isinstance(value, (list, tuple)) else 0
+    if isinstance(value, (list, tuple)) and now - value[1] < _window():
+        return int(value[0])
+    return 0
 
 
 def _hit(key: str, now: float) -> None:
@@ -138,13 +141,14 @@ class LoginThrottleMiddleware:
         except Exception:  # noqa: BLE001 - an unreadable form is the login view's to refuse
             return None
         user_key, address_key = _keys(request, username)
-        if _count(user_key) >= _max_failures():
+        now = time.time()
+        if _count(user_key, now) >= _max_failures():
             key = user_key
-        elif _count(address_key) >= _max_failures_per_address():
+        elif _count(address_key, now) >= _max_failures_per_address():
             key = address_key
         else:
             return None
-        retry_after = _retry_after(key, time.time())
+        retry_after = _retry_after(key, now)
         logger.warning("admin login throttled", extra={"jwtex": {"client_address": _address(request)}})
         minutes = max(1, round(retry_after / 60))
         body = (
