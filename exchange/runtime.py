@@ -11,6 +11,7 @@ rebuilds only when it moved. Cost per exchange is therefore flat in the number o
 from __future__ import annotations
 
 import json
+import re
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Mapping
 from django.conf import settings
 from django.utils import timezone
 
-from tenants.models import Tenant
+from tenants.models import SLUG_PATTERN, Tenant
 
 from . import conf
 from .errors import NotFound
@@ -58,6 +59,7 @@ class TenantRuntime:
     checked_at: float = field(default=0.0, compare=False)
 
 
+_SLUG = re.compile(SLUG_PATTERN)
 _lock = threading.Lock()
 _by_slug: dict[str, TenantRuntime] = {}
 
@@ -178,6 +180,9 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     """The runtime of an enabled tenant, or NotFound. Thread-safe; rebuilds at most when changed."""
     clock = time.monotonic()
     runtime = _by_slug.get(slug)
+    if runtime is None and not _SLUG.fullmatch(slug):
+        # Not a slug any tenant could have (NUL bytes, 10 KiB of junk…): no query at all.
+        raise NotFound("Unknown tenant.", reason="not a tenant slug")
     if runtime is not None and clock - runtime.checked_at < conf.config_recheck_seconds():
         return runtime
     row = Tenant.objects.filter(slug=slug).values_list("config_version", "enabled").first()

@@ -148,7 +148,9 @@ _db_url = os.environ.get("DATABASE_URL") or _default_db
 if _db_url.startswith("sqlite:///") and not _db_url.startswith("sqlite:////"):
     # A relative SQLite path is relative to the project, not to the working directory.
     _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///'):]}"
-DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60)}
+# Persistent connections, checked before reuse: a restarted database (or a closed test
+# connection) costs one reconnect, not a 500.
+DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}

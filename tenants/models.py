@@ -7,8 +7,9 @@ from django.db import models
 
 from exchange import conf
 
+SLUG_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 slug_validator = RegexValidator(
-    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    rf"^{SLUG_PATTERN}\Z",
     "Lower-case letters, digits and inner hyphens, at most 63 characters.",
 )
 

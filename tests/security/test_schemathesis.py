@@ -20,6 +20,8 @@ from collections import Counter
 import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -74,7 +76,16 @@ CONFIG = schemathesis.Config.from_dict(
 
 @pytest.fixture
 def schema():
-    return schemathesis.openapi.from_wsgi(SCHEMA_PATH, WSGIHandler(), config=CONFIG)
+    # The WSGI handler closes "old" connections when a request ends; inside the test's
+    # transaction that would close the test's own connection on PostgreSQL (SQLite's
+    # in-memory database is spared). Django's test client disconnects it the same way.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield schemathesis.openapi.from_wsgi(SCHEMA_PATH, WSGIHandler(), config=CONFIG)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 def test_schema_documents_every_public_endpoint(schema):
