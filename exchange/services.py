@@ -18,6 +18,7 @@ from tenants.models import Tenant
 
 from . import conf
 from .errors import (
+    AccessDenied,
     ExchangeError,
     InvalidToken,
     NotFound,
@@ -187,7 +188,7 @@ def exchange_token(
         attempt.issuer = _select_issuer(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
         verified = _verify(runtime, attempt.issuer, attempt.parsed, now=now)
         if runtime.rules_error:
-            raise_denied(runtime.rules_error)
+            raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
         decision = decide(
             runtime.rules,
             issuer_id=attempt.issuer.issuer_id,
@@ -214,12 +215,6 @@ def exchange_token(
         raise
     _record(attempt, minted=minted)
     return minted
-
-
-def raise_denied(reason: str) -> None:
-    from .errors import AccessDenied
-
-    raise AccessDenied("No rule allows this exchange.", reason=reason)
 
 
 # --- audit (SPEC §8) -------------------------------------------------------------------------
