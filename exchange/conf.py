@@ -27,6 +27,14 @@ UNKNOWN_KID_COOLDOWN = 30
 # SPEC §5
 DEFAULT_LIFETIME = 900
 CEL_MAX_EXPRESSION_LENGTH = 4096
+# Evaluation cost (issue 5 §6; see exchange.rules): the CEL engine holds the GIL while it runs
+# and its map/filter copy their result at every step, so a comprehension costs up to
+# items² × result size. Comprehensions may not nest, range only over claims, at most this many
+# per expression; and a rule that iterates is evaluated only over claims whose lists and maps
+# hold at most CEL_MAX_ITERABLE_ITEMS items each and CEL_MAX_CLAIM_ITEMS in all (else: deny).
+CEL_MAX_COMPREHENSIONS = 4
+CEL_MAX_ITERABLE_ITEMS = 128
+CEL_MAX_CLAIM_ITEMS = 512
 
 # Our JWKS / discovery documents are cacheable for this long (seconds). The key
 # pre-publish window must be at least this, or a relying party could miss a new key.

@@ -105,8 +105,19 @@ _MACRO_BINDING_RE = re.compile(
 )
 _TWO_VARIABLE_MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "transformList", "transformMap", "transformMapEntry"})
 _CEL_ERROR_RE = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+# A comprehension macro call (CEL spec "Macros"; the two-variable and transform forms of the
+# extensions too), found in code whose string literals and comments are blanked.
+_COMPREHENSION_RE = re.compile(
+    r"\.\s*(?P<macro>all|exists_one|existsOne|exists|map|filter|transformList|transformMapEntry|transformMap|sortBy)\s*\("
+)
+# What a comprehension may range over: a claim, reached by field names and indexes only.
+_CLAIM_PATH_RE = re.compile(r"claims(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*|\s*\[[^\[\]()]*\])*")
+_COMPREHENSION_NAMES = "all, exists, exists_one, map, filter"
 
-_PASSTHROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+# Only the interpreter's own exits pass through; anything else the engine raises (pyo3's
+# PanicException is a BaseException; so is a GeneratorExit, which has no business coming out
+# of a plain call) is an evaluation failure, which denies.
+_PASSTHROUGH = (KeyboardInterrupt, SystemExit)
 
 
 # --------------------------------------------------------------------------- syntax
@@ -232,7 +243,105 @@ def _compile(source: str, *, max_length: int = conf.CEL_MAX_EXPRESSION_LENGTH) -
     if unknown:
         listed = ", ".join(repr(name) for name in sorted(unknown))
         raise RuleSyntaxError(f"Unknown name {listed}: an expression may use only 'claims' and 'issuer'.")
+    _check_comprehensions(code)
     return program
+
+
+def _iterates(source: str) -> bool:
+    return bool(_COMPREHENSION_RE.search(_scan(source)[0]))
+
+
+def _position(code: str, index: int) -> tuple[int, int]:
+    line_start = code.rfind("\n", 0, index) + 1
+    return code.count("\n", 0, index) + 1, index - line_start + 1
+
+
+def _closing(code: str, open_index: int) -> int:
+    """Index of the bracket closing the one at ``open_index`` (len(code) if unbalanced)."""
+    depth = 0
+    for index in range(open_index, len(code)):
+        if code[index] in "([{":
+            depth += 1
+        elif code[index] in ")]}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return len(code)
+
+
+def _receiver(code: str, dot: int) -> str:
+    """The expression a macro is called on: walk back from its dot over names, dots and
+    balanced ``[...]`` indexes; anything else (a call, parentheses, an operator) ends it."""
+    j = dot - 1
+    while True:
+        while j >= 0 and code[j].isspace():
+            j -= 1
+        if j >= 0 and code[j] == "]":
+            depth = 0
+            while j >= 0:
+                depth += code[j] == "]"
+                depth -= code[j] == "["
+                j -= 1
+                if depth == 0:
+                    break
+            continue
+        if j >= 0 and (code[j].isalnum() or code[j] == "_"):
+            while j >= 0 and (code[j].isalnum() or code[j] == "_"):
+                j -= 1
+            k = j
+            while k >= 0 and code[k].isspace():
+                k -= 1
+            if k >= 0 and code[k] == ".":
+                j = k - 1
+                continue
+        break
+    return code[j + 1 : dot].strip()
+
+
+def _check_comprehensions(code: str) -> bool:
+    """Bound what a comprehension can cost (see conf.CEL_MAX_COMPREHENSIONS): no nesting, a
+    claim as the range, a few per expression. True when the expression has any."""
+    calls = [(m.start(), m.end() - 1, m["macro"]) for m in _COMPREHENSION_RE.finditer(code)]
+    if len(calls) > conf.CEL_MAX_COMPREHENSIONS:
+        line, column = _position(code, calls[conf.CEL_MAX_COMPREHENSIONS][0] + 1)
+        raise RuleSyntaxError(
+            f"An expression may use at most {conf.CEL_MAX_COMPREHENSIONS} comprehensions ({_COMPREHENSION_NAMES}, …).",
+            line=line,
+            column=column,
+        )
+    spans = [(open_index, _closing(code, open_index)) for _, open_index, _ in calls]
+    for dot, open_index, macro in calls:
+        line, column = _position(code, dot + 1)
+        if any(start < open_index < end for start, end in spans):
+            # items^depth iterations, each copying a growing result: a handful of items hangs a worker.
+            raise RuleSyntaxError(
+                f"'{macro}' is inside another comprehension; comprehensions cannot be nested.", line=line, column=column
+            )
+        if not _CLAIM_PATH_RE.fullmatch(_receiver(code, dot)):
+            raise RuleSyntaxError(
+                f"'{macro}' may only range over a claim (such as claims.groups), not over a computed value.",
+                line=line,
+                column=column,
+            )
+    return bool(calls)
+
+
+def _claims_too_large(claims: Mapping[str, Any]) -> str | None:
+    """Why ``claims`` are too big for a rule that iterates (conf.CEL_MAX_ITERABLE_ITEMS,
+    conf.CEL_MAX_CLAIM_ITEMS), or None. Iterative: claims may nest as deep as JSON allows."""
+    total = 0
+    stack: list[Any] = [claims]
+    while stack:
+        value = stack.pop()
+        items = list(value.values()) if isinstance(value, Mapping) else value
+        if len(items) > conf.CEL_MAX_ITERABLE_ITEMS:
+            kind = "map" if isinstance(value, Mapping) else "list"
+            return f"a {kind} in the claims has {len(items)} items (limit {conf.CEL_MAX_ITERABLE_ITEMS} for rules that iterate)"
+        total += len(items)
+        if total > conf.CEL_MAX_CLAIM_ITEMS:
+            return f"the claims hold more than {conf.CEL_MAX_CLAIM_ITEMS} list and map items (limit for rules that iterate)"
+        stack.extend(item for item in items if isinstance(item, (list, tuple, Mapping)))
+    return None
 
 
 def _macro_bound_names(code: str) -> set[str]:
@@ -431,6 +540,9 @@ class CompiledRule:
     subject: cel.Program = field(repr=False)
     session_tags: tuple[tuple[str, cel.Program], ...] = field(repr=False)
     claims: tuple[tuple[str, cel.Program], ...] = field(repr=False)
+    # Some expression of the rule has a comprehension: it is evaluated only over claims of
+    # bounded size (conf.CEL_MAX_ITERABLE_ITEMS, conf.CEL_MAX_CLAIM_ITEMS).
+    iterates: bool = False
 
     @property
     def rule_id(self) -> int | None:
@@ -464,6 +576,11 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
         subject=programs["subject"],
         session_tags=tuple((key, programs[f"session_tags.{key}"]) for key, _ in spec.session_tags),
         claims=tuple((name, programs[f"claims.{name}"]) for name, _ in spec.claims),
+        iterates=any(
+            _iterates(source)
+            for source in (spec.when, spec.subject, *(s for _, s in spec.session_tags), *(s for _, s in spec.claims))
+            if source
+        ),
     )
 
 
@@ -635,6 +752,7 @@ def _decide(
     that decides; ``explain`` fills in the rest.
     """
     context: Any = None  # built once, on the first rule that applies, and reused
+    too_large: str | None | bool = False  # measured once, on the first rule that iterates
     applicable = 0
     for rule in rules:
         if issuer_id not in rule.issuers:
@@ -642,6 +760,17 @@ def _decide(
                 trace.append(RuleTrace(rule.rule_id, rule.name, False, "skipped (other issuer)"))
             continue
         applicable += 1
+        if rule.iterates:
+            if too_large is False:
+                too_large = _claims_too_large(claims)
+            if too_large:
+                # Its cost would grow with the claims (conf.CEL_MAX_ITERABLE_ITEMS): never run, never grant.
+                if trace is not None:
+                    trace.append(RuleTrace(rule.rule_id, rule.name, True, "error", too_large))
+                raise AccessDenied(
+                    f"Rule '{rule.name}' cannot be evaluated over claims this large.",
+                    reason=f"{_rule_label(rule)}: {too_large}",
+                )
         if context is None:
             context = _make_context(claims=claims, issuer_id=issuer_id)
         try:
