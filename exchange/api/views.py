@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import conf
-from ..errors import ExchangeError, InvalidRequest, RequestTooLarge
+from ..errors import ExchangeError, InvalidRequest, NotFound, RequestTooLarge
 from ..runtime import tenant_runtime_get
 from ..services import exchange_token
 from .errors import error_response, oauth_error_response
@@ -59,7 +59,12 @@ class _PostOnlyView(View):
     http_method_names = ["post"]
 
     def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        """405 in the SPEC §3 error shape (Django's default is an empty text/html body)."""
+        """405 in the SPEC §3 error shape (Django's default is an empty text/html body);
+        an unknown tenant is 404 whatever the method (SPEC §3)."""
+        try:
+            tenant_runtime_get(slug=kwargs.get("slug", ""))
+        except ExchangeError as error:
+            return error_response(error)
         response = error_response(InvalidRequest("Only POST is allowed here."))
         response.status_code = 405
         response["Allow"] = "POST"
@@ -281,3 +286,9 @@ def _first_error(errors: dict) -> str:
         message = messages[0] if isinstance(messages, list) and messages else messages
         return f"{field}: {message}"
     return "Invalid request."
+
+
+@csrf_exempt
+def tenant_path_not_found(request: HttpRequest, slug: str, rest: str = "") -> HttpResponse:
+    """Any other path under /t/T/: 404 in the SPEC §3 shape, for known and unknown tenants alike."""
+    return error_response(NotFound())

@@ -343,3 +343,22 @@ def test_openapi_schema_and_docs(client):
     assert schema.status_code == 200
     assert b"/api/v1/t/{slug}/exchange" in schema.content
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/t/nope/exchange"),
+        ("get", "/t/nope/token"),
+        ("get", "/t/acme/no-such-thing"),
+        ("post", "/t/acme/.well-known/nothing"),
+        ("get", "/t/nope/.well-known/jwks.json"),
+    ],
+)
+def test_every_path_under_an_unknown_tenant_or_unknown_path_is_json_404(client, tenant, method, path):
+    assert_error(getattr(client, method)(path), 404, "not_found")
+
+
+def test_wrong_method_on_a_known_tenant_is_405(client, tenant):
+    response = client.get("/t/acme/exchange")
+    assert response.status_code == 405 and response["Allow"] == "POST"
