@@ -37,6 +37,7 @@ from .admin_services import issuer_keys_fetch_now, rule_position_next
 from .models import PUBLISHED_KEY_STATES, ExchangeRecord, Issuer, KeyState, Rule, SigningKey
 from .overview import issuer_health, jwks_kids
 from .rules import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
+from .upstream import issuer_keys_forget_if_source_changed
 
 MONO = {"class": "vLargeTextField jwtex-mono", "spellcheck": "false", "autocapitalize": "off"}
 
@@ -166,7 +167,7 @@ class IssuerAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     ]
     fieldsets = [
         (None, {"fields": ["tenant", "issuer_id", "issuer", "enabled"]}),
-        ("Verification", {"fields": ["audiences", "algorithms", "leeway", "max_token_age"]}),
+        ("Verification", {"fields": ["audiences", "algorithms", "leeway", "max_token_age", "replay_protection"]}),
         ("Keys", {"fields": ["jwks_uri", "static_jwks", "jwks_refresh_interval"]}),
         (
             "Key health",
@@ -207,6 +208,11 @@ class IssuerAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         if obj is None:
             return self.fieldsets[:3]
         return self.fieldsets
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            issuer_keys_forget_if_source_changed(issuer=obj, changed=form.changed_data)
+        super().save_model(request, obj, form, change)
 
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)

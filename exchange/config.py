@@ -42,6 +42,7 @@ from tenants.models import Tenant
 from . import conf
 from .models import Issuer, Rule
 from .rules import RuleSpec, validate_rule_spec
+from .upstream import issuer_keys_forget_if_source_changed
 from .verification import KeySet
 
 __all__ = [
@@ -122,11 +123,6 @@ RULE_KEYS: dict[str, _Key] = {
     "claims": _Key("claims", "str_map"),
     "enabled": _Key("enabled", "bool"),
 }
-
-# The upstream keys cached on an issuer row (written by the JWKS refresh) and what they were
-# fetched from; cleared when the issuer's key source changes (see _sync_issuers).
-_ISSUER_KEY_CACHE_FIELDS = ("jwks", "jwks_fetched_at", "jwks_expires_at", "jwks_etag", "jwks_resolved_uri")
-_ISSUER_KEY_SOURCE_FIELDS = ("issuer", "jwks_uri", "static_jwks")
 
 _SIMPLE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SIMPLE_INDEX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
@@ -573,12 +569,7 @@ def _sync_issuers(
             changed = _differences(row, item.fields)
             if changed:
                 report.note("issuer", "updated", label, ", ".join(changed))
-                extra: list[str] = []
-                if set(changed) & set(_ISSUER_KEY_SOURCE_FIELDS):
-                    # Keys cached from the old source must not verify tokens for the new one.
-                    for name in _ISSUER_KEY_CACHE_FIELDS:
-                        setattr(row, name, Issuer._meta.get_field(name).get_default())
-                    extra = list(_ISSUER_KEY_CACHE_FIELDS)
+                extra = issuer_keys_forget_if_source_changed(issuer=row, changed=changed)
                 if write:
                     _update(row, item.fields, changed, extra=extra)
             else:

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from django.conf import settings
 from django.core.cache import cache
@@ -350,3 +350,20 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: Issuer, now: datetime) -> Iss
     if outcome not in (_Outcome.CHANGED, _Outcome.UNCHANGED):
         return None
     return _stored_keys(_reloaded(issuer), now)
+
+
+# The upstream keys cached on an issuer row and where they came from. When what the keys
+# are fetched from changes, keys cached from the old source must not verify tokens for the
+# new one: config apply and the admin both call this before saving.
+ISSUER_KEY_CACHE_FIELDS = ("jwks", "jwks_fetched_at", "jwks_expires_at", "jwks_etag", "jwks_resolved_uri")
+ISSUER_KEY_SOURCE_FIELDS = ("issuer", "jwks_uri", "static_jwks")
+
+
+def issuer_keys_forget_if_source_changed(*, issuer: Issuer, changed: Iterable[str]) -> list[str]:
+    """Reset ``issuer``'s cached keys (in memory, not saved) if a key-source field is among
+    ``changed``; returns the fields it reset, for ``save(update_fields=…)``."""
+    if not set(changed) & set(ISSUER_KEY_SOURCE_FIELDS):
+        return []
+    for name in ISSUER_KEY_CACHE_FIELDS:
+        setattr(issuer, name, Issuer._meta.get_field(name).get_default())
+    return list(ISSUER_KEY_CACHE_FIELDS)

@@ -476,3 +476,27 @@ def test_overview_and_simulator_do_a_bounded_number_of_queries(login, tenant, is
     with django_assert_max_num_queries(25):
         client.post(reverse("admin:exchange_rule_simulate"),
                     {"tenant": tenant.pk, "mode": "token", "token": upstream.mint()})
+
+
+def test_changing_an_issuers_key_source_forgets_its_cached_keys(db, client, tenant, upstream):
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from exchange.models import Issuer
+
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer="https://old.example", audiences=["sts.amazonaws.com"],
+        jwks=upstream.jwks, jwks_fetched_at=timezone.now(), jwks_etag='"v1"',
+    )
+    admin = get_user_model().objects.create_superuser("root", "root@example.test", "pw")
+    client.force_login(admin)
+    form = {
+        "tenant": tenant.pk, "issuer_id": "gh", "issuer": "https://new.example", "enabled": "on",
+        "audiences": "sts.amazonaws.com", "algorithms": ["RS256", "ES256"], "leeway": 60,
+        "max_token_age": 86400, "jwks_uri": "", "static_jwks": "", "jwks_refresh_interval": 3600,
+    }
+    response = client.post(f"/admin/exchange/issuer/{issuer.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    issuer.refresh_from_db()
+    assert issuer.issuer == "https://new.example"
+    assert issuer.jwks is None and issuer.jwks_fetched_at is None and issuer.jwks_etag == ""
