@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from . import conf
+from . import conf, strict_json
 from .errors import InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
 
 __all__ = [
@@ -302,26 +302,6 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SEGMENT_NAMES = ("header", "payload", "signature")
 
 
-class _DuplicateMember(ValueError):
-    pass
-
-
-def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # RFC 7515 §4 / RFC 7519 §4 let a parser reject duplicate names; we do, at any depth, so
-    # no two components can read different values out of one token.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _DuplicateMember("duplicate member name")
-    return obj
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (RFC 8259 §6)")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_refuse_constant)
-
-
 def _malformed(reason: str) -> InvalidRequest:
     return InvalidRequest("The token is malformed.", reason=reason)
 
@@ -339,13 +319,13 @@ def _decode_json_object(raw: bytes, index: int) -> dict[str, Any]:
     name = _SEGMENT_NAMES[index]
     try:
         text = raw.decode("utf-8")  # strictly UTF-8 (RFC 7515 §2, RFC 8259 §8.1): no UTF-16/32 sniffing
-        value = _DECODER.decode(text)
+        value = strict_json.loads(text)
         # A lone surrogate escape ("\ud800") is valid JSON syntax but no Unicode text; it
         # would break every later UTF-8 encoding (audit, logs, CEL). Checked only when such
         # an escape is present at all.
         if _SURROGATE_ESCAPE.search(text):
             json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except _DuplicateMember:
+    except strict_json.DuplicateMemberError:
         raise _malformed(f"{name} has a duplicate member name") from None
     except RecursionError:
         raise _malformed(f"{name} is nested too deeply") from None
