@@ -45,37 +45,32 @@ def purge_exchange_records(tenant_pk: int) -> int:
     return 0 if tenant is None else exchange_records_purge(tenant=tenant, now=timezone.now())
 
 
-@shared_task(name="exchange.sweep_issuers", ignore_result=True)
-def sweep_issuers() -> int:
-    now = timezone.now()
-    due = Issuer.objects.filter(enabled=True, tenant__enabled=True, static_jwks__isnull=True).filter(
-        Q(jwks_expires_at__isnull=True) | Q(jwks_expires_at__lte=now)
-    )
+def _fan_out(task, pks) -> int:
+    """One task per id; the sweep itself stays short however many rows are due."""
     count = 0
-    for pk in due.values_list("pk", flat=True).iterator():
-        refresh_issuer_jwks.delay(pk)
+    for pk in pks.iterator():
+        task.delay(pk)
         count += 1
     return count
+
+
+@shared_task(name="exchange.sweep_issuers", ignore_result=True)
+def sweep_issuers() -> int:
+    due = Issuer.objects.filter(enabled=True, tenant__enabled=True, static_jwks__isnull=True).filter(
+        Q(jwks_expires_at__isnull=True) | Q(jwks_expires_at__lte=timezone.now())
+    )
+    return _fan_out(refresh_issuer_jwks, due.values_list("pk", flat=True))
 
 
 @shared_task(name="exchange.sweep_signing_keys", ignore_result=True)
 def sweep_signing_keys() -> int:
-    now = timezone.now()
-    due = Tenant.objects.filter(Q(keys_next_check_at__isnull=True) | Q(keys_next_check_at__lte=now))
-    count = 0
-    for pk in due.values_list("pk", flat=True).iterator():
-        rotate_tenant_keys.delay(pk)
-        count += 1
-    return count
+    due = Tenant.objects.filter(Q(keys_next_check_at__isnull=True) | Q(keys_next_check_at__lte=timezone.now()))
+    return _fan_out(rotate_tenant_keys, due.values_list("pk", flat=True))
 
 
 @shared_task(name="exchange.sweep_exchange_records", ignore_result=True)
 def sweep_exchange_records() -> int:
-    count = 0
-    for pk in Tenant.objects.values_list("pk", flat=True).iterator():
-        purge_exchange_records.delay(pk)
-        count += 1
-    return count
+    return _fan_out(purge_exchange_records, Tenant.objects.values_list("pk", flat=True))
 
 
 def _result_fields(result) -> dict:
