@@ -29,7 +29,31 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_refuse_constant)
 
 
-def loads(text: str) -> Any:
+# Deeper than any real token or request needs; and a limit of our own, not the interpreter's
+# (Python 3.13's decoder no longer stops at the recursion limit, and deeply nested values
+# would break whatever walks them later: CEL, the audit JSON, the logs).
+MAX_DEPTH = 64
+
+
+def loads(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Decode ``text``; ``DuplicateMemberError``, ``ValueError`` (incl. JSONDecodeError) or
-    ``RecursionError`` (nesting deeper than the interpreter allows) on refusal."""
-    return _DECODER.decode(text)
+    ``RecursionError`` (nested deeper than ``max_depth``) on refusal."""
+    value = _DECODER.decode(text)
+    if text.count("[") + text.count("{") > max_depth:  # cheap: only then can it be too deep
+        _check_depth(value, max_depth)
+    return value
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise RecursionError(f"nested deeper than {max_depth}")
+        stack.extend((child, depth + 1) for child in children)

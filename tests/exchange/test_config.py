@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -684,7 +685,8 @@ def test_json_errors_give_line_and_column(tmp_path):
     err = StringIO()
     with pytest.raises(CommandError):
         call_command("jwtex_apply", str(path), stdout=StringIO(), stderr=err)
-    assert err.getvalue() == f"{path}: line 2, column 19: Expecting property name enclosed in double quotes\n"
+    # The wording and column of the decoder's message changed in Python 3.13; the place did not.
+    assert re.fullmatch(rf"{re.escape(str(path))}: line 2, column 1[89]: [^\n]+\n", err.getvalue())
 
     path.write_text('{"tenants": [], "tenants": []}', encoding="utf-8")
     err = StringIO()
