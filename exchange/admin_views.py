@@ -264,7 +264,7 @@ def signing_key_rotate_view(request, tenant_id, *, model_admin):
             messages.success(request, f"{tenant.slug}: " + "; ".join(parts) + ".")
         else:
             messages.info(request, f"{tenant.slug}: a new key is already published and waits for its activation time.")
-        return HttpResponseRedirect(reverse("admin:exchange_signingkey_changelist") + f"?tenant__id__exact={tenant.pk}")
+        return HttpResponseRedirect(_keys_url(tenant.pk))
     keys = SigningKey.objects.filter(tenant=tenant, state__in=PUBLISHED_KEY_STATES).order_by("created_at")
     return TemplateResponse(
         request,
@@ -276,9 +276,14 @@ def signing_key_rotate_view(request, tenant_id, *, model_admin):
             tenant=tenant,
             keys=keys,
             action="rotate",
-            cancel_url=reverse("admin:exchange_signingkey_changelist") + f"?tenant__id__exact={tenant.pk}",
+            cancel_url=_keys_url(tenant.pk),
         ),
     )
+
+
+def _keys_url(tenant_id: int) -> str:
+    """The keys page, filtered to one tenant."""
+    return reverse("admin:exchange_signingkey_changelist") + f"?tenant__id__exact={tenant_id}"
 
 
 def signing_key_revoke_view(request, object_id, *, model_admin):
@@ -293,7 +298,7 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
         if result.created and not result.activated:
             tail = f" New key {', '.join(result.created)} signs now."
         messages.success(request, f"Revoked {key.kid}: it left the JWKS and its private part is destroyed.{tail}")
-        return HttpResponseRedirect(reverse("admin:exchange_signingkey_changelist") + f"?tenant__id__exact={key.tenant_id}")
+        return HttpResponseRedirect(_keys_url(key.tenant_id))
     return TemplateResponse(
         request,
         "jwtex/confirm.html",
@@ -304,6 +309,6 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
             tenant=key.tenant,
             key=key,
             action="revoke",
-            cancel_url=reverse("admin:exchange_signingkey_changelist") + f"?tenant__id__exact={key.tenant_id}",
+            cancel_url=_keys_url(key.tenant_id),
         ),
     )

@@ -261,8 +261,9 @@ def _record(attempt: _Attempt, *, minted: MintedToken | None = None, error: Exch
         "rule_id": attempt.rule_id,
         "rule_name": attempt.rule_name[:200],
         "client_address": attempt.client_address,
-        **_upstream_fields(attempt.parsed),
     }
+    upstream = _upstream_fields(attempt.parsed)
+    fields.update(upstream)
     if minted is not None:
         fields.update(
             decision=AuditDecision.ALLOWED,
@@ -283,11 +284,18 @@ def _record(attempt: _Attempt, *, minted: MintedToken | None = None, error: Exch
         ExchangeRecord.objects.create(**{name: _audit_safe(value) for name, value in fields.items()})
     except Exception:  # noqa: BLE001 - losing the row must be loud, but must not change the answer
         logger.exception("audit record could not be written", extra={"jwtex": {"tenant": attempt.runtime.slug}})
-    _log(attempt, minted=minted, error=error)
+    _log(attempt, minted=minted, error=error, upstream=upstream)
 
 
-def _log(attempt: _Attempt, *, minted: MintedToken | None = None, error: ExchangeError | None = None) -> None:
-    upstream = _upstream_fields(attempt.parsed)
+def _log(
+    attempt: _Attempt,
+    *,
+    minted: MintedToken | None = None,
+    error: ExchangeError | None = None,
+    upstream: dict[str, Any] | None = None,
+) -> None:
+    if upstream is None:
+        upstream = _upstream_fields(attempt.parsed)
     fields = {
         "event": "exchange",
         "tenant": attempt.runtime.slug,
