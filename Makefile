@@ -21,14 +21,10 @@ migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput
 
 # Web service on http://$(HOST):$(PORT) plus a Celery worker with embedded beat on the
-# filesystem broker under var/. Ctrl-C stops both.
-run: migrate
-	$(PY) manage.py jwtex_dev_admin --url "http://$(HOST):$(PORT)"
-	@set -e; \
-	$(VENV)/bin/celery -A jwtex_site worker --beat --loglevel=INFO --concurrency=2 \
-	    --schedule var/celerybeat-schedule --without-mingle --without-gossip & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+# filesystem broker under var/; JWTEX_PUBLIC_URL defaults to http://$(HOST):$(PORT), so issuer
+# URLs follow. Ctrl-C stops both (jwtex_site/dev.py).
+run: $(STAMP)
+	@$(PY) -m jwtex_site.dev --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

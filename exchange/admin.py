@@ -15,6 +15,8 @@ from functools import partial
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Prefetch
+from django.http import QueryDict
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -31,6 +33,8 @@ from tenants.admin_mixins import (
     scoped_actions_queryset,
     tenants_for,
 )
+
+from tenants.widgets import SecondsInput
 
 from . import conf
 from .admin_services import issuer_keys_fetch_now, rule_position_next
@@ -111,7 +115,7 @@ class IssuerForm(TenantOwnedForm):
         "Leave empty to fetch the keys (discovery, or the JWKS URI).",
     )
     jwks_refresh_interval = forms.IntegerField(
-        label="JWKS refresh interval", min_value=300, max_value=86400, initial=3600,
+        label="JWKS refresh interval", min_value=300, max_value=86400, initial=3600, widget=SecondsInput,
         help_text="seconds, unless the upstream's Cache-Control says otherwise",
     )
     audiences = LinesField(help_text="One per line. The token's aud must contain one of these.")
@@ -127,6 +131,8 @@ class IssuerForm(TenantOwnedForm):
         widgets = {
             "issuer": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
             "jwks_uri": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
+            "leeway": SecondsInput,
+            "max_token_age": SecondsInput,
         }
 
 
@@ -268,7 +274,7 @@ def _report_fetch(request, issuer, outcome) -> None:
 
 class IssuerChoiceField(forms.ModelMultipleChoiceField):
     def label_from_instance(self, obj):
-        return f"{obj.issuer_id} ({obj.tenant.slug}) — {obj.issuer}"
+        return f"{obj.issuer_id} — {obj.issuer}"
 
 
 TAG_HELP = (
@@ -293,6 +299,7 @@ class RuleForm(TenantOwnedForm):
             "subject": forms.Textarea(attrs={**MONO, "rows": 1}),
             "session_tags": forms.Textarea(attrs={**MONO, "rows": 4}),
             "claims": forms.Textarea(attrs={**MONO, "rows": 3}),
+            "lifetime": SecondsInput,
         }
         help_texts = {
             "when": "CEL over claims (the verified upstream claims) and issuer (the issuer id). "
@@ -306,10 +313,15 @@ class RuleForm(TenantOwnedForm):
         super().__init__(*args, **kwargs)
         field = self.fields.get("issuers")
         if field is not None:
-            queryset = field.queryset.select_related("tenant").order_by("tenant__slug", "issuer_id")
+            # Only the rule's own tenant's issuers are offered (RuleAdmin asks for the tenant first).
+            queryset = field.queryset.select_related("tenant").order_by("issuer_id")
             if self.jwtex_tenant_id is not None:
                 queryset = queryset.filter(tenant_id=self.jwtex_tenant_id)
             field.queryset = queryset
+            field.error_messages["invalid_choice"] = (
+                "Pick issuers of this rule's tenant: one of the issuers chosen belongs to another tenant "
+                "or no longer exists."
+            )
 
     def clean(self):
         cleaned = super().clean()
@@ -353,17 +365,52 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             kwargs["widget"] = forms.CheckboxSelectMultiple
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
+    def _new_rule_tenant_id(self, request) -> int | None:
+        """The tenant a new rule is for: the form's, the URL's (``?tenant=``, or the list's
+        tenant filter), or the only tenant the user may add rules to."""
+        filters = QueryDict(request.GET.get("_changelist_filters", ""))
+        wanted = (
+            request.POST.get("tenant")
+            or request.GET.get("tenant")
+            or filters.get("tenant__id__exact")
+            or self.get_changeform_initial_data(request).get("tenant")
+        )
+        if wanted and str(wanted).isdigit() and has_role(request, int(wanted), self.add_roles):
+            return int(wanted)
+        return None
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        tenant_id = obj.tenant_id if obj is not None else None
-        if tenant_id is None:
-            wanted = request.POST.get("tenant") or request.GET.get("tenant") or self.get_changeform_initial_data(
-                request
-            ).get("tenant")
-            if wanted and str(wanted).isdigit() and has_role(request, int(wanted), self.add_roles):
-                tenant_id = int(wanted)
+        tenant_id = obj.tenant_id if obj is not None else self._new_rule_tenant_id(request)
+        if obj is None and tenant_id is not None and "tenant" in form.base_fields:
+            # The issuers offered are this tenant's: the tenant is fixed for this form.
+            form.base_fields["tenant"].queryset = form.base_fields["tenant"].queryset.filter(pk=tenant_id)
         form.jwtex_tenant_id = tenant_id
         return form
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if request.method != "POST" and self._new_rule_tenant_id(request) is None:
+            tenants = list(self.writable_tenants(request).only("pk", "slug", "name"))
+            if len(tenants) > 1:
+                # Issuers belong to a tenant: ask which one before showing its issuers.
+                return TemplateResponse(
+                    request,
+                    "jwtex/choose_tenant.html",
+                    {
+                        **self.admin_site.each_context(request),
+                        "opts": self.model._meta,
+                        "title": "Add a rule: for which tenant?",
+                        "choices": [(t, f"{reverse('admin:exchange_rule_add')}?tenant={t.pk}") for t in tenants],
+                    },
+                )
+        return super().add_view(request, form_url, extra_context)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        filters = QueryDict(request.GET.get("_changelist_filters", ""))
+        if "tenant" not in initial and filters.get("tenant__id__exact", "").isdigit():
+            initial["tenant"] = int(filters["tenant__id__exact"])
+        return initial
 
     @admin.display(description="#", ordering="position")
     def order(self, obj):

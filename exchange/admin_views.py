@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from tenants.admin_mixins import CONFIGURE, OWN, VIEW, has_role, scope, tenant_get_or_404, tenants_for, user_roles
 
+from . import conf
 from .admin_services import issuer_keys_fetch_now, rule_move
 from .errors import ExchangeError
 from .keys import signing_key_revoke, signing_key_rotate
@@ -100,9 +101,9 @@ def issuer_preset_view(request, *, model_admin):
         preset = preset_get(form.cleaned_data["preset"])
         params = {p.name: form.cleaned_data.get(f"{preset.key}__{p.name}", "") for p in preset.parameters}
         try:
-            values = preset.build(params)
+            values = preset.build(params, allow_insecure=conf.allow_insecure_issuers())
         except PresetError as exc:
-            form.add_error(f"{preset.key}__{exc.parameter}", str(exc))
+            form.add_error(f"{preset.key}__{exc.parameter}" if exc.parameter else None, str(exc))
         else:
             token = secrets.token_urlsafe(8)
             request.session["jwtex_issuer_preset"] = {
@@ -171,7 +172,10 @@ class SimulatorForm(forms.Form):
         help_text="Required for claims. For a token, leave empty to pick it by iss as the exchange does.",
     )
     mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="token")
-    token = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "class": "vLargeTextField jwtex-mono"}))
+    # Not stripped: the simulator must see what an endpoint would (a trailing newline is refused).
+    token = forms.CharField(
+        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 4, "class": "vLargeTextField jwtex-mono"})
+    )
     claims = forms.CharField(
         required=False,
         widget=forms.Textarea(

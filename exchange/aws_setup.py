@@ -19,6 +19,18 @@ from urllib.parse import quote, urlsplit
 __all__ = ["AwsSetup", "CiSnippets", "aws_setup_render", "ci_snippets_render", "oidc_provider_host_path"]
 
 EXAMPLE_ACCOUNT = "123456789012"
+# What a trust policy usually narrows a well-known CI tag to (examples in the Terraform snippet).
+_TAG_EXAMPLES = {
+    "repository": "octo-org/*",
+    "repository_owner": "octo-org",
+    "ref": "refs/heads/main",
+    "ref_type": "branch",
+    "environment": "production",
+    "workflow": "deploy",
+    "actor": "octocat",
+    "namespace_path": "octo-group",
+    "project_path": "octo-group/*",
+}
 EXAMPLE_REGION = "eu-west-1"
 
 
@@ -138,12 +150,15 @@ def aws_setup_render(*, tenant_slug: str, issuer_url: str, audiences: Sequence[s
         f"      values   = {_hcl_list(audiences)}",
         "    }",
     ]
+    if tag_keys:
+        tf.append('    # Every tag must be present; narrow each value from "*" to what this role expects.')
     for key in tag_keys:
+        example = _TAG_EXAMPLES.get(key.casefold())
         tf += [
             "    condition {",
             '      test     = "StringLike"',
             f"      variable = {json.dumps('aws:RequestTag/' + key)}",
-            '      values   = ["*"] # narrow, e.g. ["octo-org/*"]',
+            '      values   = ["*"]' + (f" # e.g. [{json.dumps(example)}]" if example else ""),
             "    }",
         ]
     tf += [
@@ -203,6 +218,11 @@ def ci_snippets_render(
         "# .github/workflows/deploy.yml",
         *(["# No GitHub Actions issuer in this tenant yet: add one from the GitHub preset first."]
           if github_issuer_id is None else []),
+        "name: deploy",
+        "on:",
+        "  push:",
+        "    branches: [main]",
+        "  workflow_dispatch:",
         "jobs:",
         "  deploy:",
         "    runs-on: ubuntu-latest",

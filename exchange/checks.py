@@ -1,14 +1,67 @@
 """System checks (``manage.py check``): a production configuration must be safe (SPEC §1).
 
-Production mode is any run whose ``JWTEX_PUBLIC_URL`` host is not loopback. The settings
-module already refuses to start with the worst of these; the checks also catch a settings
-file (or override) that loosens them afterwards.
+Production mode is any run whose ``JWTEX_PUBLIC_URL`` host is not loopback. Each concern is one
+short check with its own id (django-axes style); ``runserver``, the WSGI application and the
+Celery worker refuse to start while any error is reported (``refuse_unsafe_start``).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register, run_checks
+from django.core.exceptions import ImproperlyConfigured
+
+
+class Messages:
+    PUBLIC_URL = "JWTEX_PUBLIC_URL is not an absolute http(s) URL."
+    DEBUG = "DJANGO_DEBUG is on in production mode."
+    SECRET_KEY = "DJANGO_SECRET_KEY is unset, the default, or shorter than 32 characters."
+    KEY_ENCRYPTION_KEYS = "JWTEX_KEY_ENCRYPTION_KEYS is not set: signing keys would not be encrypted at rest."
+    HTTPS = "JWTEX_PUBLIC_URL is not https in production mode."
+    SECURE_COOKIES = "Session and CSRF cookies are not Secure in production mode."
+    INSECURE_ISSUERS = "JWTEX_ALLOW_INSECURE_ISSUERS is on in production mode."
+    SECURITY_HEADERS = "Security headers are off in production mode: {missing}."
+    SESSION_COOKIE = "The session cookie is not HttpOnly and SameSite in production mode."
+    DEV_KEY = "Signing keys are encrypted with a development key generated under var/."
+    PER_PROCESS_CACHE = (
+        "The cache is per process: rate limits, one-time upstream tokens and admin login throttling do not hold "
+        "across web processes."
+    )
+    LOGIN_THROTTLE = "Admin login throttling is off."
+
+
+class Hints:
+    PUBLIC_URL = "Set JWTEX_PUBLIC_URL to the service's external base URL, e.g. https://jwtex.example.com."
+    DEBUG = "Unset DJANGO_DEBUG (production mode is any JWTEX_PUBLIC_URL whose host is not loopback)."
+    SECRET_KEY = "Set DJANGO_SECRET_KEY to a long random string: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    KEY_ENCRYPTION_KEYS = (
+        "Set JWTEX_KEY_ENCRYPTION_KEYS (comma-separated; the first encrypts): "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+    )
+    HTTPS = "AWS trusts only https issuers: set JWTEX_PUBLIC_URL=https://…"
+    SECURE_COOKIES = "Set SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True."
+    INSECURE_ISSUERS = "It is for development and tests only: unset it."
+    SECURITY_HEADERS = "Keep SecurityMiddleware, XFrameOptionsMiddleware, SECURE_HSTS_SECONDS and SECURE_CONTENT_TYPE_NOSNIFF."
+    SESSION_COOKIE = "Set SESSION_COOKIE_HTTPONLY = True and SESSION_COOKIE_SAMESITE = 'Lax' or 'Strict'."
+    DEV_KEY = "Set JWTEX_KEY_ENCRYPTION_KEYS before holding real keys; never run like this in production."
+    PER_PROCESS_CACHE = "Set CACHE_URL=redis://… (the README's production set-up)."
+    LOGIN_THROTTLE = "Keep LoginThrottleMiddleware and JWTEX_LOGIN_MAX_FAILURES > 0."
+
+
+class Codes:
+    PUBLIC_URL = "jwtex.E009"
+    DEBUG = "jwtex.E001"
+    SECRET_KEY = "jwtex.E002"
+    KEY_ENCRYPTION_KEYS = "jwtex.E003"
+    HTTPS = "jwtex.E004"
+    SECURE_COOKIES = "jwtex.E005"
+    INSECURE_ISSUERS = "jwtex.E006"
+    SECURITY_HEADERS = "jwtex.E007"
+    SESSION_COOKIE = "jwtex.E008"
+    DEV_KEY = "jwtex.W001"
+    PER_PROCESS_CACHE = "jwtex.W002"
+    LOGIN_THROTTLE = "jwtex.W003"
+
 
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 _FRAME_MIDDLEWARE = "django.middleware.clickjacking.XFrameOptionsMiddleware"
@@ -20,7 +73,60 @@ _PER_PROCESS_CACHES = (
 )
 
 
-def _security_header_problems() -> list[str]:
+def _production() -> bool:
+    return bool(getattr(settings, "JWTEX_PRODUCTION", False))
+
+
+def _problem(kind, name: str, **fmt) -> list:
+    return [kind(getattr(Messages, name).format(**fmt), hint=getattr(Hints, name), id=getattr(Codes, name))]
+
+
+@register(Tags.security)
+def check_public_url(app_configs, **kwargs):
+    return [] if getattr(settings, "JWTEX_PUBLIC_URL_VALID", True) else _problem(Error, "PUBLIC_URL")
+
+
+@register(Tags.security)
+def check_debug(app_configs, **kwargs):
+    return _problem(Error, "DEBUG") if _production() and settings.DEBUG else []
+
+
+@register(Tags.security)
+def check_secret_key(app_configs, **kwargs):
+    weak = settings.SECRET_KEY.startswith("django-insecure") or len(settings.SECRET_KEY) < 32
+    return _problem(Error, "SECRET_KEY") if _production() and weak else []
+
+
+@register(Tags.security)
+def check_key_encryption_keys(app_configs, **kwargs):
+    if not _production():
+        return _problem(Warning, "DEV_KEY") if getattr(settings, "JWTEX_KEY_ENCRYPTION_KEYS_GENERATED", False) else []
+    missing = not settings.JWTEX_KEY_ENCRYPTION_KEYS or getattr(settings, "JWTEX_KEY_ENCRYPTION_KEYS_GENERATED", False)
+    return _problem(Error, "KEY_ENCRYPTION_KEYS") if missing else []
+
+
+@register(Tags.security)
+def check_https(app_configs, **kwargs):
+    valid = getattr(settings, "JWTEX_PUBLIC_URL_VALID", True)
+    return _problem(Error, "HTTPS") if _production() and valid and not settings.JWTEX_PUBLIC_URL.startswith("https://") else []
+
+
+@register(Tags.security)
+def check_secure_cookies(app_configs, **kwargs):
+    secure = settings.SESSION_COOKIE_SECURE and settings.CSRF_COOKIE_SECURE
+    return _problem(Error, "SECURE_COOKIES") if _production() and not secure else []
+
+
+@register(Tags.security)
+def check_insecure_issuers(app_configs, **kwargs):
+    on = getattr(settings, "JWTEX_ALLOW_INSECURE_ISSUERS", False)
+    return _problem(Error, "INSECURE_ISSUERS") if _production() and on else []
+
+
+@register(Tags.security)
+def check_security_headers(app_configs, **kwargs):
+    if not _production():
+        return []
     middleware = list(getattr(settings, "MIDDLEWARE", []))
     missing = []
     if _SECURITY_MIDDLEWARE not in middleware:
@@ -31,63 +137,32 @@ def _security_header_problems() -> list[str]:
         missing.append("X-Content-Type-Options: nosniff")
     if _FRAME_MIDDLEWARE not in middleware or getattr(settings, "X_FRAME_OPTIONS", "DENY") != "DENY":
         missing.append("X-Frame-Options: DENY")
-    return missing
+    return _problem(Error, "SECURITY_HEADERS", missing=", ".join(missing)) if missing else []
 
 
-@register(Tags.security, deploy=False)
-def check_production_settings(app_configs, **kwargs):
-    problems = []
-    production = getattr(settings, "JWTEX_PRODUCTION", False)
-    if production:
-        if settings.DEBUG:
-            problems.append(Error("DEBUG is on in production mode.", id="jwtex.E001"))
-        if settings.SECRET_KEY.startswith("django-insecure") or len(settings.SECRET_KEY) < 32:
-            problems.append(Error("DJANGO_SECRET_KEY is a default or too short.", id="jwtex.E002"))
-        if not settings.JWTEX_KEY_ENCRYPTION_KEYS or settings.JWTEX_KEY_ENCRYPTION_KEYS_GENERATED:
-            problems.append(Error("JWTEX_KEY_ENCRYPTION_KEYS is not set.", id="jwtex.E003"))
-        if not settings.JWTEX_PUBLIC_URL.startswith("https://"):
-            problems.append(Error("JWTEX_PUBLIC_URL must be https in production mode.", id="jwtex.E004"))
-        if not (settings.SESSION_COOKIE_SECURE and settings.CSRF_COOKIE_SECURE):
-            problems.append(Error("Session and CSRF cookies must be Secure in production mode.", id="jwtex.E005"))
-        if getattr(settings, "JWTEX_ALLOW_INSECURE_ISSUERS", False):
-            problems.append(
-                Error("JWTEX_ALLOW_INSECURE_ISSUERS must be off in production mode.", id="jwtex.E006")
-            )
-        missing = _security_header_problems()
-        if missing:
-            problems.append(
-                Error("Security headers are off in production mode: " + ", ".join(missing) + ".", id="jwtex.E007")
-            )
-        if not getattr(settings, "SESSION_COOKIE_HTTPONLY", True) or getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax") in (
-            None,
-            "None",
-            False,
-        ):
-            problems.append(
-                Error(
-                    "The session cookie must be HttpOnly and SameSite in production mode.",
-                    hint="Set SESSION_COOKIE_HTTPONLY = True and SESSION_COOKIE_SAMESITE = 'Lax' or 'Strict'.",
-                    id="jwtex.E008",
-                )
-            )
-        backend = settings.CACHES.get("default", {}).get("BACKEND", "")
-        if backend in _PER_PROCESS_CACHES:
-            problems.append(
-                Warning(
-                    "The cache is per process: rate limits, one-time upstream tokens and admin login "
-                    "throttling do not hold across web processes.",
-                    hint="Set CACHE_URL=redis://… (the README's production set-up).",
-                    id="jwtex.W002",
-                )
-            )
-        if _LOGIN_THROTTLE_MIDDLEWARE not in settings.MIDDLEWARE or getattr(settings, "JWTEX_LOGIN_MAX_FAILURES", 5) <= 0:
-            problems.append(Warning("Admin login throttling is off.", id="jwtex.W003"))
-    elif getattr(settings, "JWTEX_KEY_ENCRYPTION_KEYS_GENERATED", False):
-        problems.append(
-            Warning(
-                "Signing keys are encrypted with a development key generated under var/.",
-                hint="Set JWTEX_KEY_ENCRYPTION_KEYS before holding real keys.",
-                id="jwtex.W001",
-            )
-        )
-    return problems
+@register(Tags.security)
+def check_session_cookie(app_configs, **kwargs):
+    samesite = getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax")
+    unsafe = not getattr(settings, "SESSION_COOKIE_HTTPONLY", True) or samesite in (None, "None", False)
+    return _problem(Error, "SESSION_COOKIE") if _production() and unsafe else []
+
+
+@register(Tags.security)
+def check_shared_cache(app_configs, **kwargs):
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    return _problem(Warning, "PER_PROCESS_CACHE") if _production() and backend in _PER_PROCESS_CACHES else []
+
+
+@register(Tags.security)
+def check_login_throttle(app_configs, **kwargs):
+    off = _LOGIN_THROTTLE_MIDDLEWARE not in settings.MIDDLEWARE or getattr(settings, "JWTEX_LOGIN_MAX_FAILURES", 5) <= 0
+    return _problem(Warning, "LOGIN_THROTTLE") if _production() and off else []
+
+
+def refuse_unsafe_start(what: str) -> None:
+    """Raise ``ImproperlyConfigured`` naming every jwtex error check that fails: the WSGI
+    application and the Celery worker call this before they serve anything."""
+    errors = [m for m in run_checks(tags=[Tags.security]) if m.is_serious() and (m.id or "").startswith("jwtex.")]
+    if errors:
+        lines = "\n".join(f"  ({m.id}) {m.msg} HINT: {m.hint}" for m in errors)
+        raise ImproperlyConfigured(f"Refusing to start the {what} with an unsafe configuration:\n{lines}")

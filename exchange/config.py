@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import yaml
 from django.core.exceptions import ValidationError
@@ -43,6 +42,7 @@ from . import conf
 from .models import Issuer, Rule
 from .rules import RuleSpec, validate_rule_spec
 from .upstream import issuer_keys_forget_if_source_changed
+from .validators import url_problem
 from .verification import KeySet
 
 __all__ = [
@@ -313,22 +313,10 @@ def _model_errors(
 
 
 def _check_url(value: str, path: str, errors: _Collector, *, what: str) -> None:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        errors.add(path, f"not a valid URL ({exc})")
-        return
-    allowed = ("https", "http") if conf.allow_insecure_issuers() else ("https",)
-    if parts.scheme not in allowed:
-        errors.add(path, f"{what} must be an https URL" + ("" if "http" in allowed else " (JWTEX_ALLOW_INSECURE_ISSUERS is off)"))
-    elif not parts.hostname:
-        errors.add(path, f"{what} has no host")
-    elif parts.username is not None or parts.password is not None:
-        errors.add(path, f"{what} must not contain credentials")
-    elif what == "the issuer" and (parts.query or parts.fragment):
-        # OpenID Connect Discovery 1.0 §3: an issuer has no query or fragment component.
-        errors.add(path, "the issuer must not have a query or fragment")
+    # The same rule and message as the admin's forms (Issuer.clean).
+    problem = url_problem(value, what=what, allow_insecure=conf.allow_insecure_issuers(), is_issuer=what == "The issuer")
+    if problem:
+        errors.add(path, problem)
 
 
 def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: _Collector) -> _DesiredIssuer | None:
@@ -349,10 +337,10 @@ def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: _Collector)
         before = len(errors.errors)
 
     if "issuer" not in bad and values["issuer"]:
-        _check_url(values["issuer"], _dot(path, "issuer"), errors, what="the issuer")
+        _check_url(values["issuer"], _dot(path, "issuer"), errors, what="The issuer")
     flag("issuer")
     if "jwks_uri" not in bad and values["jwks_uri"]:
-        _check_url(values["jwks_uri"], _dot(path, "jwks_uri"), errors, what="the JWKS URI")
+        _check_url(values["jwks_uri"], _dot(path, "jwks_uri"), errors, what="The JWKS URI")
     flag("jwks_uri")
     if "algorithms" not in bad:
         algorithms = values["algorithms"]

@@ -13,9 +13,20 @@ class ExchangeError(Exception):
     status = 500
     default_description = "The exchange failed."
 
-    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        reason: str | None = None,
+        rule_id: int | None = None,
+        rule_name: str = "",
+    ) -> None:
         self.description = description or self.default_description
         self.reason = reason or self.description
+        # The rule that decided this refusal (a deny rule, or the allow rule whose output or
+        # audience was refused), for the audit record (SPEC §8); empty when no rule decided.
+        self.rule_id = rule_id
+        self.rule_name = rule_name
         super().__init__(self.reason)
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
 from . import conf
+from .validators import address_is_public
 
 __all__ = ["FetchError", "FetchResult", "fetch_json"]
 
@@ -42,9 +43,6 @@ MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
 
-# ipaddress's is_private/is_global leave these out (Python 3.11), so they are named here.
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 shared address space
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the low 32 bits are an IPv4 address
 
 
 class FetchError(Exception):
@@ -137,27 +135,6 @@ def _system_resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether ``address`` is anything but a public unicast address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        # An IPv4 address inside IPv6 reaches that IPv4 host: judge the IPv4 address.
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None and _forbidden(embedded):
-            return True
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or address in _CGNAT
-        or not address.is_global
-    )
-
-
 def _vetted_addresses(host: str, port: int, resolver: Resolver, deadline: float, allow_insecure: bool) -> list[str]:
     try:
         literal = ipaddress.ip_address(host)
@@ -175,7 +152,7 @@ def _vetted_addresses(host: str, port: int, resolver: Resolver, deadline: float,
             address = ipaddress.ip_address(name)
         except ValueError:
             raise FetchError(f"{host}: resolved to something that is not an IP address") from None
-        if _forbidden(address) and not allow_insecure:
+        if not address_is_public(address) and not allow_insecure:
             # One bad address is enough: the connection could be steered to it.
             raise FetchError(f"{host}: resolves to a non-public address ({address}); refused")
         vetted.append(str(address))

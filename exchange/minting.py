@@ -15,9 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from exchange.rules import AWS_TAGS_CLAIM, RESERVED_CLAIMS, Decision
 
-__all__ = ["AWS_TAGS_CLAIM", "MintedToken", "SignerKey", "mint_token"]
-
-SUPPORTED_ALGORITHMS = ("ES256", "RS256")
+__all__ = ["AWS_TAGS_CLAIM", "MintedToken", "SignerKey", "build_payload", "mint_token"]
 
 
 @dataclass(frozen=True)
@@ -65,24 +63,18 @@ def _aws_tags_claim(decision: Decision) -> dict[str, Any]:
     return claim
 
 
-def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, jti: str | None = None) -> MintedToken:
-    """Sign the token ``decision`` describes with ``signer``, issued by ``issuer`` at ``now``."""
-    _check_key(signer)
-    if decision.lifetime <= 0:
-        raise ValueError(f"A token needs a positive lifetime, not {decision.lifetime}.")
-    issued_at = int(now)
-    expires_at = issued_at + int(decision.lifetime)
-    token_id = jti or uuid.uuid4().hex
-
+def build_payload(
+    *, decision: Decision, issuer: str, issued_at: int | None = None, jti: str | None = None
+) -> dict[str, Any]:
+    """The claims of the token ``decision`` describes. Without ``issued_at`` the per-token claims
+    (``iat``, ``nbf``, ``exp``, ``jti``) are left out: that is what the simulator shows."""
     payload: dict[str, Any] = {
         "iss": issuer,
         "sub": decision.subject,
         "aud": decision.audience,  # a single string: what AWS STS and most relying parties expect
-        "iat": issued_at,
-        "nbf": issued_at,
-        "exp": expires_at,
-        "jti": token_id,
     }
+    if issued_at is not None:
+        payload.update(iat=issued_at, nbf=issued_at, exp=issued_at + int(decision.lifetime), jti=jti)
     # Rules cannot name reserved claims (rules.validate_rule_spec); skip them here as well
     # so no Decision, however built, can override iss/sub/aud/exp/… or the tags claim.
     for name, value in decision.extra_claims.items():
@@ -90,6 +82,17 @@ def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, 
             payload[name] = value
     if decision.session_tags:
         payload[AWS_TAGS_CLAIM] = _aws_tags_claim(decision)
+    return payload
+
+
+def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, jti: str | None = None) -> MintedToken:
+    """Sign the token ``decision`` describes with ``signer``, issued by ``issuer`` at ``now``."""
+    _check_key(signer)
+    if decision.lifetime <= 0:
+        raise ValueError(f"A token needs a positive lifetime, not {decision.lifetime}.")
+    issued_at = int(now)
+    token_id = jti or uuid.uuid4().hex
+    payload = build_payload(decision=decision, issuer=issuer, issued_at=issued_at, jti=token_id)
 
     # PyJWT writes ES256 signatures as raw r||s (RFC 7518 §3.4), not DER. It adds "alg";
     # we add "kid" and "typ" (RFC 7519 §5.1).
@@ -101,6 +104,6 @@ def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, 
         subject=decision.subject,
         audience=decision.audience,
         issued_at=issued_at,
-        expires_at=expires_at,
+        expires_at=payload["exp"],
         claims=payload,
     )

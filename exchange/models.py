@@ -11,6 +11,7 @@ from django.db import models
 from tenants.models import SigningAlgorithm, Tenant
 
 from . import conf
+from .validators import url_problem
 
 issuer_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."
@@ -103,8 +104,15 @@ class Issuer(models.Model):
             a in conf.SUPPORTED_UPSTREAM_ALGORITHMS for a in self.algorithms
         ):
             errors["algorithms"] = "A non-empty list of: " + ", ".join(conf.SUPPORTED_UPSTREAM_ALGORITHMS) + "."
-        if not self.issuer or self.issuer != self.issuer.strip() or "://" not in self.issuer:
-            errors["issuer"] = "An absolute URL, exactly as the tokens' iss claim spells it."
+        # One rule for the admin, the presets and jwtex_apply (exchange.validators).
+        insecure = conf.allow_insecure_issuers()
+        problem = url_problem(self.issuer, what="The issuer", allow_insecure=insecure, is_issuer=True)
+        if problem:
+            errors["issuer"] = problem
+        if self.jwks_uri:
+            problem = url_problem(self.jwks_uri, what="The JWKS URI", allow_insecure=insecure)
+            if problem:
+                errors["jwks_uri"] = problem
         if self.static_jwks is not None:
             from .verification import KeySet
 
@@ -264,4 +272,4 @@ class ExchangeRecord(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.tenant_id} {self.decision}"
+        return f"{self.decision.capitalize()} exchange at {self.created_at:%Y-%m-%d %H:%M:%S} UTC"

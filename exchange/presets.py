@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .validators import url_problem
+
 __all__ = ["IssuerPreset", "IssuerValues", "PresetError", "PresetParameter", "PRESETS", "preset_get", "preset_for_issuer"]
 
 
@@ -68,7 +70,9 @@ class IssuerPreset:
     shared_issuer: bool = False  # every customer of the platform shares this iss
     _build: Any = field(default=None, repr=False, compare=False)
 
-    def build(self, params: Mapping[str, str] | None = None) -> IssuerValues:
+    def build(self, params: Mapping[str, str] | None = None, *, allow_insecure: bool = False) -> IssuerValues:
+        """The issuer form's values; ``PresetError`` naming the parameter when one is refused —
+        URLs by the same rule as the issuer form and ``jwtex_apply`` (``validators.url_problem``)."""
         values = {}
         for parameter in self.parameters:
             value = str((params or {}).get(parameter.name, "")).strip()
@@ -78,6 +82,9 @@ class IssuerPreset:
                 raise PresetError(parameter.name, parameter.pattern_message or f"{parameter.label} is malformed.")
             values[parameter.name] = value
         issuer, audiences, static_jwks = self._build(values)
+        problem = url_problem(issuer, what="The issuer", allow_insecure=allow_insecure, is_issuer=True)
+        if problem:
+            raise PresetError("url" if any(p.name == "url" for p in self.parameters) else "", problem)
         return IssuerValues(
             issuer_id=self.issuer_id,
             issuer=issuer,
@@ -165,10 +172,8 @@ _KUBERNETES_CLAIMS = (
 )
 
 
-def _https_url(value: str, label: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise PresetError(label, "An https URL without query or fragment, exactly as the tokens' iss spells it.")
+def _issuer_url(value: str) -> str:
+    """The issuer as tokens spell it (no trailing slash); ``build`` checks it like every issuer URL."""
     return value.rstrip("/")
 
 
@@ -231,7 +236,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         parameters=(PresetParameter("url", "GitLab URL", "e.g. https://gitlab.example.com"),),
         claims=_GITLAB_CLAIMS,
         example_when="claims.namespace_path == 'platform' && claims.ref_protected == 'true'",
-        _build=lambda p: (_https_url(p["url"], "url"), [_https_url(p["url"], "url")], None),
+        _build=lambda p: (_issuer_url(p["url"]), [_issuer_url(p["url"])], None),
     ),
     IssuerPreset(
         key="circleci",
@@ -313,7 +318,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         claims=_KUBERNETES_CLAIMS,
         example_when="claims.sub == 'system:serviceaccount:deploy:ci'",
         algorithms=("RS256", "ES256"),
-        _build=lambda p: (_https_url(p["url"], "url"), ["sts.amazonaws.com"], _static_jwks(p["jwks"])),
+        _build=lambda p: (_issuer_url(p["url"]), ["sts.amazonaws.com"], _static_jwks(p["jwks"])),
     ),
 )
 

@@ -670,6 +670,11 @@ def _json_value(value: Any, path: str) -> Any:
     raise _EvaluationError(f"{path} is a {type(value).__name__}, which is not JSON")
 
 
+def _by(rule: CompiledRule) -> dict[str, Any]:
+    """The deciding rule, as an ExchangeError names it for the audit record (SPEC §8)."""
+    return {"rule_id": rule.rule_id, "rule_name": rule.name}
+
+
 def _rule_label(rule: CompiledRule) -> str:
     return f"rule {rule.name!r}" + (f" (id {rule.rule_id})" if rule.rule_id is not None else "")
 
@@ -687,13 +692,16 @@ def _allow(
             raise AudienceNotAllowed(
                 f"Rule '{spec.name}' does not allow the requested audience.",
                 reason=f"{label} does not allow audience {requested_audience!r} (allowed: {[audience, *spec.audiences]!r})",
+                **_by(rule),
             )
         audience = requested_audience
 
     try:
         subject = _execute(rule.subject, context)
     except _EvaluationError as exc:
-        raise AccessDenied(f"Rule '{spec.name}' could not compute the subject.", reason=f"{label}: subject: {exc}") from None
+        raise AccessDenied(
+            f"Rule '{spec.name}' could not compute the subject.", reason=f"{label}: subject: {exc}", **_by(rule)
+        ) from None
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
         what = (
             f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
@@ -701,6 +709,7 @@ def _allow(
         raise AccessDenied(
             f"Rule '{spec.name}' could not compute the subject.",
             reason=f"{label}: subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
+            **_by(rule),
         )
 
     tags: list[tuple[str, str]] = []
@@ -710,7 +719,9 @@ def _allow(
             validate_session_tag_value(key, value)
         except (_EvaluationError, ValueError) as exc:
             raise AccessDenied(
-                f"Rule '{spec.name}': session tag '{key}' has no valid value.", reason=f"{label}: session tag {key!r}: {exc}"
+                f"Rule '{spec.name}': session tag '{key}' has no valid value.",
+                reason=f"{label}: session tag {key!r}: {exc}",
+                **_by(rule),
             ) from None
         tags.append((key, value))
 
@@ -720,7 +731,9 @@ def _allow(
             extra[name] = _json_value(_execute(program, context), name)
         except (_EvaluationError, RecursionError) as exc:
             raise AccessDenied(
-                f"Rule '{spec.name}': claim '{name}' could not be computed.", reason=f"{label}: claim {name!r}: {exc}"
+                f"Rule '{spec.name}': claim '{name}' could not be computed.",
+                reason=f"{label}: claim {name!r}: {exc}",
+                **_by(rule),
             ) from None
 
     lifetime = spec.lifetime if spec.lifetime is not None else conf.DEFAULT_LIFETIME
@@ -770,6 +783,7 @@ def _decide(
                 raise AccessDenied(
                     f"Rule '{rule.name}' cannot be evaluated over claims this large.",
                     reason=f"{_rule_label(rule)}: {too_large}",
+                    **_by(rule),
                 )
         if context is None:
             context = _make_context(claims=claims, issuer_id=issuer_id)
@@ -782,7 +796,9 @@ def _decide(
             if trace is not None:
                 trace.append(RuleTrace(rule.rule_id, rule.name, True, "error", str(exc)))
             raise AccessDenied(
-                f"Rule '{rule.name}' could not be evaluated.", reason=f"{_rule_label(rule)}: condition failed: {exc}"
+                f"Rule '{rule.name}' could not be evaluated.",
+                reason=f"{_rule_label(rule)}: condition failed: {exc}",
+                **_by(rule),
             ) from None
         if matched is not True:
             if trace is not None:
@@ -791,7 +807,9 @@ def _decide(
         if rule.effect != "allow":  # "deny", and anything unexpected, denies
             if trace is not None:
                 trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched"))
-            raise AccessDenied(f"Rule '{rule.name}' denies this exchange.", reason=f"{_rule_label(rule)} (deny) matched")
+            raise AccessDenied(
+                f"Rule '{rule.name}' denies this exchange.", reason=f"{_rule_label(rule)} (deny) matched", **_by(rule)
+            )
         try:
             decision = _allow(
                 rule,

@@ -136,7 +136,8 @@ def discovery_document(*, issuer_url: str, algorithms: list[str]) -> dict:
     }
 
 
-def _build(tenant: Tenant, *, now: datetime) -> TenantRuntime:
+def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
+    """A fresh snapshot of ``tenant`` (uncached): what its endpoints serve once the caches catch up."""
     issuers = {i.issuer_id: i for i in Issuer.objects.filter(tenant=tenant, enabled=True)}
     by_iss: dict[str, list[str]] = {}
     for issuer in issuers.values():
@@ -196,7 +197,7 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     tenant = Tenant.objects.filter(slug=slug, enabled=True).first()
     if tenant is None:
         raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} vanished")
-    runtime = _build(tenant, now=timezone.now())
+    runtime = runtime_build(tenant=tenant, now=timezone.now())
     with _lock:
         _by_slug[slug] = runtime
     return runtime

@@ -33,7 +33,7 @@ from .models import ExchangeRecord, Issuer
 from .rules import decide
 from .runtime import TenantRuntime, tenant_runtime_get
 from .upstream import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
-from .verification import ParsedToken, VerifiedToken, parse_compact, verify_token
+from .verification import ParsedToken, VerifiedToken, parse_compact, short_value as _short, verify_token
 
 logger = logging.getLogger("jwtex.exchange")
 
@@ -127,11 +127,20 @@ class _Attempt:
     rule_name: str = ""
 
 
-def _select_issuer(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> Issuer:
+def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> Issuer:
+    """The issuer whose configuration verifies ``parsed``: the pinned one (``issuerId``), else the
+    tenant's issuer for the token's ``iss``. A pinned issuer whose ``iss`` the token does not
+    carry is refused here, before any key lookup or fetch (SPEC §3)."""
     if issuer_id is not None:
         issuer = runtime.issuers.get(issuer_id)
         if issuer is None:
             raise NotFound("Unknown issuer.", reason=f"no enabled issuer {issuer_id!r} in tenant {runtime.slug}")
+        iss = parsed.claims.get("iss")
+        if iss != issuer.issuer:
+            raise InvalidToken(
+                f"The token's issuer does not match issuer '{issuer.issuer_id}'.",
+                reason=f"iss {_short(iss)} is not {issuer.issuer!r} of the pinned issuer {issuer.issuer_id!r}",
+            )
         return issuer
     iss = parsed.claims.get("iss")
     ids = runtime.issuer_ids_by_iss.get(iss) if isinstance(iss, str) else None
@@ -142,7 +151,8 @@ def _select_issuer(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Par
     return runtime.issuers[sorted(ids)[0]]
 
 
-def _verify(runtime: TenantRuntime, issuer: Issuer, parsed: ParsedToken, *, now: float) -> VerifiedToken:
+def token_verify(runtime: TenantRuntime, issuer: Issuer, parsed: ParsedToken, *, now: float) -> VerifiedToken:
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
     config = runtime.issuer_configs[issuer.issuer_id]
     keys = issuer_keys_get(issuer=issuer, now=datetime.fromtimestamp(now, UTC))
     try:
@@ -185,8 +195,8 @@ def exchange_token(
         raise
     try:
         attempt.parsed = parse_compact(subject_token, max_bytes=conf.max_token_bytes())
-        attempt.issuer = _select_issuer(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
-        verified = _verify(runtime, attempt.issuer, attempt.parsed, now=now)
+        attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
+        verified = token_verify(runtime, attempt.issuer, attempt.parsed, now=now)
         if runtime.rules_error:
             raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
         decision = decide(
@@ -211,6 +221,8 @@ def exchange_token(
         )
         minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
     except ExchangeError as exc:
+        if exc.rule_name:  # a deny rule, or the allow rule whose output was refused
+            attempt.rule_id, attempt.rule_name = exc.rule_id, exc.rule_name
         _record(attempt, error=exc)
         raise
     _record(attempt, minted=minted)

@@ -353,6 +353,12 @@ def parse_compact(token: str | bytes, *, max_bytes: int = conf.MAX_TOKEN_BYTES) 
     else:
         data = bytes(token)
 
+    if data[:1].isspace() or data[-1:].isspace():
+        # The usual mistake (a token file written by echo, `curl -d @file`): say what it is.
+        raise InvalidRequest(
+            "The token is malformed: it has surrounding whitespace, e.g. a trailing newline.",
+            reason="token has leading or trailing whitespace",
+        )
     # Exactly three segments: no JWE (five), no JSON serialization, no nesting (RFC 7516 §9).
     if data.count(b".") != 2:
         raise _malformed(f"token has {data.count(b'.') + 1} segments, not 3")
@@ -381,7 +387,7 @@ def _invalid(description: str, reason: str) -> InvalidToken:
     return InvalidToken(description, reason=reason)
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
     """A token-controlled value, bounded for the reason (audit/log only, never the client).
 
     Containers are named, not printed: their repr could be huge or nested deep enough to
@@ -404,14 +410,14 @@ def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
             raise _invalid("The token header is not acceptable.", "kid is not a string")
         candidates = keys._by_kid.get(kid, ())
         if not candidates:  # an exact, opaque lookup: the kid is never a path or query (RFC 8725 §3.10)
-            raise UnknownKeyId(reason=f"no key with kid {_short(kid)}")
+            raise UnknownKeyId(reason=f"no key with kid {short_value(kid)}")
         if len(candidates) > 1:  # SPEC §4: a kid matches exactly one key
-            raise _invalid("The token's key is ambiguous.", f"kid {_short(kid)} matches {len(candidates)} keys")
+            raise _invalid("The token's key is ambiguous.", f"kid {short_value(kid)} matches {len(candidates)} keys")
         key = candidates[0]
         if not _fits(key, alg):  # RFC 8725 §3.1: the algorithm must fit the key
             raise _invalid(
                 "The token's algorithm does not fit its key.",
-                f"alg {alg} does not fit key {_short(kid)} (kty {key.kty}, crv {key.crv}, alg {key.alg})",
+                f"alg {alg} does not fit key {short_value(kid)} (kty {key.kty}, crv {key.crv}, alg {key.alg})",
             )
         return key
     # No kid: only when exactly one key could have made this signature (SPEC §4).
@@ -443,7 +449,7 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
     # RFC 7519 §4.1.1 / SPEC §4: exact string comparison, no trailing-slash or case leniency.
     iss = claims.get("iss")
     if not isinstance(iss, str) or iss != issuer.issuer:
-        raise _invalid("The token's issuer is not accepted.", f"iss {_short(iss)} is not {issuer.issuer!r}")
+        raise _invalid("The token's issuer is not accepted.", f"iss {short_value(iss)} is not {issuer.issuer!r}")
 
     # RFC 7519 §4.1.3: a string or an array of strings, one of which must be ours.
     aud = claims.get("aud")
@@ -451,7 +457,7 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
     if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
         raise _invalid("The token's aud claim is malformed.", f"aud is {type(aud).__name__}")
     if not any(a in issuer.audiences for a in auds):
-        raise _invalid("The token's audience is not accepted.", f"aud {_short(aud)} has none of {issuer.audiences!r}")
+        raise _invalid("The token's audience is not accepted.", f"aud {short_value(aud)} has none of {issuer.audiences!r}")
 
     if "sub" in claims and not isinstance(claims["sub"], str):  # RFC 7519 §4.1.2
         raise _invalid("The token's sub claim is not a string.", f"sub is {type(claims['sub']).__name__}")
@@ -497,7 +503,7 @@ def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now
     alg = header.get("alg")
     # RFC 8725 §3.1/§3.2: an allowlist, never "none" or HMAC whatever the config says.
     if not isinstance(alg, str) or alg not in _SUPPORTED or alg not in issuer.algorithms:
-        raise _invalid("The token's algorithm is not accepted.", f"alg {_short(alg)} is not allowed")
+        raise _invalid("The token's algorithm is not accepted.", f"alg {short_value(alg)} is not allowed")
 
     key = _select_key(header, alg, keys)
 

@@ -1,7 +1,9 @@
 import os
+import sys
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import beat_init, celeryd_init, setup_logging, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")
 
@@ -20,3 +22,56 @@ app.conf.beat_schedule = {
         "options": {"expires": 3600},
     },
 }
+
+
+@worker_init.connect
+@beat_init.connect
+def _refuse_unsafe_start(sender=None, **kwargs) -> None:
+    """An unsafe production configuration never runs a worker or beat (the jwtex.E00x checks).
+    SystemExit, because Celery logs and ignores ordinary exceptions raised by signal handlers."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from exchange.checks import refuse_unsafe_start
+
+    try:
+        refuse_unsafe_start("Celery worker" if "beat" not in str(sender).lower() else "Celery beat")
+    except ImproperlyConfigured as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+@celeryd_init.connect  # early: before the worker's own start-up warnings
+@setup_logging.connect  # a receiver here also keeps Celery from configuring logging its own way
+def _log_like_the_web(**kwargs) -> None:
+    """Worker and beat log as the web does (settings.LOGGING): one format everywhere."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    logging.captureWarnings(True)  # Python warnings (e.g. Celery's) as log records, same format
+    _say_in_the_log_format()
+
+
+def _say_in_the_log_format() -> None:
+    """Celery's signal handlers print a few lines ("worker: Warm shutdown") straight to the
+    console, bypassing logging (a signal handler must not take logging's locks). Format them
+    as log records with the configured formatter and write them the same lock-free way."""
+    import logging
+
+    import celery.apps.worker as celery_worker
+
+    handler = next(iter(logging.getLogger().handlers), None)
+    if handler is None or getattr(celery_worker.safe_say, "jwtex", False):
+        return
+
+    def say(msg, f=None):  # always stderr, where every log line goes
+        record = logging.LogRecord("celery.worker", logging.WARNING, __file__, 0, str(msg).strip(), None, None)
+        try:
+            sys.__stderr__.write(handler.format(record) + "\n")
+            sys.__stderr__.flush()
+        except Exception:  # noqa: BLE001 - as Celery's own: never fail a shutdown over a console line
+            pass
+
+    say.jwtex = True
+    celery_worker.safe_say = say

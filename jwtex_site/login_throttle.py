@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import escape
+from django.template.loader import render_to_string
 
 logger = logging.getLogger("jwtex.login")
 
@@ -150,11 +150,14 @@ class LoginThrottleMiddleware:
             return None
         retry_after = _retry_after(key, now)
         logger.warning("admin login throttled", extra={"jwtex": {"client_address": _address(request)}})
-        minutes = max(1, round(retry_after / 60))
-        body = (
-            "<!doctype html><title>Too many login attempts</title><h1>Too many failed login attempts</h1>"
-            f"<p>Try again in about {escape(minutes)} minute{'s' if minutes != 1 else ''}.</p>"
-        )
+        from django.contrib import admin
+
+        context = {
+            "site_header": admin.site.site_header,
+            "site_title": admin.site.site_title,
+            "minutes": max(1, round(retry_after / 60)),
+        }
+        body = render_to_string("jwtex/login_locked.html", context, request=request)
         response = HttpResponse(body, status=429, content_type="text/html; charset=utf-8")
         response["Retry-After"] = str(retry_after)
         response["Cache-Control"] = "no-store"

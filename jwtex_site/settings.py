@@ -9,8 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-import sys
-import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,10 +40,15 @@ def _is_loopback_host(host: str | None) -> bool:
 
 
 JWTEX_PUBLIC_URL = os.environ.get("JWTEX_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
-_public = urlsplit(JWTEX_PUBLIC_URL)
-if _public.scheme not in {"http", "https"} or not _public.hostname:
-    raise ImproperlyConfigured("JWTEX_PUBLIC_URL must be an absolute http(s) URL")
-JWTEX_PRODUCTION = not _is_loopback_host(_public.hostname)
+try:
+    _public = urlsplit(JWTEX_PUBLIC_URL)
+    _public.port  # noqa: B018 - raises ValueError for a bad port
+except ValueError:
+    _public = urlsplit("")
+# Not an absolute http(s) URL: reported by the jwtex.E009 system check (and treated as
+# production, so nothing unsafe is allowed meanwhile).
+JWTEX_PUBLIC_URL_VALID = _public.scheme in {"http", "https"} and bool(_public.hostname)
+JWTEX_PRODUCTION = not (JWTEX_PUBLIC_URL_VALID and _is_loopback_host(_public.hostname))
 
 DEBUG = _env_bool("DJANGO_DEBUG", default=not JWTEX_PRODUCTION)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEV_SECRET_KEY
@@ -54,7 +57,7 @@ ALLOWED_HOSTS = [
     for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
     if h.strip()
 ]
-if JWTEX_PRODUCTION and _public.hostname not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
+if JWTEX_PRODUCTION and _public.hostname and _public.hostname not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
     ALLOWED_HOSTS.append(_public.hostname)
 
 # Signing keys are encrypted at rest under these (first encrypts, all decrypt).
@@ -68,14 +71,8 @@ if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
         _kek_file.write_text(secrets.token_urlsafe(32) + "\n")
         _kek_file.chmod(0o600)
     JWTEX_KEY_ENCRYPTION_KEYS = [_kek_file.read_text().strip()]
+    # Said once, by the jwtex.W001 system check (make run runs the checks once).
     JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = True
-    if "pytest" not in sys.modules:
-        warnings.warn(
-            f"JWTEX_KEY_ENCRYPTION_KEYS is not set: using the DEVELOPMENT key in {_kek_file}. "
-            "Never run like this in production.",
-            RuntimeWarning,
-            stacklevel=1,
-        )
 
 JWTEX_ALLOW_INSECURE_ISSUERS = _env_bool("JWTEX_ALLOW_INSECURE_ISSUERS")
 JWTEX_RATE_LIMIT_PER_ADDRESS = int(os.environ.get("JWTEX_RATE_LIMIT_PER_ADDRESS", "600"))
@@ -85,20 +82,10 @@ JWTEX_TRUSTED_PROXY_COUNT = int(os.environ.get("JWTEX_TRUSTED_PROXY_COUNT", "0")
 JWTEX_LOGIN_MAX_FAILURES = int(os.environ.get("JWTEX_LOGIN_MAX_FAILURES", "5"))
 JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", "900"))
 
-if JWTEX_PRODUCTION:
-    _problems = []
-    if DEBUG:
-        _problems.append("DJANGO_DEBUG is on")
-    if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
-        _problems.append("DJANGO_SECRET_KEY is unset, the default, or shorter than 32 characters")
-    if not JWTEX_KEY_ENCRYPTION_KEYS:
-        _problems.append("JWTEX_KEY_ENCRYPTION_KEYS is not set")
-    if _public.scheme != "https":
-        _problems.append("JWTEX_PUBLIC_URL is not https")
-    if _problems:
-        raise ImproperlyConfigured(
-            f"Refusing to start in production mode ({JWTEX_PUBLIC_URL}): " + "; ".join(_problems)
-        )
+# Production mode with unsafe settings (DEBUG, a default secret key, no key-encryption keys,
+# plain http) is reported by the jwtex.E00x system checks (exchange/checks.py): `manage.py
+# check` lists them, and runserver, the WSGI application (make serve) and the Celery worker
+# refuse to start while any is present.
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -109,6 +96,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "tenants",
     "exchange",
 ]
@@ -180,6 +168,7 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+FORMAT_MODULE_PATH = ["jwtex_site.formats"]
 USE_I18N = True
 USE_TZ = True
 
@@ -213,6 +202,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Exchange CI OIDC tokens for tenant-signed JWTs carrying AWS session tags.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files (drf-spectacular-sidecar): no page loads anything
+    # from another origin (issue 8 §3).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "exchange.api.schema.document_exchange_endpoints",
@@ -240,15 +234,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+JWTEX_LOG_FORMAT = os.environ.get("JWTEX_LOG_FORMAT", "json").strip().lower()
+if JWTEX_LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured("JWTEX_LOG_FORMAT must be json or text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "jwtex_site.logging.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "formatters": {
+        "json": {"()": "jwtex_site.logging.JsonFormatter"},
+        "text": {"()": "jwtex_site.logging.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": JWTEX_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("JWTEX_LOG_LEVEL", "INFO")},
     "loggers": {
-        # One JSON stream: Django's own loggers go through the same handler, once.
+        # One stream: Django's own loggers go through the same handler, once.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+# Celery (worker and beat) logs through the same configuration (jwtex_site/celery.py).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

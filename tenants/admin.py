@@ -7,21 +7,32 @@ everyone with a role sees the tenant and its overview page.
 from functools import partial
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-
-from exchange.keys import signing_key_ensure_active
 
 from .admin_mixins import NOBODY, OWN, VIEW, TenantScopedAdminMixin, has_role
 from .models import Membership, Role, Tenant
 from .services import membership_add, membership_role_change_errors, user_get_by_username
+from .widgets import SecondsInput
 
 admin.site.site_header = "jwtex administration"
 admin.site.site_title = "jwtex"
 admin.site.index_title = "Tenants, issuers, rules, keys and the audit log"
+admin.site.site_url = None  # there is no public site to view: no "View site" link (issue 8 §11)
+
+
+class TenantForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = "__all__"
+        widgets = {
+            "max_token_lifetime": SecondsInput,
+            "key_rotation_interval": SecondsInput,
+            "key_prepublish_window": SecondsInput,
+        }
 
 
 @admin.register(Tenant)
@@ -32,6 +43,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     change_roles = OWN
     delete_roles = NOBODY
 
+    form = TenantForm
     list_display = ["slug", "name", "enabled", "issuer_link", "pages"]
     list_filter = ["enabled", "signing_algorithm"]
     search_fields = ["slug", "name"]
@@ -81,9 +93,21 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         ]
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        # A tenant is born with an active signing key, so its JWKS is never empty.
-        signing_key_ensure_active(tenant=obj, now=timezone.now())
+        if change:
+            return super().save_model(request, obj, form, change)
+        # One way to create a tenant (it is born with its signing key): the service.
+        from exchange.services import tenant_create
+
+        fields = {name: value for name, value in form.cleaned_data.items() if name not in ("slug", "name")}
+        created = tenant_create(slug=form.cleaned_data["slug"], name=form.cleaned_data["name"], **fields)
+        obj.__dict__.update(created.__dict__)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if "_continue" in request.POST or "_addanother" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        # What a new tenant needs next: an upstream issuer whose tokens it accepts.
+        messages.success(request, f"Tenant {obj.slug} was created with its signing key. Next: add an issuer.")
+        return HttpResponseRedirect(reverse("admin:exchange_issuer_preset") + f"?tenant={obj.pk}")
 
 
 class MembershipForm(forms.ModelForm):

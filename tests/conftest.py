@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
-FIXTURES_DIR = SHARED_DIR / "fixtures"
+# Committed test data (tests/fixtures/README.md says where each file came from).
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
 UPSTREAM_ISSUER = "https://ci.upstream.test"
 

@@ -183,3 +183,20 @@ def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant
     page.wait_for_selector("#result_list")
     assert "published new key" in page.inner_text(".messagelist")
     shot(page, "12-keys")
+
+
+def test_api_docs_render_offline_from_our_own_origin(page, live_server):
+    """Issue 8 §3: /api/docs/ loads nothing from another origin, and Swagger UI renders the operations."""
+    from urllib.parse import urlsplit
+
+    origin = urlsplit(live_server.url)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{live_server.url}/api/docs/")
+    page.wait_for_selector(".opblock", timeout=20_000)
+    operations = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/t/{slug}/exchange" in text for text in operations), operations
+    assert any("/api/v1/t/{slug}/exchange" in text for text in operations), operations
+    shot(page, "20-api-docs")
+    foreign = [url for url in requests if urlsplit(url)[:2] != origin[:2] and not url.startswith("data:")]
+    assert requests and not foreign, foreign

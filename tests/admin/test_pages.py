@@ -89,20 +89,60 @@ def test_overview_shows_issuer_keys_health_counts_and_setup(login, tenant, issue
     assert tf.count("{") == tf.count("}")
     assert "only trusts https issuers" in html  # the dev URL is not one AWS accepts
 
-    # CI: both jobs parse and exchange at this tenant, writing AWS_WEB_IDENTITY_TOKEN_FILE.
+    # CI: both jobs are complete, valid files that exchange at this tenant (issue 8 §4).
     github = yaml.safe_load(overview.ci.github_actions)
+    assert_valid_github_workflow(github)
     job = github["jobs"]["deploy"]
     assert job["permissions"]["id-token"] == "write"
     script = job["steps"][0]["run"]
     assert f"{issuer_url}/exchange?issuerId=github" in script
     assert "audience=sts.amazonaws.com" in script
     assert "Content-Type: application/jwt" in script and "AWS_WEB_IDENTITY_TOKEN_FILE=" in script
+    assert_valid_gitlab_ci(yaml.safe_load(overview.ci.gitlab_ci))
     gitlab = yaml.safe_load(overview.ci.gitlab_ci)["deploy"]
     assert gitlab["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"] == "https://gitlab.com"
     exchange = " ".join(gitlab["script"])
     assert f"{issuer_url}/exchange?issuerId=gitlab" in exchange and "AWS_WEB_IDENTITY_TOKEN_FILE" in exchange
     assert "Content-Type: application/jwt" in exchange
     assert "No GitLab issuer in this tenant yet" in overview.ci.gitlab_ci
+
+
+def assert_valid_github_workflow(workflow) -> None:
+    """What GitHub requires of a workflow file: an ``on`` trigger and ``jobs``, each job with
+    ``runs-on`` and ``steps``, each step one of ``run`` or ``uses`` (PyYAML reads a bare
+    ``on`` key as True, as YAML 1.1 says; GitHub reads it as the string)."""
+    assert isinstance(workflow, dict)
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers, "a workflow needs an `on:` trigger"
+    assert set(triggers) <= {"push", "pull_request", "workflow_dispatch", "schedule", "workflow_call", "release"}
+    assert isinstance(workflow["jobs"], dict) and workflow["jobs"]
+    for job in workflow["jobs"].values():
+        assert job["runs-on"] and isinstance(job["steps"], list) and job["steps"]
+        for step in job["steps"]:
+            assert ("run" in step) != ("uses" in step), step
+
+
+def assert_valid_gitlab_ci(document) -> None:
+    """A .gitlab-ci.yml whose job asks for an ID token (``id_tokens:`` with ``aud``) and has a script."""
+    jobs = {name: job for name, job in document.items() if isinstance(job, dict) and "script" in job}
+    assert jobs
+    for job in jobs.values():
+        assert isinstance(job["script"], list) and all(isinstance(line, str) for line in job["script"])
+        assert job["id_tokens"] and all("aud" in token for token in job["id_tokens"].values())
+
+
+@pytest.mark.parametrize("with_issuers", [False, True])
+def test_ci_snippets_are_complete_files(tenant, upstream, with_issuers):
+    from exchange.overview import tenant_overview_get
+
+    if with_issuers:
+        Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
+                              audiences=["sts.amazonaws.com"])
+        Issuer.objects.create(tenant=tenant, issuer_id="gl", issuer="https://gitlab.com", audiences=["https://gitlab.com"])
+    overview = tenant_overview_get(tenant=tenant, now=timezone.now())
+    assert_valid_github_workflow(yaml.safe_load(overview.ci.github_actions))
+    assert_valid_gitlab_ci(yaml.safe_load(overview.ci.gitlab_ci))
+    assert overview.ci.github_actions.startswith("# .github/workflows/")
 
 
 def test_ci_snippet_exchanges_for_real(client, tenant, issuer, allow_rule, upstream):

@@ -349,3 +349,34 @@ def test_autocomplete_only_offers_own_rows(login, a, b):
         assert "globex" not in response.content.decode()
     else:
         assert response.status_code in (403, 404)
+
+
+def test_a_superuser_adds_a_rule_for_one_tenant_and_sees_only_its_issuers(login, a, b):
+    """Issue 8 §10: the rule form never offers another tenant's issuers, and a mismatch is a sentence."""
+    client = login(role="superuser")
+    response = client.get(reverse("admin:exchange_rule_add"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "for which tenant?" in html
+    assert f"?tenant={a.tenant.pk}" in html and f"?tenant={b.tenant.pk}" in html
+
+    html = client.get(reverse("admin:exchange_rule_add") + f"?tenant={a.tenant.pk}").content.decode()
+    assert choices(html, "issuers") == {str(a.issuer.pk)}
+    assert choices(html, "tenant") == {str(a.tenant.pk)}
+    # The list's tenant filter carries over to "Add rule" too.
+    filters = f"?_changelist_filters=tenant__id__exact%3D{b.tenant.pk}"
+    html = client.get(reverse("admin:exchange_rule_add") + filters).content.decode()
+    assert choices(html, "issuers") == {str(b.issuer.pk)}
+
+    response = client.post(
+        reverse("admin:exchange_rule_add") + f"?tenant={a.tenant.pk}",
+        {"tenant": a.tenant.pk, "name": "mixed", "enabled": "on", "issuers": [b.issuer.pk], "when": "true",
+         "effect": "allow", "session_tags": "{}", "claims": "{}"},
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["issuers"]
+    assert errors == [
+        "Pick issuers of this rule's tenant: one of the issuers chosen belongs to another tenant or no longer exists."
+    ]
+    assert "is not one of the available choices" not in response.content.decode()
+    assert not Rule.objects.filter(name="mixed").exists()

@@ -8,12 +8,14 @@ import pytest
 from django.urls import reverse
 
 from exchange.errors import ExchangeError
-from exchange.minting import mint_token
+from exchange.minting import build_payload, mint_token
 from exchange.models import ExchangeRecord, Rule
 from exchange.rules import AWS_TAGS_CLAIM, Decision
 from exchange.runtime import tenant_runtime_get
 from exchange.services import exchange_token
-from exchange.simulator import PER_TOKEN_CLAIMS, emitted_payload, parse_claims_json, simulate_claims, simulate_token
+from exchange.simulator import parse_claims_json, simulate_claims, simulate_token
+
+PER_TOKEN_CLAIMS = ("iat", "nbf", "exp", "jti")
 
 pytestmark = pytest.mark.django_db
 
@@ -146,12 +148,12 @@ def test_claims_json_is_checked(text, message):
         Decision(None, "r", "sub-3", "aud", 60, (("a", ""),), (), {"iss": "ignored", "jti": "ignored"}),
     ],
 )
-def test_emitted_payload_mirrors_mint_token(tenant, signing_key, decision):
+def test_the_simulators_payload_is_the_minted_one_without_per_token_claims(tenant, signing_key, decision):
     runtime = tenant_runtime_get(slug=tenant.slug)
     minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(time.time()))
     expected = {k: v for k, v in minted.claims.items() if k not in PER_TOKEN_CLAIMS}
-    assert emitted_payload(decision=decision, issuer=runtime.issuer_url) == expected
-    assert list(emitted_payload(decision=decision, issuer=runtime.issuer_url)) == list(expected)  # same order too
+    assert build_payload(decision=decision, issuer=runtime.issuer_url) == expected
+    assert list(build_payload(decision=decision, issuer=runtime.issuer_url)) == list(expected)  # same order too
 
 
 def test_simulator_page_shows_trace_and_session_tags(login, tenant, issuer, allow_rule, deny_rule, upstream):
@@ -173,3 +175,71 @@ def test_simulator_page_shows_trace_and_session_tags(login, tenant, issuer, allo
 
     response = client.post(url, {"tenant": tenant.pk, "mode": "claims", "claims": "{}"})
     assert "issuer" in response.context["form"].errors  # claims need an issuer
+
+
+# --- simulator ≡ endpoint over a corpus (issue 8 §7, issue 9) ------------------------------------
+
+
+def _corpus(upstream, other_upstream) -> dict[str, tuple[str | bytes, str | None]]:
+    """name → (token, pinned issuerId)"""
+    now = int(time.time())
+    good = upstream.mint()
+    h, p, s = good.split(".")
+    return {
+        "good": (good, None),
+        "good, pinned": (good, "ci"),
+        "denied by the deny rule": (upstream.mint(ref="refs/heads/feature"), None),
+        "evaluation error": (upstream.mint(repository_owner=None), None),
+        "expired": (upstream.mint(iat=now - 4000, nbf=now - 4000, exp=now - 3600), None),
+        "wrong iss": (other_upstream.mint(), None),
+        "wrong iss, pinned": (other_upstream.mint(), "ci"),
+        "unknown pinned issuer": (good, "nope"),
+        "trailing newline": (good + "\n", None),
+        "trailing newline (bytes)": ((good + "\n").encode(), None),
+        "leading space": (" " + good, None),
+        "tampered payload": (f"{h}.{upstream.mint(repository_owner='evil').split('.')[1]}.{s}", None),
+        "wrong audience": (upstream.mint(aud="someone-else"), None),
+        "forged by another key": (other_upstream.mint(iss=upstream.issuer, headers={"kid": upstream.rsa_kid}), None),
+        "unknown kid": (upstream.mint(headers={"kid": "no-such-kid"}), None),
+        "not a JWT": ("not a jwt", None),
+    }
+
+
+def test_simulator_reaches_the_endpoints_decision_for_every_token(
+    client, tenant, issuer, allow_rule, deny_rule, upstream, other_upstream
+):
+    from exchange.models import Issuer
+
+    for name, (token, pinned) in _corpus(upstream, other_upstream).items():
+        path = f"/t/{tenant.slug}/exchange" + (f"?issuerId={pinned}" if pinned else "")
+        response = client.post(path, data=token, content_type="application/jwt")
+        chosen = Issuer.objects.filter(tenant=tenant, issuer_id=pinned).first() if pinned else None
+        if pinned and chosen is None:
+            continue  # the simulator's form offers only existing issuers; the endpoint says 404
+        simulation = simulate_token(tenant=tenant, token=token, issuer=chosen)
+        if response.status_code == 200:
+            assert simulation.allowed, name
+            minted = jwt_payload(response.content.decode())
+            assert simulation.emitted == {k: v for k, v in minted.items() if k not in PER_TOKEN_CLAIMS}, name
+        else:
+            assert not simulation.allowed, name
+            body = response.json()
+            assert (simulation.error.status, simulation.error.code) == (response.status_code, body["error"]), name
+            assert simulation.error.description == body["error_description"], name
+
+
+def jwt_payload(token: str) -> dict:
+    import jwt
+
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def test_trailing_newline_is_refused_by_the_simulator_page_too(login, tenant, issuer, allow_rule, upstream):
+    client = login(tenant, "operator")
+    response = client.post(
+        reverse("admin:exchange_rule_simulate"),
+        {"tenant": tenant.pk, "issuer": "", "mode": "token", "token": upstream.mint() + "\n"},
+    )
+    html = response.content.decode()
+    assert "surrounding whitespace, e.g. a trailing newline" in html
+    assert response.context["result"].error.code == "invalid_request"

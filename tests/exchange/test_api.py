@@ -167,6 +167,30 @@ def test_deny_rule_is_access_denied(endpoint, client, tenant, issuer, upstream, 
     deny = Rule.objects.create(tenant=tenant, position=1, name="deny octocat", when="claims.actor == 'octocat'", effect="deny")
     deny.issuers.add(issuer)
     expect(endpoint, send(endpoint, client, upstream.mint()), 403, "access_denied")
+    # SPEC §8: the record names the rule that decided, a deny rule too (issue 8 §6).
+    record = ExchangeRecord.objects.get()
+    assert (record.rule_id, record.rule_name) == (deny.pk, "deny octocat")
+
+
+def test_records_name_the_allow_rule_whose_output_was_refused(client, upstream, allow_rule):
+    assert_error(raw(client, upstream.mint(actor="x" * 300)), 403, "access_denied")  # tag value over 256
+    assert_error(api(client, upstream.mint(), audience="not-allowed.example"), 403, "access_denied")
+    assert_error(raw(client, upstream.mint(ref="refs/heads/feature")), 403, "access_denied")
+    rules = [(r.rule_id, r.rule_name) for r in ExchangeRecord.objects.order_by("id")]
+    assert rules == [(allow_rule.pk, allow_rule.name), (allow_rule.pk, allow_rule.name), (None, "")]
+
+
+@pytest.mark.parametrize("endpoint", ["raw", "api"])  # RFC 8693 has no issuer parameter
+def test_pinned_issuer_with_another_iss_is_refused_before_any_key_lookup(
+    endpoint, client, monkeypatch, upstream, other_upstream, allow_rule
+):
+    def no_keys(**kwargs):
+        raise AssertionError("no key lookup or fetch for a token whose iss is not the pinned issuer's")
+
+    monkeypatch.setattr("exchange.services.issuer_keys_get", no_keys)
+    response = send(endpoint, client, other_upstream.mint(), issuer_id="ci")
+    body = expect(endpoint, response, 401, "invalid_token")
+    assert body["error_description"] == "The token's issuer does not match issuer 'ci'."
 
 
 @pytest.mark.parametrize("endpoint", ["rfc8693", "api"])
@@ -265,7 +289,11 @@ def test_raw_accepts_the_bare_token_whatever_its_label(client, upstream, allow_r
 
 
 def test_raw_refuses_surrounding_whitespace(client, upstream, allow_rule):
-    assert_error(raw(client, upstream.mint() + "\n"), 400, "invalid_request")
+    for token in (upstream.mint() + "\n", upstream.mint() + "\r\n", " " + upstream.mint()):
+        body = assert_error(raw(client, token), 400, "invalid_request")
+        assert body["error_description"] == (
+            "The token is malformed: it has surrounding whitespace, e.g. a trailing newline."
+        )
 
 
 @pytest.mark.parametrize(
@@ -342,7 +370,12 @@ def test_openapi_schema_and_docs(client):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     assert b"/api/v1/t/{slug}/exchange" in schema.content
-    assert client.get("/api/docs/").status_code == 200
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    # Swagger UI from our own static files (the browser test checks every request it makes).
+    html = docs.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert "cdn." not in html and "@latest" not in html
 
 
 @pytest.mark.parametrize(

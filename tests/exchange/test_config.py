@@ -378,7 +378,7 @@ tenants:
         ("tenants[\"Not A Slug\"].signing_algorithm", "Value 'HS256' is not a valid choice."),
         ("tenants[\"Not A Slug\"].issuers[gh].audiences", "expected a list of strings, got a string"),
         ("tenants[\"Not A Slug\"].issuers[gh].leeway", "expected a whole number, got a string"),
-        ("tenants[\"Not A Slug\"].issuers[gh].issuer", "the issuer must be an https URL (JWTEX_ALLOW_INSECURE_ISSUERS is off)"),
+        ("tenants[\"Not A Slug\"].issuers[gh].issuer", "The issuer must be an https URL; http:// is allowed only with JWTEX_ALLOW_INSECURE_ISSUERS (development and tests)."),
         (
             "tenants[\"Not A Slug\"].issuers[gh].algorithms[1]",
             "unsupported algorithm 'none' (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)",

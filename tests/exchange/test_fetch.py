@@ -187,7 +187,7 @@ def test_one_non_public_address_among_public_ones_is_enough_to_refuse():
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "2a00:1450:4001::200e"])
 def test_public_addresses_pass_the_address_guard(address):
-    assert not fetch._forbidden(ipaddress.ip_address(address))
+    assert fetch.address_is_public(ipaddress.ip_address(address))
 
 
 def test_a_name_resolving_to_nothing_is_refused():
@@ -309,7 +309,7 @@ def test_https_refuses_a_certificate_for_another_name(tls_upstream):
 
 def test_an_https_to_http_redirect_is_refused_when_insecure_is_off(tls_upstream, monkeypatch):
     # The loopback address is allowed here by letting it pass the address guard only.
-    monkeypatch.setattr(fetch, "_forbidden", lambda address: False)
+    monkeypatch.setattr(fetch, "address_is_public", lambda address: True)
     tls_upstream.json("/old", {}, status=301, headers={"Location": f"http://jwks.test:{tls_upstream.port}/jwks"})
 
     with pytest.raises(FetchError, match="only https"):

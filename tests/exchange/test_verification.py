@@ -1,7 +1,7 @@
 """exchange.verification: upstream JWT verification as SPEC §4 says (RFC 7515, 7518, 7519, 8725).
 
 Pure module, so no database: tokens are minted here (PyJWT or by hand) or come from the
-real GitHub Actions fixture in ``shared/fixtures/github-actions``.
+real GitHub Actions fixture in ``tests/fixtures/github-actions``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 import jwt
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange import conf
+from tests.conftest import FIXTURES_DIR
 from exchange.errors import ExchangeError, InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
 from exchange.verification import (
     IssuerConfig,
@@ -221,7 +221,7 @@ def verify(token: str | bytes, keys: KeySet, *, now: float = NOW, **issuer_overr
 
 # ------------------------------------------------------------- the real GitHub token
 
-GITHUB_DIR = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "github-actions"
+GITHUB_DIR = FIXTURES_DIR / "github-actions"
 GH_ISS = "https://token.actions.githubusercontent.com"
 GH_AUD = "https://github.com/nickolashkraus"
 GH_NBF, GH_IAT, GH_EXP = 1674498078, 1674498678, 1674498978
@@ -230,11 +230,6 @@ GH_KID = "78167F727DEC5D801DD1C8784C704A1C880EC0E1"
 
 @pytest.fixture(scope="module")
 def github() -> tuple[str, KeySet]:
-    if not GITHUB_DIR.is_dir():
-        pytest.fail(
-            f"GitHub Actions fixture not found at {GITHUB_DIR}: the shared/ folder must sit beside "
-            "the repository checkout (as /work/shared beside /work/main)."
-        )
     token = (GITHUB_DIR / "token.jwt").read_text(encoding="ascii")
     return token, KeySet.from_jwks(json.loads((GITHUB_DIR / "jwks.json").read_text(encoding="utf-8")))
 

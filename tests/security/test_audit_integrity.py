@@ -33,7 +33,11 @@ def test_refused_attempt_with_hostile_claim_values_is_audited(endpoint, case, cl
     header = {"alg": "RS256", "kid": upstream.rsa_kid}
     token = jose.signed(header, claims, rsa_key=upstream.rsa_key)
     h, p, s = token.split(".")
-    forged = f"{h}.{p}.{jose.b64u(jose.unb64u(s)[:-1] + b'x')}"  # signature broken
+    # Flip a bit of the last byte: replacing it with a constant left the signature intact
+    # whenever it already was that byte (1 in 256 — the flake of issue 8 §12).
+    signature = jose.unb64u(s)
+    forged = f"{h}.{p}.{jose.b64u(signature[:-1] + bytes([signature[-1] ^ 1]))}"
+    assert forged != token
     assert_refused(endpoint, send(endpoint, client, forged), 401, "invalid_token")
     record = ExchangeRecord.objects.get()
     assert record.decision == "denied" and record.error_code == "invalid_token"

@@ -13,8 +13,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.checks import run_checks
 
-from exchange.checks import check_production_settings
-
 from .endpoints import send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,22 +65,41 @@ def test_manage_check_passes_a_safe_production_configuration(tmp_path):
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"DJANGO_DEBUG": "1"}, "DJANGO_DEBUG is on"),
-        ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY is unset"),
-        ({"DJANGO_SECRET_KEY": "django-insecure-jwtex-development-only"}, "DJANGO_SECRET_KEY is unset, the default"),
-        ({"DJANGO_SECRET_KEY": "short-secret"}, "shorter than 32 characters"),
-        ({"JWTEX_KEY_ENCRYPTION_KEYS": ""}, "JWTEX_KEY_ENCRYPTION_KEYS is not set"),
-        ({"JWTEX_PUBLIC_URL": "http://jwtex.example.com"}, "JWTEX_PUBLIC_URL is not https"),
-    ],
-    ids=["debug", "no-secret", "default-secret", "short-secret", "no-kek", "http"],
-)
-def test_service_refuses_to_start_with_unsafe_production_settings(tmp_path, change, message):
+UNSAFE = [
+    ({"DJANGO_DEBUG": "1"}, "jwtex.E001", "DJANGO_DEBUG is on"),
+    ({"DJANGO_SECRET_KEY": ""}, "jwtex.E002", "DJANGO_SECRET_KEY is unset"),
+    ({"DJANGO_SECRET_KEY": "django-insecure-jwtex-development-only"}, "jwtex.E002", "DJANGO_SECRET_KEY is unset, the default"),
+    ({"DJANGO_SECRET_KEY": "short-secret"}, "jwtex.E002", "DJANGO_SECRET_KEY is unset, the default, or shorter than 32"),
+    ({"JWTEX_KEY_ENCRYPTION_KEYS": ""}, "jwtex.E003", "JWTEX_KEY_ENCRYPTION_KEYS is not set"),
+    ({"JWTEX_PUBLIC_URL": "http://jwtex.example.com"}, "jwtex.E004", "JWTEX_PUBLIC_URL is not https"),
+    ({"JWTEX_PUBLIC_URL": "jwtex.example.com"}, "jwtex.E009", "JWTEX_PUBLIC_URL is not an absolute http(s) URL"),
+]
+UNSAFE_IDS = ["debug", "no-secret", "default-secret", "short-secret", "no-kek", "http", "not-a-url"]
+
+
+@pytest.mark.parametrize("change, code, message", UNSAFE, ids=UNSAFE_IDS)
+def test_manage_check_reports_unsafe_production_settings_as_system_check_errors(tmp_path, change, code, message):
+    # Issue 8 §5: the jwtex.E00x messages, not a traceback.
     result = _run(["manage.py", "check"], {**PRODUCTION_ENV, **change}, tmp_path)
     assert result.returncode != 0
-    assert "Refusing to start in production mode" in result.stderr and message in result.stderr
+    assert f"({code}) {message}" in result.stderr
+    assert "Traceback" not in result.stderr and "ImproperlyConfigured" not in result.stderr
+    assert len(result.stderr.splitlines()) < 15, result.stderr
+
+
+@pytest.mark.parametrize("change, code, message", UNSAFE, ids=UNSAFE_IDS)
+def test_service_refuses_to_serve_with_unsafe_production_settings(tmp_path, change, code, message):
+    # The WSGI application (what make serve and gunicorn load) refuses to start.
+    result = _run(["-c", "import jwtex_site.wsgi"], {**PRODUCTION_ENV, **change}, tmp_path)
+    assert result.returncode != 0
+    assert "Refusing to start the web application with an unsafe configuration" in result.stderr
+    assert f"({code}) {message}" in result.stderr
+
+
+def test_the_celery_worker_refuses_unsafe_production_settings(tmp_path):
+    script = "from jwtex_site.celery import app; from celery.signals import worker_init; worker_init.send(sender=None)"
+    result = _run(["-c", script], {**PRODUCTION_ENV, "DJANGO_DEBUG": "1"}, tmp_path)
+    assert result.returncode != 0 and "(jwtex.E001) DJANGO_DEBUG is on" in result.stderr
 
 
 def test_loopback_public_url_is_not_production(tmp_path):
@@ -116,12 +133,11 @@ def production(settings):
 
 
 def _ids() -> set[str]:
-    return {message.id for message in check_production_settings(None)}
+    return {message.id for message in run_checks(tags=["security"]) if message.id.startswith("jwtex.")}
 
 
 def test_safe_production_settings_pass_the_checks(production):
     assert _ids() == set()
-    assert not [m for m in run_checks(tags=["security"]) if m.id.startswith("jwtex.")]
 
 
 @pytest.mark.parametrize(
@@ -244,6 +260,8 @@ def test_admin_login_is_throttled_after_repeated_failures(client, settings, admi
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 900
     assert b"Too many failed login attempts" in response.content
+    # The admin's own look, not bare HTML (issue 8 §11).
+    assert b"admin/css/base.css" in response.content and b"jwtex administration" in response.content
     assert "_auth_user_id" not in client.session
     # Case does not open a new budget.
     assert _login(client, "OPERATOR", PASSWORD).status_code == 429

@@ -5,6 +5,7 @@ The demo issuer URL is under ``.invalid`` (RFC 2606), so it can never be a real 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -30,18 +31,42 @@ def _demo_key():
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
 
 
+def _parse_claims(items: list[str]) -> dict:
+    claims = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--claim {item!r}: expected NAME=VALUE")
+        try:
+            claims[name] = json.loads(value)
+        except ValueError:
+            claims[name] = value
+    return claims
+
+
 class Command(BaseCommand):
+    # Development helpers: the configuration warnings are make run's to print (once).
+    requires_system_checks = []
     help = "Development only: print a demo config (`config`) or mint a demo upstream token (`token`)."
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["config", "token"])
-        parser.add_argument("--tenant", default="acme")
-        parser.add_argument("--repository", default="octo-org/octo-repo")
-        parser.add_argument("--ref", default="refs/heads/main")
-        parser.add_argument("--actor", default="octocat")
-        parser.add_argument("--audience", default="sts.amazonaws.com")
+        parser.add_argument(
+            "what", choices=["config", "token"],
+            help="config: print a jwtex_apply file trusting the demo key; token: print a token signed by it",
+        )
+        parser.add_argument("--tenant", default="acme", help="config: the tenant's slug (default: acme)")
+        parser.add_argument(
+            "--repository", default="octo-org/octo-repo", help="token: the repository claim, OWNER/NAME (sets repository_owner)"
+        )
+        parser.add_argument("--ref", default="refs/heads/main", help="token: the ref claim (default: refs/heads/main)")
+        parser.add_argument("--actor", default="octocat", help="token: the actor claim (default: octocat)")
+        parser.add_argument("--audience", default="sts.amazonaws.com", help="token: the aud claim")
+        parser.add_argument(
+            "--claim", action="append", default=[], metavar="NAME=VALUE",
+            help="token: set (or override) a claim; VALUE is read as JSON when it parses, else as a string; repeatable",
+        )
 
-    def handle(self, *args, what, tenant, repository, ref, actor, audience, **options):
+    def handle(self, *args, what, tenant, repository, ref, actor, audience, claim, **options):
         if settings.JWTEX_PRODUCTION:
             raise CommandError("jwtex_demo_upstream is for development only.")
         key = _demo_key()
@@ -92,4 +117,5 @@ class Command(BaseCommand):
             "workflow": "deploy",
             "run_id": str(now),
         }
+        claims.update(_parse_claims(claim))
         self.stdout.write(jwt.encode(claims, key, algorithm="RS256", headers={"kid": DEMO_KID}), ending="")

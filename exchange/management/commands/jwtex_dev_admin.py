@@ -8,6 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
+    # Development helpers: the configuration warnings are make run's to print (once).
+    requires_system_checks = []
     help = "Create a development superuser 'admin' (password kept in var/admin-password) and print the admin URL."
 
     def add_arguments(self, parser):

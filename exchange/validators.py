@@ -1,0 +1,80 @@
+"""Validators shared by every way a configuration is written (admin forms, presets,
+``jwtex_apply``): one rule, one message, wherever the value comes from (issue 8 §9).
+
+Pure: values in, a message (or None) out. The guarded fetch (``exchange.fetch``) enforces the
+same rules again when it connects; these refuse what the URL alone already shows, at save time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+
+INSECURE_SETTING = "JWTEX_ALLOW_INSECURE_ISSUERS"
+
+# ipaddress's is_private/is_global leave these out (Python 3.11), so they are named here.
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 shared address space
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the low 32 bits are an IPv4 address
+
+
+def address_is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is a public unicast address: the only kind jwtex connects to
+    (loopback, private, link-local — the cloud metadata service at 169.254.169.254 —, CGNAT,
+    multicast, reserved and unspecified are not; IPv4 embedded in IPv6 is judged as IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not address_is_public(embedded):
+            return False
+    return not (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or address in _CGNAT
+        or not address.is_global
+    )
+
+
+def url_problem(value: str, *, what: str, allow_insecure: bool, is_issuer: bool = False) -> str | None:
+    """Why ``value`` cannot be an upstream URL (``what`` names it: "The issuer"), or None."""
+    if not isinstance(value, str) or not value or value != value.strip():
+        return f"{what} must be an absolute URL without surrounding spaces."
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return f"{what} is not a valid URL ({exc})."
+    if parts.scheme == "http" and not allow_insecure:
+        return f"{what} must be an https URL; http:// is allowed only with {INSECURE_SETTING} (development and tests)."
+    if parts.scheme not in ("https", "http"):
+        return f"{what} must be an https URL."
+    if not parts.hostname:
+        return f"{what} has no host."
+    if parts.username is not None or parts.password is not None:
+        return f"{what} must not contain credentials."
+    if is_issuer and (parts.query or parts.fragment):
+        # OpenID Connect Discovery 1.0 §3: an issuer has no query or fragment component.
+        return f"{what} must not have a query or fragment."
+    if not allow_insecure and not _host_may_be_public(parts.hostname):
+        return (
+            f"{what} points at {parts.hostname}, a loopback, private or link-local address; such hosts are allowed "
+            f"only with {INSECURE_SETTING} (development and tests)."
+        )
+    return None
+
+
+def _host_may_be_public(host: str) -> bool:
+    """False for what the name alone shows to be non-public: ``localhost`` and non-public IP
+    literals. Other names are resolved (and refused if need be) when fetched."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return address_is_public(ipaddress.ip_address(host))
+    except ValueError:
+        return True

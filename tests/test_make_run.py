@@ -1,0 +1,83 @@
+"""``make run`` as a new user runs it (issue 8 §2, §11): on another port its issuer URLs follow,
+and Ctrl-C ends it cleanly. A real run: web server, Celery worker and beat, on a fresh var/."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_cleanly(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env.update(JWTEX_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
+    # -o: the virtualenv running this test is the project's; never reinstall it from here.
+    make = subprocess.Popen(
+        ["make", "-o", ".venv/.installed", "run", f"PORT={port}", f"PY={sys.executable}"],
+        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _get(f"{base}/t/none/.well-known/openid-configuration")[0] == 404:
+                    break
+            except OSError:
+                pass
+            if make.poll() is not None or time.monotonic() > deadline:
+                make.kill()
+                raise AssertionError("make run did not come up:\n" + make.communicate()[0][-3000:])
+            time.sleep(0.2)
+
+        manage = [sys.executable, "manage.py"]
+        config = subprocess.run([*manage, "jwtex_demo_upstream", "config"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, check=True).stdout
+        subprocess.run([*manage, "jwtex_apply", "-"], cwd=ROOT, env=env, input=config, capture_output=True, text=True,
+                       check=True)
+        status, body = _get(f"{base}/t/acme/.well-known/openid-configuration")
+        assert status == 200
+        discovery = json.loads(body)
+        assert discovery["issuer"] == f"{base}/t/acme"
+        assert discovery["jwks_uri"] == f"{base}/t/acme/.well-known/jwks.json"
+
+        token = subprocess.run([*manage, "jwtex_demo_upstream", "token"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, check=True).stdout
+        request = urllib.request.Request(f"{base}/t/acme/exchange?issuerId=github", data=token.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            issued = response.read().decode()
+        payload = json.loads(__import__("base64").urlsafe_b64decode(issued.split(".")[1] + "=="))
+        assert payload["iss"] == f"{base}/t/acme"
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        output, _ = make.communicate(timeout=30)
+    assert "make: ***" not in output, output[-3000:]
+    assert make.returncode in (0, -signal.SIGINT), output[-3000:]
+    # Each start-up warning once (issue 8 §11): the development key warning is jwtex.W001.
+    assert output.count("jwtex.W001") == 1, output[-3000:]
+    assert "RuntimeWarning" not in output
