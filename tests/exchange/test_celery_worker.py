@@ -16,6 +16,7 @@ no broker, in tests/exchange/test_tasks.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -112,10 +113,20 @@ class Worker:
     def offset(self) -> int:
         return len(self.log())
 
+    def messages(self, since: int = 0) -> list[str]:
+        """The messages of the worker's log lines (JSON objects, as web and worker log)."""
+        out = []
+        for line in self.log(since).splitlines():
+            try:
+                out.append(str(json.loads(line)["message"]))
+            except (ValueError, KeyError, TypeError):
+                out.append(line)
+        return out
+
     def results(self, task_ids: list[str], since: int = 0) -> dict[str, str]:
         """The return value the worker logged for each of these tasks that has finished."""
         found = {}
-        for line in self.log(since).splitlines():
+        for line in self.messages(since):
             match = re.search(r"Task ([\w.]+)\[([0-9a-f-]+)\] succeeded in [\d.e-]+s: (.*)$", line)
             if match and match.group(2) in task_ids:
                 found[match.group(2)] = match.group(3).strip()
@@ -124,7 +135,7 @@ class Worker:
     def succeeded(self, name: str, since: int = 0) -> list[str]:
         """Return values of every run of task ``name`` since ``since``."""
         pattern = re.compile(rf"Task {re.escape(name)}\[[0-9a-f-]+\] succeeded in [\d.e-]+s: (.*)$")
-        return [m.group(1).strip() for line in self.log(since).splitlines() if (m := pattern.search(line))]
+        return [m.group(1).strip() for line in self.messages(since) if (m := pattern.search(line))]
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
