@@ -43,13 +43,14 @@ def main() -> None:
     import jwt
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from exchange import conf
-    from exchange.minting import mint_token
+    from exchange.conf import jwtex_settings
+    from exchange.core.minting import mint_token
+    from exchange.core.rules.engine import decide
+    from exchange.core.verification import parse_compact, verify_token
     from exchange.models import Issuer, Rule
-    from exchange.rules import decide
     from exchange.runtime import tenant_runtime_get
-    from exchange.services import exchange_token, tenant_create
-    from exchange.verification import parse_compact, verify_token
+    from exchange.services.exchange import exchange_token
+    from exchange.services.tenants import tenant_create
 
     upstream_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(upstream_key.public_key(), as_dict=True)
@@ -86,9 +87,10 @@ def main() -> None:
     created = 1
     token = upstream_token()
     runtime = tenant_runtime_get(slug="t0")
-    config = runtime.issuer_configs["github"]
-    from exchange.upstream import issuer_keys_get
+    config = runtime.issuers["github"].config
     from datetime import UTC, datetime
+
+    from exchange.upstream.jwks import issuer_keys_get
 
     keys = issuer_keys_get(issuer=runtime.issuers["github"], now=datetime.now(UTC)).keys
 
@@ -138,7 +140,7 @@ def main() -> None:
                 one()
         reads = sum(1 for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT"))
         rate(f"{count} tenant(s), round-robin", one, args.n)
-        print(f"    database reads in 100 warm exchanges: {reads} (re-check every {conf.config_recheck_seconds()} s per tenant)")
+        print(f"    database reads in 100 warm exchanges: {reads} (re-check every {jwtex_settings.config_recheck_seconds} s per tenant)")
 
 
 if __name__ == "__main__":

@@ -6,4 +6,4 @@ class ExchangeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registers system checks and cache invalidation)
+        from . import checks, invalidation, runtime  # noqa: F401  (system checks; cache invalidation and its receiver)

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
 
+from .conf import jwtex_settings
+
 
 class Messages:
     PUBLIC_URL = "JWTEX_PUBLIC_URL is not an absolute http(s) URL."
@@ -74,7 +76,7 @@ _PER_PROCESS_CACHES = (
 
 
 def _production() -> bool:
-    return bool(getattr(settings, "JWTEX_PRODUCTION", False))
+    return jwtex_settings.production
 
 
 def _problem(kind, name: str, **fmt) -> list:
@@ -83,7 +85,7 @@ def _problem(kind, name: str, **fmt) -> list:
 
 @register(Tags.security)
 def check_public_url(app_configs, **kwargs):
-    return [] if getattr(settings, "JWTEX_PUBLIC_URL_VALID", True) else _problem(Error, "PUBLIC_URL")
+    return [] if jwtex_settings.public_url_valid else _problem(Error, "PUBLIC_URL")
 
 
 @register(Tags.security)
@@ -100,15 +102,15 @@ def check_secret_key(app_configs, **kwargs):
 @register(Tags.security)
 def check_key_encryption_keys(app_configs, **kwargs):
     if not _production():
-        return _problem(Warning, "DEV_KEY") if getattr(settings, "JWTEX_KEY_ENCRYPTION_KEYS_GENERATED", False) else []
-    missing = not settings.JWTEX_KEY_ENCRYPTION_KEYS or getattr(settings, "JWTEX_KEY_ENCRYPTION_KEYS_GENERATED", False)
+        return _problem(Warning, "DEV_KEY") if jwtex_settings.key_encryption_keys_generated else []
+    missing = not jwtex_settings.key_encryption_keys or jwtex_settings.key_encryption_keys_generated
     return _problem(Error, "KEY_ENCRYPTION_KEYS") if missing else []
 
 
 @register(Tags.security)
 def check_https(app_configs, **kwargs):
-    valid = getattr(settings, "JWTEX_PUBLIC_URL_VALID", True)
-    return _problem(Error, "HTTPS") if _production() and valid and not settings.JWTEX_PUBLIC_URL.startswith("https://") else []
+    plain = jwtex_settings.public_url_valid and not jwtex_settings.public_url.startswith("https://")
+    return _problem(Error, "HTTPS") if _production() and plain else []
 
 
 @register(Tags.security)
@@ -119,31 +121,30 @@ def check_secure_cookies(app_configs, **kwargs):
 
 @register(Tags.security)
 def check_insecure_issuers(app_configs, **kwargs):
-    on = getattr(settings, "JWTEX_ALLOW_INSECURE_ISSUERS", False)
-    return _problem(Error, "INSECURE_ISSUERS") if _production() and on else []
+    return _problem(Error, "INSECURE_ISSUERS") if _production() and jwtex_settings.allow_insecure_issuers else []
 
 
 @register(Tags.security)
 def check_security_headers(app_configs, **kwargs):
     if not _production():
         return []
-    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    middleware = list(settings.MIDDLEWARE)
     missing = []
     if _SECURITY_MIDDLEWARE not in middleware:
         missing.append("SecurityMiddleware")
-    if not getattr(settings, "SECURE_HSTS_SECONDS", 0):
+    if not settings.SECURE_HSTS_SECONDS:
         missing.append("HSTS (SECURE_HSTS_SECONDS)")
-    if not getattr(settings, "SECURE_CONTENT_TYPE_NOSNIFF", False):
+    if not settings.SECURE_CONTENT_TYPE_NOSNIFF:
         missing.append("X-Content-Type-Options: nosniff")
-    if _FRAME_MIDDLEWARE not in middleware or getattr(settings, "X_FRAME_OPTIONS", "DENY") != "DENY":
+    if _FRAME_MIDDLEWARE not in middleware or settings.X_FRAME_OPTIONS != "DENY":
         missing.append("X-Frame-Options: DENY")
     return _problem(Error, "SECURITY_HEADERS", missing=", ".join(missing)) if missing else []
 
 
 @register(Tags.security)
 def check_session_cookie(app_configs, **kwargs):
-    samesite = getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax")
-    unsafe = not getattr(settings, "SESSION_COOKIE_HTTPONLY", True) or samesite in (None, "None", False)
+    samesite = settings.SESSION_COOKIE_SAMESITE
+    unsafe = not settings.SESSION_COOKIE_HTTPONLY or samesite in (None, "None", False)
     return _problem(Error, "SESSION_COOKIE") if _production() and unsafe else []
 
 
@@ -155,7 +156,7 @@ def check_shared_cache(app_configs, **kwargs):
 
 @register(Tags.security)
 def check_login_throttle(app_configs, **kwargs):
-    off = _LOGIN_THROTTLE_MIDDLEWARE not in settings.MIDDLEWARE or getattr(settings, "JWTEX_LOGIN_MAX_FAILURES", 5) <= 0
+    off = _LOGIN_THROTTLE_MIDDLEWARE not in settings.MIDDLEWARE or jwtex_settings.login_max_failures <= 0
     return _problem(Warning, "LOGIN_THROTTLE") if _production() and off else []
 
 

@@ -1,68 +1,99 @@
-"""Application defaults in one place (CONVENTIONS §6).
+"""Every ``JWTEX_`` setting behind one accessor object (CONVENTIONS §6).
 
-Each value may be overridden by a Django setting of the same name prefixed ``JWTEX_``;
-the environment is read only in ``jwtex_site/settings.py``.
+The environment is read once, in ``jwtex_site/settings.py``; defaults are the contract's
+numbers in ``exchange.core.limits``. Each property reads the Django setting when asked, so a
+test's ``settings`` override takes effect at once. Nothing else reads ``JWTEX_`` settings.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from django.conf import settings
 
+from .core import limits
 
-def _setting(name: str, default):
+
+def _get(name: str, default: Any) -> Any:
     return getattr(settings, f"JWTEX_{name}", default)
 
 
-DEFAULT_AUDIENCE = "sts.amazonaws.com"
-TENANT_RATE_LIMIT_PER_MINUTE = 6000
+class JwtexSettings:
+    # --- the deployment ------------------------------------------------------------------------
+    @property
+    def public_url(self) -> str:
+        """External base URL; tenant issuers live under it (SPEC §1)."""
+        return str(_get("PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/")
 
-# SPEC §4
-MAX_TOKEN_BYTES = 16 * 1024
-DEFAULT_ALGORITHMS = ("RS256", "ES256")
-SUPPORTED_UPSTREAM_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-DEFAULT_LEEWAY = 60
-DEFAULT_MAX_TOKEN_AGE = 86400
-UNKNOWN_KID_COOLDOWN = 30
+    def issuer_url(self, slug: str) -> str:
+        """A tenant's issuer (SPEC §2): ``{JWTEX_PUBLIC_URL}/t/{slug}``, no trailing slash."""
+        return f"{self.public_url}/t/{slug}"
 
-# SPEC §5
-DEFAULT_LIFETIME = 900
-CEL_MAX_EXPRESSION_LENGTH = 4096
-# Evaluation cost (issue 5 §6; see exchange.rules): the CEL engine holds the GIL while it runs
-# and its map/filter copy their result at every step, so a comprehension costs up to
-# items² × result size. Comprehensions may not nest, range only over claims, at most this many
-# per expression; and a rule that iterates is evaluated only over claims whose lists and maps
-# hold at most CEL_MAX_ITERABLE_ITEMS items each and CEL_MAX_CLAIM_ITEMS in all (else: deny).
-CEL_MAX_COMPREHENSIONS = 4
-CEL_MAX_ITERABLE_ITEMS = 128
-CEL_MAX_CLAIM_ITEMS = 512
+    @property
+    def public_url_valid(self) -> bool:
+        return bool(_get("PUBLIC_URL_VALID", True))
 
-# Our JWKS / discovery documents are cacheable for this long (seconds). The key
-# pre-publish window must be at least this, or a relying party could miss a new key.
-JWKS_MAX_AGE = 3600
-DISCOVERY_MAX_AGE = 3600
+    @property
+    def production(self) -> bool:
+        return bool(_get("PRODUCTION", False))
 
-# Upstream fetches (SPEC §3: every upstream fetch gives up within 10 s).
-FETCH_CONNECT_TIMEOUT = 3.0
-FETCH_TOTAL_TIMEOUT = 10.0
-FETCH_MAX_BYTES = 512 * 1024
+    @property
+    def var_dir(self) -> Path:
+        return Path(settings.VAR_DIR)
+
+    # --- keys at rest -------------------------------------------------------------------------
+    @property
+    def key_encryption_keys(self) -> tuple[str, ...]:
+        return tuple(_get("KEY_ENCRYPTION_KEYS", ()))
+
+    @property
+    def key_encryption_keys_generated(self) -> bool:
+        return bool(_get("KEY_ENCRYPTION_KEYS_GENERATED", False))
+
+    # --- upstreams ----------------------------------------------------------------------------
+    @property
+    def allow_insecure_issuers(self) -> bool:
+        return bool(_get("ALLOW_INSECURE_ISSUERS", False))
+
+    @property
+    def unknown_kid_cooldown(self) -> float:
+        return float(_get("UNKNOWN_KID_COOLDOWN", limits.UNKNOWN_KID_COOLDOWN))
+
+    @property
+    def jwks_max_staleness(self) -> float:
+        return float(_get("JWKS_MAX_STALENESS", limits.JWKS_MAX_STALENESS))
+
+    # --- the exchange -------------------------------------------------------------------------
+    @property
+    def max_token_bytes(self) -> int:
+        return int(_get("MAX_TOKEN_BYTES", limits.MAX_TOKEN_BYTES))
+
+    @property
+    def rate_limit_per_address(self) -> int:
+        return int(_get("RATE_LIMIT_PER_ADDRESS", limits.RATE_LIMIT_PER_ADDRESS))
+
+    @property
+    def trusted_proxy_count(self) -> int:
+        return int(_get("TRUSTED_PROXY_COUNT", 0))
+
+    @property
+    def config_recheck_seconds(self) -> float:
+        """How long a process trusts its cached tenant runtime before re-reading its version."""
+        return float(_get("CONFIG_RECHECK_SECONDS", 2.0))
+
+    # --- the admin ----------------------------------------------------------------------------
+    @property
+    def login_max_failures(self) -> int:
+        return int(_get("LOGIN_MAX_FAILURES", 5))
+
+    @property
+    def login_max_failures_per_address(self) -> int:
+        return int(_get("LOGIN_MAX_FAILURES_PER_ADDRESS", 4 * self.login_max_failures))
+
+    @property
+    def login_lockout_seconds(self) -> int:
+        return int(_get("LOGIN_LOCKOUT_SECONDS", 900))
 
 
-def max_token_bytes() -> int:
-    return int(_setting("MAX_TOKEN_BYTES", MAX_TOKEN_BYTES))
-
-
-def allow_insecure_issuers() -> bool:
-    return bool(_setting("ALLOW_INSECURE_ISSUERS", False))
-
-
-def rate_limit_per_address() -> int:
-    return int(_setting("RATE_LIMIT_PER_ADDRESS", 600))
-
-
-def config_recheck_seconds() -> float:
-    """How long a process trusts its cached tenant runtime before re-reading its version."""
-    return float(_setting("CONFIG_RECHECK_SECONDS", 2.0))
-
-
-def unknown_kid_cooldown() -> float:
-    return float(_setting("UNKNOWN_KID_COOLDOWN", UNKNOWN_KID_COOLDOWN))
+jwtex_settings = JwtexSettings()

@@ -10,8 +10,12 @@ from django.db import models
 
 from tenants.models import SigningAlgorithm, Tenant
 
-from . import conf
-from .validators import url_problem
+from .conf import jwtex_settings
+from .core import limits
+from .core.jwks import KeySet
+from .core.rules.spec import RuleSpec, validate_rule_spec
+from .core.validators import url_problem
+from .core.values import IssuerConfig, IssuerSnapshot
 
 issuer_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."
@@ -44,7 +48,7 @@ class OrderedJSONField(models.JSONField):
 
 
 def default_algorithms() -> list[str]:
-    return list(conf.DEFAULT_ALGORITHMS)
+    return list(limits.DEFAULT_ALGORITHMS)
 
 
 class Issuer(models.Model):
@@ -57,9 +61,9 @@ class Issuer(models.Model):
     )
     audiences = models.JSONField(default=list, help_text="the token's aud must contain one of these")
     algorithms = models.JSONField(default=default_algorithms)
-    leeway = models.PositiveIntegerField(default=conf.DEFAULT_LEEWAY, validators=[MaxValueValidator(600)])
+    leeway = models.PositiveIntegerField(default=limits.DEFAULT_LEEWAY, validators=[MaxValueValidator(600)])
     max_token_age = models.PositiveIntegerField(
-        default=conf.DEFAULT_MAX_TOKEN_AGE, validators=[MinValueValidator(1)], help_text="largest exp − iat, seconds"
+        default=limits.DEFAULT_MAX_TOKEN_AGE, validators=[MinValueValidator(1)], help_text="largest exp − iat, seconds"
     )
     jwks_uri = models.CharField("JWKS URI", max_length=1024, blank=True, help_text="default: from discovery")
     static_jwks = models.JSONField(
@@ -94,6 +98,26 @@ class Issuer(models.Model):
     def __str__(self) -> str:
         return f"{self.tenant.slug}/{self.issuer_id}"
 
+    def snapshot(self) -> IssuerSnapshot:
+        """This row as the exchange reads it: a frozen value, safe to share across threads."""
+        return IssuerSnapshot(
+            pk=self.pk,
+            tenant_id=self.tenant_id,
+            config=IssuerConfig(
+                issuer_id=self.issuer_id,
+                issuer=self.issuer,
+                audiences=tuple(self.audiences or ()),
+                algorithms=tuple(self.algorithms or limits.DEFAULT_ALGORITHMS),
+                leeway=self.leeway,
+                max_token_age=self.max_token_age,
+            ),
+            replay_protection=self.replay_protection,
+            static_jwks=self.static_jwks,
+            jwks=self.jwks,
+            jwks_fetched_at=self.jwks_fetched_at,
+            jwks_expires_at=self.jwks_expires_at,
+        )
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if not isinstance(self.audiences, list) or not self.audiences or not all(
@@ -101,11 +125,11 @@ class Issuer(models.Model):
         ):
             errors["audiences"] = "A non-empty list of audience strings."
         if not isinstance(self.algorithms, list) or not self.algorithms or not all(
-            a in conf.SUPPORTED_UPSTREAM_ALGORITHMS for a in self.algorithms
+            a in limits.SUPPORTED_UPSTREAM_ALGORITHMS for a in self.algorithms
         ):
-            errors["algorithms"] = "A non-empty list of: " + ", ".join(conf.SUPPORTED_UPSTREAM_ALGORITHMS) + "."
+            errors["algorithms"] = "A non-empty list of: " + ", ".join(limits.SUPPORTED_UPSTREAM_ALGORITHMS) + "."
         # One rule for the admin, the presets and jwtex_apply (exchange.validators).
-        insecure = conf.allow_insecure_issuers()
+        insecure = jwtex_settings.allow_insecure_issuers
         problem = url_problem(self.issuer, what="The issuer", allow_insecure=insecure, is_issuer=True)
         if problem:
             errors["issuer"] = problem
@@ -114,8 +138,6 @@ class Issuer(models.Model):
             if problem:
                 errors["jwks_uri"] = problem
         if self.static_jwks is not None:
-            from .verification import KeySet
-
             try:
                 if not KeySet.from_jwks(self.static_jwks).keys:
                     errors["static_jwks"] = "The key set has no usable signing key."
@@ -157,11 +179,27 @@ class Rule(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        """CEL compiles, tag keys fit AWS limits, reserved claims untouched (SPEC §5).
-        The issuers (many-to-many) are checked by the form, which sees them."""
-        from .rules import RuleSpec, validate_rule_spec
+    def spec(self, *, issuer_ids: frozenset[str] = frozenset()) -> RuleSpec:
+        """This rule as the engine reads it (``issuer_ids``: the enabled issuers it applies to)."""
+        return RuleSpec(
+            rule_id=self.pk,
+            name=self.name,
+            issuers=issuer_ids,
+            when=self.when,
+            effect=self.effect,
+            subject=self.subject or "",
+            audience=self.audience or "",
+            audiences=tuple(self.audiences or ()),
+            lifetime=self.lifetime,
+            session_tags=tuple((self.session_tags or {}).items()),
+            transitive_tag_keys=tuple(self.transitive_tag_keys or ()),
+            claims=tuple((self.claims or {}).items()),
+        )
 
+    def clean(self) -> None:
+        """CEL compiles, tag keys fit AWS limits, reserved claims untouched (SPEC §5): the one
+        rule check, for the admin and jwtex_apply alike. The issuers (many-to-many) are checked
+        by the form, which sees them."""
         shapes = {
             "session_tags": isinstance(self.session_tags, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in self.session_tags.items()),
@@ -174,21 +212,8 @@ class Rule(models.Model):
         bad = {name: "Wrong shape: a map of name → CEL expression, or a list of strings." for name, ok in shapes.items() if not ok}
         if bad:
             raise ValidationError(bad)
-        spec = RuleSpec(
-            name=self.name,
-            issuers=frozenset(),
-            when=self.when,
-            effect=self.effect,
-            subject=self.subject or "",
-            audience=self.audience or "",
-            audiences=tuple(self.audiences),
-            lifetime=self.lifetime,
-            session_tags=tuple(self.session_tags.items()),
-            transitive_tag_keys=tuple(self.transitive_tag_keys),
-            claims=tuple(self.claims.items()),
-        )
         errors: dict[str, list[str]] = {}
-        for path, message in validate_rule_spec(spec):
+        for path, message in validate_rule_spec(self.spec()):
             field = path.split(".")[0].split("[")[0]
             if field not in {f.name for f in self._meta.fields}:
                 field = "__all__"

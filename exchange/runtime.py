@@ -1,41 +1,42 @@
 """Per-process cache of everything one exchange reads, so the warm path does no database reads.
 
-A ``TenantRuntime`` is an immutable snapshot of a tenant: its issuers (as verification
-configs), its rules compiled once, its active signing key decrypted once, and its
-discovery and JWKS documents rendered once. Each process keeps one per tenant and trusts
-it for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 2 s); after that one tiny indexed query
-compares the tenant's ``config_version`` (bumped by exchange.signals on every change) and
-rebuilds only when it moved. Cost per exchange is therefore flat in the number of tenants.
+A ``TenantRuntime`` is an immutable snapshot of a tenant — values only, never an ORM row, so
+threads can share it: its issuers (``IssuerSnapshot``), its rules compiled once, its active
+signing key decrypted once, and its discovery and JWKS documents rendered once. Each process
+keeps one per tenant and trusts it for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 2 s); after
+that one tiny indexed query compares the tenant's ``config_version`` (bumped by
+exchange.invalidation on every change) and rebuilds only when it moved. Cost per exchange is
+therefore flat in the number of tenants.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Mapping
 
-from django.conf import settings
+from django.dispatch import receiver
 from django.utils import timezone
 
 from tenants.models import SLUG_PATTERN, Tenant
 
-from . import conf
-from .errors import NotFound
+from . import protocol
+from .conf import jwtex_settings
+from .core.errors import NotFound
+from .core.rules.cel_guard import RuleSyntaxError
+from .core.rules.engine import CompiledRule, compile_rule
+from .core.values import IssuerSnapshot, SignerKey
+from .invalidation import config_changed
 from .keys import KeyDecryptionError, signing_key_ensure_active, signing_key_load
-from .minting import SignerKey
-from .models import PUBLISHED_KEY_STATES, Issuer, KeyState, Rule, SigningKey
-from .rules import CompiledRule, RuleSpec, RuleSyntaxError, compile_rule
-from .verification import IssuerConfig
+from .models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 
 logger = logging.getLogger("jwtex.runtime")
-
-TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ class TenantRuntime:
     default_audience: str
     max_token_lifetime: int
     rate_limit_per_minute: int
-    issuers: Mapping[str, Issuer]  # by issuer id; model snapshots, never saved from here
-    issuer_configs: Mapping[str, IssuerConfig]
+    issuers: Mapping[str, IssuerSnapshot]  # enabled issuers, by issuer id
     issuer_ids_by_iss: Mapping[str, tuple[str, ...]]
     rules: tuple[CompiledRule, ...]
     rules_error: str | None  # a rule that does not compile makes the tenant deny everything
@@ -71,37 +71,14 @@ def runtime_forget(*, tenant_id: int) -> None:
                 del _by_slug[slug]
 
 
+@receiver(config_changed, dispatch_uid="jwtex.runtime.forget")
+def _forget_changed(sender, tenant_id: int, **kwargs) -> None:
+    runtime_forget(tenant_id=tenant_id)
+
+
 def runtime_clear() -> None:
     with _lock:
         _by_slug.clear()
-
-
-def issuer_config(issuer: Issuer) -> IssuerConfig:
-    return IssuerConfig(
-        issuer_id=issuer.issuer_id,
-        issuer=issuer.issuer,
-        audiences=tuple(issuer.audiences or ()),
-        algorithms=tuple(issuer.algorithms or conf.DEFAULT_ALGORITHMS),
-        leeway=issuer.leeway,
-        max_token_age=issuer.max_token_age,
-    )
-
-
-def rule_spec(rule: Rule, issuer_ids: frozenset[str]) -> RuleSpec:
-    return RuleSpec(
-        rule_id=rule.pk,
-        name=rule.name,
-        issuers=issuer_ids,
-        when=rule.when,
-        effect=rule.effect,
-        subject=rule.subject or "",
-        audience=rule.audience or "",
-        audiences=tuple(rule.audiences or ()),
-        lifetime=rule.lifetime,
-        session_tags=tuple((rule.session_tags or {}).items()),
-        transitive_tag_keys=tuple(rule.transitive_tag_keys or ()),
-        claims=tuple((rule.claims or {}).items()),
-    )
 
 
 def tenant_rules_compile(*, tenant: Tenant) -> tuple[tuple[CompiledRule, ...], str | None]:
@@ -110,7 +87,7 @@ def tenant_rules_compile(*, tenant: Tenant) -> tuple[tuple[CompiledRule, ...], s
     for rule in rules:
         ids = frozenset(i.issuer_id for i in rule.issuers.all() if i.enabled)
         try:
-            compiled.append(compile_rule(rule_spec(rule, ids)))
+            compiled.append(compile_rule(rule.spec(issuer_ids=ids)))
         except RuleSyntaxError as exc:
             # Fail closed: a broken rule could have been the deny that protects everything below it.
             return (), f"rule {rule.name!r} does not compile: {exc}"
@@ -122,47 +99,34 @@ def published_jwks(*, tenant: Tenant) -> dict:
     return {"keys": [dict(k.public_jwk) for k in keys]}
 
 
-def discovery_document(*, issuer_url: str, algorithms: list[str]) -> dict:
-    return {
-        "issuer": issuer_url,
-        "jwks_uri": f"{issuer_url}/.well-known/jwks.json",
-        "token_endpoint": f"{issuer_url}/token",
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": algorithms,
-        "grant_types_supported": [TOKEN_EXCHANGE_GRANT],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "https://aws.amazon.com/tags"],
-    }
+def _signer(tenant: Tenant, now: datetime) -> tuple[SignerKey | None, str | None]:
+    try:
+        return signing_key_load(signing_key_ensure_active(tenant=tenant, now=now)), None
+    except KeyDecryptionError as exc:
+        logger.error("tenant signing key unusable", extra={"jwtex": {"tenant": tenant.slug, "error": str(exc)}})
+        return None, str(exc)
 
 
 def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
     """A fresh snapshot of ``tenant`` (uncached): what its endpoints serve once the caches catch up."""
-    issuers = {i.issuer_id: i for i in Issuer.objects.filter(tenant=tenant, enabled=True)}
+    issuers = {i.issuer_id: i.snapshot() for i in Issuer.objects.filter(tenant=tenant, enabled=True)}
     by_iss: dict[str, list[str]] = {}
-    for issuer in issuers.values():
-        by_iss.setdefault(issuer.issuer, []).append(issuer.issuer_id)
+    for snapshot in issuers.values():
+        by_iss.setdefault(snapshot.issuer, []).append(snapshot.issuer_id)
     rules, rules_error = tenant_rules_compile(tenant=tenant)
-
-    signer, signer_error = None, None
-    try:
-        signer = signing_key_load(signing_key_ensure_active(tenant=tenant, now=now))
-    except KeyDecryptionError as exc:
-        signer_error = str(exc)
-        logger.error("tenant signing key unusable", extra={"jwtex": {"tenant": tenant.slug, "error": str(exc)}})
-
+    signer, signer_error = _signer(tenant, now)
     jwks = published_jwks(tenant=tenant)
     algorithms = sorted({k["alg"] for k in jwks["keys"]}) or [tenant.signing_algorithm]
+    issuer_url = jwtex_settings.issuer_url(tenant.slug)
     return TenantRuntime(
         tenant_id=tenant.pk,
         slug=tenant.slug,
         version=tenant.config_version,
-        issuer_url=f"{settings.JWTEX_PUBLIC_URL}/t/{tenant.slug}",
+        issuer_url=issuer_url,
         default_audience=tenant.default_audience,
         max_token_lifetime=tenant.max_token_lifetime,
         rate_limit_per_minute=tenant.rate_limit_per_minute,
         issuers=MappingProxyType(issuers),
-        issuer_configs=MappingProxyType({k: issuer_config(v) for k, v in issuers.items()}),
         issuer_ids_by_iss=MappingProxyType({k: tuple(v) for k, v in by_iss.items()}),
         rules=rules,
         rules_error=rules_error,
@@ -170,8 +134,7 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
         signer_error=signer_error,
         jwks_json=json.dumps(jwks, separators=(",", ":")).encode(),
         discovery_json=json.dumps(
-            discovery_document(issuer_url=f"{settings.JWTEX_PUBLIC_URL}/t/{tenant.slug}", algorithms=algorithms),
-            separators=(",", ":"),
+            protocol.discovery_document(issuer_url=issuer_url, algorithms=algorithms), separators=(",", ":")
         ).encode(),
         checked_at=time.monotonic(),
     )
@@ -184,7 +147,7 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     if runtime is None and not _SLUG.fullmatch(slug):
         # Not a slug any tenant could have (NUL bytes, 10 KiB of junk…): no query at all.
         raise NotFound("Unknown tenant.", reason="not a tenant slug")
-    if runtime is not None and clock - runtime.checked_at < conf.config_recheck_seconds():
+    if runtime is not None and clock - runtime.checked_at < jwtex_settings.config_recheck_seconds:
         return runtime
     row = Tenant.objects.filter(slug=slug).values_list("config_version", "enabled").first()
     if row is None or not row[1]:

@@ -17,8 +17,8 @@ from tenants.models import Tenant
 
 from .keys import signing_key_rotate
 from .models import Issuer
-from .retention import exchange_records_purge
-from .upstream import issuer_jwks_refresh
+from .services.audit import exchange_records_purge
+from .upstream.jwks import issuer_jwks_refresh
 
 logger = logging.getLogger("jwtex.tasks")
 

@@ -19,35 +19,35 @@ import logging
 import time
 from typing import Callable
 
-from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
+
+from exchange.api.params import client_address
+from exchange.conf import jwtex_settings
 from django.template.loader import render_to_string
 
 logger = logging.getLogger("jwtex.login")
 
 
 def _max_failures() -> int:
-    return int(getattr(settings, "JWTEX_LOGIN_MAX_FAILURES", 5))
+    return jwtex_settings.login_max_failures
 
 
 def _max_failures_per_address() -> int:
-    return int(getattr(settings, "JWTEX_LOGIN_MAX_FAILURES_PER_ADDRESS", 4 * _max_failures()))
+    return jwtex_settings.login_max_failures_per_address
 
 
 def _window() -> int:
-    return int(getattr(settings, "JWTEX_LOGIN_LOCKOUT_SECONDS", 900))
+    return jwtex_settings.login_lockout_seconds
 
 
 def _address(request: HttpRequest | None) -> str:
     if request is None:
         return "-"
-    from exchange.api.views import client_address  # the same trusted-proxy rule as the exchange
-
-    return client_address(request) or "-"
+    return client_address(request) or "-"  # the same trusted-proxy rule as the exchange
 
 
 def _username_digest(username: object) -> str:

@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from exchange import conf
+from exchange.core import limits
+from exchange.core.rotation import tenant_rotation_errors
 
 SLUG_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 slug_validator = RegexValidator(
@@ -23,7 +24,7 @@ class Tenant(models.Model):
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     enabled = models.BooleanField(default=True)
-    default_audience = models.CharField(max_length=255, default=conf.DEFAULT_AUDIENCE)
+    default_audience = models.CharField(max_length=255, default=limits.DEFAULT_AUDIENCE)
     # AWS caps a web-identity session at 12 h; a token living longer is of no use there.
     max_token_lifetime = models.PositiveIntegerField(
         default=3600, validators=[MinValueValidator(60), MaxValueValidator(43200)], help_text="seconds"
@@ -32,14 +33,14 @@ class Tenant(models.Model):
         max_length=8, choices=SigningAlgorithm.choices, default=SigningAlgorithm.ES256
     )
     rate_limit_per_minute = models.PositiveIntegerField(
-        default=conf.TENANT_RATE_LIMIT_PER_MINUTE, help_text="exchanges a minute; 0 turns it off"
+        default=limits.TENANT_RATE_LIMIT_PER_MINUTE, help_text="exchanges a minute; 0 turns it off"
     )
     key_rotation_interval = models.PositiveIntegerField(
         default=30 * 86400, validators=[MinValueValidator(3600)], help_text="seconds between key rotations"
     )
     key_prepublish_window = models.PositiveIntegerField(
         default=86400,
-        validators=[MinValueValidator(conf.JWKS_MAX_AGE)],
+        validators=[MinValueValidator(limits.JWKS_MAX_AGE)],
         help_text="seconds a new key is published before it signs",
     )
     audit_retention_days = models.PositiveIntegerField(default=90, validators=[MinValueValidator(1)])
@@ -55,8 +56,6 @@ class Tenant(models.Model):
         ordering = ["slug"]
 
     def clean(self) -> None:
-        from exchange.rotation import tenant_rotation_errors
-
         errors = tenant_rotation_errors(
             interval=self.key_rotation_interval or 0,
             prepublish=self.key_prepublish_window or 0,
@@ -67,10 +66,6 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.slug
-
-    @property
-    def issuer_url(self) -> str:
-        return f"{settings.JWTEX_PUBLIC_URL}/t/{self.slug}"
 
 
 class Role(models.TextChoices):

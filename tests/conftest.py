@@ -13,8 +13,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Committed test data (tests/fixtures/README.md says where each file came from).
-FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
 UPSTREAM_ISSUER = "https://ci.upstream.test"
 
@@ -79,7 +80,7 @@ def other_upstream() -> Upstream:
 
 
 def make_tenant(slug: str, **fields: Any):
-    from exchange.services import tenant_create
+    from exchange.services.tenants import tenant_create
 
     return tenant_create(slug=slug, name=fields.pop("name", slug.title()), **fields)
 

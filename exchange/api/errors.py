@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from ..errors import AudienceNotAllowed, ExchangeError, RateLimited, RequestTooLarge
+from ..core.errors import AudienceNotAllowed, ExchangeError, RateLimited, RequestTooLarge, UnsupportedGrantType
 
 
 def error_response(error: ExchangeError) -> JsonResponse:
@@ -20,6 +20,8 @@ def oauth_error_response(error: ExchangeError) -> JsonResponse:
     ``invalid_target``. Not-found, size, rate and availability keep their own status."""
     if isinstance(error, AudienceNotAllowed):
         code, status = "invalid_target", 400
+    elif isinstance(error, UnsupportedGrantType):
+        code, status = error.code, 400
     elif error.status in (401, 403) or (error.status == 400 and not isinstance(error, RequestTooLarge)):
         code, status = "invalid_request", 400
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from .. import strict_json
+from ..core import strict_json
 
 
 class StrictJSONParser(JSONParser):

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import conf
+from ..core.limits import MAX_TOKEN_BYTES
 
-GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
-TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
-TOKEN_TYPE_ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
+from ..protocol import TOKEN_EXCHANGE_GRANT as GRANT
+from ..protocol import TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
 
 _SLUG = {"in": "path", "name": "slug", "required": True, "schema": {"type": "string"}, "description": "tenant slug"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -158,7 +157,7 @@ def _paths() -> dict[str, Any]:
                     "required": True,
                     "content": {
                         "application/jwt": {
-                            "schema": {"type": "string", "maxLength": conf.MAX_TOKEN_BYTES},
+                            "schema": {"type": "string", "maxLength": MAX_TOKEN_BYTES},
                             "example": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln",
                         }
                     },

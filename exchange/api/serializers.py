@@ -1,11 +1,11 @@
 from rest_framework import serializers
 
-from .. import conf
+from ..core.limits import MAX_TOKEN_BYTES
 
 
 class ExchangeRequestSerializer(serializers.Serializer):
     subject_token = serializers.CharField(
-        max_length=conf.MAX_TOKEN_BYTES * 2, trim_whitespace=False, help_text="the upstream OIDC token (compact JWS)"
+        max_length=MAX_TOKEN_BYTES * 2, trim_whitespace=False, help_text="the upstream OIDC token (compact JWS)"
     )
     issuer_id = serializers.CharField(required=False, max_length=64, help_text="pin one of the tenant's issuers")
     audience = serializers.CharField(required=False, max_length=255, help_text="an audience the matching rule allows")

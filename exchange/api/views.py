@@ -1,14 +1,13 @@
-"""Views are adapters (CONVENTIONS §2): parse the wire format, call exchange_token, render.
+"""Views are adapters (CONVENTIONS §2): parse the wire format (exchange.api.params), call the
+service, render the result or the error in the endpoint's own shape.
 
 Three wire formats of one exchange (SPEC §3) plus the tenant's discovery and JWKS (SPEC §2).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime
 
-from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
@@ -20,39 +19,26 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import conf
-from ..errors import ExchangeError, InvalidRequest, NotFound, RequestTooLarge
-from ..runtime import tenant_runtime_get
-from ..services import exchange_token
+from ..core.errors import ExchangeError, InvalidRequest, NotFound, RequestTooLarge
+from ..core.limits import DISCOVERY_MAX_AGE, JWKS_MAX_AGE
+from ..core.values import MintedToken
+from ..protocol import ISSUED_TOKEN_TYPE_NA, TOKEN_TYPE_JWT
+from ..services.exchange import exchange_token, tenant_check, tenant_documents
+from . import params
 from .errors import error_response, oauth_error_response
 from .parsers import StrictJSONParser
 from .serializers import ErrorSerializer, ExchangeRequestSerializer, ExchangeResponseSerializer
 
-TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
-TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
-TOKEN_TYPE_ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
 
-
-def _ip(value: str) -> str | None:
-    """``value`` as a normalised IP address, or None. Whatever is not an address never
-    becomes a rate-limit key or an audit value (PostgreSQL's inet column would refuse it,
-    and the attempt would go unaudited)."""
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return None
-
-
-def client_address(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or the address the trusted proxies saw (JWTEX_TRUSTED_PROXY_COUNT hops)."""
-    proxies = getattr(settings, "JWTEX_TRUSTED_PROXY_COUNT", 0)
-    if proxies > 0:
-        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-        if len(hops) >= proxies:
-            address = _ip(hops[-proxies])
-            if address is not None:
-                return address
-    return _ip(request.META.get("REMOTE_ADDR") or "")
+def _exchange(slug: str, request: params.ExchangeRequest, *, endpoint: str) -> MintedToken:
+    return exchange_token(
+        tenant_slug=slug,
+        subject_token=request.subject_token,
+        issuer_id=request.issuer_id,
+        audience=request.audience,
+        client_address=request.client_address,
+        endpoint=endpoint,
+    )
 
 
 class _PostOnlyView(View):
@@ -62,31 +48,13 @@ class _PostOnlyView(View):
         """405 in the SPEC §3 error shape (Django's default is an empty text/html body);
         an unknown tenant is 404 whatever the method (SPEC §3)."""
         try:
-            tenant_runtime_get(slug=kwargs.get("slug", ""))
+            tenant_check(slug=kwargs.get("slug", ""))
         except ExchangeError as error:
             return error_response(error)
         response = error_response(InvalidRequest("Only POST is allowed here."))
         response.status_code = 405
         response["Allow"] = "POST"
         return response
-
-
-def _read_body(request: HttpRequest) -> bytes:
-    """The body, refusing an oversized one before reading it (413)."""
-    limit = conf.max_token_bytes()
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise InvalidRequest("Invalid Content-Length.") from None
-    if declared > limit + 4096:
-        raise RequestTooLarge(reason=f"Content-Length {declared}")
-    try:
-        body = request.body  # buffered once; request.POST parses from it afterwards
-    except RequestDataTooBig:
-        raise RequestTooLarge(reason="body over DATA_UPLOAD_MAX_MEMORY_SIZE") from None
-    if len(body) > limit + 4096:
-        raise RequestTooLarge(reason="body over the limit")
-    return body
 
 
 def _json_document(payload: bytes, *, max_age: int) -> HttpResponse:
@@ -98,18 +66,18 @@ def _json_document(payload: bytes, *, max_age: int) -> HttpResponse:
 
 def discovery_view(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        runtime = tenant_runtime_get(slug=slug)
+        discovery, _ = tenant_documents(slug=slug)
     except ExchangeError as error:
         return error_response(error)
-    return _json_document(runtime.discovery_json, max_age=conf.DISCOVERY_MAX_AGE)
+    return _json_document(discovery, max_age=DISCOVERY_MAX_AGE)
 
 
 def jwks_view(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        runtime = tenant_runtime_get(slug=slug)
+        _, jwks = tenant_documents(slug=slug)
     except ExchangeError as error:
         return error_response(error)
-    return _json_document(runtime.jwks_json, max_age=conf.JWKS_MAX_AGE)
+    return _json_document(jwks, max_age=JWKS_MAX_AGE)
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -119,27 +87,7 @@ class RawExchangeView(_PostOnlyView):
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         try:
-            if len(request.GET.getlist("issuerId")) > 1:
-                # Parameter pollution: a proxy that checks the first and a view that reads the last.
-                raise InvalidRequest("Parameter issuerId is repeated.")
-            content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-            body = _read_body(request)
-            if not body:
-                raise InvalidRequest("The request body must be the token.")
-            # `curl --data-binary "$jwt"` labels the bare token as a form; a real form has
-            # name=value pairs, which a compact JWS never contains ('=' is not base64url).
-            is_form = content_type == "application/x-www-form-urlencoded" and (b"=" in body or b"&" in body)
-            if is_form or content_type in {"multipart/form-data", "application/json"} or content_type.endswith("+json"):
-                raise InvalidRequest(
-                    "Send the raw token as the body (not a form or JSON); see /token or /api/v1 for those."
-                )
-            minted = exchange_token(
-                tenant_slug=slug,
-                subject_token=body,
-                issuer_id=request.GET.get("issuerId"),
-                client_address=client_address(request),
-                endpoint="raw",
-            )
+            minted = _exchange(slug, params.raw_request(request), endpoint="raw")
         except ExchangeError as error:
             return error_response(error)
         response = HttpResponse(minted.token.encode("ascii"), content_type="application/jwt")
@@ -153,62 +101,19 @@ class TokenExchangeView(_PostOnlyView):
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         try:
-            tenant_runtime_get(slug=slug)  # an unknown tenant is 404 before anything else
-            content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-            if content_type != "application/x-www-form-urlencoded":
-                raise InvalidRequest("The request must be application/x-www-form-urlencoded (RFC 8693 §2.1).")
-            _read_body(request)  # 413 before the form parser buffers a huge body
-            form = _form(request)
-            for name in ("grant_type", "subject_token", "subject_token_type", "audience", "requested_token_type"):
-                if len(form.getlist(name)) > 1:
-                    raise InvalidRequest(f"Parameter {name} is repeated (RFC 6749 §3.2).")
-            grant_type = form.get("grant_type")
-            if not grant_type:
-                raise InvalidRequest("grant_type is required.")
-            if grant_type != TOKEN_EXCHANGE_GRANT:
-                return JsonResponse(
-                    {"error": "unsupported_grant_type", "error_description": "Only token exchange is supported."},
-                    status=400,
-                    headers={"Cache-Control": "no-store"},
-                )
-            subject_token = form.get("subject_token")
-            if not subject_token:
-                raise InvalidRequest("subject_token is required.")
-            if form.get("subject_token_type") not in {TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN}:
-                raise InvalidRequest(f"subject_token_type must be {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ID_TOKEN}.")
-            requested = form.get("requested_token_type")
-            if requested and requested != TOKEN_TYPE_JWT:
-                raise InvalidRequest(f"requested_token_type must be {TOKEN_TYPE_JWT}.")
-            for unsupported in ("actor_token", "actor_token_type"):
-                if form.get(unsupported):
-                    raise InvalidRequest(f"{unsupported} is not supported.")
-            minted = exchange_token(
-                tenant_slug=slug,
-                subject_token=subject_token,
-                audience=form.get("audience") or None,
-                client_address=client_address(request),
-                endpoint="rfc8693",
-            )
+            tenant_check(slug=slug)  # an unknown tenant is 404 before anything else
+            minted = _exchange(slug, params.token_exchange_request(request), endpoint="rfc8693")
         except ExchangeError as error:
             return oauth_error_response(error)
         return JsonResponse(
             {
                 "access_token": minted.token,
                 "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "N_A",
+                "token_type": ISSUED_TOKEN_TYPE_NA,
                 "expires_in": minted.expires_at - minted.issued_at,
             },
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
-
-
-def _form(request: HttpRequest):
-    """``request.POST``, with Django's own refusals (more than DATA_UPLOAD_MAX_NUMBER_FIELDS
-    fields, a body its charset cannot decode) as ``invalid_request`` rather than an HTML 400."""
-    try:
-        return request.POST
-    except (SuspiciousOperation, BadRequest, ValueError, LookupError):
-        raise InvalidRequest("The form body cannot be parsed.") from None
 
 
 class ExchangeAPIView(APIView):
@@ -235,22 +140,12 @@ class ExchangeAPIView(APIView):
     )
     def post(self, request: Request, slug: str) -> Response | HttpResponse:
         try:
-            tenant_runtime_get(slug=slug)
-            declared = request.META.get("CONTENT_LENGTH") or "0"
-            if declared.isdigit() and int(declared) > conf.max_token_bytes() + 4096:
-                raise RequestTooLarge(reason=f"Content-Length {declared}")
+            tenant_check(slug=slug)
+            params.check_declared_length(request)
             serializer = ExchangeRequestSerializer(data=request.data)
             if not serializer.is_valid():
                 raise InvalidRequest(_first_error(serializer.errors))
-            data = serializer.validated_data
-            minted = exchange_token(
-                tenant_slug=slug,
-                subject_token=data["subject_token"],
-                issuer_id=data.get("issuer_id") or None,
-                audience=data.get("audience") or None,
-                client_address=client_address(request),
-                endpoint="api",
-            )
+            minted = _exchange(slug, params.api_request(request, serializer.validated_data), endpoint="api")
         except ExchangeError as error:
             return error_response(error)
         body = {

@@ -43,7 +43,7 @@ from tests.conftest import make_tenant
 
 from .test_tasks import DISCOVERY, age_active_key, oidc_server  # noqa: F401  (oidc_server is a fixture)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT  # noqa: E402
 RUN_WORKER_TESTS = os.environ.get("JWTEX_TEST_CELERY_WORKER") == "1"
 HOW_TO_RUN = (
     "real-worker test: set JWTEX_TEST_CELERY_WORKER=1 with DATABASE_URL=postgres://… and "

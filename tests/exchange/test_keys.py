@@ -6,15 +6,8 @@ from datetime import UTC, datetime
 import jwt
 import pytest
 
-from exchange.keys import (
-    KeyDecryptionError,
-    decrypt_private_key,
-    jwk_thumbprint,
-    signing_key_create,
-    signing_key_ensure_active,
-    signing_key_load,
-    signing_keys_reencrypt,
-)
+from exchange.core.jwk import jwk_thumbprint
+from exchange.keys import decrypt_private_key, KeyDecryptionError, signing_key_create, signing_key_ensure_active, signing_key_load, signing_keys_reencrypt
 from exchange.models import KeyState, SigningKey
 from tests.conftest import make_tenant
 

@@ -15,7 +15,9 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 
-from exchange.config import config_apply, config_export, config_load
+from exchange.config.apply import config_apply
+from exchange.config.export import config_export
+from exchange.config.files import config_load
 from exchange.models import ExchangeRecord, Issuer
 from exchange.runtime import runtime_clear
 
@@ -85,15 +87,15 @@ def test_rate_limit_holds_across_runtime_rebuilds(client, settings, tenant, upst
 
 @needs_shared_cache
 def test_rate_limit_is_shared_with_another_process(settings, tenant):
-    from exchange.services import _rate_limit_hit
+    from exchange.services.limits import _rate_limit_hit
 
     now = time.time()
     _rate_limit_hit("a:198.51.100.77", limit=2, now=now)
     _rate_limit_hit("a:198.51.100.77", limit=2, now=now)
     code = (
         "import django, sys; django.setup()\n"
-        "from exchange.services import _rate_limit_hit\n"
-        "from exchange.errors import RateLimited\n"
+        "from exchange.services.limits import _rate_limit_hit\n"
+        "from exchange.core.errors import RateLimited\n"
         "try:\n"
         f"    _rate_limit_hit('a:198.51.100.77', limit=2, now={now!r})\n"
         "except RateLimited:\n"
@@ -204,25 +206,25 @@ def test_refused_exchange_does_not_use_up_the_token(client, allow_rule, upstream
 
 
 def test_replay_mark_expires_with_the_upstream_token(one_time, monkeypatch):
-    from exchange.services import upstream_jti_consume
+    from exchange.services.limits import upstream_jti_consume
 
     calls = []
     real_add = cache.add
     monkeypatch.setattr(cache, "add", lambda key, value, timeout: calls.append((key, timeout)) or real_add(key, value, timeout))
     now = time.time()
-    upstream_jti_consume(issuer=one_time, leeway=60, claims={"jti": "abc", "exp": now + 300}, now=now)
+    upstream_jti_consume(issuer=one_time.snapshot(), claims={"jti": "abc", "exp": now + 300}, now=now)
     ((key, timeout),) = calls
     assert 359 <= timeout <= 361  # exp - now + leeway: as long as the verifier would accept it
     assert key.startswith(f"jwtex:jti:{one_time.pk}:") and "abc" not in key
     # Another issuer's token with the same jti is a different token.
     other = Issuer(pk=one_time.pk + 1000, replay_protection=True)
-    upstream_jti_consume(issuer=other, leeway=60, claims={"jti": "abc", "exp": now + 300}, now=now)
+    upstream_jti_consume(issuer=other.snapshot(), claims={"jti": "abc", "exp": now + 300}, now=now)
 
 
 def test_replay_check_fails_closed_when_the_cache_is_down(client, one_time, monkeypatch, upstream):
-    from exchange import services
+    from exchange.services import limits
 
-    monkeypatch.setattr(services, "_rate_limit_hit", lambda *a, **k: None)
+    monkeypatch.setattr(limits, "_rate_limit_hit", lambda *a, **k: None)
 
     def down(*args, **kwargs):
         raise ConnectionError("cache down")
@@ -235,17 +237,18 @@ def test_replay_check_fails_closed_when_the_cache_is_down(client, one_time, monk
 
 @needs_shared_cache
 def test_replay_is_refused_by_another_process(one_time, upstream):
-    from exchange.services import upstream_jti_consume
+    from exchange.services.limits import upstream_jti_consume
 
     now = time.time()
-    upstream_jti_consume(issuer=one_time, leeway=60, claims={"jti": "shared-jti", "exp": now + 300}, now=now)
+    upstream_jti_consume(issuer=one_time.snapshot(), claims={"jti": "shared-jti", "exp": now + 300}, now=now)
     code = (
         "import django, sys; django.setup()\n"
         "from types import SimpleNamespace\n"
-        "from exchange.errors import InvalidToken\n"
-        "from exchange.services import upstream_jti_consume\n"
+        "from exchange.core.errors import InvalidToken\n"
+        "from exchange.services.limits import upstream_jti_consume\n"
         "try:\n"
-        f"    upstream_jti_consume(issuer=SimpleNamespace(pk={one_time.pk}, replay_protection=True), leeway=60,"
+        f"    upstream_jti_consume(issuer=SimpleNamespace(pk={one_time.pk}, replay_protection=True,"
+        " config=SimpleNamespace(leeway=60)),"
         f" claims={{'jti': 'shared-jti', 'exp': {now + 300!r}}}, now={now!r})\n"
         "except InvalidToken:\n"
         "    sys.exit(42)\n"
@@ -288,7 +291,7 @@ tenants:
     report = config_apply(document=exported, now=timezone.now())
     assert not report.changed
     # A wrong type is a located error.
-    from exchange.config import ConfigError
+    from exchange.config.schema import ConfigError
 
     exported["tenants"][0]["issuers"][0]["replay_protection"] = "yes"
     with pytest.raises(ConfigError) as error:

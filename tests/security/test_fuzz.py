@@ -19,9 +19,13 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from exchange.errors import ExchangeError
-from exchange.rules import RuleSpec, RuleSyntaxError, check_expression, compile_rule, decide
-from exchange.verification import IssuerConfig, KeySet, parse_compact, verify_token
+from exchange.core.errors import ExchangeError
+from exchange.core.rules.cel_guard import check_expression
+from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.spec import RuleSpec, RuleSyntaxError
+from exchange.core.jwks import KeySet
+from exchange.core.values import IssuerConfig
+from exchange.core.verification import parse_compact, verify_token
 from tests.conftest import UPSTREAM_ISSUER, Upstream
 
 from . import jose

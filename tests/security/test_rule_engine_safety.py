@@ -22,9 +22,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from exchange import conf, rules
+from exchange.core import limits as conf
+from exchange.core.rules import cel_guard
 from exchange.models import ExchangeRecord, Rule
-from exchange.rules import RuleSpec, check_expression, compile_rule, decide
+from exchange.core.rules.cel_guard import check_expression
+from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.spec import RuleSpec
 
 from . import jose
 from .endpoints import ENDPOINTS, assert_nothing_allowed, assert_refused, send
@@ -261,7 +264,7 @@ def test_claims_size_guard_counts_nested_containers_without_recursion():
     deep: list = []
     for _ in range(5000):  # deeper than Python's recursion limit
         deep = [deep]
-    assert rules._claims_too_large({"deep": deep}) is not None  # 5,000 items in all
-    assert rules._claims_too_large({"ok": [[1, 2], {"a": [3]}]}) is None
-    assert "129 items" in rules._claims_too_large({"l": list(range(129))})
-    assert "more than 512" in rules._claims_too_large({f"l{i}": list(range(100)) for i in range(6)})
+    assert cel_guard.claims_too_large({"deep": deep}) is not None  # 5,000 items in all
+    assert cel_guard.claims_too_large({"ok": [[1, 2], {"a": [3]}]}) is None
+    assert "129 items" in cel_guard.claims_too_large({"l": list(range(129))})
+    assert "more than 512" in cel_guard.claims_too_large({f"l{i}": list(range(100)) for i in range(6)})

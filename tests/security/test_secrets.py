@@ -236,7 +236,7 @@ def test_reencrypt_command_changes_nothing_if_one_key_cannot_be_decrypted(world,
 
 
 def decrypt_private_key_with(kek: str, blob: bytes):
-    return serialization.load_der_private_key(keys_module._fernet_for(kek).decrypt(blob), password=None)
+    return serialization.load_der_private_key(keys_module.jwk.key_encryption((kek,)).decrypt(blob), password=None)
 
 
 # --- logs -----------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from exchange.config import ConfigError, config_apply, config_load
+from exchange.config.apply import config_apply
+from exchange.config.files import config_load
+from exchange.config.schema import ConfigError
 
 
 class Command(BaseCommand):

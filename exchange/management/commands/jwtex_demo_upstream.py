@@ -13,15 +13,16 @@ import jwt
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from exchange.conf import jwtex_settings
 
 DEMO_ISSUER = "https://ci.demo.jwtex.invalid"
 DEMO_KID = "jwtex-demo-upstream"
 
 
 def _demo_key():
-    path = settings.VAR_DIR / "demo-upstream-key.pem"
+    path = jwtex_settings.var_dir / "demo-upstream-key.pem"
     if not path.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         path.write_bytes(
@@ -67,7 +68,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, what, tenant, repository, ref, actor, audience, claim, **options):
-        if settings.JWTEX_PRODUCTION:
+        if jwtex_settings.production:
             raise CommandError("jwtex_demo_upstream is for development only.")
         key = _demo_key()
         if what == "config":

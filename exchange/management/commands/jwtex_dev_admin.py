@@ -2,9 +2,10 @@
 
 import secrets
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+
+from exchange.conf import jwtex_settings
 
 
 class Command(BaseCommand):
@@ -13,12 +14,12 @@ class Command(BaseCommand):
     help = "Create a development superuser 'admin' (password kept in var/admin-password) and print the admin URL."
 
     def add_arguments(self, parser):
-        parser.add_argument("--url", default=settings.JWTEX_PUBLIC_URL)
+        parser.add_argument("--url", default=jwtex_settings.public_url)
 
     def handle(self, *args, url, **options):
-        if settings.JWTEX_PRODUCTION:
+        if jwtex_settings.production:
             raise CommandError("jwtex_dev_admin is for development only; use createsuperuser in production.")
-        password_file = settings.VAR_DIR / "admin-password"
+        password_file = jwtex_settings.var_dir / "admin-password"
         User = get_user_model()
         user = User.objects.filter(username="admin").first()
         if user is None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from exchange.config import ConfigError, config_dump, config_export
+from exchange.config.export import config_export
+from exchange.config.files import config_dump
+from exchange.config.schema import ConfigError
 
 
 class Command(BaseCommand):

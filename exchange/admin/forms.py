@@ -1,0 +1,254 @@
+"""The admin's forms: list fields edited one per line, tenant-owned model forms, and the forms of
+the admin's own pages (presets, simulator). Validation of a row is its model's ``clean()`` —
+the same that ``jwtex_apply`` runs."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+
+from tenants.models import Tenant
+from tenants.widgets import SecondsInput
+
+from ..core.errors import ExchangeError
+from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
+from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
+from ..core.presets import PRESETS, preset_get
+from ..models import Issuer, Rule
+from ..services.simulator import parse_claims_json
+
+MONO = {"class": "vLargeTextField jwtex-mono", "spellcheck": "false", "autocapitalize": "off"}
+
+
+class LinesField(forms.CharField):
+    """A list of strings edited one per line (stored as a JSON list)."""
+
+    def __init__(self, *, rows: int = 3, **kwargs):
+        kwargs.setdefault("widget", forms.Textarea(attrs={**MONO, "rows": rows}))
+        kwargs.setdefault("strip", False)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, (list, tuple)):
+            return "\n".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value):
+        if isinstance(value, (list, tuple)):
+            return [str(v).strip() for v in value if str(v).strip()]
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+    def has_changed(self, initial, data):
+        return self.to_python(initial or []) != self.to_python(data)
+
+
+class TenantOwnedForm(forms.ModelForm):
+    """Checks that need the tenant: names unique within it, related rows from it."""
+
+    unique_in_tenant: tuple[str, ...] = ()
+
+    def tenant_id(self) -> int | None:
+        if self.instance.pk is not None:
+            return self.instance.tenant_id
+        tenant = self.cleaned_data.get("tenant")
+        return tenant.pk if tenant is not None else None
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant_id = self.tenant_id()
+        if tenant_id is not None:
+            # The tenant is read-only on change, so Django's own unique check skips these.
+            manager = type(self.instance)._default_manager
+            for name in self.unique_in_tenant:
+                value = cleaned.get(name)
+                if value and manager.filter(tenant_id=tenant_id, **{name: value}).exclude(pk=self.instance.pk).exists():
+                    label = self.fields[name].label or name
+                    self.add_error(name, f"This tenant already has a {self._meta.model._meta.verbose_name} with this {label}.")
+        return cleaned
+
+
+
+class OptionalJSONField(forms.JSONField):
+    """A JSON document or nothing: an empty box means None (not the text "null")."""
+
+    def prepare_value(self, value):
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, indent=2, ensure_ascii=False)
+        return super().prepare_value(value)
+
+
+class IssuerForm(TenantOwnedForm):
+    unique_in_tenant = ("issuer_id",)
+    static_jwks = OptionalJSONField(
+        label="static JWKS", required=False, widget=forms.Textarea(attrs={**MONO, "rows": 6}),
+        help_text='For private clusters: the public key set itself ({"keys": [...]}); nothing is fetched. '
+        "Leave empty to fetch the keys (discovery, or the JWKS URI).",
+    )
+    jwks_refresh_interval = forms.IntegerField(
+        label="JWKS refresh interval", min_value=300, max_value=86400, initial=3600, widget=SecondsInput,
+        help_text="seconds, unless the upstream's Cache-Control says otherwise",
+    )
+    audiences = LinesField(help_text="One per line. The token's aud must contain one of these.")
+    algorithms = forms.MultipleChoiceField(
+        choices=[(a, a) for a in SUPPORTED_UPSTREAM_ALGORITHMS],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Signature algorithms accepted from this issuer (never none or HMAC).",
+    )
+
+    class Meta:
+        model = Issuer
+        fields = "__all__"
+        widgets = {
+            "issuer": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
+            "jwks_uri": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
+            "leeway": SecondsInput,
+            "max_token_age": SecondsInput,
+        }
+
+
+class IssuerChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.issuer_id} — {obj.issuer}"
+
+
+TAG_HELP = (
+    f"AWS session tags: {{\"tag key\": \"CEL expression\"}}, e.g. {{\"repository\": \"claims.repository\"}}. "
+    f"At most {MAX_SESSION_TAGS} tags; keys 1–{MAX_TAG_KEY_LENGTH} and values up to {MAX_TAG_VALUE_LENGTH} "
+    "characters of letters, numbers, spaces and _ . : / = + - @; keys may not start with aws:."
+)
+
+
+class RuleForm(TenantOwnedForm):
+    unique_in_tenant = ("name",)
+    jwtex_tenant_id: int | None = None  # set by RuleAdmin.get_form: narrows the issuer choices
+
+    audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
+    transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
+
+    class Meta:
+        model = Rule
+        exclude = ["position"]
+        widgets = {
+            "when": forms.Textarea(attrs={**MONO, "rows": 3}),
+            "subject": forms.Textarea(attrs={**MONO, "rows": 1}),
+            "session_tags": forms.Textarea(attrs={**MONO, "rows": 4}),
+            "claims": forms.Textarea(attrs={**MONO, "rows": 3}),
+            "lifetime": SecondsInput,
+        }
+        help_texts = {
+            "when": "CEL over claims (the verified upstream claims) and issuer (the issuer id). "
+            "The first enabled rule whose issuers include the token's issuer and whose condition is true decides.",
+            "subject": "CEL; empty means claims.sub.",
+            "session_tags": TAG_HELP,
+            "claims": 'Extra claims: {"name": "CEL expression"}; iss, sub, aud, exp, iat, nbf, jti are reserved.',
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("issuers")
+        if field is not None:
+            # Only the rule's own tenant's issuers are offered (RuleAdmin asks for the tenant first).
+            queryset = field.queryset.select_related("tenant").order_by("issuer_id")
+            if self.jwtex_tenant_id is not None:
+                queryset = queryset.filter(tenant_id=self.jwtex_tenant_id)
+            field.queryset = queryset
+            field.error_messages["invalid_choice"] = (
+                "Pick issuers of this rule's tenant: one of the issuers chosen belongs to another tenant "
+                "or no longer exists."
+            )
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant_id = self.tenant_id()
+        issuers = cleaned.get("issuers")
+        if tenant_id is not None and issuers is not None:
+            foreign = [str(i) for i in issuers if i.tenant_id != tenant_id]
+            if foreign:
+                self.add_error("issuers", f"These issuers belong to another tenant: {', '.join(foreign)}.")
+        return cleaned
+
+
+class PresetForm(forms.Form):
+    tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
+    preset = forms.ChoiceField(choices=[(p.key, p.label) for p in PRESETS], widget=forms.RadioSelect)
+
+    def __init__(self, *args, tenants, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        for preset in PRESETS:
+            for parameter in preset.parameters:
+                name = f"{preset.key}__{parameter.name}"
+                widget = forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField jwtex-mono"}) if parameter.multiline else None
+                self.fields[name] = forms.CharField(
+                    label=parameter.label, help_text=parameter.help, required=False, widget=widget
+                )
+
+    def parameter_fields(self, preset_key: str):
+        return [self[f"{preset_key}__{p.name}"] for p in preset_get(preset_key).parameters]
+
+
+class SimulatorForm(forms.Form):
+    MODES = [("token", "a token (verified for real)"), ("claims", "claims JSON (unverified simulation)")]
+
+    tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
+    issuer = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="(by the token's iss)",
+        help_text="Required for claims. For a token, leave empty to pick it by iss as the exchange does.",
+    )
+    mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="token")
+    # Not stripped: the simulator must see what an endpoint would (a trailing newline is refused).
+    token = forms.CharField(
+        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 4, "class": "vLargeTextField jwtex-mono"})
+    )
+    claims = forms.CharField(
+        required=False,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 8,
+                "class": "vLargeTextField jwtex-mono",
+                "placeholder": '{"sub": "repo:octo-org/app:ref:refs/heads/main", "repository": "octo-org/app",\n'
+                ' "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat"}',
+            }
+        ),
+    )
+    audience = forms.CharField(required=False, help_text="The audience the caller would request; empty: the rule's default.")
+
+    def __init__(self, *args, tenants, issuers, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].queryset = tenants
+        self.fields["issuer"].queryset = issuers
+        self.fields["issuer"].label_from_instance = lambda i: f"{i.issuer_id} ({i.tenant.slug}) — {i.issuer}"
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant, issuer, mode = cleaned.get("tenant"), cleaned.get("issuer"), cleaned.get("mode")
+        if tenant is not None and issuer is not None and issuer.tenant_id != tenant.pk:
+            self.add_error("issuer", "This issuer belongs to another tenant.")
+        if mode == "token" and not cleaned.get("token", "").strip():
+            self.add_error("token", "Paste the upstream token (its signature is checked; nothing is issued).")
+        if mode == "claims":
+            if issuer is None:
+                self.add_error("issuer", "Claims need an issuer: the rules are chosen by it.")
+            text = cleaned.get("claims", "")
+            if not text.strip():
+                self.add_error("claims", "A JSON object of claims.")
+            else:
+                try:
+                    cleaned["claims_parsed"] = parse_claims_json(text)
+                except ExchangeError as exc:
+                    self.add_error("claims", exc.description)
+        return cleaned
+
+
+class TenantForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = "__all__"
+        widgets = {
+            "max_token_lifetime": SecondsInput,
+            "key_rotation_interval": SecondsInput,
+            "key_prepublish_window": SecondsInput,
+        }

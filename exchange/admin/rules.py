@@ -1,0 +1,170 @@
+"""Rules in the admin: ordered with ▲/▼, CEL checked on save, the tenant chosen first."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Prefetch
+from django.http import QueryDict
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html_join
+
+from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_any_role, has_role, scope
+
+from ..core.presets import PRESETS, preset_for_issuer
+from ..models import Issuer, Rule
+from ..services.rules import rule_position_next
+from . import views
+from .forms import IssuerChoiceField, RuleForm
+
+@admin.register(Rule)
+class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    view_roles = VIEW
+    add_roles = change_roles = delete_roles = CONFIGURE
+
+    form = RuleForm
+    list_display = ["order", "name", "tenant", "effect", "enabled", "issuer_ids", "tag_keys", "move"]
+    list_display_links = ["name"]
+    list_filter = ["effect", "enabled", "tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["name", "when"]
+    ordering = ["tenant__slug", "position", "id"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect"]}),
+        (
+            "What an allow rule emits",
+            {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},
+        ),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related(
+            Prefetch("issuers", queryset=Issuer.objects.only("id", "issuer_id", "tenant_id").order_by("issuer_id"))
+        )
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "issuers":
+            kwargs["form_class"] = IssuerChoiceField
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def _new_rule_tenant_id(self, request) -> int | None:
+        """The tenant a new rule is for: the form's, the URL's (``?tenant=``, or the list's
+        tenant filter), or the only tenant the user may add rules to."""
+        filters = QueryDict(request.GET.get("_changelist_filters", ""))
+        wanted = (
+            request.POST.get("tenant")
+            or request.GET.get("tenant")
+            or filters.get("tenant__id__exact")
+            or self.get_changeform_initial_data(request).get("tenant")
+        )
+        if wanted and str(wanted).isdigit() and has_role(request, int(wanted), self.add_roles):
+            return int(wanted)
+        return None
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        tenant_id = obj.tenant_id if obj is not None else self._new_rule_tenant_id(request)
+        if obj is None and tenant_id is not None and "tenant" in form.base_fields:
+            # The issuers offered are this tenant's: the tenant is fixed for this form.
+            form.base_fields["tenant"].queryset = form.base_fields["tenant"].queryset.filter(pk=tenant_id)
+        form.jwtex_tenant_id = tenant_id
+        return form
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if request.method != "POST" and self._new_rule_tenant_id(request) is None:
+            tenants = list(self.writable_tenants(request).only("pk", "slug", "name"))
+            if len(tenants) > 1:
+                # Issuers belong to a tenant: ask which one before showing its issuers.
+                return TemplateResponse(
+                    request,
+                    "jwtex/choose_tenant.html",
+                    {
+                        **self.admin_site.each_context(request),
+                        "opts": self.model._meta,
+                        "title": "Add a rule: for which tenant?",
+                        "choices": [(t, f"{reverse('admin:exchange_rule_add')}?tenant={t.pk}") for t in tenants],
+                    },
+                )
+        return super().add_view(request, form_url, extra_context)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        filters = QueryDict(request.GET.get("_changelist_filters", ""))
+        if "tenant" not in initial and filters.get("tenant__id__exact", "").isdigit():
+            initial["tenant"] = int(filters["tenant__id__exact"])
+        return initial
+
+    @admin.display(description="#", ordering="position")
+    def order(self, obj):
+        return obj.position
+
+    @admin.display(description="issuers")
+    def issuer_ids(self, obj):
+        return ", ".join(i.issuer_id for i in obj.issuers.all()) or "—"
+
+    @admin.display(description="session tags")
+    def tag_keys(self, obj):
+        return ", ".join(obj.session_tags or {}) or "—"
+
+    @admin.display(description="move")
+    def move(self, obj):
+        # Buttons of the changelist form (it carries the CSRF token): POST to the move URL.
+        return format_html_join(
+            " ",
+            '<button type="submit" class="jwtex-move" formaction="{}" title="{}">{}</button>',
+            [
+                (reverse("admin:exchange_rule_move", args=[obj.pk, "up"]), "move up", "▲"),
+                (reverse("admin:exchange_rule_move", args=[obj.pk, "down"]), "move down", "▼"),
+            ],
+        )
+
+    def get_list_display(self, request):
+        fields = list(super().get_list_display(request))
+        if not has_any_role(request, self.change_roles):
+            fields.remove("move")
+        return fields
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.position = rule_position_next(tenant=obj.tenant)
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("simulate/", view(partial(views.rule_simulator_view, model_admin=self)), name="exchange_rule_simulate"),
+            path(
+                "<path:object_id>/move/<str:direction>/",
+                view(partial(views.rule_move_view, model_admin=self)),
+                name="exchange_rule_move",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        tenant_ids = None
+        if object_id:
+            obj = self.get_object(request, object_id)
+            tenant_ids = [obj.tenant_id]
+        used = {
+            p.key
+            for i in self.get_field_queryset_issuers(request, tenant_ids)
+            if (p := preset_for_issuer(i.issuer, has_static_jwks=i.static_jwks is not None)) is not None
+        }
+        extra_context["claim_presets"] = [(p, p.key in used) for p in PRESETS]
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_field_queryset_issuers(self, request, tenant_ids):
+        queryset = scope(Issuer.objects.only("issuer", "static_jwks"), request, VIEW)
+        return queryset.filter(tenant_id__in=tenant_ids) if tenant_ids else queryset
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = dict(extra_context or {})
+        extra_context["simulate_url"] = reverse("admin:exchange_rule_simulate")
+        return super().changelist_view(request, extra_context)
+

@@ -1,0 +1,197 @@
+"""The configuration document's shape (SPEC §6): its keys, the model field behind each, and
+the path helpers every error message uses (``tenants[acme].rules["main"].when``)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+
+from ..core.jwks import KeySet
+
+ErrorList = list[tuple[str, str]]
+
+
+class ConfigError(Exception):
+    """The document cannot be applied; nothing was changed. ``errors`` is ``[(path, message)]``."""
+
+    def __init__(self, errors: ErrorList) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{path}: {message}" for path, message in self.errors))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class Key:
+    """One document key: the model field behind it and the shape its value must have."""
+
+    model_field: str
+    kind: str  # str | int | bool | str_list | str_map | optional_int | jwks | issuer_ids
+    required: bool = False
+    exported_always: bool = False
+
+
+TENANT_KEYS: dict[str, Key] = {
+    "slug": Key("slug", "str", required=True, exported_always=True),
+    "name": Key("name", "str", required=True, exported_always=True),
+    "enabled": Key("enabled", "bool"),
+    "default_audience": Key("default_audience", "str"),
+    "max_token_lifetime": Key("max_token_lifetime", "int"),
+    "signing_algorithm": Key("signing_algorithm", "str"),
+    "rate_limit_per_minute": Key("rate_limit_per_minute", "int"),
+    "key_rotation_interval": Key("key_rotation_interval", "int"),
+    "key_prepublish_window": Key("key_prepublish_window", "int"),
+    "audit_retention_days": Key("audit_retention_days", "int"),
+}
+TENANT_LISTS = ("issuers", "rules")
+
+ISSUER_KEYS: dict[str, Key] = {
+    "id": Key("issuer_id", "str", required=True, exported_always=True),
+    "issuer": Key("issuer", "str", required=True, exported_always=True),
+    "audiences": Key("audiences", "str_list", required=True, exported_always=True),
+    "algorithms": Key("algorithms", "str_list"),
+    "leeway": Key("leeway", "int"),
+    "max_token_age": Key("max_token_age", "int"),
+    "jwks_uri": Key("jwks_uri", "str"),
+    "jwks": Key("static_jwks", "jwks"),
+    "enabled": Key("enabled", "bool"),
+    "jwks_refresh_interval": Key("jwks_refresh_interval", "int"),
+    "replay_protection": Key("replay_protection", "bool"),
+}
+
+# ``when`` and ``effect`` are always written out even at their defaults: a rule read without
+# its effect is a trap ("true" + "deny" is the model default, and a catch-all deny).
+RULE_KEYS: dict[str, Key] = {
+    "name": Key("name", "str", required=True, exported_always=True),
+    "issuers": Key("issuers", "issuer_ids", required=True, exported_always=True),
+    "when": Key("when", "str", exported_always=True),
+    "effect": Key("effect", "str", exported_always=True),
+    "subject": Key("subject", "str"),
+    "audience": Key("audience", "str"),
+    "audiences": Key("audiences", "str_list"),
+    "lifetime": Key("lifetime", "optional_int"),
+    "session_tags": Key("session_tags", "str_map"),
+    "transitive_tag_keys": Key("transitive_tag_keys", "str_list"),
+    "claims": Key("claims", "str_map"),
+    "enabled": Key("enabled", "bool"),
+}
+
+_SIMPLE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_SIMPLE_INDEX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+
+
+def field_default(model: type[models.Model], name: str) -> Any:
+    return model._meta.get_field(name).get_default()
+
+
+def at(path: str, ident: Any, *, quote: bool = False) -> str:
+    """``path[ident]``: bare when the identifier is plain (and not a number), JSON-quoted otherwise."""
+    if isinstance(ident, int):
+        return f"{path}[{ident}]"
+    text = str(ident)
+    if not quote and _SIMPLE_INDEX.fullmatch(text) and not text.isdigit():
+        return f"{path}[{text}]"
+    return f"{path}[{json.dumps(text, ensure_ascii=False)}]"
+
+
+def dot(path: str, key: Any) -> str:
+    """``path.key`` for a plain key, ``path["odd key"]`` otherwise."""
+    if isinstance(key, str) and _SIMPLE_SEGMENT.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key if isinstance(key, str) else repr(key), ensure_ascii=False)}]"
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.errors: ErrorList = []
+
+    def add(self, path: str, message: str) -> None:
+        if (path, message) not in self.errors:
+            self.errors.append((path, message))
+
+
+def check_keys(obj: Mapping, allowed: Sequence[str], required: Sequence[str], path: str, errors: Collector) -> None:
+    for key in obj:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), list(allowed), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else f" (allowed: {', '.join(allowed)})"
+            errors.add(path, f"unknown key {key!r}{suggestion}")
+    for key in required:
+        if key not in obj:
+            errors.add(path, f"missing required key {key!r}")
+
+
+def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
+    """True when ``value`` has the shape ``kind`` asks for; reports the problem otherwise."""
+    if kind == "str":
+        ok = isinstance(value, str)
+        expected = "a string"
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "a whole number"
+    elif kind == "optional_int":
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        expected = "a whole number or null"
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif kind in ("str_list", "issuer_ids"):
+        if not isinstance(value, list):
+            errors.add(path, f"expected a list of strings, got {type_name(value)}")
+            return False
+        ok = True
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                errors.add(f"{path}[{index}]", f"expected a string, got {type_name(item)}")
+                ok = False
+        return ok
+    elif kind == "str_map":
+        if not isinstance(value, dict):
+            errors.add(path, f"expected a mapping of names to CEL expressions, got {type_name(value)}")
+            return False
+        ok = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                errors.add(dot(path, key), f"a key must be a string, got {type_name(key)} (quote it in YAML)")
+                ok = False
+            elif not isinstance(item, str):
+                errors.add(dot(path, key), f"expected a CEL expression (a string), got {type_name(item)}")
+                ok = False
+        return ok
+    elif kind == "jwks":
+        if value is None:
+            return True
+        try:
+            keys = KeySet.from_jwks(value)
+        except ValueError:
+            errors.add(path, 'expected a JWKS: a mapping with a "keys" list')
+            return False
+        if not all(isinstance(k, dict) for k in value["keys"]):
+            errors.add(path, 'every entry of "keys" must be a JWK (a mapping)')
+            return False
+        if not keys.keys:
+            errors.add(path, "the JWKS has no usable public key (RSA, EC or OKP)")
+            return False
+        return True
+    else:  # pragma: no cover - the tables above name only the kinds handled here
+        raise AssertionError(kind)
+    if not ok:
+        errors.add(path, f"expected {expected}, got {type_name(value)}")
+    return ok
+
+

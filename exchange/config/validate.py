@@ -1,0 +1,294 @@
+"""Validate a whole configuration document before anything is written: *every* problem is
+reported at once, each with its path, by the same checks the admin uses (model validators and
+``clean()``, the shared URL rule, the rule engine's ``validate_rule_spec``)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from tenants.models import Tenant
+
+from ..conf import jwtex_settings
+from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
+from ..core.rules.spec import RuleSpec, validate_rule_spec
+from ..core.validators import url_problem
+from ..models import Issuer, Rule
+from .schema import (
+    ISSUER_KEYS,
+    RULE_KEYS,
+    TENANT_KEYS,
+    TENANT_LISTS,
+    Collector,
+    ConfigError,
+    Key,
+    at,
+    check_keys,
+    check_value,
+    dot,
+    field_default,
+    type_name,
+)
+
+
+@dataclass
+class DesiredIssuer:
+    path: str
+    issuer_id: str
+    fields: dict[str, Any]  # model field → value, defaults filled in
+
+
+@dataclass
+class DesiredRule:
+    path: str
+    name: str
+    position: int
+    issuer_ids: frozenset[str]
+    fields: dict[str, Any]
+
+
+@dataclass
+class DesiredTenant:
+    path: str
+    slug: str
+    fields: dict[str, Any]
+    issuers: list[DesiredIssuer]
+    rules: list[DesiredRule]
+
+
+
+def _read_fields(
+    obj: Mapping, table: Mapping[str, Key], model: type[models.Model], path: str, errors: Collector
+) -> tuple[dict[str, Any], set[str]]:
+    """Model field → value (defaults for omitted keys) and the model fields whose value is bad."""
+    values: dict[str, Any] = {}
+    bad: set[str] = set()
+    for key, spec in table.items():
+        if spec.kind == "issuer_ids":
+            continue
+        if key in obj:
+            if check_value(spec.kind, obj[key], dot(path, key), errors):
+                values[spec.model_field] = copy.deepcopy(obj[key])
+                continue
+            bad.add(spec.model_field)
+        elif spec.required:
+            bad.add(spec.model_field)  # reported by _check_keys; no second message
+        values[spec.model_field] = field_default(model, spec.model_field)
+    return values, bad
+
+
+def _model_errors(
+    instance: models.Model,
+    table: Mapping[str, Key],
+    path: str,
+    errors: Collector,
+    *,
+    exclude: set[str],
+    reported: set[str],
+) -> None:
+    """Run the model's own validators (field validators and ``clean()``), reporting under the
+    document's key names. ``exclude``: fields whose value was unusable (a default stood in);
+    ``reported``: fields that already have a (more precise) message from the checks here —
+    ``clean()`` runs over every field, so its word on those would only repeat ours."""
+    yaml_key = {spec.model_field: key for key, spec in table.items()}
+    own_messages = [message for where, message in errors.errors if where.startswith(path)]
+    try:
+        instance.full_clean(exclude=sorted(exclude | {"tenant"}), validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        for model_field, messages in exc.message_dict.items():
+            if model_field in exclude or model_field in reported:
+                continue
+            where = path if model_field == "__all__" else dot(path, yaml_key.get(model_field, model_field))
+            for message in messages:
+                if model_field == "__all__" and any(message.endswith(own) for own in own_messages):
+                    continue
+                errors.add(where, message)
+
+
+def _check_url(value: str, path: str, errors: Collector, *, what: str) -> None:
+    # The same rule and message as the admin's forms (Issuer.clean).
+    problem = url_problem(value, what=what, allow_insecure=jwtex_settings.allow_insecure_issuers, is_issuer=what == "The issuer")
+    if problem:
+        errors.add(path, problem)
+
+
+def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: Collector) -> DesiredIssuer | None:
+    raw_id = obj.get("id") if isinstance(obj, dict) else None
+    path = at(f"{tenant_path}.issuers", raw_id if isinstance(raw_id, str) and raw_id else index)
+    if not isinstance(obj, dict):
+        errors.add(path, f"expected a mapping, got {type_name(obj)}")
+        return None
+    check_keys(obj, list(ISSUER_KEYS), [k for k, s in ISSUER_KEYS.items() if s.required], path, errors)
+    values, bad = _read_fields(obj, ISSUER_KEYS, Issuer, path, errors)
+    before = len(errors.errors)
+    reported: set[str] = set()
+
+    def flag(model_field: str) -> None:
+        nonlocal before
+        if len(errors.errors) > before:
+            reported.add(model_field)
+        before = len(errors.errors)
+
+    if "issuer" not in bad and values["issuer"]:
+        _check_url(values["issuer"], dot(path, "issuer"), errors, what="The issuer")
+    flag("issuer")
+    if "jwks_uri" not in bad and values["jwks_uri"]:
+        _check_url(values["jwks_uri"], dot(path, "jwks_uri"), errors, what="The JWKS URI")
+    flag("jwks_uri")
+    if "algorithms" not in bad:
+        algorithms = values["algorithms"]
+        if not algorithms:
+            errors.add(dot(path, "algorithms"), "list at least one algorithm")
+        for position, alg in enumerate(algorithms):
+            if alg not in SUPPORTED_UPSTREAM_ALGORITHMS:
+                errors.add(
+                    f"{dot(path, 'algorithms')}[{position}]",
+                    f"unsupported algorithm {alg!r} (supported: {', '.join(SUPPORTED_UPSTREAM_ALGORITHMS)})",
+                )
+        if len(set(algorithms)) != len(algorithms):
+            errors.add(dot(path, "algorithms"), "an algorithm is listed twice")
+    flag("algorithms")
+    if "audiences" not in bad:
+        for position, audience in enumerate(values["audiences"]):
+            if not audience:
+                errors.add(f"{dot(path, 'audiences')}[{position}]", "an audience must not be empty")
+    flag("audiences")
+    _model_errors(Issuer(**values), ISSUER_KEYS, path, errors, exclude=bad, reported=reported)
+    if not isinstance(raw_id, str) or not raw_id:
+        return None
+    return DesiredIssuer(path=path, issuer_id=raw_id, fields=values)
+
+
+def _rule_field_path(path: str, field_path: str) -> str:
+    """Map a ``validate_rule_spec`` field (``session_tags.repo``, ``audiences[0]``) onto ``path``."""
+    head, sep, rest = field_path.partition(".")
+    if sep and head in ("session_tags", "claims"):
+        return dot(dot(path, head), rest)
+    return f"{path}.{field_path}"
+
+
+def _validate_rule(
+    obj: Any, index: int, tenant_path: str, issuer_ids: set[str], errors: Collector
+) -> DesiredRule | None:
+    raw_name = obj.get("name") if isinstance(obj, dict) else None
+    path = at(f"{tenant_path}.rules", raw_name if isinstance(raw_name, str) and raw_name else index, quote=True)
+    if not isinstance(obj, dict):
+        errors.add(path, f"expected a mapping, got {type_name(obj)}")
+        return None
+    check_keys(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
+    values, bad = _read_fields(obj, RULE_KEYS, Rule, path, errors)
+
+    referenced: set[str] = set()
+    if "issuers" in obj and check_value("issuer_ids", obj["issuers"], dot(path, "issuers"), errors):
+        if not obj["issuers"]:
+            errors.add(dot(path, "issuers"), "a rule must name at least one issuer")
+        for position, issuer_id in enumerate(obj["issuers"]):
+            if issuer_id not in issuer_ids:
+                known = ", ".join(sorted(issuer_ids)) or "none"
+                errors.add(
+                    f"{dot(path, 'issuers')}[{position}]",
+                    f"unknown issuer {issuer_id!r}: this tenant's issuers in the file are: {known}",
+                )
+            referenced.add(issuer_id)
+
+    spec = RuleSpec(
+        name=values["name"],
+        issuers=frozenset(referenced),
+        when=values["when"],
+        effect=values["effect"],
+        subject=values["subject"],
+        audience=values["audience"],
+        audiences=tuple(values["audiences"]),
+        lifetime=values["lifetime"],
+        session_tags=tuple(values["session_tags"].items()),
+        transitive_tag_keys=tuple(values["transitive_tag_keys"]),
+        claims=tuple(values["claims"].items()),
+    )
+    spec_bad: set[str] = set()
+    for field_path, message in validate_rule_spec(spec):
+        top = re.split(r"[.\[]", field_path, maxsplit=1)[0]
+        if top in bad:
+            continue  # already reported as a type error; the default stood in for it
+        spec_bad.add(top)
+        errors.add(_rule_field_path(path, field_path), message)
+    _model_errors(Rule(**values), RULE_KEYS, path, errors, exclude=bad, reported=spec_bad)
+    if not isinstance(raw_name, str) or not raw_name:
+        return None
+    return DesiredRule(
+        path=path, name=raw_name, position=(index + 1) * 10, issuer_ids=frozenset(referenced), fields=values
+    )
+
+
+def _validate_list(obj: Mapping, key: str, path: str, errors: Collector) -> list:
+    value = obj.get(key, [])
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add(dot(path, key), f"expected a list, got {type_name(value)}")
+        return []
+    return value
+
+
+def _duplicates(items: Sequence[Any], ident: Callable[[Any], str], path_of: Callable[[Any], str], what: str, errors: Collector) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item is None:
+            continue
+        key = ident(item)
+        if key in seen:
+            errors.add(path_of(item), f"{what} {key!r} appears more than once")
+        seen.add(key)
+
+
+def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant | None:
+    raw_slug = obj.get("slug") if isinstance(obj, dict) else None
+    path = at("tenants", raw_slug if isinstance(raw_slug, str) and raw_slug else index)
+    if not isinstance(obj, dict):
+        errors.add(path, f"expected a mapping, got {type_name(obj)}")
+        return None
+    check_keys(obj, [*TENANT_KEYS, *TENANT_LISTS], [k for k, s in TENANT_KEYS.items() if s.required], path, errors)
+    values, bad = _read_fields(obj, TENANT_KEYS, Tenant, path, errors)
+    _model_errors(Tenant(**values), TENANT_KEYS, path, errors, exclude=bad, reported=set())
+
+    issuers = [_validate_issuer(item, i, path, errors) for i, item in enumerate(_validate_list(obj, "issuers", path, errors))]
+    _duplicates(issuers, lambda d: d.issuer_id, lambda d: d.path, "issuer id", errors)
+    issuer_ids = {d.issuer_id for d in issuers if d is not None}
+    rules = [
+        _validate_rule(item, i, path, issuer_ids, errors) for i, item in enumerate(_validate_list(obj, "rules", path, errors))
+    ]
+    _duplicates(rules, lambda d: d.name, lambda d: d.path, "rule name", errors)
+    if not isinstance(raw_slug, str) or not raw_slug:
+        return None
+    return DesiredTenant(
+        path=path,
+        slug=raw_slug,
+        fields=values,
+        issuers=[d for d in issuers if d is not None],
+        rules=[d for d in rules if d is not None],
+    )
+
+
+def config_validate(document: Any) -> list[DesiredTenant]:
+    """Check the whole document without touching the database; raise ``ConfigError`` with
+    every problem found."""
+    errors = Collector()
+    if not isinstance(document, Mapping):
+        raise ConfigError([("(document)", f"expected a mapping with a 'tenants' list, got {type_name(document)}")])
+    check_keys(document, ["tenants"], ["tenants"], "(document)", errors)
+    tenants_raw = document.get("tenants", [])
+    if not isinstance(tenants_raw, list):
+        errors.add("tenants", f"expected a list, got {type_name(tenants_raw)}")
+        tenants_raw = []
+    tenants = [_validate_tenant(item, i, errors) for i, item in enumerate(tenants_raw)]
+    _duplicates(tenants, lambda d: d.slug, lambda d: d.path, "tenant slug", errors)
+    if errors.errors:
+        raise ConfigError(errors.errors)
+    return [t for t in tenants if t is not None]
+
+

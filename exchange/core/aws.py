@@ -1,0 +1,93 @@
+"""AWS rules for what jwtex emits (SPEC §5): session tag limits and the tags claim. Pure."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = [
+    "AWS_TAGS_CLAIM",
+    "MAX_SESSION_TAGS",
+    "MAX_TAG_KEY_LENGTH",
+    "MAX_TAG_VALUE_LENGTH",
+    "validate_session_tag_key",
+    "validate_session_tag_value",
+]
+
+# AWS STS ``Tag`` type (STS API Reference, "Tag"; IAM User Guide, "Pass session tags in
+# AWS STS" → "Things to know about session tags"): "You can pass up to 50 session tags.
+# The plain text session tag keys can't exceed 128 characters, and the values can't
+# exceed 256 characters." Key: length 1–128, pattern ``[\p{L}\p{Z}\p{N}_.:/=+\-@]+``;
+# value: length 0–256, pattern ``[\p{L}\p{Z}\p{N}_.:/=+\-@]*``. Lengths are counted in
+# Unicode code points here (Python ``len``).
+MAX_SESSION_TAGS = 50
+MAX_TAG_KEY_LENGTH = 128
+MAX_TAG_VALUE_LENGTH = 256
+# IAM User Guide, "Tagging IAM resources" → "Rules for tagging": the ``aws:`` prefix is
+# reserved for AWS use; STS refuses session tag keys that start with it.
+RESERVED_TAG_KEY_PREFIX = "aws:"
+# The ASCII punctuation the AWS pattern allows besides \p{L}, \p{Z} and \p{N}.
+_TAG_EXTRA_CHARACTERS = frozenset("_.:/=+-@")
+_TAG_CATEGORY_CLASSES = frozenset("LZN")  # \p{L} letters, \p{Z} separators, \p{N} numbers
+# Exact for ASCII: the only ASCII characters in L/Z/N are letters, digits and the space.
+_ASCII_TAG_RE = re.compile(r"[A-Za-z0-9 _.:/=+\-@]*")
+
+AWS_TAGS_CLAIM = "https://aws.amazon.com/tags"
+
+
+
+
+def _bad_tag_character(text: str) -> str | None:
+    if text.isascii():
+        if _ASCII_TAG_RE.fullmatch(text):
+            return None
+        return next(ch for ch in text if not _ASCII_TAG_RE.fullmatch(ch))
+    for ch in text:
+        if ch not in _TAG_EXTRA_CHARACTERS and unicodedata.category(ch)[0] not in _TAG_CATEGORY_CLASSES:
+            return ch
+    return None
+
+
+def _describe_character(ch: str) -> str:
+    return f"U+{ord(ch):04X}" + (f" {ch!r}" if ch.isprintable() else "")
+
+
+_ALLOWED_CHARACTERS_TEXT = "letters, numbers, spaces and _ . : / = + - @"
+
+
+def validate_session_tag_key(key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` is a session tag key AWS STS accepts."""
+    if not isinstance(key, str):
+        raise ValueError("A session tag key must be a string.")
+    if not 1 <= len(key) <= MAX_TAG_KEY_LENGTH:
+        raise ValueError(
+            f"Session tag key must be 1 to {MAX_TAG_KEY_LENGTH} characters long (AWS limit); it is {len(key)}."
+        )
+    bad = _bad_tag_character(key)
+    if bad is not None:
+        raise ValueError(
+            f"Session tag key {key!r} contains {_describe_character(bad)}; AWS allows only {_ALLOWED_CHARACTERS_TEXT}."
+        )
+    if key[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
+        raise ValueError(f"Session tag key {key!r} starts with 'aws:', which AWS reserves.")
+
+
+def validate_session_tag_value(key: str, value: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a value AWS STS accepts for tag ``key``.
+
+    The message names the key and the offending character, never the whole value.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"Session tag {key!r}: the value must be a string, not {type(value).__name__}.")
+    if len(value) > MAX_TAG_VALUE_LENGTH:
+        raise ValueError(
+            f"Session tag {key!r}: the value is {len(value)} characters long; AWS allows at most {MAX_TAG_VALUE_LENGTH}."
+        )
+    bad = _bad_tag_character(value)
+    if bad is not None:
+        raise ValueError(
+            f"Session tag {key!r}: the value contains {_describe_character(bad)}; "
+            f"AWS allows only {_ALLOWED_CHARACTERS_TEXT}."
+        )
+
+

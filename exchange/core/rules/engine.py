@@ -1,0 +1,347 @@
+"""Tenant rules: compile CEL once, evaluate per exchange → ``Decision`` (SPEC §5). Pure.
+
+The service layer turns ``Rule`` rows into ``RuleSpec`` values, compiles them with
+``compile_rule`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
+the simulator calls the same ``decide`` with a trace.
+
+Security invariants:
+
+* The first rule whose issuers include the token's issuer and whose ``when`` evaluates to
+  exactly ``True`` decides. Anything else the engine may produce (``False``, a non-bool,
+  an exception of any kind — the Rust engine can raise non-``Exception`` panics) never
+  grants: ``False`` falls through to the next rule, everything else ends the evaluation
+  with ``AccessDenied``.
+* A matching ``allow`` rule whose outputs (subject, session tags, extra claims, audience)
+  cannot be produced, or break the AWS limits, denies as well.
+* Client-facing descriptions name at most a rule, a tag key or a claim name, never a
+  claim value; the details go into ``reason`` (audit and log).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from ..aws import validate_session_tag_value
+from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
+from ..limits import DEFAULT_LIFETIME
+from ..values import Decision, RuleTrace
+from .cel_guard import PASSTHROUGH, claims_too_large, iterates
+from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec
+
+__all__ = ["CompiledRule", "compile_rule", "decide"]
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledRule:
+    """A ``RuleSpec`` with its CEL programs; build it with ``compile_rule``."""
+
+    spec: RuleSpec
+    when: cel.Program = field(repr=False)
+    subject: cel.Program = field(repr=False)
+    session_tags: tuple[tuple[str, cel.Program], ...] = field(repr=False)
+    claims: tuple[tuple[str, cel.Program], ...] = field(repr=False)
+    # Some expression of the rule has a comprehension: it is evaluated only over claims of
+    # bounded size (CEL_MAX_ITERABLE_ITEMS, conf.CEL_MAX_CLAIM_ITEMS).
+    iterates: bool = False
+
+    @property
+    def rule_id(self) -> int | None:
+        return self.spec.rule_id
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def issuers(self) -> frozenset[str]:
+        return self.spec.issuers
+
+    @property
+    def effect(self) -> str:
+        return self.spec.effect
+
+
+def compile_rule(spec: RuleSpec) -> CompiledRule:
+    """Compile every expression of ``spec``; raise ``RuleSyntaxError`` (with ``field``) for
+    the first problem ``validate_rule_spec`` would report."""
+    problems, programs = check_spec(spec)
+    if problems:
+        path, problem = problems[0]
+        if isinstance(problem, RuleSyntaxError):
+            raise problem.with_field(path)
+        raise RuleSyntaxError(problem, field=path)
+    return CompiledRule(
+        spec=spec,
+        when=programs["when"],
+        subject=programs["subject"],
+        session_tags=tuple((key, programs[f"session_tags.{key}"]) for key, _ in spec.session_tags),
+        claims=tuple((name, programs[f"claims.{name}"]) for name, _ in spec.claims),
+        iterates=any(
+            iterates(source)
+            for source in (spec.when, spec.subject, *(s for _, s in spec.session_tags), *(s for _, s in spec.claims))
+            if source
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+class _EvaluationError(Exception):
+    def __init__(self, cause: BaseException | str) -> None:
+        self.cause = cause
+        if isinstance(cause, str):
+            text = cause
+        else:
+            detail = str(cause)
+            text = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+        super().__init__(text)
+
+
+def _execute(program: cel.Program, context: Any) -> Any:
+    if isinstance(context, _EvaluationError):  # the claims could not be given to CEL at all
+        raise context
+    try:
+        return program.execute(context)
+    except PASSTHROUGH:
+        raise
+    except BaseException as exc:  # KeyError, TypeError, … and pyo3 PanicException alike
+        raise _EvaluationError(exc) from None
+
+
+def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
+    try:
+        return cel.Context(variables={"claims": claims if type(claims) is dict else dict(claims), "issuer": issuer_id})
+    except PASSTHROUGH:
+        raise
+    except BaseException as exc:
+        return _EvaluationError(exc)
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return "true" if value else "false"
+    if isinstance(value, int):  # CEL int and uint both arrive as int
+        return str(value)
+    kind = "null" if value is None else type(value).__name__
+    raise _EvaluationError(f"a session tag value must be a string, number or bool, not {kind}")
+
+
+def _json_value(value: Any, path: str) -> Any:
+    """Convert a CEL result to plain JSON-serialisable Python, or fail."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise _EvaluationError(f"{path} is {value!r}, which JSON cannot represent")
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _EvaluationError(f"{path} has a {type(key).__name__} map key; JSON object keys are strings")
+            result[key] = _json_value(item, f"{path}.{key}")
+        return result
+    raise _EvaluationError(f"{path} is a {type(value).__name__}, which is not JSON")
+
+
+def _by(rule: CompiledRule) -> dict[str, Any]:
+    """The deciding rule, as an ExchangeError names it for the audit record (SPEC §8)."""
+    return {"rule_id": rule.rule_id, "rule_name": rule.name}
+
+
+def _rule_label(rule: CompiledRule) -> str:
+    return f"rule {rule.name!r}" + (f" (id {rule.rule_id})" if rule.rule_id is not None else "")
+
+
+def _allow(
+    rule: CompiledRule, context: Any, *, requested_audience: str | None, default_audience: str, max_lifetime: int
+) -> Decision:
+    spec = rule.spec
+    label = _rule_label(rule)
+
+    # Audience first: refusing a request needs no evaluation.
+    audience = spec.audience or default_audience
+    if requested_audience:  # an empty audience parameter means "not given"
+        if requested_audience != audience and requested_audience not in spec.audiences:
+            raise AudienceNotAllowed(
+                f"Rule '{spec.name}' does not allow the requested audience.",
+                reason=f"{label} does not allow audience {requested_audience!r} (allowed: {[audience, *spec.audiences]!r})",
+                **_by(rule),
+            )
+        audience = requested_audience
+
+    try:
+        subject = _execute(rule.subject, context)
+    except _EvaluationError as exc:
+        raise AccessDenied(
+            f"Rule '{spec.name}' could not compute the subject.", reason=f"{label}: subject: {exc}", **_by(rule)
+        ) from None
+    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
+        what = (
+            f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
+        )
+        raise AccessDenied(
+            f"Rule '{spec.name}' could not compute the subject.",
+            reason=f"{label}: subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
+            **_by(rule),
+        )
+
+    tags: list[tuple[str, str]] = []
+    for key, program in rule.session_tags:
+        try:
+            value = _tag_value(_execute(program, context))
+            validate_session_tag_value(key, value)
+        except (_EvaluationError, ValueError) as exc:
+            raise AccessDenied(
+                f"Rule '{spec.name}': session tag '{key}' has no valid value.",
+                reason=f"{label}: session tag {key!r}: {exc}",
+                **_by(rule),
+            ) from None
+        tags.append((key, value))
+
+    extra: dict[str, Any] = {}
+    for name, program in rule.claims:
+        try:
+            extra[name] = _json_value(_execute(program, context), name)
+        except (_EvaluationError, RecursionError) as exc:
+            raise AccessDenied(
+                f"Rule '{spec.name}': claim '{name}' could not be computed.",
+                reason=f"{label}: claim {name!r}: {exc}",
+                **_by(rule),
+            ) from None
+
+    lifetime = spec.lifetime if spec.lifetime is not None else DEFAULT_LIFETIME
+    return Decision(
+        rule_id=spec.rule_id,
+        rule_name=spec.name,
+        subject=subject,
+        audience=audience,
+        lifetime=min(lifetime, max_lifetime),
+        session_tags=tuple(tags),
+        transitive_tag_keys=tuple(spec.transitive_tag_keys),
+        extra_claims=extra,
+    )
+
+
+def _decide(
+    rules: Sequence[CompiledRule],
+    *,
+    issuer_id: str,
+    claims: Mapping[str, Any],
+    requested_audience: str | None,
+    default_audience: str,
+    max_lifetime: int,
+    trace: list[RuleTrace] | None,
+) -> Decision:
+    """The evaluation behind ``decide``.
+
+    With ``trace``, appends one entry per rule it looks at, up to and including the rule
+    that decides; ``decide`` fills in the rest.
+    """
+    context: Any = None  # built once, on the first rule that applies, and reused
+    too_large: str | None | bool = False  # measured once, on the first rule that iterates
+    applicable = 0
+    for rule in rules:
+        if issuer_id not in rule.issuers:
+            if trace is not None:
+                trace.append(RuleTrace(rule.rule_id, rule.name, False, "skipped (other issuer)"))
+            continue
+        applicable += 1
+        if rule.iterates:
+            if too_large is False:
+                too_large = claims_too_large(claims)
+            if too_large:
+                # Its cost would grow with the claims (CEL_MAX_ITERABLE_ITEMS): never run, never grant.
+                if trace is not None:
+                    trace.append(RuleTrace(rule.rule_id, rule.name, True, "error", too_large))
+                raise AccessDenied(
+                    f"Rule '{rule.name}' cannot be evaluated over claims this large.",
+                    reason=f"{_rule_label(rule)}: {too_large}",
+                    **_by(rule),
+                )
+        if context is None:
+            context = _make_context(claims=claims, issuer_id=issuer_id)
+        try:
+            matched = _execute(rule.when, context)
+            if not isinstance(matched, bool):
+                raise _EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
+        except _EvaluationError as exc:
+            # Not a match, but never a grant either: an error ends the evaluation (SPEC §5).
+            if trace is not None:
+                trace.append(RuleTrace(rule.rule_id, rule.name, True, "error", str(exc)))
+            raise AccessDenied(
+                f"Rule '{rule.name}' could not be evaluated.",
+                reason=f"{_rule_label(rule)}: condition failed: {exc}",
+                **_by(rule),
+            ) from None
+        if matched is not True:
+            if trace is not None:
+                trace.append(RuleTrace(rule.rule_id, rule.name, True, "not matched"))
+            continue
+        if rule.effect != "allow":  # "deny", and anything unexpected, denies
+            if trace is not None:
+                trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched"))
+            raise AccessDenied(
+                f"Rule '{rule.name}' denies this exchange.", reason=f"{_rule_label(rule)} (deny) matched", **_by(rule)
+            )
+        try:
+            decision = _allow(
+                rule,
+                context,
+                requested_audience=requested_audience,
+                default_audience=default_audience,
+                max_lifetime=max_lifetime,
+            )
+        except ExchangeError as exc:
+            if trace is not None:
+                trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched", exc.reason))
+            raise
+        if trace is not None:
+            trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched"))
+        return decision
+    raise AccessDenied(
+        "No rule allows this exchange.",
+        reason=f"no rule matched for issuer {issuer_id!r} ({applicable} of {len(rules)} rules apply to it)",
+    )
+
+
+def decide(
+    rules: Sequence[CompiledRule],
+    *,
+    issuer_id: str,
+    claims: Mapping[str, Any],
+    requested_audience: str | None,
+    default_audience: str,
+    max_lifetime: int,
+    trace: list[RuleTrace] | None = None,
+) -> Decision:
+    """Run the tenant's rules over verified claims; raise ``AccessDenied`` (or its subclass
+    ``AudienceNotAllowed``) unless an ``allow`` rule decides. With ``trace`` (the simulator),
+    one entry per rule is appended: what each rule did, and which were never looked at."""
+    seen = len(trace) if trace is not None else 0
+    try:
+        return _decide(
+            rules,
+            issuer_id=issuer_id,
+            claims=claims,
+            requested_audience=requested_audience,
+            default_audience=default_audience,
+            max_lifetime=max_lifetime,
+            trace=trace,
+        )
+    finally:
+        if trace is not None:
+            for rule in rules[len(trace) - seen :]:
+                applies = issuer_id in rule.issuers
+                trace.append(
+                    RuleTrace(rule.rule_id, rule.name, applies, "not evaluated" if applies else "skipped (other issuer)")
+                )

@@ -1,0 +1,129 @@
+"""A rule's shape (``RuleSpec``) and every problem it can have before it is saved (SPEC §5).
+
+``validate_rule_spec`` is what the admin and ``jwtex_apply`` both call (through
+``Rule.clean``): each problem comes back with the field it concerns, CEL errors with their
+line and column. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cel
+
+from ..aws import MAX_SESSION_TAGS, validate_session_tag_key
+from ..minting import RESERVED_CLAIMS
+from .cel_guard import RuleSyntaxError, compile_expression
+
+__all__ = ["MAX_SUBJECT_LENGTH", "MIN_LIFETIME", "RuleSpec", "RuleSyntaxError", "check_spec", "validate_rule_spec"]
+
+# A bound on the emitted ``sub`` so a token stays small (jwtex's own limit, not an RFC one).
+MAX_SUBJECT_LENGTH = 512
+# Shortest lifetime a rule may ask for (the ``Rule.lifetime`` validator says the same).
+MIN_LIFETIME = 60
+
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    issuers: frozenset[str]
+    when: str
+    effect: str  # "allow" | "deny"
+    rule_id: int | None = None
+    subject: str = ""  # CEL; "" means claims.sub
+    audience: str = ""  # literal; "" means the tenant default
+    audiences: tuple[str, ...] = ()  # other audiences a caller may request
+    lifetime: int | None = None  # seconds; None → conf.DEFAULT_LIFETIME
+    session_tags: tuple[tuple[str, str], ...] = ()  # (tag key, CEL expr), in order
+    transitive_tag_keys: tuple[str, ...] = ()
+    claims: tuple[tuple[str, str], ...] = ()  # (claim name, CEL expr)
+
+
+_DEFAULT_SUBJECT = "claims.sub"
+_EFFECTS = ("allow", "deny")
+
+
+def check_spec(spec: RuleSpec) -> tuple[list[tuple[str, RuleSyntaxError | str]], dict[str, cel.Program]]:
+    """Every problem of ``spec`` and the programs that did compile, keyed by field path."""
+    problems: list[tuple[str, RuleSyntaxError | str]] = []
+    programs: dict[str, cel.Program] = {}
+
+    def expression(path: str, source: str) -> None:
+        try:
+            programs[path] = compile_expression(source)
+        except RuleSyntaxError as exc:
+            problems.append((path, exc))
+
+    if not isinstance(spec.name, str) or not spec.name.strip():
+        problems.append(("name", "A rule needs a name."))
+    if spec.effect not in _EFFECTS:
+        problems.append(("effect", f"The effect must be 'allow' or 'deny', not {spec.effect!r}."))
+    expression("when", spec.when)
+    expression("subject", spec.subject or _DEFAULT_SUBJECT)
+    if not isinstance(spec.audience, str):
+        problems.append(("audience", "The audience must be a string."))
+    for index, audience in enumerate(spec.audiences):
+        if not isinstance(audience, str) or not audience:
+            problems.append((f"audiences[{index}]", "An audience must be a non-empty string."))
+    if spec.lifetime is not None and (
+        not isinstance(spec.lifetime, int) or isinstance(spec.lifetime, bool) or spec.lifetime < MIN_LIFETIME
+    ):
+        problems.append(("lifetime", f"The lifetime must be a whole number of seconds, at least {MIN_LIFETIME}."))
+
+    # IAM User Guide, "Pass session tags in AWS STS": at most 50 tags; keys are
+    # case-insensitive ("you cannot have separate Department and department tag keys").
+    if len(spec.session_tags) > MAX_SESSION_TAGS:
+        problems.append(
+            ("session_tags", f"A rule may set at most {MAX_SESSION_TAGS} session tags (AWS limit); it sets {len(spec.session_tags)}.")
+        )
+    seen: dict[str, str] = {}
+    for key, source in spec.session_tags:
+        path = f"session_tags.{key}" if isinstance(key, str) and key else "session_tags"
+        try:
+            validate_session_tag_key(key)
+        except ValueError as exc:
+            problems.append((path, str(exc)))
+        else:
+            folded = key.casefold()
+            if folded in seen:
+                problems.append((path, f"Session tag key {key!r} repeats {seen[folded]!r}; AWS tag keys ignore case."))
+            else:
+                seen[folded] = key
+        expression(path, source)
+    # Transitive keys must name tags that are set (AssumeRoleWithWebIdentity rejects others).
+    # Matched exactly (not case-folded) so the token names each key one way only.
+    tag_keys = {key for key, _ in spec.session_tags}
+    transitive_seen: set[str] = set()
+    for index, key in enumerate(spec.transitive_tag_keys):
+        path = f"transitive_tag_keys[{index}]"
+        if key not in tag_keys:
+            problems.append((path, f"Transitive tag key {key!r} is not one of this rule's session tags."))
+        elif key in transitive_seen:
+            problems.append((path, f"Transitive tag key {key!r} is listed twice."))
+        else:
+            transitive_seen.add(key)
+
+    claim_names: set[str] = set()
+    for name, source in spec.claims:
+        path = f"claims.{name}" if isinstance(name, str) and name else "claims"
+        if not isinstance(name, str) or not name:
+            problems.append((path, "A claim name must be a non-empty string."))
+        elif name in RESERVED_CLAIMS:
+            problems.append(
+                (path, f"The claim {name!r} is set by jwtex itself (use subject/audience/session_tags where they apply).")
+            )
+        elif name in claim_names:
+            problems.append((path, f"The claim {name!r} is set twice."))
+        else:
+            claim_names.add(name)
+        expression(path, source)
+    return problems, programs
+
+
+def validate_rule_spec(spec: RuleSpec) -> list[tuple[str, str]]:
+    """Every problem of ``spec`` as ``(field path, message)``; empty when it compiles."""
+    problems, _ = check_spec(spec)
+    return [(path, str(problem)) for path, problem in problems]
+
+

@@ -1,0 +1,113 @@
+"""The values the exchange passes between its steps (frozen: safe to share across threads).
+
+    IssuerSnapshot ─(parse_compact)→ ParsedToken ─(verify_token)→ VerifiedToken
+        ─(rules engine)→ Decision ─(minting)→ MintedToken
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .limits import DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_AGE
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """What verifies one upstream issuer's tokens (SPEC §4)."""
+
+    issuer_id: str
+    issuer: str  # the exact expected ``iss``
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    leeway: int = DEFAULT_LEEWAY
+    max_token_age: int = DEFAULT_MAX_TOKEN_AGE
+
+
+@dataclass(frozen=True)
+class IssuerSnapshot:
+    """One upstream issuer of a tenant as the exchange reads it: its verification config, where
+    its keys come from and the key set cached when the snapshot was taken (never an ORM row)."""
+
+    pk: int
+    tenant_id: int
+    config: IssuerConfig
+    replay_protection: bool = False
+    static_jwks: Mapping[str, Any] | None = None
+    jwks: Mapping[str, Any] | None = None  # the last good fetched set
+    jwks_fetched_at: datetime | None = None
+    jwks_expires_at: datetime | None = None
+
+    @property
+    def issuer_id(self) -> str:
+        return self.config.issuer_id
+
+    @property
+    def issuer(self) -> str:
+        return self.config.issuer
+
+
+@dataclass(frozen=True)
+class ParsedToken:
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    issuer_id: str
+    claims: Mapping[str, Any]
+    header: Mapping[str, Any]
+    kid: str | None
+    alg: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an allow rule decided to emit (SPEC §5)."""
+
+    rule_id: int | None
+    rule_name: str
+    subject: str
+    audience: str
+    lifetime: int
+    session_tags: tuple[tuple[str, str], ...]
+    transitive_tag_keys: tuple[str, ...]
+    extra_claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    """One rule's part in a decision, for the simulator."""
+
+    rule_id: int | None
+    rule_name: str
+    applies: bool  # the token's issuer is one of the rule's issuers
+    result: str  # "matched" | "not matched" | "error" | "skipped (other issuer)" | "not evaluated"
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SignerKey:
+    kid: str
+    algorithm: str  # "ES256" | "RS256"
+    private_key: Any  # a cryptography private key object
+
+    def __repr__(self) -> str:  # never show key material in logs or tracebacks
+        return f"SignerKey(kid={self.kid!r}, algorithm={self.algorithm!r})"
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    token: str
+    jti: str
+    kid: str
+    subject: str
+    audience: str
+    issued_at: int
+    expires_at: int
+    claims: Mapping[str, Any]  # the full payload

@@ -1,0 +1,319 @@
+"""Upstream JWT → ``VerifiedToken`` (SPEC §4). Pure: no ORM, no network, no global cache.
+
+Two steps, so the caller can pick the issuer (by ``iss`` or ``issuerId``) and its keys
+between them:
+
+- ``parse_compact`` checks the structure only: a strict compact JWS (RFC 7515 §7.1) whose
+  header and payload are UTF-8 JSON objects without duplicate members (RFC 7515 §4,
+  RFC 7519 §4, RFC 8725 §3.7). It raises ``InvalidRequest`` (400) / ``RequestTooLarge`` (413).
+- ``verify_token`` checks the header against the issuer's allowlist and key set, the
+  signature with ``cryptography`` directly, and then the claims (RFC 7519 §4.1, §7.2).
+  It raises ``InvalidToken`` (401); ``UnknownKeyId`` when no key has the token's ``kid``,
+  so the caller may refetch the JWKS once (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import re
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from . import strict_json
+from .errors import InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
+from .jwks import EC_CURVES, HASHES, SUPPORTED_ALGORITHMS, KeySet, PublicKey, key_fits
+from .limits import MAX_TOKEN_BYTES
+from .values import IssuerConfig, ParsedToken, VerifiedToken
+
+__all__ = ["parse_compact", "short_value", "verify_token"]
+
+
+# JOSE header parameters that would let the token pick its own key (RFC 8725 §3.10,
+# RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (SPEC §4).
+_FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "b64")
+
+def _verify_rsa_pkcs1(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    # RFC 8017 §8.2.2 step 1: the signature is exactly k octets long.
+    if len(signature) != (key.key.key_size + 7) // 8:
+        raise ValueError("RSA signature length differs from the modulus length")
+    key.key.verify(signature, data, padding.PKCS1v15(), HASHES[alg[2:]])
+
+
+def _verify_rsa_pss(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    if len(signature) != (key.key.key_size + 7) // 8:
+        raise ValueError("RSA signature length differs from the modulus length")
+    digest = HASHES[alg[2:]]
+    # RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash output.
+    key.key.verify(signature, data, padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size), digest)
+
+
+def _verify_ecdsa(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    # RFC 7518 §3.4: the signature is R || S, each exactly the coordinate size; a DER
+    # signature or any other length is invalid. r = 0 or s = 0 is never valid (the
+    # "psychic signature", CVE-2022-21449; RFC 8725 §3.4).
+    size = EC_CURVES[key.crv][1]  # type: ignore[index]
+    if len(signature) != 2 * size:
+        raise ValueError("ECDSA signature is not R || S of the curve's size")
+    r = int.from_bytes(signature[:size], "big")
+    s = int.from_bytes(signature[size:], "big")
+    if r == 0 or s == 0:
+        raise ValueError("ECDSA signature with r or s zero")
+    key.key.verify(encode_dss_signature(r, s), data, ec.ECDSA(HASHES[alg[2:]]))
+
+
+def _verify_eddsa(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
+    # RFC 8037 §3.1 / RFC 8032 §5.1.7.
+    if len(signature) != 64:
+        raise ValueError("Ed25519 signature is not 64 bytes")
+    key.key.verify(signature, data)
+
+
+_VERIFIERS: Mapping[str, Callable[[PublicKey, str, bytes, bytes], None]] = MappingProxyType(
+    {
+        "RS": _verify_rsa_pkcs1,
+        "PS": _verify_rsa_pss,
+        "ES": _verify_ecdsa,
+        "Ed": _verify_eddsa,
+    }
+)
+
+
+# ------------------------------------------------------------------ structure
+
+# RFC 4648 §3.5 / RFC 7515 §2: the last character of an unpadded segment must leave its
+# unused bits zero, otherwise several strings decode to the same bytes (a signature could
+# be "changed" without changing it).
+_CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
+_COMPACT_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SEGMENT_NAMES = ("header", "payload", "signature")
+
+
+def _malformed(reason: str) -> InvalidRequest:
+    return InvalidRequest("The token is malformed.", reason=reason)
+
+
+def _decode_segment(segment: bytes, index: int) -> bytes:
+    # The alphabet was checked on the whole token; here only the canonical form (RFC 4648
+    # §3.5): a length of 1 mod 4 is never valid, and the last character's unused bits are 0.
+    rem = len(segment) % 4
+    if rem == 1 or (rem and segment[-1] not in _CANONICAL_LAST[rem]):
+        raise _malformed(f"{_SEGMENT_NAMES[index]} is not canonical base64url")
+    return binascii.a2b_base64(segment.translate(_URLSAFE_TO_STD) + _PADDING[rem])
+
+
+def _decode_json_object(raw: bytes, index: int) -> dict[str, Any]:
+    name = _SEGMENT_NAMES[index]
+    try:
+        text = raw.decode("utf-8")  # strictly UTF-8 (RFC 7515 §2, RFC 8259 §8.1): no UTF-16/32 sniffing
+        value = strict_json.loads(text)
+        # A lone surrogate escape ("\ud800") is valid JSON syntax but no Unicode text; it
+        # would break every later UTF-8 encoding (audit, logs, CEL). Checked only when such
+        # an escape is present at all.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except strict_json.DuplicateMemberError:
+        raise _malformed(f"{name} has a duplicate member name") from None
+    except RecursionError:
+        raise _malformed(f"{name} is nested too deeply") from None
+    except (UnicodeError, ValueError):  # incl. JSONDecodeError, int digit limit
+        raise _malformed(f"{name} is not UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise _malformed(f"{name} is not a JSON object")
+    return value
+
+
+def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedToken:
+    """Check a compact JWS's structure (RFC 7515 §7.1) and decode it; no signature check."""
+    if not isinstance(token, (str, bytes, bytearray)):
+        raise _malformed("token is not text")
+    # Size first, before any other work (SPEC §4).
+    if len(token) > max_bytes:
+        raise RequestTooLarge(reason=f"token of {len(token)} > {max_bytes} bytes")
+    if isinstance(token, str):
+        if not token.isascii():  # never a valid token; but size is still checked in bytes first
+            size = len(token.encode("utf-8", "surrogatepass"))
+            if size > max_bytes:
+                raise RequestTooLarge(reason=f"token of {size} > {max_bytes} bytes")
+            raise _malformed("token has a character outside the base64url alphabet")
+        data = token.encode("ascii")
+    else:
+        data = bytes(token)
+
+    if data[:1].isspace() or data[-1:].isspace():
+        # The usual mistake (a token file written by echo, `curl -d @file`): say what it is.
+        raise InvalidRequest(
+            "The token is malformed: it has surrounding whitespace, e.g. a trailing newline.",
+            reason="token has leading or trailing whitespace",
+        )
+    # Exactly three segments: no JWE (five), no JSON serialization, no nesting (RFC 7516 §9).
+    if data.count(b".") != 2:
+        raise _malformed(f"token has {data.count(b'.') + 1} segments, not 3")
+    # RFC 7515 §2/§7.1: base64url without padding, whitespace or anything else. Deleting the
+    # allowed bytes leaves nothing only for a clean token (a C loop; a regex is 4x slower).
+    if data.translate(None, _COMPACT_ALPHABET):
+        raise _malformed("token has a character outside the base64url alphabet")
+    header_b64, payload_b64, signature_b64 = data.split(b".")
+    if not signature_b64:
+        raise _malformed("signature is empty")
+    header_raw = _decode_segment(header_b64, 0)
+    payload_raw = _decode_segment(payload_b64, 1)
+    signature = _decode_segment(signature_b64, 2)
+    return ParsedToken(
+        header=_decode_json_object(header_raw, 0),
+        claims=_decode_json_object(payload_raw, 1),
+        signing_input=data[: len(header_b64) + 1 + len(payload_b64)],
+        signature=signature,
+    )
+
+
+# --------------------------------------------------------------- verification
+
+
+def _invalid(description: str, reason: str) -> InvalidToken:
+    return InvalidToken(description, reason=reason)
+
+
+def short_value(value: Any) -> str:
+    """A token-controlled value, bounded for the reason (audit/log only, never the client).
+
+    Containers are named, not printed: their repr could be huge or nested deep enough to
+    raise RecursionError, and a bad token must never become a 500.
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= 80 else f"{value[:77]}...")
+    if value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:77]}..."
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    return f"<{type(value).__name__}>"
+
+
+def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
+    if "kid" in header:
+        kid = header["kid"]
+        if not isinstance(kid, str):
+            raise _invalid("The token header is not acceptable.", "kid is not a string")
+        candidates = keys._by_kid.get(kid, ())
+        if not candidates:  # an exact, opaque lookup: the kid is never a path or query (RFC 8725 §3.10)
+            raise UnknownKeyId(reason=f"no key with kid {short_value(kid)}")
+        if len(candidates) > 1:  # SPEC §4: a kid matches exactly one key
+            raise _invalid("The token's key is ambiguous.", f"kid {short_value(kid)} matches {len(candidates)} keys")
+        key = candidates[0]
+        if not key_fits(key, alg):  # RFC 8725 §3.1: the algorithm must fit the key
+            raise _invalid(
+                "The token's algorithm does not fit its key.",
+                f"alg {alg} does not fit key {short_value(kid)} (kty {key.kty}, crv {key.crv}, alg {key.alg})",
+            )
+        return key
+    # No kid: only when exactly one key could have made this signature (SPEC §4).
+    candidates = keys._by_alg[alg]
+    if len(candidates) != 1:
+        raise _invalid(
+            "The token has no key id and its key is ambiguous.",
+            f"no kid and {len(candidates)} keys fit alg {alg}",
+        )
+    return candidates[0]
+
+
+# The most skew an issuer's backdated nbf may buy (GitHub Actions backdates by 600 s).
+MAX_NBF_BACKDATE = 600
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | int | None:
+    """A NumericDate (RFC 7519 §2): a JSON number; not a string, bool, NaN or infinity."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    kind = type(value)  # not isinstance: a bool is an int in Python, not a number in JSON
+    if kind is not int and (kind is not float or not math.isfinite(value)):  # isfinite(10**400) overflows
+        raise _invalid(f"The token's {name} claim is not a number.", f"{name} is {type(value).__name__}")
+    return value
+
+
+def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
+    # RFC 7519 §4.1.1 / SPEC §4: exact string comparison, no trailing-slash or case leniency.
+    iss = claims.get("iss")
+    if not isinstance(iss, str) or iss != issuer.issuer:
+        raise _invalid("The token's issuer is not accepted.", f"iss {short_value(iss)} is not {issuer.issuer!r}")
+
+    # RFC 7519 §4.1.3: a string or an array of strings, one of which must be ours.
+    aud = claims.get("aud")
+    auds = [aud] if isinstance(aud, str) else aud
+    if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
+        raise _invalid("The token's aud claim is malformed.", f"aud is {type(aud).__name__}")
+    if not any(a in issuer.audiences for a in auds):
+        raise _invalid("The token's audience is not accepted.", f"aud {short_value(aud)} has none of {issuer.audiences!r}")
+
+    if "sub" in claims and not isinstance(claims["sub"], str):  # RFC 7519 §4.1.2
+        raise _invalid("The token's sub claim is not a string.", f"sub is {type(claims['sub']).__name__}")
+
+    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
+    leeway = issuer.leeway
+    if exp is None:  # SPEC §4: exp is required
+        raise _invalid("The token has no exp claim.", "exp is missing")
+    if not exp > now - leeway:  # RFC 7519 §4.1.4
+        raise _invalid("The token has expired.", f"exp {exp} is not after now {now} - leeway {leeway}")
+    if nbf is not None and nbf > now + leeway:  # RFC 7519 §4.1.5
+        raise _invalid("The token is not yet valid.", f"nbf {nbf} is after now {now} + leeway {leeway}")
+    if iat is not None:  # RFC 7519 §4.1.6
+        # An issuer that backdates nbf before iat (GitHub Actions: nbf = iat - 600) states how
+        # much clock skew it means to tolerate; honour it, up to MAX_NBF_BACKDATE, on top of
+        # the leeway. Otherwise a verifier whose clock lags would refuse a token inside the
+        # window its issuer declared valid (see README, "Where the SPEC is silent").
+        backdate = min(max(iat - nbf, 0), MAX_NBF_BACKDATE) if nbf is not None and nbf <= iat else 0
+        if iat > now + leeway + backdate:
+            raise _invalid(
+                "The token was issued in the future.", f"iat {iat} is after now {now} + leeway {leeway} + {backdate}"
+            )
+    # SPEC §4: bound the lifetime, so a stolen long-lived token is refused. Written as a
+    # comparison, not exp - start: a 400-digit int minus a float would raise OverflowError.
+    start, start_name = (iat, "iat") if iat is not None else (now, "now")
+    if exp > start + issuer.max_token_age:
+        raise _invalid(
+            "The token's lifetime is too long.",
+            f"exp {exp} - {start_name} {start} exceeds max_token_age {issuer.max_token_age}",
+        )
+
+
+def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: float) -> VerifiedToken:
+    """Verify ``parsed`` against one issuer's config and keys at time ``now`` (SPEC §4)."""
+    header = parsed.header
+
+    for name in _FORBIDDEN_HEADERS:  # RFC 8725 §3.10: the token never names its own key
+        if name in header:
+            raise _invalid("The token header is not acceptable.", f"header {name} is refused")
+    if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension, so any crit is refused
+        raise _invalid("The token header is not acceptable.", "header crit is refused")
+
+    alg = header.get("alg")
+    # RFC 8725 §3.1/§3.2: an allowlist, never "none" or HMAC whatever the config says.
+    if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS or alg not in issuer.algorithms:
+        raise _invalid("The token's algorithm is not accepted.", f"alg {short_value(alg)} is not allowed")
+
+    key = _select_key(header, alg, keys)
+
+    # Signature before any claim is trusted (RFC 7515 §5.2 step 8, RFC 7519 §7.2).
+    try:
+        _VERIFIERS[alg[:2]](key, alg, parsed.signature, parsed.signing_input)
+    except Exception as exc:  # InvalidSignature, and anything else cryptography raises
+        reason = f"{alg} signature check failed ({type(exc).__name__})"
+        raise _invalid("The token's signature is not valid.", reason) from None
+
+    _check_claims(parsed.claims, issuer, now)
+    return VerifiedToken(
+        issuer_id=issuer.issuer_id,
+        claims=dict(parsed.claims),
+        header=dict(header),
+        kid=key.kid,
+        alg=alg,
+    )

@@ -1,0 +1,151 @@
+"""The audit of exchange attempts (SPEC §8): one record and one log line per attempt, and
+retention. Never a raw token; hostile claim values are made storable, never a reason to lose
+the record."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Mapping
+
+from tenants.models import Tenant
+
+from ..core.errors import ExchangeError
+from ..core.values import IssuerSnapshot, MintedToken, ParsedToken
+from ..models import Decision as AuditDecision
+from ..models import ExchangeRecord
+
+logger = logging.getLogger("jwtex.exchange")
+
+
+@dataclass
+class Attempt:
+    """What the audit record will say about one attempt; filled in as the pipeline advances."""
+
+    tenant_id: int
+    tenant_slug: str
+    endpoint: str
+    client_address: str | None
+    started: datetime
+    issuer: IssuerSnapshot | None = None
+    parsed: ParsedToken | None = None
+    rule_id: int | None = None
+    rule_name: str = ""
+
+    def decided_by(self, *, rule_id: int | None, rule_name: str) -> None:
+        if rule_name:
+            self.rule_id, self.rule_name = rule_id, rule_name
+
+
+def _audit_safe(value: Any) -> Any:
+    """``value`` with every NUL replaced: PostgreSQL text and jsonb refuse U+0000, and a
+    token carrying one in its (unverified) ``sub`` must not make its attempt go unaudited."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_audit_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {_audit_safe(key): _audit_safe(item) for key, item in value.items()}
+    return value
+
+
+def _clip(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _upstream_fields(parsed: ParsedToken | None) -> dict[str, Any]:
+    claims: Mapping[str, Any] = parsed.claims if parsed is not None else {}
+    aud = claims.get("aud")
+    if isinstance(aud, list):
+        aud = [a[:255] for a in aud[:10] if isinstance(a, str)]
+    elif not isinstance(aud, str):
+        aud = None
+    return {
+        "upstream_iss": _clip(claims.get("iss"), 512),
+        "upstream_sub": _clip(claims.get("sub"), 512),
+        "upstream_jti": _clip(claims.get("jti"), 256),
+        "upstream_aud": aud,
+    }
+
+
+def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error: ExchangeError | None = None) -> None:
+    """Write the attempt's audit row and log line (allowed with ``minted``, else denied by ``error``)."""
+    fields: dict[str, Any] = {
+        "tenant_id": attempt.tenant_id,
+        "created_at": attempt.started,
+        "endpoint": attempt.endpoint,
+        "issuer_id": attempt.issuer.pk if attempt.issuer else None,
+        "issuer_ref": attempt.issuer.issuer_id if attempt.issuer else "",
+        "rule_id": attempt.rule_id,
+        "rule_name": attempt.rule_name[:200],
+        "client_address": attempt.client_address,
+    }
+    upstream = _upstream_fields(attempt.parsed)
+    fields.update(upstream)
+    if minted is not None:
+        fields.update(
+            decision=AuditDecision.ALLOWED,
+            status_code=200,
+            issued_jti=minted.jti,
+            issued_kid=minted.kid,
+            issued_sub=minted.subject[:512],
+            issued_aud=minted.audience[:255],
+            issued_exp=datetime.fromtimestamp(minted.expires_at, UTC),
+            issued_claims=dict(minted.claims),
+        )
+    else:
+        assert error is not None
+        fields.update(
+            decision=AuditDecision.DENIED, status_code=error.status, error_code=error.code, reason=error.reason[:2000]
+        )
+    try:
+        ExchangeRecord.objects.create(**{name: _audit_safe(value) for name, value in fields.items()})
+    except Exception:  # noqa: BLE001 - losing the row must be loud, but must not change the answer
+        logger.exception("audit record could not be written", extra={"jwtex": {"tenant": attempt.tenant_slug}})
+    attempt_log(attempt, minted=minted, error=error, upstream=upstream)
+
+
+def attempt_log(
+    attempt: Attempt,
+    *,
+    minted: MintedToken | None = None,
+    error: ExchangeError | None = None,
+    upstream: dict[str, Any] | None = None,
+) -> None:
+    if upstream is None:
+        upstream = _upstream_fields(attempt.parsed)
+    fields = {
+        "event": "exchange",
+        "tenant": attempt.tenant_slug,
+        "endpoint": attempt.endpoint,
+        "issuer": attempt.issuer.issuer_id if attempt.issuer else None,
+        "rule": attempt.rule_name or None,
+        "decision": "allowed" if minted is not None else "denied",
+        "client_address": attempt.client_address,
+        "upstream_sub": upstream["upstream_sub"] or None,
+        "upstream_jti": upstream["upstream_jti"] or None,
+    }
+    if minted is not None:
+        fields.update(issued_jti=minted.jti, issued_kid=minted.kid, issued_exp=minted.expires_at)
+        logger.info("exchange allowed", extra={"jwtex": fields})
+    else:
+        fields.update(error=error.code, status=error.status, reason=error.reason)
+        logger.info("exchange denied", extra={"jwtex": fields})
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def exchange_records_purge(*, tenant: Tenant, now: datetime, batch_size: int = 5000) -> int:
+    """Delete the tenant's records older than its retention, in small batches (no long lock
+    on a busy audit table)."""
+    cutoff = now - timedelta(days=tenant.audit_retention_days)
+    deleted = 0
+    while True:
+        ids = list(
+            ExchangeRecord.objects.filter(tenant=tenant, created_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += ExchangeRecord.objects.filter(pk__in=ids).delete()[0]

@@ -1,0 +1,175 @@
+"""The one exchange pipeline (CONVENTIONS §1): verify → decide → mint → record.
+
+``exchange_token`` is the four steps and nothing else; each step is a function of its own, so
+the simulator (and the shadow rules and the mapper after it) call the very same ones:
+
+- ``token_parse`` / ``issuer_select`` / ``token_verify``: the upstream token, strictly, against
+  the chosen issuer's keys (an unknown ``kid`` refetches once per cool-down);
+- ``rules_decide``: the tenant's rules over the verified claims (``trace`` for the simulator);
+- ``token_mint``: the one-time-token mark, then the signature by the tenant's active key;
+- the audit record of every attempt, allowed or not (exchange.services.audit).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ..conf import jwtex_settings
+from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
+from ..core.errors import UnknownKeyId
+from ..core.minting import mint_token
+from ..core.rules import engine
+from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
+from ..core.verification import parse_compact, short_value, verify_token
+from ..runtime import TenantRuntime, tenant_runtime_get
+from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from .audit import Attempt, attempt_log, attempt_record
+from .limits import exchange_rate_limit, upstream_jti_consume
+
+logger = logging.getLogger("jwtex.exchange")
+
+
+def exchange_token(
+    *,
+    tenant_slug: str,
+    subject_token: str | bytes,
+    issuer_id: str | None = None,
+    audience: str | None = None,
+    client_address: str | None = None,
+    endpoint: str = "api",
+    now: float | None = None,
+) -> MintedToken:
+    """Verify → decide → mint → record. Raises an ExchangeError subclass on any refusal."""
+    now = time.time() if now is None else now
+    runtime = tenant_runtime_get(slug=tenant_slug)
+    attempt = Attempt(runtime.tenant_id, runtime.slug, endpoint, client_address, datetime.fromtimestamp(now, UTC))
+    exchange_admit(runtime, attempt, now=now)
+    try:
+        attempt.parsed = token_parse(subject_token)
+        attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
+        verified = token_verify(attempt.issuer, attempt.parsed, now=now)
+        decision = rules_decide(runtime, issuer_id=attempt.issuer.issuer_id, claims=verified.claims, audience=audience)
+        attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
+        minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
+    except ExchangeError as exc:
+        attempt.decided_by(rule_id=exc.rule_id, rule_name=exc.rule_name)  # a deny rule, or the refused allow rule
+        attempt_record(attempt, error=exc)
+        raise
+    attempt_record(attempt, minted=minted)
+    return minted
+
+
+def exchange_admit(runtime: TenantRuntime, attempt: Attempt, *, now: float) -> None:
+    """The rate limits; a refusal is logged, not audited row by row (a flood must not turn into
+    a flood of inserts)."""
+    try:
+        exchange_rate_limit(
+            tenant_id=runtime.tenant_id,
+            tenant_limit=runtime.rate_limit_per_minute,
+            client_address=attempt.client_address,
+            now=now,
+        )
+    except RateLimited as exc:
+        attempt_log(attempt, error=exc)
+        raise
+
+
+def token_parse(subject_token: str | bytes) -> ParsedToken:
+    return parse_compact(subject_token, max_bytes=jwtex_settings.max_token_bytes)
+
+
+def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> IssuerSnapshot:
+    """The issuer whose configuration verifies ``parsed``: the pinned one (``issuerId``), else the
+    tenant's issuer for the token's ``iss``. A pinned issuer whose ``iss`` the token does not
+    carry is refused here, before any key lookup or fetch (SPEC §3)."""
+    iss = parsed.claims.get("iss")
+    if issuer_id is not None:
+        issuer = runtime.issuers.get(issuer_id)
+        if issuer is None:
+            raise NotFound("Unknown issuer.", reason=f"no enabled issuer {issuer_id!r} in tenant {runtime.slug}")
+        if iss != issuer.issuer:
+            raise InvalidToken(
+                f"The token's issuer does not match issuer '{issuer.issuer_id}'.",
+                reason=f"iss {short_value(iss)} is not {issuer.issuer!r} of the pinned issuer {issuer.issuer_id!r}",
+            )
+        return issuer
+    ids = runtime.issuer_ids_by_iss.get(iss) if isinstance(iss, str) else None
+    if not ids:
+        raise InvalidToken("The token's issuer is not accepted here.", reason="no issuer of this tenant has this iss")
+    # Several issuers may share an iss (e.g. different audiences); the first by id decides
+    # which config verifies, deterministically. Callers can pin one with issuerId.
+    return runtime.issuers[sorted(ids)[0]]
+
+
+def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
+    at = datetime.fromtimestamp(now, UTC)
+    keys = issuer_keys_get(issuer=issuer, now=at)
+    try:
+        return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
+    except UnknownKeyId:
+        # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
+        try:
+            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at)
+        except ExchangeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the cool-down's cache is down: no refetch
+            logger.error(
+                "unknown-kid refetch skipped", extra={"jwtex": {"issuer": issuer.issuer_id, "error": type(exc).__name__}}
+            )
+            fresh = None
+        if fresh is None:
+            raise
+        return verify_token(parsed, issuer=issuer.config, keys=fresh.keys, now=now)
+
+
+def rules_decide(
+    runtime: TenantRuntime,
+    *,
+    issuer_id: str,
+    claims: Any,
+    audience: str | None,
+    trace: list[RuleTrace] | None = None,
+) -> Decision:
+    """The tenant's rules over verified claims (SPEC §5); ``AccessDenied`` unless an allow rule
+    decides. A tenant with a rule that does not compile denies everything. With ``trace``,
+    every rule's part is appended to it (the simulator)."""
+    if runtime.rules_error:
+        raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
+    return engine.decide(
+        runtime.rules,
+        issuer_id=issuer_id,
+        claims=claims,
+        requested_audience=audience,
+        default_audience=runtime.default_audience,
+        max_lifetime=runtime.max_token_lifetime,
+        trace=trace,
+    )
+
+
+def token_mint(
+    runtime: TenantRuntime, issuer: IssuerSnapshot, verified: VerifiedToken, decision: Decision, *, now: float
+) -> MintedToken:
+    """Sign the decided token with the tenant's active key. Last before signing: only a token
+    that would be granted uses up its one-time ``jti``."""
+    if runtime.signer is None:
+        raise TemporarilyUnavailable(
+            "The tenant's signing key is unavailable.", reason=runtime.signer_error or "no signing key"
+        )
+    upstream_jti_consume(issuer=issuer, claims=verified.claims, now=now)
+    return mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+
+
+def tenant_check(*, slug: str) -> None:
+    """``NotFound`` for an unknown or disabled tenant (SPEC §3: 404 on every ``/t/T/…`` path,
+    before anything about the request itself is judged)."""
+    tenant_runtime_get(slug=slug)
+
+
+def tenant_documents(*, slug: str) -> tuple[bytes, bytes]:
+    """The tenant's rendered discovery document and JWKS (SPEC §2), from its warm runtime."""
+    runtime = tenant_runtime_get(slug=slug)
+    return runtime.discovery_json, runtime.jwks_json

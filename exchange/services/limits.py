@@ -1,0 +1,78 @@
+"""Abuse limits of the exchange: rate limits (SPEC §3) and one-time upstream tokens (issue 5 §3).
+
+Both count in the shared cache (``CACHE_URL``), so they hold across processes with Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.cache import cache
+
+from ..conf import jwtex_settings
+from ..core.errors import InvalidToken, RateLimited, TemporarilyUnavailable
+from ..core.values import IssuerSnapshot
+
+logger = logging.getLogger("jwtex.exchange")
+
+
+def _rate_limit_hit(key: str, *, limit: int, now: float) -> None:
+    """One hit on a fixed one-minute window; ``RateLimited`` over ``limit``."""
+    if limit <= 0:
+        return
+    window = int(now // 60)
+    cache_key = f"jwtex:rl:{key}:{window}"
+    try:
+        if cache.add(cache_key, 1, timeout=70):
+            count = 1
+        else:
+            try:
+                count = cache.incr(cache_key)
+            except ValueError:  # expired between add() and incr()
+                cache.add(cache_key, 1, timeout=70)
+                count = 1
+    except Exception as exc:  # noqa: BLE001 - the shared cache is down
+        # Fail open: a cache outage must not become an outage of every exchange (a 500);
+        # the limits are abuse protection, not authorization. Loud in the log.
+        logger.error("rate limit not counted: cache unavailable", extra={"jwtex": {"error": type(exc).__name__}})
+        return
+    if count > limit:
+        raise RateLimited(retry_after=max(1, 60 - int(now % 60)), reason=f"over {limit}/min for {key}")
+
+
+def exchange_rate_limit(*, tenant_id: int, tenant_limit: int, client_address: str | None, now: float) -> None:
+    """Per tenant (its own limit) and per client address (``JWTEX_RATE_LIMIT_PER_ADDRESS``)."""
+    _rate_limit_hit(f"t:{tenant_id}", limit=tenant_limit, now=now)
+    if client_address:
+        _rate_limit_hit(f"a:{client_address}", limit=jwtex_settings.rate_limit_per_address, now=now)
+
+
+def upstream_jti_consume(*, issuer: IssuerSnapshot, claims: Mapping[str, Any], now: float) -> None:
+    """Refuse a second use of the same upstream token while it is still valid, for an issuer
+    with ``replay_protection`` on. The mark lives in the shared cache (across processes) as
+    long as the verifier would still accept the token (exp + leeway), keyed by a digest of
+    the jti, never the jti itself. A token without a jti cannot be told apart from its copies,
+    so it is refused. A cache that cannot answer refuses too (fail closed, 503)."""
+    if not issuer.replay_protection:
+        return
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise InvalidToken(
+            "The token has no jti claim; this issuer accepts one-time tokens only.",
+            reason="replay protection: jti missing or not a non-empty string",
+        )
+    digest = hashlib.sha256(jti.encode("utf-8", "surrogatepass")).hexdigest()
+    # exp was checked by the verifier: a finite number after now - leeway.
+    timeout = max(1, math.ceil(claims["exp"] + issuer.config.leeway - now))
+    try:
+        first_use = cache.add(f"jwtex:jti:{issuer.pk}:{digest}", 1, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - e.g. Redis down: never mint a possibly replayed token
+        raise TemporarilyUnavailable(
+            "One-time token checks are unavailable; retry later.", reason=f"replay cache: {type(exc).__name__}"
+        ) from None
+    if not first_use:
+        raise InvalidToken("The token has already been used.", reason=f"replay of jti sha256:{digest[:16]}")

@@ -1,0 +1,136 @@
+"""The rule simulator: what would this tenant answer to this token — without answering.
+
+Runs the exchange's own steps (exchange.services.exchange) on a fresh snapshot of the tenant
+(``runtime.runtime_build``): ``token_parse`` → ``issuer_select`` → ``token_verify`` (the
+issuer's real keys, with the unknown-``kid`` refetch) → ``rules_decide`` (with a trace) →
+``minting.build_payload``. So it reaches the endpoints' decision for the same input — a token
+with a trailing newline is refused here too. It signs nothing, writes no audit row, counts no
+rate limit and uses up no one-time token.
+
+Given claims instead of a token it skips verification and says so: the result is marked
+unverified and shows what the rules make of those claims, nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tenants.models import Tenant
+
+from ..core import strict_json
+from ..core.errors import ExchangeError, InvalidRequest, NotFound
+from ..core.minting import build_payload
+from ..core.values import Decision, RuleTrace
+from ..models import Issuer
+from ..runtime import TenantRuntime, runtime_build
+from .exchange import issuer_select, rules_decide, token_parse, token_verify
+
+__all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token"]
+
+
+@dataclass(frozen=True)
+class Simulation:
+    verified: bool  # False: claims were given, not a token
+    issuer_id: str | None
+    claims: Mapping[str, Any] | None  # the (verified or given) upstream claims
+    trace: list[RuleTrace] = field(default_factory=list)
+    decision: Decision | None = None
+    error: ExchangeError | None = None
+    stage: str = "rules"  # where it stopped: "token", "issuer", "verification", "rules"
+    emitted: dict[str, Any] | None = None  # the would-be payload without iat/nbf/exp/jti
+    lifetime: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is not None and self.error is None
+
+    @property
+    def session_tags(self) -> tuple[tuple[str, str], ...]:
+        return self.decision.session_tags if self.decision is not None else ()
+
+
+def _notes(tenant: Tenant, issuer: Issuer | None) -> list[str]:
+    notes = []
+    if not tenant.enabled:
+        notes.append("The tenant is disabled: a real exchange would answer 404 not_found.")
+    if issuer is not None and not issuer.enabled:
+        notes.append("The issuer is disabled: a real exchange would not accept its tokens.")
+    return notes
+
+
+def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *, audience: str | None,
+            verified: bool, notes: list[str]) -> Simulation:
+    if runtime.rules_error:
+        notes = [*notes, "A rule does not compile, so the tenant denies every exchange."]
+    trace: list[RuleTrace] = []
+    decision: Decision | None = None
+    error: ExchangeError | None = None
+    try:
+        decision = rules_decide(runtime, issuer_id=issuer_id, claims=claims, audience=audience or None, trace=trace)
+    except ExchangeError as exc:
+        error = exc
+    emitted = build_payload(decision=decision, issuer=runtime.issuer_url) if decision is not None else None
+    return Simulation(
+        verified, issuer_id, claims, trace=trace, decision=decision, error=error, stage="rules",
+        emitted=emitted, lifetime=decision.lifetime if decision is not None else None, notes=tuple(notes),
+    )
+
+
+def simulate_token(
+    *, tenant: Tenant, token: str | bytes, issuer: Issuer | None = None, audience: str | None = None,
+    now: float | None = None,
+) -> Simulation:
+    """Verify ``token`` for real (the issuer's keys, its audiences, algorithms and clock rules)
+    and run the tenant's rules over its claims, exactly as the endpoints would."""
+    now = time.time() if now is None else now
+    if issuer is not None and issuer.tenant_id != tenant.pk:
+        return Simulation(True, None, None, error=NotFound("Unknown issuer."), stage="issuer")
+    runtime = runtime_build(tenant=tenant, now=datetime.fromtimestamp(now, UTC))
+    try:
+        parsed = token_parse(token)
+    except ExchangeError as exc:
+        return Simulation(True, None, None, error=exc, stage="token")
+    try:
+        chosen = issuer_select(runtime, issuer_id=issuer.issuer_id if issuer is not None else None, parsed=parsed)
+    except ExchangeError as exc:
+        return Simulation(True, None, dict(parsed.claims), error=exc, stage="issuer", notes=tuple(_notes(tenant, issuer)))
+    notes = _notes(tenant, issuer)
+    try:
+        verified = token_verify(chosen, parsed, now=now)
+    except ExchangeError as exc:
+        return Simulation(True, chosen.issuer_id, dict(parsed.claims), error=exc, stage="verification", notes=tuple(notes))
+    return _decide(runtime, chosen.issuer_id, verified.claims, audience=audience, verified=True, notes=notes)
+
+
+def parse_claims_json(text: str) -> dict[str, Any]:
+    """A JSON object of claims, by the same strict decoder as tokens; ``InvalidRequest`` with a
+    readable message otherwise."""
+    try:
+        claims = strict_json.loads(text)
+    except strict_json.DuplicateMemberError as exc:
+        raise InvalidRequest(f"The claims are not valid JSON: the member {exc.name!r} appears twice.") from None
+    except RecursionError:
+        raise InvalidRequest("The claims are nested too deeply.") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"The claims are not valid JSON: {exc}") from None
+    if not isinstance(claims, dict):
+        raise InvalidRequest("The claims must be a JSON object.")
+    return claims
+
+
+def simulate_claims(
+    *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None
+) -> Simulation:
+    """Run the tenant's rules over ``claims`` as if ``issuer`` had signed them. Unverified:
+    signature, ``iss``, ``aud`` and times are not checked."""
+    if issuer.tenant_id != tenant.pk:
+        return Simulation(False, None, claims, error=NotFound("Unknown issuer."), stage="issuer")
+    notes = ["Unverified simulation: the claims were typed in, not taken from a signed token."]
+    notes += _notes(tenant, issuer)
+    runtime = runtime_build(tenant=tenant, now=datetime.now(UTC))
+    return _decide(runtime, issuer.issuer_id, claims, audience=audience, verified=False, notes=notes)

@@ -1,0 +1,1 @@
+"""Upstream issuers over the network: the guarded HTTP client (fetch) and issuer key sets (jwks)."""
