@@ -76,11 +76,6 @@ def _forget_changed(sender, tenant_id: int, **kwargs) -> None:
     runtime_forget(tenant_id=tenant_id)
 
 
-def runtime_clear() -> None:
-    with _lock:
-        _by_slug.clear()
-
-
 def tenant_rules_compile(*, tenant: Tenant) -> tuple[tuple[CompiledRule, ...], str | None]:
     rules = Rule.objects.filter(tenant=tenant, enabled=True).prefetch_related("issuers").order_by("position", "id")
     compiled = []

@@ -148,12 +148,18 @@ def admin_client_for(db, client):
     return make
 
 
+def runtime_clear() -> None:
+    """Forget every tenant runtime this process holds (what a restart does)."""
+    from exchange import runtime
+
+    with runtime._lock:
+        runtime._by_slug.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Rate-limit counters, refetch cool-downs and runtimes never leak between tests."""
     from django.core.cache import cache
-
-    from exchange.runtime import runtime_clear
 
     cache.clear()
     runtime_clear()

@@ -83,8 +83,19 @@ def aws_setup_render(*, tenant_slug: str, issuer_url: str, audiences: Sequence[s
             "AWS only trusts https issuers reachable from the internet: set JWTEX_PUBLIC_URL to the public "
             "https URL of this service before creating the provider."
         )
+    return AwsSetup(
+        cloudformation=_cloudformation(tenant_slug, issuer_url, provider, role_name, audiences, tag_keys),
+        terraform=_terraform(tenant_slug, issuer_url, provider, role_name, audiences, tag_keys),
+        trust_policy=json.dumps(_trust_policy(provider, provider_arn, audiences, tag_keys), indent=2),
+        provider_arn=provider_arn,
+        role_name=role_name,
+        warnings=tuple(warnings),
+    )
 
-    # --- CloudFormation -------------------------------------------------------------------
+
+def _cloudformation(
+    tenant_slug: str, issuer_url: str, provider: str, role_name: str, audiences: Sequence[str], tag_keys: Sequence[str]
+) -> str:
     cfn = [
         'AWSTemplateFormatVersion: "2010-09-09"',
         f"Description: jwtex tenant {tenant_slug} as an IAM OIDC identity provider, and an example role",
@@ -126,7 +137,12 @@ def aws_setup_render(*, tenant_slug: str, issuer_url: str, audiences: Sequence[s
         "",
     ]
 
-    # --- Terraform ------------------------------------------------------------------------
+    return "\n".join(cfn)
+
+
+def _terraform(
+    tenant_slug: str, issuer_url: str, provider: str, role_name: str, audiences: Sequence[str], tag_keys: Sequence[str]
+) -> str:
     name = _tf_name(tenant_slug)
     tf = [
         f"# jwtex tenant {tenant_slug} as an IAM OIDC identity provider, and an example role.",
@@ -173,11 +189,15 @@ def aws_setup_render(*, tenant_slug: str, issuer_url: str, audiences: Sequence[s
         "",
     ]
 
-    # --- the trust policy alone, as IAM shows it ----------------------------------------------
+    return "\n".join(tf)
+
+
+def _trust_policy(provider: str, provider_arn: str, audiences: Sequence[str], tag_keys: Sequence[str]) -> dict:
+    """The role's trust policy alone, as IAM shows it."""
     condition: dict[str, dict[str, object]] = {"StringEquals": {f"{provider}:aud": audiences}}
     if tag_keys:
         condition["StringLike"] = {f"aws:RequestTag/{key}": "*" for key in tag_keys}
-    trust = {
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -188,14 +208,6 @@ def aws_setup_render(*, tenant_slug: str, issuer_url: str, audiences: Sequence[s
             }
         ],
     }
-    return AwsSetup(
-        cloudformation="\n".join(cfn),
-        terraform="\n".join(tf),
-        trust_policy=json.dumps(trust, indent=2),
-        provider_arn=provider_arn,
-        role_name=role_name,
-        warnings=tuple(warnings),
-    )
 
 
 def ci_snippets_render(
@@ -210,10 +222,15 @@ def ci_snippets_render(
     """A GitHub Actions job and a GitLab CI job that exchange their platform's token at this
     tenant (raw endpoint, ``Content-Type: application/jwt``) and point the AWS SDKs at it."""
     role_arn = f"arn:aws:iam::{EXAMPLE_ACCOUNT}:role/{role_name}"
+    return CiSnippets(
+        github_actions=_github_actions(issuer_url, role_arn, github_issuer_id, github_audience),
+        gitlab_ci=_gitlab_ci(issuer_url, role_arn, gitlab_issuer_id, gitlab_audience),
+    )
+
+
+def _github_actions(issuer_url: str, role_arn: str, github_issuer_id: str | None, github_audience: str | None) -> str:
     gh_id = github_issuer_id or "github"
     gh_aud = github_audience or "sts.amazonaws.com"
-    gl_id = gitlab_issuer_id or "gitlab"
-    gl_aud = gitlab_audience or "https://gitlab.com"
     github = [
         "# .github/workflows/deploy.yml",
         *(["# No GitHub Actions issuer in this tenant yet: add one from the GitHub preset first."]
@@ -246,6 +263,12 @@ def ci_snippets_render(
         "      - run: aws sts get-caller-identity",
         "",
     ]
+    return "\n".join(github)
+
+
+def _gitlab_ci(issuer_url: str, role_arn: str, gitlab_issuer_id: str | None, gitlab_audience: str | None) -> str:
+    gl_id = gitlab_issuer_id or "gitlab"
+    gl_aud = gitlab_audience or "https://gitlab.com"
     gitlab = [
         "# .gitlab-ci.yml",
         *(["# No GitLab issuer in this tenant yet: add one from a GitLab preset first."]
@@ -269,4 +292,4 @@ def ci_snippets_render(
         "    - aws sts get-caller-identity",
         "",
     ]
-    return CiSnippets(github_actions="\n".join(github), gitlab_ci="\n".join(gitlab))
+    return "\n".join(gitlab)

@@ -181,8 +181,6 @@ class KeySet:
             raise ValueError('a JWKS must be a JSON object with a "keys" array')
         return cls(keys=tuple(k for k in map(_public_key_from_jwk, jwks["keys"]) if k is not None))
 
-    def kids(self) -> tuple[str | None, ...]:
-        return tuple(k.kid for k in self.keys)
 
 
 

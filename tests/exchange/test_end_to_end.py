@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchange.models import ExchangeRecord, Issuer, Rule
-from exchange.runtime import runtime_clear
+from tests.conftest import runtime_clear
 from tests.conftest import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)

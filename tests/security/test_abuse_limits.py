@@ -19,7 +19,7 @@ from exchange.config.apply import config_apply
 from exchange.config.export import config_export
 from exchange.config.files import config_load
 from exchange.models import ExchangeRecord, Issuer
-from exchange.runtime import runtime_clear
+from tests.conftest import runtime_clear
 
 from . import jose
 from .endpoints import ENDPOINTS, assert_nothing_allowed, assert_refused, send

@@ -19,7 +19,7 @@ from django.db import connection
 from exchange import keys as keys_module
 from exchange.keys import decrypt_private_key, signing_key_revoke
 from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
-from exchange.runtime import runtime_clear
+from tests.conftest import runtime_clear
 from jwtex_site.logging import JsonFormatter
 from tests.conftest import make_tenant
 

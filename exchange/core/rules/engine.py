@@ -162,63 +162,69 @@ def _rule_label(rule: CompiledRule) -> str:
     return f"rule {rule.name!r}" + (f" (id {rule.rule_id})" if rule.rule_id is not None else "")
 
 
-def _allow(
-    rule: CompiledRule, context: Any, *, requested_audience: str | None, default_audience: str, max_lifetime: int
-) -> Decision:
+def _denied(rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied) -> AccessDenied:
+    return cls(f"Rule '{rule.name}'{description}", reason=f"{_rule_label(rule)}{reason}", **_by(rule))
+
+
+def _audience(rule: CompiledRule, *, requested: str | None, default: str) -> str:
+    """The emitted ``aud``: the rule's (or the tenant's default), or a requested one it allows."""
     spec = rule.spec
-    label = _rule_label(rule)
+    audience = spec.audience or default
+    if not requested:  # an empty audience parameter means "not given"
+        return audience
+    if requested != audience and requested not in spec.audiences:
+        raise _denied(
+            rule, " does not allow the requested audience.",
+            f" does not allow audience {requested!r} (allowed: {[audience, *spec.audiences]!r})", AudienceNotAllowed,
+        )
+    return requested
 
-    # Audience first: refusing a request needs no evaluation.
-    audience = spec.audience or default_audience
-    if requested_audience:  # an empty audience parameter means "not given"
-        if requested_audience != audience and requested_audience not in spec.audiences:
-            raise AudienceNotAllowed(
-                f"Rule '{spec.name}' does not allow the requested audience.",
-                reason=f"{label} does not allow audience {requested_audience!r} (allowed: {[audience, *spec.audiences]!r})",
-                **_by(rule),
-            )
-        audience = requested_audience
 
+def _subject(rule: CompiledRule, context: Any) -> str:
     try:
         subject = _execute(rule.subject, context)
     except _EvaluationError as exc:
-        raise AccessDenied(
-            f"Rule '{spec.name}' could not compute the subject.", reason=f"{label}: subject: {exc}", **_by(rule)
-        ) from None
+        raise _denied(rule, " could not compute the subject.", f": subject: {exc}") from None
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
-        what = (
-            f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
+        what = f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
+        raise _denied(
+            rule, " could not compute the subject.",
+            f": subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
         )
-        raise AccessDenied(
-            f"Rule '{spec.name}' could not compute the subject.",
-            reason=f"{label}: subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
-            **_by(rule),
-        )
+    return subject
 
+
+def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ...]:
     tags: list[tuple[str, str]] = []
     for key, program in rule.session_tags:
         try:
             value = _tag_value(_execute(program, context))
             validate_session_tag_value(key, value)
         except (_EvaluationError, ValueError) as exc:
-            raise AccessDenied(
-                f"Rule '{spec.name}': session tag '{key}' has no valid value.",
-                reason=f"{label}: session tag {key!r}: {exc}",
-                **_by(rule),
-            ) from None
+            raise _denied(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
         tags.append((key, value))
+    return tuple(tags)
 
+
+def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for name, program in rule.claims:
         try:
             extra[name] = _json_value(_execute(program, context), name)
         except (_EvaluationError, RecursionError) as exc:
-            raise AccessDenied(
-                f"Rule '{spec.name}': claim '{name}' could not be computed.",
-                reason=f"{label}: claim {name!r}: {exc}",
-                **_by(rule),
-            ) from None
+            raise _denied(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
+    return extra
 
+
+def _allow(
+    rule: CompiledRule, context: Any, *, requested_audience: str | None, default_audience: str, max_lifetime: int
+) -> Decision:
+    """What an allow rule emits; audience first, since refusing a request needs no evaluation."""
+    spec = rule.spec
+    audience = _audience(rule, requested=requested_audience, default=default_audience)
+    subject = _subject(rule, context)
+    tags = _session_tags(rule, context)
+    extra = _extra_claims(rule, context)
     lifetime = spec.lifetime if spec.lifetime is not None else DEFAULT_LIFETIME
     return Decision(
         rule_id=spec.rule_id,
@@ -226,10 +232,53 @@ def _allow(
         subject=subject,
         audience=audience,
         lifetime=min(lifetime, max_lifetime),
-        session_tags=tuple(tags),
+        session_tags=tags,
         transitive_tag_keys=tuple(spec.transitive_tag_keys),
         extra_claims=extra,
     )
+
+
+class _Evaluation:
+    """One evaluation over one token's claims: the CEL context and the claims' size, each
+    computed once and only if needed, and the trace (when the simulator wants one)."""
+
+    def __init__(self, *, issuer_id: str, claims: Mapping[str, Any], trace: list[RuleTrace] | None) -> None:
+        self.issuer_id = issuer_id
+        self.claims = claims
+        self.trace = trace
+        self._context: Any = None
+        self._too_large: str | None | bool = False
+
+    def note(self, rule: CompiledRule, applies: bool, result: str, error: str | None = None) -> None:
+        if self.trace is not None:
+            self.trace.append(RuleTrace(rule.rule_id, rule.name, applies, result, error))
+
+    @property
+    def context(self) -> Any:
+        if self._context is None:
+            self._context = _make_context(claims=self.claims, issuer_id=self.issuer_id)
+        return self._context
+
+    def matches(self, rule: CompiledRule) -> bool:
+        """Whether the rule's condition is exactly true; anything but a boolean denies."""
+        if rule.iterates:
+            if self._too_large is False:
+                self._too_large = claims_too_large(self.claims)
+            if self._too_large:
+                # Its cost would grow with the claims (CEL_MAX_ITERABLE_ITEMS): never run, never grant.
+                self.note(rule, True, "error", self._too_large)
+                raise _denied(rule, " cannot be evaluated over claims this large.", f": {self._too_large}")
+        try:
+            matched = _execute(rule.when, self.context)
+            if not isinstance(matched, bool):
+                raise _EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
+        except _EvaluationError as exc:
+            # Not a match, but never a grant either: an error ends the evaluation (SPEC §5).
+            self.note(rule, True, "error", str(exc))
+            raise _denied(rule, " could not be evaluated.", f": condition failed: {exc}") from None
+        if not matched:
+            self.note(rule, True, "not matched")
+        return matched
 
 
 def _decide(
@@ -242,71 +291,32 @@ def _decide(
     max_lifetime: int,
     trace: list[RuleTrace] | None,
 ) -> Decision:
-    """The evaluation behind ``decide``.
-
-    With ``trace``, appends one entry per rule it looks at, up to and including the rule
-    that decides; ``decide`` fills in the rest.
-    """
-    context: Any = None  # built once, on the first rule that applies, and reused
-    too_large: str | None | bool = False  # measured once, on the first rule that iterates
+    """The evaluation behind ``decide``. With ``trace``, appends one entry per rule it looks at,
+    up to and including the rule that decides; ``decide`` fills in the rest."""
+    evaluation = _Evaluation(issuer_id=issuer_id, claims=claims, trace=trace)
     applicable = 0
     for rule in rules:
         if issuer_id not in rule.issuers:
-            if trace is not None:
-                trace.append(RuleTrace(rule.rule_id, rule.name, False, "skipped (other issuer)"))
+            evaluation.note(rule, False, "skipped (other issuer)")
             continue
         applicable += 1
-        if rule.iterates:
-            if too_large is False:
-                too_large = claims_too_large(claims)
-            if too_large:
-                # Its cost would grow with the claims (CEL_MAX_ITERABLE_ITEMS): never run, never grant.
-                if trace is not None:
-                    trace.append(RuleTrace(rule.rule_id, rule.name, True, "error", too_large))
-                raise AccessDenied(
-                    f"Rule '{rule.name}' cannot be evaluated over claims this large.",
-                    reason=f"{_rule_label(rule)}: {too_large}",
-                    **_by(rule),
-                )
-        if context is None:
-            context = _make_context(claims=claims, issuer_id=issuer_id)
-        try:
-            matched = _execute(rule.when, context)
-            if not isinstance(matched, bool):
-                raise _EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
-        except _EvaluationError as exc:
-            # Not a match, but never a grant either: an error ends the evaluation (SPEC §5).
-            if trace is not None:
-                trace.append(RuleTrace(rule.rule_id, rule.name, True, "error", str(exc)))
-            raise AccessDenied(
-                f"Rule '{rule.name}' could not be evaluated.",
-                reason=f"{_rule_label(rule)}: condition failed: {exc}",
-                **_by(rule),
-            ) from None
-        if matched is not True:
-            if trace is not None:
-                trace.append(RuleTrace(rule.rule_id, rule.name, True, "not matched"))
+        if not evaluation.matches(rule):
             continue
         if rule.effect != "allow":  # "deny", and anything unexpected, denies
-            if trace is not None:
-                trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched"))
-            raise AccessDenied(
-                f"Rule '{rule.name}' denies this exchange.", reason=f"{_rule_label(rule)} (deny) matched", **_by(rule)
-            )
+            evaluation.note(rule, True, "matched")
+            raise _denied(rule, " denies this exchange.", " (deny) matched")
         try:
             decision = _allow(
                 rule,
-                context,
+                evaluation.context,
                 requested_audience=requested_audience,
                 default_audience=default_audience,
                 max_lifetime=max_lifetime,
             )
         except ExchangeError as exc:
-            if trace is not None:
-                trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched", exc.reason))
+            evaluation.note(rule, True, "matched", exc.reason)
             raise
-        if trace is not None:
-            trace.append(RuleTrace(rule.rule_id, rule.name, True, "matched"))
+        evaluation.note(rule, True, "matched")
         return decision
     raise AccessDenied(
         "No rule allows this exchange.",

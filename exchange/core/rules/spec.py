@@ -44,81 +44,99 @@ _DEFAULT_SUBJECT = "claims.sub"
 _EFFECTS = ("allow", "deny")
 
 
-def check_spec(spec: RuleSpec) -> tuple[list[tuple[str, RuleSyntaxError | str]], dict[str, cel.Program]]:
-    """Every problem of ``spec`` and the programs that did compile, keyed by field path."""
-    problems: list[tuple[str, RuleSyntaxError | str]] = []
-    programs: dict[str, cel.Program] = {}
+Problems = list[tuple[str, "RuleSyntaxError | str"]]
 
-    def expression(path: str, source: str) -> None:
+
+class _Checker:
+    """Collects every problem of one spec, and the programs that did compile (by field path)."""
+
+    def __init__(self) -> None:
+        self.problems: Problems = []
+        self.programs: dict[str, cel.Program] = {}
+
+    def add(self, path: str, problem: RuleSyntaxError | str) -> None:
+        self.problems.append((path, problem))
+
+    def expression(self, path: str, source: str) -> None:
         try:
-            programs[path] = compile_expression(source)
+            self.programs[path] = compile_expression(source)
         except RuleSyntaxError as exc:
-            problems.append((path, exc))
+            self.add(path, exc)
 
-    if not isinstance(spec.name, str) or not spec.name.strip():
-        problems.append(("name", "A rule needs a name."))
-    if spec.effect not in _EFFECTS:
-        problems.append(("effect", f"The effect must be 'allow' or 'deny', not {spec.effect!r}."))
-    expression("when", spec.when)
-    expression("subject", spec.subject or _DEFAULT_SUBJECT)
-    if not isinstance(spec.audience, str):
-        problems.append(("audience", "The audience must be a string."))
-    for index, audience in enumerate(spec.audiences):
-        if not isinstance(audience, str) or not audience:
-            problems.append((f"audiences[{index}]", "An audience must be a non-empty string."))
-    if spec.lifetime is not None and (
-        not isinstance(spec.lifetime, int) or isinstance(spec.lifetime, bool) or spec.lifetime < MIN_LIFETIME
-    ):
-        problems.append(("lifetime", f"The lifetime must be a whole number of seconds, at least {MIN_LIFETIME}."))
+    def basics(self, spec: RuleSpec) -> None:
+        if not isinstance(spec.name, str) or not spec.name.strip():
+            self.add("name", "A rule needs a name.")
+        if spec.effect not in _EFFECTS:
+            self.add("effect", f"The effect must be 'allow' or 'deny', not {spec.effect!r}.")
+        self.expression("when", spec.when)
+        self.expression("subject", spec.subject or _DEFAULT_SUBJECT)
+        if not isinstance(spec.audience, str):
+            self.add("audience", "The audience must be a string.")
+        for index, audience in enumerate(spec.audiences):
+            if not isinstance(audience, str) or not audience:
+                self.add(f"audiences[{index}]", "An audience must be a non-empty string.")
+        lifetime = spec.lifetime
+        if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < MIN_LIFETIME):
+            self.add("lifetime", f"The lifetime must be a whole number of seconds, at least {MIN_LIFETIME}.")
 
-    # IAM User Guide, "Pass session tags in AWS STS": at most 50 tags; keys are
-    # case-insensitive ("you cannot have separate Department and department tag keys").
-    if len(spec.session_tags) > MAX_SESSION_TAGS:
-        problems.append(
-            ("session_tags", f"A rule may set at most {MAX_SESSION_TAGS} session tags (AWS limit); it sets {len(spec.session_tags)}.")
-        )
-    seen: dict[str, str] = {}
-    for key, source in spec.session_tags:
-        path = f"session_tags.{key}" if isinstance(key, str) and key else "session_tags"
-        try:
-            validate_session_tag_key(key)
-        except ValueError as exc:
-            problems.append((path, str(exc)))
-        else:
-            folded = key.casefold()
-            if folded in seen:
-                problems.append((path, f"Session tag key {key!r} repeats {seen[folded]!r}; AWS tag keys ignore case."))
+    def session_tags(self, spec: RuleSpec) -> None:
+        # IAM User Guide, "Pass session tags in AWS STS": at most 50 tags; keys are
+        # case-insensitive ("you cannot have separate Department and department tag keys").
+        if len(spec.session_tags) > MAX_SESSION_TAGS:
+            count = len(spec.session_tags)
+            self.add("session_tags", f"A rule may set at most {MAX_SESSION_TAGS} session tags (AWS limit); it sets {count}.")
+        seen: dict[str, str] = {}
+        for key, source in spec.session_tags:
+            path = f"session_tags.{key}" if isinstance(key, str) and key else "session_tags"
+            try:
+                validate_session_tag_key(key)
+            except ValueError as exc:
+                self.add(path, str(exc))
             else:
-                seen[folded] = key
-        expression(path, source)
-    # Transitive keys must name tags that are set (AssumeRoleWithWebIdentity rejects others).
-    # Matched exactly (not case-folded) so the token names each key one way only.
-    tag_keys = {key for key, _ in spec.session_tags}
-    transitive_seen: set[str] = set()
-    for index, key in enumerate(spec.transitive_tag_keys):
-        path = f"transitive_tag_keys[{index}]"
-        if key not in tag_keys:
-            problems.append((path, f"Transitive tag key {key!r} is not one of this rule's session tags."))
-        elif key in transitive_seen:
-            problems.append((path, f"Transitive tag key {key!r} is listed twice."))
-        else:
-            transitive_seen.add(key)
+                folded = key.casefold()
+                if folded in seen:
+                    self.add(path, f"Session tag key {key!r} repeats {seen[folded]!r}; AWS tag keys ignore case.")
+                else:
+                    seen[folded] = key
+            self.expression(path, source)
 
-    claim_names: set[str] = set()
-    for name, source in spec.claims:
-        path = f"claims.{name}" if isinstance(name, str) and name else "claims"
-        if not isinstance(name, str) or not name:
-            problems.append((path, "A claim name must be a non-empty string."))
-        elif name in RESERVED_CLAIMS:
-            problems.append(
-                (path, f"The claim {name!r} is set by jwtex itself (use subject/audience/session_tags where they apply).")
-            )
-        elif name in claim_names:
-            problems.append((path, f"The claim {name!r} is set twice."))
-        else:
-            claim_names.add(name)
-        expression(path, source)
-    return problems, programs
+    def transitive_tag_keys(self, spec: RuleSpec) -> None:
+        # Transitive keys must name tags that are set (AssumeRoleWithWebIdentity rejects others).
+        # Matched exactly (not case-folded) so the token names each key one way only.
+        tag_keys = {key for key, _ in spec.session_tags}
+        seen: set[str] = set()
+        for index, key in enumerate(spec.transitive_tag_keys):
+            path = f"transitive_tag_keys[{index}]"
+            if key not in tag_keys:
+                self.add(path, f"Transitive tag key {key!r} is not one of this rule's session tags.")
+            elif key in seen:
+                self.add(path, f"Transitive tag key {key!r} is listed twice.")
+            else:
+                seen.add(key)
+
+    def claims(self, spec: RuleSpec) -> None:
+        names: set[str] = set()
+        for name, source in spec.claims:
+            path = f"claims.{name}" if isinstance(name, str) and name else "claims"
+            if not isinstance(name, str) or not name:
+                self.add(path, "A claim name must be a non-empty string.")
+            elif name in RESERVED_CLAIMS:
+                self.add(path, f"The claim {name!r} is set by jwtex itself (use subject/audience/session_tags where they apply).")
+            elif name in names:
+                self.add(path, f"The claim {name!r} is set twice.")
+            else:
+                names.add(name)
+            self.expression(path, source)
+
+
+def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, cel.Program]]:
+    """Every problem of ``spec`` and the programs that did compile, keyed by field path."""
+    checker = _Checker()
+    checker.basics(spec)
+    checker.session_tags(spec)
+    checker.transitive_tag_keys(spec)
+    checker.claims(spec)
+    return checker.problems, checker.programs
 
 
 def validate_rule_spec(spec: RuleSpec) -> list[tuple[str, str]]:

@@ -72,7 +72,7 @@ def reloaded(issuer: Issuer) -> Issuer:
 
 
 def kids(keys) -> set:
-    return set(keys.keys.kids())
+    return {k.kid for k in keys.keys.keys}
 
 
 # --------------------------------------------------------------------------- first need

@@ -1,0 +1,124 @@
+"""The house's floors are checked, not told (issue 9): import-linter's contracts (pyproject.toml),
+plus the rules an import graph cannot see."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+PACKAGES = ("exchange", "tenants", "jwtex_site")
+
+
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_every_import_contract_is_kept():
+    result = _lint_imports(REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_a_django_import_in_core_breaks_the_contract(tmp_path):
+    for name in (*PACKAGES, "pyproject.toml"):
+        source = REPO_ROOT / name
+        copy = shutil.copytree if source.is_dir() else shutil.copy
+        copy(source, tmp_path / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
+    limits = tmp_path / "exchange" / "core" / "limits.py"
+    limits.write_text(limits.read_text() + "\nfrom django.conf import settings  # noqa\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "exchange.core is pure" in result.stdout and "BROKEN" in result.stdout
+    assert "exchange.core is not allowed to import django" in result.stdout
+    assert "exchange.core.limits -> django" in result.stdout
+
+
+def _modules(*roots: str) -> list[Path]:
+    return [p for root in roots for p in (REPO_ROOT / root).rglob("*.py") if "migrations" not in p.parts]
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_services_know_no_wire_format():
+    offenders = {str(p.relative_to(REPO_ROOT)) for p in _modules("exchange/services") if "django.http" in _imports(p)}
+    assert not offenders
+
+
+def test_settings_are_read_in_one_place():
+    """No ``getattr(settings, …)`` and no ``settings.JWTEX_…`` outside exchange/conf.py (and the
+    settings module, which reads the environment)."""
+    allowed = {REPO_ROOT / "exchange" / "conf.py", REPO_ROOT / "jwtex_site" / "settings.py"}
+    offenders = []
+    for path in _modules(*PACKAGES):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" and node.args:
+                if getattr(node.args[0], "id", None) == "settings":
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Attribute) and node.attr.startswith("JWTEX_"):
+                if getattr(node.value, "id", None) == "settings":
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert not offenders
+
+
+_WRITES = {"create", "update", "delete", "bulk_create", "bulk_update", "get_or_create", "update_or_create"}
+
+
+def test_the_admin_writes_through_services_only():
+    """Beyond Django's own ModelAdmin save of a form (``super().save_model``), the admin's
+    screens never write rows themselves: every button calls a service."""
+    offenders = []
+    for path in _modules("exchange/admin"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            receiver, name = node.func.value, node.func.attr
+            via_manager = isinstance(receiver, ast.Attribute) and receiver.attr == "objects" and name in _WRITES
+            via_queryset = isinstance(receiver, ast.Call) and getattr(receiver.func, "attr", "") in {"filter", "all"} and name in _WRITES
+            via_row = name in {"save", "delete"} and not (isinstance(receiver, ast.Call) and getattr(receiver.func, "id", "") == "super")
+            if via_manager or via_queryset or via_row:
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: .{name}()")
+    assert not offenders
+
+
+def test_modules_and_functions_stay_small():
+    """No module over ~400 lines, no function over 60 lines, except data tables."""
+    data_tables = {"_paths"}  # exchange/api/schema.py: the OpenAPI document of the non-DRF endpoints
+    long_modules, long_functions = [], []
+    for path in _modules(*PACKAGES):
+        text = path.read_text()
+        if text.count("\n") > 430:
+            long_modules.append(str(path.relative_to(REPO_ROOT)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in data_tables:
+                if node.end_lineno - node.lineno + 1 > 60:
+                    long_functions.append(f"{path.relative_to(REPO_ROOT)}:{node.name}")
+    assert not long_modules and not long_functions
+
+
+@pytest.mark.django_db
+def test_the_models_match_their_migrations():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("makemigrations", "exchange", "tenants", "--check", "--dry-run", stdout=out, stderr=out)
+    assert "No changes detected" in out.getvalue()
