@@ -26,8 +26,9 @@ migrate: $(STAMP)
 run: $(STAMP)
 	@$(PY) -m jwtex_site.dev --host $(HOST) --port $(PORT)
 
+# The whole suite, on every core (pytest-xdist); PYTEST_ARGS="-n0 -x" for one process.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 # Per-step and end-to-end exchange costs on this machine (throwaway SQLite, or DATABASE_URL).
 bench: $(STAMP)

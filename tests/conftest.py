@@ -69,14 +69,28 @@ class Upstream:
         return jwt.encode(self.claims(**claim_overrides), key, algorithm=alg, headers=all_headers)
 
 
-@pytest.fixture
-def upstream() -> Upstream:
-    return Upstream()
+@pytest.fixture(scope="session")
+def _upstream_keys():
+    """Key pairs made once per test run (an RSA key costs tens of milliseconds to make)."""
+    return {
+        name: (rsa.generate_private_key(public_exponent=65537, key_size=2048), ec.generate_private_key(ec.SECP256R1()))
+        for name in ("upstream", "other")
+    }
 
 
 @pytest.fixture
-def other_upstream() -> Upstream:
-    return Upstream(issuer="https://other.upstream.test", rsa_kid="other-rsa-1", ec_kid="other-ec-1")
+def upstream(_upstream_keys) -> Upstream:
+    """The one upstream issuer of the tests: it mints tokens with its own keys."""
+    rsa_key, ec_key = _upstream_keys["upstream"]
+    return Upstream(rsa_key=rsa_key, ec_key=ec_key)
+
+
+@pytest.fixture
+def other_upstream(_upstream_keys) -> Upstream:
+    rsa_key, ec_key = _upstream_keys["other"]
+    return Upstream(
+        issuer="https://other.upstream.test", rsa_kid="other-rsa-1", ec_kid="other-ec-1", rsa_key=rsa_key, ec_key=ec_key
+    )
 
 
 def make_tenant(slug: str, **fields: Any):
@@ -93,6 +107,18 @@ def tenant(db):
 @pytest.fixture
 def other_tenant(db):
     return make_tenant("globex", name="Globex")
+
+
+@pytest.fixture
+def oidc_server(settings, upstream):
+    """The ``upstream`` fixture's keys, served by a loopback OIDC issuer over HTTP (allowed for
+    this test only)."""
+    from tests.upstreams import oidc_upstream
+
+    settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
+    server = oidc_upstream(lambda: upstream.jwks)
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -130,22 +156,44 @@ def allow_rule(tenant, issuer):
 
 
 @pytest.fixture
-def admin_client_for(db, client):
-    """``admin_client_for(tenant, role="operator")`` → a test client logged in as a member of ``tenant``."""
+def admin_client_for(db):
+    """``admin_client_for(tenant, role="operator")`` → a fresh test client logged in as a member of
+    ``tenant`` with ``role`` (``role="superuser"``: a superuser, no tenant needed)."""
     from django.contrib.auth import get_user_model
+    from django.test import Client
 
     from tenants.models import Membership
 
-    def make(tenant, role: str = "operator"):
-        user = get_user_model().objects.create_user(
-            username=f"{role}-{tenant.slug}-{uuid.uuid4().hex[:6]}", password="pw", is_staff=True
-        )
-        Membership.objects.create(user=user, tenant=tenant, role=role)
+    def make(tenant=None, role: str = "operator") -> Client:
+        User = get_user_model()
+        name = f"{role}-{uuid.uuid4().hex[:8]}"
+        if role == "superuser":
+            user = User.objects.create_superuser(username=name, password="pw", email="")
+        else:
+            user = User.objects.create_user(username=name, password="pw", is_staff=True)
+            if tenant is not None:
+                Membership.objects.create(user=user, tenant=tenant, role=role)
+        client = Client()
         client.force_login(user)
         client.user = user
         return client
 
     return make
+
+
+def poll(check, *, timeout: float, interval: float = 0.1, stop=None):
+    """``check()``'s first truthy value within ``timeout`` (None if none): for what only polling
+    can see, such as another process becoming ready. ``stop()`` true ends the wait early."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = check()
+        if value or (stop is not None and stop()) or time.monotonic() > deadline:
+            return value or None
+        pause.wait(interval)
 
 
 def runtime_clear() -> None:

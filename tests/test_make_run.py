@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.conftest import poll
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,17 +43,15 @@ def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_clea
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
+        def up() -> bool:
             try:
-                if _get(f"{base}/t/none/.well-known/openid-configuration")[0] == 404:
-                    break
+                return _get(f"{base}/t/none/.well-known/openid-configuration")[0] == 404
             except OSError:
-                pass
-            if make.poll() is not None or time.monotonic() > deadline:
-                make.kill()
-                raise AssertionError("make run did not come up:\n" + make.communicate()[0][-3000:])
-            time.sleep(0.2)
+                return False
+
+        if not poll(up, timeout=60, interval=0.2, stop=lambda: make.poll() is not None):
+            make.kill()
+            raise AssertionError("make run did not come up:\n" + make.communicate()[0][-3000:])
 
         manage = [sys.executable, "manage.py"]
         config = subprocess.run([*manage, "jwtex_demo_upstream", "config"], cwd=ROOT, env=env, capture_output=True,

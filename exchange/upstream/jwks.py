@@ -338,6 +338,21 @@ def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys:
     return keys
 
 
+def _cooldown_take(key: str, *, now: datetime) -> bool:
+    """Take the issuer's refetch slot if its cool-down (on the caller's clock) is over. The mark
+    holds the time it ends; the cache's own expiry only cleans up."""
+    cooldown = jwtex_settings.unknown_kid_cooldown
+    ends = now.timestamp() + cooldown
+    timeout = max(1, math.ceil(cooldown))
+    if cache.add(key, ends, timeout=timeout):
+        return True
+    current = cache.get(key)
+    if isinstance(current, (int, float)) and current > now.timestamp():
+        return False
+    cache.set(key, ends, timeout=timeout)
+    return True
+
+
 def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
     """Refetch at most once per issuer per cool-down, across processes (SPEC §4).
 
@@ -346,8 +361,7 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime
     """
     if issuer.static_jwks is not None:
         return None
-    cooldown = max(1, math.ceil(jwtex_settings.unknown_kid_cooldown))
-    if not cache.add(f"jwtex:kid-refetch:{issuer.pk}", 1, timeout=cooldown):
+    if not _cooldown_take(f"jwtex:kid-refetch:{issuer.pk}", now=now):
         return None
     outcome = _refresh(issuer=issuer, now=now, force=True, wait=True)
     if outcome not in (_Outcome.CHANGED, _Outcome.UNCHANGED):

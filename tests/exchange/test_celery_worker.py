@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,9 +40,11 @@ from jwtex_site.celery import app
 from tenants.models import Tenant
 from tests.conftest import make_tenant
 
-from .test_tasks import DISCOVERY, age_active_key, oidc_server  # noqa: F401  (oidc_server is a fixture)
+from tests.upstreams import DISCOVERY
 
-from tests.conftest import REPO_ROOT  # noqa: E402
+from .test_tasks import age_active_key
+
+from tests.conftest import REPO_ROOT, poll  # noqa: E402
 RUN_WORKER_TESTS = os.environ.get("JWTEX_TEST_CELERY_WORKER") == "1"
 HOW_TO_RUN = (
     "real-worker test: set JWTEX_TEST_CELERY_WORKER=1 with DATABASE_URL=postgres://… and "
@@ -169,13 +170,11 @@ def worker(django_db_setup, tmp_path_factory):
         )
     running = Worker(process, log_path)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not _ping():
-            if process.poll() is not None:
-                pytest.fail(f"the worker exited ({process.returncode}) before it was ready:\n{running.tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the worker was not ready within {READY_TIMEOUT:.0f} s:\n{running.tail()}")
-            time.sleep(0.2)
+        ready = poll(_ping, timeout=READY_TIMEOUT, interval=0.2, stop=lambda: process.poll() is not None)
+        if process.poll() is not None:
+            pytest.fail(f"the worker exited ({process.returncode}) before it was ready:\n{running.tail()}")
+        if not ready:
+            pytest.fail(f"the worker was not ready within {READY_TIMEOUT:.0f} s:\n{running.tail()}")
         yield running
     finally:
         _stop(process)
@@ -217,16 +216,12 @@ def send(name: str, *args: Any) -> str:
 
 
 def eventually(check: Callable[[], Any], *, what: str, worker: Worker, timeout: float = EFFECT_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if worker.process.poll() is not None:
-            pytest.fail(f"the worker died ({worker.process.returncode}) while waiting for {what}:\n{worker.tail()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout:.0f} s; worker log:\n{worker.tail()}")
-        time.sleep(0.1)
+    value = poll(check, timeout=timeout, stop=lambda: worker.process.poll() is not None)
+    if value:
+        return value
+    if worker.process.poll() is not None:
+        pytest.fail(f"the worker died ({worker.process.returncode}) while waiting for {what}:\n{worker.tail()}")
+    pytest.fail(f"no {what} within {timeout:.0f} s; worker log:\n{worker.tail()}")
 
 
 def finished(worker: Worker, task_ids: list[str]) -> dict[str, str]:
@@ -301,7 +296,7 @@ def test_the_worker_refreshes_an_issuer_from_its_upstream(live_worker, oidc_serv
     assert row.jwks_expires_at > row.jwks_fetched_at
     assert row.jwks_resolved_uri == oidc_server.url + "/jwks"
     assert (row.jwks_consecutive_failures, row.jwks_last_error) == (0, "")
-    assert oidc_server.requests == [DISCOVERY, "/jwks"]  # fetched by the worker: this process never asked
+    assert oidc_server.paths == [DISCOVERY, "/jwks"]  # fetched by the worker: this process never asked
 
 
 @on_worker
@@ -440,7 +435,7 @@ def test_an_issuer_refresh_is_not_skipped_while_its_tenant_rotates_keys(live_wor
         # the task ends either way: its save bumps the tenant's config_version, which waits
         # for this lock, as it would briefly wait for a real rotation.
         eventually(
-            lambda: "/jwks" in oidc_server.requests or live_worker.results([task], since=live_worker.test_start),
+            lambda: "/jwks" in oidc_server.paths or live_worker.results([task], since=live_worker.test_start),
             what="a fetch or the end of the task",
             worker=live_worker,
         )

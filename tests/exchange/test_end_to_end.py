@@ -207,6 +207,7 @@ def test_rfc8693_and_json_api_with_real_upstream(live_server, oidc_upstream, jwt
     assert status == 200, body
     answer = json.loads(body)
     claims = _verify_through_discovery(answer["token"], f"{live_server.url}/t/acme")
+    assert claims["iss"] == f"{live_server.url}/t/acme"
     assert answer["kid"] == jwt.get_unverified_header(answer["token"])["kid"]
     assert answer["expires_in"] == 900
     assert answer["expires_at"].endswith("Z")

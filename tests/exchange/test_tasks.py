@@ -5,11 +5,8 @@ tests/exchange/test_celery_worker.py."""
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from celery.signals import task_prerun
@@ -20,61 +17,6 @@ from exchange.models import ExchangeRecord, Issuer, KeyState, SigningKey
 from tenants.models import Tenant
 from tests.conftest import make_tenant
 
-DISCOVERY = "/.well-known/openid-configuration"
-
-
-class OidcServer:
-    """A loopback OIDC issuer: discovery and a JWKS over plain HTTP, recording each request path.
-
-    ``jwks`` is called on every request, so a test can change the served keys."""
-
-    def __init__(self, jwks: Callable[[], dict[str, Any]], max_age: int = 600) -> None:
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                if self.path == DISCOVERY:
-                    document: Any = {"issuer": server.url, "jwks_uri": server.url + "/jwks"}
-                elif self.path == "/jwks":
-                    document = jwks()
-                else:
-                    self.send_error(404)
-                    return
-                body = json.dumps(document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", f"public, max-age={max_age}")
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="oidc-server", daemon=True)
-        self._thread.start()
-
-    def jwks_fetches(self) -> int:
-        return self.requests.count("/jwks")
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-@pytest.fixture
-def oidc_server(settings, upstream):
-    """The ``upstream`` fixture's keys, served over loopback HTTP (allowed for this test only)."""
-    settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
-    server = OidcServer(lambda: upstream.jwks)
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -206,7 +148,7 @@ def test_sweep_issuers_refreshes_only_enabled_fetched_issuers_that_are_due(ran, 
     for skipped in (fresh, static, disabled, of_disabled_tenant):
         row = Issuer.objects.get(pk=skipped.pk)
         assert (row.jwks, row.jwks_fetched_at) == (None, None)
-    assert oidc_server.jwks_fetches() == 2
+    assert oidc_server.count("/jwks") == 2
 
 
 @pytest.mark.django_db
@@ -215,7 +157,7 @@ def test_sweep_issuers_twice_fetches_nothing_the_second_time(ran, oidc_server, u
     issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=oidc_server.url, audiences=["x"])
     tasks.sweep_issuers.delay()
     row = issuer_row(issuer)
-    requests = list(oidc_server.requests)
+    requests = list(oidc_server.paths)
     ran.clear()
 
     assert tasks.sweep_issuers.delay().get() == 0
@@ -223,7 +165,7 @@ def test_sweep_issuers_twice_fetches_nothing_the_second_time(ran, oidc_server, u
     assert tasks.refresh_issuer_jwks.delay(issuer.pk).get() is False
 
     assert runs_of(ran, "exchange.refresh_issuer_jwks") == [(issuer.pk,)]  # only the direct call
-    assert oidc_server.requests == requests
+    assert oidc_server.paths == requests
     assert issuer_row(issuer) == row
     assert row["jwks"] == upstream.jwks
 
@@ -237,7 +179,7 @@ def test_a_forced_refresh_refetches_and_reports_a_change_only_when_the_keys_chan
     changed_at = Issuer.objects.get(pk=issuer.pk).jwks_changed_at
     assert tasks.refresh_issuer_jwks.delay(issuer.pk, True).get() is False  # same keys again
 
-    assert oidc_server.jwks_fetches() == 2
+    assert oidc_server.count("/jwks") == 2
     row = Issuer.objects.get(pk=issuer.pk)
     assert (row.jwks, row.jwks_changed_at) == (upstream.jwks, changed_at)
 
@@ -252,7 +194,7 @@ def test_refreshing_a_disabled_or_missing_issuer_is_a_no_op(oidc_server):
     assert tasks.refresh_issuer_jwks.delay(issuer.pk, True).get() is False
     assert tasks.refresh_issuer_jwks.delay(987654, True).get() is False
 
-    assert oidc_server.requests == []
+    assert oidc_server.paths == []
     assert Issuer.objects.get(pk=issuer.pk).jwks is None
 
 

@@ -11,6 +11,9 @@ GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 FORM = "application/x-www-form-urlencoded"
 ENDPOINTS = ("raw", "rfc8693", "api")
+# The pure verifier (exchange.core): every case of the large attack tables runs against it,
+# a representative share of them through each real endpoint as well (``routes``).
+VERIFIER = "verifier"
 
 # Anything shaped like a compact JWS (our tokens start with a base64url JSON header).
 _JWT_SHAPE = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -41,8 +44,44 @@ def api(client, token, *, slug="acme", issuer_id=None, audience=None, **extra):
     )
 
 
+def verifier(client, token, *, upstream, issuer_id=None, **extra):
+    """``parse_compact`` and ``verify_token`` alone (no HTTP, no database), against the
+    ``upstream`` fixture's issuer as the exchangeable tenant configures it; the refusal is
+    rendered as the raw endpoint renders it."""
+    import time
+
+    from django.http import HttpResponse
+
+    from exchange.api.errors import error_response
+    from exchange.core.errors import ExchangeError
+    from exchange.core.jwks import KeySet
+    from exchange.core.values import IssuerConfig
+    from exchange.core.verification import parse_compact, verify_token
+
+    config = IssuerConfig(issuer_id="ci", issuer=upstream.issuer, audiences=(upstream.audience,))
+    try:
+        verify_token(parse_compact(token), issuer=config, keys=KeySet.from_jwks(upstream.jwks), now=time.time())
+    except ExchangeError as error:
+        response = error_response(error)
+        response.json = lambda: json.loads(response.content)
+        return response
+    return HttpResponse(b"verified", content_type="text/plain")
+
+
 def send(endpoint, client, token, **kwargs):
+    if endpoint == VERIFIER:
+        return verifier(client, token, **kwargs)
+    kwargs.pop("upstream", None)
     return {"raw": raw, "rfc8693": rfc8693, "api": api}[endpoint](client, token, **kwargs)
+
+
+def routes(cases, *, through_endpoints: int = 3):
+    """``(endpoint, case)`` pairs: every case against the verifier, and ``through_endpoints``
+    cases spread over the table (first, middle, last…) through each real endpoint."""
+    cases = list(cases)
+    step = max(1, len(cases) // through_endpoints)
+    spread = cases[::step][:through_endpoints]
+    return [(VERIFIER, case) for case in cases] + [(endpoint, case) for endpoint in ENDPOINTS for case in spread]
 
 
 def wire(endpoint: str, status: int, code: str) -> tuple[int, str]:

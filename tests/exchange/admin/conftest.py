@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 
@@ -72,27 +70,3 @@ def b(other_tenant, other_upstream):
     )
     rule.issuers.add(issuer)
     return _rows(other_tenant, issuer=issuer, rule=rule, marker="globex")
-
-
-@pytest.fixture
-def login(db):
-    """``login(tenant, role)`` → a fresh logged-in ``Client`` (``role="superuser"`` for a superuser)."""
-    from django.contrib.auth import get_user_model
-
-    from tenants.models import Membership
-
-    def make(tenant=None, role: str = "operator") -> Client:
-        User = get_user_model()
-        name = f"{role}-{uuid.uuid4().hex[:8]}"
-        if role == "superuser":
-            user = User.objects.create_superuser(username=name, password="pw", email="")
-        else:
-            user = User.objects.create_user(username=name, password="pw", is_staff=True)
-            if tenant is not None:
-                Membership.objects.create(user=user, tenant=tenant, role=role)
-        client = Client()
-        client.force_login(user)
-        client.user = user
-        return client
-
-    return make

@@ -15,27 +15,27 @@ from tenants.models import Tenant
 pytestmark = pytest.mark.django_db
 
 
-def test_the_audit_log_filter_by_rule_lists_deny_rules_too(login, client, tenant, issuer, allow_rule, upstream):
+def test_the_audit_log_filter_by_rule_lists_deny_rules_too(admin_client_for, client, tenant, issuer, allow_rule, upstream):
     deny = Rule.objects.create(tenant=tenant, position=20, name="deny features", when="true", effect="deny")
     deny.issuers.add(issuer)
     assert client.post("/t/acme/exchange", upstream.mint(ref="refs/heads/feature"), content_type="application/jwt").status_code == 403
     record = ExchangeRecord.objects.get()
     assert record.rule_id == deny.pk and record.rule_name == "deny features"
-    html = login(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_changelist")).content.decode()
+    html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_changelist")).content.decode()
     assert f"?rule__id__exact={deny.pk}" in html and "deny features" in html
 
 
-def test_no_view_site_link_and_the_front_page_leads_to_the_admin(login, client, tenant):
-    html = login(tenant, "operator").get(reverse("admin:index")).content.decode()
+def test_no_view_site_link_and_the_front_page_leads_to_the_admin(admin_client_for, client, tenant):
+    html = admin_client_for(tenant, "operator").get(reverse("admin:index")).content.decode()
     assert "View site" not in html
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == reverse("admin:index")
 
 
-def test_audit_titles_and_dates_read_the_same_everywhere(login, client, tenant, issuer, allow_rule, upstream):
+def test_audit_titles_and_dates_read_the_same_everywhere(admin_client_for, client, tenant, issuer, allow_rule, upstream):
     client.post("/t/acme/exchange", upstream.mint(ref="refs/heads/feature"), content_type="application/jwt")
     record = ExchangeRecord.objects.get()
-    html = login(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_change", args=[record.pk])).content.decode()
+    html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_change", args=[record.pk])).content.decode()
     title = re.search(r"<title>(.*?)</title>", html, re.S)[1]
     assert f"Denied exchange at {record.created_at:%Y-%m-%d %H:%M:%S} UTC" in title
     assert f" {tenant.pk} denied" not in html
@@ -44,8 +44,8 @@ def test_audit_titles_and_dates_read_the_same_everywhere(login, client, tenant, 
     assert not re.search(r"\b(a\.m\.|p\.m\.)", html)
 
 
-def test_durations_say_what_they_mean(login, tenant, issuer):
-    client = login(tenant, "owner")
+def test_durations_say_what_they_mean(admin_client_for, tenant, issuer):
+    client = admin_client_for(tenant, "owner")
     html = client.get(reverse("admin:tenants_tenant_change", args=[tenant.pk])).content.decode()
     assert "= 30 days" in html  # key rotation interval, 2592000 s
     assert "= 1 day" in html and "= 1 hour" in html  # pre-publish window, max token lifetime
@@ -53,8 +53,8 @@ def test_durations_say_what_they_mean(login, tenant, issuer):
     assert "= 1 minute" in html and "= 1 day" in html  # leeway, max token age
 
 
-def test_a_new_tenant_is_born_with_its_key_and_leads_to_adding_an_issuer(login):
-    client = login(role="superuser")
+def test_a_new_tenant_is_born_with_its_key_and_leads_to_adding_an_issuer(admin_client_for):
+    client = admin_client_for(role="superuser")
     response = client.post(reverse("admin:tenants_tenant_add"), {
         "slug": "initech", "name": "Initech", "enabled": "on", "default_audience": "sts.amazonaws.com",
         "max_token_lifetime": 3600, "signing_algorithm": "ES256", "rate_limit_per_minute": 6000,
@@ -97,7 +97,6 @@ def test_demo_upstream_explains_its_options_and_adds_claims(capsys):
 
 
 def test_the_readmes_github_workflow_is_a_complete_file():
-    from pathlib import Path
 
     import yaml
 

@@ -39,7 +39,7 @@ CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: {suffix: loade
 # --- overview ----------------------------------------------------------------------------------
 
 
-def test_overview_shows_issuer_keys_health_counts_and_setup(login, tenant, issuer, allow_rule, other_tenant):
+def test_overview_shows_issuer_keys_health_counts_and_setup(admin_client_for, tenant, issuer, allow_rule, other_tenant):
     allow_rule.audiences = ["vault.example"]
     allow_rule.save()
     record(tenant)
@@ -51,7 +51,7 @@ def test_overview_shows_issuer_keys_health_counts_and_setup(login, tenant, issue
         tenant=tenant, issuer_id="github", issuer="https://token.actions.githubusercontent.com",
         audiences=["sts.amazonaws.com"], jwks_consecutive_failures=2, jwks_last_error="connection refused",
     )
-    client = login(tenant, "auditor")
+    client = admin_client_for(tenant, "auditor")
     response = client.get(reverse("admin:tenants_tenant_overview", args=[tenant.pk]))
     assert response.status_code == 200
     overview = response.context["overview"]
@@ -203,8 +203,8 @@ def test_preset_values():
         preset_get("gitlab-self-managed").build({"url": "http://gitlab.example.com"})
 
 
-def test_add_issuer_from_the_github_preset(login, tenant):
-    client = login(tenant, "operator")
+def test_add_issuer_from_the_github_preset(admin_client_for, tenant):
+    client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_issuer_preset"), {"tenant": tenant.pk, "preset": "github"})
     assert response.status_code == 302
     add_url = response["Location"]
@@ -228,17 +228,17 @@ def test_add_issuer_from_the_github_preset(login, tenant):
     assert issuer.audiences == ["sts.amazonaws.com"] and issuer.algorithms == ["RS256"] and issuer.static_jwks is None
 
 
-def test_preset_parameter_errors_are_shown(login, tenant):
-    client = login(tenant, "operator")
+def test_preset_parameter_errors_are_shown(admin_client_for, tenant):
+    client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_issuer_preset"), {"tenant": tenant.pk, "preset": "circleci",
                                                                      "circleci__org_id": "not-a-uuid"})
     assert response.status_code == 200
     assert "The organization id is a UUID." in response.content.decode()
 
 
-def test_issuer_ids_are_unique_within_a_tenant_on_change(login, tenant, issuer):
+def test_issuer_ids_are_unique_within_a_tenant_on_change(admin_client_for, tenant, issuer):
     other = Issuer.objects.create(tenant=tenant, issuer_id="other", issuer="https://o.test", audiences=["a"])
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_change", args=[other.pk]),
         {"issuer_id": "ci", "issuer": "https://o.test", "audiences": "a", "algorithms": ["RS256"], "leeway": 60,
@@ -257,14 +257,14 @@ def fetched_issuer(tenant):
                                  audiences=["sts.amazonaws.com"])
 
 
-def test_fetch_keys_now_shows_the_fetched_kids(login, tenant, fetched_issuer, upstream, monkeypatch):
+def test_fetch_keys_now_shows_the_fetched_kids(admin_client_for, tenant, fetched_issuer, upstream, monkeypatch):
     def fake_fetch(url, **kwargs):
         if url.endswith("/.well-known/openid-configuration"):
             return FetchResult(200, {"issuer": fetched_issuer.issuer, "jwks_uri": "https://keys.test/jwks"}, "", 3600, url)
         return FetchResult(200, upstream.jwks, "", 3600, url)
 
     monkeypatch.setattr("exchange.upstream.jwks.fetch_json", fake_fetch)
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_issuer_fetch_keys", args=[fetched_issuer.pk]), follow=True)
     text = " ".join(str(m) for m in response.context["messages"])
     assert "fetched (changed); key ids: upstream-rsa-1, upstream-ec-1" in text
@@ -273,12 +273,12 @@ def test_fetch_keys_now_shows_the_fetched_kids(login, tenant, fetched_issuer, up
     assert client.get(reverse("admin:exchange_issuer_fetch_keys", args=[fetched_issuer.pk])).status_code == 405
 
 
-def test_fetch_keys_now_shows_the_error(login, tenant, fetched_issuer, monkeypatch):
+def test_fetch_keys_now_shows_the_error(admin_client_for, tenant, fetched_issuer, monkeypatch):
     def failing(url, **kwargs):
         raise FetchError(f"{url}: connection refused")
 
     monkeypatch.setattr("exchange.upstream.jwks.fetch_json", failing)
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_changelist"),
         {"action": "fetch_keys_now", "_selected_action": [fetched_issuer.pk]},
@@ -288,8 +288,8 @@ def test_fetch_keys_now_shows_the_error(login, tenant, fetched_issuer, monkeypat
     assert "the fetch failed" in text and "connection refused" in text
 
 
-def test_fetch_keys_now_on_a_static_jwks(login, tenant, issuer):
-    client = login(tenant, "owner")
+def test_fetch_keys_now_on_a_static_jwks(admin_client_for, tenant, issuer):
+    client = admin_client_for(tenant, "owner")
     response = client.post(reverse("admin:exchange_issuer_fetch_keys", args=[issuer.pk]), follow=True)
     assert "static JWKS, nothing to fetch; key ids: upstream-rsa-1, upstream-ec-1" in " ".join(
         str(m) for m in response.context["messages"]
@@ -308,8 +308,8 @@ def rule_data(tenant, issuer, **overrides):
     return data
 
 
-def test_cel_error_is_shown_on_the_condition_with_line_and_column(login, tenant, issuer):
-    client = login(tenant, "operator")
+def test_cel_error_is_shown_on_the_condition_with_line_and_column(admin_client_for, tenant, issuer):
+    client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, when="claims.ref ==\n  ("))
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
@@ -328,25 +328,25 @@ def test_cel_error_is_shown_on_the_condition_with_line_and_column(login, tenant,
         ('{"repo": "claims.("}', "line 1, column"),
     ],
 )
-def test_session_tags_are_checked_against_aws_limits(login, tenant, issuer, tags, message):
-    client = login(tenant, "operator")
+def test_session_tags_are_checked_against_aws_limits(admin_client_for, tenant, issuer, tags, message):
+    client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, session_tags=tags))
     errors = response.context["adminform"].form.errors
     assert "session_tags" in errors and message in " ".join(errors["session_tags"])
 
 
-def test_rule_editor_lists_claims_of_preset_issuers(login, tenant, issuer):
+def test_rule_editor_lists_claims_of_preset_issuers(admin_client_for, tenant, issuer):
     Issuer.objects.create(tenant=tenant, issuer_id="github", issuer="https://token.actions.githubusercontent.com",
                           audiences=["sts.amazonaws.com"])
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     html = client.get(reverse("admin:exchange_rule_add")).content.decode()
     assert "Claims each platform sends" in html
     assert "repository_owner" in html and "namespace_path" in html and "terraform_organization_name" in html
     assert "GitHub Actions</strong> — shared issuer — used by this tenant" in html
 
 
-def test_new_rules_go_last_and_move_up_and_down(login, tenant, issuer, allow_rule):
-    client = login(tenant, "operator")
+def test_new_rules_go_last_and_move_up_and_down(admin_client_for, tenant, issuer, allow_rule):
+    client = admin_client_for(tenant, "operator")
     for name in ("second", "third"):
         response = client.post(reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, name=name))
         assert response.status_code == 302
@@ -365,14 +365,14 @@ def test_new_rules_go_last_and_move_up_and_down(login, tenant, issuer, allow_rul
     assert reverse("admin:exchange_rule_move", args=[third.pk, "down"]) in html
 
 
-def test_the_new_order_decides(tenant, issuer, allow_rule, upstream, login):
+def test_the_new_order_decides(tenant, issuer, allow_rule, upstream, admin_client_for):
     from exchange.services.exchange import exchange_token
     from exchange.core.errors import AccessDenied
 
     deny = Rule.objects.create(tenant=tenant, position=20, name="deny all", when="true", effect="deny")
     deny.issuers.add(issuer)
     assert exchange_token(tenant_slug=tenant.slug, subject_token=upstream.mint()).claims["sub"]
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     client.post(reverse("admin:exchange_rule_move", args=[deny.pk, "up"]))
     with pytest.raises(AccessDenied):
         exchange_token(tenant_slug=tenant.slug, subject_token=upstream.mint())
@@ -381,8 +381,8 @@ def test_the_new_order_decides(tenant, issuer, allow_rule, upstream, login):
 # --- keys ----------------------------------------------------------------------------------------
 
 
-def test_rotate_now_behind_a_confirmation_page(login, tenant, signing_key):
-    client = login(tenant, "operator")
+def test_rotate_now_behind_a_confirmation_page(admin_client_for, tenant, signing_key):
+    client = admin_client_for(tenant, "operator")
     url = reverse("admin:exchange_signingkey_rotate", args=[tenant.pk])
     response = client.get(url)
     assert response.status_code == 200 and b"Yes, rotate now" in response.content
@@ -393,8 +393,8 @@ def test_rotate_now_behind_a_confirmation_page(login, tenant, signing_key):
     assert SigningKey.objects.get(pk=signing_key.pk).state == KeyState.ACTIVE  # signs until the new one may
 
 
-def test_revoke_behind_a_confirmation_page(login, tenant, signing_key):
-    client = login(tenant, "owner")
+def test_revoke_behind_a_confirmation_page(admin_client_for, tenant, signing_key):
+    client = admin_client_for(tenant, "owner")
     url = reverse("admin:exchange_signingkey_revoke", args=[signing_key.pk])
     response = client.get(url)
     assert response.status_code == 200 and b"Yes, revoke this key" in response.content
@@ -404,8 +404,8 @@ def test_revoke_behind_a_confirmation_page(login, tenant, signing_key):
     assert SigningKey.objects.filter(tenant=tenant, state=KeyState.ACTIVE).exists()
 
 
-def test_no_private_material_on_any_key_page(login, tenant, signing_key):
-    client = login(role="superuser")
+def test_no_private_material_on_any_key_page(admin_client_for, tenant, signing_key):
+    client = admin_client_for(role="superuser")
     blob = bytes(signing_key.private_key_encrypted)
     pages = [
         reverse("admin:exchange_signingkey_changelist"),
@@ -442,9 +442,9 @@ def changelist_rows(response) -> set[int]:
     return {r.pk for r in response.context["cl"].result_list}
 
 
-def test_audit_log_filters_and_search(login, tenant, records):
+def test_audit_log_filters_and_search(admin_client_for, tenant, records):
     allowed, denied, old = records
-    client = login(tenant, "auditor")
+    client = admin_client_for(tenant, "auditor")
     url = reverse("admin:exchange_exchangerecord_changelist")
     assert changelist_rows(client.get(url)) == {allowed.pk, denied.pk, old.pk}
     assert changelist_rows(client.get(url, {"decision__exact": "denied"})) == {denied.pk}
@@ -457,9 +457,9 @@ def test_audit_log_filters_and_search(login, tenant, records):
     assert changelist_rows(client.get(url, {"q": "up-2"})) == {denied.pk}
 
 
-def test_audit_detail_shows_reason_and_emitted_claims(login, tenant, records):
+def test_audit_detail_shows_reason_and_emitted_claims(admin_client_for, tenant, records):
     allowed, denied, _ = records
-    client = login(tenant, "auditor")
+    client = admin_client_for(tenant, "auditor")
     html = client.get(reverse("admin:exchange_exchangerecord_change", args=[denied.pk])).content.decode()
     assert "rule &#x27;deny&#x27; (deny) matched" in html
     html = client.get(reverse("admin:exchange_exchangerecord_change", args=[allowed.pk])).content.decode()
@@ -490,8 +490,8 @@ def _many(tenant, issuer, n, prefix="x"):
         "admin:tenants_tenant_changelist",
     ],
 )
-def test_list_pages_do_a_constant_number_of_queries(login, tenant, issuer, name, django_assert_max_num_queries):
-    client = login(tenant, "owner")
+def test_list_pages_do_a_constant_number_of_queries(admin_client_for, tenant, issuer, name, django_assert_max_num_queries):
+    client = admin_client_for(tenant, "owner")
     url = reverse(name)
     _many(tenant, issuer, 3)
     client.get(url)  # warm caches (content types, sessions)
@@ -507,9 +507,9 @@ def test_list_pages_do_a_constant_number_of_queries(login, tenant, issuer, name,
         client.get(url)
 
 
-def test_overview_and_simulator_do_a_bounded_number_of_queries(login, tenant, issuer, allow_rule, upstream,
+def test_overview_and_simulator_do_a_bounded_number_of_queries(admin_client_for, tenant, issuer, allow_rule, upstream,
                                                                django_assert_max_num_queries):
-    client = login(tenant, "owner")
+    client = admin_client_for(tenant, "owner")
     _many(tenant, issuer, 20)
     with django_assert_max_num_queries(20):
         assert client.get(reverse("admin:tenants_tenant_overview", args=[tenant.pk])).status_code == 200

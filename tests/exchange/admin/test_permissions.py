@@ -72,8 +72,8 @@ def b_state(b) -> tuple:
 
 
 @pytest.mark.parametrize("role", ["owner", "operator", "auditor"])
-def test_members_of_a_get_404_or_403_on_every_b_url(login, a, b, role):
-    client = login(a.tenant, role)
+def test_members_of_a_get_404_or_403_on_every_b_url(admin_client_for, a, b, role):
+    client = admin_client_for(a.tenant, role)
     before = b_state(b)
     for method, url in b_object_urls(b):
         response = getattr(client, method)(url)
@@ -83,8 +83,8 @@ def test_members_of_a_get_404_or_403_on_every_b_url(login, a, b, role):
 
 
 @pytest.mark.parametrize("role", ["owner", "operator", "auditor"])
-def test_lists_of_a_member_never_show_b(login, a, b, role):
-    client = login(a.tenant, role)
+def test_lists_of_a_member_never_show_b(admin_client_for, a, b, role):
+    client = admin_client_for(a.tenant, role)
     for name in CHANGELISTS:
         response = client.get(reverse(name))
         if name == "admin:tenants_membership_changelist" and role == "operator":
@@ -100,8 +100,8 @@ def test_lists_of_a_member_never_show_b(login, a, b, role):
     assert b"reason-globex" not in response.content and b"globex-ci" not in response.content
 
 
-def test_lists_of_a_member_show_a(login, a, b):
-    client = login(a.tenant, "auditor")
+def test_lists_of_a_member_show_a(admin_client_for, a, b):
+    client = admin_client_for(a.tenant, "auditor")
     assert b"octo-org main" in client.get(reverse("admin:exchange_rule_changelist")).content
     assert a.issuer.issuer.encode() in client.get(reverse("admin:exchange_issuer_changelist")).content
     assert a.key.kid.encode() in client.get(reverse("admin:exchange_signingkey_changelist")).content
@@ -109,8 +109,8 @@ def test_lists_of_a_member_show_a(login, a, b):
     assert b"owner-acme" in client.get(reverse("admin:tenants_membership_changelist")).content
 
 
-def test_superuser_sees_both_tenants(login, a, b):
-    client = login(role="superuser")
+def test_superuser_sees_both_tenants(admin_client_for, a, b):
+    client = admin_client_for(role="superuser")
     expectations = {
         "admin:tenants_tenant_changelist": ("acme", "globex"),
         "admin:tenants_membership_changelist": ("owner-acme", "owner-globex"),
@@ -136,8 +136,8 @@ def choices(html: str, name: str) -> set[str]:
     return values - {""}
 
 
-def test_form_choices_only_offer_own_tenant(login, a, b):
-    operator = login(a.tenant, "operator")
+def test_form_choices_only_offer_own_tenant(admin_client_for, a, b):
+    operator = admin_client_for(a.tenant, "operator")
     html = operator.get(reverse("admin:exchange_rule_add")).content.decode()
     assert choices(html, "tenant") == {str(a.tenant.pk)}
     assert choices(html, "issuers") == {str(a.issuer.pk)}
@@ -151,13 +151,13 @@ def test_form_choices_only_offer_own_tenant(login, a, b):
     html = operator.get(reverse("admin:exchange_issuer_preset")).content.decode()
     assert choices(html, "tenant") == {str(a.tenant.pk)}
     assert_no_b(html, b)
-    owner = login(a.tenant, "owner")
+    owner = admin_client_for(a.tenant, "owner")
     html = owner.get(reverse("admin:tenants_membership_add")).content.decode()
     assert choices(html, "tenant") == {str(a.tenant.pk)}
 
 
-def test_a_member_in_two_tenants_gets_choices_per_role(login, a, b):
-    client = login(a.tenant, "operator")
+def test_a_member_in_two_tenants_gets_choices_per_role(admin_client_for, a, b):
+    client = admin_client_for(a.tenant, "operator")
     Membership.objects.create(user=client.user, tenant=b.tenant, role="auditor")
     html = client.get(reverse("admin:exchange_rule_add")).content.decode()
     assert choices(html, "tenant") == {str(a.tenant.pk)}  # only where the role may add
@@ -170,8 +170,8 @@ def test_a_member_in_two_tenants_gets_choices_per_role(login, a, b):
     assert Rule.objects.get(pk=b.rule.pk).name == "globex-rule"
 
 
-def test_posting_another_tenants_ids_is_refused(login, a, b):
-    client = login(a.tenant, "operator")
+def test_posting_another_tenants_ids_is_refused(admin_client_for, a, b):
+    client = admin_client_for(a.tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_add"),
         {"tenant": b.tenant.pk, "issuer_id": "sneaky", "issuer": "https://sneaky.test", "audiences": "x",
@@ -199,8 +199,8 @@ def test_posting_another_tenants_ids_is_refused(login, a, b):
     assert_no_b(response.content, b)
 
 
-def test_actions_only_touch_rows_the_role_may_touch(login, a, b, monkeypatch):
-    client = login(a.tenant, "operator")
+def test_actions_only_touch_rows_the_role_may_touch(admin_client_for, a, b, monkeypatch):
+    client = admin_client_for(a.tenant, "operator")
     calls = []
     monkeypatch.setattr("exchange.admin.issuers.issuer_keys_fetch_now", lambda *, issuer, now: calls.append(issuer.pk) or
                         __import__("exchange.upstream.jwks", fromlist=["FetchOutcome"]).FetchOutcome(True, True, False, (), ""))
@@ -217,8 +217,8 @@ def test_actions_only_touch_rows_the_role_may_touch(login, a, b, monkeypatch):
     assert response.status_code in (200, 302)
 
 
-def test_auditor_changes_nothing(login, a, b):
-    auditor = login(a.tenant, "auditor")
+def test_auditor_changes_nothing(admin_client_for, a, b):
+    auditor = admin_client_for(a.tenant, "auditor")
     before = (
         list(Issuer.objects.values()),
         list(Rule.objects.values()),
@@ -272,8 +272,8 @@ def test_auditor_changes_nothing(login, a, b):
     assert b"fetch-keys-now" not in auditor.get(reverse("admin:exchange_issuer_change", args=[a.issuer.pk])).content
 
 
-def test_operator_may_configure_but_not_own(login, a):
-    operator = login(a.tenant, "operator")
+def test_operator_may_configure_but_not_own(admin_client_for, a):
+    operator = admin_client_for(a.tenant, "operator")
     assert operator.get(reverse("admin:tenants_membership_changelist")).status_code == 403
     assert operator.post(reverse("admin:tenants_tenant_change", args=[a.tenant.pk]), {"name": "x"}).status_code == 403
     assert operator.get(reverse("admin:exchange_signingkey_revoke", args=[a.key.pk])).status_code == 403
@@ -282,8 +282,8 @@ def test_operator_may_configure_but_not_own(login, a):
     assert operator.get(reverse("admin:exchange_rule_add")).status_code == 200
 
 
-def test_nobody_edits_the_audit_log_not_even_a_superuser(login, a):
-    superuser = login(role="superuser")
+def test_nobody_edits_the_audit_log_not_even_a_superuser(admin_client_for, a):
+    superuser = admin_client_for(role="superuser")
     url = reverse("admin:exchange_exchangerecord_change", args=[a.record.pk])
     assert superuser.get(url).status_code == 200
     assert superuser.post(url, {"reason": "rewritten"}).status_code == 403
@@ -291,8 +291,8 @@ def test_nobody_edits_the_audit_log_not_even_a_superuser(login, a):
     assert ExchangeRecord.objects.get(pk=a.record.pk).reason == "reason-acme"
 
 
-def test_admin_index_shows_only_what_the_role_may_see(login, a, b):
-    operator = login(a.tenant, "operator")
+def test_admin_index_shows_only_what_the_role_may_see(admin_client_for, a, b):
+    operator = admin_client_for(a.tenant, "operator")
     html = operator.get(reverse("admin:index")).content.decode()
     for model in ("/admin/exchange/issuer/", "/admin/exchange/rule/", "/admin/exchange/signingkey/",
                   "/admin/exchange/exchangerecord/", "/admin/tenants/tenant/"):
@@ -302,16 +302,16 @@ def test_admin_index_shows_only_what_the_role_may_see(login, a, b):
     assert reverse("admin:tenants_tenant_overview", args=[a.tenant.pk]) in html
     assert_no_b(html, b)
 
-    stranger = login(None, "operator")  # staff without any membership
+    stranger = admin_client_for(None, "operator")  # staff without any membership
     html = stranger.get(reverse("admin:index")).content.decode()
     assert "/admin/exchange/" not in html and "/admin/tenants/" not in html
     assert stranger.get(reverse("admin:exchange_rule_changelist")).status_code == 403
     assert stranger.get(reverse("admin:exchange_rule_simulate")).status_code == 403
 
 
-def test_owner_adds_an_existing_account_to_their_tenant_only(login, a, b, django_user_model):
+def test_owner_adds_an_existing_account_to_their_tenant_only(admin_client_for, a, b, django_user_model):
     newcomer = django_user_model.objects.create_user(username="newcomer", password="pw")
-    owner = login(a.tenant, "owner")
+    owner = admin_client_for(a.tenant, "owner")
     response = owner.post(reverse("admin:tenants_membership_add"),
                           {"tenant": a.tenant.pk, "username": "newcomer", "role": "operator"})
     assert response.status_code == 302
@@ -329,8 +329,8 @@ def test_owner_adds_an_existing_account_to_their_tenant_only(login, a, b, django
     assert "username" in response.context["adminform"].form.errors
 
 
-def test_a_tenant_keeps_its_last_owner(login, a):
-    owner = login(a.tenant, "owner")
+def test_a_tenant_keeps_its_last_owner(admin_client_for, a):
+    owner = admin_client_for(a.tenant, "owner")
     own = Membership.objects.get(user=owner.user)
     a.membership.delete()  # now the client's user is the only owner
     response = owner.post(reverse("admin:tenants_membership_change", args=[own.pk]), {"role": "auditor"})
@@ -340,8 +340,8 @@ def test_a_tenant_keeps_its_last_owner(login, a):
     assert Membership.objects.get(pk=own.pk).role == "owner"
 
 
-def test_autocomplete_only_offers_own_rows(login, a, b):
-    client = login(a.tenant, "operator")
+def test_autocomplete_only_offers_own_rows(admin_client_for, a, b):
+    client = admin_client_for(a.tenant, "operator")
     response = client.get(
         "/admin/autocomplete/", {"app_label": "exchange", "model_name": "rule", "field_name": "issuers", "term": ""}
     )
@@ -351,9 +351,9 @@ def test_autocomplete_only_offers_own_rows(login, a, b):
         assert response.status_code in (403, 404)
 
 
-def test_a_superuser_adds_a_rule_for_one_tenant_and_sees_only_its_issuers(login, a, b):
+def test_a_superuser_adds_a_rule_for_one_tenant_and_sees_only_its_issuers(admin_client_for, a, b):
     """Issue 8 §10: the rule form never offers another tenant's issuers, and a mismatch is a sentence."""
-    client = login(role="superuser")
+    client = admin_client_for(role="superuser")
     response = client.get(reverse("admin:exchange_rule_add"))
     assert response.status_code == 200
     html = response.content.decode()

@@ -54,9 +54,9 @@ def apply_verdict(tenant, url: str) -> str | None:
 
 
 @pytest.mark.parametrize("insecure", [False, True], ids=["default", "JWTEX_ALLOW_INSECURE_ISSUERS"])
-def test_admin_and_apply_accept_and_refuse_the_same_issuer_urls(login, tenant, settings, insecure):
+def test_admin_and_apply_accept_and_refuse_the_same_issuer_urls(admin_client_for, tenant, settings, insecure):
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = insecure
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     verdicts = {url: (admin_verdict(client, tenant, url), apply_verdict(tenant, url)) for url in URLS}
     for url, (admin, applied) in verdicts.items():
         assert admin == applied, url
@@ -71,9 +71,9 @@ def test_admin_and_apply_accept_and_refuse_the_same_issuer_urls(login, tenant, s
             assert "JWTEX_ALLOW_INSECURE_ISSUERS" in verdicts[url][0]
 
 
-def test_the_preset_form_refuses_what_the_issuer_form_refuses(login, tenant, settings):
+def test_the_preset_form_refuses_what_the_issuer_form_refuses(admin_client_for, tenant, settings):
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = False
-    client = login(tenant, "operator")
+    client = admin_client_for(tenant, "operator")
     for url in ("http://gitlab.internal", "https://10.0.0.1"):
         response = client.post(reverse("admin:exchange_issuer_preset"),
                                {"tenant": tenant.pk, "preset": "gitlab-self-managed", "gitlab-self-managed__url": url})

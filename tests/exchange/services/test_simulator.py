@@ -157,8 +157,8 @@ def test_the_simulators_payload_is_the_minted_one_without_per_token_claims(tenan
     assert list(build_payload(decision=decision, issuer=runtime.issuer_url)) == list(expected)  # same order too
 
 
-def test_simulator_page_shows_trace_and_session_tags(login, tenant, issuer, allow_rule, deny_rule, upstream):
-    client = login(tenant, "auditor")
+def test_simulator_page_shows_trace_and_session_tags(admin_client_for, tenant, issuer, allow_rule, deny_rule, upstream):
+    client = admin_client_for(tenant, "auditor")
     url = reverse("admin:exchange_rule_simulate")
     response = client.post(url, {"tenant": tenant.pk, "issuer": "", "mode": "token", "token": upstream.mint()})
     assert response.status_code == 200
@@ -235,8 +235,8 @@ def jwt_payload(token: str) -> dict:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def test_trailing_newline_is_refused_by_the_simulator_page_too(login, tenant, issuer, allow_rule, upstream):
-    client = login(tenant, "operator")
+def test_trailing_newline_is_refused_by_the_simulator_page_too(admin_client_for, tenant, issuer, allow_rule, upstream):
+    client = admin_client_for(tenant, "operator")
     response = client.post(
         reverse("admin:exchange_rule_simulate"),
         {"tenant": tenant.pk, "issuer": "", "mode": "token", "token": upstream.mint() + "\n"},
