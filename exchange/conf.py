@@ -82,6 +82,13 @@ class JwtexSettings:
         """How long a process trusts its cached tenant runtime before re-reading its version."""
         return float(_get("CONFIG_RECHECK_SECONDS", 2.0))
 
+    # --- the audit ----------------------------------------------------------------------------
+    @property
+    def audit_spool_dir(self) -> Path:
+        """Where audit records wait while the database cannot take them (one file per process)."""
+        configured = _get("AUDIT_SPOOL_DIR", "")
+        return Path(configured) if configured else self.var_dir / "audit-spool"
+
     # --- the admin ----------------------------------------------------------------------------
     @property
     def login_max_failures(self) -> int:

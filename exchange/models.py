@@ -291,6 +291,8 @@ class ExchangeRecord(models.Model):
     issued_exp = models.DateTimeField(null=True, blank=True)
     issued_claims = models.JSONField(null=True, blank=True)
     client_address = models.GenericIPAddressField(null=True, blank=True)
+    # Unique per attempt: a record written twice (a spool drained again) is stored once.
+    record_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"], name="record_tenant_time")]

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from tenants.models import Tenant
 
+from .audit.writer import audit_writer, drain
 from .keys import signing_key_rotate
 from .models import Issuer
 from .services.audit import exchange_records_purge
@@ -75,3 +76,10 @@ def sweep_exchange_records() -> int:
 
 def _result_fields(result) -> dict:
     return {"created": list(result.created), "activated": result.activated, "retired": list(result.retired)}
+
+
+@shared_task(name="exchange.drain_audit_spool", ignore_result=True)
+def drain_audit_spool() -> int:
+    """Audit records a process of this host spooled while the database was down (and did not
+    drain itself: e.g. it was killed) are written to the database, each exactly once."""
+    return drain(audit_writer().spool)

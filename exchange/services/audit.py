@@ -14,6 +14,7 @@ from tenants.models import Tenant
 from ..core.errors import ExchangeError
 from ..core.values import IssuerSnapshot, MintedToken, ParsedToken
 from ..models import Decision as AuditDecision
+from ..audit.writer import record_write
 from ..models import ExchangeRecord
 
 logger = logging.getLogger("jwtex.exchange")
@@ -69,8 +70,10 @@ def _upstream_fields(parsed: ParsedToken | None) -> dict[str, Any]:
     }
 
 
-def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error: ExchangeError | None = None) -> None:
-    """Write the attempt's audit row and log line (allowed with ``minted``, else denied by ``error``)."""
+def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error: ExchangeError | None = None) -> bool:
+    """Make the attempt's audit record durable and log it (allowed with ``minted``, else denied by
+    ``error``). False when the record could be made durable nowhere (database and spool both
+    failed): then no token may be issued (SPEC §8). Denied attempts are recorded the same way."""
     fields: dict[str, Any] = {
         "tenant_id": attempt.tenant_id,
         "created_at": attempt.started,
@@ -99,11 +102,11 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
         fields.update(
             decision=AuditDecision.DENIED, status_code=error.status, error_code=error.code, reason=error.reason[:2000]
         )
-    try:
-        ExchangeRecord.objects.create(**{name: _audit_safe(value) for name, value in fields.items()})
-    except Exception:  # noqa: BLE001 - losing the row must be loud, but must not change the answer
-        logger.exception("audit record could not be written", extra={"jwtex": {"tenant": attempt.tenant_slug}})
+    durable = record_write({name: _audit_safe(value) for name, value in fields.items()})
+    if not durable:
+        logger.error("audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}})
     attempt_log(attempt, minted=minted, error=error, upstream=upstream)
+    return durable
 
 
 def attempt_log(

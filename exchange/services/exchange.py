@@ -58,7 +58,8 @@ def exchange_token(
         attempt.decided_by(rule_id=exc.rule_id, rule_name=exc.rule_name)  # a deny rule, or the refused allow rule
         attempt_record(attempt, error=exc)
         raise
-    attempt_record(attempt, minted=minted)
+    if not attempt_record(attempt, minted=minted):  # no token without its record (SPEC §8)
+        raise TemporarilyUnavailable("The exchange cannot be recorded right now; retry later.", reason="audit not durable")
     return minted
 
 

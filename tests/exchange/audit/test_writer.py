@@ -1,0 +1,116 @@
+"""Group commit and its fallbacks (SPEC §8): one commit for the records waiting together, the
+spool when the database cannot take them, 503 when neither can."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import OperationalError
+
+from exchange.audit import writer as writer_module
+from exchange.audit.spool import Spool, SpoolError
+from exchange.audit.writer import AuditWriter, drain
+from exchange.models import ExchangeRecord
+
+from .test_spool import record
+
+
+def test_records_waiting_together_share_one_commit(tmp_path, monkeypatch):
+    """The leader writes every record that queued while it committed: 40 writers, few batches."""
+    batches: list[int] = []
+    release = threading.Event()
+    first_batch_entered = threading.Event()
+
+    def insert(records):
+        batches.append(len(records))
+        first_batch_entered.set()
+        release.wait(5)  # the first commit "takes a while": the others queue meanwhile
+        return len(records)
+
+    monkeypatch.setattr(writer_module, "_insert", insert)
+    audit = AuditWriter(Spool(tmp_path))
+    results: list[bool] = []
+    leader = threading.Thread(target=lambda: results.append(audit.write({"n": 0})))
+    leader.start()
+    assert first_batch_entered.wait(5)
+    followers = [threading.Thread(target=lambda i=i: results.append(audit.write({"n": i}))) for i in range(1, 40)]
+    for thread in followers:
+        thread.start()
+    while len(audit._queue) < 39:  # noqa: ASYNC110 - every follower has queued behind the leader
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in [leader, *followers]:
+        thread.join(5)
+    assert results == [True] * 40
+    assert batches == [1, 39]  # two commits for 40 records
+    assert audit.commits == 2 and audit.records == 40
+
+
+@pytest.mark.django_db
+def test_a_database_outage_spools_and_the_next_commit_drains(tmp_path, monkeypatch, tenant):
+    audit = AuditWriter(Spool(tmp_path))
+    real_insert = writer_module._insert
+
+    def down(records):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(writer_module, "_insert", down)
+    lost = [record(tenant) for _ in range(3)]
+    assert all(audit.write(fields) for fields in lost)  # durable: in the spool
+    assert audit.spool.pending() == 3 and ExchangeRecord.objects.count() == 0
+
+    monkeypatch.setattr(writer_module, "_insert", real_insert)
+    monkeypatch.setattr(writer_module, "DRAIN_INTERVAL", 0)
+    assert audit.write(record(tenant))
+    assert ExchangeRecord.objects.count() == 4 and audit.spool.pending() == 0
+    assert drain(audit.spool) == 0
+
+
+@pytest.mark.django_db
+def test_a_record_durable_nowhere_is_reported(tmp_path, monkeypatch, tenant):
+    audit = AuditWriter(Spool(tmp_path))
+    monkeypatch.setattr(writer_module, "_insert", lambda records: (_ for _ in ()).throw(OperationalError("down")))
+
+    def full(records):
+        raise SpoolError("No space left on device")
+
+    monkeypatch.setattr(audit.spool, "append", full)
+    assert audit.write(record(tenant)) is False
+
+
+@pytest.mark.django_db(transaction=True)  # a real commit: the database checks the foreign key
+def test_a_record_whose_rule_was_deleted_meanwhile_is_still_stored(tmp_path, tenant, allow_rule):
+    rule_id = allow_rule.pk
+    allow_rule.delete()
+    audit = AuditWriter(Spool(tmp_path))
+    assert audit.write(record(tenant, rule_id=rule_id, rule_name="gone"))
+    stored = ExchangeRecord.objects.get()
+    assert stored.rule_name == "gone" and stored.rule_id is None  # the name stays; the dangling reference goes
+
+
+@pytest.mark.django_db
+def test_no_token_when_its_record_can_be_made_durable_nowhere(client, settings, tmp_path, monkeypatch, upstream, allow_rule):
+    """SPEC §8: database down and spool full → 503, and nothing issued."""
+    settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path / "spool")
+    monkeypatch.setattr(writer_module, "_insert", lambda records: (_ for _ in ()).throw(OperationalError("down")))
+
+    def full(self, records):
+        raise SpoolError("No space left on device")
+
+    monkeypatch.setattr(Spool, "append", full)
+    response = client.post("/t/acme/exchange", upstream.mint(), content_type="application/jwt")
+    assert response.status_code == 503 and response.json()["error"] == "temporarily_unavailable"
+    assert b"eyJ" not in response.content
+
+
+@pytest.mark.django_db
+def test_with_the_database_down_tokens_are_issued_with_their_record_in_the_spool(
+    client, settings, tmp_path, monkeypatch, upstream, allow_rule
+):
+    settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path / "spool")
+    monkeypatch.setattr(writer_module, "_insert", lambda records: (_ for _ in ()).throw(OperationalError("down")))
+    response = client.post("/t/acme/exchange", upstream.mint(), content_type="application/jwt")
+    assert response.status_code == 200
+    spool = Spool(tmp_path / "spool")
+    assert spool.pending() == 1
