@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from django.db import DatabaseError, connection
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -28,7 +29,7 @@ from tenants.models import SLUG_PATTERN, Tenant
 
 from . import protocol
 from .conf import jwtex_settings
-from .core.errors import NotFound
+from .core.errors import NotFound, TemporarilyUnavailable
 from .core.rules.cel_guard import RuleSyntaxError
 from .core.rules.engine import CompiledRule, compile_rule
 from .core.values import IssuerSnapshot, SignerKey
@@ -62,6 +63,9 @@ class TenantRuntime:
 _SLUG = re.compile(SLUG_PATTERN)
 _lock = threading.Lock()
 _by_slug: dict[str, TenantRuntime] = {}
+# Slugs found to be no tenant, and when: a flood of random slugs is not a query each.
+_missing: dict[str, float] = {}
+_MISSING_MAX = 10_000
 
 
 def runtime_forget(*, tenant_id: int) -> None:
@@ -74,6 +78,7 @@ def runtime_forget(*, tenant_id: int) -> None:
 @receiver(config_changed, dispatch_uid="jwtex.runtime.forget")
 def _forget_changed(sender, tenant_id: int, **kwargs) -> None:
     runtime_forget(tenant_id=tenant_id)
+    _missing.clear()  # perhaps the tenant was just created
 
 
 def tenant_rules_compile(*, tenant: Tenant) -> tuple[tuple[CompiledRule, ...], str | None]:
@@ -136,18 +141,44 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
 
 
 def tenant_runtime_get(*, slug: str) -> TenantRuntime:
-    """The runtime of an enabled tenant, or NotFound. Thread-safe; rebuilds at most when changed."""
+    """The runtime of an enabled tenant, or NotFound. Thread-safe; rebuilds at most when changed.
+
+    While the database cannot be read, a warm snapshot keeps serving (its version is checked
+    again an interval later) and a tenant without one answers 503: never a 500."""
     clock = time.monotonic()
     runtime = _by_slug.get(slug)
-    if runtime is None and not _SLUG.fullmatch(slug):
-        # Not a slug any tenant could have (NUL bytes, 10 KiB of junk…): no query at all.
-        raise NotFound("Unknown tenant.", reason="not a tenant slug")
-    if runtime is not None and clock - runtime.checked_at < jwtex_settings.config_recheck_seconds:
+    recheck = jwtex_settings.config_recheck_seconds
+    if runtime is not None and clock - runtime.checked_at < recheck:
         return runtime
+    if runtime is None:
+        if not _SLUG.fullmatch(slug):
+            # Not a slug any tenant could have (NUL bytes, 10 KiB of junk…): no query at all.
+            raise NotFound("Unknown tenant.", reason="not a tenant slug")
+        missing_since = _missing.get(slug)
+        if missing_since is not None and clock - missing_since < recheck:
+            raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} does not exist or is disabled")
+    try:
+        return _refreshed(slug, runtime, clock)
+    except DatabaseError as exc:
+        connection.close_if_unusable_or_obsolete()
+        if runtime is not None:
+            object.__setattr__(runtime, "checked_at", clock)
+            logger.warning("tenant version not checked: database unavailable; serving the warm snapshot",
+                           extra={"jwtex": {"tenant": slug, "error": type(exc).__name__}})
+            return runtime
+        raise TemporarilyUnavailable(
+            "The service cannot read its configuration right now; retry later.", reason=f"database: {type(exc).__name__}"
+        ) from None
+
+
+def _refreshed(slug: str, runtime: TenantRuntime | None, clock: float) -> TenantRuntime:
     row = Tenant.objects.filter(slug=slug).values_list("config_version", "enabled").first()
     if row is None or not row[1]:
         with _lock:
             _by_slug.pop(slug, None)
+            if len(_missing) >= _MISSING_MAX:
+                _missing.clear()
+            _missing[slug] = clock
         raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} does not exist or is disabled")
     if runtime is not None and runtime.version == row[0]:
         object.__setattr__(runtime, "checked_at", clock)
@@ -158,4 +189,5 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     runtime = runtime_build(tenant=tenant, now=timezone.now())
     with _lock:
         _by_slug[slug] = runtime
+        _missing.pop(slug, None)
     return runtime

@@ -202,6 +202,7 @@ def runtime_clear() -> None:
 
     with runtime._lock:
         runtime._by_slug.clear()
+        runtime._missing.clear()
 
 
 @pytest.fixture(autouse=True)
