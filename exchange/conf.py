@@ -61,6 +61,11 @@ class JwtexSettings:
         return float(_get("UNKNOWN_KID_COOLDOWN", limits.UNKNOWN_KID_COOLDOWN))
 
     @property
+    def request_fetch_budget(self) -> float:
+        """How long a request may wait for an upstream fetch made on its behalf (SPEC §3)."""
+        return float(_get("REQUEST_FETCH_BUDGET", 2.0))
+
+    @property
     def jwks_max_staleness(self) -> float:
         return float(_get("JWKS_MAX_STALENESS", limits.JWKS_MAX_STALENESS))
 

@@ -263,7 +263,7 @@ def test_fetch_keys_now_shows_the_fetched_kids(admin_client_for, tenant, fetched
             return FetchResult(200, {"issuer": fetched_issuer.issuer, "jwks_uri": "https://keys.test/jwks"}, "", 3600, url)
         return FetchResult(200, upstream.jwks, "", 3600, url)
 
-    monkeypatch.setattr("exchange.upstream.jwks.fetch_json", fake_fetch)
+    monkeypatch.setattr("exchange.upstream.refresh.fetch_json", fake_fetch)
     client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_issuer_fetch_keys", args=[fetched_issuer.pk]), follow=True)
     text = " ".join(str(m) for m in response.context["messages"])
@@ -277,7 +277,7 @@ def test_fetch_keys_now_shows_the_error(admin_client_for, tenant, fetched_issuer
     def failing(url, **kwargs):
         raise FetchError(f"{url}: connection refused")
 
-    monkeypatch.setattr("exchange.upstream.jwks.fetch_json", failing)
+    monkeypatch.setattr("exchange.upstream.refresh.fetch_json", failing)
     client = admin_client_for(tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_changelist"),

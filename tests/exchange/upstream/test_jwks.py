@@ -11,16 +11,18 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
-from exchange.upstream import jwks as upstream
+from exchange.upstream import keysets
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.models import Issuer
 from exchange.upstream.jwks import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from exchange.upstream.refresh import Outcome
 from exchange.core.jwks import KeySet
 from tenants.models import Tenant
 
+from tests.conftest import poll
 from tests.upstreams import Route, UpstreamServer
 
 DISCOVERY = "/.well-known/openid-configuration"
@@ -37,7 +39,7 @@ K1, K2, K3 = ec_jwk("k1"), ec_jwk("k2"), ec_jwk("k3")
 @pytest.fixture(autouse=True)
 def _clean_caches():
     cache.clear()
-    upstream._KEYSETS.clear()
+    keysets._KEYSETS.clear()
     yield
     cache.clear()
 
@@ -110,7 +112,7 @@ def test_stored_keys_are_used_without_fetching(issuer, server, now):
 def test_a_keyset_is_parsed_once_per_change_per_process(issuer, now, monkeypatch):
     issuer_jwks_refresh(issuer=issuer, now=now)
     row = reloaded(issuer)
-    upstream._KEYSETS.clear()
+    keysets._KEYSETS.clear()
     parsed = []
     original = KeySet.from_jwks.__func__
     monkeypatch.setattr(KeySet, "from_jwks", classmethod(lambda cls, jwks: parsed.append(1) or original(cls, jwks)))
@@ -336,8 +338,10 @@ def test_an_http_jwks_uri_is_refused_when_insecure_issuers_are_off(issuer, serve
     from exchange.upstream import fetch
 
     # Discovery reached over "https" (stubbed); its jwks_uri is plain http.
+    from exchange.upstream import refresh
+
     monkeypatch.setattr(
-        upstream,
+        refresh,
         "fetch_json",
         lambda url, **kw: fetch.FetchResult(
             200, {"issuer": issuer.issuer, "jwks_uri": "http://x.example/j"}, "", None, url
@@ -476,58 +480,72 @@ def test_a_static_jwks_without_a_usable_key_is_503(tenant, server, now):
     assert server.requests == []
 
 
-# --------------------------------------------------------------------------- row lock (PostgreSQL)
-
-needs_row_locks = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="SELECT … FOR UPDATE SKIP LOCKED needs PostgreSQL (CI's pass)"
-)
+# --------------------------------------------------------------------------- one tenant never slows another
 
 
-@needs_row_locks
 @pytest.mark.django_db(transaction=True)
-def test_a_row_locked_by_another_worker_is_skipped(issuer, server, now):
-    locked, release = threading.Event(), threading.Event()
+def test_no_transaction_is_open_while_fetching(issuer, server, now, monkeypatch):
+    from exchange.upstream import refresh
 
-    def other_worker() -> None:
-        try:
-            with transaction.atomic():
-                Issuer.objects.select_for_update().get(pk=issuer.pk)
-                locked.set()
-                release.wait(5)
-        finally:
-            connection.close()
+    real = refresh.fetch_json
+    seen = []
 
-    worker = threading.Thread(target=other_worker)
-    worker.start()
-    try:
-        assert locked.wait(5)
-        started = time.monotonic()
-        assert issuer_jwks_refresh(issuer=issuer, now=now, force=True) is False
-        assert time.monotonic() - started < 1
-        assert server.requests == []
-    finally:
-        release.set()
-        worker.join()
+    def checking(url, **kwargs):
+        seen.append(connection.in_atomic_block)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(refresh, "fetch_json", checking)
+    issuer_jwks_refresh(issuer=issuer, now=now, force=True)
+    issuer_keys_refetch_for_unknown_kid(issuer=issuer.snapshot(), now=now)
+    assert seen and not any(seen)
 
 
-@needs_row_locks
+@pytest.mark.django_db
+def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_answer_at_once(issuer, server, now, settings):
+    """Single-flight per issuer: the leader fetches; everyone else meanwhile answers 503 at once."""
+    from exchange.upstream import refresh
+
+    settings.JWTEX_REQUEST_FETCH_BUDGET = 0.3
+    server.json("/jwks", {"keys": [K1]}, delay=5)  # a tarpit: it answers only when the test ends
+    row = reloaded(issuer)
+    started = time.monotonic()
+    assert refresh.refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
+    assert time.monotonic() - started < 1  # the request's budget, not the upstream's whim
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(lambda _: refresh.refresh_within(row, now=now, force=False,
+                                                                  max_staleness=timedelta(days=1)), range(20)))
+    assert set(outcomes) == {Outcome.IN_FLIGHT}
+    assert issuer_jwks_refresh(issuer=issuer, now=now, force=True) is False  # a sweep skips it too
+    with pytest.raises(TemporarilyUnavailable):
+        issuer_keys_get(issuer=issuer.snapshot(), now=now)
+    assert time.monotonic() - started < 2
+    assert server.count("/jwks") == 1 and server.count(DISCOVERY) == 1
+
+
+@pytest.mark.django_db
+def test_after_a_failure_requests_answer_503_at_once_without_a_query_or_a_fetch(
+    issuer, server, now, django_assert_num_queries
+):
+    server.routes[DISCOVERY] = Route(status=500)
+    with pytest.raises(TemporarilyUnavailable):
+        issuer_keys_get(issuer=issuer.snapshot(), now=now)
+    snapshot = reloaded(issuer).snapshot()
+    with django_assert_num_queries(0):
+        for _ in range(50):
+            with pytest.raises(TemporarilyUnavailable):
+                issuer_keys_get(issuer=snapshot, now=now + timedelta(seconds=5))
+    assert len(server.requests) == 1
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_request_path_waits_for_the_worker_that_is_fetching_instead_of_fetching_again(issuer, server, now):
-    server.json("/jwks", {"keys": [K1]}, delay=0.5)
-
-    def task_worker() -> None:
-        try:
-            issuer_jwks_refresh(issuer=issuer, now=now)
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=task_worker)
-    worker.start()
-    try:
-        assert server.wait_for("/jwks")  # the worker, holding the row lock, is fetching the JWKS
-        keys = issuer_keys_get(issuer=issuer.snapshot(), now=now)
-    finally:
-        worker.join()
-
-    assert kids(keys) == {"k1"}
+def test_a_fetch_over_the_budget_completes_in_the_background_and_serves_the_next_request(
+    issuer, server, now, settings
+):
+    settings.JWTEX_REQUEST_FETCH_BUDGET = 0.2
+    server.json("/jwks", {"keys": [K1]}, delay=0.6)
+    with pytest.raises(TemporarilyUnavailable):
+        issuer_keys_get(issuer=issuer.snapshot(), now=now)
+    # The background thread stores the keys it fetched.
+    stored = poll(lambda: reloaded(issuer) if reloaded(issuer).jwks else None, timeout=5, interval=0.05)
+    assert stored is not None and kids(issuer_keys_get(issuer=stored.snapshot(), now=now)) == {"k1"}
     assert server.count("/jwks") == 1

@@ -1,0 +1,54 @@
+"""Parsed upstream key sets, cached per process: a JWKS document is parsed once per change,
+not once per request. Bounded; a lock keeps eviction safe across threads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.jwks import KeySet
+
+# (issuer pk, digest of the JWKS document) → KeySet: a set is parsed once per change and
+# process, not once per request. Bounded; a lock keeps eviction safe across threads.
+_KEYSETS: dict[tuple[int, str], KeySet] = {}
+_KEYSETS_MAX = 512
+_KEYSETS_LOCK = threading.Lock()
+
+
+def digest(jwks: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(jwks, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def remember(key: tuple[int, str], keyset: KeySet) -> None:
+    with _KEYSETS_LOCK:
+        while len(_KEYSETS) >= _KEYSETS_MAX:
+            _KEYSETS.pop(next(iter(_KEYSETS)))
+        _KEYSETS[key] = keyset
+
+
+# The exchange path hands us the same JWKS object (held by the tenant runtime's issuer
+# snapshot) on every request: recognise it by identity first, so the warm path does not
+# even hash the document. The entry keeps the object alive, so its id() stays unique.
+_BY_IDENTITY: dict[int, tuple[Any, KeySet]] = {}
+
+
+def keyset_of(*, issuer_pk: int, jwks: Mapping[str, Any]) -> KeySet:
+    """``KeySet.from_jwks`` (ValueError on a non-JWKS document), memoised per process."""
+    known = _BY_IDENTITY.get(id(jwks))
+    if known is not None and known[0] is jwks:
+        return known[1]
+    key = (issuer_pk, digest(jwks))
+    keyset = _KEYSETS.get(key)
+    if keyset is None:
+        keyset = KeySet.from_jwks(jwks)
+        remember(key, keyset)
+    with _KEYSETS_LOCK:
+        while len(_BY_IDENTITY) >= _KEYSETS_MAX:
+            _BY_IDENTITY.pop(next(iter(_BY_IDENTITY)))
+        _BY_IDENTITY[id(jwks)] = (jwks, keyset)
+    return keyset
+
+
