@@ -67,7 +67,7 @@ class Codes:
 
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 _FRAME_MIDDLEWARE = "django.middleware.clickjacking.XFrameOptionsMiddleware"
-_LOGIN_THROTTLE_MIDDLEWARE = "jwtex_site.login_throttle.LoginThrottleMiddleware"
+_LOGIN_THROTTLE_MIDDLEWARE = "jwtex_site.middleware.AdminLoginThrottleMiddleware"
 _PER_PROCESS_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.dummy.DummyCache",

@@ -101,15 +101,17 @@ INSTALLED_APPS = [
     "exchange",
 ]
 
+# The exchange, discovery, JWKS, health and metrics endpoints skip the admin's middleware
+# (jwtex_site/middleware.py): sessions, CSRF, auth, messages and login throttling are the admin's.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Refuses the admin login after repeated failures (issue 5 §4); see the module.
-    "jwtex_site.login_throttle.LoginThrottleMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Refuses the admin login after repeated failures (issue 5 §4); see jwtex_site/login_throttle.py.
+    "jwtex_site.middleware.AdminLoginThrottleMiddleware",
+    "jwtex_site.middleware.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "jwtex_site.middleware.AdminCsrfViewMiddleware",
+    "jwtex_site.middleware.AdminAuthenticationMiddleware",
+    "jwtex_site.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

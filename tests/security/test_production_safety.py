@@ -56,7 +56,7 @@ def test_production_settings_are_secure_by_default(tmp_path):
     assert values["SESSION_COOKIE_SECURE"] and values["CSRF_COOKIE_SECURE"] and values["SESSION_COOKIE_HTTPONLY"]
     assert values["SECURE_CONTENT_TYPE_NOSNIFF"] and values["X_FRAME_OPTIONS"] == "DENY"
     assert values["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
-    assert "jwtex_site.login_throttle.LoginThrottleMiddleware" in values["MIDDLEWARE"]
+    assert "jwtex_site.middleware.AdminLoginThrottleMiddleware" in values["MIDDLEWARE"]
 
 
 def test_manage_check_passes_a_safe_production_configuration(tmp_path):
@@ -172,7 +172,7 @@ def test_system_checks_refuse_missing_security_middleware(production):
     production.MIDDLEWARE = [
         m
         for m in production.MIDDLEWARE
-        if m not in ("django.middleware.security.SecurityMiddleware", "jwtex_site.login_throttle.LoginThrottleMiddleware")
+        if m not in ("django.middleware.security.SecurityMiddleware", "jwtex_site.middleware.AdminLoginThrottleMiddleware")
     ]
     assert {"jwtex.E007", "jwtex.W003"} <= _ids()
 

@@ -1,0 +1,54 @@
+"""The admin's middleware, for the admin only (issue 10 §3).
+
+Sessions, CSRF, authentication, messages and login throttling serve people in the admin. The
+exchange, discovery and JWKS endpoints (and health and metrics) have no session, no cookie and
+no form: there each of these middleware passes the request straight on, so the hot path runs
+only what it needs (security headers). Each class here is its Django original, so Django's own
+checks still find it (the admin requires sessions, auth and messages).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.middleware.csrf import CsrfViewMiddleware
+
+from .login_throttle import LoginThrottleMiddleware
+
+# Paths that never use a session, a cookie or a form.
+MACHINE_PREFIXES = ("/t/", "/api/v1/", "/healthz", "/readyz", "/metrics")
+
+
+def for_machines(request) -> bool:
+    return request.path_info.startswith(MACHINE_PREFIXES)
+
+
+class _AdminOnly:
+    def __call__(self, request):
+        if for_machines(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class AdminSessionMiddleware(_AdminOnly, SessionMiddleware):
+    pass
+
+
+class AdminCsrfViewMiddleware(_AdminOnly, CsrfViewMiddleware):
+    def process_view(self, request, callback, callback_args, callback_kwargs):
+        if for_machines(request):
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class AdminAuthenticationMiddleware(_AdminOnly, AuthenticationMiddleware):
+    pass
+
+
+class AdminMessageMiddleware(_AdminOnly, MessageMiddleware):
+    pass
+
+
+class AdminLoginThrottleMiddleware(_AdminOnly, LoginThrottleMiddleware):
+    pass
