@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test bench migrate clean
+.PHONY: run serve test bench bench-http migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("jwtex needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -27,12 +27,22 @@ run: $(STAMP)
 	@$(PY) -m jwtex_site.dev --host $(HOST) --port $(PORT)
 
 # The whole suite, on every core (pytest-xdist); PYTEST_ARGS="-n0 -x" for one process.
+# The production web server in the foreground (jwtex_site/serve.py): PORT, WEB_CONCURRENCY,
+# JWTEX_SERVER_THREADS, JWTEX_SERVER=gunicorn|granian. No Celery: run the worker and beat apart.
+serve: $(STAMP)
+	@PORT=$(PORT) $(PY) -m jwtex_site.serve
+
 test: $(STAMP)
 	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 # Per-step and end-to-end exchange costs on this machine (throwaway SQLite, or DATABASE_URL).
 bench: $(STAMP)
 	$(PY) bench/exchange_benchmark.py
+
+# Served exchanges over HTTP against their in-process ceiling (bench/http_benchmark.py):
+# one server process pinned to one core, wrk on another, PostgreSQL (or DATABASE_URL).
+bench-http: $(STAMP)
+	$(PY) bench/http_benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache test-artifacts

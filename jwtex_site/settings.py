@@ -138,9 +138,11 @@ _db_url = os.environ.get("DATABASE_URL") or _default_db
 if _db_url.startswith("sqlite:///") and not _db_url.startswith("sqlite:////"):
     # A relative SQLite path is relative to the project, not to the working directory.
     _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///'):]}"
-# Persistent connections, checked before reuse: a restarted database (or a closed test
-# connection) costs one reconnect, not a 500.
-DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60, conn_health_checks=True)}
+# Persistent connections. Not health-checked before each request (that is a round trip per
+# exchange): a connection that fails is closed, and every caller of the database answers for
+# it (the audit spools, a warm runtime keeps serving, the rest answers 503), so a restarted
+# database costs one failed statement per connection, never a 500.
+DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60, conn_health_checks=False)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # WAL with synchronous=NORMAL: readers never wait for the writer, and a commit is one

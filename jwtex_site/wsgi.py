@@ -3,9 +3,14 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
 
 # An unsafe production configuration never serves (SPEC §1; the jwtex.E00x system checks).
 from exchange.checks import refuse_unsafe_start  # noqa: E402  (needs the apps loaded above)
 
 refuse_unsafe_start("web application")
+
+# The exchange and the issuer documents take the lean route (exchange/api/fast.py).
+from exchange.api.fast import MachineRoutes  # noqa: E402
+
+application = MachineRoutes(django_application)

@@ -80,19 +80,24 @@ def jwks_view(request: HttpRequest, slug: str) -> HttpResponse:
     return _json_document(jwks, max_age=JWKS_MAX_AGE)
 
 
+def raw_exchange(request: HttpRequest, slug: str) -> HttpResponse:
+    """SPEC §3a, for the view below and for the lean WSGI route (exchange.api.fast)."""
+    try:
+        minted = _exchange(slug, params.raw_request(request), endpoint="raw")
+    except ExchangeError as error:
+        return error_response(error)
+    response = HttpResponse(minted.token.encode("ascii"), content_type="application/jwt")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class RawExchangeView(_PostOnlyView):
     """``POST /t/T/exchange[?issuerId=I]``: body is the raw JWT, answer is the raw JWT (the
     original jwtex contract; AWS SDKs read the token file as is, so no trailing newline)."""
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
-        try:
-            minted = _exchange(slug, params.raw_request(request), endpoint="raw")
-        except ExchangeError as error:
-            return error_response(error)
-        response = HttpResponse(minted.token.encode("ascii"), content_type="application/jwt")
-        response["Cache-Control"] = "no-store"
-        return response
+        return raw_exchange(request, slug)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

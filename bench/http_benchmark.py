@@ -1,0 +1,275 @@
+"""Served exchanges against their in-process ceiling (issue 10 §5). ``make bench-http``.
+
+    .venv/bin/python bench/http_benchmark.py [--server granian|gunicorn] [--threads 16] [--seconds 10]
+
+- Database: ``DATABASE_URL``, else a fresh ``jwtex_bench`` database on the local PostgreSQL
+  (127.0.0.1:5432), else SQLite in a temporary directory (said so in the output).
+- The ceiling: the same work in this process, on core 0 — verify an RS256 upstream token, one CEL
+  rule with three session tags, sign ES256 — with the same libraries.
+- Served: ``make serve`` with one process pinned to core 0 (``taskset``), ``wrk`` on core 1
+  driving the raw endpoint (``apt-get install wrk`` if it is missing): peak throughput, then a
+  fixed rate at half of it for p50/p99.
+- Audit: rows written vs 200s answered; database transactions per exchange (PostgreSQL's own
+  counters); audit commits per exchange.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/jwt"
+wrk.body = os.getenv("JWTEX_BENCH_TOKEN")
+local interval = tonumber(os.getenv("JWTEX_BENCH_DELAY_MS") or "0")
+statuses = {}
+function delay() return interval end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+"""
+# wrk runs response() in its own thread's Lua state: report through a summary file per thread.
+WRK_SCRIPT += r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function done(summary, latency, requests)
+  local counts = {}
+  for _, t in ipairs(threads) do
+    local s = t:get("statuses")
+    for k, v in pairs(s) do counts[tostring(k)] = (counts[tostring(k)] or 0) + v end
+  end
+  local parts = {}
+  for k, v in pairs(counts) do table.insert(parts, string.format('"%s": %d', k, v)) end
+  io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> tuple[str, str]:
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"], "DATABASE_URL"
+    try:
+        import psycopg
+
+        for user in ("postgres", "root"):
+            try:
+                with psycopg.connect(f"postgresql://{user}@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
+                    c.execute("DROP DATABASE IF EXISTS jwtex_bench")
+                    c.execute("CREATE DATABASE jwtex_bench")
+                return f"postgres://{user}@127.0.0.1:5432/jwtex_bench", "PostgreSQL (fresh jwtex_bench database)"
+            except psycopg.OperationalError:
+                continue
+    except ImportError:
+        pass
+    return "", "SQLite (no PostgreSQL reachable)"
+
+
+def _environment(var: Path, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="jwtex_site.settings",
+        JWTEX_VAR_DIR=str(var),
+        JWTEX_KEY_ENCRYPTION_KEYS="benchmark-key-encryption-key-0123456789",
+        JWTEX_RATE_LIMIT_PER_ADDRESS="0",
+        JWTEX_LOG_LEVEL="WARNING",
+        JWTEX_ACCESS_LOG="0",
+        PYTHONPATH=str(ROOT),
+    )
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return env
+
+
+def _setup(env: dict[str, str]) -> dict:
+    """Migrate, create tenant ``bench`` (issuer with a static JWKS, one rule, three tags), and
+    return what the benchmark needs (an upstream token, the pieces for the ceiling)."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from exchange.models import Issuer, Rule
+    from exchange.services.tenants import tenant_create
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update({"kid": "bench", "alg": "RS256", "use": "sig"})
+    iss = "https://ci.bench.invalid"
+    tenant = tenant_create(slug="bench", name="bench", rate_limit_per_minute=0)
+    issuer = Issuer.objects.create(tenant=tenant, issuer_id="github", issuer=iss, audiences=["sts.amazonaws.com"],
+                                   static_jwks={"keys": [jwk]})
+    rule = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow",
+                               when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+                               session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
+    rule.issuers.add(issuer)
+    now = int(time.time())
+    claims = {"iss": iss, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main", "iat": now,
+              "nbf": now - 600, "exp": now + 3000, "jti": "bench", "repository": "octo-org/app",
+              "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat", "workflow": "deploy"}
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+    return {"token": token}
+
+
+def _ceiling(token: str, seconds: float = 3.0) -> float:
+    """Exchanges per second of the same cryptography and rules in this process, on core 0."""
+    from exchange.core.minting import mint_token
+    from exchange.core.rules.engine import decide
+    from exchange.core.verification import parse_compact, verify_token
+    from exchange.runtime import tenant_runtime_get
+    from exchange.upstream.jwks import issuer_keys_get
+    from datetime import UTC, datetime
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    runtime = tenant_runtime_get(slug="bench")
+    issuer = runtime.issuers["github"]
+    keys = issuer_keys_get(issuer=issuer, now=datetime.now(UTC)).keys
+
+    def one() -> None:
+        now = time.time()
+        verified = verify_token(parse_compact(token), issuer=issuer.config, keys=keys, now=now)
+        decision = decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
+                          default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
+        mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+
+    rates = []
+    for _ in range(5):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            one()
+            count += 1
+        rates.append(count / (time.perf_counter() - start))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return statistics.median(rates)
+
+
+def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subprocess.Popen:
+    taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    serve_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1",
+                 "JWTEX_SERVER": server, "JWTEX_SERVER_THREADS": str(threads)}
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
+    process = subprocess.Popen([*taskset, "make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
+                               cwd=ROOT, env=serve_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/t/bench/.well-known/jwks.json", timeout=1).read()
+            return process
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if process.poll() is not None:
+                raise SystemExit("make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:])
+            time.sleep(0.2)
+    raise SystemExit("make serve did not come up within 30 s")
+
+
+def _wrk(url: str, token: str, *, seconds: int, connections: int, delay_ms: float = 0.0) -> dict:
+    script = Path(tempfile.mkdtemp(prefix="jwtex-wrk-")) / "exchange.lua"
+    script.write_text(WRK_SCRIPT)
+    taskset = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    env = {**os.environ, "JWTEX_BENCH_TOKEN": token, "JWTEX_BENCH_DELAY_MS": str(delay_ms)}
+    out = subprocess.run([*taskset, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    if os.environ.get("JWTEX_BENCH_VERBOSE"):
+        print(out)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    latencies = {m[1]: _ms(m[2]) for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
+    statuses = json.loads(re.search(r"STATUSES (\{.*\})", out)[1])
+    return {"rate": rate, "p50": latencies.get("50"), "p99": latencies.get("99"), "statuses": statuses}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _db_counters() -> dict[str, int]:
+    from django.db import connection
+
+    from exchange.models import ExchangeRecord
+
+    counters = {"rows": ExchangeRecord.objects.filter(decision="allowed").count()}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            time.sleep(1.5)  # let the server's backends flush their statistics
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            counters["transactions"] = cursor.fetchone()[0]
+    connection.close()
+    return counters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["gunicorn", "granian"], default=os.environ.get("JWTEX_SERVER", "granian"))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("JWTEX_SERVER_THREADS") or 16))
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk (Debian's package)")
+
+    var = Path(tempfile.mkdtemp(prefix="jwtex-bench-http-"))
+    database_url, database = _database_url()
+    env = _environment(var, database_url)
+    setup = _setup(env)
+    ceiling = _ceiling(setup["token"])
+    port = _free_port()
+    server = _serve(env, port, args.server, args.threads)
+    url = f"http://127.0.0.1:{port}/t/bench/exchange?issuerId=github"
+    try:
+        _wrk(url, setup["token"], seconds=2, connections=args.connections)  # warm up
+        before = _db_counters()
+        peak = _wrk(url, setup["token"], seconds=args.seconds, connections=args.connections)
+        half_rate = peak["rate"] / 2
+        connections = 8
+        half = _wrk(url, setup["token"], seconds=args.seconds, connections=connections,
+                    delay_ms=1000.0 * connections / half_rate)
+        after = _db_counters()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    ok = peak["statuses"].get("200", 0) + half["statuses"].get("200", 0)
+    other = {k: v for run in (peak, half) for k, v in run["statuses"].items() if k != "200"}
+    print(f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}")
+    print(f"  ceiling (in process, one core):      {ceiling:8.0f} exchanges/s")
+    print(f"  served at peak ({args.connections} connections):   {peak['rate']:8.0f} exchanges/s   "
+          f"ratio {peak['rate'] / ceiling:.2f}")
+    print(f"  at half of peak ({half['rate']:.0f}/s, fixed rate): p50 {half['p50']:.2f} ms   p99 {half['p99']:.2f} ms")
+    print(f"  answers: {ok} × 200" + (f", others {other}" if other else ""))
+    print(f"  audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued")
+    if "transactions" in after:
+        per = (after["transactions"] - before["transactions"]) / max(ok, 1)
+        print(f"  database transactions per exchange: {per:.3f} (reads on the warm path: none; "
+              f"one version check per tenant every 2 s)")
+
+
+if __name__ == "__main__":
+    main()
