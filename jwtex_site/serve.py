@@ -52,7 +52,7 @@ def command(environ: dict[str, str]) -> list[str]:
         return [
             str(bindir / "granian"), "--interface", "wsgi", "--host", environ.get("HOST", "0.0.0.0"),
             "--port", environ.get("PORT", "8000"), "--workers", workers, "--blocking-threads", threads,
-            "--no-ws", "--log-config", _granian_log_config(environ),
+            "--no-ws", "--respawn-failed-workers", "--log-config", _granian_log_config(environ),
             "--access-log" if environ.get("JWTEX_ACCESS_LOG", "1") != "0" else "--no-access-log",
             "--access-log-fmt", '%(addr)s "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms',
             "jwtex_site.wsgi:application",

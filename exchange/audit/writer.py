@@ -163,7 +163,9 @@ def _insert_postgresql(records: list[dict[str, Any]]) -> int:
     sql = f"INSERT INTO {_table()} ({_columns()}) VALUES ({', '.join(['%s'] * len(_FIELDS))}) ON CONFLICT DO NOTHING"
     connection.ensure_connection()
     raw = connection.connection
-    with psycopg.Cursor(raw) as cursor:
+    # Driver errors as Django's (DatabaseError…), and the connection marked as failed, so it is
+    # closed and the next statement reconnects.
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         if connection.in_atomic_block:  # inside the caller's transaction (tests): just the statements
             cursor.executemany(sql, params)
         elif len(params) == 1:
