@@ -3,10 +3,12 @@
 A ``TenantRuntime`` is an immutable snapshot of a tenant — values only, never an ORM row, so
 threads can share it: its issuers (``IssuerSnapshot``), its rules compiled once, its active
 signing key decrypted once, and its discovery and JWKS documents rendered once. Each process
-keeps one per tenant and trusts it for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 2 s); after
-that one tiny indexed query compares the tenant's ``config_version`` (bumped by
-exchange.invalidation on every change) and rebuilds only when it moved. Cost per exchange is
-therefore flat in the number of tenants.
+keeps one per tenant and trusts them all for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 2 s);
+after that one read of the global ``ConfigEpoch`` (moved after every committed change,
+exchange.invalidation) tells whether anything changed, and only then one query of every
+tenant's ``config_version`` says which snapshots to drop. So the cost is one tiny read per
+interval per process, whether it serves one tenant or ten thousand; a full comparison also runs
+every ``_RECONCILE_SECONDS`` in case an epoch bump was lost with a crashed process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from django.db import DatabaseError, connection
 from django.dispatch import receiver
 from django.utils import timezone
 
-from tenants.models import SLUG_PATTERN, Tenant
+from tenants.models import SLUG_PATTERN, ConfigEpoch, Tenant
 
 from . import protocol
 from .conf import jwtex_settings
@@ -57,7 +59,6 @@ class TenantRuntime:
     signer_error: str | None
     jwks_json: bytes
     discovery_json: bytes
-    checked_at: float = field(default=0.0, compare=False)
 
 
 _SLUG = re.compile(SLUG_PATTERN)
@@ -66,6 +67,29 @@ _by_slug: dict[str, TenantRuntime] = {}
 # Slugs found to be no tenant, and when: a flood of random slugs is not a query each.
 _missing: dict[str, float] = {}
 _MISSING_MAX = 10_000
+_RECONCILE_SECONDS = 60.0
+
+
+@dataclass
+class _Freshness:
+    """When this process last compared its snapshots with the database, and what it saw."""
+
+    epoch: int | None = None
+    checked_at: float = float("-inf")
+    reconciled_at: float = float("-inf")
+    generation: int = 0  # moves with every comparison: a build that raced one is served, not kept
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_fresh = _Freshness()
+
+
+def runtime_reset() -> None:
+    """Forget every snapshot and comparison this process holds (what a restart does)."""
+    with _lock:
+        _by_slug.clear()
+        _missing.clear()
+        _fresh.epoch, _fresh.checked_at, _fresh.reconciled_at = None, float("-inf"), float("-inf")
 
 
 def runtime_forget(*, tenant_id: int) -> None:
@@ -136,58 +160,78 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
         discovery_json=json.dumps(
             protocol.discovery_document(issuer_url=issuer_url, algorithms=algorithms), separators=(",", ":")
         ).encode(),
-        checked_at=time.monotonic(),
     )
 
 
 def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     """The runtime of an enabled tenant, or NotFound. Thread-safe; rebuilds at most when changed.
 
-    While the database cannot be read, a warm snapshot keeps serving (its version is checked
-    again an interval later) and a tenant without one answers 503: never a 500."""
+    While the database cannot be read, warm snapshots keep serving (the epoch is read again an
+    interval later) and a tenant without one answers 503: never a 500."""
     clock = time.monotonic()
+    if clock - _fresh.checked_at >= jwtex_settings.config_recheck_seconds:
+        _freshness_check(clock)
     runtime = _by_slug.get(slug)
-    recheck = jwtex_settings.config_recheck_seconds
-    if runtime is not None and clock - runtime.checked_at < recheck:
+    if runtime is not None:
         return runtime
-    if runtime is None:
-        if not _SLUG.fullmatch(slug):
-            # Not a slug any tenant could have (NUL bytes, 10 KiB of junk…): no query at all.
-            raise NotFound("Unknown tenant.", reason="not a tenant slug")
-        missing_since = _missing.get(slug)
-        if missing_since is not None and clock - missing_since < recheck:
-            raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} does not exist or is disabled")
+    if not _SLUG.fullmatch(slug):
+        # Not a slug any tenant could have (NUL bytes, 10 KiB of junk…): no query at all.
+        raise NotFound("Unknown tenant.", reason="not a tenant slug")
+    missing_since = _missing.get(slug)
+    if missing_since is not None and clock - missing_since < jwtex_settings.config_recheck_seconds:
+        raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} does not exist or is disabled")
     try:
-        return _refreshed(slug, runtime, clock)
+        return _built(slug, clock)
     except DatabaseError as exc:
         connection.close_if_unusable_or_obsolete()
-        if runtime is not None:
-            object.__setattr__(runtime, "checked_at", clock)
-            logger.warning("tenant version not checked: database unavailable; serving the warm snapshot",
-                           extra={"jwtex": {"tenant": slug, "error": type(exc).__name__}})
-            return runtime
         raise TemporarilyUnavailable(
             "The service cannot read its configuration right now; retry later.", reason=f"database: {type(exc).__name__}"
         ) from None
 
 
-def _refreshed(slug: str, runtime: TenantRuntime | None, clock: float) -> TenantRuntime:
-    row = Tenant.objects.filter(slug=slug).values_list("config_version", "enabled").first()
-    if row is None or not row[1]:
+def _freshness_check(clock: float) -> None:
+    """Read the epoch (one thread at a time; the others keep serving) and drop what changed."""
+    if not _fresh.lock.acquire(blocking=False):
+        return
+    try:
+        epoch = ConfigEpoch.objects.filter(pk=1).values_list("value", flat=True).first() or 0
+        if epoch != _fresh.epoch or clock - _fresh.reconciled_at >= _RECONCILE_SECONDS:
+            _reconcile()
+            _fresh.reconciled_at = clock
+        _fresh.epoch = epoch
+    except DatabaseError as exc:
+        connection.close_if_unusable_or_obsolete()
+        logger.warning("configuration not checked: database unavailable; serving warm snapshots",
+                       extra={"jwtex": {"error": type(exc).__name__, "tenants": len(_by_slug)}})
+    finally:
+        _fresh.checked_at = clock
+        _fresh.lock.release()
+
+
+def _reconcile() -> None:
+    current = {slug: version for slug, version in Tenant.objects.filter(enabled=True).values_list("slug", "config_version")}
+    with _lock:
+        stale = [slug for slug, runtime in _by_slug.items() if current.get(slug) != runtime.version]
+        for slug in stale:
+            del _by_slug[slug]
+        for slug in [slug for slug in _missing if slug in current]:
+            del _missing[slug]
+        _fresh.generation += 1
+
+
+def _built(slug: str, clock: float) -> TenantRuntime:
+    generation = _fresh.generation
+    tenant = Tenant.objects.filter(slug=slug, enabled=True).first()
+    if tenant is None:
         with _lock:
-            _by_slug.pop(slug, None)
             if len(_missing) >= _MISSING_MAX:
                 _missing.clear()
             _missing[slug] = clock
         raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} does not exist or is disabled")
-    if runtime is not None and runtime.version == row[0]:
-        object.__setattr__(runtime, "checked_at", clock)
-        return runtime
-    tenant = Tenant.objects.filter(slug=slug, enabled=True).first()
-    if tenant is None:
-        raise NotFound("Unknown tenant.", reason=f"tenant {slug!r} vanished")
     runtime = runtime_build(tenant=tenant, now=timezone.now())
     with _lock:
-        _by_slug[slug] = runtime
+        # A snapshot read while a comparison ran may already be stale: serve it once, keep it not.
+        if generation == _fresh.generation:
+            _by_slug[slug] = runtime
         _missing.pop(slug, None)
     return runtime

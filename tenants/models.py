@@ -68,6 +68,17 @@ class Tenant(models.Model):
         return self.slug
 
 
+class ConfigEpoch(models.Model):
+    """One row, bumped after every committed change to any tenant's configuration, so a
+    process learns whether anything changed with one read of this row, however many tenants
+    there are; only when it moved does it compare its snapshots' versions (exchange.runtime)."""
+
+    value = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"configuration epoch {self.value}"
+
+
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
     OPERATOR = "operator", "Operator"

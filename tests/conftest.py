@@ -198,11 +198,9 @@ def poll(check, *, timeout: float, interval: float = 0.1, stop=None):
 
 def runtime_clear() -> None:
     """Forget every tenant runtime this process holds (what a restart does)."""
-    from exchange import runtime
+    from exchange.runtime import runtime_reset
 
-    with runtime._lock:
-        runtime._by_slug.clear()
-        runtime._missing.clear()
+    runtime_reset()
 
 
 @pytest.fixture(autouse=True)
