@@ -1,33 +1,37 @@
-"""How fast is one exchange? Prints per-step costs and end-to-end rates on this machine.
+"""How fast is one exchange, and does it stay that fast with many tenants? Prints per-step
+costs, end-to-end latency for 1 tenant and for many, their ratio, database reads per warm
+exchange and memory per process.
 
-    .venv/bin/python bench/exchange_benchmark.py [--n 3000] [--tenants 1,100]
+    .venv/bin/python bench/exchange_benchmark.py [--n 3000] [--tenants 10000] [--rules 20]
 
-Runs in a throwaway SQLite database under a temporary directory (or DATABASE_URL if set).
-Steps: strict parse + RS256 verify of an upstream token, CEL rules, ES256 mint, and the
-whole exchange_token() (which also writes its audit row), warm, on one core. With several
-tenants it shows the warm path stays flat as tenants grow (no database reads per exchange).
+Runs in a throwaway SQLite database under a temporary directory (or DATABASE_URL if set), on
+one core. Every tenant has the same issuer and ``--rules`` rules (the last an allow with three
+session tags, the others denies that do not match), so the comparison isolates the number of
+tenants. End to end is the whole ``exchange_token()``, audit record and rate-limit counters
+included (each tenant's limit set too high to refuse); rounds of the one-tenant and the
+many-tenant case alternate and the medians are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+ISS = "https://ci.bench.invalid"
+ROUNDS = 7
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=3000)
-    parser.add_argument("--tenants", default="1,100")
-    args = parser.parse_args()
 
+def django_setup() -> None:
     tmp = tempfile.mkdtemp(prefix="jwtex-bench-")
     os.environ.setdefault("JWTEX_VAR_DIR", tmp)
     os.environ.setdefault("JWTEX_KEY_ENCRYPTION_KEYS", "benchmark-key-encryption-key-0123456789")
@@ -40,107 +44,184 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from exchange.conf import jwtex_settings
-    from exchange.core.minting import mint_token
-    from exchange.core.rules.engine import decide
-    from exchange.core.verification import parse_compact, verify_token
-    from exchange.models import Issuer, Rule
-    from exchange.runtime import tenant_runtime_get
-    from exchange.services.exchange import exchange_token
-    from exchange.services.tenants import tenant_create
 
-    upstream_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(upstream_key.public_key(), as_dict=True)
-    jwk.update({"kid": "bench", "alg": "RS256", "use": "sig"})
-    iss = "https://ci.bench.invalid"
+@dataclass
+class Upstream:
+    key: object
+    jwk: dict
 
-    def make_tenant(slug: str) -> None:
-        tenant = tenant_create(slug=slug, name=slug, rate_limit_per_minute=0)
-        issuer = Issuer.objects.create(
-            tenant=tenant, issuer_id="github", issuer=iss, audiences=["sts.amazonaws.com"], static_jwks={"keys": [jwk]}
-        )
-        rules = [
-            ("deny forks", "claims.repository_owner != 'octo-org'", "deny", {}),
-            ("main", "claims.ref == 'refs/heads/main'", "allow",
-             {"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"}),
-        ]
-        for position, (name, when, effect, tags) in enumerate(rules):
-            rule = Rule.objects.create(tenant=tenant, position=position, name=name, when=when, effect=effect, session_tags=tags)
-            rule.issuers.add(issuer)
+    @classmethod
+    def generate(cls) -> Upstream:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
 
-    def upstream_token() -> str:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        jwk.update({"kid": "bench", "alg": "RS256", "use": "sig"})
+        return cls(key, jwk)
+
+    def token(self) -> str:
+        import jwt
+
         now = int(time.time())
         claims = {
-            "iss": iss, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main",
-            "iat": now, "nbf": now - 600, "exp": now + 600, "jti": os.urandom(8).hex(),
+            "iss": ISS, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main",
+            "iat": now, "nbf": now - 600, "exp": now + 1800, "jti": os.urandom(8).hex(),
             "repository": "octo-org/app", "repository_owner": "octo-org", "ref": "refs/heads/main",
             "actor": "octocat", "workflow": "deploy", "run_id": "1234567890", "event_name": "push",
         }
-        return jwt.encode(claims, upstream_key, algorithm="RS256", headers={"kid": "bench"})
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "bench"})
 
-    counts = sorted({int(x) for x in args.tenants.split(",")})
-    created = 0
-    make_tenant("t0")
-    created = 1
-    token = upstream_token()
-    runtime = tenant_runtime_get(slug="t0")
-    config = runtime.issuers["github"].config
+
+def tenants_create(*, start: int, stop: int, rules: int, upstream: Upstream) -> None:
+    """Tenants t{start}…t{stop-1}, each with one issuer and ``rules`` rules, in bulk."""
+    from django.db import transaction
+
+    from exchange.models import Issuer, Rule
+    from exchange.services.tenants import tenant_create
+
+    allow_tags = {"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"}
+    with transaction.atomic():
+        tenants = [tenant_create(slug=f"t{i}", name=f"t{i}", rate_limit_per_minute=10**9) for i in range(start, stop)]
+        issuers = Issuer.objects.bulk_create(
+            Issuer(tenant=t, issuer_id="github", issuer=ISS, audiences=["sts.amazonaws.com"],
+                   static_jwks={"keys": [upstream.jwk]}) for t in tenants
+        )
+        created = Rule.objects.bulk_create(
+            Rule(tenant=t, position=p, name=name, when=when, effect=effect, session_tags=tags)
+            for t in tenants for p, (name, when, effect, tags) in enumerate(rule_specs(t.slug, rules, allow_tags))
+        )
+        issuer_of = {i.tenant_id: i.pk for i in issuers}
+        Through = Rule.issuers.through
+        Through.objects.bulk_create(Through(rule_id=r.pk, issuer_id=issuer_of[r.tenant_id]) for r in created)
+
+
+def rule_specs(slug: str, rules: int, allow_tags: dict) -> list[tuple]:
+    """Each tenant's own expressions (no two tenants share a compiled program by accident)."""
+    specs = [(f"deny {n}", f"claims.repository == 'octo-org/{slug}-blocked-{n}'", "deny", {}) for n in range(rules - 1)]
+    return [*specs, ("main", "claims.ref == 'refs/heads/main'", "allow", allow_tags)]
+
+
+def per_call(fn, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def line(label: str, seconds: list[float]) -> float:
+    median = statistics.median(seconds)
+    print(f"  {label:<46} {median * 1e6:8.1f} µs   {1 / median:8.0f} /s   (best {min(seconds) * 1e6:.1f} µs)")
+    return median
+
+
+def steps(upstream: Upstream, n: int) -> None:
     from datetime import UTC, datetime
 
+    from exchange.core.minting import mint_token
+    from exchange.core.rules.engine import decide
+    from exchange.core.verification import parse_compact, verify_token
+    from exchange.runtime import tenant_runtime_get
     from exchange.upstream.jwks import issuer_keys_get
 
-    keys = issuer_keys_get(issuer=runtime.issuers["github"], now=datetime.now(UTC)).keys
-
-    def rate(label: str, fn, n: int) -> None:
-        samples = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(n // 5):
-                fn()
-            samples.append((time.perf_counter() - start) / (n // 5))
-        best = min(samples)
-        print(f"  {label:<44} {best * 1e6:8.1f} µs   {1 / best:9.0f} /s   (median {statistics.median(samples) * 1e6:.1f} µs)")
-
-    now = time.time()
-    print(f"jwtex exchange benchmark — Python {sys.version.split()[0]}, {os.cpu_count()} cores, one used")
-    print("steps (warm):")
-    rate("parse_compact (strict JWS)", lambda: parse_compact(token), args.n)
+    runtime = tenant_runtime_get(slug="t0")
+    issuer = runtime.issuers["github"]
+    keys = issuer_keys_get(issuer=issuer, now=datetime.now(UTC)).keys
+    token, now = upstream.token(), time.time()
     parsed = parse_compact(token)
-    rate("verify_token (RS256 2048)", lambda: verify_token(parsed, issuer=config, keys=keys, now=now), args.n)
-    verified = verify_token(parsed, issuer=config, keys=keys, now=now)
-    decide_kwargs = dict(issuer_id="github", claims=verified.claims, requested_audience=None,
-                         default_audience="sts.amazonaws.com", max_lifetime=3600)
-    rate("decide (2 CEL rules, 3 session tags)", lambda: decide(runtime.rules, **decide_kwargs), args.n)
-    decision = decide(runtime.rules, **decide_kwargs)
-    rate("mint_token (ES256)", lambda: mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now)), args.n)
+    claims = verify_token(parsed, issuer=issuer.config, keys=keys, now=now).claims
+    ask = dict(issuer_id="github", claims=claims, requested_audience=None, default_audience="sts.amazonaws.com",
+               max_lifetime=3600)
+    decision = decide(runtime.rules, **ask)
+    print(f"steps, warm, one tenant with {len(runtime.rules)} rules (median of {ROUNDS} rounds):")
+    for label, fn in [
+        ("parse_compact (strict JWS)", lambda: parse_compact(token)),
+        ("verify_token (RS256 2048)", lambda: verify_token(parsed, issuer=issuer.config, keys=keys, now=now)),
+        (f"decide ({len(runtime.rules)} CEL rules, 3 session tags)", lambda: decide(runtime.rules, **ask)),
+        ("mint_token (ES256)", lambda: mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer,
+                                                  now=int(now))),
+    ]:
+        line(label, [per_call(fn, n // ROUNDS) for _ in range(ROUNDS)])
 
-    print("exchange_token() end to end, warm (includes the audit INSERT):")
-    for count in counts:
-        while created < count:
-            make_tenant(f"t{created}")
-            created += 1
-        slugs = [f"t{i}" for i in range(count)]
-        for slug in slugs:  # warm every tenant's runtime
-            exchange_token(tenant_slug=slug, subject_token=token, client_address="127.0.0.1")
-        i = 0
 
-        def one() -> None:
-            nonlocal i
-            exchange_token(tenant_slug=slugs[i % count], subject_token=token, client_address="127.0.0.1")
-            i += 1
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-        from django.db import connection, reset_queries
-        from django.test.utils import CaptureQueriesContext
 
-        with CaptureQueriesContext(connection) as queries:
-            for _ in range(100):
-                one()
-        reads = sum(1 for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT"))
-        rate(f"{count} tenant(s), round-robin", one, args.n)
-        print(f"    database reads in 100 warm exchanges: {reads} (re-check every {jwtex_settings.config_recheck_seconds} s per tenant)")
+def warm(slugs: list[str], token: str) -> None:
+    from exchange.services.exchange import exchange_token
+
+    for slug in slugs:
+        exchange_token(tenant_slug=slug, subject_token=token, client_address="127.0.0.1")
+
+
+def round_robin(slugs: list[str], token: str):
+    from exchange.services.exchange import exchange_token
+
+    state = {"i": 0}
+
+    def one() -> None:
+        exchange_token(tenant_slug=slugs[state["i"] % len(slugs)], subject_token=token, client_address="127.0.0.1")
+        state["i"] += 1
+
+    return one
+
+
+def reads_per_exchange(one, n: int) -> float:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    warnings.filterwarnings("ignore", "Limit for query logging exceeded")  # we count, not keep
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(n):
+            one()
+    reads = sum(1 for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT"))
+    return reads / n
+
+
+def scale(upstream: Upstream, *, tenants: int, rules: int, n: int) -> None:
+    from exchange.conf import jwtex_settings
+
+    token = upstream.token()
+    warm(["t0"], token)
+    start = time.perf_counter()
+    tenants_create(start=1, stop=tenants, rules=rules, upstream=upstream)
+    print(f"end to end, exchange_token() with its audit record, warm ({tenants:,} tenants created in "
+          f"{time.perf_counter() - start:.0f} s):")
+    many = [f"t{i}" for i in range(tenants)]
+    before = rss_bytes()
+    start = time.perf_counter()
+    warm(many[1:], token)
+    grown = rss_bytes() - before
+    print(f"  warming {tenants - 1:,} more tenant runtimes took {time.perf_counter() - start:.0f} s")
+    one_tenant, all_tenants = round_robin(["t0"], token), round_robin(many, token)
+    singles, multis = [], []
+    for _ in range(ROUNDS):  # alternate, so a busy moment of the machine hits both
+        singles.append(per_call(one_tenant, n // ROUNDS))
+        multis.append(per_call(all_tenants, n // ROUNDS))
+    single = line("1 tenant", singles)
+    multi = line(f"{tenants:,} tenants x {rules} rules, round-robin", multis)
+    print(f"  ratio {tenants:,} tenants / 1 tenant: {multi / single:.3f}   (target ≤ 1.10)")
+    print(f"  database reads per warm exchange ({tenants:,} tenants, re-check every "
+          f"{jwtex_settings.config_recheck_seconds:g} s): {reads_per_exchange(all_tenants, 500):.4f}")
+    print(f"  memory: process RSS {rss_bytes() / 2**20:.0f} MiB; the {tenants - 1:,} extra runtimes added "
+          f"{grown / 2**20:.0f} MiB ({grown / max(tenants - 1, 1) / 1024:.1f} KiB per tenant with {rules} rules)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=3500, help="exchanges per measurement (split in rounds)")
+    parser.add_argument("--tenants", type=int, default=10_000)
+    parser.add_argument("--rules", type=int, default=20, help="rules per tenant")
+    args = parser.parse_args()
+    django_setup()
+    upstream = Upstream.generate()
+    tenants_create(start=0, stop=1, rules=args.rules, upstream=upstream)
+    print(f"jwtex exchange benchmark — Python {sys.version.split()[0]}, {os.cpu_count()} cores, one used")
+    steps(upstream, args.n)
+    scale(upstream, tenants=args.tenants, rules=args.rules, n=args.n)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,15 @@ if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
 elif CACHE_URL:
     raise ImproperlyConfigured("CACHE_URL must be a redis:// URL (or unset for per-process memory)")
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "jwtex"}}
+    # Room for every tenant's and client's rate-limit counter: at the default 300 entries,
+    # culling would reset counters and so loosen the limits once a few hundred tenants are busy.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "jwtex",
+            "OPTIONS": {"MAX_ENTRIES": 200_000},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

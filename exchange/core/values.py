@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,9 @@ class IssuerSnapshot:
     jwks: Mapping[str, Any] | None = None  # the last good fetched set
     jwks_fetched_at: datetime | None = None
     jwks_expires_at: datetime | None = None
+    # Its key sets once parsed ("static", "stored"), filled on first use: they live and die with
+    # the snapshot, so a warm exchange never parses a JWKS however many issuers there are.
+    parsed_keys: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def issuer_id(self) -> str:

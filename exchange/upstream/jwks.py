@@ -65,6 +65,14 @@ def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -
 # ------------------------------------------------------------------------ selectors
 
 
+def _parsed(issuer: IssuerSnapshot, slot: str, jwks) -> KeySet:
+    """The snapshot's key set, parsed once per snapshot (then held by it)."""
+    keyset = issuer.parsed_keys.get(slot)
+    if keyset is None:
+        keyset = issuer.parsed_keys[slot] = keyset_of(issuer_pk=issuer.pk, jwks=jwks)
+    return keyset
+
+
 def _stored_keys(issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
     """The stored set if it exists, parses, has a key and is within the staleness bound."""
     if not issuer.jwks or issuer.jwks_fetched_at is None:
@@ -72,7 +80,7 @@ def _stored_keys(issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
     if now - issuer.jwks_fetched_at > max_staleness():
         return None
     try:
-        keyset = keyset_of(issuer_pk=issuer.pk, jwks=issuer.jwks)
+        keyset = _parsed(issuer, "stored", issuer.jwks)
     except (ValueError, TypeError):
         return None
     if not keyset.keys:
@@ -83,7 +91,7 @@ def _stored_keys(issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
 
 def _static_keys(issuer: IssuerSnapshot) -> IssuerKeys:
     try:
-        keyset = keyset_of(issuer_pk=issuer.pk, jwks=issuer.static_jwks)
+        keyset = _parsed(issuer, "static", issuer.static_jwks)
     except (ValueError, TypeError):
         keyset = None
     if keyset is None or not keyset.keys:

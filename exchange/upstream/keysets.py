@@ -29,26 +29,12 @@ def remember(key: tuple[int, str], keyset: KeySet) -> None:
         _KEYSETS[key] = keyset
 
 
-# The exchange path hands us the same JWKS object (held by the tenant runtime's issuer
-# snapshot) on every request: recognise it by identity first, so the warm path does not
-# even hash the document. The entry keeps the object alive, so its id() stays unique.
-_BY_IDENTITY: dict[int, tuple[Any, KeySet]] = {}
-
-
 def keyset_of(*, issuer_pk: int, jwks: Mapping[str, Any]) -> KeySet:
-    """``KeySet.from_jwks`` (ValueError on a non-JWKS document), memoised per process."""
-    known = _BY_IDENTITY.get(id(jwks))
-    if known is not None and known[0] is jwks:
-        return known[1]
+    """``KeySet.from_jwks`` (ValueError on a non-JWKS document), memoised per process. The
+    exchange path asks through its snapshot's own memo first (exchange.upstream.jwks)."""
     key = (issuer_pk, digest(jwks))
     keyset = _KEYSETS.get(key)
     if keyset is None:
         keyset = KeySet.from_jwks(jwks)
         remember(key, keyset)
-    with _KEYSETS_LOCK:
-        while len(_BY_IDENTITY) >= _KEYSETS_MAX:
-            _BY_IDENTITY.pop(next(iter(_BY_IDENTITY)))
-        _BY_IDENTITY[id(jwks)] = (jwks, keyset)
     return keyset
-
-

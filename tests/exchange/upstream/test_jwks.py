@@ -82,7 +82,7 @@ def kids(keys) -> set:
 
 @pytest.mark.django_db
 def test_the_first_need_fetches_discovery_then_the_jwks(issuer, server, now):
-    keys = issuer_keys_get(issuer=issuer, now=now)
+    keys = issuer_keys_get(issuer=issuer.snapshot(), now=now)
 
     assert kids(keys) == {"k1"}
     assert (keys.fetched_at, keys.stale) == (now, False)
@@ -97,12 +97,12 @@ def test_the_first_need_fetches_discovery_then_the_jwks(issuer, server, now):
 
 @pytest.mark.django_db
 def test_stored_keys_are_used_without_fetching(issuer, server, now):
-    issuer_keys_get(issuer=issuer, now=now)
+    issuer_keys_get(issuer=issuer.snapshot(), now=now)
     requests = len(server.requests)
 
-    keys = issuer_keys_get(issuer=reloaded(issuer), now=now + timedelta(minutes=5))
+    keys = issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now + timedelta(minutes=5))
     # The caller's instance may be older than the row (a per-process runtime cache): the row is read, not refetched.
-    keys_via_old_instance = issuer_keys_get(issuer=issuer, now=now + timedelta(minutes=5))
+    keys_via_old_instance = issuer_keys_get(issuer=issuer.snapshot(), now=now + timedelta(minutes=5))
 
     assert kids(keys) == kids(keys_via_old_instance) == {"k1"}
     assert len(server.requests) == requests
@@ -117,8 +117,8 @@ def test_a_keyset_is_parsed_once_per_change_per_process(issuer, now, monkeypatch
     original = KeySet.from_jwks.__func__
     monkeypatch.setattr(KeySet, "from_jwks", classmethod(lambda cls, jwks: parsed.append(1) or original(cls, jwks)))
 
-    first = issuer_keys_get(issuer=row, now=now).keys
-    second = issuer_keys_get(issuer=reloaded(issuer), now=now).keys
+    first = issuer_keys_get(issuer=row.snapshot(), now=now).keys
+    second = issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now).keys
 
     assert first is second
     assert len(parsed) == 1
@@ -155,7 +155,7 @@ def test_a_configured_jwks_uri_skips_discovery(issuer, server, now):
     issuer.jwks_uri = server.url + "/custom"
     issuer.save()
 
-    assert kids(issuer_keys_get(issuer=issuer, now=now)) == {"k3"}
+    assert kids(issuer_keys_get(issuer=issuer.snapshot(), now=now)) == {"k3"}
     assert [r.path for r in server.requests] == ["/custom"]
 
 
@@ -164,7 +164,7 @@ def test_a_trailing_slash_issuer_discovers_without_a_double_slash(tenant, server
     server.json(DISCOVERY, {"issuer": server.url + "/", "jwks_uri": server.url + "/jwks"})
     issuer = Issuer.objects.create(tenant=tenant, issuer_id="slash", issuer=server.url + "/", audiences=["x"])
 
-    assert kids(issuer_keys_get(issuer=issuer, now=now)) == {"k1"}
+    assert kids(issuer_keys_get(issuer=issuer.snapshot(), now=now)) == {"k1"}
     assert server.requests[0].path == DISCOVERY
 
 
@@ -214,7 +214,7 @@ def test_the_etag_is_sent_and_a_304_keeps_the_keys_and_extends_the_expiry(issuer
     assert row.jwks == {"keys": [K1]}
     assert (row.jwks_fetched_at, row.jwks_expires_at) == (later, later + timedelta(seconds=900))
     assert row.jwks_changed_at == now
-    assert kids(issuer_keys_get(issuer=row, now=later)) == {"k1"}
+    assert kids(issuer_keys_get(issuer=row.snapshot(), now=later)) == {"k1"}
 
 
 @pytest.mark.django_db
@@ -233,7 +233,7 @@ def test_no_etag_is_sent_for_a_first_fetch(issuer, server, now):
 @pytest.mark.django_db
 def test_upstream_down_keeps_the_last_good_keys_until_the_staleness_bound(issuer, server, now, settings):
     settings.JWTEX_JWKS_MAX_STALENESS = 6 * 3600
-    issuer_keys_get(issuer=issuer, now=now)
+    issuer_keys_get(issuer=issuer.snapshot(), now=now)
     server.routes["/jwks"] = Route(status=500)
     server.routes[DISCOVERY] = Route(status=500)
 
@@ -243,7 +243,7 @@ def test_upstream_down_keeps_the_last_good_keys_until_the_staleness_bound(issuer
     assert row.jwks == {"keys": [K1]}
     assert "HTTP 500" in row.jwks_last_error
     assert (row.jwks_last_error_at, row.jwks_consecutive_failures) == (two_hours, 1)
-    keys = issuer_keys_get(issuer=row, now=two_hours)
+    keys = issuer_keys_get(issuer=row.snapshot(), now=two_hours)
     assert (kids(keys), keys.stale, keys.fetched_at) == ({"k1"}, True, now)
 
     issuer_jwks_refresh(issuer=issuer, now=two_hours + timedelta(minutes=1))
@@ -251,7 +251,7 @@ def test_upstream_down_keeps_the_last_good_keys_until_the_staleness_bound(issuer
 
     requests = len(server.requests)
     with pytest.raises(TemporarilyUnavailable) as caught:
-        issuer_keys_get(issuer=reloaded(issuer), now=now + timedelta(hours=6, seconds=1))
+        issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now + timedelta(hours=6, seconds=1))
     assert (caught.value.status, caught.value.code) == (503, "temporarily_unavailable")
     assert len(server.requests) > requests  # it did try once more before failing closed
     assert reloaded(issuer).jwks_consecutive_failures == 3
@@ -259,10 +259,10 @@ def test_upstream_down_keeps_the_last_good_keys_until_the_staleness_bound(issuer
 
 @pytest.mark.django_db
 def test_beyond_the_staleness_bound_a_successful_refresh_serves_the_new_keys(issuer, server, now):
-    issuer_keys_get(issuer=issuer, now=now)
+    issuer_keys_get(issuer=issuer.snapshot(), now=now)
     server.json("/jwks", {"keys": [K2]})
 
-    keys = issuer_keys_get(issuer=reloaded(issuer), now=now + timedelta(days=1, seconds=1))
+    keys = issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now + timedelta(days=1, seconds=1))
 
     assert kids(keys) == {"k2"}
 
@@ -285,7 +285,7 @@ def test_no_keys_and_upstream_down_is_503_and_requests_back_off(issuer, server, 
     server.routes[DISCOVERY] = Route(status=500)
 
     with pytest.raises(TemporarilyUnavailable) as caught:
-        issuer_keys_get(issuer=issuer, now=now)
+        issuer_keys_get(issuer=issuer.snapshot(), now=now)
     assert (caught.value.status, caught.value.code) == (503, "temporarily_unavailable")
     assert "HTTP 500" in caught.value.reason
     assert "HTTP 500" not in caught.value.description
@@ -294,11 +294,11 @@ def test_no_keys_and_upstream_down_is_503_and_requests_back_off(issuer, server, 
     # Within the back-off every request answers 503 at once, without another fetch.
     for seconds in (1, 10, 29):
         with pytest.raises(TemporarilyUnavailable):
-            issuer_keys_get(issuer=issuer, now=now + timedelta(seconds=seconds))
+            issuer_keys_get(issuer=issuer.snapshot(), now=now + timedelta(seconds=seconds))
     assert len(server.requests) == 1
 
     server.json(DISCOVERY, {"issuer": server.url, "jwks_uri": server.url + "/jwks"})
-    assert kids(issuer_keys_get(issuer=issuer, now=now + timedelta(seconds=31))) == {"k1"}
+    assert kids(issuer_keys_get(issuer=issuer.snapshot(), now=now + timedelta(seconds=31))) == {"k1"}
 
 
 @pytest.mark.django_db
@@ -306,7 +306,7 @@ def test_a_discovery_document_for_another_issuer_is_refused(issuer, server, now)
     server.json(DISCOVERY, {"issuer": server.url + "/other", "jwks_uri": server.url + "/jwks"})
 
     with pytest.raises(TemporarilyUnavailable):
-        issuer_keys_get(issuer=issuer, now=now)
+        issuer_keys_get(issuer=issuer.snapshot(), now=now)
 
     assert [r.path for r in server.requests] == [DISCOVERY]
     row = reloaded(issuer)
@@ -374,7 +374,7 @@ def test_a_jwks_without_a_usable_key_is_refused_and_the_last_good_set_kept(issue
     assert row.jwks == {"keys": [K1]}
     assert message in row.jwks_last_error
     assert (row.jwks_fetched_at, row.jwks_consecutive_failures) == (now, 1)
-    assert kids(issuer_keys_get(issuer=row, now=later)) == {"k1"}
+    assert kids(issuer_keys_get(issuer=row.snapshot(), now=later)) == {"k1"}
 
 
 # --------------------------------------------------------------------------- changes
@@ -397,7 +397,7 @@ def test_jwks_changed_at_moves_only_on_a_real_change(issuer, server, now):
     assert issuer_jwks_refresh(issuer=issuer, now=t2, force=True) is True
     row = reloaded(issuer)
     assert (row.jwks_changed_at, row.jwks) == (t2, {"keys": [K2, K3]})
-    assert kids(issuer_keys_get(issuer=row, now=t2)) == {"k2", "k3"}
+    assert kids(issuer_keys_get(issuer=row.snapshot(), now=t2)) == {"k2", "k3"}
 
 
 # --------------------------------------------------------------------------- unknown kid
@@ -405,7 +405,7 @@ def test_jwks_changed_at_moves_only_on_a_real_change(issuer, server, now):
 
 @pytest.mark.django_db
 def test_an_unknown_kid_refetches_once_per_cooldown_however_many_ask(issuer, server, now):
-    issuer_keys_get(issuer=issuer, now=now)
+    issuer_keys_get(issuer=issuer.snapshot(), now=now)
     server.json("/jwks", {"keys": [K1, K2]})
     before = server.count("/jwks")
 
@@ -424,7 +424,7 @@ def test_an_unknown_kid_refetches_once_per_cooldown_however_many_ask(issuer, ser
 @pytest.mark.django_db
 def test_the_unknown_kid_cooldown_expires(issuer, server, now, settings):
     settings.JWTEX_UNKNOWN_KID_COOLDOWN = 30
-    issuer_keys_get(issuer=issuer, now=now)
+    issuer_keys_get(issuer=issuer.snapshot(), now=now)
     assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now) is not None
     assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now + timedelta(seconds=29)) is None
     # The cool-down is measured on the clock the caller passes (no test waits for it).
@@ -442,12 +442,12 @@ def test_the_cooldown_is_per_issuer(issuer, tenant, server, now):
 
 @pytest.mark.django_db
 def test_an_unknown_kid_refetch_that_fails_returns_none_and_keeps_the_keys(issuer, server, now):
-    issuer_keys_get(issuer=issuer, now=now)
+    issuer_keys_get(issuer=issuer.snapshot(), now=now)
     server.routes["/jwks"] = Route(status=500)
     server.routes[DISCOVERY] = Route(status=500)
 
     assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now) is None
-    assert kids(issuer_keys_get(issuer=reloaded(issuer), now=now)) == {"k1"}
+    assert kids(issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now)) == {"k1"}
 
 
 # --------------------------------------------------------------------------- static JWKS
@@ -459,7 +459,7 @@ def test_a_static_jwks_issuer_never_fetches(tenant, server, now):
         tenant=tenant, issuer_id="k8s", issuer=server.url, audiences=["x"], static_jwks={"keys": [K3]}
     )
 
-    keys = issuer_keys_get(issuer=issuer, now=now + timedelta(days=30))
+    keys = issuer_keys_get(issuer=issuer.snapshot(), now=now + timedelta(days=30))
     assert (kids(keys), keys.fetched_at, keys.stale) == ({"k3"}, None, False)
     assert issuer_jwks_refresh(issuer=issuer, now=now, force=True) is False
     assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now) is None
@@ -475,7 +475,7 @@ def test_a_static_jwks_without_a_usable_key_is_503(tenant, server, now):
     )
 
     with pytest.raises(TemporarilyUnavailable) as caught:
-        issuer_keys_get(issuer=issuer, now=now)
+        issuer_keys_get(issuer=issuer.snapshot(), now=now)
     assert (caught.value.status, caught.value.code) == (503, "temporarily_unavailable")
     assert server.requests == []
 
