@@ -10,6 +10,11 @@ from exchange.checks import refuse_unsafe_start  # noqa: E402  (needs the apps l
 
 refuse_unsafe_start("web application")
 
+# Audit records an earlier process spooled and never drained reach the database now.
+from exchange.audit.writer import drain_at_start  # noqa: E402
+
+drain_at_start()
+
 # The exchange and the issuer documents take the lean route (exchange/api/fast.py).
 from exchange.api.fast import MachineRoutes  # noqa: E402
 

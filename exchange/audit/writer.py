@@ -3,10 +3,11 @@
 ``record_write(fields)`` returns once the record is durable: committed to the database, or,
 while the database cannot take it, fsync'd to the local spool. Concurrent callers share
 commits: the first caller to find no commit under way becomes the leader and writes every
-record waiting at that moment in one multi-row INSERT and one commit, then the records that
-queued meanwhile, until none is left; the others wait for their record's outcome. So
-durability costs one commit per batch, not per request, and a caller alone (a test, a sync
-worker) simply writes its own record in its own connection.
+record waiting at that moment in one multi-row INSERT and one commit, then hands the lead to
+the first caller that queued meanwhile (so nobody's answer waits behind other people's
+batches); the others wait for their record's outcome. So durability costs one commit per
+batch, not per request, and a caller alone (a test, a sync worker) simply writes its own
+record in its own connection.
 
 Every record carries a unique ``record_id``: INSERTs ignore a record already stored, so a
 batch that committed although its answer was lost, and then went to the spool, or a spool
@@ -41,7 +42,9 @@ DRAIN_INTERVAL = 5.0
 @dataclass
 class _Pending:
     fields: dict[str, Any]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # resolved, or made the leader
+    lead: bool = False
+    resolved: bool = False
     durable: bool = False
 
 
@@ -61,29 +64,42 @@ class AuditWriter:
         item = _Pending(fields)
         with self._lock:
             self._queue.append(item)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if not lead:
-            if not item.done.wait(FOLLOWER_TIMEOUT):
-                logger.error("audit record not made durable in time", extra={"jwtex": {"wait_s": FOLLOWER_TIMEOUT}})
+            if not self._leading:
+                self._leading = item.lead = True
+        if not item.lead and not self._follow(item):
             return item.durable
-        self._lead()
+        self._lead_one_batch()
         return item.durable
 
-    def _lead(self) -> None:
+    def _follow(self, item: _Pending) -> bool:
+        """Wait for the record's outcome; True when this caller was made the next leader."""
+        item.done.wait(FOLLOWER_TIMEOUT)
+        with self._lock:
+            if item.lead and not item.resolved:
+                return True
+            if not item.resolved and item in self._queue:  # never taken: withdraw it
+                self._queue.remove(item)
+        if not item.resolved:
+            logger.error("audit record not made durable in time", extra={"jwtex": {"wait_s": FOLLOWER_TIMEOUT}})
+        return False
+
+    def _lead_one_batch(self) -> None:
+        """Write what is queued (this caller's record among it), then hand the lead to the first
+        record queued meanwhile: no caller waits for more than its own batch and the one
+        before it, however long the load lasts."""
+        with self._lock:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         try:
-            while True:
-                with self._lock:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                    if not batch:
-                        self._leading = False
-                        return
+            if batch:
                 self._persist(batch)
-        except BaseException:
+        finally:
             with self._lock:
-                self._leading = False
-            raise
+                if self._queue:
+                    heir = self._queue[0]
+                    heir.lead = True
+                    heir.done.set()
+                else:
+                    self._leading = False
 
     def _persist(self, batch: list[_Pending]) -> None:
         try:
@@ -95,12 +111,12 @@ class AuditWriter:
             self.records += stored
             durable = True
         except DatabaseError as exc:
-            connection.close_if_unusable_or_obsolete()
+            _close_if_broken()
             durable = self._spool(batch, exc)
         else:
             self._drain_now_and_then()
         for item in batch:
-            item.durable = durable
+            item.durable, item.resolved = durable, True
             item.done.set()
 
     def _spool(self, batch: list[_Pending], cause: Exception) -> bool:
@@ -176,12 +192,25 @@ def _insert_postgresql(records: list[dict[str, Any]]) -> int:
     return len(params)
 
 
+_quoted: dict[str, tuple[str, str]] = {}  # vendor → (table, columns), quoted once
+
+
 def _table() -> str:
-    return connection.ops.quote_name(ExchangeRecord._meta.db_table)
+    return _names()[0]
 
 
 def _columns() -> str:
-    return ", ".join(connection.ops.quote_name(f.column) for f in _FIELDS)
+    return _names()[1]
+
+
+def _names() -> tuple[str, str]:
+    names = _quoted.get(connection.vendor)
+    if names is None:
+        quote = connection.ops.quote_name
+        names = _quoted[connection.vendor] = (
+            quote(ExchangeRecord._meta.db_table), ", ".join(quote(f.column) for f in _FIELDS)
+        )
+    return names
 
 
 def _value(fields: dict[str, Any], field) -> Any:
@@ -207,13 +236,39 @@ def _insert_one_by_one(records: list[dict[str, Any]]) -> int:
     return len(records)
 
 
+def _close_if_broken() -> None:
+    """Let the next statement reconnect — unless a caller's transaction holds the connection
+    (it is theirs to roll back)."""
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+
+
 def drain(spool: Spool) -> int:
     """Write the spooled records of this host to the database, exactly once each."""
     try:
         return spool.drain(_insert_drained)
     except DatabaseError:
-        connection.close_if_unusable_or_obsolete()
+        _close_if_broken()
         return 0
+
+
+def drain_at_start() -> threading.Thread:
+    """Drain what this host's earlier processes spooled (e.g. one was killed), in the background so
+    that a database still down does not hold up the start; the next commits drain the rest."""
+
+    def run() -> None:
+        try:
+            count = drain(audit_writer().spool)
+            if count:
+                logger.info("spooled audit records written at start", extra={"jwtex": {"records": count}})
+        except Exception:  # noqa: BLE001 - a failed drain at start is retried by every commit
+            logger.exception("draining the audit spool at start failed")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="jwtex-audit-drain", daemon=True)
+    thread.start()
+    return thread
 
 
 def _insert_drained(records: list[dict[str, Any]]) -> None:
@@ -228,10 +283,13 @@ _writer_lock = threading.Lock()
 
 
 def audit_writer() -> AuditWriter:
-    """This process's writer (one spool file per process)."""
+    """This process's writer (one spool file per process; a new one if the setting changed)."""
     global _writer
+    directory = jwtex_settings.audit_spool_dir
+    writer = _writer
+    if writer is not None and writer.spool.directory == directory:
+        return writer
     with _writer_lock:
-        directory = jwtex_settings.audit_spool_dir
         if _writer is None or _writer.spool.directory != directory:
             _writer = AuditWriter(Spool(directory))
         return _writer

@@ -125,3 +125,16 @@ def test_the_celery_task_and_the_command_drain_the_spool(tmp_path, settings, ten
     call_command("jwtex_drain_audit_spool", stdout=out)
     assert "1 spooled audit record(s) written; 0 still waiting." in out.getvalue()
     assert ExchangeRecord.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_starting_web_process_drains_what_a_killed_one_spooled(tmp_path, settings, tenant):
+    """jwtex_site/wsgi.py calls drain_at_start: in the background, so a database still down
+    would not hold up the start."""
+    from exchange.audit.writer import drain_at_start
+
+    settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path)
+    spool = Spool(tmp_path)
+    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(encode(record(tenant)) + "\n")
+    drain_at_start().join(10)
+    assert ExchangeRecord.objects.count() == 1 and spool.pending() == 0

@@ -47,6 +47,53 @@ def test_records_waiting_together_share_one_commit(tmp_path, monkeypatch):
     assert audit.commits == 2 and audit.records == 40
 
 
+
+def test_no_caller_writes_other_peoples_batches_under_steady_load(tmp_path, monkeypatch):
+    """The lead passes on after one batch: under load that never pauses, each caller's answer
+    waits for its own batch (and the one before it), never for the whole queue to empty."""
+    led: dict[int, int] = {}
+
+    def insert(records):
+        me = threading.get_ident()
+        led[me] = led.get(me, 0) + 1
+        threading.Event().wait(0.002)  # a commit takes a moment: others queue meanwhile
+        return len(records)
+
+    monkeypatch.setattr(writer_module, "_insert", insert)
+    audit = AuditWriter(Spool(tmp_path))
+    worst: list[int] = []
+
+    def client() -> None:
+        for _ in range(25):
+            before = led.get(threading.get_ident(), 0)
+            assert audit.write({})
+            worst.append(led.get(threading.get_ident(), 0) - before)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(worst) == 200 and max(worst) == 1
+    assert audit.records == 200 and audit.commits < 200  # still batched
+    assert not audit._leading and not audit._queue
+
+
+def test_a_follower_that_gives_up_leaves_the_queue_working(tmp_path, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(writer_module, "_insert", lambda records: release.wait(5) and len(records))
+    monkeypatch.setattr(writer_module, "FOLLOWER_TIMEOUT", 0.05)
+    audit = AuditWriter(Spool(tmp_path))
+    leader = threading.Thread(target=audit.write, args=({},))
+    leader.start()
+    while not audit._leading:  # noqa: ASYNC110
+        threading.Event().wait(0.005)
+    assert audit.write({}) is False  # timed out while queued: withdrawn, its request answers 503
+    assert audit._queue == []
+    release.set()
+    leader.join(5)
+    assert audit.write({}) is True and not audit._leading
+
 @pytest.mark.django_db
 def test_a_database_outage_spools_and_the_next_commit_drains(tmp_path, monkeypatch, tenant):
     audit = AuditWriter(Spool(tmp_path))
