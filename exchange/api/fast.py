@@ -51,6 +51,8 @@ class MachineRoutes:
                 response = response_for_exception(request, exc)
             for finisher in self._finishers:
                 response = finisher.process_response(request, response)
+            if not response.has_header("Content-Length"):  # as CommonMiddleware sets it
+                response.headers["Content-Length"] = str(len(response.content))
         finally:
             close_old_connections()  # what Django does at the end of a request
         start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
