@@ -26,12 +26,12 @@ migrate: $(STAMP)
 run: $(STAMP)
 	@$(PY) -m jwtex_site.dev --host $(HOST) --port $(PORT)
 
-# The whole suite, on every core (pytest-xdist); PYTEST_ARGS="-n0 -x" for one process.
 # The production web server in the foreground (jwtex_site/serve.py): PORT, WEB_CONCURRENCY,
 # JWTEX_SERVER_THREADS, JWTEX_SERVER=gunicorn|granian. No Celery: run the worker and beat apart.
 serve: $(STAMP)
 	@PORT=$(PORT) $(PY) -m jwtex_site.serve
 
+# The whole suite, on every core (pytest-xdist); PYTEST_ARGS="-n0 -x" for one process.
 test: $(STAMP)
 	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
