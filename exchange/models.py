@@ -13,7 +13,7 @@ from tenants.models import SigningAlgorithm, Tenant
 from .conf import jwtex_settings
 from .core import limits
 from .core.jwks import KeySet
-from .core.rules.spec import RuleSpec, validate_rule_spec
+from .core.rules.spec import RuleSpec, session_tag_entries, session_tag_entry_problem, validate_rule_spec
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
 
@@ -166,9 +166,19 @@ class Rule(models.Model):
     audience = models.CharField(max_length=255, blank=True, help_text="default: the tenant's default audience")
     audiences = models.JSONField(default=list, blank=True, help_text="other audiences a caller may request")
     lifetime = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(60)])
-    session_tags = OrderedJSONField(default=dict, blank=True, help_text="AWS tag key → CEL expression")
+    session_tags = OrderedJSONField(
+        default=dict, blank=True,
+        help_text='AWS tag key → CEL expression, or {"value": CEL, "optional": true} to leave the tag out when its '
+        "claim is missing or empty",
+    )
     transitive_tag_keys = models.JSONField(default=list, blank=True)
     claims = OrderedJSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
+    any_owner = models.BooleanField(
+        "any owner", default=False,
+        help_text="Allow tokens of every customer of a shared CI issuer (github.com, gitlab.com, Buildkite, HCP "
+        "Terraform) without testing an owner claim. Leave off: an allow rule for such an issuer must test who owns "
+        "the repository or project (e.g. claims.repository_owner_id), or any of the platform's users could use it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -181,6 +191,7 @@ class Rule(models.Model):
 
     def spec(self, *, issuer_ids: frozenset[str] = frozenset()) -> RuleSpec:
         """This rule as the engine reads it (``issuer_ids``: the enabled issuers it applies to)."""
+        tags, optional = session_tag_entries(self.session_tags) if self._tags_well_formed() else ((), frozenset())
         return RuleSpec(
             rule_id=self.pk,
             name=self.name,
@@ -191,9 +202,16 @@ class Rule(models.Model):
             audience=self.audience or "",
             audiences=tuple(self.audiences or ()),
             lifetime=self.lifetime,
-            session_tags=tuple((self.session_tags or {}).items()),
+            session_tags=tags,
             transitive_tag_keys=tuple(self.transitive_tag_keys or ()),
             claims=tuple((self.claims or {}).items()),
+            optional_tags=optional,
+            any_owner=self.any_owner,
+        )
+
+    def _tags_well_formed(self) -> bool:
+        return isinstance(self.session_tags, dict) and all(
+            isinstance(k, str) and session_tag_entry_problem(v) is None for k, v in self.session_tags.items()
         )
 
     def clean(self) -> None:
@@ -201,8 +219,7 @@ class Rule(models.Model):
         rule check, for the admin and jwtex_apply alike. The issuers (many-to-many) are checked
         by the form, which sees them."""
         shapes = {
-            "session_tags": isinstance(self.session_tags, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in self.session_tags.items()),
+            "session_tags": self._tags_well_formed(),
             "claims": isinstance(self.claims, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in self.claims.items()),
             "transitive_tag_keys": isinstance(self.transitive_tag_keys, list)
@@ -210,6 +227,9 @@ class Rule(models.Model):
             "audiences": isinstance(self.audiences, list) and all(isinstance(a, str) and a for a in self.audiences),
         }
         bad = {name: "Wrong shape: a map of name → CEL expression, or a list of strings." for name, ok in shapes.items() if not ok}
+        if "session_tags" in bad and isinstance(self.session_tags, dict):
+            problems = [f"{k}: {session_tag_entry_problem(v)}" for k, v in self.session_tags.items() if session_tag_entry_problem(v)]
+            bad["session_tags"] = problems[0] if problems else "Tag keys must be strings."
         if bad:
             raise ValidationError(bad)
         errors: dict[str, list[str]] = {}

@@ -14,7 +14,7 @@ from tenants.widgets import SecondsInput
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
-from ..core.presets import PRESETS, preset_get
+from ..core.presets import PRESETS, owner_pinning_problem, preset_get
 from ..models import Issuer, Rule
 from ..services.simulator import parse_claims_json
 
@@ -168,6 +168,13 @@ class RuleForm(TenantOwnedForm):
             foreign = [str(i) for i in issuers if i.tenant_id != tenant_id]
             if foreign:
                 self.add_error("issuers", f"These issuers belong to another tenant: {', '.join(foreign)}.")
+        if issuers is not None and "when" in cleaned:
+            problem = owner_pinning_problem(
+                effect=cleaned.get("effect", ""), when=cleaned["when"], any_owner=bool(cleaned.get("any_owner")),
+                issuer_urls=[issuer.issuer for issuer in issuers],
+            )
+            if problem:
+                self.add_error("when", problem)
         return cleaned
 
 

@@ -33,7 +33,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "when"]
     ordering = ["tenant__slug", "position", "id"]
     fieldsets = [
-        (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect"]}),
+        (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect", "any_owner"]}),
         (
             "What an allow rule emits",
             {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import models
 
 from ..core.jwks import KeySet
+from ..core.rules.spec import session_tag_entry_problem
 
 ErrorList = list[tuple[str, str]]
 
@@ -77,10 +78,11 @@ RULE_KEYS: dict[str, Key] = {
     "audience": Key("audience", "str"),
     "audiences": Key("audiences", "str_list"),
     "lifetime": Key("lifetime", "optional_int"),
-    "session_tags": Key("session_tags", "str_map"),
+    "session_tags": Key("session_tags", "tag_map"),
     "transitive_tag_keys": Key("transitive_tag_keys", "str_list"),
     "claims": Key("claims", "str_map"),
     "enabled": Key("enabled", "bool"),
+    "any_owner": Key("any_owner", "bool"),
 }
 
 _SIMPLE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -171,6 +173,18 @@ def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
                 ok = False
             elif not isinstance(item, str):
                 errors.add(dot(path, key), f"expected a CEL expression (a string), got {type_name(item)}")
+                ok = False
+        return ok
+    elif kind == "tag_map":
+        if not isinstance(value, dict):
+            errors.add(path, f"expected a mapping of tag keys to CEL expressions, got {type_name(value)}")
+            return False
+        ok = True
+        for key, item in value.items():
+            problem = (f"a key must be a string, got {type_name(key)} (quote it in YAML)" if not isinstance(key, str)
+                       else session_tag_entry_problem(item))
+            if problem:
+                errors.add(dot(path, key), problem)
                 ok = False
         return ok
     elif kind == "jwks":

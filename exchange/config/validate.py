@@ -17,7 +17,8 @@ from tenants.models import Tenant
 
 from ..conf import jwtex_settings
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
-from ..core.rules.spec import RuleSpec, validate_rule_spec
+from ..core.presets import owner_pinning_problem
+from ..core.rules.spec import RuleSpec, session_tag_entries, validate_rule_spec
 from ..core.validators import url_problem
 from ..models import Issuer, Rule
 from .schema import (
@@ -174,7 +175,7 @@ def _rule_field_path(path: str, field_path: str) -> str:
 
 
 def _validate_rule(
-    obj: Any, index: int, tenant_path: str, issuer_ids: set[str], errors: Collector
+    obj: Any, index: int, tenant_path: str, issuer_urls: Mapping[str, str], errors: Collector
 ) -> DesiredRule | None:
     raw_name = obj.get("name") if isinstance(obj, dict) else None
     path = at(f"{tenant_path}.rules", raw_name if isinstance(raw_name, str) and raw_name else index, quote=True)
@@ -189,14 +190,15 @@ def _validate_rule(
         if not obj["issuers"]:
             errors.add(dot(path, "issuers"), "a rule must name at least one issuer")
         for position, issuer_id in enumerate(obj["issuers"]):
-            if issuer_id not in issuer_ids:
-                known = ", ".join(sorted(issuer_ids)) or "none"
+            if issuer_id not in issuer_urls:
+                known = ", ".join(sorted(issuer_urls)) or "none"
                 errors.add(
                     f"{dot(path, 'issuers')}[{position}]",
                     f"unknown issuer {issuer_id!r}: this tenant's issuers in the file are: {known}",
                 )
             referenced.add(issuer_id)
 
+    tags, optional = session_tag_entries(values["session_tags"]) if "session_tags" not in bad else ((), frozenset())
     spec = RuleSpec(
         name=values["name"],
         issuers=frozenset(referenced),
@@ -206,9 +208,11 @@ def _validate_rule(
         audience=values["audience"],
         audiences=tuple(values["audiences"]),
         lifetime=values["lifetime"],
-        session_tags=tuple(values["session_tags"].items()),
+        session_tags=tags,
         transitive_tag_keys=tuple(values["transitive_tag_keys"]),
         claims=tuple(values["claims"].items()),
+        optional_tags=optional,
+        any_owner=values["any_owner"],
     )
     spec_bad: set[str] = set()
     for field_path, message in validate_rule_spec(spec):
@@ -217,6 +221,12 @@ def _validate_rule(
             continue  # already reported as a type error; the default stood in for it
         spec_bad.add(top)
         errors.add(_rule_field_path(path, field_path), message)
+    owner_problem = owner_pinning_problem(
+        effect=values["effect"], when=values["when"], any_owner=values["any_owner"],
+        issuer_urls=[issuer_urls[i] for i in sorted(referenced) if i in issuer_urls],
+    )
+    if owner_problem and "when" not in bad:
+        errors.add(dot(path, "when"), owner_problem)
     _model_errors(Rule(**values), RULE_KEYS, path, errors, exclude=bad, reported=spec_bad)
     if not isinstance(raw_name, str) or not raw_name:
         return None
@@ -258,9 +268,9 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
 
     issuers = [_validate_issuer(item, i, path, errors) for i, item in enumerate(_validate_list(obj, "issuers", path, errors))]
     _duplicates(issuers, lambda d: d.issuer_id, lambda d: d.path, "issuer id", errors)
-    issuer_ids = {d.issuer_id for d in issuers if d is not None}
+    issuer_urls = {d.issuer_id: str(d.fields.get("issuer", "")) for d in issuers if d is not None}
     rules = [
-        _validate_rule(item, i, path, issuer_ids, errors) for i, item in enumerate(_validate_list(obj, "rules", path, errors))
+        _validate_rule(item, i, path, issuer_urls, errors) for i, item in enumerate(_validate_list(obj, "rules", path, errors))
     ]
     _duplicates(rules, lambda d: d.name, lambda d: d.path, "rule name", errors)
     if not isinstance(raw_slug, str) or not raw_slug:

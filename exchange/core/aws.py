@@ -8,8 +8,13 @@ import unicodedata
 __all__ = [
     "AWS_TAGS_CLAIM",
     "MAX_SESSION_TAGS",
+    "MAX_SUBJECT_LENGTH",
     "MAX_TAG_KEY_LENGTH",
     "MAX_TAG_VALUE_LENGTH",
+    "MAX_TRANSITIVE_TAG_KEYS",
+    "MAX_WEB_IDENTITY_TOKEN_LENGTH",
+    "TagValueError",
+    "aws_tag",
     "validate_session_tag_key",
     "validate_session_tag_value",
 ]
@@ -33,7 +38,23 @@ _TAG_CATEGORY_CLASSES = frozenset("LZN")  # \p{L} letters, \p{Z} separators, \p{
 _ASCII_TAG_RE = re.compile(r"[A-Za-z0-9 _.:/=+\-@]*")
 
 AWS_TAGS_CLAIM = "https://aws.amazon.com/tags"
+# IAM User Guide, "Pass session tags in AWS STS": up to 50 transitive keys, each one of the tags.
+MAX_TRANSITIVE_TAG_KEYS = 50
+# STS API Reference, AssumeRoleWithWebIdentity: ``WebIdentityToken`` is 4 to 20,000 characters.
+MAX_WEB_IDENTITY_TOKEN_LENGTH = 20_000
+# STS API Reference, AssumeRoleWithWebIdentity response: ``SubjectFromWebIdentityToken`` (the
+# token's ``sub``, which trust policies test as ``…:sub``) is at most 255 characters.
+MAX_SUBJECT_LENGTH = 255
 
+
+class TagValueError(ValueError):
+    """A tag value AWS refuses; ``kind`` is "type", "length", "character" or "reserved" and, for a
+    refused character, ``character`` names it (for the denial's hint)."""
+
+    def __init__(self, message: str, *, kind: str, character: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.character = character
 
 
 
@@ -73,21 +94,39 @@ def validate_session_tag_key(key: str) -> None:
 
 
 def validate_session_tag_value(key: str, value: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is a value AWS STS accepts for tag ``key``.
+    """Raise ``TagValueError`` unless ``value`` is a value AWS STS accepts for tag ``key``.
 
     The message names the key and the offending character, never the whole value.
     """
     if not isinstance(value, str):
-        raise ValueError(f"Session tag {key!r}: the value must be a string, not {type(value).__name__}.")
+        raise TagValueError(f"Session tag {key!r}: the value must be a string, not {type(value).__name__}.", kind="type")
     if len(value) > MAX_TAG_VALUE_LENGTH:
-        raise ValueError(
-            f"Session tag {key!r}: the value is {len(value)} characters long; AWS allows at most {MAX_TAG_VALUE_LENGTH}."
+        raise TagValueError(
+            f"Session tag {key!r}: the value is {len(value)} characters long; AWS allows at most {MAX_TAG_VALUE_LENGTH}.",
+            kind="length",
         )
     bad = _bad_tag_character(value)
     if bad is not None:
-        raise ValueError(
+        raise TagValueError(
             f"Session tag {key!r}: the value contains {_describe_character(bad)}; "
-            f"AWS allows only {_ALLOWED_CHARACTERS_TEXT}."
+            f"AWS allows only {_ALLOWED_CHARACTERS_TEXT}.",
+            kind="character",
+            character=bad,
         )
+    if value[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
+        raise TagValueError(f"Session tag {key!r}: the value starts with 'aws:', which AWS reserves.", kind="reserved")
 
 
+def aws_tag(value: str) -> str:
+    """``value`` as a tag value AWS accepts, deterministically: every character AWS refuses
+    becomes ``_``, the result is cut to 256 characters, and a leading ``aws:`` (any case) becomes
+    ``aws_``. Valid values come back unchanged, and ``aws_tag(aws_tag(v)) == aws_tag(v)``.
+    The rules' CEL function of the same name (``aws_tag(claims.actor)``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"aws_tag() takes a string, not {type(value).__name__}")
+    if not (value.isascii() and _ASCII_TAG_RE.fullmatch(value)):
+        value = "".join("_" if _bad_tag_character(ch) else ch for ch in value)
+    value = value[:MAX_TAG_VALUE_LENGTH]
+    if value[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
+        value = value[:3] + "_" + value[4:]
+    return value

@@ -5,16 +5,43 @@ Pure: no ORM, no network, no clock (``now`` is a parameter, CONVENTIONS §7).
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .aws import AWS_TAGS_CLAIM
+from .aws import AWS_TAGS_CLAIM, MAX_SUBJECT_LENGTH, MAX_TAG_VALUE_LENGTH, MAX_WEB_IDENTITY_TOKEN_LENGTH
 from .values import Decision, MintedToken, SignerKey
 
-__all__ = ["RESERVED_CLAIMS", "build_payload", "mint_token"]
+__all__ = [
+    "RESERVED_CLAIMS",
+    "TokenTooLong",
+    "build_payload",
+    "encoded_length",
+    "largest_token_length",
+    "mint_token",
+    "signature_bytes",
+]
+
+# The largest issuer URL, audience and signature a token of ours can carry, for the bound a rule
+# is checked against when saved: a public URL of 190 characters plus /t/ and a 63-character slug;
+# the 255-character audience field; an RSA-4096 signature (ES256's is 64 bytes).
+_LARGEST_ISSUER = 256
+_LARGEST_AUDIENCE = 255
+_LARGEST_SIGNATURE = 512
+
+
+class TokenTooLong(ValueError):
+    """The token would be longer than AWS STS accepts; ``length`` says by how much."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        super().__init__(
+            f"the token would be {length:,} characters long; AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}"
+        )
 
 # Claims the emitted token always carries and a rule cannot set (SPEC §5): iss/exp/iat/nbf/jti
 # are ours (RFC 7519 §4.1); sub and aud come from the rule's ``subject``/``audience``; the
@@ -67,18 +94,69 @@ def build_payload(
     return payload
 
 
+def _b64_length(size: int) -> int:
+    return (4 * size + 2) // 3  # base64url without padding
+
+
+def encoded_length(payload: dict[str, Any], *, header: dict[str, Any], signature_size: int) -> int:
+    """The length of the compact JWS PyJWT makes of ``payload``: its JSON encodes them the same
+    way (compact separators, ASCII escapes), so this is exact, without signing anything."""
+    encoded_header = json.dumps(header, separators=(",", ":")).encode()
+    encoded_payload = json.dumps(payload, separators=(",", ":")).encode()
+    return _b64_length(len(encoded_header)) + _b64_length(len(encoded_payload)) + _b64_length(signature_size) + 2
+
+
+def signature_bytes(signer: SignerKey) -> int:
+    """ES256: r||s, 64 bytes (RFC 7518 §3.4); RS256: the modulus length."""
+    if signer.algorithm == "ES256":
+        return 64
+    return (signer.private_key.key_size + 7) // 8
+
+
+def _header(signer: SignerKey) -> dict[str, Any]:
+    return {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
+
+
+def largest_token_length(
+    *, tag_keys: Sequence[str], transitive_tag_keys: Sequence[str], claim_names: Sequence[str], audiences: Sequence[str]
+) -> int:
+    """The longest token a rule with these tag keys and claim names can produce when every tag
+    value is at its 256-character maximum (in ASCII), the subject at 255 and issuer, audience
+    and signature at the largest jwtex produces. Extra claims count with empty values (their
+    size is known only at exchange time)."""
+    decision = Decision(
+        rule_id=None,
+        rule_name="",
+        subject="s" * MAX_SUBJECT_LENGTH,
+        audience=max([a for a in audiences if a] or ["a" * _LARGEST_AUDIENCE], key=len),
+        lifetime=3600,
+        session_tags=tuple((key, "v" * MAX_TAG_VALUE_LENGTH) for key in tag_keys),
+        transitive_tag_keys=tuple(transitive_tag_keys),
+        extra_claims={name: "" for name in claim_names},
+    )
+    payload = build_payload(decision=decision, issuer="i" * _LARGEST_ISSUER, issued_at=9_999_999_999, jti="j" * 32)
+    header = {"alg": "RS256", "kid": "k" * 43, "typ": "JWT"}
+    return encoded_length(payload, header=header, signature_size=_LARGEST_SIGNATURE)
+
+
 def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, jti: str | None = None) -> MintedToken:
-    """Sign the token ``decision`` describes with ``signer``, issued by ``issuer`` at ``now``."""
+    """Sign the token ``decision`` describes with ``signer``, issued by ``issuer`` at ``now``;
+    ``TokenTooLong`` (before signing) for a token AWS STS would refuse."""
     _check_key(signer)
     if decision.lifetime <= 0:
         raise ValueError(f"A token needs a positive lifetime, not {decision.lifetime}.")
     issued_at = int(now)
     token_id = jti or uuid.uuid4().hex
     payload = build_payload(decision=decision, issuer=issuer, issued_at=issued_at, jti=token_id)
+    length = encoded_length(payload, header=_header(signer), signature_size=signature_bytes(signer))
+    if length > MAX_WEB_IDENTITY_TOKEN_LENGTH:
+        raise TokenTooLong(length)
 
     # PyJWT writes ES256 signatures as raw r||s (RFC 7518 §3.4), not DER. It adds "alg";
     # we add "kid" and "typ" (RFC 7519 §5.1).
     token = jwt.encode(payload, signer.private_key, algorithm=signer.algorithm, headers={"kid": signer.kid, "typ": "JWT"})
+    if len(token) > MAX_WEB_IDENTITY_TOKEN_LENGTH:  # encoded_length is exact (tested); this is the last word
+        raise TokenTooLong(len(token))
     return MintedToken(
         token=token,
         jti=token_id,

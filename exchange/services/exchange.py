@@ -20,7 +20,7 @@ from typing import Any
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
 from ..core.errors import UnknownKeyId
-from ..core.minting import mint_token
+from ..core.minting import TokenTooLong, mint_token
 from ..core.rules import engine
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
 from ..core.verification import parse_compact, short_value, verify_token
@@ -154,14 +154,23 @@ def rules_decide(
 def token_mint(
     runtime: TenantRuntime, issuer: IssuerSnapshot, verified: VerifiedToken, decision: Decision, *, now: float
 ) -> MintedToken:
-    """Sign the decided token with the tenant's active key. Last before signing: only a token
-    that would be granted uses up its one-time ``jti``."""
+    """Sign the decided token with the tenant's active key, then use up the upstream token's
+    one-time ``jti``: only a token that is granted uses it up — not one AWS would refuse."""
     if runtime.signer is None:
         raise TemporarilyUnavailable(
             "The tenant's signing key is unavailable.", reason=runtime.signer_error or "no signing key"
         )
+    try:
+        minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+    except TokenTooLong as exc:
+        raise AccessDenied(
+            f"Rule '{decision.rule_name}' makes a token longer than AWS STS accepts.",
+            reason=f"rule {decision.rule_name!r}: {exc} (fewer or shorter session tags or claims)",
+            rule_id=decision.rule_id,
+            rule_name=decision.rule_name,
+        ) from None
     upstream_jti_consume(issuer=issuer, claims=verified.claims, now=now)
-    return mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+    return minted
 
 
 def tenant_check(*, slug: str) -> None:

@@ -18,8 +18,8 @@ import cel
 
 from ..limits import CEL_MAX_CLAIM_ITEMS, CEL_MAX_COMPREHENSIONS, CEL_MAX_EXPRESSION_LENGTH, CEL_MAX_ITERABLE_ITEMS
 
-__all__ = ["MAX_NESTING_DEPTH", "PASSTHROUGH", "RuleSyntaxError", "check_expression", "claims_too_large",
-           "compile_expression", "iterates"]
+__all__ = ["MAX_NESTING_DEPTH", "PASSTHROUGH", "RuleSyntaxError", "blank_literals", "check_expression",
+           "claims_too_large", "compile_expression", "iterates"]
 
 # Parentheses/brackets/braces nesting a CEL expression may use; the Rust parser has its
 # own (higher) recursion guard, this keeps hostile input cheap and messages clear.
@@ -76,6 +76,11 @@ class RuleSyntaxError(ValueError):
 
     def with_field(self, field_path: str) -> RuleSyntaxError:
         return RuleSyntaxError(self.message, line=self.line, column=self.column, field=field_path)
+
+
+def blank_literals(source: str) -> str:
+    """``source`` with its string literals and comments blanked (same length, same lines)."""
+    return _scan(source)[0]
 
 
 def _scan(source: str) -> tuple[str, tuple[int, int] | None]:

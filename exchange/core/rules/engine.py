@@ -26,7 +26,7 @@ from typing import Any
 
 import cel
 
-from ..aws import validate_session_tag_value
+from ..aws import TagValueError, aws_tag, validate_session_tag_value
 from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
 from ..limits import DEFAULT_LIFETIME
 from ..values import Decision, RuleTrace
@@ -113,9 +113,16 @@ def _execute(program: cel.Program, context: Any) -> Any:
         raise _EvaluationError(exc) from None
 
 
+# The functions rules may call besides CEL's own (SPEC §5).
+_FUNCTIONS = {"aws_tag": aws_tag}
+
+
 def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
     try:
-        return cel.Context(variables={"claims": claims if type(claims) is dict else dict(claims), "issuer": issuer_id})
+        return cel.Context(
+            variables={"claims": claims if type(claims) is dict else dict(claims), "issuer": issuer_id},
+            functions=_FUNCTIONS,
+        )
     except PASSTHROUGH:
         raise
     except BaseException as exc:
@@ -196,14 +203,43 @@ def _subject(rule: CompiledRule, context: Any) -> str:
 
 def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ...]:
     tags: list[tuple[str, str]] = []
+    sources = dict(rule.spec.session_tags)
     for key, program in rule.session_tags:
+        optional = key in rule.spec.optional_tags
         try:
-            value = _tag_value(_execute(program, context))
+            value = _execute(program, context)
+        except _EvaluationError as exc:
+            if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
+                continue
+            raise _denied(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
+        if optional and value in ("", None):
+            continue
+        try:
+            value = _tag_value(value)
             validate_session_tag_value(key, value)
         except (_EvaluationError, ValueError) as exc:
-            raise _denied(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
+            raise _denied(
+                rule, f": session tag '{key}' has no valid value.",
+                f": session tag {key!r}: {_tag_problem(exc, value, sources[key])}",
+            ) from None
         tags.append((key, value))
     return tuple(tags)
+
+
+def _tag_problem(exc: Exception, value: Any, source: str) -> str:
+    """What is wrong with a tag value, and what to write instead (for the audit and the
+    simulator; never the client's description)."""
+    if not isinstance(exc, TagValueError) or not isinstance(value, str):
+        return str(exc)
+    shown = repr(value if len(value) <= 64 else value[:61] + "...")
+    fix = f"use aws_tag({source.strip()})"
+    if exc.kind == "character" and exc.character is not None:
+        return f"{shown} contains {exc.character!r}, which AWS refuses in tags — {fix}"
+    if exc.kind == "length":
+        return f"the value is {len(value)} characters, over AWS's 256 — {fix} (it cuts to 256)"
+    if exc.kind == "reserved":
+        return f"{shown} starts with 'aws:', which AWS reserves — {fix}"
+    return str(exc)
 
 
 def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
@@ -224,6 +260,7 @@ def _allow(
     audience = _audience(rule, requested=requested_audience, default=default_audience)
     subject = _subject(rule, context)
     tags = _session_tags(rule, context)
+    emitted = {key for key, _ in tags}
     extra = _extra_claims(rule, context)
     lifetime = spec.lifetime if spec.lifetime is not None else DEFAULT_LIFETIME
     return Decision(
@@ -233,7 +270,7 @@ def _allow(
         audience=audience,
         lifetime=min(lifetime, max_lifetime),
         session_tags=tags,
-        transitive_tag_keys=tuple(spec.transitive_tag_keys),
+        transitive_tag_keys=tuple(key for key in spec.transitive_tag_keys if key in emitted),  # optional ones left out
         extra_claims=extra,
     )
 

@@ -11,14 +11,27 @@ from dataclasses import dataclass
 
 import cel
 
-from ..aws import MAX_SESSION_TAGS, validate_session_tag_key
-from ..minting import RESERVED_CLAIMS
+from ..aws import (
+    MAX_SESSION_TAGS,
+    MAX_SUBJECT_LENGTH,
+    MAX_TRANSITIVE_TAG_KEYS,
+    MAX_WEB_IDENTITY_TOKEN_LENGTH,
+    validate_session_tag_key,
+)
+from ..minting import RESERVED_CLAIMS, largest_token_length
 from .cel_guard import RuleSyntaxError, compile_expression
 
-__all__ = ["MAX_SUBJECT_LENGTH", "MIN_LIFETIME", "RuleSpec", "RuleSyntaxError", "check_spec", "validate_rule_spec"]
+__all__ = [
+    "MAX_SUBJECT_LENGTH",
+    "MIN_LIFETIME",
+    "RuleSpec",
+    "RuleSyntaxError",
+    "check_spec",
+    "session_tag_entries",
+    "session_tag_entry_problem",
+    "validate_rule_spec",
+]
 
-# A bound on the emitted ``sub`` so a token stays small (jwtex's own limit, not an RFC one).
-MAX_SUBJECT_LENGTH = 512
 # Shortest lifetime a rule may ask for (the ``Rule.lifetime`` validator says the same).
 MIN_LIFETIME = 60
 
@@ -38,6 +51,38 @@ class RuleSpec:
     session_tags: tuple[tuple[str, str], ...] = ()  # (tag key, CEL expr), in order
     transitive_tag_keys: tuple[str, ...] = ()
     claims: tuple[tuple[str, str], ...] = ()  # (claim name, CEL expr)
+    # Tags left out (instead of denying) when their claim is missing or their value empty.
+    optional_tags: frozenset[str] = frozenset()
+    # The rule allows tokens of every customer of a shared CI issuer, knowingly (presets.py).
+    any_owner: bool = False
+
+
+def session_tag_entry_problem(entry: object) -> str | None:
+    """Why one stored ``session_tags`` value is neither a CEL string nor
+    ``{"value": CEL, "optional": true|false}``; None when it is one of them."""
+    if isinstance(entry, str):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
+        return 'A session tag is a CEL expression, or {"value": "CEL", "optional": true}.'
+    if set(entry) - {"value", "optional"}:
+        return f"Unknown member(s) {sorted(set(entry) - {'value', 'optional'})} in a session tag: only value and optional."
+    if not isinstance(entry.get("optional", False), bool):
+        return "A session tag's optional is true or false."
+    return None
+
+
+def session_tag_entries(mapping: dict) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    """Stored ``session_tags`` (well-formed, see ``session_tag_entry_problem``) as the spec's
+    ``(key, CEL)`` pairs, in order, and the keys marked optional."""
+    pairs, optional = [], set()
+    for key, entry in mapping.items():
+        if isinstance(entry, dict):
+            pairs.append((key, entry["value"]))
+            if entry.get("optional"):
+                optional.add(key)
+        else:
+            pairs.append((key, entry))
+    return tuple(pairs), frozenset(optional)
 
 
 _DEFAULT_SUBJECT = "claims.sub"
@@ -104,6 +149,10 @@ class _Checker:
         # Transitive keys must name tags that are set (AssumeRoleWithWebIdentity rejects others).
         # Matched exactly (not case-folded) so the token names each key one way only.
         tag_keys = {key for key, _ in spec.session_tags}
+        if len(spec.transitive_tag_keys) > MAX_TRANSITIVE_TAG_KEYS:
+            self.add("transitive_tag_keys", f"At most {MAX_TRANSITIVE_TAG_KEYS} transitive tag keys (AWS limit).")
+        for key in sorted(spec.optional_tags - tag_keys):
+            self.add(f"session_tags.{key}", f"Optional tag {key!r} is not one of this rule's session tags.")
         seen: set[str] = set()
         for index, key in enumerate(spec.transitive_tag_keys):
             path = f"transitive_tag_keys[{index}]"
@@ -129,6 +178,28 @@ class _Checker:
             self.expression(path, source)
 
 
+    def token_size(self, spec: RuleSpec) -> None:
+        """What the rule alone decides about the token's size: its tags (each value at AWS's
+        256-character maximum), transitive keys and claim names, with the largest subject,
+        issuer, audience and signature jwtex produces. Values with non-ASCII characters can
+        still make a token too long at exchange time; that exchange is refused (403)."""
+        if spec.effect != "allow" or not spec.session_tags:
+            return
+        length = largest_token_length(
+            tag_keys=[key for key, _ in spec.session_tags],
+            transitive_tag_keys=list(spec.transitive_tag_keys),
+            claim_names=[name for name, _ in spec.claims],
+            audiences=[spec.audience, *spec.audiences],
+        )
+        if length > MAX_WEB_IDENTITY_TOKEN_LENGTH:
+            self.add(
+                "session_tags",
+                f"Tokens from this rule can be up to {length:,} characters long ({len(spec.session_tags)} session "
+                f"tags of up to 256 characters each); AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}. "
+                "Use fewer tags, shorter keys or fewer transitive keys.",
+            )
+
+
 def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, cel.Program]]:
     """Every problem of ``spec`` and the programs that did compile, keyed by field path."""
     checker = _Checker()
@@ -136,6 +207,8 @@ def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, cel.Program]]:
     checker.session_tags(spec)
     checker.transitive_tag_keys(spec)
     checker.claims(spec)
+    if not checker.problems:
+        checker.token_size(spec)
     return checker.problems, checker.programs
 
 

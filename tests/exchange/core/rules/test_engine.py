@@ -249,7 +249,7 @@ def test_subject_expression():
         ("''", CLAIMS),  # empty
         ("claims.actor", {"sub": "x"}),  # missing claim
         ("claims.sub", {"actor": "x"}),  # default subject, no sub claim
-        ("'" + "s" * 513 + "'", CLAIMS),  # too long
+        ("'" + "s" * 256 + "'", CLAIMS),  # longer than STS's SubjectFromWebIdentityToken (255)
     ],
 )
 def test_bad_subject_denies(subject, claims):
@@ -257,8 +257,8 @@ def test_bad_subject_denies(subject, claims):
     assert exc.description == "Rule 'subj' could not compute the subject."
 
 
-def test_subject_of_512_characters_is_fine():
-    assert len(run([make(subject="'" + "s" * 512 + "'")]).subject) == 512
+def test_subject_of_255_characters_is_fine():
+    assert len(run([make(subject="'" + "s" * 255 + "'")]).subject) == 255
 
 
 # ----------------------------------------------------------------------------- outputs: session tags
@@ -790,7 +790,7 @@ def test_decide_raises_only_access_denied_on_arbitrary_claims(claims, requested)
         assert exc.description
     else:
         assert isinstance(decision, Decision)
-        assert isinstance(decision.subject, str) and 0 < len(decision.subject) <= 512
+        assert isinstance(decision.subject, str) and 0 < len(decision.subject) <= 255
         for key, value in decision.session_tags:
             validate_session_tag_value(key, value)
         json.dumps(decision.extra_claims, allow_nan=False)
