@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -13,6 +15,39 @@ slug_validator = RegexValidator(
     rf"^{SLUG_PATTERN}\Z",
     "Lower-case letters, digits and inner hyphens, at most 63 characters.",
 )
+
+
+# The optional AWS values of a tenant only fill in the overview's set-up snippets. An account id
+# is 12 digits, leading zeros included (so a string); regions look like eu-west-1, us-gov-west-1,
+# cn-north-1 or us-isob-east-1; a role name is IAM CreateRole's RoleName: 1-64 ASCII letters,
+# digits and _+=,.@- (written out: Python's \w also takes non-ASCII letters, which IAM refuses).
+AWS_ACCOUNT_ID_PATTERN = r"[0-9]{12}"
+aws_region_validator = RegexValidator(
+    r"^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\Z", "An AWS region such as eu-west-1, us-gov-west-1 or cn-north-1."
+)
+aws_role_name_validator = RegexValidator(
+    r"^[A-Za-z0-9_+=,.@-]{1,64}\Z",
+    "An IAM role name: 1 to 64 letters, digits and _ + = , . @ - (no spaces, no path, no ARN).",
+)
+
+
+def validate_aws_account_ids(value: object) -> None:
+    """A list of AWS account ids, each a string of exactly 12 digits, each once."""
+    if not isinstance(value, list):
+        raise ValidationError("A list of AWS account ids, each a string of exactly 12 digits.")
+    for item in value:
+        if not isinstance(item, str):
+            raise ValidationError(
+                "%(value)s is not an AWS account id: write it as a string of exactly 12 digits "
+                "(as a number it would lose its leading zeros).", params={"value": repr(item)[:40]},
+            )
+        if not re.fullmatch(AWS_ACCOUNT_ID_PATTERN, item):
+            raise ValidationError(
+                "“%(value)s” is not an AWS account id: exactly 12 digits, without dashes or spaces (e.g. 111122223333).",
+                params={"value": item[:40]},
+            )
+    if len(set(value)) != len(value):
+        raise ValidationError("Each AWS account id once: one is listed twice.")
 
 
 class SigningAlgorithm(models.TextChoices):
@@ -44,6 +79,10 @@ class Tenant(models.Model):
         help_text="seconds a new key is published before it signs",
     )
     audit_retention_days = models.PositiveIntegerField(default=90, validators=[MinValueValidator(1)])
+    # Optional, for the overview's AWS snippets only: the exchange reads none of them.
+    aws_account_ids = models.JSONField(default=list, blank=True, validators=[validate_aws_account_ids])
+    aws_region = models.CharField(max_length=32, blank=True, validators=[aws_region_validator])
+    aws_role_name = models.CharField(max_length=64, blank=True, validators=[aws_role_name_validator])
     # Bumped whenever anything the exchange reads for this tenant changes, so that the
     # per-process runtime cache knows when to rebuild (see exchange.runtime).
     config_version = models.PositiveBigIntegerField(default=1, editable=False)

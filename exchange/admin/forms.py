@@ -250,7 +250,16 @@ class SimulatorForm(forms.Form):
         return cleaned
 
 
+AWS_SNIPPETS_ONLY = "Only fills in the overview's snippets; changes nothing the exchange does."
+
+
 class TenantForm(forms.ModelForm):
+    aws_account_ids = LinesField(
+        label="AWS account ids", required=False, rows=2,
+        help_text="One per line, 12 digits each (e.g. 111122223333): the accounts whose roles trust this tenant. "
+        "The overview shows a trust policy and role ARN per account. " + AWS_SNIPPETS_ONLY,
+    )
+
     class Meta:
         model = Tenant
         fields = "__all__"
@@ -258,4 +267,11 @@ class TenantForm(forms.ModelForm):
             "max_token_lifetime": SecondsInput,
             "key_rotation_interval": SecondsInput,
             "key_prepublish_window": SecondsInput,
+        }
+        labels = {"aws_region": "AWS region", "aws_role_name": "IAM role name"}
+        help_texts = {
+            "aws_region": "e.g. eu-west-1: the region of the CloudFormation stack, Terraform provider and CI jobs. "
+            + AWS_SNIPPETS_ONLY,
+            "aws_role_name": "The role the CI jobs assume (1–64 letters, digits and _+=,.@-); empty: "
+            "jwtex-TENANT-example. " + AWS_SNIPPETS_ONLY,
         }

@@ -37,6 +37,11 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         (None, {"fields": ["slug", "name", "enabled", "issuer_url"]}),
         ("Tokens", {"fields": ["default_audience", "max_token_lifetime", "signing_algorithm", "rate_limit_per_minute"]}),
         ("Keys and retention", {"fields": ["key_rotation_interval", "key_prepublish_window", "audit_retention_days"]}),
+        ("AWS set-up (optional)", {
+            "fields": ["aws_account_ids", "aws_region", "aws_role_name"],
+            "description": "These only fill in the overview's AWS and CI snippets (instead of example values); "
+            "they change nothing the exchange does or issues.",
+        }),
         ("Bookkeeping", {"fields": ["config_version", "created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 

@@ -114,16 +114,26 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     )
     audiences = tenant_audiences(tenant=tenant)
     tag_keys = tenant_session_tag_keys(tenant=tenant)
-    aws = aws_setup_render(tenant_slug=tenant.slug, issuer_url=issuer_url, audiences=audiences, tag_keys=tag_keys)
+    aws = aws_setup_render(
+        tenant_slug=tenant.slug,
+        issuer_url=issuer_url,
+        audiences=audiences,
+        tag_keys=tag_keys,
+        # The tenant's optional AWS values (validated on save); empty ones leave the examples.
+        account_ids=tenant.aws_account_ids if isinstance(tenant.aws_account_ids, list) else [],
+        region=tenant.aws_region,
+        role_name=tenant.aws_role_name,
+    )
     github = _issuer_for(issuers, {"github", "github-enterprise"})
     gitlab = _issuer_for(issuers, {"gitlab", "gitlab-self-managed"})
     ci = ci_snippets_render(
         issuer_url=issuer_url,
-        role_name=aws.role_name,
+        role_arns=aws.role_arns,
+        region=aws.region,
         github_issuer_id=github.issuer_id if github else None,
-        github_audience=(github.audiences or [None])[0] if github else None,
+        github_audiences=list(github.audiences or []) if github else None,
         gitlab_issuer_id=gitlab.issuer_id if gitlab else None,
-        gitlab_audience=(gitlab.audiences or [None])[0] if gitlab else None,
+        gitlab_audiences=list(gitlab.audiences or []) if gitlab else None,
     )
     return TenantOverview(
         tenant=tenant,

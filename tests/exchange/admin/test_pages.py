@@ -96,11 +96,12 @@ def test_overview_shows_issuer_keys_health_counts_and_setup(admin_client_for, te
     assert job["permissions"]["id-token"] == "write"
     script = job["steps"][0]["run"]
     assert f"{issuer_url}/exchange?issuerId=github" in script
-    assert "audience=sts.amazonaws.com" in script
+    # Issue 11: the job asks GitHub for this tenant's issuer URL as audience, not sts.amazonaws.com.
+    assert "audience=http%3A%2F%2F127.0.0.1%3A8000%2Ft%2Facme" in script and "audience=sts.amazonaws.com" not in script
     assert "Content-Type: application/jwt" in script and "AWS_WEB_IDENTITY_TOKEN_FILE=" in script
     assert_valid_gitlab_ci(yaml.safe_load(overview.ci.gitlab_ci))
     gitlab = yaml.safe_load(overview.ci.gitlab_ci)["deploy"]
-    assert gitlab["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"] == "https://gitlab.com"
+    assert gitlab["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"] == issuer_url
     exchange = " ".join(gitlab["script"])
     assert f"{issuer_url}/exchange?issuerId=gitlab" in exchange and "AWS_WEB_IDENTITY_TOKEN_FILE" in exchange
     assert "Content-Type: application/jwt" in exchange
