@@ -14,7 +14,8 @@ from tenants.widgets import SecondsInput
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
-from ..core.presets import PRESETS, owner_pinning_problem, preset_get
+from ..core.presets import PRESETS, preset_get
+from ..core.shared_issuers import owner_pinning_problem
 from ..models import Issuer, Rule
 from ..services.simulator import parse_claims_json
 

@@ -81,7 +81,10 @@ def issuer_preset_view(request, *, model_admin):
         preset = preset_get(form.cleaned_data["preset"])
         params = {p.name: form.cleaned_data.get(f"{preset.key}__{p.name}", "") for p in preset.parameters}
         try:
-            values = preset.build(params, allow_insecure=jwtex_settings.allow_insecure_issuers)
+            values = preset.build(
+                params, allow_insecure=jwtex_settings.allow_insecure_issuers,
+                tenant_issuer=jwtex_settings.issuer_url(form.cleaned_data["tenant"].slug),
+            )
         except PresetError as exc:
             form.add_error(f"{preset.key}__{exc.parameter}" if exc.parameter else None, str(exc))
         else:
@@ -95,13 +98,14 @@ def issuer_preset_view(request, *, model_admin):
                     "audiences": values.audiences,
                     "algorithms": values.algorithms,
                     "static_jwks": values.static_jwks,
+                    "max_token_age": values.max_token_age,
                 },
             }
             messages.info(
                 request,
                 f"Filled in from the {preset.label} preset: check the values, then save."
-                + (" The issuer is shared by every customer of the platform: your rules must check the "
-                   "organization claim." if preset.shared_issuer else ""),
+                + (" The issuer is shared by every customer of the platform: its audience is this tenant's "
+                   "own issuer URL, and an allow rule must test the owner claim." if preset.shared_issuer else ""),
             )
             return HttpResponseRedirect(reverse("admin:exchange_issuer_add") + f"?preset={token}")
     presets = [(p, form.parameter_fields(p.key)) for p in PRESETS]

@@ -50,6 +50,10 @@ TENANT_KEYS: dict[str, Key] = {
     "key_rotation_interval": Key("key_rotation_interval", "int"),
     "key_prepublish_window": Key("key_prepublish_window", "int"),
     "audit_retention_days": Key("audit_retention_days", "int"),
+    # Only for the overview's AWS snippets (tenants/models.py validates them).
+    "aws_account_ids": Key("aws_account_ids", "str_list"),
+    "aws_region": Key("aws_region", "str"),
+    "aws_role_name": Key("aws_role_name", "str"),
 }
 TENANT_LISTS = ("issuers", "rules")
 
@@ -138,6 +142,21 @@ def check_keys(obj: Mapping, allowed: Sequence[str], required: Sequence[str], pa
             errors.add(path, f"missing required key {key!r}")
 
 
+def _check_tag_map(value: Any, path: str, errors: Collector) -> bool:
+    """Session tags: tag key → CEL, or → ``{value: CEL, optional: true}``."""
+    if not isinstance(value, dict):
+        errors.add(path, f"expected a mapping of tag keys to CEL expressions, got {type_name(value)}")
+        return False
+    ok = True
+    for key, item in value.items():
+        problem = (f"a key must be a string, got {type_name(key)} (quote it in YAML)" if not isinstance(key, str)
+                   else session_tag_entry_problem(item))
+        if problem:
+            errors.add(dot(path, key), problem)
+            ok = False
+    return ok
+
+
 def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
     """True when ``value`` has the shape ``kind`` asks for; reports the problem otherwise."""
     if kind == "str":
@@ -176,17 +195,7 @@ def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
                 ok = False
         return ok
     elif kind == "tag_map":
-        if not isinstance(value, dict):
-            errors.add(path, f"expected a mapping of tag keys to CEL expressions, got {type_name(value)}")
-            return False
-        ok = True
-        for key, item in value.items():
-            problem = (f"a key must be a string, got {type_name(key)} (quote it in YAML)" if not isinstance(key, str)
-                       else session_tag_entry_problem(item))
-            if problem:
-                errors.add(dot(path, key), problem)
-                ok = False
-        return ok
+        return _check_tag_map(value, path, errors)
     elif kind == "jwks":
         if value is None:
             return True

@@ -17,7 +17,7 @@ from tenants.models import Tenant
 
 from ..conf import jwtex_settings
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
-from ..core.presets import owner_pinning_problem
+from ..core.shared_issuers import owner_pinning_problem
 from ..core.rules.spec import RuleSpec, session_tag_entries, validate_rule_spec
 from ..core.validators import url_problem
 from ..models import Issuer, Rule

@@ -24,6 +24,7 @@ __all__ = [
     "largest_token_length",
     "mint_token",
     "signature_bytes",
+    "token_length",
 ]
 
 # The largest issuer URL, audience and signature a token of ours can carry, for the bound a rule
@@ -137,6 +138,13 @@ def largest_token_length(
     payload = build_payload(decision=decision, issuer="i" * _LARGEST_ISSUER, issued_at=9_999_999_999, jti="j" * 32)
     header = {"alg": "RS256", "kid": "k" * 43, "typ": "JWT"}
     return encoded_length(payload, header=header, signature_size=_LARGEST_SIGNATURE)
+
+
+def token_length(*, decision: Decision, issuer: str, signer: SignerKey, now: int) -> int:
+    """How long the token ``mint_token`` would make is (its ``jti`` is always 32 characters),
+    without signing: what the simulator shows."""
+    payload = build_payload(decision=decision, issuer=issuer, issued_at=int(now), jti="0" * 32)
+    return encoded_length(payload, header=_header(signer), signature_size=signature_bytes(signer))
 
 
 def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, jti: str | None = None) -> MintedToken:

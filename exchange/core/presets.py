@@ -10,18 +10,38 @@ Connect", GitLab "OpenID Connect (OIDC) Authentication Using ID Tokens", CircleC
 OpenID Connect tokens in jobs", Buildkite "OIDC with Buildkite", HCP Terraform "Dynamic
 Credentials", Bitbucket "Integrate Pipelines with resource servers using OIDC",
 Kubernetes "Service account issuer discovery").
+
+Audience: for the issuers every customer of the platform shares (``SHARED_ISSUERS``) and that
+let the job choose the audience, a preset asks for the tenant's own issuer URL
+(``{JWTEX_PUBLIC_URL}/t/TENANT``), not ``sts.amazonaws.com``: a token a job gets for jwtex must
+not also open AWS roles that trust the CI platform directly (and one minted for another service
+must not be accepted here). CircleCI and Bitbucket fix the audience to the organization or
+workspace, so their presets keep it.
+
+``max_token_age`` (the longest ``exp − iat`` accepted) is what each platform issues, with a
+margin; tokens living longer are refused (401):
+
+- GitHub Actions: 5 minutes (undocumented; the real token in tests/fixtures/github-actions has
+  exp − iat = 300 s) → 600 s.
+- GitLab: the job's timeout (GitLab "ID tokens": expiry is the job timeout, or 5 minutes
+  without one; 60 minutes by default) → 3,600 s; raise it for jobs with a longer timeout.
+- CircleCI: one hour ("Using OpenID Connect tokens in jobs": exp is one hour after issuance).
+- Buildkite: 5 minutes unless the job asks ``--lifetime`` (``buildkite-agent oidc request-token``) → 600 s.
+- HCP Terraform: until the plan or apply phase times out ("Workload identity": the token
+  "expires at the end of the plan or apply timeout", 2 hours by default) → 7,200 s.
+- Bitbucket Pipelines: not documented → 3,600 s. Kubernetes: the projected token's
+  ``expirationSeconds`` (EKS: 24 h) → the default 86,400 s.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .rules.cel_guard import blank_literals
 from .validators import url_problem
 
 __all__ = [
@@ -30,9 +50,6 @@ __all__ = [
     "PresetError",
     "PresetParameter",
     "PRESETS",
-    "SHARED_ISSUERS",
-    "SharedIssuer",
-    "owner_pinning_problem",
     "preset_for_issuer",
     "preset_get",
 ]
@@ -65,6 +82,7 @@ class IssuerValues:
     audiences: list[str]
     algorithms: list[str]
     static_jwks: dict[str, Any] | None = None
+    max_token_age: int | None = None  # None: the issuer form's default
 
 
 @dataclass(frozen=True)
@@ -78,11 +96,17 @@ class IssuerPreset:
     # slash in its name as claims['name'].
     claims: tuple[tuple[str, str], ...] = ()
     example_when: str = "true"
+    # Session tags worth emitting, as a rule's session_tags (aws_tag() where the claim can hold
+    # characters AWS refuses in tags, e.g. dependabot[bot]); shown in the rule editor's help.
+    example_tags: tuple[tuple[str, str, bool], ...] = ()  # (tag key, CEL, optional)
     algorithms: tuple[str, ...] = ("RS256",)
     shared_issuer: bool = False  # every customer of the platform shares this iss
+    max_token_age: int | None = None
     _build: Any = field(default=None, repr=False, compare=False)
 
-    def build(self, params: Mapping[str, str] | None = None, *, allow_insecure: bool = False) -> IssuerValues:
+    def build(
+        self, params: Mapping[str, str] | None = None, *, allow_insecure: bool = False, tenant_issuer: str = ""
+    ) -> IssuerValues:
         """The issuer form's values; ``PresetError`` naming the parameter when one is refused —
         URLs by the same rule as the issuer form and ``jwtex_apply`` (``validators.url_problem``)."""
         values = {}
@@ -93,7 +117,7 @@ class IssuerPreset:
             if parameter.pattern and not re.fullmatch(parameter.pattern, value):
                 raise PresetError(parameter.name, parameter.pattern_message or f"{parameter.label} is malformed.")
             values[parameter.name] = value
-        issuer, audiences, static_jwks = self._build(values)
+        issuer, audiences, static_jwks = self._build({**values, "tenant_issuer": tenant_issuer})
         problem = url_problem(issuer, what="The issuer", allow_insecure=allow_insecure, is_issuer=True)
         if problem:
             raise PresetError("url" if any(p.name == "url" for p in self.parameters) else "", problem)
@@ -103,6 +127,7 @@ class IssuerPreset:
             audiences=list(audiences),
             algorithms=list(self.algorithms),
             static_jwks=static_jwks,
+            max_token_age=self.max_token_age,
         )
 
 
@@ -184,6 +209,26 @@ _KUBERNETES_CLAIMS = (
 )
 
 
+_GITHUB_TAGS = (
+    ("repository", "claims.repository", False),
+    ("ref", "aws_tag(claims.ref)", False),
+    ("actor", "aws_tag(claims.actor)", False),  # dependabot[bot], renovate[bot]
+    ("workflow", "aws_tag(claims.workflow)", False),
+    ("environment", "aws_tag(claims.environment)", True),  # only jobs with an environment have one
+)
+_GITLAB_TAGS = (
+    ("project", "claims.project_path", False),
+    ("ref", "aws_tag(claims.ref)", False),
+    ("user", "aws_tag(claims.user_login)", False),
+    ("environment", "aws_tag(claims.environment)", True),
+)
+
+
+def _own_audience(params: Mapping[str, str]) -> list[str]:
+    """The tenant's own issuer URL as the audience its jobs ask for (see the module docstring)."""
+    return [params["tenant_issuer"]] if params.get("tenant_issuer") else ["sts.amazonaws.com"]
+
+
 def _issuer_url(value: str) -> str:
     """The issuer as tokens spell it (no trailing slash); ``build`` checks it like every issuer URL."""
     return value.rstrip("/")
@@ -212,8 +257,10 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Jobs on github.com. Ask for the token with `permissions: id-token: write`.",
         claims=_GITHUB_CLAIMS,
         example_when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+        example_tags=_GITHUB_TAGS,
         shared_issuer=True,
-        _build=lambda p: ("https://token.actions.githubusercontent.com", ["sts.amazonaws.com"], None),
+        max_token_age=600,
+        _build=lambda p: ("https://token.actions.githubusercontent.com", _own_audience(p), None),
     ),
     IssuerPreset(
         key="github-enterprise",
@@ -228,7 +275,9 @@ PRESETS: tuple[IssuerPreset, ...] = (
         ),
         claims=(*_GITHUB_CLAIMS, ("enterprise / enterprise_id", "the enterprise")),
         example_when="claims.enterprise == 'ENTERPRISE' && claims.ref == 'refs/heads/main'",
-        _build=lambda p: (f"https://token.actions.githubusercontent.com/{p['enterprise']}", ["sts.amazonaws.com"], None),
+        example_tags=_GITHUB_TAGS,
+        max_token_age=600,
+        _build=lambda p: (f"https://token.actions.githubusercontent.com/{p['enterprise']}", _own_audience(p), None),
     ),
     IssuerPreset(
         key="gitlab",
@@ -237,8 +286,10 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Jobs on gitlab.com, with `id_tokens:` whose aud is https://gitlab.com.",
         claims=_GITLAB_CLAIMS,
         example_when="claims.namespace_path == 'octo-group' && claims.ref_protected == 'true'",
+        example_tags=_GITLAB_TAGS,
         shared_issuer=True,
-        _build=lambda p: ("https://gitlab.com", ["https://gitlab.com"], None),
+        max_token_age=3600,
+        _build=lambda p: ("https://gitlab.com", _own_audience(p), None),
     ),
     IssuerPreset(
         key="gitlab-self-managed",
@@ -248,7 +299,9 @@ PRESETS: tuple[IssuerPreset, ...] = (
         parameters=(PresetParameter("url", "GitLab URL", "e.g. https://gitlab.example.com"),),
         claims=_GITLAB_CLAIMS,
         example_when="claims.namespace_path == 'platform' && claims.ref_protected == 'true'",
-        _build=lambda p: (_issuer_url(p["url"]), [_issuer_url(p["url"])], None),
+        example_tags=_GITLAB_TAGS,
+        max_token_age=3600,
+        _build=lambda p: (_issuer_url(p["url"]), _own_audience(p), None),
     ),
     IssuerPreset(
         key="circleci",
@@ -263,6 +316,9 @@ PRESETS: tuple[IssuerPreset, ...] = (
         ),
         claims=_CIRCLECI_CLAIMS,
         example_when="claims['oidc.circleci.com/vcs-ref'] == 'refs/heads/main'",
+        example_tags=(("project", "claims['oidc.circleci.com/project-id']", False),
+                      ("ref", "aws_tag(claims['oidc.circleci.com/vcs-ref'])", False)),
+        max_token_age=3600,
         _build=lambda p: (f"https://oidc.circleci.com/org/{p['org_id'].lower()}", [p["org_id"].lower()], None),
     ),
     IssuerPreset(
@@ -279,8 +335,10 @@ PRESETS: tuple[IssuerPreset, ...] = (
         ),
         claims=_BUILDKITE_CLAIMS,
         example_when="claims.organization_slug == 'ORG' && claims.build_branch == 'main'",
+        example_tags=(("pipeline", "claims.pipeline_slug", False), ("branch", "aws_tag(claims.build_branch)", False)),
         shared_issuer=True,
-        _build=lambda p: ("https://agent.buildkite.com", [f"https://buildkite.com/{p['organization']}"], None),
+        max_token_age=600,
+        _build=lambda p: ("https://agent.buildkite.com", _own_audience(p), None),
     ),
     IssuerPreset(
         key="terraform-cloud",
@@ -290,8 +348,11 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "for every organization: rules must check terraform_organization_name.",
         claims=_TFC_CLAIMS,
         example_when="claims.terraform_organization_name == 'acme' && claims.terraform_run_phase == 'apply'",
+        example_tags=(("workspace", "aws_tag(claims.terraform_full_workspace)", False),
+                      ("run_phase", "claims.terraform_run_phase", False)),
         shared_issuer=True,
-        _build=lambda p: ("https://app.terraform.io", ["aws.workload.identity"], None),
+        max_token_age=7200,
+        _build=lambda p: ("https://app.terraform.io", _own_audience(p), None),
     ),
     IssuerPreset(
         key="bitbucket",
@@ -311,6 +372,8 @@ PRESETS: tuple[IssuerPreset, ...] = (
         ),
         claims=_BITBUCKET_CLAIMS,
         example_when="claims.branchName == 'main'",
+        example_tags=(("repository", "aws_tag(claims.repositoryUuid)", False), ("branch", "aws_tag(claims.branchName)", False)),
+        max_token_age=3600,
         _build=lambda p: (
             f"https://api.bitbucket.org/2.0/workspaces/{p['workspace']}/pipelines-config/identity/oidc",
             [f"ari:cloud:bitbucket::workspace/{p['workspace_uuid'].strip('{}').lower()}"],
@@ -335,59 +398,6 @@ PRESETS: tuple[IssuerPreset, ...] = (
 )
 
 _BY_KEY = {preset.key: preset for preset in PRESETS}
-
-
-# --- owner pinning ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SharedIssuer:
-    """A CI issuer every customer of the platform shares: a rule that trusts it without testing
-    who owns the repository (or project, organization) trusts every user of the platform. The
-    first owner claim is the immutable id (names can be renamed and then registered again by
-    someone else); the second the name."""
-
-    platform: str
-    owner_claims: tuple[str, str]
-
-
-# The issuers whose iss is the same for every customer. CircleCI (…/org/ORG_ID) and Bitbucket
-# (…/workspaces/WORKSPACE/…) put the customer into iss itself, which jwtex compares exactly, and
-# a GitHub Enterprise issuer (…/ENTERPRISE) is the enterprise's own: none of them is listed.
-SHARED_ISSUERS: Mapping[str, SharedIssuer] = {
-    "https://token.actions.githubusercontent.com": SharedIssuer("GitHub Actions (github.com)", ("repository_owner_id", "repository_owner")),
-    "https://gitlab.com": SharedIssuer("GitLab.com", ("namespace_id", "namespace_path")),
-    "https://agent.buildkite.com": SharedIssuer("Buildkite", ("organization_id", "organization_slug")),
-    "https://app.terraform.io": SharedIssuer("HCP Terraform", ("terraform_organization_id", "terraform_organization_name")),
-}
-
-
-def _references_claim(source: str, name: str) -> bool:
-    """Whether CEL ``source`` reads ``claims.NAME`` or ``claims['NAME']`` (outside string literals
-    for the dotted form; the bracket form is itself a literal)."""
-    if re.search(rf"\bclaims\s*\.\s*{re.escape(name)}\b", blank_literals(source)):
-        return True
-    return re.search(rf"\bclaims\s*\[\s*(['\"]){re.escape(name)}\1\s*\]", source) is not None
-
-
-def owner_pinning_problem(*, effect: str, when: str, any_owner: bool, issuer_urls: Sequence[str]) -> str | None:
-    """Why an allow rule for a shared CI issuer must test an owner claim, when its condition does
-    not (and it does not say ``any_owner``); None when nothing is wrong. The admin and
-    ``jwtex_apply`` both ask this."""
-    if effect != "allow" or any_owner:
-        return None
-    for url in dict.fromkeys(issuer_urls):
-        shared = SHARED_ISSUERS.get(url.rstrip("/"))
-        if shared is None or any(_references_claim(when, claim) for claim in shared.owner_claims):
-            continue
-        stable, name = shared.owner_claims
-        return (
-            f"This rule allows tokens from {shared.platform}, whose issuer every customer of the platform shares: "
-            f"without a test of who owns the repository or project, any of its users could get this token. Test "
-            f"claims.{stable} (immutable, recommended) or claims.{name} in the condition, e.g. "
-            f"claims.{stable} == '…' — or set any owner if every {shared.platform} user may really be allowed."
-        )
-    return None
 
 
 def preset_get(key: str) -> IssuerPreset | None:

@@ -20,7 +20,8 @@ from typing import Any
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
 from ..core.errors import UnknownKeyId
-from ..core.minting import TokenTooLong, mint_token
+from ..core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH
+from ..core.minting import TokenTooLong, mint_token, token_length
 from ..core.rules import engine
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
 from ..core.verification import parse_compact, short_value, verify_token
@@ -163,14 +164,28 @@ def token_mint(
     try:
         minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
     except TokenTooLong as exc:
-        raise AccessDenied(
-            f"Rule '{decision.rule_name}' makes a token longer than AWS STS accepts.",
-            reason=f"rule {decision.rule_name!r}: {exc} (fewer or shorter session tags or claims)",
-            rule_id=decision.rule_id,
-            rule_name=decision.rule_name,
-        ) from None
+        raise _too_long(decision, exc) from None
     upstream_jti_consume(issuer=issuer, claims=verified.claims, now=now)
     return minted
+
+
+def token_size_check(runtime: TenantRuntime, decision: Decision, *, now: float) -> None:
+    """``AccessDenied`` when the decided token would be longer than AWS STS accepts, as
+    ``token_mint`` would refuse it — without signing (the simulator)."""
+    if runtime.signer is None:
+        return
+    length = token_length(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+    if length > MAX_WEB_IDENTITY_TOKEN_LENGTH:
+        raise _too_long(decision, TokenTooLong(length))
+
+
+def _too_long(decision: Decision, exc: TokenTooLong) -> AccessDenied:
+    return AccessDenied(
+        f"Rule '{decision.rule_name}' makes a token longer than AWS STS accepts.",
+        reason=f"rule {decision.rule_name!r}: {exc} (fewer or shorter session tags or claims)",
+        rule_id=decision.rule_id,
+        rule_name=decision.rule_name,
+    )
 
 
 def tenant_check(*, slug: str) -> None:

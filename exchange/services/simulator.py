@@ -27,7 +27,7 @@ from ..core.minting import build_payload
 from ..core.values import Decision, RuleTrace
 from ..models import Issuer
 from ..runtime import TenantRuntime, runtime_build
-from .exchange import issuer_select, rules_decide, token_parse, token_verify
+from .exchange import issuer_select, rules_decide, token_parse, token_size_check, token_verify
 
 __all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token"]
 
@@ -72,6 +72,7 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
     error: ExchangeError | None = None
     try:
         decision = rules_decide(runtime, issuer_id=issuer_id, claims=claims, audience=audience or None, trace=trace)
+        token_size_check(runtime, decision, now=time.time())
     except ExchangeError as exc:
         error = exc
     emitted = build_payload(decision=decision, issuer=runtime.issuer_url) if decision is not None else None

@@ -207,14 +207,19 @@ def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, cel.Program]]:
     checker.session_tags(spec)
     checker.transitive_tag_keys(spec)
     checker.claims(spec)
-    if not checker.problems:
-        checker.token_size(spec)
     return checker.problems, checker.programs
 
 
 def validate_rule_spec(spec: RuleSpec) -> list[tuple[str, str]]:
-    """Every problem of ``spec`` as ``(field path, message)``; empty when it compiles."""
+    """Every problem of ``spec`` as ``(field path, message)``; empty when it may be saved. Besides
+    what ``check_spec`` finds (what keeps a rule from compiling), a rule is refused when its
+    tokens could outgrow what AWS accepts — a save-time check only: a rule saved before it
+    existed still runs, and its over-long tokens are refused one by one (403)."""
     problems, _ = check_spec(spec)
+    if not problems:
+        checker = _Checker()
+        checker.token_size(spec)
+        problems = checker.problems
     return [(path, str(problem)) for path, problem in problems]
 
 

@@ -80,6 +80,7 @@ def exchange(live_server, tenant, issuer_id: str, token: str) -> int:
 
 def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant, other_tenant, issuer, allow_rule,
                                                         upstream, django_user_model):
+    from exchange.conf import jwtex_settings
     from exchange.models import ExchangeRecord, Issuer, Rule
     from tenants.models import Membership
 
@@ -105,7 +106,7 @@ def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant
     page.click("input[name=_continue]")
     page.wait_for_selector("#id_issuer")
     assert page.input_value("#id_issuer") == "https://token.actions.githubusercontent.com"
-    assert page.input_value("#id_audiences") == "sts.amazonaws.com"
+    assert page.input_value("#id_audiences") == jwtex_settings.issuer_url(tenant.slug)  # the tenant's own
     assert page.input_value("#id_issuer_id") == "github"
     assert page.is_checked("input[name=algorithms][value=RS256]")
     shot(page, "03-issuer-form-from-preset")

@@ -10,6 +10,8 @@ import yaml
 from django.urls import reverse
 from django.utils import timezone
 
+from exchange.conf import jwtex_settings
+
 from exchange.upstream.fetch import FetchError, FetchResult
 from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
 from exchange.core.presets import preset_for_issuer, preset_get, PresetError, PRESETS
@@ -213,7 +215,9 @@ def test_add_issuer_from_the_github_preset(admin_client_for, tenant):
     response = client.get(add_url)
     form = response.context["adminform"].form
     assert form.initial["issuer"] == "https://token.actions.githubusercontent.com"
-    assert form.initial["audiences"] == ["sts.amazonaws.com"]
+    # github.com's issuer is every customer's: its jobs ask for this tenant's own issuer URL.
+    assert form.initial["audiences"] == [jwtex_settings.issuer_url(tenant.slug)]
+    assert form.initial["max_token_age"] == 600  # GitHub's tokens live 5 minutes
     assert form.initial["algorithms"] == ["RS256"]
     assert form.initial["tenant"] == tenant.pk
     html = response.content.decode()

@@ -244,3 +244,23 @@ def test_trailing_newline_is_refused_by_the_simulator_page_too(admin_client_for,
     html = response.content.decode()
     assert "surrounding whitespace, e.g. a trailing newline" in html
     assert response.context["result"].error.code == "invalid_request"
+
+
+def test_a_refused_tag_value_says_which_claim_and_what_to_write(tenant, issuer, allow_rule, upstream):
+    """allow_rule tags actor with claims.actor: a bot's name has characters AWS refuses."""
+    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(actor="dependabot[bot]"))
+    assert not simulation.allowed and simulation.error.code == "access_denied"
+    assert "'dependabot[bot]' contains '['" in simulation.error.reason
+    assert "use aws_tag(claims.actor)" in simulation.error.reason
+
+
+def test_a_token_longer_than_aws_accepts_is_refused_by_the_simulator_as_by_the_exchange(tenant, issuer, upstream):
+    keys = [f"{i:02d}" + "k" * 126 for i in range(50)]
+    rule = Rule.objects.create(tenant=tenant, position=1, name="widest", effect="allow", when="true",
+                               session_tags={key: "claims.long" for key in keys})  # saved before the size check
+    rule.issuers.add(issuer)
+    claims = upstream.claims(long="x" * 256)
+    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=claims)
+    assert not simulation.allowed and "AWS STS accepts at most 20,000" in simulation.error.reason
+    minted, refused = real_exchange(tenant, upstream.mint(long="x" * 256))
+    assert minted is None and refused.description == simulation.error.description

@@ -1,0 +1,178 @@
+"""Every token jwtex emits is one AWS STS accepts (SPEC §5), or none is emitted.
+
+Pure: rules, claims and keys in memory. What STS accepts is written down independently in
+tests/aws_acceptance.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import HealthCheck, assume, event, example, given, settings
+from hypothesis import strategies as st
+
+from exchange.core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH, aws_tag, validate_session_tag_value
+from exchange.core.errors import AccessDenied
+from exchange.core.minting import TokenTooLong, encoded_length, mint_token, signature_bytes
+from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.spec import RuleSpec, validate_rule_spec
+from exchange.core.values import SignerKey
+from tests.aws_acceptance import sts_problems
+
+NOW = 1_800_000_000
+ISSUER = "https://jwtex.example.com/t/acme"
+
+
+@pytest.fixture(scope="module")
+def signers():
+    return {
+        "ES256": SignerKey("e" * 43, "ES256", ec.generate_private_key(ec.SECP256R1())),
+        "RS256": SignerKey("r" * 43, "RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "RS256-4096": SignerKey("k" * 43, "RS256", rsa.generate_private_key(public_exponent=65537, key_size=4096)),
+    }
+
+
+def spec(**fields) -> RuleSpec:
+    base = dict(name="r", issuers=frozenset({"ci"}), when="true", effect="allow")
+    return RuleSpec(**{**base, **fields})
+
+
+def outcome(rule: RuleSpec, claims: dict, signer: SignerKey, issuer: str = ISSUER) -> str | None:
+    """The token, or None when the exchange is refused (403)."""
+    try:
+        decision = decide([compile_rule(rule)], issuer_id="ci", claims=claims, requested_audience=None,
+                          default_audience="sts.amazonaws.com", max_lifetime=3600)
+        return mint_token(decision=decision, issuer=issuer, signer=signer, now=NOW).token
+    except (AccessDenied, TokenTooLong):
+        return None
+
+
+# ------------------------------------------------------------------------------- aws_tag
+
+
+tag_text = st.text(st.characters(codec="utf-8"), max_size=400) | st.text(st.sampled_from("aAwWsS:[]#_ -é😀"), max_size=12)
+
+
+@given(tag_text)
+@example("dependabot[bot]")
+@example("AwS:admin")
+@example("x" * 257)
+def test_aws_tag_is_always_valid_and_idempotent(value):
+    mapped = aws_tag(value)
+    validate_session_tag_value("t", mapped)
+    assert aws_tag(mapped) == mapped
+    assert len(mapped) == min(len(value), 256)
+
+
+@given(tag_text)
+def test_aws_tag_is_the_identity_on_valid_values(value):
+    try:
+        validate_session_tag_value("t", value)
+    except ValueError:
+        assume(False)
+    assert aws_tag(value) == value
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("dependabot[bot]", "dependabot_bot_"),
+        ("renovate[bot]", "renovate_bot_"),
+        ("refs/heads/feature#12", "refs/heads/feature_12"),
+        ("aws:prod", "aws_prod"),
+        ("AWS:Prod", "AWS_Prod"),
+        ("Ünïcødé ok", "Ünïcødé ok"),
+        ("tab\there", "tab_here"),
+    ],
+)
+def test_aws_tag_examples(value, expected):
+    assert aws_tag(value) == expected
+
+
+# ----------------------------------------------------------------------- the length bound
+
+
+@pytest.mark.parametrize("name", ["ES256", "RS256", "RS256-4096"])
+@pytest.mark.parametrize("value", ["ascii", "Ünïcødé", "😀 emoji", 'quote " and \\ backslash', "\u2028"])
+def test_the_length_is_known_exactly_before_signing(signers, name, value):
+    signer = signers[name]
+    rule = spec(session_tags=(("v", "aws_tag(claims.x)"),), claims=(("x", "claims.x"),))
+    decision = decide([compile_rule(rule)], issuer_id="ci", claims={"sub": "s", "x": value}, requested_audience=None,
+                      default_audience="a", max_lifetime=3600)
+    minted = mint_token(decision=decision, issuer=ISSUER, signer=signer, now=NOW)
+    header = {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
+    assert encoded_length(dict(minted.claims), header=header, signature_size=signature_bytes(signer)) == len(minted.token)
+    assert sts_problems(minted.token) == []
+
+
+def _widest_rule(tags: int) -> RuleSpec:
+    keys = [f"{i:03d}" + "k" * 125 for i in range(tags)]  # 128-character keys, unique in any case
+    return spec(
+        subject="claims.long_sub",
+        session_tags=tuple((key, "claims.v") for key in keys),
+        transitive_tag_keys=tuple(keys),
+    )
+
+
+def test_the_largest_output_a_saved_rule_may_produce_fits_aws(signers):
+    """The most tags of the longest keys, all transitive, that a rule may have and still be saved,
+    with every value at 256 characters, a 255-character subject, the longest issuer and an
+    RSA-4096 signature: still within 20,000 characters."""
+    tags = max(n for n in range(1, 51) if not validate_rule_spec(_widest_rule(n)))
+    claims = {"sub": "s", "long_sub": "s" * 255, "v": "v" * 256}
+    token = outcome(_widest_rule(tags), claims, signers["RS256-4096"], issuer="https://" + "i" * 248)
+    assert token is not None and sts_problems(token) == []
+    assert len(token) <= MAX_WEB_IDENTITY_TOKEN_LENGTH
+    problems = validate_rule_spec(_widest_rule(tags + 1))
+    assert problems and problems[0][0] == "session_tags"
+    assert "characters long" in problems[0][1] and "at most 20,000" in problems[0][1]
+
+
+def test_fifty_maximal_tags_are_refused_when_saved_with_the_figure():
+    [(path, message)] = validate_rule_spec(_widest_rule(50))
+    assert path == "session_tags" and "Tokens from this rule can be up to" in message
+
+
+def test_a_token_that_outgrows_the_bound_at_exchange_time_is_refused_not_issued(signers):
+    # Non-ASCII values take up to 12 characters each in the token's JSON: the save-time bound
+    # (ASCII) passes, the exchange is refused.
+    rule = _widest_rule(20)
+    assert not validate_rule_spec(rule)
+    assert outcome(rule, {"sub": "s", "long_sub": "s", "v": "😀" * 256}, signers["ES256"]) is None
+
+
+# -------------------------------------------------------------------- every emitted token
+
+
+claim_values = (
+    st.text(st.characters(codec="utf-8"), max_size=300)
+    | st.sampled_from(["dependabot[bot]", "aws:x", "AWS:", "Aws:y", "a" * 256, "a" * 257, "", "refs/heads/x#1"])
+    | st.integers() | st.booleans() | st.none()
+)
+expressions = st.sampled_from(["claims.v", "aws_tag(claims.v)", "aws_tag(claims.v)", "claims.v + claims.v",
+                               "string(claims.v)", "claims.missing", "'aws:' + claims.v", "aws_tag(string(claims.v))"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tags=st.lists(
+        st.tuples(st.sampled_from(["repo", "actor", "ref", "env", "workflow", "run", "sha", "Repo", "aws:key", "x" * 129]),
+                  expressions, st.booleans()),
+        max_size=8, unique_by=lambda tag: tag[0],
+    ),
+    value=claim_values,
+    sub=st.sampled_from(["claims.sub", "claims.sub", "claims.v", "'" + "s" * 256 + "'"]),
+)
+def test_a_rule_output_is_a_token_sts_accepts_or_a_refusal(signers, tags, value, sub):
+    rule = spec(
+        subject=sub,
+        session_tags=tuple((key, source) for key, source, _ in tags),
+        optional_tags=frozenset(key for key, _, optional in tags if optional),
+        transitive_tag_keys=tuple(dict.fromkeys(key for key, _, _ in tags))[:2],
+    )
+    if validate_rule_spec(rule):
+        event("refused when saved")
+        return  # it never runs
+    token = outcome(rule, {"sub": "s", "v": value}, signers["ES256"])
+    event("refused (403)" if token is None else "token")  # see --hypothesis-show-statistics
+    assert token is None or sts_problems(token) == []
