@@ -91,8 +91,8 @@ class Command(BaseCommand):
                                 "lifetime": 900,
                                 "session_tags": {
                                     "repository": "claims.repository",
-                                    "ref": "claims.ref",
-                                    "actor": "claims.actor",
+                                    "ref": "aws_tag(claims.ref)",
+                                    "actor": "aws_tag(claims.actor)",  # try --actor 'dependabot[bot]'
                                 },
                             },
                             {"name": "everything else from github", "issuers": ["github"], "when": "true", "effect": "deny"},

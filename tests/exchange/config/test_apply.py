@@ -217,6 +217,9 @@ tenants:
     key_rotation_interval: 86400
     key_prepublish_window: 7200
     audit_retention_days: 30
+    aws_account_ids: ["012345678901", "111122223333"]
+    aws_region: eu-central-1
+    aws_role_name: zeta-deploy
     issuers:
       - id: k8s
         issuer: https://kubernetes.default.svc
@@ -246,10 +249,12 @@ tenants:
         lifetime: 600
         session_tags:
           "team:name": "'deploy'"
+          pod: {value: "aws_tag(claims['kubernetes.io'].pod.name)", optional: true}
         transitive_tag_keys: ["team:name"]
         claims:
           namespace: "'deploy'"
         enabled: false
+        any_owner: true
 """
     apply(text)
     first = export_yaml("zeta")
@@ -263,7 +268,10 @@ tenants:
     assert rule["issuers"] == ["gitlab", "k8s"]
     assert rule["when"].startswith("claims.sub.startsWith") and "\n  && issuer" in rule["when"]
     assert "when: |" in first  # multi-line CEL stays a readable block
-    assert rule["session_tags"] == {"team:name": "'deploy'"}
+    assert rule["session_tags"] == {"team:name": "'deploy'",
+                                    "pod": {"value": "aws_tag(claims['kubernetes.io'].pod.name)", "optional": True}}
+    assert rule["any_owner"] is True
+    assert exported["aws_account_ids"] == ["012345678901", "111122223333"] and exported["aws_role_name"] == "zeta-deploy"
 
     assert not apply(first).changed
     assert export_yaml("zeta") == first
@@ -757,3 +765,33 @@ def test_export_of_an_unknown_tenant_fails_with_nothing_on_stdout():
     assert str(excinfo.value) == "unknown tenant; nothing was exported."
     assert out.getvalue() == ""
     assert err.getvalue() == "tenants[nope]: no such tenant\n"
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("{value: 1}", 'A session tag is a CEL expression, or {"value": "CEL", "optional": true}.'),
+        ("{value: claims.actor, optional: maybe}", "A session tag's optional is true or false."),
+        ("{value: claims.actor, required: true}", "Unknown member(s) ['required'] in a session tag: only value and optional."),
+        ("[claims.actor]", 'A session tag is a CEL expression, or {"value": "CEL", "optional": true}.'),
+    ],
+)
+def test_a_malformed_session_tag_is_named_and_nothing_changes(entry, message):
+    document = edited(SPEC_EXAMPLE, "          actor: claims.actor\n", f"          actor: {entry}\n")
+    assert apply_errors(document) == [('tenants[acme].rules["octo-org main branch"].session_tags.actor', message)]
+    assert Tenant.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "line, path",
+    [
+        ("    aws_account_ids: [123456789012]\n", "tenants[acme].aws_account_ids[0]"),
+        ("    aws_account_ids: ['12345']\n", "tenants[acme].aws_account_ids"),
+        ("    aws_region: moon-1\n", "tenants[acme].aws_region"),
+        ("    aws_role_name: 'no spaces'\n", "tenants[acme].aws_role_name"),
+    ],
+)
+def test_bad_aws_set_up_values_are_refused_by_apply(line, path):
+    document = edited(SPEC_EXAMPLE, "    signing_algorithm: ES256\n", "    signing_algorithm: ES256\n" + line)
+    assert [p for p, _ in apply_errors(document)] == [path]
+    assert Tenant.objects.count() == 0
