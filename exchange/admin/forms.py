@@ -18,6 +18,7 @@ from ..core.presets import PRESETS, preset_get
 from ..core.shared_issuers import owner_pinning_problem
 from ..models import Issuer, Rule
 from ..services.simulator import parse_claims_json
+from .tag_rows import TagRowsField
 
 MONO = {"class": "vLargeTextField jwtex-mono", "spellcheck": "false", "autocapitalize": "off"}
 
@@ -116,9 +117,14 @@ class IssuerChoiceField(forms.ModelMultipleChoiceField):
 
 
 TAG_HELP = (
-    f"AWS session tags: {{\"tag key\": \"CEL expression\"}}, e.g. {{\"repository\": \"claims.repository\"}}. "
+    "One row per AWS session tag, in the order they appear in the token: the tag key, a CEL expression for its "
+    "value, and “optional” to leave the tag out when its claim is missing or empty (without it, a missing claim "
+    "denies the exchange). "
     f"At most {MAX_SESSION_TAGS} tags; keys 1–{MAX_TAG_KEY_LENGTH} and values up to {MAX_TAG_VALUE_LENGTH} "
-    "characters of letters, numbers, spaces and _ . : / = + - @; keys may not start with aws:."
+    "characters of letters, numbers, spaces and _ . : / = + - @; keys ignore case (Repo and repo are one key) and "
+    "may not start with aws:. "
+    f"aws_tag(value) turns any string into a valid value (each refused character becomes _, cut to {MAX_TAG_VALUE_LENGTH}), "
+    "e.g. actor → aws_tag(claims.actor). Clear a row's key and expression to remove it."
 )
 
 
@@ -128,6 +134,7 @@ class RuleForm(TenantOwnedForm):
 
     audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
     transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
+    session_tags = TagRowsField(label="Session tags", required=False, help_text=TAG_HELP)
 
     class Meta:
         model = Rule
@@ -135,7 +142,6 @@ class RuleForm(TenantOwnedForm):
         widgets = {
             "when": forms.Textarea(attrs={**MONO, "rows": 3}),
             "subject": forms.Textarea(attrs={**MONO, "rows": 1}),
-            "session_tags": forms.Textarea(attrs={**MONO, "rows": 4}),
             "claims": forms.Textarea(attrs={**MONO, "rows": 3}),
             "lifetime": SecondsInput,
         }
@@ -143,7 +149,6 @@ class RuleForm(TenantOwnedForm):
             "when": "CEL over claims (the verified upstream claims) and issuer (the issuer id). "
             "The first enabled rule whose issuers include the token's issuer and whose condition is true decides.",
             "subject": "CEL; empty means claims.sub.",
-            "session_tags": TAG_HELP,
             "claims": 'Extra claims: {"name": "CEL expression"}; iss, sub, aud, exp, iat, nbf, jti are reserved.',
         }
 
