@@ -94,6 +94,20 @@ class JwtexSettings:
         configured = _get("AUDIT_SPOOL_DIR", "")
         return Path(configured) if configured else self.var_dir / "audit-spool"
 
+    # --- operations -----------------------------------------------------------------------------
+    @property
+    def metrics_token(self) -> str:
+        return str(_get("METRICS_TOKEN", ""))
+
+    @property
+    def metrics_dir(self) -> str:
+        """prometheus-client's multiprocess directory, or "" for this process's own registry."""
+        return str(_get("METRICS_DIR", ""))
+
+    @property
+    def shared_cache(self) -> bool:
+        return bool(_get("SHARED_CACHE", False))
+
     # --- the admin ----------------------------------------------------------------------------
     @property
     def login_max_failures(self) -> int:

@@ -320,3 +320,13 @@ class ExchangeRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision.capitalize()} exchange at {self.created_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class SweepRun(models.Model):
+    """When each Celery sweep last finished without an error (for /metrics and its alerts)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    succeeded_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} succeeded at {self.succeeded_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -19,6 +19,7 @@ from .audit.writer import audit_writer, drain
 from .keys import signing_key_rotate
 from .models import Issuer
 from .services.audit import exchange_records_purge
+from .services.operations import sweep_succeeded
 from .upstream.jwks import issuer_jwks_refresh
 
 logger = logging.getLogger("jwtex.tasks")
@@ -46,6 +47,12 @@ def purge_exchange_records(tenant_pk: int) -> int:
     return 0 if tenant is None else exchange_records_purge(tenant=tenant, now=timezone.now())
 
 
+def _succeeded(sweep: str, count: int) -> int:
+    """Note the sweep's success for /metrics (jwtex_sweep_last_success_timestamp_seconds)."""
+    sweep_succeeded(name=sweep, now=timezone.now())
+    return count
+
+
 def _fan_out(task, pks) -> int:
     """One task per id; the sweep itself stays short however many rows are due."""
     count = 0
@@ -60,18 +67,18 @@ def sweep_issuers() -> int:
     due = Issuer.objects.filter(enabled=True, tenant__enabled=True, static_jwks__isnull=True).filter(
         Q(jwks_expires_at__isnull=True) | Q(jwks_expires_at__lte=timezone.now())
     )
-    return _fan_out(refresh_issuer_jwks, due.values_list("pk", flat=True))
+    return _succeeded("sweep_issuers", _fan_out(refresh_issuer_jwks, due.values_list("pk", flat=True)))
 
 
 @shared_task(name="exchange.sweep_signing_keys", ignore_result=True)
 def sweep_signing_keys() -> int:
     due = Tenant.objects.filter(Q(keys_next_check_at__isnull=True) | Q(keys_next_check_at__lte=timezone.now()))
-    return _fan_out(rotate_tenant_keys, due.values_list("pk", flat=True))
+    return _succeeded("sweep_signing_keys", _fan_out(rotate_tenant_keys, due.values_list("pk", flat=True)))
 
 
 @shared_task(name="exchange.sweep_exchange_records", ignore_result=True)
 def sweep_exchange_records() -> int:
-    return _fan_out(purge_exchange_records, Tenant.objects.values_list("pk", flat=True))
+    return _succeeded("sweep_exchange_records", _fan_out(purge_exchange_records, Tenant.objects.values_list("pk", flat=True)))
 
 
 def _result_fields(result) -> dict:
@@ -82,4 +89,4 @@ def _result_fields(result) -> dict:
 def drain_audit_spool() -> int:
     """Audit records a process of this host spooled while the database was down (and did not
     drain itself: e.g. it was killed) are written to the database, each exactly once."""
-    return drain(audit_writer().spool)
+    return _succeeded("drain_audit_spool", drain(audit_writer().spool))

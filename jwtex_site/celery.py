@@ -76,3 +76,29 @@ def _say_in_the_log_format() -> None:
 
     say.jwtex = True
     celery_worker.safe_say = say
+
+
+def _banners_as_log_lines() -> None:
+    """The worker's and beat's start-up banners are printed to stdout, bypassing logging: say
+    the same as one log line each, in the log format (SPEC §10: one JSON object per line)."""
+    import logging
+
+    from celery.apps import beat as celery_beat
+    from celery.apps import worker as celery_worker
+
+    def worker_banner(self) -> None:
+        info = " ".join(line.strip(" .-*") for line in self.startup_info(artlines=False).splitlines() if line.strip(" .-*"))
+        logging.getLogger("celery.worker").info("worker starting: %s", info)
+
+    beat_run = celery_beat.Beat.run
+
+    def beat_quietly(self) -> None:
+        logging.getLogger("celery.beat").info("beat starting (schedule: %s)", self.schedule)
+        self.quiet = True  # no banner on stdout; the scheduler logs what it does
+        beat_run(self)
+
+    celery_worker.Worker.emit_banner = worker_banner
+    celery_beat.Beat.run = beat_quietly
+
+
+_banners_as_log_lines()

@@ -7,6 +7,9 @@ Both log their own start-up, access and error lines as the service does (one JSO
 line on stderr; ``JWTEX_ACCESS_LOG=0`` turns the access lines off). No Celery here: run the
 worker and beat apart.
 The configuration is checked first; an unsafe production configuration never serves.
+
+Metrics: the processes share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (``var/metrics`` unless set),
+emptied at start, so ``/metrics`` from any of them is the node's total (SPEC §10).
 """
 
 from __future__ import annotations
@@ -60,7 +63,18 @@ def command(environ: dict[str, str]) -> list[str]:
     raise SystemExit(f"JWTEX_SERVER must be gunicorn or granian, not {server!r}")
 
 
+def _metrics_dir() -> None:
+    """A multiprocess directory for prometheus-client, empty: values of an earlier run of the
+    server must not be added to this one's."""
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(os.environ.get("JWTEX_VAR_DIR", ROOT / "var")) / "metrics")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def main() -> None:
+    _metrics_dir()
     environ = dict(os.environ)
     # A production server: DEBUG off unless asked for (with a loopback JWTEX_PUBLIC_URL, as in a
     # benchmark, the settings' own default would be on).

@@ -81,6 +81,17 @@ JWTEX_TRUSTED_PROXY_COUNT = int(os.environ.get("JWTEX_TRUSTED_PROXY_COUNT", "0")
 # within the window before the login answers 429; 0 turns it off.
 JWTEX_LOGIN_MAX_FAILURES = int(os.environ.get("JWTEX_LOGIN_MAX_FAILURES", "5"))
 JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", "900"))
+# How long an exchange may wait for its issuer's keys to be fetched (then 503; the fetch goes on).
+JWTEX_REQUEST_FETCH_BUDGET = float(os.environ.get("JWTEX_REQUEST_FETCH_BUDGET", "2"))
+# How long a web process trusts its tenant snapshots before reading the configuration epoch.
+JWTEX_CONFIG_RECHECK_SECONDS = float(os.environ.get("JWTEX_CONFIG_RECHECK_SECONDS", "2"))
+# Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
+JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
+# /metrics answers only with "Authorization: Bearer <this>" when set.
+JWTEX_METRICS_TOKEN = os.environ.get("JWTEX_METRICS_TOKEN", "")
+# prometheus-client's multiprocess mode (make serve sets it for its processes): each node's
+# /metrics reports the total of all its server processes.
+JWTEX_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 # Production mode with unsafe settings (DEBUG, a default secret key, no key-encryption keys,
 # plain http) is reported by the jwtex.E00x system checks (exchange/checks.py): `manage.py
@@ -158,6 +169,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHE_URL = os.environ.get("CACHE_URL", "")
+JWTEX_SHARED_CACHE = bool(CACHE_URL)  # /readyz checks the cache only when there is a shared one
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
         "default": {

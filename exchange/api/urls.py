@@ -1,9 +1,12 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import operations, views
 
 urlpatterns = [
+    path("healthz", operations.healthz, name="healthz"),
+    path("readyz", operations.readyz, name="readyz"),
+    path("metrics", operations.metrics, name="metrics"),
     path("t/<str:slug>/.well-known/openid-configuration", views.discovery_view, name="discovery"),
     path("t/<str:slug>/.well-known/jwks.json", views.jwks_view, name="jwks"),
     path("t/<str:slug>/.well-known/jwks", views.jwks_view, name="jwks-legacy"),

@@ -5,6 +5,7 @@ the record."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Mapping
@@ -15,6 +16,7 @@ from ..core.errors import ExchangeError
 from ..core.values import IssuerSnapshot, MintedToken, ParsedToken
 from ..models import Decision as AuditDecision
 from ..audit.writer import record_write
+from ..metrics import exchange_observed
 from ..models import ExchangeRecord
 
 logger = logging.getLogger("jwtex.exchange")
@@ -135,6 +137,10 @@ def attempt_log(
     else:
         fields.update(error=error.code, status=error.status, reason=error.reason)
         logger.info("exchange denied", extra={"jwtex": fields})
+    exchange_observed(
+        tenant=attempt.tenant_slug, endpoint=attempt.endpoint, decision=fields["decision"],
+        error="" if error is None else error.code, seconds=max(time.time() - attempt.started.timestamp(), 0.0),
+    )
 
 
 # --- retention ---------------------------------------------------------------------------------

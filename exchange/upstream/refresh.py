@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from ..conf import jwtex_settings
+from ..metrics import jwks_fetch_observed
 from ..core.jwks import KeySet
 from ..core.limits import FETCH_TOTAL_TIMEOUT
 from ..invalidation import tenant_config_bump
@@ -75,6 +76,7 @@ class Source:
 
     pk: int
     tenant_id: int
+    tenant_slug: str
     issuer_id: str
     issuer: str
     jwks_uri: str
@@ -85,8 +87,8 @@ class Source:
 
     @classmethod
     def of(cls, row: Issuer) -> Source:
-        return cls(row.pk, row.tenant_id, row.issuer_id, row.issuer, row.jwks_uri, row.jwks_resolved_uri,
-                   row.jwks_etag, row.jwks, row.jwks_refresh_interval)
+        return cls(row.pk, row.tenant_id, row.tenant.slug, row.issuer_id, row.issuer, row.jwks_uri,
+                   row.jwks_resolved_uri, row.jwks_etag, row.jwks, row.jwks_refresh_interval)
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,7 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
         _failed_mark(source.pk, now)
         logger.warning("JWKS refresh failed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
                                                                "error": fetched.error}})
+        jwks_fetch_observed(tenant=source.tenant_slug, issuer=source.issuer_id, outcome="failed")
         return Outcome.FAILED
     result = fetched.result
     max_age = source.refresh_interval if result.max_age is None else result.max_age
@@ -262,6 +265,7 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
         remember((source.pk, digest(result.document)), fetched.keyset)  # parsed once, here
     logger.info("JWKS refreshed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
                                                    "changed": changed, "status": result.status}})
+    jwks_fetch_observed(tenant=source.tenant_slug, issuer=source.issuer_id, outcome="changed" if changed else "unchanged")
     return Outcome.CHANGED if changed else Outcome.UNCHANGED
 
 

@@ -1,0 +1,138 @@
+"""/healthz, /readyz and /metrics (SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exchange.models import ExchangeRecord, SweepRun
+from exchange.services import operations
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def samples(client, **headers) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain; version=0.0.4")
+    found = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def exchanges(found, **labels) -> float:
+    return sum(v for (name, lab), v in found.items()
+               if name == "jwtex_exchanges_total" and all(dict(lab).get(k) == w for k, w in labels.items()))
+
+
+def test_healthz_answers_without_looking_at_anything(client, monkeypatch):
+    monkeypatch.setattr(operations, "_database", lambda: (_ for _ in ()).throw(AssertionError("not for liveness")))
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+    assert client.post("/healthz").status_code == 405
+
+
+def test_readyz_checks_the_database_and_the_broker(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert not ExchangeRecord.objects.exists()  # not audited
+
+
+def test_a_hanging_dependency_is_reported_within_the_budget_and_not_checked_twice(client, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(operations, "_database", lambda: release.wait(10))
+    try:
+        started = time.monotonic()
+        first = client.get("/readyz")
+        assert time.monotonic() - started < operations.CHECK_BUDGET + 0.5
+        assert first.status_code == 503
+        assert first.json()["checks"] == {"database": "failed: no answer within 1 s", "broker": "ok"}
+        second = client.get("/readyz")
+        assert second.json()["checks"]["database"] == "failed: a previous check is still waiting"
+    finally:
+        release.set()
+
+
+def _readyz_in_a_process(tmp_path, **env: str) -> tuple[int, dict]:
+    """/readyz of a process whose environment points a dependency at a closed port."""
+    script = ("import django, json; django.setup(); from django.test import Client; "
+              "r = Client().get('/readyz', HTTP_HOST='127.0.0.1'); print(r.status_code, r.content.decode())")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_"))}
+    environment.update(DJANGO_SETTINGS_MODULE="jwtex_site.settings", JWTEX_VAR_DIR=str(tmp_path),
+                       JWTEX_KEY_ENCRYPTION_KEYS="test-key-encryption-key-0123456789", JWTEX_LOG_LEVEL="CRITICAL",
+                       **env)
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=environment, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
+    status, body = out.split(" ", 1)
+    return int(status), json.loads(body)
+
+
+def test_readyz_is_503_naming_an_unreachable_database_without_saying_where_it_is(tmp_path):
+    status, body = _readyz_in_a_process(tmp_path, DATABASE_URL="postgres://jwtex:secret@127.0.0.1:1/jwtex")
+    assert status == 503 and body["checks"]["database"].startswith("failed: ")
+    assert body["checks"]["broker"] == "ok"
+    assert "127.0.0.1" not in json.dumps(body) and "secret" not in json.dumps(body)
+
+
+def test_readyz_is_503_naming_an_unreachable_shared_cache(tmp_path):
+    status, body = _readyz_in_a_process(tmp_path, CACHE_URL="redis://127.0.0.1:1/0")
+    assert status == 503 and body["checks"]["cache"].startswith("failed: ") and body["checks"]["database"] == "ok"
+
+
+def test_readyz_is_503_naming_an_unreachable_broker(tmp_path):
+    status, body = _readyz_in_a_process(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    assert status == 503 and body["checks"]["broker"].startswith("failed: ")
+
+
+def test_metrics_count_every_exchange_by_tenant_decision_and_error(client, upstream, allow_rule):
+    before = samples(client)
+    for _ in range(3):
+        assert client.post("/t/acme/exchange", upstream.mint(), content_type="application/jwt").status_code == 200
+    for _ in range(2):
+        refused = client.post("/t/acme/exchange", upstream.mint(ref="refs/heads/x"), content_type="application/jwt")
+        assert refused.status_code == 403
+    client.post("/t/no-such-tenant/exchange", upstream.mint(), content_type="application/jwt")
+    after = samples(client)
+    assert exchanges(after, tenant="acme", decision="allowed") - exchanges(before, tenant="acme", decision="allowed") == 3
+    denied = exchanges(after, tenant="acme", decision="denied", error="access_denied")
+    assert denied - exchanges(before, tenant="acme", decision="denied", error="access_denied") == 2
+    assert exchanges(after, tenant="no-such-tenant") == 0  # a slug typed into a URL is never a label
+    latency = ("jwtex_exchange_duration_seconds_count", (("decision", "allowed"), ("endpoint", "raw")))
+    assert after[latency] - before.get(latency, 0) == 3
+
+
+def test_metrics_read_key_ages_the_spool_and_the_sweeps_when_scraped(client, tenant, issuer, signing_key):
+    from datetime import UTC, datetime
+
+    SweepRun.objects.create(name="sweep_issuers", succeeded_at=datetime(2026, 12, 1, tzinfo=UTC))
+    found = samples(client)
+    assert found[("jwtex_sweep_last_success_timestamp_seconds", (("sweep", "sweep_issuers"),))] == 1796083200.0
+    assert found[("jwtex_signing_key_age_seconds", (("tenant", "acme"),))] >= 0
+    assert ("jwtex_signing_key_rotation_due_seconds", (("tenant", "acme"),)) in found
+    assert found[("jwtex_audit_spool_records", ())] == 0
+
+
+def test_the_sweeps_note_their_success(db):
+    from exchange import tasks
+
+    tasks.sweep_issuers()
+    assert SweepRun.objects.filter(name="sweep_issuers").exists()
+
+
+def test_metrics_ask_for_the_bearer_token_when_one_is_set(client, settings):
+    settings.JWTEX_METRICS_TOKEN = "s3cret-scrape-token"
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token").status_code == 200
