@@ -114,3 +114,37 @@ def test_web_worker_and_beat_all_log_one_json_object_per_line(tmp_path, upstream
     counts = {who: _all_json((tmp_path / f"{who}.log").read_text(errors="replace"), who) for who in ("worker", "beat")}
     counts["web"] = _all_json(web, "web")
     print(f"JSON log lines: {counts}")  # pytest -s
+
+
+def test_with_redis_gone_exchanges_go_on_and_readyz_names_the_cache_and_the_broker(tmp_path, upstream):
+    cache_url, broker = os.environ.get("CACHE_URL", ""), os.environ.get("CELERY_BROKER_URL", "")
+    if not (cache_url.startswith("redis://") and broker.startswith("redis://")):
+        pytest.skip("needs CACHE_URL and CELERY_BROKER_URL=redis://…, as .ci/run sets them")
+    from urllib.parse import urlsplit
+
+    from tests.servers import TcpProxy
+
+    redis = urlsplit(cache_url)
+    proxy = TcpProxy((redis.hostname or "127.0.0.1", redis.port or 6379))
+    proxy.start()
+    through = f"redis://127.0.0.1:{proxy.port}"
+    _exchangeable("acme", upstream)
+    env = {**_environment(tmp_path), "CACHE_URL": f"{through}{redis.path}",
+           "CELERY_BROKER_URL": f"{through}{urlsplit(broker).path}"}
+    served = serve(env, tmp_path, WEB_CONCURRENCY="1")
+    client = Client(served.url)
+    try:
+        assert client.get("/readyz")[0] == 200
+        proxy.stop()  # Redis goes away: connections cut, new ones refused
+        statuses = [client.exchange("acme", upstream.mint(), "ci")[0] for _ in range(20)]
+        status, body = client.get("/readyz")
+        checks = json.loads(body)["checks"]
+        print(f"Redis gone: exchanges {dict((s, statuses.count(s)) for s in set(statuses))}; /readyz {status} {checks}")
+        assert statuses == [200] * 20
+        assert status == 503 and checks["cache"].startswith("failed") and checks["broker"].startswith("failed")
+        assert checks["database"] == "ok"
+        proxy.start()
+        assert poll(lambda: client.get("/readyz")[0] == 200, timeout=15, interval=0.5)
+    finally:
+        served.stop()
+        proxy.stop()
