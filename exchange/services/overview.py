@@ -2,20 +2,80 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
+from django.db.models.functions import TruncHour
+from django.utils.safestring import SafeString, mark_safe
 
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
 from ..core.aws_setup import AwsSetup, CiSnippets, aws_setup_render, ci_snippets_render
+from ..core.charts import (
+    DayTotal,
+    HourBucket,
+    daily_totals,
+    traffic_chart_svg,
+    traffic_summary,
+)
 from ..core.jwks import kids_of
 from ..core.presets import preset_for_issuer
-from ..models import PUBLISHED_KEY_STATES, Decision, Effect, ExchangeRecord, Issuer, Rule, SigningKey
+from ..models import (
+    PUBLISHED_KEY_STATES,
+    Decision,
+    Effect,
+    ExchangeRecord,
+    Issuer,
+    Rule,
+    SigningKey,
+)
 from ..protocol import jwks_uri
 from ..upstream.jwks import max_staleness
+
+TRAFFIC_DAYS = 7
+TOP_DENIALS = 5
+
+
+def _duration(seconds: int) -> str:
+    """``5,400 s (1 h 30 min)``: the exact figure, and one a reader takes in at a glance."""
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if days:
+        rough = f"{days} d {hours % 24} h"
+    elif hours:
+        rough = f"{hours} h {minutes % 60} min"
+    else:
+        rough = f"{minutes} min" if minutes else "under a minute"
+    return f"{seconds:,} s ({rough})"
+
+
+@dataclass(frozen=True)
+class KeySetAge:
+    """How old an upstream issuer's key set is: seconds since it was last fetched (or confirmed
+    by a 304) and since its keys last changed; a static JWKS has neither."""
+
+    static: bool
+    fetched_seconds: int | None
+    changed_seconds: int | None
+
+    @property
+    def fetched_text(self) -> str:
+        return "never" if self.fetched_seconds is None else _duration(self.fetched_seconds) + " ago"
+
+    @property
+    def changed_text(self) -> str:
+        return "not recorded" if self.changed_seconds is None else _duration(self.changed_seconds) + " ago"
+
+
+def key_set_age(issuer: Issuer, *, now: datetime) -> KeySetAge:
+    if issuer.static_jwks is not None:
+        return KeySetAge(True, None, None)
+
+    def since(moment: datetime | None) -> int | None:
+        return None if moment is None else max(0, int((now - moment).total_seconds()))  # clocks may disagree
+
+    return KeySetAge(False, since(issuer.jwks_fetched_at), since(issuer.jwks_changed_at))
 
 
 @dataclass(frozen=True)
@@ -25,10 +85,33 @@ class IssuerHealth:
     kids: tuple[str, ...]
     detail: str
     preset_label: str | None
+    age: KeySetAge | None = None
 
     @property
     def healthy(self) -> bool:
         return self.status in {"ok", "static"}
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Exchanges per hour over the last ``TRAFFIC_DAYS`` days, the current hour last."""
+
+    buckets: list[HourBucket]
+    svg: SafeString
+    summary: str
+    days: list[DayTotal]
+
+
+@dataclass(frozen=True)
+class DenialGroup:
+    """Denied attempts of one error code decided by one rule (``rule_name`` empty: no rule
+    decided, e.g. a token that did not verify or no rule matched)."""
+
+    error_code: str
+    rule_name: str
+    count: int
+    last_seen: datetime
+    latest_reason: str  # the most recent attempt's reason: its values are that attempt's
 
 
 @dataclass(frozen=True)
@@ -41,6 +124,9 @@ class TenantOverview:
     issuers: list[IssuerHealth]
     allowed_24h: int
     denied_24h: int
+    since_24h: datetime
+    traffic: Traffic
+    top_denials: list[DenialGroup]
     audiences: list[str]
     tag_keys: list[str]
     aws: AwsSetup
@@ -48,6 +134,10 @@ class TenantOverview:
 
 
 def issuer_health(issuer: Issuer, *, now: datetime) -> IssuerHealth:
+    return replace(_issuer_status(issuer, now=now), age=key_set_age(issuer, now=now))
+
+
+def _issuer_status(issuer: Issuer, *, now: datetime) -> IssuerHealth:
     preset = preset_for_issuer(issuer.issuer, has_static_jwks=issuer.static_jwks is not None)
     label = preset.label if preset else None
     if not issuer.enabled:
@@ -97,6 +187,66 @@ def tenant_session_tag_keys(*, tenant: Tenant) -> list[str]:
     return keys
 
 
+def tenant_traffic_get(*, tenant: Tenant, now: datetime) -> list[HourBucket]:
+    """Allowed and denied exchanges per hour (UTC) for the last ``TRAFFIC_DAYS`` days, the
+    current (partial) hour last, empty hours included: ONE aggregate query, grouped by the
+    truncated hour on the database (``TruncHour``: Django's datetime function on SQLite, date_trunc
+    on PostgreSQL; ``Count(filter=…)``: FILTER or CASE WHEN), within the tenant's time range of the
+    (tenant, -created_at) index."""
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    hours = [end - timedelta(hours=n) for n in range(TRAFFIC_DAYS * 24, 0, -1)]
+    rows = (
+        ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=hours[0], created_at__lt=end)
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(
+            allowed=Count("id", filter=Q(decision=Decision.ALLOWED)),
+            denied=Count("id", filter=Q(decision=Decision.DENIED)),
+        )
+        .order_by("hour")
+    )
+    # Aware datetimes hash by the instant they name, whatever tzinfo object the backend returns.
+    counts = {row["hour"]: (row["allowed"], row["denied"]) for row in rows}
+    return [HourBucket(hour, *counts.get(hour, (0, 0))) for hour in hours]
+
+
+def tenant_traffic_render(*, tenant: Tenant, buckets: list[HourBucket]) -> Traffic:
+    svg = traffic_chart_svg(buckets, title=f"Exchanges per hour of tenant {tenant.slug}, last {TRAFFIC_DAYS} days")
+    # traffic_chart_svg escapes every text it writes (tenant slug, labels, counts).
+    return Traffic(buckets, mark_safe(svg), traffic_summary(buckets), daily_totals(buckets))
+
+
+def tenant_top_denials_get(*, tenant: Tenant, since: datetime, limit: int = TOP_DENIALS) -> list[DenialGroup]:
+    """The most frequent kinds of denial since ``since``, most frequent first.
+
+    Grouped by (error_code, rule_name), not by the reason text: a reason carries the attempt's
+    values (an ``exp``, a ``kid``, an ``iss``, a rule's output), so grouping by it would make
+    nearly every attempt a group of its own, and cutting the values out in SQL needs a regular
+    expression replace that SQLite does not have (in Python, it would read every denied row of
+    the day: unbounded under a flood of bad tokens). The error code and the deciding
+    rule are the parts that do not vary, they group on both databases in one GROUP BY, and the
+    audit list filters by both exactly (``error_code__exact``, ``rule_name``). Each group shows
+    its latest reason as an example (one small indexed query per group shown, at most ``limit``).
+    """
+    denied = ExchangeRecord.objects.filter(tenant=tenant, decision=Decision.DENIED, created_at__gte=since)
+    groups = (
+        denied.values("error_code", "rule_name")
+        .annotate(count=Count("id"), last_seen=Max("created_at"))
+        .order_by("-count", "-last_seen", "error_code", "rule_name")[:limit]
+    )
+    result = []
+    for group in groups:
+        latest = (
+            denied.filter(error_code=group["error_code"], rule_name=group["rule_name"])
+            .order_by("-created_at", "-id")
+            .values_list("reason", flat=True)
+            .first()
+        )
+        result.append(DenialGroup(group["error_code"], group["rule_name"], group["count"], group["last_seen"],
+                                  latest or ""))
+    return result
+
+
 def _issuer_for(issuers: list[Issuer], preset_keys: set[str]) -> Issuer | None:
     for issuer in issuers:
         preset = preset_for_issuer(issuer.issuer, has_static_jwks=issuer.static_jwks is not None)
@@ -108,7 +258,8 @@ def _issuer_for(issuers: list[Issuer], preset_keys: set[str]) -> Issuer | None:
 def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     issuer_url = jwtex_settings.issuer_url(tenant.slug)
     issuers = list(Issuer.objects.filter(tenant=tenant).order_by("issuer_id"))
-    counts = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=now - timedelta(hours=24)).aggregate(
+    since_24h = now - timedelta(hours=24)
+    counts = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=since_24h).aggregate(
         allowed=Count("id", filter=Q(decision=Decision.ALLOWED)),
         denied=Count("id", filter=Q(decision=Decision.DENIED)),
     )
@@ -146,6 +297,9 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
         issuers=[issuer_health(i, now=now) for i in issuers],
         allowed_24h=counts["allowed"] or 0,
         denied_24h=counts["denied"] or 0,
+        since_24h=since_24h,
+        traffic=tenant_traffic_render(tenant=tenant, buckets=tenant_traffic_get(tenant=tenant, now=now)),
+        top_denials=tenant_top_denials_get(tenant=tenant, since=since_24h),
         audiences=audiences,
         tag_keys=tag_keys,
         aws=aws,

@@ -206,3 +206,71 @@ def test_api_docs_render_offline_from_our_own_origin(page, live_server):
     shot(page, "20-api-docs")
     foreign = [url for url in requests if urlsplit(url)[:2] != origin[:2] and not url.startswith("data:")]
     assert requests and not foreign, foreign
+
+
+def test_overview_draws_a_weeks_traffic_as_an_svg_chart(page, live_server, tenant, issuer, django_user_model):
+    """Issue 12 §5.1: a generated week of records; the overview's server-drawn SVG shows both
+    series as bars, day labels and a legend, with no script needed (JavaScript is off here)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from exchange.models import ExchangeRecord
+    from tenants.models import Membership
+
+    now = timezone.now()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    rows, allowed_hours, denied_hours = [], 0, 0
+    for back in range(7 * 24):
+        allowed, denied = (back * 7) % 6, (back * 5) % 3 if back % 4 else 0
+        if back % 13 == 0:
+            allowed = denied = 0
+        allowed_hours += bool(allowed)
+        denied_hours += bool(denied)
+        start = hour - timedelta(hours=back)
+        for n in range(allowed + denied):
+            at = min(start + timedelta(minutes=(n * 11) % 60), now)
+            rows.append(ExchangeRecord(
+                tenant=tenant, created_at=at, endpoint="raw", decision="allowed" if n < allowed else "denied",
+                status_code=200 if n < allowed else 403, error_code="" if n < allowed else "access_denied",
+                reason="" if n < allowed else "no rule matched for issuer 'ci' (1 of 1 rules apply to it)",
+                issuer_ref="ci",
+            ))
+    ExchangeRecord.objects.bulk_create(rows)
+    user = django_user_model.objects.create_user(username="ada", password=PASSWORD, is_staff=True)
+    Membership.objects.create(user=user, tenant=tenant, role="auditor")
+
+    page.context.close()  # a context without JavaScript: the chart must not need it
+    context = page.context.browser.new_context(viewport={"width": 1366, "height": 900}, java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#jwtex-tenants")
+    page.goto(f"{live_server.url}/admin/tenants/tenant/{tenant.pk}/overview/")
+    chart = page.locator("svg#traffic-chart")
+    chart.wait_for(state="visible")
+    box = chart.bounding_box()
+    assert box and box["width"] > 600 and box["height"] > 150
+    assert page.locator("svg#traffic-chart rect.jwtex-bar-allowed").count() == allowed_hours > 0
+    assert page.locator("svg#traffic-chart rect.jwtex-bar-denied").count() == denied_hours > 0
+    bar = page.locator("svg#traffic-chart rect.jwtex-bar-denied").first.bounding_box()
+    assert bar and bar["height"] > 0 and bar["width"] > 0  # drawn, not just present
+    labels = page.locator("svg#traffic-chart text.jwtex-day").all_text_contents()
+    assert len(labels) >= 7
+    legend = page.locator("svg#traffic-chart .jwtex-legend").text_content()
+    assert "allowed" in legend and "denied" in legend
+    assert page.locator("#traffic-chart-title").count() == 1 and page.locator("#traffic-chart-desc").count() == 1
+    summary = page.inner_text("#traffic-summary")
+    assert f"{len(rows):,} exchanges" in summary
+    assert "no rule matched" in page.inner_text("#top-denials")
+    assert page.inner_text(".jwtex-key-age") == "static"
+    page.locator("#traffic").screenshot(path=str(ARTIFACTS / "30-overview-traffic-chart.png"))
+    shot(page, "31-overview-traffic")
+    origin = live_server.url
+    assert all(url.startswith(origin) for url in requests), [u for u in requests if not u.startswith(origin)]
+    context.close()
