@@ -94,6 +94,11 @@ class JwtexSettings:
         configured = _get("AUDIT_SPOOL_DIR", "")
         return Path(configured) if configured else self.var_dir / "audit-spool"
 
+    @property
+    def mapper_allowed_hosts(self) -> frozenset[str]:
+        """Host names a mapper webhook may resolve to private addresses at (operator-set)."""
+        return frozenset(_get("MAPPER_ALLOWED_HOSTS", ()))
+
     # --- operations -----------------------------------------------------------------------------
     @property
     def metrics_token(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["exchange_observed", "jwks_fetch_observed"]
+__all__ = ["exchange_observed", "jwks_fetch_observed", "mapper_call_observed"]
 
 EXCHANGES = Counter(
     "jwtex_exchanges",
@@ -42,3 +42,14 @@ def exchange_observed(*, tenant: str, endpoint: str, decision: str, error: str, 
 
 def jwks_fetch_observed(*, tenant: str, issuer: str, outcome: str) -> None:
     JWKS_FETCHES.labels(tenant, issuer, outcome).inc()
+
+
+MAPPER_CALLS = Counter(
+    "jwtex_mapper_calls",
+    "Mapper webhook calls by tenant and outcome (allowed, denied, failed, invalid, circuit open, busy).",
+    ["tenant", "outcome"],
+)
+
+
+def mapper_call_observed(*, tenant: str, outcome: str) -> None:
+    MAPPER_CALLS.labels(tenant, outcome).inc()

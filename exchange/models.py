@@ -150,6 +150,7 @@ class Issuer(models.Model):
 class Effect(models.TextChoices):
     ALLOW = "allow", "allow"
     DENY = "deny", "deny"
+    MAPPER = "mapper", "mapper (a webhook decides)"
 
 
 class Rule(models.Model):
@@ -173,6 +174,13 @@ class Rule(models.Model):
     )
     transitive_tag_keys = models.JSONField(default=list, blank=True)
     claims = OrderedJSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
+    mapper_url = models.CharField(
+        "mapper URL", max_length=1024, blank=True,
+        help_text="effect mapper: the https webhook that decides and shapes the token (SPEC §9)",
+    )
+    mapper_timeout_ms = models.PositiveIntegerField(
+        "mapper timeout (ms)", default=1500, help_text="effect mapper: how long the webhook may take, at most 5000 ms",
+    )
     any_owner = models.BooleanField(
         "any owner", default=False,
         help_text="Allow tokens of every customer of a shared CI issuer (github.com, gitlab.com, Buildkite, HCP "
@@ -207,6 +215,8 @@ class Rule(models.Model):
             claims=tuple((self.claims or {}).items()),
             optional_tags=optional,
             any_owner=self.any_owner,
+            mapper_url=self.mapper_url if self.effect == Effect.MAPPER else "",
+            mapper_timeout_ms=self.mapper_timeout_ms,
         )
 
     def _tags_well_formed(self) -> bool:
@@ -233,6 +243,10 @@ class Rule(models.Model):
         if bad:
             raise ValidationError(bad)
         errors: dict[str, list[str]] = {}
+        if self.effect == Effect.MAPPER and self.mapper_url:
+            problem = url_problem(self.mapper_url, what="The mapper URL", allow_insecure=jwtex_settings.allow_insecure_issuers)
+            if problem:
+                errors["mapper_url"] = [problem]
         for path, message in validate_rule_spec(self.spec()):
             field = path.split(".")[0].split("[")[0]
             if field not in {f.name for f in self._meta.fields}:
@@ -311,6 +325,11 @@ class ExchangeRecord(models.Model):
     issued_exp = models.DateTimeField(null=True, blank=True)
     issued_claims = models.JSONField(null=True, blank=True)
     client_address = models.GenericIPAddressField(null=True, blank=True)
+    # A mapper rule's call (SPEC §9): what it decided ("allowed", "denied", "failed", "circuit open",
+    # "busy"), how long it took, and why it failed. Never its Authorization token.
+    mapper_outcome = models.CharField(max_length=16, blank=True)
+    mapper_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    mapper_error = models.CharField(max_length=500, blank=True)
     # Unique per attempt: a record written twice (a spool drained again) is stored once.
     record_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
 

@@ -87,6 +87,9 @@ JWTEX_REQUEST_FETCH_BUDGET = float(os.environ.get("JWTEX_REQUEST_FETCH_BUDGET", 
 JWTEX_CONFIG_RECHECK_SECONDS = float(os.environ.get("JWTEX_CONFIG_RECHECK_SECONDS", "2"))
 # Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
 JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
+# Mapper webhooks (SPEC §9): https host names that may resolve to private addresses (the
+# operator's list, never a tenant's), e.g. an in-house mapper behind the firewall.
+JWTEX_MAPPER_ALLOWED_HOSTS = [h.strip().lower() for h in os.environ.get("JWTEX_MAPPER_ALLOWED_HOSTS", "").split(",") if h.strip()]
 # /metrics answers only with "Authorization: Bearer <this>" when set.
 JWTEX_METRICS_TOKEN = os.environ.get("JWTEX_METRICS_TOKEN", "")
 # prometheus-client's multiprocess mode (make serve sets it for its processes): each node's

@@ -208,7 +208,10 @@ def _fresh_caches():
     """Rate-limit counters, refetch cool-downs and runtimes never leak between tests."""
     from django.core.cache import cache
 
+    from exchange.services.mapper import mapper_state_reset
+
     cache.clear()
     runtime_clear()
+    mapper_state_reset()
     yield
     runtime_clear()

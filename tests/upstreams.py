@@ -1,5 +1,6 @@
 """Local upstreams for the tests: ``UpstreamServer``, a loopback HTTP(S) server that serves
-routes and records every request, and ``oidc_server``, an OIDC issuer built on it.
+routes and records every request (GET, and POST with its body, as a mapper webhook gets it),
+and ``oidc_server``, an OIDC issuer built on it.
 
 Slow upstreams (``delay``, ``trickle``) wait on an event that ``close()`` sets, so a test that
 gives up on a tarpit does not leave a handler sleeping behind it; ``wait_for`` waits for a
@@ -34,6 +35,7 @@ class Route:
 class SeenRequest:
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 class UpstreamServer:
@@ -50,9 +52,13 @@ class UpstreamServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:
+            def do_POST(self) -> None:  # a webhook (the mapper): the body is recorded too
+                self.do_GET(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            def do_GET(self, body: bytes = b"") -> None:
                 with server._seen:
-                    server.requests.append(SeenRequest(self.path, {k.lower(): v for k, v in self.headers.items()}))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    server.requests.append(SeenRequest(self.path, headers, body))
                     server._seen.notify_all()
                 route = server.routes.get(self.path, Route(status=404, body=b'{"error": "not found"}'))
                 if route.delay and server._closing.wait(route.delay):

@@ -135,6 +135,10 @@ class RuleForm(TenantOwnedForm):
     audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
     transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
     session_tags = TagRowsField(label="Session tags", required=False, help_text=TAG_HELP)
+    mapper_timeout_ms = forms.IntegerField(
+        label="mapper timeout (ms)", required=False, initial=1500, min_value=50, max_value=5000,
+        help_text="effect mapper: how long the webhook may take (default 1500 ms, at most 5000)",
+    )
 
     class Meta:
         model = Rule
@@ -144,6 +148,7 @@ class RuleForm(TenantOwnedForm):
             "subject": forms.Textarea(attrs={**MONO, "rows": 1}),
             "claims": forms.Textarea(attrs={**MONO, "rows": 3}),
             "lifetime": SecondsInput,
+            "mapper_url": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
         }
         help_texts = {
             "when": "CEL over claims (the verified upstream claims) and issuer (the issuer id). "
@@ -165,6 +170,10 @@ class RuleForm(TenantOwnedForm):
                 "Pick issuers of this rule's tenant: one of the issuers chosen belongs to another tenant "
                 "or no longer exists."
             )
+
+    def clean_mapper_timeout_ms(self):
+        value = self.cleaned_data.get("mapper_timeout_ms")
+        return 1500 if value is None else value
 
     def clean(self):
         cleaned = super().clean()

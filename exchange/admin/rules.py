@@ -35,6 +35,13 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect", "any_owner"]}),
         (
+            "Mapper (effect: mapper)",
+            {"fields": ["mapper_url", "mapper_timeout_ms"],
+             "description": "A webhook decides and shapes the token (SPEC §9): it is POSTed the verified claims with a "
+                            "60-second bearer token of this tenant, and answers {\"allow\": …, \"claims\": {…}}. "
+                            "See examples/mapper.py."},
+        ),
+        (
             "What an allow rule emits",
             {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},
         ),

@@ -24,6 +24,12 @@ def _export_fields(row: models.Model, table: Mapping[str, Key], model: type[mode
     for key, spec in table.items():
         if spec.kind == "issuer_ids":
             continue
+        if spec.kind == "mapper":
+            if row.mapper_url:
+                out[key] = {"url": row.mapper_url}
+                if row.mapper_timeout_ms != field_default(model, "mapper_timeout_ms"):
+                    out[key]["timeout_ms"] = row.mapper_timeout_ms
+            continue
         value = getattr(row, spec.model_field)
         if spec.exported_always or value != field_default(model, spec.model_field):
             out[key] = copy.deepcopy(value)

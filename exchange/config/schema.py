@@ -87,6 +87,8 @@ RULE_KEYS: dict[str, Key] = {
     "claims": Key("claims", "str_map"),
     "enabled": Key("enabled", "bool"),
     "any_owner": Key("any_owner", "bool"),
+    # SPEC §9: effect mapper's webhook, {url, timeout_ms} → mapper_url, mapper_timeout_ms
+    "mapper": Key("mapper_url", "mapper"),
 }
 
 _SIMPLE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -157,6 +159,26 @@ def _check_tag_map(value: Any, path: str, errors: Collector) -> bool:
     return ok
 
 
+def _check_mapper(value: Any, path: str, errors: Collector) -> bool:
+    """``{url: "https://…", timeout_ms: 1500}`` (timeout_ms optional)."""
+    if not isinstance(value, dict):
+        errors.add(path, f"expected a mapping {{url, timeout_ms}}, got {type_name(value)}")
+        return False
+    ok = True
+    for key in value:
+        if key not in ("url", "timeout_ms"):
+            errors.add(path, f"unknown key {key!r} (allowed: url, timeout_ms)")
+            ok = False
+    if not isinstance(value.get("url"), str):
+        errors.add(dot(path, "url"), f"expected a string, got {type_name(value.get('url'))}")
+        ok = False
+    timeout = value.get("timeout_ms", 1500)
+    if not isinstance(timeout, int) or isinstance(timeout, bool):
+        errors.add(dot(path, "timeout_ms"), f"expected a whole number, got {type_name(timeout)}")
+        ok = False
+    return ok
+
+
 def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
     """True when ``value`` has the shape ``kind`` asks for; reports the problem otherwise."""
     if kind == "str":
@@ -196,6 +218,8 @@ def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
         return ok
     elif kind == "tag_map":
         return _check_tag_map(value, path, errors)
+    elif kind == "mapper":
+        return _check_mapper(value, path, errors)
     elif kind == "jwks":
         if value is None:
             return True

@@ -75,12 +75,18 @@ def _read_fields(
             continue
         if key in obj:
             if check_value(spec.kind, obj[key], dot(path, key), errors):
+                if spec.kind == "mapper":  # one document key, two model fields
+                    values["mapper_url"] = obj[key]["url"]
+                    values["mapper_timeout_ms"] = obj[key].get("timeout_ms", field_default(model, "mapper_timeout_ms"))
+                    continue
                 values[spec.model_field] = copy.deepcopy(obj[key])
                 continue
             bad.add(spec.model_field)
         elif spec.required:
             bad.add(spec.model_field)  # reported by _check_keys; no second message
         values[spec.model_field] = field_default(model, spec.model_field)
+        if spec.kind == "mapper":
+            values["mapper_timeout_ms"] = field_default(model, "mapper_timeout_ms")
     return values, bad
 
 
@@ -171,6 +177,8 @@ def _rule_field_path(path: str, field_path: str) -> str:
     head, sep, rest = field_path.partition(".")
     if sep and head in ("session_tags", "claims"):
         return dot(dot(path, head), rest)
+    if field_path in ("mapper_url", "mapper_timeout_ms"):
+        return dot(dot(path, "mapper"), "url" if field_path == "mapper_url" else "timeout_ms")
     return f"{path}.{field_path}"
 
 
@@ -213,6 +221,8 @@ def _validate_rule(
         claims=tuple(values["claims"].items()),
         optional_tags=optional,
         any_owner=values["any_owner"],
+        mapper_url=values["mapper_url"] if values["effect"] == "mapper" else "",
+        mapper_timeout_ms=values["mapper_timeout_ms"],
     )
     spec_bad: set[str] = set()
     for field_path, message in validate_rule_spec(spec):

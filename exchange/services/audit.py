@@ -35,10 +35,14 @@ class Attempt:
     parsed: ParsedToken | None = None
     rule_id: int | None = None
     rule_name: str = ""
+    mapper: Any = None  # the mapper call of a mapper rule (exchange.services.mapper.MapperCall)
 
     def decided_by(self, *, rule_id: int | None, rule_name: str) -> None:
         if rule_name:
             self.rule_id, self.rule_name = rule_id, rule_name
+
+    def mapper_called(self, call: Any) -> None:
+        self.mapper = call
 
 
 def _audit_safe(value: Any) -> Any:
@@ -88,6 +92,9 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     }
     upstream = _upstream_fields(attempt.parsed)
     fields.update(upstream)
+    if attempt.mapper is not None:
+        fields.update(mapper_outcome=attempt.mapper.outcome or "failed", mapper_latency_ms=attempt.mapper.latency_ms,
+                      mapper_error=attempt.mapper.error[:500])
     if minted is not None:
         fields.update(
             decision=AuditDecision.ALLOWED,
@@ -131,6 +138,8 @@ def attempt_log(
         "upstream_sub": upstream["upstream_sub"] or None,
         "upstream_jti": upstream["upstream_jti"] or None,
     }
+    if attempt.mapper is not None:
+        fields.update(mapper=attempt.mapper.outcome or "failed", mapper_ms=attempt.mapper.latency_ms)
     if minted is not None:
         fields.update(issued_jti=minted.jti, issued_kid=minted.kid, issued_exp=minted.expires_at)
         logger.info("exchange allowed", extra={"jwtex": fields})

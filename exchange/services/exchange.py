@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
+from .mapper import MapperCall, mapper_decide
 
 logger = logging.getLogger("jwtex.exchange")
 
@@ -52,7 +54,8 @@ def exchange_token(
         attempt.parsed = token_parse(subject_token)
         attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
         verified = token_verify(attempt.issuer, attempt.parsed, now=now)
-        decision = rules_decide(runtime, issuer_id=attempt.issuer.issuer_id, claims=verified.claims, audience=audience)
+        decision = rules_decide(runtime, issuer_id=attempt.issuer.issuer_id, claims=verified.claims, audience=audience,
+                                on_mapper=attempt.mapper_called, now=now)
         attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
         minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
     except ExchangeError as exc:
@@ -135,13 +138,16 @@ def rules_decide(
     claims: Any,
     audience: str | None,
     trace: list[RuleTrace] | None = None,
+    on_mapper: Callable[[MapperCall], None] | None = None,
+    now: float | None = None,
 ) -> Decision:
     """The tenant's rules over verified claims (SPEC §5); ``AccessDenied`` unless an allow rule
-    decides. A tenant with a rule that does not compile denies everything. With ``trace``,
-    every rule's part is appended to it (the simulator)."""
+    (or a mapper rule's webhook, SPEC §9) decides. A tenant with a rule that does not compile
+    denies everything. With ``trace``, every rule's part is appended to it (the simulator);
+    ``on_mapper`` hears of a mapper call (the audit record, the simulator)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
-    return engine.decide(
+    decided = engine.decide(
         runtime.rules,
         issuer_id=issuer_id,
         claims=claims,
@@ -150,6 +156,10 @@ def rules_decide(
         max_lifetime=runtime.max_token_lifetime,
         trace=trace,
     )
+    if isinstance(decided, engine.Delegation):
+        return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
+                             now=time.time() if now is None else now, on_call=on_mapper)
+    return decided
 
 
 def token_mint(

@@ -5,7 +5,8 @@ Runs the exchange's own steps (exchange.services.exchange) on a fresh snapshot o
 issuer's real keys, with the unknown-``kid`` refetch) → ``rules_decide`` (with a trace) →
 ``minting.build_payload``. So it reaches the endpoints' decision for the same input — a token
 with a trailing newline is refused here too. It signs nothing, writes no audit row, counts no
-rate limit and uses up no one-time token.
+rate limit and uses up no one-time token. A mapper rule's webhook is called for real (with its
+bearer token: the mapper must be able to check who calls), and the simulation says so.
 
 Given claims instead of a token it skips verification and says so: the result is marked
 unverified and shows what the rules make of those claims, nothing more.
@@ -28,6 +29,7 @@ from ..core.values import Decision, RuleTrace
 from ..models import Issuer
 from ..runtime import TenantRuntime, runtime_build
 from .exchange import issuer_select, rules_decide, token_parse, token_size_check, token_verify
+from .mapper import MapperCall
 
 __all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token"]
 
@@ -44,6 +46,7 @@ class Simulation:
     emitted: dict[str, Any] | None = None  # the would-be payload without iat/nbf/exp/jti
     lifetime: int | None = None
     notes: tuple[str, ...] = ()
+    mapper: MapperCall | None = None  # a mapper rule's webhook, really called (SPEC §9)
 
     @property
     def allowed(self) -> bool:
@@ -70,15 +73,20 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
     trace: list[RuleTrace] = []
     decision: Decision | None = None
     error: ExchangeError | None = None
+    calls: list[MapperCall] = []
     try:
-        decision = rules_decide(runtime, issuer_id=issuer_id, claims=claims, audience=audience or None, trace=trace)
+        decision = rules_decide(runtime, issuer_id=issuer_id, claims=claims, audience=audience or None, trace=trace,
+                                on_mapper=calls.append)
         token_size_check(runtime, decision, now=time.time())
     except ExchangeError as exc:
         error = exc
+    if calls:
+        notes = [*notes, "A mapper rule matched: its webhook was called for real, with the request shown."]
     emitted = build_payload(decision=decision, issuer=runtime.issuer_url) if decision is not None else None
     return Simulation(
         verified, issuer_id, claims, trace=trace, decision=decision, error=error, stage="rules",
         emitted=emitted, lifetime=decision.lifetime if decision is not None else None, notes=tuple(notes),
+        mapper=calls[0] if calls else None,
     )
 
 

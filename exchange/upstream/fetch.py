@@ -312,9 +312,11 @@ class _PinnedConnection(http.client.HTTPConnection):
 
 
 def _exchange(
-    target: _Target, addresses: list[str], headers: dict[str, str], deadline: float, max_bytes: int
+    target: _Target, addresses: list[str], headers: dict[str, str], deadline: float, max_bytes: int,
+    method: str = "GET", body: bytes | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One request; tries the vetted addresses in order until one connects."""
+    """One request (a GET here; the mapper webhook's POST too); tries the vetted addresses in
+    order until one connects."""
     last_error: Exception | None = None
     for address in addresses:
         connection = _PinnedConnection(target, address, deadline)
@@ -327,7 +329,7 @@ def _exchange(
             except OSError as exc:  # refused, unreachable, connect timeout: try the next address
                 last_error = exc
                 continue
-            connection.request("GET", target.path, headers=headers)
+            connection.request(method, target.path, body=body, headers=headers)
             response = connection.getresponse()
             body = b""
             if response.status == 200:

@@ -33,7 +33,7 @@ from ..values import Decision, RuleTrace
 from .cel_guard import PASSTHROUGH, claims_too_large, iterates
 from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec
 
-__all__ = ["CompiledRule", "compile_rule", "decide"]
+__all__ = ["CompiledRule", "Delegation", "compile_rule", "decide"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +64,17 @@ class CompiledRule:
     @property
     def effect(self) -> str:
         return self.spec.effect
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """A ``mapper`` rule matched: its webhook decides and shapes the token (SPEC §9)."""
+
+    rule: CompiledRule
+
+    def request(self, *, issuer_id: str, claims: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON the mapper is sent, exactly as SPEC §9 writes it."""
+        return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
 
 
 def compile_rule(spec: RuleSpec) -> CompiledRule:
@@ -327,7 +338,7 @@ def _decide(
     default_audience: str,
     max_lifetime: int,
     trace: list[RuleTrace] | None,
-) -> Decision:
+) -> Decision | Delegation:
     """The evaluation behind ``decide``. With ``trace``, appends one entry per rule it looks at,
     up to and including the rule that decides; ``decide`` fills in the rest."""
     evaluation = _Evaluation(issuer_id=issuer_id, claims=claims, trace=trace)
@@ -339,6 +350,9 @@ def _decide(
         applicable += 1
         if not evaluation.matches(rule):
             continue
+        if rule.effect == "mapper":
+            evaluation.note(rule, True, "matched: the mapper decides")
+            return Delegation(rule)
         if rule.effect != "allow":  # "deny", and anything unexpected, denies
             evaluation.note(rule, True, "matched")
             raise _denied(rule, " denies this exchange.", " (deny) matched")
@@ -370,7 +384,7 @@ def decide(
     default_audience: str,
     max_lifetime: int,
     trace: list[RuleTrace] | None = None,
-) -> Decision:
+) -> Decision | Delegation:
     """Run the tenant's rules over verified claims; raise ``AccessDenied`` (or its subclass
     ``AudienceNotAllowed``) unless an ``allow`` rule decides. With ``trace`` (the simulator),
     one entry per rule is appended: what each rule did, and which were never looked at."""

@@ -34,6 +34,10 @@ __all__ = [
 
 # Shortest lifetime a rule may ask for (the ``Rule.lifetime`` validator says the same).
 MIN_LIFETIME = 60
+# SPEC §9: a mapper's deadline, 1500 ms unless the rule says otherwise, at most 5000.
+MAPPER_DEFAULT_TIMEOUT_MS = 1500
+MAPPER_MAX_TIMEOUT_MS = 5000
+MAPPER_MIN_TIMEOUT_MS = 50
 
 
 
@@ -42,7 +46,7 @@ class RuleSpec:
     name: str
     issuers: frozenset[str]
     when: str
-    effect: str  # "allow" | "deny"
+    effect: str  # "allow" | "deny" | "mapper"
     rule_id: int | None = None
     subject: str = ""  # CEL; "" means claims.sub
     audience: str = ""  # literal; "" means the tenant default
@@ -55,6 +59,9 @@ class RuleSpec:
     optional_tags: frozenset[str] = frozenset()
     # The rule allows tokens of every customer of a shared CI issuer, knowingly (presets.py).
     any_owner: bool = False
+    # effect "mapper" (SPEC §9): the webhook that decides and shapes the token, and its deadline.
+    mapper_url: str = ""
+    mapper_timeout_ms: int = MAPPER_DEFAULT_TIMEOUT_MS
 
 
 def session_tag_entry_problem(entry: object) -> str | None:
@@ -86,7 +93,7 @@ def session_tag_entries(mapping: dict) -> tuple[tuple[tuple[str, str], ...], fro
 
 
 _DEFAULT_SUBJECT = "claims.sub"
-_EFFECTS = ("allow", "deny")
+_EFFECTS = ("allow", "deny", "mapper")
 
 
 Problems = list[tuple[str, "RuleSyntaxError | str"]]
@@ -112,7 +119,9 @@ class _Checker:
         if not isinstance(spec.name, str) or not spec.name.strip():
             self.add("name", "A rule needs a name.")
         if spec.effect not in _EFFECTS:
-            self.add("effect", f"The effect must be 'allow' or 'deny', not {spec.effect!r}.")
+            self.add("effect", f"The effect must be 'allow', 'deny' or 'mapper', not {spec.effect!r}.")
+        if spec.effect == "mapper":
+            self.mapper(spec)
         self.expression("when", spec.when)
         self.expression("subject", spec.subject or _DEFAULT_SUBJECT)
         if not isinstance(spec.audience, str):
@@ -123,6 +132,17 @@ class _Checker:
         lifetime = spec.lifetime
         if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < MIN_LIFETIME):
             self.add("lifetime", f"The lifetime must be a whole number of seconds, at least {MIN_LIFETIME}.")
+
+    def mapper(self, spec: RuleSpec) -> None:
+        """The URL itself (https, not a private address) is judged by ``validators.url_problem``
+        where the settings are known (``Rule.clean``); here: that there is one, and the deadline."""
+        if not isinstance(spec.mapper_url, str) or not spec.mapper_url:
+            self.add("mapper_url", "A mapper rule needs the mapper's URL.")
+        timeout = spec.mapper_timeout_ms
+        if (not isinstance(timeout, int) or isinstance(timeout, bool)
+                or not MAPPER_MIN_TIMEOUT_MS <= timeout <= MAPPER_MAX_TIMEOUT_MS):
+            self.add("mapper_timeout_ms",
+                     f"The mapper's timeout is {MAPPER_MIN_TIMEOUT_MS} to {MAPPER_MAX_TIMEOUT_MS} milliseconds.")
 
     def session_tags(self, spec: RuleSpec) -> None:
         # IAM User Guide, "Pass session tags in AWS STS": at most 50 tags; keys are

@@ -394,7 +394,7 @@ tenants:
             "tenants[\"Not A Slug\"].issuers[gh].algorithms[1]",
             "unsupported algorithm 'none' (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)",
         ),
-        ('tenants["Not A Slug"].rules["r1"].effect', "The effect must be 'allow' or 'deny', not 'permit'."),
+        ('tenants["Not A Slug"].rules["r1"].effect', "The effect must be 'allow', 'deny' or 'mapper', not 'permit'."),
         (
             'tenants["Not A Slug"].rules["r1"].when',
             "Unknown name 'claim': an expression may use only 'claims' and 'issuer'.",
@@ -439,7 +439,7 @@ def test_unknown_keys_are_errors_that_name_them():
         (
             'tenants[acme].rules["everything else from github"]',
             "unknown key 'colour' (allowed: name, issuers, when, effect, subject, audience, audiences, lifetime, "
-            "session_tags, transitive_tag_keys, claims, enabled, any_owner)",
+            "session_tags, transitive_tag_keys, claims, enabled, any_owner, mapper)",
         ),
     ]
     assert Tenant.objects.count() == 0

@@ -1,0 +1,49 @@
+"""An example jwtex mapper webhook (SPEC §9): the original jwtex's examples/github/mapper.js, in
+Python — deny unless the repository's owner is octo-org, else copy nine claims into session tags.
+
+    JWTEX_ISSUER=https://jwtex.example.com/t/acme MAPPER_URL=https://mapper.example.com/ \\
+        python examples/mapper.py 8080      # behind your TLS proxy; jwtex calls only https
+
+It checks who calls: the bearer token must be signed by the tenant (its own JWKS), for this URL.
+"""
+
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+
+ISSUER, URL = os.environ["JWTEX_ISSUER"], os.environ["MAPPER_URL"]
+KEYS = jwt.PyJWKClient(f"{ISSUER}/.well-known/jwks.json")
+TAGGED = ["actor", "event_name", "ref", "repository", "run_attempt", "run_id", "run_number", "sha", "workflow"]
+
+
+def decide(claims: dict) -> dict:
+    if claims.get("repository_owner") != "octo-org":
+        return {"allow": False}
+    claims = {name: value for name, value in claims.items() if name != "aud"}  # the audience is jwtex's to set
+    claims["https://aws.amazon.com/tags"] = {"principal_tags": {n: [claims[n]] for n in TAGGED}, "transitive_tag_keys": []}
+    return {"allow": True, "claims": claims}
+
+
+class Mapper(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            jwt.decode(bearer, KEYS.get_signing_key_from_jwt(bearer).key, algorithms=["ES256", "RS256"],
+                       audience=URL, issuer=ISSUER, options={"require": ["exp", "iat"]})
+        except jwt.PyJWTError:
+            self.send_error(401)
+            return
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        answer = json.dumps(decide(request["claims"])).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Mapper).serve_forever()

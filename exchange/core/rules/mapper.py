@@ -1,0 +1,138 @@
+"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output (SPEC §5,
+§9). Pure: the HTTP call is exchange.services.mapper's.
+
+The answer is ``{"allow": true|false, "claims": {...}}``. ``allow: false`` denies. With
+``allow: true`` the claims become the token's as the original mapper.js wrote them: ``sub`` and
+``aud`` if present (an ``aud`` must be one the rule allows), ``https://aws.amazon.com/tags`` as
+the tags claim (``principal_tags`` of one-element lists, ``transitive_tag_keys``), the rest as
+extra claims; ``iss``, ``iat``, ``nbf``, ``exp`` and ``jti`` are jwtex's and ignored. Anything
+that is not so — or breaks AWS's limits — denies, naming what in the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..aws import (
+    AWS_TAGS_CLAIM,
+    MAX_SESSION_TAGS,
+    MAX_SUBJECT_LENGTH,
+    MAX_TRANSITIVE_TAG_KEYS,
+    validate_session_tag_key,
+    validate_session_tag_value,
+)
+from ..errors import AudienceNotAllowed
+from ..limits import DEFAULT_LIFETIME
+from ..values import Decision
+from .engine import CompiledRule, _audience, _denied, _EvaluationError, _json_value
+
+__all__ = ["mapper_decision"]
+
+_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (SPEC §9)
+
+
+class _Refused(Exception):
+    """What is wrong with the answer (for the audit reason)."""
+
+
+def mapper_decision(
+    rule: CompiledRule,
+    answer: Any,
+    *,
+    claims: Mapping[str, Any],
+    requested_audience: str | None,
+    default_audience: str,
+    max_lifetime: int,
+) -> Decision:
+    """The token the mapper's ``answer`` describes, or ``AccessDenied`` (naming the rule) for a
+    denial or anything malformed."""
+    try:
+        emitted = _allowed_claims(answer)
+        if emitted is None:
+            raise _denied(rule, ": the mapper denied this exchange.", ": mapper denied")
+        audience = _answer_audience(rule, emitted, requested=requested_audience, default=default_audience)
+        subject = _answer_subject(emitted, claims)
+        tags, transitive = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
+        extra = {name: _json_value(value, name) for name, value in emitted.items()
+                 if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM}}
+    except (_Refused, _EvaluationError, RecursionError) as exc:
+        raise _denied(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
+    lifetime = rule.spec.lifetime if rule.spec.lifetime is not None else DEFAULT_LIFETIME
+    return Decision(
+        rule_id=rule.rule_id,
+        rule_name=rule.name,
+        subject=subject,
+        audience=audience,
+        lifetime=min(lifetime, max_lifetime),
+        session_tags=tags,
+        transitive_tag_keys=transitive,
+        extra_claims=extra,
+    )
+
+
+def _allowed_claims(answer: Any) -> dict[str, Any] | None:
+    """The claims of an ``allow: true`` answer; None for ``allow: false``."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("allow"), bool):
+        raise _Refused('expected {"allow": true|false, "claims": {...}}')
+    if answer["allow"] is False:
+        return None
+    emitted = answer.get("claims", {})
+    if not isinstance(emitted, dict):
+        raise _Refused("claims must be a JSON object")
+    return emitted
+
+
+def _answer_audience(rule: CompiledRule, emitted: Mapping[str, Any], *, requested: str | None, default: str) -> str:
+    if "aud" not in emitted:
+        return _audience(rule, requested=requested, default=default)
+    audience = emitted["aud"]
+    if not isinstance(audience, str) or not audience:
+        raise _Refused("aud must be a non-empty string")
+    allowed = [rule.spec.audience or default, *rule.spec.audiences]
+    if audience not in allowed or (requested and requested != audience):
+        raise _denied(rule, " does not allow the audience its mapper chose.",
+                      f": mapper chose audience {audience!r} (allowed: {allowed!r}, requested: {requested!r})",
+                      AudienceNotAllowed)
+    return audience
+
+
+def _answer_subject(emitted: Mapping[str, Any], claims: Mapping[str, Any]) -> str:
+    subject = emitted.get("sub", claims.get("sub"))
+    if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_LENGTH:
+        raise _Refused(f"sub must be a string of 1 to {MAX_SUBJECT_LENGTH} characters")
+    return subject
+
+
+def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    if claim is None:
+        return (), ()
+    if not isinstance(claim, dict) or not isinstance(claim.get("principal_tags", {}), dict):
+        raise _Refused(f"{AWS_TAGS_CLAIM} must be {{\"principal_tags\": {{KEY: [VALUE]}}, \"transitive_tag_keys\": [...]}}")
+    principal = claim.get("principal_tags", {})
+    if len(principal) > MAX_SESSION_TAGS:
+        raise _Refused(f"{len(principal)} session tags; AWS allows at most {MAX_SESSION_TAGS}")
+    tags, seen = [], set()
+    for key, values in principal.items():
+        try:
+            validate_session_tag_key(key)
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
+        if key.casefold() in seen:
+            raise _Refused(f"session tag key {key!r} repeats another; AWS tag keys ignore case")
+        seen.add(key.casefold())
+        value = values[0] if isinstance(values, list) and len(values) == 1 else values
+        try:
+            validate_session_tag_value(key, value)
+        except ValueError as exc:
+            raise _Refused(f"{exc} (a tag's value is a list of one string)") from None
+        tags.append((key, value))
+    return tuple(tags), _transitive(claim.get("transitive_tag_keys", []), {key for key, _ in tags})
+
+
+def _transitive(keys: Any, tag_keys: set[str]) -> tuple[str, ...]:
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _Refused("transitive_tag_keys must be a list of strings")
+    if len(keys) > MAX_TRANSITIVE_TAG_KEYS or len(set(keys)) != len(keys) or not set(keys) <= tag_keys:
+        raise _Refused(f"transitive_tag_keys must be distinct session tag keys, at most {MAX_TRANSITIVE_TAG_KEYS}")
+    return tuple(keys)

@@ -1,0 +1,182 @@
+"""The mapper webhook (SPEC §9): a ``mapper`` rule's call, which cannot hurt other tenants.
+
+- The request is SPEC §9's JSON with ``Authorization: Bearer`` a 60-second JWT signed by the
+  tenant's active key (``iss`` the tenant, ``aud`` the mapper URL, ``sub`` the issuer id), so
+  the mapper checks its caller through the tenant's own JWKS.
+- The call goes through the guarded client (exchange.upstream.webhook) with the rule's deadline.
+- Per tenant and process at most ``MAPPER_CONCURRENCY`` calls at once; one more answers ``503``
+  at once instead of queueing (a slow mapper holds its own tenant's slots, nobody else's).
+- A circuit breaker per tenant and URL: after ``BREAKER_FAILURES`` failures in a row the mapper
+  is not called for ``BREAKER_SECONDS`` (such exchanges are denied at once, logged, counted).
+- Every outcome is noted for the audit record (``MapperCall``) and the metrics; the bearer
+  token never is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from ..conf import jwtex_settings
+from ..core.errors import AccessDenied, TemporarilyUnavailable
+from ..core.rules.engine import Delegation
+from ..core.rules.mapper import mapper_decision
+from ..core.values import Decision
+from ..metrics import mapper_call_observed
+from ..runtime import TenantRuntime
+from ..upstream.webhook import WebhookError, post_json
+
+__all__ = ["BREAKER_FAILURES", "BREAKER_SECONDS", "MAPPER_CONCURRENCY", "MapperCall", "mapper_decide",
+           "mapper_state_reset"]
+
+logger = logging.getLogger("jwtex.mapper")
+
+MAPPER_CONCURRENCY = 4
+BREAKER_FAILURES = 5
+BREAKER_SECONDS = 30.0
+BEARER_LIFETIME = 60
+
+
+@dataclass
+class MapperCall:
+    """One mapper call, as the audit record and the simulator show it."""
+
+    rule_id: int | None
+    rule_name: str
+    url: str
+    request: dict[str, Any]
+    outcome: str = ""  # allowed, denied, failed, invalid, circuit open, busy
+    latency_ms: int | None = None
+    error: str = ""
+    answer: Any = field(default=None, repr=False)
+
+
+class _Breaker:
+    def __init__(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+
+    def is_open(self, clock: float) -> bool:
+        return clock < self.open_until
+
+    def failed(self, clock: float) -> bool:
+        """Count a failure; True when it opens the circuit."""
+        self.failures += 1
+        if self.failures >= BREAKER_FAILURES and not self.is_open(clock):
+            self.open_until, self.failures = clock + BREAKER_SECONDS, 0
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+_lock = threading.Lock()
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_breakers: dict[tuple[int, str], _Breaker] = {}
+
+
+def mapper_state_reset() -> None:
+    """Forget every breaker and slot of this process (tests; what a restart does)."""
+    with _lock:
+        _slots.clear()
+        _breakers.clear()
+
+
+def _slots_of(tenant_id: int) -> threading.BoundedSemaphore:
+    with _lock:
+        return _slots.setdefault(tenant_id, threading.BoundedSemaphore(MAPPER_CONCURRENCY))
+
+
+def _breaker_of(tenant_id: int, url: str) -> _Breaker:
+    with _lock:
+        return _breakers.setdefault((tenant_id, url), _Breaker())
+
+
+def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float) -> str:
+    if runtime.signer is None:
+        raise TemporarilyUnavailable("The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key")
+    issued = int(now)
+    payload = {"iss": runtime.issuer_url, "aud": url, "sub": issuer_id, "iat": issued, "nbf": issued,
+               "exp": issued + BEARER_LIFETIME, "jti": uuid.uuid4().hex}
+    signer = runtime.signer
+    return jwt.encode(payload, signer.private_key, algorithm=signer.algorithm, headers={"kid": signer.kid, "typ": "JWT"})
+
+
+def mapper_decide(
+    runtime: TenantRuntime,
+    delegation: Delegation,
+    *,
+    issuer_id: str,
+    claims: Mapping[str, Any],
+    audience: str | None,
+    now: float,
+    on_call: Callable[[MapperCall], None] | None = None,
+) -> Decision:
+    """Call the delegating rule's mapper and turn its answer into the token's Decision; any
+    failure denies (``AccessDenied``), a tenant over its concurrent calls gets ``503``."""
+    rule = delegation.rule
+    call = MapperCall(rule.rule_id, rule.name, rule.spec.mapper_url, delegation.request(issuer_id=issuer_id, claims=claims))
+    try:
+        call.answer = _call(runtime, call, timeout=rule.spec.mapper_timeout_ms / 1000, issuer_id=issuer_id, now=now)
+        try:
+            decision = mapper_decision(rule, call.answer, claims=claims, requested_audience=audience,
+                                       default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
+        except AccessDenied as exc:
+            said_no = isinstance(call.answer, dict) and call.answer.get("allow") is False
+            call.outcome, call.error = ("denied", "") if said_no else ("invalid", exc.reason[:500])
+            _settle(runtime, call, ok=said_no)
+            raise
+        call.outcome = "allowed"
+        _settle(runtime, call, ok=True)
+        return decision
+    finally:
+        mapper_call_observed(tenant=runtime.slug, outcome=call.outcome or "failed")
+        if on_call is not None:
+            on_call(call)
+
+
+def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id: str, now: float) -> Any:
+    breaker = _breaker_of(runtime.tenant_id, call.url)
+    if breaker.is_open(time.monotonic()):
+        call.outcome = "circuit open"
+        raise AccessDenied(f"Rule '{call.rule_name}': its mapper is failing; not called for a while.",
+                           reason=f"rule {call.rule_name!r}: mapper circuit open after {BREAKER_FAILURES} failures",
+                           rule_id=call.rule_id, rule_name=call.rule_name)
+    slots = _slots_of(runtime.tenant_id)
+    if not slots.acquire(blocking=False):
+        call.outcome = "busy"
+        raise TemporarilyUnavailable("Too many mapper calls of this tenant at once; retry later.",
+                                     reason=f"rule {call.rule_name!r}: {MAPPER_CONCURRENCY} mapper calls already running",
+                                     rule_id=call.rule_id, rule_name=call.rule_name)
+    started = time.monotonic()
+    try:
+        bearer = _bearer(runtime, url=call.url, issuer_id=issuer_id, now=now)
+        return post_json(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
+                         allow_insecure=jwtex_settings.allow_insecure_issuers,
+                         private_hosts=jwtex_settings.mapper_allowed_hosts)
+    except WebhookError as exc:
+        call.outcome, call.error = "failed", str(exc)[:500]
+        _settle(runtime, call, ok=False)
+        raise AccessDenied(f"Rule '{call.rule_name}': its mapper did not answer usably.",
+                           reason=f"rule {call.rule_name!r}: mapper failed: {exc}",
+                           rule_id=call.rule_id, rule_name=call.rule_name) from None
+    finally:
+        call.latency_ms = int((time.monotonic() - started) * 1000)
+        slots.release()
+
+
+def _settle(runtime: TenantRuntime, call: MapperCall, *, ok: bool) -> None:
+    breaker = _breaker_of(runtime.tenant_id, call.url)
+    if ok:
+        breaker.succeeded()
+    elif breaker.failed(time.monotonic()):
+        logger.warning("mapper circuit opened", extra={"jwtex": {"tenant": runtime.slug, "rule": call.rule_name,
+                                                                "seconds": BREAKER_SECONDS, "error": call.error}})
