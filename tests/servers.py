@@ -1,6 +1,8 @@
 """Real server processes for the tests that need them (CI's PostgreSQL + Redis pass):
 ``make serve`` on a port of its own, a TCP proxy to stand between it and PostgreSQL (stopped
-and started again, it is a database restart as the service sees it), and a keep-alive client.
+and started again, it is a database restart as the service sees it), a keep-alive client, and
+a real Celery worker (``celery_worker_start``), with the environment every process of one
+deployment shares (``deployment_environment``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,11 +118,11 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self._server_pid())], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-P", str(self._server_pid())], capture_output=True, text=True, check=False).stdout
         return [int(pid) for pid in out.split()]
 
     def _server_pid(self) -> int:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False).stdout.split()
         return int(out[0]) if out else self.process.pid
 
     def stop(self) -> None:
@@ -143,6 +146,22 @@ class Served:
             os.killpg(group, signal.SIGKILL)
             poll(gone, timeout=5, interval=0.1)
         self.process.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group at once (a node lost, no chance to clean up); returns
+        once ``make`` is reaped and the port refuses connections."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=5)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError:
+                return True
+            return False
+
+        if not poll(refused, timeout=5, interval=0.05):
+            raise AssertionError(f"port {self.port} still accepts connections after SIGKILL of its process group")
 
 
 def serve(env: dict[str, str], tmp: Path, **extra: str) -> Served:
@@ -197,3 +216,67 @@ class Client:
     def exchange(self, slug: str, token: str, issuer_id: str) -> tuple[int, bytes]:
         return self._request("POST", f"/t/{slug}/exchange?issuerId={issuer_id}", token.encode(),
                              {"Content-Type": "application/jwt"})
+
+
+# ---------------------------------------------------------------------------- several processes, one deployment
+
+
+def deployment_environment(*, db: Mapping[str, Any], key_encryption_keys: list[str],
+                           public_url: str = "http://127.0.0.1:8000") -> dict[str, str]:
+    """What every process of one deployment shares (README, "Deployment"): the database (the
+    test process's own), the broker and the shared cache (``CELERY_BROKER_URL``, ``CACHE_URL`` as
+    the test run has them), the key-encryption keys and one public URL, as behind one load
+    balancer. Nothing else of the test run's ``JWTEX_``/``DJANGO_`` settings leaks in, so the
+    processes run with production's defaults (e.g. the 2 s configuration re-check). Per-process
+    directories (``JWTEX_VAR_DIR``, ``JWTEX_AUDIT_SPOOL_DIR``) are for the caller to add: each
+    node has a disk of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_TASK_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="jwtex_site.settings",
+        DATABASE_URL=database_url(db),
+        JWTEX_KEY_ENCRYPTION_KEYS=",".join(key_encryption_keys),
+        JWTEX_PUBLIC_URL=public_url,
+        JWTEX_ALLOW_INSECURE_ISSUERS="1",
+        JWTEX_RATE_LIMIT_PER_ADDRESS="0",  # every request of a test comes from 127.0.0.1
+        JWTEX_ACCESS_LOG="0",
+        JWTEX_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def celery_worker_start(env: Mapping[str, str], log: Path, *, node: str, concurrency: int = 2) -> subprocess.Popen:
+    """A real Celery worker (prefork, as production runs it) in a process group of its own, its
+    output in ``log``; ``node`` is its name (``-n``, ``%h`` allowed). Not waited for: ping it."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "jwtex_site", "worker",
+        "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=prefork",
+        "--without-mingle", "--without-gossip", "-n", node,
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def celery_worker_stop(process: subprocess.Popen) -> None:
+    """Warm shutdown (running tasks finish, children exit) within 15 s, then SIGKILL to whatever
+    of its process group is left."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait(timeout=5)
+
+
+def celery_workers() -> list[str]:
+    """The names of the workers that answer a ping on this test run's broker."""
+    from jwtex_site.celery import app
+
+    return [name for reply in app.control.ping(timeout=0.5) or [] for name in reply]

@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,13 +36,12 @@ from exchange.keys import RotationResult, signing_key_rotate
 from exchange.models import Issuer, KeyState, SigningKey
 from jwtex_site.celery import app
 from tenants.models import Tenant
-from tests.conftest import make_tenant
-
+from tests.conftest import make_tenant, poll
+from tests.servers import celery_worker_start, celery_worker_stop
 from tests.upstreams import DISCOVERY
 
 from .test_tasks import age_active_key
 
-from tests.conftest import REPO_ROOT, poll  # noqa: E402
 RUN_WORKER_TESTS = os.environ.get("JWTEX_TEST_CELERY_WORKER") == "1"
 HOW_TO_RUN = (
     "real-worker test: set JWTEX_TEST_CELERY_WORKER=1 with DATABASE_URL=postgres://… and "
@@ -159,15 +156,7 @@ def worker(django_db_setup, tmp_path_factory):
         pytest.fail(f"another test worker already consumes this broker: {stale}; stop it first", pytrace=False)
     app.control.purge()  # messages left by an interrupted run would reach our worker
     log_path = tmp_path_factory.mktemp("celery-worker") / "worker.log"
-    command = [
-        sys.executable, "-m", "celery", "-A", "jwtex_site", "worker",
-        "--loglevel=INFO", "--concurrency=2", "--pool=prefork",
-        "--without-mingle", "--without-gossip", "-n", f"{NODE_PREFIX}%h",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process = celery_worker_start(env, log_path, node=f"{NODE_PREFIX}%h")
     running = Worker(process, log_path)
     try:
         ready = poll(_ping, timeout=READY_TIMEOUT, interval=0.2, stop=lambda: process.poll() is not None)
@@ -177,21 +166,7 @@ def worker(django_db_setup, tmp_path_factory):
             pytest.fail(f"the worker was not ready within {READY_TIMEOUT:.0f} s:\n{running.tail()}")
         yield running
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # warm shutdown: running tasks finish, children exit
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # whatever of its process group is left
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait(timeout=5)
+        celery_worker_stop(process)
 
 
 @pytest.fixture
