@@ -277,7 +277,7 @@ def main() -> None:
     if "transactions" in after:
         per = (after["transactions"] - before["transactions"]) / max(ok, 1)
         print(f"  database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
-              f"reads the configuration epoch every 2 s)")
+              f"reads the configuration epoch every 1.5 s)")
 
 
 if __name__ == "__main__":

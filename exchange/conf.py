@@ -85,7 +85,7 @@ class JwtexSettings:
     @property
     def config_recheck_seconds(self) -> float:
         """How long a process trusts its cached tenant runtime before re-reading its version."""
-        return float(_get("CONFIG_RECHECK_SECONDS", 2.0))
+        return float(_get("CONFIG_RECHECK_SECONDS", 1.5))
 
     # --- the audit ----------------------------------------------------------------------------
     @property

@@ -3,7 +3,7 @@
 A ``TenantRuntime`` is an immutable snapshot of a tenant — values only, never an ORM row, so
 threads can share it: its issuers (``IssuerSnapshot``), its rules compiled once, its active
 signing key decrypted once, and its discovery and JWKS documents rendered once. Each process
-keeps one per tenant and trusts them all for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 2 s);
+keeps one per tenant and trusts them all for ``JWTEX_CONFIG_RECHECK_SECONDS`` (default 1.5 s);
 after that one read of the global ``ConfigEpoch`` (moved after every committed change,
 exchange.invalidation) tells whether anything changed, and only then one query of every
 tenant's ``config_version`` says which snapshots to drop. So the cost is one tiny read per

@@ -27,7 +27,7 @@ def rule_move(*, rule: Rule, direction: str) -> bool:
     if direction not in {"up", "down"}:
         raise ValueError("direction is 'up' or 'down'")
     with transaction.atomic():
-        Tenant.objects.select_for_update().filter(pk=rule.tenant_id).first()
+        Tenant.objects.select_for_update(no_key=True).filter(pk=rule.tenant_id).first()
         ordered = list(Rule.objects.filter(tenant_id=rule.tenant_id).order_by("position", "id"))
         index = next(i for i, r in enumerate(ordered) if r.pk == rule.pk)
         other = index - 1 if direction == "up" else index + 1
