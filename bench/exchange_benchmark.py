@@ -1,6 +1,6 @@
 """How fast is one exchange, and does it stay that fast with many tenants? Prints per-step
 costs, end-to-end latency for 1 tenant and for many, their ratio, database reads per warm
-exchange and memory per process.
+exchange and memory per process, and the exchange with the tenant's key in AWS KMS (moto).
 
     .venv/bin/python bench/exchange_benchmark.py [--n 3000] [--tenants 10000] [--rules 20]
 
@@ -74,7 +74,7 @@ class Upstream:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "bench"})
 
 
-def tenants_create(*, start: int, stop: int, rules: int, upstream: Upstream) -> None:
+def tenants_create(*, start: int, stop: int, rules: int, upstream: Upstream, prefix: str = "t", **fields) -> None:
     """Tenants t{start}…t{stop-1}, each with one issuer and ``rules`` rules, in bulk."""
     from django.db import transaction
 
@@ -83,7 +83,8 @@ def tenants_create(*, start: int, stop: int, rules: int, upstream: Upstream) -> 
 
     allow_tags = {"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"}
     with transaction.atomic():
-        tenants = [tenant_create(slug=f"t{i}", name=f"t{i}", rate_limit_per_minute=10**9) for i in range(start, stop)]
+        tenants = [tenant_create(slug=f"{prefix}{i}", name=f"{prefix}{i}", rate_limit_per_minute=10**9, **fields)
+                   for i in range(start, stop)]
         issuers = Issuer.objects.bulk_create(
             Issuer(tenant=t, issuer_id="github", issuer=ISS, audiences=["sts.amazonaws.com"],
                    static_jwks={"keys": [upstream.jwk]}) for t in tenants
@@ -210,6 +211,33 @@ def scale(upstream: Upstream, *, tenants: int, rules: int, n: int) -> None:
           f"{grown / 2**20:.0f} MiB ({grown / max(tenants - 1, 1) / 1024:.1f} KiB per tenant with {rules} rules)")
 
 
+def kms_signing(upstream: Upstream, *, rules: int, n: int) -> None:
+    """The exchange with the tenant's key in AWS KMS: every token one Sign call. Against moto's
+    server on loopback (tests/kms.py), so a lower bound: no TLS, no network, no AWS behind it."""
+    from exchange.kms import kms_clients_reset
+    from exchange.runtime import tenant_runtime_get
+    from tests.kms import REGION, MotoKms
+
+    server = MotoKms()
+    os.environ.update(server.environment())
+    kms_clients_reset()
+    for algorithm in ("ES256", "RS256"):
+        tenants_create(start=0, stop=1, rules=rules, upstream=upstream, prefix=f"kms-{algorithm.lower()}-",
+                       key_backend="aws-kms", kms_region=REGION, signing_algorithm=algorithm)
+    token, count = upstream.token(), max(ROUNDS, n // 5)
+    sign = tenant_runtime_get(slug="kms-es256-0").signer.remote_sign
+    print(f"end to end with the tenant's key in AWS KMS (moto's server on loopback: a lower bound; {count} exchanges):")
+    line("KMS Sign alone (ES256, through boto3)", [per_call(lambda: sign(b"x" * 600), count // ROUNDS) for _ in range(ROUNDS)])
+    local = line("exchange_token(), local ES256 key", [per_call(round_robin(["t0"], token), count // ROUNDS)
+                                                       for _ in range(ROUNDS)])
+    for algorithm in ("ES256", "RS256"):
+        one = round_robin([f"kms-{algorithm.lower()}-0"], token)
+        one()
+        median = line(f"exchange_token(), AWS KMS {algorithm} key", [per_call(one, count // ROUNDS) for _ in range(ROUNDS)])
+        print(f"    {(median - local) * 1e3:+.2f} ms per exchange against the local key")
+    server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=3500, help="exchanges per measurement (split in rounds)")
@@ -222,6 +250,7 @@ def main() -> None:
     print(f"jwtex exchange benchmark — Python {sys.version.split()[0]}, {os.cpu_count()} cores, one used")
     steps(upstream, args.n)
     scale(upstream, tenants=args.tenants, rules=args.rules, n=args.n)
+    kms_signing(upstream, rules=args.rules, n=args.n)
 
 
 if __name__ == "__main__":

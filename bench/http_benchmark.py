@@ -1,6 +1,6 @@
 """Served exchanges against their in-process ceiling (issue 10 §5). ``make bench-http``.
 
-    .venv/bin/python bench/http_benchmark.py [--server granian|gunicorn] [--threads 8] [--seconds 10]
+    .venv/bin/python bench/http_benchmark.py [--server granian|gunicorn] [--threads 8] [--seconds 10] [--shadow]
 
 - Database: ``DATABASE_URL``, else a fresh ``jwtex_bench`` database on the local PostgreSQL
   (127.0.0.1:5432), else SQLite in a temporary directory (said so in the output).
@@ -101,7 +101,7 @@ def _environment(var: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def _setup(env: dict[str, str]) -> dict:
+def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
     """Migrate, create tenant ``bench`` (issuer with a static JWKS, one rule, three tags), and
     return what the benchmark needs (an upstream token, the pieces for the ceiling)."""
     os.environ.update(env)
@@ -128,6 +128,11 @@ def _setup(env: dict[str, str]) -> dict:
                                when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
                                session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
     rule.issuers.add(issuer)
+    if shadow:  # a candidate set (SPEC §11) that decides every exchange differently: the worst case
+        candidate = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow", shadow=True,
+                                        when="claims.repository_owner == 'octo-org'",
+                                        session_tags={"repository": "claims.repository", "ref": "claims.ref"})
+        candidate.issuers.add(issuer)
     now = int(time.time())
     claims = {"iss": iss, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main", "iat": now,
               "nbf": now - 600, "exp": now + 3000, "jti": "bench", "repository": "octo-org/app",
@@ -241,6 +246,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("JWTEX_SERVER_THREADS") or 8))
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--shadow", action="store_true", help="give the tenant a candidate (shadow) rule set")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian's package)")
@@ -248,7 +254,7 @@ def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-http-"))
     database_url, database = _database_url()
     env = _environment(var, database_url)
-    setup = _setup(env)
+    setup = _setup(env, shadow=args.shadow)
     ceiling = _ceiling(setup["token"])
     port = _free_port()
     server = _serve(env, port, args.server, args.threads)
@@ -266,7 +272,8 @@ def main() -> None:
     answers = [peak["statuses"], half["probe_statuses"], half["statuses"]]
     ok = sum(statuses.get("200", 0) for statuses in answers)
     other = {k: v for statuses in answers for k, v in statuses.items() if k != "200"}
-    print(f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}")
+    print(f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}"
+          + ("; with a shadow rule set" if args.shadow else ""))
     print(f"  ceiling (in process, one core):      {ceiling:8.0f} exchanges/s")
     print(f"  served at peak ({args.connections} connections):   {peak['rate']:8.0f} exchanges/s   "
           f"ratio {peak['rate'] / ceiling:.2f}")

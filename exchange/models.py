@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from tenants.models import SigningAlgorithm, Tenant
+from tenants.models import KeyBackend, SigningAlgorithm, Tenant
 
 from .conf import jwtex_settings
 from .core import limits
@@ -181,6 +181,9 @@ class Rule(models.Model):
     mapper_timeout_ms = models.PositiveIntegerField(
         "mapper timeout (ms)", default=1500, help_text="effect mapper: how long the webhook may take, at most 5000 ms",
     )
+    # A rule of the tenant's candidate set (SPEC §11): decides every exchange beside the live set,
+    # without effect on the answer; what it would have done differently goes into the audit.
+    shadow = models.BooleanField("candidate (shadow)", default=False, db_index=True, editable=False)
     any_owner = models.BooleanField(
         "any owner", default=False,
         help_text="Allow tokens of every customer of a shared CI issuer (github.com, gitlab.com, Buildkite, HCP "
@@ -191,7 +194,7 @@ class Rule(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="rule_unique_name_per_tenant")]
+        constraints = [models.UniqueConstraint(fields=["tenant", "shadow", "name"], name="rule_unique_name_per_tenant_set")]
         ordering = ["tenant__slug", "position", "id"]
 
     def __str__(self) -> str:
@@ -274,7 +277,12 @@ class SigningKey(models.Model):
     state = models.CharField(max_length=16, choices=KeyState.choices, default=KeyState.NEXT, db_index=True)
     public_jwk = models.JSONField()
     # Fernet token of the PKCS#8 private key under JWTEX_KEY_ENCRYPTION_KEYS; emptied on retirement.
+    # Always empty for an AWS KMS key: its private part never leaves KMS.
     private_key_encrypted = models.BinaryField(editable=False)
+    backend = models.CharField(max_length=16, choices=KeyBackend.choices, default=KeyBackend.LOCAL, editable=False)
+    kms_key_id = models.CharField("AWS KMS key ARN", max_length=256, blank=True, editable=False)
+    # When ScheduleKeyDeletion succeeded for this retired or revoked KMS key (retried until it does).
+    kms_deletion_scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(db_index=True)
     activate_after = models.DateTimeField(null=True, blank=True, help_text="earliest time it may sign")
     activated_at = models.DateTimeField(null=True, blank=True)
@@ -330,6 +338,11 @@ class ExchangeRecord(models.Model):
     mapper_outcome = models.CharField(max_length=16, blank=True)
     mapper_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     mapper_error = models.CharField(max_length=500, blank=True)
+    # What the tenant's shadow rules would have done, when it differs (SPEC §11); else null.
+    shadow = models.JSONField(null=True, blank=True)
+    # The verified upstream claims, only for a tenant that keeps them (for replaying candidate
+    # rules; personal data, kept as long as the record).
+    upstream_claims = models.JSONField(null=True, blank=True)
     # Unique per attempt: a record written twice (a spool drained again) is stored once.
     record_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
 

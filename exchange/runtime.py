@@ -36,7 +36,12 @@ from .core.rules.cel_guard import RuleSyntaxError
 from .core.rules.engine import CompiledRule, compile_rule
 from .core.values import IssuerSnapshot, SignerKey
 from .invalidation import config_changed
-from .keys import KeyDecryptionError, signing_key_ensure_active, signing_key_load
+from .keys import (
+    KeyDecryptionError,
+    SigningKeyUnavailable,
+    signing_key_ensure_active,
+    signing_key_load,
+)
 from .models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 
 logger = logging.getLogger("jwtex.runtime")
@@ -55,6 +60,11 @@ class TenantRuntime:
     issuer_ids_by_iss: Mapping[str, tuple[str, ...]]
     rules: tuple[CompiledRule, ...]
     rules_error: str | None  # a rule that does not compile makes the tenant deny everything
+    # The candidate set (SPEC §11): None when the tenant has none — the exchange then does no
+    # shadow work at all. A candidate that does not compile is reported, never used.
+    shadow_rules: tuple[CompiledRule, ...] | None
+    shadow_error: str | None
+    keep_upstream_claims: bool  # the audit keeps the verified claims (for replays)
     signer: SignerKey | None
     signer_error: str | None
     jwks_json: bytes
@@ -105,8 +115,10 @@ def _forget_changed(sender, tenant_id: int, **kwargs) -> None:
     _missing.clear()  # perhaps the tenant was just created
 
 
-def tenant_rules_compile(*, tenant: Tenant) -> tuple[tuple[CompiledRule, ...], str | None]:
-    rules = Rule.objects.filter(tenant=tenant, enabled=True).prefetch_related("issuers").order_by("position", "id")
+def tenant_rules_compile(*, tenant: Tenant, shadow: bool = False) -> tuple[tuple[CompiledRule, ...], str | None]:
+    """The tenant's live rules (or, with ``shadow``, its candidate set), compiled, in order."""
+    rules = Rule.objects.filter(tenant=tenant, enabled=True, shadow=shadow).prefetch_related("issuers").order_by(
+        "position", "id")
     compiled = []
     for rule in rules:
         ids = frozenset(i.issuer_id for i in rule.issuers.all() if i.enabled)
@@ -124,11 +136,15 @@ def published_jwks(*, tenant: Tenant) -> dict:
 
 
 def _signer(tenant: Tenant, now: datetime) -> tuple[SignerKey | None, str | None]:
+    """The active key, ready to sign (a KMS key signs through KMS: nothing is read from it here).
+    Unusable — undecryptable, or AWS KMS unable to make a new tenant's first key — means no
+    signer: the exchange answers 503, and the key sweep makes the key once KMS can."""
     try:
         return signing_key_load(signing_key_ensure_active(tenant=tenant, now=now)), None
-    except KeyDecryptionError as exc:
-        logger.error("tenant signing key unusable", extra={"jwtex": {"tenant": tenant.slug, "error": str(exc)}})
-        return None, str(exc)
+    except (KeyDecryptionError, SigningKeyUnavailable) as exc:
+        error = exc.messages[0] if isinstance(exc, SigningKeyUnavailable) else str(exc)
+        logger.error("tenant signing key unusable", extra={"jwtex": {"tenant": tenant.slug, "error": error}})
+        return None, error
 
 
 def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
@@ -138,6 +154,8 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
     for snapshot in issuers.values():
         by_iss.setdefault(snapshot.issuer, []).append(snapshot.issuer_id)
     rules, rules_error = tenant_rules_compile(tenant=tenant)
+    shadow_rules, shadow_error = (tenant_rules_compile(tenant=tenant, shadow=True)
+                                  if Rule.objects.filter(tenant=tenant, shadow=True).exists() else (None, None))
     signer, signer_error = _signer(tenant, now)
     jwks = published_jwks(tenant=tenant)
     algorithms = sorted({k["alg"] for k in jwks["keys"]}) or [tenant.signing_algorithm]
@@ -154,6 +172,9 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
         issuer_ids_by_iss=MappingProxyType({k: tuple(v) for k, v in by_iss.items()}),
         rules=rules,
         rules_error=rules_error,
+        shadow_rules=shadow_rules,
+        shadow_error=shadow_error,
+        keep_upstream_claims=tenant.keep_upstream_claims,
         signer=signer,
         signer_error=signer_error,
         jwks_json=json.dumps(jwks, separators=(",", ":")).encode(),

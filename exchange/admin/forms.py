@@ -8,7 +8,7 @@ import json
 
 from django import forms
 
-from tenants.models import Tenant
+from tenants.models import KeyBackend, Tenant
 from tenants.widgets import SecondsInput
 
 from ..core.errors import ExchangeError
@@ -56,6 +56,10 @@ class TenantOwnedForm(forms.ModelForm):
         tenant = self.cleaned_data.get("tenant")
         return tenant.pk if tenant is not None else None
 
+    def unique_scope(self) -> dict:
+        """More fields a name must be unique among, besides the tenant."""
+        return {}
+
     def clean(self):
         cleaned = super().clean()
         tenant_id = self.tenant_id()
@@ -64,7 +68,8 @@ class TenantOwnedForm(forms.ModelForm):
             manager = type(self.instance)._default_manager
             for name in self.unique_in_tenant:
                 value = cleaned.get(name)
-                if value and manager.filter(tenant_id=tenant_id, **{name: value}).exclude(pk=self.instance.pk).exists():
+                same = manager.filter(tenant_id=tenant_id, **self.unique_scope(), **{name: value})
+                if value and same.exclude(pk=self.instance.pk).exists():
                     label = self.fields[name].label or name
                     self.add_error(name, f"This tenant already has a {self._meta.model._meta.verbose_name} with this {label}.")
         return cleaned
@@ -131,6 +136,7 @@ TAG_HELP = (
 class RuleForm(TenantOwnedForm):
     unique_in_tenant = ("name",)
     jwtex_tenant_id: int | None = None  # set by RuleAdmin.get_form: narrows the issuer choices
+    jwtex_shadow: bool = False  # set by RuleAdmin.get_form: a new rule of the candidate set
 
     audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
     transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
@@ -159,6 +165,8 @@ class RuleForm(TenantOwnedForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.instance.pk is None and self.jwtex_shadow:
+            self.instance.shadow = True
         field = self.fields.get("issuers")
         if field is not None:
             # Only the rule's own tenant's issuers are offered (RuleAdmin asks for the tenant first).
@@ -170,6 +178,9 @@ class RuleForm(TenantOwnedForm):
                 "Pick issuers of this rule's tenant: one of the issuers chosen belongs to another tenant "
                 "or no longer exists."
             )
+
+    def unique_scope(self) -> dict:
+        return {"shadow": self.instance.shadow}  # the live set and the candidate set have their own names
 
     def clean_mapper_timeout_ms(self):
         value = self.cleaned_data.get("mapper_timeout_ms")
@@ -274,6 +285,13 @@ class TenantForm(forms.ModelForm):
         help_text="One per line, 12 digits each (e.g. 111122223333): the accounts whose roles trust this tenant. "
         "The overview shows a trust policy and role ARN per account. " + AWS_SNIPPETS_ONLY,
     )
+    # Not required: a form posted without it (a script of before AWS KMS) keeps the tenant's backend.
+    key_backend = forms.ChoiceField(
+        label="key backend", choices=KeyBackend.choices, required=False, initial=KeyBackend.LOCAL,
+        help_text="Where new signing keys are made: here (encrypted at rest), or in AWS KMS, whose private key "
+        "never leaves it (every token is signed by a KMS Sign call). Changing it changes the next key: the current "
+        "one signs until it is rotated (Signing keys → rotate now).",
+    )
 
     class Meta:
         model = Tenant
@@ -283,10 +301,20 @@ class TenantForm(forms.ModelForm):
             "key_rotation_interval": SecondsInput,
             "key_prepublish_window": SecondsInput,
         }
-        labels = {"aws_region": "AWS region", "aws_role_name": "IAM role name"}
+        labels = {
+            "aws_region": "AWS region", "aws_role_name": "IAM role name",
+            "kms_region": "AWS KMS region", "kms_account_id": "AWS KMS account id",
+        }
         help_texts = {
             "aws_region": "e.g. eu-west-1: the region of the CloudFormation stack, Terraform provider and CI jobs. "
             + AWS_SNIPPETS_ONLY,
             "aws_role_name": "The role the CI jobs assume (1–64 letters, digits and _+=,.@-); empty: "
             "jwtex-TENANT-example. " + AWS_SNIPPETS_ONLY,
+            "kms_region": "AWS KMS: the region where the tenant's keys are made and sign, e.g. eu-west-1 "
+            "(needed for AWS KMS; the credentials are jwtex's own, from the standard AWS chain).",
+            "kms_account_id": "AWS KMS, optional: the 12-digit account the keys must be in; a key made elsewhere "
+            "(jwtex running with another account's credentials) is refused and scheduled for deletion.",
         }
+
+    def clean_key_backend(self):
+        return self.cleaned_data.get("key_backend") or self.instance.key_backend or KeyBackend.LOCAL

@@ -7,14 +7,32 @@ import json
 from datetime import UTC
 from functools import partial
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from tenants.admin_mixins import CONFIGURE, NOBODY, OWN, VIEW, TenantScopedAdminMixin, has_any_role, tenants_for
+from tenants.models import KeyBackend
 
+from ..keys import SigningKeyUnavailable
 from ..models import PUBLISHED_KEY_STATES, KeyState, SigningKey
 from . import views
+
+
+def _kms_guarded(view):
+    """Rotate now / revoke: when AWS KMS cannot make the new key, say so instead of a 500
+    (nothing changed: the rotation is one transaction)."""
+
+    def guarded(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except SigningKeyUnavailable as exc:
+            messages.error(request, f"Nothing changed: {exc.messages[0]}")
+            return HttpResponseRedirect(reverse("admin:exchange_signingkey_changelist"))
+
+    return guarded
+
 
 def _short_time(value) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else "—"
@@ -27,12 +45,12 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     list_display = ["kid_short", "tenant", "alg", "state_badge", "created", "signs_from", "retire_after_", "revoke"]
     list_display_links = ["kid_short"]
-    list_filter = ["state", "tenant"]
+    list_filter = ["state", "backend", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["kid"]
     exclude = ["private_key_encrypted"]
-    fields = ["tenant", "kid", "algorithm", "state", "public_jwk_pretty", "created_at", "activate_after",
-              "activated_at", "retiring_at", "retire_after", "retired_at", "private_part"]
+    fields = ["tenant", "kid", "algorithm", "backend", "kms_key_id", "state", "public_jwk_pretty", "created_at",
+              "activate_after", "activated_at", "retiring_at", "retire_after", "retired_at", "private_part"]
     readonly_fields = fields
     actions = None
 
@@ -78,7 +96,14 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="private part")
     def private_part(self, obj):
         # Whether it exists, never what it is.
-        return "destroyed" if obj.state in (KeyState.RETIRED, KeyState.REVOKED) else "kept encrypted at rest; never shown"
+        gone = obj.state in (KeyState.RETIRED, KeyState.REVOKED)
+        if obj.backend == KeyBackend.AWS_KMS:
+            if not gone:
+                return "held in AWS KMS; it never leaves KMS (every token is signed by a KMS Sign call)"
+            if obj.kms_deletion_scheduled_at:
+                return f"AWS KMS deletion scheduled at {_short_time(obj.kms_deletion_scheduled_at)} UTC (30-day waiting period)"
+            return "AWS KMS deletion not scheduled yet (asked again at the tenant's next key check)"
+        return "destroyed" if gone else "kept encrypted at rest; never shown"
 
     @admin.display(description="")
     def revoke(self, obj):
@@ -97,12 +122,12 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         return [
             path(
                 "rotate/<path:tenant_id>/",
-                view(partial(views.signing_key_rotate_view, model_admin=self)),
+                view(_kms_guarded(partial(views.signing_key_rotate_view, model_admin=self))),
                 name="exchange_signingkey_rotate",
             ),
             path(
                 "<path:object_id>/revoke/",
-                view(partial(views.signing_key_revoke_view, model_admin=self)),
+                view(_kms_guarded(partial(views.signing_key_revoke_view, model_admin=self))),
                 name="exchange_signingkey_revoke",
             ),
             *super().get_urls(),

@@ -17,7 +17,7 @@ from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_an
 from ..core.presets import PRESETS, preset_for_issuer
 from ..models import Issuer, Rule
 from ..services.rules import rule_position_next
-from . import views
+from . import candidates, views
 from .forms import IssuerChoiceField, RuleForm
 
 @admin.register(Rule)
@@ -26,12 +26,12 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     add_roles = change_roles = delete_roles = CONFIGURE
 
     form = RuleForm
-    list_display = ["order", "name", "tenant", "effect", "enabled", "issuer_ids", "tag_keys", "move"]
+    list_display = ["order", "name", "tenant", "rule_set", "effect", "enabled", "issuer_ids", "tag_keys", "move"]
     list_display_links = ["name"]
-    list_filter = ["effect", "enabled", "tenant"]
+    list_filter = ["shadow", "effect", "enabled", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["name", "when"]
-    ordering = ["tenant__slug", "position", "id"]
+    ordering = ["tenant__slug", "shadow", "position", "id"]
     fieldsets = [
         (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect", "any_owner"]}),
         (
@@ -79,6 +79,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             # The issuers offered are this tenant's: the tenant is fixed for this form.
             form.base_fields["tenant"].queryset = form.base_fields["tenant"].queryset.filter(pk=tenant_id)
         form.jwtex_tenant_id = tenant_id
+        form.jwtex_shadow = obj is None and (request.POST.get("_shadow") or request.GET.get("shadow")) == "1"
         return form
 
     def add_view(self, request, form_url="", extra_context=None):
@@ -117,6 +118,10 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def tag_keys(self, obj):
         return ", ".join(obj.session_tags or {}) or "—"
 
+    @admin.display(description="set", ordering="shadow")
+    def rule_set(self, obj):
+        return "candidate" if obj.shadow else "live"
+
     @admin.display(description="move")
     def move(self, obj):
         # Buttons of the changelist form (it carries the CSRF token): POST to the move URL.
@@ -137,13 +142,17 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            obj.position = rule_position_next(tenant=obj.tenant)
+            obj.position = rule_position_next(tenant=obj.tenant, shadow=obj.shadow)
         super().save_model(request, obj, form, change)
 
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
             path("simulate/", view(partial(views.rule_simulator_view, model_admin=self)), name="exchange_rule_simulate"),
+            path("candidate/<int:tenant_id>/", view(partial(candidates.candidate_view, model_admin=self)),
+                 name="exchange_rule_candidate"),
+            path("candidate/<int:tenant_id>/<str:action>/", view(partial(candidates.candidate_action_view, model_admin=self)),
+                 name="exchange_rule_candidate_action"),
             path(
                 "<path:object_id>/move/<str:direction>/",
                 view(partial(views.rule_move_view, model_admin=self)),

@@ -172,7 +172,8 @@ def rule_simulator_view(request, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/simulator.html",
-        _context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links),
+        _context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links,
+                 replay_tenants=tenants.order_by("slug")[:20]),
     )
 
 

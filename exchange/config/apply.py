@@ -131,10 +131,11 @@ def _sync_rules(
     report: ApplyReport,
     *,
     write: bool,
+    shadow: bool = False,
 ) -> None:
-    for item in desired.rules:
-        label = f"{desired.slug}/{json.dumps(item.name, ensure_ascii=False)}"
-        wanted = {**item.fields, "position": item.position}
+    for item in desired.shadow_rules if shadow else desired.rules:
+        label = f"{desired.slug}/{'shadow ' if shadow else ''}{json.dumps(item.name, ensure_ascii=False)}"
+        wanted = {**item.fields, "position": item.position, "shadow": shadow}
         row = existing.get(item.name)
         if row is None:
             report.note("rule", "created", label)
@@ -161,6 +162,7 @@ def _sync_tenant(desired: DesiredTenant, report: ApplyReport, *, write: bool) ->
     tenant = queryset.filter(slug=desired.slug).first()
     existing_issuers: dict[str, Issuer] = {}
     existing_rules: dict[str, Rule] = {}
+    existing_shadow: dict[str, Rule] = {}
     if tenant is None:
         report.note("tenant", "created", desired.slug)
         if write:
@@ -175,17 +177,21 @@ def _sync_tenant(desired: DesiredTenant, report: ApplyReport, *, write: bool) ->
         else:
             report.note("tenant", "unchanged", desired.slug)
         existing_issuers = {i.issuer_id: i for i in Issuer.objects.filter(tenant=tenant)}
-        existing_rules = {r.name: r for r in Rule.objects.filter(tenant=tenant).prefetch_related("issuers")}
+        for rule in Rule.objects.filter(tenant=tenant).prefetch_related("issuers"):
+            (existing_shadow if rule.shadow else existing_rules)[rule.name] = rule
 
     # Rules the file no longer lists go first, so nothing below can collide with them.
-    listed = {item.name for item in desired.rules}
-    gone = [rule for name, rule in existing_rules.items() if name not in listed]
-    for rule in sorted(gone, key=lambda r: (r.position, r.pk)):
-        report.note("rule", "deleted", f"{desired.slug}/{json.dumps(rule.name, ensure_ascii=False)}")
-        if write:
-            rule.delete()
+    for shadow, existing, items in ((False, existing_rules, desired.rules), (True, existing_shadow, desired.shadow_rules)):
+        listed = {item.name for item in items}
+        gone = [rule for name, rule in existing.items() if name not in listed]
+        for rule in sorted(gone, key=lambda r: (r.position, r.pk)):
+            label = f"{desired.slug}/{'shadow ' if shadow else ''}{json.dumps(rule.name, ensure_ascii=False)}"
+            report.note("rule", "deleted", label)
+            if write:
+                rule.delete()
     issuer_rows = _sync_issuers(tenant, desired, existing_issuers, report, write=write)
     _sync_rules(tenant, desired, existing_rules, issuer_rows, report, write=write)
+    _sync_rules(tenant, desired, existing_shadow, issuer_rows, report, write=write, shadow=True)
 
 
 def config_apply(*, document: Mapping, now: datetime, dry_run: bool = False) -> ApplyReport:

@@ -49,10 +49,11 @@ def _export_tenant(tenant: Tenant) -> dict[str, Any]:
         _export_fields(issuer, ISSUER_KEYS, Issuer)
         for issuer in Issuer.objects.filter(tenant=tenant).order_by("issuer_id")
     ]
-    out["rules"] = [
-        _export_rule(rule)
-        for rule in Rule.objects.filter(tenant=tenant).order_by("position", "id").prefetch_related("issuers")
-    ]
+    rules = Rule.objects.filter(tenant=tenant).order_by("position", "id").prefetch_related("issuers")
+    out["rules"] = [_export_rule(rule) for rule in rules if not rule.shadow]
+    shadow = [_export_rule(rule) for rule in rules if rule.shadow]
+    if shadow:  # the candidate set (SPEC §11); absent when there is none
+        out["shadow_rules"] = shadow
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +50,19 @@ TENANT_KEYS: dict[str, Key] = {
     "key_rotation_interval": Key("key_rotation_interval", "int"),
     "key_prepublish_window": Key("key_prepublish_window", "int"),
     "audit_retention_days": Key("audit_retention_days", "int"),
+    # Keep each exchange's verified upstream claims in its audit record, for replay (SPEC §11).
+    "keep_upstream_claims": Key("keep_upstream_claims", "bool"),
     # Only for the overview's AWS snippets (tenants/models.py validates them).
     "aws_account_ids": Key("aws_account_ids", "str_list"),
     "aws_region": Key("aws_region", "str"),
     "aws_role_name": Key("aws_role_name", "str"),
+    # Where new signing keys are made: local or aws-kms, and KMS's region and (optional) account.
+    # Never a key, its ARN or its material: those are state, not configuration (SPEC §6).
+    "key_backend": Key("key_backend", "str"),
+    "kms_region": Key("kms_region", "str"),
+    "kms_account_id": Key("kms_account_id", "str"),
 }
-TENANT_LISTS = ("issuers", "rules")
+TENANT_LISTS = ("issuers", "rules", "shadow_rules")  # shadow_rules: the candidate set (SPEC §11)
 
 ISSUER_KEYS: dict[str, Key] = {
     "id": Key("issuer_id", "str", required=True, exported_always=True),
@@ -179,66 +186,81 @@ def _check_mapper(value: Any, path: str, errors: Collector) -> bool:
     return ok
 
 
+def _check_str_list(value: Any, path: str, errors: Collector) -> bool:
+    if not isinstance(value, list):
+        errors.add(path, f"expected a list of strings, got {type_name(value)}")
+        return False
+    ok = True
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            errors.add(f"{path}[{index}]", f"expected a string, got {type_name(item)}")
+            ok = False
+    return ok
+
+
+def _check_str_map(value: Any, path: str, errors: Collector) -> bool:
+    if not isinstance(value, dict):
+        errors.add(path, f"expected a mapping of names to CEL expressions, got {type_name(value)}")
+        return False
+    ok = True
+    for key, item in value.items():
+        if not isinstance(key, str):
+            errors.add(dot(path, key), f"a key must be a string, got {type_name(key)} (quote it in YAML)")
+            ok = False
+        elif not isinstance(item, str):
+            errors.add(dot(path, key), f"expected a CEL expression (a string), got {type_name(item)}")
+            ok = False
+    return ok
+
+
+def _check_jwks(value: Any, path: str, errors: Collector) -> bool:
+    if value is None:
+        return True
+    try:
+        keys = KeySet.from_jwks(value)
+    except ValueError:
+        errors.add(path, 'expected a JWKS: a mapping with a "keys" list')
+        return False
+    if not all(isinstance(k, dict) for k in value["keys"]):
+        errors.add(path, 'every entry of "keys" must be a JWK (a mapping)')
+        return False
+    if not keys.keys:
+        errors.add(path, "the JWKS has no usable public key (RSA, EC or OKP)")
+        return False
+    return True
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# kind -> (test, what the message says was expected): the scalar kinds.
+_SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (_whole, "a whole number"),
+    "optional_int": (lambda v: v is None or _whole(v), "a whole number or null"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+# kind -> checker reporting its own, more precise messages: the structured kinds.
+_STRUCTURED: dict[str, Callable[[Any, str, Collector], bool]] = {
+    "str_list": _check_str_list,
+    "issuer_ids": _check_str_list,
+    "str_map": _check_str_map,
+    "tag_map": _check_tag_map,
+    "mapper": _check_mapper,
+    "jwks": _check_jwks,
+}
+
+
 def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
     """True when ``value`` has the shape ``kind`` asks for; reports the problem otherwise."""
-    if kind == "str":
-        ok = isinstance(value, str)
-        expected = "a string"
-    elif kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        expected = "a whole number"
-    elif kind == "optional_int":
-        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-        expected = "a whole number or null"
-    elif kind == "bool":
-        ok = isinstance(value, bool)
-        expected = "true or false"
-    elif kind in ("str_list", "issuer_ids"):
-        if not isinstance(value, list):
-            errors.add(path, f"expected a list of strings, got {type_name(value)}")
-            return False
-        ok = True
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                errors.add(f"{path}[{index}]", f"expected a string, got {type_name(item)}")
-                ok = False
-        return ok
-    elif kind == "str_map":
-        if not isinstance(value, dict):
-            errors.add(path, f"expected a mapping of names to CEL expressions, got {type_name(value)}")
-            return False
-        ok = True
-        for key, item in value.items():
-            if not isinstance(key, str):
-                errors.add(dot(path, key), f"a key must be a string, got {type_name(key)} (quote it in YAML)")
-                ok = False
-            elif not isinstance(item, str):
-                errors.add(dot(path, key), f"expected a CEL expression (a string), got {type_name(item)}")
-                ok = False
-        return ok
-    elif kind == "tag_map":
-        return _check_tag_map(value, path, errors)
-    elif kind == "mapper":
-        return _check_mapper(value, path, errors)
-    elif kind == "jwks":
-        if value is None:
-            return True
-        try:
-            keys = KeySet.from_jwks(value)
-        except ValueError:
-            errors.add(path, 'expected a JWKS: a mapping with a "keys" list')
-            return False
-        if not all(isinstance(k, dict) for k in value["keys"]):
-            errors.add(path, 'every entry of "keys" must be a JWK (a mapping)')
-            return False
-        if not keys.keys:
-            errors.add(path, "the JWKS has no usable public key (RSA, EC or OKP)")
-            return False
+    if kind in _STRUCTURED:
+        return _STRUCTURED[kind](value, path, errors)
+    test, expected = _SCALARS[kind]
+    if test(value):
         return True
-    else:  # pragma: no cover - the tables above name only the kinds handled here
-        raise AssertionError(kind)
-    if not ok:
-        errors.add(path, f"expected {expected}, got {type_name(value)}")
-    return ok
+    errors.add(path, f"expected {expected}, got {type_name(value)}")
+    return False
 
 

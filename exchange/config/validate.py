@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from django.core.exceptions import ValidationError
@@ -61,6 +61,7 @@ class DesiredTenant:
     fields: dict[str, Any]
     issuers: list[DesiredIssuer]
     rules: list[DesiredRule]
+    shadow_rules: list[DesiredRule] = field(default_factory=list)  # the candidate set (SPEC §11)
 
 
 
@@ -182,17 +183,8 @@ def _rule_field_path(path: str, field_path: str) -> str:
     return f"{path}.{field_path}"
 
 
-def _validate_rule(
-    obj: Any, index: int, tenant_path: str, issuer_urls: Mapping[str, str], errors: Collector
-) -> DesiredRule | None:
-    raw_name = obj.get("name") if isinstance(obj, dict) else None
-    path = at(f"{tenant_path}.rules", raw_name if isinstance(raw_name, str) and raw_name else index, quote=True)
-    if not isinstance(obj, dict):
-        errors.add(path, f"expected a mapping, got {type_name(obj)}")
-        return None
-    check_keys(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
-    values, bad = _read_fields(obj, RULE_KEYS, Rule, path, errors)
-
+def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, str], errors: Collector) -> set[str]:
+    """The issuer ids a rule names, each reported unless the tenant's file defines it."""
     referenced: set[str] = set()
     if "issuers" in obj and check_value("issuer_ids", obj["issuers"], dot(path, "issuers"), errors):
         if not obj["issuers"]:
@@ -205,7 +197,11 @@ def _validate_rule(
                     f"unknown issuer {issuer_id!r}: this tenant's issuers in the file are: {known}",
                 )
             referenced.add(issuer_id)
+    return referenced
 
+
+def _check_rule_spec(values: dict, bad: set[str], referenced: set[str], path: str, errors: Collector) -> set[str]:
+    """The rule checked as the engine will compile it; returns the top-level fields it faulted."""
     tags, optional = session_tag_entries(values["session_tags"]) if "session_tags" not in bad else ((), frozenset())
     spec = RuleSpec(
         name=values["name"],
@@ -231,6 +227,22 @@ def _validate_rule(
             continue  # already reported as a type error; the default stood in for it
         spec_bad.add(top)
         errors.add(_rule_field_path(path, field_path), message)
+    return spec_bad
+
+
+def _validate_rule(
+    obj: Any, index: int, tenant_path: str, issuer_urls: Mapping[str, str], errors: Collector, *, key: str = "rules"
+) -> DesiredRule | None:
+    raw_name = obj.get("name") if isinstance(obj, dict) else None
+    path = at(f"{tenant_path}.{key}", raw_name if isinstance(raw_name, str) and raw_name else index, quote=True)
+    if not isinstance(obj, dict):
+        errors.add(path, f"expected a mapping, got {type_name(obj)}")
+        return None
+    check_keys(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
+    values, bad = _read_fields(obj, RULE_KEYS, Rule, path, errors)
+
+    referenced = _rule_issuers(obj, path, issuer_urls, errors)
+    spec_bad = _check_rule_spec(values, bad, referenced, path, errors)
     owner_problem = owner_pinning_problem(
         effect=values["effect"], when=values["when"], any_owner=values["any_owner"],
         issuer_urls=[issuer_urls[i] for i in sorted(referenced) if i in issuer_urls],
@@ -283,6 +295,11 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
         _validate_rule(item, i, path, issuer_urls, errors) for i, item in enumerate(_validate_list(obj, "rules", path, errors))
     ]
     _duplicates(rules, lambda d: d.name, lambda d: d.path, "rule name", errors)
+    shadow = [
+        _validate_rule(item, i, path, issuer_urls, errors, key="shadow_rules")
+        for i, item in enumerate(_validate_list(obj, "shadow_rules", path, errors))
+    ]
+    _duplicates(shadow, lambda d: d.name, lambda d: d.path, "shadow rule name", errors)
     if not isinstance(raw_slug, str) or not raw_slug:
         return None
     return DesiredTenant(
@@ -291,6 +308,7 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
         fields=values,
         issuers=[d for d in issuers if d is not None],
         rules=[d for d in rules if d is not None],
+        shadow_rules=[d for d in shadow if d is not None],
     )
 
 

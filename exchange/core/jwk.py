@@ -1,4 +1,5 @@
-"""Signing key material: generation, public JWKs with RFC 7638 key ids, encryption at rest. Pure.
+"""Signing key material: generation, public JWKs with RFC 7638 key ids, encryption at rest, and
+the JWS form of signatures (ECDSA's DER ↔ raw r||s). Pure.
 
 Private keys exist in clear only in memory. At rest they are Fernet tokens (AES-128-CBC +
 HMAC-SHA256) under the operator's key-encryption secrets: the first encrypts, every one
@@ -14,17 +15,26 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 __all__ = [
     "KeyDecryptionError",
     "decrypt_private_key",
+    "ecdsa_der_to_raw",
+    "ecdsa_raw_to_der",
     "encrypt_private_key",
     "generate_private_key",
+    "jwk_signature_size",
     "jwk_thumbprint",
     "key_encryption",
     "public_jwk",
+    "public_jwk_from_spki",
+    "sign_with_private_key",
 ]
 
 RSA_KEY_BITS = 2048
@@ -49,8 +59,10 @@ def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
-def public_jwk(private_key: Any, *, algorithm: str) -> dict[str, Any]:
-    public = private_key.public_key()
+def public_jwk(key: Any, *, algorithm: str) -> dict[str, Any]:
+    """The public JWK of ``key`` (a private key, or the public key itself), with its RFC 7638 kid."""
+    public = key.public_key() if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) else key
+    _check_public_key(public, algorithm=algorithm)
     if isinstance(public, ec.EllipticCurvePublicKey):
         numbers = public.public_numbers()
         jwk: dict[str, Any] = {
@@ -64,6 +76,64 @@ def public_jwk(private_key: Any, *, algorithm: str) -> dict[str, Any]:
         jwk = {"kty": "RSA", "n": _b64url_uint(numbers.n), "e": _b64url_uint(numbers.e)}
     jwk.update({"kid": jwk_thumbprint(jwk), "alg": algorithm, "use": "sig"})
     return jwk
+
+
+def _check_public_key(public: Any, *, algorithm: str) -> None:
+    # RFC 7518 §3.4: ES256 is ECDSA on P-256; §3.3: RS256 needs an RSA key of at least 2048 bits.
+    if algorithm == "ES256":
+        if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(public.curve, ec.SECP256R1):
+            raise ValueError("ES256 needs a P-256 key")
+    elif algorithm == "RS256":
+        if not isinstance(public, rsa.RSAPublicKey) or public.key_size < RSA_KEY_BITS:
+            raise ValueError(f"RS256 needs an RSA key of at least {RSA_KEY_BITS} bits")
+    else:
+        raise ValueError(f"unsupported signing algorithm {algorithm!r}")
+
+
+def public_jwk_from_spki(der: bytes, *, algorithm: str) -> dict[str, Any]:
+    """The JWK of a DER SubjectPublicKeyInfo (RFC 5280 §4.1), such as AWS KMS's GetPublicKey answers."""
+    return public_jwk(serialization.load_der_public_key(bytes(der)), algorithm=algorithm)
+
+
+def jwk_signature_size(jwk: dict[str, Any]) -> int:
+    """Bytes of a signature by this key: ES256's r||s is 64 (RFC 7518 §3.4), RS256's the modulus length."""
+    if jwk["kty"] == "EC":
+        return 64
+    n = jwk["n"]
+    return len(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)).lstrip(b"\0"))
+
+
+# --- signatures in their JWS form ---------------------------------------------------------------
+
+_P256_SIZE = 32  # bytes of r and of s on P-256 (RFC 7518 §3.4: "32 octets" each)
+
+
+def ecdsa_der_to_raw(der: bytes, *, size: int = _P256_SIZE) -> bytes:
+    """RFC 7518 §3.4: a JWS ECDSA signature is r and s as unsigned big-endian integers of ``size``
+    octets each, concatenated; cryptography and AWS KMS give the DER SEQUENCE of two INTEGERs
+    (RFC 3279 §2.2.3), where an integer has no leading zeros and a 0x00 before a high bit."""
+    r, s = decode_dss_signature(bytes(der))  # strict DER: trailing bytes and long forms are refused
+    limit = 1 << (8 * size)
+    if not (0 < r < limit and 0 < s < limit):
+        raise ValueError(f"not an ECDSA signature of {size}-octet integers")
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def ecdsa_raw_to_der(raw: bytes, *, size: int = _P256_SIZE) -> bytes:
+    """The inverse of ``ecdsa_der_to_raw`` (what a DER-speaking verifier needs)."""
+    if len(raw) != 2 * size:
+        raise ValueError(f"a raw ECDSA signature is {2 * size} octets, not {len(raw)}")
+    return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
+
+
+def sign_with_private_key(private_key: Any, *, algorithm: str, signing_input: bytes) -> bytes:
+    """The JWS signature by a local key: ES256 → raw r||s (RFC 7518 §3.4), RS256 → RSASSA-PKCS1-v1_5
+    with SHA-256 (§3.3), as PyJWT makes them."""
+    if algorithm == "ES256":
+        return ecdsa_der_to_raw(private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+    if algorithm == "RS256":
+        return private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    raise ValueError(f"unsupported signing algorithm {algorithm!r}")
 
 
 def generate_private_key(algorithm: str) -> Any:

@@ -5,15 +5,20 @@ Pure: no ORM, no network, no clock (``now`` is a parameter, CONVENTIONS §7).
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .aws import AWS_TAGS_CLAIM, MAX_SUBJECT_LENGTH, MAX_TAG_VALUE_LENGTH, MAX_WEB_IDENTITY_TOKEN_LENGTH
+from .aws import (
+    AWS_TAGS_CLAIM,
+    MAX_SUBJECT_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_WEB_IDENTITY_TOKEN_LENGTH,
+)
 from .values import Decision, MintedToken, SignerKey
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "encoded_length",
     "largest_token_length",
     "mint_token",
+    "sign_compact",
     "signature_bytes",
     "token_length",
 ]
@@ -54,7 +60,12 @@ def _check_key(signer: SignerKey) -> None:
     # RFC 7518 §3.4: ES256 is ECDSA on P-256 with SHA-256; §3.3: RS256 is RSASSA-PKCS1-v1_5
     # with SHA-256 and a key of at least 2048 bits.
     key = signer.private_key
-    if signer.algorithm == "ES256":
+    if signer.remote_sign is not None:  # the key lives elsewhere (AWS KMS): its public part was checked
+        if signer.algorithm not in ("ES256", "RS256"):
+            raise ValueError(f"Signing key {signer.kid!r}: unsupported algorithm {signer.algorithm!r}.")
+        if signer.algorithm == "RS256" and signer.signature_size < 256:
+            raise ValueError(f"Signing key {signer.kid!r}: RS256 needs an RSA key of at least 2048 bits.")
+    elif signer.algorithm == "ES256":
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
             raise ValueError(f"Signing key {signer.kid!r}: ES256 needs a P-256 private key.")
     elif signer.algorithm == "RS256":
@@ -108,14 +119,42 @@ def encoded_length(payload: dict[str, Any], *, header: dict[str, Any], signature
 
 
 def signature_bytes(signer: SignerKey) -> int:
-    """ES256: r||s, 64 bytes (RFC 7518 §3.4); RS256: the modulus length."""
+    """ES256: r||s, 64 bytes (RFC 7518 §3.4); RS256: the modulus length (a KMS RSA_2048 key: 256)."""
     if signer.algorithm == "ES256":
         return 64
+    if signer.private_key is None:
+        return signer.signature_size
     return (signer.private_key.key_size + 7) // 8
 
 
 def _header(signer: SignerKey) -> dict[str, Any]:
     return {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def sign_compact(payload: Mapping[str, Any], *, signer: SignerKey, headers: Mapping[str, Any] | None = None) -> str:
+    """The compact JWS (RFC 7515 §7.1) of ``payload`` signed by ``signer``, local or AWS KMS: the one
+    signing step of every token jwtex makes. Header ``alg``, ``kid`` and ``typ: JWT`` (RFC 7519
+    §5.1) plus ``headers`` (which may not change ``alg`` or ``kid``), members sorted, JSON compact
+    and ASCII-escaped: byte for byte what PyJWT's ``jwt.encode`` makes, which ``encoded_length``
+    counts. A remote signer's ``TemporarilyUnavailable`` passes through (nothing is signed)."""
+    _check_key(signer)
+    header = _header(signer)
+    for name, value in (headers or {}).items():
+        if name in ("alg", "kid") and value != header[name]:
+            raise ValueError(f"The {name!r} header is the signing key's own; it cannot be {value!r}.")
+        header[name] = value
+    signing_input = b".".join([
+        _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()),
+        _b64url(json.dumps(payload, separators=(",", ":")).encode()),
+    ])
+    signature = signer.sign(signing_input)
+    if len(signature) != signature_bytes(signer):  # a wrong length would make encoded_length lie
+        raise ValueError(f"Signing key {signer.kid!r} made a {len(signature)}-byte signature, not {signature_bytes(signer)}.")
+    return (signing_input + b"." + _b64url(signature)).decode("ascii")
 
 
 def largest_token_length(
@@ -160,9 +199,8 @@ def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, 
     if length > MAX_WEB_IDENTITY_TOKEN_LENGTH:
         raise TokenTooLong(length)
 
-    # PyJWT writes ES256 signatures as raw r||s (RFC 7518 §3.4), not DER. It adds "alg";
-    # we add "kid" and "typ" (RFC 7519 §5.1).
-    token = jwt.encode(payload, signer.private_key, algorithm=signer.algorithm, headers={"kid": signer.kid, "typ": "JWT"})
+    # ES256 signatures as raw r||s (RFC 7518 §3.4), not DER; header alg, kid and typ (RFC 7519 §5.1).
+    token = sign_compact(payload, signer=signer)
     if len(token) > MAX_WEB_IDENTITY_TOKEN_LENGTH:  # encoded_length is exact (tested); this is the last word
         raise TokenTooLong(len(token))
     return MintedToken(

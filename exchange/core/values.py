@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .jwk import sign_with_private_key
 from .limits import DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_AGE
 
 
@@ -96,12 +97,26 @@ class RuleTrace:
 
 @dataclass(frozen=True)
 class SignerKey:
+    """A key that signs: a local private key, or a ``remote_sign`` callable that returns the JWS
+    signature of a signing input (AWS KMS, exchange.kms: its private key never leaves KMS, and
+    ``private_key`` is None). ``sign`` is the one call either way (exchange.core.minting)."""
+
     kid: str
     algorithm: str  # "ES256" | "RS256"
-    private_key: Any  # a cryptography private key object
+    private_key: Any = None  # a cryptography private key object (backend "local")
+    remote_sign: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    signature_size: int = 0  # bytes of a remote signer's signatures (RS256: the modulus length)
+    backend: str = "local"  # "local" | "aws-kms"
+
+    def sign(self, signing_input: bytes) -> bytes:
+        """The JWS signature of ``signing_input`` (RFC 7515 §5.1): ES256 as raw r||s (RFC 7518
+        §3.4), RS256 as is. A remote signer may raise ``TemporarilyUnavailable``."""
+        if self.remote_sign is not None:
+            return self.remote_sign(signing_input)
+        return sign_with_private_key(self.private_key, algorithm=self.algorithm, signing_input=signing_input)
 
     def __repr__(self) -> str:  # never show key material in logs or tracebacks
-        return f"SignerKey(kid={self.kid!r}, algorithm={self.algorithm!r})"
+        return f"SignerKey(kid={self.kid!r}, algorithm={self.algorithm!r}, backend={self.backend!r})"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Attempt:
     rule_id: int | None = None
     rule_name: str = ""
     mapper: Any = None  # the mapper call of a mapper rule (exchange.services.mapper.MapperCall)
+    shadow: dict[str, Any] | None = None  # what the candidate rules would have done, if different
+    claims: Mapping[str, Any] | None = None  # the verified claims, for a tenant that keeps them
 
     def decided_by(self, *, rule_id: int | None, rule_name: str) -> None:
         if rule_name:
@@ -95,6 +97,10 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     if attempt.mapper is not None:
         fields.update(mapper_outcome=attempt.mapper.outcome or "failed", mapper_latency_ms=attempt.mapper.latency_ms,
                       mapper_error=attempt.mapper.error[:500])
+    if attempt.shadow is not None:
+        fields["shadow"] = attempt.shadow
+    if attempt.claims is not None:
+        fields["upstream_claims"] = dict(attempt.claims)
     if minted is not None:
         fields.update(
             decision=AuditDecision.ALLOWED,

@@ -31,6 +31,7 @@ from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, mapper_decide
+from .shadow import shadow_divergence
 
 logger = logging.getLogger("jwtex.exchange")
 
@@ -54,8 +55,7 @@ def exchange_token(
         attempt.parsed = token_parse(subject_token)
         attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
         verified = token_verify(attempt.issuer, attempt.parsed, now=now)
-        decision = rules_decide(runtime, issuer_id=attempt.issuer.issuer_id, claims=verified.claims, audience=audience,
-                                on_mapper=attempt.mapper_called, now=now)
+        decision = rules_step(runtime, attempt, verified, audience=audience, now=now)
         attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
         minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
     except ExchangeError as exc:
@@ -160,6 +160,28 @@ def rules_decide(
         return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
                              now=time.time() if now is None else now, on_call=on_mapper)
     return decided
+
+
+def rules_step(runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken, *, audience: str | None,
+               now: float) -> Decision:
+    """``rules_decide`` for an exchange: the attempt hears of a mapper call, keeps the verified
+    claims if the tenant asks for it, and — only when the tenant has a candidate set — notes
+    what the shadow rules would have done differently (SPEC §11)."""
+    if runtime.keep_upstream_claims:
+        attempt.claims = verified.claims
+    issuer_id = attempt.issuer.issuer_id
+    try:
+        decision = rules_decide(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
+                                on_mapper=attempt.mapper_called, now=now)
+    except ExchangeError as exc:
+        if runtime.shadow_rules is not None:
+            attempt.shadow = shadow_divergence(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
+                                               live=exc)
+        raise
+    if runtime.shadow_rules is not None:
+        attempt.shadow = shadow_divergence(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
+                                           live=decision)
+    return decision
 
 
 def token_mint(

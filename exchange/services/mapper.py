@@ -22,10 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, TemporarilyUnavailable
+from ..core.minting import sign_compact
 from ..core.rules.engine import Delegation
 from ..core.rules.mapper import mapper_decision
 from ..core.values import Decision
@@ -106,8 +105,7 @@ def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float) -> 
     issued = int(now)
     payload = {"iss": runtime.issuer_url, "aud": url, "sub": issuer_id, "iat": issued, "nbf": issued,
                "exp": issued + BEARER_LIFETIME, "jti": uuid.uuid4().hex}
-    signer = runtime.signer
-    return jwt.encode(payload, signer.private_key, algorithm=signer.algorithm, headers={"kid": signer.kid, "typ": "JWT"})
+    return sign_compact(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
 
 
 def mapper_decide(

@@ -163,7 +163,7 @@ def _issuer_status(issuer: Issuer, *, now: datetime) -> IssuerHealth:
 def tenant_audiences(*, tenant: Tenant) -> list[str]:
     """Every audience a token of this tenant may carry: the default and those rules allow."""
     audiences = [tenant.default_audience]
-    for audience, extra in Rule.objects.filter(tenant=tenant, enabled=True, effect=Effect.ALLOW).values_list(
+    for audience, extra in Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW).values_list(
         "audience", "audiences"
     ):
         for value in [audience, *(extra or [])]:
@@ -177,7 +177,7 @@ def tenant_session_tag_keys(*, tenant: Tenant) -> list[str]:
     (AWS tag keys ignore case)."""
     keys: list[str] = []
     seen: set[str] = set()
-    for tags in Rule.objects.filter(tenant=tenant, enabled=True, effect=Effect.ALLOW).order_by(
+    for tags in Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW).order_by(
         "position", "id"
     ).values_list("session_tags", flat=True):
         for key in tags or {}:

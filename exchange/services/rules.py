@@ -1,4 +1,5 @@
-"""Rule order: a new rule goes last; ▲/▼ swap a rule with its neighbour (the admin's buttons)."""
+"""Rule order: a new rule goes last; ▲/▼ swap a rule with its neighbour (the admin's buttons) —
+within its own set, the live rules or the candidate (shadow) rules."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from ..models import Rule
 POSITION_STEP = 10
 
 
-def rule_position_next(*, tenant: Tenant) -> int:
-    """A new rule goes last."""
-    last = Rule.objects.filter(tenant=tenant).aggregate(last=Max("position"))["last"]
+def rule_position_next(*, tenant: Tenant, shadow: bool = False) -> int:
+    """A new rule goes last (of the live set, or of the candidate set)."""
+    last = Rule.objects.filter(tenant=tenant, shadow=shadow).aggregate(last=Max("position"))["last"]
     return (last or 0) + POSITION_STEP
 
 
@@ -28,7 +29,7 @@ def rule_move(*, rule: Rule, direction: str) -> bool:
         raise ValueError("direction is 'up' or 'down'")
     with transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).filter(pk=rule.tenant_id).first()
-        ordered = list(Rule.objects.filter(tenant_id=rule.tenant_id).order_by("position", "id"))
+        ordered = list(Rule.objects.filter(tenant_id=rule.tenant_id, shadow=rule.shadow).order_by("position", "id"))
         index = next(i for i, r in enumerate(ordered) if r.pk == rule.pk)
         other = index - 1 if direction == "up" else index + 1
         if not 0 <= other < len(ordered):
