@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class ExchangeConfig(AppConfig):
@@ -7,3 +8,6 @@ class ExchangeConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, invalidation, runtime  # noqa: F401  (system checks; cache invalidation and its receiver)
+        from .config import revisions  # its receiver records a revision after every effective change
+
+        post_migrate.connect(revisions.revisions_baseline, sender=self, dispatch_uid="jwtex.revisions.baseline")

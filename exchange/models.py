@@ -362,3 +362,34 @@ class SweepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} succeeded at {self.succeeded_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class RevisionSource(models.TextChoices):
+    CREATED = "created", "tenant created"
+    BASELINE = "baseline", "history starts here"
+    ADMIN = "admin", "admin"
+    APPLY = "apply", "jwtex_apply"
+    RESTORE = "restore", "restore"
+    PROMOTE = "promote", "shadow rules promoted"
+    SYSTEM = "system", "system"
+
+
+class Revision(models.Model):
+    """One effective change of a tenant's configuration (SPEC §11): the whole configuration as
+    ``jwtex_export --tenant T`` printed it then (YAML text, byte for byte), numbered per tenant
+    from 1. Written only by exchange.services.revisions; kept for as long as the tenant."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    created_at = models.DateTimeField(db_index=True)
+    author = models.CharField(max_length=200, help_text='a username, "jwtex_apply (file)" or "system"')
+    source = models.CharField(max_length=16, choices=RevisionSource.choices)
+    summary = models.CharField(max_length=500)
+    document = models.TextField(help_text="the tenant's configuration in the SPEC §6 format (YAML)")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="revision_unique_number_per_tenant")]
+        ordering = ["tenant__slug", "-number"]
+
+    def __str__(self) -> str:
+        return f"revision {self.number} of {self.tenant_id}"

@@ -14,6 +14,8 @@ from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 
+from exchange.services.revisions import revision_actor
+
 from .login_throttle import LoginThrottleMiddleware
 
 # Paths that never use a session, a cookie or a form.
@@ -52,3 +54,25 @@ class AdminMessageMiddleware(_AdminOnly, MessageMiddleware):
 
 class AdminLoginThrottleMiddleware(_AdminOnly, LoginThrottleMiddleware):
     pass
+
+
+ADMIN_PREFIX = "/admin/"
+
+
+class AdminRevisionActorMiddleware:
+    """Changes an admin request makes are recorded as its user's, from "admin" (revisions, SPEC
+    §11). The user is read only if the request changes a tenant's configuration. After the
+    authentication middleware; admin paths only."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path_info.startswith(ADMIN_PREFIX):
+            return self.get_response(request)
+        def username() -> str:
+            user = getattr(request, "user", None)
+            return user.get_username() if user is not None and user.is_authenticated else ""
+
+        with revision_actor(author=username, source="admin"):
+            return self.get_response(request)

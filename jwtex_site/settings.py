@@ -127,6 +127,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "jwtex_site.middleware.AdminCsrfViewMiddleware",
     "jwtex_site.middleware.AdminAuthenticationMiddleware",
+    # Who made a configuration change, for its revision (SPEC §11).
+    "jwtex_site.middleware.AdminRevisionActorMiddleware",
     "jwtex_site.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -15,8 +15,9 @@ from tenants.admin_mixins import NOBODY, OWN, VIEW, TenantScopedAdminMixin
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
+from ..keys import SigningKeyUnavailable
 from ..services.tenants import tenant_create
-from . import views
+from . import revisions, views
 from .forms import TenantForm
 
 
@@ -30,13 +31,16 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     form = TenantForm
     list_display = ["slug", "name", "enabled", "issuer_link", "pages"]
-    list_filter = ["enabled", "signing_algorithm"]
+    list_filter = ["enabled", "signing_algorithm", "key_backend"]
     search_fields = ["slug", "name"]
     readonly_fields = ["issuer_url", "config_version", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "enabled", "issuer_url"]}),
         ("Tokens", {"fields": ["default_audience", "max_token_lifetime", "signing_algorithm", "rate_limit_per_minute"]}),
-        ("Keys and retention", {"fields": ["key_rotation_interval", "key_prepublish_window", "audit_retention_days"]}),
+        ("Keys and retention", {"fields": [
+            "key_backend", "kms_region", "kms_account_id",
+            "key_rotation_interval", "key_prepublish_window", "audit_retention_days", "keep_upstream_claims",
+        ]}),
         ("AWS set-up (optional)", {
             "fields": ["aws_account_ids", "aws_region", "aws_role_name"],
             "description": "These only fill in the overview's AWS and CI snippets (instead of example values); "
@@ -67,6 +71,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def pages(self, obj):
         links = [
             (reverse("admin:tenants_tenant_overview", args=[obj.pk]), "Overview"),
+            (reverse("admin:tenants_tenant_revisions", args=[obj.pk]), "Revisions"),
             (reverse("admin:exchange_issuer_changelist") + f"?tenant__id__exact={obj.pk}", "Issuers"),
             (reverse("admin:exchange_rule_changelist") + f"?tenant__id__exact={obj.pk}", "Rules"),
             (reverse("admin:exchange_rule_simulate") + f"?tenant={obj.pk}", "Simulator"),
@@ -82,8 +87,33 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                 self.admin_site.admin_view(partial(views.tenant_overview_view, model_admin=self)),
                 name="tenants_tenant_overview",
             ),
+            *self._revision_urls(),
             *super().get_urls(),
         ]
+
+    def _revision_urls(self):
+        def view(function):
+            return self.admin_site.admin_view(partial(function, model_admin=self))
+
+        return [
+            path("<path:object_id>/revisions/", view(revisions.revision_list_view), name="tenants_tenant_revisions"),
+            path(
+                "<path:object_id>/revisions/<int:number>/", view(revisions.revision_detail_view),
+                name="tenants_tenant_revision",
+            ),
+            path(
+                "<path:object_id>/revisions/<int:number>/restore/", view(revisions.revision_restore_view),
+                name="tenants_tenant_revision_restore",
+            ),
+        ]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except SigningKeyUnavailable as exc:
+            # AWS KMS could not make the new tenant's first key: nothing was created (one transaction).
+            messages.error(request, f"The tenant was not created: {exc.messages[0]}")
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -24,8 +24,9 @@ from ..core.aws import AWS_TAGS_CLAIM
 from ..core.errors import ExchangeError
 from ..core.rules import engine
 from ..core.values import Decision
-from ..models import ExchangeRecord, Rule
+from ..models import ExchangeRecord, RevisionSource, Rule
 from ..runtime import TenantRuntime, runtime_build
+from .revisions import revision_actor, revision_actor_current
 
 __all__ = ["REPORT_KINDS", "outcome_of", "shadow_divergence", "shadow_report", "shadow_rules_discard",
            "shadow_replay", "shadow_rules_promote", "shadow_rules_start"]
@@ -105,8 +106,9 @@ def shadow_rules_start(*, tenant: Tenant) -> int:
 
 def shadow_rules_promote(*, tenant: Tenant) -> int:
     """The candidate set becomes the live rules in one transaction (the live ones are deleted);
-    one revision records it. Returns how many rules are live now."""
-    with transaction.atomic():
+    one revision records it (source "promote", by whoever promotes). Returns how many rules are live now."""
+    by = revision_actor_current().author
+    with revision_actor(author=by, source=RevisionSource.PROMOTE, note="candidate rules promoted"), transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
         candidates = list(Rule.objects.filter(tenant=tenant, shadow=True))
         if not candidates:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from exchange.config.apply import config_apply
 from exchange.config.files import config_load
 from exchange.config.schema import ConfigError
+from exchange.services.revisions import revision_actor
 
 
 class Command(BaseCommand):
@@ -31,7 +32,9 @@ class Command(BaseCommand):
         try:
             text, source, fmt = self._read(file, options.get("stdin") or sys.stdin)
             document = config_load(text, source=source, fmt=fmt)
-            report = config_apply(document=document, now=timezone.now(), dry_run=dry_run)
+            # The revisions this makes say where they came from (SPEC §11).
+            with revision_actor(author=f"jwtex_apply ({Path(source).name or source})", source="apply"):
+                report = config_apply(document=document, now=timezone.now(), dry_run=dry_run)
         except ConfigError as exc:
             for path, message in exc.errors:
                 self.stderr.write(f"{path}: {message}")
