@@ -12,6 +12,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exchange.conf import jwtex_settings
 from exchange.models import ExchangeRecord, SweepRun
 from exchange.services import operations
 from tests.conftest import REPO_ROOT
@@ -42,10 +43,15 @@ def test_healthz_answers_without_looking_at_anything(client, monkeypatch):
     assert client.post("/healthz").status_code == 405
 
 
+def shared_cache_ok() -> dict:
+    """The cache is checked only when it is shared (CACHE_URL, as in .ci/run's second pass)."""
+    return {"cache": "ok"} if jwtex_settings.shared_cache else {}
+
+
 def test_readyz_checks_the_database_and_the_broker(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok", **shared_cache_ok()}}
     assert not ExchangeRecord.objects.exists()  # not audited
 
 
@@ -57,7 +63,7 @@ def test_a_hanging_dependency_is_reported_within_the_budget_and_not_checked_twic
         first = client.get("/readyz")
         assert time.monotonic() - started < operations.CHECK_BUDGET + 0.5
         assert first.status_code == 503
-        assert first.json()["checks"] == {"database": "failed: no answer within 1 s", "broker": "ok"}
+        assert first.json()["checks"] == {"database": "failed: no answer within 1 s", "broker": "ok", **shared_cache_ok()}
         second = client.get("/readyz")
         assert second.json()["checks"]["database"] == "failed: a previous check is still waiting"
     finally:
