@@ -25,9 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError  # light; boto3 itself is imported when first used
 
 from .core import jwk
 from .core.errors import TemporarilyUnavailable
@@ -54,7 +52,7 @@ DELETION_WINDOW_DAYS = 30
 # Tags on every key jwtex makes: which tenant it signs for, and who manages it.
 TENANT_TAG, MANAGED_BY_TAG = "jwtex:tenant", "managed-by"
 
-_CONFIG = Config(
+_CONFIG = dict(
     connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}, max_pool_connections=16
 )
 _clients: dict[str, Any] = {}
@@ -78,7 +76,13 @@ def _client(region: str) -> Any:
         with _clients_lock:
             client = _clients.get(region)
             if client is None:
-                client = _clients[region] = boto3.session.Session().client("kms", region_name=region, config=_CONFIG)
+                # Imported here: boto3 costs every process ~0.1 s to import, and most tenants sign locally.
+                import boto3
+                from botocore.config import Config
+
+                client = _clients[region] = boto3.session.Session().client(
+                    "kms", region_name=region, config=Config(**_CONFIG)
+                )
     return client
 
 

@@ -6,20 +6,32 @@ refuses disabled keys (``DisabledException``) and keys pending deletion
 (``KMSInvalidStateException``). moto's ScheduleKeyDeletion and DisableKey also fail (500) on a
 key ARN, which AWS accepts. ``MotoKms`` teaches its server those rules, so the tests meet KMS as
 AWS documents it (API reference: Sign, ScheduleKeyDeletion), not a laxer or a stricter one.
+
+One server per test process (each xdist worker starts its own), emptied before every test by
+moto's own reset (``/moto-api/reset``: milliseconds; a server per module took half a second to
+stop). Most of a KMS test's time was boto3 making clients: botocore reads and parses its JSON
+models (service, endpoints, partitions) afresh for every ``Session``, ~70 ms a client, and jwtex
+makes a session per client (``exchange.kms._client``), made again after every change of the
+environment. The tests share one botocore loader, that cache of files, among sessions, as
+boto3's default session does among its clients (``_share_botocore_models``), and the server
+lists moto's package once instead of at every request (``_route_without_listing_moto``); every
+request is made and answered as before.
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pytest
@@ -86,6 +98,34 @@ def _teach_moto() -> None:
         setattr(KmsBackend, name, _any_key_id(getattr(KmsBackend, name)))
 
 
+def _route_without_listing_moto() -> None:
+    """moto's server routes every request by first listing its own package directory and
+    stat-ing each entry (``moto.backends.list_of_moto_modules``: ~200 system calls, about a
+    quarter of the CPU of a Sign through boto3); the list is the same every time: made once."""
+    import moto.backends
+
+    if not getattr(moto.backends.list_of_moto_modules, "jwtex_listed", False):
+        modules = tuple(moto.backends.list_of_moto_modules())
+
+        def list_of_moto_modules():
+            return modules
+
+        list_of_moto_modules.jwtex_listed = True
+        moto.backends.list_of_moto_modules = list_of_moto_modules
+
+
+def _share_botocore_models() -> None:
+    """Every botocore ``Session`` of this process reads AWS's JSON models (services, endpoints,
+    partitions) through one loader, which caches what it read: a new session, so a new client,
+    costs milliseconds instead of ~70 ms. The files are the same for every session; credentials,
+    region, endpoint and config are still resolved per session, as before."""
+    import botocore.session
+
+    if not getattr(botocore.session.create_loader, "jwtex_shared", False):
+        botocore.session.create_loader = functools.cache(botocore.session.create_loader)
+        botocore.session.create_loader.jwtex_shared = True
+
+
 class MotoKms:
     """moto's server in a thread of this process, on 127.0.0.1 and a free port."""
 
@@ -93,6 +133,7 @@ class MotoKms:
         from moto.server import ThreadedMotoServer
 
         _teach_moto()
+        self._clients: dict[tuple[str, str, str], Any] = {}
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on stderr
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
@@ -100,7 +141,15 @@ class MotoKms:
         self.endpoint = f"http://{host}:{port}"
 
     def stop(self) -> None:
-        self._server.stop()
+        # werkzeug's serve_forever looks for a shutdown request every 0.5 s, or as soon as a
+        # connection arrives: knock until it has seen it.
+        address = self._server.get_host_and_port()
+        stopping = threading.Thread(target=self._server.stop)
+        stopping.start()
+        while stopping.is_alive():
+            with suppress(OSError):
+                socket.create_connection(address, timeout=0.1).close()
+            stopping.join(0.02)
 
     def environment(self, endpoint: str | None = None) -> dict[str, str]:
         return {**ENVIRONMENT, "AWS_ENDPOINT_URL_KMS": endpoint or self.endpoint, "AWS_ENDPOINT_URL": self.endpoint}
@@ -115,12 +164,18 @@ class MotoKms:
         self._post("/moto-api/reset")
 
     def client(self, service: str = "kms", **credentials: str) -> Any:
+        """The tests' own boto3 client of ``service`` on this server (made once: its endpoint,
+        region and credentials are explicit, none from the environment a test changes)."""
         import boto3
 
-        return boto3.client(
-            service, region_name=REGION, endpoint_url=self.endpoint,
-            aws_access_key_id=credentials.get("key", "testing"), aws_secret_access_key=credentials.get("secret", "testing"),
-        )
+        key, secret = credentials.get("key", "testing"), credentials.get("secret", "testing")
+        client = self._clients.get((service, key, secret))
+        if client is None:
+            client = self._clients[service, key, secret] = boto3.client(
+                service, region_name=REGION, endpoint_url=self.endpoint,
+                aws_access_key_id=key, aws_secret_access_key=secret,
+            )
+        return client
 
     @contextmanager
     def iam_enforced(self):
@@ -156,8 +211,11 @@ def closed_port_endpoint() -> str:
 # --- pytest fixtures (imported by the test modules that use them) ---------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def moto_kms():
+    """moto's server, one per test process (an xdist worker is one), emptied by ``kms``."""
+    _share_botocore_models()
+    _route_without_listing_moto()
     server = MotoKms()
     yield server
     server.stop()
@@ -168,7 +226,7 @@ def kms(moto_kms, monkeypatch):
     """moto's KMS, empty, as the standard AWS chain finds it (environment: endpoint, credentials)."""
     from exchange.kms import kms_clients_reset
 
-    moto_kms.reset()
+    moto_kms.reset()  # every account, region and service of the server: no key nor IAM user of an earlier test
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
         monkeypatch.delenv(name, raising=False)
     for name, value in moto_kms.environment().items():

@@ -32,6 +32,19 @@ def _get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+DEMO = """
+import io, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")
+import django
+django.setup()
+from django.core.management import call_command
+config = io.StringIO()
+call_command("jwtex_demo_upstream", "config", stdout=config)
+call_command("jwtex_apply", "-", stdin=io.StringIO(config.getvalue()), stdout=io.StringIO())
+call_command("jwtex_demo_upstream", "token")
+"""
+
+
 def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_cleanly(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
@@ -49,23 +62,21 @@ def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_clea
             except OSError:
                 return False
 
-        if not poll(up, timeout=60, interval=0.2, stop=lambda: make.poll() is not None):
+        if not poll(up, timeout=60, interval=0.05, stop=lambda: make.poll() is not None):
             make.kill()
             raise AssertionError("make run did not come up:\n" + make.communicate()[0][-3000:])
 
-        manage = [sys.executable, "manage.py"]
-        config = subprocess.run([*manage, "jwtex_demo_upstream", "config"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, check=True).stdout
-        subprocess.run([*manage, "jwtex_apply", "-"], cwd=ROOT, env=env, input=config, capture_output=True, text=True,
-                       check=True)
+        # The demo upstream (jwtex_demo_upstream config | jwtex_apply -, then a token from it), in
+        # one process of the same deployment (its environment, so var/ and the database of the run).
+        demo = subprocess.run([sys.executable, "-c", DEMO], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        token = demo.stdout.strip().splitlines()[-1]
         status, body = _get(f"{base}/t/acme/.well-known/openid-configuration")
         assert status == 200
         discovery = json.loads(body)
         assert discovery["issuer"] == f"{base}/t/acme"
         assert discovery["jwks_uri"] == f"{base}/t/acme/.well-known/jwks.json"
 
-        token = subprocess.run([*manage, "jwtex_demo_upstream", "token"], cwd=ROOT, env=env, capture_output=True,
-                               text=True, check=True).stdout
         request = urllib.request.Request(f"{base}/t/acme/exchange?issuerId=github", data=token.encode(), method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             issued = response.read().decode()

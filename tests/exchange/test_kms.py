@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 import yaml
+from botocore.retries.standard import ExponentialBackoff
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -235,9 +236,13 @@ class _FailingKms(BaseHTTPRequestHandler):
     (("KeyUnavailableException", 500), 2),
 ])
 def test_every_kms_refusal_answers_503(kms_exchange, client, upstream, monkeypatch, error, attempts):
+    # The attempts are counted, not waited for: botocore's jittered pause before its retry (up
+    # to 1 s after a throttling) is not jwtex's to test.
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
     handler = type("Handler", (_FailingKms,), {"error": error, "calls": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits for serve_forever's next look at it: every 0.5 s by default.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         kms_unreachable(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
         assert_unavailable(exchange(client, upstream), kms_exchange, f"AWS KMS Sign: {error[0]}")

@@ -15,6 +15,7 @@ from exchange.core.rotation import MAX_PUBLISHED_KEYS
 from exchange.keys import signing_key_revoke, signing_key_rotate
 from exchange.models import KeyState, SigningKey
 from exchange.services.exchange import exchange_token
+from tenants.models import Tenant
 from tests.exchange.test_kms import (
     allow_everything,
     exchange,
@@ -31,22 +32,36 @@ def kms_state(kms, key: SigningKey) -> str:
     return kms.client().describe_key(KeyId=key.kms_key_id)["KeyMetadata"]["KeyState"]
 
 
-@pytest.mark.parametrize("algorithm, days", [("ES256", 365), ("RS256", 90)])
+LIFETIME = timedelta(hours=12)
+# Nothing of a tenant's keys changes before its next key check (keys_next_check_at, on which the
+# sweep rotates it): from a retirement to the next pre-publication, that is days away.
+QUIET = timedelta(days=1)
+
+
+@pytest.mark.parametrize("algorithm, days", [("ES256", 365), ("RS256", 35)])
 def test_a_year_of_kms_rotation_keeps_every_unexpired_token_verifiable(db, kms, client, upstream, algorithm, days):
-    # 7-day keys, published 2 h before they sign, 12-hour tokens (the local backend's test, on KMS).
+    # 7-day keys, published 2 h before they sign, 12-hour tokens (the local backend's test, on KMS):
+    # a year of them with ES256, five weeks (four rotations or more) with RS256.
     tenant = kms_tenant(algorithm=algorithm, key_rotation_interval=7 * 86400, key_prepublish_window=2 * 3600,
-                        max_token_lifetime=43200)
+                        max_token_lifetime=int(LIFETIME.total_seconds()))
     allow_everything(tenant, upstream)
-    tenant.rules.update(lifetime=43200)
+    tenant.rules.update(lifetime=int(LIFETIME.total_seconds()))
     first = SigningKey.objects.get(tenant=tenant)
     rng = random.Random(11)
     issued: list[tuple[str, int]] = []  # (token, exp) of every token issued, while unexpired
     first_seen: dict[str, object] = {}
     now, end = first.created_at, first.created_at + timedelta(days=days)
-    activations = 0
+    activations = handovers = 0
+    # Every step rotates (now and then with the operator's "rotate now"), reads the served JWKS
+    # and verifies every unexpired token against it. Within QUIET of the tenant's next key check
+    # the clock moves 2–11 h a step, less than a token lives, so each step's token is verified at
+    # the next: through every pre-publication, activation and retirement (each up to 11 h late).
+    # Through the quiet days between it strides two to four days, landing 2–11 h before the check
+    # at the latest; a token is exchanged at every step whose next one comes before it expires
+    # (a stride's token could not be verified by any later step).
     while now < end:
         at = int(now.timestamp())
-        result = signing_key_rotate(tenant_id=tenant.pk, now=now, force=rng.random() < 0.01)
+        result = signing_key_rotate(tenant_id=tenant.pk, now=now, force=rng.random() < 0.03)
         activations += bool(result.activated)
         for kid in result.retired:  # its last token has expired: KMS will delete it, it cannot sign
             assert kms_state(kms, SigningKey.objects.get(kid=kid)) == "PendingDeletion"
@@ -60,12 +75,20 @@ def test_a_year_of_kms_rotation_keeps_every_unexpired_token_verifiable(db, kms, 
             key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
             jwt.decode(token, key.key, algorithms=[algorithm], audience="sts.amazonaws.com", issuer=ISSUER_URL,
                        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
-        minted = exchange_token(tenant_slug="acme", subject_token=upstream.mint(iat=at, nbf=at, exp=at + 300), now=at)
-        # It signs with a key every relying party has seen (or the tenant's very first one).
-        assert minted.kid == first.kid or now - first_seen[minted.kid] >= timedelta(seconds=JWKS_MAX_AGE)
-        issued.append((minted.token, minted.expires_at))
-        now += timedelta(hours=rng.choice([2, 5, 7, 13]))
+        handovers += bool(result.activated and issued)  # the last key's tokens, verified once the next signs
+        due = Tenant.objects.values_list("keys_next_check_at", flat=True).get(pk=tenant.pk)
+        step = timedelta(hours=rng.choice([2, 5, 7, 11]))
+        if due is not None and due - now > QUIET:
+            step = min(timedelta(days=rng.choice([2, 3, 4])), due - now - step)
+        if step < LIFETIME:
+            subject = upstream.mint(iat=at, nbf=at, exp=at + 300)
+            minted = exchange_token(tenant_slug="acme", subject_token=subject, now=at)
+            # It signs with a key every relying party has seen (or the tenant's very first one).
+            assert minted.kid == first.kid or now - first_seen[minted.kid] >= timedelta(seconds=JWKS_MAX_AGE)
+            issued.append((minted.token, minted.expires_at))
+        now += step
     assert activations >= days // 7 - 1  # it really rotated, all along
+    assert handovers >= days // 7 - 1  # and the last key's tokens were verified once the next one signed
     keys = list(SigningKey.objects.filter(tenant=tenant))
     assert all(k.backend == "aws-kms" and bytes(k.private_key_encrypted) == b"" for k in keys)
     for key in keys:

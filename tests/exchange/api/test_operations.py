@@ -9,7 +9,10 @@ import sys
 import threading
 import time
 
+import dj_database_url
 import pytest
+from django.db.utils import ConnectionHandler
+from django.utils.connection import ConnectionProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.conf import jwtex_settings
@@ -71,7 +74,7 @@ def test_a_hanging_dependency_is_reported_within_the_budget_and_not_checked_twic
 
 
 def _readyz_in_a_process(tmp_path, **env: str) -> tuple[int, dict]:
-    """/readyz of a process whose environment points a dependency at a closed port."""
+    """/readyz of a process whose environment (``env``) points dependencies at closed ports."""
     script = ("import django, json; django.setup(); from django.test import Client; "
               "r = Client().get('/readyz', HTTP_HOST='127.0.0.1'); print(r.status_code, r.content.decode())")
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_"))}
@@ -84,21 +87,52 @@ def _readyz_in_a_process(tmp_path, **env: str) -> tuple[int, dict]:
     return int(status), json.loads(body)
 
 
-def test_readyz_is_503_naming_an_unreachable_database_without_saying_where_it_is(tmp_path):
-    status, body = _readyz_in_a_process(tmp_path, DATABASE_URL="postgres://jwtex:secret@127.0.0.1:1/jwtex")
-    assert status == 503 and body["checks"]["database"].startswith("failed: ")
-    assert body["checks"]["broker"] == "ok"
+UNREACHABLE_DATABASE = "postgres://jwtex:secret@127.0.0.1:1/jwtex"
+
+
+@pytest.fixture
+def checks_of_earlier_probes_finished():
+    """In this process, a check an earlier test left waiting (the hanging one above, released at
+    its end) has finished, so this test's probe runs every check afresh."""
+    for thread in list(operations._running.values()):
+        thread.join(5)
+
+
+def test_readyz_of_a_process_with_unreachable_dependencies_names_each_without_saying_where_they_are(tmp_path):
+    # One process whose environment points its database, shared cache and broker at a closed
+    # port each (what each one alone does to the answer: the tests below).
+    status, body = _readyz_in_a_process(tmp_path, DATABASE_URL=UNREACHABLE_DATABASE, CACHE_URL="redis://127.0.0.1:1/0",
+                                        CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    assert status == 503 and body["status"] == "unavailable"
+    assert set(body["checks"]) == {"database", "cache", "broker"}
+    assert all(verdict.startswith("failed: ") for verdict in body["checks"].values()), body
     assert "127.0.0.1" not in json.dumps(body) and "secret" not in json.dumps(body)
 
 
-def test_readyz_is_503_naming_an_unreachable_shared_cache(tmp_path):
-    status, body = _readyz_in_a_process(tmp_path, CACHE_URL="redis://127.0.0.1:1/0")
-    assert status == 503 and body["checks"]["cache"].startswith("failed: ") and body["checks"]["database"] == "ok"
+def test_readyz_is_503_naming_an_unreachable_database_without_saying_where_it_is(
+    client, monkeypatch, checks_of_earlier_probes_finished
+):
+    # The check's connection goes to a real PostgreSQL address nothing listens on (one
+    # connection per thread, as django.db.connection is).
+    unreachable = {**dj_database_url.parse(UNREACHABLE_DATABASE), "OPTIONS": {"connect_timeout": 3}}
+    databases = ConnectionHandler({"default": unreachable})
+    monkeypatch.setattr(operations, "connection", ConnectionProxy(databases, "default"))
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "failed: OperationalError", "broker": "ok", **shared_cache_ok()}
+    assert "127.0.0.1" not in response.content.decode() and "secret" not in response.content.decode()
 
 
-def test_readyz_is_503_naming_an_unreachable_broker(tmp_path):
-    status, body = _readyz_in_a_process(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:1/0")
-    assert status == 503 and body["checks"]["broker"].startswith("failed: ")
+def test_readyz_is_503_naming_an_unreachable_shared_cache(client, settings, checks_of_earlier_probes_finished):
+    # As jwtex_site/settings.py configures CACHE_URL=redis://127.0.0.1:1/0.
+    settings.CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0",
+        "KEY_PREFIX": "jwtex", "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+    }}
+    settings.JWTEX_SHARED_CACHE = True
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "cache": "failed: ConnectionError"}
 
 
 def test_metrics_count_every_exchange_by_tenant_decision_and_error(client, upstream, allow_rule):
