@@ -31,9 +31,10 @@ run: $(STAMP)
 serve: $(STAMP)
 	@PORT=$(PORT) $(PY) -m jwtex_site.serve
 
-# The whole suite, on every core (pytest-xdist); PYTEST_ARGS="-n0 -x" for one process.
+# The whole suite, on every core (pytest-xdist; an idle worker takes tests queued for a busy one);
+# PYTEST_ARGS="-n0 -x" for one process.
 test: $(STAMP)
-	$(PY) -m pytest -n auto $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 # Per-step and end-to-end exchange costs on this machine (throwaway SQLite, or DATABASE_URL).
 bench: $(STAMP)
