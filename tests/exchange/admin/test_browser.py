@@ -64,6 +64,20 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def log_in_as_member(page, live_server, django_user_model, tenant, username: str, role: str = "operator"):
+    """A staff user with ``role`` in ``tenant``, logged in through the admin's login form."""
+    from tenants.models import Membership
+
+    user = django_user_model.objects.create_user(username=username, password=PASSWORD, is_staff=True)
+    Membership.objects.create(user=user, tenant=tenant, role=role)
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#jwtex-tenants")
+    return user
+
+
 def exchange(live_server, tenant, issuer_id: str, token: str) -> int:
     request = urllib.request.Request(
         f"{live_server.url}/t/{tenant.slug}/exchange?issuerId={issuer_id}",
@@ -82,18 +96,11 @@ def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant
                                                         upstream, django_user_model):
     from exchange.conf import jwtex_settings
     from exchange.models import ExchangeRecord, Issuer, Rule
-    from tenants.models import Membership
 
-    user = django_user_model.objects.create_user(username="olga", password=PASSWORD, is_staff=True)
-    Membership.objects.create(user=user, tenant=tenant, role="operator")
     base = live_server.url
 
     # 1. Log in: the index lists the user's tenant and the screens the role may use.
-    page.goto(f"{base}/admin/")
-    page.fill("#id_username", "olga")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#jwtex-tenants")
+    log_in_as_member(page, live_server, django_user_model, tenant, "olga")
     assert "Acme Corp (acme)" in page.inner_text("#jwtex-tenants")
     assert "globex" not in page.content().lower()
     shot(page, "01-index")

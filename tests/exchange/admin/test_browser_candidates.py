@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.exchange.admin.test_browser import ARTIFACTS, PASSWORD, exchange, page, shot  # noqa: F401 - fixtures
+from tests.exchange.admin.test_browser import exchange, log_in_as_member, page, shot  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -13,16 +13,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_an_operator_tries_a_candidate_in_shadow_then_promotes_it(page, live_server, tenant, issuer, allow_rule,  # noqa: F811
                                                                   upstream, django_user_model):
     from exchange.models import ExchangeRecord, Rule
-    from tenants.models import Membership
 
-    user = django_user_model.objects.create_user(username="grace", password=PASSWORD, is_staff=True)
-    Membership.objects.create(user=user, tenant=tenant, role="operator")
     base = live_server.url
-    page.goto(f"{base}/admin/")
-    page.fill("#id_username", "grace")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#jwtex-tenants")
+    log_in_as_member(page, live_server, django_user_model, tenant, "grace")
 
     page.goto(f"{base}/admin/exchange/rule/candidate/{tenant.pk}/")
     page.wait_for_selector("#no-candidate")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.exchange.admin.test_browser import ARTIFACTS, PASSWORD, exchange, page, shot  # noqa: F401 - fixtures
+from tests.exchange.admin.test_browser import exchange, log_in_as_member, page, shot  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,18 +16,11 @@ BROKEN = "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/mia
 def test_an_operator_sees_the_revision_of_a_bad_edit_and_restores_the_one_before(page, live_server, tenant, issuer,  # noqa: F811
                                                                                  allow_rule, upstream, django_user_model):
     from exchange.models import Revision
-    from tenants.models import Membership
 
-    user = django_user_model.objects.create_user(username="grace", password=PASSWORD, is_staff=True)
-    Membership.objects.create(user=user, tenant=tenant, role="operator")
     assert exchange(live_server, tenant, issuer.issuer_id, upstream.mint()) == 200
     before = Revision.objects.filter(tenant=tenant).order_by("-number").first()
     base = live_server.url
-    page.goto(f"{base}/admin/")
-    page.fill("#id_username", "grace")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_selector("#jwtex-tenants")
+    log_in_as_member(page, live_server, django_user_model, tenant, "grace")
 
     page.goto(f"{base}/admin/exchange/rule/{allow_rule.pk}/change/")
     page.fill("#id_when", BROKEN)
