@@ -15,6 +15,7 @@ from exchange.services import exchange as exchange_module
 from exchange.services import shadow as shadow_module
 from exchange.services.exchange import exchange_token
 from exchange.services.shadow import shadow_replay, shadow_report, shadow_rules_promote, shadow_rules_start
+from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -191,14 +192,15 @@ def test_shadow_rules_in_the_file_are_applied_and_exported_back():
     from exchange.config.apply import config_apply
     from exchange.config.export import config_export
 
-    document = {"tenants": [{"slug": "acme", "name": "Acme", "issuers": [
+    document = {"tenants": [{"slug": "acme", "name": "Acme", "keep_upstream_claims": True, "issuers": [
         {"id": "ci", "issuer": "https://ci.example", "audiences": ["aud"]}],
         "rules": [{"name": "main", "issuers": ["ci"], "when": "claims.ref == 'refs/heads/main'", "effect": "allow"}],
         "shadow_rules": [{"name": "main", "issuers": ["ci"], "when": "false", "effect": "allow"},
                          {"name": "rest", "issuers": ["ci"], "when": "true", "effect": "deny"}]}]}
     config_apply(document=document, now=timezone.now())
     exported = config_export(tenant_slugs=["acme"])["tenants"][0]
-    assert [r["name"] for r in exported["rules"]] == ["main"]
+    assert [r["name"] for r in exported["rules"]] == ["main"] and exported["keep_upstream_claims"] is True
+    assert Tenant.objects.get(slug="acme").keep_upstream_claims
     assert [(r["name"], r["when"]) for r in exported["shadow_rules"]] == [("main", "false"), ("rest", "true")]
     assert not config_apply(document=yaml.safe_load(yaml.safe_dump(config_export(tenant_slugs=["acme"]))),
                             now=timezone.now()).changed
