@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("JWTEX_PUBLIC_URL", public_url(options.host, options.port))
     env.setdefault("JWTEX_LOG_FORMAT", "text")  # readable in a terminal; production logs JSON
-    for step in (("check",), ("migrate", "--noinput", "--skip-checks"), ("jwtex_dev_admin",)):
+    # migrate runs the system checks first (each warning printed once; an error stops here).
+    for step in (("migrate", "--noinput"), ("jwtex_dev_admin",)):
         code = subprocess.call(_manage(*step), cwd=ROOT, env=env)
         if code:
             return code
