@@ -360,6 +360,11 @@ def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: ti
         return Outcome.NOT_DUE
     if not _flight_take(row.pk):
         return Outcome.IN_FLIGHT
+    if failed_recently(row.pk, now):
+        # The caller looked before a fetch elsewhere failed and let go of the flight: that
+        # failure holds for the whole cool-down here too (one upstream connection per window).
+        _flight_release(row.pk)
+        return Outcome.FAILED
     if not _slots.acquire(blocking=False):
         _flight_release(row.pk)
         return Outcome.IN_FLIGHT  # this process already waits on enough upstreams

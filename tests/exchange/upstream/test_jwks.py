@@ -523,6 +523,31 @@ def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_answer_at_once(issuer
 
 
 @pytest.mark.django_db
+def test_a_request_that_looked_before_a_failure_elsewhere_does_not_fetch_again(issuer, server, now, monkeypatch):
+    """The race the served tarpit test once met: a request checks "failed recently?" (no), then,
+    before it takes the flight, another process's fetch fails, marks the failure and lets go of the
+    flight. Taking the free flight, the request must still honour the failure: one connection per
+    cool-down window, whoever looked when."""
+    from exchange.upstream import refresh
+
+    looked = []
+    real = refresh.failed_recently
+
+    def failing_elsewhere_after_the_look(pk, when):
+        answer = real(pk, when)
+        if not looked:  # the look in issuer_keys_get: then the other process's fetch fails
+            looked.append(answer)
+            refresh._failed_mark(pk, when)
+        return answer
+
+    monkeypatch.setattr(refresh, "failed_recently", failing_elsewhere_after_the_look)
+    with pytest.raises(TemporarilyUnavailable):
+        issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now)
+    assert looked == [False] and server.requests == []
+    assert cache.get(refresh._mark_key("fetch", issuer.pk)) is None  # the flight is free again
+
+
+@pytest.mark.django_db
 def test_after_a_failure_requests_answer_503_at_once_without_a_query_or_a_fetch(
     issuer, server, now, django_assert_num_queries
 ):
