@@ -171,17 +171,16 @@ def rules_step(runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken
         attempt.claims = verified.claims
     issuer_id = attempt.issuer.issuer_id
     try:
-        decision = rules_decide(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
-                                on_mapper=attempt.mapper_called, now=now)
+        decided: Decision | ExchangeError = rules_decide(runtime, issuer_id=issuer_id, claims=verified.claims,
+                                                         audience=audience, on_mapper=attempt.mapper_called, now=now)
     except ExchangeError as exc:
-        if runtime.shadow_rules is not None:
-            attempt.shadow = shadow_divergence(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
-                                               live=exc)
-        raise
+        decided = exc
     if runtime.shadow_rules is not None:
         attempt.shadow = shadow_divergence(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
-                                           live=decision)
-    return decision
+                                           live=decided)
+    if isinstance(decided, ExchangeError):
+        raise decided
+    return decided
 
 
 def token_mint(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from tenants.models import Tenant
 
@@ -141,9 +141,11 @@ def shadow_report(*, tenant: Tenant, now: datetime, kind: str | None = None, lim
     kind and the newest records (of ``kind``, if given)."""
     recent = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=now - timedelta(hours=24),
                                            shadow__isnull=False)
-    counts = {key: recent.filter(condition).count() for key, (_, condition) in REPORT_KINDS.items()}
+    counts = recent.aggregate(total=Count("id"), **{key: Count("id", filter=condition)
+                                                    for key, (_, condition) in REPORT_KINDS.items()})
+    total = counts.pop("total")
     rows = recent.filter(REPORT_KINDS[kind][1]) if kind in REPORT_KINDS else recent
-    return {"total": recent.count(), "counts": counts, "kind": kind, "labels": {k: v[0] for k, v in REPORT_KINDS.items()},
+    return {"total": total, "counts": counts, "kind": kind, "labels": {k: v[0] for k, v in REPORT_KINDS.items()},
             "records": list(rows.order_by("-created_at", "-id")[:limit])}
 
 
