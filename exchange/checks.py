@@ -30,6 +30,7 @@ class Messages:
         "across web processes."
     )
     LOGIN_THROTTLE = "Admin login throttling is off."
+    RULE_COST = "Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that reaches it."
 
 
 class Hints:
@@ -48,6 +49,8 @@ class Hints:
     DEV_KEY = "Set JWTEX_KEY_ENCRYPTION_KEYS before holding real keys; never run like this in production."
     PER_PROCESS_CACHE = "Set CACHE_URL=redis://… (the README's production set-up)."
     LOGIN_THROTTLE = "Keep LoginThrottleMiddleware and JWTEX_LOGIN_MAX_FAILURES > 0."
+    RULE_COST = ("It was saved before rules had a cost budget; jwtex never changes it. Open it in the admin (saving "
+                 "shows where its cost is) and simplify it, or delete it.")
 
 
 class Codes:
@@ -63,6 +66,7 @@ class Codes:
     DEV_KEY = "jwtex.W001"
     PER_PROCESS_CACHE = "jwtex.W002"
     LOGIN_THROTTLE = "jwtex.W003"
+    RULE_COST = "jwtex.W004"
 
 
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
@@ -158,6 +162,33 @@ def check_shared_cache(app_configs, **kwargs):
 def check_login_throttle(app_configs, **kwargs):
     off = _LOGIN_THROTTLE_MIDDLEWARE not in settings.MIDDLEWARE or jwtex_settings.login_max_failures <= 0
     return _problem(Warning, "LOGIN_THROTTLE") if _production() and off else []
+
+
+@register(Tags.database)
+def check_rule_costs(app_configs, databases=None, **kwargs):
+    """Every saved rule (live or candidate) over the cost budget rules have now (SPEC §5): saved
+    before the budget existed, it is reported here and denied when reached, never changed. A
+    database check (it reads and costs every rule): ``manage.py check --database default`` and
+    ``migrate`` run it."""
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from .core.rules.budget import rule_cost
+    from .core.rules.spec import check_spec
+    from .models import Rule
+
+    found = []
+    try:
+        rules = list(Rule.objects.select_related("tenant").order_by("tenant__slug", "shadow", "position", "id"))
+    except DatabaseError:  # no tables yet (before migrate): nothing is saved
+        return []
+    for rule in rules:
+        problems, expressions = check_spec(rule.spec())
+        why = None if problems else rule_cost(expressions).over_budget
+        if why:
+            found.extend(_problem(Warning, "RULE_COST", rule=rule.name, tenant=rule.tenant.slug, why=why))
+    return found
 
 
 def refuse_unsafe_start(what: str) -> None:

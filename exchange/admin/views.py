@@ -159,10 +159,13 @@ def rule_simulator_view(request, *, model_admin):
     if data is not None and form.is_valid():
         tenant, issuer = form.cleaned_data["tenant"], form.cleaned_data["issuer"]
         audience = form.cleaned_data["audience"].strip() or None
+        draft = form.cleaned_data.get("draft")  # a rule to try first, checked as saving it would be
         if form.cleaned_data["mode"] == "token":
-            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience)
+            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
+                                    draft=draft)
         else:
-            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"], audience=audience)
+            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
+                                     audience=audience, draft=draft)
     rule_links = {}
     if result is not None:
         rule_links = {
@@ -173,7 +176,8 @@ def rule_simulator_view(request, *, model_admin):
         request,
         "jwtex/simulator.html",
         _context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links,
-                 replay_tenants=tenants.order_by("slug")[:20]),
+                 replay_tenants=tenants.order_by("slug")[:20],
+                 draft_warnings=form.cleaned_data.get("draft_warnings", []) if result is not None else []),
     )
 
 
