@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from .cel_regex import pattern_cost
 from .cel_syntax import (
     Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct, Unary,
 )
@@ -183,9 +184,14 @@ def _problem(node: Expr, bound: frozenset[str]) -> Problem | None:
     receiver = node.target is not None and namespaced(node) is None
     allowed = function.receiver_args if receiver else function.global_args
     if arity in allowed:
-        if name == "matches" and not _is_string_literal(node.args[0]):
-            return Problem("matches() needs a literal pattern (a string in quotes): the cost of a pattern "
-                           "taken from the claims cannot be bounded.", node.args[0].line, node.args[0].column)
+        if name == "matches":
+            pattern = node.args[0]
+            if not _is_string_literal(pattern):
+                return Problem("matches() needs a literal pattern (a string in quotes): the cost of a pattern "
+                               "taken from the claims cannot be bounded.", pattern.line, pattern.column)
+            problem = pattern_cost(pattern.value).problem  # type: ignore[attr-defined]
+            if problem:
+                return Problem(f"matches(): {problem}.", pattern.line, pattern.column)
         return None
     if not allowed and receiver:
         return Problem(f"{name} is not called on a value: it is a global function, e.g. {function.example}.", *where)
