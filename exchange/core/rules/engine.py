@@ -241,6 +241,7 @@ class _Evaluation:
         self.measured = False
         self.why_large = ""
         self.charged: list[tuple[float, ...]] = []
+        self.spent = 0.0  # cost units charged so far, at self.step
 
     def note(self, rule: CompiledRule, applies: bool, result: str, error: str | None = None) -> None:
         if self.trace is not None:
@@ -258,19 +259,20 @@ class _Evaluation:
         cost = rule.cost
         if cost.over_budget:
             self.refuse(rule, f"is over its cost budget: {cost.over_budget}")
-        if not self.measured and (cost.total(self.step) > RULE_COST_BUDGET or self.spent(costs) > EXCHANGE_COST_BUDGET):
+        spent = self.spent + costs[self.step]
+        if not self.measured and (cost.total(self.step) > RULE_COST_BUDGET or spent > EXCHANGE_COST_BUDGET):
             self.measured = True  # the worst case does not fit: measure the claims, once
             self.step, self.why_large = claims_step(self.claims)
+            self.spent = sum(c[self.step] for c in self.charged)
+            spent = self.spent + costs[self.step]
         if cost.total(self.step) > RULE_COST_BUDGET:
             self.refuse(rule, f"is over its cost budget for claims this large: {self.why_large}",
                         " cannot be evaluated over claims this large.")
-        if self.spent(costs) > EXCHANGE_COST_BUDGET:
-            self.refuse(rule, f"is over the exchange's cost budget: {self.spent(costs):,.0f} cost units with the "
+        if spent > EXCHANGE_COST_BUDGET:
+            self.refuse(rule, f"is over the exchange's cost budget: {spent:,.0f} cost units with the "
                               f"{len(self.charged)} evaluation(s) before it, over {EXCHANGE_COST_BUDGET:,}")
         self.charged.append(costs)
-
-    def spent(self, costs: tuple[float, ...]) -> float:
-        return sum(c[self.step] for c in self.charged) + costs[self.step]
+        self.spent = spent
 
     def refuse(self, rule: CompiledRule, reason: str, description: str = " is over its cost budget.") -> None:
         self.note(rule, True, "error", reason)
