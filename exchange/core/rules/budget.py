@@ -35,6 +35,12 @@ class RuleCost:
     when: tuple[float, ...]
     outputs: tuple[float, ...]
     over_budget: str | None = None
+    totals: tuple[float, ...] = ()  # when + outputs, per step (filled in)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "totals", tuple(w + o for w, o in zip(self.when, self.outputs)))
+        if self.over_budget:  # never cheap enough to run: every step says so
+            object.__setattr__(self, "totals", tuple(float("inf") for _ in self.when))
 
     def total(self, step: int) -> float:
         return self.when[step] + self.outputs[step]

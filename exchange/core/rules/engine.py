@@ -257,15 +257,19 @@ class _Evaluation:
         """Count ``costs`` (one of the rule's, per claims step) before running them; deny when the
         rule may not run or the evaluation would go over its budget."""
         cost = rule.cost
+        spent = self.spent + costs[self.step]
+        if spent <= EXCHANGE_COST_BUDGET and cost.totals[self.step] <= RULE_COST_BUDGET:  # the usual case
+            self.charged.append(costs)
+            self.spent = spent
+            return
         if cost.over_budget:
             self.refuse(rule, f"is over its cost budget: {cost.over_budget}")
-        spent = self.spent + costs[self.step]
-        if not self.measured and (cost.total(self.step) > RULE_COST_BUDGET or spent > EXCHANGE_COST_BUDGET):
-            self.measured = True  # the worst case does not fit: measure the claims, once
+        if not self.measured:  # the worst case does not fit: measure the claims, once
+            self.measured = True
             self.step, self.why_large = claims_step(self.claims)
             self.spent = sum(c[self.step] for c in self.charged)
             spent = self.spent + costs[self.step]
-        if cost.total(self.step) > RULE_COST_BUDGET:
+        if cost.totals[self.step] > RULE_COST_BUDGET:
             self.refuse(rule, f"is over its cost budget for claims this large: {self.why_large}",
                         " cannot be evaluated over claims this large.")
         if spent > EXCHANGE_COST_BUDGET:
@@ -280,8 +284,9 @@ class _Evaluation:
 
     def matches(self, rule: CompiledRule) -> bool:
         """Whether the rule's condition is exactly true; anything but a boolean denies."""
-        if rule.cost is not None:
-            self.charge(rule, rule.cost.when)
+        cost = rule.cost
+        if cost is not None:
+            self.charge(rule, cost.when)
         try:
             matched = execute(rule.when, self.context)
             if not isinstance(matched, bool):
