@@ -163,13 +163,15 @@ def token_length_bound(
     audiences: Sequence[str], subject: str, largest: bool,
 ) -> int:
     """The length of a token with these tags (key, value) and this subject: with ``largest``, the
-    issuer, audience and signature at the largest jwtex produces; without, at the smallest. Extra
-    claims count with empty values (their size is known only at exchange time)."""
+    issuer, audience and signature at the largest jwtex produces, extra claims with empty strings
+    (their size is known only at exchange time); without, at the smallest (extra claims ``0``).
+    ``audiences``: the rule's audience ("" for the tenant's default), then those it allows."""
     audience_choices = [a for a in audiences if a]
     if largest:
         audience = max(audience_choices or ["a" * _LARGEST_AUDIENCE], key=len)
-    else:  # the rule's own audience if it names one (the tenant's default may be shorter)
-        audience = audiences[0] if audiences and audiences[0] else "a"
+    else:  # the shortest a caller may get (the tenant's default may be one character)
+        own = audiences[0] if audiences and audiences[0] else "a"
+        audience = min([own, *(a for a in audiences[1:] if a)], key=len)
     decision = Decision(
         rule_id=None,
         rule_name="",
@@ -178,7 +180,7 @@ def token_length_bound(
         lifetime=3600,
         session_tags=tuple(tags),
         transitive_tag_keys=tuple(transitive_tag_keys),
-        extra_claims={name: "" for name in claim_names},
+        extra_claims={name: "" if largest else 0 for name in claim_names},
     )
     issuer = "i" * (_LARGEST_ISSUER if largest else _SMALLEST_ISSUER)
     payload = build_payload(decision=decision, issuer=issuer, issued_at=9_999_999_999, jti="j" * 32)

@@ -79,7 +79,7 @@ def cost_problem(expressions: Mapping[str, CompiledExpression]) -> tuple[str, st
                    f"(lists and maps of up to 128 items, 512 in all, 16 KiB of token); a rule may cost at most "
                    f"{RULE_COST_BUDGET:,}")
     if where is not None:
-        excerpt = worst.source.splitlines()[where.line - 1][where.column - 1:where.column + 39].strip()
+        excerpt = worst.source.split("\n")[where.line - 1][where.column - 1:where.column + 39].strip()
         message += f". Most of it is here: {excerpt}{'…' if len(excerpt) >= 40 else ''}"
     message += (". Comprehensions that build lists (map, filter), long concatenations and patterns with "
                 "classes cost the most; test fewer claims, or split the rule.")
