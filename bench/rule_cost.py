@@ -105,7 +105,8 @@ def run_ms(rules, claims: dict, repeat: int = 3) -> tuple[float, str]:
     for _ in range(repeat):
         start = time.process_time()
         try:
-            decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a", max_lifetime=900)
+            decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a",
+                   max_lifetime=900)
             outcome = "allowed"
         except Exception as exc:  # noqa: BLE001 — a denial is an outcome here
             outcome = getattr(exc, "reason", str(exc))
@@ -156,8 +157,8 @@ def exchange_worst(out=print) -> float:
         f"{worst:.2f} ms; each set stopped by its budget: {why[:70]}…")
     wide = {"sub": "s", "l": [""] * 4000}
     assert len(json.dumps(wide, separators=(",", ":"))) <= MAX_TOKEN_BYTES * 3 // 4
-    simple = [compile_rule(RuleSpec(name=f"r{i}", issuers=frozenset({"ci"}), when=f"claims.sub == 'x{i}'", effect="deny"))
-              for i in range(20)]
+    simple = [compile_rule(RuleSpec(name=f"r{i}", issuers=frozenset({"ci"}), when=f"claims.sub == 'x{i}'",
+                                    effect="deny")) for i in range(20)]
     converted = 2 * run_ms(simple, wide)[0]
     out(f"  one exchange with a 16 KiB token of 4,000 strings, 20 simple rules in each set: {converted:.2f} ms "
         "(converting the claims for the engine, once a set)")

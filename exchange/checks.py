@@ -30,7 +30,8 @@ class Messages:
         "across web processes."
     )
     LOGIN_THROTTLE = "Admin login throttling is off."
-    RULE_COST = "Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that reaches it."
+    RULE_COST = ("Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that "
+                 "reaches it.")
 
 
 class Hints:

@@ -256,8 +256,10 @@ class SimulatorForm(forms.Form):
     audience = forms.CharField(required=False, help_text="The audience the caller would request; empty: the rule's default.")
     rule = forms.CharField(
         label="rule to try", required=False, strip=False,
-        widget=forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField jwtex-mono",
-                                     "placeholder": "name: main\nissuers: [github]\nwhen: claims.ref == 'refs/heads/main'"}),
+        widget=forms.Textarea(attrs={
+            "rows": 6, "class": "vLargeTextField jwtex-mono",
+            "placeholder": "name: main\nissuers: [github]\nwhen: claims.ref == 'refs/heads/main'",
+        }),
         help_text="Optional: one rule as in a configuration file (YAML or JSON), evaluated before the tenant's rules "
         "and never saved. It is checked exactly as saving it would be (names, functions, cost budget, owner pinning).",
     )

@@ -225,13 +225,15 @@ def desired_rule_spec(fields: Mapping[str, Any], issuer_ids: frozenset[str], *, 
 
 
 def _check_rule_spec(
-    values: dict, bad: set[str], referenced: set[str], path: str, errors: Collector, issuers: Mapping[str, tuple[str, bool]],
+    values: dict, bad: set[str], referenced: set[str], path: str, errors: Collector,
+    issuers: Mapping[str, tuple[str, bool]],
 ) -> set[str]:
     """The rule checked as the admin checks it (``rule_findings``, the issuers' platforms known);
     returns the top-level fields it faulted. Its warnings go to ``errors.warnings``."""
     spec = desired_rule_spec(values, frozenset(referenced), tags_ok="session_tags" not in bad)
     spec_bad: set[str] = set()
-    findings = rule_findings(spec, claim_types=preset_claim_types([issuers[i] for i in sorted(referenced) if i in issuers]))
+    platforms = preset_claim_types([issuers[i] for i in sorted(referenced) if i in issuers])
+    findings = rule_findings(spec, claim_types=platforms)
     for field_path, message in findings.warnings:
         errors.warn(_rule_field_path(path, field_path), message)
     for field_path, message in findings.errors:
@@ -319,9 +321,8 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
     known = {d.issuer_id: (str(d.fields.get("issuer", "")), d.fields.get("static_jwks") is not None)
              for d in issuers if d is not None}
     warned = len(errors.warnings)
-    rules = [
-        _validate_rule(item, i, path, known, errors) for i, item in enumerate(_validate_list(obj, "rules", path, errors))
-    ]
+    rules = [_validate_rule(item, i, path, known, errors)
+             for i, item in enumerate(_validate_list(obj, "rules", path, errors))]
     _duplicates(rules, lambda d: d.name, lambda d: d.path, "rule name", errors)
     shadow = [
         _validate_rule(item, i, path, known, errors, key="shadow_rules")

@@ -69,7 +69,8 @@ def _is_pin(term: Expr, owners: tuple[str, ...]) -> bool:
     if not isinstance(term, Binary):
         return False
     if term.op == "==":
-        return any(claim_path(a) in owners and _string(b) for a, b in ((term.left, term.right), (term.right, term.left)))
+        sides = ((term.left, term.right), (term.right, term.left))
+        return any(claim_path(a) in owners and _string(b) for a, b in sides)
     if term.op == "in":
         right = term.right
         return (claim_path(term.left) in owners and isinstance(right, ListLit) and bool(right.elements)
@@ -82,8 +83,8 @@ def _why_not(tree: Expr, owners: tuple[str, ...]) -> str:
     stack: list[tuple[Expr, tuple[Expr, ...]]] = [(tree, ())]
     while stack:
         node, ancestors = stack.pop()
-        if isinstance(node, Select) and node.test and isinstance(node.operand, Ident) and node.operand.name == "claims" \
-                and node.field in owners:
+        tests_presence = isinstance(node, Select) and node.test and isinstance(node.operand, Ident)
+        if tests_presence and node.operand.name == "claims" and node.field in owners:
             return f"has(claims.{node.field}) only tests that the claim is there, which it always is"
         if claim_path(node) in owners:
             return _context(claim_path(node), ancestors)

@@ -76,7 +76,8 @@ def test_fifty_literal_tags_save_and_exchange_into_a_token_aws_accepts(client, t
 
 def test_a_rule_whose_tokens_may_be_too_long_saves_with_the_figure_everywhere(
         admin_client_for, tenant, issuer, tmp_path, upstream):
-    response = admin_post(admin_client_for(tenant, "operator"), tenant, issuer, session_tags=json.dumps(MAY_BE_TOO_LONG))
+    client = admin_client_for(tenant, "operator")
+    response = admin_post(client, tenant, issuer, session_tags=json.dumps(MAY_BE_TOO_LONG))
     assert Rule.objects.filter(name="main branch").exists()
     assert "can be up to 28,175 characters long" in messages_of(response)
     out, _ = apply_file(tmp_path, tenant, issuer, {"when": "true", "session_tags": MAY_BE_TOO_LONG})
@@ -85,7 +86,8 @@ def test_a_rule_whose_tokens_may_be_too_long_saves_with_the_figure_everywhere(
 
 
 def test_a_rule_whose_tokens_are_certain_to_be_too_long_is_refused(admin_client_for, tenant, issuer, tmp_path):
-    response = admin_post(admin_client_for(tenant, "operator"), tenant, issuer, session_tags=json.dumps(CERTAIN_TOO_LONG))
+    client = admin_client_for(tenant, "operator")
+    response = admin_post(client, tenant, issuer, session_tags=json.dumps(CERTAIN_TOO_LONG))
     assert "are at least 21,349 characters long" in response.context["adminform"].form.errors["session_tags"][0]
     with pytest.raises(AssertionError, match="are at least 21,349 characters long"):
         apply_file(tmp_path, tenant, issuer, {"when": "true", "session_tags": CERTAIN_TOO_LONG})
@@ -97,7 +99,8 @@ def test_a_rule_whose_tokens_are_certain_to_be_too_long_is_refused(admin_client_
 UNKNOWN = "claims.repository_owner_id == '1342004' && startsWith(claims.ref)"
 
 
-def test_unknown_functions_are_refused_in_the_admin_and_in_jwtex_apply_alike(admin_client_for, tenant, issuer, tmp_path):
+def test_unknown_functions_are_refused_in_the_admin_and_in_jwtex_apply_alike(
+        admin_client_for, tenant, issuer, tmp_path):
     response = admin_post(admin_client_for(tenant, "operator"), tenant, issuer, when=UNKNOWN)
     [admin] = response.context["adminform"].form.errors["when"]
     with pytest.raises(AssertionError) as refused:
@@ -147,7 +150,8 @@ def test_typed_in_claims_are_held_to_what_a_token_can_carry(admin_client_for, te
     client = admin_client_for(tenant, "auditor")
     response = simulate(client, tenant, issuer, claims=json.dumps({"sub": "s", "pad": "x" * 100_000}))
     assert response.context["result"] is None
-    assert "bytes of JSON; a token, and so the simulator, carries at most 16,384" in str(response.context["form"].errors)
+    errors = str(response.context["form"].errors)
+    assert "bytes of JSON; a token, and so the simulator, carries at most 16,384" in errors
 
 
 def test_the_simulator_evaluates_within_the_exchange_budget(admin_client_for, tenant, issuer, allow_rule):
@@ -183,4 +187,5 @@ def test_the_simulator_shows_a_rules_warnings(admin_client_for, tenant, issuer, 
     rule = Rule.objects.create(tenant=tenant, name="wide", effect="allow", when="true", session_tags=MAY_BE_TOO_LONG)
     rule.issuers.add(issuer)
     response = simulate(admin_client_for(tenant, "auditor"), tenant, issuer)
-    assert "Rule 'wide', session_tags: Tokens from this rule can be up to 28,175" in html.unescape(response.content.decode())
+    page = html.unescape(response.content.decode())
+    assert "Rule 'wide', session_tags: Tokens from this rule can be up to 28,175" in page

@@ -241,12 +241,14 @@ def _attack_token(upstream) -> str:
 
 def test_the_rules_that_stalled_a_process_are_refused_when_saved(tenant, issuer):
     for position, (effect, comparison) in enumerate([("deny", "=="), ("deny", "=="), ("allow", ">")]):
-        rule = Rule(tenant=tenant, name=f"r{position}", position=position, effect=effect, when=ATTACK.format(comparison))
+        rule = Rule(tenant=tenant, name=f"r{position}", position=position, effect=effect,
+                    when=ATTACK.format(comparison))
         with pytest.raises(ValidationError, match="cost units"):
             rule.full_clean()
 
 
-def test_the_rules_that_stalled_a_process_cannot_stall_it_when_stored_anyway(client, exchangeable, tenant, issuer, upstream):
+def test_the_rules_that_stalled_a_process_cannot_stall_it_when_stored_anyway(
+        client, exchangeable, tenant, issuer, upstream):
     # Saved behind the validators' back (or before the budget): the first one reached denies at
     # once, audited, without the engine running it; tenants' other rules are not affected.
     Rule.objects.all().delete()
@@ -273,11 +275,13 @@ def test_a_rule_over_budget_denies_only_when_reached(client, exchangeable, tenan
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_costly_rule_over_oversized_claims_denies_without_evaluating(endpoint, client, exchangeable, tenant, issuer, upstream):
+def test_costly_rule_over_oversized_claims_denies_without_evaluating(
+        endpoint, client, exchangeable, tenant, issuer, upstream):
     # Within the budget for claims of at most 128 items a list, 512 in all — and only for them.
     _rule(tenant, issuer, name="costly", position=1, when="claims.list.filter(x, x >= 0).size() > 0")
     started = time.perf_counter()
-    body = assert_refused(endpoint, send(endpoint, client, _token(upstream, list=list(range(1000)))), 403, "access_denied")
+    response = send(endpoint, client, _token(upstream, list=list(range(1000))))
+    body = assert_refused(endpoint, response, 403, "access_denied")
     assert time.perf_counter() - started < 1
     if endpoint != "rfc8693":
         assert "claims this large" in body["error_description"]

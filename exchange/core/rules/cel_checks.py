@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from .cel_regex import pattern_cost
 from .cel_syntax import (
-    Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct, Unary,
+    Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct,
+    Unary,
 )
 
 __all__ = ["FUNCTIONS", "Function", "Problem", "VARIABLES", "children", "claim_path", "name_problems",

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from .cel_checks import children, namespaced
 from .cel_regex import pattern_cost
 from .cel_syntax import (
-    Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct, Unary,
+    Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct,
+    Unary,
 )
 
 __all__ = ["PROFILE_ITERATING", "PROFILE_MAX", "Profile", "Shape", "UNBOUNDED", "costliest_part", "expression_cost"]

@@ -170,7 +170,8 @@ def _compile(source: str, max_length: int) -> CompiledExpression:
     try:
         tree = parse(tokens if tokens is not None else source)
     except CelSyntaxError as exc:  # our reading disagrees with the engine's: never run what cannot be costed
-        problem = Problem(f"jwtex cannot analyse this expression ({exc.message}); please report it.", exc.line, exc.column)
+        problem = Problem(f"jwtex cannot analyse this expression ({exc.message}); please report it.",
+                          exc.line, exc.column)
         return CompiledExpression(source, program, None, (problem,), (UNBOUNDED,) * len(PROFILE_STEPS))
     problems = _shape_problems(tree)
     if problems:

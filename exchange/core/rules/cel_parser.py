@@ -107,7 +107,8 @@ class _Parser:
             self.depth += 1
             if self.depth > MAX_EXPR_DEPTH:
                 token = self.token
-                raise CelSyntaxError(f"the expression nests deeper than {MAX_EXPR_DEPTH} levels", token.line, token.column)
+                raise CelSyntaxError(f"the expression nests deeper than {MAX_EXPR_DEPTH} levels",
+                                     token.line, token.column)
             condition = self.operators()
             if self.token.kind != "?":
                 break

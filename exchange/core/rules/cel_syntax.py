@@ -197,7 +197,8 @@ def _fast(source: str, i: int) -> tuple[int, str]:
     ch = source[i]
     if ch in _SINGLE:
         return i + 1, ch
-    if ch.isascii() and (ch.isalpha() or ch == "_") and not (ch in "rRbB" and source[i + 1:i + 2] in ("'", '"', "r", "R")):
+    prefix = ch in "rRbB" and source[i + 1:i + 2] in ("'", '"', "r", "R")  # perhaps a string's prefix
+    if ch.isascii() and (ch.isalpha() or ch == "_") and not prefix:
         match = _IDENT.match(source, i)
         text = match.group()
         return match.end(), _KEYWORDS.get(text, "IDENT")

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from exchange.core.errors import AccessDenied
 from exchange.core.rules import engine
-from exchange.core.rules.cel_cost import PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, _Cost, costliest_part, expression_cost
+from exchange.core.rules.cel_cost import (
+    PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, _Cost, costliest_part, expression_cost,
+)
 from exchange.core.rules.cel_guard import PROFILE_STEPS, compile_expression
 from exchange.core.rules.cel_parser import parse
 from exchange.core.rules.cel_regex import pattern_cost
@@ -58,7 +60,8 @@ shapes = st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 20000)), min_si
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=body(), parts=shapes)
-@example(source="(claims.s == '' ? x.contains(x) : x == x)", parts=[(1000, 0), (0, 10000)])  # what max() would get wrong
+# What max() would get wrong: branches that grow with different parts of the range.
+@example(source="(claims.s == '' ? x.contains(x) : x == x)", parts=[(1000, 0), (0, 10000)])
 def test_a_body_costed_on_the_whole_range_bounds_every_split_of_it(source, parts):
     tree = parse(source)
     estimator = _Cost(PROFILE_ITERATING)

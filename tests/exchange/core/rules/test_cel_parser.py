@@ -112,7 +112,8 @@ def mutated(draw):
     return "".join(text)
 
 
-TOKENS = LEAVES + BINARY + ["!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", "has", "map", ".?", "[?", "{?", "é", "#"]
+TOKENS = LEAVES + BINARY + ["!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", "has", "map", ".?", "[?", "{?", "é",
+                            "#"]
 soup = st.lists(st.tuples(st.sampled_from(TOKENS), st.sampled_from(["", " ", "\n", "\t"])), min_size=1, max_size=8).map(
     lambda parts: "".join(token + space for token, space in parts))
 
@@ -147,9 +148,9 @@ literal = st.builds(
 number = st.builds(
     lambda sign, digits, suffix: sign + digits + suffix,
     st.sampled_from(["", "-", "--", "- "]),
-    st.sampled_from(["0", "007", "9223372036854775807", "9223372036854775808", "0x7fffffffffffffff", "0x8000000000000000",
-                     "18446744073709551615", "1.5", "1e308", "1e309", ".5", "1e-400", "0xFFFFFFFFFFFFFFFF",
-                     "0x10000000000000000", "1.0e+2", "00.5"]),
+    st.sampled_from(["0", "007", "9223372036854775807", "9223372036854775808", "0x7fffffffffffffff",
+                     "0x8000000000000000", "18446744073709551615", "1.5", "1e308", "1e309", ".5", "1e-400",
+                     "0xFFFFFFFFFFFFFFFF", "0x10000000000000000", "1.0e+2", "00.5"]),
     st.sampled_from(["", "", "u", "U"]),
 )
 
@@ -229,7 +230,8 @@ def unparse(node) -> str:
     """The tree with every operation in parentheses (literals as the engine writes them)."""
     if isinstance(node, Literal):
         if node.kind == "string":
-            return "'" + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in node.value) + "'"
+            escaped = (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in node.value)
+            return "'" + "".join(escaped) + "'"
         if node.kind == "bytes":
             return "b'" + "".join(f"\\x{b:02x}" for b in node.value) + "'"
         if node.kind == "uint":
@@ -263,7 +265,9 @@ def unparse(node) -> str:
         return f"({unparse(node.target)}.{node.macro}({args}))"
     assert isinstance(node, Call)
     args = ", ".join(unparse(arg) for arg in node.args)
-    return f"({unparse(node.target)}.{node.function}({args}))" if node.target is not None else f"{node.function}({args})"
+    if node.target is not None:
+        return f"({unparse(node.target)}.{node.function}({args}))"
+    return f"{node.function}({args})"
 
 
 CLAIMS = {"x": 3, "s": "ab", "l": [1, 2, 3], "m": {"k": 1}, "b": True}
@@ -285,7 +289,8 @@ def closed(draw, depth=0):
     if kind == 3:
         return f"{draw(st.sampled_from(['!', '-', '!!', '--']))}{sub()}"
     if kind == 4:
-        return f"claims.l.{draw(st.sampled_from(['map', 'filter', 'exists', 'all']))}(v, {sub().replace('claims.x', 'v')})"
+        macro = draw(st.sampled_from(["map", "filter", "exists", "all"]))
+        return f"claims.l.{macro}(v, {sub().replace('claims.x', 'v')})"
     return f"size({sub()})"
 
 
