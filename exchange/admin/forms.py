@@ -301,13 +301,12 @@ class SimulatorForm(forms.Form):
                 self.add_error("rule", f"{path}: {message}")
             return
         issuers = {i.issuer_id: (i.issuer, i.static_jwks is not None) for i in Issuer.objects.filter(tenant=tenant)}
-        desired, errors, warnings = rule_document_check(document, issuers=issuers)
+        desired, errors, _ = rule_document_check(document, issuers=issuers)  # its warnings: the simulation's notes
         for path, message in errors:
             self.add_error("rule", f"{path}: {message}")
         if desired is not None and not errors:
             spec = desired_rule_spec(desired.fields, desired.issuer_ids)
             cleaned["draft"] = dataclasses.replace(spec, name=f"{spec.name} (trying, not saved)")
-            cleaned["draft_warnings"] = [f"{path}: {message}" for path, message in warnings]
 
 
 AWS_SNIPPETS_ONLY = "Only fills in the overview's snippets; changes nothing the exchange does."

@@ -176,8 +176,7 @@ def rule_simulator_view(request, *, model_admin):
         request,
         "jwtex/simulator.html",
         _context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links,
-                 replay_tenants=tenants.order_by("slug")[:20],
-                 draft_warnings=form.cleaned_data.get("draft_warnings", []) if result is not None else []),
+                 replay_tenants=tenants.order_by("slug")[:20]),
     )
 
 

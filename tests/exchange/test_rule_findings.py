@@ -189,3 +189,12 @@ def test_the_simulator_shows_a_rules_warnings(admin_client_for, tenant, issuer, 
     response = simulate(admin_client_for(tenant, "auditor"), tenant, issuer)
     page = html.unescape(response.content.decode())
     assert "Rule 'wide', session_tags: Tokens from this rule can be up to 28,175" in page
+
+
+def test_a_rule_to_try_comes_with_its_warnings(admin_client_for, tenant, upstream):
+    issuer = Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer=GITHUB_ENTERPRISE, audiences=["aud"],
+                                   static_jwks=upstream.jwks)
+    draft = json.dumps({"name": "try", "issuers": ["gh"], "when": "claims.repository_owner_id == 1342004"})
+    response = simulate(admin_client_for(tenant, "auditor"), tenant, issuer, rule=draft)
+    assert any("try (trying, not saved)" in note and "is a string in GitHub Enterprise" in note
+               for note in response.context["result"].notes)
