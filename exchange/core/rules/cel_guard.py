@@ -195,16 +195,13 @@ def claims_step(claims: Mapping[str, Any]) -> tuple[int, str]:
     saved, what makes them large (for a denial's reason). Claims must be at most 16 KiB of JSON
     (``PROFILE_MAX``), which is all a token or the simulator lets in: past the saved rules' bound
     the walk stops and the largest step is assumed."""
-    if type(claims) is dict:  # the usual token, flat: one quick pass
-        size = 0
-        for key, value in claims.items():
-            size += len(key) if key.isascii() else len(key.encode())
-            if type(value) is str:
-                size += len(value) if value.isascii() else len(value.encode())
-            elif type(value) not in _FLAT:
-                break
+    if type(claims) is dict and _FLAT.issuperset(map(type, claims.values())):  # the usual token: quick
+        try:
+            text = "".join(claims) + "".join([value for value in claims.values() if type(value) is str])
+        except TypeError:  # a key that is not a string (never from JSON): the walk below
+            pass
         else:
-            return _first_step(1 + 2 * len(claims), len(claims), size), ""
+            return _first_step(1 + 2 * len(claims), len(claims), len(text) if text.isascii() else len(text.encode())), ""
     total = longest = size = 0
     values = 1  # the values cel_cost counts: the claims, every element, every map key and value
     stack: list[Any] = [claims]
@@ -238,8 +235,11 @@ def claims_step(claims: Mapping[str, Any]) -> tuple[int, str]:
 _FLAT = frozenset({str, int, float, bool, type(None)})
 
 
+_BOUNDS = tuple((profile.items, profile.length, profile.bytes) for profile in PROFILE_STEPS)
+
+
 def _first_step(values: int, longest: int, size: int) -> int:
-    for step, profile in enumerate(PROFILE_STEPS):
-        if values <= profile.items and longest <= profile.length and size <= profile.bytes:
+    for step, (items, length, text) in enumerate(_BOUNDS):
+        if values <= items and longest <= length and size <= text:
             return step
-    return len(PROFILE_STEPS) - 1
+    return len(_BOUNDS) - 1

@@ -286,7 +286,13 @@ class _Evaluation:
         """Whether the rule's condition is exactly true; anything but a boolean denies."""
         cost = rule.cost
         if cost is not None:
-            self.charge(rule, cost.when)
+            step = self.step  # charge()'s usual case, inline: it runs for every rule of every exchange
+            spent = self.spent + cost.when[step]
+            if spent <= EXCHANGE_COST_BUDGET and cost.totals[step] <= RULE_COST_BUDGET:
+                self.charged.append(cost.when)
+                self.spent = spent
+            else:
+                self.charge(rule, cost.when)
         try:
             matched = execute(rule.when, self.context)
             if not isinstance(matched, bool):
