@@ -114,7 +114,8 @@ def mutated(draw):
 
 TOKENS = LEAVES + BINARY + ["!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", "has", "map", ".?", "[?", "{?", "é",
                             "#"]
-soup = st.lists(st.tuples(st.sampled_from(TOKENS), st.sampled_from(["", " ", "\n", "\t"])), min_size=1, max_size=8).map(
+SPACES = ["", " ", "\n", "\t", "\f", "\r", "\v", "\x00"]  # CEL's whitespace, and two that are not
+soup = st.lists(st.tuples(st.sampled_from(TOKENS), st.sampled_from(SPACES)), min_size=1, max_size=8).map(
     lambda parts: "".join(token + space for token, space in parts))
 
 
