@@ -27,36 +27,35 @@ from .cel_syntax import Call, Conditional, Expr, Literal
 __all__ = ["EXCHANGE_COST_BUDGET", "RULE_COST_BUDGET", "RuleCost", "cost_problem", "rule_cost", "token_length_findings"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RuleCost:
-    """Worst-case cost units of a rule's condition and of its outputs, at each ``PROFILE_STEPS``
-    step; ``over_budget`` says why the rule may not run at all (None when it may)."""
+    """Worst-case cost units of a rule's condition (``when``) and of the whole rule (``totals``:
+    the condition and its outputs) at each ``PROFILE_STEPS`` step; ``over_budget`` says why the
+    rule may not run at all (None when it may). Compact: one of these lives per rule per process."""
 
     when: tuple[float, ...]
-    outputs: tuple[float, ...]
+    totals: tuple[float, ...]
     over_budget: str | None = None
-    totals: tuple[float, ...] = ()  # when + outputs, per step (filled in)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "totals", tuple(w + o for w, o in zip(self.when, self.outputs)))
-        if self.over_budget:  # never cheap enough to run: every step says so
-            object.__setattr__(self, "totals", tuple(float("inf") for _ in self.when))
+    @property
+    def outputs(self) -> tuple[float, ...]:
+        return tuple(total - when for total, when in zip(self.totals, self.when))
 
     def total(self, step: int) -> float:
-        return self.when[step] + self.outputs[step]
+        return self.totals[step]
 
 
 def rule_cost(expressions: Mapping[str, CompiledExpression]) -> RuleCost:
     """``expressions`` by field path (``when``, ``subject``, ``session_tags.x`` …)."""
     steps = range(len(PROFILE_STEPS))
-    when = tuple(expressions["when"].costs[s] if "when" in expressions else 0.0 for s in steps)
-    outputs = tuple(sum(e.costs[s] for path, e in expressions.items() if path != "when") for s in steps)
-    total = when[SAVE_STEP] + outputs[SAVE_STEP]
-    over = None
-    if total > RULE_COST_BUDGET:
-        over = (f"its worst-case cost is {_figure(total)} units, over the {RULE_COST_BUDGET:,} a rule may take"
-                if total < float("inf") else "its cost cannot be bounded")
-    return RuleCost(when, outputs, over)
+    when = expressions["when"].costs if "when" in expressions else (0.0,) * len(PROFILE_STEPS)
+    totals = tuple(sum(e.costs[s] for e in expressions.values()) for s in steps)
+    total = totals[SAVE_STEP]
+    if total <= RULE_COST_BUDGET:
+        return RuleCost(when, totals)
+    over = (f"its worst-case cost is {_figure(total)} units, over the {RULE_COST_BUDGET:,} a rule may take"
+            if total < float("inf") else "its cost cannot be bounded")
+    return RuleCost(when, (float("inf"),) * len(PROFILE_STEPS), over)  # never cheap enough to run
 
 
 def _figure(units: float) -> str:
@@ -66,10 +65,9 @@ def _figure(units: float) -> str:
 def cost_problem(expressions: Mapping[str, CompiledExpression]) -> tuple[str, str, int | None, int | None] | None:
     """Why the rule is over ``RULE_COST_BUDGET``: (field path, message, line, column) of its
     costliest expression, where most of that cost is; None when it fits."""
-    cost = rule_cost(expressions)
-    if cost.over_budget is None:
+    if rule_cost(expressions).over_budget is None:
         return None
-    total = cost.total(SAVE_STEP)
+    total = sum(expression.costs[SAVE_STEP] for expression in expressions.values())
     path, worst = max(expressions.items(), key=lambda item: item[1].costs[SAVE_STEP])
     where = costliest_part(worst.tree, PROFILE_STEPS[SAVE_STEP]) if worst.tree is not None else None
     if total == float("inf"):
