@@ -23,8 +23,8 @@ DEFAULT_LIFETIME = 900
 CEL_MAX_EXPRESSION_LENGTH = 4096
 # Evaluation cost (see exchange.core.rules.cel_cost and budget): the CEL engine holds the GIL
 # while it runs and has no cost hook, so every rule's worst case is computed from its expression
-# when it is saved, in cost units (about a nanosecond of CPU each on the reference machine, at
-# worst; bench/rule_cost_benchmark.py measures it). A rule may cost at most RULE_COST_BUDGET over
+# when it is saved, in cost units (at most about 0.3 ns of CPU each on the reference machine, as
+# bench/rule_cost.py measures them). A rule may cost at most RULE_COST_BUDGET over
 # claims whose lists and maps hold at most CEL_MAX_ITERABLE_ITEMS items each and CEL_MAX_CLAIM_ITEMS
 # in all (checked per exchange for the rules whose cost depends on it: larger claims deny them);
 # the rules one exchange evaluates may cost EXCHANGE_COST_BUDGET together (the candidate set has a

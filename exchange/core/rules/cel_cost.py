@@ -2,8 +2,10 @@
 
 Like the Kubernetes API server's CEL cost estimator, but for an engine without a cost hook: the
 bound must hold by construction. ``expression_cost`` walks the tree once and returns a number of
-*cost units* (about a nanosecond of CPU on the reference machine, ``make bench`` measures it)
-that no evaluation over claims within a ``Profile`` can exceed, and the shape of the result.
+*cost units* that no evaluation over claims within a ``Profile`` can exceed, and the shape of the
+result. The constants are nanoseconds of what each step was measured to take, with room to spare:
+a unit is worth at most about 0.3 ns of CPU on the reference machine (``bench/rule_cost.py``,
+part of ``make bench``, measures it over the rules a tenant would write to make it slow).
 
 What the engine spends, measured (common-expression-language 0.10, ``bench/``): every node is a
 dispatch and a value (~100–300 ns); a list or map taken out of the claims is *copied* element by

@@ -11,8 +11,8 @@ over 10 KB of ``a`` takes 5 ms.
 repetition) and weighs each piece by its measured compile time, generously, multiplied by the
 repetition around it; the states it adds give the matching cost per byte of text. A pattern
 this scan cannot weigh (the verbose ``x`` flag, unbalanced brackets) is refused, as is one over
-``MAX_COMPILE`` or ``MAX_STATES``. Weights are cost units (about a nanosecond of this machine's
-CPU each, see ``cel_cost``).
+``MAX_COMPILE`` or ``MAX_STATES``. Weights are cost units (``cel_cost``):
+four times the nanoseconds measured, a margin kept because what a compile costs varies most.
 """
 
 from __future__ import annotations
