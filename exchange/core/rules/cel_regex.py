@@ -12,7 +12,7 @@ repetition) and weighs each piece by its measured compile time, generously, mult
 repetition around it; the states it adds give the matching cost per byte of text. A pattern
 this scan cannot weigh (the verbose ``x`` flag, unbalanced brackets) is refused, as is one over
 ``MAX_COMPILE`` or ``MAX_STATES``. Weights are cost units (``cel_cost``):
-four times the nanoseconds measured, a margin kept because what a compile costs varies most.
+about eight times the nanoseconds measured, a wide margin because compile times vary the most.
 """
 
 from __future__ import annotations
