@@ -28,6 +28,7 @@ from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, Ru
 from ..core.verification import parse_compact, short_value, verify_token
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from ..upstream.refresh import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, mapper_decide
@@ -112,13 +113,15 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
 def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
     """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
     at = datetime.fromtimestamp(now, UTC)
-    keys = issuer_keys_get(issuer=issuer, now=at)
+    deadline = request_deadline()  # one budget for all this request waits on upstream keys (SPEC §3)
+    keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
-        # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
+        # The upstream may have rotated: refetch at most once per cool-down, or wait for the
+        # refetch in flight, then verify with what it stored (SPEC §3, §4).
         try:
-            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at)
+            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at, tried=keys, deadline=deadline)
         except ExchangeError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the cool-down's cache is down: no refetch
