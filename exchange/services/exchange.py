@@ -49,13 +49,14 @@ def exchange_token(
 ) -> MintedToken:
     """Verify → decide → mint → record. Raises an ExchangeError subclass on any refusal."""
     now = time.time() if now is None else now
+    deadline = request_deadline()  # the request's budget for upstream keys counts from its start (SPEC §3)
     runtime = tenant_runtime_get(slug=tenant_slug)
     attempt = Attempt(runtime.tenant_id, runtime.slug, endpoint, client_address, datetime.fromtimestamp(now, UTC))
     exchange_admit(runtime, attempt, now=now)
     try:
         attempt.parsed = token_parse(subject_token)
         attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
-        verified = token_verify(attempt.issuer, attempt.parsed, now=now)
+        verified = token_verify(attempt.issuer, attempt.parsed, now=now, deadline=deadline)
         decision = rules_step(runtime, attempt, verified, audience=audience, now=now)
         attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
         minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
@@ -110,10 +111,13 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
     return runtime.issuers[sorted(ids)[0]]
 
 
-def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
-    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
+def token_verify(
+    issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, deadline: float | None = None
+) -> VerifiedToken:
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4).
+    Fetching or waiting for keys ends by ``deadline`` (``time.monotonic()``; default: the budget from now)."""
     at = datetime.fromtimestamp(now, UTC)
-    deadline = request_deadline()  # one budget for all this request waits on upstream keys (SPEC §3)
+    deadline = request_deadline() if deadline is None else deadline  # one budget for all its waits (SPEC §3)
     keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)

@@ -189,7 +189,8 @@ def _keys_after_refetch(issuer: IssuerSnapshot, done: KidRefetch, *, now: dateti
     """The keys stored after the refetch ``done``: None when they are the ones tried; read from the
     row only when they may differ (a flood of made-up ``kid``s costs no database read)."""
     if done.digest is None and flights.failed_recently(issuer.pk, now):
-        raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: unknown kid: the last fetch failed within the cool-down")
+        raise TemporarilyUnavailable(
+            reason=f"issuer {issuer.pk}: unknown kid: the last fetch failed within the cool-down")
     if done.digest is not None and done.digest == tried_digest:
         return None
     keys = _stored_keys(_reloaded(issuer).snapshot(), now)

@@ -35,7 +35,8 @@ from tests.conftest import Upstream, make_tenant
 from tests.servers import Client, Served, deployment_environment, serve
 from tests.upstreams import DISCOVERY, oidc_upstream
 
-RUN = os.environ.get("JWTEX_TEST_SERVED") == "1" and os.environ.get("CACHE_URL", "").startswith(("redis://", "rediss://"))
+RUN = os.environ.get("JWTEX_TEST_SERVED") == "1" and (
+    os.environ.get("CACHE_URL", "").startswith(("redis://", "rediss://")))
 pytestmark = [
     pytest.mark.served,
     pytest.mark.skipif(not RUN, reason="served burst tests: JWTEX_TEST_SERVED=1, DATABASE_URL=postgres://… and "
@@ -62,12 +63,14 @@ def slow_upstream(upstream):
 def _nodes(tmp_path, threads: int) -> list[Served]:
     if connection.vendor != "postgresql":
         pytest.fail("JWTEX_TEST_SERVED=1 needs DATABASE_URL=postgres://…", pytrace=False)
-    env = deployment_environment(db=connection.settings_dict, key_encryption_keys=django_settings.JWTEX_KEY_ENCRYPTION_KEYS)
+    env = deployment_environment(db=connection.settings_dict,
+                                 key_encryption_keys=django_settings.JWTEX_KEY_ENCRYPTION_KEYS)
     nodes: list[Served] = []
     try:
         for name in ("a", "b"):
             nodes.append(serve(env, tmp_path, WEB_CONCURRENCY="1", JWTEX_SERVER_THREADS=str(threads),
-                               JWTEX_VAR_DIR=str(tmp_path / name / "var"), JWTEX_AUDIT_SPOOL_DIR=str(tmp_path / name / "spool")))
+                               JWTEX_VAR_DIR=str(tmp_path / name / "var"),
+                               JWTEX_AUDIT_SPOOL_DIR=str(tmp_path / name / "spool")))
     except BaseException:
         for node in nodes:
             node.stop()
