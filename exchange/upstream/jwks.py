@@ -115,6 +115,7 @@ _UNAVAILABLE = "The upstream issuer's keys are unavailable; retry later."
 _WHY = {
     Outcome.BUSY: "this process already waits on enough upstream fetches",
     Outcome.TIMED_OUT: "the fetch took longer than the request's budget",
+    Outcome.WAITED: "the fetch waited for stored none",
 }
 
 

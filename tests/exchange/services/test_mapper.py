@@ -203,7 +203,8 @@ def test_the_request_is_specs_json_with_a_bearer_of_the_tenant_for_the_mapper_ur
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"], "A": ["w"]}}}}, {}, "ignore case"),
         # The tags claim is passed on as written, so only what AWS STS reads is accepted in it.
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": "v"}}}}, {}, "a list of one string"),
-        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v", "w"]}}}}, {}, "a list of one string"),
+        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v", "w"]}}}}, {},
+         "a list of one string"),
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "x": 1}}}, {}, "'x' too"),
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "transitive_tag_keys": ["b"]}}},
          {}, "transitive_tag_keys must be"),

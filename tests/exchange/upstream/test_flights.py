@@ -122,6 +122,27 @@ def test_a_burst_at_first_use_waits_for_the_one_fetch_and_every_request_gets_its
 
 
 @pytest.mark.django_db(transaction=True)
+def test_without_the_shared_cache_a_burst_waits_for_this_processs_one_fetch(issuer, server, now, settings, monkeypatch):
+    settings.JWTEX_SERVER_THREADS = 16
+
+    class Down:
+        def __getattr__(self, name):
+            def down(*args, **kwargs):
+                raise ConnectionError("cache down")
+
+            return down
+
+    monkeypatch.setattr(flights, "cache", Down())
+    server.routes["/jwks"].delay = 0.3
+    snapshot = issuer.snapshot()
+
+    answers = in_threads(8, lambda: issuer_keys_get(issuer=snapshot, now=now))
+
+    assert [kids(keys) for keys, _ in answers] == [{"k1"}] * 8, answers
+    assert (server.count(DISCOVERY), server.count("/jwks")) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_waiter_gets_the_keys_a_fetch_in_another_process_stored(issuer, server, now, monkeypatch):
     cache.add(flights.mark_key("fetch", issuer.pk), ELSEWHERE)  # another process is fetching
     reads = MarkReads(monkeypatch, issuer.pk)
