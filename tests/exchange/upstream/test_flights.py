@@ -12,52 +12,25 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.db import connection
-from django.utils import timezone
 
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.models import Issuer
-from exchange.upstream import flights, keysets
+from exchange.upstream import flights
 from exchange.upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.keysets import digest
-from tenants.models import Tenant
 from tests.conftest import poll
-from tests.exchange.upstream.test_jwks import DISCOVERY, K1, K2, kids
-from tests.upstreams import UpstreamServer
+from tests.exchange.upstream.keys import K1, K2
+from tests.upstreams import DISCOVERY
 
 ELSEWHERE = "a flight of another process"
 
 
-@pytest.fixture(autouse=True)
-def _clean_caches():
-    cache.clear()
-    keysets._KEYSETS.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def server(settings):
-    settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
-    server = UpstreamServer()
-    server.json(DISCOVERY, {"issuer": server.url, "jwks_uri": server.url + "/jwks"})
-    server.json("/jwks", {"keys": [K1]})
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def issuer(db, server):
-    tenant = Tenant.objects.create(slug="acme", name="Acme")
-    return Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=server.url, audiences=["sts.amazonaws.com"])
-
-
-@pytest.fixture
-def now():
-    return timezone.now().replace(microsecond=0)
-
-
 def reloaded(issuer: Issuer) -> Issuer:
     return Issuer.objects.get(pk=issuer.pk)
+
+
+def kids(keys) -> set:
+    return {k.kid for k in keys.keys.keys}
 
 
 def in_threads(count: int, call):

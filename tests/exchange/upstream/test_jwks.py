@@ -7,12 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.cache import cache
 from django.db import connection
-from django.utils import timezone
 
 from exchange.upstream import keysets
 from exchange.core.errors import TemporarilyUnavailable
@@ -20,53 +17,10 @@ from exchange.models import Issuer
 from exchange.upstream.jwks import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.refresh import Outcome
 from exchange.core.jwks import KeySet
-from tenants.models import Tenant
 
 from tests.conftest import poll
-from tests.upstreams import Route, UpstreamServer
-
-DISCOVERY = "/.well-known/openid-configuration"
-
-
-def ec_jwk(kid: str) -> dict:
-    jwk = jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True)
-    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
-
-
-K1, K2, K3 = ec_jwk("k1"), ec_jwk("k2"), ec_jwk("k3")
-
-
-@pytest.fixture(autouse=True)
-def _clean_caches():
-    cache.clear()
-    keysets._KEYSETS.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def server(settings):
-    settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
-    server = UpstreamServer()
-    server.json(DISCOVERY, {"issuer": server.url, "jwks_uri": server.url + "/jwks"})
-    server.json("/jwks", {"keys": [K1]})
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def tenant(db):
-    return Tenant.objects.create(slug="acme", name="Acme")
-
-
-@pytest.fixture
-def issuer(tenant, server):
-    return Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=server.url, audiences=["sts.amazonaws.com"])
-
-
-@pytest.fixture
-def now():
-    return timezone.now().replace(microsecond=0)
+from tests.exchange.upstream.keys import K1, K2, K3
+from tests.upstreams import DISCOVERY, Route
 
 
 def reloaded(issuer: Issuer) -> Issuer:
