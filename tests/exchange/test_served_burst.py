@@ -153,6 +153,7 @@ def test_a_burst_beyond_the_waiters_cap_is_refused_at_once_not_queued(tmp_path, 
           f"upstream fetches: discovery {server.count(DISCOVERY)}, JWKS {server.count('/jwks')}")
     assert {(status, error) for _, status, _, error in answers} <= {(200, ""), (503, "temporarily_unavailable")}
     assert sum(1 for _, status, _, _ in answers if status == 200) >= 2 * 4  # every waiter of both processes
+    # Refused at once, not after waiting out a budget (2 s): a waiter's only 503 here would be that.
     refused = [seconds for _, status, seconds, _ in answers if status == 503]
-    assert all(seconds < 1.0 for seconds in refused), refused  # at once, not after a wait
+    assert all(seconds < 2.0 for seconds in refused), refused
     assert (server.count(DISCOVERY), server.count("/jwks")) == (1, 1)
