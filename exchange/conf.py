@@ -66,6 +66,12 @@ class JwtexSettings:
         return float(_get("REQUEST_FETCH_BUDGET", 2.0))
 
     @property
+    def server_threads(self) -> int:
+        """Request threads per web process (``JWTEX_SERVER_THREADS``): at most half of them may
+        wait on upstream fetches at once (SPEC §3)."""
+        return int(_get("SERVER_THREADS", 8))
+
+    @property
     def jwks_max_staleness(self) -> float:
         return float(_get("JWKS_MAX_STALENESS", limits.JWKS_MAX_STALENESS))
 

@@ -79,6 +79,9 @@ def main() -> None:
     # A production server: DEBUG off unless asked for (with a loopback JWTEX_PUBLIC_URL, as in a
     # benchmark, the settings' own default would be on).
     os.environ.setdefault("DJANGO_DEBUG", "0")
+    # The application reads the thread count the server runs with (its cap on requests waiting
+    # for upstream keys is half of it, SPEC §3): one value for both, the default included.
+    os.environ["JWTEX_SERVER_THREADS"] = environ["JWTEX_SERVER_THREADS"] = environ.get("JWTEX_SERVER_THREADS") or "8"
     argv = command(environ)
     if not Path(argv[0]).exists() and not shutil.which(argv[0]):
         raise SystemExit(f"{argv[0]} is not installed in this virtualenv")

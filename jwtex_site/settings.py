@@ -83,6 +83,10 @@ JWTEX_LOGIN_MAX_FAILURES = int(os.environ.get("JWTEX_LOGIN_MAX_FAILURES", "5"))
 JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", "900"))
 # How long an exchange may wait for its issuer's keys to be fetched (then 503; the fetch goes on).
 JWTEX_REQUEST_FETCH_BUDGET = float(os.environ.get("JWTEX_REQUEST_FETCH_BUDGET", "2"))
+# Request threads per web process (make serve passes the same variable to granian or gunicorn):
+# at most half of them wait on upstream fetches at once (SPEC §3), so a slow upstream cannot
+# take the threads other tenants need.
+JWTEX_SERVER_THREADS = int(os.environ.get("JWTEX_SERVER_THREADS") or "8")
 # How long a web process trusts its tenant snapshots before reading the configuration epoch:
 # 1.5 s, so that a change is served everywhere within SPEC §10's 2 s (the re-check happens on
 # the first request after the interval, and rebuilding the snapshot takes a moment too).

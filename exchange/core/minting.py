@@ -101,7 +101,9 @@ def build_payload(
     for name, value in decision.extra_claims.items():
         if name not in RESERVED_CLAIMS:
             payload[name] = value
-    if decision.session_tags:
+    if decision.tags_claim is not None:  # a mapper's, as it wrote it (SPEC §9); a copy, never shared
+        payload[AWS_TAGS_CLAIM] = json.loads(json.dumps(decision.tags_claim))
+    elif decision.session_tags:
         payload[AWS_TAGS_CLAIM] = _aws_tags_claim(decision)
     return payload
 

@@ -82,6 +82,10 @@ class Decision:
     session_tags: tuple[tuple[str, str], ...]
     transitive_tag_keys: tuple[str, ...]
     extra_claims: Mapping[str, Any]
+    # The tags claim exactly as a mapper wrote it (SPEC §9: its members, their order, an empty
+    # transitive_tag_keys list), checked to say the same as session_tags/transitive_tag_keys.
+    # None: rendered from those (a rule's token, SPEC §5).
+    tags_claim: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

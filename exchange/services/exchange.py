@@ -28,6 +28,7 @@ from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, Ru
 from ..core.verification import parse_compact, short_value, verify_token
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from ..upstream.refresh import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, mapper_decide
@@ -48,13 +49,14 @@ def exchange_token(
 ) -> MintedToken:
     """Verify → decide → mint → record. Raises an ExchangeError subclass on any refusal."""
     now = time.time() if now is None else now
+    deadline = request_deadline()  # the request's budget for upstream keys counts from its start (SPEC §3)
     runtime = tenant_runtime_get(slug=tenant_slug)
     attempt = Attempt(runtime.tenant_id, runtime.slug, endpoint, client_address, datetime.fromtimestamp(now, UTC))
     exchange_admit(runtime, attempt, now=now)
     try:
         attempt.parsed = token_parse(subject_token)
         attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
-        verified = token_verify(attempt.issuer, attempt.parsed, now=now)
+        verified = token_verify(attempt.issuer, attempt.parsed, now=now, deadline=deadline)
         decision = rules_step(runtime, attempt, verified, audience=audience, now=now)
         attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
         minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
@@ -109,16 +111,21 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
     return runtime.issuers[sorted(ids)[0]]
 
 
-def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
-    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
+def token_verify(
+    issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, deadline: float | None = None
+) -> VerifiedToken:
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4).
+    Fetching or waiting for keys ends by ``deadline`` (``time.monotonic()``; default: the budget from now)."""
     at = datetime.fromtimestamp(now, UTC)
-    keys = issuer_keys_get(issuer=issuer, now=at)
+    deadline = request_deadline() if deadline is None else deadline  # one budget for all its waits (SPEC §3)
+    keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
-        # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
+        # The upstream may have rotated: refetch at most once per cool-down, or wait for the
+        # refetch in flight, then verify with what it stored (SPEC §3, §4).
         try:
-            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at)
+            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at, tried=keys, deadline=deadline)
         except ExchangeError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the cool-down's cache is down: no refetch
