@@ -1,4 +1,4 @@
-"""``make serve``: the production web server, in the foreground, from the environment (SPEC §10).
+"""``make serve``: the production web server, in the foreground, from the environment (docs/environment.md#variables).
 
 ``PORT`` (8000), ``HOST`` (0.0.0.0), ``WEB_CONCURRENCY`` processes (default: the number of CPUs),
 ``JWTEX_SERVER_THREADS`` threads each (8), ``JWTEX_SERVER`` = ``granian`` (the default: its WSGI
@@ -9,7 +9,7 @@ worker and beat apart.
 The configuration is checked first; an unsafe production configuration never serves.
 
 Metrics: the processes share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (``var/metrics`` unless set),
-emptied at start, so ``/metrics`` from any of them is the node's total (SPEC §10).
+emptied at start, so ``/metrics`` from any of them is the node's total (docs/operations.md#metrics).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared fixtures (CONVENTIONS §9): tenants, an upstream issuer that mints with its own keys,
+"""Shared fixtures (docs/design/layout.md#tests): tenants, an upstream issuer that mints with its own keys,
 signing keys and an admin client per tenant."""
 
 from __future__ import annotations

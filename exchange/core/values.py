@@ -17,7 +17,7 @@ from .limits import DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_AGE
 
 @dataclass(frozen=True)
 class IssuerConfig:
-    """What verifies one upstream issuer's tokens (SPEC §4)."""
+    """What verifies one upstream issuer's tokens (docs/verification.md#issuer-settings)."""
 
     issuer_id: str
     issuer: str  # the exact expected ``iss``
@@ -72,7 +72,7 @@ class VerifiedToken:
 
 @dataclass(frozen=True)
 class Decision:
-    """What an allow rule decided to emit (SPEC §5)."""
+    """What an allow rule decided to emit (docs/rules.md#the-emitted-token)."""
 
     rule_id: int | None
     rule_name: str

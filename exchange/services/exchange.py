@@ -1,4 +1,4 @@
-"""The one exchange pipeline (CONVENTIONS §1): verify → decide → mint → record.
+"""The one exchange pipeline: verify → decide → mint → record (docs/design/pipeline.md#the-steps).
 
 ``exchange_token`` is the four steps and nothing else; each step is a function of its own, so
 the simulator (and the shadow rules and the mapper after it) call the very same ones:
@@ -62,7 +62,8 @@ def exchange_token(
         attempt.decided_by(rule_id=exc.rule_id, rule_name=exc.rule_name)  # a deny rule, or the refused allow rule
         attempt_record(attempt, error=exc)
         raise
-    if not attempt_record(attempt, minted=minted):  # no token without its record (SPEC §8)
+    # No token without its record (docs/operations.md#no-token-without-its-record).
+    if not attempt_record(attempt, minted=minted):
         raise TemporarilyUnavailable("The exchange cannot be recorded right now; retry later.", reason="audit not durable")
     return minted
 
@@ -89,7 +90,7 @@ def token_parse(subject_token: str | bytes) -> ParsedToken:
 def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> IssuerSnapshot:
     """The issuer whose configuration verifies ``parsed``: the pinned one (``issuerId``), else the
     tenant's issuer for the token's ``iss``. A pinned issuer whose ``iss`` the token does not
-    carry is refused here, before any key lookup or fetch (SPEC §3)."""
+    carry is refused here, before any key lookup or fetch (docs/verification.md#choosing-the-issuer)."""
     iss = parsed.claims.get("iss")
     if issuer_id is not None:
         issuer = runtime.issuers.get(issuer_id)
@@ -110,13 +111,14 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
 
 
 def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
-    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down
+    (docs/verification.md#unknown-kid)."""
     at = datetime.fromtimestamp(now, UTC)
     keys = issuer_keys_get(issuer=issuer, now=at)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
-        # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
+        # The upstream may have rotated: refetch at most once per cool-down (docs/verification.md#unknown-kid).
         try:
             fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at)
         except ExchangeError:
@@ -141,10 +143,10 @@ def rules_decide(
     on_mapper: Callable[[MapperCall], None] | None = None,
     now: float | None = None,
 ) -> Decision:
-    """The tenant's rules over verified claims (SPEC §5); ``AccessDenied`` unless an allow rule
-    (or a mapper rule's webhook, SPEC §9) decides. A tenant with a rule that does not compile
-    denies everything. With ``trace``, every rule's part is appended to it (the simulator);
-    ``on_mapper`` hears of a mapper call (the audit record, the simulator)."""
+    """The tenant's rules over verified claims (docs/rules.md#how-rules-decide); ``AccessDenied`` unless an
+    allow rule (or a mapper rule's webhook, docs/mapper.md#mapper-webhooks) decides. A tenant with a rule
+    that does not compile denies everything. With ``trace``, every rule's part is appended to it (the
+    simulator); ``on_mapper`` hears of a mapper call (the audit record, the simulator)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
     decided = engine.decide(
@@ -166,7 +168,7 @@ def rules_step(runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken
                now: float) -> Decision:
     """``rules_decide`` for an exchange: the attempt hears of a mapper call, keeps the verified
     claims if the tenant asks for it, and — only when the tenant has a candidate set — notes
-    what the shadow rules would have done differently (SPEC §11)."""
+    what the shadow rules would have done differently (docs/operations.md#shadow-rules)."""
     if runtime.keep_upstream_claims:
         attempt.claims = verified.claims
     issuer_id = attempt.issuer.issuer_id
@@ -220,12 +222,13 @@ def _too_long(decision: Decision, exc: TokenTooLong) -> AccessDenied:
 
 
 def tenant_check(*, slug: str) -> None:
-    """``NotFound`` for an unknown or disabled tenant (SPEC §3: 404 on every ``/t/T/…`` path,
-    before anything about the request itself is judged)."""
+    """``NotFound`` for an unknown or disabled tenant: 404 on every ``/t/T/…`` path, before anything about
+    the request itself is judged (docs/endpoints.md#unknown-or-disabled-tenants)."""
     tenant_runtime_get(slug=slug)
 
 
 def tenant_documents(*, slug: str) -> tuple[bytes, bytes]:
-    """The tenant's rendered discovery document and JWKS (SPEC §2), from its warm runtime."""
+    """The tenant's rendered discovery document and JWKS (docs/endpoints.md#tenant-issuer-endpoints), from
+    its warm runtime."""
     runtime = tenant_runtime_get(slug=slug)
     return runtime.discovery_json, runtime.jwks_json

@@ -1,11 +1,11 @@
-"""An issuer's key set, as the exchange and the admin ask for it (SPEC §4).
+"""An issuer's key set, as the exchange and the admin ask for it (docs/design/upstream-fetch.md).
 
 - ``issuer_keys_get`` is the request path's selector: the snapshot's stored set while it is
   within the staleness bound; else the row's (another process may have fetched); else one fetch
   made on the request's behalf within its budget (exchange.upstream.refresh) — or 503 at once
   when that fetch is in flight elsewhere or failed within the cool-down (fail closed).
 - ``issuer_keys_refetch_for_unknown_kid``: at most one fetch per issuer per cool-down across
-  processes, so a flood of tokens with made-up ``kid``s cannot flood the upstream (SPEC §4).
+  processes, so a flood of tokens with made-up ``kid``s cannot flood the upstream (docs/verification.md#unknown-kid).
 - ``issuer_jwks_refresh`` (tasks, commands) and ``issuer_keys_fetch_now`` (the admin) fetch in
   the caller's thread, within the 10 s deadline.
 """
@@ -55,7 +55,7 @@ def max_staleness() -> timedelta:
 
 def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -> bool:
     """Fetch the issuer's JWKS if due (or ``force``); True when the stored key set changed. An
-    issuer another process is fetching right now is skipped (CONVENTIONS §8)."""
+    issuer another process is fetching right now is skipped (docs/design/layout.md#tasks-are-thin-and-idempotent)."""
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
     if current is None:
         return False
@@ -152,7 +152,7 @@ def _cooldown_take(key: str, *, now: datetime) -> bool:
 
 
 def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
-    """Refetch at most once per issuer per cool-down, across processes (SPEC §4), within the
+    """Refetch at most once per issuer per cool-down, across processes (docs/verification.md#unknown-kid), within the
     request's budget. The keys after the fetch, or None when no fetch happened (cool-down,
     static JWKS, a fetch in flight elsewhere) or it failed; 503 when the budget ran out."""
     if issuer.static_jwks is not None:

@@ -1,5 +1,5 @@
 """Refreshing an issuer's key set from upstream, so that one tenant's upstream never slows
-another tenant (SPEC §3).
+another tenant (docs/errors.md#one-tenant-never-slows-another, docs/design/upstream-fetch.md).
 
 - The fetch (OIDC discovery, then the JWKS) is network only: no database transaction or row
   lock is ever held across it. Its result is written afterwards in one short conditional
@@ -353,7 +353,8 @@ def _finish(pk: int) -> None:
 
 
 def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta) -> Outcome:
-    """Fetch for a request: at most ``JWTEX_REQUEST_FETCH_BUDGET`` of its time (SPEC §3)."""
+    """Fetch for a request: at most ``JWTEX_REQUEST_FETCH_BUDGET`` of its time
+    (docs/design/upstream-fetch.md#the-request-budget)."""
     if row.static_jwks is not None:
         return Outcome.STATIC
     if not force and not refresh_due(row, now, max_staleness):

@@ -1,5 +1,5 @@
-"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output (SPEC §5,
-§9). Pure: the HTTP call is exchange.services.mapper's.
+"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output
+(docs/mapper.md#the-answer, docs/rules.md#aws-limits). Pure: the HTTP call is exchange.services.mapper's.
 
 The answer is ``{"allow": true|false, "claims": {...}}``. ``allow: false`` denies. With
 ``allow: true`` the claims become the token's as the original mapper.js wrote them: ``sub`` and
@@ -29,7 +29,7 @@ from .engine import CompiledRule, _audience, _denied, _EvaluationError, _json_va
 
 __all__ = ["mapper_decision"]
 
-_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (SPEC §9)
+_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (docs/mapper.md#the-answer)
 
 
 class _Refused(Exception):

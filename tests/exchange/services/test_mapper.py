@@ -1,4 +1,4 @@
-"""The mapper webhook (SPEC §9, issue 13 §1): a rule whose decision and output come from an
+"""The mapper webhook (docs/mapper.md#mapper-webhooks): a rule whose decision and output come from an
 HTTPS webhook — which can deny, fail or misbehave in every way without a 5xx, an invalid token
 or any harm to another tenant."""
 
