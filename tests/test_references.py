@@ -9,12 +9,12 @@ The forbidden patterns are built from parts, so this file does not match itself.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT as ROOT
+from tests.conftest import tracked_files
 
 _BRIEF, _STYLE, _SECTION = "SP" + "EC", "CONVEN" + "TIONS", "\u00a7"
 OUTSIDE = re.compile(
@@ -57,14 +57,6 @@ def anchors_of(markdown: str) -> set[str]:
             seen[base] = count + 1
             found.add(base if count == 0 else f"{base}-{count}")
     return found
-
-
-def _tracked() -> list[Path]:
-    try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [ROOT / name for name in out.decode().split("\0") if name]
 
 
 def _texts(paths: list[Path]) -> dict[Path, str]:
@@ -137,18 +129,18 @@ def outside_references(texts: dict[Path, str], root: Path) -> list[str]:
 
 
 def test_every_docs_citation_and_link_resolves():
-    problems = unresolved(_texts(_tracked()), ROOT)
+    problems = unresolved(_texts(tracked_files()), ROOT)
     assert not problems, "these references do not resolve:\n" + "\n".join(problems)
 
 
 def test_nothing_cites_a_document_or_an_issue_outside_the_repository():
-    offenders = outside_references(_texts(_tracked()), ROOT)
+    offenders = outside_references(_texts(tracked_files()), ROOT)
     assert not offenders, "cite docs/<file>.md#<anchor>, an RFC or an AWS page instead:\n" + "\n".join(offenders)
 
 
 def test_the_code_cites_the_docs():
     """The docs are what the code leans on: a check that found no citation at all would pass vacuously."""
-    texts = _texts(_tracked())
+    texts = _texts(tracked_files())
     cited = {match.group(1) for path, text in texts.items() if path.suffix == ".py" for match in CITATION.finditer(text)}
     assert {"docs/errors.md", "docs/rules.md", "docs/design/pipeline.md"} <= cited
 
