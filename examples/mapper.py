@@ -1,5 +1,6 @@
-"""An example jwtex mapper webhook (SPEC §9): the original jwtex's examples/github/mapper.js, in
-Python — deny unless the repository's owner is octo-org, else copy nine claims into session tags.
+"""An example jwtex mapper webhook (docs/mapper.md#example-mapper): the original jwtex's
+examples/github/mapper.js, in Python — deny unless the repository's owner is octo-org, else copy nine
+claims into session tags.
 
     JWTEX_ISSUER=https://jwtex.example.com/t/acme MAPPER_URL=https://mapper.example.com/ \\
         python examples/mapper.py 8080      # behind your TLS proxy; jwtex calls only https

@@ -1,4 +1,4 @@
-"""System checks (``manage.py check``): a production configuration must be safe (SPEC §1).
+"""System checks (``manage.py check``): a production configuration must be safe (docs/environment.md#production-mode).
 
 Production mode is any run whose ``JWTEX_PUBLIC_URL`` host is not loopback. Each concern is one
 short check with its own id (django-axes style); ``runserver``, the WSGI application and the

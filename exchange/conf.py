@@ -1,4 +1,4 @@
-"""Every ``JWTEX_`` setting behind one accessor object (CONVENTIONS §6).
+"""Every ``JWTEX_`` setting behind one accessor object (docs/design/layout.md#settings-in-one-place).
 
 The environment is read once, in ``jwtex_site/settings.py``; defaults are the contract's
 numbers in ``exchange.core.limits``. Each property reads the Django setting when asked, so a
@@ -23,11 +23,12 @@ class JwtexSettings:
     # --- the deployment ------------------------------------------------------------------------
     @property
     def public_url(self) -> str:
-        """External base URL; tenant issuers live under it (SPEC §1)."""
+        """External base URL; tenant issuers live under it (docs/environment.md#variables)."""
         return str(_get("PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/")
 
     def issuer_url(self, slug: str) -> str:
-        """A tenant's issuer (SPEC §2): ``{JWTEX_PUBLIC_URL}/t/{slug}``, no trailing slash."""
+        """A tenant's issuer: ``{JWTEX_PUBLIC_URL}/t/{slug}``, no trailing slash
+        (docs/endpoints.md#tenant-issuer-endpoints)."""
         return f"{self.public_url}/t/{slug}"
 
     @property
@@ -62,13 +63,13 @@ class JwtexSettings:
 
     @property
     def request_fetch_budget(self) -> float:
-        """How long a request may wait for an upstream fetch made on its behalf (SPEC §3)."""
+        """How long a request may wait for an upstream fetch made on its behalf (docs/errors.md#fetch-budgets)."""
         return float(_get("REQUEST_FETCH_BUDGET", 2.0))
 
     @property
     def server_threads(self) -> int:
         """Request threads per web process (``JWTEX_SERVER_THREADS``): at most half of them may
-        wait on upstream fetches at once (SPEC §3)."""
+        wait on upstream fetches at once (docs/errors.md#bursts)."""
         return int(_get("SERVER_THREADS", 8))
 
     @property

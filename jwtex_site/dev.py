@@ -1,4 +1,4 @@
-"""``make run``: a development instance in one terminal (SPEC §1).
+"""``make run``: a development instance in one terminal (docs/environment.md#development-defaults).
 
 Checks the configuration once (so each warning is printed once), migrates the SQLite database
 under var/, makes sure an ``admin`` superuser exists, then runs the web server on HOST:PORT

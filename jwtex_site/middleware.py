@@ -1,4 +1,4 @@
-"""The admin's middleware, for the admin only (issue 10 §3).
+"""The admin's middleware, for the admin only (docs/design/pipeline.md#the-lean-route).
 
 Sessions, CSRF, authentication, messages and login throttling serve people in the admin. The
 exchange, discovery and JWKS endpoints (and health and metrics) have no session, no cookie and
@@ -60,9 +60,9 @@ ADMIN_PREFIX = "/admin/"
 
 
 class AdminRevisionActorMiddleware:
-    """Changes an admin request makes are recorded as its user's, from "admin" (revisions, SPEC
-    §11). The user is read only if the request changes a tenant's configuration. After the
-    authentication middleware; admin paths only."""
+    """Changes an admin request makes are recorded as its user's, from "admin" (revisions,
+    docs/operations.md#revisions). The user is read only if the request changes a tenant's
+    configuration. After the authentication middleware; admin paths only."""
 
     def __init__(self, get_response):
         self.get_response = get_response

@@ -1,4 +1,4 @@
-"""jwtex settings: the environment is read here, once (SPEC §1).
+"""jwtex settings: the environment is read here, once (docs/environment.md#variables).
 
 Production mode is any run whose JWTEX_PUBLIC_URL host is not loopback; there the
 unsafe development defaults are refused before anything starts.
@@ -84,16 +84,16 @@ JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", 
 # How long an exchange may wait for its issuer's keys to be fetched (then 503; the fetch goes on).
 JWTEX_REQUEST_FETCH_BUDGET = float(os.environ.get("JWTEX_REQUEST_FETCH_BUDGET", "2"))
 # Request threads per web process (make serve passes the same variable to granian or gunicorn):
-# at most half of them wait on upstream fetches at once (SPEC §3), so a slow upstream cannot
+# at most half of them wait on upstream fetches at once (docs/errors.md#bursts), so a slow upstream cannot
 # take the threads other tenants need.
 JWTEX_SERVER_THREADS = int(os.environ.get("JWTEX_SERVER_THREADS") or "8")
 # How long a web process trusts its tenant snapshots before reading the configuration epoch:
-# 1.5 s, so that a change is served everywhere within SPEC §10's 2 s (the re-check happens on
-# the first request after the interval, and rebuilding the snapshot takes a moment too).
+# 1.5 s, so that a change is served everywhere within 2 s (docs/operations.md#several-nodes; the re-check
+# happens on the first request after the interval, and rebuilding the snapshot takes a moment too).
 JWTEX_CONFIG_RECHECK_SECONDS = float(os.environ.get("JWTEX_CONFIG_RECHECK_SECONDS", "1.5"))
 # Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
 JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
-# Mapper webhooks (SPEC §9): https host names that may resolve to private addresses (the
+# Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the
 # operator's list, never a tenant's), e.g. an in-house mapper behind the firewall.
 JWTEX_MAPPER_ALLOWED_HOSTS = [h.strip().lower() for h in os.environ.get("JWTEX_MAPPER_ALLOWED_HOSTS", "").split(",") if h.strip()]
 # /metrics answers only with "Authorization: Bearer <this>" when set.
@@ -125,13 +125,13 @@ INSTALLED_APPS = [
 # (jwtex_site/middleware.py): sessions, CSRF, auth, messages and login throttling are the admin's.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Refuses the admin login after repeated failures (issue 5 §4); see jwtex_site/login_throttle.py.
+    # Refuses the admin login after repeated failures (docs/operators.md#login-throttling).
     "jwtex_site.middleware.AdminLoginThrottleMiddleware",
     "jwtex_site.middleware.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "jwtex_site.middleware.AdminCsrfViewMiddleware",
     "jwtex_site.middleware.AdminAuthenticationMiddleware",
-    # Who made a configuration change, for its revision (SPEC §11).
+    # Who made a configuration change, for its revision (docs/operations.md#revisions).
     "jwtex_site.middleware.AdminRevisionActorMiddleware",
     "jwtex_site.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -168,7 +168,7 @@ DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60, conn_hea
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # WAL with synchronous=NORMAL: readers never wait for the writer, and a commit is one
-    # write to the log rather than a rollback journal's fsyncs (issue 10).
+    # write to the log rather than a rollback journal's fsyncs (docs/design/audit-path.md#sqlite).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -247,7 +247,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from our own static files (drf-spectacular-sidecar): no page loads anything
-    # from another origin (issue 8 §3).
+    # from another origin (docs/endpoints.md#openapi-schema-and-docs).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -257,7 +257,7 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Celery: the embedded filesystem broker needs no server (SPEC §1).
+# Celery: the embedded filesystem broker needs no server (docs/environment.md#development-defaults).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "celery-broker"

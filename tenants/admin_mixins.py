@@ -1,11 +1,11 @@
-"""Tenant scoping for the admin (CONVENTIONS §4): who may see and do what, per membership.
+"""Tenant scoping for the admin (docs/design/layout.md#the-tenant-is-explicit): who may see and do what, per membership.
 
 Every admin screen asks the same three questions: which tenants does this user belong to,
 with which role, and does that role allow this action here. The answers come from
 ``Membership`` rows only — never from Django's ``auth.Permission`` rows — so a staff user
 with no membership sees nothing, and a role change takes effect on the next request.
 
-Roles (issue 4):
+Roles (docs/operators.md#roles):
 
 - ``owner``: everything in the tenant, including its members, its settings and key revocation;
 - ``operator``: issuers, rules, key rotation and "fetch keys now";

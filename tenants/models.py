@@ -92,7 +92,7 @@ class Tenant(models.Model):
     )
     audit_retention_days = models.PositiveIntegerField(default=90, validators=[MinValueValidator(1)])
     # Keep each exchange's verified upstream claims in its audit record, so candidate rules can be
-    # replayed over real traffic before they are saved (SPEC §11). Personal data (names, e-mail
+    # replayed over real traffic before they are saved (docs/operations.md#replay). Personal data (names, e-mail
     # addresses of CI users): off unless the tenant asks; kept as long as the audit record.
     keep_upstream_claims = models.BooleanField(
         default=False, help_text="Keep each exchange's verified upstream claims in the audit record (personal data), "

@@ -1,4 +1,4 @@
-"""``make run`` as a new user runs it (issue 8 §2, §11): on another port its issuer URLs follow,
+"""``make run`` as a new user runs it (docs/environment.md#make-run): on another port its issuer URLs follow,
 and Ctrl-C ends it cleanly. A real run: web server, Celery worker and beat, on a fresh var/."""
 
 from __future__ import annotations
@@ -88,6 +88,6 @@ def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_clea
         output, _ = make.communicate(timeout=30)
     assert "make: ***" not in output, output[-3000:]
     assert make.returncode in (0, -signal.SIGINT), output[-3000:]
-    # Each start-up warning once (issue 8 §11): the development key warning is jwtex.W001.
+    # Each start-up warning once (docs/environment.md#make-run): the development key warning is jwtex.W001.
     assert output.count("jwtex.W001") == 1, output[-3000:]
     assert "RuntimeWarning" not in output

@@ -1,4 +1,4 @@
-"""The candidate (shadow) rule set of a tenant in the admin (SPEC §11): start one from the live
+"""The candidate (shadow) rule set of a tenant in the admin (docs/operations.md#shadow-rules): start one from the live
 rules, edit it with the ordinary rule editor, see what it would have changed in the last 24 h
 (filtered: would now deny, would now allow, different tags), replay it over recent traffic,
 then promote it to live in one step (a new revision) or discard it.

@@ -37,8 +37,9 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         (
             "Mapper (effect: mapper)",
             {"fields": ["mapper_url", "mapper_timeout_ms"],
-             "description": "A webhook decides and shapes the token (SPEC §9): it is POSTed the verified claims with a "
-                            "60-second bearer token of this tenant, and answers {\"allow\": …, \"claims\": {…}}. "
+             "description": "A webhook decides and shapes the token (docs/mapper.md): it is POSTed the verified "
+                            "claims with a 60-second bearer token of this tenant, and answers "
+                            "{\"allow\": …, \"claims\": {…}}. "
                             "See examples/mapper.py."},
         ),
         (

@@ -1,5 +1,5 @@
-"""The configuration document's shape (SPEC §6): its keys, the model field behind each, and
-the path helpers every error message uses (``tenants[acme].rules["main"].when``)."""
+"""The configuration document's shape (docs/configuration-file.md#tenant-keys): its keys, the model
+field behind each, and the path helpers every error message uses (``tenants[acme].rules["main"].when``)."""
 
 from __future__ import annotations
 
@@ -50,19 +50,20 @@ TENANT_KEYS: dict[str, Key] = {
     "key_rotation_interval": Key("key_rotation_interval", "int"),
     "key_prepublish_window": Key("key_prepublish_window", "int"),
     "audit_retention_days": Key("audit_retention_days", "int"),
-    # Keep each exchange's verified upstream claims in its audit record, for replay (SPEC §11).
+    # Keep each exchange's verified upstream claims in its audit record, for replay (docs/operations.md#replay).
     "keep_upstream_claims": Key("keep_upstream_claims", "bool"),
     # Only for the overview's AWS snippets (tenants/models.py validates them).
     "aws_account_ids": Key("aws_account_ids", "str_list"),
     "aws_region": Key("aws_region", "str"),
     "aws_role_name": Key("aws_role_name", "str"),
     # Where new signing keys are made: local or aws-kms, and KMS's region and (optional) account.
-    # Never a key, its ARN or its material: those are state, not configuration (SPEC §6).
+    # Never a key, its ARN or its material: those are state, not configuration
+    # (docs/configuration-file.md#what-is-never-in-a-file).
     "key_backend": Key("key_backend", "str"),
     "kms_region": Key("kms_region", "str"),
     "kms_account_id": Key("kms_account_id", "str"),
 }
-TENANT_LISTS = ("issuers", "rules", "shadow_rules")  # shadow_rules: the candidate set (SPEC §11)
+TENANT_LISTS = ("issuers", "rules", "shadow_rules")  # shadow_rules: the candidate set (docs/operations.md#shadow-rules)
 
 ISSUER_KEYS: dict[str, Key] = {
     "id": Key("issuer_id", "str", required=True, exported_always=True),
@@ -94,7 +95,7 @@ RULE_KEYS: dict[str, Key] = {
     "claims": Key("claims", "str_map"),
     "enabled": Key("enabled", "bool"),
     "any_owner": Key("any_owner", "bool"),
-    # SPEC §9: effect mapper's webhook, {url, timeout_ms} → mapper_url, mapper_timeout_ms
+    # docs/mapper.md#when-a-mapper-is-called: effect mapper's webhook, {url, timeout_ms} → mapper_url, mapper_timeout_ms
     "mapper": Key("mapper_url", "mapper"),
 }
 

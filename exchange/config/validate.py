@@ -61,7 +61,7 @@ class DesiredTenant:
     fields: dict[str, Any]
     issuers: list[DesiredIssuer]
     rules: list[DesiredRule]
-    shadow_rules: list[DesiredRule] = field(default_factory=list)  # the candidate set (SPEC §11)
+    shadow_rules: list[DesiredRule] = field(default_factory=list)  # the candidate set (docs/operations.md#shadow-rules)
 
 
 

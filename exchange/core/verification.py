@@ -1,4 +1,5 @@
-"""Upstream JWT → ``VerifiedToken`` (SPEC §4). Pure: no ORM, no network, no global cache.
+"""Upstream JWT → ``VerifiedToken`` (docs/verification.md#verifying-an-upstream-token). Pure: no ORM, no
+network, no global cache.
 
 Two steps, so the caller can pick the issuer (by ``iss`` or ``issuerId``) and its keys
 between them:
@@ -9,7 +10,7 @@ between them:
 - ``verify_token`` checks the header against the issuer's allowlist and key set, the
   signature with ``cryptography`` directly, and then the claims (RFC 7519 §4.1, §7.2).
   It raises ``InvalidToken`` (401); ``UnknownKeyId`` when no key has the token's ``kid``,
-  so the caller may refetch the JWKS once (SPEC §4).
+  so the caller may refetch the JWKS once (docs/verification.md#unknown-kid).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ __all__ = ["parse_compact", "short_value", "verify_token"]
 
 
 # JOSE header parameters that would let the token pick its own key (RFC 8725 §3.10,
-# RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (SPEC §4).
+# RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (docs/verification.md#header).
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "b64")
 
 def _verify_rsa_pkcs1(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
@@ -135,7 +136,7 @@ def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Pa
     """Check a compact JWS's structure (RFC 7515 §7.1) and decode it; no signature check."""
     if not isinstance(token, (str, bytes, bytearray)):
         raise _malformed("token is not text")
-    # Size first, before any other work (SPEC §4).
+    # Size first, before any other work (docs/verification.md#structure).
     if len(token) > max_bytes:
         raise RequestTooLarge(reason=f"token of {len(token)} > {max_bytes} bytes")
     if isinstance(token, str):
@@ -206,7 +207,7 @@ def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
         candidates = keys._by_kid.get(kid, ())
         if not candidates:  # an exact, opaque lookup: the kid is never a path or query (RFC 8725 §3.10)
             raise UnknownKeyId(reason=f"no key with kid {short_value(kid)}")
-        if len(candidates) > 1:  # SPEC §4: a kid matches exactly one key
+        if len(candidates) > 1:  # docs/verification.md#key-selection: a kid matches exactly one key
             raise _invalid("The token's key is ambiguous.", f"kid {short_value(kid)} matches {len(candidates)} keys")
         key = candidates[0]
         if not key_fits(key, alg):  # RFC 8725 §3.1: the algorithm must fit the key
@@ -215,7 +216,7 @@ def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
                 f"alg {alg} does not fit key {short_value(kid)} (kty {key.kty}, crv {key.crv}, alg {key.alg})",
             )
         return key
-    # No kid: only when exactly one key could have made this signature (SPEC §4).
+    # No kid: only when exactly one key could have made this signature (docs/verification.md#key-selection).
     candidates = keys._by_alg[alg]
     if len(candidates) != 1:
         raise _invalid(
@@ -241,7 +242,8 @@ def _number(claims: Mapping[str, Any], name: str) -> float | int | None:
 
 
 def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
-    # RFC 7519 §4.1.1 / SPEC §4: exact string comparison, no trailing-slash or case leniency.
+    # RFC 7519 §4.1.1 / docs/verification.md#issuer-and-audience: exact string comparison, no trailing-slash
+    # or case leniency.
     iss = claims.get("iss")
     if not isinstance(iss, str) or iss != issuer.issuer:
         raise _invalid("The token's issuer is not accepted.", f"iss {short_value(iss)} is not {issuer.issuer!r}")
@@ -259,7 +261,7 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
 
     exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
     leeway = issuer.leeway
-    if exp is None:  # SPEC §4: exp is required
+    if exp is None:  # docs/verification.md#times: exp is required
         raise _invalid("The token has no exp claim.", "exp is missing")
     if not exp > now - leeway:  # RFC 7519 §4.1.4
         raise _invalid("The token has expired.", f"exp {exp} is not after now {now} - leeway {leeway}")
@@ -269,13 +271,13 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
         # An issuer that backdates nbf before iat (GitHub Actions: nbf = iat - 600) states how
         # much clock skew it means to tolerate; honour it, up to MAX_NBF_BACKDATE, on top of
         # the leeway. Otherwise a verifier whose clock lags would refuse a token inside the
-        # window its issuer declared valid (see README, "Where the SPEC is silent").
+        # window its issuer declared valid (docs/verification.md#backdated-nbf).
         backdate = min(max(iat - nbf, 0), MAX_NBF_BACKDATE) if nbf is not None and nbf <= iat else 0
         if iat > now + leeway + backdate:
             raise _invalid(
                 "The token was issued in the future.", f"iat {iat} is after now {now} + leeway {leeway} + {backdate}"
             )
-    # SPEC §4: bound the lifetime, so a stolen long-lived token is refused. Written as a
+    # docs/verification.md#lifetime-bound: bound the lifetime, so a stolen long-lived token is refused. Written as a
     # comparison, not exp - start: a 400-digit int minus a float would raise OverflowError.
     start, start_name = (iat, "iat") if iat is not None else (now, "now")
     if exp > start + issuer.max_token_age:
@@ -286,7 +288,8 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
 
 
 def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: float) -> VerifiedToken:
-    """Verify ``parsed`` against one issuer's config and keys at time ``now`` (SPEC §4)."""
+    """Verify ``parsed`` against one issuer's config and keys at time ``now``
+    (docs/verification.md#verifying-an-upstream-token)."""
     header = parsed.header
 
     for name in _FORBIDDEN_HEADERS:  # RFC 8725 §3.10: the token never names its own key

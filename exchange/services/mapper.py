@@ -1,7 +1,7 @@
-"""The mapper webhook (SPEC §9): a ``mapper`` rule's call, which cannot hurt other tenants.
+"""The mapper webhook (docs/mapper.md#mapper-webhooks): a ``mapper`` rule's call, which cannot hurt other tenants.
 
-- The request is SPEC §9's JSON with ``Authorization: Bearer`` a 60-second JWT signed by the
-  tenant's active key (``iss`` the tenant, ``aud`` the mapper URL, ``sub`` the issuer id), so
+- The request is the JSON of docs/mapper.md#the-request with ``Authorization: Bearer`` a 60-second JWT
+  signed by the tenant's active key (``iss`` the tenant, ``aud`` the mapper URL, ``sub`` the issuer id), so
   the mapper checks its caller through the tenant's own JWKS.
 - The call goes through the guarded client (exchange.upstream.webhook) with the rule's deadline.
 - Per tenant and process at most ``MAPPER_CONCURRENCY`` calls at once; one more answers ``503``

@@ -1,4 +1,4 @@
-"""Revisions (SPEC §11): every effective change of a tenant's configuration is kept as the whole
+"""Revisions (docs/operations.md#revisions): every effective change of a tenant's configuration is kept as the whole
 document ``jwtex_export --tenant T`` printed after it, numbered per tenant from 1, with who made
 it, from where and a one-line summary. Kept for as long as the tenant exists (no bound: a
 document is a few kilobytes and a tenant changes by hand).

@@ -46,7 +46,7 @@ class Simulation:
     emitted: dict[str, Any] | None = None  # the would-be payload without iat/nbf/exp/jti
     lifetime: int | None = None
     notes: tuple[str, ...] = ()
-    mapper: MapperCall | None = None  # a mapper rule's webhook, really called (SPEC §9)
+    mapper: MapperCall | None = None  # a mapper rule's webhook, really called (docs/mapper.md#mapper-webhooks)
 
     @property
     def allowed(self) -> bool:

@@ -1,4 +1,4 @@
-"""One fetch per issuer at a time across processes, and waiting for it (SPEC §3: "a burst of one
+"""One fetch per issuer at a time across processes, and waiting for it (docs/errors.md#bursts: "a burst of one
 tenant's jobs all succeed", "one tenant never slows another").
 
 Marks in the shared cache (``CACHE_URL``; per process without one), per issuer row:
@@ -125,7 +125,7 @@ _waiters = 0
 
 
 def waiters_cap() -> int:
-    """At most half of a process's request threads wait on upstream fetches (SPEC §3)."""
+    """At most half of a process's request threads wait on upstream fetches (docs/errors.md#bursts)."""
     return max(1, jwtex_settings.server_threads // 2)
 
 

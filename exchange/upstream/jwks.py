@@ -1,4 +1,5 @@
-"""An issuer's key set, as the exchange and the admin ask for it (SPEC §3, §4).
+"""An issuer's key set, as the exchange and the admin ask for it (docs/errors.md#bursts,
+docs/verification.md#unknown-kid).
 
 - ``issuer_keys_get`` is the request path's selector: the snapshot's stored set while it is
   within the staleness bound; else the row's (another process may have fetched); else the keys
@@ -8,7 +9,7 @@
   failed within the cool-down (at once), or when half of the process's request threads already
   wait on upstream fetches (at once): fail closed (exchange.upstream.flights).
 - ``issuer_keys_refetch_for_unknown_kid``: at most one refetch per issuer per cool-down across
-  processes, so a flood of tokens with made-up ``kid``s cannot flood the upstream (SPEC §4); the
+  processes, so a flood of tokens with made-up ``kid``s cannot flood the upstream (docs/verification.md); the
   tokens that meet it in flight wait for it, so a burst at an upstream key rotation verifies.
 - ``issuer_jwks_refresh`` (tasks, commands) and ``issuer_keys_fetch_now`` (the admin) fetch in
   the caller's thread, within the 10 s deadline.
@@ -61,7 +62,7 @@ def max_staleness() -> timedelta:
 
 def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -> bool:
     """Fetch the issuer's JWKS if due (or ``force``); True when the stored key set changed. An
-    issuer another process is fetching right now is skipped (CONVENTIONS §8)."""
+    issuer another process is fetching right now is skipped (docs/design/layout.md#tasks-are-thin-and-idempotent)."""
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
     if current is None:
         return False
@@ -122,7 +123,7 @@ _WHY = {
 def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime, deadline: float | None = None) -> IssuerKeys:
     """The keys to verify this issuer's tokens with; ``TemporarilyUnavailable`` (503) when none
     can be had by ``deadline`` (``time.monotonic()``; default: the request's budget from now).
-    Without usable stored keys it fetches them, or waits for the fetch in flight (SPEC §3)."""
+    Without usable stored keys it fetches them, or waits for the fetch in flight (docs/errors.md#bursts)."""
     if issuer.static_jwks is not None:
         return _static_keys(issuer)
     keys = _stored_keys(issuer, now)
@@ -153,7 +154,7 @@ def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime, deadline: float | 
 
 def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime, tried: IssuerKeys | None = None,
                                         deadline: float | None = None) -> IssuerKeys | None:
-    """The issuer's keys after the refetch for an unknown ``kid`` (SPEC §3, §4): at most one per
+    """The issuer's keys after the refetch for an unknown ``kid`` (docs/errors.md#bursts): at most one per
     issuer per cool-down across processes, made by this request or waited for (a burst of tokens
     signed by a new key all wait for the one refetch). None when the keys stored then are the
     ``tried`` ones (default: the snapshot's): the ``kid`` is unknown, 401. ``TemporarilyUnavailable``

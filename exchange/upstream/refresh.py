@@ -1,5 +1,5 @@
 """Refreshing an issuer's key set from upstream, so that one tenant's upstream never slows
-another tenant (SPEC §3).
+another tenant (docs/errors.md#bursts).
 
 - The fetch (OIDC discovery, then the JWKS) is network only: no database transaction or row
   lock is ever held across it. Its result is written afterwards in one short conditional
@@ -319,14 +319,14 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def request_deadline() -> float:
-    """The ``time.monotonic()`` by which a request stops waiting for upstream keys (SPEC §3)."""
+    """The ``time.monotonic()`` by which a request stops waiting for upstream keys (docs/errors.md#bursts)."""
     return time.monotonic() + jwtex_settings.request_fetch_budget
 
 
 def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta,
                    deadline: float | None = None) -> Outcome:
     """Fetch for a request whose issuer has no usable keys, or wait for the fetch of it in flight
-    (in this process or another), until ``deadline`` at most (SPEC §3). ``WAITED``: that fetch
+    (in this process or another), until ``deadline`` at most (docs/errors.md#bursts). ``WAITED``: that fetch
     ended, its outcome is stored."""
     if row.static_jwks is not None:
         return Outcome.STATIC
@@ -337,7 +337,7 @@ def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: ti
 
 
 def refetch_within(pk: int, *, load: Callable[[], Issuer], now: datetime, deadline: float) -> Outcome:
-    """The refetch for an unknown ``kid`` (SPEC §4): made here, or the fetch in flight waited for,
+    """The refetch for an unknown ``kid`` (docs/verification.md): made here, or the fetch in flight waited for,
     until ``deadline``; ``load`` reads the issuer row, only when this request fetches."""
     return _within(pk, load=load, now=now, kid_refetch=True, deadline=deadline)
 

@@ -1,5 +1,6 @@
-"""The service as it runs in production, under load (issue 10): real ``make serve`` processes on
-PostgreSQL (and Redis, as CI's second pass runs them), bounded in time.
+"""The service as it runs in production, under load (docs/errors.md#one-tenant-never-slows-another,
+docs/design/audit-path.md): real ``make serve`` processes on PostgreSQL (and Redis, as CI's second
+pass runs them), bounded in time.
 
 - One tenant never slows another: while a tenant's upstream is a tarpit, another tenant's p99
   stays under 100 ms, every tarpit request answers within 2.5 s, and the tarpit sees one

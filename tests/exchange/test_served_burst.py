@@ -1,4 +1,4 @@
-"""A burst of CI jobs always gets its tokens (SPEC §3): a matrix build starts dozens of jobs in the
+"""A burst of CI jobs always gets its tokens (docs/errors.md#bursts): a matrix build starts dozens of jobs in the
 same second. Two ``make serve`` processes (two nodes, one process each) share PostgreSQL and the
 Redis cache, as the README's production set-up runs; the upstream answers each request in 0.3 s.
 

@@ -1,5 +1,5 @@
-"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output (SPEC §5,
-§9). Pure: the HTTP call is exchange.services.mapper's.
+"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output
+(docs/mapper.md#the-answer, docs/rules.md#aws-limits). Pure: the HTTP call is exchange.services.mapper's.
 
 The answer is ``{"allow": true|false, "claims": {...}}``. ``allow: false`` denies. With
 ``allow: true`` the claims become the token's as the original mapper.js wrote them: ``sub`` and
@@ -30,7 +30,7 @@ from .engine import CompiledRule, _audience, _denied, _EvaluationError, _json_va
 
 __all__ = ["mapper_decision"]
 
-_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (SPEC §9)
+_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (docs/mapper.md#the-answer)
 
 
 class _Refused(Exception):
@@ -112,7 +112,7 @@ _TAGS_SHAPE = f'{AWS_TAGS_CLAIM} must be {{"principal_tags": {{KEY: [VALUE]}}, "
 def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], dict[str, Any] | None]:
     """The session tags, the transitive keys, and the claim to emit: the mapper's own, member for
     member and in its order (an empty ``transitive_tag_keys`` list included), once every part of it
-    is known to be what AWS STS reads (SPEC §9)."""
+    is known to be what AWS STS reads (docs/mapper.md#the-answer)."""
     if claim is None:
         return (), (), None
     if not isinstance(claim, dict) or not isinstance(claim.get("principal_tags", {}), dict):

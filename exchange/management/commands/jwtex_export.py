@@ -1,7 +1,8 @@
-"""``manage.py jwtex_export``: print tenants, issuers and rules in the format jwtex_apply reads (SPEC §6).
+"""``manage.py jwtex_export``: print tenants, issuers and rules in the format jwtex_apply reads
+(docs/configuration-file.md#commands).
 
 Standard output carries the document and nothing else, so ``jwtex_export > acme.yaml`` works.
-``--tenant T --revision N`` prints revision N of tenant T exactly as it was stored (SPEC §11).
+``--tenant T --revision N`` prints revision N of tenant T exactly as it was stored (docs/operations.md#revisions).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The first hour of a new operator (issue 8 §6, §11): each small thing a newcomer noticed."""
+"""The first hour of a new operator (docs/operators.md#the-admin-today): each small thing a newcomer noticed."""
 
 from __future__ import annotations
 

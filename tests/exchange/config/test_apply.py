@@ -1,4 +1,5 @@
-"""Configuration as code (SPEC §6): jwtex_apply / jwtex_export and the services behind them."""
+"""Configuration as code (docs/configuration-file.md#commands): jwtex_apply / jwtex_export and the services
+behind them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
 
-# SPEC §6, verbatim.
+# docs/configuration-file.md#the-reference-example, verbatim.
 SPEC_EXAMPLE = """\
 tenants:
   - slug: acme

@@ -131,7 +131,7 @@ def test_transitive_keys_omitted_when_empty(signer):
 
 
 def test_a_mappers_tags_claim_is_emitted_as_it_wrote_it(signer):
-    """SPEC §9: a mapper's claim as written (an empty transitive list kept, its member order); a
+    """docs/mapper.md#the-answer: a mapper's claim as written (an empty transitive list kept, its member order); a
     rule's token above leaves an empty list out, as it always has."""
     written = {"transitive_tag_keys": [], "principal_tags": {"repository": ["octo-org/app"], "actor": ["octocat"]}}
     minted = mint_token(decision=decision(transitive_tag_keys=(), tags_claim=written), issuer=ISSUER, signer=signer,

@@ -1,4 +1,5 @@
-"""exchange.verification: upstream JWT verification as SPEC §4 says (RFC 7515, 7518, 7519, 8725).
+"""exchange.verification: upstream JWT verification as docs/verification.md#verifying-an-upstream-token says
+(RFC 7515, 7518, 7519, 8725).
 
 Pure module, so no database: tokens are minted here (PyJWT or by hand) or come from the
 real GitHub Actions fixture in ``tests/fixtures/github-actions``.
@@ -1010,7 +1011,7 @@ def test_iat_leeway_boundary(mint, keyset):
 
 
 def test_max_token_age_with_iat(mint, keyset):
-    # SPEC §4: exp - iat not over max_token_age.
+    # docs/verification.md#lifetime-bound: exp - iat not over max_token_age.
     assert verify(mint(iat=NOW - 100, exp=NOW + 3500), keyset, max_token_age=3600).alg == "RS256"
     error = refused(INVALID_TOKEN, verify, mint(iat=NOW - 100, exp=NOW + 3501), keyset, max_token_age=3600)
     assert "lifetime" in error.description

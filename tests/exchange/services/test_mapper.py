@@ -1,4 +1,4 @@
-"""The mapper webhook (SPEC §9, issue 13 §1): a rule whose decision and output come from an
+"""The mapper webhook (docs/mapper.md#mapper-webhooks): a rule whose decision and output come from an
 HTTPS webhook — which can deny, fail or misbehave in every way without a 5xx, an invalid token
 or any harm to another tenant."""
 
@@ -114,7 +114,7 @@ def test_the_example_mapper_allows_octo_org_with_exactly_nine_tags_and_denies_ot
 
 
 def test_the_example_mappers_tags_claim_is_in_the_token_byte_for_byte(example_mapper, client, upstream, monkeypatch):
-    """SPEC §9: the claims come out exactly as the mapper wrote them — its tags claim member for
+    """docs/mapper.md#the-answer: the claims come out exactly as the mapper wrote them — its tags claim member for
     member and in its order, the empty transitive_tag_keys list included (a rule's token leaves an
     empty list out; a mapper's answer is passed on as it is)."""
     tenant = make_tenant("acme")

@@ -1,4 +1,4 @@
-"""The overview's traffic (issue 12 §5.1): hourly buckets from one query, exact over a generated
+"""The overview's traffic (docs/operators.md#the-tenant-overview): hourly buckets from one query, exact over a generated
 week, the SVG drawn from them, the top denial reasons with links the audit list accepts, and
 each upstream issuer's key-set age."""
 

@@ -1,5 +1,5 @@
 """exchange.upstream.flights: a request that finds its issuer's fetch in flight — in this process or
-another — waits for it within its own budget and verifies with what it stored (SPEC §3); at most
+another — waits for it within its own budget and verifies with what it stored (docs/errors.md#bursts); at most
 half of the process's request threads wait at once, one more answers 503 at once."""
 
 from __future__ import annotations
