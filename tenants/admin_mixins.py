@@ -18,9 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Model, QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpRequest
+
+from exchange.core import strict_json
 
 from .models import Membership, Role, Tenant
 
@@ -93,6 +99,32 @@ def tenant_get_or_404(request: HttpRequest, tenant_id: object, roles: Collection
     return tenant
 
 
+class StrictJSONFormField(forms.JSONField):
+    """Django's JSON form field read by the project's strict decoder (exchange.core.strict_json):
+    a repeated member, ``NaN`` or nesting deeper than any configuration needs is a form error,
+    never a 500 (Django's own field lets the decoder's ``RecursionError`` through)."""
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            return strict_json.loads(value)
+        except strict_json.DuplicateMemberError as exc:
+            raise ValidationError(f"Not valid JSON: the member {exc.name!r} appears twice.", code="invalid") from None
+        except RecursionError:
+            raise ValidationError(f"Not valid JSON: nested deeper than {strict_json.MAX_DEPTH}.", code="invalid") from None
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        if self.disabled or data is None:
+            return super().bound_data(data, initial)
+        try:
+            return strict_json.loads(data)
+        except (ValueError, RecursionError):
+            return InvalidJSONInput(data)
+
+
 class TenantScopedAdminMixin:
     """A ``ModelAdmin`` whose rows, choices, actions and object URLs follow memberships.
 
@@ -102,6 +134,7 @@ class TenantScopedAdminMixin:
     """
 
     tenant_path = "tenant"
+    formfield_overrides = {models.JSONField: {"form_class": StrictJSONFormField}}
     view_roles: frozenset[str] = VIEW
     add_roles: frozenset[str] = CONFIGURE
     change_roles: frozenset[str] = CONFIGURE
