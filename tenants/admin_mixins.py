@@ -119,7 +119,8 @@ class StrictJSONFormField(forms.JSONField):
         except strict_json.DuplicateMemberError as exc:
             raise ValidationError(f"Not valid JSON: the member {exc.name!r} appears twice.", code="invalid") from None
         except RecursionError:
-            raise ValidationError(f"Not valid JSON: nested deeper than {strict_json.MAX_DEPTH}.", code="invalid") from None
+            raise ValidationError(f"Not valid JSON: nested deeper than {strict_json.MAX_DEPTH}.",
+                                  code="invalid") from None
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}", code="invalid") from None
 

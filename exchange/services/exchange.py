@@ -30,7 +30,7 @@ from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
-from .mapper import MapperCall, mapper_decide
+from .mapper import MapperCall, MapperMode, mapper_decide
 from .shadow import shadow_divergence
 
 logger = logging.getLogger("jwtex.exchange")
@@ -109,13 +109,16 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
     return runtime.issuers[sorted(ids)[0]]
 
 
-def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
-    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
+def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, fetch: bool = True) -> VerifiedToken:
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4).
+    ``fetch=False`` (an auditor's simulation): the stored keys only, nothing fetched."""
     at = datetime.fromtimestamp(now, UTC)
-    keys = issuer_keys_get(issuer=issuer, now=at)
+    keys = issuer_keys_get(issuer=issuer, now=at, fetch=fetch)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
+        if not fetch:
+            raise
         # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
         try:
             fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at)
@@ -140,11 +143,13 @@ def rules_decide(
     trace: list[RuleTrace] | None = None,
     on_mapper: Callable[[MapperCall], None] | None = None,
     now: float | None = None,
+    mapper: MapperMode = MapperMode.LIVE,
 ) -> Decision:
     """The tenant's rules over verified claims (SPEC §5); ``AccessDenied`` unless an allow rule
     (or a mapper rule's webhook, SPEC §9) decides. A tenant with a rule that does not compile
     denies everything. With ``trace``, every rule's part is appended to it (the simulator);
-    ``on_mapper`` hears of a mapper call (the audit record, the simulator)."""
+    ``on_mapper`` hears of a mapper call (the audit record, the simulator); ``mapper`` says
+    how a simulation calls it (exchange.services.mapper)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
     decided = engine.decide(
@@ -158,7 +163,7 @@ def rules_decide(
     )
     if isinstance(decided, engine.Delegation):
         return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
-                             now=time.time() if now is None else now, on_call=on_mapper)
+                             now=time.time() if now is None else now, on_call=on_mapper, mode=mapper)
     return decided
 
 

@@ -107,14 +107,17 @@ def _reloaded(issuer: IssuerSnapshot) -> Issuer:
 _UNAVAILABLE = "The upstream issuer's keys are unavailable; retry later."
 
 
-def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys:
+def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime, fetch: bool = True) -> IssuerKeys:
     """The keys to verify this issuer's tokens with; ``TemporarilyUnavailable`` (503) when none
-    can be had within the request's budget."""
+    can be had within the request's budget — or, with ``fetch=False``, without fetching."""
     if issuer.static_jwks is not None:
         return _static_keys(issuer)
     keys = _stored_keys(issuer, now)
     if keys is not None:
         return keys
+    if not fetch:
+        raise TemporarilyUnavailable("The upstream issuer's keys are not stored, and nothing is fetched here.",
+                                     reason=f"issuer {issuer.pk}: no usable stored keys; fetching was not allowed")
     if refresher.failed_recently(issuer.pk, now):
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: the last fetch failed within the cool-down")
     try:

@@ -123,8 +123,8 @@ def test_a_static_jwks_is_refused_with_the_place(document, message):
 
 
 def yaml_with_jwks(jwks: dict) -> str:
-    return config_dump({"tenants": [{"slug": "acme", "name": "Acme", "issuers": [
-        {"id": "k8s", "issuer": "https://kubernetes.default.svc", "audiences": ["jwtex"], "jwks": jwks}], "rules": []}]})
+    issuer = {"id": "k8s", "issuer": "https://kubernetes.default.svc", "audiences": ["jwtex"], "jwks": jwks}
+    return config_dump({"tenants": [{"slug": "acme", "name": "Acme", "issuers": [issuer], "rules": []}]})
 
 
 def test_apply_stores_only_the_defined_members_and_a_second_apply_changes_nothing():
@@ -169,8 +169,8 @@ def test_a_restored_revision_is_read_as_strictly_as_a_file(django_capture_on_com
 
 def issuer_form(tenant, static_jwks: str) -> dict:
     return {"tenant": tenant.pk, "issuer_id": "k8s", "issuer": "https://kubernetes.default.svc", "audiences": "jwtex",
-            "algorithms": ["ES256"], "leeway": 60, "max_token_age": 86400, "jwks_uri": "", "jwks_refresh_interval": 3600,
-            "static_jwks": static_jwks, "enabled": "on"}
+            "algorithms": ["ES256"], "leeway": 60, "max_token_age": 86400, "jwks_uri": "",
+            "jwks_refresh_interval": 3600, "static_jwks": static_jwks, "enabled": "on"}
 
 
 def test_the_admin_keeps_only_the_defined_members_of_a_static_jwks(admin_client_for, tenant):
