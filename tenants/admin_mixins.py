@@ -164,10 +164,10 @@ class DeclaredLookupsOnlyMixin:
     keys list into a prefix oracle on the stored ciphertext, for auditors too. Here the list
     accepts exactly the parameters of its ``list_filter`` entries, its ``date_hierarchy`` and
     exact matches on its ``search_fields`` (less than ``?q=`` finds already); anything else
-    is a ``400``. A value a filter cannot read (``?created_at__gte=yesterday``, a date past year
-    9999, a NUL byte PostgreSQL refuses) is a ``400`` that says which parameter, too — never
-    a 500, and never Django's ``?e=1`` redirect, which drops the filters without a word (and
-    on a second try shows a page blaming the database)."""
+    is a ``400`` page naming the parameters refused. A value a filter cannot read
+    (``?created_at__gte=yesterday``, a date past year 9999, a NUL byte PostgreSQL refuses) is a
+    ``400`` page too — never a 500, and never Django's ``?e=1`` redirect, which drops the
+    filters without a word (and on a second try shows a page blaming the database)."""
 
     def declared_lookups(self, request) -> frozenset[str]:
         allowed: set[str] = set()
@@ -185,10 +185,10 @@ class DeclaredLookupsOnlyMixin:
     def lookup_allowed(self, lookup, value, request=None):
         if request is None:  # Django always passes it (5.x); without it nothing is allowed
             return False
-        allowed = getattr(request, "_jwtex_declared_lookups", None)
-        if allowed is None:
-            allowed = request._jwtex_declared_lookups = self.declared_lookups(request)
-        return lookup in allowed
+        cache = request.__dict__.setdefault("_jwtex_declared_lookups", {})  # once per list and request
+        if self.model not in cache:
+            cache[self.model] = self.declared_lookups(request)
+        return lookup in cache[self.model]
 
     def get_changelist_instance(self, request):
         if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
@@ -200,7 +200,8 @@ class DeclaredLookupsOnlyMixin:
             logger.warning("admin list filter refused", extra={"jwtex": {"model": self.model._meta.label,
                                                                          "parameters": unknown}})
             raise _RefusedFilter(f"this list cannot be filtered by {', '.join(unknown) or 'that'}") from None
-        except (IncorrectLookupParameters, ValidationError, ValueError, OverflowError, DataError) as exc:
+        # (DataError: a value only the database refuses; the admin runs in autocommit, so it is over.)
+        except (IncorrectLookupParameters, ValidationError, OverflowError, DataError) as exc:
             cause = exc.__cause__ or exc
             raise _RefusedFilter(f"a filter's value cannot be read ({type(cause).__name__})") from None
 
