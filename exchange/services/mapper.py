@@ -125,7 +125,7 @@ def _breaker_of(tenant_id: int, url: str) -> _Breaker:
         return _breakers.setdefault((tenant_id, url), _Breaker())
 
 
-def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool) -> str:
+def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
     if runtime.signer is None:
         raise TemporarilyUnavailable("The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key")
     issued = int(now)
