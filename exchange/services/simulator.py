@@ -33,7 +33,7 @@ from ..core.values import Decision, RuleTrace
 from ..models import Issuer
 from ..runtime import TenantRuntime, runtime_build
 from .exchange import issuer_select, rules_decide, token_parse, token_size_check, token_verify
-from .mapper import MapperCall, MapperMode, MapperNotCalled
+from .mapper import BREAKER_FAILURES, MapperCall, MapperMode, MapperNotCalled
 
 __all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token"]
 
@@ -78,7 +78,7 @@ def _notes(tenant: Tenant, issuer: Issuer | None) -> list[str]:
 _CALLED = "A mapper rule matched: its webhook was called for real, told it was a simulation, with the request shown."
 _NOT_CALLED = ("A mapper rule matched: its webhook decides, and an auditor's simulation calls nothing outside — the "
                "request it would be sent is shown.")
-_CIRCUIT_OPEN = "Real exchanges are not calling this mapper at the moment: it failed 5 times in a row."
+_CIRCUIT_OPEN = f"Real exchanges are not calling this mapper at the moment: it failed {BREAKER_FAILURES} times in a row."
 
 
 def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *, audience: str | None,
