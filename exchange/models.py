@@ -13,7 +13,7 @@ from tenants.models import KeyBackend, SigningAlgorithm, Tenant
 
 from .conf import jwtex_settings
 from .core import limits
-from .core.jwks import KeySet
+from .core.jwks import KeySet, static_jwks_clean
 from .core.rules.spec import RuleSpec, session_tag_entries, session_tag_entry_problem, validate_rule_spec
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
@@ -140,10 +140,12 @@ class Issuer(models.Model):
                 errors["jwks_uri"] = problem
         if self.static_jwks is not None:
             try:
+                # Only the members a JWK defines are kept, within a size bound (docs/configuration-file.md#issuer-keys).
+                self.static_jwks = static_jwks_clean(self.static_jwks)
                 if not KeySet.from_jwks(self.static_jwks).keys:
                     errors["static_jwks"] = "The key set has no usable signing key."
             except ValueError as exc:
-                errors["static_jwks"] = f"Not a JWKS document: {exc}"
+                errors["static_jwks"] = f"Not a usable JWKS document: {exc}."
         if errors:
             raise ValidationError(errors)
 

@@ -1,11 +1,15 @@
 """Memberships in the admin, scoped by membership (tenants.admin_mixins): owners add people
-to their tenant. (The tenant's own screen is exchange.admin.tenants: it needs the services.)"""
+to their tenant. (The tenant's own screen is exchange.admin.tenants: it needs the services.)
+Django's own user and group lists (superusers only) filter by what they declare, like ours."""
 
 from django import forms
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 
-from .admin_mixins import OWN, TenantScopedAdminMixin, has_role
+from .admin_mixins import OWN, DeclaredLookupsOnlyMixin, TenantScopedAdminMixin, has_role
 from .models import Membership, Role
 from .services import membership_add, membership_role_change_errors, user_get_by_username
 
@@ -79,3 +83,10 @@ class MembershipAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         saved = membership_add(tenant=obj.tenant, user=obj.user, role=obj.role)
         obj.pk = saved.pk
         obj.created_at = saved.created_at
+
+
+# Every list of the admin accepts only the filters it declares (tenants.admin_mixins), Django's too.
+for _model, _base in ((get_user_model(), UserAdmin), (Group, GroupAdmin)):
+    if admin.site.is_registered(_model) and not isinstance(admin.site._registry[_model], DeclaredLookupsOnlyMixin):
+        admin.site.unregister(_model)
+        admin.site.register(_model, type(_base.__name__, (DeclaredLookupsOnlyMixin, _base), {}))

@@ -8,6 +8,7 @@ import json
 
 from django import forms
 
+from tenants.admin_mixins import StrictJSONFormField
 from tenants.models import KeyBackend, Tenant
 from tenants.widgets import SecondsInput
 
@@ -76,7 +77,7 @@ class TenantOwnedForm(forms.ModelForm):
 
 
 
-class OptionalJSONField(forms.JSONField):
+class OptionalJSONField(StrictJSONFormField):
     """A JSON document or nothing: an empty box means None (not the text "null")."""
 
     def prepare_value(self, value):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from functools import partial
 
 from django import forms
@@ -69,7 +71,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             or filters.get("tenant__id__exact")
             or self.get_changeform_initial_data(request).get("tenant")
         )
-        if wanted and str(wanted).isdigit() and has_role(request, int(wanted), self.add_roles):
+        if wanted and re.fullmatch(r"[0-9]{1,18}", str(wanted)) and has_role(request, int(wanted), self.add_roles):
             return int(wanted)
         return None
 
@@ -103,7 +105,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         filters = QueryDict(request.GET.get("_changelist_filters", ""))
-        if "tenant" not in initial and filters.get("tenant__id__exact", "").isdigit():
+        if "tenant" not in initial and re.fullmatch(r"[0-9]{1,18}", filters.get("tenant__id__exact", "")):
             initial["tenant"] = int(filters["tenant__id__exact"])
         return initial
 

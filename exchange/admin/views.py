@@ -159,10 +159,13 @@ def rule_simulator_view(request, *, model_admin):
     if data is not None and form.is_valid():
         tenant, issuer = form.cleaned_data["tenant"], form.cleaned_data["issuer"]
         audience = form.cleaned_data["audience"].strip() or None
+        outbound = has_role(request, tenant.pk, CONFIGURE)  # an auditor's simulation calls nothing outside
         if form.cleaned_data["mode"] == "token":
-            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience)
+            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
+                                    outbound=outbound)
         else:
-            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"], audience=audience)
+            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
+                                     audience=audience, outbound=outbound)
     rule_links = {}
     if result is not None:
         rule_links = {

@@ -3,6 +3,7 @@ field behind each, and the path helpers every error message uses (``tenants[acme
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
@@ -12,7 +13,7 @@ from typing import Any
 
 from django.db import models
 
-from ..core.jwks import KeySet
+from ..core.jwks import KeySet, static_jwks_clean
 from ..core.rules.spec import session_tag_entry_problem
 
 ErrorList = list[tuple[str, str]]
@@ -217,13 +218,16 @@ def _check_str_map(value: Any, path: str, errors: Collector) -> bool:
 def _check_jwks(value: Any, path: str, errors: Collector) -> bool:
     if value is None:
         return True
-    try:
-        keys = KeySet.from_jwks(value)
-    except ValueError:
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
         errors.add(path, 'expected a JWKS: a mapping with a "keys" list')
         return False
     if not all(isinstance(k, dict) for k in value["keys"]):
         errors.add(path, 'every entry of "keys" must be a JWK (a mapping)')
+        return False
+    try:
+        keys = KeySet.from_jwks(static_jwks_clean(value))  # only the members a JWK defines (docs/configuration-file.md#issuer-keys)
+    except ValueError as exc:
+        errors.add(path, str(exc))
         return False
     if not keys.keys:
         errors.add(path, "the JWKS has no usable public key (RSA, EC or OKP)")
@@ -252,6 +256,16 @@ _STRUCTURED: dict[str, Callable[[Any, str, Collector], bool]] = {
     "mapper": _check_mapper,
     "jwks": _check_jwks,
 }
+
+
+# kind -> what is stored of a value that passed its check (a deep copy for every other kind).
+_STORED: dict[str, Callable[[Any], Any]] = {"jwks": lambda v: None if v is None else static_jwks_clean(v)}
+
+
+def stored_value(kind: str, value: Any) -> Any:
+    """What is written for a checked ``value``: a static JWKS keeps only the members RFC 7517/7518
+    define (docs/configuration-file.md#issuer-keys); anything else is copied as it is."""
+    return _STORED[kind](value) if kind in _STORED else copy.deepcopy(value)
 
 
 def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:

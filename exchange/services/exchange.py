@@ -31,7 +31,7 @@ from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from ..upstream.refresh import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
-from .mapper import MapperCall, mapper_decide
+from .mapper import MapperCall, MapperMode, mapper_decide
 from .shadow import shadow_divergence
 
 logger = logging.getLogger("jwtex.exchange")
@@ -113,20 +113,23 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
 
 
 def token_verify(
-    issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, deadline: float | None = None
+    issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, deadline: float | None = None, fetch: bool = True
 ) -> VerifiedToken:
     """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down
-    (docs/verification.md#unknown-kid).
-    Fetching or waiting for keys ends by ``deadline`` (``time.monotonic()``; default: the budget from now)."""
+    (docs/verification.md#unknown-kid). Fetching or waiting for keys ends by ``deadline``
+    (``time.monotonic()``; default: the budget from now). ``fetch=False`` (an auditor's
+    simulation): the stored keys only, nothing fetched."""
     at = datetime.fromtimestamp(now, UTC)
     # One budget for all its waits (docs/errors.md#bursts).
     deadline = request_deadline() if deadline is None else deadline
-    keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline)
+    keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline, fetch=fetch)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
+        if not fetch:
+            raise
         # The upstream may have rotated: refetch at most once per cool-down, or wait for the
-        # refetch in flight, then verify with what it stored (docs/errors.md#bursts, docs/verification.md#unknown-kid).
+        # refetch in flight, then verify with what it stored (docs/errors.md#bursts).
         try:
             fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at, tried=keys, deadline=deadline)
         except ExchangeError:
@@ -150,11 +153,13 @@ def rules_decide(
     trace: list[RuleTrace] | None = None,
     on_mapper: Callable[[MapperCall], None] | None = None,
     now: float | None = None,
+    mapper: MapperMode = MapperMode.LIVE,
 ) -> Decision:
     """The tenant's rules over verified claims (docs/rules.md#session-tags); ``AccessDenied`` unless an allow rule
     (or a mapper rule's webhook, docs/mapper.md#the-answer) decides. A tenant with a rule that does not compile
     denies everything. With ``trace``, every rule's part is appended to it (the simulator);
-    ``on_mapper`` hears of a mapper call (the audit record, the simulator)."""
+    ``on_mapper`` hears of a mapper call (the audit record, the simulator); ``mapper`` says
+    how a simulation calls it (exchange.services.mapper)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
     decided = engine.decide(
@@ -168,7 +173,7 @@ def rules_decide(
     )
     if isinstance(decided, engine.Delegation):
         return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
-                             now=time.time() if now is None else now, on_call=on_mapper)
+                             now=time.time() if now is None else now, on_call=on_mapper, mode=mapper)
     return decided
 
 

@@ -12,7 +12,8 @@ from django.utils.safestring import SafeString, mark_safe
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
-from ..core.aws_setup import AwsSetup, CiSnippets, aws_setup_render, ci_snippets_render
+from ..core.aws_setup import AwsSetup, aws_setup_render
+from ..core.ci_setup import CiSnippets, ci_snippets_render
 from ..core.charts import (
     DayTotal,
     HourBucket,

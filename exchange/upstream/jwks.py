@@ -120,15 +120,21 @@ _WHY = {
 }
 
 
-def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime, deadline: float | None = None) -> IssuerKeys:
+def issuer_keys_get(
+    *, issuer: IssuerSnapshot, now: datetime, deadline: float | None = None, fetch: bool = True
+) -> IssuerKeys:
     """The keys to verify this issuer's tokens with; ``TemporarilyUnavailable`` (503) when none
-    can be had by ``deadline`` (``time.monotonic()``; default: the request's budget from now).
-    Without usable stored keys it fetches them, or waits for the fetch in flight (docs/errors.md#bursts)."""
+    can be had by ``deadline`` (``time.monotonic()``; default: the request's budget from now) —
+    or, with ``fetch=False``, without fetching. Without usable stored keys it fetches them, or
+    waits for the fetch in flight (docs/errors.md#bursts)."""
     if issuer.static_jwks is not None:
         return _static_keys(issuer)
     keys = _stored_keys(issuer, now)
     if keys is not None:
         return keys
+    if not fetch:
+        raise TemporarilyUnavailable("The upstream issuer's keys are not stored, and nothing is fetched here.",
+                                     reason=f"issuer {issuer.pk}: no usable stored keys; fetching was not allowed")
     if flights.failed_recently(issuer.pk, now):
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: the last fetch failed within the cool-down")
     try:

@@ -50,4 +50,7 @@ class Command(BaseCommand):
             raise CommandError(f"tenant {tenants[0]!r} has no revision {number}; nothing was exported.")
         if format == "yaml":
             return found.document  # byte for byte what jwtex_export printed then
-        return config_dump(config_load(found.document, source=f"revision {number}", fmt="yaml"), fmt="json")
+        try:
+            return config_dump(config_load(found.document, source=f"revision {number}", fmt="yaml"), fmt="json")
+        except ConfigError as exc:  # a row that is not what jwtex wrote
+            raise CommandError("; ".join(f"{path}: {message}" for path, message in exc.errors)) from None

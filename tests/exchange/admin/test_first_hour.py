@@ -75,10 +75,10 @@ def test_terraform_hints_are_tag_specific_and_said_once(tenant):
     tf = aws_setup_render(tenant_slug="acme", issuer_url="https://j.example/t/acme", audiences=["a"],
                           tag_keys=["repository", "ref", "actor", "custom"]).terraform
     assert tf.count("narrow each value") == 1
-    assert '# e.g. ["octo-org/*"]' in tf and '# e.g. ["refs/heads/main"]' in tf
+    assert '"aws:RequestTag/repository" = "*" # e.g. "octo-org/*"' in tf and '# e.g. "refs/heads/main"' in tf
     assert tf.count("octo-org/*") == 1
     custom = tf[tf.index('"aws:RequestTag/custom"'):]
-    assert custom.splitlines()[1].strip() == 'values   = ["*"]'
+    assert custom.splitlines()[0].strip() == '"aws:RequestTag/custom" = "*"'
 
 
 def test_demo_upstream_explains_its_options_and_adds_claims(capsys):

@@ -529,9 +529,13 @@ def test_a_static_jwks_must_be_a_key_set_with_a_usable_key():
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", 'expected a JWKS: a mapping with a "keys" list')
     ]
-    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, k: c2VjcmV0}]}\n")
+    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, kid: s}]}\n")
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", "the JWKS has no usable public key (RSA, EC or OKP)")
+    ]
+    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, k: c2VjcmV0}]}\n")
+    assert apply_errors(document) == [
+        ("tenants[acme].issuers[github].jwks", "keys[0] holds private key material (k): give the public keys only")
     ]
 
 

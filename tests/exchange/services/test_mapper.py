@@ -397,7 +397,7 @@ def test_the_simulator_shows_the_request_and_the_mappers_answer(tenant, issuer, 
 
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {"team": "payments"}})
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims())
+    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
     assert simulation.allowed and simulation.emitted["team"] == "payments"
     assert simulation.mapper.request["issuerId"] == "ci" and simulation.mapper.answer == {"allow": True, "claims": {"team": "payments"}}
     assert any("called for real" in note for note in simulation.notes)
