@@ -20,6 +20,7 @@ from ..core.charts import (
     traffic_chart_svg,
     traffic_summary,
 )
+from ..core.ci_setup import CiClientSnippets, ci_client_snippets_render
 from ..core.jwks import kids_of
 from ..core.presets import preset_for_issuer
 from ..models import (
@@ -130,7 +131,8 @@ class TenantOverview:
     audiences: list[str]
     tag_keys: list[str]
     aws: AwsSetup
-    ci: CiSnippets
+    ci: CiSnippets  # the curl recipe: "without the client"
+    ci_client: CiClientSnippets  # jwtex's GitHub Action and GitLab component
 
 
 def issuer_health(issuer: Issuer, *, now: datetime) -> IssuerHealth:
@@ -304,4 +306,21 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
         tag_keys=tag_keys,
         aws=aws,
         ci=ci,
+        ci_client=_ci_client(tenant, aws, github, gitlab),
+    )
+
+
+def _ci_client(tenant: Tenant, aws: AwsSetup, github: Issuer | None, gitlab: Issuer | None) -> CiClientSnippets:
+    """The CI jobs with jwtex's Action and GitLab component, where the operators keep them."""
+    return ci_client_snippets_render(
+        public_url=jwtex_settings.public_url,
+        tenant_slug=tenant.slug,
+        role_arns=aws.role_arns,
+        region=aws.region,
+        github_issuer_id=github.issuer_id if github else None,
+        github_audiences=list(github.audiences or []) if github else None,
+        gitlab_issuer_id=gitlab.issuer_id if gitlab else None,
+        gitlab_audiences=list(gitlab.audiences or []) if gitlab else None,
+        action=jwtex_settings.ci_action,
+        component=jwtex_settings.ci_component,
     )
