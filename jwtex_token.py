@@ -98,7 +98,10 @@ _log_times = False  # the background refresher's log lines carry the time
 
 
 def log(message: str) -> None:
+    """One line on stderr, whatever a server put in the message: no line of it can pass for a
+    runner's workflow command (``::…``) or a line of its own."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ ") if _log_times else ""
+    message = re.sub(r"[\x00-\x1f\x7f]", " ", message)
     print(f"{stamp}{PROG}: {message}", file=sys.stderr, flush=True)
 
 
@@ -696,6 +699,7 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     issuer_id = option("issuer_id", "JWTEX_ISSUER_ID")
     role_arn, name = option("role_arn", "JWTEX_ROLE_ARN"), option("role_session_name", "JWTEX_ROLE_SESSION_NAME")
     region = (args.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip()
+    output = args.output or env.get("AWS_WEB_IDENTITY_TOKEN_FILE") or ""  # absolute: later steps run elsewhere
     checks = [
         (bool(url), "--url (or $JWTEX_URL) is required"),
         (bool(TENANT.fullmatch(tenant)), f"--tenant must be a jwtex tenant slug (a-z, 0-9, -), not {tenant!r}"),
@@ -715,12 +719,13 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
          "--credential-process prints credentials: it takes neither --refresh nor --export"),
         (args.export != "github" or bool(env.get("GITHUB_ENV") and env.get("GITHUB_OUTPUT")),
          "--export github needs $GITHUB_ENV and $GITHUB_OUTPUT (a GitHub Actions step)"),
+        (not args.refresh or hasattr(os, "fork"), "--refresh needs a POSIX system (Linux, macOS)"),
     ]
     for ok, problem in checks:
         if not ok:
             raise Usage(problem)
     return Config(url=_url(url), tenant=tenant, issuer_id=issuer_id, audience=(args.audience or "").strip(),
-                  output=args.output or env.get("AWS_WEB_IDENTITY_TOKEN_FILE") or "", refresh=args.refresh,
+                  output=os.path.abspath(output) if output else "", refresh=args.refresh,
                   margin=args.margin, refresh_max=args.refresh_max, timeout=args.timeout, platform=args.platform,
                   gitlab_variable=args.gitlab_token_variable, token_file=args.token_file or "",
                   token_env=args.token_env or "", role_arn=role_arn, session_name=name, export=args.export or "",
@@ -781,6 +786,9 @@ def main(argv: Optional[list] = None, *, env: Optional[Mapping[str, str]] = None
         return 2
     except Failure as problem:
         log(str(problem))
+        return 1
+    except OSError as error:  # the token file: a directory that cannot be written, a full disk…
+        log(f"{type(error).__name__}: {error}")
         return 1
     except KeyboardInterrupt:
         return 130

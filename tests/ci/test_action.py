@@ -19,7 +19,7 @@ from tests.ci.conftest import CALLER, ROLE_ARN, aws_environment
 from tests.ci.fakes import STS_CALLS
 from tests.ci.runners import ACTION, action_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+LIVE = pytest.mark.django_db(transaction=True)  # the live server sees the rows the test makes
 
 
 @pytest.fixture
@@ -59,6 +59,7 @@ def test_the_action_declares_its_inputs_and_outputs():
     assert {f"${{{{ inputs.{name} }}}}" for name in inputs} == set(step["env"].values())
 
 
+@LIVE
 def test_later_steps_assume_the_role_with_the_token_the_action_wrote(live_server, jwtex, actions, sts, tmp_path,
                                                                     refreshers):
     runner = _runner(actions, tmp_path)
@@ -85,6 +86,7 @@ def test_later_steps_assume_the_role_with_the_token_the_action_wrote(live_server
     assert call.token == token and call.role_arn == ROLE_ARN and call.session_name == "gh-9876543210-2"
 
 
+@LIVE
 def test_refresh_false_writes_once(live_server, jwtex, actions, tmp_path, refreshers):
     ran = action_run({"url": live_server.url, "tenant": "acme", "role-arn": ROLE_ARN, "refresh": "false",
                       "role-session-name": "deploy-main"}, env=_runner(actions, tmp_path), workdir=tmp_path)
@@ -96,6 +98,7 @@ def test_refresh_false_writes_once(live_server, jwtex, actions, tmp_path, refres
     assert ran.returncode == 1 and "::error title=jwtex::The refresh input must be true or false." in ran.stdout
 
 
+@LIVE
 @pytest.mark.parametrize("inputs", [
     {"tenant": "acme$(touch PWNED)"},
     {"tenant": 'acme"; touch PWNED; echo "'},

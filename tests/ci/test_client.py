@@ -301,3 +301,17 @@ def test_sts_errors_name_the_code_and_retry_only_what_aws_calls_transient():
         assert json.dumps(form).count(A_JWT) == 1
     finally:
         sts.close()
+
+
+def test_a_message_from_a_server_stays_one_line_and_cannot_pass_for_a_workflow_command(capsys):
+    client.log("AWS STS answered 400 X: no\n::add-mask::x\r\n::error::forged")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jwtex-token: ") and "\n::" not in err
+
+
+def test_the_token_file_is_named_absolutely_for_the_steps_that_run_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = client.parser().parse_args(["--url", "https://jwtex.example.com", "--tenant", "acme", "--output", "t.jwt"])
+    assert client.config_from(args, {}).output == str(tmp_path / "t.jwt")
+    args = client.parser().parse_args(["--url", "https://jwtex.example.com", "--tenant", "acme"])
+    assert client.config_from(args, {"AWS_WEB_IDENTITY_TOKEN_FILE": "sdk.jwt"}).output == str(tmp_path / "sdk.jwt")

@@ -19,7 +19,7 @@ from tests.ci.conftest import CALLER, CLIENT, ROLE_ARN, aws_environment
 from tests.ci.fakes import STS_CALLS, FakeActions
 from tests.ci.runners import COMPONENT, component_documents, component_interpolated, gitlab_job_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+LIVE = pytest.mark.django_db(transaction=True)  # the live server sees the rows the test makes
 INPUTS = {"tenant": "acme", "issuer-id": "gitlab", "role-arn": ROLE_ARN}
 
 
@@ -98,6 +98,7 @@ def _job(tmp_path: Path, config: dict, gitlab: FakeActions, variables: dict[str,
     return ran, audiences, temporary
 
 
+@LIVE
 def test_the_job_script_assumes_the_role_with_the_token_the_component_wrote(live_server, gitlab, sts, tmp_path):
     config = component_interpolated({"url": live_server.url, **INPUTS})
     variables = {**aws_environment(sts, tmp_path), "JOB_PYTHON": sys.executable, "CALLER": CALLER}
@@ -115,6 +116,7 @@ def test_the_job_script_assumes_the_role_with_the_token_the_component_wrote(live
     assert call.token not in ran.stderr and gitlab.minted[0] not in ran.stderr
 
 
+@LIVE
 @pytest.mark.parametrize("name, value", [
     ("role-session-name", "$(touch PWNED)"),
     ("tenant", "acme$(touch PWNED)"),
