@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db.models import Count, Max, Q
 from django.db.models.functions import TruncHour
@@ -279,15 +280,8 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     )
     github = _issuer_for(issuers, {"github", "github-enterprise"})
     gitlab = _issuer_for(issuers, {"gitlab", "gitlab-self-managed"})
-    ci = ci_snippets_render(
-        issuer_url=issuer_url,
-        role_arns=aws.role_arns,
-        region=aws.region,
-        github_issuer_id=github.issuer_id if github else None,
-        github_audiences=list(github.audiences or []) if github else None,
-        gitlab_issuer_id=gitlab.issuer_id if gitlab else None,
-        gitlab_audiences=list(gitlab.audiences or []) if gitlab else None,
-    )
+    platforms = _ci_platforms(github, gitlab)
+    ci = ci_snippets_render(issuer_url=issuer_url, role_arns=aws.role_arns, region=aws.region, **platforms)
     return TenantOverview(
         tenant=tenant,
         issuer_url=issuer_url,
@@ -306,21 +300,19 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
         tag_keys=tag_keys,
         aws=aws,
         ci=ci,
-        ci_client=_ci_client(tenant, aws, github, gitlab),
+        ci_client=ci_client_snippets_render(
+            public_url=jwtex_settings.public_url, tenant_slug=tenant.slug, role_arns=aws.role_arns, region=aws.region,
+            action=jwtex_settings.ci_action, component=jwtex_settings.ci_component, **platforms,
+        ),
     )
 
 
-def _ci_client(tenant: Tenant, aws: AwsSetup, github: Issuer | None, gitlab: Issuer | None) -> CiClientSnippets:
-    """The CI jobs with jwtex's Action and GitLab component, where the operators keep them."""
-    return ci_client_snippets_render(
-        public_url=jwtex_settings.public_url,
-        tenant_slug=tenant.slug,
-        role_arns=aws.role_arns,
-        region=aws.region,
-        github_issuer_id=github.issuer_id if github else None,
-        github_audiences=list(github.audiences or []) if github else None,
-        gitlab_issuer_id=gitlab.issuer_id if gitlab else None,
-        gitlab_audiences=list(gitlab.audiences or []) if gitlab else None,
-        action=jwtex_settings.ci_action,
-        component=jwtex_settings.ci_component,
-    )
+def _ci_platforms(github: Issuer | None, gitlab: Issuer | None) -> dict[str, Any]:
+    """The tenant's GitHub and GitLab issuers as both kinds of CI jobs take them: the id to
+    exchange with, and the audiences it accepts (to say when it does not accept the job's)."""
+    return {
+        "github_issuer_id": github.issuer_id if github else None,
+        "github_audiences": list(github.audiences or []) if github else None,
+        "gitlab_issuer_id": gitlab.issuer_id if gitlab else None,
+        "gitlab_audiences": list(gitlab.audiences or []) if gitlab else None,
+    }
