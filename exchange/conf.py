@@ -122,6 +122,16 @@ class JwtexSettings:
 
     # --- the admin ----------------------------------------------------------------------------
     @property
+    def ci_action(self) -> str:
+        """Where the admin's GitHub jobs find jwtex's Action: ``OWNER/REPO@REF`` ("" unset)."""
+        return str(_get("CI_ACTION", ""))
+
+    @property
+    def ci_component(self) -> str:
+        """Where the admin's GitLab jobs find jwtex's component: ``HOST/PATH/jwtex-token@VERSION``."""
+        return str(_get("CI_COMPONENT", ""))
+
+    @property
     def login_max_failures(self) -> int:
         return int(_get("LOGIN_MAX_FAILURES", 5))
 

@@ -96,6 +96,11 @@ JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
 # Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the
 # operator's list, never a tenant's), e.g. an in-house mapper behind the firewall.
 JWTEX_MAPPER_ALLOWED_HOSTS = [h.strip().lower() for h in os.environ.get("JWTEX_MAPPER_ALLOWED_HOSTS", "").split(",") if h.strip()]
+# Where the operators keep jwtex's CI files, for the admin's CI jobs: the GitHub Action
+# (OWNER/REPO@REF, action.yml at the repository's root) and the GitLab CI/CD component
+# (HOST/GROUP/PROJECT/jwtex-token@VERSION). Unset: the jobs show placeholders.
+JWTEX_CI_ACTION = os.environ.get("JWTEX_CI_ACTION", "").strip()
+JWTEX_CI_COMPONENT = os.environ.get("JWTEX_CI_COMPONENT", "").strip()
 # /metrics answers only with "Authorization: Bearer <this>" when set.
 JWTEX_METRICS_TOKEN = os.environ.get("JWTEX_METRICS_TOKEN", "")
 # prometheus-client's multiprocess mode (make serve sets it for its processes): each node's
