@@ -151,6 +151,8 @@ MIDDLEWARE = [
     # Who made a configuration change, for its revision (SPEC §11).
     "jwtex_site.middleware.AdminRevisionActorMiddleware",
     "jwtex_site.middleware.AdminMessageMiddleware",
+    # A PermissionDenied in the admin: its styled 403 page and a one-line log, not a traceback.
+    "jwtex_site.middleware.AdminForbiddenMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

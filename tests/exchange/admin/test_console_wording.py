@@ -39,3 +39,27 @@ def test_the_github_preset_proposes_a_free_issuer_id(admin_client_for, tenant):
     assert response.status_code == 302
     form = client.get(response["Location"])
     assert form.context["adminform"].form.initial["issuer_id"] == "github-3"
+
+
+def test_a_403_in_the_admin_is_its_styled_page_and_one_log_line(admin_client_for, tenant):
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        response = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_issuer_preset"))
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert 'id="jwtex-forbidden"' in page and "Your role does not allow this" in page
+    assert "jwtex administration" in page and 'id="header"' in page  # the admin's own page
+    assert [r.getMessage() for r in records] == ["Forbidden: /admin/exchange/issuer/preset/"]
+    assert records[0].exc_info is None
