@@ -112,6 +112,7 @@ class IssuerForm(TenantOwnedForm):
     class Meta:
         model = Issuer
         fields = "__all__"
+        labels = {"jwks_uri": "JWKS URI"}
         widgets = {
             "issuer": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
             "jwks_uri": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
