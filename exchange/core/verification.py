@@ -301,6 +301,10 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
     if "sub" in claims and not isinstance(claims["sub"], str):  # RFC 7519 §4.1.2
         raise _invalid("The token's sub claim is not a string.", f"The token's sub claim is {_json_kind(claims['sub'])}, not a string.")
 
+    _check_times(claims, issuer, now)
+
+
+def _check_times(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
     exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
     leeway = issuer.leeway
     if exp is None:  # SPEC §4: exp is required
