@@ -25,6 +25,13 @@ def _health_badge(status: str) -> str:
     return format_html('<span class="jwtex-badge" style="background:{}">{}</span>', colour, status)
 
 
+# Read-only: what the last fetches of the issuer's keys found.
+KEY_HEALTH_FIELDS = [
+    "key_health", "cached_kids", "keys_fetched_from", "keys_fetched_at", "keys_fresh_until", "keys_changed_at",
+    "last_fetch_error", "last_fetch_error_at", "failed_fetches", "created_at", "updated_at",
+]
+
+
 @admin.register(Issuer)
 class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
@@ -36,19 +43,7 @@ class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, ad
     list_select_related = ["tenant"]
     search_fields = ["issuer_id", "issuer"]
     actions = ["fetch_keys_now"]
-    readonly_fields = [
-        "key_health",
-        "cached_kids",
-        "keys_fetched_from",
-        "keys_fetched_at",
-        "keys_fresh_until",
-        "keys_changed_at",
-        "last_fetch_error",
-        "last_fetch_error_at",
-        "failed_fetches",
-        "created_at",
-        "updated_at",
-    ]
+    readonly_fields = KEY_HEALTH_FIELDS
     # Labels in words, not field names ("Jwks resolved uri").
     keys_fetched_from = readable.value("jwks_resolved_uri", "keys fetched from")
     keys_fetched_at = readable.value("jwks_fetched_at", "keys last fetched")
@@ -65,24 +60,7 @@ class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, ad
         (None, {"fields": ["tenant", "issuer_id", "issuer", "enabled"]}),
         ("Verification", {"fields": ["audiences", "algorithms", "leeway", "max_token_age", "replay_protection"]}),
         ("Keys", {"fields": ["jwks_uri", "static_jwks", "jwks_refresh_interval"]}),
-        (
-            "Key health",
-            {
-                "fields": [
-                    "key_health",
-                    "cached_kids",
-                    "keys_fetched_from",
-                    "keys_fetched_at",
-                    "keys_fresh_until",
-                    "keys_changed_at",
-                    "last_fetch_error",
-                    "last_fetch_error_at",
-                    "failed_fetches",
-                    "created_at",
-                    "updated_at",
-                ]
-            },
-        ),
+        ("Key health", {"fields": KEY_HEALTH_FIELDS}),
     ]
 
     @admin.display(description="keys")
