@@ -211,7 +211,9 @@ def check_admin_sign_on(app_configs, **kwargs):
     given = {
         "JWTEX_ADMIN_OIDC_ISSUER": sign_on.issuer,
         "JWTEX_ADMIN_OIDC_CLIENT_ID": sign_on.client_id,
-        "JWTEX_ADMIN_OIDC_CLIENT_SECRET or JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE": sign_on.client_secret or sign_on.private_key_file,
+        "JWTEX_ADMIN_OIDC_CLIENT_SECRET or JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE": (
+            sign_on.client_secret or sign_on.private_key_file
+        ),
     }
     missing = [name for name, value in given.items() if not value]
     if missing and len(missing) < len(given):

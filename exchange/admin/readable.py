@@ -41,4 +41,6 @@ class ReadableWhenViewOnlyMixin:
         if obj is None or self.has_change_permission(request, obj):
             return fieldsets
         swap = self.view_only_fields
-        return [(name, {**options, "fields": [swap.get(f, f) for f in options["fields"]]}) for name, options in fieldsets]
+        return [
+            (name, {**options, "fields": [swap.get(f, f) for f in options["fields"]]}) for name, options in fieldsets
+        ]

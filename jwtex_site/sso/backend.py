@@ -88,13 +88,17 @@ class SignOnBackend(OIDCAuthenticationBackend):
         try:
             response = requests.post(self.metadata.token_endpoint, data=data, auth=auth, timeout=HTTP_TIMEOUT)
         except requests.RequestException as exc:
-            raise SignOnRefused(f"The identity provider's token endpoint could not be reached ({type(exc).__name__}).") from None
+            raise SignOnRefused(
+                f"The identity provider's token endpoint could not be reached ({type(exc).__name__})."
+            ) from None
         if response.status_code != 200:
             try:
                 error = str(response.json().get("error", ""))[:100]
             except ValueError:
                 error = ""
-            raise SignOnRefused(f"The identity provider refused the sign-in code (HTTP {response.status_code} {error}).")
+            raise SignOnRefused(
+                f"The identity provider refused the sign-in code (HTTP {response.status_code} {error})."
+            )
         try:
             answer = response.json()
         except ValueError:
@@ -104,7 +108,9 @@ class SignOnBackend(OIDCAuthenticationBackend):
         return answer
 
     def verify_token(self, token, **kwargs):
-        return id_token_verify(token=token, nonce=kwargs.get("nonce"), sign_on=self.sign_on, now=timezone.now().timestamp())
+        return id_token_verify(
+            token=token, nonce=kwargs.get("nonce"), sign_on=self.sign_on, now=timezone.now().timestamp()
+        )
 
     def store_tokens(self, access_token, id_token):
         # Only for RP-initiated logout's id_token_hint, and encrypted: no token in clear at rest.

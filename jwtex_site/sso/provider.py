@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,9 @@ class ProviderMetadata:
 
 def _get_json(url: str, what: str) -> dict[str, Any]:
     try:
-        response = requests.get(url, timeout=HTTP_TIMEOUT, headers={"Accept": "application/json"}, allow_redirects=False)
+        response = requests.get(
+            url, timeout=HTTP_TIMEOUT, headers={"Accept": "application/json"}, allow_redirects=False
+        )
     except requests.RequestException as exc:
         raise SignOnRefused(f"The identity provider's {what} could not be fetched ({type(exc).__name__}).") from None
     if response.status_code != 200:
@@ -81,7 +82,8 @@ def _get_json(url: str, what: str) -> dict[str, Any]:
 
 def _same_scheme(url: object, issuer: str) -> bool:
     # An https issuer's endpoints are https too: its answers are only as safe as the weakest.
-    return isinstance(url, str) and url.startswith(("https://",) if issuer.startswith("https://") else ("https://", "http://"))
+    schemes = ("https://",) if issuer.startswith("https://") else ("https://", "http://")
+    return isinstance(url, str) and url.startswith(schemes)
 
 
 def provider_metadata(*, sign_on: AdminSignOn) -> ProviderMetadata:
@@ -129,9 +131,8 @@ def provider_keys(*, metadata: ProviderMetadata, refresh: bool = False) -> KeySe
 def _accepted_algorithms(metadata: ProviderMetadata, keys: KeySet) -> tuple[str, ...]:
     """The provider's ID token algorithms that one of its published keys can verify; never
     ``none`` or HMAC (RFC 8725 §3.1), whatever the discovery document says."""
-    return tuple(
-        sorted(a for a in SUPPORTED_ALGORITHMS if a in metadata.id_token_algorithms and any(key_fits(k, a) for k in keys.keys))
-    )
+    listed = [a for a in SUPPORTED_ALGORITHMS if a in metadata.id_token_algorithms]
+    return tuple(sorted(a for a in listed if any(key_fits(k, a) for k in keys.keys)))
 
 
 def _verify_with(token: str, sign_on: AdminSignOn, metadata: ProviderMetadata, keys: KeySet, now: float) -> dict:
@@ -186,7 +187,3 @@ def client_assertion(*, sign_on: AdminSignOn, token_endpoint: str, now: float) -
     }
     headers = {"kid": sign_on.private_key_id} if sign_on.private_key_id else None
     return jwt.encode(payload, private_key, algorithm=algorithm, headers=headers)
-
-
-def now() -> float:
-    return time.time()

@@ -153,7 +153,10 @@ def admin_logout_view(request, **kwargs):
         end_session = ""
     if not end_session:
         return admin.site.logout(request)
-    params = {"client_id": sign_on.client_id, "post_logout_redirect_uri": request.build_absolute_uri(reverse("admin:login"))}
+    params = {
+        "client_id": sign_on.client_id,
+        "post_logout_redirect_uri": request.build_absolute_uri(reverse("admin:login")),
+    }
     if hint:
         params["id_token_hint"] = hint
     return HttpResponseRedirect(f"{end_session}{'&' if '?' in end_session else '?'}{urlencode(params)}")

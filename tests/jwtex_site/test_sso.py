@@ -50,8 +50,8 @@ def idp_round_trip(browser: requests.Session, base: str, username: str, password
     return location
 
 
-def sign_in(base: str, username: str, *, browser: requests.Session | None = None) -> tuple[requests.Session, requests.Response]:
-    browser = browser or requests.Session()
+def sign_in(base: str, username: str) -> tuple[requests.Session, requests.Response]:
+    browser = requests.Session()
     callback = idp_round_trip(browser, base, username)
     return browser, browser.get(callback, allow_redirects=False)
 
@@ -137,7 +137,8 @@ def test_without_a_jwtex_group_a_clear_no_access_page_and_no_staff_session(live_
     assert not in_admin(browser, live_server.url)
     dave = django_user_model.objects.get(username="dave")
     assert not dave.is_staff and not Membership.objects.filter(user=dave).exists()
-    assert browser.get(f"{live_server.url}/admin/", allow_redirects=False).headers["Location"].startswith("/admin/login/")
+    again = browser.get(f"{live_server.url}/admin/", allow_redirects=False)
+    assert again.headers["Location"].startswith("/admin/login/")
 
 
 def test_a_local_account_with_the_same_username_is_never_taken_over(live_server, idp, django_user_model):
@@ -233,7 +234,8 @@ def test_local_login_off_ends_password_sessions_and_keeps_sign_on_ones(live_serv
     local = requests.Session()
     local.get(f"{live_server.url}/admin/login/")
     local.post(f"{live_server.url}/admin/login/", headers={"Referer": f"{live_server.url}/admin/login/"},
-               data={"username": "admin", "password": "a-local-password", "csrfmiddlewaretoken": local.cookies["csrftoken"]})
+               data={"username": "admin", "password": "a-local-password",
+                     "csrfmiddlewaretoken": local.cookies["csrftoken"]})
     assert in_admin(local, live_server.url)
     idp.user("grace", "jwtex:acme:auditor")
     signed_on, _ = sign_in(live_server.url, "grace")

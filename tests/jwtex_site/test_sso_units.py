@@ -42,7 +42,9 @@ def test_the_client_assertion_is_for_the_token_endpoint_only_and_lives_a_minute(
     settings.JWTEX_ADMIN_OIDC_CLIENT_ID = "jwtex-admin"
     settings.JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = str(path)
     settings.JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID = "k1"
-    token = client_assertion(sign_on=jwtex_settings.admin_sign_on, token_endpoint="https://idp.test/token", now=1_800_000_000)
+    token = client_assertion(
+        sign_on=jwtex_settings.admin_sign_on, token_endpoint="https://idp.test/token", now=1_800_000_000
+    )
     assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "k1", "typ": "JWT"}
     claims = jwt.decode(token, key.public_key(), algorithms=["ES256"], audience="https://idp.test/token",
                         options={"verify_exp": False, "verify_iat": False})
