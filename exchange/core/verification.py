@@ -204,7 +204,7 @@ def _when(moment: float | int) -> str:
 
 
 _JSON_KINDS = {"str": "a string", "bool": "true or false", "list": "a list", "dict": "an object", "NoneType": "null",
-               "float": "not a finite number", "int": "a number"}
+               "float": "a number", "int": "a number"}
 
 
 def _json_kind(value: Any) -> str:
@@ -270,7 +270,8 @@ def _number(claims: Mapping[str, Any], name: str) -> float | int | None:
     value = claims[name]
     kind = type(value)  # not isinstance: a bool is an int in Python, not a number in JSON
     if kind is not int and (kind is not float or not math.isfinite(value)):  # isfinite(10**400) overflows
-        raise _invalid(f"The token's {name} claim is not a number.", f"The token's {name} claim is {_json_kind(value)}, not a number.")
+        what = "not a finite number" if kind is float else f"{_json_kind(value)}, not a number"
+        raise _invalid(f"The token's {name} claim is not a number.", f"The token's {name} claim is {what}.")
     return value
 
 
