@@ -7,6 +7,7 @@ test's ``settings`` override takes effect at once. Nothing else reads ``JWTEX_``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,29 @@ from .core import limits
 
 def _get(name: str, default: Any) -> Any:
     return getattr(settings, f"JWTEX_{name}", default)
+
+
+@dataclass(frozen=True)
+class AdminSignOn:
+    """The admin's single sign-on through an OpenID Connect provider (jwtex_site/sso;
+    docs/operators.md#single-sign-on)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    private_key_file: str  # private_key_jwt (RFC 7523) instead of the secret, when set
+    private_key_id: str
+    scopes: str
+    roles_claim: str
+    roles_prefix: str
+    superuser_value: str
+    roles_exclusive: bool
+    username_claim: str
+    name: str  # what the login page's button says: "Sign in with {name}"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.issuer and self.client_id and (self.client_secret or self.private_key_file))
 
 
 class JwtexSettings:
@@ -142,6 +166,28 @@ class JwtexSettings:
     @property
     def login_lockout_seconds(self) -> int:
         return int(_get("LOGIN_LOCKOUT_SECONDS", 900))
+
+    @property
+    def admin_local_login(self) -> bool:
+        """Whether the admin's login page takes passwords (off: only single sign-on)."""
+        return bool(_get("ADMIN_LOCAL_LOGIN", True))
+
+    @property
+    def admin_sign_on(self) -> AdminSignOn:
+        return AdminSignOn(
+            issuer=str(_get("ADMIN_OIDC_ISSUER", "")),
+            client_id=str(_get("ADMIN_OIDC_CLIENT_ID", "")),
+            client_secret=str(_get("ADMIN_OIDC_CLIENT_SECRET", "")),
+            private_key_file=str(_get("ADMIN_OIDC_PRIVATE_KEY_FILE", "")),
+            private_key_id=str(_get("ADMIN_OIDC_PRIVATE_KEY_ID", "")),
+            scopes=str(_get("ADMIN_OIDC_SCOPES", "openid email profile")),
+            roles_claim=str(_get("ADMIN_OIDC_ROLES_CLAIM", "groups")),
+            roles_prefix=str(_get("ADMIN_OIDC_ROLES_PREFIX", "jwtex:")),
+            superuser_value=str(_get("ADMIN_OIDC_SUPERUSER_VALUE", "jwtex:superuser")),
+            roles_exclusive=bool(_get("ADMIN_OIDC_ROLES_EXCLUSIVE", False)),
+            username_claim=str(_get("ADMIN_OIDC_USERNAME_CLAIM", "preferred_username")),
+            name=str(_get("ADMIN_OIDC_NAME", "") or "single sign-on"),
+        )
 
 
 jwtex_settings = JwtexSettings()

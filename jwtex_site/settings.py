@@ -107,6 +107,27 @@ JWTEX_METRICS_TOKEN = os.environ.get("JWTEX_METRICS_TOKEN", "")
 # /metrics reports the total of all its server processes.
 JWTEX_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
+# The admin's single sign-on through the organisation's OpenID Connect provider
+# (docs/operators.md#single-sign-on; README, "Operators and single sign-on"): on when the issuer, the client id and a client secret (or a
+# private key for private_key_jwt) are set; jwtex.E02x checks refuse a half-done configuration.
+JWTEX_ADMIN_OIDC_ISSUER = os.environ.get("JWTEX_ADMIN_OIDC_ISSUER", "").strip()
+JWTEX_ADMIN_OIDC_CLIENT_ID = os.environ.get("JWTEX_ADMIN_OIDC_CLIENT_ID", "").strip()
+JWTEX_ADMIN_OIDC_CLIENT_SECRET = os.environ.get("JWTEX_ADMIN_OIDC_CLIENT_SECRET", "")
+JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = os.environ.get("JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE", "").strip()
+JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID = os.environ.get("JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID", "").strip()
+JWTEX_ADMIN_OIDC_SCOPES = " ".join(os.environ.get("JWTEX_ADMIN_OIDC_SCOPES", "openid email profile").replace(",", " ").split())
+JWTEX_ADMIN_OIDC_ROLES_CLAIM = os.environ.get("JWTEX_ADMIN_OIDC_ROLES_CLAIM", "groups").strip()
+JWTEX_ADMIN_OIDC_ROLES_PREFIX = os.environ.get("JWTEX_ADMIN_OIDC_ROLES_PREFIX", "jwtex:")
+JWTEX_ADMIN_OIDC_SUPERUSER_VALUE = os.environ.get("JWTEX_ADMIN_OIDC_SUPERUSER_VALUE", "jwtex:superuser").strip()
+JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE = _env_bool("JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE")
+JWTEX_ADMIN_OIDC_USERNAME_CLAIM = os.environ.get("JWTEX_ADMIN_OIDC_USERNAME_CLAIM", "preferred_username").strip()
+JWTEX_ADMIN_OIDC_NAME = os.environ.get("JWTEX_ADMIN_OIDC_NAME", "").strip()
+# JWTEX_ADMIN_LOCAL_LOGIN=0: no passwords at the admin's login, only single sign-on.
+JWTEX_ADMIN_LOCAL_LOGIN = _env_bool("JWTEX_ADMIN_LOCAL_LOGIN", default=True)
+# Each backend asks jwtex's settings whether it is on (passwords: JWTEX_ADMIN_LOCAL_LOGIN; sign-on:
+# a configured provider), so both can stay listed.
+AUTHENTICATION_BACKENDS = ["jwtex_site.sso.backend.LocalPasswordBackend", "jwtex_site.sso.backend.SignOnBackend"]
+
 # Production mode with unsafe settings (DEBUG, a default secret key, no key-encryption keys,
 # plain http) is reported by the jwtex.E00x system checks (exchange/checks.py): `manage.py
 # check` lists them, and runserver, the WSGI application (make serve) and the Celery worker
@@ -139,8 +160,15 @@ MIDDLEWARE = [
     # Who made a configuration change, for its revision (docs/operations.md#revisions).
     "jwtex_site.middleware.AdminRevisionActorMiddleware",
     "jwtex_site.middleware.AdminMessageMiddleware",
+    # A PermissionDenied in the admin: its styled 403 page and a one-line log, not a traceback.
+    "jwtex_site.middleware.AdminForbiddenMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# security.W003 ("CsrfViewMiddleware is not in MIDDLEWARE") is false here: CSRF runs for the admin
+# through jwtex_site.middleware.AdminCsrfViewMiddleware, a CsrfViewMiddleware that skips only the
+# machines' endpoints (no cookie, no form). Silenced exactly; jwtex.E025 fails if it is ever gone.
+SILENCED_SYSTEM_CHECKS = ["security.W003"]
 
 ROOT_URLCONF = "jwtex_site.urls"
 WSGI_APPLICATION = "jwtex_site.wsgi.application"

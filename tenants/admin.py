@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 
 from .admin_mixins import OWN, DeclaredLookupsOnlyMixin, TenantScopedAdminMixin, has_role
-from .models import Membership, Role
+from .models import Membership, MembershipSource, Role
 from .services import membership_add, membership_role_change_errors, user_get_by_username
 
 
@@ -54,20 +54,24 @@ class MembershipAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     delete_roles = OWN
 
     form = MembershipForm
-    list_display = ["user", "tenant", "role", "created_at"]
-    list_filter = ["role", "tenant"]
+    list_display = ["user", "tenant", "role", "source", "created_at"]
+    list_filter = ["role", "source", "tenant"]
     list_select_related = ["tenant", "user"]
     search_fields = ["user__username", "tenant__slug"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["tenant", "username", "role"]
-        return ["tenant", "user", "role", "created_at"]
+        return ["tenant", "user", "role", "source", "created_at"]
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None:
-            fields += ["user", "created_at"]
+            fields += ["user", "source", "created_at"]
+            if obj.source == MembershipSource.IDP:
+                # The provider's claim sets it again at each sign-in: a change here would not last.
+                # (Deleting it revokes the role until the next sign-in.)
+                fields.append("role")
         return fields
 
     def has_delete_permission(self, request, obj=None):

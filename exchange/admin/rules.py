@@ -19,11 +19,11 @@ from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_an
 from ..core.presets import PRESETS, preset_for_issuer
 from ..models import Issuer, Rule
 from ..services.rules import rule_position_next
-from . import candidates, views
+from . import candidates, readable, views
 from .forms import IssuerChoiceField, RuleForm
 
 @admin.register(Rule)
-class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
     add_roles = change_roles = delete_roles = CONFIGURE
 
@@ -49,6 +49,11 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},
         ),
     ]
+
+    # An auditor reads the lists as the form edits them, one per line (not JSON).
+    view_only_fields = {"audiences": "audiences_lines", "transitive_tag_keys": "transitive_tag_keys_lines"}
+    audiences_lines = readable.lines("audiences", "audiences")
+    transitive_tag_keys_lines = readable.lines("transitive_tag_keys", "transitive tag keys")
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related(

@@ -25,6 +25,7 @@ from ..models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 from ..services.overview import tenant_overview_get
 from ..services.rules import rule_move
 from ..services.simulator import simulate_claims, simulate_token
+from ..services.tenants import issuer_id_free
 from ..upstream.jwks import issuer_keys_fetch_now
 from .forms import PresetForm, SimulatorForm
 
@@ -93,7 +94,7 @@ def issuer_preset_view(request, *, model_admin):
                 "preset": token,
                 "values": {
                     "tenant": form.cleaned_data["tenant"].pk,
-                    "issuer_id": values.issuer_id,
+                    "issuer_id": issuer_id_free(tenant=form.cleaned_data["tenant"], wanted=values.issuer_id),
                     "issuer": values.issuer,
                     "audiences": values.audiences,
                     "algorithms": values.algorithms,
