@@ -43,11 +43,11 @@ def _manage(argv: list[str]) -> int:
     return 0
 
 
-def running() -> str | None:
+def running(proc: Path = Path("/proc")) -> str | None:
     """What this container runs — ``web``, ``worker`` or ``beat`` — from its processes' command
     lines (the health check is a process of its own, started beside them by the runtime)."""
     found = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for cmdline in proc.glob("[0-9]*/cmdline"):
         try:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
