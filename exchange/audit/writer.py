@@ -282,7 +282,8 @@ def flush_at_exit() -> int:
         logger.exception("draining the audit spool at exit failed")
         return 0
     finally:
-        connection.close()
+        if not connection.in_atomic_block:  # a caller's transaction (tests) is theirs to end
+            connection.close()
     left = audit_writer().spool.pending()
     if count or left:
         logger.warning("audit spool at exit", extra={"jwtex": {"written": count, "left in the spool": left}})
