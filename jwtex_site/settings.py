@@ -217,8 +217,9 @@ STATIC_URL = "static/"
 # image does it when it is built, into a directory of its own: the var directory is a volume).
 STATIC_ROOT = Path(os.environ.get("JWTEX_STATIC_ROOT") or VAR_DIR / "static")
 # Served by the web process itself with WhiteNoise (no proxy or sidecar needed): gzip'd copies
-# made at collectstatic, ETag and Last-Modified, for either server of make serve. Measured no
-# slower than granian's own static route here (bench/static_benchmark.py; README, "Performance").
+# made at collectstatic, ETag and Last-Modified, under either server of make serve. granian's own
+# static route answers more requests a second but compresses nothing, sends no validators and
+# serves nothing under gunicorn (bench/static_benchmark.py; README, "The container image").
 # Only once collected: without them there is nothing to serve (DEBUG's runserver serves the
 # apps' own files). The exchange and the issuer documents never reach it (exchange/api/fast.py).
 STORAGES = {

@@ -20,10 +20,12 @@ IMAGE = os.environ.get("JWTEX_TEST_CONTAINER_IMAGE", "localhost/jwtex:test")
 MUST_RUN = os.environ.get("JWTEX_TEST_CONTAINER") == "1"
 
 
-def podman(*args: str, timeout: float = 120, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+def podman(*args: str, timeout: float = 120, check: bool = True,
+           input: str | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}\n"
+                             f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return result
 
 

@@ -71,19 +71,21 @@ class Stack:
         return result.stdout
 
     def container(self, service: str) -> str:
-        names = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
-                       "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}").stdout.split()
+        names = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}", "--filter",
+                       f"label=com.docker.compose.service={service}", "--format", "{{.Names}}").stdout.split()
         assert len(names) == 1, (service, names)
         return names[0]
 
     def wait(self, service: str, condition: str) -> None:
         name = self.container(service)
         if condition == "service_healthy":
-            healthy = poll(lambda: podman("healthcheck", "run", name, check=False).returncode == 0, timeout=120, interval=1)
+            healthy = poll(lambda: podman("healthcheck", "run", name, check=False).returncode == 0,
+                           timeout=120, interval=1)
             assert healthy, podman("logs", name, check=False).stderr[-3000:]
         elif condition == "service_completed_successfully":
             def exit_code() -> str | None:
-                status, code = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout.split()
+                state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout
+                status, code = state.split()
                 return code if status == "exited" else None
 
             code = poll(exit_code, timeout=180, interval=0.5)

@@ -87,7 +87,8 @@ def test_ready_and_tokens_verify_across_the_web_containers(deployment: Deploymen
 def test_the_image_health_check_passes_for_web_worker_and_beat(deployment: Deployment):
     for container in (*deployment.webs, deployment.worker, deployment.beat):
         result = podman("healthcheck", "run", container.name, check=False, timeout=60)
-        assert result.returncode == 0 and "unhealthy" not in result.stdout, (container.name, result.stdout, result.stderr)
+        assert result.returncode == 0 and "unhealthy" not in result.stdout, (container.name, result.stdout,
+                                                                               result.stderr)
 
 
 def test_every_process_runs_as_uid_10001_on_a_read_only_root(deployment: Deployment):
@@ -127,8 +128,8 @@ def test_a_key_rotated_by_the_worker_is_published_by_both_web_containers(deploym
     started = time.monotonic()
     assert poll(lambda: (seen := published()) and len(seen) == 1 and len(next(iter(seen))) == 2, timeout=20,
                 interval=0.1), (published(), deployment.worker.logs()[-3000:])
-    print(f"\nrotate now (the worker's task): the new key published by both web containers {time.monotonic() - started:.2f} s "
-          "after the task was sent")
+    print(f"\nrotate now (the worker's task): the new key published by both web containers "
+          f"{time.monotonic() - started:.2f} s after the task was sent")
     assert set(before) < set(next(iter(published())))
     assert re.search(r"Task exchange\.rotate_tenant_keys\[[^]]+\] succeeded", deployment.worker.logs())
 
@@ -144,7 +145,8 @@ class Connection:
             host, port = self.url.removeprefix("http://").split(":")
             self.http = http.client.HTTPConnection(host, int(port), timeout=30)
         try:
-            self.http.request("POST", f"/t/{slug}/exchange?issuerId=ci", token.encode(), {"Content-Type": "application/jwt"})
+            self.http.request("POST", f"/t/{slug}/exchange?issuerId=ci", token.encode(),
+                              {"Content-Type": "application/jwt"})
             response = self.http.getresponse()
             return response.status, response.read()
         except BaseException:

@@ -13,7 +13,9 @@ from tests.deploy.invariants import SECRET_NAME, settings_reads
 TEXT = (REPO_ROOT / "Containerfile").read_text()
 # One instruction per logical line (continuations joined), comments dropped.
 INSTRUCTIONS = [
-    line.split(None, 1) for line in re.sub(r"\\\n\s*", " ", TEXT).splitlines() if line.strip() and not line.startswith("#")
+    line.split(None, 1)
+    for line in re.sub(r"\\\n\s*", " ", TEXT).splitlines()
+    if line.strip() and not line.startswith("#")
 ]
 
 

@@ -71,7 +71,8 @@ def test_web_has_resources_a_budget_and_an_autoscaler(manifests):
     target = manifests["HorizontalPodAutoscaler", "jwtex-web"]["spec"]["scaleTargetRef"]
     assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "jwtex-web"}
     # Server processes per pod: set, and no more than the pod's CPUs (unset: the node's CPU count).
-    assert int(manifests["ConfigMap", "jwtex"]["data"]["WEB_CONCURRENCY"]) <= int(container["resources"]["limits"]["cpu"])
+    processes = int(manifests["ConfigMap", "jwtex"]["data"]["WEB_CONCURRENCY"])
+    assert processes <= int(container["resources"]["limits"]["cpu"])
     # SIGTERM: preStop, then up to 20 s for the requests in flight (jwtex_site/serve.py), within the grace.
     pod = web["spec"]["template"]["spec"]
     assert int(container["lifecycle"]["preStop"]["exec"]["command"][1]) + 20 < pod["terminationGracePeriodSeconds"]
@@ -82,7 +83,8 @@ def test_beat_is_a_singleton_replaced_with_recreate(manifests):
     assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
     beats = [name for name, pod in _pods(manifests) if any(c["args"][0] == "beat" for c in pod["containers"])]
     assert beats == ["jwtex-beat"]
-    targets = {doc["spec"]["scaleTargetRef"]["name"] for (kind, _), doc in manifests.items() if kind == "HorizontalPodAutoscaler"}
+    targets = {doc["spec"]["scaleTargetRef"]["name"] for (kind, _), doc in manifests.items()
+               if kind == "HorizontalPodAutoscaler"}
     assert "jwtex-beat" not in targets
 
 

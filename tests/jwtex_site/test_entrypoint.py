@@ -80,9 +80,11 @@ def _proc(tmp_path, *cmdlines: list[str]):
 @pytest.mark.parametrize(
     "cmdlines, role",
     [
-        ([["/opt/jwtex/bin/python", "/opt/jwtex/bin/granian", "--interface", "wsgi", "jwtex_site.wsgi:application"]], "web"),
+        ([["/opt/jwtex/bin/python", "/opt/jwtex/bin/granian", "--interface", "wsgi",
+           "jwtex_site.wsgi:application"]], "web"),
         ([["python", "gunicorn", "--config", "python:jwtex_site.gunicorn_conf", "jwtex_site.wsgi:application"]], "web"),
-        ([["/sbin/catatonit", "--"], ["python", "-m", "celery", "-A", "jwtex_site", "worker", "--concurrency=2"]], "worker"),
+        ([["/sbin/catatonit", "--"],
+          ["python", "-m", "celery", "-A", "jwtex_site", "worker", "--concurrency=2"]], "worker"),
         ([["python", "-m", "celery", "-A", "jwtex_site", "beat"]], "beat"),
         ([["python", "-m", "jwtex_site.entrypoint", "manage", "shell"]], None),
     ],
