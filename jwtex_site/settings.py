@@ -250,7 +250,21 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# The admin's and Swagger UI's assets, collected here by `manage.py collectstatic` (the container
+# image does it when it is built, into a directory of its own: the var directory is a volume).
+STATIC_ROOT = Path(os.environ.get("JWTEX_STATIC_ROOT") or VAR_DIR / "static")
+# Served by the web process itself with WhiteNoise (no proxy or sidecar needed): gzip'd copies
+# made at collectstatic, ETag and Last-Modified, under either server of make serve. granian's own
+# static route answers more requests a second but compresses nothing, sends no validators and
+# serves nothing under gunicorn (bench/static_benchmark.py; README, "The container image").
+# Only once collected: without them there is nothing to serve (DEBUG's runserver serves the
+# apps' own files). The exchange and the issuer documents never reach it (exchange/api/fast.py).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+if STATIC_ROOT.is_dir():
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")  # right after SecurityMiddleware
 
 # Security headers; cookies are Secure whenever the public URL is https.
 _https = _public.scheme == "https"
