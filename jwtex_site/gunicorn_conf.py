@@ -10,7 +10,7 @@ worker_class = "gthread"
 threads = int(os.environ.get("JWTEX_SERVER_THREADS") or 8)
 keepalive = 5
 timeout = 30
-graceful_timeout = 20
+graceful_timeout = 20  # SIGTERM: requests in flight finish within it (serve.py's GRACEFUL_SECONDS)
 _access = os.environ.get("JWTEX_ACCESS_LOG", "1") != "0"
 accesslog = "-" if _access else None
 errorlog = "-"

@@ -1,4 +1,4 @@
-"""``make serve``: the production web server, in the foreground, from the environment (SPEC §10).
+"""``make serve``: the production web server, in the foreground, from the environment (docs/environment.md#variables).
 
 ``PORT`` (8000), ``HOST`` (0.0.0.0), ``WEB_CONCURRENCY`` processes (default: the number of CPUs),
 ``JWTEX_SERVER_THREADS`` threads each (8), ``JWTEX_SERVER`` = ``granian`` (the default: its WSGI
@@ -9,7 +9,12 @@ worker and beat apart.
 The configuration is checked first; an unsafe production configuration never serves.
 
 Metrics: the processes share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (``var/metrics`` unless set),
-emptied at start, so ``/metrics`` from any of them is the node's total (SPEC §10).
+emptied at start, so ``/metrics`` from any of them is the node's total (docs/operations.md#metrics).
+
+SIGTERM: both servers stop taking connections, let the requests in flight finish — each exchange
+answers only once its audit record is durable — and end their processes, which write what they
+spooled (exchange/audit/writer.py); a process still busy after 20 s is killed (the records of
+the exchanges it answered are durable already). Orchestrators should allow 30 s.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# How long a stopping server waits for its requests in flight before killing (gunicorn_conf.py too).
+GRACEFUL_SECONDS = 20
 
 
 def _granian_log_config(environ: dict[str, str]) -> str:
@@ -55,7 +63,8 @@ def command(environ: dict[str, str]) -> list[str]:
         return [
             str(bindir / "granian"), "--interface", "wsgi", "--host", environ.get("HOST", "0.0.0.0"),
             "--port", environ.get("PORT", "8000"), "--workers", workers, "--blocking-threads", threads,
-            "--no-ws", "--respawn-failed-workers", "--log-config", _granian_log_config(environ),
+            "--no-ws", "--respawn-failed-workers", "--workers-kill-timeout", str(GRACEFUL_SECONDS),
+            "--log-config", _granian_log_config(environ),
             "--access-log" if environ.get("JWTEX_ACCESS_LOG", "1") != "0" else "--no-access-log",
             "--access-log-fmt", '%(addr)s "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms',
             "jwtex_site.wsgi:application",
@@ -73,12 +82,28 @@ def _metrics_dir() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
+def healthcheck() -> int:
+    """0 when this host's server answers ``/healthz`` within 3 s (the container image's HEALTHCHECK)."""
+    url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - a fixed http URL
+            status = response.status
+    except OSError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{url}: {status}")
+    return 0 if status == 200 else 1
+
+
 def main() -> None:
     _metrics_dir()
     environ = dict(os.environ)
     # A production server: DEBUG off unless asked for (with a loopback JWTEX_PUBLIC_URL, as in a
     # benchmark, the settings' own default would be on).
     os.environ.setdefault("DJANGO_DEBUG", "0")
+    # The application reads the thread count the server runs with (its cap on requests waiting
+    # for upstream keys is half of it, docs/errors.md#bursts): one value for both, the default included.
+    os.environ["JWTEX_SERVER_THREADS"] = environ["JWTEX_SERVER_THREADS"] = environ.get("JWTEX_SERVER_THREADS") or "8"
     argv = command(environ)
     if not Path(argv[0]).exists() and not shutil.which(argv[0]):
         raise SystemExit(f"{argv[0]} is not installed in this virtualenv")

@@ -1,4 +1,4 @@
-"""The audit log in the admin: read-only for everyone, superusers included (SPEC §8)."""
+"""The audit log in the admin: read-only for everyone, superusers included (docs/operations.md#audit)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class RuleNameFilter(admin.SimpleListFilter):
 
 @admin.register(ExchangeRecord)
 class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
-    """The audit log: read-only for everyone, superusers included (SPEC §8)."""
+    """The audit log: read-only for everyone, superusers included (docs/operations.md#audit)."""
 
     view_roles = VIEW
     add_roles = change_roles = delete_roles = NOBODY

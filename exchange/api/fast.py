@@ -1,4 +1,4 @@
-"""The lean route (issue 10 §3): the raw exchange and the issuer documents without Django's
+"""The lean route (docs/design/pipeline.md#the-lean-route): the raw exchange and the issuer documents without Django's
 request cycle.
 
 ``POST /t/T/exchange`` and ``GET /t/T/.well-known/{jwks.json,jwks,openid-configuration}`` are
@@ -8,6 +8,10 @@ answered by the same functions as their views (``views.raw_exchange``, ``views.j
 middleware chain, URL resolving and request signals, which cost more than the exchange's
 cryptography. ``ALLOWED_HOSTS`` is checked as Django checks it. Everything else — and anything
 unusual (no Content-Length, a bad host, another method) — goes to Django unchanged.
+
+``GET /healthz``, ``/readyz`` and ``/metrics`` are answered here too, whatever the ``Host``: a
+probe or a scraper knows only an address (Kubernetes sends the pod's IP, a container's health
+check ``127.0.0.1``), and these answers say nothing that depends on the host name.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from django.db import close_old_connections
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
-from . import views
+from . import operations, views
 
 _EXCHANGE = re.compile(r"/t/([^/]+)/exchange")
 _DOCUMENTS = re.compile(r"/t/([^/]+)/\.well-known/(jwks\.json|jwks|openid-configuration)")
+# Answered for any Host (the module's docstring says why); GET and HEAD only, as the views say.
+_PROBES = {"/healthz": operations.healthz, "/readyz": operations.readyz, "/metrics": operations.metrics}
+_ANY_HOST = frozenset(_PROBES.values())
 
 
 class MachineRoutes:
@@ -41,7 +48,8 @@ class MachineRoutes:
             return self.django(environ, start_response)
         request = WSGIRequest(environ)
         try:
-            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it
+            if route not in _ANY_HOST:
+                request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it
         except DisallowedHost:
             return self.django(environ, start_response)
         try:
@@ -62,7 +70,7 @@ class MachineRoutes:
     def _route(environ: dict) -> Callable | None:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
         if not path.startswith("/t/"):
-            return None
+            return _PROBES.get(path) if method in ("GET", "HEAD") else None
         if method == "POST" and environ.get("CONTENT_LENGTH"):
             match = _EXCHANGE.fullmatch(path)
             if match:

@@ -1,4 +1,5 @@
-"""Durable audit records with group commit (SPEC §8: no token without its record).
+"""Durable audit records with group commit: no token without its record
+(docs/operations.md#no-token-without-its-record, docs/design/audit-path.md#group-commit).
 
 ``record_write(fields)`` returns once the record is durable: committed to the database, or,
 while the database cannot take it, fsync'd to the local spool. Concurrent callers share
@@ -269,6 +270,38 @@ def drain_at_start() -> threading.Thread:
     thread = threading.Thread(target=run, name="jwtex-audit-drain", daemon=True)
     thread.start()
     return thread
+
+
+def flush_at_exit() -> int:
+    """At the end of a web process: write what it spooled to the database, once the server has let
+    every in-flight exchange finish (each waits for its own record, so none is pending here). A
+    process that is going away — a container replaced, a pod deleted — may have no successor on
+    this host to drain its file; what the database still cannot take stays in the spool."""
+    try:
+        count = drain(audit_writer().spool)
+    except Exception:  # noqa: BLE001 - never fail an exit over it; the file stays for the next drain
+        logger.exception("draining the audit spool at exit failed")
+        return 0
+    finally:
+        if not connection.in_atomic_block:  # a caller's transaction (tests) is theirs to end
+            connection.close()
+    left = audit_writer().spool.pending()
+    if count or left:
+        logger.warning("audit spool at exit", extra={"jwtex": {"written": count, "left in the spool": left}})
+    return count
+
+
+def flush_at_exit_register() -> None:
+    """Run ``flush_at_exit`` when this process ends normally: after SIGTERM, granian's and
+    gunicorn's workers stop taking requests, finish the ones in flight and return. Both end a
+    worker through multiprocessing's exit function (granian's workers are multiprocessing
+    processes, which skip ``atexit``; elsewhere multiprocessing runs the same from ``atexit``),
+    so a multiprocessing finalizer is the one hook both servers run (seen with granian 2.8 and
+    gunicorn 27). Registered in the process that serves: the finalizers of a forking parent
+    are not its children's."""
+    from multiprocessing.util import Finalize
+
+    Finalize(None, flush_at_exit, exitpriority=10)
 
 
 def _insert_drained(records: list[dict[str, Any]]) -> None:

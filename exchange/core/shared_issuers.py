@@ -1,6 +1,6 @@
-"""Owner pinning: the CI issuers every customer of a platform shares, and why an allow rule for
-one must test who owns the repository or project. Pure; the admin's rule form and
-``jwtex_apply`` both ask ``owner_pinning_problem``.
+"""Owner pinning (docs/rules.md#owner-pinning): the CI issuers every customer of a platform
+shares, and why an allow rule for one must test who owns the repository or project. Pure; the
+admin's rule form and ``jwtex_apply`` both ask ``owner_pinning_problem``.
 
 A *pin* is decided on the parsed condition, not its text: one of the conditions joined by its
 top-level ``&&`` compares an owner claim with literals — ``claims.OWNER == '…'`` (either side)

@@ -1,7 +1,7 @@
-"""Rule engine safety: what a rule may cost is decided when it is saved (admin forms and models
-through ``full_clean``, files through ``jwtex_apply``, the simulator's rule to try) and charged
-when it runs; every engine failure — including panics that are not ``Exception``s — denies with
-a reason; and no rule can hang a worker.
+"""Rule engine safety (docs/rules.md#evaluation-limits, docs/rules.md#rule-cost-budget): what a rule
+may cost is decided when it is saved (admin forms and models through ``full_clean``, files through
+``jwtex_apply``, the simulator's rule to try) and charged when it runs; every engine failure —
+including panics that are not ``Exception``s — denies with a reason; and no rule can hang a worker.
 
 Measured before the cost budget (common-expression-language 0.10): three rules within every
 limit of the time (4,096 characters, 32 brackets, 4 comprehensions that do not nest and range

@@ -1,15 +1,15 @@
 """What a rule can cost and how long its tokens can be, judged from its expressions. Pure.
 
-**Cost** (SPEC §5, "cost budget"): a rule's cost is the sum of its expressions' worst-case costs
-(``cel_cost``) — the condition, then its outputs — at each step of ``PROFILE_STEPS``. A rule is
-saved only if it fits ``RULE_COST_BUDGET`` over claims within the bound checked at run time
+**Cost** (docs/rules.md#rule-cost-budget): a rule's cost is the sum of its expressions' worst-case
+costs (``cel_cost``) — the condition, then its outputs — at each step of ``PROFILE_STEPS``. A rule
+is saved only if it fits ``RULE_COST_BUDGET`` over claims within the bound checked at run time
 (``PROFILE_ITERATING``); ``engine`` charges each rule it evaluates at the step the exchange's
 claims fall into, and stops at ``EXCHANGE_COST_BUDGET``.
 
-**Token length** (SPEC §5, "every token jwtex emits is one AWS STS accepts"): literals count at
-their own length, other values at their worst case (a tag value at AWS's 256 characters). A rule
-whose *smallest* token is longer than STS accepts is refused; one whose largest only may be is
-saved with a warning that gives the figure.
+**Token length** (docs/rules.md#checked-when-a-rule-is-saved: every token jwtex emits is one AWS
+STS accepts): literals count at their own length, other values at their worst case (a tag value
+at AWS's 256 characters). A rule whose *smallest* token is longer than STS accepts is refused;
+one whose largest only may be is saved with a warning that gives the figure.
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ FUNCTIONS: Mapping[str, Function] = {
     "hasValue": Function((), (0,), "optional.of(claims.x).hasValue()"),
     "or": Function((), (1,), "optional.none().or(optional.of(1))"),
     "orValue": Function((), (1,), "optional.none().orValue(1)"),
-    # jwtex's own (SPEC §5); the engine passes a receiver as the first argument of a Python function.
+    # jwtex's own (docs/rules.md#aws_tag); the engine passes a receiver as the first argument of a
+    # Python function.
     "aws_tag": Function((1,), (0,), "aws_tag(claims.actor)"),
 }
 _MACRO_FORMS = {

@@ -1,4 +1,5 @@
-"""Tenant rules: compile CEL once, evaluate per exchange → ``Decision`` (SPEC §5). Pure.
+"""Tenant rules: compile CEL once, evaluate per exchange → ``Decision`` (docs/rules.md#how-rules-decide).
+Pure.
 
 The service layer turns ``Rule`` rows into ``RuleSpec`` values, compiles them with
 ``compile_rule`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
@@ -15,11 +16,11 @@ Security invariants:
   cannot be produced, or break the AWS limits, denies as well.
 * Client-facing descriptions name at most a rule, a tag key or a claim name, never a
   claim value; the details go into ``reason`` (audit and log).
-* Cost (SPEC §5): every rule is charged its worst-case cost (``budget``) before it runs, at the
-  bound the exchange's claims fit (measured once, only when the worst case at the largest
-  claims would not fit anyway). A rule over its own budget, or one that would take the
-  evaluation over ``EXCHANGE_COST_BUDGET``, denies — "over its cost budget" — before the engine
-  runs it, so one evaluation never costs more than the budget.
+* Cost (docs/rules.md#rule-cost-budget): every rule is charged its worst-case cost (``budget``)
+  before it runs, at the bound the exchange's claims fit (measured once, only when the worst
+  case at the largest claims would not fit anyway). A rule over its own budget, or one that
+  would take the evaluation over ``EXCHANGE_COST_BUDGET``, denies — "over its cost budget" —
+  before the engine runs it, so one evaluation never costs more than the budget.
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ class CompiledRule:
 
 @dataclass(frozen=True)
 class Delegation:
-    """A ``mapper`` rule matched: its webhook decides and shapes the token (SPEC §9)."""
+    """A ``mapper`` rule matched: its webhook decides and shapes the token (docs/mapper.md#mapper-webhooks)."""
 
     rule: CompiledRule
 
     def request(self, *, issuer_id: str, claims: Mapping[str, Any]) -> dict[str, Any]:
-        """The JSON the mapper is sent, exactly as SPEC §9 writes it."""
+        """The JSON the mapper is sent, exactly as docs/mapper.md#the-request writes it."""
         return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
 
 
@@ -112,7 +113,7 @@ def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] |
 
 # --------------------------------------------------------------------------- evaluation
 
-# The functions rules may call besides CEL's own (SPEC §5).
+# The functions rules may call besides CEL's own (docs/rules.md#cel-in-rules).
 _FUNCTIONS = {"aws_tag": aws_tag}
 
 
@@ -129,7 +130,7 @@ def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
 
 
 def _by(rule: CompiledRule) -> dict[str, Any]:
-    """The deciding rule, as an ExchangeError names it for the audit record (SPEC §8)."""
+    """The deciding rule, as an ExchangeError names it for the audit record (docs/operations.md#what-a-record-holds)."""
     return {"rule_id": rule.rule_id, "rule_name": rule.name}
 
 
@@ -298,7 +299,7 @@ class _Evaluation:
             if not isinstance(matched, bool):
                 raise EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
         except EvaluationError as exc:
-            # Not a match, but never a grant either: an error ends the evaluation (SPEC §5).
+            # Not a match, but never a grant either: an error ends the evaluation (docs/rules.md#how-rules-decide).
             self.note(rule, True, "error", str(exc))
             raise _denied(rule, " could not be evaluated.", f": condition failed: {exc}") from None
         if not matched:

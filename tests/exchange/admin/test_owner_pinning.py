@@ -1,6 +1,7 @@
 """An allow rule for a CI issuer every customer of the platform shares must pin the owner claim —
-a condition of its top-level ``&&`` comparing it with string literals — or say ``any_owner``; the
-admin and jwtex_apply judge it alike, on the parsed condition (not on the claim's name in it)."""
+a condition of its top-level ``&&`` comparing it with string literals — or say ``any_owner``
+(docs/rules.md#owner-pinning); the admin and jwtex_apply judge it alike, on the parsed condition
+(not on the claim's name in it)."""
 
 from __future__ import annotations
 

@@ -118,3 +118,22 @@ def test_everything_else_reaches_django_unchanged(apps, tenant, method, path, ex
     if "host" in extra:
         assert fast_answer[0].startswith("400")
     assert taken in ([False], [True])  # a bad host is recognised as ours, then handed to Django
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_probes_answer_as_django_does_and_for_any_host(apps, path):
+    fast, django_app, taken = apps
+    fast_answer, django_answer = call(fast, "GET", path), call(django_app, "GET", path)
+    assert fast_answer[0] == django_answer[0] == "200 OK"
+    if path == "/metrics":  # counters and ages move between two scrapes, and so does the length
+        fast_answer[1].pop("Content-Length"), django_answer[1].pop("Content-Length")
+    else:
+        assert fast_answer[2] == django_answer[2]
+    assert fast_answer[1] == django_answer[1]
+    # Kubernetes probes and scrapes name the pod's address, a container's health check 127.0.0.1:
+    # never in ALLOWED_HOSTS, and Django alone refuses them.
+    assert call(django_app, "GET", path, host="10.1.2.3:8000")[0].startswith("400")
+    for host in ("10.1.2.3:8000", "127.0.0.1:8000"):
+        assert call(fast, "GET", path, host=host)[0] == "200 OK"
+    assert call(fast, "POST", path, b"x", host="10.1.2.3:8000")[0].startswith("400")  # not a probe: Django's
+    assert taken == [True, True, True, False]

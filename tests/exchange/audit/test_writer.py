@@ -1,5 +1,5 @@
-"""Group commit and its fallbacks (SPEC §8): one commit for the records waiting together, the
-spool when the database cannot take them, 503 when neither can."""
+"""Group commit and its fallbacks (docs/operations.md#no-token-without-its-record): one commit for the
+records waiting together, the spool when the database cannot take them, 503 when neither can."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_a_record_whose_rule_was_deleted_meanwhile_is_still_stored(tmp_path, ten
 
 @pytest.mark.django_db
 def test_no_token_when_its_record_can_be_made_durable_nowhere(client, settings, tmp_path, monkeypatch, upstream, allow_rule):
-    """SPEC §8: database down and spool full → 503, and nothing issued."""
+    """Database down and spool full → 503, and nothing issued (docs/design/audit-path.md#when-nothing-is-durable)."""
     settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path / "spool")
     monkeypatch.setattr(writer_module, "_insert", lambda records: (_ for _ in ()).throw(OperationalError("down")))
 
@@ -161,3 +161,72 @@ def test_with_the_database_down_tokens_are_issued_with_their_record_in_the_spool
     assert response.status_code == 200
     spool = Spool(tmp_path / "spool")
     assert spool.pending() == 1
+
+
+@pytest.mark.django_db
+def test_at_exit_a_process_writes_what_it_spooled(tmp_path, settings, monkeypatch, tenant):
+    """What a web process spooled while the database was away is written when it ends (SIGTERM:
+    a replaced container may have no successor to drain its file); a database still away at
+    exit leaves it in the spool."""
+    settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path / "spool")
+    audit = writer_module.audit_writer()
+    real_insert = writer_module._insert
+
+    def down(records):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(writer_module, "_insert", down)
+    spooled = [record(tenant) for _ in range(3)]
+    assert all(audit.write(fields) for fields in spooled)
+    assert writer_module.flush_at_exit() == 0  # still away: nothing lost, the file stays
+    assert audit.spool.pending() == 3 and ExchangeRecord.objects.count() == 0
+
+    monkeypatch.setattr(writer_module, "_insert", real_insert)
+    assert writer_module.flush_at_exit() == 3
+    assert audit.spool.pending() == 0
+    assert {r.record_id for r in ExchangeRecord.objects.all()} == {fields["record_id"] for fields in spooled}
+
+
+EXIT_SCRIPT = """
+import threading, uuid
+from datetime import UTC, datetime
+import jwtex_site.wsgi  # what a server's worker loads: registers the flush at exit
+from exchange.audit.writer import audit_writer
+from tenants.models import Tenant
+for thread in threading.enumerate():  # the drain at start, over before this process spools
+    if thread.name == "jwtex-audit-drain":
+        thread.join(10)
+tenant = Tenant.objects.create(slug="acme", name="Acme")
+audit_writer().spool.append([{"record_id": str(uuid.uuid4()), "tenant_id": tenant.pk, "created_at":
+    datetime.now(UTC), "endpoint": "raw", "decision": "allowed", "status_code": 200, "issued_jti": "j1"}])
+print(audit_writer().spool.pending(), flush=True)
+"""
+
+
+def test_a_web_process_flushes_its_spool_when_it_ends(tmp_path):
+    """The WSGI module registers the flush in the process that loads it, and it runs at a normal
+    end (how granian's and gunicorn's workers end after SIGTERM: tests/deploy/ and the served tests
+    see it in real servers)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    env = {
+        "PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "jwtex_site.settings", "JWTEX_VAR_DIR": str(tmp_path / "var"),
+        "JWTEX_KEY_ENCRYPTION_KEYS": "test-key-encryption-key-0123456789abcdef", "JWTEX_LOG_LEVEL": "WARNING",
+    }
+    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert migrate.returncode == 0, migrate.stderr
+    run = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "1"  # spooled, and nothing drained it before the end
+    check = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from exchange.models import ExchangeRecord as R; "
+         "from exchange.audit.writer import audit_writer; print(list(R.objects.values_list('issued_jti', flat=True)), "
+         "audit_writer().spool.pending())"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert check.stdout.split("\n")[0] == "['j1'] 0", check.stdout + check.stderr
