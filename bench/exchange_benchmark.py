@@ -1,6 +1,8 @@
 """How fast is one exchange, and does it stay that fast with many tenants? Prints per-step
-costs, end-to-end latency for 1 tenant and for many, their ratio, database reads per warm
-exchange and memory per process, and the exchange with the tenant's key in AWS KMS (moto).
+costs (and what the rules' cost guard adds to them), end-to-end latency for 1 tenant and for
+many, their ratio, database reads per warm exchange and memory per process, the exchange with the
+tenant's key in AWS KMS (moto), and the worst rules the cost guard lets through
+(bench/rule_cost.py).
 
     .venv/bin/python bench/exchange_benchmark.py [--n 3000] [--tenants 10000] [--rules 20]
 
@@ -15,6 +17,7 @@ many-tenant case alternate and the medians are compared.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import warnings
 import os
 import statistics
@@ -135,6 +138,8 @@ def steps(upstream: Upstream, n: int) -> None:
     ask = dict(issuer_id="github", claims=claims, requested_audience=None, default_audience="sts.amazonaws.com",
                max_lifetime=3600)
     decision = decide(runtime.rules, **ask)
+    unguarded = [dataclasses.replace(rule, cost=None) for rule in runtime.rules]  # what decide was before the guard
+    specs = [rule.spec for rule in runtime.rules]
     print(f"steps, warm, one tenant with {len(runtime.rules)} rules (median of {ROUNDS} rounds):")
     for label, fn in [
         ("parse_compact (strict JWS)", lambda: parse_compact(token)),
@@ -144,6 +149,25 @@ def steps(upstream: Upstream, n: int) -> None:
                                                   now=int(now))),
     ]:
         line(label, [per_call(fn, n // ROUNDS) for _ in range(ROUNDS)])
+    guarded, bare = [], []
+    for _ in range(ROUNDS * 2):  # alternate, so a busy moment of the machine hits both
+        guarded.append(per_call(lambda: decide(runtime.rules, **ask), n // ROUNDS))
+        bare.append(per_call(lambda: decide(unguarded, **ask), n // ROUNDS))
+    print(f"  the cost guard on decide: {(statistics.median(guarded) - statistics.median(bare)) * 1e6:+.1f} µs median, "
+          f"{(min(guarded) - min(bare)) * 1e6:+.1f} µs best ({min(bare) * 1e6:.1f} µs without it)")
+    compile_time = line(f"compile the {len(specs)} rules (parse, check, cost: once per snapshot)",
+                        [per_call(lambda: [compile_rule_uncached(spec) for spec in specs], max(1, n // 50 // ROUNDS))
+                         for _ in range(ROUNDS)])
+    print(f"    {compile_time / len(specs) * 1e6:.0f} µs a rule")
+
+
+def compile_rule_uncached(spec):
+    """compile_rule as a snapshot build runs it, without the cache of recent sources (a cold process)."""
+    from exchange.core.rules import cel_guard
+    from exchange.core.rules.engine import compile_rule
+
+    cel_guard._compile.cache_clear()
+    return compile_rule(spec)
 
 
 def rss_bytes() -> int:
@@ -249,8 +273,18 @@ def main() -> None:
     tenants_create(start=0, stop=1, rules=args.rules, upstream=upstream)
     print(f"jwtex exchange benchmark — Python {sys.version.split()[0]}, {os.cpu_count()} cores, one used")
     steps(upstream, args.n)
+    rule_costs()
     scale(upstream, tenants=args.tenants, rules=args.rules, n=args.n)
     kms_signing(upstream, rules=args.rules, n=args.n)
+
+
+def rule_costs() -> None:
+    """The worst rules the cost guard lets through, each over the claims that make it slowest."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import rule_cost
+
+    worst = max(rule_cost.report(), rule_cost.exchange_worst())
+    print(f"  the slowest: {worst:.2f} ms of CPU (target: no exchange over 50 ms, live and candidate rules together)")
 
 
 if __name__ == "__main__":

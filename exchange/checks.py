@@ -40,6 +40,8 @@ class Messages:
     SSO_HTTPS = "JWTEX_ADMIN_OIDC_ISSUER is not https in production mode."
     SSO_KEY = "JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE is not a readable PEM RSA or EC P-256 private key: {problem}."
     SSO_ROLES_CLAIM = "JWTEX_ADMIN_OIDC_ROLES_CLAIM is empty: single sign-on could give nobody a role."
+    RULE_COST = ("Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that "
+                 "reaches it.")
 
 
 class Hints:
@@ -67,6 +69,8 @@ class Hints:
     SSO_HTTPS = "The provider's answers sign people in: JWTEX_ADMIN_OIDC_ISSUER=https://…"
     SSO_KEY = "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out admin-oidc.pem (register its public key)."
     SSO_ROLES_CLAIM = "Unset it for the default (groups), or name the ID token claim that holds the roles."
+    RULE_COST = ("It was saved before rules had a cost budget; jwtex never changes it. Open it in the admin (saving "
+                 "shows where its cost is) and simplify it, or delete it.")
 
 
 class Codes:
@@ -88,6 +92,7 @@ class Codes:
     SSO_HTTPS = "jwtex.E022"
     SSO_KEY = "jwtex.E023"
     SSO_ROLES_CLAIM = "jwtex.E024"
+    RULE_COST = "jwtex.W004"
 
 
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
@@ -248,6 +253,33 @@ def _private_key_problem(path: str) -> str:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
         return ""
     return "neither RSA (2048 bits or more) nor EC P-256"
+
+
+@register(Tags.database)
+def check_rule_costs(app_configs, databases=None, **kwargs):
+    """Every saved rule (live or candidate) over the cost budget rules have now
+    (docs/rules.md#rule-cost-budget): saved before the budget existed, it is reported here and
+    denied when reached, never changed. A database check (it reads and costs every rule):
+    ``manage.py check --database default`` and ``migrate`` run it."""
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from .core.rules.budget import rule_cost
+    from .core.rules.spec import check_spec
+    from .models import Rule
+
+    found = []
+    try:
+        rules = list(Rule.objects.select_related("tenant").order_by("tenant__slug", "shadow", "position", "id"))
+    except DatabaseError:  # no tables yet (before migrate): nothing is saved
+        return []
+    for rule in rules:
+        problems, expressions = check_spec(rule.spec())
+        why = None if problems else rule_cost(expressions).over_budget
+        if why:
+            found.extend(_problem(Warning, "RULE_COST", rule=rule.name, tenant=rule.tenant.slug, why=why))
+    return found
 
 
 def refuse_unsafe_start(what: str) -> None:

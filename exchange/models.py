@@ -14,7 +14,8 @@ from tenants.models import KeyBackend, SigningAlgorithm, Tenant
 from .conf import jwtex_settings
 from .core import limits
 from .core.jwks import KeySet, static_jwks_clean
-from .core.rules.spec import RuleSpec, session_tag_entries, session_tag_entry_problem, validate_rule_spec
+from .core.presets import preset_claim_types
+from .core.rules.spec import RuleSpec, rule_findings, session_tag_entries, session_tag_entry_problem
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
 
@@ -230,10 +231,18 @@ class Rule(models.Model):
             isinstance(k, str) and session_tag_entry_problem(v) is None for k, v in self.session_tags.items()
         )
 
+    # The issuers the rule is being saved with, as (URL, has a static JWKS): set by whoever knows
+    # them before validating (the admin's form, jwtex_apply), for the warnings that depend on the
+    # platform (a claim it sends as a string compared with a number).
+    jwtex_issuers: tuple[tuple[str, bool], ...] = ()
+    # What the last clean() warned about, as (field path, message): shown beside a rule that saves.
+    jwtex_warnings: tuple[tuple[str, str], ...] = ()
+
     def clean(self) -> None:
-        """CEL compiles, tag keys fit AWS limits, reserved claims untouched (docs/rules.md#aws-limits): the one
-        rule check, for the admin and jwtex_apply alike. The issuers (many-to-many) are checked
-        by the form, which sees them."""
+        """CEL compiles, names only what exists, fits its cost budget, tag keys fit AWS limits,
+        reserved claims untouched (docs/rules.md#checked-when-a-rule-is-saved): the one rule check,
+        for the admin and jwtex_apply alike (``rule_findings``); its warnings are kept in
+        ``jwtex_warnings``. The issuers (many-to-many) are checked by the form, which sees them."""
         shapes = {
             "session_tags": self._tags_well_formed(),
             "claims": isinstance(self.claims, dict)
@@ -253,7 +262,9 @@ class Rule(models.Model):
             problem = url_problem(self.mapper_url, what="The mapper URL", allow_insecure=jwtex_settings.allow_insecure_issuers)
             if problem:
                 errors["mapper_url"] = [problem]
-        for path, message in validate_rule_spec(self.spec()):
+        findings = rule_findings(self.spec(), claim_types=preset_claim_types(self.jwtex_issuers))
+        self.jwtex_warnings = findings.warnings
+        for path, message in findings.errors:
             field = path.split(".")[0].split("[")[0]
             if field not in {f.name for f in self._meta.fields}:
                 field = "__all__"

@@ -32,6 +32,7 @@ from tenants.models import SLUG_PATTERN, ConfigEpoch, Tenant
 from . import protocol
 from .conf import jwtex_settings
 from .core.errors import NotFound, TemporarilyUnavailable
+from .core.presets import preset_claim_types
 from .core.rules.cel_guard import RuleSyntaxError
 from .core.rules.engine import CompiledRule, compile_rule
 from .core.values import IssuerSnapshot, SignerKey
@@ -121,9 +122,11 @@ def tenant_rules_compile(*, tenant: Tenant, shadow: bool = False) -> tuple[tuple
         "position", "id")
     compiled = []
     for rule in rules:
-        ids = frozenset(i.issuer_id for i in rule.issuers.all() if i.enabled)
+        enabled = [i for i in rule.issuers.all() if i.enabled]
+        ids = frozenset(i.issuer_id for i in enabled)
+        platforms = preset_claim_types([(i.issuer, i.static_jwks is not None) for i in enabled])
         try:
-            compiled.append(compile_rule(rule.spec(issuer_ids=ids)))
+            compiled.append(compile_rule(rule.spec(issuer_ids=ids), claim_types=platforms))
         except RuleSyntaxError as exc:
             # Fail closed: a broken rule could have been the deny that protects everything below it.
             return (), f"rule {rule.name!r} does not compile: {exc}"

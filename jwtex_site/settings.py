@@ -344,6 +344,9 @@ LOGGING = {
         # One stream: Django's own loggers go through the same handler, once.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # The CEL engine warns once per failed call of a rule's Python function (aws_tag of a list…):
+        # a rule could write a line per list element per exchange. The failure denies and is audited.
+        "cel": {"level": "ERROR"},
     },
 }
 # Celery (worker and beat) logs through the same configuration (jwtex_site/celery.py).

@@ -4,6 +4,7 @@ the same that ``jwtex_apply`` runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from django import forms
@@ -12,6 +13,9 @@ from tenants.admin_mixins import StrictJSONFormField
 from tenants.models import KeyBackend, Tenant
 from tenants.widgets import SecondsInput
 
+from ..config.files import config_load
+from ..config.schema import ConfigError
+from ..config.validate import desired_rule_spec, rule_document_check
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
@@ -203,6 +207,8 @@ class RuleForm(TenantOwnedForm):
             foreign = [str(i) for i in issuers if i.tenant_id != tenant_id]
             if foreign:
                 self.add_error("issuers", f"These issuers belong to another tenant: {', '.join(foreign)}.")
+        if issuers is not None:  # for the warnings that depend on the platform (Rule.clean)
+            self.instance.jwtex_issuers = tuple((issuer.issuer, issuer.static_jwks is not None) for issuer in issuers)
         if issuers is not None and "when" in cleaned:
             problem = owner_pinning_problem(
                 effect=cleaned.get("effect", ""), when=cleaned["when"], any_owner=bool(cleaned.get("any_owner")),
@@ -257,6 +263,15 @@ class SimulatorForm(forms.Form):
         ),
     )
     audience = forms.CharField(required=False, help_text="The audience the caller would request; empty: the rule's default.")
+    rule = forms.CharField(
+        label="rule to try", required=False, strip=False,
+        widget=forms.Textarea(attrs={
+            "rows": 6, "class": "vLargeTextField jwtex-mono",
+            "placeholder": "name: main\nissuers: [github]\nwhen: claims.ref == 'refs/heads/main'",
+        }),
+        help_text="Optional: one rule as in a configuration file (YAML or JSON), evaluated before the tenant's rules "
+        "and never saved. It is checked exactly as saving it would be (names, functions, cost budget, owner pinning).",
+    )
 
     def __init__(self, *args, tenants, issuers, **kwargs):
         super().__init__(*args, **kwargs)
@@ -282,7 +297,25 @@ class SimulatorForm(forms.Form):
                     cleaned["claims_parsed"] = parse_claims_json(text)
                 except ExchangeError as exc:
                     self.add_error("claims", exc.description)
+        if cleaned.get("rule", "").strip() and tenant is not None:
+            self._clean_draft(cleaned, tenant)
         return cleaned
+
+    def _clean_draft(self, cleaned: dict, tenant: Tenant) -> None:
+        """The rule to try, checked as jwtex_apply checks a rule of a file (the same refusals)."""
+        try:
+            document = config_load(cleaned["rule"], source="the rule to try")
+        except ConfigError as exc:
+            for path, message in exc.errors:
+                self.add_error("rule", f"{path}: {message}")
+            return
+        issuers = {i.issuer_id: (i.issuer, i.static_jwks is not None) for i in Issuer.objects.filter(tenant=tenant)}
+        desired, errors, _ = rule_document_check(document, issuers=issuers)  # its warnings: the simulation's notes
+        for path, message in errors:
+            self.add_error("rule", f"{path}: {message}")
+        if desired is not None and not errors:
+            spec = desired_rule_spec(desired.fields, desired.issuer_ids)
+            cleaned["draft"] = dataclasses.replace(spec, name=f"{spec.name} (trying, not saved)")
 
 
 AWS_SNIPPETS_ONLY = "Only fills in the overview's snippets; changes nothing the exchange does."

@@ -7,7 +7,7 @@ import re
 from functools import partial
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Prefetch
 from django.http import QueryDict
 from django.template.response import TemplateResponse
@@ -152,6 +152,8 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         if not change:
             obj.position = rule_position_next(tenant=obj.tenant, shadow=obj.shadow)
         super().save_model(request, obj, form, change)
+        for path, message in obj.jwtex_warnings:  # Rule.clean's: the rule is saved, with these caveats
+            messages.warning(request, f"Rule {obj.name!r}, {path}: {message}")
 
     def get_urls(self):
         view = self.admin_site.admin_view

@@ -161,12 +161,13 @@ def rule_simulator_view(request, *, model_admin):
         tenant, issuer = form.cleaned_data["tenant"], form.cleaned_data["issuer"]
         audience = form.cleaned_data["audience"].strip() or None
         outbound = has_role(request, tenant.pk, CONFIGURE)  # an auditor's simulation calls nothing outside
+        draft = form.cleaned_data.get("draft")  # a rule to try first, checked as saving it would be
         if form.cleaned_data["mode"] == "token":
             result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
-                                    outbound=outbound)
+                                    outbound=outbound, draft=draft)
         else:
             result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
-                                     audience=audience, outbound=outbound)
+                                     audience=audience, outbound=outbound, draft=draft)
     rule_links = {}
     if result is not None:
         rule_links = {

@@ -60,6 +60,7 @@ class ApplyReport:
         default_factory=lambda: {kind: dict.fromkeys(ACTIONS, 0) for kind in KINDS}
     )
     changes: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message), from validation
 
     @property
     def changed(self) -> bool:
@@ -72,7 +73,7 @@ class ApplyReport:
             self.changes.append(f"{verb} {kind} {label}" + (f" ({detail})" if detail else ""))
 
     def summary(self) -> str:
-        lines = list(self.changes)
+        lines = [f"warning: {path}: {message}" for path, message in self.warnings] + list(self.changes)
         for kind in KINDS:
             counts = self.counts[kind]
             lines.append(f"{kind}s: " + ", ".join(f"{counts[action]} {action}" for action in ACTIONS))
@@ -201,7 +202,8 @@ def config_apply(*, document: Mapping, now: datetime, dry_run: bool = False) -> 
     ``dry_run`` nothing is written and the report says what would change.
     """
     desired = config_validate(document)
-    report = ApplyReport(applied_at=now, dry_run=dry_run)
+    report = ApplyReport(applied_at=now, dry_run=dry_run,
+                         warnings=[warning for tenant in desired for warning in tenant.warnings])
     if dry_run:
         for tenant in desired:
             _sync_tenant(tenant, report, write=False)

@@ -136,10 +136,15 @@ def type_name(value: Any) -> str:
 class Collector:
     def __init__(self) -> None:
         self.errors: ErrorList = []
+        self.warnings: ErrorList = []  # what does not refuse the document, but is worth saying
 
     def add(self, path: str, message: str) -> None:
         if (path, message) not in self.errors:
             self.errors.append((path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        if (path, message) not in self.warnings:
+            self.warnings.append((path, message))
 
 
 def check_keys(obj: Mapping, allowed: Sequence[str], required: Sequence[str], path: str, errors: Collector) -> None:

@@ -16,8 +16,9 @@ from tenants.models import Tenant
 
 from ..conf import jwtex_settings
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
+from ..core.presets import preset_claim_types
 from ..core.shared_issuers import owner_pinning_problem
-from ..core.rules.spec import RuleSpec, session_tag_entries, validate_rule_spec
+from ..core.rules.spec import RuleSpec, rule_findings, session_tag_entries
 from ..core.validators import url_problem
 from ..models import Issuer, Rule
 from .schema import (
@@ -62,6 +63,7 @@ class DesiredTenant:
     issuers: list[DesiredIssuer]
     rules: list[DesiredRule]
     shadow_rules: list[DesiredRule] = field(default_factory=list)  # the candidate set (docs/operations.md#shadow-rules)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message): saved, with a caveat
 
 
 
@@ -183,7 +185,7 @@ def _rule_field_path(path: str, field_path: str) -> str:
     return f"{path}.{field_path}"
 
 
-def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, str], errors: Collector) -> set[str]:
+def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, object], errors: Collector) -> set[str]:
     """The issuer ids a rule names, each reported unless the tenant's file defines it."""
     referenced: set[str] = set()
     if "issuers" in obj and check_value("issuer_ids", obj["issuers"], dot(path, "issuers"), errors):
@@ -200,28 +202,41 @@ def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, str], errors: 
     return referenced
 
 
-def _check_rule_spec(values: dict, bad: set[str], referenced: set[str], path: str, errors: Collector) -> set[str]:
-    """The rule checked as the engine will compile it; returns the top-level fields it faulted."""
-    tags, optional = session_tag_entries(values["session_tags"]) if "session_tags" not in bad else ((), frozenset())
-    spec = RuleSpec(
-        name=values["name"],
-        issuers=frozenset(referenced),
-        when=values["when"],
-        effect=values["effect"],
-        subject=values["subject"],
-        audience=values["audience"],
-        audiences=tuple(values["audiences"]),
-        lifetime=values["lifetime"],
+def desired_rule_spec(fields: Mapping[str, Any], issuer_ids: frozenset[str], *, tags_ok: bool = True) -> RuleSpec:
+    """The rule of a file (its model fields, defaults filled in) as the engine reads it."""
+    tags, optional = session_tag_entries(fields["session_tags"]) if tags_ok else ((), frozenset())
+    return RuleSpec(
+        name=fields["name"],
+        issuers=issuer_ids,
+        when=fields["when"],
+        effect=fields["effect"],
+        subject=fields["subject"],
+        audience=fields["audience"],
+        audiences=tuple(fields["audiences"]),
+        lifetime=fields["lifetime"],
         session_tags=tags,
-        transitive_tag_keys=tuple(values["transitive_tag_keys"]),
-        claims=tuple(values["claims"].items()),
+        transitive_tag_keys=tuple(fields["transitive_tag_keys"]),
+        claims=tuple(fields["claims"].items()),
         optional_tags=optional,
-        any_owner=values["any_owner"],
-        mapper_url=values["mapper_url"] if values["effect"] == "mapper" else "",
-        mapper_timeout_ms=values["mapper_timeout_ms"],
+        any_owner=fields["any_owner"],
+        mapper_url=fields["mapper_url"] if fields["effect"] == "mapper" else "",
+        mapper_timeout_ms=fields["mapper_timeout_ms"],
     )
+
+
+def _check_rule_spec(
+    values: dict, bad: set[str], referenced: set[str], path: str, errors: Collector,
+    issuers: Mapping[str, tuple[str, bool]],
+) -> set[str]:
+    """The rule checked as the admin checks it (``rule_findings``, the issuers' platforms known);
+    returns the top-level fields it faulted. Its warnings go to ``errors.warnings``."""
+    spec = desired_rule_spec(values, frozenset(referenced), tags_ok="session_tags" not in bad)
     spec_bad: set[str] = set()
-    for field_path, message in validate_rule_spec(spec):
+    platforms = preset_claim_types([issuers[i] for i in sorted(referenced) if i in issuers])
+    findings = rule_findings(spec, claim_types=platforms)
+    for field_path, message in findings.warnings:
+        errors.warn(_rule_field_path(path, field_path), message)
+    for field_path, message in findings.errors:
         top = re.split(r"[.\[]", field_path, maxsplit=1)[0]
         if top in bad:
             continue  # already reported as a type error; the default stood in for it
@@ -231,7 +246,8 @@ def _check_rule_spec(values: dict, bad: set[str], referenced: set[str], path: st
 
 
 def _validate_rule(
-    obj: Any, index: int, tenant_path: str, issuer_urls: Mapping[str, str], errors: Collector, *, key: str = "rules"
+    obj: Any, index: int, tenant_path: str, issuers: Mapping[str, tuple[str, bool]], errors: Collector, *,
+    key: str = "rules",
 ) -> DesiredRule | None:
     raw_name = obj.get("name") if isinstance(obj, dict) else None
     path = at(f"{tenant_path}.{key}", raw_name if isinstance(raw_name, str) and raw_name else index, quote=True)
@@ -241,11 +257,11 @@ def _validate_rule(
     check_keys(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, RULE_KEYS, Rule, path, errors)
 
-    referenced = _rule_issuers(obj, path, issuer_urls, errors)
-    spec_bad = _check_rule_spec(values, bad, referenced, path, errors)
+    referenced = _rule_issuers(obj, path, issuers, errors)
+    spec_bad = _check_rule_spec(values, bad, referenced, path, errors, issuers)
     owner_problem = owner_pinning_problem(
         effect=values["effect"], when=values["when"], any_owner=values["any_owner"],
-        issuer_urls=[issuer_urls[i] for i in sorted(referenced) if i in issuer_urls],
+        issuer_urls=[issuers[i][0] for i in sorted(referenced) if i in issuers],
     )
     if owner_problem and "when" not in bad:
         errors.add(dot(path, "when"), owner_problem)
@@ -255,6 +271,18 @@ def _validate_rule(
     return DesiredRule(
         path=path, name=raw_name, position=(index + 1) * 10, issuer_ids=frozenset(referenced), fields=values
     )
+
+
+def rule_document_check(
+    obj: Any, *, issuers: Mapping[str, tuple[str, bool]]
+) -> tuple[DesiredRule | None, list[tuple[str, str]], list[tuple[str, str]]]:
+    """One rule written as in a configuration file (the simulator's "try a rule"), checked exactly
+    as ``jwtex_apply`` checks the rules of a file: the rule (None if it has no name), its errors
+    and its warnings. ``issuers``: the tenant's, id → (URL, has a static JWKS)."""
+    errors = Collector()
+    desired = _validate_rule(obj, 0, "", issuers, errors)
+    strip = lambda found: [(path.removeprefix("."), message) for path, message in found]  # noqa: E731
+    return desired, strip(errors.errors), strip(errors.warnings)
 
 
 def _validate_list(obj: Mapping, key: str, path: str, errors: Collector) -> list:
@@ -290,13 +318,14 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
 
     issuers = [_validate_issuer(item, i, path, errors) for i, item in enumerate(_validate_list(obj, "issuers", path, errors))]
     _duplicates(issuers, lambda d: d.issuer_id, lambda d: d.path, "issuer id", errors)
-    issuer_urls = {d.issuer_id: str(d.fields.get("issuer", "")) for d in issuers if d is not None}
-    rules = [
-        _validate_rule(item, i, path, issuer_urls, errors) for i, item in enumerate(_validate_list(obj, "rules", path, errors))
-    ]
+    known = {d.issuer_id: (str(d.fields.get("issuer", "")), d.fields.get("static_jwks") is not None)
+             for d in issuers if d is not None}
+    warned = len(errors.warnings)
+    rules = [_validate_rule(item, i, path, known, errors)
+             for i, item in enumerate(_validate_list(obj, "rules", path, errors))]
     _duplicates(rules, lambda d: d.name, lambda d: d.path, "rule name", errors)
     shadow = [
-        _validate_rule(item, i, path, issuer_urls, errors, key="shadow_rules")
+        _validate_rule(item, i, path, known, errors, key="shadow_rules")
         for i, item in enumerate(_validate_list(obj, "shadow_rules", path, errors))
     ]
     _duplicates(shadow, lambda d: d.name, lambda d: d.path, "shadow rule name", errors)
@@ -309,6 +338,7 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
         issuers=[d for d in issuers if d is not None],
         rules=[d for d in rules if d is not None],
         shadow_rules=[d for d in shadow if d is not None],
+        warnings=errors.warnings[warned:],
     )
 
 

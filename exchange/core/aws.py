@@ -36,6 +36,7 @@ _TAG_EXTRA_CHARACTERS = frozenset("_.:/=+-@")
 _TAG_CATEGORY_CLASSES = frozenset("LZN")  # \p{L} letters, \p{Z} separators, \p{N} numbers
 # Exact for ASCII: the only ASCII characters in L/Z/N are letters, digits and the space.
 _ASCII_TAG_RE = re.compile(r"[A-Za-z0-9 _.:/=+\-@]*")
+_ASCII_REFUSED_RE = re.compile(r"[\x00-\x1f!-*,;<>?\[-^`{-\x7f]")  # every ASCII character the above refuses
 
 AWS_TAGS_CLAIM = "https://aws.amazon.com/tags"
 # IAM User Guide, "Pass session tags in AWS STS": up to 50 transitive keys, each one of the tags.
@@ -124,9 +125,14 @@ def aws_tag(value: str) -> str:
     The rules' CEL function of the same name (``aws_tag(claims.actor)``)."""
     if not isinstance(value, str):
         raise TypeError(f"aws_tag() takes a string, not {type(value).__name__}")
-    if not (value.isascii() and _ASCII_TAG_RE.fullmatch(value)):
-        value = "".join("_" if _bad_tag_character(ch) else ch for ch in value)
+    # Each character maps to one, so cutting first gives the same result and bounds the work to
+    # 256 characters whatever the claim's size (the rules' cost model counts on it: cel_cost).
     value = value[:MAX_TAG_VALUE_LENGTH]
+    if not (value.isascii() and _ASCII_TAG_RE.fullmatch(value)):
+        value = _ASCII_REFUSED_RE.sub("_", value)
+        if not value.isascii():  # ASCII is settled above; the rest by Unicode category (L, Z, N)
+            category = unicodedata.category
+            value = "".join(ch if ch < "\x80" or category(ch)[0] in _TAG_CATEGORY_CLASSES else "_" for ch in value)
     if value[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
         value = value[:3] + "_" + value[4:]
     return value

@@ -22,14 +22,21 @@ UNKNOWN_KID_COOLDOWN = 30
 # docs/rules.md#lifetime, docs/rules.md#evaluation-limits
 DEFAULT_LIFETIME = 900
 CEL_MAX_EXPRESSION_LENGTH = 4096
-# Evaluation cost (docs/rules.md#evaluation-limits; see exchange.core.rules.cel_guard): the CEL engine holds the GIL
-# while it runs and its map/filter copy their result at every step, so a comprehension costs up
-# to items² × result size. Comprehensions may not nest, range only over claims, at most this
-# many per expression; and a rule that iterates is evaluated only over claims whose lists and
-# maps hold at most CEL_MAX_ITERABLE_ITEMS items each and CEL_MAX_CLAIM_ITEMS in all (else: deny).
-CEL_MAX_COMPREHENSIONS = 4
+# Evaluation cost (docs/rules.md#evaluation-limits, docs/rules.md#rule-cost-budget; see
+# exchange.core.rules.cel_cost and budget): the CEL engine holds the GIL while it runs and has no
+# cost hook, so every rule's worst case is computed from its expression when it is saved, in cost
+# units (at most about 0.3 ns of CPU each on the reference machine, as bench/rule_cost.py measures
+# them). A rule may cost at most RULE_COST_BUDGET over claims whose lists and maps hold at most
+# CEL_MAX_ITERABLE_ITEMS items each and CEL_MAX_CLAIM_ITEMS in all (checked per exchange for the
+# rules whose cost depends on it: larger claims deny them); the rules one exchange evaluates may
+# cost EXCHANGE_COST_BUDGET together (the candidate set has a budget of its own). Figures: README,
+# "What a tenant can and cannot do to the service".
 CEL_MAX_ITERABLE_ITEMS = 128
 CEL_MAX_CLAIM_ITEMS = 512
+RULE_COST_BUDGET = 50_000_000
+EXCHANGE_COST_BUDGET = 50_000_000
+# Claims typed into the simulator: no more than a token's payload can hold.
+MAX_CLAIMS_JSON_BYTES = MAX_TOKEN_BYTES
 
 # Our JWKS / discovery documents are cacheable for this long (seconds). The key
 # pre-publish window must be at least this, or a relying party could miss a new key.

@@ -15,8 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .aws import (
     AWS_TAGS_CLAIM,
-    MAX_SUBJECT_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
     MAX_WEB_IDENTITY_TOKEN_LENGTH,
 )
 from .values import Decision, MintedToken, SignerKey
@@ -26,7 +24,7 @@ __all__ = [
     "TokenTooLong",
     "build_payload",
     "encoded_length",
-    "largest_token_length",
+    "token_length_bound",
     "mint_token",
     "sign_compact",
     "signature_bytes",
@@ -39,6 +37,9 @@ __all__ = [
 _LARGEST_ISSUER = 256
 _LARGEST_AUDIENCE = 255
 _LARGEST_SIGNATURE = 512
+# And the smallest, for what is certain about a rule's tokens: http://a/t/a, ES256's 64 bytes.
+_SMALLEST_ISSUER = 12
+_SMALLEST_SIGNATURE = 64
 
 
 class TokenTooLong(ValueError):
@@ -159,26 +160,34 @@ def sign_compact(payload: Mapping[str, Any], *, signer: SignerKey, headers: Mapp
     return (signing_input + b"." + _b64url(signature)).decode("ascii")
 
 
-def largest_token_length(
-    *, tag_keys: Sequence[str], transitive_tag_keys: Sequence[str], claim_names: Sequence[str], audiences: Sequence[str]
+def token_length_bound(
+    *, tags: Sequence[tuple[str, str]], transitive_tag_keys: Sequence[str], claim_names: Sequence[str],
+    audiences: Sequence[str], subject: str, largest: bool,
 ) -> int:
-    """The longest token a rule with these tag keys and claim names can produce when every tag
-    value is at its 256-character maximum (in ASCII), the subject at 255 and issuer, audience
-    and signature at the largest jwtex produces. Extra claims count with empty values (their
-    size is known only at exchange time)."""
+    """The length of a token with these tags (key, value) and this subject: with ``largest``, the
+    issuer, audience and signature at the largest jwtex produces, extra claims with empty strings
+    (their size is known only at exchange time); without, at the smallest (extra claims ``0``).
+    ``audiences``: the rule's audience ("" for the tenant's default), then those it allows."""
+    audience_choices = [a for a in audiences if a]
+    if largest:
+        audience = max(audience_choices or ["a" * _LARGEST_AUDIENCE], key=len)
+    else:  # the shortest a caller may get (the tenant's default may be one character)
+        own = audiences[0] if audiences and audiences[0] else "a"
+        audience = min([own, *(a for a in audiences[1:] if a)], key=len)
     decision = Decision(
         rule_id=None,
         rule_name="",
-        subject="s" * MAX_SUBJECT_LENGTH,
-        audience=max([a for a in audiences if a] or ["a" * _LARGEST_AUDIENCE], key=len),
+        subject=subject,
+        audience=audience,
         lifetime=3600,
-        session_tags=tuple((key, "v" * MAX_TAG_VALUE_LENGTH) for key in tag_keys),
+        session_tags=tuple(tags),
         transitive_tag_keys=tuple(transitive_tag_keys),
-        extra_claims={name: "" for name in claim_names},
+        extra_claims={name: "" if largest else 0 for name in claim_names},
     )
-    payload = build_payload(decision=decision, issuer="i" * _LARGEST_ISSUER, issued_at=9_999_999_999, jti="j" * 32)
+    issuer = "i" * (_LARGEST_ISSUER if largest else _SMALLEST_ISSUER)
+    payload = build_payload(decision=decision, issuer=issuer, issued_at=9_999_999_999, jti="j" * 32)
     header = {"alg": "RS256", "kid": "k" * 43, "typ": "JWT"}
-    return encoded_length(payload, header=header, signature_size=_LARGEST_SIGNATURE)
+    return encoded_length(payload, header=header, signature_size=_LARGEST_SIGNATURE if largest else _SMALLEST_SIGNATURE)
 
 
 def token_length(*, decision: Decision, issuer: str, signer: SignerKey, now: int) -> int:

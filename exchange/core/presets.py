@@ -36,13 +36,26 @@ margin; tokens living longer are refused (401):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import strict_json
 from .jwks import static_jwks_clean
+from .preset_claims import (
+    BITBUCKET_CLAIMS as _BITBUCKET_CLAIMS,
+    BUILDKITE_CLAIMS as _BUILDKITE_CLAIMS,
+    CIRCLECI_CLAIMS as _CIRCLECI_CLAIMS,
+    GITHUB_CLAIMS as _GITHUB_CLAIMS,
+    GITHUB_TAGS as _GITHUB_TAGS,
+    GITHUB_TYPES as _GITHUB_TYPES,
+    GITLAB_CLAIMS as _GITLAB_CLAIMS,
+    GITLAB_TAGS as _GITLAB_TAGS,
+    GITLAB_TYPES as _GITLAB_TYPES,
+    KUBERNETES_CLAIMS as _KUBERNETES_CLAIMS,
+    TFC_CLAIMS as _TFC_CLAIMS,
+)
 from .validators import url_problem
 
 __all__ = [
@@ -51,6 +64,7 @@ __all__ = [
     "PresetError",
     "PresetParameter",
     "PRESETS",
+    "preset_claim_types",
     "preset_for_issuer",
     "preset_get",
 ]
@@ -96,6 +110,10 @@ class IssuerPreset:
     # (claim, what it holds) — shown in the rule editor; CEL reads a claim with a dot or a
     # slash in its name as claims['name'].
     claims: tuple[tuple[str, str], ...] = ()
+    # The JSON type of claims whose type matters to a rule: "string" where an id or a number is
+    # sent as a string (a comparison with a number literal is never true), "number" where it is
+    # a number. From each platform's documented example token.
+    claim_types: Mapping[str, str] = field(default_factory=dict)
     example_when: str = "true"
     # Session tags worth emitting, as a rule's session_tags (aws_tag() where the claim can hold
     # characters AWS refuses in tags, e.g. dependabot[bot]); shown in the rule editor's help.
@@ -132,99 +150,6 @@ class IssuerPreset:
         )
 
 
-# --- claims each platform sends -------------------------------------------------------------
-
-_GITHUB_CLAIMS = (
-    ("sub", "repo:OWNER/REPO:ref:refs/heads/main (or :environment:NAME, :pull_request)"),
-    ("repository", "OWNER/REPO"),
-    ("repository_owner", "the organization or user"),
-    ("repository_id / repository_owner_id", "numeric ids (stable across renames)"),
-    ("ref", "refs/heads/main, refs/tags/v1 …"),
-    ("ref_type", "branch or tag"),
-    ("ref_protected", "\"true\" when the ref is protected"),
-    ("sha", "commit"),
-    ("environment", "deployment environment, when the job has one"),
-    ("actor / actor_id", "who triggered the run"),
-    ("event_name", "push, pull_request, workflow_dispatch …"),
-    ("workflow / workflow_ref / job_workflow_ref", "workflow name and file@ref (reusable workflows)"),
-    ("run_id / run_number / run_attempt", "the run"),
-    ("repository_visibility", "public, private or internal"),
-    ("runner_environment", "github-hosted or self-hosted"),
-)
-
-_GITLAB_CLAIMS = (
-    ("sub", "project_path:GROUP/PROJECT:ref_type:branch:ref:main"),
-    ("namespace_path / namespace_id", "the group or user"),
-    ("project_path / project_id", "GROUP/PROJECT"),
-    ("ref / ref_type", "branch or tag name, and which"),
-    ("ref_protected", "\"true\" when the ref is protected"),
-    ("environment / environment_protected / deployment_tier", "deployment environment"),
-    ("pipeline_id / pipeline_source / job_id", "the pipeline and job"),
-    ("user_login / user_id / user_email", "who started the pipeline"),
-    ("sha", "commit"),
-    ("runner_environment", "gitlab-hosted or self-hosted"),
-    ("ci_config_ref_uri", "the pipeline definition file@ref"),
-    ("project_visibility", "public, internal or private"),
-)
-
-_CIRCLECI_CLAIMS = (
-    ("sub", "org/ORG_ID/project/PROJECT_ID/user/USER_ID"),
-    ("aud", "the organization id"),
-    ("oidc.circleci.com/project-id", "read as claims['oidc.circleci.com/project-id']"),
-    ("oidc.circleci.com/vcs-origin", "e.g. github.com/octo-org/app"),
-    ("oidc.circleci.com/vcs-ref", "e.g. refs/heads/main"),
-    ("oidc.circleci.com/context-ids", "contexts the job uses (list)"),
-    ("oidc.circleci.com/ssh-rerun", "true for an SSH re-run"),
-)
-
-_BUILDKITE_CLAIMS = (
-    ("sub", "organization:ORG:pipeline:PIPELINE:ref:REF:commit:SHA:step:STEP"),
-    ("organization_slug / organization_id", "the organization — check it: the issuer is shared"),
-    ("pipeline_slug / pipeline_id", "the pipeline"),
-    ("build_number / build_branch / build_tag / build_commit / build_source", "the build"),
-    ("step_key / job_id / agent_id", "the job"),
-    ("runner_environment", "buildkite-hosted or self-hosted"),
-)
-
-_TFC_CLAIMS = (
-    ("sub", "organization:ORG:project:PROJECT:workspace:WORKSPACE:run_phase:plan|apply"),
-    ("terraform_organization_name / terraform_organization_id", "the organization — check it: the issuer is shared"),
-    ("terraform_project_name / terraform_project_id", "the project"),
-    ("terraform_workspace_name / terraform_workspace_id / terraform_full_workspace", "the workspace"),
-    ("terraform_run_phase", "plan or apply"),
-    ("terraform_run_id", "the run"),
-)
-
-_BITBUCKET_CLAIMS = (
-    ("sub", "{REPOSITORY_UUID}:{STEP_UUID} (or with the deployment environment)"),
-    ("workspaceUuid", "the workspace"),
-    ("repositoryUuid", "the repository"),
-    ("pipelineUuid / stepUuid", "the pipeline and step"),
-    ("deploymentEnvironmentUuid", "the deployment environment, if any"),
-    ("branchName", "the branch"),
-)
-
-_KUBERNETES_CLAIMS = (
-    ("sub", "system:serviceaccount:NAMESPACE:NAME"),
-    ("kubernetes.io", "a map: claims['kubernetes.io'].namespace, .serviceaccount.name, .pod.name …"),
-)
-
-
-_GITHUB_TAGS = (
-    ("repository", "claims.repository", False),
-    ("ref", "aws_tag(claims.ref)", False),
-    ("actor", "aws_tag(claims.actor)", False),  # dependabot[bot], renovate[bot]
-    ("workflow", "aws_tag(claims.workflow)", False),
-    ("environment", "aws_tag(claims.environment)", True),  # only jobs with an environment have one
-)
-_GITLAB_TAGS = (
-    ("project", "claims.project_path", False),
-    ("ref", "aws_tag(claims.ref)", False),
-    ("user", "aws_tag(claims.user_login)", False),
-    ("environment", "aws_tag(claims.environment)", True),
-)
-
-
 def _own_audience(params: Mapping[str, str]) -> list[str]:
     """The tenant's own issuer URL as the audience its jobs ask for (see the module docstring)."""
     return [params["tenant_issuer"]] if params.get("tenant_issuer") else ["sts.amazonaws.com"]
@@ -255,6 +180,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         issuer_id="github",
         description="Jobs on github.com. Ask for the token with `permissions: id-token: write`.",
         claims=_GITHUB_CLAIMS,
+        claim_types=_GITHUB_TYPES,
         example_when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
         example_tags=_GITHUB_TAGS,
         shared_issuer=True,
@@ -273,6 +199,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
             ),
         ),
         claims=(*_GITHUB_CLAIMS, ("enterprise / enterprise_id", "the enterprise")),
+        claim_types=_GITHUB_TYPES,
         example_when="claims.enterprise == 'ENTERPRISE' && claims.ref == 'refs/heads/main'",
         example_tags=_GITHUB_TAGS,
         max_token_age=600,
@@ -284,6 +211,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         issuer_id="gitlab",
         description="Jobs on gitlab.com, with `id_tokens:` whose aud is https://gitlab.com.",
         claims=_GITLAB_CLAIMS,
+        claim_types=_GITLAB_TYPES,
         example_when="claims.namespace_path == 'octo-group' && claims.ref_protected == 'true'",
         example_tags=_GITLAB_TAGS,
         shared_issuer=True,
@@ -297,6 +225,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Your own GitLab instance; its URL is the issuer and the usual audience.",
         parameters=(PresetParameter("url", "GitLab URL", "e.g. https://gitlab.example.com"),),
         claims=_GITLAB_CLAIMS,
+        claim_types=_GITLAB_TYPES,
         example_when="claims.namespace_path == 'platform' && claims.ref_protected == 'true'",
         example_tags=_GITLAB_TAGS,
         max_token_age=3600,
@@ -333,6 +262,11 @@ PRESETS: tuple[IssuerPreset, ...] = (
             ),
         ),
         claims=_BUILDKITE_CLAIMS,
+        # Buildkite ("OIDC with Buildkite", the example token): ids are UUID strings, build_number a number.
+        claim_types={**dict.fromkeys(("organization_slug", "organization_id", "pipeline_slug", "pipeline_id",
+                                      "build_branch", "build_tag", "build_commit", "build_source", "step_key",
+                                      "job_id", "agent_id", "runner_environment"), "string"),
+                     "build_number": "number"},
         example_when="claims.organization_slug == 'ORG' && claims.build_branch == 'main'",
         example_tags=(("pipeline", "claims.pipeline_slug", False), ("branch", "aws_tag(claims.build_branch)", False)),
         shared_issuer=True,
@@ -346,6 +280,11 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Workload identity tokens; set TFC_WORKLOAD_IDENTITY_AUDIENCE to the audience. One issuer "
         "for every organization: rules must check terraform_organization_name.",
         claims=_TFC_CLAIMS,
+        # HCP Terraform ("Workload identity", the token's claims): strings, the ids included (org-…, ws-…).
+        claim_types=dict.fromkeys(("terraform_organization_name", "terraform_organization_id",
+                                   "terraform_project_name", "terraform_project_id", "terraform_workspace_name",
+                                   "terraform_workspace_id", "terraform_full_workspace", "terraform_run_phase",
+                                   "terraform_run_id"), "string"),
         example_when="claims.terraform_organization_name == 'acme' && claims.terraform_run_phase == 'apply'",
         example_tags=(("workspace", "aws_tag(claims.terraform_full_workspace)", False),
                       ("run_phase", "claims.terraform_run_phase", False)),
@@ -397,6 +336,17 @@ PRESETS: tuple[IssuerPreset, ...] = (
 )
 
 _BY_KEY = {preset.key: preset for preset in PRESETS}
+
+
+def preset_claim_types(issuers: Sequence[tuple[str, bool]]) -> dict[str, tuple[str, str]]:
+    """claim → (its documented type, the platform that documents it), for the issuers a rule
+    applies to, given as (issuer URL, has a static JWKS); the first issuer's word wins."""
+    types: dict[str, tuple[str, str]] = {}
+    for url, has_static_jwks in issuers:
+        preset = preset_for_issuer(url, has_static_jwks=has_static_jwks)
+        for claim, kind in (preset.claim_types.items() if preset is not None else ()):
+            types.setdefault(claim, (kind, preset.label))
+    return types
 
 
 def preset_get(key: str) -> IssuerPreset | None:

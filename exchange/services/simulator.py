@@ -8,16 +8,23 @@ with a trailing newline is refused here too. It signs nothing, writes no audit r
 rate limit and uses up no one-time token. A mapper rule's webhook is called for real (with its
 bearer token: the mapper must be able to check who calls), and the simulation says so — to the
 operator, and to the mapper (``"simulation": true`` in the body and in the bearer's claims,
-docs/mapper.md#in-the-simulator), without touching the breaker or the concurrency limit of real exchanges. Only with
-``outbound``: an auditor's simulation calls nothing outside (no webhook, no upstream key fetch)
-and shows the request a mapper would have been sent.
+docs/mapper.md#in-the-simulator), without touching the breaker or the concurrency limit of real
+exchanges. Only with ``outbound``: an auditor's simulation calls nothing outside (no webhook, no
+upstream key fetch) and shows the request a mapper would have been sent.
 
 Given claims instead of a token it skips verification and says so: the result is marked
-unverified and shows what the rules make of those claims, nothing more.
+unverified and shows what the rules make of those claims, nothing more. Typed-in claims are held
+to what a token can carry (16 KiB of JSON), and the rules run within the same cost budget as an
+exchange's (docs/rules.md#rule-cost-budget), so the simulator amplifies nothing.
+
+A rule to try (``draft``, checked by the caller exactly as saving it would check it) is evaluated
+first, before the tenant's own rules; nothing is saved. The rules' warnings (a token that may be
+too long for AWS…) are shown as notes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +35,11 @@ from tenants.models import Tenant
 
 from ..core import strict_json
 from ..core.errors import ExchangeError, InvalidRequest, NotFound
+from ..core.limits import MAX_CLAIMS_JSON_BYTES
 from ..core.minting import build_payload
+from ..core.presets import preset_claim_types
+from ..core.rules.engine import compile_rule
+from ..core.rules.spec import RuleSpec
 from ..core.values import Decision, RuleTrace
 from ..models import Issuer
 from ..runtime import TenantRuntime, runtime_build
@@ -81,8 +92,23 @@ _NOT_CALLED = ("A mapper rule matched: its webhook decides, and an auditor's sim
 _CIRCUIT_OPEN = f"Real exchanges are not calling this mapper at the moment: it failed {BREAKER_FAILURES} times in a row."
 
 
+def _with_draft(runtime: TenantRuntime, draft: RuleSpec | None) -> TenantRuntime:
+    """The tenant's rules with the rule to try first (compiled as a saved rule would be)."""
+    if draft is None:
+        return runtime
+    issuers = [runtime.issuers[i] for i in sorted(draft.issuers) if i in runtime.issuers]
+    compiled = compile_rule(draft, claim_types=preset_claim_types(
+        [(i.issuer, i.static_jwks is not None) for i in issuers]))
+    return dataclasses.replace(runtime, rules=(compiled, *runtime.rules))
+
+
+def _rule_notes(runtime: TenantRuntime) -> list[str]:
+    return [f"Rule {rule.name!r}, {path}: {message}" for rule in runtime.rules for path, message in rule.warnings]
+
+
 def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *, audience: str | None,
             verified: bool, notes: list[str], outbound: bool) -> Simulation:
+    notes = [*notes, *_rule_notes(runtime)]
     if runtime.rules_error:
         notes = [*notes, "A rule does not compile, so the tenant denies every exchange."]
     trace: list[RuleTrace] = []
@@ -108,15 +134,15 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
 
 def simulate_token(
     *, tenant: Tenant, token: str | bytes, issuer: Issuer | None = None, audience: str | None = None,
-    now: float | None = None, outbound: bool = False,
+    now: float | None = None, outbound: bool = False, draft: RuleSpec | None = None,
 ) -> Simulation:
     """Verify ``token`` for real (the issuer's keys, its audiences, algorithms and clock rules)
-    and run the tenant's rules over its claims, exactly as the endpoints would. Without
-    ``outbound`` nothing outside is called: the stored keys only, no mapper webhook."""
+    and run the tenant's rules over its claims, exactly as the endpoints would (``draft`` first).
+    Without ``outbound`` nothing outside is called: the stored keys only, no mapper webhook."""
     now = time.time() if now is None else now
     if issuer is not None and issuer.tenant_id != tenant.pk:
         return Simulation(True, None, None, error=NotFound("Unknown issuer."), stage="issuer")
-    runtime = runtime_build(tenant=tenant, now=datetime.fromtimestamp(now, UTC))
+    runtime = _with_draft(runtime_build(tenant=tenant, now=datetime.fromtimestamp(now, UTC)), draft)
     try:
         parsed = token_parse(token)
     except ExchangeError as exc:
@@ -135,8 +161,12 @@ def simulate_token(
 
 
 def parse_claims_json(text: str) -> dict[str, Any]:
-    """A JSON object of claims, by the same strict decoder as tokens; ``InvalidRequest`` with a
-    readable message otherwise."""
+    """A JSON object of claims, by the same strict decoder as tokens, and no larger than a token's
+    payload can be (16 KiB); ``InvalidRequest`` with a readable message otherwise."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CLAIMS_JSON_BYTES:
+        raise InvalidRequest(f"The claims are {size:,} bytes of JSON; a token, and so the simulator, carries at most "
+                             f"{MAX_CLAIMS_JSON_BYTES:,}.")
     try:
         claims = strict_json.loads(text)
     except strict_json.DuplicateMemberError as exc:
@@ -151,14 +181,15 @@ def parse_claims_json(text: str) -> dict[str, Any]:
 
 
 def simulate_claims(
-    *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None, outbound: bool = False
+    *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None, outbound: bool = False,
+    draft: RuleSpec | None = None,
 ) -> Simulation:
-    """Run the tenant's rules over ``claims`` as if ``issuer`` had signed them. Unverified:
-    signature, ``iss``, ``aud`` and times are not checked. A mapper webhook is called (marked
-    as a simulation) only with ``outbound``."""
+    """Run the tenant's rules (``draft`` first) over ``claims`` as if ``issuer`` had signed them.
+    Unverified: signature, ``iss``, ``aud`` and times are not checked. A mapper webhook is called
+    (marked as a simulation) only with ``outbound``."""
     if issuer.tenant_id != tenant.pk:
         return Simulation(False, None, claims, error=NotFound("Unknown issuer."), stage="issuer")
     notes = ["Unverified simulation: the claims were typed in, not taken from a signed token."]
     notes += _notes(tenant, issuer)
-    runtime = runtime_build(tenant=tenant, now=datetime.now(UTC))
+    runtime = _with_draft(runtime_build(tenant=tenant, now=datetime.now(UTC)), draft)
     return _decide(runtime, issuer.issuer_id, claims, audience=audience, verified=False, notes=notes, outbound=outbound)

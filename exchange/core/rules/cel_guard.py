@@ -1,52 +1,57 @@
-"""CEL expressions a rule may use, and what keeps one from hanging a web process. Pure.
+"""One CEL expression of a rule: compiled by the engine, read into a tree, checked and costed. Pure.
 
-The CEL engine holds the GIL while it runs, and its ``map``/``filter`` copy their result at
-every step, so a comprehension costs up to items² × result size. ``compile_expression``
-refuses what could cost without bound (over-long or deeply nested source, nested
-comprehensions, comprehensions over computed values, more than a few per expression) and
-names outside ``claims``/``issuer``; ``claims_too_large`` bounds the claims a rule that
-iterates may run over (limits in ``exchange.core.limits``).
+``compile_expression`` refuses what the engine cannot run at all (its syntax errors, with line
+and column) and what keeps a hostile source cheap to even look at (``CEL_MAX_EXPRESSION_LENGTH``
+characters, ``MAX_NESTING_DEPTH`` brackets). What it returns carries the tree (``cel_parser``),
+the problems that refuse it when a rule is *saved* (unknown names and functions, wrong
+argument counts, patterns that cannot be costed, trees deeper than ``MAX_TREE_DEPTH`` — the
+engine recurses once a level — or comprehensions nested deeper than ``MAX_COMPREHENSION_DEPTH``)
+and its worst-case cost at each ``PROFILE_STEPS`` bound on the claims (``cel_cost``).
+
+A rule saved before these checks existed still compiles (only its cost is enforced, when it
+runs: ``engine``), so tightening them never switches a tenant off.
+
+``claims_step`` measures the claims of one exchange against ``PROFILE_STEPS`` (once per
+exchange, only when a rule's cost depends on it).
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
-from ..limits import CEL_MAX_CLAIM_ITEMS, CEL_MAX_COMPREHENSIONS, CEL_MAX_EXPRESSION_LENGTH, CEL_MAX_ITERABLE_ITEMS
+from ..limits import CEL_MAX_CLAIM_ITEMS, CEL_MAX_EXPRESSION_LENGTH, CEL_MAX_ITERABLE_ITEMS
+from .cel_checks import Problem, children, name_problems
+from .cel_cost import PROFILE_ITERATING, PROFILE_MAX, UNBOUNDED, Profile, expression_cost
+from .cel_parser import parse
+from .cel_syntax import CelSyntaxError, Comprehension, Expr, Token, tokenize
 
-__all__ = ["MAX_NESTING_DEPTH", "PASSTHROUGH", "RuleSyntaxError", "blank_literals", "check_expression",
-           "claims_too_large", "compile_expression", "iterates"]
+__all__ = [
+    "MAX_NESTING_DEPTH", "PASSTHROUGH", "PROFILE_STEPS", "CompiledExpression", "RuleSyntaxError",
+    "check_expression", "claims_step", "compile_expression",
+]
 
-# Parentheses/brackets/braces nesting a CEL expression may use; the Rust parser has its
-# own (higher) recursion guard, this keeps hostile input cheap and messages clear.
+# Brackets an expression may nest: a cheap bound checked before anything else reads it.
 MAX_NESTING_DEPTH = 32
-# Names an expression may reference at top level.
-_VARIABLES = frozenset({"claims", "issuer"})
-# CEL type identifiers (``type(x) == int``) and the ``optional`` namespace are reported
-# by ``Program.variables()`` as identifiers although they are not variables.
-_BUILTIN_IDENTIFIERS = frozenset(
-    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type", "dyn", "optional"}
+# Levels of the tree (a.b.c…, 1 + 2 + …): the engine evaluates recursively, one native stack frame
+# a level, so a deep tree could overflow a server thread's stack; no real rule comes near.
+MAX_TREE_DEPTH = 128
+# Comprehensions inside comprehensions (each level multiplies the cost; the estimate looks at a
+# body twice per level).
+MAX_COMPREHENSION_DEPTH = 3
+# The bounds on the claims a cost is computed for, smallest first. The step an exchange's claims
+# fall into decides what each rule is charged; PROFILE_ITERATING is the bound a rule must fit at
+# save (its cost within the budget), PROFILE_MAX any token jwtex accepts.
+PROFILE_STEPS: tuple[Profile, ...] = (
+    Profile(items=1 + 2 * 64, length=32, bytes=4096),  # a usual CI token: a few dozen claims, short lists
+    PROFILE_ITERATING,
+    PROFILE_MAX,
 )
-# Comprehension macros bind their first argument (two-variable forms also the second);
-# ``Program.variables()`` lists those names too, so we find them in the source.
-_MACRO_BINDING_RE = re.compile(
-    r"\.\s*(?P<macro>all|exists_one|existsOne|exists|map|filter|transformList|transformMapEntry|transformMap|sortBy)"
-    r"\s*\(\s*(?P<first>[A-Za-z_][A-Za-z0-9_]*)\s*,(?:\s*(?P<second>[A-Za-z_][A-Za-z0-9_]*)\s*,)?"
-)
-_TWO_VARIABLE_MACROS = frozenset({"all", "exists", "exists_one", "existsOne", "transformList", "transformMap", "transformMapEntry"})
-_CEL_ERROR_RE = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
-# A comprehension macro call (CEL spec "Macros"; the two-variable and transform forms of the
-# extensions too), found in code whose string literals and comments are blanked.
-_COMPREHENSION_RE = re.compile(
-    r"\.\s*(?P<macro>all|exists_one|existsOne|exists|map|filter|transformList|transformMapEntry|transformMap|sortBy)\s*\("
-)
-# What a comprehension may range over: a claim, reached by field names and indexes only.
-_CLAIM_PATH_RE = re.compile(r"claims(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*|\s*\[[^\[\]()]*\])*")
-_COMPREHENSION_NAMES = "all, exists, exists_one, map, filter"
+SAVE_STEP = PROFILE_STEPS.index(PROFILE_ITERATING)
 
 # Only the interpreter's own exits pass through; anything else the engine raises (pyo3's
 # PanicException is a BaseException; so is a GeneratorExit, which has no business coming out
@@ -78,229 +83,163 @@ class RuleSyntaxError(ValueError):
         return RuleSyntaxError(self.message, line=self.line, column=self.column, field=field_path)
 
 
-def blank_literals(source: str) -> str:
-    """``source`` with its string literals and comments blanked (same length, same lines)."""
-    return _scan(source)[0]
+@dataclass(frozen=True, eq=False)
+class CompiledExpression:
+    source: str
+    program: cel.Program = field(repr=False)
+    tree: Expr | None = field(repr=False)  # None: compiled by the engine, but not read here (never seen)
+    problems: tuple[Problem, ...] = ()  # what refuses it when a rule is saved
+    costs: tuple[float, ...] = ()  # worst-case cost units at each PROFILE_STEPS step
 
 
-def _scan(source: str) -> tuple[str, tuple[int, int] | None]:
-    """One pass over ``source``: the code with string literals and comments blanked out,
-    and the (line, column) of the first bracket nested deeper than ``MAX_NESTING_DEPTH``.
+def _engine_compile(source: str) -> cel.Program:
+    try:
+        return cel.compile(source)
+    except PASSTHROUGH:
+        raise
+    except BaseException as exc:  # ValueError normally; a Rust panic must not escape either
+        text = str(exc)
+        _, _, tail = text.partition("ERROR: <input>:")
+        location, _, message = tail.partition(": ")
+        line, _, column = location.partition(":")
+        if line.isdigit() and column.isdigit():
+            raise RuleSyntaxError(message.split("\n")[0].strip(), line=int(line), column=int(column)) from None
+        _, _, tail = text.partition("ERROR: ")
+        raise RuleSyntaxError((tail or text or type(exc).__name__).strip().splitlines()[0]) from None
 
-    Blanking lets the nesting count and the macro-binding search ignore brackets and
-    words inside strings. An unterminated literal simply runs to the end; the CEL parser
-    reports it properly.
-    """
-    out: list[str] = []
+
+def _bracket_depth(tokens: list[Token]) -> tuple[int, int] | None:
+    """The (line, column) of the first bracket nested deeper than MAX_NESTING_DEPTH, or None."""
     depth = 0
-    too_deep: tuple[int, int] | None = None
-    line, line_start = 1, 0
-    i, n = 0, len(source)
-    while i < n:
-        ch = source[i]
-        if ch == "\n":
-            line, line_start = line + 1, i + 1
-            out.append(ch)
-            i += 1
-        elif ch == "/" and source.startswith("//", i):
-            end = source.find("\n", i)
-            end = n if end < 0 else end
-            out.append(" " * (end - i))
-            i = end
-        elif ch in "'\"":
-            # A literal's prefix (r, b, rb, br in any case) sits right before the quote.
-            j = i
-            while j > 0 and source[j - 1] in "rRbB" and i - j < 2:
-                j -= 1
-            prefix = source[j:i]
-            raw = "r" in prefix.lower() and (j == 0 or not (source[j - 1].isalnum() or source[j - 1] == "_"))
-            quote = source[i : i + 3] if source.startswith(ch * 3, i) else ch
-            k = i + len(quote)
-            while k < n:
-                if not raw and source[k] == "\\":
-                    k += 2
-                    continue
-                if source.startswith(quote, k):
-                    k += len(quote)
-                    break
-                if source[k] == "\n":
-                    if len(quote) == 1:
-                        break
-                    line, line_start = line + 1, k + 1
-                k += 1
-            k = min(k, n)
-            out.append("".join(c if c == "\n" else " " for c in source[i:k]))
-            i = k
-        else:
-            if ch in "([{":
-                depth += 1
-                if depth > MAX_NESTING_DEPTH and too_deep is None:
-                    too_deep = (line, i - line_start + 1)
-            elif ch in ")]}":
-                depth = max(depth - 1, 0)
-            out.append(ch)
-            i += 1
-    return "".join(out), too_deep
+    for token in tokens:
+        if token.kind in ("(", "[", "{"):
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                return token.line, token.column
+        elif token.kind in (")", "]", "}"):
+            depth = max(depth - 1, 0)
+    return None
 
 
-def compile_expression(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> cel.Program:
+def _shape_problems(tree: Expr) -> list[Problem]:
+    """Trees too deep for the engine's stack, and comprehensions nested too deeply (iteratively)."""
+    problems: list[Problem] = []
+    stack: list[tuple[Expr, int, int]] = [(tree, 1, 0)]
+    deep = nested = False
+    while stack:
+        node, depth, comprehensions = stack.pop()
+        if depth > MAX_TREE_DEPTH and not deep:
+            deep = True
+            problems.append(Problem(f"The expression nests more than {MAX_TREE_DEPTH} operations inside each "
+                                    "other; split it or use lists (x in ['a', 'b']).", node.line, node.column))
+        if isinstance(node, Comprehension):
+            comprehensions += 1
+            if comprehensions > MAX_COMPREHENSION_DEPTH and not nested:
+                nested = True
+                problems.append(Problem(f"Comprehensions nest at most {MAX_COMPREHENSION_DEPTH} deep.",
+                                        node.line, node.column))
+        stack.extend((child, depth + 1, comprehensions) for child in children(node))
+    return problems
+
+
+def compile_expression(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> CompiledExpression:
+    if not isinstance(source, str):
+        raise RuleSyntaxError("The expression must be a string.")
+    return _compile(source, max_length)
+
+
+@functools.lru_cache(maxsize=1024)  # the same sources recur (claims.sub, aws_tag(claims.actor)…); values are immutable
+def _compile(source: str, max_length: int) -> CompiledExpression:
     if not isinstance(source, str):
         raise RuleSyntaxError("The expression must be a string.")
     if not source.strip():
         raise RuleSyntaxError("The expression is empty.")
     if len(source) > max_length:
         raise RuleSyntaxError(f"The expression is {len(source)} characters long; the limit is {max_length}.")
-    code, too_deep = _scan(source)
+    try:
+        tokens: list[Token] | None = tokenize(source)
+    except CelSyntaxError:
+        tokens = None  # the engine says what is wrong, in its words
+    too_deep = _bracket_depth(tokens) if tokens is not None else None
     if too_deep is not None:
         raise RuleSyntaxError(
             f"The expression nests parentheses or brackets deeper than {MAX_NESTING_DEPTH} levels.",
-            line=too_deep[0],
-            column=too_deep[1],
+            line=too_deep[0], column=too_deep[1],
         )
+    program = _engine_compile(source)
     try:
-        program = cel.compile(source)
-    except PASSTHROUGH:
-        raise
-    except BaseException as exc:  # ValueError normally; a Rust panic must not escape either
-        raise _syntax_error_from(exc) from None
-    # Reject names the expression could never resolve (a typo such as ``claim.sub`` would
-    # otherwise only surface as a deny at exchange time). Names bound by a comprehension
-    # macro are legitimate; if a bound name is also used free elsewhere, evaluation fails
-    # and denies, which is safe.
-    try:
-        names = set(program.variables())
-    except PASSTHROUGH:
-        raise
-    except BaseException:
-        names = set()
-    unknown = names - _VARIABLES - _BUILTIN_IDENTIFIERS
-    if unknown:
-        unknown -= _macro_bound_names(code)
-    if unknown:
-        listed = ", ".join(repr(name) for name in sorted(unknown))
-        raise RuleSyntaxError(f"Unknown name {listed}: an expression may use only 'claims' and 'issuer'.")
-    _check_comprehensions(code)
-    return program
+        tree = parse(tokens if tokens is not None else source)
+    except CelSyntaxError as exc:  # our reading disagrees with the engine's: never run what cannot be costed
+        problem = Problem(f"jwtex cannot analyse this expression ({exc.message}); please report it.",
+                          exc.line, exc.column)
+        return CompiledExpression(source, program, None, (problem,), (UNBOUNDED,) * len(PROFILE_STEPS))
+    problems = _shape_problems(tree)
+    if problems:
+        return CompiledExpression(source, program, tree, tuple(problems), (UNBOUNDED,) * len(PROFILE_STEPS))
+    costs = tuple(expression_cost(tree, profile) for profile in PROFILE_STEPS)
+    return CompiledExpression(source, program, tree, tuple(name_problems(tree)), costs)
 
 
-def iterates(source: str) -> bool:
-    return bool(_COMPREHENSION_RE.search(_scan(source)[0]))
+def check_expression(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> CompiledExpression:
+    """Raise ``RuleSyntaxError`` unless ``source`` is a CEL expression a rule may be saved with
+    (its cost is judged with the rest of the rule: ``spec``)."""
+    compiled = compile_expression(source, max_length=max_length)
+    if compiled.problems:
+        first = compiled.problems[0]
+        raise RuleSyntaxError(first.message, line=first.line, column=first.column)
+    return compiled
 
 
-def _position(code: str, index: int) -> tuple[int, int]:
-    line_start = code.rfind("\n", 0, index) + 1
-    return code.count("\n", 0, index) + 1, index - line_start + 1
-
-
-def _closing(code: str, open_index: int) -> int:
-    """Index of the bracket closing the one at ``open_index`` (len(code) if unbalanced)."""
-    depth = 0
-    for index in range(open_index, len(code)):
-        if code[index] in "([{":
-            depth += 1
-        elif code[index] in ")]}":
-            depth -= 1
-            if depth == 0:
-                return index
-    return len(code)
-
-
-def _receiver(code: str, dot: int) -> str:
-    """The expression a macro is called on: walk back from its dot over names, dots and
-    balanced ``[...]`` indexes; anything else (a call, parentheses, an operator) ends it."""
-    j = dot - 1
-    while True:
-        while j >= 0 and code[j].isspace():
-            j -= 1
-        if j >= 0 and code[j] == "]":
-            depth = 0
-            while j >= 0:
-                depth += code[j] == "]"
-                depth -= code[j] == "["
-                j -= 1
-                if depth == 0:
-                    break
-            continue
-        if j >= 0 and (code[j].isalnum() or code[j] == "_"):
-            while j >= 0 and (code[j].isalnum() or code[j] == "_"):
-                j -= 1
-            k = j
-            while k >= 0 and code[k].isspace():
-                k -= 1
-            if k >= 0 and code[k] == ".":
-                j = k - 1
-                continue
-        break
-    return code[j + 1 : dot].strip()
-
-
-def _check_comprehensions(code: str) -> bool:
-    """Bound what a comprehension can cost (see CEL_MAX_COMPREHENSIONS): no nesting, a
-    claim as the range, a few per expression. True when the expression has any."""
-    calls = [(m.start(), m.end() - 1, m["macro"]) for m in _COMPREHENSION_RE.finditer(code)]
-    if len(calls) > CEL_MAX_COMPREHENSIONS:
-        line, column = _position(code, calls[CEL_MAX_COMPREHENSIONS][0] + 1)
-        raise RuleSyntaxError(
-            f"An expression may use at most {CEL_MAX_COMPREHENSIONS} comprehensions ({_COMPREHENSION_NAMES}, …).",
-            line=line,
-            column=column,
-        )
-    spans = [(open_index, _closing(code, open_index)) for _, open_index, _ in calls]
-    for dot, open_index, macro in calls:
-        line, column = _position(code, dot + 1)
-        if any(start < open_index < end for start, end in spans):
-            # items^depth iterations, each copying a growing result: a handful of items hangs a worker.
-            raise RuleSyntaxError(
-                f"'{macro}' is inside another comprehension; comprehensions cannot be nested.", line=line, column=column
-            )
-        if not _CLAIM_PATH_RE.fullmatch(_receiver(code, dot)):
-            raise RuleSyntaxError(
-                f"'{macro}' may only range over a claim (such as claims.groups), not over a computed value.",
-                line=line,
-                column=column,
-            )
-    return bool(calls)
-
-
-def claims_too_large(claims: Mapping[str, Any]) -> str | None:
-    """Why ``claims`` are too big for a rule that iterates (CEL_MAX_ITERABLE_ITEMS,
-    CEL_MAX_CLAIM_ITEMS), or None. Iterative: claims may nest as deep as JSON allows."""
-    total = 0
+def claims_step(claims: Mapping[str, Any]) -> tuple[int, str]:
+    """The first ``PROFILE_STEPS`` step the claims fit and, beyond the step a rule must fit when
+    saved, what makes them large (for a denial's reason). Claims must be at most 16 KiB of JSON
+    (``PROFILE_MAX``), which is all a token or the simulator lets in: past the saved rules' bound
+    the walk stops and the largest step is assumed."""
+    if type(claims) is dict and _FLAT.issuperset(map(type, claims.values())):  # the usual token: quick
+        try:
+            text = "".join(claims) + "".join([value for value in claims.values() if type(value) is str])
+        except TypeError:  # a key that is not a string (never from JSON): the walk below
+            pass
+        else:
+            return _first_step(1 + 2 * len(claims), len(claims), len(text) if text.isascii() else len(text.encode())), ""
+    total = longest = size = 0
+    values = 1  # the values cel_cost counts: the claims, every element, every map key and value
     stack: list[Any] = [claims]
-    while stack:
+    while stack:  # iterative: claims nest as deep as JSON allows
         value = stack.pop()
-        items = list(value.values()) if isinstance(value, Mapping) else value
-        if len(items) > CEL_MAX_ITERABLE_ITEMS:
-            kind = "map" if isinstance(value, Mapping) else "list"
-            return f"a {kind} in the claims has {len(items)} items (limit {CEL_MAX_ITERABLE_ITEMS} for rules that iterate)"
+        if isinstance(value, str):
+            size += len(value) if value.isascii() else len(value.encode())
+            continue
+        if isinstance(value, Mapping):
+            items = list(value.values())
+            size += sum(len(k) if k.isascii() else len(k.encode()) for k in value if isinstance(k, str))
+            values += 2 * len(items)
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+            values += len(items)
+        else:
+            continue
         total += len(items)
+        longest = max(longest, len(items))
+        if longest > CEL_MAX_ITERABLE_ITEMS:  # past the bound rules are saved for: the largest step
+            return len(PROFILE_STEPS) - 1, (f"a list or map in the claims has {longest} items "
+                                            f"(limit {CEL_MAX_ITERABLE_ITEMS} for costly rules)")
         if total > CEL_MAX_CLAIM_ITEMS:
-            return f"the claims hold more than {CEL_MAX_CLAIM_ITEMS} list and map items (limit for rules that iterate)"
-        stack.extend(item for item in items if isinstance(item, (list, tuple, Mapping)))
-    return None
+            return len(PROFILE_STEPS) - 1, f"the claims hold more than {CEL_MAX_CLAIM_ITEMS} list and map items " \
+                                           "(limit for costly rules)"
+        stack.extend(items)
+    # Within the saved rules' bound (total ≤ 512, so values ≤ 1 + 2 × 512): the first step that fits.
+    return _first_step(values, longest, size), ""
 
 
-def _macro_bound_names(code: str) -> set[str]:
-    bound: set[str] = set()
-    for match in _MACRO_BINDING_RE.finditer(code):
-        bound.add(match["first"])
-        if match["second"] and match["macro"] in _TWO_VARIABLE_MACROS:
-            bound.add(match["second"])
-    return bound
+_FLAT = frozenset({str, int, float, bool, type(None)})
 
 
-def _syntax_error_from(exc: BaseException) -> RuleSyntaxError:
-    text = str(exc)
-    match = _CEL_ERROR_RE.search(text)
-    if match:
-        return RuleSyntaxError(match[3].strip(), line=int(match[1]), column=int(match[2]))
-    # Unknown shape: keep the engine's words without the echoed source.
-    _, _, tail = text.partition("ERROR: ")
-    return RuleSyntaxError((tail or text or type(exc).__name__).strip().splitlines()[0])
+_BOUNDS = tuple((profile.items, profile.length, profile.bytes) for profile in PROFILE_STEPS)
 
 
-def check_expression(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> None:
-    """Raise ``RuleSyntaxError`` unless ``source`` is a CEL expression a rule may use."""
-    compile_expression(source, max_length=max_length)
-
-
+def _first_step(values: int, longest: int, size: int) -> int:
+    for step, (items, length, text) in enumerate(_BOUNDS):
+        if values <= items and longest <= length and size <= text:
+            return step
+    return len(_BOUNDS) - 1

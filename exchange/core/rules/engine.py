@@ -16,25 +16,34 @@ Security invariants:
   cannot be produced, or break the AWS limits, denies as well.
 * Client-facing descriptions name at most a rule, a tag key or a claim name, never a
   claim value; the details go into ``reason`` (audit and log).
+* Cost (docs/rules.md#rule-cost-budget): every rule is charged its worst-case cost (``budget``)
+  before it runs, at the bound the exchange's claims fit (measured once, only when the worst
+  case at the largest claims would not fit anyway). A rule over its own budget, or one that
+  would take the evaluation over ``EXCHANGE_COST_BUDGET``, denies — "over its cost budget" —
+  before the engine runs it, so one evaluation never costs more than the budget.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
-from ..aws import TagValueError, aws_tag, validate_session_tag_value
+from ..aws import aws_tag, validate_session_tag_value
 from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
-from ..limits import DEFAULT_LIFETIME
+from ..limits import DEFAULT_LIFETIME, EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..values import Decision, RuleTrace
-from .cel_guard import PASSTHROUGH, claims_too_large, iterates
-from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec
+from .budget import RuleCost, rule_cost
+from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
+from .outputs import EvaluationError, execute, json_value, tag_problem, tag_value
+from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec, findings_of
 
 __all__ = ["CompiledRule", "Delegation", "compile_rule", "decide"]
+
+# The mapper's answer is checked with the same pieces (core/rules/mapper.py imports them from here).
+_EvaluationError, _json_value = EvaluationError, json_value
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,9 +55,11 @@ class CompiledRule:
     subject: cel.Program = field(repr=False)
     session_tags: tuple[tuple[str, cel.Program], ...] = field(repr=False)
     claims: tuple[tuple[str, cel.Program], ...] = field(repr=False)
-    # Some expression of the rule has a comprehension: it is evaluated only over claims of
-    # bounded size (CEL_MAX_ITERABLE_ITEMS, conf.CEL_MAX_CLAIM_ITEMS).
-    iterates: bool = False
+    # Worst-case cost units of the condition and of the outputs at each step of the claims'
+    # size (budget.RuleCost); None for a rule built by hand (tests), which is not charged.
+    cost: RuleCost | None = field(default=None, repr=False)
+    # What the rule editor would warn about (a token that may be too long…), for the simulator.
+    warnings: tuple[tuple[str, str], ...] = ()
 
     @property
     def rule_id(self) -> int | None:
@@ -78,10 +89,12 @@ class Delegation:
         return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
 
 
-def compile_rule(spec: RuleSpec) -> CompiledRule:
+def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> CompiledRule:
     """Compile every expression of ``spec``; raise ``RuleSyntaxError`` (with ``field``) for
-    the first problem ``validate_rule_spec`` would report."""
-    problems, programs = check_spec(spec)
+    the first problem that keeps it from compiling. What only refuses a rule when it is saved
+    (unknown functions, a cost over budget) does not stop a saved rule from compiling: its cost
+    is enforced when it runs."""
+    problems, expressions = check_spec(spec)
     if problems:
         path, problem = problems[0]
         if isinstance(problem, RuleSyntaxError):
@@ -89,41 +102,16 @@ def compile_rule(spec: RuleSpec) -> CompiledRule:
         raise RuleSyntaxError(problem, field=path)
     return CompiledRule(
         spec=spec,
-        when=programs["when"],
-        subject=programs["subject"],
-        session_tags=tuple((key, programs[f"session_tags.{key}"]) for key, _ in spec.session_tags),
-        claims=tuple((name, programs[f"claims.{name}"]) for name, _ in spec.claims),
-        iterates=any(
-            iterates(source)
-            for source in (spec.when, spec.subject, *(s for _, s in spec.session_tags), *(s for _, s in spec.claims))
-            if source
-        ),
+        when=expressions["when"].program,
+        subject=expressions["subject"].program,
+        session_tags=tuple((key, expressions[f"session_tags.{key}"].program) for key, _ in spec.session_tags),
+        claims=tuple((name, expressions[f"claims.{name}"].program) for name, _ in spec.claims),
+        cost=rule_cost(expressions),
+        warnings=findings_of(spec, expressions, claim_types=claim_types).warnings,
     )
 
 
 # --------------------------------------------------------------------------- evaluation
-
-class _EvaluationError(Exception):
-    def __init__(self, cause: BaseException | str) -> None:
-        self.cause = cause
-        if isinstance(cause, str):
-            text = cause
-        else:
-            detail = str(cause)
-            text = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
-        super().__init__(text)
-
-
-def _execute(program: cel.Program, context: Any) -> Any:
-    if isinstance(context, _EvaluationError):  # the claims could not be given to CEL at all
-        raise context
-    try:
-        return program.execute(context)
-    except PASSTHROUGH:
-        raise
-    except BaseException as exc:  # KeyError, TypeError, … and pyo3 PanicException alike
-        raise _EvaluationError(exc) from None
-
 
 # The functions rules may call besides CEL's own (docs/rules.md#cel-in-rules).
 _FUNCTIONS = {"aws_tag": aws_tag}
@@ -138,38 +126,7 @@ def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
     except PASSTHROUGH:
         raise
     except BaseException as exc:
-        return _EvaluationError(exc)
-
-
-def _tag_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):  # before int: bool is an int in Python
-        return "true" if value else "false"
-    if isinstance(value, int):  # CEL int and uint both arrive as int
-        return str(value)
-    kind = "null" if value is None else type(value).__name__
-    raise _EvaluationError(f"a session tag value must be a string, number or bool, not {kind}")
-
-
-def _json_value(value: Any, path: str) -> Any:
-    """Convert a CEL result to plain JSON-serialisable Python, or fail."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        raise _EvaluationError(f"{path} is {value!r}, which JSON cannot represent")
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, dict):
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _EvaluationError(f"{path} has a {type(key).__name__} map key; JSON object keys are strings")
-            result[key] = _json_value(item, f"{path}.{key}")
-        return result
-    raise _EvaluationError(f"{path} is a {type(value).__name__}, which is not JSON")
+        return EvaluationError(exc)
 
 
 def _by(rule: CompiledRule) -> dict[str, Any]:
@@ -201,8 +158,8 @@ def _audience(rule: CompiledRule, *, requested: str | None, default: str) -> str
 
 def _subject(rule: CompiledRule, context: Any) -> str:
     try:
-        subject = _execute(rule.subject, context)
-    except _EvaluationError as exc:
+        subject = execute(rule.subject, context)
+    except EvaluationError as exc:
         raise _denied(rule, " could not compute the subject.", f": subject: {exc}") from None
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
         what = f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
@@ -219,47 +176,31 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
     for key, program in rule.session_tags:
         optional = key in rule.spec.optional_tags
         try:
-            value = _execute(program, context)
-        except _EvaluationError as exc:
+            value = execute(program, context)
+        except EvaluationError as exc:
             if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
                 continue
             raise _denied(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
         if optional and value in ("", None):
             continue
         try:
-            value = _tag_value(value)
+            value = tag_value(value)
             validate_session_tag_value(key, value)
-        except (_EvaluationError, ValueError) as exc:
+        except (EvaluationError, ValueError) as exc:
             raise _denied(
                 rule, f": session tag '{key}' has no valid value.",
-                f": session tag {key!r}: {_tag_problem(exc, value, sources[key])}",
+                f": session tag {key!r}: {tag_problem(exc, value, sources[key])}",
             ) from None
         tags.append((key, value))
     return tuple(tags)
-
-
-def _tag_problem(exc: Exception, value: Any, source: str) -> str:
-    """What is wrong with a tag value, and what to write instead (for the audit and the
-    simulator; never the client's description)."""
-    if not isinstance(exc, TagValueError) or not isinstance(value, str):
-        return str(exc)
-    shown = repr(value if len(value) <= 64 else value[:61] + "...")
-    fix = f"use aws_tag({source.strip()})"
-    if exc.kind == "character" and exc.character is not None:
-        return f"{shown} contains {exc.character!r}, which AWS refuses in tags — {fix}"
-    if exc.kind == "length":
-        return f"the value is {len(value)} characters, over AWS's 256 — {fix} (it cuts to 256)"
-    if exc.kind == "reserved":
-        return f"{shown} starts with 'aws:', which AWS reserves — {fix}"
-    return str(exc)
 
 
 def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for name, program in rule.claims:
         try:
-            extra[name] = _json_value(_execute(program, context), name)
-        except (_EvaluationError, RecursionError) as exc:
+            extra[name] = json_value(execute(program, context), name)
+        except (EvaluationError, RecursionError) as exc:
             raise _denied(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
     return extra
 
@@ -289,14 +230,19 @@ def _allow(
 
 class _Evaluation:
     """One evaluation over one token's claims: the CEL context and the claims' size, each
-    computed once and only if needed, and the trace (when the simulator wants one)."""
+    computed once and only if needed, the cost charged so far, and the trace (when the simulator
+    wants one)."""
 
     def __init__(self, *, issuer_id: str, claims: Mapping[str, Any], trace: list[RuleTrace] | None) -> None:
         self.issuer_id = issuer_id
         self.claims = claims
         self.trace = trace
         self._context: Any = None
-        self._too_large: str | None | bool = False
+        self.step = len(PROFILE_STEPS) - 1  # assumed until a charge would not fit; then measured
+        self.measured = False
+        self.why_large = ""
+        self.charged: list[tuple[float, ...]] = []
+        self.spent = 0.0  # cost units charged so far, at self.step
 
     def note(self, rule: CompiledRule, applies: bool, result: str, error: str | None = None) -> None:
         if self.trace is not None:
@@ -308,20 +254,51 @@ class _Evaluation:
             self._context = _make_context(claims=self.claims, issuer_id=self.issuer_id)
         return self._context
 
+    def charge(self, rule: CompiledRule, costs: tuple[float, ...]) -> None:
+        """Count ``costs`` (one of the rule's, per claims step) before running them; deny when the
+        rule may not run or the evaluation would go over its budget."""
+        cost = rule.cost
+        spent = self.spent + costs[self.step]
+        if spent <= EXCHANGE_COST_BUDGET and cost.totals[self.step] <= RULE_COST_BUDGET:  # the usual case
+            self.charged.append(costs)
+            self.spent = spent
+            return
+        if cost.over_budget:
+            self.refuse(rule, f"is over its cost budget: {cost.over_budget}")
+        if not self.measured:  # the worst case does not fit: measure the claims, once
+            self.measured = True
+            self.step, self.why_large = claims_step(self.claims)
+            self.spent = sum(c[self.step] for c in self.charged)
+            spent = self.spent + costs[self.step]
+        if cost.totals[self.step] > RULE_COST_BUDGET:
+            self.refuse(rule, f"is over its cost budget for claims this large: {self.why_large}",
+                        " cannot be evaluated over claims this large.")
+        if spent > EXCHANGE_COST_BUDGET:
+            self.refuse(rule, f"is over the exchange's cost budget: {spent:,.0f} cost units with the "
+                              f"{len(self.charged)} evaluation(s) before it, over {EXCHANGE_COST_BUDGET:,}")
+        self.charged.append(costs)
+        self.spent = spent
+
+    def refuse(self, rule: CompiledRule, reason: str, description: str = " is over its cost budget.") -> None:
+        self.note(rule, True, "error", reason)
+        raise _denied(rule, description, f" {reason}")
+
     def matches(self, rule: CompiledRule) -> bool:
         """Whether the rule's condition is exactly true; anything but a boolean denies."""
-        if rule.iterates:
-            if self._too_large is False:
-                self._too_large = claims_too_large(self.claims)
-            if self._too_large:
-                # Its cost would grow with the claims (CEL_MAX_ITERABLE_ITEMS): never run, never grant.
-                self.note(rule, True, "error", self._too_large)
-                raise _denied(rule, " cannot be evaluated over claims this large.", f": {self._too_large}")
+        cost = rule.cost
+        if cost is not None:
+            step = self.step  # charge()'s usual case, inline: it runs for every rule of every exchange
+            spent = self.spent + cost.when[step]
+            if spent <= EXCHANGE_COST_BUDGET and cost.totals[step] <= RULE_COST_BUDGET:
+                self.charged.append(cost.when)
+                self.spent = spent
+            else:
+                self.charge(rule, cost.when)
         try:
-            matched = _execute(rule.when, self.context)
+            matched = execute(rule.when, self.context)
             if not isinstance(matched, bool):
-                raise _EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
-        except _EvaluationError as exc:
+                raise EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
+        except EvaluationError as exc:
             # Not a match, but never a grant either: an error ends the evaluation (docs/rules.md#how-rules-decide).
             self.note(rule, True, "error", str(exc))
             raise _denied(rule, " could not be evaluated.", f": condition failed: {exc}") from None
@@ -357,6 +334,8 @@ def _decide(
         if rule.effect != "allow":  # "deny", and anything unexpected, denies
             evaluation.note(rule, True, "matched")
             raise _denied(rule, " denies this exchange.", " (deny) matched")
+        if rule.cost is not None:
+            evaluation.charge(rule, rule.cost.outputs)
         try:
             decision = _allow(
                 rule,

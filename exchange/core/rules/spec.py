@@ -1,35 +1,36 @@
 """A rule's shape (``RuleSpec``) and every problem it can have before it is saved
 (docs/rules.md#rule-fields, docs/rules.md#checked-when-a-rule-is-saved).
 
-``validate_rule_spec`` is what the admin and ``jwtex_apply`` both call (through
-``Rule.clean``): each problem comes back with the field it concerns, CEL errors with their
-line and column. Pure.
+``rule_findings`` is the one check of a rule, which the admin and ``jwtex_apply`` both run
+(through ``Rule.clean``): its errors refuse the rule, each with the field it concerns (CEL
+errors with their line and column), and its warnings are shown beside a rule that saves (a
+token that *may* be too long for AWS, a number compared with a claim sent as a string).
+``validate_rule_spec`` is its errors. ``check_spec`` is the part the runtime needs too: what
+keeps a rule from compiling at all. Pure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import cel
-
-from ..aws import (
-    MAX_SESSION_TAGS,
-    MAX_SUBJECT_LENGTH,
-    MAX_TRANSITIVE_TAG_KEYS,
-    MAX_WEB_IDENTITY_TOKEN_LENGTH,
-    validate_session_tag_key,
-)
-from ..minting import RESERVED_CLAIMS, largest_token_length
-from .cel_guard import RuleSyntaxError, compile_expression
+from ..aws import MAX_SESSION_TAGS, MAX_SUBJECT_LENGTH, MAX_TRANSITIVE_TAG_KEYS, validate_session_tag_key
+from ..minting import RESERVED_CLAIMS
+from .budget import cost_problem, token_length_findings
+from .cel_checks import type_warnings
+from .cel_guard import CompiledExpression, RuleSyntaxError, compile_expression
 
 __all__ = [
     "MAX_SUBJECT_LENGTH",
     "MIN_LIFETIME",
+    "RuleFindings",
     "RuleSpec",
     "RuleSyntaxError",
     "check_spec",
     "session_tag_entries",
     "session_tag_entry_problem",
+    "findings_of",
+    "rule_findings",
     "validate_rule_spec",
 ]
 
@@ -102,20 +103,26 @@ Problems = list[tuple[str, "RuleSyntaxError | str"]]
 
 
 class _Checker:
-    """Collects every problem of one spec, and the programs that did compile (by field path)."""
+    """Collects every problem of one spec, and the expressions that did compile (by field path)."""
 
     def __init__(self) -> None:
         self.problems: Problems = []
-        self.programs: dict[str, cel.Program] = {}
+        self.expressions: dict[str, CompiledExpression] = {}
+        # Every problem in the order found, those that only refuse a save (unknown names…) too.
+        self.all_problems: Problems = []
 
     def add(self, path: str, problem: RuleSyntaxError | str) -> None:
         self.problems.append((path, problem))
+        self.all_problems.append((path, problem))
 
     def expression(self, path: str, source: str) -> None:
         try:
-            self.programs[path] = compile_expression(source)
+            compiled = self.expressions[path] = compile_expression(source)
         except RuleSyntaxError as exc:
             self.add(path, exc)
+            return
+        for problem in compiled.problems:
+            self.all_problems.append((path, RuleSyntaxError(problem.message, line=problem.line, column=problem.column)))
 
     def basics(self, spec: RuleSpec) -> None:
         if not isinstance(spec.name, str) or not spec.name.strip():
@@ -200,48 +207,71 @@ class _Checker:
             self.expression(path, source)
 
 
-    def token_size(self, spec: RuleSpec) -> None:
-        """What the rule alone decides about the token's size: its tags (each value at AWS's
-        256-character maximum), transitive keys and claim names, with the largest subject,
-        issuer, audience and signature jwtex produces. Values with non-ASCII characters can
-        still make a token too long at exchange time; that exchange is refused (403)."""
-        if spec.effect != "allow" or not spec.session_tags:
-            return
-        length = largest_token_length(
-            tag_keys=[key for key, _ in spec.session_tags],
-            transitive_tag_keys=list(spec.transitive_tag_keys),
-            claim_names=[name for name, _ in spec.claims],
-            audiences=[spec.audience, *spec.audiences],
-        )
-        if length > MAX_WEB_IDENTITY_TOKEN_LENGTH:
-            self.add(
-                "session_tags",
-                f"Tokens from this rule can be up to {length:,} characters long ({len(spec.session_tags)} session "
-                f"tags of up to 256 characters each); AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}. "
-                "Use fewer tags, shorter keys or fewer transitive keys.",
-            )
-
-
-def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, cel.Program]]:
-    """Every problem of ``spec`` and the programs that did compile, keyed by field path."""
+def _check(spec: RuleSpec) -> _Checker:
     checker = _Checker()
     checker.basics(spec)
     checker.session_tags(spec)
     checker.transitive_tag_keys(spec)
     checker.claims(spec)
-    return checker.problems, checker.programs
+    return checker
 
 
-def validate_rule_spec(spec: RuleSpec) -> list[tuple[str, str]]:
-    """Every problem of ``spec`` as ``(field path, message)``; empty when it may be saved. Besides
-    what ``check_spec`` finds (what keeps a rule from compiling), a rule is refused when its
-    tokens could outgrow what AWS accepts — a save-time check only: a rule saved before it
-    existed still runs, and its over-long tokens are refused one by one (403)."""
-    problems, _ = check_spec(spec)
-    if not problems:
-        checker = _Checker()
-        checker.token_size(spec)
-        problems = checker.problems
-    return [(path, str(problem)) for path, problem in problems]
+def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, CompiledExpression]]:
+    """What keeps ``spec`` from compiling, and the expressions that did compile, by field path."""
+    checker = _check(spec)
+    return checker.problems, checker.expressions
 
 
+@dataclass(frozen=True)
+class RuleFindings:
+    errors: tuple[tuple[str, str], ...]  # (field path, message): the rule may not be saved
+    warnings: tuple[tuple[str, str], ...]  # (field path, message): shown beside a rule that saves
+
+
+def rule_findings(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> RuleFindings:
+    """Every problem of ``spec`` as ``(field path, message)``, and its warnings. ``claim_types``
+    (claim → ``string``/``number`` and the platform that says so, from the issuers' presets)
+    enables the warning about comparisons that can never be true. Beyond what ``check_spec`` finds,
+    a rule is refused for names and functions the engine does not have, for a cost over its budget
+    and for tokens certain to be longer than AWS accepts — save-time checks only: a rule saved
+    before them still runs, held to its cost budget at run time (``engine``)."""
+    checker = _check(spec)
+    if checker.problems:  # every problem found, in order; the rest needs every expression
+        return RuleFindings(tuple((path, str(problem)) for path, problem in checker.all_problems), ())
+    return findings_of(spec, checker.expressions, claim_types=claim_types)
+
+
+def findings_of(spec: RuleSpec, expressions: Mapping[str, CompiledExpression], *,
+                claim_types: Mapping[str, tuple[str, str]] | None = None) -> RuleFindings:
+    """``rule_findings`` of a spec whose expressions all compiled (``check_spec`` found nothing)."""
+    errors: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    for path, expression in expressions.items():
+        for problem in expression.problems:
+            errors.append((path, str(RuleSyntaxError(problem.message, line=problem.line, column=problem.column))))
+        if claim_types and expression.tree is not None:
+            for warning in type_warnings(expression.tree, claim_types):
+                warnings.append((path, str(RuleSyntaxError(warning.message, line=warning.line, column=warning.column))))
+    if errors:
+        return RuleFindings(tuple(errors), tuple(warnings))
+    over = cost_problem(expressions)
+    if over is not None:
+        path, message, line, column = over
+        errors.append((path, str(RuleSyntaxError(message, line=line, column=column))))
+    if spec.effect == "allow" and spec.session_tags:
+        error, warning = token_length_findings(
+            tags=[(key, expressions[f"session_tags.{key}"]) for key, _ in spec.session_tags],
+            optional=spec.optional_tags, transitive=spec.transitive_tag_keys, subject=expressions["subject"],
+            claim_names=[name for name, _ in spec.claims], audiences=[spec.audience, *spec.audiences],
+        )
+        if error:
+            errors.append(("session_tags", error))
+        if warning:
+            warnings.append(("session_tags", warning))
+    return RuleFindings(tuple(errors), tuple(warnings))
+
+
+def validate_rule_spec(spec: RuleSpec, **context) -> list[tuple[str, str]]:
+    """Every problem of ``spec`` as ``(field path, message)``; empty when it may be saved (the
+    errors of ``rule_findings``)."""
+    return list(rule_findings(spec, **context).errors)

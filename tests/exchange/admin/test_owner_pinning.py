@@ -1,5 +1,7 @@
-"""An allow rule for a CI issuer every customer of the platform shares must test the owner claim,
-or say ``any_owner`` (docs/rules.md#owner-pinning); the admin and jwtex_apply judge it alike."""
+"""An allow rule for a CI issuer every customer of the platform shares must pin the owner claim —
+a condition of its top-level ``&&`` comparing it with string literals — or say ``any_owner``
+(docs/rules.md#owner-pinning); the admin and jwtex_apply judge it alike, on the parsed condition
+(not on the claim's name in it)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,21 @@ def cases(url: str) -> list[tuple[str, str, bool, bool]]:
         ("the immutable owner id", f"claims.{stable} == '1234' && claims.ref == 'refs/heads/main'", False, True),
         ("the owner name", f"claims.{name} == 'octo-org'", False, True),
         ("the owner name, bracket form", f"claims['{name}'] == 'octo-org'", False, True),
+        ("the literal first", f"'1234' == claims.{stable} && claims.ref == 'refs/heads/main'", False, True),
+        ("a list of owners", f"claims.{stable} in ['1234', '5678']", False, True),
+        ("in parentheses", f"(claims.ref == 'refs/heads/main' && claims.{name} == 'octo-org') && true", False, True),
         ("any_owner said explicitly", "true", True, True),
+        # Mention the claim, pin nothing:
+        ("only present", f"has(claims.{stable}) && claims.ref == 'refs/heads/main'", False, False),
+        ("a pin inside ||", f"claims.{stable} == '65' || claims.ref == 'refs/heads/main'", False, False),
+        ("a negation", f"!(claims.{stable} == '65') && claims.ref == 'refs/heads/main'", False, False),
+        ("not equal", f"claims.{stable} != '65'", False, False),
+        ("a number", f"claims.{stable} == 1342004 && claims.ref == 'refs/heads/main'", False, False),
+        ("another claim", f"claims.{stable} == claims.actor", False, False),
+        ("a list from the claims", f"claims.{name} in claims.allowed", False, False),
+        ("an empty list", f"claims.{name} in []", False, False),
+        ("a ternary", f"claims.ref == 'refs/heads/main' ? claims.{name} == 'octo-org' : true", False, False),
+        ("a prefix", f"claims.{name}.startsWith('octo')", False, False),
     ]
 
 

@@ -398,7 +398,7 @@ tenants:
         ('tenants["Not A Slug"].rules["r1"].effect', "The effect must be 'allow', 'deny' or 'mapper', not 'permit'."),
         (
             'tenants["Not A Slug"].rules["r1"].when',
-            "Unknown name 'claim': an expression may use only 'claims' and 'issuer'.",
+            "line 1, column 1: Unknown name 'claim': an expression may use only 'claims' and 'issuer'.",
         ),
         ('tenants["Not A Slug"].rules["r1"].lifetime', "The lifetime must be a whole number of seconds, at least 60."),
         (

@@ -15,7 +15,7 @@ from exchange.core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH, aws_tag, validate_s
 from exchange.core.errors import AccessDenied
 from exchange.core.minting import TokenTooLong, encoded_length, mint_token, signature_bytes
 from exchange.core.rules.engine import compile_rule, decide
-from exchange.core.rules.spec import RuleSpec, validate_rule_spec
+from exchange.core.rules.spec import RuleFindings, RuleSpec, rule_findings, validate_rule_spec
 from exchange.core.values import SignerKey
 from tests.aws_acceptance import sts_problems
 
@@ -105,32 +105,41 @@ def test_the_length_is_known_exactly_before_signing(signers, name, value):
     assert sts_problems(minted.token) == []
 
 
-def _widest_rule(tags: int) -> RuleSpec:
+def _widest_rule(tags: int, value: str = "claims.v") -> RuleSpec:
     keys = [f"{i:03d}" + "k" * 125 for i in range(tags)]  # 128-character keys, unique in any case
     return spec(
         subject="claims.long_sub",
-        session_tags=tuple((key, "claims.v") for key in keys),
+        session_tags=tuple((key, value) for key in keys),
         transitive_tag_keys=tuple(keys),
     )
 
 
-def test_the_largest_output_a_saved_rule_may_produce_fits_aws(signers):
-    """The most tags of the longest keys, all transitive, that a rule may have and still be saved,
-    with every value at 256 characters, a 255-character subject, the longest issuer and an
-    RSA-4096 signature: still within 20,000 characters."""
-    tags = max(n for n in range(1, 51) if not validate_rule_spec(_widest_rule(n)))
+def test_the_largest_output_a_rule_saved_without_a_warning_may_produce_fits_aws(signers):
+    """The most tags of the longest keys, all transitive, that a rule may have and be saved
+    without a warning, with every value at 256 characters, a 255-character subject, the longest
+    issuer and an RSA-4096 signature: still within 20,000 characters."""
+    tags = max(n for n in range(1, 51) if rule_findings(_widest_rule(n)) == RuleFindings((), ()))
     claims = {"sub": "s", "long_sub": "s" * 255, "v": "v" * 256}
     token = outcome(_widest_rule(tags), claims, signers["RS256-4096"], issuer="https://" + "i" * 248)
     assert token is not None and sts_problems(token) == []
     assert len(token) <= MAX_WEB_IDENTITY_TOKEN_LENGTH
-    problems = validate_rule_spec(_widest_rule(tags + 1))
-    assert problems and problems[0][0] == "session_tags"
-    assert "characters long" in problems[0][1] and "at most 20,000" in problems[0][1]
+    findings = rule_findings(_widest_rule(tags + 1))
+    assert findings.errors == () and [path for path, _ in findings.warnings] == ["session_tags"]
+    assert "characters long" in findings.warnings[0][1] and "at most 20,000" in findings.warnings[0][1]
 
 
-def test_fifty_maximal_tags_are_refused_when_saved_with_the_figure():
-    [(path, message)] = validate_rule_spec(_widest_rule(50))
-    assert path == "session_tags" and "Tokens from this rule can be up to" in message
+def test_fifty_maximal_tags_save_with_a_warning_that_gives_the_worst_case():
+    findings = rule_findings(_widest_rule(50))
+    assert findings.errors == ()
+    [(path, message)] = findings.warnings
+    assert path == "session_tags" and "Tokens from this rule can be up to 36,941 characters long" in message
+
+
+def test_tags_certain_to_outgrow_what_aws_accepts_are_refused_with_the_figure():
+    literal = "'" + "v" * 256 + "'"  # literals count at their own length: every token has them
+    [(path, message)] = validate_rule_spec(_widest_rule(30, literal))
+    assert path == "session_tags" and "Tokens from this rule are at least 21,394 characters long" in message
+    assert not validate_rule_spec(_widest_rule(29, "'v'"))
 
 
 def test_a_token_that_outgrows_the_bound_at_exchange_time_is_refused_not_issued(signers):

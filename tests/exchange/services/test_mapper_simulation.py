@@ -135,6 +135,25 @@ def test_an_auditors_simulation_shows_the_request_but_calls_no_mapper(admin_clie
     assert not ExchangeRecord.objects.exists()
 
 
+def test_a_rule_to_try_that_hands_off_to_a_mapper_calls_it_only_for_an_operator(admin_client_for, tenant, issuer,
+                                                                                upstream, insecure, webhook):
+    """The simulator's rule to try is any role's, and may name its own mapper URL: an auditor's
+    still calls nothing outside, an operator's call is marked as a simulation."""
+    answer(webhook, {"allow": True, "claims": {}})
+    draft = json.dumps({"name": "try", "issuers": ["ci"], "effect": "mapper", "mapper": {"url": f"{webhook.url}/map"}})
+    claims = json.dumps(upstream.claims())
+    auditor = simulate_in_admin(admin_client_for(tenant, "auditor"), tenant, issuer, mode="claims", claims=claims,
+                                rule=draft)
+    result = auditor.context["result"]
+    assert webhook.requests == [] and result.undecided and result.mapper.outcome == "not called"
+    assert result.trace[0].rule_name == "try (trying, not saved)"
+    operator = simulate_in_admin(admin_client_for(tenant, "operator"), tenant, issuer, mode="claims", claims=claims,
+                                 rule=draft)
+    assert operator.context["result"].allowed and operator.context["result"].mapper.simulated
+    [seen] = webhook.requests
+    assert json.loads(seen.body)["simulation"] is True
+    assert not ExchangeRecord.objects.exists()
+
 def test_an_auditors_token_simulation_fetches_no_upstream_keys(admin_client_for, tenant, upstream, settings):
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
     server = UpstreamServer()
