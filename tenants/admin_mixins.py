@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from django.contrib import admin
-from django.db.models import Model, QuerySet
+from django.contrib.admin.utils import build_q_object_from_lookup_parameters
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest
 
 from .models import Membership, Role, Tenant
@@ -91,6 +92,54 @@ def tenant_get_or_404(request: HttpRequest, tenant_id: object, roles: Collection
     if tenant is None:
         raise Http404("No such tenant.")
     return tenant
+
+
+TENANT_LINKS = 10  # more tenants than this, and the tenant filter is a search box
+TENANT_SEARCH_VAR = "tenant_q"
+
+
+class TenantListFilter(admin.RelatedFieldListFilter):
+    """The tenant filter of a scoped list: its choices come from the tenants table (the user's
+    tenants), never from the listed rows (no DISTINCT over them), and it scales with tenants: up
+    to ``TENANT_LINKS`` it is a link per tenant, beyond that a search box (part of a slug or a
+    name) with the first matches as links."""
+
+    template = "admin/jwtex_tenant_filter.html"
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        self.search = str((params.get(TENANT_SEARCH_VAR) or [""])[-1]).strip()[:100]
+        self.total = 0
+        super().__init__(field, request, params, model, model_admin, field_path)
+
+    def expected_parameters(self):
+        return [*super().expected_parameters(), TENANT_SEARCH_VAR]
+
+    @property
+    def searchable(self) -> bool:
+        return self.total > TENANT_LINKS
+
+    def field_choices(self, field, request, model_admin):
+        tenants = tenants_for(request, model_admin.view_roles).order_by("slug")
+        self.total = tenants.count()
+        if self.searchable:
+            wanted = Q(pk__in=[v for v in self.lookup_val or [] if str(v).isdigit()])
+            if self.search:
+                wanted |= Q(slug__icontains=self.search) | Q(name__icontains=self.search)
+            tenants = tenants.filter(wanted)
+        return [(tenant.pk, tenant.slug) for tenant in tenants.only("pk", "slug")[:TENANT_LINKS]]
+
+    def has_output(self):
+        return self.total > 1
+
+    def queryset(self, request, queryset):
+        lookups = {k: v for k, v in self.used_parameters.items() if k != TENANT_SEARCH_VAR}
+        return queryset.filter(build_q_object_from_lookup_parameters(lookups)) if lookups else queryset
+
+    def choices(self, changelist):
+        keep = {TENANT_SEARCH_VAR, self.lookup_kwarg, self.lookup_kwarg_isnull}
+        self.hidden_params = [(k, v) for k, values in changelist.get_filters_params().items() if k not in keep
+                              for v in values] + [(k, v) for k, v in changelist.params.items() if k == "q"]
+        yield from super().choices(changelist)
 
 
 class TenantScopedAdminMixin:
@@ -181,10 +230,11 @@ class TenantScopedAdminMixin:
         return fields
 
     def get_list_filter(self, request):
-        # The stock related filter lists every row of the related model; only list those of
-        # the user's tenants.
+        # The stock related filter lists every row of the related model: the tenant filter lists
+        # the user's tenants (from the tenants table, searchable), other relations those in use.
         return [
-            (name, admin.RelatedOnlyFieldListFilter) if isinstance(name, str) and self._is_relation(name) else name
+            (name, TenantListFilter if name == "tenant" else admin.RelatedOnlyFieldListFilter)
+            if isinstance(name, str) and self._is_relation(name) else name
             for name in super().get_list_filter(request)
         ]
 
