@@ -7,6 +7,7 @@ import json
 from datetime import UTC
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import ShowFacets
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -59,6 +60,11 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         "decision__isnull", ErrorCodeFilter.parameter_name, EndpointFilter.parameter_name, IssuerFilter.parameter_name,
         RuleNameFilter.parameter_name,
     })
+
+    def action_checkbox(self, obj):
+        # Django's renders a form widget through templates per row: a third of a 100-row page.
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="Select this '
+                           'record">', ACTION_CHECKBOX_NAME, obj.pk)
 
     def get_changelist(self, request, **kwargs):
         return AuditChangeList

@@ -64,6 +64,12 @@ def cursor_text(record) -> str:
     return f"{record.created_at.astimezone(UTC).isoformat(timespec='microseconds').replace('+00:00', 'Z')},{record.pk}"
 
 
+def _position_text(cursor: Cursor, shift: int) -> str:
+    """``cursor`` as a query value, its id moved by ``shift`` (the page starting at it, inclusive)."""
+    at = cursor.at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return at if cursor.id is None else f"{at},{cursor.id + shift}"
+
+
 def _older(queryset: QuerySet, cursor: Cursor) -> QuerySet:
     """Records before ``cursor`` in (time, id) order; the bound on time alone lets the index stop."""
     if cursor.id is None:
@@ -127,6 +133,7 @@ class AuditChangeList(ChangeList):
         count = _timed(COUNT_TIMEOUT_MS, lambda: self.queryset.order_by().values("pk")[:COUNT_CAP + 1].count())
         self.count_capped = count is None or count > COUNT_CAP
         self.result_count = COUNT_CAP + 1 if count is None else count
+        self.count_text = f"more than {COUNT_CAP:,}" if self.count_capped else f"{self.result_count:,}"
         self.full_result_count = None
         self.show_full_result_count = False
         self.show_admin_actions = True
@@ -134,8 +141,12 @@ class AuditChangeList(ChangeList):
         self.multi_page = self.has_newer or self.has_older
         self.paginator = None
         self.newest_url = self.get_query_string()
-        self.older_url = self.get_query_string({BEFORE: cursor_text(self.result_list[-1])}) if self.has_older else None
-        self.newer_url = self.get_query_string({AFTER: cursor_text(self.result_list[0])}) if self.has_newer else None
+        # Edges: the records shown, or (an empty page, past either end) the position asked for.
+        rows = self.result_list
+        older_edge = cursor_text(rows[-1]) if rows else (cursor and _position_text(cursor, 0 if newer else 1))
+        newer_edge = cursor_text(rows[0]) if rows else (cursor and _position_text(cursor, 0 if newer else -1))
+        self.older_url = self.get_query_string({BEFORE: older_edge}) if self.has_older else None
+        self.newer_url = self.get_query_string({AFTER: newer_edge}) if self.has_newer else None
         self.position = cursor
 
     def _page(self, cursor: Cursor | None, newer: bool) -> tuple[list, bool, bool]:

@@ -174,8 +174,8 @@ def attempt_log(
 # --- retention ---------------------------------------------------------------------------------
 
 
-def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+def _day(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def audit_retention_sweep(*, now: datetime) -> dict[str, list[str]]:
@@ -185,17 +185,18 @@ def audit_retention_sweep(*, now: datetime) -> dict[str, list[str]]:
     ``exchange_records_purge`` removes, inside the remaining days, what a shorter one ends."""
     longest = Tenant.objects.aggregate(days=Max("audit_retention_days"))["days"]
     created = audit_partitions_ahead(now=now)
-    dropped = [] if longest is None else audit_partitions_drop(
-        before=_hour(now - timedelta(days=longest)).replace(hour=0))
+    dropped = [] if longest is None else audit_partitions_drop(before=_day(now - timedelta(days=longest)))
     return {"created": created, "dropped": dropped}
 
 
 def exchange_records_purge(*, tenant: Tenant, now: datetime, batch_size: int = 5000) -> int:
-    """Delete the tenant's records from before the start of the hour its retention reaches back
-    to, in small batches (no long lock on a busy table), and their hours' rollups: the overview's
-    counts stay those of the records that are left. Where whole days were dropped already
-    (``audit_retention_sweep``), nothing is left to delete."""
-    cutoff = _hour(now - timedelta(days=tenant.audit_retention_days))
+    """Delete the tenant's records from before the start (UTC) of the day its retention reaches
+    back to — a record is kept at least its retention, and gone within a day after — in small
+    batches (no long lock on a busy table), and those hours' rollups: the overview's counts stay
+    those of the records left. The day boundary is the partitions' too: for the tenants with the
+    longest retention, ``audit_retention_sweep`` has dropped those days whole and nothing is left
+    here to delete."""
+    cutoff = _day(now - timedelta(days=tenant.audit_retention_days))
     deleted = 0
     while True:
         old = ExchangeRecord.objects.filter(tenant=tenant, created_at__lt=cutoff)
