@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable
 
 from django.contrib import admin
 from django.contrib.admin.utils import build_q_object_from_lookup_parameters
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest
 
@@ -94,8 +95,21 @@ def tenant_get_or_404(request: HttpRequest, tenant_id: object, roles: Collection
     return tenant
 
 
-TENANT_LINKS = 10  # more tenants than this, and the tenant filter is a search box
+TENANT_LINKS = 10  # more tenants than this, and a choice of tenant is a search box
 TENANT_SEARCH_VAR = "tenant_q"
+
+
+def tenants_matching(tenants: QuerySet, search: str, *, keep: Collection[int] = ()) -> QuerySet:
+    """At most ``TENANT_LINKS`` of ``tenants`` by slug: all of them while there are no more,
+    else those whose slug or name contains ``search`` (none without one), and those in ``keep``
+    (the chosen ones). A list of 10,000 tenants is never sent."""
+    tenants = tenants.order_by("slug")
+    if tenants.count() > TENANT_LINKS:
+        wanted = Q(pk__in=[int(pk) for pk in keep if str(pk).isdigit()])
+        if search:
+            wanted |= Q(slug__icontains=search) | Q(name__icontains=search)
+        tenants = tenants.filter(wanted)
+    return tenants[:TENANT_LINKS]
 
 
 class TenantListFilter(admin.RelatedFieldListFilter):
@@ -119,14 +133,10 @@ class TenantListFilter(admin.RelatedFieldListFilter):
         return self.total > TENANT_LINKS
 
     def field_choices(self, field, request, model_admin):
-        tenants = tenants_for(request, model_admin.view_roles).order_by("slug")
+        tenants = tenants_for(request, model_admin.view_roles)
         self.total = tenants.count()
-        if self.searchable:
-            wanted = Q(pk__in=[v for v in self.lookup_val or [] if str(v).isdigit()])
-            if self.search:
-                wanted |= Q(slug__icontains=self.search) | Q(name__icontains=self.search)
-            tenants = tenants.filter(wanted)
-        return [(tenant.pk, tenant.slug) for tenant in tenants.only("pk", "slug")[:TENANT_LINKS]]
+        shown = tenants_matching(tenants.only("pk", "slug"), self.search, keep=self.lookup_val or ())
+        return [(tenant.pk, tenant.slug) for tenant in shown]
 
     def has_output(self):
         return self.total > 1
@@ -204,6 +214,9 @@ class TenantScopedAdminMixin:
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.related_model is Tenant:
             kwargs["queryset"] = self.writable_tenants(request)
+            if "widget" not in kwargs and kwargs["queryset"].count() > TENANT_LINKS:
+                # A search as you type (the tenants' own admin answers it), not a <select> of them all.
+                kwargs["widget"] = AutocompleteSelect(db_field, self.admin_site)
         elif _is_tenant_owned(db_field.related_model):
             kwargs["queryset"] = scope(db_field.related_model._default_manager.all(), request, self.add_roles)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
