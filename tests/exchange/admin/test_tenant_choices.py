@@ -98,7 +98,7 @@ def test_a_forms_tenant_field_searches_as_you_type_beyond_a_few(root, client, te
     assert found["results"] == []
     found = client.get("/admin/autocomplete/", {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant",
                                                 "term": "t005"}).json()
-    assert [r["text"] for r in found["results"]] == ["Tenant t5 (t005)"] or len(found["results"]) == 1
+    assert len(found["results"]) == 1
 
 
 def test_key_rotation_links_are_one_per_tenant_only_while_few(root, tenant):
