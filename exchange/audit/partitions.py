@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, connection, transaction
 
-from ..models import ExchangeRecord
+from ..models import AuditRollup, ExchangeRecord
 
 logger = logging.getLogger("jwtex.audit")
 
@@ -125,7 +125,7 @@ def audit_partitions_drop(*, before: datetime) -> list[str]:
         return []
     _finalize_pending()
     dropped = []
-    for name, _start, stop in audit_partitions_list():
+    for name, start, stop in audit_partitions_list():
         if stop is None or stop > before:
             continue
         with connection.cursor() as cursor:
@@ -133,10 +133,19 @@ def audit_partitions_drop(*, before: datetime) -> list[str]:
                 cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
             else:
                 cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name} CONCURRENTLY")
-            cursor.execute(f"DROP TABLE {name}")
+        _drop_with_rollups(name, start, stop)
         dropped.append(name)
         logger.info("audit partition dropped", extra={"jwtex": {"partition": name, "before": before.isoformat()}})
     return dropped
+
+
+def _drop_with_rollups(name: str, start: datetime | None, stop: datetime) -> None:
+    """The detached partition and the rollups of its hours go together: the counts stay those
+    of the records left (a record's hour is within its partition's days)."""
+    hours = AuditRollup.objects.filter(hour__lt=stop)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {name}")
+        (hours if start is None else hours.filter(hour__gte=start)).delete()
 
 
 def _finalize_pending() -> None:
@@ -144,6 +153,9 @@ def _finalize_pending() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                        "WHERE i.inhparent = to_regclass(%s) AND i.inhdetachpending", [TABLE])
-        for (name,) in cursor.fetchall():
-            cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE")
-            cursor.execute(f"DROP TABLE {name}")
+        pending = [row[0] for row in cursor.fetchall()]
+    for name, start, stop in audit_partitions_list():
+        if name in pending:
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE")
+            _drop_with_rollups(name, start, stop)

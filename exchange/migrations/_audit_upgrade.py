@@ -99,8 +99,10 @@ def _locked(cursor, statements: list[str], say) -> None:
 
 
 def _index_state(cursor, name: str) -> bool | None:
-    """True: a valid index ``name`` exists; False: an invalid one (an interrupted build); None: none."""
-    cursor.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", [name])
+    """True: the old table has a valid index ``name``; False: an invalid one (an interrupted
+    build); None: none."""
+    cursor.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                   "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s", [RECORDS, name])
     row = cursor.fetchone()
     return None if row is None else row[0]
 
