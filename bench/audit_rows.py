@@ -22,7 +22,8 @@ SELECT g, ts, denied, kind, repo, ref, t.*, e.epoch,
        ELSE 'repo:octo-org/app-' || repo || ':ref:refs/heads/' || ref END AS sub,
   md5(g::text || ':' || random()::text) AS jti,
   CASE WHEN r < 0.7 THEN 'raw' WHEN r < 0.9 THEN 'rfc8693' ELSE 'api' END AS endpoint,
-  CASE WHEN denied AND kind < 0.3 THEN 'forks' WHEN denied THEN '' WHEN repo % 3 = 0 THEN 'deploy' ELSE 'main' END AS rule,
+  CASE WHEN denied AND kind < 0.3 THEN 'forks' WHEN denied THEN ''
+       WHEN repo % 3 = 0 THEN 'deploy' ELSE 'main' END AS rule,
   ('10.' || (repo % 250) || '.' || (g % 250) || '.' || (g % 199))::inet AS address
 FROM (
   SELECT g, now() - make_interval(secs => {days} * 86400 * (1 - g::float8 / {rows})) AS ts,

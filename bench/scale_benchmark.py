@@ -122,7 +122,8 @@ def _setup(env: dict[str, str], days: int) -> dict:
     operator = users.create_user("operator", password=PASSWORD, is_staff=True)
     Membership.objects.create(user=operator, tenant=acme, role="operator")
     stamp = int(time.time())
-    claims = {"iss": "https://ci.bench.invalid", "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main",
+    claims = {"iss": "https://ci.bench.invalid", "aud": "sts.amazonaws.com",
+              "sub": "repo:octo-org/app:ref:refs/heads/main",
               "iat": stamp, "nbf": stamp - 600, "exp": stamp + 3000, "repository": "octo-org/app",
               "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat"}
     connection.close()
@@ -143,7 +144,8 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
             return process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit("make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:])
+                log_text = (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()
+                raise SystemExit("make serve exited:\n" + log_text[-2000:])
             time.sleep(0.2)
     raise SystemExit("make serve did not come up within 30 s")
 
@@ -225,7 +227,8 @@ def _sizes() -> dict:
             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'exchange_exchangerecord'::regclass""")
         table, indexes = cursor.fetchone()
         cursor.execute("""
-            SELECT ci.relname, sum(pg_relation_size(pi.inhrelid)) FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
+            SELECT ci.relname, sum(pg_relation_size(pi.inhrelid)) FROM pg_index x
+            JOIN pg_class ci ON ci.oid = x.indexrelid
             JOIN pg_inherits pi ON pi.inhparent = x.indexrelid
             WHERE x.indrelid = 'exchange_exchangerecord'::regclass GROUP BY 1 ORDER BY 2 DESC""")
         per_index = cursor.fetchall()
@@ -314,10 +317,12 @@ def _report(results: dict, sizes: list[int], stored: dict, purge: dict) -> None:
         f"{results[s]['exchange']['p50']:.2f} / {results[s]['exchange']['p99']:.2f}" for s in sizes) + " |")
     rows = max(stored["rows"], 1)
     print(f"\nstored: {stored['rows']:,} records; {(stored['table'] + stored['indexes']) / rows:.0f} bytes per record "
-          f"({stored['table'] / rows:.0f} table + {stored['indexes'] / rows:.0f} indexes); {stored['rollups']:,} rollup rows")
+          f"({stored['table'] / rows:.0f} table + {stored['indexes'] / rows:.0f} indexes); "
+          f"{stored['rollups']:,} rollup rows")
     print("  per index: " + ", ".join(f"{name} {size / rows:.1f}" for name, size in stored["per_index"]))
     print(f"purge of a day: {purge['rows']:,} records in {purge['total_s'] * 1000:.0f} ms "
-          f"(partitions dropped: {', '.join(purge['dropped']) or 'none'}; rows deleted one by one: {purge['deleted']:,})")
+          f"(partitions dropped: {', '.join(purge['dropped']) or 'none'}; "
+          f"rows deleted one by one: {purge['deleted']:,})")
     failed = [v for v in verdicts if v is not True]
     print(f"targets (≤ {TARGET_MS} ms at the largest size and ≤ {TARGET_GROWTH}× the size before): "
           + ("all met" if not failed else "missed by " + "; ".join(failed)))

@@ -78,7 +78,9 @@ def claims_compact(claims: Mapping[str, Any]) -> dict[str, Any]:
     return compact
 
 
-def claims_full(compact: Mapping[str, Any], *, subject: str, audience: str, expires_at: int, jti: str) -> dict[str, Any]:
+def claims_full(
+    compact: Mapping[str, Any], *, subject: str, audience: str, expires_at: int, jti: str
+) -> dict[str, Any]:
     """The claims ``claims_compact`` was given, from what it kept and the record's columns."""
     claims: dict[str, Any] = {
         "iss": compact["iss"], "sub": subject, "aud": audience, "iat": compact["iat"], "nbf": compact["iat"],

@@ -29,10 +29,14 @@ class Migration(migrations.Migration):
                 ('shadow_allow', models.BigIntegerField(default=0)),
                 ('shadow_tags', models.BigIntegerField(default=0)),
                 ('shadow_other', models.BigIntegerField(default=0)),
-                ('tenant', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                ('tenant', models.ForeignKey(db_constraint=False, db_index=False,
+                                             on_delete=django.db.models.deletion.CASCADE, related_name='+',
+                                             to='tenants.tenant')),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('tenant', 'hour', 'decision', 'error_code', 'rule_name', 'shard'), name='rollup_unique_group')],
+                'constraints': [models.UniqueConstraint(
+                    fields=('tenant', 'hour', 'decision', 'error_code', 'rule_name', 'shard'),
+                    name='rollup_unique_group')],
             },
         ),
     ]

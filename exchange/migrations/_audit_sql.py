@@ -37,7 +37,8 @@ SELECT tenant_id, date_trunc('hour', created_at, 'UTC'), decision, error_code, r
        count(*) FILTER (WHERE decision = 'denied' AND shadow -> 'decision' = '"allowed"'),
        count(*) FILTER (WHERE shadow -> 'tags_differ' = 'true'),
        count(*) FILTER (WHERE shadow -> 'decision' = '"not evaluated"'
-                        OR (decision = 'allowed' AND shadow -> 'decision' = '"allowed"' AND shadow -> 'tags_differ' = 'false')
+                        OR (decision = 'allowed' AND shadow -> 'decision' = '"allowed"'
+                            AND shadow -> 'tags_differ' = 'false')
                         OR (decision = 'denied' AND shadow -> 'decision' = '"denied"'))
 FROM {source} {where}
 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5

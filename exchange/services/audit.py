@@ -126,11 +126,13 @@ def _issued_fields(minted: MintedToken, *, upstream_sub: str) -> dict[str, Any]:
         "status_code": 200,
         "issued_jti": minted.jti,
         "issued_kid": minted.kid,
-        "issued_sub": audit_compact.issued_sub_stored(decision="allowed", issued_sub=subject, upstream_sub=upstream_sub),
+        "issued_sub": audit_compact.issued_sub_stored(decision="allowed", issued_sub=subject,
+                                                      upstream_sub=upstream_sub),
         "issued_aud": audience,
         "issued_exp": datetime.fromtimestamp(minted.expires_at, UTC),
     }
-    if audit_compact.compactable(claims, subject=subject, audience=audience, expires_at=minted.expires_at, jti=minted.jti):
+    columns = {"subject": subject, "audience": audience, "expires_at": minted.expires_at, "jti": minted.jti}
+    if audit_compact.compactable(claims, **columns):
         fields["issued_claims_compact"] = audit_compact.claims_compact(claims)
     else:
         fields["issued_claims"] = claims

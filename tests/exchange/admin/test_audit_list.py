@@ -56,8 +56,8 @@ def test_pages_go_by_key_and_records_arriving_meanwhile_never_shift_a_page(admin
     older = _link(page1, "older")
     # Meanwhile: new records at the top, and a late one (drained from a spool) between pages 1 and 2.
     arrived = [_add(tenant, 0.5), _add(tenant, 0.2)]
-    late = ExchangeRecord.objects.create(tenant=tenant, created_at=newest_first[12].created_at + timedelta(microseconds=1),
-                                         endpoint="raw", decision="allowed", status_code=200)
+    late = ExchangeRecord.objects.create(tenant=tenant, endpoint="raw", decision="allowed", status_code=200,
+                                         created_at=newest_first[12].created_at + timedelta(microseconds=1))
     page2 = client.get(older)
     expected = sorted([*newest_first[10:], late], key=lambda r: (r.created_at, r.pk), reverse=True)
     assert _shown(page2) == [r.pk for r in expected[:10]]  # nothing of page 1 again, nothing skipped
@@ -82,7 +82,8 @@ def _records_queries(captured) -> list[str]:
 @pytest.fixture
 def busy(tenant, other_tenant, issuer, allow_rule):
     for n in range(30):
-        _add(tenant, n, decision="denied" if n % 3 == 0 else "allowed", error_code="access_denied" if n % 3 == 0 else "",
+        denied = n % 3 == 0
+        _add(tenant, n, decision="denied" if denied else "allowed", error_code="access_denied" if denied else "",
              rule_name=allow_rule.name, issuer_ref=issuer.issuer_id, upstream_sub=f"repo:octo-org/app-{n}",
              upstream_jti=f"up-{n}", issued_jti=f"jti-{n}")
         _add(other_tenant, n, upstream_sub=f"repo:globex/app-{n}")
@@ -153,10 +154,9 @@ def test_search_is_exact_or_a_subject_prefix(admin_client_for, tenant, upstream,
     assert found("repo:octo-org/*") == {a.pk, b.pk}
     assert found("octo-org") == found("up-") == found("*") == set()  # no substrings
     assert "a subject prefix ends in *" in client.get(URL).content.decode()
-    # An allowed record whose issued subject is the upstream one stores it once; it is found by it.
-    runtime_attempt = Attempt(tenant_id=tenant.pk, tenant_slug=tenant.slug, endpoint="raw", client_address=None,
-                              started=timezone.now())
-    assert runtime_attempt  # (the service path is covered in test_record_page_shows_what_it_showed)
+    # An allowed record whose issued subject is the upstream one stores it once, and is found by it.
+    c = _add(tenant, 3, upstream_sub="repo:octo-org/cli", issued_sub="")
+    assert found("repo:octo-org/cli") == {c.pk} and c.issued_subject == "repo:octo-org/cli"
 
 
 def test_a_lookup_no_index_serves_is_refused(admin_client_for, tenant):
@@ -187,11 +187,12 @@ def test_the_record_page_and_export_show_a_compact_record_whole(admin_client_for
     from exchange.core.values import Decision, MintedToken
     from exchange.services.audit_export import audit_record_export
 
-    decision = Decision(rule_id=allow_rule.pk, rule_name="main", subject="repo:octo-org/app", audience="sts.amazonaws.com",
-                        lifetime=900, session_tags=(("repository", "octo-org/app"),), transitive_tag_keys=(),
-                        extra_claims={})
+    decision = Decision(rule_id=allow_rule.pk, rule_name="main", subject="repo:octo-org/app",
+                        audience="sts.amazonaws.com", lifetime=900, session_tags=(("repository", "octo-org/app"),),
+                        transitive_tag_keys=(), extra_claims={})
     now = int(timezone.now().timestamp())
-    claims = build_payload(decision=decision, issuer="http://127.0.0.1:8000/t/acme", issued_at=now, jti=uuid.uuid4().hex)
+    claims = build_payload(decision=decision, issuer="http://127.0.0.1:8000/t/acme", issued_at=now,
+                           jti=uuid.uuid4().hex)
     minted = MintedToken(token="x", jti=claims["jti"], kid="kid-1", subject=claims["sub"], audience=claims["aud"],
                          issued_at=now, expires_at=claims["exp"], claims=claims)
     parsed = type("Parsed", (), {"claims": {"sub": "repo:octo-org/app", "jti": "up-1", "iss": "https://ci.example"}})()
@@ -206,4 +207,5 @@ def test_the_record_page_and_export_show_a_compact_record_whole(admin_client_for
     assert exported["issued_sub"] == "repo:octo-org/app" and exported["issued_claims"] == claims
     html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_change", args=[record.pk]))
     text = html.content.decode()
-    assert "repo:octo-org/app" in text and claims["jti"] in text and "principal_tags" in text and f'&quot;exp&quot;: {claims["exp"]}' in text
+    assert "repo:octo-org/app" in text and claims["jti"] in text and "principal_tags" in text
+    assert f'&quot;exp&quot;: {claims["exp"]}' in text

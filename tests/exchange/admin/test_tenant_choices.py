@@ -49,7 +49,8 @@ def test_list_filters_search_tenants_beyond_a_few(root, tenant, page):
 
 def test_a_few_tenants_are_links_and_the_filter_reads_the_tenants_table(root, tenant, other_tenant):
     html = root.get(reverse("admin:exchange_rule_changelist")).content.decode()
-    assert 'name="tenant_q"' not in html and sorted(_filter_links(html)) == sorted([str(tenant.pk), str(other_tenant.pk)])
+    assert 'name="tenant_q"' not in html
+    assert sorted(_filter_links(html)) == sorted([str(tenant.pk), str(other_tenant.pk)])
 
 
 def test_the_tenant_filter_costs_the_same_at_ten_times_the_tenants(root, tenant):

@@ -84,7 +84,8 @@ def counted_by_rollups() -> dict:
 
 def test_the_rollups_count_every_stored_record_once_through_the_purge(tmp_path, tenant, other_tenant, monkeypatch):
     now = timezone.now()
-    times = [now - timedelta(minutes=m, microseconds=n) for n, m in enumerate([1, 2, 61, 62, 130, 60 * 30, 60 * 30 + 1])]
+    minutes = [1, 2, 61, 62, 130, 60 * 30, 60 * 30 + 1]
+    times = [now - timedelta(minutes=m, microseconds=n) for n, m in enumerate(minutes)]
     times += [now - timedelta(days=100, microseconds=n) for n in range(3)]  # past the default retention
     audit = AuditWriter(Spool(tmp_path / "spool"))
     records = [_record(t, at, n) for n, (t, at) in enumerate((t, at) for at in times for t in (tenant, other_tenant))]

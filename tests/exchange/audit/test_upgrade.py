@@ -128,9 +128,9 @@ def test_the_online_upgrade_keeps_every_row_and_counts_it_once(scratch, tenant, 
     assert counted_by_rollups() == counted_from_records()  # seeded from the rows there
     # The release before, still running during a rolling upgrade, keeps writing (and is counted).
     _old_insert(tenant, timezone.now())
-    AuditWriter(Spool(tmp_path)).write({"record_id": record_id_new(), "tenant_id": tenant.pk, "created_at": timezone.now(),
-                                        "endpoint": "api", "decision": "denied", "status_code": 401,
-                                        "error_code": "invalid_token", "reason": "new"})
+    AuditWriter(Spool(tmp_path)).write({"record_id": record_id_new(), "tenant_id": tenant.pk,
+                                        "created_at": timezone.now(), "endpoint": "api", "decision": "denied",
+                                        "status_code": 401, "error_code": "invalid_token", "reason": "new"})
     assert ExchangeRecord.objects.count() == 42 and counted_by_rollups() == counted_from_records()
     newest = ExchangeRecord.objects.order_by("-id").first()
     assert newest.reason == "new" and newest.pk > old.pk  # ids go on

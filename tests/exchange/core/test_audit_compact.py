@@ -19,8 +19,8 @@ def _minted(**decision) -> dict:
               "session_tags": (("repository", "octo-org/app"), ("actor", "octocat")), "transitive_tag_keys": (),
               "extra_claims": {}}
     fields.update(decision)
-    return build_payload(decision=Decision(**fields), issuer="https://jwtex.example.com/t/acme", issued_at=1_760_000_000,
-                         jti="0123456789abcdef0123456789abcdef")
+    return build_payload(decision=Decision(**fields), issuer="https://jwtex.example.com/t/acme",
+                         issued_at=1_760_000_000, jti="0123456789abcdef0123456789abcdef")
 
 
 def _columns(claims: dict) -> dict:
