@@ -267,7 +267,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0,1000000,4000000")
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--database", default="jwtex_scale")
     parser.add_argument("--keep", action="store_true", help="keep the database (to look at it) instead of dropping it")
     args = parser.parse_args()

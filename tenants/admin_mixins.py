@@ -99,12 +99,12 @@ TENANT_LINKS = 10  # more tenants than this, and a choice of tenant is a search 
 TENANT_SEARCH_VAR = "tenant_q"
 
 
-def tenants_matching(tenants: QuerySet, search: str, *, keep: Collection[int] = ()) -> QuerySet:
-    """At most ``TENANT_LINKS`` of ``tenants`` by slug: all of them while there are no more,
-    else those whose slug or name contains ``search`` (none without one), and those in ``keep``
-    (the chosen ones). A list of 10,000 tenants is never sent."""
+def tenants_matching(tenants: QuerySet, search: str, *, keep: Collection[int] = (), total: int | None = None) -> QuerySet:
+    """At most ``TENANT_LINKS`` of ``tenants`` (``total`` of them, if counted already) by slug: all
+    of them while there are no more, else those whose slug or name contains ``search`` (none
+    without one), and those in ``keep`` (the chosen ones). A list of 10,000 tenants is never sent."""
     tenants = tenants.order_by("slug")
-    if tenants.count() > TENANT_LINKS:
+    if (tenants.count() if total is None else total) > TENANT_LINKS:
         wanted = Q(pk__in=[int(pk) for pk in keep if str(pk).isdigit()])
         if search:
             wanted |= Q(slug__icontains=search) | Q(name__icontains=search)
@@ -135,7 +135,8 @@ class TenantListFilter(admin.RelatedFieldListFilter):
     def field_choices(self, field, request, model_admin):
         tenants = tenants_for(request, model_admin.view_roles)
         self.total = tenants.count()
-        shown = tenants_matching(tenants.only("pk", "slug"), self.search, keep=self.lookup_val or ())
+        shown = tenants_matching(tenants.only("pk", "slug"), self.search, keep=self.lookup_val or (),
+                                 total=self.total)
         return [(tenant.pk, tenant.slug) for tenant in shown]
 
     def has_output(self):

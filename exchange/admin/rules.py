@@ -99,7 +99,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
                 # Issuers belong to a tenant: ask which one before showing its issuers (a search
                 # beyond a few tenants).
                 search = request.GET.get("q", "").strip()[:100]
-                tenants = tenants_matching(writable.only("pk", "slug", "name"), search)
+                tenants = tenants_matching(writable.only("pk", "slug", "name"), search, total=total)
                 return TemplateResponse(
                     request,
                     "jwtex/choose_tenant.html",
