@@ -11,6 +11,10 @@ through the partitioned table, so its trigger keeps the rollups; then VACUUM ANA
 autovacuum would. Printed per size: each page's median time over HTTP (``--repeat`` requests
 after one to warm up) for the superuser and the operator, the exchange's p50/p99 at a fixed 100
 exchanges/s (``wrk``), then the bytes each record takes with its indexes and the purge of a day.
+
+``--release-before [REF]`` measures the release before instead (``REF``, default where this
+branch left main, exported with ``git archive``): its schema (exchange 0010), records of its
+shape, its server; its deep page is ``?p=1000`` and its purge the batched DELETE.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from audit_rows import TENANTS, insert_sql  # noqa: E402
 from http_benchmark import _at_rate, _environment, _free_port  # noqa: E402
 
 PASSWORD = "scale-benchmark-password"  # noqa: S105 - a throwaway database's users
+RELEASE_BEFORE: Path | None = None  # the code of the release before, when it is the one measured
 TARGET_MS, TARGET_GROWTH = 300, 1.5
 
 
@@ -79,17 +84,21 @@ def _setup(env: dict[str, str], days: int) -> dict:
     from exchange.services.tenants import tenant_create
     from tenants.models import Membership, Tenant
 
-    call_command("migrate", verbosity=0)
-    # A running installation has a partition per day; a fresh one has an empty one for the past.
-    legacy = [name for name, start, _ in audit_partitions_list() if start is None]
-    now = timezone.now()
-    if legacy:
+    if RELEASE_BEFORE is not None:
+        call_command("migrate", "exchange", "0010_revision", verbosity=0)
+        for app in ("contenttypes", "auth", "admin", "sessions", "tenants"):
+            call_command("migrate", app, verbosity=0)
+    else:
+        call_command("migrate", verbosity=0)
+        # A running installation has a partition per day; a fresh one has an empty one for the past.
+        legacy = [name for name, start, _ in audit_partitions_list() if start is None]
+        now = timezone.now()
         with connection.cursor() as cursor:
             for name in legacy:
                 cursor.execute(f"ALTER TABLE exchange_exchangerecord DETACH PARTITION {name}")
                 cursor.execute(f"DROP TABLE {name}")
-    audit_partitions_create(days=[now - timedelta(days=n) for n in range(days + 1)])
-    audit_partitions_ahead(now=now)
+        audit_partitions_create(days=[now - timedelta(days=n) for n in range(days + 1)])
+        audit_partitions_ahead(now=now)
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
@@ -133,10 +142,12 @@ def _setup(env: dict[str, str], days: int) -> dict:
 def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
     """``make serve``, one process of 8 threads (DEBUG off, as in production)."""
     log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
-    process = subprocess.Popen(
-        ["make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"], cwd=BENCH.parent,
-        env={**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "JWTEX_SERVER_THREADS": "8"},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "JWTEX_SERVER_THREADS": "8"}
+    command, cwd = ["make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"], BENCH.parent
+    if RELEASE_BEFORE is not None:  # make serve's own command, in the release before's tree
+        command, cwd, env = [sys.executable, "-m", "jwtex_site.serve"], RELEASE_BEFORE, {**env, "PYTHONPATH": str(
+            RELEASE_BEFORE)}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -155,11 +166,12 @@ def _load(rows: int, days: int) -> float:
 
     started = time.monotonic()
     with connection.cursor() as cursor:
-        cursor.execute(insert_sql("new", rows, days))
+        cursor.execute(insert_sql("old" if RELEASE_BEFORE else "new", rows, days))
     connection.close()
     with connection.cursor() as cursor:  # autocommit: VACUUM cannot run in a transaction
         cursor.execute("VACUUM ANALYZE exchange_exchangerecord")
-        cursor.execute("VACUUM ANALYZE exchange_auditrollup")
+        if RELEASE_BEFORE is None:
+            cursor.execute("VACUUM ANALYZE exchange_auditrollup")
     return time.monotonic() - started
 
 
@@ -201,7 +213,7 @@ def _pages(acme: int, size: int) -> dict[str, str]:
         "audit list": records,
         "filter decision = denied": records + "?decision__exact=denied",
         "search by jti": records + "?q=" + jti,
-        "a deep page (20 days back)": records + "?before=" + deep,
+        "a deep page (20 days back)": records + ("?p=1000" if RELEASE_BEFORE else "?before=" + deep),
         "tenant Overview": f"/admin/tenants/tenant/{acme}/overview/",
         "rule list (10,005 tenants)": "/admin/exchange/rule/",
     }
@@ -227,6 +239,14 @@ def _sizes(rebuild: bool = False) -> dict:
             cursor.execute("REINDEX TABLE exchange_exchangerecord")
         cursor.execute("SELECT count(*) FROM exchange_exchangerecord")
         rows = cursor.fetchone()[0]
+        if RELEASE_BEFORE is not None:  # one table
+            cursor.execute("SELECT pg_table_size('exchange_exchangerecord'), "
+                           "pg_indexes_size('exchange_exchangerecord')")
+            table, indexes = cursor.fetchone()
+            cursor.execute("SELECT c.relname, pg_relation_size(c.oid) FROM pg_index x JOIN pg_class c "
+                           "ON c.oid = x.indexrelid WHERE x.indrelid = 'exchange_exchangerecord'::regclass "
+                           "ORDER BY 2 DESC")
+            return {"rows": rows, "table": table, "indexes": indexes, "per_index": cursor.fetchall(), "rollups": 0}
         cursor.execute("""
             SELECT sum(pg_table_size(c.oid)), sum(pg_indexes_size(c.oid)) FROM pg_inherits i
             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'exchange_exchangerecord'::regclass""")
@@ -254,13 +274,36 @@ def _purge_a_day(days: int) -> dict:
     Tenant.objects.update(audit_retention_days=days - 1)
     before = _sizes()["rows"]
     started = time.monotonic()
-    dropped = audit_retention_sweep(now=timezone.now())["dropped"]
+    if RELEASE_BEFORE is not None:
+        dropped, deleted = [], _purge_before(days - 1)
+    else:
+        dropped = audit_retention_sweep(now=timezone.now())["dropped"]
+        deleted = sum(exchange_records_purge(tenant=t, now=timezone.now())
+                      for t in Tenant.objects.filter(slug__in=TENANTS))
     swept = time.monotonic() - started
-    deleted = sum(exchange_records_purge(tenant=t, now=timezone.now()) for t in Tenant.objects.filter(slug__in=TENANTS))
     total = time.monotonic() - started
     after = _sizes()["rows"]
     connection.close()
     return {"dropped": dropped, "rows": before - after, "sweep_s": swept, "total_s": total, "deleted": deleted}
+
+
+def _purge_before(retention_days: int) -> int:
+    """The release before's purge: each tenant's records older than its retention, 5,000 ids at a time."""
+    from django.db import connection
+
+    deleted = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM tenants_tenant WHERE slug = ANY(%s)", [list(TENANTS)])
+        for (tenant,) in cursor.fetchall():
+            while True:
+                cursor.execute("SELECT id FROM exchange_exchangerecord WHERE tenant_id = %s AND created_at < "
+                               "now() - make_interval(days => %s) LIMIT 5000", [tenant, retention_days])
+                ids = [row[0] for row in cursor.fetchall()]
+                if not ids:
+                    break
+                cursor.execute("DELETE FROM exchange_exchangerecord WHERE id = ANY(%s)", [ids])
+                deleted += cursor.rowcount
+    return deleted
 
 
 def main() -> None:
@@ -270,7 +313,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--database", default="jwtex_scale")
     parser.add_argument("--keep", action="store_true", help="keep the database (to look at it) instead of dropping it")
+    parser.add_argument("--release-before", nargs="?", const="", default=None, metavar="REF")
     args = parser.parse_args()
+    global RELEASE_BEFORE
+    if args.release_before is not None:
+        from upgrade_benchmark import _old_release
+
+        RELEASE_BEFORE = _old_release(args.release_before, Path(tempfile.mkdtemp(prefix="jwtex-release-before-")))
     sizes = [int(s) for s in args.sizes.split(",")]
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-scale-"))
     env = {**_environment(var, _create_database(args.database)), "DJANGO_DEBUG": "0"}
@@ -306,7 +355,9 @@ def main() -> None:
 
 
 def _report(results: dict, sizes: list[int], stored: dict, purge: dict) -> None:
-    print(f"\njwtex scale benchmark — PostgreSQL, make serve (granian, 1 process × 8 threads); median of requests, ms")
+    release = "the release before" if RELEASE_BEFORE else "this release"
+    print(f"\njwtex scale benchmark, {release} — PostgreSQL, make serve (granian, 1 process × 8 threads); "
+          f"median of requests, ms")
     header = "| page | who | " + " | ".join(f"{s:,} rows" for s in sizes) + " |"
     print(header)
     print("|" + "---|" * (2 + len(sizes)))
