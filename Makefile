@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run serve test bench bench-http bench-scale migrate clean
+.PHONY: run serve test bench bench-http bench-scale migrate clean gitlab-component
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("jwtex needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -44,6 +44,11 @@ bench: $(STAMP)
 # one server process pinned to one core, wrk on another, PostgreSQL (or DATABASE_URL).
 bench-http: $(STAMP)
 	$(PY) bench/http_benchmark.py $(BENCH_ARGS)
+
+# The GitLab CI/CD component carries the CI client inside its template (GitLab hands a job the
+# component's YAML only): copy jwtex_token.py into it again after changing the client.
+gitlab-component:
+	$(PYTHON) templates/jwtex-token/embed_client.py
 
 clean:
 	rm -rf var/ .pytest_cache test-artifacts

@@ -1,4 +1,4 @@
-"""What making audit records durable costs, and the rollups' share of it (SPEC §15).
+"""What making audit records durable costs, and the rollups' share of it (docs/scale.md#rollups).
 
     .venv/bin/python bench/audit_write_benchmark.py [--seconds 3] [--rounds 5]
 

@@ -1,4 +1,4 @@
-"""Served exchanges against their in-process ceiling (issue 10 §5). ``make bench-http``.
+"""Served exchanges against their in-process ceiling (the README's "Performance"). ``make bench-http``.
 
     .venv/bin/python bench/http_benchmark.py [--server granian|gunicorn] [--threads 8] [--seconds 10] [--shadow]
 
@@ -128,7 +128,7 @@ def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
                                when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
                                session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
     rule.issuers.add(issuer)
-    if shadow:  # a candidate set (SPEC §11) that decides every exchange differently: the worst case
+    if shadow:  # a candidate set (docs/operations.md#shadow-rules) deciding every exchange differently: the worst case
         candidate = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow", shadow=True,
                                         when="claims.repository_owner == 'octo-org'",
                                         session_tags={"repository": "claims.repository", "ref": "claims.ref"})

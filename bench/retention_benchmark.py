@@ -1,5 +1,5 @@
 """Retention under write load: a day's records removed by batched DELETE from one table, or by
-dropping that day's partition (SPEC §15). PostgreSQL only.
+dropping that day's partition (docs/scale.md#retention-at-volume). PostgreSQL only.
 
     .venv/bin/python bench/retention_benchmark.py [--rows 2000000] [--days 10] [--rate 800]
 

@@ -1,4 +1,4 @@
-"""The admin and the exchange as the audit table grows (SPEC §15). ``make bench-scale``.
+"""The admin and the exchange as the audit table grows (docs/scale.md). ``make bench-scale``.
 
     .venv/bin/python bench/scale_benchmark.py [--sizes 0,1000000,4000000] [--days 30] [--repeat 5]
 

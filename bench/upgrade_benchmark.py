@@ -1,4 +1,5 @@
-"""The upgrade of a full audit table while the release before serves exchanges (SPEC §15).
+"""The upgrade of a full audit table while the release before serves exchanges
+(docs/scale.md#upgrading).
 
     .venv/bin/python bench/upgrade_benchmark.py [--rows 4000000] [--rate 100] [--old-ref REF]
 

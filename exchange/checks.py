@@ -1,4 +1,4 @@
-"""System checks (``manage.py check``): a production configuration must be safe (SPEC §1).
+"""System checks (``manage.py check``): a production configuration must be safe (docs/environment.md#production-mode).
 
 Production mode is any run whose ``JWTEX_PUBLIC_URL`` host is not loopback. Each concern is one
 short check with its own id (django-axes style); ``runserver``, the WSGI application and the
@@ -7,9 +7,13 @@ Celery worker refuse to start while any error is reported (``refuse_unsafe_start
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register, run_checks
 from django.core.exceptions import ImproperlyConfigured
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.module_loading import import_string
 
 from .conf import jwtex_settings
 
@@ -30,6 +34,12 @@ class Messages:
         "across web processes."
     )
     LOGIN_THROTTLE = "Admin login throttling is off."
+    ADMIN_CSRF = "The admin has no CSRF protection: no CsrfViewMiddleware (or jwtex's AdminCsrfViewMiddleware) in MIDDLEWARE."
+    SSO_PARTIAL = "Admin single sign-on is half configured: {missing} {verb} missing."
+    SSO_NOBODY = "JWTEX_ADMIN_LOCAL_LOGIN is off and single sign-on is not configured: nobody can log in to the admin."
+    SSO_HTTPS = "JWTEX_ADMIN_OIDC_ISSUER is not https in production mode."
+    SSO_KEY = "JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE is not a readable PEM RSA or EC P-256 private key: {problem}."
+    SSO_ROLES_CLAIM = "JWTEX_ADMIN_OIDC_ROLES_CLAIM is empty: single sign-on could give nobody a role."
 
 
 class Hints:
@@ -48,6 +58,15 @@ class Hints:
     DEV_KEY = "Set JWTEX_KEY_ENCRYPTION_KEYS before holding real keys; never run like this in production."
     PER_PROCESS_CACHE = "Set CACHE_URL=redis://… (the README's production set-up)."
     LOGIN_THROTTLE = "Keep LoginThrottleMiddleware and JWTEX_LOGIN_MAX_FAILURES > 0."
+    ADMIN_CSRF = "Keep jwtex_site.middleware.AdminCsrfViewMiddleware in MIDDLEWARE (jwtex_site/settings.py)."
+    SSO_PARTIAL = (
+        "Set JWTEX_ADMIN_OIDC_ISSUER, JWTEX_ADMIN_OIDC_CLIENT_ID and JWTEX_ADMIN_OIDC_CLIENT_SECRET (or "
+        "JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE) together, or none of them (README, \"Operators and single sign-on\")."
+    )
+    SSO_NOBODY = "Configure single sign-on, or unset JWTEX_ADMIN_LOCAL_LOGIN."
+    SSO_HTTPS = "The provider's answers sign people in: JWTEX_ADMIN_OIDC_ISSUER=https://…"
+    SSO_KEY = "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out admin-oidc.pem (register its public key)."
+    SSO_ROLES_CLAIM = "Unset it for the default (groups), or name the ID token claim that holds the roles."
 
 
 class Codes:
@@ -63,11 +82,18 @@ class Codes:
     DEV_KEY = "jwtex.W001"
     PER_PROCESS_CACHE = "jwtex.W002"
     LOGIN_THROTTLE = "jwtex.W003"
+    ADMIN_CSRF = "jwtex.E025"
+    SSO_PARTIAL = "jwtex.E020"
+    SSO_NOBODY = "jwtex.E021"
+    SSO_HTTPS = "jwtex.E022"
+    SSO_KEY = "jwtex.E023"
+    SSO_ROLES_CLAIM = "jwtex.E024"
 
 
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 _FRAME_MIDDLEWARE = "django.middleware.clickjacking.XFrameOptionsMiddleware"
 _LOGIN_THROTTLE_MIDDLEWARE = "jwtex_site.middleware.AdminLoginThrottleMiddleware"
+_CSRF_MIDDLEWARE = ("jwtex_site.middleware.AdminCsrfViewMiddleware", "django.middleware.csrf.CsrfViewMiddleware")
 _PER_PROCESS_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.dummy.DummyCache",
@@ -158,6 +184,70 @@ def check_shared_cache(app_configs, **kwargs):
 def check_login_throttle(app_configs, **kwargs):
     off = _LOGIN_THROTTLE_MIDDLEWARE not in settings.MIDDLEWARE or jwtex_settings.login_max_failures <= 0
     return _problem(Warning, "LOGIN_THROTTLE") if _production() and off else []
+
+
+@register(Tags.security)
+def check_admin_csrf(app_configs, **kwargs):
+    """Django's security.W003 is silenced (jwtex_site/settings.py): the admin's CSRF protection is
+    jwtex's AdminCsrfViewMiddleware, a CsrfViewMiddleware for every path but the machines' (which
+    take no cookie and no form). This check is what W003 was: it fails if that protection is gone."""
+    for path in settings.MIDDLEWARE:
+        if path in _CSRF_MIDDLEWARE:
+            return []
+        if "csrf" not in path.lower():
+            continue  # not imported: the checks also run before the apps are ready (the Celery worker's)
+        try:
+            middleware = import_string(path)
+        except Exception:  # noqa: BLE001 - what cannot be imported protects nothing
+            continue
+        if isinstance(middleware, type) and issubclass(middleware, CsrfViewMiddleware):
+            return []
+    return _problem(Error, "ADMIN_CSRF")
+
+
+@register(Tags.security)
+def check_admin_sign_on(app_configs, **kwargs):
+    sign_on = jwtex_settings.admin_sign_on
+    given = {
+        "JWTEX_ADMIN_OIDC_ISSUER": sign_on.issuer,
+        "JWTEX_ADMIN_OIDC_CLIENT_ID": sign_on.client_id,
+        "JWTEX_ADMIN_OIDC_CLIENT_SECRET or JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE": (
+            sign_on.client_secret or sign_on.private_key_file
+        ),
+    }
+    missing = [name for name, value in given.items() if not value]
+    if missing and len(missing) < len(given):
+        verb = "is" if len(missing) == 1 else "are"
+        return _problem(Error, "SSO_PARTIAL", missing=" and ".join(missing), verb=verb)
+    if not sign_on.configured:
+        return [] if jwtex_settings.admin_local_login else _problem(Error, "SSO_NOBODY")
+    problems = []
+    if _production() and not sign_on.issuer.startswith("https://"):
+        problems += _problem(Error, "SSO_HTTPS")
+    if not sign_on.roles_claim:
+        problems += _problem(Error, "SSO_ROLES_CLAIM")
+    if sign_on.private_key_file:
+        problem = _private_key_problem(sign_on.private_key_file)
+        if problem:
+            problems += _problem(Error, "SSO_KEY", problem=problem)
+    return problems
+
+
+def _private_key_problem(path: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(Path(path).read_bytes(), password=None)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or type(exc).__name__})"
+    except (ValueError, TypeError):
+        return "not an unencrypted PEM private key"
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return ""
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return ""
+    return "neither RSA (2048 bits or more) nor EC P-256"
 
 
 def refuse_unsafe_start(what: str) -> None:

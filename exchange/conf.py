@@ -1,4 +1,4 @@
-"""Every ``JWTEX_`` setting behind one accessor object (CONVENTIONS §6).
+"""Every ``JWTEX_`` setting behind one accessor object (docs/design/layout.md#settings-in-one-place).
 
 The environment is read once, in ``jwtex_site/settings.py``; defaults are the contract's
 numbers in ``exchange.core.limits``. Each property reads the Django setting when asked, so a
@@ -7,6 +7,7 @@ test's ``settings`` override takes effect at once. Nothing else reads ``JWTEX_``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,39 @@ def _get(name: str, default: Any) -> Any:
     return getattr(settings, f"JWTEX_{name}", default)
 
 
+@dataclass(frozen=True)
+class AdminSignOn:
+    """The admin's single sign-on through an OpenID Connect provider (jwtex_site/sso;
+    docs/operators.md#single-sign-on)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    private_key_file: str  # private_key_jwt (RFC 7523) instead of the secret, when set
+    private_key_id: str
+    scopes: str
+    roles_claim: str
+    roles_prefix: str
+    superuser_value: str
+    roles_exclusive: bool
+    username_claim: str
+    name: str  # what the login page's button says: "Sign in with {name}"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.issuer and self.client_id and (self.client_secret or self.private_key_file))
+
+
 class JwtexSettings:
     # --- the deployment ------------------------------------------------------------------------
     @property
     def public_url(self) -> str:
-        """External base URL; tenant issuers live under it (SPEC §1)."""
+        """External base URL; tenant issuers live under it (docs/environment.md#variables)."""
         return str(_get("PUBLIC_URL", "http://127.0.0.1:8000")).rstrip("/")
 
     def issuer_url(self, slug: str) -> str:
-        """A tenant's issuer (SPEC §2): ``{JWTEX_PUBLIC_URL}/t/{slug}``, no trailing slash."""
+        """A tenant's issuer: ``{JWTEX_PUBLIC_URL}/t/{slug}``, no trailing slash
+        (docs/endpoints.md#tenant-issuer-endpoints)."""
         return f"{self.public_url}/t/{slug}"
 
     @property
@@ -62,8 +87,14 @@ class JwtexSettings:
 
     @property
     def request_fetch_budget(self) -> float:
-        """How long a request may wait for an upstream fetch made on its behalf (SPEC §3)."""
+        """How long a request may wait for an upstream fetch made on its behalf (docs/errors.md#fetch-budgets)."""
         return float(_get("REQUEST_FETCH_BUDGET", 2.0))
+
+    @property
+    def server_threads(self) -> int:
+        """Request threads per web process (``JWTEX_SERVER_THREADS``): at most half of them may
+        wait on upstream fetches at once (docs/errors.md#bursts)."""
+        return int(_get("SERVER_THREADS", 8))
 
     @property
     def jwks_max_staleness(self) -> float:
@@ -115,6 +146,16 @@ class JwtexSettings:
 
     # --- the admin ----------------------------------------------------------------------------
     @property
+    def ci_action(self) -> str:
+        """Where the admin's GitHub jobs find jwtex's Action: ``OWNER/REPO@REF`` ("" unset)."""
+        return str(_get("CI_ACTION", ""))
+
+    @property
+    def ci_component(self) -> str:
+        """Where the admin's GitLab jobs find jwtex's component: ``HOST/PATH/jwtex-token@VERSION``."""
+        return str(_get("CI_COMPONENT", ""))
+
+    @property
     def login_max_failures(self) -> int:
         return int(_get("LOGIN_MAX_FAILURES", 5))
 
@@ -125,6 +166,28 @@ class JwtexSettings:
     @property
     def login_lockout_seconds(self) -> int:
         return int(_get("LOGIN_LOCKOUT_SECONDS", 900))
+
+    @property
+    def admin_local_login(self) -> bool:
+        """Whether the admin's login page takes passwords (off: only single sign-on)."""
+        return bool(_get("ADMIN_LOCAL_LOGIN", True))
+
+    @property
+    def admin_sign_on(self) -> AdminSignOn:
+        return AdminSignOn(
+            issuer=str(_get("ADMIN_OIDC_ISSUER", "")),
+            client_id=str(_get("ADMIN_OIDC_CLIENT_ID", "")),
+            client_secret=str(_get("ADMIN_OIDC_CLIENT_SECRET", "")),
+            private_key_file=str(_get("ADMIN_OIDC_PRIVATE_KEY_FILE", "")),
+            private_key_id=str(_get("ADMIN_OIDC_PRIVATE_KEY_ID", "")),
+            scopes=str(_get("ADMIN_OIDC_SCOPES", "openid email profile")),
+            roles_claim=str(_get("ADMIN_OIDC_ROLES_CLAIM", "groups")),
+            roles_prefix=str(_get("ADMIN_OIDC_ROLES_PREFIX", "jwtex:")),
+            superuser_value=str(_get("ADMIN_OIDC_SUPERUSER_VALUE", "jwtex:superuser")),
+            roles_exclusive=bool(_get("ADMIN_OIDC_ROLES_EXCLUSIVE", False)),
+            username_claim=str(_get("ADMIN_OIDC_USERNAME_CLAIM", "preferred_username")),
+            name=str(_get("ADMIN_OIDC_NAME", "") or "single sign-on"),
+        )
 
 
 jwtex_settings = JwtexSettings()

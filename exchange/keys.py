@@ -168,7 +168,7 @@ def signing_keys_reencrypt() -> int:
     return count
 
 
-# --- rotation (SPEC §7): apply exchange.core.rotation's plan under the tenant's row lock -------
+# --- rotation (docs/design/key-lifecycle.md#the-plan): apply exchange.core.rotation's plan under the tenant's row lock
 
 
 @dataclass(frozen=True)

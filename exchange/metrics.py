@@ -1,4 +1,4 @@
-"""The counters and the histogram the hot path writes (SPEC §10), with prometheus-client.
+"""The counters and the histogram the hot path writes (docs/operations.md#metrics), with prometheus-client.
 
 Under ``make serve`` every web process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``
 (prometheus-client's multiprocess mode, set up by jwtex_site/serve.py before any process

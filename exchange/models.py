@@ -1,4 +1,5 @@
-"""Tenant-owned rows: every model here carries a ``tenant`` foreign key (CONVENTIONS §4)."""
+"""Tenant-owned rows: every model here carries a ``tenant`` foreign key
+(docs/design/layout.md#the-tenant-is-explicit)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tenants.models import KeyBackend, SigningAlgorithm, Tenant
 
 from .conf import jwtex_settings
 from .core import limits
-from .core.jwks import KeySet
+from .core.jwks import KeySet, static_jwks_clean
 from .core.rules.spec import RuleSpec, session_tag_entries, session_tag_entry_problem, validate_rule_spec
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
@@ -140,10 +141,12 @@ class Issuer(models.Model):
                 errors["jwks_uri"] = problem
         if self.static_jwks is not None:
             try:
+                # Only the members a JWK defines are kept, within a size bound (docs/configuration-file.md#issuer-keys).
+                self.static_jwks = static_jwks_clean(self.static_jwks)
                 if not KeySet.from_jwks(self.static_jwks).keys:
                     errors["static_jwks"] = "The key set has no usable signing key."
             except ValueError as exc:
-                errors["static_jwks"] = f"Not a JWKS document: {exc}"
+                errors["static_jwks"] = f"Not a usable JWKS document: {exc}."
         if errors:
             raise ValidationError(errors)
 
@@ -155,7 +158,7 @@ class Effect(models.TextChoices):
 
 
 class Rule(models.Model):
-    """One CEL rule; the first enabled rule (by position) that matches decides (SPEC §5)."""
+    """One CEL rule; the first enabled rule (by position) that matches decides (docs/rules.md#how-rules-decide)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rules")
     position = models.PositiveIntegerField(default=0, db_index=True)
@@ -177,13 +180,13 @@ class Rule(models.Model):
     claims = OrderedJSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
     mapper_url = models.CharField(
         "mapper URL", max_length=1024, blank=True,
-        help_text="effect mapper: the https webhook that decides and shapes the token (SPEC §9)",
+        help_text="effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)",
     )
     mapper_timeout_ms = models.PositiveIntegerField(
         "mapper timeout (ms)", default=1500, help_text="effect mapper: how long the webhook may take, at most 5000 ms",
     )
-    # A rule of the tenant's candidate set (SPEC §11): decides every exchange beside the live set,
-    # without effect on the answer; what it would have done differently goes into the audit.
+    # A rule of the tenant's candidate set (docs/operations.md#shadow-rules): decides every exchange beside
+    # the live set, without effect on the answer; what it would have done differently goes into the audit.
     shadow = models.BooleanField("candidate (shadow)", default=False, db_index=True, editable=False)
     any_owner = models.BooleanField(
         "any owner", default=False,
@@ -229,7 +232,7 @@ class Rule(models.Model):
         )
 
     def clean(self) -> None:
-        """CEL compiles, tag keys fit AWS limits, reserved claims untouched (SPEC §5): the one
+        """CEL compiles, tag keys fit AWS limits, reserved claims untouched (docs/rules.md#aws-limits): the one
         rule check, for the admin and jwtex_apply alike. The issuers (many-to-many) are checked
         by the form, which sees them."""
         shapes = {
@@ -325,9 +328,9 @@ class RevisionSource(models.TextChoices):
 
 
 class Revision(models.Model):
-    """One effective change of a tenant's configuration (SPEC §11): the whole configuration as
-    ``jwtex_export --tenant T`` printed it then (YAML text, byte for byte), numbered per tenant
-    from 1. Written only by exchange.services.revisions; kept for as long as the tenant."""
+    """One effective change of a tenant's configuration (docs/operations.md#revisions): the whole
+    configuration as ``jwtex_export --tenant T`` printed it then (YAML text, byte for byte), numbered
+    per tenant from 1. Written only by exchange.services.revisions; kept for as long as the tenant."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="revisions")
     number = models.PositiveIntegerField()
@@ -335,7 +338,9 @@ class Revision(models.Model):
     author = models.CharField(max_length=200, help_text='a username, "jwtex_apply (file)" or "system"')
     source = models.CharField(max_length=16, choices=RevisionSource.choices)
     summary = models.CharField(max_length=500)
-    document = models.TextField(help_text="the tenant's configuration in the SPEC §6 format (YAML)")
+    document = models.TextField(
+        help_text="the tenant's configuration in the docs/configuration-file.md format (YAML)"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="revision_unique_number_per_tenant")]

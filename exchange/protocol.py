@@ -1,5 +1,5 @@
 """Protocol vocabulary: the URNs and token types of RFC 8693, and the OIDC discovery document
-each tenant issuer serves (SPEC §2). Values only; no Django."""
+each tenant issuer serves (docs/endpoints.md#tenant-issuer-endpoints). Values only; no Django."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The audit's tables (SPEC §8, §15): one row per exchange attempt, and the rollups the overview
+"""The audit's tables (docs/operations.md#audit, docs/scale.md#the-audit-table): one row per exchange
+attempt, and the rollups the overview
 reads. Apart from the other models (``exchange.models`` imports them, so Django and every caller
 find them there) because they are made for a size the others never reach."""
 
@@ -17,9 +18,9 @@ class Decision(models.TextChoices):
 
 
 class ExchangeRecord(models.Model):
-    """One audit row per exchange attempt (SPEC §8). Never holds a raw token.
+    """One audit row per exchange attempt (docs/operations.md#audit). Never holds a raw token.
 
-    Sized for 17 million rows a day (SPEC §15): no foreign key constraint (a deleted rule or issuer
+    Sized for 17 million rows a day (docs/scale.md#the-audit-table): no foreign key constraint (a deleted rule or issuer
     never rewrites old rows; the record keeps their names), the token's claims stored without what
     the columns already hold (``emitted_claims`` reads them whole), and only the indexes the admin's
     queries use. On PostgreSQL the table is partitioned by day on ``created_at``
@@ -53,12 +54,14 @@ class ExchangeRecord(models.Model):
     issued_claims = models.JSONField(null=True, blank=True)
     issued_claims_compact = models.JSONField(null=True, blank=True)
     client_address = models.GenericIPAddressField(null=True, blank=True)
-    # A mapper rule's call (SPEC §9): what it decided ("allowed", "denied", "failed", "circuit open",
-    # "busy"), how long it took, and why it failed. Never its Authorization token.
+    # A mapper rule's call (docs/mapper.md#audit-and-metrics): what it decided ("allowed", "denied",
+    # "failed", "invalid", "circuit open", "busy"), how long it took, and why it failed. Never its
+    # Authorization token.
     mapper_outcome = models.CharField(max_length=16, blank=True)
     mapper_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     mapper_error = models.CharField(max_length=500, blank=True)
-    # What the tenant's shadow rules would have done, when it differs (SPEC §11); else null.
+    # What the tenant's shadow rules would have done, when it differs (docs/operations.md#shadow-rules);
+    # else null.
     shadow = models.JSONField(null=True, blank=True)
     # The verified upstream claims, only for a tenant that keeps them (for replaying candidate
     # rules; personal data, kept as long as the record).
@@ -107,7 +110,7 @@ class ExchangeRecord(models.Model):
 
 class AuditRollup(models.Model):
     """Exchange records counted per tenant, hour (UTC), decision, error code and rule: what the
-    overview and the candidate report read instead of the records (SPEC §15). Written only by the
+    overview and the candidate report read instead of the records (docs/scale.md#rollups). Written only by the
     database, in the transaction of each INSERT into the audit table (a trigger: exact whatever
     wrote the records — the group commit, the spool's drain, an older release during an upgrade);
     deleted with the hours the retention purge removes. ``shard`` spreads concurrent writers over
@@ -124,7 +127,8 @@ class AuditRollup(models.Model):
     count = models.BigIntegerField(default=0)
     last_seen = models.DateTimeField()  # the group's latest record in that hour
     last_reason = models.TextField(blank=True)  # its reason
-    # Records with a shadow divergence (SPEC §11), by the candidate report's kinds (they overlap).
+    # Records with a shadow divergence (docs/operations.md#shadow-rules), by the candidate report's
+    # kinds (they overlap).
     shadow_count = models.BigIntegerField(default=0)
     shadow_deny = models.BigIntegerField(default=0)
     shadow_allow = models.BigIntegerField(default=0)

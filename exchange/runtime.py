@@ -60,7 +60,7 @@ class TenantRuntime:
     issuer_ids_by_iss: Mapping[str, tuple[str, ...]]
     rules: tuple[CompiledRule, ...]
     rules_error: str | None  # a rule that does not compile makes the tenant deny everything
-    # The candidate set (SPEC §11): None when the tenant has none — the exchange then does no
+    # The candidate set (docs/operations.md#shadow-rules): None when the tenant has none — the exchange then does no
     # shadow work at all. A candidate that does not compile is reported, never used.
     shadow_rules: tuple[CompiledRule, ...] | None
     shadow_error: str | None

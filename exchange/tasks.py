@@ -1,4 +1,4 @@
-"""Celery tasks (CONVENTIONS §8): thin, idempotent, take ids, call services.
+"""Celery tasks (docs/design/layout.md#tasks-are-thin-and-idempotent): thin, idempotent, take ids, call services.
 
 Beat runs the three sweeps (jwtex_site/celery.py); each sweep picks what is due from the
 database and fans out one task per issuer or tenant. The services take row locks with

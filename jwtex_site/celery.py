@@ -80,7 +80,7 @@ def _say_in_the_log_format() -> None:
 
 def _banners_as_log_lines() -> None:
     """The worker's and beat's start-up banners are printed to stdout, bypassing logging: say
-    the same as one log line each, in the log format (SPEC §10: one JSON object per line)."""
+    the same as one log line each, in the log format (docs/operations.md#logs: one JSON object per line)."""
     import logging
 
     from celery.apps import beat as celery_beat

@@ -1,10 +1,11 @@
-"""``make run``: a development instance in one terminal (SPEC §1).
+"""``make run``: a development instance in one terminal (docs/environment.md#development-defaults).
 
 Checks the configuration once (so each warning is printed once), migrates the SQLite database
 under var/, makes sure an ``admin`` superuser exists, then runs the web server on HOST:PORT
 and a Celery worker with embedded beat on the filesystem broker. ``JWTEX_PUBLIC_URL``
 defaults to ``http://HOST:PORT``, so issuer URLs, discovery documents, tokens and the
-admin's snippets name the port actually served. Ctrl-C stops both and exits cleanly.
+admin's snippets name the port actually served. Ctrl-C (or SIGTERM) stops both: exit status 0,
+nothing more printed.
 
 This module does not import Django: it only prepares the environment and starts processes.
 """
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,12 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", default="8000")
     options = parser.parse_args(argv)
 
+    # Ctrl-C and SIGTERM end the run cleanly, also where this process was started with SIGINT
+    # ignored (a background job of a script inherits that), which Python would otherwise keep.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
     env = dict(os.environ)
     env.setdefault("JWTEX_PUBLIC_URL", public_url(options.host, options.port))
     env.setdefault("JWTEX_LOG_FORMAT", "text")  # readable in a terminal; production logs JSON
     # migrate runs the system checks first (each warning printed once; an error stops here).
     for step in (("migrate", "--noinput"), ("jwtex_dev_admin",)):
         code = subprocess.call(_manage(*step), cwd=ROOT, env=env)
+        if stop.is_set():
+            return 0
         if code:
             return code
 
@@ -69,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     processes = [server, worker]
     try:
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.2)
+        while not stop.is_set() and all(process.poll() is None for process in processes):
+            stop.wait(0.2)
     except KeyboardInterrupt:
-        # Ctrl-C reached the whole process group: both are shutting down already.
-        _stop(processes, signal_them=False)
+        stop.set()
+    if stop.is_set():
+        # Asked to stop (Ctrl-C reaches the whole process group; SIGTERM only this process): a
+        # clean stop, exit 0 and nothing said. The worker's exit status is not a failure here:
+        # Celery exits 1 on SIGINT. SIGTERM to those still running (their warm shutdown).
+        _stop(processes, signal_them=True)
         return 0
     failed = next(process for process in processes if process.poll() is not None)
     name = "the web server" if failed is server else "the Celery worker"

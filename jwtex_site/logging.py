@@ -1,4 +1,4 @@
-"""One log format for web, worker and beat (SPEC §10): one JSON object per line on stderr.
+"""One log format for web, worker and beat (docs/operations.md#logs): one JSON object per line on stderr.
 
 Structured fields come from ``extra={"jwtex": {...}}``. ``JWTEX_LOG_FORMAT=text`` (what
 ``make run`` uses) prints the same records as readable lines for a person at a terminal.

@@ -1,4 +1,4 @@
-"""Admin login throttling against password guessing (issue 5 §4).
+"""Admin login throttling against password guessing (docs/operators.md#login-throttling).
 
 Failed logins are counted in the shared cache (so the limit holds across web processes) per
 client address *and* username, and per address alone (a higher limit, against one address

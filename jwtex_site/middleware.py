@@ -1,4 +1,4 @@
-"""The admin's middleware, for the admin only (issue 10 §3).
+"""The admin's middleware, for the admin only (docs/design/pipeline.md#the-lean-route).
 
 Sessions, CSRF, authentication, messages and login throttling serve people in the admin. The
 exchange, discovery and JWKS endpoints (and health and metrics) have no session, no cookie and
@@ -9,10 +9,13 @@ checks still find it (the admin requires sessions, auth and messages).
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import PermissionDenied
 from django.middleware.csrf import CsrfViewMiddleware
+from django.template.response import TemplateResponse
 
 from exchange.services.revisions import revision_actor
 
@@ -60,9 +63,9 @@ ADMIN_PREFIX = "/admin/"
 
 
 class AdminRevisionActorMiddleware:
-    """Changes an admin request makes are recorded as its user's, from "admin" (revisions, SPEC
-    §11). The user is read only if the request changes a tenant's configuration. After the
-    authentication middleware; admin paths only."""
+    """Changes an admin request makes are recorded as its user's, from "admin" (revisions,
+    docs/operations.md#revisions). The user is read only if the request changes a tenant's
+    configuration. After the authentication middleware; admin paths only."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -76,3 +79,21 @@ class AdminRevisionActorMiddleware:
 
         with revision_actor(author=username, source="admin"):
             return self.get_response(request)
+
+
+class AdminForbiddenMiddleware:
+    """A 403 in the admin (a role that does not allow the action) is the admin's own styled page
+    saying so, and one line in the log ("Forbidden: /admin/…", Django's own for every 4xx) — not
+    a traceback and a bare "403 Forbidden": refusing is the admin working as meant."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, PermissionDenied) or not request.path_info.startswith(ADMIN_PREFIX):
+            return None
+        context = {**admin.site.each_context(request), "title": "Not allowed", "reason": str(exception)}
+        return TemplateResponse(request, "jwtex/forbidden.html", context, status=403)

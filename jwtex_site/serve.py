@@ -1,4 +1,4 @@
-"""``make serve``: the production web server, in the foreground, from the environment (SPEC §10).
+"""``make serve``: the production web server, in the foreground, from the environment (docs/environment.md#variables).
 
 ``PORT`` (8000), ``HOST`` (0.0.0.0), ``WEB_CONCURRENCY`` processes (default: the number of CPUs),
 ``JWTEX_SERVER_THREADS`` threads each (8), ``JWTEX_SERVER`` = ``granian`` (the default: its WSGI
@@ -9,7 +9,7 @@ worker and beat apart.
 The configuration is checked first; an unsafe production configuration never serves.
 
 Metrics: the processes share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (``var/metrics`` unless set),
-emptied at start, so ``/metrics`` from any of them is the node's total (SPEC §10).
+emptied at start, so ``/metrics`` from any of them is the node's total (docs/operations.md#metrics).
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def main() -> None:
     # A production server: DEBUG off unless asked for (with a loopback JWTEX_PUBLIC_URL, as in a
     # benchmark, the settings' own default would be on).
     os.environ.setdefault("DJANGO_DEBUG", "0")
+    # The application reads the thread count the server runs with (its cap on requests waiting
+    # for upstream keys is half of it, docs/errors.md#bursts): one value for both, the default included.
+    os.environ["JWTEX_SERVER_THREADS"] = environ["JWTEX_SERVER_THREADS"] = environ.get("JWTEX_SERVER_THREADS") or "8"
     argv = command(environ)
     if not Path(argv[0]).exists() and not shutil.which(argv[0]):
         raise SystemExit(f"{argv[0]} is not installed in this virtualenv")

@@ -1,4 +1,4 @@
-"""jwtex settings: the environment is read here, once (SPEC §1).
+"""jwtex settings: the environment is read here, once (docs/environment.md#variables).
 
 Production mode is any run whose JWTEX_PUBLIC_URL host is not loopback; there the
 unsafe development defaults are refused before anything starts.
@@ -83,20 +83,50 @@ JWTEX_LOGIN_MAX_FAILURES = int(os.environ.get("JWTEX_LOGIN_MAX_FAILURES", "5"))
 JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", "900"))
 # How long an exchange may wait for its issuer's keys to be fetched (then 503; the fetch goes on).
 JWTEX_REQUEST_FETCH_BUDGET = float(os.environ.get("JWTEX_REQUEST_FETCH_BUDGET", "2"))
+# Request threads per web process (make serve passes the same variable to granian or gunicorn):
+# at most half of them wait on upstream fetches at once (docs/errors.md#bursts), so a slow upstream cannot
+# take the threads other tenants need.
+JWTEX_SERVER_THREADS = int(os.environ.get("JWTEX_SERVER_THREADS") or "8")
 # How long a web process trusts its tenant snapshots before reading the configuration epoch:
-# 1.5 s, so that a change is served everywhere within SPEC §10's 2 s (the re-check happens on
-# the first request after the interval, and rebuilding the snapshot takes a moment too).
+# 1.5 s, so that a change is served everywhere within 2 s (docs/operations.md#several-nodes; the re-check
+# happens on the first request after the interval, and rebuilding the snapshot takes a moment too).
 JWTEX_CONFIG_RECHECK_SECONDS = float(os.environ.get("JWTEX_CONFIG_RECHECK_SECONDS", "1.5"))
 # Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
 JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
-# Mapper webhooks (SPEC §9): https host names that may resolve to private addresses (the
+# Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the
 # operator's list, never a tenant's), e.g. an in-house mapper behind the firewall.
 JWTEX_MAPPER_ALLOWED_HOSTS = [h.strip().lower() for h in os.environ.get("JWTEX_MAPPER_ALLOWED_HOSTS", "").split(",") if h.strip()]
+# Where the operators keep jwtex's CI files, for the admin's CI jobs: the GitHub Action
+# (OWNER/REPO@REF, action.yml at the repository's root) and the GitLab CI/CD component
+# (HOST/GROUP/PROJECT/jwtex-token@VERSION). Unset: the jobs show placeholders.
+JWTEX_CI_ACTION = os.environ.get("JWTEX_CI_ACTION", "").strip()
+JWTEX_CI_COMPONENT = os.environ.get("JWTEX_CI_COMPONENT", "").strip()
 # /metrics answers only with "Authorization: Bearer <this>" when set.
 JWTEX_METRICS_TOKEN = os.environ.get("JWTEX_METRICS_TOKEN", "")
 # prometheus-client's multiprocess mode (make serve sets it for its processes): each node's
 # /metrics reports the total of all its server processes.
 JWTEX_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+# The admin's single sign-on through the organisation's OpenID Connect provider
+# (docs/operators.md#single-sign-on; README, "Operators and single sign-on"): on when the issuer, the client id and a client secret (or a
+# private key for private_key_jwt) are set; jwtex.E02x checks refuse a half-done configuration.
+JWTEX_ADMIN_OIDC_ISSUER = os.environ.get("JWTEX_ADMIN_OIDC_ISSUER", "").strip()
+JWTEX_ADMIN_OIDC_CLIENT_ID = os.environ.get("JWTEX_ADMIN_OIDC_CLIENT_ID", "").strip()
+JWTEX_ADMIN_OIDC_CLIENT_SECRET = os.environ.get("JWTEX_ADMIN_OIDC_CLIENT_SECRET", "")
+JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = os.environ.get("JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE", "").strip()
+JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID = os.environ.get("JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID", "").strip()
+JWTEX_ADMIN_OIDC_SCOPES = " ".join(os.environ.get("JWTEX_ADMIN_OIDC_SCOPES", "openid email profile").replace(",", " ").split())
+JWTEX_ADMIN_OIDC_ROLES_CLAIM = os.environ.get("JWTEX_ADMIN_OIDC_ROLES_CLAIM", "groups").strip()
+JWTEX_ADMIN_OIDC_ROLES_PREFIX = os.environ.get("JWTEX_ADMIN_OIDC_ROLES_PREFIX", "jwtex:")
+JWTEX_ADMIN_OIDC_SUPERUSER_VALUE = os.environ.get("JWTEX_ADMIN_OIDC_SUPERUSER_VALUE", "jwtex:superuser").strip()
+JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE = _env_bool("JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE")
+JWTEX_ADMIN_OIDC_USERNAME_CLAIM = os.environ.get("JWTEX_ADMIN_OIDC_USERNAME_CLAIM", "preferred_username").strip()
+JWTEX_ADMIN_OIDC_NAME = os.environ.get("JWTEX_ADMIN_OIDC_NAME", "").strip()
+# JWTEX_ADMIN_LOCAL_LOGIN=0: no passwords at the admin's login, only single sign-on.
+JWTEX_ADMIN_LOCAL_LOGIN = _env_bool("JWTEX_ADMIN_LOCAL_LOGIN", default=True)
+# Each backend asks jwtex's settings whether it is on (passwords: JWTEX_ADMIN_LOCAL_LOGIN; sign-on:
+# a configured provider), so both can stay listed.
+AUTHENTICATION_BACKENDS = ["jwtex_site.sso.backend.LocalPasswordBackend", "jwtex_site.sso.backend.SignOnBackend"]
 
 # Production mode with unsafe settings (DEBUG, a default secret key, no key-encryption keys,
 # plain http) is reported by the jwtex.E00x system checks (exchange/checks.py): `manage.py
@@ -121,17 +151,24 @@ INSTALLED_APPS = [
 # (jwtex_site/middleware.py): sessions, CSRF, auth, messages and login throttling are the admin's.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Refuses the admin login after repeated failures (issue 5 §4); see jwtex_site/login_throttle.py.
+    # Refuses the admin login after repeated failures (docs/operators.md#login-throttling).
     "jwtex_site.middleware.AdminLoginThrottleMiddleware",
     "jwtex_site.middleware.AdminSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "jwtex_site.middleware.AdminCsrfViewMiddleware",
     "jwtex_site.middleware.AdminAuthenticationMiddleware",
-    # Who made a configuration change, for its revision (SPEC §11).
+    # Who made a configuration change, for its revision (docs/operations.md#revisions).
     "jwtex_site.middleware.AdminRevisionActorMiddleware",
     "jwtex_site.middleware.AdminMessageMiddleware",
+    # A PermissionDenied in the admin: its styled 403 page and a one-line log, not a traceback.
+    "jwtex_site.middleware.AdminForbiddenMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# security.W003 ("CsrfViewMiddleware is not in MIDDLEWARE") is false here: CSRF runs for the admin
+# through jwtex_site.middleware.AdminCsrfViewMiddleware, a CsrfViewMiddleware that skips only the
+# machines' endpoints (no cookie, no form). Silenced exactly; jwtex.E025 fails if it is ever gone.
+SILENCED_SYSTEM_CHECKS = ["security.W003"]
 
 ROOT_URLCONF = "jwtex_site.urls"
 WSGI_APPLICATION = "jwtex_site.wsgi.application"
@@ -164,7 +201,7 @@ DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=60, conn_hea
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # WAL with synchronous=NORMAL: readers never wait for the writer, and a commit is one
-    # write to the log rather than a rollback journal's fsyncs (issue 10).
+    # write to the log rather than a rollback journal's fsyncs (docs/design/audit-path.md#sqlite).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -243,7 +280,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from our own static files (drf-spectacular-sidecar): no page loads anything
-    # from another origin (issue 8 §3).
+    # from another origin (docs/endpoints.md#openapi-schema-and-docs).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -253,7 +290,7 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Celery: the embedded filesystem broker needs no server (SPEC §1).
+# Celery: the embedded filesystem broker needs no server (docs/environment.md#development-defaults).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "celery-broker"

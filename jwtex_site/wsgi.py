@@ -5,7 +5,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")
 django_application = get_wsgi_application()
 
-# An unsafe production configuration never serves (SPEC §1; the jwtex.E00x system checks).
+# An unsafe production configuration never serves (docs/environment.md#production-mode; the jwtex.E00x system checks).
 from exchange.checks import refuse_unsafe_start  # noqa: E402  (needs the apps loaded above)
 
 refuse_unsafe_start("web application")

@@ -1,11 +1,11 @@
-"""Tenant scoping for the admin (CONVENTIONS §4): who may see and do what, per membership.
+"""Tenant scoping for the admin (docs/design/layout.md#the-tenant-is-explicit): who may see and do what, per membership.
 
 Every admin screen asks the same three questions: which tenants does this user belong to,
 with which role, and does that role allow this action here. The answers come from
 ``Membership`` rows only — never from Django's ``auth.Permission`` rows — so a staff user
 with no membership sees nothing, and a role change takes effect on the next request.
 
-Roles (issue 4):
+Roles (docs/operators.md#roles):
 
 - ``owner``: everything in the tenant, including its members, its settings and key revocation;
 - ``operator``: issuers, rules, key rotation and "fetch keys now";
@@ -18,11 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+import logging
+
+from django import forms
 from django.contrib import admin
-from django.contrib.admin.utils import build_q_object_from_lookup_parameters
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import build_q_object_from_lookup_parameters, get_fields_from_path
+from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR
 from django.contrib.admin.widgets import AutocompleteSelect
+from django.core.exceptions import ValidationError
+from django.db import DataError, models
 from django.db.models import Model, Q, QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpRequest
+from django.template.response import TemplateResponse
+
+from exchange.core import strict_json
 
 from .models import Membership, Role, Tenant
 
@@ -124,6 +136,8 @@ class TenantListFilter(admin.RelatedFieldListFilter):
         self.search = str((params.get(TENANT_SEARCH_VAR) or [""])[-1]).strip()[:100]
         self.total = 0
         super().__init__(field, request, params, model, model_admin, field_path)
+        if any(not str(value).isdigit() for value in self.lookup_val or ()):  # a 400, shown or not
+            raise IncorrectLookupParameters(f"not a tenant: {self.lookup_val!r:.40}")
 
     def expected_parameters(self):
         return [*super().expected_parameters(), TENANT_SEARCH_VAR]
@@ -144,7 +158,10 @@ class TenantListFilter(admin.RelatedFieldListFilter):
 
     def queryset(self, request, queryset):
         lookups = {k: v for k, v in self.used_parameters.items() if k != TENANT_SEARCH_VAR}
-        return queryset.filter(build_q_object_from_lookup_parameters(lookups)) if lookups else queryset
+        try:
+            return queryset.filter(build_q_object_from_lookup_parameters(lookups)) if lookups else queryset
+        except (ValueError, ValidationError) as exc:  # as Django's own filters: "?tenant__id__exact=abc"
+            raise IncorrectLookupParameters(exc) from exc
 
     def choices(self, changelist):
         keep = {TENANT_SEARCH_VAR, self.lookup_kwarg, self.lookup_kwarg_isnull}
@@ -153,7 +170,116 @@ class TenantListFilter(admin.RelatedFieldListFilter):
         yield from super().choices(changelist)
 
 
-class TenantScopedAdminMixin:
+class StrictJSONFormField(forms.JSONField):
+    """Django's JSON form field read by the project's strict decoder (exchange.core.strict_json):
+    a repeated member, ``NaN`` or nesting deeper than any configuration needs is a form error,
+    never a 500 (Django's own field lets the decoder's ``RecursionError`` through)."""
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            return strict_json.loads(value)
+        except strict_json.DuplicateMemberError as exc:
+            raise ValidationError(f"Not valid JSON: the member {exc.name!r} appears twice.", code="invalid") from None
+        except RecursionError:
+            raise ValidationError(f"Not valid JSON: nested deeper than {strict_json.MAX_DEPTH}.",
+                                  code="invalid") from None
+        except ValueError as exc:
+            raise ValidationError(f"Not valid JSON: {exc}", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        if self.disabled or data is None:
+            return super().bound_data(data, initial)
+        try:
+            return strict_json.loads(data)
+        except (ValueError, RecursionError):
+            return InvalidJSONInput(data)
+
+
+logger = logging.getLogger("jwtex.admin")
+
+
+_NOT_LOOKUPS = frozenset({*IGNORED_PARAMS, PAGE_VAR, ERROR_FLAG})  # search, order, page, … — not filters
+
+
+class _RefusedFilter(Exception):
+    """A changelist's query string asks for what the list does not offer, or cannot be read."""
+
+
+def _filter_parameters(path: str, field, filter_class) -> set[str]:
+    """The query parameters Django's filter for ``path`` reads (its ``expected_parameters()``)."""
+    if filter_class is admin.EmptyFieldListFilter:
+        return {f"{path}__isempty"}
+    if field.is_relation:  # RelatedFieldListFilter, RelatedOnlyFieldListFilter, TenantListFilter (+ its search)
+        return {f"{path}__{field.target_field.name}__exact", f"{path}__isnull",
+                *([TENANT_SEARCH_VAR] if filter_class is TenantListFilter else [])}
+    if isinstance(field, models.BooleanField) or field.choices:  # BooleanFieldListFilter, ChoicesFieldListFilter
+        return {f"{path}__exact", f"{path}__isnull"}
+    if isinstance(field, models.DateField):  # DateFieldListFilter (DateTimeField too)
+        return {f"{path}__gte", f"{path}__lt", f"{path}__isnull"}
+    return {path, f"{path}__exact", f"{path}__isnull"}  # AllValuesFieldListFilter (its value, spelt either way)
+
+
+class DeclaredLookupsOnlyMixin:
+    """A ``ModelAdmin`` whose list filters by what it declares, and nothing else.
+
+    Django's own ``lookup_allowed`` lets a query string filter by any lookup on any of the
+    model's own fields, shown or not: ``?private_key_encrypted__startswith=gAAA`` turned the
+    keys list into a prefix oracle on the stored ciphertext, for auditors too. Here the list
+    accepts exactly the parameters of its ``list_filter`` entries, its ``date_hierarchy`` and
+    exact matches on its ``search_fields`` (less than ``?q=`` finds already); anything else
+    is a ``400`` page naming the parameters refused. A value a filter cannot read
+    (``?created_at__gte=yesterday``, a date past year 9999, a NUL byte PostgreSQL refuses) is a
+    ``400`` page too — never a 500, and never Django's ``?e=1`` redirect, which drops the
+    filters without a word (and on a second try shows a page blaming the database)."""
+
+    def declared_lookups(self, request) -> frozenset[str]:
+        allowed: set[str] = set()
+        for item in self.get_list_filter(request):
+            if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
+                allowed.add(item.parameter_name)
+                continue
+            path, filter_class = (item[0], item[1]) if isinstance(item, (list, tuple)) else (item, None)
+            allowed |= _filter_parameters(path, get_fields_from_path(self.model, path)[-1], filter_class)
+        if self.date_hierarchy:
+            allowed |= {f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")}
+        allowed |= {name.lstrip("^=@") for name in self.get_search_fields(request)}  # exact: less than ?q= finds
+        return frozenset(allowed)
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if request is None:  # Django always passes it (5.x); without it nothing is allowed
+            return False
+        cache = request.__dict__.setdefault("_jwtex_declared_lookups", {})  # once per list and request
+        if self.model not in cache:
+            cache[self.model] = self.declared_lookups(request)
+        return lookup in cache[self.model]
+
+    def get_changelist_instance(self, request):
+        if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
+            raise _RefusedFilter("the address holds a NUL character")
+        try:
+            return super().get_changelist_instance(request)
+        except DisallowedModelAdminLookup:
+            unknown = sorted(name[:64] for name in set(request.GET) - self.declared_lookups(request) - _NOT_LOOKUPS)[:5]
+            logger.warning("admin list filter refused", extra={"jwtex": {"model": self.model._meta.label,
+                                                                         "parameters": unknown}})
+            raise _RefusedFilter(f"this list cannot be filtered by {', '.join(unknown) or 'that'}") from None
+        # (DataError: a value only the database refuses; the admin runs in autocommit, so it is over.)
+        except (IncorrectLookupParameters, ValidationError, OverflowError, DataError) as exc:
+            cause = exc.__cause__ or exc
+            raise _RefusedFilter(f"a filter's value cannot be read ({type(cause).__name__})") from None
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            return super().changelist_view(request, extra_context)
+        except _RefusedFilter as exc:
+            context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Invalid filter",
+                       "problem": str(exc)}
+            return TemplateResponse(request, "jwtex/invalid_filter.html", context, status=400)
+
+
+class TenantScopedAdminMixin(DeclaredLookupsOnlyMixin):
     """A ``ModelAdmin`` whose rows, choices, actions and object URLs follow memberships.
 
     Subclasses say where the tenant is (``tenant_path``) and which roles may view, add,
@@ -162,6 +288,7 @@ class TenantScopedAdminMixin:
     """
 
     tenant_path = "tenant"
+    formfield_overrides = {models.JSONField: {"form_class": StrictJSONFormField}}
     view_roles: frozenset[str] = VIEW
     add_roles: frozenset[str] = CONFIGURE
     change_roles: frozenset[str] = CONFIGURE

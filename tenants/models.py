@@ -92,7 +92,7 @@ class Tenant(models.Model):
     )
     audit_retention_days = models.PositiveIntegerField(default=90, validators=[MinValueValidator(1)])
     # Keep each exchange's verified upstream claims in its audit record, so candidate rules can be
-    # replayed over real traffic before they are saved (SPEC §11). Personal data (names, e-mail
+    # replayed over real traffic before they are saved (docs/operations.md#replay). Personal data (names, e-mail
     # addresses of CI users): off unless the tenant asks; kept as long as the audit record.
     keep_upstream_claims = models.BooleanField(
         default=False, help_text="Keep each exchange's verified upstream claims in the audit record (personal data), "
@@ -152,10 +152,21 @@ class Role(models.TextChoices):
     AUDITOR = "auditor", "Auditor"
 
 
+class MembershipSource(models.TextChoices):
+    """Who grants a membership: an owner in the admin, or the identity provider's roles claim at
+    each single sign-on (README, "Operators and single sign-on")."""
+
+    HAND = "hand", "by hand"
+    IDP = "idp", "identity provider"
+
+
 class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jwtex_memberships")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.OPERATOR)
+    # Sign-on makes the IdP's memberships match its claim and leaves these "by hand" alone (unless
+    # JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE is set).
+    source = models.CharField("granted", max_length=8, choices=MembershipSource.choices, default=MembershipSource.HAND)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -164,3 +175,21 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.tenant} ({self.role})"
+
+
+class SignOnIdentity(models.Model):
+    """An admin account that signs in through the organisation's OpenID Connect provider: the
+    provider's (issuer, subject) pair — stable, never reassigned (OIDC Core §2) — names the
+    account, never its e-mail address or username, so no one takes over a local account."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jwtex_sign_on")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="sign_on_identity_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.subject} at {self.issuer})"

@@ -1,8 +1,9 @@
-"""Shared fixtures (CONVENTIONS §9): tenants, an upstream issuer that mints with its own keys,
+"""Shared fixtures (docs/design/layout.md#tests): tenants, an upstream issuer that mints with its own keys,
 signing keys and an admin client per tenant."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tracked_files() -> list[Path]:
+    """The repository's files under version control (the calling test is skipped outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [REPO_ROOT / name for name in out.decode().split("\0") if name]
 # Committed test data (tests/fixtures/README.md says where each file came from).
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 

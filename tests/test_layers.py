@@ -1,5 +1,5 @@
-"""The house's floors are checked, not told (issue 9): import-linter's contracts (pyproject.toml),
-plus the rules an import graph cannot see."""
+"""The house's floors are checked, not told (docs/design/layout.md#import-contracts): import-linter's
+contracts (pyproject.toml), plus the rules an import graph cannot see."""
 
 from __future__ import annotations
 

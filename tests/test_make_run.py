@@ -1,4 +1,4 @@
-"""``make run`` as a new user runs it (issue 8 §2, §11): on another port its issuer URLs follow,
+"""``make run`` as a new user runs it (docs/environment.md#make-run): on another port its issuer URLs follow,
 and Ctrl-C ends it cleanly. A real run: web server, Celery worker and beat, on a fresh var/."""
 
 from __future__ import annotations
@@ -32,6 +32,20 @@ def _get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def _environment(tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env.update(JWTEX_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _make_run(port: int, env: dict[str, str], **popen) -> subprocess.Popen:
+    # -o: the virtualenv running this test is the project's; never reinstall it from here.
+    return subprocess.Popen(
+        ["make", "-o", ".venv/.installed", "run", f"PORT={port}", f"PY={sys.executable}"],
+        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+    )
+
+
 DEMO = """
 import io, os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")
@@ -47,13 +61,8 @@ call_command("jwtex_demo_upstream", "token")
 
 def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_cleanly(tmp_path):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
-    env.update(JWTEX_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
-    # -o: the virtualenv running this test is the project's; never reinstall it from here.
-    make = subprocess.Popen(
-        ["make", "-o", ".venv/.installed", "run", f"PORT={port}", f"PY={sys.executable}"],
-        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    env = _environment(tmp_path)
+    make = _make_run(port, env)
     try:
         base = f"http://127.0.0.1:{port}"
         def up() -> bool:
@@ -88,6 +97,27 @@ def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_clea
         output, _ = make.communicate(timeout=30)
     assert "make: ***" not in output, output[-3000:]
     assert make.returncode in (0, -signal.SIGINT), output[-3000:]
-    # Each start-up warning once (issue 8 §11): the development key warning is jwtex.W001.
+    # Each start-up warning once (docs/environment.md#make-run): the development key warning is jwtex.W001.
     assert output.count("jwtex.W001") == 1, output[-3000:]
     assert "RuntimeWarning" not in output
+
+
+def test_make_run_stopped_as_a_background_job_exits_0_and_says_nothing(tmp_path):
+    # `make run &` in a script starts it with SIGINT ignored; the walkthrough's Ctrl-C then ended
+    # in "the Celery worker stopped (exit status 1)… make: *** Error 1". A stop is a clean stop.
+    port = _free_port()
+    make = _make_run(port, _environment(tmp_path), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        def up() -> bool:
+            try:
+                return _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+            except OSError:
+                return False
+
+        assert poll(up, timeout=60, interval=0.05, stop=lambda: make.poll() is not None), make.communicate()[0][-3000:]
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGINT)
+        output, _ = make.communicate(timeout=30)
+    assert make.returncode == 0, output[-3000:]
+    assert "make: ***" not in output and "stopped (exit status" not in output, output[-3000:]

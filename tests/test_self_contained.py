@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT as ROOT
+from tests.conftest import tracked_files
 
 # Built from parts, so this file does not match itself.
 _OUTSIDE = re.compile(
@@ -23,17 +20,9 @@ _OUTSIDE = re.compile(
 )
 
 
-def _tracked_files() -> list[Path]:
-    try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [ROOT / name for name in out.decode().split("\0") if name]
-
-
 def test_no_tracked_file_refers_outside_the_repository():
     offenders = []
-    for path in _tracked_files():
+    for path in tracked_files():
         if path.suffix in {".png", ".sqlite3"} or not path.is_file():
             continue
         try:
@@ -47,6 +36,6 @@ def test_no_tracked_file_refers_outside_the_repository():
 
 
 def test_fixtures_are_committed():
-    tracked = {path.relative_to(ROOT).as_posix() for path in _tracked_files()}
+    tracked = {path.relative_to(ROOT).as_posix() for path in tracked_files()}
     for name in ("token.jwt", "jwks.json", "README.md"):
         assert f"tests/fixtures/github-actions/{name}" in tracked

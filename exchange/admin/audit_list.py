@@ -1,5 +1,5 @@
-"""The audit list at any size (SPEC §15): every query it runs walks an index from one end and
-stops after a page, whatever the table holds.
+"""The audit list at any size (docs/scale.md#the-admin-at-100-million-records): every query it
+runs walks an index from one end and stops after a page, whatever the table holds.
 
 - **Pages by key, not by number.** Records are in (time, id) order, newest first; "older" shows
   the records before the last one shown (``?before=TIME,ID``), "newer" those after the first

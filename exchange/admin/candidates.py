@@ -1,4 +1,4 @@
-"""The candidate (shadow) rule set of a tenant in the admin (SPEC §11): start one from the live
+"""The candidate (shadow) rule set of a tenant in the admin (docs/operations.md#shadow-rules): start one from the live
 rules, edit it with the ordinary rule editor, see what it would have changed in the last 24 h
 (filtered: would now deny, would now allow, different tags), replay it over recent traffic,
 then promote it to live in one step (a new revision) or discard it.
@@ -20,10 +20,16 @@ from ..services.shadow import shadow_replay, shadow_report, shadow_rules_discard
 from .views import _context, _require
 
 ACTIONS = {
-    "start": (shadow_rules_start, "Candidate set started: {n} rule(s) copied from the live rules. Edit them, then watch the report."),
-    "promote": (shadow_rules_promote, "Promoted: the {n} candidate rule(s) are the live rules now."),
-    "discard": (shadow_rules_discard, "Discarded {n} candidate rule(s)."),
+    "start": (shadow_rules_start, lambda n: f"Candidate set started: {_rules(n)} copied from the live rules. "
+              "Edit them, then watch the report."),
+    "promote": (shadow_rules_promote, lambda n: f"Promoted: the candidate {_rules(n)} {'is' if n == 1 else 'are'} "
+                "the live rules now."),
+    "discard": (shadow_rules_discard, lambda n: f"Discarded {_rules(n)}."),
 }
+
+
+def _rules(n: int) -> str:
+    return f"{n} rule" if n == 1 else f"{n} rules"
 
 
 def _rules_url(tenant, *, shadow: bool) -> str:
@@ -60,7 +66,7 @@ def candidate_action_view(request, tenant_id, action, *, model_admin):
     _require(request, tenant.pk, CONFIGURE)
     service, message = ACTIONS[action]
     try:
-        messages.success(request, message.format(n=service(tenant=tenant)))
+        messages.success(request, message(service(tenant=tenant)))
     except ValueError as exc:
         messages.error(request, str(exc))
     return HttpResponseRedirect(reverse("admin:exchange_rule_candidate", args=[tenant.pk]))

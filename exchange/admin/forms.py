@@ -8,6 +8,7 @@ import json
 
 from django import forms
 
+from tenants.admin_mixins import StrictJSONFormField
 from tenants.models import KeyBackend, Tenant
 from tenants.widgets import SecondsInput
 
@@ -49,6 +50,7 @@ class TenantOwnedForm(forms.ModelForm):
     """Checks that need the tenant: names unique within it, related rows from it."""
 
     unique_in_tenant: tuple[str, ...] = ()
+    duplicate_message = "This tenant already has one with this {field}: “{value}”."
 
     def tenant_id(self) -> int | None:
         if self.instance.pk is not None:
@@ -70,13 +72,15 @@ class TenantOwnedForm(forms.ModelForm):
                 value = cleaned.get(name)
                 same = manager.filter(tenant_id=tenant_id, **self.unique_scope(), **{name: value})
                 if value and same.exclude(pk=self.instance.pk).exists():
-                    label = self.fields[name].label or name
-                    self.add_error(name, f"This tenant already has a {self._meta.model._meta.verbose_name} with this {label}.")
+                    label = str(self.fields[name].label or name).lower()
+                    self.add_error(name, self.duplicate_message.format(field=label, value=value))
+                    # Kept on the instance, so its own validation does not also say the field is empty.
+                    cleaned[name] = value
         return cleaned
 
 
 
-class OptionalJSONField(forms.JSONField):
+class OptionalJSONField(StrictJSONFormField):
     """A JSON document or nothing: an empty box means None (not the text "null")."""
 
     def prepare_value(self, value):
@@ -89,6 +93,7 @@ class OptionalJSONField(forms.JSONField):
 
 class IssuerForm(TenantOwnedForm):
     unique_in_tenant = ("issuer_id",)
+    duplicate_message = "This tenant already has an issuer with the id “{value}”."
     static_jwks = OptionalJSONField(
         label="static JWKS", required=False, widget=forms.Textarea(attrs={**MONO, "rows": 6}),
         help_text='For private clusters: the public key set itself ({"keys": [...]}); nothing is fetched. '
@@ -108,6 +113,7 @@ class IssuerForm(TenantOwnedForm):
     class Meta:
         model = Issuer
         fields = "__all__"
+        labels = {"jwks_uri": "JWKS URI"}
         widgets = {
             "issuer": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
             "jwks_uri": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
@@ -135,6 +141,7 @@ TAG_HELP = (
 
 class RuleForm(TenantOwnedForm):
     unique_in_tenant = ("name",)
+    duplicate_message = "This tenant already has a rule named “{value}”."
     jwtex_tenant_id: int | None = None  # set by RuleAdmin.get_form: narrows the issuer choices
     jwtex_shadow: bool = False  # set by RuleAdmin.get_form: a new rule of the candidate set
 
@@ -180,6 +187,8 @@ class RuleForm(TenantOwnedForm):
             )
 
     def unique_scope(self) -> dict:
+        if self.instance.shadow:
+            self.duplicate_message = "This tenant's candidate set already has a rule named “{value}”."
         return {"shadow": self.instance.shadow}  # the live set and the candidate set have their own names
 
     def clean_mapper_timeout_ms(self):

@@ -15,7 +15,7 @@ from ..core.jwks import kids_of
 from ..models import Issuer
 from ..services.overview import issuer_health
 from ..upstream.jwks import issuer_keys_fetch_now, issuer_keys_forget_if_source_changed
-from . import views
+from . import readable, views
 from .forms import IssuerForm
 
 def _health_badge(status: str) -> str:
@@ -25,8 +25,15 @@ def _health_badge(status: str) -> str:
     return format_html('<span class="jwtex-badge" style="background:{}">{}</span>', colour, status)
 
 
+# Read-only: what the last fetches of the issuer's keys found.
+KEY_HEALTH_FIELDS = [
+    "key_health", "cached_kids", "keys_fetched_from", "keys_fetched_at", "keys_fresh_until", "keys_changed_at",
+    "last_fetch_error", "last_fetch_error_at", "failed_fetches", "created_at", "updated_at",
+]
+
+
 @admin.register(Issuer)
-class IssuerAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
     add_roles = change_roles = delete_roles = CONFIGURE
 
@@ -36,41 +43,24 @@ class IssuerAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ["tenant"]
     search_fields = ["issuer_id", "issuer"]
     actions = ["fetch_keys_now"]
-    readonly_fields = [
-        "key_health",
-        "cached_kids",
-        "jwks_resolved_uri",
-        "jwks_fetched_at",
-        "jwks_expires_at",
-        "jwks_changed_at",
-        "jwks_last_error",
-        "jwks_last_error_at",
-        "jwks_consecutive_failures",
-        "created_at",
-        "updated_at",
-    ]
+    readonly_fields = KEY_HEALTH_FIELDS
+    # Labels in words, not field names ("Jwks resolved uri").
+    keys_fetched_from = readable.value("jwks_resolved_uri", "keys fetched from")
+    keys_fetched_at = readable.value("jwks_fetched_at", "keys last fetched")
+    keys_fresh_until = readable.value("jwks_expires_at", "keys fresh until")
+    keys_changed_at = readable.value("jwks_changed_at", "keys last changed")
+    last_fetch_error = readable.value("jwks_last_error", "last fetch error")
+    last_fetch_error_at = readable.value("jwks_last_error_at", "last fetch error at")
+    failed_fetches = readable.value("jwks_consecutive_failures", "failed fetches in a row")
+    view_only_fields = {"audiences": "audiences_lines", "algorithms": "algorithms_lines", "jwks_uri": "jwks_uri_value"}
+    audiences_lines = readable.lines("audiences", "audiences")
+    algorithms_lines = readable.lines("algorithms", "algorithms")
+    jwks_uri_value = readable.value("jwks_uri", "JWKS URI")
     fieldsets = [
         (None, {"fields": ["tenant", "issuer_id", "issuer", "enabled"]}),
         ("Verification", {"fields": ["audiences", "algorithms", "leeway", "max_token_age", "replay_protection"]}),
         ("Keys", {"fields": ["jwks_uri", "static_jwks", "jwks_refresh_interval"]}),
-        (
-            "Key health",
-            {
-                "fields": [
-                    "key_health",
-                    "cached_kids",
-                    "jwks_resolved_uri",
-                    "jwks_fetched_at",
-                    "jwks_expires_at",
-                    "jwks_changed_at",
-                    "jwks_last_error",
-                    "jwks_last_error_at",
-                    "jwks_consecutive_failures",
-                    "created_at",
-                    "updated_at",
-                ]
-            },
-        ),
+        ("Key health", {"fields": KEY_HEALTH_FIELDS}),
     ]
 
     @admin.display(description="keys")
@@ -91,7 +81,7 @@ class IssuerAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return self.fieldsets[:3]
-        return self.fieldsets
+        return super().get_fieldsets(request, obj)
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -1,4 +1,4 @@
-"""A tenant's revisions in the admin (SPEC §11): the list, each revision's diff to the one
+"""A tenant's revisions in the admin (docs/operations.md#revisions): the list, each revision's diff to the one
 before, and "Restore revision N" behind a confirmation page that shows the diff the restore
 will make. Everyone with a role in the tenant reads them; owners and operators restore (403 for
 an auditor); 404 for a user without a role there. A restore is ``jwtex_apply`` of the revision's

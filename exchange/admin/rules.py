@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from functools import partial
 
 from django import forms
@@ -26,11 +28,11 @@ from tenants.admin_mixins import (
 from ..core.presets import PRESETS, preset_for_issuer
 from ..models import Issuer, Rule
 from ..services.rules import rule_position_next
-from . import candidates, views
+from . import candidates, readable, views
 from .forms import IssuerChoiceField, RuleForm
 
 @admin.register(Rule)
-class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
     add_roles = change_roles = delete_roles = CONFIGURE
 
@@ -46,8 +48,9 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         (
             "Mapper (effect: mapper)",
             {"fields": ["mapper_url", "mapper_timeout_ms"],
-             "description": "A webhook decides and shapes the token (SPEC §9): it is POSTed the verified claims with a "
-                            "60-second bearer token of this tenant, and answers {\"allow\": …, \"claims\": {…}}. "
+             "description": "A webhook decides and shapes the token (docs/mapper.md): it is POSTed the verified "
+                            "claims with a 60-second bearer token of this tenant, and answers "
+                            "{\"allow\": …, \"claims\": {…}}. "
                             "See examples/mapper.py."},
         ),
         (
@@ -55,6 +58,11 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},
         ),
     ]
+
+    # An auditor reads the lists as the form edits them, one per line (not JSON).
+    view_only_fields = {"audiences": "audiences_lines", "transitive_tag_keys": "transitive_tag_keys_lines"}
+    audiences_lines = readable.lines("audiences", "audiences")
+    transitive_tag_keys_lines = readable.lines("transitive_tag_keys", "transitive tag keys")
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related(
@@ -77,7 +85,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             or filters.get("tenant__id__exact")
             or self.get_changeform_initial_data(request).get("tenant")
         )
-        if wanted and str(wanted).isdigit() and has_role(request, int(wanted), self.add_roles):
+        if wanted and re.fullmatch(r"[0-9]{1,18}", str(wanted)) and has_role(request, int(wanted), self.add_roles):
             return int(wanted)
         return None
 
@@ -116,7 +124,7 @@ class RuleAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         filters = QueryDict(request.GET.get("_changelist_filters", ""))
-        if "tenant" not in initial and filters.get("tenant__id__exact", "").isdigit():
+        if "tenant" not in initial and re.fullmatch(r"[0-9]{1,18}", filters.get("tenant__id__exact", "")):
             initial["tenant"] = int(filters["tenant__id__exact"])
         return initial
 

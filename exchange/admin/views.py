@@ -25,6 +25,7 @@ from ..models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 from ..services.overview import tenant_overview_get
 from ..services.rules import rule_move
 from ..services.simulator import simulate_claims, simulate_token
+from ..services.tenants import issuer_id_free
 from ..upstream.jwks import issuer_keys_fetch_now
 from .forms import PresetForm, SimulatorForm
 
@@ -93,7 +94,7 @@ def issuer_preset_view(request, *, model_admin):
                 "preset": token,
                 "values": {
                     "tenant": form.cleaned_data["tenant"].pk,
-                    "issuer_id": values.issuer_id,
+                    "issuer_id": issuer_id_free(tenant=form.cleaned_data["tenant"], wanted=values.issuer_id),
                     "issuer": values.issuer,
                     "audiences": values.audiences,
                     "algorithms": values.algorithms,
@@ -159,10 +160,13 @@ def rule_simulator_view(request, *, model_admin):
     if data is not None and form.is_valid():
         tenant, issuer = form.cleaned_data["tenant"], form.cleaned_data["issuer"]
         audience = form.cleaned_data["audience"].strip() or None
+        outbound = has_role(request, tenant.pk, CONFIGURE)  # an auditor's simulation calls nothing outside
         if form.cleaned_data["mode"] == "token":
-            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience)
+            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
+                                    outbound=outbound)
         else:
-            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"], audience=audience)
+            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
+                                     audience=audience, outbound=outbound)
     rule_links = {}
     if result is not None:
         rule_links = {

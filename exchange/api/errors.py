@@ -8,7 +8,7 @@ from ..core.errors import AudienceNotAllowed, ExchangeError, RateLimited, Reques
 
 
 def error_response(error: ExchangeError) -> JsonResponse:
-    """SPEC §3 errors for the raw and JSON endpoints: ``{"error", "error_description"}``."""
+    """The raw and JSON endpoints' errors: ``{"error", "error_description"}`` (docs/errors.md#error-responses)."""
     response = JsonResponse({"error": error.code, "error_description": error.description}, status=error.status)
     _headers(response, error)
     return response

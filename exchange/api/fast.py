@@ -1,4 +1,4 @@
-"""The lean route (issue 10 §3): the raw exchange and the issuer documents without Django's
+"""The lean route (docs/design/pipeline.md#the-lean-route): the raw exchange and the issuer documents without Django's
 request cycle.
 
 ``POST /t/T/exchange`` and ``GET /t/T/.well-known/{jwks.json,jwks,openid-configuration}`` are

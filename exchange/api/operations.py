@@ -1,5 +1,5 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` (SPEC §10): not rate limited, not audited, and
-no configuration or secret in any answer. GET (and HEAD) only."""
+"""``/healthz``, ``/readyz`` and ``/metrics`` (docs/endpoints.md#health-readiness-and-metrics): not rate
+limited, not audited, and no configuration or secret in any answer. GET (and HEAD) only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each wire format of the exchange (SPEC §3) parsed into one request value.
+"""Each wire format of the exchange (docs/endpoints.md#exchange-endpoints) parsed into one request value.
 
 The views only call these, ``exchange_token`` and a renderer; every refusal here is an
 ``ExchangeError`` (``InvalidRequest``, ``RequestTooLarge``, ``UnsupportedGrantType``), so a bad
@@ -84,7 +84,7 @@ def _content_type(request: HttpRequest) -> str:
 
 
 def raw_request(request: HttpRequest) -> ExchangeRequest:
-    """SPEC §3a: the body is the token; ``?issuerId=`` pins the issuer."""
+    """docs/endpoints.md#raw-exchange: the body is the token; ``?issuerId=`` pins the issuer."""
     if len(request.GET.getlist("issuerId")) > 1:
         # Parameter pollution: a proxy that checks the first and a view that reads the last.
         raise InvalidRequest("Parameter issuerId is repeated.")
@@ -110,7 +110,7 @@ def _form(request: HttpRequest) -> QueryDict:
 
 
 def token_exchange_request(request: HttpRequest) -> ExchangeRequest:
-    """SPEC §3b / RFC 8693 §2.1: a form-encoded token exchange request."""
+    """docs/endpoints.md#rfc-8693-token-exchange / RFC 8693 §2.1: a form-encoded token exchange request."""
     if _content_type(request) != "application/x-www-form-urlencoded":
         raise InvalidRequest("The request must be application/x-www-form-urlencoded (RFC 8693 §2.1).")
     read_body(request)  # 413 before the form parser buffers a huge body
@@ -140,7 +140,7 @@ def token_exchange_request(request: HttpRequest) -> ExchangeRequest:
 
 
 def api_request(request, data: dict) -> ExchangeRequest:
-    """SPEC §3c: the JSON API's validated body (``ExchangeRequestSerializer``)."""
+    """docs/endpoints.md#json-api: the JSON API's validated body (``ExchangeRequestSerializer``)."""
     return ExchangeRequest(
         subject_token=data["subject_token"],
         issuer_id=data.get("issuer_id") or None,

@@ -1,4 +1,5 @@
-"""OpenAPI for the endpoints drf-spectacular cannot see (SPEC §2, §3a, §3b).
+"""OpenAPI for the endpoints drf-spectacular cannot see (docs/endpoints.md#tenant-issuer-endpoints,
+docs/endpoints.md#raw-exchange, docs/endpoints.md#rfc-8693-token-exchange).
 
 The JSON API is a DRF view and documents itself; the raw and RFC 8693 exchanges, discovery and
 the JWKS are plain Django views (their wire formats are not DRF's), so this postprocessing hook

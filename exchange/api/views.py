@@ -1,7 +1,8 @@
-"""Views are adapters (CONVENTIONS §2): parse the wire format (exchange.api.params), call the
-service, render the result or the error in the endpoint's own shape.
+"""Views are adapters (docs/design/layout.md#views-are-adapters): parse the wire format
+(exchange.api.params), call the service, render the result or the error in the endpoint's own shape.
 
-Three wire formats of one exchange (SPEC §3) plus the tenant's discovery and JWKS (SPEC §2).
+Three wire formats of one exchange (docs/endpoints.md#exchange-endpoints) plus the tenant's
+discovery and JWKS (docs/endpoints.md#tenant-issuer-endpoints).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class _PostOnlyView(View):
     http_method_names = ["post"]
 
     def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        """405 in the SPEC §3 error shape (Django's default is an empty text/html body);
-        an unknown tenant is 404 whatever the method (SPEC §3)."""
+        """405 in the error shape of docs/errors.md#error-responses (Django's default is an empty text/html
+        body); an unknown tenant is 404 whatever the method (docs/endpoints.md#unknown-or-disabled-tenants)."""
         try:
             tenant_check(slug=kwargs.get("slug", ""))
         except ExchangeError as error:
@@ -81,7 +82,7 @@ def jwks_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def raw_exchange(request: HttpRequest, slug: str) -> HttpResponse:
-    """SPEC §3a, for the view below and for the lean WSGI route (exchange.api.fast)."""
+    """docs/endpoints.md#raw-exchange, for the view below and for the lean WSGI route (exchange.api.fast)."""
     try:
         minted = _exchange(slug, params.raw_request(request), endpoint="raw")
     except ExchangeError as error:
@@ -163,7 +164,8 @@ class ExchangeAPIView(APIView):
         return Response(body, headers={"Cache-Control": "no-store"})
 
     def handle_exception(self, exc: Exception) -> Response | HttpResponse:
-        # DRF's own refusals (malformed JSON, wrong media type, method) in the SPEC §3 shape.
+        # DRF's own refusals (malformed JSON, wrong media type, method) in the error shape of
+        # docs/errors.md#error-responses.
         if isinstance(exc, drf_exceptions.ParseError):
             # StrictJSONParser's details are safe to show; anything else gets the generic text.
             detail = str(exc.detail) if isinstance(exc.detail, str) and exc.detail.startswith("The body") else ""
@@ -190,5 +192,6 @@ def _first_error(errors: dict) -> str:
 
 @csrf_exempt
 def tenant_path_not_found(request: HttpRequest, slug: str, rest: str = "") -> HttpResponse:
-    """Any other path under /t/T/: 404 in the SPEC §3 shape, for known and unknown tenants alike."""
+    """Any other path under /t/T/: 404 in the error shape, for known and unknown tenants alike
+    (docs/endpoints.md#unknown-or-disabled-tenants)."""
     return error_response(NotFound())

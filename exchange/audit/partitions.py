@@ -1,4 +1,4 @@
-"""The audit table's partitions on PostgreSQL (SPEC §15): one per day (UTC) on ``created_at``.
+"""The audit table's partitions on PostgreSQL (docs/scale.md#retention-at-volume): one per day (UTC) on ``created_at``.
 
 Retention then drops whole days instead of deleting rows one by one: no long DELETE, no dead rows
 for vacuum, no bloated indexes. The daily sweep creates the partitions of the coming week and

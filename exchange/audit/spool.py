@@ -1,4 +1,4 @@
-"""The local audit spool (SPEC §8): where records go while the database cannot take them.
+"""The local audit spool (docs/design/audit-path.md#the-spool): where records go while the database cannot take them.
 
 One append-only file per process (``audit-HOST-PID.jsonl`` under ``JWTEX_AUDIT_SPOOL_DIR``), one
 JSON record per line, fsync'd before ``append`` returns: a record is durable once it is here.

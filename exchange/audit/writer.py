@@ -1,4 +1,5 @@
-"""Durable audit records with group commit (SPEC §8: no token without its record).
+"""Durable audit records with group commit: no token without its record
+(docs/operations.md#no-token-without-its-record, docs/design/audit-path.md#group-commit).
 
 ``record_write(fields)`` returns once the record is durable: committed to the database, or,
 while the database cannot take it, fsync'd to the local spool. Concurrent callers share

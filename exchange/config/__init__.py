@@ -1,2 +1,3 @@
-"""Configuration as code (SPEC §6): the document's shape (schema), its validation (validate),
-making the database match it (apply), the database back as a document (export), and files."""
+"""Configuration as code (docs/configuration-file.md#configuration-file): the document's shape (schema),
+its validation (validate), making the database match it (apply), the database back as a document
+(export), and files."""

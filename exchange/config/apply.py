@@ -1,4 +1,4 @@
-"""Configuration as code (SPEC §6): tenants, issuers and rules from one document.
+"""Configuration as code (docs/configuration-file.md#configuration-file): tenants, issuers and rules from one document.
 
 ``config_apply`` makes the database match a document; ``config_export`` writes the
 database back in the same format, so export → apply → export is identical.

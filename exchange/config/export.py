@@ -1,4 +1,5 @@
-"""The database back in the configuration format (SPEC §6): export → apply → export is identical."""
+"""The database back in the configuration format: export → apply → export is identical
+(docs/configuration-file.md#commands)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _export_tenant(tenant: Tenant) -> dict[str, Any]:
     rules = Rule.objects.filter(tenant=tenant).order_by("position", "id").prefetch_related("issuers")
     out["rules"] = [_export_rule(rule) for rule in rules if not rule.shadow]
     shadow = [_export_rule(rule) for rule in rules if rule.shadow]
-    if shadow:  # the candidate set (SPEC §11); absent when there is none
+    if shadow:  # the candidate set (docs/operations.md#shadow-rules); absent when there is none
         out["shadow_rules"] = shadow
     return out
 

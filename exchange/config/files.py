@@ -1,5 +1,5 @@
-"""Configuration files: YAML (refusing repeated keys) or JSON (the strict decoder) in, YAML or
-JSON out, with errors that name the line and column."""
+"""Configuration files: YAML (the strict loader: no anchors or aliases, no repeated keys) or JSON
+(the strict decoder) in, YAML or JSON out, with errors that name the line and column."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..core import strict_json
+from ..core import strict_json, strict_yaml
 from .schema import ConfigError
 
 __all__ = ["config_dump", "config_load"]
@@ -18,39 +18,9 @@ __all__ = ["config_dump", "config_load"]
 # --------------------------------------------------------------------------- files
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (the last one would
-    silently win). Keys brought in by a ``<<`` merge may still be overridden."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Mark] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    hash(key)
-                except TypeError:
-                    continue  # the base class reports unhashable keys
-                if key in seen:
-                    first = seen[key]
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r} (first at line {first.line + 1}, column {first.column + 1})",
-                        key_node.start_mark,
-                    )
-                seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
-
-
 def _load_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return strict_yaml.loads(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -84,7 +54,8 @@ def config_load(text: str, *, source: str = "<stdin>", fmt: str | None = None) -
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # never an anchor: what is written must load again (revisions are restored from it)
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

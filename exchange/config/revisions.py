@@ -1,4 +1,5 @@
-"""Revisions, wired to the configuration format (SPEC §11; the records are exchange.services.revisions').
+"""Revisions, wired to the configuration format (docs/operations.md#revisions; the records are
+exchange.services.revisions').
 
 Every change a tenant's configuration can see — an issuer, a rule or the tenant row saved or
 deleted, through any admin form, ▲/▼, a preset, ``jwtex_apply`` — already bumps the tenant

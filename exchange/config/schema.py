@@ -1,8 +1,9 @@
-"""The configuration document's shape (SPEC §6): its keys, the model field behind each, and
-the path helpers every error message uses (``tenants[acme].rules["main"].when``)."""
+"""The configuration document's shape (docs/configuration-file.md#tenant-keys): its keys, the model
+field behind each, and the path helpers every error message uses (``tenants[acme].rules["main"].when``)."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
@@ -12,7 +13,7 @@ from typing import Any
 
 from django.db import models
 
-from ..core.jwks import KeySet
+from ..core.jwks import KeySet, static_jwks_clean
 from ..core.rules.spec import session_tag_entry_problem
 
 ErrorList = list[tuple[str, str]]
@@ -50,19 +51,20 @@ TENANT_KEYS: dict[str, Key] = {
     "key_rotation_interval": Key("key_rotation_interval", "int"),
     "key_prepublish_window": Key("key_prepublish_window", "int"),
     "audit_retention_days": Key("audit_retention_days", "int"),
-    # Keep each exchange's verified upstream claims in its audit record, for replay (SPEC §11).
+    # Keep each exchange's verified upstream claims in its audit record, for replay (docs/operations.md#replay).
     "keep_upstream_claims": Key("keep_upstream_claims", "bool"),
     # Only for the overview's AWS snippets (tenants/models.py validates them).
     "aws_account_ids": Key("aws_account_ids", "str_list"),
     "aws_region": Key("aws_region", "str"),
     "aws_role_name": Key("aws_role_name", "str"),
     # Where new signing keys are made: local or aws-kms, and KMS's region and (optional) account.
-    # Never a key, its ARN or its material: those are state, not configuration (SPEC §6).
+    # Never a key, its ARN or its material: those are state, not configuration
+    # (docs/configuration-file.md#what-is-never-in-a-file).
     "key_backend": Key("key_backend", "str"),
     "kms_region": Key("kms_region", "str"),
     "kms_account_id": Key("kms_account_id", "str"),
 }
-TENANT_LISTS = ("issuers", "rules", "shadow_rules")  # shadow_rules: the candidate set (SPEC §11)
+TENANT_LISTS = ("issuers", "rules", "shadow_rules")  # shadow_rules: the candidate set (docs/operations.md#shadow-rules)
 
 ISSUER_KEYS: dict[str, Key] = {
     "id": Key("issuer_id", "str", required=True, exported_always=True),
@@ -94,7 +96,7 @@ RULE_KEYS: dict[str, Key] = {
     "claims": Key("claims", "str_map"),
     "enabled": Key("enabled", "bool"),
     "any_owner": Key("any_owner", "bool"),
-    # SPEC §9: effect mapper's webhook, {url, timeout_ms} → mapper_url, mapper_timeout_ms
+    # docs/mapper.md#when-a-mapper-is-called: effect mapper's webhook, {url, timeout_ms} → mapper_url, mapper_timeout_ms
     "mapper": Key("mapper_url", "mapper"),
 }
 
@@ -216,13 +218,16 @@ def _check_str_map(value: Any, path: str, errors: Collector) -> bool:
 def _check_jwks(value: Any, path: str, errors: Collector) -> bool:
     if value is None:
         return True
-    try:
-        keys = KeySet.from_jwks(value)
-    except ValueError:
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
         errors.add(path, 'expected a JWKS: a mapping with a "keys" list')
         return False
     if not all(isinstance(k, dict) for k in value["keys"]):
         errors.add(path, 'every entry of "keys" must be a JWK (a mapping)')
+        return False
+    try:
+        keys = KeySet.from_jwks(static_jwks_clean(value))  # only the members a JWK defines (docs/configuration-file.md#issuer-keys)
+    except ValueError as exc:
+        errors.add(path, str(exc))
         return False
     if not keys.keys:
         errors.add(path, "the JWKS has no usable public key (RSA, EC or OKP)")
@@ -251,6 +256,16 @@ _STRUCTURED: dict[str, Callable[[Any, str, Collector], bool]] = {
     "mapper": _check_mapper,
     "jwks": _check_jwks,
 }
+
+
+# kind -> what is stored of a value that passed its check (a deep copy for every other kind).
+_STORED: dict[str, Callable[[Any], Any]] = {"jwks": lambda v: None if v is None else static_jwks_clean(v)}
+
+
+def stored_value(kind: str, value: Any) -> Any:
+    """What is written for a checked ``value``: a static JWKS keeps only the members RFC 7517/7518
+    define (docs/configuration-file.md#issuer-keys); anything else is copied as it is."""
+    return _STORED[kind](value) if kind in _STORED else copy.deepcopy(value)
 
 
 def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:

@@ -4,7 +4,6 @@ reported at once, each with its path, by the same checks the admin uses (model v
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from .schema import (
     check_value,
     dot,
     field_default,
+    stored_value,
     type_name,
 )
 
@@ -61,7 +61,7 @@ class DesiredTenant:
     fields: dict[str, Any]
     issuers: list[DesiredIssuer]
     rules: list[DesiredRule]
-    shadow_rules: list[DesiredRule] = field(default_factory=list)  # the candidate set (SPEC §11)
+    shadow_rules: list[DesiredRule] = field(default_factory=list)  # the candidate set (docs/operations.md#shadow-rules)
 
 
 
@@ -80,7 +80,7 @@ def _read_fields(
                     values["mapper_url"] = obj[key]["url"]
                     values["mapper_timeout_ms"] = obj[key].get("timeout_ms", field_default(model, "mapper_timeout_ms"))
                     continue
-                values[spec.model_field] = copy.deepcopy(obj[key])
+                values[spec.model_field] = stored_value(spec.kind, obj[key])
                 continue
             bad.add(spec.model_field)
         elif spec.required:

@@ -1,4 +1,5 @@
-"""What an audit record stores of an issued token, and how the whole is read back (SPEC §8).
+"""What an audit record stores of an issued token, and how the whole is read back
+(docs/scale.md#the-audit-table).
 
 An allowed record has columns for the token's ``sub``, ``aud``, ``exp`` and ``jti``; its claims
 repeated them in every row, with ``nbf`` equal to ``iat`` and the AWS tags claim in its verbose

@@ -1,4 +1,4 @@
-"""AWS rules for what jwtex emits (SPEC §5): session tag limits and the tags claim. Pure."""
+"""AWS rules for what jwtex emits (docs/rules.md#aws-limits): session tag limits and the tags claim. Pure."""
 
 from __future__ import annotations
 

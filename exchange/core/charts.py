@@ -1,4 +1,5 @@
-"""The overview's traffic chart as inline SVG, drawn on the server (issue 12): no script, no CDN.
+"""The overview's traffic chart as inline SVG, drawn on the server: no script, no CDN
+(docs/operators.md#the-tenant-overview).
 
 Pure: hourly buckets in, markup and text out. Every piece of text that reaches the markup is
 escaped here (``html.escape``), so a caller may mark the result safe.

@@ -1,4 +1,4 @@
-"""One error hierarchy for an exchange (CONVENTIONS §3).
+"""One error hierarchy for an exchange (docs/design/layout.md#one-error-hierarchy).
 
 Each error carries the OAuth-style ``code``, the HTTP ``status`` and a ``description``
 that is safe to show a client (no keys, tokens, claim values or stack traces). The
@@ -24,7 +24,8 @@ class ExchangeError(Exception):
         self.description = description or self.default_description
         self.reason = reason or self.description
         # The rule that decided this refusal (a deny rule, or the allow rule whose output or
-        # audience was refused), for the audit record (SPEC §8); empty when no rule decided.
+        # audience was refused), for the audit record (docs/operations.md#what-a-record-holds); empty when
+        # no rule decided.
         self.rule_id = rule_id
         self.rule_name = rule_name
         super().__init__(self.reason)

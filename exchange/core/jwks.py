@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .limits import SUPPORTED_UPSTREAM_ALGORITHMS
 
-__all__ = ["ALG_KEY", "EC_CURVES", "HASHES", "KeySet", "PublicKey", "SUPPORTED_ALGORITHMS", "key_fits", "kids_of"]
+__all__ = ["ALG_KEY", "EC_CURVES", "HASHES", "KeySet", "PublicKey", "STATIC_JWKS_MAX_BYTES", "STATIC_JWKS_MAX_KEYS",
+           "SUPPORTED_ALGORITHMS", "key_fits", "kids_of", "static_jwks_clean"]
 
 
 @dataclass(frozen=True)
@@ -190,3 +192,58 @@ def kids_of(document: Any) -> tuple[str, ...]:
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
         return ()
     return tuple(str(k.get("kid", "(no kid)")) for k in document["keys"] if isinstance(k, Mapping))
+
+
+# --- a static JWKS, as a tenant writes it into its configuration ------------------------------------
+
+# RFC 7517 §4: the members every JWK may have; RFC 7518 §6.2.1 and §6.3.1, RFC 8037 §2: the public
+# members of each key type. Nothing else is kept: a key set is stored on the issuer row, copied into
+# every process and every revision, so an extra member would be a free, unbounded store.
+_JWK_MEMBERS = ("kty", "use", "key_ops", "alg", "kid", "x5u", "x5c", "x5t", "x5t#S256")
+_TYPE_MEMBERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x")}
+)
+_LIST_MEMBERS = frozenset({"key_ops", "x5c"})  # arrays of strings; every other member is a string
+# RFC 7518 §6.2.2, §6.3.2 and §6.4.1, RFC 8037 §2: private or secret key material, never configuration.
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+STATIC_JWKS_MAX_KEYS = 100  # far more than any issuer publishes at once
+STATIC_JWKS_MAX_BYTES = 64 * 1024  # the kept key set as compact JSON: dozens of keys, certificates included
+
+
+def _clean_member(name: str, value: Any, where: str) -> Any:
+    if name in _LIST_MEMBERS:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{where}.{name} must be an array of strings (RFC 7517 §4)")
+        return list(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{name} must be a string (RFC 7517 §4, RFC 7518 §6)")
+    return value
+
+
+def static_jwks_clean(document: Any) -> dict[str, Any]:
+    """A static JWKS as it is stored: ``{"keys": [...]}`` with, in each key, only the members a
+    JWK defines for its type (others are dropped). ``ValueError``, with the place, for what is
+    not a JWKS, a key with private or secret material, a member of the wrong type, more than
+    ``STATIC_JWKS_MAX_KEYS`` keys or more than ``STATIC_JWKS_MAX_BYTES`` kept."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise ValueError('a JWKS must be a JSON object with a "keys" array')
+    keys = document["keys"]
+    if len(keys) > STATIC_JWKS_MAX_KEYS:
+        raise ValueError(f"the JWKS lists {len(keys)} keys; at most {STATIC_JWKS_MAX_KEYS} are accepted")
+    cleaned = []
+    for index, key in enumerate(keys):
+        where = f"keys[{index}]"
+        if not isinstance(key, Mapping):
+            raise ValueError(f"{where} must be a JWK (a JSON object)")
+        private = [name for name in _PRIVATE_MEMBERS if name in key]
+        if private:
+            raise ValueError(f"{where} holds private key material ({', '.join(private)}): give the public keys only")
+        kty = key.get("kty")
+        allowed = _JWK_MEMBERS + _TYPE_MEMBERS.get(kty, ()) if isinstance(kty, str) else _JWK_MEMBERS
+        cleaned.append({name: _clean_member(name, key[name], where) for name in allowed if name in key})
+    result = {"keys": cleaned}
+    size = len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > STATIC_JWKS_MAX_BYTES:
+        raise ValueError(f"the JWKS is {size:,} bytes (its keys' members as JSON); at most "
+                         f"{STATIC_JWKS_MAX_BYTES:,} are accepted")
+    return result

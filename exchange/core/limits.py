@@ -1,4 +1,5 @@
-"""The numbers of the contract (SPEC §3–§5) and the defaults every layer starts from.
+"""The numbers of the contract (docs/errors.md, docs/verification.md, docs/rules.md) and the defaults
+every layer starts from.
 
 Deployment-specific overrides (``JWTEX_…`` Django settings) are read by ``exchange.conf``;
 these are the values when nothing overrides them.
@@ -10,7 +11,7 @@ DEFAULT_AUDIENCE = "sts.amazonaws.com"
 TENANT_RATE_LIMIT_PER_MINUTE = 6000
 RATE_LIMIT_PER_ADDRESS = 600
 
-# SPEC §4
+# docs/verification.md#structure, docs/verification.md#issuer-settings
 MAX_TOKEN_BYTES = 16 * 1024
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
 SUPPORTED_UPSTREAM_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -18,10 +19,10 @@ DEFAULT_LEEWAY = 60
 DEFAULT_MAX_TOKEN_AGE = 86400
 UNKNOWN_KID_COOLDOWN = 30
 
-# SPEC §5
+# docs/rules.md#lifetime, docs/rules.md#evaluation-limits
 DEFAULT_LIFETIME = 900
 CEL_MAX_EXPRESSION_LENGTH = 4096
-# Evaluation cost (issue 5 §6; see exchange.core.rules.cel_guard): the CEL engine holds the GIL
+# Evaluation cost (docs/rules.md#evaluation-limits; see exchange.core.rules.cel_guard): the CEL engine holds the GIL
 # while it runs and its map/filter copy their result at every step, so a comprehension costs up
 # to items² × result size. Comprehensions may not nest, range only over claims, at most this
 # many per expression; and a rule that iterates is evaluated only over claims whose lists and
@@ -35,7 +36,7 @@ CEL_MAX_CLAIM_ITEMS = 512
 JWKS_MAX_AGE = 3600
 DISCOVERY_MAX_AGE = 3600
 
-# Upstream fetches (SPEC §3: every upstream fetch gives up within 10 s).
+# Upstream fetches (docs/errors.md#fetch-budgets: every upstream fetch gives up within 10 s).
 FETCH_CONNECT_TIMEOUT = 3.0
 FETCH_TOTAL_TIMEOUT = 10.0
 FETCH_MAX_BYTES = 512 * 1024

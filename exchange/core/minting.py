@@ -1,6 +1,6 @@
-"""Decision + signing key → signed JWT (SPEC §5, "the emitted token").
+"""Decision + signing key → signed JWT (docs/rules.md#the-emitted-token).
 
-Pure: no ORM, no network, no clock (``now`` is a parameter, CONVENTIONS §7).
+Pure: no ORM, no network, no clock (``now`` is a parameter, docs/design/layout.md#time-is-a-parameter).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TokenTooLong(ValueError):
             f"the token would be {length:,} characters long; AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}"
         )
 
-# Claims the emitted token always carries and a rule cannot set (SPEC §5): iss/exp/iat/nbf/jti
+# Claims the emitted token always carries and a rule cannot set (docs/rules.md#the-emitted-token): iss/exp/iat/nbf/jti
 # are ours (RFC 7519 §4.1); sub and aud come from the rule's ``subject``/``audience``; the
 # AWS tags claim is rendered from ``session_tags``/``transitive_tag_keys``.
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", AWS_TAGS_CLAIM})
@@ -101,7 +101,9 @@ def build_payload(
     for name, value in decision.extra_claims.items():
         if name not in RESERVED_CLAIMS:
             payload[name] = value
-    if decision.session_tags:
+    if decision.tags_claim is not None:  # a mapper's, as it wrote it (docs/mapper.md#the-answer); a copy, never shared
+        payload[AWS_TAGS_CLAIM] = json.loads(json.dumps(decision.tags_claim))
+    elif decision.session_tags:
         payload[AWS_TAGS_CLAIM] = _aws_tags_claim(decision)
     return payload
 

@@ -35,13 +35,14 @@ margin; tokens living longer are refused (401):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import strict_json
+from .jwks import static_jwks_clean
 from .validators import url_problem
 
 __all__ = [
@@ -235,14 +236,12 @@ def _issuer_url(value: str) -> str:
 
 
 def _static_jwks(text: str) -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise PresetError("jwks", f"The JWKS is not JSON: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list) or not document["keys"]:
+    try:  # only the members a JWK defines, never private ones (docs/configuration-file.md#issuer-keys)
+        document = static_jwks_clean(strict_json.loads(text))
+    except (ValueError, RecursionError) as exc:
+        raise PresetError("jwks", f"Not a usable JWKS: {exc}.") from None
+    if not document["keys"]:
         raise PresetError("jwks", 'A JWKS document: {"keys": [ … ]} with at least one key.')
-    if any(isinstance(key, dict) and ("d" in key or "p" in key) for key in document["keys"]):
-        raise PresetError("jwks", "This JWKS holds private key material; paste the public keys only.")
     return document
 
 

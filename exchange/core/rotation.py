@@ -1,4 +1,4 @@
-"""Signing-key rotation: a pure state machine over a tenant's keys (SPEC §7).
+"""Signing-key rotation: a pure state machine over a tenant's keys (docs/design/key-lifecycle.md#signing-key-lifecycle).
 
     next ──(pre-publish window passed and rotation due)──▶ active ──▶ retiring ──▶ retired
                                                                       (published until every
@@ -74,7 +74,8 @@ class RotationPlan:
 
 def tenant_rotation_errors(*, interval: int, prepublish: int, max_token_lifetime: int) -> dict[str, str]:
     """Settings whose tokens would outlive their key's verification window, or that would pile
-    up published keys, are refused (CONVENTIONS: errors at save, not surprises at 3 a.m.)."""
+    up published keys, are refused when saved (docs/design/key-lifecycle.md#timings): errors at save,
+    not surprises at 3 a.m."""
     errors = {}
     if prepublish < JWKS_MAX_AGE:
         errors["key_prepublish_window"] = (

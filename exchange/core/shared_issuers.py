@@ -1,4 +1,4 @@
-"""Owner pinning (issue 11): the CI issuers every customer of a platform shares, and why an
+"""Owner pinning (docs/rules.md#owner-pinning): the CI issuers every customer of a platform shares, and why an
 allow rule for one must test who owns the repository or project. Pure; the admin's rule form
 and ``jwtex_apply`` both ask ``owner_pinning_problem``.
 

@@ -1,5 +1,6 @@
 """Validators shared by every way a configuration is written (admin forms, presets,
-``jwtex_apply``): one rule, one message, wherever the value comes from (issue 8 §9).
+``jwtex_apply``): one rule, one message, wherever the value comes from
+(docs/configuration-file.md#validation).
 
 Pure: values in, a message (or None) out. The guarded fetch (``exchange.fetch``) enforces the
 same rules again when it connects; these refuse what the URL alone already shows, at save time.

@@ -17,7 +17,7 @@ from .limits import DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_AGE
 
 @dataclass(frozen=True)
 class IssuerConfig:
-    """What verifies one upstream issuer's tokens (SPEC §4)."""
+    """What verifies one upstream issuer's tokens (docs/verification.md#issuer-settings)."""
 
     issuer_id: str
     issuer: str  # the exact expected ``iss``
@@ -72,7 +72,7 @@ class VerifiedToken:
 
 @dataclass(frozen=True)
 class Decision:
-    """What an allow rule decided to emit (SPEC §5)."""
+    """What an allow rule decided to emit (docs/rules.md#the-emitted-token)."""
 
     rule_id: int | None
     rule_name: str
@@ -82,6 +82,10 @@ class Decision:
     session_tags: tuple[tuple[str, str], ...]
     transitive_tag_keys: tuple[str, ...]
     extra_claims: Mapping[str, Any]
+    # The tags claim exactly as a mapper wrote it (docs/mapper.md#the-answer: its members, their order, an empty
+    # transitive_tag_keys list), checked to say the same as session_tags/transitive_tag_keys.
+    # None: rendered from those (a rule's token, docs/rules.md#session-tags).
+    tags_claim: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

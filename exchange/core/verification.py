@@ -1,4 +1,5 @@
-"""Upstream JWT → ``VerifiedToken`` (SPEC §4). Pure: no ORM, no network, no global cache.
+"""Upstream JWT → ``VerifiedToken`` (docs/verification.md#verifying-an-upstream-token). Pure: no ORM, no
+network, no global cache.
 
 Two steps, so the caller can pick the issuer (by ``iss`` or ``issuerId``) and its keys
 between them:
@@ -9,7 +10,7 @@ between them:
 - ``verify_token`` checks the header against the issuer's allowlist and key set, the
   signature with ``cryptography`` directly, and then the claims (RFC 7519 §4.1, §7.2).
   It raises ``InvalidToken`` (401); ``UnknownKeyId`` when no key has the token's ``kid``,
-  so the caller may refetch the JWKS once (SPEC §4).
+  so the caller may refetch the JWKS once (docs/verification.md#unknown-kid).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import binascii
 import json
 import math
 import re
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -35,7 +37,7 @@ __all__ = ["parse_compact", "short_value", "verify_token"]
 
 
 # JOSE header parameters that would let the token pick its own key (RFC 8725 §3.10,
-# RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (SPEC §4).
+# RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (docs/verification.md#header).
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "b64")
 
 def _verify_rsa_pkcs1(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
@@ -97,6 +99,13 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SEGMENT_NAMES = ("header", "payload", "signature")
 
 
+_OUTSIDE_ALPHABET = "The token has a character outside the base64url alphabet (letters, digits, - and _, and two dots)."
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"The token is {size} bytes, over the limit of {max_bytes}."
+
+
 def _malformed(reason: str) -> InvalidRequest:
     return InvalidRequest("The token is malformed.", reason=reason)
 
@@ -106,7 +115,7 @@ def _decode_segment(segment: bytes, index: int) -> bytes:
     # §3.5): a length of 1 mod 4 is never valid, and the last character's unused bits are 0.
     rem = len(segment) % 4
     if rem == 1 or (rem and segment[-1] not in _CANONICAL_LAST[rem]):
-        raise _malformed(f"{_SEGMENT_NAMES[index]} is not canonical base64url")
+        raise _malformed(f"The token's {_SEGMENT_NAMES[index]} is not canonical base64url (RFC 4648 §3.5).")
     return binascii.a2b_base64(segment.translate(_URLSAFE_TO_STD) + _PADDING[rem])
 
 
@@ -121,29 +130,29 @@ def _decode_json_object(raw: bytes, index: int) -> dict[str, Any]:
         if _SURROGATE_ESCAPE.search(text):
             json.dumps(value, ensure_ascii=False).encode("utf-8")
     except strict_json.DuplicateMemberError:
-        raise _malformed(f"{name} has a duplicate member name") from None
+        raise _malformed(f"The token's {name} names a member twice.") from None
     except RecursionError:
-        raise _malformed(f"{name} is nested too deeply") from None
+        raise _malformed(f"The token's {name} is nested too deeply.") from None
     except (UnicodeError, ValueError):  # incl. JSONDecodeError, int digit limit
-        raise _malformed(f"{name} is not UTF-8 JSON") from None
+        raise _malformed(f"The token's {name} is not UTF-8 JSON.") from None
     if not isinstance(value, dict):
-        raise _malformed(f"{name} is not a JSON object")
+        raise _malformed(f"The token's {name} is not a JSON object.")
     return value
 
 
 def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedToken:
     """Check a compact JWS's structure (RFC 7515 §7.1) and decode it; no signature check."""
     if not isinstance(token, (str, bytes, bytearray)):
-        raise _malformed("token is not text")
-    # Size first, before any other work (SPEC §4).
+        raise _malformed("The token is not text.")
+    # Size first, before any other work (docs/verification.md#structure).
     if len(token) > max_bytes:
-        raise RequestTooLarge(reason=f"token of {len(token)} > {max_bytes} bytes")
+        raise RequestTooLarge(reason=_too_large(len(token), max_bytes))
     if isinstance(token, str):
         if not token.isascii():  # never a valid token; but size is still checked in bytes first
             size = len(token.encode("utf-8", "surrogatepass"))
             if size > max_bytes:
-                raise RequestTooLarge(reason=f"token of {size} > {max_bytes} bytes")
-            raise _malformed("token has a character outside the base64url alphabet")
+                raise RequestTooLarge(reason=_too_large(size, max_bytes))
+            raise _malformed(_OUTSIDE_ALPHABET)
         data = token.encode("ascii")
     else:
         data = bytes(token)
@@ -152,18 +161,22 @@ def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Pa
         # The usual mistake (a token file written by echo, `curl -d @file`): say what it is.
         raise InvalidRequest(
             "The token is malformed: it has surrounding whitespace, e.g. a trailing newline.",
-            reason="token has leading or trailing whitespace",
+            reason="The token has leading or trailing whitespace, e.g. a trailing newline.",
         )
     # Exactly three segments: no JWE (five), no JSON serialization, no nesting (RFC 7516 §9).
     if data.count(b".") != 2:
-        raise _malformed(f"token has {data.count(b'.') + 1} segments, not 3")
+        parts = data.count(b".") + 1
+        raise _malformed(
+            f"The token has {parts} {'part' if parts == 1 else 'parts'} separated by dots; "
+            "a signed JWT has 3 (header.payload.signature)."
+        )
     # RFC 7515 §2/§7.1: base64url without padding, whitespace or anything else. Deleting the
     # allowed bytes leaves nothing only for a clean token (a C loop; a regex is 4x slower).
     if data.translate(None, _COMPACT_ALPHABET):
-        raise _malformed("token has a character outside the base64url alphabet")
+        raise _malformed(_OUTSIDE_ALPHABET)
     header_b64, payload_b64, signature_b64 = data.split(b".")
     if not signature_b64:
-        raise _malformed("signature is empty")
+        raise _malformed("The token's signature is empty: it is not signed.")
     header_raw = _decode_segment(header_b64, 0)
     payload_raw = _decode_segment(payload_b64, 1)
     signature = _decode_segment(signature_b64, 2)
@@ -180,6 +193,23 @@ def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Pa
 
 def _invalid(description: str, reason: str) -> InvalidToken:
     return InvalidToken(description, reason=reason)
+
+
+def _when(moment: float | int) -> str:
+    """A NumericDate as people read it, with the number itself: ``2026-06-04 01:20:00 UTC (1780536000)``."""
+    try:
+        text = datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return short_value(moment)
+    return f"{text} ({short_value(int(moment))})"
+
+
+_JSON_KINDS = {"str": "a string", "bool": "true or false", "list": "a list", "dict": "an object", "NoneType": "null",
+               "float": "a number", "int": "a number"}
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value).__name__, type(value).__name__)
 
 
 def short_value(value: Any) -> str:
@@ -202,25 +232,30 @@ def _select_key(header: Mapping[str, Any], alg: str, keys: KeySet) -> PublicKey:
     if "kid" in header:
         kid = header["kid"]
         if not isinstance(kid, str):
-            raise _invalid("The token header is not acceptable.", "kid is not a string")
+            raise _invalid("The token header is not acceptable.", "The token's kid is not a string.")
         candidates = keys._by_kid.get(kid, ())
         if not candidates:  # an exact, opaque lookup: the kid is never a path or query (RFC 8725 §3.10)
-            raise UnknownKeyId(reason=f"no key with kid {short_value(kid)}")
-        if len(candidates) > 1:  # SPEC §4: a kid matches exactly one key
-            raise _invalid("The token's key is ambiguous.", f"kid {short_value(kid)} matches {len(candidates)} keys")
+            raise UnknownKeyId(reason=f"The issuer publishes no key with the token's kid {short_value(kid)}.")
+        if len(candidates) > 1:  # docs/verification.md#key-selection: a kid matches exactly one key
+            raise _invalid(
+                "The token's key is ambiguous.",
+                f"The token's kid {short_value(kid)} names {len(candidates)} of the issuer's keys, not exactly one.",
+            )
         key = candidates[0]
         if not key_fits(key, alg):  # RFC 8725 §3.1: the algorithm must fit the key
             raise _invalid(
                 "The token's algorithm does not fit its key.",
-                f"alg {alg} does not fit key {short_value(kid)} (kty {key.kty}, crv {key.crv}, alg {key.alg})",
+                f"The token's algorithm {alg} does not fit its key {short_value(kid)} "
+                f"(a {key.kty} key{f' on {key.crv}' if key.crv else ''}{f' for {key.alg}' if key.alg else ''}).",
             )
         return key
-    # No kid: only when exactly one key could have made this signature (SPEC §4).
+    # No kid: only when exactly one key could have made this signature (docs/verification.md#key-selection).
     candidates = keys._by_alg[alg]
     if len(candidates) != 1:
         raise _invalid(
             "The token has no key id and its key is ambiguous.",
-            f"no kid and {len(candidates)} keys fit alg {alg}",
+            f"The token has no kid, and {len(candidates) or 'none'} of the issuer's keys "
+            f"{'fits' if len(candidates) < 2 else 'fit'} its algorithm {alg}: no one key to check it with.",
         )
     return candidates[0]
 
@@ -236,69 +271,102 @@ def _number(claims: Mapping[str, Any], name: str) -> float | int | None:
     value = claims[name]
     kind = type(value)  # not isinstance: a bool is an int in Python, not a number in JSON
     if kind is not int and (kind is not float or not math.isfinite(value)):  # isfinite(10**400) overflows
-        raise _invalid(f"The token's {name} claim is not a number.", f"{name} is {type(value).__name__}")
+        what = "not a finite number" if kind is float else f"{_json_kind(value)}, not a number"
+        raise _invalid(f"The token's {name} claim is not a number.", f"The token's {name} claim is {what}.")
     return value
 
 
 def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
-    # RFC 7519 §4.1.1 / SPEC §4: exact string comparison, no trailing-slash or case leniency.
+    # RFC 7519 §4.1.1 / docs/verification.md#issuer-and-audience: exact string comparison, no trailing-slash
+    # or case leniency.
     iss = claims.get("iss")
     if not isinstance(iss, str) or iss != issuer.issuer:
-        raise _invalid("The token's issuer is not accepted.", f"iss {short_value(iss)} is not {issuer.issuer!r}")
+        raise _invalid(
+            "The token's issuer is not accepted.",
+            f"The token's issuer {short_value(iss)} is not this issuer's {issuer.issuer!r} (compared exactly).",
+        )
 
     # RFC 7519 §4.1.3: a string or an array of strings, one of which must be ours.
     aud = claims.get("aud")
     auds = [aud] if isinstance(aud, str) else aud
     if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
-        raise _invalid("The token's aud claim is malformed.", f"aud is {type(aud).__name__}")
+        raise _invalid(
+            "The token's aud claim is malformed.",
+            f"The token's aud claim is {_json_kind(aud)}, not a string or a list of strings.",
+        )
     if not any(a in issuer.audiences for a in auds):
-        raise _invalid("The token's audience is not accepted.", f"aud {short_value(aud)} has none of {issuer.audiences!r}")
+        raise _invalid(
+            "The token's audience is not accepted.",
+            f"The token's audience {short_value(aud)} is none of the issuer's accepted audiences: "
+            f"{', '.join(map(repr, issuer.audiences)) or '(none)'}.",
+        )
 
     if "sub" in claims and not isinstance(claims["sub"], str):  # RFC 7519 §4.1.2
-        raise _invalid("The token's sub claim is not a string.", f"sub is {type(claims['sub']).__name__}")
+        raise _invalid("The token's sub claim is not a string.", f"The token's sub claim is {_json_kind(claims['sub'])}, not a string.")
 
+    _check_times(claims, issuer, now)
+
+
+def _check_times(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
     exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
     leeway = issuer.leeway
-    if exp is None:  # SPEC §4: exp is required
-        raise _invalid("The token has no exp claim.", "exp is missing")
+    if exp is None:  # docs/verification.md#times: exp is required
+        raise _invalid("The token has no exp claim.", "The token has no exp (expiry) claim.")
     if not exp > now - leeway:  # RFC 7519 §4.1.4
-        raise _invalid("The token has expired.", f"exp {exp} is not after now {now} - leeway {leeway}")
+        raise _invalid(
+            "The token has expired.",
+            f"The token expired at {_when(exp)}; it is now {_when(now)}, past the {leeway} s leeway.",
+        )
     if nbf is not None and nbf > now + leeway:  # RFC 7519 §4.1.5
-        raise _invalid("The token is not yet valid.", f"nbf {nbf} is after now {now} + leeway {leeway}")
+        raise _invalid(
+            "The token is not yet valid.",
+            f"The token is valid only from {_when(nbf)}; it is now {_when(now)}, before that even with the {leeway} s leeway.",
+        )
     if iat is not None:  # RFC 7519 §4.1.6
         # An issuer that backdates nbf before iat (GitHub Actions: nbf = iat - 600) states how
         # much clock skew it means to tolerate; honour it, up to MAX_NBF_BACKDATE, on top of
         # the leeway. Otherwise a verifier whose clock lags would refuse a token inside the
-        # window its issuer declared valid (see README, "Where the SPEC is silent").
+        # window its issuer declared valid (docs/verification.md#backdated-nbf).
         backdate = min(max(iat - nbf, 0), MAX_NBF_BACKDATE) if nbf is not None and nbf <= iat else 0
         if iat > now + leeway + backdate:
             raise _invalid(
-                "The token was issued in the future.", f"iat {iat} is after now {now} + leeway {leeway} + {backdate}"
+                "The token was issued in the future.",
+                f"The token says it was issued at {_when(iat)}; it is now {_when(now)}, earlier even with the "
+                f"{leeway} s leeway{f' and the {backdate} s its nbf is backdated by' if backdate else ''}.",
             )
-    # SPEC §4: bound the lifetime, so a stolen long-lived token is refused. Written as a
+    # docs/verification.md#lifetime-bound: bound the lifetime, so a stolen long-lived token is refused. Written as a
     # comparison, not exp - start: a 400-digit int minus a float would raise OverflowError.
     start, start_name = (iat, "iat") if iat is not None else (now, "now")
     if exp > start + issuer.max_token_age:
         raise _invalid(
             "The token's lifetime is too long.",
-            f"exp {exp} - {start_name} {start} exceeds max_token_age {issuer.max_token_age}",
+            f"The token lives from {_when(start)} ({start_name}) to {_when(exp)} (exp), longer than the issuer's "
+            f"maximum token age of {issuer.max_token_age} s.",
         )
 
 
 def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: float) -> VerifiedToken:
-    """Verify ``parsed`` against one issuer's config and keys at time ``now`` (SPEC §4)."""
+    """Verify ``parsed`` against one issuer's config and keys at time ``now``
+    (docs/verification.md#verifying-an-upstream-token)."""
     header = parsed.header
 
     for name in _FORBIDDEN_HEADERS:  # RFC 8725 §3.10: the token never names its own key
         if name in header:
-            raise _invalid("The token header is not acceptable.", f"header {name} is refused")
+            raise _invalid(
+                "The token header is not acceptable.",
+                f"The token's header has {name}, which is refused: a token never chooses the key that checks it.",
+            )
     if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension, so any crit is refused
-        raise _invalid("The token header is not acceptable.", "header crit is refused")
+        raise _invalid("The token header is not acceptable.", "The token's header has crit: extensions jwtex does not know are refused.")
 
     alg = header.get("alg")
     # RFC 8725 §3.1/§3.2: an allowlist, never "none" or HMAC whatever the config says.
     if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS or alg not in issuer.algorithms:
-        raise _invalid("The token's algorithm is not accepted.", f"alg {short_value(alg)} is not allowed")
+        raise _invalid(
+            "The token's algorithm is not accepted.",
+            f"The token's algorithm {short_value(alg)} is not one the issuer accepts "
+            f"({', '.join(a for a in issuer.algorithms if a in SUPPORTED_ALGORITHMS) or 'none'}).",
+        )
 
     key = _select_key(header, alg, keys)
 
@@ -306,7 +374,7 @@ def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now
     try:
         _VERIFIERS[alg[:2]](key, alg, parsed.signature, parsed.signing_input)
     except Exception as exc:  # InvalidSignature, and anything else cryptography raises
-        reason = f"{alg} signature check failed ({type(exc).__name__})"
+        reason = f"The token's {alg} signature does not verify with the issuer's key {short_value(key.kid)}."
         raise _invalid("The token's signature is not valid.", reason) from None
 
     _check_claims(parsed.claims, issuer, now)

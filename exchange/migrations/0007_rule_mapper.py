@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='rule',
             name='mapper_url',
-            field=models.CharField(blank=True, help_text='effect mapper: the https webhook that decides and shapes the token (SPEC §9)', max_length=1024, verbose_name='mapper URL'),
+            field=models.CharField(blank=True, help_text='effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)', max_length=1024, verbose_name='mapper URL'),
         ),
         migrations.AlterField(
             model_name='rule',

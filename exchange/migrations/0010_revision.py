@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('author', models.CharField(help_text='a username, "jwtex_apply (file)" or "system"', max_length=200)),
                 ('source', models.CharField(choices=[('created', 'tenant created'), ('baseline', 'history starts here'), ('admin', 'admin'), ('apply', 'jwtex_apply'), ('restore', 'restore'), ('promote', 'shadow rules promoted'), ('system', 'system')], max_length=16)),
                 ('summary', models.CharField(max_length=500)),
-                ('document', models.TextField(help_text="the tenant's configuration in the SPEC §6 format (YAML)")),
+                ('document', models.TextField(help_text="the tenant's configuration in the docs/configuration-file.md format (YAML)")),
                 ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='revisions', to='tenants.tenant')),
             ],
             options={

@@ -1,4 +1,4 @@
-# The audit rollups (SPEC §15): counts per tenant, hour, decision, error code and rule.
+# The audit rollups (docs/scale.md#rollups): counts per tenant, hour, decision, error code and rule.
 
 import django.db.models.deletion
 from django.db import migrations, models

@@ -1,4 +1,4 @@
-# The audit record's smaller shape (SPEC §15) and the rollup trigger.
+# The audit record's smaller shape (docs/scale.md#the-audit-table) and the rollup trigger.
 #
 # SQLite (the embedded default) is altered here, simply, with the rollups seeded from the rows it
 # has. PostgreSQL only records the new state here: its table is rebuilt online, partitioned by

@@ -1,5 +1,5 @@
-"""The audit of exchange attempts (SPEC §8): one record and one log line per attempt, and
-retention. Never a raw token; hostile claim values are made storable, never a reason to lose
+"""The audit of exchange attempts (docs/operations.md#audit): one record and one log line per attempt,
+and retention. Never a raw token; hostile claim values are made storable, never a reason to lose
 the record."""
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def _upstream_fields(parsed: ParsedToken | None) -> dict[str, Any]:
 def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error: ExchangeError | None = None) -> bool:
     """Make the attempt's audit record durable and log it (allowed with ``minted``, else denied by
     ``error``). False when the record could be made durable nowhere (database and spool both
-    failed): then no token may be issued (SPEC §8). Denied attempts are recorded the same way."""
+    failed): then no token may be issued (docs/operations.md#no-token-without-its-record). Denied attempts
+    are recorded the same way."""
     fields: dict[str, Any] = {
         "tenant_id": attempt.tenant_id,
         "created_at": attempt.started,
@@ -182,7 +183,7 @@ def _day(moment: datetime) -> datetime:
 
 def audit_retention_sweep(*, now: datetime) -> dict[str, list[str]]:
     """The audit table's days (PostgreSQL partitions): the coming week's are made, and those past
-    every tenant's retention dropped whole (SPEC §15: no long DELETE). A day goes once the
+    every tenant's retention dropped whole (docs/scale.md#retention-at-volume: no long DELETE). A day goes once the
     longest retention has passed its end, so a record is kept at least its tenant's retention;
     ``exchange_records_purge`` removes, inside the remaining days, what a shorter one ends."""
     longest = Tenant.objects.aggregate(days=Max("audit_retention_days"))["days"]

@@ -1,9 +1,10 @@
-"""Audit records as JSON lines for a SIEM: one place that turns a record into the
-exported object, used by ``manage.py jwtex_audit_export`` and the audit log's admin action.
+"""Audit records as JSON lines for a SIEM (docs/operations.md#audit-export): one place that turns a
+record into the exported object, used by ``manage.py jwtex_audit_export`` and the audit log's
+admin action.
 
 Each line is one JSON object with exactly the fields of ``EXPORT_FIELDS``, always all of them,
 in that order (``null`` where the row holds nothing). Times are ISO 8601 in UTC with a ``Z``.
-What is exported is what the audit row holds (SPEC §8): never a token — the row has none — and
+What is exported is what the audit row holds (docs/operations.md#audit): never a token — the row has none — and
 nothing beyond the row.
 """
 

@@ -1,4 +1,4 @@
-"""The one exchange pipeline (CONVENTIONS §1): verify → decide → mint → record.
+"""The one exchange pipeline (docs/design/pipeline.md): verify → decide → mint → record.
 
 ``exchange_token`` is the four steps and nothing else; each step is a function of its own, so
 the simulator (and the shadow rules and the mapper after it) call the very same ones:
@@ -28,9 +28,10 @@ from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, Ru
 from ..core.verification import parse_compact, short_value, verify_token
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from ..upstream.refresh import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
 from .limits import exchange_rate_limit, upstream_jti_consume
-from .mapper import MapperCall, mapper_decide
+from .mapper import MapperCall, MapperMode, mapper_decide
 from .shadow import shadow_divergence
 
 logger = logging.getLogger("jwtex.exchange")
@@ -48,13 +49,15 @@ def exchange_token(
 ) -> MintedToken:
     """Verify → decide → mint → record. Raises an ExchangeError subclass on any refusal."""
     now = time.time() if now is None else now
+    # The request's budget for upstream keys counts from its start (docs/errors.md#bursts).
+    deadline = request_deadline()
     runtime = tenant_runtime_get(slug=tenant_slug)
     attempt = Attempt(runtime.tenant_id, runtime.slug, endpoint, client_address, datetime.fromtimestamp(now, UTC))
     exchange_admit(runtime, attempt, now=now)
     try:
         attempt.parsed = token_parse(subject_token)
         attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
-        verified = token_verify(attempt.issuer, attempt.parsed, now=now)
+        verified = token_verify(attempt.issuer, attempt.parsed, now=now, deadline=deadline)
         decision = rules_step(runtime, attempt, verified, audience=audience, now=now)
         attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
         minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
@@ -62,7 +65,7 @@ def exchange_token(
         attempt.decided_by(rule_id=exc.rule_id, rule_name=exc.rule_name)  # a deny rule, or the refused allow rule
         attempt_record(attempt, error=exc)
         raise
-    if not attempt_record(attempt, minted=minted):  # no token without its record (SPEC §8)
+    if not attempt_record(attempt, minted=minted):  # no token without its record (docs/operations.md#audit)
         raise TemporarilyUnavailable("The exchange cannot be recorded right now; retry later.", reason="audit not durable")
     return minted
 
@@ -89,7 +92,7 @@ def token_parse(subject_token: str | bytes) -> ParsedToken:
 def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> IssuerSnapshot:
     """The issuer whose configuration verifies ``parsed``: the pinned one (``issuerId``), else the
     tenant's issuer for the token's ``iss``. A pinned issuer whose ``iss`` the token does not
-    carry is refused here, before any key lookup or fetch (SPEC §3)."""
+    carry is refused here, before any key lookup or fetch (docs/errors.md#bursts)."""
     iss = parsed.claims.get("iss")
     if issuer_id is not None:
         issuer = runtime.issuers.get(issuer_id)
@@ -109,16 +112,26 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
     return runtime.issuers[sorted(ids)[0]]
 
 
-def token_verify(issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float) -> VerifiedToken:
-    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down (SPEC §4)."""
+def token_verify(
+    issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, deadline: float | None = None, fetch: bool = True
+) -> VerifiedToken:
+    """Verify against the issuer's keys; an unknown ``kid`` refetches once per cool-down
+    (docs/verification.md#unknown-kid). Fetching or waiting for keys ends by ``deadline``
+    (``time.monotonic()``; default: the budget from now). ``fetch=False`` (an auditor's
+    simulation): the stored keys only, nothing fetched."""
     at = datetime.fromtimestamp(now, UTC)
-    keys = issuer_keys_get(issuer=issuer, now=at)
+    # One budget for all its waits (docs/errors.md#bursts).
+    deadline = request_deadline() if deadline is None else deadline
+    keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline, fetch=fetch)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
-        # The upstream may have rotated: refetch at most once per cool-down (SPEC §4).
+        if not fetch:
+            raise
+        # The upstream may have rotated: refetch at most once per cool-down, or wait for the
+        # refetch in flight, then verify with what it stored (docs/errors.md#bursts).
         try:
-            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at)
+            fresh = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=at, tried=keys, deadline=deadline)
         except ExchangeError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the cool-down's cache is down: no refetch
@@ -140,11 +153,13 @@ def rules_decide(
     trace: list[RuleTrace] | None = None,
     on_mapper: Callable[[MapperCall], None] | None = None,
     now: float | None = None,
+    mapper: MapperMode = MapperMode.LIVE,
 ) -> Decision:
-    """The tenant's rules over verified claims (SPEC §5); ``AccessDenied`` unless an allow rule
-    (or a mapper rule's webhook, SPEC §9) decides. A tenant with a rule that does not compile
+    """The tenant's rules over verified claims (docs/rules.md#session-tags); ``AccessDenied`` unless an allow rule
+    (or a mapper rule's webhook, docs/mapper.md#the-answer) decides. A tenant with a rule that does not compile
     denies everything. With ``trace``, every rule's part is appended to it (the simulator);
-    ``on_mapper`` hears of a mapper call (the audit record, the simulator)."""
+    ``on_mapper`` hears of a mapper call (the audit record, the simulator); ``mapper`` says
+    how a simulation calls it (exchange.services.mapper)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
     decided = engine.decide(
@@ -158,7 +173,7 @@ def rules_decide(
     )
     if isinstance(decided, engine.Delegation):
         return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
-                             now=time.time() if now is None else now, on_call=on_mapper)
+                             now=time.time() if now is None else now, on_call=on_mapper, mode=mapper)
     return decided
 
 
@@ -166,7 +181,7 @@ def rules_step(runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken
                now: float) -> Decision:
     """``rules_decide`` for an exchange: the attempt hears of a mapper call, keeps the verified
     claims if the tenant asks for it, and — only when the tenant has a candidate set — notes
-    what the shadow rules would have done differently (SPEC §11)."""
+    what the shadow rules would have done differently (docs/operations.md#shadow-rules)."""
     if runtime.keep_upstream_claims:
         attempt.claims = verified.claims
     issuer_id = attempt.issuer.issuer_id
@@ -220,12 +235,14 @@ def _too_long(decision: Decision, exc: TokenTooLong) -> AccessDenied:
 
 
 def tenant_check(*, slug: str) -> None:
-    """``NotFound`` for an unknown or disabled tenant (SPEC §3: 404 on every ``/t/T/…`` path,
+    """``NotFound`` for an unknown or disabled tenant (404 on every ``/t/T/…`` path,
+    docs/endpoints.md#unknown-or-disabled-tenants;
     before anything about the request itself is judged)."""
     tenant_runtime_get(slug=slug)
 
 
 def tenant_documents(*, slug: str) -> tuple[bytes, bytes]:
-    """The tenant's rendered discovery document and JWKS (SPEC §2), from its warm runtime."""
+    """The tenant's rendered discovery document and JWKS, from its warm runtime
+    (docs/endpoints.md#tenant-issuer-endpoints)."""
     runtime = tenant_runtime_get(slug=slug)
     return runtime.discovery_json, runtime.jwks_json

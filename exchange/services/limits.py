@@ -1,4 +1,5 @@
-"""Abuse limits of the exchange: rate limits (SPEC §3) and one-time upstream tokens (issue 5 §3).
+"""Abuse limits of the exchange: rate limits (docs/errors.md#rate-limits) and one-time upstream tokens
+(docs/rules.md#replay-protection).
 
 Both count in the shared cache (``CACHE_URL``), so they hold across processes with Redis.
 """

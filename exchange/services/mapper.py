@@ -1,7 +1,7 @@
-"""The mapper webhook (SPEC §9): a ``mapper`` rule's call, which cannot hurt other tenants.
+"""The mapper webhook (docs/mapper.md#mapper-webhooks): a ``mapper`` rule's call, which cannot hurt other tenants.
 
-- The request is SPEC §9's JSON with ``Authorization: Bearer`` a 60-second JWT signed by the
-  tenant's active key (``iss`` the tenant, ``aud`` the mapper URL, ``sub`` the issuer id), so
+- The request is the JSON of docs/mapper.md#the-request with ``Authorization: Bearer`` a 60-second JWT
+  signed by the tenant's active key (``iss`` the tenant, ``aud`` the mapper URL, ``sub`` the issuer id), so
   the mapper checks its caller through the tenant's own JWKS.
 - The call goes through the guarded client (exchange.upstream.webhook) with the rule's deadline.
 - Per tenant and process at most ``MAPPER_CONCURRENCY`` calls at once; one more answers ``503``
@@ -10,10 +10,18 @@
   is not called for ``BREAKER_SECONDS`` (such exchanges are denied at once, logged, counted).
 - Every outcome is noted for the audit record (``MapperCall``) and the metrics; the bearer
   token never is.
+
+The simulator's calls (``MapperMode.SIMULATED``) say so to the mapper — ``"simulation": true``
+in the body and in the bearer's claims (docs/mapper.md#in-the-simulator) — and touch nothing of real traffic: they have
+slots of their own (``SIMULATION_CONCURRENCY`` per tenant and process), never count toward the
+breaker, are not in the metrics, and are made even while the breaker keeps real exchanges from
+the mapper (that is when an operator wants to see what it answers). An auditor's simulation
+(``MapperMode.NOT_CALLED``) sends nothing: it shows the request a mapper would get.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -32,15 +40,27 @@ from ..metrics import mapper_call_observed
 from ..runtime import TenantRuntime
 from ..upstream.webhook import WebhookError, post_json
 
-__all__ = ["BREAKER_FAILURES", "BREAKER_SECONDS", "MAPPER_CONCURRENCY", "MapperCall", "mapper_decide",
-           "mapper_state_reset"]
+__all__ = ["BREAKER_FAILURES", "BREAKER_SECONDS", "MAPPER_CONCURRENCY", "SIMULATION_CONCURRENCY", "SIMULATION_MARK",
+           "MapperCall", "MapperMode", "MapperNotCalled", "mapper_decide", "mapper_state_reset"]
 
 logger = logging.getLogger("jwtex.mapper")
 
 MAPPER_CONCURRENCY = 4
+SIMULATION_CONCURRENCY = 2
 BREAKER_FAILURES = 5
 BREAKER_SECONDS = 30.0
 BEARER_LIFETIME = 60
+SIMULATION_MARK = "simulation"  # the body's member and the bearer's claim of a simulated call (docs/mapper.md)
+
+
+class MapperMode(enum.Enum):
+    LIVE = "live"  # an exchange
+    SIMULATED = "simulated"  # the simulator of an owner or operator: called, and told so
+    NOT_CALLED = "not called"  # the simulator of an auditor: nothing is sent
+
+
+class MapperNotCalled(AccessDenied):
+    """A mapper rule matched in a simulation that calls no webhook: nothing decided."""
 
 
 @dataclass
@@ -55,6 +75,8 @@ class MapperCall:
     latency_ms: int | None = None
     error: str = ""
     answer: Any = field(default=None, repr=False)
+    simulated: bool = False  # the call said so to the mapper, and touched nothing of real traffic
+    live_circuit_open: bool = False  # (a simulation) real exchanges are not calling this mapper now
 
 
 class _Breaker:
@@ -79,6 +101,7 @@ class _Breaker:
 
 _lock = threading.Lock()
 _slots: dict[int, threading.BoundedSemaphore] = {}
+_simulation_slots: dict[int, threading.BoundedSemaphore] = {}
 _breakers: dict[tuple[int, str], _Breaker] = {}
 
 
@@ -86,11 +109,14 @@ def mapper_state_reset() -> None:
     """Forget every breaker and slot of this process (tests; what a restart does)."""
     with _lock:
         _slots.clear()
+        _simulation_slots.clear()
         _breakers.clear()
 
 
-def _slots_of(tenant_id: int) -> threading.BoundedSemaphore:
+def _slots_of(tenant_id: int, *, simulated: bool = False) -> threading.BoundedSemaphore:
     with _lock:
+        if simulated:
+            return _simulation_slots.setdefault(tenant_id, threading.BoundedSemaphore(SIMULATION_CONCURRENCY))
         return _slots.setdefault(tenant_id, threading.BoundedSemaphore(MAPPER_CONCURRENCY))
 
 
@@ -99,12 +125,14 @@ def _breaker_of(tenant_id: int, url: str) -> _Breaker:
         return _breakers.setdefault((tenant_id, url), _Breaker())
 
 
-def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float) -> str:
+def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
     if runtime.signer is None:
         raise TemporarilyUnavailable("The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key")
     issued = int(now)
     payload = {"iss": runtime.issuer_url, "aud": url, "sub": issuer_id, "iat": issued, "nbf": issued,
                "exp": issued + BEARER_LIFETIME, "jti": uuid.uuid4().hex}
+    if simulated:
+        payload[SIMULATION_MARK] = True  # signed: the mapper can trust it, unlike the body
     return sign_compact(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
 
 
@@ -117,12 +145,23 @@ def mapper_decide(
     audience: str | None,
     now: float,
     on_call: Callable[[MapperCall], None] | None = None,
+    mode: MapperMode = MapperMode.LIVE,
 ) -> Decision:
     """Call the delegating rule's mapper and turn its answer into the token's Decision; any
-    failure denies (``AccessDenied``), a tenant over its concurrent calls gets ``503``."""
+    failure denies (``AccessDenied``), a tenant over its concurrent calls gets ``503``. Not
+    called (``MapperMode.NOT_CALLED``): ``MapperNotCalled``, after ``on_call`` heard of it."""
     rule = delegation.rule
-    call = MapperCall(rule.rule_id, rule.name, rule.spec.mapper_url, delegation.request(issuer_id=issuer_id, claims=claims))
+    live = mode is MapperMode.LIVE
+    request = delegation.request(issuer_id=issuer_id, claims=claims)
+    if not live:
+        request[SIMULATION_MARK] = True
+    call = MapperCall(rule.rule_id, rule.name, rule.spec.mapper_url, request, simulated=not live)
     try:
+        if mode is MapperMode.NOT_CALLED:
+            call.outcome = "not called"
+            raise MapperNotCalled(f"Rule '{rule.name}' hands the decision to its mapper, which this simulation does "
+                                  "not call.", reason=f"rule {rule.name!r}: mapper not called (simulation)",
+                                  rule_id=rule.rule_id, rule_name=rule.name)
         call.answer = _call(runtime, call, timeout=rule.spec.mapper_timeout_ms / 1000, issuer_id=issuer_id, now=now)
         try:
             decision = mapper_decision(rule, call.answer, claims=claims, requested_audience=audience,
@@ -136,7 +175,8 @@ def mapper_decide(
         _settle(runtime, call, ok=True)
         return decision
     finally:
-        mapper_call_observed(tenant=runtime.slug, outcome=call.outcome or "failed")
+        if live:  # the metrics count real traffic only
+            mapper_call_observed(tenant=runtime.slug, outcome=call.outcome or "failed")
         if on_call is not None:
             on_call(call)
 
@@ -144,19 +184,24 @@ def mapper_decide(
 def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id: str, now: float) -> Any:
     breaker = _breaker_of(runtime.tenant_id, call.url)
     if breaker.is_open(time.monotonic()):
-        call.outcome = "circuit open"
-        raise AccessDenied(f"Rule '{call.rule_name}': its mapper is failing; not called for a while.",
-                           reason=f"rule {call.rule_name!r}: mapper circuit open after {BREAKER_FAILURES} failures",
-                           rule_id=call.rule_id, rule_name=call.rule_name)
-    slots = _slots_of(runtime.tenant_id)
+        if call.simulated:  # shown, not obeyed: the breaker is real traffic's
+            call.live_circuit_open = True
+        else:
+            call.outcome = "circuit open"
+            raise AccessDenied(f"Rule '{call.rule_name}': its mapper is failing; not called for a while.",
+                               reason=f"rule {call.rule_name!r}: mapper circuit open after {BREAKER_FAILURES} failures",
+                               rule_id=call.rule_id, rule_name=call.rule_name)
+    slots = _slots_of(runtime.tenant_id, simulated=call.simulated)
     if not slots.acquire(blocking=False):
         call.outcome = "busy"
-        raise TemporarilyUnavailable("Too many mapper calls of this tenant at once; retry later.",
-                                     reason=f"rule {call.rule_name!r}: {MAPPER_CONCURRENCY} mapper calls already running",
+        kind = "simulated mapper calls" if call.simulated else "mapper calls"
+        limit = SIMULATION_CONCURRENCY if call.simulated else MAPPER_CONCURRENCY
+        raise TemporarilyUnavailable(f"Too many {kind} of this tenant at once; retry later.",
+                                     reason=f"rule {call.rule_name!r}: {limit} {kind} already running",
                                      rule_id=call.rule_id, rule_name=call.rule_name)
     started = time.monotonic()
     try:
-        bearer = _bearer(runtime, url=call.url, issuer_id=issuer_id, now=now)
+        bearer = _bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
         return post_json(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
                          allow_insecure=jwtex_settings.allow_insecure_issuers,
                          private_hosts=jwtex_settings.mapper_allowed_hosts)
@@ -172,6 +217,8 @@ def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id
 
 
 def _settle(runtime: TenantRuntime, call: MapperCall, *, ok: bool) -> None:
+    if call.simulated:
+        return  # a simulation never counts toward the breaker, either way
     breaker = _breaker_of(runtime.tenant_id, call.url)
     if ok:
         breaker.succeeded()

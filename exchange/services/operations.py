@@ -1,5 +1,5 @@
-"""What a load balancer and a monitoring system ask a node (SPEC §10): is it ready, and the
-metrics of all its server processes.
+"""What a load balancer and a monitoring system ask a node (docs/operations.md#health-metrics-and-logs):
+is it ready, and the metrics of all its server processes.
 
 Readiness is a few lines of our own rather than django-health-check: the contract is three
 checks with a 1 s budget each, answered at once even when a dependency hangs (each check runs

@@ -2,13 +2,14 @@
 
 The traffic, the 24 h counts and the top denials read the audit rollups (``AuditRollup``: a row
 per tenant, hour, decision, error code and rule), never the records: a few hundred rows however
-busy the tenant (SPEC §15). So they count whole hours (UTC): "the last 24 h" is the current hour
+busy the tenant (docs/scale.md#rollups). So they count whole hours (UTC): "the last 24 h" is the current hour
 and the 23 before it, and the audit list's links ask for exactly those records."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db.models import Max, Q, Sum
 from django.utils.safestring import SafeString, mark_safe
@@ -16,7 +17,8 @@ from django.utils.safestring import SafeString, mark_safe
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
-from ..core.aws_setup import AwsSetup, CiSnippets, aws_setup_render, ci_snippets_render
+from ..core.aws_setup import AwsSetup, aws_setup_render
+from ..core.ci_setup import CiSnippets, ci_snippets_render
 from ..core.charts import (
     DayTotal,
     HourBucket,
@@ -24,6 +26,7 @@ from ..core.charts import (
     traffic_chart_svg,
     traffic_summary,
 )
+from ..core.ci_client_setup import CiClientSnippets, ci_client_snippets_render
 from ..core.jwks import kids_of
 from ..core.presets import preset_for_issuer
 from ..models import (
@@ -134,7 +137,8 @@ class TenantOverview:
     audiences: list[str]
     tag_keys: list[str]
     aws: AwsSetup
-    ci: CiSnippets
+    ci: CiSnippets  # the curl recipe: "without the client"
+    ci_client: CiClientSnippets  # jwtex's GitHub Action and GitLab component
 
 
 def issuer_health(issuer: Issuer, *, now: datetime) -> IssuerHealth:
@@ -288,15 +292,8 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     )
     github = _issuer_for(issuers, {"github", "github-enterprise"})
     gitlab = _issuer_for(issuers, {"gitlab", "gitlab-self-managed"})
-    ci = ci_snippets_render(
-        issuer_url=issuer_url,
-        role_arns=aws.role_arns,
-        region=aws.region,
-        github_issuer_id=github.issuer_id if github else None,
-        github_audiences=list(github.audiences or []) if github else None,
-        gitlab_issuer_id=gitlab.issuer_id if gitlab else None,
-        gitlab_audiences=list(gitlab.audiences or []) if gitlab else None,
-    )
+    platforms = _ci_platforms(github, gitlab)
+    ci = ci_snippets_render(issuer_url=issuer_url, role_arns=aws.role_arns, region=aws.region, **platforms)
     return TenantOverview(
         tenant=tenant,
         issuer_url=issuer_url,
@@ -315,4 +312,19 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
         tag_keys=tag_keys,
         aws=aws,
         ci=ci,
+        ci_client=ci_client_snippets_render(
+            public_url=jwtex_settings.public_url, tenant_slug=tenant.slug, role_arns=aws.role_arns, region=aws.region,
+            action=jwtex_settings.ci_action, component=jwtex_settings.ci_component, **platforms,
+        ),
     )
+
+
+def _ci_platforms(github: Issuer | None, gitlab: Issuer | None) -> dict[str, Any]:
+    """The tenant's GitHub and GitLab issuers as both kinds of CI jobs take them: the id to
+    exchange with, and the audiences it accepts (to say when it does not accept the job's)."""
+    return {
+        "github_issuer_id": github.issuer_id if github else None,
+        "github_audiences": list(github.audiences or []) if github else None,
+        "gitlab_issuer_id": gitlab.issuer_id if gitlab else None,
+        "gitlab_audiences": list(gitlab.audiences or []) if gitlab else None,
+    }

@@ -1,4 +1,4 @@
-"""Revisions (SPEC §11): every effective change of a tenant's configuration is kept as the whole
+"""Revisions (docs/operations.md#revisions): every effective change of a tenant's configuration is kept as the whole
 document ``jwtex_export --tenant T`` printed after it, numbered per tenant from 1, with who made
 it, from where and a one-line summary. Kept for as long as the tenant exists (no bound: a
 document is a few kilobytes and a tenant changes by hand).
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import yaml
 from django.db import IntegrityError, transaction
 
 from tenants.models import Tenant
 
+from ..core import strict_yaml
 from ..models import Revision, RevisionSource
 
 __all__ = [
@@ -157,7 +157,7 @@ _COLLECTIONS = {"issuers": ("id", "issuer"), "rules": ("name", "rule"), "shadow_
 def _tenant_of(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
-    document = yaml.safe_load(text)
+    document = strict_yaml.loads(text)  # our own export, read as strictly as any configuration file
     tenants = document.get("tenants") if isinstance(document, Mapping) else None
     return tenants[0] if isinstance(tenants, list) and tenants and isinstance(tenants[0], Mapping) else {}
 

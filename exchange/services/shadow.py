@@ -1,5 +1,5 @@
-"""Shadow rules (SPEC §11): the tenant's candidate rule set decides every exchange beside the live
-set, over the same verified claims, with no effect on the answer and no mapper call (a mapper
+"""Shadow rules (docs/operations.md#shadow-rules): the tenant's candidate rule set decides every exchange
+beside the live set, over the same verified claims, with no effect on the answer and no mapper call (a mapper
 rule of the candidate that matches is reported as "not evaluated"). When the two differ — in
 the decision, the deciding rule, the subject, the audience or the session tags — the audit
 record keeps what the candidate would have done (``shadow_outcome``).

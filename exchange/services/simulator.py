@@ -6,7 +6,11 @@ issuer's real keys, with the unknown-``kid`` refetch) → ``rules_decide`` (with
 ``minting.build_payload``. So it reaches the endpoints' decision for the same input — a token
 with a trailing newline is refused here too. It signs nothing, writes no audit row, counts no
 rate limit and uses up no one-time token. A mapper rule's webhook is called for real (with its
-bearer token: the mapper must be able to check who calls), and the simulation says so.
+bearer token: the mapper must be able to check who calls), and the simulation says so — to the
+operator, and to the mapper (``"simulation": true`` in the body and in the bearer's claims,
+docs/mapper.md#in-the-simulator), without touching the breaker or the concurrency limit of real exchanges. Only with
+``outbound``: an auditor's simulation calls nothing outside (no webhook, no upstream key fetch)
+and shows the request a mapper would have been sent.
 
 Given claims instead of a token it skips verification and says so: the result is marked
 unverified and shows what the rules make of those claims, nothing more.
@@ -29,7 +33,7 @@ from ..core.values import Decision, RuleTrace
 from ..models import Issuer
 from ..runtime import TenantRuntime, runtime_build
 from .exchange import issuer_select, rules_decide, token_parse, token_size_check, token_verify
-from .mapper import MapperCall
+from .mapper import BREAKER_FAILURES, MapperCall, MapperMode, MapperNotCalled
 
 __all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token"]
 
@@ -46,11 +50,16 @@ class Simulation:
     emitted: dict[str, Any] | None = None  # the would-be payload without iat/nbf/exp/jti
     lifetime: int | None = None
     notes: tuple[str, ...] = ()
-    mapper: MapperCall | None = None  # a mapper rule's webhook, really called (SPEC §9)
+    mapper: MapperCall | None = None  # a mapper rule's webhook, really called (docs/mapper.md#mapper-webhooks)
 
     @property
     def allowed(self) -> bool:
         return self.decision is not None and self.error is None
+
+    @property
+    def undecided(self) -> bool:
+        """A mapper rule matched and was not called (an auditor's simulation): nothing decided."""
+        return isinstance(self.error, MapperNotCalled)
 
     @property
     def session_tags(self) -> tuple[tuple[str, str], ...]:
@@ -66,8 +75,14 @@ def _notes(tenant: Tenant, issuer: Issuer | None) -> list[str]:
     return notes
 
 
+_CALLED = "A mapper rule matched: its webhook was called for real, told it was a simulation, with the request shown."
+_NOT_CALLED = ("A mapper rule matched: its webhook decides, and an auditor's simulation calls nothing outside — the "
+               "request it would be sent is shown.")
+_CIRCUIT_OPEN = f"Real exchanges are not calling this mapper at the moment: it failed {BREAKER_FAILURES} times in a row."
+
+
 def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *, audience: str | None,
-            verified: bool, notes: list[str]) -> Simulation:
+            verified: bool, notes: list[str], outbound: bool) -> Simulation:
     if runtime.rules_error:
         notes = [*notes, "A rule does not compile, so the tenant denies every exchange."]
     trace: list[RuleTrace] = []
@@ -75,13 +90,14 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
     error: ExchangeError | None = None
     calls: list[MapperCall] = []
     try:
+        mode = MapperMode.SIMULATED if outbound else MapperMode.NOT_CALLED
         decision = rules_decide(runtime, issuer_id=issuer_id, claims=claims, audience=audience or None, trace=trace,
-                                on_mapper=calls.append)
+                                on_mapper=calls.append, mapper=mode)
         token_size_check(runtime, decision, now=time.time())
     except ExchangeError as exc:
         error = exc
     if calls:
-        notes = [*notes, "A mapper rule matched: its webhook was called for real, with the request shown."]
+        notes = [*notes, _CALLED if outbound else _NOT_CALLED, *([_CIRCUIT_OPEN] if calls[0].live_circuit_open else [])]
     emitted = build_payload(decision=decision, issuer=runtime.issuer_url) if decision is not None else None
     return Simulation(
         verified, issuer_id, claims, trace=trace, decision=decision, error=error, stage="rules",
@@ -92,10 +108,11 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
 
 def simulate_token(
     *, tenant: Tenant, token: str | bytes, issuer: Issuer | None = None, audience: str | None = None,
-    now: float | None = None,
+    now: float | None = None, outbound: bool = False,
 ) -> Simulation:
     """Verify ``token`` for real (the issuer's keys, its audiences, algorithms and clock rules)
-    and run the tenant's rules over its claims, exactly as the endpoints would."""
+    and run the tenant's rules over its claims, exactly as the endpoints would. Without
+    ``outbound`` nothing outside is called: the stored keys only, no mapper webhook."""
     now = time.time() if now is None else now
     if issuer is not None and issuer.tenant_id != tenant.pk:
         return Simulation(True, None, None, error=NotFound("Unknown issuer."), stage="issuer")
@@ -110,10 +127,11 @@ def simulate_token(
         return Simulation(True, None, dict(parsed.claims), error=exc, stage="issuer", notes=tuple(_notes(tenant, issuer)))
     notes = _notes(tenant, issuer)
     try:
-        verified = token_verify(chosen, parsed, now=now)
+        verified = token_verify(chosen, parsed, now=now, fetch=outbound)
     except ExchangeError as exc:
         return Simulation(True, chosen.issuer_id, dict(parsed.claims), error=exc, stage="verification", notes=tuple(notes))
-    return _decide(runtime, chosen.issuer_id, verified.claims, audience=audience, verified=True, notes=notes)
+    return _decide(runtime, chosen.issuer_id, verified.claims, audience=audience, verified=True, notes=notes,
+                   outbound=outbound)
 
 
 def parse_claims_json(text: str) -> dict[str, Any]:
@@ -133,13 +151,14 @@ def parse_claims_json(text: str) -> dict[str, Any]:
 
 
 def simulate_claims(
-    *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None
+    *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None, outbound: bool = False
 ) -> Simulation:
     """Run the tenant's rules over ``claims`` as if ``issuer`` had signed them. Unverified:
-    signature, ``iss``, ``aud`` and times are not checked."""
+    signature, ``iss``, ``aud`` and times are not checked. A mapper webhook is called (marked
+    as a simulation) only with ``outbound``."""
     if issuer.tenant_id != tenant.pk:
         return Simulation(False, None, claims, error=NotFound("Unknown issuer."), stage="issuer")
     notes = ["Unverified simulation: the claims were typed in, not taken from a signed token."]
     notes += _notes(tenant, issuer)
     runtime = runtime_build(tenant=tenant, now=datetime.now(UTC))
-    return _decide(runtime, issuer.issuer_id, claims, audience=audience, verified=False, notes=notes)
+    return _decide(runtime, issuer.issuer_id, claims, audience=audience, verified=False, notes=notes, outbound=outbound)

@@ -3,6 +3,8 @@
 import json
 
 from django import template
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -10,6 +12,15 @@ register = template.Library()
 @register.filter
 def get_item(mapping, key):
     return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def inline_code(text):
+    """A help text's `code` spans (written with backticks) as <code>, the rest escaped."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: shown as written
+        return escape(text)
+    return mark_safe("".join(f"<code>{escape(part)}</code>" if i % 2 else escape(part) for i, part in enumerate(parts)))
 
 
 @register.filter

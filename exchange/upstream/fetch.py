@@ -12,8 +12,8 @@ its own network (server-side request forgery, OWASP SSRF Prevention Cheat Sheet)
   (DNS rebinding), while the ``Host`` header, SNI and certificate check use the hostname;
 - at most three redirects, each to the same host and an allowed scheme;
 - one deadline for the whole fetch (resolution, connect, TLS, headers and body), checked on
-  every read, so a trickling server cannot hold a worker (SPEC §3: every upstream fetch gives
-  up within 10 s), and a cap on the body size.
+  every read, so a trickling server cannot hold a worker (docs/errors.md#fetch-budgets: every upstream
+  fetch gives up within 10 s), and a cap on the body size.
 
 ``FetchError`` messages name the URL and what went wrong, never the response body: they are
 stored as the issuer's last error and shown to operators.

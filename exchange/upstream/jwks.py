@@ -1,23 +1,27 @@
-"""An issuer's key set, as the exchange and the admin ask for it (SPEC §4).
+"""An issuer's key set, as the exchange and the admin ask for it (docs/errors.md#bursts,
+docs/verification.md#unknown-kid).
 
 - ``issuer_keys_get`` is the request path's selector: the snapshot's stored set while it is
-  within the staleness bound; else the row's (another process may have fetched); else one fetch
-  made on the request's behalf within its budget (exchange.upstream.refresh) — or 503 at once
-  when that fetch is in flight elsewhere or failed within the cool-down (fail closed).
-- ``issuer_keys_refetch_for_unknown_kid``: at most one fetch per issuer per cool-down across
-  processes, so a flood of tokens with made-up ``kid``s cannot flood the upstream (SPEC §4).
+  within the staleness bound; else the row's (another process may have fetched); else the keys
+  of one fetch made on the request's behalf, or of the fetch of this issuer already in flight
+  (in this process or another), waited for until the request's deadline
+  (``JWTEX_REQUEST_FETCH_BUDGET``). 503 when that deadline passes, when the issuer's last fetch
+  failed within the cool-down (at once), or when half of the process's request threads already
+  wait on upstream fetches (at once): fail closed (exchange.upstream.flights).
+- ``issuer_keys_refetch_for_unknown_kid``: at most one refetch per issuer per cool-down across
+  processes, so a flood of tokens with made-up ``kid``s cannot flood the upstream (docs/verification.md); the
+  tokens that meet it in flight wait for it, so a burst at an upstream key rotation verifies.
 - ``issuer_jwks_refresh`` (tasks, commands) and ``issuer_keys_fetch_now`` (the admin) fetch in
   the caller's thread, within the 10 s deadline.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.core.cache import cache
 from django.db import DatabaseError, connection
 
 from ..conf import jwtex_settings
@@ -25,8 +29,10 @@ from ..core.errors import TemporarilyUnavailable
 from ..core.jwks import KeySet, kids_of
 from ..core.values import IssuerSnapshot
 from ..models import Issuer
+from . import flights
 from . import refresh as refresher
-from .keysets import keyset_of
+from .flights import KidRefetch
+from .keysets import digest, keyset_of
 from .refresh import Outcome
 
 __all__ = [
@@ -46,6 +52,7 @@ class IssuerKeys:
     keys: KeySet
     fetched_at: datetime | None  # None for a static JWKS
     stale: bool  # past its expiry (a refresh is due) but within the staleness bound
+    jwks: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)  # the stored document parsed
 
 
 def max_staleness() -> timedelta:
@@ -55,7 +62,7 @@ def max_staleness() -> timedelta:
 
 def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -> bool:
     """Fetch the issuer's JWKS if due (or ``force``); True when the stored key set changed. An
-    issuer another process is fetching right now is skipped (CONVENTIONS §8)."""
+    issuer another process is fetching right now is skipped (docs/design/layout.md#tasks-are-thin-and-idempotent)."""
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
     if current is None:
         return False
@@ -86,7 +93,7 @@ def _stored_keys(issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
     if not keyset.keys:
         return None
     stale = issuer.jwks_expires_at is None or issuer.jwks_expires_at <= now
-    return IssuerKeys(keys=keyset, fetched_at=issuer.jwks_fetched_at, stale=stale)
+    return IssuerKeys(keys=keyset, fetched_at=issuer.jwks_fetched_at, stale=stale, jwks=issuer.jwks)
 
 
 def _static_keys(issuer: IssuerSnapshot) -> IssuerKeys:
@@ -100,22 +107,35 @@ def _static_keys(issuer: IssuerSnapshot) -> IssuerKeys:
 
 
 def _reloaded(issuer: IssuerSnapshot) -> Issuer:
-    """The row as it is now; the caller's snapshot (perhaps shared by a runtime cache) is left alone."""
+    """The row as it is now (one read by primary key, no transaction); the caller's snapshot
+    (perhaps shared by a runtime cache) is left alone."""
     return Issuer.objects.get(pk=issuer.pk)
 
 
 _UNAVAILABLE = "The upstream issuer's keys are unavailable; retry later."
+_WHY = {
+    Outcome.BUSY: "this process already waits on enough upstream fetches",
+    Outcome.TIMED_OUT: "the fetch took longer than the request's budget",
+    Outcome.WAITED: "the fetch waited for stored none",
+}
 
 
-def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys:
+def issuer_keys_get(
+    *, issuer: IssuerSnapshot, now: datetime, deadline: float | None = None, fetch: bool = True
+) -> IssuerKeys:
     """The keys to verify this issuer's tokens with; ``TemporarilyUnavailable`` (503) when none
-    can be had within the request's budget."""
+    can be had by ``deadline`` (``time.monotonic()``; default: the request's budget from now) —
+    or, with ``fetch=False``, without fetching. Without usable stored keys it fetches them, or
+    waits for the fetch in flight (docs/errors.md#bursts)."""
     if issuer.static_jwks is not None:
         return _static_keys(issuer)
     keys = _stored_keys(issuer, now)
     if keys is not None:
         return keys
-    if refresher.failed_recently(issuer.pk, now):
+    if not fetch:
+        raise TemporarilyUnavailable("The upstream issuer's keys are not stored, and nothing is fetched here.",
+                                     reason=f"issuer {issuer.pk}: no usable stored keys; fetching was not allowed")
+    if flights.failed_recently(issuer.pk, now):
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: the last fetch failed within the cool-down")
     try:
         # The row may be newer than this snapshot (another process fetched); if not, fetch now.
@@ -123,50 +143,68 @@ def issuer_keys_get(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys:
         keys = _stored_keys(current.snapshot(), now)
         if keys is not None:
             return keys
-        outcome = refresher.refresh_within(current, now=now, force=False, max_staleness=max_staleness())
-        if outcome.fetched or outcome is Outcome.FAILED:
-            current = _reloaded(issuer)
-        keys = _stored_keys(current.snapshot(), now) if outcome.fetched else None
+        outcome = refresher.refresh_within(current, now=now, force=False, max_staleness=max_staleness(),
+                                           deadline=deadline)
+        if outcome.fetched or outcome in (Outcome.WAITED, Outcome.FAILED):
+            current = _reloaded(issuer)  # what the fetch made or waited for stored
+            keys = _stored_keys(current.snapshot(), now)
     except DatabaseError as exc:
         connection.close_if_unusable_or_obsolete()
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: database: {type(exc).__name__}") from None
     if keys is None:
-        detail = current.jwks_last_error if outcome is Outcome.FAILED else outcome.value
+        failed = outcome is Outcome.FAILED or (outcome is Outcome.WAITED and flights.failed_recently(issuer.pk, now))
+        detail = current.jwks_last_error if failed else _WHY.get(outcome, outcome.value)
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: no usable keys ({detail or 'none fetched yet'})")
     return keys
 
 
-def _cooldown_take(key: str, *, now: datetime) -> bool:
-    """Take the issuer's refetch slot if its cool-down (on the caller's clock) is over. The mark
-    holds the time it ends; the cache's own expiry only cleans up."""
-    cooldown = jwtex_settings.unknown_kid_cooldown
-    ends = now.timestamp() + cooldown
-    timeout = max(1, math.ceil(cooldown))
-    if cache.add(key, ends, timeout=timeout):
-        return True
-    current = cache.get(key)
-    if isinstance(current, (int, float)) and current > now.timestamp():
-        return False
-    cache.set(key, ends, timeout=timeout)
-    return True
-
-
-def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime) -> IssuerKeys | None:
-    """Refetch at most once per issuer per cool-down, across processes (SPEC §4), within the
-    request's budget. The keys after the fetch, or None when no fetch happened (cool-down,
-    static JWKS, a fetch in flight elsewhere) or it failed; 503 when the budget ran out."""
+def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime, tried: IssuerKeys | None = None,
+                                        deadline: float | None = None) -> IssuerKeys | None:
+    """The issuer's keys after the refetch for an unknown ``kid`` (docs/errors.md#bursts): at most one per
+    issuer per cool-down across processes, made by this request or waited for (a burst of tokens
+    signed by a new key all wait for the one refetch). None when the keys stored then are the
+    ``tried`` ones (default: the snapshot's): the ``kid`` is unknown, 401. ``TemporarilyUnavailable``
+    (503) when ``deadline`` (default: the request's budget from now) passes first, or the issuer's
+    last fetch failed within the cool-down."""
     if issuer.static_jwks is not None:
         return None
-    if not _cooldown_take(f"jwtex:kid-refetch:{issuer.pk}", now=now):
-        return None
+    tried_jwks = tried.jwks if tried is not None else issuer.jwks
+    tried_digest = digest(tried_jwks) if tried_jwks else None
+    deadline = refresher.request_deadline() if deadline is None else deadline
     try:
-        outcome = refresher.refresh_within(_reloaded(issuer), now=now, force=True, max_staleness=max_staleness())
-        if outcome is Outcome.TIMED_OUT:
-            raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: refetch over the request budget")
-        return _stored_keys(_reloaded(issuer).snapshot(), now) if outcome.fetched else None
+        for _ in range(3):  # a fetch waited for that was not this refetch (a sweep's): once more
+            done = flights.kid_refetched(issuer.pk, now)
+            if done is not None:
+                return _keys_after_refetch(issuer, done, now=now, tried_digest=tried_digest)
+            if flights.failed_recently(issuer.pk, now):
+                break
+            outcome = refresher.refetch_within(issuer.pk, load=lambda: _reloaded(issuer), now=now, deadline=deadline)
+            if outcome is Outcome.STATIC:
+                return None
+            if outcome in (Outcome.BUSY, Outcome.TIMED_OUT):
+                raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: unknown kid: {_WHY[outcome]}")
+            if outcome is not Outcome.WAITED:
+                break  # this request refetched (or found a failure): what it stored decides
+        done = flights.kid_refetched(issuer.pk, now)
+        return _keys_after_refetch(issuer, done or KidRefetch(digest=None), now=now, tried_digest=tried_digest)
     except DatabaseError as exc:
         connection.close_if_unusable_or_obsolete()
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: database: {type(exc).__name__}") from None
+
+
+def _keys_after_refetch(issuer: IssuerSnapshot, done: KidRefetch, *, now: datetime,
+                        tried_digest: str | None) -> IssuerKeys | None:
+    """The keys stored after the refetch ``done``: None when they are the ones tried; read from the
+    row only when they may differ (a flood of made-up ``kid``s costs no database read)."""
+    if done.digest is None and flights.failed_recently(issuer.pk, now):
+        raise TemporarilyUnavailable(
+            reason=f"issuer {issuer.pk}: unknown kid: the last fetch failed within the cool-down")
+    if done.digest is not None and done.digest == tried_digest:
+        return None
+    keys = _stored_keys(_reloaded(issuer).snapshot(), now)
+    if keys is None:
+        raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: unknown kid: no usable keys stored after the refetch")
+    return None if digest(keys.jwks) == tried_digest else keys
 
 
 # The upstream keys cached on an issuer row and where they came from. When what the keys

@@ -1,15 +1,16 @@
 """Refreshing an issuer's key set from upstream, so that one tenant's upstream never slows
-another tenant (SPEC §3).
+another tenant (docs/errors.md#bursts).
 
 - The fetch (OIDC discovery, then the JWKS) is network only: no database transaction or row
   lock is ever held across it. Its result is written afterwards in one short conditional
   UPDATE (only if the issuer still names the source fetched from).
-- One fetch per issuer at a time, across processes: a mark in the shared cache (per process
-  without one). Whoever finds a fetch in flight does not start another.
+- One fetch per issuer at a time, across processes (exchange.upstream.flights). Whoever finds a
+  fetch in flight does not start another: a task or the admin skips it, a request waits for it.
 - A failure is remembered for the cool-down: requests during it answer at once.
 - ``refresh`` (tasks, the admin, commands) fetches in the caller's thread, within the 10 s
-  deadline. ``refresh_within`` (the request path) fetches in a small bounded pool and waits at
-  most ``JWTEX_REQUEST_FETCH_BUDGET`` (2 s); beyond it the request answers 503 while the fetch
+  deadline. ``refresh_within`` and ``refetch_within`` (the request path) fetch in a small bounded
+  pool, or wait for the fetch in flight, until the request's deadline
+  (``JWTEX_REQUEST_FETCH_BUDGET``, 2 s); beyond it the request answers 503 while the fetch
   completes in the background and stores its result itself.
 """
 
@@ -21,14 +22,12 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F
 
@@ -38,6 +37,7 @@ from ..core.jwks import KeySet
 from ..core.limits import FETCH_TOTAL_TIMEOUT
 from ..invalidation import tenant_config_bump
 from ..models import Issuer
+from . import flights
 from .fetch import FetchError, FetchResult, fetch_json
 from .keysets import digest, remember
 
@@ -54,7 +54,9 @@ MAX_BACKGROUND_FETCHES = 8
 
 class Outcome(enum.Enum):
     STATIC = "static"  # nothing to fetch
-    IN_FLIGHT = "in flight"  # another request or worker is fetching this issuer
+    IN_FLIGHT = "in flight"  # another request or worker is fetching this issuer (tasks, the admin)
+    WAITED = "waited"  # a request waited for the fetch in flight, which has ended: read what it stored
+    BUSY = "busy"  # the process's waiters' cap, or its background fetches, are full: 503 at once
     NOT_DUE = "not due"  # fresh enough, or backing off after a failure
     CHANGED = "changed"
     UNCHANGED = "unchanged"  # fetched (200 with the same keys, or 304)
@@ -97,61 +99,6 @@ class Fetched:
     result: FetchResult | None = None
     keyset: KeySet | None = None  # None on a 304
     error: str = ""
-
-
-# --------------------------------------------------------------------------- marks in the cache
-
-
-def _mark_key(kind: str, pk: int) -> str:
-    return f"jwtex:{kind}:{pk}"
-
-
-_local_flights: set[int] = set()  # the fallback when the shared cache cannot answer
-_local_lock = threading.Lock()
-
-
-def _flight_take(pk: int) -> bool:
-    try:
-        return bool(cache.add(_mark_key("fetch", pk), uuid.uuid4().hex, timeout=int(FETCH_TOTAL_TIMEOUT) + 5))
-    except Exception:  # noqa: BLE001 - the shared cache is down: single-flight within this process
-        with _local_lock:
-            if pk in _local_flights:
-                return False
-            _local_flights.add(pk)
-            return True
-
-
-def _flight_release(pk: int) -> None:
-    with _local_lock:
-        _local_flights.discard(pk)
-    try:
-        cache.delete(_mark_key("fetch", pk))
-    except Exception:  # noqa: BLE001 - it expires by itself
-        pass
-
-
-def failed_recently(pk: int, now: datetime) -> bool:
-    """A fetch of this issuer failed within the cool-down (on the caller's clock)."""
-    try:
-        until = cache.get(_mark_key("fetch-failed", pk))
-    except Exception:  # noqa: BLE001
-        return False
-    return isinstance(until, (int, float)) and until > now.timestamp()
-
-
-def _failed_mark(pk: int, now: datetime) -> None:
-    cooldown = jwtex_settings.unknown_kid_cooldown
-    try:
-        cache.set(_mark_key("fetch-failed", pk), now.timestamp() + cooldown, timeout=max(1, int(cooldown) + 1))
-    except Exception:  # noqa: BLE001 - the row's last error still backs the next refresh off
-        pass
-
-
-def _failed_clear(pk: int) -> None:
-    try:
-        cache.delete(_mark_key("fetch-failed", pk))
-    except Exception:  # noqa: BLE001
-        pass
 
 
 # --------------------------------------------------------------------------- the fetch (network only)
@@ -237,7 +184,7 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
     if fetched.error:
         row.update(jwks_last_error=fetched.error, jwks_last_error_at=now,
                    jwks_consecutive_failures=F("jwks_consecutive_failures") + 1)
-        _failed_mark(source.pk, now)
+        flights.failed_mark(source.pk, now)
         logger.warning("JWKS refresh failed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
                                                                "error": fetched.error}})
         jwks_fetch_observed(tenant=source.tenant_slug, issuer=source.issuer_id, outcome="failed")
@@ -260,7 +207,7 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
         stored = row.update(**fields)
         if stored:
             tenant_config_bump(tenant_id=source.tenant_id)  # every process serves the new set
-    _failed_clear(source.pk)
+    flights.failed_clear(source.pk)
     if fetched.keyset is not None:
         remember((source.pk, digest(result.document)), fetched.keyset)  # parsed once, here
     logger.info("JWKS refreshed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
@@ -288,21 +235,21 @@ def refresh(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta
         return Outcome.STATIC
     if not force and not refresh_due(row, now, max_staleness):
         return Outcome.NOT_DUE
-    if not _flight_take(row.pk):
+    if not flights.flight_take(row.pk):
         return Outcome.IN_FLIGHT
     source = Source.of(row)
     try:
         return store(source, fetch(source, deadline=time.monotonic() + FETCH_TOTAL_TIMEOUT), now=now)
     finally:
-        _flight_release(row.pk)
+        flights.flight_release(row.pk)
 
 
 class _Job:
-    """A request-path fetch: stored by the request if it is done within the budget, else by the
-    background thread itself when it finishes."""
+    """A request-path fetch: finished (stored, then the flight let go) by the request if it is
+    done within the budget, else by the background thread itself when it is."""
 
-    def __init__(self, source: Source, now: datetime) -> None:
-        self.source, self.now = source, now
+    def __init__(self, source: Source, now: datetime, *, kid_refetch: bool) -> None:
+        self.source, self.now, self.kid_refetch = source, now, kid_refetch
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.abandoned = False
@@ -317,68 +264,127 @@ class _Job:
                 orphan = self.abandoned
             if orphan:
                 try:
-                    store(self.source, self.fetched, now=self.now)
+                    self.finish()
                 except Exception:  # noqa: BLE001 - logged; the next request or sweep fetches again
                     logger.exception("background JWKS store failed", extra={"jwtex": {"pk": self.source.pk}})
                 finally:
                     connection.close()  # this pool thread's own connection
-                    _finish(self.source.pk)
 
     def claim(self, budget: float) -> bool:
-        """True when the caller should store the result; False: abandoned to the background."""
-        self.done.wait(budget)
+        """True when the caller should finish the job; False: abandoned to the background."""
+        self.done.wait(max(0.0, budget))
         with self.lock:
             if self.done.is_set():
                 return True
             self.abandoned = True
             return False
 
+    def finish(self) -> Outcome:
+        """Store the outcome, note a refetch for an unknown ``kid`` as done, then let the flight go:
+        its waiters find all of it in place."""
+        outcome = Outcome.FAILED
+        try:
+            outcome = store(self.source, self.fetched, now=self.now)
+            return outcome
+        finally:
+            try:
+                if self.kid_refetch:  # also when the store failed: no second refetch this cool-down
+                    flights.kid_refetch_mark(self.source.pk, self.now, digest=_stored_digest(self, outcome))
+            finally:
+                flights.flight_release(self.source.pk)
+                _slots.release()
+
+
+def _stored_digest(job: _Job, outcome: Outcome) -> str | None:
+    """The digest of the key set a finished fetch left stored; None when it failed."""
+    if not outcome.fetched or job.fetched.result is None:
+        return None
+    if job.fetched.result.status == 200:
+        return digest(job.fetched.result.document)
+    return digest(job.source.jwks) if job.source.jwks else None  # a 304 confirms the stored set
+
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
+_pool_lock = threading.Lock()
 _slots = threading.BoundedSemaphore(MAX_BACKGROUND_FETCHES)
 
 
 def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
-    with _local_lock:
+    with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():  # a fork (server workers) gets its own pool
             _pool, _pool_pid = ThreadPoolExecutor(MAX_BACKGROUND_FETCHES, thread_name_prefix="jwtex-fetch"), os.getpid()
         return _pool
 
 
-def _finish(pk: int) -> None:
-    _flight_release(pk)
-    _slots.release()
+def request_deadline() -> float:
+    """The ``time.monotonic()`` by which a request stops waiting for upstream keys (docs/errors.md#bursts)."""
+    return time.monotonic() + jwtex_settings.request_fetch_budget
 
 
-def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta) -> Outcome:
-    """Fetch for a request: at most ``JWTEX_REQUEST_FETCH_BUDGET`` of its time (SPEC §3)."""
+def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta,
+                   deadline: float | None = None) -> Outcome:
+    """Fetch for a request whose issuer has no usable keys, or wait for the fetch of it in flight
+    (in this process or another), until ``deadline`` at most (docs/errors.md#bursts). ``WAITED``: that fetch
+    ended, its outcome is stored."""
     if row.static_jwks is not None:
         return Outcome.STATIC
     if not force and not refresh_due(row, now, max_staleness):
         return Outcome.NOT_DUE
-    if not _flight_take(row.pk):
-        return Outcome.IN_FLIGHT
-    if failed_recently(row.pk, now):
-        # The caller looked before a fetch elsewhere failed and let go of the flight: that
-        # failure holds for the whole cool-down here too (one upstream connection per window).
-        _flight_release(row.pk)
-        return Outcome.FAILED
-    if not _slots.acquire(blocking=False):
-        _flight_release(row.pk)
-        return Outcome.IN_FLIGHT  # this process already waits on enough upstreams
-    job = _Job(Source.of(row), now)
+    return _within(row.pk, load=lambda: row, now=now, kid_refetch=False,
+                   deadline=request_deadline() if deadline is None else deadline)
+
+
+def refetch_within(pk: int, *, load: Callable[[], Issuer], now: datetime, deadline: float) -> Outcome:
+    """The refetch for an unknown ``kid`` (docs/verification.md): made here, or the fetch in flight waited for,
+    until ``deadline``; ``load`` reads the issuer row, only when this request fetches."""
+    return _within(pk, load=load, now=now, kid_refetch=True, deadline=deadline)
+
+
+def _start(pk: int, *, load: Callable[[], Issuer], now: datetime, kid_refetch: bool) -> _Job | Outcome:
+    """With the flight taken: the job fetching in the background pool, or why there is none (the
+    flight let go again). From here the job lets the flight go when it is finished."""
+    slot = False
     try:
-        _executor().submit(job.run)
+        # A fetch elsewhere may have ended between the caller's look and the take: its outcome
+        # holds for the cool-down here too (one upstream connection per window).
+        if flights.failed_recently(pk, now):
+            outcome = Outcome.FAILED
+        elif kid_refetch and flights.kid_refetched(pk, now) is not None:
+            outcome = Outcome.WAITED
+        elif not (slot := _slots.acquire(blocking=False)):
+            outcome = Outcome.BUSY  # this process already fetches from enough upstreams
+        elif (row := load()).static_jwks is not None:
+            outcome = Outcome.STATIC  # changed meanwhile: nothing to fetch
+        else:
+            job = _Job(Source.of(row), now, kid_refetch=kid_refetch)
+            _executor().submit(job.run)
+            return job
     except RuntimeError:  # the interpreter is shutting down
-        _finish(row.pk)
-        return Outcome.FAILED
-    if not job.claim(jwtex_settings.request_fetch_budget):
-        logger.warning("upstream fetch over the request budget; finishing in the background",
-                       extra={"jwtex": {"issuer": row.issuer_id, "pk": row.pk}})
-        return Outcome.TIMED_OUT
-    try:
-        return store(job.source, job.fetched, now=now)
-    finally:
-        _finish(row.pk)
+        outcome = Outcome.FAILED
+    except BaseException:
+        flights.flight_release(pk)
+        if slot:
+            _slots.release()
+        raise
+    flights.flight_release(pk)
+    if slot:
+        _slots.release()
+    return outcome
+
+
+def _within(pk: int, *, load: Callable[[], Issuer], now: datetime, kid_refetch: bool, deadline: float) -> Outcome:
+    with flights.waiting() as admitted:
+        if not admitted:
+            return Outcome.BUSY  # half of this process's threads already wait on upstreams
+        if not flights.flight_take(pk):
+            return Outcome.WAITED if flights.flight_wait(pk, deadline=deadline) else Outcome.TIMED_OUT
+        job = _start(pk, load=load, now=now, kid_refetch=kid_refetch)
+        if not isinstance(job, _Job):
+            return job
+        if not job.claim(deadline - time.monotonic()):
+            logger.warning("upstream fetch over the request budget; finishing in the background",
+                           extra={"jwtex": {"issuer": job.source.issuer_id, "pk": pk}})
+            return Outcome.TIMED_OUT
+        return job.finish()

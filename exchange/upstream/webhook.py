@@ -1,4 +1,4 @@
-"""A guarded JSON POST: the mapper webhook's call (SPEC §9), through the same client as upstream
+"""A guarded JSON POST: the mapper webhook's call (docs/mapper.md#the-request), through the same client as upstream
 fetches (exchange.upstream.fetch): https only, the host resolved once and refused on a
 non-public address, the connection pinned to the vetted address, one deadline for the whole
 call, a cap on the answer's size. A mapper URL is a tenant's choice, so it gets no more trust
@@ -19,7 +19,7 @@ from .fetch import FetchError, Resolver, _exchange, _system_resolve, _Target, _v
 
 __all__ = ["WebhookError", "post_json"]
 
-MAPPER_MAX_ANSWER_BYTES = 256 * 1024  # SPEC §9
+MAPPER_MAX_ANSWER_BYTES = 256 * 1024  # docs/mapper.md#the-answer
 
 
 class WebhookError(FetchError):

@@ -1,4 +1,4 @@
-"""``manage.py jwtex_audit_export`` (issue 12 §5.2): JSON lines of audit records for a SIEM,
+"""``manage.py jwtex_audit_export`` (docs/operations.md#audit-export): JSON lines of audit records for a SIEM,
 filtered by tenant and time, stable field names, no tokens, clear errors with nothing on stdout."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """exchange.tasks on a REAL Celery worker (a subprocess, prefork, concurrency 2) fed through a
-real broker, against a database both processes share: what production runs (SPEC §7).
+real broker, against a database both processes share: what production runs (docs/operations.md#background-work).
 
 These run only with ``JWTEX_TEST_CELERY_WORKER=1`` plus PostgreSQL and Redis, as ``.ci/run``
 sets them up::

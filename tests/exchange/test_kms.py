@@ -290,7 +290,8 @@ def test_apply_sets_the_backend_and_export_shows_it_without_key_material(db, kms
     text = export()
     exported = yaml.safe_load(text)["tenants"][0]
     assert (exported["key_backend"], exported["kms_region"], exported["kms_account_id"]) == ("aws-kms", REGION, ACCOUNT)
-    # No key, ARN, kid or public key: keys are state, never configuration (SPEC §6).
+    # No key, ARN, kid or public key: keys are state, never configuration
+    # (docs/configuration-file.md#what-is-never-in-a-file).
     for absent in ("arn:", key.kms_key_id.rsplit("/", 1)[1], key.kid, key.public_jwk["x"], "kms_key_id"):
         assert absent not in text
     assert "no changes" in apply(yaml.safe_load(text))  # export → apply → export is identical
@@ -395,7 +396,7 @@ def test_another_tenants_kms_key_is_not_shown(db, kms, admin_client_for):
 
 
 def test_a_kms_tenants_mapper_bearer_is_signed_through_kms_and_verifies_from_its_jwks(db, kms, client):
-    # The mapper's bearer (SPEC §9) is signed by the tenant's active key like its tokens: for a
+    # The mapper's bearer (docs/mapper.md#the-request) is signed by the tenant's active key like its tokens: for a
     # KMS tenant one Sign call, never a private key jwtex does not have.
     from exchange.runtime import tenant_runtime_get
     from exchange.services.mapper import _bearer

@@ -1,4 +1,4 @@
-"""Several nodes, proven (issue 12 §4; SPEC §10): two web nodes (``make serve`` on two ports),
+"""Several nodes, proven (docs/operations.md#several-nodes): two web nodes (``make serve`` on two ports),
 one Celery worker, one PostgreSQL and one Redis between them, as the README's deployment runs.
 
 - A change made through ``jwtex_apply`` is served by both nodes within 2 s (measured, printed).
@@ -86,7 +86,7 @@ pytestmark = [
 
 PUBLIC_URL = "http://127.0.0.1:8000"  # one public URL for both nodes, as behind one load balancer
 NODE_NAME = "jwtex-multinode@%h"
-PROPAGATION_BOUND = 2.0  # SPEC §10: "served by every node within 2 s"
+PROPAGATION_BOUND = 2.0  # docs/operations.md#several-nodes: "served by every node within 2 s"
 GIVE_UP = 5.0  # how long a propagation is watched before the test says it never came
 SETTLED = 0.5  # a node counts as changed once it answered only the new answer for this long
 AUDIT_BOUND = 15.0

@@ -1,6 +1,6 @@
-"""Operations as they run in production (issue 12), with real processes (CI's PostgreSQL +
-Redis pass): one correct /metrics total over several server processes, and one log format
-(one JSON object per line) from the web server, a Celery worker and beat alike."""
+"""Operations as they run in production (docs/operations.md#health-metrics-and-logs), with real processes
+(CI's PostgreSQL + Redis pass): one correct /metrics total over several server processes, and one log
+format (one JSON object per line) from the web server, a Celery worker and beat alike."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """exchange.tasks, run eagerly (tests.settings sets CELERY_TASK_ALWAYS_EAGER): the sweeps fan
 out to exactly what is due, each task has a real effect, and running anything twice changes
-nothing the second time (CONVENTIONS §8). The same tasks on a real worker and broker:
-tests/exchange/test_celery_worker.py."""
+nothing the second time (docs/design/layout.md#tasks-are-thin-and-idempotent). The same tasks on a
+real worker and broker: tests/exchange/test_celery_worker.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Web and Celery log in one format (issue 8 §11): every line the worker (with beat) writes is JSON."""
+"""Web and Celery log in one format (docs/operations.md#logs): every line the worker (with beat) writes is JSON."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The admin's middleware runs for the admin only (issue 10 §3): the exchange, discovery and JWKS
-endpoints run none of sessions, CSRF, auth, messages or login throttling."""
+"""The admin's middleware runs for the admin only (docs/design/pipeline.md#the-lean-route): the exchange,
+discovery and JWKS endpoints run none of sessions, CSRF, auth, messages or login throttling."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Abuse limits (issue 5 §3): rate limits per tenant and per client address (429, counted in
-the shared cache), the request-body limit (413) and optional one-time use of upstream tokens
-(replay refused while the upstream token is still valid)."""
+"""Abuse limits (docs/errors.md#rate-limits, docs/rules.md#replay-protection): rate limits per tenant and per
+client address (429, counted in the shared cache), the request-body limit (413) and optional one-time use
+of upstream tokens (replay refused while the upstream token is still valid)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every attempt leaves its audit row (SPEC §8), whatever an attacker puts in the token or the
+"""Every attempt leaves its audit row (docs/operations.md#audit), whatever an attacker puts in the token or the
 request: hostile values must not make the insert fail (an attempt that is not audited is an
 attacker's win), and the row never holds the raw token."""
 
@@ -34,7 +34,7 @@ def test_refused_attempt_with_hostile_claim_values_is_audited(endpoint, case, cl
     token = jose.signed(header, claims, rsa_key=upstream.rsa_key)
     h, p, s = token.split(".")
     # Flip a bit of the last byte: replacing it with a constant left the signature intact
-    # whenever it already was that byte (1 in 256 — the flake of issue 8 §12).
+    # whenever it already was that byte (1 in 256 — a flake this test once had).
     signature = jose.unb64u(s)
     forged = f"{h}.{p}.{jose.b64u(signature[:-1] + bytes([signature[-1] ^ 1]))}"
     assert forged != token

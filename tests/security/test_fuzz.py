@@ -1,4 +1,4 @@
-"""Fuzzing (issue 5 §2): the verifier and the rule engine raise nothing but the service's own
+"""Fuzzing (docs/errors.md#bad-requests): the verifier and the rule engine raise nothing but the service's own
 errors on arbitrary input, and the three endpoints never answer 5xx (nor a token to a refusal).
 
 Complements the unit-level fuzz in tests/exchange (arbitrary text into ``parse_compact``, one

@@ -1,7 +1,7 @@
-"""JWT attacks (issue 5 §1; RFC 8725 and the history of JWT library CVEs), sent through the
-three real endpoints: raw ``/t/T/exchange``, RFC 8693 ``/t/T/token`` and the JSON API. The large
-tables of variations (alg none, non-object JSON, claim timing, iss, aud, crit) run every case
-against the pure verifier and a representative share through each endpoint (``routes``).
+"""JWT attacks (docs/verification.md#verifying-an-upstream-token; RFC 8725 and the history of JWT library
+CVEs), sent through the three real endpoints: raw ``/t/T/exchange``, RFC 8693 ``/t/T/token`` and the JSON
+API. The large tables of variations (alg none, non-object JSON, claim timing, iss, aud, crit) run every
+case against the pure verifier and a representative share through each endpoint (``routes``).
 
 Every refusal must carry the right status and error code (RFC 8693 maps token and policy
 refusals to 400 ``invalid_request``), no token anywhere in the body, and leave no audit row
@@ -247,7 +247,7 @@ def test_unknown_kid_is_refused(endpoint, client, upstream):
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_ambiguous_kid_is_refused(endpoint, client, issuer, upstream):
     # Two keys under one kid (a careless upstream, or an attacker who got one key into the set):
-    # SPEC §4 wants a kid to match exactly one key, so neither is tried.
+    # docs/verification.md#key-selection wants a kid to match exactly one key, so neither is tried.
     jwks = upstream.jwks
     stranger = Upstream(rsa_key=_attacker_rsa(), rsa_kid=upstream.rsa_kid).jwks["keys"][0]
     issuer.static_jwks = {"keys": [*jwks["keys"], stranger]}

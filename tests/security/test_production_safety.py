@@ -1,4 +1,4 @@
-"""Production safety (issue 5 §4): the service refuses to start, and ``manage.py check`` fails,
+"""Production safety (docs/environment.md#production-mode): the service refuses to start, and ``manage.py check`` fails,
 with an unsafe production configuration; security headers are sent; the admin login is
 throttled against password guessing."""
 
@@ -113,7 +113,7 @@ REPORT_LINES = re.compile(
 
 @pytest.mark.parametrize("ids", TOGETHER.values(), ids=TOGETHER.keys())
 def test_manage_check_reports_unsafe_production_settings_as_system_check_errors(tmp_path, ids):
-    # Issue 8 §5: the jwtex.E00x messages, not a traceback.
+    # The jwtex.E00x messages, not a traceback (docs/environment.md#system-checks).
     change, expected = _together(ids)
     result = _run(["manage.py", "check"], {**PRODUCTION_ENV, **change}, tmp_path)
     assert result.returncode != 0
@@ -188,7 +188,8 @@ def test_the_safe_production_environment_passes_every_check(settings, tmp_path):
 @pytest.mark.parametrize("debug", ["0", "1"])
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000"])
 def test_loopback_public_url_is_not_production(settings, tmp_path, url, debug):
-    # SPEC §1: http://127.0.0.1… / http://localhost… is a valid local set-up, DEBUG on or off.
+    # http://127.0.0.1… / http://localhost… is a valid local set-up, DEBUG on or off
+    # (docs/environment.md#production-mode).
     # (make run shows manage.py check passing so end to end: http://127.0.0.1:PORT, DEBUG on.)
     _as_a_process_with(settings, {"JWTEX_PUBLIC_URL": url, "DJANGO_DEBUG": debug}, tmp_path)
     assert settings.JWTEX_PRODUCTION is False and settings.DEBUG is (debug == "1")
@@ -349,7 +350,7 @@ def test_admin_login_is_throttled_after_repeated_failures(client, settings, admi
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 900
     assert b"Too many failed login attempts" in response.content
-    # The admin's own look, not bare HTML (issue 8 §11).
+    # The admin's own look, not bare HTML (docs/operators.md#login-throttling).
     assert b"admin/css/base.css" in response.content and b"jwtex administration" in response.content
     assert "_auth_user_id" not in client.session
     # Case does not open a new budget.

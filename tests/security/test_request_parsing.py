@@ -1,6 +1,6 @@
-"""Hostile requests around the token (bodies, forms, parameters, methods): always a clean 4xx
-in the SPEC §3 JSON shape, never a 5xx or Django's HTML error page. Regression tests for the
-500s and HTML 400s found while hardening (issue 5)."""
+"""Hostile requests around the token (bodies, forms, parameters, methods): always a clean 4xx in the
+JSON error shape (docs/errors.md#error-responses), never a 5xx or Django's HTML error page. Regression
+tests for the 500s and HTML 400s found while hardening (docs/errors.md#bad-requests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rule engine safety (issue 5 §6): CEL expressions are limited in length, nesting and
+"""Rule engine safety (docs/rules.md#evaluation-limits): CEL expressions are limited in length, nesting and
 comprehension shape when saved (admin forms and models through ``full_clean``, files through
 ``jwtex_apply``); every engine failure — including panics that are not ``Exception``s — denies
 with a reason; and evaluation cost is bounded so no rule can hang a worker.

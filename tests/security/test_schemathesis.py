@@ -1,4 +1,5 @@
-"""Schemathesis against the OpenAPI schema (issue 5 §2), in process, inside ``make test``.
+"""Schemathesis against the OpenAPI schema (docs/endpoints.md#openapi-schema-and-docs), in process, inside
+``make test``.
 
 The schema at ``/api/schema/`` describes every public endpoint (exchange.api.schema adds the
 raw and RFC 8693 exchanges, discovery and the JWKS to the DRF-generated JSON API). Each

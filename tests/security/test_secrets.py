@@ -1,6 +1,6 @@
-"""Secrets at rest and in logs (issue 5 §5): a database dump holds no private key material,
-all keys can be re-encrypted under a new key-encryption key, and no log line — allowed or
-refused exchange, any endpoint, any level — carries a raw token, a signature or a key."""
+"""Secrets at rest and in logs (docs/operations.md#secrets-at-rest-and-in-logs): a database dump holds no
+private key material, all keys can be re-encrypted under a new key-encryption key, and no log line —
+allowed or refused exchange, any endpoint, any level — carries a raw token, a signature or a key."""
 
 from __future__ import annotations
 

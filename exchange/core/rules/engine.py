@@ -1,4 +1,5 @@
-"""Tenant rules: compile CEL once, evaluate per exchange → ``Decision`` (SPEC §5). Pure.
+"""Tenant rules: compile CEL once, evaluate per exchange → ``Decision`` (docs/rules.md#how-rules-decide).
+Pure.
 
 The service layer turns ``Rule`` rows into ``RuleSpec`` values, compiles them with
 ``compile_rule`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
@@ -68,12 +69,12 @@ class CompiledRule:
 
 @dataclass(frozen=True)
 class Delegation:
-    """A ``mapper`` rule matched: its webhook decides and shapes the token (SPEC §9)."""
+    """A ``mapper`` rule matched: its webhook decides and shapes the token (docs/mapper.md#mapper-webhooks)."""
 
     rule: CompiledRule
 
     def request(self, *, issuer_id: str, claims: Mapping[str, Any]) -> dict[str, Any]:
-        """The JSON the mapper is sent, exactly as SPEC §9 writes it."""
+        """The JSON the mapper is sent, exactly as docs/mapper.md#the-request writes it."""
         return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
 
 
@@ -124,7 +125,7 @@ def _execute(program: cel.Program, context: Any) -> Any:
         raise _EvaluationError(exc) from None
 
 
-# The functions rules may call besides CEL's own (SPEC §5).
+# The functions rules may call besides CEL's own (docs/rules.md#cel-in-rules).
 _FUNCTIONS = {"aws_tag": aws_tag}
 
 
@@ -172,7 +173,7 @@ def _json_value(value: Any, path: str) -> Any:
 
 
 def _by(rule: CompiledRule) -> dict[str, Any]:
-    """The deciding rule, as an ExchangeError names it for the audit record (SPEC §8)."""
+    """The deciding rule, as an ExchangeError names it for the audit record (docs/operations.md#what-a-record-holds)."""
     return {"rule_id": rule.rule_id, "rule_name": rule.name}
 
 
@@ -321,7 +322,7 @@ class _Evaluation:
             if not isinstance(matched, bool):
                 raise _EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
         except _EvaluationError as exc:
-            # Not a match, but never a grant either: an error ends the evaluation (SPEC §5).
+            # Not a match, but never a grant either: an error ends the evaluation (docs/rules.md#how-rules-decide).
             self.note(rule, True, "error", str(exc))
             raise _denied(rule, " could not be evaluated.", f": condition failed: {exc}") from None
         if not matched:

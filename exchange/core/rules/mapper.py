@@ -1,10 +1,11 @@
-"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output (SPEC §5,
-§9). Pure: the HTTP call is exchange.services.mapper's.
+"""A mapper's answer → the token's ``Decision``, checked exactly like a rule's output
+(docs/mapper.md#the-answer, docs/rules.md#aws-limits). Pure: the HTTP call is exchange.services.mapper's.
 
 The answer is ``{"allow": true|false, "claims": {...}}``. ``allow: false`` denies. With
 ``allow: true`` the claims become the token's as the original mapper.js wrote them: ``sub`` and
 ``aud`` if present (an ``aud`` must be one the rule allows), ``https://aws.amazon.com/tags`` as
-the tags claim (``principal_tags`` of one-element lists, ``transitive_tag_keys``), the rest as
+the tags claim, exactly as written (``principal_tags`` of one-element lists, ``transitive_tag_keys``
+if the mapper sends it, even empty; nothing else in it), the rest as
 extra claims; ``iss``, ``iat``, ``nbf``, ``exp`` and ``jti`` are jwtex's and ignored. Anything
 that is not so — or breaks AWS's limits — denies, naming what in the reason.
 """
@@ -29,7 +30,7 @@ from .engine import CompiledRule, _audience, _denied, _EvaluationError, _json_va
 
 __all__ = ["mapper_decision"]
 
-_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (SPEC §9)
+_IGNORED = frozenset({"iss", "iat", "nbf", "exp", "jti"})  # always jwtex's own (docs/mapper.md#the-answer)
 
 
 class _Refused(Exception):
@@ -53,7 +54,7 @@ def mapper_decision(
             raise _denied(rule, ": the mapper denied this exchange.", ": mapper denied")
         audience = _answer_audience(rule, emitted, requested=requested_audience, default=default_audience)
         subject = _answer_subject(emitted, claims)
-        tags, transitive = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
+        tags, transitive, tags_claim = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
         extra = {name: _json_value(value, name) for name, value in emitted.items()
                  if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM}}
     except (_Refused, _EvaluationError, RecursionError) as exc:
@@ -68,6 +69,7 @@ def mapper_decision(
         session_tags=tags,
         transitive_tag_keys=transitive,
         extra_claims=extra,
+        tags_claim=tags_claim,
     )
 
 
@@ -104,11 +106,20 @@ def _answer_subject(emitted: Mapping[str, Any], claims: Mapping[str, Any]) -> st
     return subject
 
 
-def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+_TAGS_SHAPE = f'{AWS_TAGS_CLAIM} must be {{"principal_tags": {{KEY: [VALUE]}}, "transitive_tag_keys": [KEY, ...]}}'
+
+
+def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], dict[str, Any] | None]:
+    """The session tags, the transitive keys, and the claim to emit: the mapper's own, member for
+    member and in its order (an empty ``transitive_tag_keys`` list included), once every part of it
+    is known to be what AWS STS reads (docs/mapper.md#the-answer)."""
     if claim is None:
-        return (), ()
+        return (), (), None
     if not isinstance(claim, dict) or not isinstance(claim.get("principal_tags", {}), dict):
-        raise _Refused(f"{AWS_TAGS_CLAIM} must be {{\"principal_tags\": {{KEY: [VALUE]}}, \"transitive_tag_keys\": [...]}}")
+        raise _Refused(_TAGS_SHAPE)
+    unknown = sorted(set(claim) - {"principal_tags", "transitive_tag_keys"})
+    if unknown:
+        raise _Refused(f"{_TAGS_SHAPE}; it has {', '.join(map(repr, unknown))} too")
     principal = claim.get("principal_tags", {})
     if len(principal) > MAX_SESSION_TAGS:
         raise _Refused(f"{len(principal)} session tags; AWS allows at most {MAX_SESSION_TAGS}")
@@ -121,13 +132,17 @@ def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ..
         if key.casefold() in seen:
             raise _Refused(f"session tag key {key!r} repeats another; AWS tag keys ignore case")
         seen.add(key.casefold())
-        value = values[0] if isinstance(values, list) and len(values) == 1 else values
+        if not (isinstance(values, list) and len(values) == 1):
+            raise _Refused(f"session tag {key!r}: a tag's value is a list of one string, as AWS reads it")
         try:
-            validate_session_tag_value(key, value)
+            validate_session_tag_value(key, values[0])
         except ValueError as exc:
             raise _Refused(f"{exc} (a tag's value is a list of one string)") from None
-        tags.append((key, value))
-    return tuple(tags), _transitive(claim.get("transitive_tag_keys", []), {key for key, _ in tags})
+        tags.append((key, values[0]))
+    transitive = _transitive(claim.get("transitive_tag_keys", []), {key for key, _ in tags})
+    exact = {member: {key: [value] for key, value in tags} if member == "principal_tags" else list(transitive)
+             for member in claim}
+    return tuple(tags), transitive, exact
 
 
 def _transitive(keys: Any, tag_keys: set[str]) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""A rule's shape (``RuleSpec``) and every problem it can have before it is saved (SPEC §5).
+"""A rule's shape (``RuleSpec``) and every problem it can have before it is saved
+(docs/rules.md#rule-fields, docs/rules.md#checked-when-a-rule-is-saved).
 
 ``validate_rule_spec`` is what the admin and ``jwtex_apply`` both call (through
 ``Rule.clean``): each problem comes back with the field it concerns, CEL errors with their
@@ -34,7 +35,7 @@ __all__ = [
 
 # Shortest lifetime a rule may ask for (the ``Rule.lifetime`` validator says the same).
 MIN_LIFETIME = 60
-# SPEC §9: a mapper's deadline, 1500 ms unless the rule says otherwise, at most 5000.
+# docs/mapper.md#when-a-mapper-is-called: a mapper's deadline, 1500 ms unless the rule says otherwise, at most 5000.
 MAPPER_DEFAULT_TIMEOUT_MS = 1500
 MAPPER_MAX_TIMEOUT_MS = 5000
 MAPPER_MIN_TIMEOUT_MS = 50
@@ -59,7 +60,8 @@ class RuleSpec:
     optional_tags: frozenset[str] = frozenset()
     # The rule allows tokens of every customer of a shared CI issuer, knowingly (presets.py).
     any_owner: bool = False
-    # effect "mapper" (SPEC §9): the webhook that decides and shapes the token, and its deadline.
+    # effect "mapper" (docs/mapper.md#when-a-mapper-is-called): the webhook that decides and shapes the
+    # token, and its deadline.
     mapper_url: str = ""
     mapper_timeout_ms: int = MAPPER_DEFAULT_TIMEOUT_MS
 

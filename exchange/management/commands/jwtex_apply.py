@@ -1,4 +1,5 @@
-"""``manage.py jwtex_apply FILE``: make tenants, issuers and rules match a YAML or JSON file (SPEC §6)."""
+"""``manage.py jwtex_apply FILE``: make tenants, issuers and rules match a YAML or JSON file
+(docs/configuration-file.md#how-a-file-is-applied)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         try:
             text, source, fmt = self._read(file, options.get("stdin") or sys.stdin)
             document = config_load(text, source=source, fmt=fmt)
-            # The revisions this makes say where they came from (SPEC §11).
+            # The revisions this makes say where they came from (docs/operations.md#revisions).
             with revision_actor(author=f"jwtex_apply ({Path(source).name or source})", source="apply"):
                 report = config_apply(document=document, now=timezone.now(), dry_run=dry_run)
         except ConfigError as exc:

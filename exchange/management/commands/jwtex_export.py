@@ -1,7 +1,8 @@
-"""``manage.py jwtex_export``: print tenants, issuers and rules in the format jwtex_apply reads (SPEC §6).
+"""``manage.py jwtex_export``: print tenants, issuers and rules in the format jwtex_apply reads
+(docs/configuration-file.md#commands).
 
 Standard output carries the document and nothing else, so ``jwtex_export > acme.yaml`` works.
-``--tenant T --revision N`` prints revision N of tenant T exactly as it was stored (SPEC §11).
+``--tenant T --revision N`` prints revision N of tenant T exactly as it was stored (docs/operations.md#revisions).
 """
 
 from __future__ import annotations
@@ -49,4 +50,7 @@ class Command(BaseCommand):
             raise CommandError(f"tenant {tenants[0]!r} has no revision {number}; nothing was exported.")
         if format == "yaml":
             return found.document  # byte for byte what jwtex_export printed then
-        return config_dump(config_load(found.document, source=f"revision {number}", fmt="yaml"), fmt="json")
+        try:
+            return config_dump(config_load(found.document, source=f"revision {number}", fmt="yaml"), fmt="json")
+        except ConfigError as exc:  # a row that is not what jwtex wrote
+            raise CommandError("; ".join(f"{path}: {message}" for path, message in exc.errors)) from None

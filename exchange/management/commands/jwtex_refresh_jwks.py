@@ -1,4 +1,5 @@
-"""Refresh upstream JWKS once, in the foreground: the same service as the Celery task (SPEC §7)."""
+"""Refresh upstream JWKS once, in the foreground: the same service as the Celery task
+(docs/operations.md#foreground-commands)."""
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone

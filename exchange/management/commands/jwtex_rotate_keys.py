@@ -1,4 +1,5 @@
-"""Run key rotation once, in the foreground: the same service as the Celery task (SPEC §7)."""
+"""Run key rotation once, in the foreground: the same service as the Celery task
+(docs/design/key-lifecycle.md#rotate-now-and-revoke, docs/operations.md#foreground-commands)."""
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone

@@ -1,4 +1,4 @@
-"""One date format everywhere in the admin: ISO 8601 with the zone (issue 8 §11), not
+"""One date format everywhere in the admin: ISO 8601 with the zone (docs/operators.md#the-admin-today), not
 "Dec. 1, 2026, 7:22 p.m." beside "2026-12-01 19:22". Times are shown in UTC (TIME_ZONE)."""
 
 DATE_FORMAT = "Y-m-d"

@@ -1,4 +1,4 @@
-"""The audit log's "Export selected/filtered as JSON lines" action (issue 12 §5.2): the same
+"""The audit log's "Export selected/filtered as JSON lines" action (docs/operations.md#audit-export): the same
 lines as ``jwtex_audit_export``, streamed as application/x-ndjson, and only the user's tenants'
 rows, whatever ids are posted."""
 

@@ -1,6 +1,6 @@
-"""The tenant's optional AWS set-up values in the admin (issue 11 §4): an owner fills them in,
-the overview's snippets use them (no 123456789012 left), invalid ones are refused with a clear
-message and change nothing."""
+"""The tenant's optional AWS set-up values in the admin (docs/operators.md#aws-and-ci-set-up-snippets): an
+owner fills them in, the overview's snippets use them (no 123456789012 left), invalid ones are refused
+with a clear message and change nothing."""
 
 from __future__ import annotations
 

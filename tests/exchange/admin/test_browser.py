@@ -1,4 +1,4 @@
-"""The operator's path through the admin in a real browser (issue 4): headless Chromium from
+"""The operator's path through the admin in a real browser (docs/operators.md#the-admin-today): headless Chromium from
 Debian, driven by Playwright, against pytest-django's live server. Each step saves a
 screenshot under test-artifacts/browser/ (git-ignored) for a human to look at.
 
@@ -199,7 +199,8 @@ def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant
 
 
 def test_api_docs_render_offline_from_our_own_origin(page, live_server):
-    """Issue 8 §3: /api/docs/ loads nothing from another origin, and Swagger UI renders the operations."""
+    """/api/docs/ loads nothing from another origin, and Swagger UI renders the operations
+    (docs/endpoints.md#openapi-schema-and-docs)."""
     from urllib.parse import urlsplit
 
     origin = urlsplit(live_server.url)
@@ -216,8 +217,8 @@ def test_api_docs_render_offline_from_our_own_origin(page, live_server):
 
 
 def test_overview_draws_a_weeks_traffic_as_an_svg_chart(page, live_server, tenant, issuer, django_user_model):
-    """Issue 12 §5.1: a generated week of records; the overview's server-drawn SVG shows both
-    series as bars, day labels and a legend, with no script needed (JavaScript is off here)."""
+    """A generated week of records; the overview's server-drawn SVG shows both series as bars, day
+    labels and a legend, with no script needed (JavaScript is off here; docs/operators.md#the-tenant-overview)."""
     from datetime import timedelta
 
     from django.utils import timezone

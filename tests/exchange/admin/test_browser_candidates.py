@@ -1,4 +1,4 @@
-"""The candidate (shadow) rule set in a real browser (issue 14 §2): an operator starts a candidate
+"""The candidate (shadow) rule set in a real browser (docs/operations.md#shadow-rules): an operator starts a candidate
 from the live rules, tightens it, watches its report over real exchanges, and promotes it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Revisions in a real browser (issue 14 §1): an operator's rule edit locks pipelines out, the
+"""Revisions in a real browser (docs/operations.md#revisions): an operator's rule edit locks pipelines out, the
 revision and its diff show what changed, and a restore (after its confirmation page) brings the
 old decision back, seen through a real exchange."""
 

@@ -1,4 +1,4 @@
-"""The first hour of a new operator (issue 8 §6, §11): each small thing a newcomer noticed."""
+"""The first hour of a new operator (docs/operators.md#the-admin-today): each small thing a newcomer noticed."""
 
 from __future__ import annotations
 
@@ -75,10 +75,10 @@ def test_terraform_hints_are_tag_specific_and_said_once(tenant):
     tf = aws_setup_render(tenant_slug="acme", issuer_url="https://j.example/t/acme", audiences=["a"],
                           tag_keys=["repository", "ref", "actor", "custom"]).terraform
     assert tf.count("narrow each value") == 1
-    assert '# e.g. ["octo-org/*"]' in tf and '# e.g. ["refs/heads/main"]' in tf
+    assert '"aws:RequestTag/repository" = "*" # e.g. "octo-org/*"' in tf and '# e.g. "refs/heads/main"' in tf
     assert tf.count("octo-org/*") == 1
     custom = tf[tf.index('"aws:RequestTag/custom"'):]
-    assert custom.splitlines()[1].strip() == 'values   = ["*"]'
+    assert custom.splitlines()[0].strip() == '"aws:RequestTag/custom" = "*"'
 
 
 def test_demo_upstream_explains_its_options_and_adds_claims(capsys):
@@ -103,6 +103,8 @@ def test_the_readmes_github_workflow_is_a_complete_file():
     from tests.exchange.admin.test_pages import assert_valid_github_workflow
 
     readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## CI set-up (GitHub Actions)"):]
-    block = section[section.index("```yaml") + len("```yaml"):]
-    assert_valid_github_workflow(yaml.safe_load(block[: block.index("```")]))
+    section = readme[readme.index("## CI set-up"):]
+    # The Action's workflow leads; the curl recipe comes after it, "without the client".
+    for start in (section.index("```yaml"), section.index("### Without the client")):
+        block = section[section.index("```yaml", start) + len("```yaml"):]
+        assert_valid_github_workflow(yaml.safe_load(block[: block.index("```")]))

@@ -1,5 +1,5 @@
 """An allow rule for a CI issuer every customer of the platform shares must test the owner claim,
-or say ``any_owner`` (issue 11 §3); the admin and jwtex_apply judge it alike."""
+or say ``any_owner`` (docs/rules.md#owner-pinning); the admin and jwtex_apply judge it alike."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The operator pages (issue 4 §2–§8): overview, presets, fetch keys, rule editor, keys, audit log."""
+"""The operator pages (docs/operators.md#the-admin-today): overview, presets, fetch keys, rule editor, keys,
+audit log."""
 
 from __future__ import annotations
 
@@ -91,14 +92,16 @@ def test_overview_shows_issuer_keys_health_counts_and_setup(admin_client_for, te
     assert tf.count("{") == tf.count("}")
     assert "only trusts https issuers" in html  # the dev URL is not one AWS accepts
 
-    # CI: both jobs are complete, valid files that exchange at this tenant (issue 8 §4).
+    # CI: both jobs are complete, valid files that exchange at this tenant
+    # (docs/operators.md#aws-and-ci-set-up-snippets).
     github = yaml.safe_load(overview.ci.github_actions)
     assert_valid_github_workflow(github)
     job = github["jobs"]["deploy"]
     assert job["permissions"]["id-token"] == "write"
     script = job["steps"][0]["run"]
     assert f"{issuer_url}/exchange?issuerId=github" in script
-    # Issue 11: the job asks GitHub for this tenant's issuer URL as audience, not sts.amazonaws.com.
+    # The job asks GitHub for this tenant's issuer URL as audience, not sts.amazonaws.com
+    # (docs/operators.md#aws-and-ci-set-up-snippets).
     assert "audience=http%3A%2F%2F127.0.0.1%3A8000%2Ft%2Facme" in script and "audience=sts.amazonaws.com" not in script
     assert "Content-Type: application/jwt" in script and "AWS_WEB_IDENTITY_TOKEN_FILE=" in script
     assert_valid_gitlab_ci(yaml.safe_load(overview.ci.gitlab_ci))

@@ -1,4 +1,4 @@
-"""Tenant scoping of every admin model and page (issue 4 §1): another tenant's rows are never
+"""Tenant scoping of every admin model and page (docs/operators.md#roles): another tenant's rows are never
 listed, never offered as a choice, and their URLs answer 404/403; auditors change nothing."""
 
 from __future__ import annotations
@@ -352,7 +352,8 @@ def test_autocomplete_only_offers_own_rows(admin_client_for, a, b):
 
 
 def test_a_superuser_adds_a_rule_for_one_tenant_and_sees_only_its_issuers(admin_client_for, a, b):
-    """Issue 8 §10: the rule form never offers another tenant's issuers, and a mismatch is a sentence."""
+    """The rule form never offers another tenant's issuers, and a mismatch is a sentence
+    (docs/design/layout.md#the-tenant-is-explicit)."""
     client = admin_client_for(role="superuser")
     response = client.get(reverse("admin:exchange_rule_add"))
     assert response.status_code == 200

@@ -1,4 +1,4 @@
-"""Revisions in the admin (issue 14 §1, SPEC §11): every effective change through the admin is
+"""Revisions in the admin (docs/operations.md#revisions): every effective change through the admin is
 one revision, by its user; the list, the diff, restore behind a confirmation page that shows the
 diff it will make, validated like an apply; roles and tenant scoping."""
 

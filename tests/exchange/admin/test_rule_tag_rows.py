@@ -1,4 +1,4 @@
-"""The rule editor's session tags as rows (issue 11, item 2): key, CEL expression and "optional"
+"""The rule editor's session tags as rows (docs/rules.md#optional-session-tags): key, CEL expression and "optional"
 per row, in token order, each problem shown on its own row."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Every choice of a tenant scales with tenants (SPEC §15): beyond a few, a search (the list
-filters, "add a rule: for which tenant?") or a search as you type (a form's tenant field), never
-a link or an option per tenant."""
+"""Every choice of a tenant scales with tenants (docs/scale.md#the-admin-at-100-million-records):
+beyond a few, a search (the list filters, "add a rule: for which tenant?") or a search as you
+type (a form's tenant field), never a link or an option per tenant."""
 
 from __future__ import annotations
 

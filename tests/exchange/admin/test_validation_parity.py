@@ -1,4 +1,4 @@
-"""The admin, its presets and jwtex_apply judge an issuer by one rule (issue 8 §9)."""
+"""The admin, its presets and jwtex_apply judge an issuer by one rule (docs/configuration-file.md#validation)."""
 
 from __future__ import annotations
 

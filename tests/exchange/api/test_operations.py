@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics (SPEC §10)."""
+"""/healthz, /readyz and /metrics (docs/operations.md#health-metrics-and-logs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each error of SPEC §3 through each endpoint: status *and* error code, never a token."""
+"""Each error of docs/errors.md#codes-and-statuses through each endpoint: status *and* error code, never a token."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def test_deny_rule_is_access_denied(endpoint, client, tenant, issuer, upstream, 
     deny = Rule.objects.create(tenant=tenant, position=1, name="deny octocat", when="claims.actor == 'octocat'", effect="deny")
     deny.issuers.add(issuer)
     expect(endpoint, send(endpoint, client, upstream.mint()), 403, "access_denied")
-    # SPEC §8: the record names the rule that decided, a deny rule too (issue 8 §6).
+    # The record names the rule that decided, a deny rule too (docs/operations.md#what-a-record-holds).
     record = ExchangeRecord.objects.get()
     assert (record.rule_id, record.rule_name) == (deny.pk, "deny octocat")
 

@@ -1,4 +1,4 @@
-"""The audit rollups are exact (SPEC §15): after a mixed load — group commits from many threads,
+"""The audit rollups are exact (docs/scale.md#rollups): after a mixed load — group commits from many threads,
 a record written twice, records spooled while the database was away and drained (one of them
 already stored), rows written by the ORM — and after the retention purge, they equal a count of
 the records, group by group, with each group's latest time and reason and the candidate

@@ -1,4 +1,5 @@
-"""The local audit spool (SPEC §8): durable on append, drained exactly once, robust to crashes."""
+"""The local audit spool (docs/design/audit-path.md#the-spool): durable on append, drained exactly once,
+robust to crashes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Group commit and its fallbacks (SPEC §8): one commit for the records waiting together, the
-spool when the database cannot take them, 503 when neither can."""
+"""Group commit and its fallbacks (docs/operations.md#no-token-without-its-record): one commit for the
+records waiting together, the spool when the database cannot take them, 503 when neither can."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def test_a_record_whose_rule_and_issuer_were_deleted_meanwhile_is_still_stored(t
 
 @pytest.mark.django_db
 def test_no_token_when_its_record_can_be_made_durable_nowhere(client, settings, tmp_path, monkeypatch, upstream, allow_rule):
-    """SPEC §8: database down and spool full → 503, and nothing issued."""
+    """Database down and spool full → 503, and nothing issued (docs/design/audit-path.md#when-nothing-is-durable)."""
     settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path / "spool")
     monkeypatch.setattr(writer_module, "_insert", lambda records: (_ for _ in ()).throw(OperationalError("down")))
 

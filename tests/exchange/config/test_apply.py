@@ -1,4 +1,5 @@
-"""Configuration as code (SPEC §6): jwtex_apply / jwtex_export and the services behind them."""
+"""Configuration as code (docs/configuration-file.md#commands): jwtex_apply / jwtex_export and the services
+behind them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
 
-# SPEC §6, verbatim.
+# docs/configuration-file.md#the-reference-example, verbatim.
 SPEC_EXAMPLE = """\
 tenants:
   - slug: acme
@@ -528,9 +529,13 @@ def test_a_static_jwks_must_be_a_key_set_with_a_usable_key():
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", 'expected a JWKS: a mapping with a "keys" list')
     ]
-    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, k: c2VjcmV0}]}\n")
+    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, kid: s}]}\n")
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", "the JWKS has no usable public key (RSA, EC or OKP)")
+    ]
+    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, k: c2VjcmV0}]}\n")
+    assert apply_errors(document) == [
+        ("tenants[acme].issuers[github].jwks", "keys[0] holds private key material (k): give the public keys only")
     ]
 
 

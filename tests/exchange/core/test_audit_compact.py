@@ -1,4 +1,5 @@
-"""What an audit record stores of an issued token reads back exactly as minted (SPEC §8, §15)."""
+"""What an audit record stores of an issued token reads back exactly as minted
+(docs/scale.md#the-audit-table)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every token jwtex emits is one AWS STS accepts (SPEC §5), or none is emitted.
+"""Every token jwtex emits is one AWS STS accepts (docs/rules.md#aws-limits), or none is emitted.
 
 Pure: rules, claims and keys in memory. What STS accepts is written down independently in
 tests/aws_acceptance.py.

@@ -1,7 +1,7 @@
-"""The AWS and CI set-up snippets (issue 11 §3–§4): the tenant's own account ids, region and role
-name when set, examples (with a warning) when not; the trust policy conditions on the audience
-and every emitted tag; the permission policy tests aws:PrincipalTag/…; CI jobs ask their
-platform for the tenant's issuer URL as audience."""
+"""The AWS and CI set-up snippets (docs/operators.md#aws-and-ci-set-up-snippets): the tenant's own account
+ids, region and role name when set, examples (with a warning) when not; the trust policy conditions on the
+audience and every emitted tag; the permission policy tests aws:PrincipalTag/…; CI jobs ask their platform
+for the tenant's issuer URL as audience."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from exchange.core.aws_setup import (
-    EXAMPLE_ACCOUNT,
-    EXAMPLE_REGION,
-    aws_setup_render,
-    ci_snippets_render,
-)
+from exchange.core.aws_setup import EXAMPLE_ACCOUNT, EXAMPLE_REGION, aws_setup_render
+from exchange.core.ci_setup import ci_snippets_render
 
 ISSUER = "https://jwtex.example.com/t/acme"
 PROVIDER = "jwtex.example.com/t/acme"

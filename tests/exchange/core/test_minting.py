@@ -130,6 +130,17 @@ def test_transitive_keys_omitted_when_empty(signer):
     }
 
 
+def test_a_mappers_tags_claim_is_emitted_as_it_wrote_it(signer):
+    """docs/mapper.md#the-answer: a mapper's claim as written (an empty transitive list kept, its member order); a
+    rule's token above leaves an empty list out, as it always has."""
+    written = {"transitive_tag_keys": [], "principal_tags": {"repository": ["octo-org/app"], "actor": ["octocat"]}}
+    minted = mint_token(decision=decision(transitive_tag_keys=(), tags_claim=written), issuer=ISSUER, signer=signer,
+                        now=NOW)
+    payload = json.loads(_segment(minted.token, 1))
+    assert json.dumps(payload[AWS_TAGS_CLAIM]) == json.dumps(written)
+    assert minted.claims[AWS_TAGS_CLAIM] is not written  # a copy: nothing shared with the decision
+
+
 def test_no_tags_claim_without_session_tags(signer):
     minted = mint_token(decision=decision(session_tags=(), transitive_tag_keys=()), issuer=ISSUER, signer=signer, now=NOW)
     assert AWS_TAGS_CLAIM not in verify(minted, signer)

@@ -1,5 +1,5 @@
 """Through the endpoints: real-shaped CI claims either get a token AWS STS accepts or a 403 that
-says why — never a 200 with a token STS would refuse (SPEC §5)."""
+says why — never a 200 with a token STS would refuse (docs/rules.md#aws-limits)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""The mapper webhook (SPEC §9, issue 13 §1): a rule whose decision and output come from an
+"""The mapper webhook (docs/mapper.md#mapper-webhooks): a rule whose decision and output come from an
 HTTPS webhook — which can deny, fail or misbehave in every way without a 5xx, an invalid token
 or any harm to another tenant."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -112,6 +113,54 @@ def test_the_example_mapper_allows_octo_org_with_exactly_nine_tags_and_denies_ot
     assert record.mapper_outcome == "denied" and record.reason.endswith(": mapper denied")
 
 
+def test_the_example_mappers_tags_claim_is_in_the_token_byte_for_byte(example_mapper, client, upstream, monkeypatch):
+    """docs/mapper.md#the-answer: the claims come out exactly as the mapper wrote them — its tags claim member for
+    member and in its order, the empty transitive_tag_keys list included (a rule's token leaves an
+    empty list out; a mapper's answer is passed on as it is)."""
+    tenant = make_tenant("acme")
+    from exchange.models import Issuer
+
+    issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience],
+                                   static_jwks=upstream.jwks)
+    mapper_rule(tenant, issuer, example_mapper)
+    answers = []
+    real_post = mapper_module.post_json
+    monkeypatch.setattr(mapper_module, "post_json", lambda *a, **kw: answers.append(real_post(*a, **kw)) or answers[-1])
+
+    allowed, record = exchange(client, upstream, **GITHUB_CLAIMS)
+
+    assert allowed.status_code == 200, (allowed.content, record.reason)
+    [answer] = answers
+    written = answer["claims"][AWS_TAGS_CLAIM]
+    assert written["transitive_tag_keys"] == [] and list(written) == ["principal_tags", "transitive_tag_keys"]
+    segment = allowed.content.split(b".")[1]
+    payload = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))  # the token's own bytes
+    exact = json.dumps({AWS_TAGS_CLAIM: written}, separators=(",", ":"))[1:-1].encode()
+    assert exact in payload, (exact, payload)
+    claims = jwt.decode(allowed.content, options={"verify_signature": False})
+    assert json.dumps(claims[AWS_TAGS_CLAIM]) == json.dumps(written)  # members, order and values
+    assert sts_problems(allowed.content.decode()) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"principal_tags": {"b": ["2"], "a": ["1"]}},  # no transitive_tag_keys: none emitted
+        {"transitive_tag_keys": ["a"], "principal_tags": {"a": ["1"], "b": ["2"]}},  # its order
+        {"principal_tags": {}, "transitive_tag_keys": []},
+    ],
+)
+def test_a_mappers_tags_claim_is_passed_on_as_written(client, upstream, issuer, insecure, webhook, tags):
+    mapper_rule(issuer.tenant, issuer, f"{webhook.url}/map")
+    answer(webhook, {"allow": True, "claims": {AWS_TAGS_CLAIM: tags}})
+    response, record = exchange(client, upstream)
+    assert response.status_code == 200, record.reason
+    claims = jwt.decode(response.content, options={"verify_signature": False})
+    assert json.dumps(claims[AWS_TAGS_CLAIM]) == json.dumps(tags)
+    assert record.emitted_claims[AWS_TAGS_CLAIM] == tags
+
+
 # ---------------------------------------------------------------------- what the mapper is sent
 
 
@@ -152,6 +201,13 @@ def test_the_request_is_specs_json_with_a_bearer_of_the_tenant_for_the_mapper_ur
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"actor": ["dependabot[bot]"]}}}}, {}, "'['"),
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"aws:x": ["v"]}}}}, {}, "aws:"),
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"], "A": ["w"]}}}}, {}, "ignore case"),
+        # The tags claim is passed on as written, so only what AWS STS reads is accepted in it.
+        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": "v"}}}}, {}, "a list of one string"),
+        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v", "w"]}}}}, {},
+         "a list of one string"),
+        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "x": 1}}}, {}, "'x' too"),
+        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "transitive_tag_keys": ["b"]}}},
+         {}, "transitive_tag_keys must be"),
         ({"allow": True, "claims": {"aud": "https://elsewhere.example"}}, {}, "mapper chose audience"),
     ],
 )
@@ -341,7 +397,7 @@ def test_the_simulator_shows_the_request_and_the_mappers_answer(tenant, issuer, 
 
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {"team": "payments"}})
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims())
+    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
     assert simulation.allowed and simulation.emitted["team"] == "payments"
     assert simulation.mapper.request["issuerId"] == "ci" and simulation.mapper.answer == {"allow": True, "claims": {"team": "payments"}}
     assert any("called for real" in note for note in simulation.notes)

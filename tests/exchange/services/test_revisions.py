@@ -1,4 +1,4 @@
-"""Revisions (issue 14 §1, SPEC §11): one per effective change, none for a no-op; who and from
+"""Revisions (docs/operations.md#revisions): one per effective change, none for a no-op; who and from
 where; the summary and the diff; ``jwtex_export --revision`` byte for byte; the baseline.
 
 The test's transaction never commits, so the revision checks (on_commit) run inside

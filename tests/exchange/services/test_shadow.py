@@ -1,4 +1,4 @@
-"""Shadow rules (SPEC §11, issue 14 §2–3): a candidate rule set decides every exchange beside the
+"""Shadow rules (docs/operations.md#shadow-rules): a candidate rule set decides every exchange beside the
 live one, without effect on the answer; the audit keeps exactly where the two differ."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The rule simulator (issue 4 §5): the same decision as a real exchange, no token, no audit row."""
+"""The rule simulator (docs/rules.md#the-simulator): the same decision as a real exchange, no token, no audit row."""
 
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def test_simulator_page_shows_trace_and_session_tags(admin_client_for, tenant, i
     assert "issuer" in response.context["form"].errors  # claims need an issuer
 
 
-# --- simulator ≡ endpoint over a corpus (issue 8 §7, issue 9) ------------------------------------
+# --- simulator ≡ endpoint over a corpus (docs/design/pipeline.md#one-pipeline-for-every-caller) ---
 
 
 def _corpus(upstream, other_upstream) -> dict[str, tuple[str | bytes, str | None]]:

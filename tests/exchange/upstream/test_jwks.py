@@ -7,12 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.cache import cache
 from django.db import connection
-from django.utils import timezone
 
 from exchange.upstream import keysets
 from exchange.core.errors import TemporarilyUnavailable
@@ -20,53 +17,10 @@ from exchange.models import Issuer
 from exchange.upstream.jwks import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.refresh import Outcome
 from exchange.core.jwks import KeySet
-from tenants.models import Tenant
 
 from tests.conftest import poll
-from tests.upstreams import Route, UpstreamServer
-
-DISCOVERY = "/.well-known/openid-configuration"
-
-
-def ec_jwk(kid: str) -> dict:
-    jwk = jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True)
-    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
-
-
-K1, K2, K3 = ec_jwk("k1"), ec_jwk("k2"), ec_jwk("k3")
-
-
-@pytest.fixture(autouse=True)
-def _clean_caches():
-    cache.clear()
-    keysets._KEYSETS.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def server(settings):
-    settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
-    server = UpstreamServer()
-    server.json(DISCOVERY, {"issuer": server.url, "jwks_uri": server.url + "/jwks"})
-    server.json("/jwks", {"keys": [K1]})
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def tenant(db):
-    return Tenant.objects.create(slug="acme", name="Acme")
-
-
-@pytest.fixture
-def issuer(tenant, server):
-    return Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=server.url, audiences=["sts.amazonaws.com"])
-
-
-@pytest.fixture
-def now():
-    return timezone.now().replace(microsecond=0)
+from tests.exchange.upstream.keys import K1, K2, K3
+from tests.upstreams import DISCOVERY, Route
 
 
 def reloaded(issuer: Issuer) -> Issuer:
@@ -404,18 +358,26 @@ def test_jwks_changed_at_moves_only_on_a_real_change(issuer, server, now):
 
 
 @pytest.mark.django_db
-def test_an_unknown_kid_refetches_once_per_cooldown_however_many_ask(issuer, server, now):
+def test_an_unknown_kid_refetches_once_per_cooldown_however_many_ask(issuer, server, now, django_assert_num_queries):
     issuer_keys_get(issuer=issuer.snapshot(), now=now)
+    before_rotation = reloaded(issuer).snapshot()
     server.json("/jwks", {"keys": [K1, K2]})
     before = server.count("/jwks")
 
-    keys = issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now + timedelta(seconds=1))
+    keys = issuer_keys_refetch_for_unknown_kid(issuer=before_rotation, now=now + timedelta(seconds=1))
     assert kids(keys) == {"k1", "k2"}
     assert server.count("/jwks") == before + 1
 
+    # Within the cool-down, a token whose snapshot predates the refetch verifies with what it stored.
+    again = issuer_keys_refetch_for_unknown_kid(issuer=before_rotation, now=now + timedelta(seconds=2))
+    assert kids(again) == {"k1", "k2"}
+    # Made-up kids against the keys stored now: 401 (None), no fetch and no database read.
+    current = reloaded(issuer).snapshot()
+    later = now + timedelta(seconds=2)
+    with django_assert_num_queries(0):
+        assert issuer_keys_refetch_for_unknown_kid(issuer=current, now=later) is None
     with ThreadPoolExecutor(max_workers=10) as pool:
-        later = now + timedelta(seconds=2)
-        flood = list(pool.map(lambda _: issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=later), range(50)))
+        flood = list(pool.map(lambda _: issuer_keys_refetch_for_unknown_kid(issuer=current, now=later), range(50)))
     assert flood == [None] * 50
     assert server.count("/jwks") == before + 1
     assert [r.path for r in server.requests].count(DISCOVERY) == 1
@@ -425,10 +387,13 @@ def test_an_unknown_kid_refetches_once_per_cooldown_however_many_ask(issuer, ser
 def test_the_unknown_kid_cooldown_expires(issuer, server, now, settings):
     settings.JWTEX_UNKNOWN_KID_COOLDOWN = 30
     issuer_keys_get(issuer=issuer.snapshot(), now=now)
-    assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now) is not None
-    assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now + timedelta(seconds=29)) is None
+    snapshot = reloaded(issuer).snapshot()
+    assert issuer_keys_refetch_for_unknown_kid(issuer=snapshot, now=now) is None  # fetched: still only k1
+    assert server.count("/jwks") == 2
+    assert issuer_keys_refetch_for_unknown_kid(issuer=snapshot, now=now + timedelta(seconds=29)) is None
+    assert server.count("/jwks") == 2
     # The cool-down is measured on the clock the caller passes (no test waits for it).
-    assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now + timedelta(seconds=30)) is not None
+    assert issuer_keys_refetch_for_unknown_kid(issuer=snapshot, now=now + timedelta(seconds=30)) is None
     assert server.count("/jwks") == 3
 
 
@@ -441,12 +406,19 @@ def test_the_cooldown_is_per_issuer(issuer, tenant, server, now):
 
 
 @pytest.mark.django_db
-def test_an_unknown_kid_refetch_that_fails_returns_none_and_keeps_the_keys(issuer, server, now):
+def test_an_unknown_kid_whose_refetch_fails_is_503_and_the_keys_are_kept(issuer, server, now):
+    """The kid may be a new key the upstream cannot tell us of right now: 503 (retry), not 401."""
     issuer_keys_get(issuer=issuer.snapshot(), now=now)
+    snapshot = reloaded(issuer).snapshot()
     server.routes["/jwks"] = Route(status=500)
     server.routes[DISCOVERY] = Route(status=500)
 
-    assert issuer_keys_refetch_for_unknown_kid(issuer=issuer, now=now) is None
+    for seconds in (0, 1, 29):  # the refetch, then its failure for the whole cool-down, at once
+        with pytest.raises(TemporarilyUnavailable) as caught:
+            issuer_keys_refetch_for_unknown_kid(issuer=snapshot, now=now + timedelta(seconds=seconds))
+        assert (caught.value.status, caught.value.code) == (503, "temporarily_unavailable")
+    assert "failed within the cool-down" in caught.value.reason
+    assert server.count("/jwks") == 2 and server.count(DISCOVERY) == 2  # the first fetch, then one refetch
     assert kids(issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now)) == {"k1"}
 
 
@@ -501,24 +473,35 @@ def test_no_transaction_is_open_while_fetching(issuer, server, now, monkeypatch)
 
 
 @pytest.mark.django_db
-def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_answer_at_once(issuer, server, now, settings):
-    """Single-flight per issuer: the leader fetches; everyone else meanwhile answers 503 at once."""
+def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_wait_no_longer_than_their_budget(
+    issuer, server, now, settings
+):
+    """Single-flight per issuer: the leader fetches; everyone else meanwhile waits for it, each
+    until its own budget ends (here the upstream is a tarpit), never fetching again."""
     from exchange.upstream import refresh
 
     settings.JWTEX_REQUEST_FETCH_BUDGET = 0.3
+    settings.JWTEX_SERVER_THREADS = 40  # room for 20 waiters
     server.json("/jwks", {"keys": [K1]}, delay=5)  # a tarpit: it answers only when the test ends
     row = reloaded(issuer)
     started = time.monotonic()
     assert refresh.refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
     assert time.monotonic() - started < 1  # the request's budget, not the upstream's whim
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        outcomes = list(pool.map(lambda _: refresh.refresh_within(row, now=now, force=False,
-                                                                  max_staleness=timedelta(days=1)), range(20)))
-    assert set(outcomes) == {Outcome.IN_FLIGHT}
-    assert issuer_jwks_refresh(issuer=issuer, now=now, force=True) is False  # a sweep skips it too
-    with pytest.raises(TemporarilyUnavailable):
+
+    def waiter(_):
+        began = time.monotonic()
+        outcome = refresh.refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1))
+        return outcome, time.monotonic() - began
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        waited = list(pool.map(waiter, range(20)))
+    assert {outcome for outcome, _ in waited} == {Outcome.TIMED_OUT}
+    assert all(0.25 <= seconds < 1 for _, seconds in waited), waited
+    assert issuer_jwks_refresh(issuer=issuer, now=now, force=True) is False  # a sweep skips it
+    with pytest.raises(TemporarilyUnavailable) as caught:
         issuer_keys_get(issuer=issuer.snapshot(), now=now)
-    assert time.monotonic() - started < 2
+    assert "longer than the request's budget" in caught.value.reason
+    assert time.monotonic() - started < 3
     assert server.count("/jwks") == 1 and server.count(DISCOVERY) == 1
 
 
@@ -528,23 +511,23 @@ def test_a_request_that_looked_before_a_failure_elsewhere_does_not_fetch_again(i
     before it takes the flight, another process's fetch fails, marks the failure and lets go of the
     flight. Taking the free flight, the request must still honour the failure: one connection per
     cool-down window, whoever looked when."""
-    from exchange.upstream import refresh
+    from exchange.upstream import flights
 
     looked = []
-    real = refresh.failed_recently
+    real = flights.failed_recently
 
     def failing_elsewhere_after_the_look(pk, when):
         answer = real(pk, when)
         if not looked:  # the look in issuer_keys_get: then the other process's fetch fails
             looked.append(answer)
-            refresh._failed_mark(pk, when)
+            flights.failed_mark(pk, when)
         return answer
 
-    monkeypatch.setattr(refresh, "failed_recently", failing_elsewhere_after_the_look)
+    monkeypatch.setattr(flights, "failed_recently", failing_elsewhere_after_the_look)
     with pytest.raises(TemporarilyUnavailable):
         issuer_keys_get(issuer=reloaded(issuer).snapshot(), now=now)
     assert looked == [False] and server.requests == []
-    assert cache.get(refresh._mark_key("fetch", issuer.pk)) is None  # the flight is free again
+    assert cache.get(flights.mark_key("fetch", issuer.pk)) is None  # the flight is free again
 
 
 @pytest.mark.django_db
