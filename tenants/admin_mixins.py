@@ -111,7 +111,9 @@ TENANT_LINKS = 10  # more tenants than this, and a choice of tenant is a search 
 TENANT_SEARCH_VAR = "tenant_q"
 
 
-def tenants_matching(tenants: QuerySet, search: str, *, keep: Collection[int] = (), total: int | None = None) -> QuerySet:
+def tenants_matching(
+    tenants: QuerySet, search: str, *, keep: Collection[int] = (), total: int | None = None
+) -> QuerySet:
     """At most ``TENANT_LINKS`` of ``tenants`` (``total`` of them, if counted already) by slug: all
     of them while there are no more, else those whose slug or name contains ``search`` (none
     without one), and those in ``keep`` (the chosen ones). A list of 10,000 tenants is never sent."""

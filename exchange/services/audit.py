@@ -183,9 +183,10 @@ def _day(moment: datetime) -> datetime:
 
 def audit_retention_sweep(*, now: datetime) -> dict[str, list[str]]:
     """The audit table's days (PostgreSQL partitions): the coming week's are made, and those past
-    every tenant's retention dropped whole (docs/scale.md#retention-at-volume: no long DELETE). A day goes once the
-    longest retention has passed its end, so a record is kept at least its tenant's retention;
-    ``exchange_records_purge`` removes, inside the remaining days, what a shorter one ends."""
+    every tenant's retention dropped whole (docs/scale.md#retention-at-volume: no long DELETE). A
+    day goes once the longest retention has passed its end, so a record is kept at least its
+    tenant's retention; ``exchange_records_purge`` removes, inside the remaining days, what a
+    shorter one ends."""
     longest = Tenant.objects.aggregate(days=Max("audit_retention_days"))["days"]
     created = audit_partitions_ahead(now=now)
     dropped = [] if longest is None else audit_partitions_drop(before=_day(now - timedelta(days=longest)))

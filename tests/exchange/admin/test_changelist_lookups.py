@@ -34,7 +34,8 @@ def changelist(model) -> str:
 def rows(tenant, issuer, allow_rule, signing_key):
     ExchangeRecord.objects.create(tenant=tenant, created_at=timezone.now(), endpoint="raw", decision="denied",
                                   status_code=403, error_code="access_denied", reason="no rule",
-                                  issuer_ref=issuer.issuer_id, rule_name=allow_rule.name, upstream_sub="repo:octo-org/app")
+                                  issuer_ref=issuer.issuer_id, rule_name=allow_rule.name,
+                                  upstream_sub="repo:octo-org/app")
     return tenant
 
 
