@@ -57,7 +57,11 @@ def cursor_parse(text: str) -> Cursor:
     at = parse_datetime(moment.strip().replace(" ", "+"))  # a '+' of an offset read from a URL is a space
     if at is None or (ident and not ident.strip().isdigit()):
         raise ValueError(f"not a position in the audit log: {text[:60]!r}")
-    return Cursor(at if at.tzinfo else at.replace(tzinfo=UTC), int(ident) if ident else None)
+    try:
+        at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except OverflowError:  # a time past year 9999 once in UTC
+        raise ValueError(f"not a position in the audit log: {text[:60]!r}") from None
+    return Cursor(at, int(ident) if ident else None)
 
 
 def cursor_text(record) -> str:
