@@ -248,10 +248,14 @@ class EndpointFilter(_ExactFilter):
         return [(name, name) for name in ENDPOINTS]
 
 
-def _chosen_tenant(request) -> int | None:
-    """The tenant the list is filtered by, if one is."""
+def _names(model, field: str, request, model_admin) -> list[str]:
+    """Distinct ``field`` values of ``model`` rows (a configuration table, small) of the tenant the
+    list is filtered by, else of the user's tenants; at most ``CHOICES_CAP``."""
+    rows = scope(model.objects.all(), request, model_admin.view_roles)
     chosen = request.GET.get("tenant__id__exact", "")
-    return int(chosen) if chosen.isdigit() else None
+    if chosen.isdigit():
+        rows = rows.filter(tenant_id=int(chosen))
+    return list(rows.order_by(field).values_list(field, flat=True).distinct()[:CHOICES_CAP])
 
 
 class IssuerFilter(_ExactFilter):
@@ -262,11 +266,7 @@ class IssuerFilter(_ExactFilter):
     parameter_name = column = "issuer_ref"
 
     def lookups(self, request, model_admin):
-        issuers = scope(Issuer.objects.all(), request, model_admin.view_roles)
-        if (chosen := _chosen_tenant(request)) is not None:
-            issuers = issuers.filter(tenant_id=chosen)
-        names = issuers.order_by("issuer_id").values_list("issuer_id", flat=True).distinct()[:CHOICES_CAP]
-        return [(name, name) for name in names]
+        return [(name, name) for name in _names(Issuer, "issuer_id", request, model_admin)]
 
 
 class RuleNameFilter(_ExactFilter):
@@ -279,11 +279,7 @@ class RuleNameFilter(_ExactFilter):
     parameter_name = column = "rule_name"
 
     def lookups(self, request, model_admin):
-        rules = scope(Rule.objects.all(), request, model_admin.view_roles)
-        if (chosen := _chosen_tenant(request)) is not None:
-            rules = rules.filter(tenant_id=chosen)
-        names = rules.order_by("name").values_list("name", flat=True).distinct()[:CHOICES_CAP]
-        return [("", "(no rule)"), *((name, name) for name in names)]
+        return [("", "(no rule)"), *((name, name) for name in _names(Rule, "name", request, model_admin))]
 
 
 def audit_search(queryset: QuerySet, term: str) -> QuerySet:

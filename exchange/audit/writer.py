@@ -27,8 +27,8 @@ import os
 import threading
 import time
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection
