@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models.constants import OnConflict
 
 from ..conf import jwtex_settings
@@ -164,8 +164,12 @@ _JSON_FIELDS = frozenset(f.name for f in _FIELDS if f.get_internal_type() == "JS
 
 def _store(records: list[dict[str, Any]]) -> int:
     """Insert ``records`` (one statement, one transaction); on PostgreSQL, a day without its
-    partition gets one and the statement runs again."""
+    partition gets one and the statement runs again. Inside a caller's transaction (a test, a
+    command) the first try is a savepoint, so that the transaction survives the refusal."""
     try:
+        if connection.in_atomic_block and connection.vendor == "postgresql":
+            with transaction.atomic():
+                return _insert(records)
         return _insert(records)
     except IntegrityError as exc:
         if not partitions.partition_missing(exc):

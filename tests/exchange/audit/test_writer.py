@@ -165,3 +165,18 @@ def test_with_the_database_down_tokens_are_issued_with_their_record_in_the_spool
     assert response.status_code == 200
     spool = Spool(tmp_path / "spool")
     assert spool.pending() == 1
+
+
+@pytest.mark.django_db
+def test_a_record_whose_day_has_no_partition_yet_is_stored_even_inside_a_transaction(tmp_path, tenant):
+    """On PostgreSQL the writer makes the day's partition (a clock far ahead, a year simulated by a
+    test) and writes again; a caller's transaction survives the first refusal (a savepoint)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    at = timezone.now() + timedelta(days=400)
+    audit = AuditWriter(Spool(tmp_path))
+    assert audit.write(record(tenant, created_at=at))
+    assert audit.spool.pending() == 0  # in the database, not spooled
+    assert ExchangeRecord.objects.filter(created_at=at).count() == 1
