@@ -1,7 +1,7 @@
-"""The audit's tables (docs/operations.md#audit, docs/scale.md#the-audit-table): one row per exchange
-attempt, and the rollups the overview
-reads. Apart from the other models (``exchange.models`` imports them, so Django and every caller
-find them there) because they are made for a size the others never reach."""
+"""The audit's tables (docs/operations.md#audit, docs/scale.md#the-audit-table): one row per
+exchange attempt, and the rollups the overview reads. Apart from the other models
+(``exchange.models`` imports them, so Django and every caller find them there) because they are
+made for a size the others never reach."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ class Decision(models.TextChoices):
 class ExchangeRecord(models.Model):
     """One audit row per exchange attempt (docs/operations.md#audit). Never holds a raw token.
 
-    Sized for 17 million rows a day (docs/scale.md#the-audit-table): no foreign key constraint (a deleted rule or issuer
-    never rewrites old rows; the record keeps their names), the token's claims stored without what
-    the columns already hold (``emitted_claims`` reads them whole), and only the indexes the admin's
-    queries use. On PostgreSQL the table is partitioned by day on ``created_at``
+    Sized for 17 million rows a day (docs/scale.md#the-audit-table): no foreign key constraint (a
+    deleted rule or issuer never rewrites old rows; the record keeps their names), the token's
+    claims stored without what the columns already hold (``emitted_claims`` reads them whole), and
+    only the indexes the admin's queries use. On PostgreSQL the table is partitioned by day on ``created_at``
     (``exchange.audit.partitions``). A trigger keeps ``AuditRollup`` in the same transaction as
     each INSERT (migrations 0012 and 0013; on SQLite, a migration that rebuilds this table must
     make the trigger again, as 0012 does: ``tests/exchange/audit/test_rollups.py`` fails otherwise)."""
