@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run serve test bench bench-http migrate clean gitlab-component
+.PHONY: run serve test bench bench-http bench-scale migrate clean gitlab-component
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("jwtex needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -52,3 +52,8 @@ gitlab-component:
 
 clean:
 	rm -rf var/ .pytest_cache test-artifacts
+
+# The admin's pages and the exchange as the audit table grows to millions of records
+# (bench/scale_benchmark.py): a throwaway PostgreSQL database, a few minutes.
+bench-scale: $(STAMP)
+	$(PY) bench/scale_benchmark.py $(BENCH_ARGS)

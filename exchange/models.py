@@ -18,6 +18,7 @@ from .core.presets import preset_claim_types
 from .core.rules.spec import RuleSpec, rule_findings, session_tag_entries, session_tag_entry_problem
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
+from .records import AuditRollup, Decision, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
 
 issuer_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."
@@ -315,58 +316,6 @@ class SigningKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant.slug}/{self.kid[:12]}… ({self.state})"
-
-
-class Decision(models.TextChoices):
-    ALLOWED = "allowed", "allowed"
-    DENIED = "denied", "denied"
-
-
-class ExchangeRecord(models.Model):
-    """One audit row per exchange attempt (docs/operations.md#audit). Never holds a raw token."""
-
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="exchange_records")
-    created_at = models.DateTimeField(db_index=True)
-    endpoint = models.CharField(max_length=16)
-    decision = models.CharField(max_length=8, choices=Decision.choices)
-    error_code = models.CharField(max_length=64, blank=True)
-    status_code = models.PositiveSmallIntegerField()
-    reason = models.TextField(blank=True)
-    issuer = models.ForeignKey(Issuer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    issuer_ref = models.CharField("issuer id", max_length=64, blank=True)
-    rule = models.ForeignKey(Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    rule_name = models.CharField(max_length=200, blank=True)
-    upstream_iss = models.CharField(max_length=512, blank=True)
-    upstream_sub = models.CharField(max_length=512, blank=True, db_index=True)
-    upstream_jti = models.CharField(max_length=256, blank=True)
-    upstream_aud = models.JSONField(null=True, blank=True)
-    issued_jti = models.CharField(max_length=64, blank=True, db_index=True)
-    issued_kid = models.CharField(max_length=64, blank=True)
-    issued_sub = models.CharField(max_length=512, blank=True)
-    issued_aud = models.CharField(max_length=255, blank=True)
-    issued_exp = models.DateTimeField(null=True, blank=True)
-    issued_claims = models.JSONField(null=True, blank=True)
-    client_address = models.GenericIPAddressField(null=True, blank=True)
-    # A mapper rule's call (docs/mapper.md#audit-and-metrics): what it decided ("allowed", "denied",
-    # "failed", "invalid", "circuit open", "busy"), how long it took, and why it failed. Never its
-    # Authorization token.
-    mapper_outcome = models.CharField(max_length=16, blank=True)
-    mapper_latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    mapper_error = models.CharField(max_length=500, blank=True)
-    # What the tenant's shadow rules would have done, when it differs (docs/operations.md#shadow-rules); else null.
-    shadow = models.JSONField(null=True, blank=True)
-    # The verified upstream claims, only for a tenant that keeps them (for replaying candidate
-    # rules; personal data, kept as long as the record).
-    upstream_claims = models.JSONField(null=True, blank=True)
-    # Unique per attempt: a record written twice (a spool drained again) is stored once.
-    record_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
-
-    class Meta:
-        indexes = [models.Index(fields=["tenant", "-created_at"], name="record_tenant_time")]
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.decision.capitalize()} exchange at {self.created_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 class SweepRun(models.Model):

@@ -18,7 +18,7 @@ from tenants.models import Tenant
 from .audit.writer import audit_writer, drain
 from .keys import signing_key_rotate
 from .models import Issuer
-from .services.audit import exchange_records_purge
+from .services.audit import audit_retention_sweep, exchange_records_purge
 from .services.operations import sweep_succeeded
 from .upstream.jwks import issuer_jwks_refresh
 
@@ -78,6 +78,11 @@ def sweep_signing_keys() -> int:
 
 @shared_task(name="exchange.sweep_exchange_records", ignore_result=True)
 def sweep_exchange_records() -> int:
+    """Retention: on PostgreSQL the coming week's partitions made and the days past every
+    tenant's retention dropped whole, then one purge per tenant for what a shorter retention ends."""
+    days = audit_retention_sweep(now=timezone.now())
+    if days["created"] or days["dropped"]:
+        logger.info("audit partitions", extra={"jwtex": days})
     return _succeeded("sweep_exchange_records", _fan_out(purge_exchange_records, Tenant.objects.values_list("pk", flat=True)))
 
 

@@ -24,11 +24,12 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.utils import get_fields_from_path
+from django.contrib.admin.utils import build_q_object_from_lookup_parameters, get_fields_from_path
 from django.contrib.admin.views.main import ERROR_FLAG, IGNORED_PARAMS, PAGE_VAR
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.db import DataError, models
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
@@ -106,6 +107,71 @@ def tenant_get_or_404(request: HttpRequest, tenant_id: object, roles: Collection
     return tenant
 
 
+TENANT_LINKS = 10  # more tenants than this, and a choice of tenant is a search box
+TENANT_SEARCH_VAR = "tenant_q"
+
+
+def tenants_matching(
+    tenants: QuerySet, search: str, *, keep: Collection[int] = (), total: int | None = None
+) -> QuerySet:
+    """At most ``TENANT_LINKS`` of ``tenants`` (``total`` of them, if counted already) by slug: all
+    of them while there are no more, else those whose slug or name contains ``search`` (none
+    without one), and those in ``keep`` (the chosen ones). A list of 10,000 tenants is never sent."""
+    tenants = tenants.order_by("slug")
+    if (tenants.count() if total is None else total) > TENANT_LINKS:
+        wanted = Q(pk__in=[int(pk) for pk in keep if str(pk).isdigit()])
+        if search:
+            wanted |= Q(slug__icontains=search) | Q(name__icontains=search)
+        tenants = tenants.filter(wanted)
+    return tenants[:TENANT_LINKS]
+
+
+class TenantListFilter(admin.RelatedFieldListFilter):
+    """The tenant filter of a scoped list: its choices come from the tenants table (the user's
+    tenants), never from the listed rows (no DISTINCT over them), and it scales with tenants: up
+    to ``TENANT_LINKS`` it is a link per tenant, beyond that a search box (part of a slug or a
+    name) with the first matches as links."""
+
+    template = "admin/jwtex_tenant_filter.html"
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        self.search = str((params.get(TENANT_SEARCH_VAR) or [""])[-1]).strip()[:100]
+        self.total = 0
+        super().__init__(field, request, params, model, model_admin, field_path)
+        if any(not str(value).isdigit() for value in self.lookup_val or ()):  # a 400, shown or not
+            raise IncorrectLookupParameters(f"not a tenant: {self.lookup_val!r:.40}")
+
+    def expected_parameters(self):
+        return [*super().expected_parameters(), TENANT_SEARCH_VAR]
+
+    @property
+    def searchable(self) -> bool:
+        return self.total > TENANT_LINKS
+
+    def field_choices(self, field, request, model_admin):
+        tenants = tenants_for(request, model_admin.view_roles)
+        self.total = tenants.count()
+        shown = tenants_matching(tenants.only("pk", "slug"), self.search, keep=self.lookup_val or (),
+                                 total=self.total)
+        return [(tenant.pk, tenant.slug) for tenant in shown]
+
+    def has_output(self):
+        return self.total > 1
+
+    def queryset(self, request, queryset):
+        lookups = {k: v for k, v in self.used_parameters.items() if k != TENANT_SEARCH_VAR}
+        try:
+            return queryset.filter(build_q_object_from_lookup_parameters(lookups)) if lookups else queryset
+        except (ValueError, ValidationError) as exc:  # as Django's own filters: "?tenant__id__exact=abc"
+            raise IncorrectLookupParameters(exc) from exc
+
+    def choices(self, changelist):
+        keep = {TENANT_SEARCH_VAR, self.lookup_kwarg, self.lookup_kwarg_isnull}
+        self.hidden_params = [(k, v) for k, values in changelist.get_filters_params().items() if k not in keep
+                              for v in values] + [(k, v) for k, v in changelist.params.items() if k == "q"]
+        yield from super().choices(changelist)
+
+
 class StrictJSONFormField(forms.JSONField):
     """Django's JSON form field read by the project's strict decoder (exchange.core.strict_json):
     a repeated member, ``NaN`` or nesting deeper than any configuration needs is a form error,
@@ -147,8 +213,9 @@ def _filter_parameters(path: str, field, filter_class) -> set[str]:
     """The query parameters Django's filter for ``path`` reads (its ``expected_parameters()``)."""
     if filter_class is admin.EmptyFieldListFilter:
         return {f"{path}__isempty"}
-    if field.is_relation:  # RelatedFieldListFilter, RelatedOnlyFieldListFilter
-        return {f"{path}__{field.target_field.name}__exact", f"{path}__isnull"}
+    if field.is_relation:  # RelatedFieldListFilter, RelatedOnlyFieldListFilter, TenantListFilter (+ its search)
+        return {f"{path}__{field.target_field.name}__exact", f"{path}__isnull",
+                *([TENANT_SEARCH_VAR] if filter_class is TenantListFilter else [])}
     if isinstance(field, models.BooleanField) or field.choices:  # BooleanFieldListFilter, ChoicesFieldListFilter
         return {f"{path}__exact", f"{path}__isnull"}
     if isinstance(field, models.DateField):  # DateFieldListFilter (DateTimeField too)
@@ -277,6 +344,9 @@ class TenantScopedAdminMixin(DeclaredLookupsOnlyMixin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.related_model is Tenant:
             kwargs["queryset"] = self.writable_tenants(request)
+            if "widget" not in kwargs and kwargs["queryset"].count() > TENANT_LINKS:
+                # A search as you type (the tenants' own admin answers it), not a <select> of them all.
+                kwargs["widget"] = AutocompleteSelect(db_field, self.admin_site)
         elif _is_tenant_owned(db_field.related_model):
             kwargs["queryset"] = scope(db_field.related_model._default_manager.all(), request, self.add_roles)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
@@ -303,10 +373,11 @@ class TenantScopedAdminMixin(DeclaredLookupsOnlyMixin):
         return fields
 
     def get_list_filter(self, request):
-        # The stock related filter lists every row of the related model; only list those of
-        # the user's tenants.
+        # The stock related filter lists every row of the related model: the tenant filter lists
+        # the user's tenants (from the tenants table, searchable), other relations those in use.
         return [
-            (name, admin.RelatedOnlyFieldListFilter) if isinstance(name, str) and self._is_relation(name) else name
+            (name, TenantListFilter if name == "tenant" else admin.RelatedOnlyFieldListFilter)
+            if isinstance(name, str) and self._is_relation(name) else name
             for name in super().get_list_filter(request)
         ]
 

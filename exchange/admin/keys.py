@@ -12,7 +12,16 @@ from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from tenants.admin_mixins import CONFIGURE, NOBODY, OWN, VIEW, TenantScopedAdminMixin, has_any_role, tenants_for
+from tenants.admin_mixins import (
+    CONFIGURE,
+    NOBODY,
+    OWN,
+    VIEW,
+    TenantScopedAdminMixin,
+    has_any_role,
+    tenants_for,
+    tenants_matching,
+)
 from tenants.models import KeyBackend
 
 from ..keys import SigningKeyUnavailable
@@ -135,6 +144,9 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
-        extra_context["rotatable_tenants"] = list(tenants_for(request, CONFIGURE).only("pk", "slug"))
+        # One link per tenant only while they are few; else the one the list is filtered by.
+        chosen = request.GET.get("tenant__id__exact", "")
+        extra_context["rotatable_tenants"] = list(tenants_matching(
+            tenants_for(request, CONFIGURE).only("pk", "slug"), "", keep=[chosen] if chosen.isdigit() else []))
         return super().changelist_view(request, extra_context)
 

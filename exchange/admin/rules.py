@@ -14,7 +14,16 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html_join
 
-from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_any_role, has_role, scope
+from tenants.admin_mixins import (
+    CONFIGURE,
+    TENANT_LINKS,
+    VIEW,
+    TenantScopedAdminMixin,
+    has_any_role,
+    has_role,
+    scope,
+    tenants_matching,
+)
 
 from ..core.presets import PRESETS, preset_for_issuer
 from ..models import Issuer, Rule
@@ -92,9 +101,13 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
 
     def add_view(self, request, form_url="", extra_context=None):
         if request.method != "POST" and self._new_rule_tenant_id(request) is None:
-            tenants = list(self.writable_tenants(request).only("pk", "slug", "name"))
-            if len(tenants) > 1:
-                # Issuers belong to a tenant: ask which one before showing its issuers.
+            writable = self.writable_tenants(request)
+            total = writable.count()
+            if total > 1:
+                # Issuers belong to a tenant: ask which one before showing its issuers (a search
+                # beyond a few tenants).
+                search = request.GET.get("q", "").strip()[:100]
+                tenants = tenants_matching(writable.only("pk", "slug", "name"), search, total=total)
                 return TemplateResponse(
                     request,
                     "jwtex/choose_tenant.html",
@@ -103,6 +116,7 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
                         "opts": self.model._meta,
                         "title": "Add a rule: for which tenant?",
                         "choices": [(t, f"{reverse('admin:exchange_rule_add')}?tenant={t.pk}") for t in tenants],
+                        "searchable": total > TENANT_LINKS, "search": search, "total": total,
                     },
                 )
         return super().add_view(request, form_url, extra_context)

@@ -10,25 +10,33 @@ batches); the others wait for their record's outcome. So durability costs one co
 batch, not per request, and a caller alone (a test, a sync worker) simply writes its own
 record in its own connection.
 
-Every record carries a unique ``record_id``: INSERTs ignore a record already stored, so a
-batch that committed although its answer was lost, and then went to the spool, or a spool
-drained twice, still leaves exactly one row.
+Every record carries a unique ``record_id`` (time-ordered, UUID version 7, so that its index
+grows at one end): INSERTs ignore a record already stored, so a batch that committed although
+its answer was lost, and then went to the spool, or a spool drained twice, still leaves exactly
+one row.
+
+A batch is one INSERT statement, so the database's rollup trigger (``AuditRollup``) runs once
+per batch, in the same transaction. On PostgreSQL a record whose day has no partition yet (the
+daily sweep creates them a week ahead) has its partition created here, and the batch retried.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models.constants import OnConflict
 
 from ..conf import jwtex_settings
 from ..models import ExchangeRecord
+from . import partitions
 from .spool import Spool, SpoolError
 
 logger = logging.getLogger("jwtex.audit")
@@ -61,7 +69,8 @@ class AuditWriter:
 
     def write(self, fields: dict[str, Any]) -> bool:
         """Make one record durable; False when it could be made durable nowhere."""
-        fields.setdefault("record_id", uuid.uuid4())
+        if fields.get("record_id") is None:
+            fields["record_id"] = record_id_new(fields.get("created_at"))
         item = _Pending(fields)
         with self._lock:
             self._queue.append(item)
@@ -104,10 +113,7 @@ class AuditWriter:
 
     def _persist(self, batch: list[_Pending]) -> None:
         try:
-            try:
-                stored = _insert([item.fields for item in batch])
-            except IntegrityError:
-                stored = _insert_one_by_one([item.fields for item in batch])
+            stored = _store([item.fields for item in batch])
             self.commits += 1
             self.records += stored
             durable = True
@@ -143,15 +149,41 @@ class AuditWriter:
         drain(self.spool)
 
 
+def record_id_new(created_at: datetime | None = None) -> uuid.UUID:
+    """A UUID version 7 (RFC 9562 §5.7): the record's time in milliseconds, then 74 random bits.
+    Consecutive ids sort together, so the unique index takes them at its end."""
+    millis = int((created_at.timestamp() if created_at is not None else time.time()) * 1000) & ((1 << 48) - 1)
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | (0x7 << 76) | ((random >> 62) & 0xFFF) << 64 | (0b10 << 62) | (random & ((1 << 62) - 1))
+    return uuid.UUID(int=value)
+
+
 _FIELDS = [f for f in ExchangeRecord._meta.concrete_fields if not f.primary_key]
 _JSON_FIELDS = frozenset(f.name for f in _FIELDS if f.get_internal_type() == "JSONField")
 
 
+def _store(records: list[dict[str, Any]]) -> int:
+    """Insert ``records`` (one statement, one transaction); on PostgreSQL, a day without its
+    partition gets one and the statement runs again. Inside a caller's transaction (a test, a
+    command) the first try is a savepoint, so that the transaction survives the refusal."""
+    try:
+        if connection.in_atomic_block and connection.vendor == "postgresql":
+            with transaction.atomic():
+                return _insert(records)
+        return _insert(records)
+    except IntegrityError as exc:
+        if not partitions.partition_missing(exc):
+            raise
+        _close_if_broken()
+        partitions.audit_partitions_create(days=[fields["created_at"] for fields in records])
+        return _insert(records)
+
+
 def _insert(records: list[dict[str, Any]]) -> int:
-    """One ``INSERT … ON CONFLICT DO NOTHING`` per record, all in one transaction and, on
-    PostgreSQL, one pipelined round trip (psycopg's ``executemany`` with server-side binding:
-    no per-value quoting in Python); elsewhere one multi-row statement. Values are prepared by
-    each field itself (``get_db_prep_save``, as the ORM does), without model instances."""
+    """One ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING`` for the whole batch: one statement,
+    so one transaction on its own and one run of the rollup trigger. On PostgreSQL, psycopg binds
+    the values on the server (no per-value quoting in Python); values are prepared by each field
+    itself (``get_db_prep_save``, as the ORM does), without model instances."""
     if connection.vendor == "postgresql":
         return _insert_postgresql(records)
     params = [[field.get_db_prep_save(_value(fields, field), connection) for field in _FIELDS] for fields in records]
@@ -174,23 +206,17 @@ def _insert_postgresql(records: list[dict[str, Any]]) -> int:
 
     # psycopg adapts every value of these columns itself; only JSON needs saying so.
     params = [
-        [Jsonb(v) if f.name in _JSON_FIELDS and v is not None else v for f in _FIELDS for v in (_value(fields, f),)]
-        for fields in records
+        Jsonb(v) if f.name in _JSON_FIELDS and v is not None else v
+        for fields in records for f in _FIELDS for v in (_value(fields, f),)
     ]
-    sql = f"INSERT INTO {_table()} ({_columns()}) VALUES ({', '.join(['%s'] * len(_FIELDS))}) ON CONFLICT DO NOTHING"
+    row = f"({', '.join(['%s'] * len(_FIELDS))})"
+    sql = f"INSERT INTO {_table()} ({_columns()}) VALUES {', '.join([row] * len(records))} ON CONFLICT DO NOTHING"
     connection.ensure_connection()
-    raw = connection.connection
     # Driver errors as Django's (DatabaseError…), and the connection marked as failed, so it is
-    # closed and the next statement reconnects.
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        if connection.in_atomic_block:  # inside the caller's transaction (tests): just the statements
-            cursor.executemany(sql, params)
-        elif len(params) == 1:
-            cursor.execute(sql, params[0])  # autocommit: the statement is its own transaction
-        else:
-            with raw.transaction():
-                cursor.executemany(sql, params)
-    return len(params)
+    # closed and the next statement reconnects. Outside a transaction the statement is its own.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+    return len(records)
 
 
 _quoted: dict[str, tuple[str, str]] = {}  # vendor → (table, columns), quoted once
@@ -224,17 +250,6 @@ def _value(fields: dict[str, Any], field) -> Any:
 
 def _default(field) -> Any:
     return field.get_default() if field.has_default() else ("" if field.empty_strings_allowed and not field.null else None)
-
-
-def _insert_one_by_one(records: list[dict[str, Any]]) -> int:
-    """A batch the database refused (a rule or issuer deleted since the snapshot was taken):
-    each record alone, and without its dangling references if need be."""
-    for fields in records:
-        try:
-            _insert([fields])
-        except IntegrityError:
-            _insert([{**fields, "issuer_id": None, "rule_id": None}])
-    return len(records)
 
 
 def _close_if_broken() -> None:
@@ -305,10 +320,7 @@ def flush_at_exit_register() -> None:
 
 
 def _insert_drained(records: list[dict[str, Any]]) -> None:
-    try:
-        _insert(records)
-    except IntegrityError:
-        _insert_one_by_one(records)
+    _store(records)
 
 
 _writer: AuditWriter | None = None

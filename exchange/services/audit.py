@@ -10,14 +10,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Mapping
 
+from django.db.models import Max
+
 from tenants.models import Tenant
 
+from ..audit.partitions import audit_partitions_ahead, audit_partitions_drop
+from ..audit.writer import record_write
+from ..core import audit_compact
 from ..core.errors import ExchangeError
 from ..core.values import IssuerSnapshot, MintedToken, ParsedToken
-from ..models import Decision as AuditDecision
-from ..audit.writer import record_write
 from ..metrics import exchange_observed
-from ..models import ExchangeRecord
+from ..models import AuditRollup, ExchangeRecord
+from ..models import Decision as AuditDecision
 
 logger = logging.getLogger("jwtex.exchange")
 
@@ -87,9 +91,7 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
         "tenant_id": attempt.tenant_id,
         "created_at": attempt.started,
         "endpoint": attempt.endpoint,
-        "issuer_id": attempt.issuer.pk if attempt.issuer else None,
         "issuer_ref": attempt.issuer.issuer_id if attempt.issuer else "",
-        "rule_id": attempt.rule_id,
         "rule_name": attempt.rule_name[:200],
         "client_address": attempt.client_address,
     }
@@ -103,16 +105,7 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     if attempt.claims is not None:
         fields["upstream_claims"] = dict(attempt.claims)
     if minted is not None:
-        fields.update(
-            decision=AuditDecision.ALLOWED,
-            status_code=200,
-            issued_jti=minted.jti,
-            issued_kid=minted.kid,
-            issued_sub=minted.subject[:512],
-            issued_aud=minted.audience[:255],
-            issued_exp=datetime.fromtimestamp(minted.expires_at, UTC),
-            issued_claims=dict(minted.claims),
-        )
+        fields.update(_issued_fields(minted, upstream_sub=upstream["upstream_sub"]))
     else:
         assert error is not None
         fields.update(
@@ -123,6 +116,28 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
         logger.error("audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}})
     attempt_log(attempt, minted=minted, error=error, upstream=upstream)
     return durable
+
+
+def _issued_fields(minted: MintedToken, *, upstream_sub: str) -> dict[str, Any]:
+    """The emitted token's columns, stored compactly (``exchange.core.audit_compact``): an issued
+    subject equal to the upstream one is not repeated, nor are the claims the columns hold."""
+    subject, audience, claims = minted.subject[:512], minted.audience[:255], dict(minted.claims)
+    fields: dict[str, Any] = {
+        "decision": AuditDecision.ALLOWED,
+        "status_code": 200,
+        "issued_jti": minted.jti,
+        "issued_kid": minted.kid,
+        "issued_sub": audit_compact.issued_sub_stored(decision="allowed", issued_sub=subject,
+                                                      upstream_sub=upstream_sub),
+        "issued_aud": audience,
+        "issued_exp": datetime.fromtimestamp(minted.expires_at, UTC),
+    }
+    columns = {"subject": subject, "audience": audience, "expires_at": minted.expires_at, "jti": minted.jti}
+    if audit_compact.compactable(claims, **columns):
+        fields["issued_claims_compact"] = audit_compact.claims_compact(claims)
+    else:
+        fields["issued_claims"] = claims
+    return fields
 
 
 def attempt_log(
@@ -162,15 +177,36 @@ def attempt_log(
 # --- retention ---------------------------------------------------------------------------------
 
 
+def _day(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def audit_retention_sweep(*, now: datetime) -> dict[str, list[str]]:
+    """The audit table's days (PostgreSQL partitions): the coming week's are made, and those past
+    every tenant's retention dropped whole (docs/scale.md#retention-at-volume: no long DELETE). A
+    day goes once the longest retention has passed its end, so a record is kept at least its
+    tenant's retention; ``exchange_records_purge`` removes, inside the remaining days, what a
+    shorter one ends."""
+    longest = Tenant.objects.aggregate(days=Max("audit_retention_days"))["days"]
+    created = audit_partitions_ahead(now=now)
+    dropped = [] if longest is None else audit_partitions_drop(before=_day(now - timedelta(days=longest)))
+    return {"created": created, "dropped": dropped}
+
+
 def exchange_records_purge(*, tenant: Tenant, now: datetime, batch_size: int = 5000) -> int:
-    """Delete the tenant's records older than its retention, in small batches (no long lock
-    on a busy audit table)."""
-    cutoff = now - timedelta(days=tenant.audit_retention_days)
+    """Delete the tenant's records from before the start (UTC) of the day its retention reaches
+    back to — a record is kept at least its retention, and gone within a day after — in small
+    batches (no long lock on a busy table), and those hours' rollups: the overview's counts stay
+    those of the records left. The day boundary is the partitions' too: for the tenants with the
+    longest retention, ``audit_retention_sweep`` has dropped those days whole and nothing is left
+    here to delete."""
+    cutoff = _day(now - timedelta(days=tenant.audit_retention_days))
     deleted = 0
     while True:
-        ids = list(
-            ExchangeRecord.objects.filter(tenant=tenant, created_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
-        )
+        old = ExchangeRecord.objects.filter(tenant=tenant, created_at__lt=cutoff)
+        ids = list(old.values_list("pk", flat=True)[:batch_size])
         if not ids:
-            return deleted
-        deleted += ExchangeRecord.objects.filter(pk__in=ids).delete()[0]
+            break
+        deleted += old.filter(pk__in=ids).delete()[0]
+    AuditRollup.objects.filter(tenant=tenant, hour__lt=cutoff).delete()
+    return deleted

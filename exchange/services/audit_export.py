@@ -1,5 +1,6 @@
-"""Audit records as JSON lines for a SIEM (docs/operations.md#audit-export): one place that turns a record into the
-exported object, used by ``manage.py jwtex_audit_export`` and the audit log's admin action.
+"""Audit records as JSON lines for a SIEM (docs/operations.md#audit-export): one place that turns a
+record into the exported object, used by ``manage.py jwtex_audit_export`` and the audit log's
+admin action.
 
 Each line is one JSON object with exactly the fields of ``EXPORT_FIELDS``, always all of them,
 in that order (``null`` where the row holds nothing). Times are ISO 8601 in UTC with a ``Z``.
@@ -79,10 +80,10 @@ def audit_record_export(record: ExchangeRecord) -> dict[str, Any]:
         "upstream_aud": record.upstream_aud,
         "issued_jti": _text(record.issued_jti),
         "issued_kid": _text(record.issued_kid),
-        "issued_sub": _text(record.issued_sub),
+        "issued_sub": _text(record.issued_subject),
         "issued_aud": _text(record.issued_aud),
         "issued_exp": _time(record.issued_exp),
-        "issued_claims": record.issued_claims,
+        "issued_claims": record.emitted_claims,
         "client_address": record.client_address or None,
     }
 

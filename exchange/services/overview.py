@@ -1,4 +1,9 @@
-"""Selectors behind the admin's tenant overview page (no HTTP here, no writes)."""
+"""Selectors behind the admin's tenant overview page (no HTTP here, no writes).
+
+The traffic, the 24 h counts and the top denials read the audit rollups (``AuditRollup``: a row
+per tenant, hour, decision, error code and rule), never the records: a few hundred rows however
+busy the tenant (docs/scale.md#rollups). So they count whole hours (UTC): "the last 24 h" is the current hour
+and the 23 before it, and the audit list's links ask for exactly those records."""
 
 from __future__ import annotations
 
@@ -6,8 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Q
-from django.db.models.functions import TruncHour
+from django.db.models import Max, Q, Sum
 from django.utils.safestring import SafeString, mark_safe
 
 from tenants.models import Tenant
@@ -27,9 +31,9 @@ from ..core.jwks import kids_of
 from ..core.presets import preset_for_issuer
 from ..models import (
     PUBLISHED_KEY_STATES,
+    AuditRollup,
     Decision,
     Effect,
-    ExchangeRecord,
     Issuer,
     Rule,
     SigningKey,
@@ -191,21 +195,27 @@ def tenant_session_tag_keys(*, tenant: Tenant) -> list[str]:
     return keys
 
 
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def since_24h_of(now: datetime) -> datetime:
+    """The start of "the last 24 h": the current hour and the 23 before it."""
+    return hour_of(now) - timedelta(hours=23)
+
+
 def tenant_traffic_get(*, tenant: Tenant, now: datetime) -> list[HourBucket]:
     """Allowed and denied exchanges per hour (UTC) for the last ``TRAFFIC_DAYS`` days, the
-    current (partial) hour last, empty hours included: ONE aggregate query, grouped by the
-    truncated hour on the database (``TruncHour``: Django's datetime function on SQLite, date_trunc
-    on PostgreSQL; ``Count(filter=…)``: FILTER or CASE WHEN), within the tenant's time range of the
-    (tenant, -created_at) index."""
-    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    current (partial) hour last, empty hours included: ONE aggregate query over the tenant's
+    rollups of those hours (their shards added up)."""
+    end = hour_of(now) + timedelta(hours=1)
     hours = [end - timedelta(hours=n) for n in range(TRAFFIC_DAYS * 24, 0, -1)]
     rows = (
-        ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=hours[0], created_at__lt=end)
-        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        AuditRollup.objects.filter(tenant=tenant, hour__gte=hours[0], hour__lt=end)
         .values("hour")
         .annotate(
-            allowed=Count("id", filter=Q(decision=Decision.ALLOWED)),
-            denied=Count("id", filter=Q(decision=Decision.DENIED)),
+            allowed=Sum("count", filter=Q(decision=Decision.ALLOWED), default=0),
+            denied=Sum("count", filter=Q(decision=Decision.DENIED), default=0),
         )
         .order_by("hour")
     )
@@ -221,7 +231,7 @@ def tenant_traffic_render(*, tenant: Tenant, buckets: list[HourBucket]) -> Traff
 
 
 def tenant_top_denials_get(*, tenant: Tenant, since: datetime, limit: int = TOP_DENIALS) -> list[DenialGroup]:
-    """The most frequent kinds of denial since ``since``, most frequent first.
+    """The most frequent kinds of denial from the hour of ``since`` on, most frequent first.
 
     Grouped by (error_code, rule_name), not by the reason text: a reason carries the attempt's
     values (an ``exp``, a ``kid``, an ``iss``, a rule's output), so grouping by it would make
@@ -230,20 +240,21 @@ def tenant_top_denials_get(*, tenant: Tenant, since: datetime, limit: int = TOP_
     the day: unbounded under a flood of bad tokens). The error code and the deciding
     rule are the parts that do not vary, they group on both databases in one GROUP BY, and the
     audit list filters by both exactly (``error_code__exact``, ``rule_name``). Each group shows
-    its latest reason as an example (one small indexed query per group shown, at most ``limit``).
+    its latest reason as an example: the rollups keep each hour's (one small query per group
+    shown, at most ``limit``).
     """
-    denied = ExchangeRecord.objects.filter(tenant=tenant, decision=Decision.DENIED, created_at__gte=since)
+    denied = AuditRollup.objects.filter(tenant=tenant, decision=Decision.DENIED, hour__gte=hour_of(since))
     groups = (
         denied.values("error_code", "rule_name")
-        .annotate(count=Count("id"), last_seen=Max("created_at"))
+        .annotate(count=Sum("count"), last_seen=Max("last_seen"))
         .order_by("-count", "-last_seen", "error_code", "rule_name")[:limit]
     )
     result = []
     for group in groups:
         latest = (
             denied.filter(error_code=group["error_code"], rule_name=group["rule_name"])
-            .order_by("-created_at", "-id")
-            .values_list("reason", flat=True)
+            .order_by("-last_seen")
+            .values_list("last_reason", flat=True)
             .first()
         )
         result.append(DenialGroup(group["error_code"], group["rule_name"], group["count"], group["last_seen"],
@@ -262,10 +273,10 @@ def _issuer_for(issuers: list[Issuer], preset_keys: set[str]) -> Issuer | None:
 def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     issuer_url = jwtex_settings.issuer_url(tenant.slug)
     issuers = list(Issuer.objects.filter(tenant=tenant).order_by("issuer_id"))
-    since_24h = now - timedelta(hours=24)
-    counts = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=since_24h).aggregate(
-        allowed=Count("id", filter=Q(decision=Decision.ALLOWED)),
-        denied=Count("id", filter=Q(decision=Decision.DENIED)),
+    since_24h = since_24h_of(now)
+    counts = AuditRollup.objects.filter(tenant=tenant, hour__gte=since_24h).aggregate(
+        allowed=Sum("count", filter=Q(decision=Decision.ALLOWED)),
+        denied=Sum("count", filter=Q(decision=Decision.DENIED)),
     )
     audiences = tenant_audiences(tenant=tenant)
     tag_keys = tenant_session_tag_keys(tenant=tenant)

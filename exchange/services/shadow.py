@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
 
 from tenants.models import Tenant
 
@@ -24,7 +24,7 @@ from ..core.aws import AWS_TAGS_CLAIM
 from ..core.errors import ExchangeError
 from ..core.rules import engine
 from ..core.values import Decision
-from ..models import ExchangeRecord, RevisionSource, Rule
+from ..models import AuditRollup, ExchangeRecord, RevisionSource, Rule
 from ..runtime import TenantRuntime, runtime_build
 from .revisions import revision_actor, revision_actor_current
 
@@ -126,6 +126,8 @@ def shadow_rules_discard(*, tenant: Tenant) -> int:
     return len(deleted)
 
 
+# The kinds overlap (a record can be "would now deny" and "different tags"); the audit rollups
+# count each in its own column, by the same conditions (a test holds the two equal).
 REPORT_KINDS = {
     "deny": ("would now deny", Q(decision="allowed", shadow__decision="denied")),
     "allow": ("would now allow", Q(decision="denied", shadow__decision="allowed")),
@@ -137,13 +139,14 @@ REPORT_KINDS = {
 
 
 def shadow_report(*, tenant: Tenant, now: datetime, kind: str | None = None, limit: int = 200) -> dict[str, Any]:
-    """The last 24 h of exchanges the candidate set would have decided differently: counts by
-    kind and the newest records (of ``kind``, if given)."""
-    recent = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=now - timedelta(hours=24),
-                                           shadow__isnull=False)
-    counts = recent.aggregate(total=Count("id"), **{key: Count("id", filter=condition)
-                                                    for key, (_, condition) in REPORT_KINDS.items()})
+    """The last 24 h (the current hour and the 23 before it) of exchanges the candidate set would
+    have decided differently: counts by kind, from the audit rollups, and the newest records (of
+    ``kind``, if given), through the index of records with a divergence."""
+    since = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    counts = AuditRollup.objects.filter(tenant=tenant, hour__gte=since).aggregate(
+        total=Sum("shadow_count", default=0), **{key: Sum(f"shadow_{key}", default=0) for key in REPORT_KINDS})
     total = counts.pop("total")
+    recent = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=since, shadow__isnull=False)
     rows = recent.filter(REPORT_KINDS[kind][1]) if kind in REPORT_KINDS else recent
     return {"total": total, "counts": counts, "kind": kind, "labels": {k: v[0] for k, v in REPORT_KINDS.items()},
             "records": list(rows.order_by("-created_at", "-id")[:limit])}
@@ -151,8 +154,8 @@ def shadow_report(*, tenant: Tenant, now: datetime, kind: str | None = None, lim
 
 def _recorded_outcome(record: ExchangeRecord) -> dict[str, Any]:
     """What the live set decided for ``record``, in ``outcome_of``'s shape."""
-    tags = ((record.issued_claims or {}).get(AWS_TAGS_CLAIM) or {}).get("principal_tags") or {}
-    return {"decision": "allowed", "rule": record.rule_name or None, "subject": record.issued_sub,
+    tags = ((record.emitted_claims or {}).get(AWS_TAGS_CLAIM) or {}).get("principal_tags") or {}
+    return {"decision": "allowed", "rule": record.rule_name or None, "subject": record.issued_subject,
             "audience": record.issued_aud, "session_tags": {key: values[0] for key, values in tags.items()}}
 
 

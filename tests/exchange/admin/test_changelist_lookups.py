@@ -33,8 +33,9 @@ def changelist(model) -> str:
 @pytest.fixture
 def rows(tenant, issuer, allow_rule, signing_key):
     ExchangeRecord.objects.create(tenant=tenant, created_at=timezone.now(), endpoint="raw", decision="denied",
-                                  status_code=403, error_code="access_denied", reason="no rule", issuer=issuer, rule=allow_rule,
-                                  rule_name=allow_rule.name, upstream_sub="repo:octo-org/app")
+                                  status_code=403, error_code="access_denied", reason="no rule",
+                                  issuer_ref=issuer.issuer_id, rule_name=allow_rule.name,
+                                  upstream_sub="repo:octo-org/app")
     return tenant
 
 
@@ -62,9 +63,9 @@ def test_the_declared_filters_and_the_overviews_links_still_work(admin_client_fo
     client = admin_client_for(rows, "auditor")
     audit = client.get(changelist(ExchangeRecord), {
         "tenant__id__exact": rows.pk, "decision__exact": "denied", "error_code__exact": "access_denied",
-        "rule_name": "octo-org main", "created_at__gte": "2020-01-01T00:00:00+00:00", "q": "octo-org"})
+        "rule_name": "octo-org main", "created_at__gte": "2020-01-01T00:00:00+00:00", "q": "repo:octo-org/*"})
     assert audit.status_code == 200 and audit.context["cl"].result_count == 1
-    assert client.get(changelist(ExchangeRecord), {"created_at__year": "2020"}).context["cl"].result_count == 0
+    assert client.get(changelist(ExchangeRecord), {"created_at__year": "2020"}).status_code == 400  # no drill-down
     assert client.get(changelist(ExchangeRecord), {"upstream_sub": "repo:octo-org/app"}).context["cl"].result_count == 1
     assert client.get(changelist(ExchangeRecord), {"upstream_sub__startswith": "repo"}).status_code == 400
     keys = client.get(changelist(SigningKey), {"state__exact": "active", "tenant__id__exact": rows.pk})
@@ -109,8 +110,8 @@ def test_every_admin_list_answers_hostile_query_strings_with_200_or_400_never_50
 
 def test_a_malformed_value_is_a_400_that_names_the_problem_not_the_e1_redirect(admin_client_for, rows):
     client = admin_client_for(rows, "auditor")
-    for query in ({"created_at__gte": "yesterday"}, {"issuer__id__exact": "abc"},
-                  {"created_at__year": "9999", "created_at__month": "12", "created_at__day": "31"}):
+    for query in ({"created_at__gte": "yesterday"}, {"tenant__id__exact": "abc"}, {"before": "yesterday"},
+                  {"after": "2025-01-01T00:00:00Z,x"}):
         response = client.get(changelist(ExchangeRecord), query)
         assert response.status_code == 400, (query, response.status_code)
         assert "a filter&#x27;s value cannot be read" in response.content.decode()

@@ -20,9 +20,9 @@ def test_the_audit_log_filter_by_rule_lists_deny_rules_too(admin_client_for, cli
     deny.issuers.add(issuer)
     assert client.post("/t/acme/exchange", upstream.mint(ref="refs/heads/feature"), content_type="application/jwt").status_code == 403
     record = ExchangeRecord.objects.get()
-    assert record.rule_id == deny.pk and record.rule_name == "deny features"
+    assert record.rule_name == "deny features"
     html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_changelist")).content.decode()
-    assert f"?rule__id__exact={deny.pk}" in html and "deny features" in html
+    assert "?rule_name=deny+features" in html
 
 
 def test_no_view_site_link_and_the_front_page_leads_to_the_admin(admin_client_for, client, tenant):

@@ -126,14 +126,18 @@ def test_a_record_durable_nowhere_is_reported(tmp_path, monkeypatch, tenant):
     assert audit.write(record(tenant)) is False
 
 
-@pytest.mark.django_db(transaction=True)  # a real commit: the database checks the foreign key
-def test_a_record_whose_rule_was_deleted_meanwhile_is_still_stored(tmp_path, tenant, allow_rule):
+@pytest.mark.django_db(transaction=True)  # a real commit
+def test_a_record_whose_rule_and_issuer_were_deleted_meanwhile_is_still_stored(tmp_path, tenant, issuer, allow_rule):
+    """The record keeps names, not references: nothing the configuration does refuses it (and a
+    deleted rule never rewrites old records). A field it no longer has (an older release's spool
+    line) is ignored."""
     rule_id = allow_rule.pk
     allow_rule.delete()
+    issuer.delete()
     audit = AuditWriter(Spool(tmp_path))
-    assert audit.write(record(tenant, rule_id=rule_id, rule_name="gone"))
+    assert audit.write(record(tenant, rule_id=rule_id, issuer_id=12345, rule_name="gone", issuer_ref="ci"))
     stored = ExchangeRecord.objects.get()
-    assert stored.rule_name == "gone" and stored.rule_id is None  # the name stays; the dangling reference goes
+    assert (stored.rule_name, stored.issuer_ref) == ("gone", "ci")
 
 
 @pytest.mark.django_db
@@ -230,3 +234,17 @@ def test_a_web_process_flushes_its_spool_when_it_ends(tmp_path):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
     )
     assert check.stdout.split("\n")[0] == "['j1'] 0", check.stdout + check.stderr
+
+
+def test_a_record_whose_day_has_no_partition_yet_is_stored_even_inside_a_transaction(tmp_path, tenant):
+    """On PostgreSQL the writer makes the day's partition (a clock far ahead, a year simulated by a
+    test) and writes again; a caller's transaction survives the first refusal (a savepoint)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    at = timezone.now() + timedelta(days=400)
+    audit = AuditWriter(Spool(tmp_path))
+    assert audit.write(record(tenant, created_at=at))
+    assert audit.spool.pending() == 0  # in the database, not spooled
+    assert ExchangeRecord.objects.filter(created_at=at).count() == 1

@@ -158,7 +158,7 @@ def test_a_mappers_tags_claim_is_passed_on_as_written(client, upstream, issuer, 
     assert response.status_code == 200, record.reason
     claims = jwt.decode(response.content, options={"verify_signature": False})
     assert json.dumps(claims[AWS_TAGS_CLAIM]) == json.dumps(tags)
-    assert record.issued_claims[AWS_TAGS_CLAIM] == tags
+    assert record.emitted_claims[AWS_TAGS_CLAIM] == tags
 
 
 # ---------------------------------------------------------------------- what the mapper is sent
