@@ -185,3 +185,32 @@ def test_ci_jobs_say_when_the_tenants_issuer_does_not_accept_the_audience(real):
     assert f"Issuer gitlab does not accept this audience yet: add {ISSUER} to its audiences." in snippets.gitlab_ci
     # Still the tenant's URL: the fix is on the issuer, not in the job.
     assert yaml.safe_load(snippets.gitlab_ci)["deploy"]["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"] == ISSUER
+
+
+def test_a_source_identity_adds_set_source_identity_and_a_condition_on_it():
+    """IAM User Guide, "Monitor and control actions taken with assumed roles": without
+    sts:SetSourceIdentity in the trust policy, AssumeRoleWithWebIdentity with the claim fails."""
+    plain, with_identity = render(), render(source_identity=True)
+    for _, text in plain.trust_policies:
+        statement = json.loads(text)["Statement"][0]
+        assert "sts:SetSourceIdentity" not in statement["Action"]
+        assert "sts:SourceIdentity" not in statement["Condition"]["StringLike"]
+    for _, text in with_identity.trust_policies:
+        statement = json.loads(text)["Statement"][0]
+        assert statement["Action"] == ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"]
+        assert statement["Condition"]["StringLike"]["sts:SourceIdentity"] == "*"
+    cfn = yaml.load(with_identity.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
+        "AssumeRolePolicyDocument"]["Statement"][0]
+    assert "sts:SetSourceIdentity" in cfn["Action"] and cfn["Condition"]["StringLike"]["sts:SourceIdentity"] == "*"
+    assert "sts:SetSourceIdentity" not in plain.cloudformation and "sts:SetSourceIdentity" not in plain.terraform
+    assert '"sts:SetSourceIdentity"]' in with_identity.terraform and '"sts:SourceIdentity" = "*"' in with_identity.terraform
+
+
+def test_a_source_identity_without_tags_still_gets_its_condition():
+    aws = aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com"], tag_keys=[],
+                           source_identity=True)
+    statement = json.loads(aws.trust_policy)["Statement"][0]
+    assert statement["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
+    cfn = yaml.load(aws.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
+        "AssumeRolePolicyDocument"]["Statement"][0]
+    assert cfn["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
