@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.core.aws import AWS_SOURCE_IDENTITY_CLAIM, AWS_TAGS_CLAIM
+from exchange.core.aws import AWS_SOURCE_IDENTITY_CLAIM, AWS_TAGS_CLAIM, source_identity_problem
 from exchange.core.errors import AccessDenied
 from exchange.core.minting import build_payload
 from exchange.core.rules.engine import compile_rule, decide
@@ -121,3 +121,31 @@ def test_a_mappers_invalid_aws_claim_denies(claims, why):
     with pytest.raises(AccessDenied) as info:
         mapped(claims)
     assert info.value.rule_name == "deploy" and why in info.value.reason
+
+
+# ------------------------------------------------------------------------------------ presets
+
+PLATFORM_CLAIMS = {  # what each platform's documented example token carries, as far as the suggestions read it
+    "github": {"actor": "dependabot[bot]", "repository_owner_id": "1342004", "ref": "refs/heads/main",
+               "repository": "octo-org/app", "workflow": "Deploy 🚀"},
+    "gitlab": {"user_login": "jürgen", "namespace_id": "72", "ref_protected": "true", "project_path": "g/p",
+               "ref": "main", "job_project_path": "g/p"},
+    "buildkite": {"pipeline_slug": "deploy", "build_number": 42, "organization_slug": "ORG", "build_branch": "main"},
+    "terraform-cloud": {"terraform_run_id": "run-CZcmD7eagjhyX0vN", "terraform_organization_name": "acme",
+                        "terraform_run_phase": "apply", "terraform_full_workspace": "organization:acme:workspace:w"},
+}
+
+
+@pytest.mark.parametrize("key", sorted(PLATFORM_CLAIMS))
+def test_a_presets_suggested_source_identity_saves_and_gives_one_sts_accepts(key):
+    from exchange.core.presets import preset_get
+
+    preset = preset_get(key)
+    rule = spec(when=preset.example_when, source_identity=preset.example_source_identity,
+                session_tags=tuple((k, v) for k, v, _ in preset.example_tags),
+                optional_tags=frozenset(k for k, _, optional in preset.example_tags if optional))
+    assert rule_findings(rule).errors == ()
+    claims = {**PLATFORM_CLAIMS[key], "organization_slug": "ORG"}
+    decision = decide([compile_rule(rule)], issuer_id="ci", claims={"sub": "s", **claims}, requested_audience=None,
+                      default_audience="sts.amazonaws.com", max_lifetime=3600)
+    assert decision.source_identity and source_identity_problem(decision.source_identity) is None
