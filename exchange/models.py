@@ -134,6 +134,7 @@ class Issuer(models.Model):
         # One rule for the admin, the presets and jwtex_apply (exchange.validators).
         insecure = jwtex_settings.allow_insecure_issuers
         problem = url_problem(self.issuer, what="The issuer", allow_insecure=insecure, is_issuer=True)
+        problem = problem or jwtex_settings.upstream_issuer_problem(self.issuer)  # the operators' list
         if problem:
             errors["issuer"] = problem
         if self.jwks_uri:

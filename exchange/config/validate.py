@@ -124,6 +124,8 @@ def _model_errors(
 def _check_url(value: str, path: str, errors: Collector, *, what: str) -> None:
     # The same rule and message as the admin's forms (Issuer.clean).
     problem = url_problem(value, what=what, allow_insecure=jwtex_settings.allow_insecure_issuers, is_issuer=what == "The issuer")
+    if not problem and what == "The issuer":  # the operators' list (docs/operators.md#allowed-upstream-issuers)
+        problem = jwtex_settings.upstream_issuer_problem(value)
     if problem:
         errors.add(path, problem)
 
