@@ -12,9 +12,9 @@ from django.db import models
 from tenants.models import KeyBackend, SigningAlgorithm, Tenant
 
 from .conf import jwtex_settings
+from .console.presets import preset_claim_types
 from .core import limits
 from .core.jwks import KeySet, static_jwks_clean
-from .core.presets import preset_claim_types
 from .core.rules.spec import RuleSpec, rule_findings, session_tag_entries, session_tag_entry_problem
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot

@@ -31,8 +31,8 @@ from tenants.models import SLUG_PATTERN, ConfigEpoch, Tenant
 
 from . import protocol
 from .conf import jwtex_settings
+from .console.presets import preset_claim_types
 from .core.errors import NotFound, TemporarilyUnavailable
-from .core.presets import preset_claim_types
 from .core.rules.cel_guard import RuleSyntaxError
 from .core.rules.engine import CompiledRule, compile_rule
 from .core.values import IssuerSnapshot, SignerKey

@@ -27,18 +27,21 @@ def test_every_import_contract_is_kept():
     assert "0 broken" in result.stdout
 
 
-def test_a_django_import_in_core_breaks_the_contract(tmp_path):
+def test_a_django_or_console_import_in_core_breaks_the_contract(tmp_path):
+    """The core decides a token; Django and the console's content (exchange.console) stay out of it."""
     for name in (*PACKAGES, "pyproject.toml"):
         source = REPO_ROOT / name
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, tmp_path / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
     limits = tmp_path / "exchange" / "core" / "limits.py"
-    limits.write_text(limits.read_text() + "\nfrom django.conf import settings  # noqa\n")
+    limits.write_text(limits.read_text() + "\nfrom django.conf import settings  # noqa\nfrom exchange.console import presets  # noqa\n")
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "exchange.core is pure" in result.stdout and "BROKEN" in result.stdout
     assert "exchange.core is not allowed to import django" in result.stdout
     assert "exchange.core.limits -> django" in result.stdout
+    assert "exchange.core is not allowed to import exchange.console" in result.stdout
+    assert "exchange.core.limits -> exchange.console.presets" in result.stdout
 
 
 def _modules(*roots: str) -> list[Path]:

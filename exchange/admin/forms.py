@@ -16,10 +16,10 @@ from tenants.widgets import SecondsInput
 from ..config.files import config_load
 from ..config.schema import ConfigError
 from ..config.validate import desired_rule_spec, rule_document_check
+from ..console.presets import PRESETS, preset_get
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
-from ..core.presets import PRESETS, preset_get
 from ..core.shared_issuers import owner_pinning_problem
 from ..models import Issuer, Rule
 from ..services.simulator import parse_claims_json

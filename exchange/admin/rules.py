@@ -25,7 +25,7 @@ from tenants.admin_mixins import (
     tenants_matching,
 )
 
-from ..core.presets import PRESETS, preset_for_issuer
+from ..console.presets import PRESETS, preset_for_issuer
 from ..models import Issuer, Rule
 from ..services.rules import rule_position_next
 from . import candidates, readable, views

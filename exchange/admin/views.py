@@ -19,7 +19,7 @@ from django.utils import timezone
 from tenants.admin_mixins import CONFIGURE, OWN, VIEW, has_role, scope, tenant_get_or_404, tenants_for, user_roles
 
 from ..conf import jwtex_settings
-from ..core.presets import PRESETS, PresetError, preset_get
+from ..console.presets import PRESETS, PresetError, preset_get
 from ..keys import signing_key_revoke, signing_key_rotate
 from ..models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 from ..services.overview import tenant_overview_get

@@ -15,8 +15,8 @@ from django.db import models
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
+from ..console.presets import preset_claim_types
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
-from ..core.presets import preset_claim_types
 from ..core.shared_issuers import owner_pinning_problem
 from ..core.rules.spec import RuleSpec, rule_findings, session_tag_entries
 from ..core.validators import url_problem

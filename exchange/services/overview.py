@@ -17,18 +17,18 @@ from django.utils.safestring import SafeString, mark_safe
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
-from ..core.aws_setup import AwsSetup, aws_setup_render
-from ..core.ci_setup import CiSnippets, ci_snippets_render
-from ..core.charts import (
+from ..console.aws_setup import AwsSetup, aws_setup_render
+from ..console.charts import (
     DayTotal,
     HourBucket,
     daily_totals,
     traffic_chart_svg,
     traffic_summary,
 )
-from ..core.ci_client_setup import CiClientSnippets, ci_client_snippets_render
+from ..console.ci_client_setup import CiClientSnippets, ci_client_snippets_render
+from ..console.ci_setup import CiSnippets, ci_snippets_render
+from ..console.presets import preset_for_issuer
 from ..core.jwks import kids_of
-from ..core.presets import preset_for_issuer
 from ..models import (
     PUBLISHED_KEY_STATES,
     AuditRollup,

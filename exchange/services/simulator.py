@@ -34,11 +34,11 @@ from typing import Any
 from tenants.models import Tenant
 
 from ..conf import jwtex_settings
+from ..console.presets import preset_claim_types
 from ..core import strict_json
 from ..core.errors import ExchangeError, InvalidRequest, NotFound
 from ..core.limits import MAX_CLAIMS_JSON_BYTES
 from ..core.minting import build_payload
-from ..core.presets import preset_claim_types
 from ..core.rules.engine import compile_rule
 from ..core.rules.spec import RuleSpec
 from ..core.values import Decision, RuleTrace

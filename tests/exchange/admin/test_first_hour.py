@@ -70,7 +70,7 @@ def test_a_new_tenant_is_born_with_its_key_and_leads_to_adding_an_issuer(admin_c
 
 
 def test_terraform_hints_are_tag_specific_and_said_once(tenant):
-    from exchange.core.aws_setup import aws_setup_render
+    from exchange.console.aws_setup import aws_setup_render
 
     tf = aws_setup_render(tenant_slug="acme", issuer_url="https://j.example/t/acme", audiences=["a"],
                           tag_keys=["repository", "ref", "actor", "custom"]).terraform

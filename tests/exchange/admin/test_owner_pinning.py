@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from exchange.config.apply import config_apply
 from exchange.config.schema import ConfigError
-from exchange.core.presets import PRESETS
+from exchange.console.presets import PRESETS
 from exchange.core.shared_issuers import SHARED_ISSUERS, owner_pinning_problem
 from exchange.models import Issuer, Rule
 from tests.exchange.admin.test_pages import rule_data

@@ -15,7 +15,7 @@ from exchange.conf import jwtex_settings
 
 from exchange.upstream.fetch import FetchError, FetchResult
 from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
-from exchange.core.presets import preset_for_issuer, preset_get, PresetError, PRESETS
+from exchange.console.presets import preset_for_issuer, preset_get, PresetError, PRESETS
 
 pytestmark = pytest.mark.django_db
 

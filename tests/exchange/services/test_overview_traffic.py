@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from exchange.core.charts import (
+from exchange.console.charts import (
     HourBucket,
     axis_top,
     day_label,

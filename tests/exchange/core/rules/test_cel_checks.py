@@ -9,7 +9,7 @@ import itertools
 import cel
 import pytest
 
-from exchange.core.presets import preset_claim_types
+from exchange.console.presets import preset_claim_types
 from exchange.core.rules.cel_checks import FUNCTIONS, name_problems, type_warnings
 from exchange.core.rules.cel_guard import check_expression
 from exchange.core.rules.cel_parser import parse

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exchange.core.presets import PRESETS
+from exchange.console.presets import PRESETS
 from exchange.core.rules.cel_parser import MAX_EXPR_DEPTH, RESERVED_WORDS, parse
 from exchange.core.rules.cel_syntax import (
     Binary, Call, CelSyntaxError, Comprehension, Conditional, Ident, Index, ListLit, Literal, Logic, MapLit, Select,

@@ -138,7 +138,7 @@ PLATFORM_CLAIMS = {  # what each platform's documented example token carries, as
 
 @pytest.mark.parametrize("key", sorted(PLATFORM_CLAIMS))
 def test_a_presets_suggested_source_identity_saves_and_gives_one_sts_accepts(key):
-    from exchange.core.presets import preset_get
+    from exchange.console.presets import preset_get
 
     preset = preset_get(key)
     rule = spec(when=preset.example_when, source_identity=preset.example_source_identity,

@@ -1,4 +1,4 @@
-"""The admin's CI jobs with jwtex's client (exchange/core/ci_client_setup.py): complete files that use the
+"""The admin's CI jobs with jwtex's client (exchange/console/ci_client_setup.py): complete files that use the
 Action's and the component's real inputs, every value quoted, placeholders that cannot run."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.core.ci_client_setup import ACTION_PLACEHOLDER, COMPONENT_PLACEHOLDER, ci_client_snippets_render
+from exchange.console.ci_client_setup import ACTION_PLACEHOLDER, COMPONENT_PLACEHOLDER, ci_client_snippets_render
 from tests.ci.runners import ACTION, component_documents, component_interpolated
 from tests.exchange.admin.test_pages import assert_valid_github_workflow
 

@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from exchange.core.aws_setup import EXAMPLE_ACCOUNT, EXAMPLE_REGION, aws_setup_render
-from exchange.core.ci_setup import ci_snippets_render
+from exchange.console.aws_setup import EXAMPLE_ACCOUNT, EXAMPLE_REGION, aws_setup_render
+from exchange.console.ci_setup import ci_snippets_render
 
 ISSUER = "https://jwtex.example.com/t/acme"
 PROVIDER = "jwtex.example.com/t/acme"

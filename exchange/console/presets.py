@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import strict_json
-from .jwks import static_jwks_clean
+from ..core import strict_json
+from ..core.jwks import static_jwks_clean
 from .preset_claims import (
     BITBUCKET_CLAIMS as _BITBUCKET_CLAIMS,
     BUILDKITE_CLAIMS as _BUILDKITE_CLAIMS,
@@ -58,7 +58,7 @@ from .preset_claims import (
     KUBERNETES_CLAIMS as _KUBERNETES_CLAIMS,
     TFC_CLAIMS as _TFC_CLAIMS,
 )
-from .validators import url_problem
+from ..core.validators import url_problem
 
 __all__ = [
     "IssuerPreset",

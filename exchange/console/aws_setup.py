@@ -1,5 +1,5 @@
 """Copy-paste set-up for a tenant: AWS IAM (CloudFormation, Terraform, policies); the CI jobs are
-exchange.core.ci_setup's.
+exchange.console.ci_setup's.
 
 Pure: takes values, returns text. The overview page shows these; nothing here is applied
 anywhere. The tenant's optional account ids, region and role name fill the snippets in; where
@@ -12,7 +12,7 @@ carries a source identity needs ``sts:SetSourceIdentity`` in the trust policy, w
 ``sts:SourceIdentity``; permission policies as ``aws:SourceIdentity``), and the AWS SDKs' web-identity provider (``AWS_ROLE_ARN`` +
 ``AWS_WEB_IDENTITY_TOKEN_FILE``).
 
-Every value is written for each reader it meets (exchange.core.snippet_quoting): a CloudFormation
+Every value is written for each reader it meets (exchange.console.snippet_quoting): a CloudFormation
 or YAML scalar, an HCL string without interpolation, and — in a policy's condition values — a
 string IAM compares literally, not a policy variable. The Terraform trust policy is
 ``jsonencode``'d rather than built with ``aws_iam_policy_document``, whose strings turn ``&{`` into
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .aws import validate_session_tag_key
+from ..core.aws import validate_session_tag_key
 from .snippet_quoting import comment_text, hcl_list, hcl_str, iam_literal, sh_word, yaml_str
 
 __all__ = ["AwsSetup", "aws_setup_render", "oidc_provider_host_path"]

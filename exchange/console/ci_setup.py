@@ -2,7 +2,7 @@
 their platform's OIDC token at the tenant (raw endpoint, ``Content-Type: application/jwt``) and
 point the AWS SDKs at the role (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``). Pure.
 
-Every value is written for what reads it (exchange.core.snippet_quoting): YAML scalars that read
+Every value is written for what reads it (exchange.console.snippet_quoting): YAML scalars that read
 back as themselves, GitHub expressions and GitLab variables that cannot start inside a value,
 URLs in scripts percent-encoded and single-quoted, and comments on one printable line.
 """

@@ -1,4 +1,4 @@
-"""Values written into the set-up snippets an owner copies (exchange.core.aws_setup, ci_setup), each
+"""Values written into the set-up snippets an owner copies (exchange.console.aws_setup, ci_setup), each
 quoted for every language that will read it. Pure.
 
 Rule audiences, role names, issuer ids… are chosen by a tenant's operators; the snippets are run

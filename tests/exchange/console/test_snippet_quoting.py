@@ -1,4 +1,4 @@
-"""Every set-up snippet escapes its own language's interpolation (exchange.core.snippet_quoting): hostile
+"""Every set-up snippet escapes its own language's interpolation (exchange.console.snippet_quoting): hostile
 values (rule audiences, role names, issuer ids…) go into the Terraform, CloudFormation, JSON,
 GitHub Actions and GitLab CI snippets, each is parsed by a real parser — python-hcl2, PyYAML,
 json, bash — and every value comes back literally, with nothing evaluated on the way."""
@@ -18,8 +18,8 @@ import yaml
 from lark import Token, Tree
 
 from exchange.core.aws import validate_session_tag_key
-from exchange.core.aws_setup import aws_setup_render
-from exchange.core.ci_setup import ci_snippets_render
+from exchange.console.aws_setup import aws_setup_render
+from exchange.console.ci_setup import ci_snippets_render
 
 HOSTILE = [
     "${jsonencode(1)}", "%{ if true }x%{ endif }", "$${already}", "$$${a}", "%%%{b}", "&{aws:userid}",
