@@ -17,7 +17,7 @@ that trusts ``https://token.actions.githubusercontent.com`` and tests only ``ref
 GitHub's ``sub`` pins too when it names the owner whole: ``claims.sub == '…'``, ``in [...]`` or
 ``claims.sub.startsWith('…')`` with literals that start ``repo:OWNER/`` or — the immutable form
 GitHub sends for repositories created or renamed from 15 July 2026 on — ``repo:OWNER@OWNER_ID/``
-(preset_claims.GITHUB_CLAIMS says where the format is documented). ``repo:octo`` pins nothing: it
+(exchange/console/preset_claims.py says where the format is documented). ``repo:octo`` pins nothing: it
 lets ``repo:octo-evil/…`` in.
 """
 
