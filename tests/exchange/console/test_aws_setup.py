@@ -214,3 +214,17 @@ def test_a_source_identity_without_tags_still_gets_its_condition():
     cfn = yaml.load(aws.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
         "AssumeRolePolicyDocument"]["Statement"][0]
     assert cfn["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
+
+
+def test_ci_jobs_name_the_role_session_after_the_run_within_what_sts_accepts(real):
+    """STS API Reference, AssumeRoleWithWebIdentity: RoleSessionName is 2-64 of [\\w+=,.@-] (ASCII)."""
+    import re
+
+    snippets = ci(real)
+    github = yaml.safe_load(snippets.github_actions)["jobs"]["deploy"]["env"]["AWS_ROLE_SESSION_NAME"]
+    gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]["variables"]["AWS_ROLE_SESSION_NAME"]
+    assert github == "gh-${{ github.run_id }}-${{ github.run_attempt }}" and gitlab == "gl-${CI_JOB_ID}"
+    # What the platforms put there: run and job ids are decimal (GitHub's are 64-bit), attempts small.
+    expanded = [github.replace("${{ github.run_id }}", str(2**63 - 1)).replace("${{ github.run_attempt }}", "999"),
+                gitlab.replace("${CI_JOB_ID}", str(2**63 - 1))]
+    assert all(re.fullmatch(r"[\w+=,.@-]{2,64}", name, re.ASCII) for name in expanded), expanded
