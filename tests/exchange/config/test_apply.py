@@ -442,7 +442,7 @@ def test_unknown_keys_are_errors_that_name_them():
         (
             'tenants[acme].rules["everything else from github"]',
             "unknown key 'colour' (allowed: name, issuers, when, effect, subject, audience, audiences, lifetime, "
-            "session_tags, transitive_tag_keys, claims, enabled, any_owner, mapper)",
+            "session_tags, transitive_tag_keys, claims, source_identity, enabled, any_owner, mapper)",
         ),
     ]
     assert Tenant.objects.count() == 0

@@ -172,9 +172,11 @@ def test_ci_jobs_ask_their_platform_for_the_tenants_issuer_url_as_audience(real)
 def test_ci_jobs_use_the_first_account_and_name_the_others(real):
     snippets = ci(real)
     github = yaml.safe_load(snippets.github_actions)
-    assert github["jobs"]["deploy"]["env"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_REGION": "eu-central-2"}
+    assert github["jobs"]["deploy"]["env"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_REGION": "eu-central-2",
+                                               "AWS_ROLE_SESSION_NAME": "gh-${{ github.run_id }}-${{ github.run_attempt }}"}
     gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]
-    assert gitlab["variables"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_DEFAULT_REGION": "eu-central-2"}
+    assert gitlab["variables"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_DEFAULT_REGION": "eu-central-2",
+                                   "AWS_ROLE_SESSION_NAME": "gl-${CI_JOB_ID}"}
     for text in (snippets.github_actions, snippets.gitlab_ci):
         assert f"# in account 044455556666: {real.role_arns[1]}" in text
 
