@@ -61,3 +61,17 @@ def test_the_simulator_shows_a_rule_to_trys_source_identity_and_refuses_a_bad_on
 
     response = simulate(client, tenant, issuer, rule=draft.replace("aws_source_identity(claims.actor)", "'claims.actor +'"))
     assert response.context["result"] is None and "source_identity" in str(response.context["form"].errors["rule"])
+
+
+def test_the_overviews_aws_set_up_allows_set_source_identity_once_a_rule_sets_one(tenant, issuer, allow_rule):
+    from django.utils import timezone
+
+    from exchange.services.overview import tenant_overview_get
+
+    before = tenant_overview_get(tenant=tenant, now=timezone.now()).aws
+    assert "sts:SetSourceIdentity" not in before.trust_policy and "sts:SetSourceIdentity" not in before.terraform
+    allow_rule.source_identity = "aws_source_identity(claims.actor)"
+    allow_rule.save()
+    after = tenant_overview_get(tenant=tenant, now=timezone.now()).aws
+    for text in (after.trust_policy, after.terraform, after.cloudformation):
+        assert "sts:SetSourceIdentity" in text and "sts:SourceIdentity" in text
