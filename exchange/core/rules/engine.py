@@ -12,7 +12,7 @@ Security invariants:
   an exception of any kind — the Rust engine can raise non-``Exception`` panics) never
   grants: ``False`` falls through to the next rule, everything else ends the evaluation
   with ``AccessDenied``.
-* A matching ``allow`` rule whose outputs (subject, session tags, extra claims, audience)
+* A matching ``allow`` rule whose outputs (subject, session tags, extra claims, source identity, audience)
   cannot be produced, or break the AWS limits, denies as well.
 * Client-facing descriptions name at most a rule, a tag key or a claim name, never a
   claim value; the details go into ``reason`` (audit and log).
@@ -37,7 +37,7 @@ from ..limits import DEFAULT_LIFETIME, EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..values import Decision, RuleTrace
 from .budget import RuleCost, rule_cost
 from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
-from .outputs import EvaluationError, execute, json_value, tag_problem, tag_value
+from .outputs import EvaluationError, execute, json_value, source_identity_reason, tag_problem, tag_value
 from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec, findings_of
 
 __all__ = ["CompiledRule", "Delegation", "compile_rule", "decide"]
@@ -207,10 +207,8 @@ def _source_identity(rule: CompiledRule, context: Any) -> str | None:
         raise _denied(rule, ": the source identity could not be computed.", f": source_identity: {exc}") from None
     problem = source_identity_problem(value)
     if problem is not None:
-        shown = repr(value[:61] + "..." if len(value) > 64 else value) + ": " if isinstance(value, str) else ""
         raise _denied(rule, ": the source identity is not one AWS accepts.",
-                      f": source_identity: {shown}{problem} — use aws_source_identity("
-                      f"{rule.spec.source_identity.strip()})")
+                      f": source_identity: {source_identity_reason(value, problem, rule.spec.source_identity)}")
     return value
 
 
