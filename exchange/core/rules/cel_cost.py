@@ -212,8 +212,9 @@ class _Cost:
             return cost + estimate.compile + estimate.per_byte * (first.bytes + 1), SCALAR
         if name == "aws_tag":
             return cost + C_PYTHON + 256 * C_PYTHON_CHAR + 2 * _copy(first), Shape(1, first.bytes, 0)
-        if name == "aws_source_identity":  # looks at 64 characters at most (aws.aws_source_identity), pads to 2
-            return cost + C_PYTHON + 64 * C_PYTHON_CHAR + 2 * _copy(first), Shape(1, min(first.bytes, 64) + 2, 0)
+        if name == "aws_source_identity":  # looks at 64 characters at most (aws.aws_source_identity), pads to 2;
+            # its result is counted as its argument's size (+2), like aws_tag's: additive over a comprehension's parts
+            return cost + C_PYTHON + 64 * C_PYTHON_CHAR + 2 * _copy(first), Shape(1, first.bytes + 2, 0)
         if name in ("contains",):
             return cost + C_SEARCH * text, SCALAR
         if name in ("size", "startsWith", "endsWith", "type", "hasValue") or name.startswith("get"):
