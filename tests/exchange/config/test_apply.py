@@ -829,3 +829,12 @@ tenants:
         apply(text)
     [(where, message)] = info.value.errors
     assert where == f'tenants[acme].rules["who"].{path}' and words in message
+
+
+def test_the_example_file_applies_and_its_github_rule_sets_a_source_identity():
+    from tests.conftest import REPO_ROOT
+
+    document = config_load((REPO_ROOT / "examples" / "acme.yaml").read_text(), source="acme.yaml")
+    assert config_apply(document=document, now=None).changed
+    rule = Rule.objects.get(tenant__slug="acme", name="octo-org main branch")
+    assert rule.source_identity == "aws_source_identity(claims.actor)"

@@ -218,6 +218,8 @@ def _corpus() -> list[str]:
             sources.extend((rule.get("claims") or {}).values())
             if rule.get("subject"):
                 sources.append(rule["subject"])
+            if rule.get("source_identity"):
+                sources.append(rule["source_identity"])
     return sources
 
 
