@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from . import environment as env
-from .logging import logging_config
+from jwtex_site import environment as env
+from jwtex_site.logging import logging_config
 
 BASE_DIR = env.ROOT
 VAR_DIR = env.var_dir()
