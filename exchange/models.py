@@ -15,7 +15,14 @@ from .conf import jwtex_settings
 from .core import limits
 from .core.jwks import static_jwks_clean
 from .core.presets import preset_claim_types
-from .core.rules.spec import RuleSpec, rule_findings, session_tag_entries, session_tag_entry_problem
+from .core.rules.spec import (
+    MAPPER_DEFAULT_TIMEOUT_MS,
+    MAPPER_MAX_TIMEOUT_MS,
+    RuleSpec,
+    rule_findings,
+    session_tag_entries,
+    session_tag_entry_problem,
+)
 from .core.validators import Problem, issuer_problems, url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
 from .records import AuditRollup, Decision, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
@@ -174,7 +181,8 @@ class Rule(models.Model):
         help_text="effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)",
     )
     mapper_timeout_ms = models.PositiveIntegerField(
-        "mapper timeout (ms)", default=1500, help_text="effect mapper: how long the webhook may take, at most 5000 ms",
+        "mapper timeout (ms)", default=MAPPER_DEFAULT_TIMEOUT_MS,
+        help_text=f"effect mapper: how long the webhook may take, at most {MAPPER_MAX_TIMEOUT_MS} ms",
     )
     # A rule of the tenant's candidate set (docs/operations.md#shadow-rules): decides every exchange beside
     # the live set, without effect on the answer; what it would have done differently goes into the audit.

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import models
 
 from ..core.jwks import static_jwks_clean
-from ..core.rules.spec import session_tag_entry_problem
+from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, session_tag_entry_problem
 from ..core.validators import static_jwks_problem
 
 ErrorList = list[tuple[str, str]]
@@ -187,7 +187,7 @@ def _check_mapper(value: Any, path: str, errors: Collector) -> bool:
     if not isinstance(value.get("url"), str):
         errors.add(dot(path, "url"), f"expected a string, got {type_name(value.get('url'))}")
         ok = False
-    timeout = value.get("timeout_ms", 1500)
+    timeout = value.get("timeout_ms", MAPPER_DEFAULT_TIMEOUT_MS)
     if not isinstance(timeout, int) or isinstance(timeout, bool):
         errors.add(dot(path, "timeout_ms"), f"expected a whole number, got {type_name(timeout)}")
         ok = False
