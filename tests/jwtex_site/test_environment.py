@@ -137,9 +137,12 @@ import json, os, sys
 import django
 django.setup()
 from django.conf import settings
-from jwtex_site import gunicorn_conf, serve
+import logging
+from jwtex_site import celery, gunicorn_conf, serve
+celery._log_like_the_web()  # what the worker and beat do at start-up (Celery's setup_logging signal)
+worker = [type(handler.formatter).__name__ for handler in logging.getLogger().handlers]
 print(json.dumps({"settings": settings.LOGGING, "gunicorn": gunicorn_conf.logconfig_dict,
-                  "granian": json.load(open(serve._granian_log_config(os.environ)))}))
+                  "granian": json.load(open(serve._granian_log_config(os.environ))), "worker": worker}))
 """
 
 
@@ -159,6 +162,7 @@ def test_the_web_servers_and_celery_log_through_one_configuration(tmp_path, vari
     # gunicorn and granian get the very same dictionary.
     assert configs["settings"] == configs["gunicorn"] == configs["granian"]
     config = configs["settings"]
+    assert configs["worker"] == [f"{formatter.capitalize()}Formatter"]  # jwtex_site.logging's, one handler
     assert config["handlers"]["console"]["formatter"] == formatter
     assert config["root"]["level"] == level
     assert config["loggers"]["gunicorn.access"]["level"] == access
