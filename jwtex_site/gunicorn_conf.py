@@ -5,7 +5,7 @@ the one logging configuration (jwtex_site/logging.py). The environment is read b
 jwtex_site/environment.py."""
 
 from jwtex_site import environment as env
-from jwtex_site.logging import logging_config
+from jwtex_site.logging import configured
 from jwtex_site.serve import GRACEFUL_SECONDS
 
 bind = f"{env.text('HOST')}:{env.text('PORT')}"
@@ -18,4 +18,4 @@ graceful_timeout = GRACEFUL_SECONDS  # SIGTERM: requests in flight finish within
 accesslog = "-" if env.access_log() else None
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
-logconfig_dict = logging_config(log_format=env.log_format(), level=env.text("JWTEX_LOG_LEVEL"), access_log=env.access_log())
+logconfig_dict = configured()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from jwtex_site import environment
 
 
 def _time(record: logging.LogRecord) -> str:
@@ -45,6 +48,16 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def configured(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``logging_config`` as the environment asks for it (``JWTEX_LOG_FORMAT``, ``JWTEX_LOG_LEVEL``,
+    ``JWTEX_ACCESS_LOG``); ``environment.BadVariable`` for a format that is neither json nor text."""
+    return logging_config(
+        log_format=environment.log_format(environ),
+        level=environment.text("JWTEX_LOG_LEVEL", environ),
+        access_log=environment.access_log(environ),
+    )
 
 
 def _stderr(level: str) -> dict[str, Any]:

@@ -29,22 +29,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jwtex_site import environment as env
-from jwtex_site.logging import logging_config
+from jwtex_site.logging import configured
 
 ROOT = Path(__file__).resolve().parent.parent
 # How long a stopping server waits for its requests in flight before killing (gunicorn_conf.py too).
 GRACEFUL_SECONDS = 20
 
 
-def log_config(environ: Mapping[str, str]) -> dict:
-    """What both servers log through: the one configuration (jwtex_site/logging.py)."""
-    return logging_config(
-        log_format=env.log_format(environ), level=env.text("JWTEX_LOG_LEVEL", environ), access_log=env.access_log(environ)
-    )
-
-
 def _granian_log_config(environ: Mapping[str, str]) -> str:
-    config = log_config(environ)
+    """granian's --log-config: the one logging configuration (jwtex_site/logging.py), as a file."""
+    config = configured(environ)
     handle, path = tempfile.mkstemp(prefix="jwtex-granian-log-", suffix=".json")
     with os.fdopen(handle, "w") as file:
         json.dump(config, file)

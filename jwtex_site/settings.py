@@ -15,7 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from jwtex_site import environment as env
-from jwtex_site.logging import logging_config
+from jwtex_site import logging as jwtex_logging
 
 BASE_DIR = env.ROOT
 VAR_DIR = env.var_dir()
@@ -319,10 +319,9 @@ CELERY_TASK_ALWAYS_EAGER = env.flag("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 try:
-    JWTEX_LOG_FORMAT = env.log_format()
     # The one logging configuration: the web processes, the worker and beat here, and make serve's
     # servers, whose own lines (start-up, access, errors) it formats too (jwtex_site/serve.py).
-    LOGGING = logging_config(log_format=JWTEX_LOG_FORMAT, level=env.text("JWTEX_LOG_LEVEL"), access_log=env.access_log())
+    LOGGING = jwtex_logging.configured()
 except env.BadVariable as exc:
     raise ImproperlyConfigured(str(exc)) from None
 # Celery (worker and beat) logs through the same configuration (jwtex_site/celery.py).
