@@ -14,9 +14,16 @@ from tenants.models import KeyBackend, SigningAlgorithm, Tenant
 from .conf import jwtex_settings
 from .console.presets import preset_claim_types
 from .core import limits
-from .core.jwks import KeySet, static_jwks_clean
-from .core.rules.spec import RuleSpec, rule_findings, session_tag_entries, session_tag_entry_problem
-from .core.validators import url_problem
+from .core.jwks import static_jwks_clean
+from .core.rules.spec import (
+    MAPPER_DEFAULT_TIMEOUT_MS,
+    MAPPER_MAX_TIMEOUT_MS,
+    RuleSpec,
+    rule_findings,
+    session_tag_entries,
+    session_tag_entry_problem,
+)
+from .core.validators import Problem, issuer_problems, url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
 from .records import AuditRollup, Decision, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
 
@@ -121,36 +128,26 @@ class Issuer(models.Model):
             jwks_expires_at=self.jwks_expires_at,
         )
 
+    def problems(self) -> list[Problem]:
+        """What is wrong with this issuer beyond its fields' own validators, as (field, where in
+        it, message): the one check (``core.validators.issuer_problems``) that ``clean()`` raises
+        for the admin's forms and ``jwtex_apply`` reports at its paths (docs/configuration-file.md#validation)."""
+        return issuer_problems(
+            issuer=self.issuer, jwks_uri=self.jwks_uri, audiences=self.audiences, algorithms=self.algorithms,
+            static_jwks=self.static_jwks, allow_insecure=jwtex_settings.allow_insecure_issuers,
+            allowlist=jwtex_settings.allowed_upstream_issuers,
+        )
+
     def clean(self) -> None:
-        errors: dict[str, str] = {}
-        if not isinstance(self.audiences, list) or not self.audiences or not all(
-            isinstance(a, str) and a for a in self.audiences
-        ):
-            errors["audiences"] = "A non-empty list of audience strings."
-        if not isinstance(self.algorithms, list) or not self.algorithms or not all(
-            a in limits.SUPPORTED_UPSTREAM_ALGORITHMS for a in self.algorithms
-        ):
-            errors["algorithms"] = "A non-empty list of: " + ", ".join(limits.SUPPORTED_UPSTREAM_ALGORITHMS) + "."
-        # One rule for the admin, the presets and jwtex_apply (exchange.validators).
-        insecure = jwtex_settings.allow_insecure_issuers
-        problem = url_problem(self.issuer, what="The issuer", allow_insecure=insecure, is_issuer=True)
-        problem = problem or jwtex_settings.upstream_issuer_problem(self.issuer)  # the operators' list
-        if problem:
-            errors["issuer"] = problem
-        if self.jwks_uri:
-            problem = url_problem(self.jwks_uri, what="The JWKS URI", allow_insecure=insecure)
-            if problem:
-                errors["jwks_uri"] = problem
-        if self.static_jwks is not None:
-            try:
-                # Only the members a JWK defines are kept, within a size bound (docs/configuration-file.md#issuer-keys).
-                self.static_jwks = static_jwks_clean(self.static_jwks)
-                if not KeySet.from_jwks(self.static_jwks).keys:
-                    errors["static_jwks"] = "The key set has no usable signing key."
-            except ValueError as exc:
-                errors["static_jwks"] = f"Not a usable JWKS document: {exc}."
-        if errors:
+        problems = self.problems()
+        if problems:
+            errors: dict[str, list[str]] = {}
+            for field, where, message in problems:
+                errors.setdefault(field, []).append(f"{field}{where}: {message}" if where else message)
             raise ValidationError(errors)
+        if self.static_jwks is not None:
+            # Only the members a JWK defines are kept, within a size bound (docs/configuration-file.md#issuer-keys).
+            self.static_jwks = static_jwks_clean(self.static_jwks)
 
 
 class Effect(models.TextChoices):
@@ -190,7 +187,8 @@ class Rule(models.Model):
         help_text="effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)",
     )
     mapper_timeout_ms = models.PositiveIntegerField(
-        "mapper timeout (ms)", default=1500, help_text="effect mapper: how long the webhook may take, at most 5000 ms",
+        "mapper timeout (ms)", default=MAPPER_DEFAULT_TIMEOUT_MS,
+        help_text=f"effect mapper: how long the webhook may take, at most {MAPPER_MAX_TIMEOUT_MS} ms",
     )
     # A rule of the tenant's candidate set (docs/operations.md#shadow-rules): decides every exchange beside
     # the live set, without effect on the answer; what it would have done differently goes into the audit.

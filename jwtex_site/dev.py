@@ -7,19 +7,21 @@ defaults to ``http://HOST:PORT``, so issuer URLs, discovery documents, tokens an
 admin's snippets name the port actually served. Ctrl-C (or SIGTERM) stops both: exit status 0,
 nothing more printed.
 
-This module does not import Django: it only prepares the environment and starts processes.
+This module does not import Django: it only prepares the environment (as jwtex_site/environment.py
+reads it) and starts processes.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from jwtex_site import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +51,7 @@ def _stop(processes: list[subprocess.Popen], *, signal_them: bool, grace: float 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", default="8000")
+    parser.add_argument("--port", default=environment.DEFAULTS["PORT"])
     options = parser.parse_args(argv)
 
     # Ctrl-C and SIGTERM end the run cleanly, also where this process was started with SIGINT
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
-    env = dict(os.environ)
+    env = environment.snapshot()
     env.setdefault("JWTEX_PUBLIC_URL", public_url(options.host, options.port))
     env.setdefault("JWTEX_LOG_FORMAT", "text")  # readable in a terminal; production logs JSON
     # migrate runs the system checks first (each warning printed once; an error stops here).

@@ -1,31 +1,21 @@
 """gunicorn's configuration for ``make serve`` (jwtex_site/serve.py): threads per process, so
 concurrent requests of one process share audit commits (group commit), and gunicorn's own
-start-up, access and error lines in the service's log format (one JSON object per line)."""
+start-up, access and error lines in the service's log format (one JSON object per line), from
+the one logging configuration (jwtex_site/logging.py). The environment is read by
+jwtex_site/environment.py."""
 
-import os
+from jwtex_site import environment as env
+from jwtex_site.logging import configured
+from jwtex_site.serve import GRACEFUL_SECONDS
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+bind = f"{env.text('HOST')}:{env.text('PORT')}"
+workers = env.whole("WEB_CONCURRENCY")
 worker_class = "gthread"
-threads = int(os.environ.get("JWTEX_SERVER_THREADS") or 8)
+threads = env.whole("JWTEX_SERVER_THREADS")
 keepalive = 5
 timeout = 30
-graceful_timeout = 20  # SIGTERM: requests in flight finish within it (serve.py's GRACEFUL_SECONDS)
-_access = os.environ.get("JWTEX_ACCESS_LOG", "1") != "0"
-accesslog = "-" if _access else None
+graceful_timeout = GRACEFUL_SECONDS  # SIGTERM: requests in flight finish within it
+accesslog = "-" if env.access_log() else None
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
-_formatter = "jwtex_site.logging.TextFormatter" if os.environ.get("JWTEX_LOG_FORMAT") == "text" else (
-    "jwtex_site.logging.JsonFormatter"
-)
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"jwtex": {"()": _formatter}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "jwtex", "stream": "ext://sys.stderr"}},
-    "root": {"handlers": ["stderr"], "level": "INFO"},
-    "loggers": {
-        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "gunicorn.access": {"handlers": ["stderr"], "level": "INFO" if _access else "WARNING", "propagate": False},
-    },
-}
+logconfig_dict = configured()

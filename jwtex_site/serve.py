@@ -25,47 +25,40 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+
+from jwtex_site import environment as env
+from jwtex_site.logging import configured
 
 ROOT = Path(__file__).resolve().parent.parent
 # How long a stopping server waits for its requests in flight before killing (gunicorn_conf.py too).
 GRACEFUL_SECONDS = 20
 
 
-def _granian_log_config(environ: dict[str, str]) -> str:
-    formatter = "jwtex_site.logging.TextFormatter" if environ.get("JWTEX_LOG_FORMAT") == "text" else (
-        "jwtex_site.logging.JsonFormatter"
-    )
-    config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"jwtex": {"()": formatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "jwtex", "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "_granian": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-            "granian.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        },
-    }
+def _granian_log_config(environ: Mapping[str, str]) -> str:
+    """granian's --log-config: the one logging configuration (jwtex_site/logging.py), as a file."""
+    config = configured(environ)
     handle, path = tempfile.mkstemp(prefix="jwtex-granian-log-", suffix=".json")
     with os.fdopen(handle, "w") as file:
         json.dump(config, file)
     return path
 
 
-def command(environ: dict[str, str]) -> list[str]:
-    server = environ.get("JWTEX_SERVER", "granian")
+def command(environ: Mapping[str, str]) -> list[str]:
+    server = env.text("JWTEX_SERVER", environ)
     bindir = Path(sys.executable).parent
-    workers = environ.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
-    threads = environ.get("JWTEX_SERVER_THREADS") or "8"
+    workers = str(env.whole("WEB_CONCURRENCY", environ))
+    threads = str(env.whole("JWTEX_SERVER_THREADS", environ))
     if server == "gunicorn":
         return [str(bindir / "gunicorn"), "--config", "python:jwtex_site.gunicorn_conf", "jwtex_site.wsgi:application"]
     if server == "granian":
         return [
-            str(bindir / "granian"), "--interface", "wsgi", "--host", environ.get("HOST", "0.0.0.0"),
-            "--port", environ.get("PORT", "8000"), "--workers", workers, "--blocking-threads", threads,
+            str(bindir / "granian"), "--interface", "wsgi", "--host", env.text("HOST", environ),
+            "--port", env.text("PORT", environ), "--workers", workers, "--blocking-threads", threads,
             "--no-ws", "--respawn-failed-workers", "--workers-kill-timeout", str(GRACEFUL_SECONDS),
             "--log-config", _granian_log_config(environ),
-            "--access-log" if environ.get("JWTEX_ACCESS_LOG", "1") != "0" else "--no-access-log",
+            "--access-log" if env.access_log(environ) else "--no-access-log",
             "--access-log-fmt", '%(addr)s "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms',
             "jwtex_site.wsgi:application",
         ]
@@ -75,16 +68,16 @@ def command(environ: dict[str, str]) -> list[str]:
 def _metrics_dir() -> None:
     """A multiprocess directory for prometheus-client, empty: values of an earlier run of the
     server must not be added to this one's."""
-    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(os.environ.get("JWTEX_VAR_DIR", ROOT / "var")) / "metrics")
+    directory = Path(env.text("PROMETHEUS_MULTIPROC_DIR") or env.var_dir() / "metrics")
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    env.export("PROMETHEUS_MULTIPROC_DIR", str(directory))
 
 
 def healthcheck() -> int:
     """0 when this host's server answers ``/healthz`` within 3 s (the container image's HEALTHCHECK)."""
-    url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz"
+    url = f"http://127.0.0.1:{env.text('PORT')}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - a fixed http URL
             status = response.status
@@ -97,14 +90,16 @@ def healthcheck() -> int:
 
 def main() -> None:
     _metrics_dir()
-    environ = dict(os.environ)
     # A production server: DEBUG off unless asked for (with a loopback JWTEX_PUBLIC_URL, as in a
     # benchmark, the settings' own default would be on).
-    os.environ.setdefault("DJANGO_DEBUG", "0")
+    env.export("DJANGO_DEBUG", "0", only_if_unset=True)
     # The application reads the thread count the server runs with (its cap on requests waiting
     # for upstream keys is half of it, docs/errors.md#bursts): one value for both, the default included.
-    os.environ["JWTEX_SERVER_THREADS"] = environ["JWTEX_SERVER_THREADS"] = environ.get("JWTEX_SERVER_THREADS") or "8"
-    argv = command(environ)
+    env.export("JWTEX_SERVER_THREADS", str(env.whole("JWTEX_SERVER_THREADS")))
+    try:
+        argv = command(env.snapshot())
+    except env.BadVariable as exc:
+        raise SystemExit(str(exc)) from None
     if not Path(argv[0]).exists() and not shutil.which(argv[0]):
         raise SystemExit(f"{argv[0]} is not installed in this virtualenv")
     os.chdir(ROOT)

@@ -1,4 +1,4 @@
-"""jwtex settings: the environment is read here, once (docs/environment.md#variables).
+"""jwtex settings, from the environment as jwtex_site/environment.py reads it (docs/environment.md#variables).
 
 Production mode is any run whose JWTEX_PUBLIC_URL host is not loopback; there the
 unsafe development defaults are refused before anything starts.
@@ -7,7 +7,6 @@ unsafe development defaults are refused before anything starts.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,17 +14,13 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("JWTEX_VAR_DIR", BASE_DIR / "var"))
+from jwtex_site import environment as env
+from jwtex_site import logging as jwtex_logging
 
-DEV_SECRET_KEY = "django-insecure-jwtex-development-only"
+BASE_DIR = env.ROOT
+VAR_DIR = env.var_dir()
 
-
-def _env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+DEV_SECRET_KEY = str(env.DEFAULTS["DJANGO_SECRET_KEY"])
 
 
 def _is_loopback_host(host: str | None) -> bool:
@@ -39,7 +34,7 @@ def _is_loopback_host(host: str | None) -> bool:
         return False
 
 
-JWTEX_PUBLIC_URL = os.environ.get("JWTEX_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+JWTEX_PUBLIC_URL = env.text("JWTEX_PUBLIC_URL").rstrip("/")
 try:
     _public = urlsplit(JWTEX_PUBLIC_URL)
     _public.port  # noqa: B018 - raises ValueError for a bad port
@@ -50,19 +45,14 @@ except ValueError:
 JWTEX_PUBLIC_URL_VALID = _public.scheme in {"http", "https"} and bool(_public.hostname)
 JWTEX_PRODUCTION = not (JWTEX_PUBLIC_URL_VALID and _is_loopback_host(_public.hostname))
 
-DEBUG = _env_bool("DJANGO_DEBUG", default=not JWTEX_PRODUCTION)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEV_SECRET_KEY
-ALLOWED_HOSTS = [
-    h.strip()
-    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
-    if h.strip()
-]
+DEBUG = env.flag("DJANGO_DEBUG") if env.given("DJANGO_DEBUG") else not JWTEX_PRODUCTION
+SECRET_KEY = env.text("DJANGO_SECRET_KEY")
+ALLOWED_HOSTS = env.names("DJANGO_ALLOWED_HOSTS")
 if JWTEX_PRODUCTION and _public.hostname and _public.hostname not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
     ALLOWED_HOSTS.append(_public.hostname)
 
 # Signing keys are encrypted at rest under these (first encrypts, all decrypt).
-_kek = os.environ.get("JWTEX_KEY_ENCRYPTION_KEYS", "")
-JWTEX_KEY_ENCRYPTION_KEYS = [k.strip() for k in _kek.split(",") if k.strip()]
+JWTEX_KEY_ENCRYPTION_KEYS = env.names("JWTEX_KEY_ENCRYPTION_KEYS")
 JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = False
 if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
     _kek_file = VAR_DIR / "key-encryption-key"
@@ -74,59 +64,59 @@ if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
     # Said once, by the jwtex.W001 system check (make run runs the checks once).
     JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = True
 
-JWTEX_ALLOW_INSECURE_ISSUERS = _env_bool("JWTEX_ALLOW_INSECURE_ISSUERS")
-JWTEX_RATE_LIMIT_PER_ADDRESS = int(os.environ.get("JWTEX_RATE_LIMIT_PER_ADDRESS", "600"))
-JWTEX_TRUSTED_PROXY_COUNT = int(os.environ.get("JWTEX_TRUSTED_PROXY_COUNT", "0"))
+JWTEX_ALLOW_INSECURE_ISSUERS = env.flag("JWTEX_ALLOW_INSECURE_ISSUERS")
+JWTEX_RATE_LIMIT_PER_ADDRESS = env.whole("JWTEX_RATE_LIMIT_PER_ADDRESS")
+JWTEX_TRUSTED_PROXY_COUNT = env.whole("JWTEX_TRUSTED_PROXY_COUNT")
 # Admin login throttling (jwtex_site/login_throttle.py): failures per address and username
 # within the window before the login answers 429; 0 turns it off.
-JWTEX_LOGIN_MAX_FAILURES = int(os.environ.get("JWTEX_LOGIN_MAX_FAILURES", "5"))
-JWTEX_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JWTEX_LOGIN_LOCKOUT_SECONDS", "900"))
+JWTEX_LOGIN_MAX_FAILURES = env.whole("JWTEX_LOGIN_MAX_FAILURES")
+JWTEX_LOGIN_LOCKOUT_SECONDS = env.whole("JWTEX_LOGIN_LOCKOUT_SECONDS")
 # How long an exchange may wait for its issuer's keys to be fetched (then 503; the fetch goes on).
-JWTEX_REQUEST_FETCH_BUDGET = float(os.environ.get("JWTEX_REQUEST_FETCH_BUDGET", "2"))
+JWTEX_REQUEST_FETCH_BUDGET = env.number("JWTEX_REQUEST_FETCH_BUDGET")
 # Request threads per web process (make serve passes the same variable to granian or gunicorn):
 # at most half of them wait on upstream fetches at once (docs/errors.md#bursts), so a slow upstream cannot
 # take the threads other tenants need.
-JWTEX_SERVER_THREADS = int(os.environ.get("JWTEX_SERVER_THREADS") or "8")
+JWTEX_SERVER_THREADS = env.whole("JWTEX_SERVER_THREADS")
 # How long a web process trusts its tenant snapshots before reading the configuration epoch:
 # 1.5 s, so that a change is served everywhere within 2 s (docs/operations.md#several-nodes; the re-check
 # happens on the first request after the interval, and rebuilding the snapshot takes a moment too).
-JWTEX_CONFIG_RECHECK_SECONDS = float(os.environ.get("JWTEX_CONFIG_RECHECK_SECONDS", "1.5"))
+JWTEX_CONFIG_RECHECK_SECONDS = env.number("JWTEX_CONFIG_RECHECK_SECONDS")
 # Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
-JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
+JWTEX_AUDIT_SPOOL_DIR = env.text("JWTEX_AUDIT_SPOOL_DIR")
 # Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the
 # operator's list, never a tenant's), e.g. an in-house mapper behind the firewall.
-JWTEX_MAPPER_ALLOWED_HOSTS = [h.strip().lower() for h in os.environ.get("JWTEX_MAPPER_ALLOWED_HOSTS", "").split(",") if h.strip()]
+JWTEX_MAPPER_ALLOWED_HOSTS = [h.lower() for h in env.names("JWTEX_MAPPER_ALLOWED_HOSTS")]
 # The upstream issuers tenants may trust (docs/operators.md#allowed-upstream-issuers): exact issuer URLs or
 # https://HOST/PATH* patterns, separated by commas or spaces; unset or empty: any issuer the URL rule accepts.
-JWTEX_ALLOWED_UPSTREAM_ISSUERS = os.environ.get("JWTEX_ALLOWED_UPSTREAM_ISSUERS", "")
+JWTEX_ALLOWED_UPSTREAM_ISSUERS = env.text("JWTEX_ALLOWED_UPSTREAM_ISSUERS")
 # Where the operators keep jwtex's CI files, for the admin's CI jobs: the GitHub Action
 # (OWNER/REPO@REF, action.yml at the repository's root) and the GitLab CI/CD component
 # (HOST/GROUP/PROJECT/jwtex-token@VERSION). Unset: the jobs show placeholders.
-JWTEX_CI_ACTION = os.environ.get("JWTEX_CI_ACTION", "").strip()
-JWTEX_CI_COMPONENT = os.environ.get("JWTEX_CI_COMPONENT", "").strip()
+JWTEX_CI_ACTION = env.text("JWTEX_CI_ACTION").strip()
+JWTEX_CI_COMPONENT = env.text("JWTEX_CI_COMPONENT").strip()
 # /metrics answers only with "Authorization: Bearer <this>" when set.
-JWTEX_METRICS_TOKEN = os.environ.get("JWTEX_METRICS_TOKEN", "")
+JWTEX_METRICS_TOKEN = env.text("JWTEX_METRICS_TOKEN")
 # prometheus-client's multiprocess mode (make serve sets it for its processes): each node's
 # /metrics reports the total of all its server processes.
-JWTEX_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+JWTEX_METRICS_DIR = env.text("PROMETHEUS_MULTIPROC_DIR")
 
 # The admin's single sign-on through the organisation's OpenID Connect provider
 # (docs/operators.md#single-sign-on; README, "Operators and single sign-on"): on when the issuer, the client id and a client secret (or a
 # private key for private_key_jwt) are set; jwtex.E02x checks refuse a half-done configuration.
-JWTEX_ADMIN_OIDC_ISSUER = os.environ.get("JWTEX_ADMIN_OIDC_ISSUER", "").strip()
-JWTEX_ADMIN_OIDC_CLIENT_ID = os.environ.get("JWTEX_ADMIN_OIDC_CLIENT_ID", "").strip()
-JWTEX_ADMIN_OIDC_CLIENT_SECRET = os.environ.get("JWTEX_ADMIN_OIDC_CLIENT_SECRET", "")
-JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = os.environ.get("JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE", "").strip()
-JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID = os.environ.get("JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID", "").strip()
-JWTEX_ADMIN_OIDC_SCOPES = " ".join(os.environ.get("JWTEX_ADMIN_OIDC_SCOPES", "openid email profile").replace(",", " ").split())
-JWTEX_ADMIN_OIDC_ROLES_CLAIM = os.environ.get("JWTEX_ADMIN_OIDC_ROLES_CLAIM", "groups").strip()
-JWTEX_ADMIN_OIDC_ROLES_PREFIX = os.environ.get("JWTEX_ADMIN_OIDC_ROLES_PREFIX", "jwtex:")
-JWTEX_ADMIN_OIDC_SUPERUSER_VALUE = os.environ.get("JWTEX_ADMIN_OIDC_SUPERUSER_VALUE", "jwtex:superuser").strip()
-JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE = _env_bool("JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE")
-JWTEX_ADMIN_OIDC_USERNAME_CLAIM = os.environ.get("JWTEX_ADMIN_OIDC_USERNAME_CLAIM", "preferred_username").strip()
-JWTEX_ADMIN_OIDC_NAME = os.environ.get("JWTEX_ADMIN_OIDC_NAME", "").strip()
+JWTEX_ADMIN_OIDC_ISSUER = env.text("JWTEX_ADMIN_OIDC_ISSUER").strip()
+JWTEX_ADMIN_OIDC_CLIENT_ID = env.text("JWTEX_ADMIN_OIDC_CLIENT_ID").strip()
+JWTEX_ADMIN_OIDC_CLIENT_SECRET = env.text("JWTEX_ADMIN_OIDC_CLIENT_SECRET")
+JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = env.text("JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE").strip()
+JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID = env.text("JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID").strip()
+JWTEX_ADMIN_OIDC_SCOPES = " ".join(env.text("JWTEX_ADMIN_OIDC_SCOPES").replace(",", " ").split())
+JWTEX_ADMIN_OIDC_ROLES_CLAIM = env.text("JWTEX_ADMIN_OIDC_ROLES_CLAIM").strip()
+JWTEX_ADMIN_OIDC_ROLES_PREFIX = env.text("JWTEX_ADMIN_OIDC_ROLES_PREFIX")
+JWTEX_ADMIN_OIDC_SUPERUSER_VALUE = env.text("JWTEX_ADMIN_OIDC_SUPERUSER_VALUE").strip()
+JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE = env.flag("JWTEX_ADMIN_OIDC_ROLES_EXCLUSIVE")
+JWTEX_ADMIN_OIDC_USERNAME_CLAIM = env.text("JWTEX_ADMIN_OIDC_USERNAME_CLAIM").strip()
+JWTEX_ADMIN_OIDC_NAME = env.text("JWTEX_ADMIN_OIDC_NAME").strip()
 # JWTEX_ADMIN_LOCAL_LOGIN=0: no passwords at the admin's login, only single sign-on.
-JWTEX_ADMIN_LOCAL_LOGIN = _env_bool("JWTEX_ADMIN_LOCAL_LOGIN", default=True)
+JWTEX_ADMIN_LOCAL_LOGIN = env.flag("JWTEX_ADMIN_LOCAL_LOGIN")
 # Each backend asks jwtex's settings whether it is on (passwords: JWTEX_ADMIN_LOCAL_LOGIN; sign-on:
 # a configured provider), so both can stay listed.
 AUTHENTICATION_BACKENDS = ["jwtex_site.sso.backend.LocalPasswordBackend", "jwtex_site.sso.backend.SignOnBackend"]
@@ -192,7 +182,7 @@ TEMPLATES = [
 ]
 
 _default_db = f"sqlite:///{VAR_DIR / 'jwtex.sqlite3'}"
-_db_url = os.environ.get("DATABASE_URL") or _default_db
+_db_url = env.text("DATABASE_URL") or _default_db
 if _db_url.startswith("sqlite:///") and not _db_url.startswith("sqlite:////"):
     # A relative SQLite path is relative to the project, not to the working directory.
     _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///'):]}"
@@ -215,7 +205,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHE_URL = env.text("CACHE_URL")
 JWTEX_SHARED_CACHE = bool(CACHE_URL)  # /readyz checks the cache only when there is a shared one
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
@@ -255,7 +245,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 # The admin's and Swagger UI's assets, collected here by `manage.py collectstatic` (the container
 # image does it when it is built, into a directory of its own: the var directory is a volume).
-STATIC_ROOT = Path(os.environ.get("JWTEX_STATIC_ROOT") or VAR_DIR / "static")
+STATIC_ROOT = Path(env.text("JWTEX_STATIC_ROOT") or VAR_DIR / "static")
 # Served by the web process itself with WhiteNoise (no proxy or sidecar needed): gzip'd copies
 # made at collectstatic, ETag and Last-Modified, under either server of make serve. granian's own
 # static route answers more requests a second but compresses nothing, sends no validators and
@@ -279,7 +269,7 @@ CSRF_COOKIE_SECURE = _https
 SESSION_COOKIE_HTTPONLY = True
 CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}"]
 if _https:
-    SECURE_HSTS_SECONDS = int(os.environ.get("JWTEX_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_SECONDS = env.whole("JWTEX_HSTS_SECONDS")
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -308,7 +298,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: the embedded filesystem broker needs no server (docs/environment.md#development-defaults).
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+CELERY_BROKER_URL = env.text("CELERY_BROKER_URL")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "celery-broker"
     for sub in ("out", "processed", "control"):
@@ -328,29 +318,14 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER")
+CELERY_TASK_ALWAYS_EAGER = env.flag("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-JWTEX_LOG_FORMAT = os.environ.get("JWTEX_LOG_FORMAT", "json").strip().lower()
-if JWTEX_LOG_FORMAT not in {"json", "text"}:
-    raise ImproperlyConfigured("JWTEX_LOG_FORMAT must be json or text")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {"()": "jwtex_site.logging.JsonFormatter"},
-        "text": {"()": "jwtex_site.logging.TextFormatter"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": JWTEX_LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": os.environ.get("JWTEX_LOG_LEVEL", "INFO")},
-    "loggers": {
-        # One stream: Django's own loggers go through the same handler, once.
-        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        # The CEL engine warns once per failed call of a rule's Python function (aws_tag of a list…):
-        # a rule could write a line per list element per exchange. The failure denies and is audited.
-        "cel": {"level": "ERROR"},
-    },
-}
+try:
+    # The one logging configuration: the web processes, the worker and beat here, and make serve's
+    # servers, whose own lines (start-up, access, errors) it formats too (jwtex_site/serve.py).
+    LOGGING = jwtex_logging.configured()
+except env.BadVariable as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 # Celery (worker and beat) logs through the same configuration (jwtex_site/celery.py).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

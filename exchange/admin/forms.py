@@ -20,6 +20,7 @@ from ..console.presets import PRESETS, preset_get
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
+from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS, MAPPER_MIN_TIMEOUT_MS
 from ..core.shared_issuers import owner_pinning_problem
 from ..models import Issuer, Rule
 from ..services.simulator import parse_claims_json
@@ -104,7 +105,8 @@ class IssuerForm(TenantOwnedForm):
         "Leave empty to fetch the keys (discovery, or the JWKS URI).",
     )
     jwks_refresh_interval = forms.IntegerField(
-        label="JWKS refresh interval", min_value=300, max_value=86400, initial=3600, widget=SecondsInput,
+        label="JWKS refresh interval", min_value=300, max_value=86400, widget=SecondsInput,
+        initial=Issuer._meta.get_field("jwks_refresh_interval").get_default(),
         help_text="seconds, unless the upstream's Cache-Control says otherwise",
     )
     audiences = LinesField(help_text="One per line. The token's aud must contain one of these.")
@@ -153,8 +155,10 @@ class RuleForm(TenantOwnedForm):
     transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
     session_tags = TagRowsField(label="Session tags", required=False, help_text=TAG_HELP)
     mapper_timeout_ms = forms.IntegerField(
-        label="mapper timeout (ms)", required=False, initial=1500, min_value=50, max_value=5000,
-        help_text="effect mapper: how long the webhook may take (default 1500 ms, at most 5000)",
+        label="mapper timeout (ms)", required=False, initial=MAPPER_DEFAULT_TIMEOUT_MS,
+        min_value=MAPPER_MIN_TIMEOUT_MS, max_value=MAPPER_MAX_TIMEOUT_MS,
+        help_text=f"effect mapper: how long the webhook may take (default {MAPPER_DEFAULT_TIMEOUT_MS} ms, "
+        f"at most {MAPPER_MAX_TIMEOUT_MS})",
     )
 
     class Meta:
@@ -203,7 +207,7 @@ class RuleForm(TenantOwnedForm):
 
     def clean_mapper_timeout_ms(self):
         value = self.cleaned_data.get("mapper_timeout_ms")
-        return 1500 if value is None else value
+        return MAPPER_DEFAULT_TIMEOUT_MS if value is None else value
 
     def clean(self):
         cleaned = super().clean()

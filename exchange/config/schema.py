@@ -13,8 +13,9 @@ from typing import Any
 
 from django.db import models
 
-from ..core.jwks import KeySet, static_jwks_clean
-from ..core.rules.spec import session_tag_entry_problem
+from ..core.jwks import static_jwks_clean
+from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, session_tag_entry_problem
+from ..core.validators import static_jwks_problem
 
 ErrorList = list[tuple[str, str]]
 
@@ -187,7 +188,7 @@ def _check_mapper(value: Any, path: str, errors: Collector) -> bool:
     if not isinstance(value.get("url"), str):
         errors.add(dot(path, "url"), f"expected a string, got {type_name(value.get('url'))}")
         ok = False
-    timeout = value.get("timeout_ms", 1500)
+    timeout = value.get("timeout_ms", MAPPER_DEFAULT_TIMEOUT_MS)
     if not isinstance(timeout, int) or isinstance(timeout, bool):
         errors.add(dot(path, "timeout_ms"), f"expected a whole number, got {type_name(timeout)}")
         ok = False
@@ -222,23 +223,10 @@ def _check_str_map(value: Any, path: str, errors: Collector) -> bool:
 
 
 def _check_jwks(value: Any, path: str, errors: Collector) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
-        errors.add(path, 'expected a JWKS: a mapping with a "keys" list')
-        return False
-    if not all(isinstance(k, dict) for k in value["keys"]):
-        errors.add(path, 'every entry of "keys" must be a JWK (a mapping)')
-        return False
-    try:
-        keys = KeySet.from_jwks(static_jwks_clean(value))  # only the members a JWK defines (docs/configuration-file.md#issuer-keys)
-    except ValueError as exc:
-        errors.add(path, str(exc))
-        return False
-    if not keys.keys:
-        errors.add(path, "the JWKS has no usable public key (RSA, EC or OKP)")
-        return False
-    return True
+    problem = static_jwks_problem(value)  # the admin's rule and message (Issuer.clean)
+    if problem:
+        errors.add(path, problem)
+    return problem is None
 
 
 def _whole(value: Any) -> bool:

@@ -1,6 +1,7 @@
 """Validate a whole configuration document before anything is written: *every* problem is
-reported at once, each with its path, by the same checks the admin uses (model validators and
-``clean()``, the shared URL rule, the rule engine's ``validate_rule_spec``)."""
+reported at once, each with its path, by the same checks the admin uses: the models' field
+validators, an issuer's one check (``Issuer.problems``, which its ``clean()`` raises),
+``Rule.clean()`` and the rule engine's ``rule_findings``."""
 
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ from django.db import models
 
 from tenants.models import Tenant
 
-from ..conf import jwtex_settings
 from ..console.presets import preset_claim_types
-from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.shared_issuers import owner_pinning_problem
 from ..core.rules.spec import RuleSpec, rule_findings, session_tag_entries
-from ..core.validators import url_problem
 from ..models import Issuer, Rule
 from .schema import (
     ISSUER_KEYS,
@@ -101,15 +99,19 @@ def _model_errors(
     *,
     exclude: set[str],
     reported: set[str],
+    clean: bool = True,
 ) -> None:
-    """Run the model's own validators (field validators and ``clean()``), reporting under the
-    document's key names. ``exclude``: fields whose value was unusable (a default stood in);
-    ``reported``: fields that already have a (more precise) message from the checks here —
-    ``clean()`` runs over every field, so its word on those would only repeat ours."""
+    """Run the model's own validators (field validators and, with ``clean``, ``clean()``),
+    reporting under the document's key names. ``exclude``: fields whose value was unusable (a
+    default stood in); ``reported``: fields that already have a (more precise) message from the
+    rule checks here — ``Rule.clean()`` runs them over every field, so its word would only repeat ours."""
     yaml_key = {spec.model_field: key for key, spec in table.items()}
     own_messages = [message for where, message in errors.errors if where.startswith(path)]
     try:
-        instance.full_clean(exclude=sorted(exclude | {"tenant"}), validate_unique=False, validate_constraints=False)
+        if clean:
+            instance.full_clean(exclude=sorted(exclude | {"tenant"}), validate_unique=False, validate_constraints=False)
+        else:
+            instance.clean_fields(exclude=sorted(exclude | {"tenant"}))
     except ValidationError as exc:
         for model_field, messages in exc.message_dict.items():
             if model_field in exclude or model_field in reported:
@@ -121,15 +123,6 @@ def _model_errors(
                 errors.add(where, message)
 
 
-def _check_url(value: str, path: str, errors: Collector, *, what: str) -> None:
-    # The same rule and message as the admin's forms (Issuer.clean).
-    problem = url_problem(value, what=what, allow_insecure=jwtex_settings.allow_insecure_issuers, is_issuer=what == "The issuer")
-    if not problem and what == "The issuer":  # the operators' list (docs/operators.md#allowed-upstream-issuers)
-        problem = jwtex_settings.upstream_issuer_problem(value)
-    if problem:
-        errors.add(path, problem)
-
-
 def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: Collector) -> DesiredIssuer | None:
     raw_id = obj.get("id") if isinstance(obj, dict) else None
     path = at(f"{tenant_path}.issuers", raw_id if isinstance(raw_id, str) and raw_id else index)
@@ -138,40 +131,14 @@ def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: Collector) 
         return None
     check_keys(obj, list(ISSUER_KEYS), [k for k, s in ISSUER_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, ISSUER_KEYS, Issuer, path, errors)
-    before = len(errors.errors)
-    reported: set[str] = set()
-
-    def flag(model_field: str) -> None:
-        nonlocal before
-        if len(errors.errors) > before:
-            reported.add(model_field)
-        before = len(errors.errors)
-
-    if "issuer" not in bad and values["issuer"]:
-        _check_url(values["issuer"], dot(path, "issuer"), errors, what="The issuer")
-    flag("issuer")
-    if "jwks_uri" not in bad and values["jwks_uri"]:
-        _check_url(values["jwks_uri"], dot(path, "jwks_uri"), errors, what="The JWKS URI")
-    flag("jwks_uri")
-    if "algorithms" not in bad:
-        algorithms = values["algorithms"]
-        if not algorithms:
-            errors.add(dot(path, "algorithms"), "list at least one algorithm")
-        for position, alg in enumerate(algorithms):
-            if alg not in SUPPORTED_UPSTREAM_ALGORITHMS:
-                errors.add(
-                    f"{dot(path, 'algorithms')}[{position}]",
-                    f"unsupported algorithm {alg!r} (supported: {', '.join(SUPPORTED_UPSTREAM_ALGORITHMS)})",
-                )
-        if len(set(algorithms)) != len(algorithms):
-            errors.add(dot(path, "algorithms"), "an algorithm is listed twice")
-    flag("algorithms")
-    if "audiences" not in bad:
-        for position, audience in enumerate(values["audiences"]):
-            if not audience:
-                errors.add(f"{dot(path, 'audiences')}[{position}]", "an audience must not be empty")
-    flag("audiences")
-    _model_errors(Issuer(**values), ISSUER_KEYS, path, errors, exclude=bad, reported=reported)
+    issuer = Issuer(**values)
+    # The one issuer check, the one the admin's forms show (Issuer.clean raises it), reported where
+    # each problem is; a field whose value was unusable was reported already (its default stood in).
+    yaml_key = {spec.model_field: key for key, spec in ISSUER_KEYS.items()}
+    for model_field, where, message in issuer.problems():
+        if model_field not in bad:
+            errors.add(dot(path, yaml_key[model_field]) + where, message)
+    _model_errors(issuer, ISSUER_KEYS, path, errors, exclude=bad, reported=set(), clean=False)
     if not isinstance(raw_id, str) or not raw_id:
         return None
     return DesiredIssuer(path=path, issuer_id=raw_id, fields=values)

@@ -2,14 +2,14 @@
 every layer starts from.
 
 Deployment-specific overrides (``JWTEX_…`` Django settings) are read by ``exchange.conf``;
-these are the values when nothing overrides them.
+these are the values when nothing overrides them. The defaults of what an environment variable
+sets (the per-address rate limit, the fetch budget, …) are jwtex_site/environment.py's.
 """
 
 from __future__ import annotations
 
 DEFAULT_AUDIENCE = "sts.amazonaws.com"
 TENANT_RATE_LIMIT_PER_MINUTE = 6000
-RATE_LIMIT_PER_ADDRESS = 600
 
 # docs/verification.md#structure, docs/verification.md#issuer-settings
 MAX_TOKEN_BYTES = 16 * 1024

@@ -4,12 +4,23 @@
 
 Pure: values in, a message (or None) out. The guarded fetch (``exchange.fetch``) enforces the
 same rules again when it connects; these refuse what the URL alone already shows, at save time.
+``issuer_problems`` is the one check of an issuer beyond its fields' own bounds: the model's
+``clean()`` (so the admin's forms) and the file loader (``jwtex_apply``) both report what it says.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
+
+from .issuer_allowlist import IssuerAllowlist
+from .jwks import KeySet, static_jwks_clean
+from .limits import SUPPORTED_UPSTREAM_ALGORITHMS
+
+# (field, where within it — "" for the whole value, "[2]" for its third item —, message)
+Problem = tuple[str, str, str]
 
 
 INSECURE_SETTING = "JWTEX_ALLOW_INSECURE_ISSUERS"
@@ -79,3 +90,75 @@ def _host_may_be_public(host: str) -> bool:
         return address_is_public(ipaddress.ip_address(host))
     except ValueError:
         return True
+
+
+def audiences_problems(value: Any) -> list[Problem]:
+    """An issuer's audiences: a non-empty list of non-empty strings."""
+    if not isinstance(value, list):
+        return [("audiences", "", "expected a list of audience strings")]
+    if not value:
+        return [("audiences", "", "list at least one audience")]
+    return [
+        ("audiences", f"[{index}]", "an audience must not be empty" if isinstance(item, str) else "expected a string")
+        for index, item in enumerate(value)
+        if not isinstance(item, str) or not item
+    ]
+
+
+def algorithms_problems(value: Any) -> list[Problem]:
+    """An issuer's signature algorithms: some, each supported (never none or HMAC), each once."""
+    if not isinstance(value, list):
+        return [("algorithms", "", "expected a list of algorithm names")]
+    if not value:
+        return [("algorithms", "", "list at least one algorithm")]
+    supported = ", ".join(SUPPORTED_UPSTREAM_ALGORITHMS)
+    problems: list[Problem] = [
+        ("algorithms", f"[{index}]", f"unsupported algorithm {alg!r} (supported: {supported})")
+        for index, alg in enumerate(value)
+        if alg not in SUPPORTED_UPSTREAM_ALGORITHMS
+    ]
+    if len({repr(alg) for alg in value}) != len(value):
+        problems.append(("algorithms", "", "an algorithm is listed twice"))
+    return problems
+
+
+def static_jwks_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be an issuer's static key set (docs/configuration-file.md#issuer-keys), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("keys"), list):
+        return 'expected a JWKS: a mapping with a "keys" list'
+    if not all(isinstance(key, Mapping) for key in value["keys"]):
+        return 'every entry of "keys" must be a JWK (a mapping)'
+    try:
+        keys = KeySet.from_jwks(static_jwks_clean(value))  # only the members a JWK defines
+    except ValueError as exc:
+        return str(exc)
+    if not keys.keys:
+        return "the JWKS has no usable public key (RSA, EC or OKP)"
+    return None
+
+
+def issuer_problems(
+    *, issuer: Any, jwks_uri: Any, audiences: Any, algorithms: Any, static_jwks: Any, allow_insecure: bool,
+    allowlist: IssuerAllowlist | None = None,
+) -> list[Problem]:
+    """Everything wrong with an issuer's settings beyond each field's own bounds, in field order.
+    ``allowlist``: the operators' ``JWTEX_ALLOWED_UPSTREAM_ISSUERS`` (None: any issuer), judged
+    after the URL rule (docs/operators.md#allowed-upstream-issuers)."""
+    problems: list[Problem] = []
+    problem = url_problem(issuer, what="The issuer", allow_insecure=allow_insecure, is_issuer=True)
+    if not problem and allowlist is not None:
+        problem = allowlist.problem(issuer)
+    if problem:
+        problems.append(("issuer", "", problem))
+    if jwks_uri:
+        problem = url_problem(jwks_uri, what="The JWKS URI", allow_insecure=allow_insecure)
+        if problem:
+            problems.append(("jwks_uri", "", problem))
+    problems += audiences_problems(audiences)
+    problems += algorithms_problems(algorithms)
+    problem = static_jwks_problem(static_jwks)
+    if problem:
+        problems.append(("static_jwks", "", problem))
+    return problems
