@@ -275,7 +275,8 @@ class _Evaluation:
                         " cannot be evaluated over claims this large.")
         if spent > EXCHANGE_COST_BUDGET:
             self.refuse(rule, f"is over the exchange's cost budget: {spent:,.0f} cost units with the "
-                              f"{len(self.charged)} evaluation(s) before it, over {EXCHANGE_COST_BUDGET:,}")
+                              f"{len(self.charged)} {'evaluation' if len(self.charged) == 1 else 'evaluations'} before it, over "
+                              f"{EXCHANGE_COST_BUDGET:,}")
         self.charged.append(costs)
         self.spent = spent
 

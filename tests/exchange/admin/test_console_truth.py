@@ -97,3 +97,32 @@ def test_a_new_candidate_report_says_it_has_seen_nothing(admin_client_for, tenan
     html = client.get(reverse("admin:exchange_rule_candidate", args=[tenant.pk])).content.decode()
     cell = html[html.index('id="shadow-none"'):][:500]
     assert "No difference: exchanges have come since the candidate set started" in cell
+
+
+def test_an_unterminated_string_in_a_condition_is_called_that(admin_client_for, tenant, issuer):
+    from tests.exchange.admin.test_pages import rule_data
+
+    response = admin_client_for(tenant, "operator").post(
+        reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, when="claims.ref == 'refs/heads/main"))
+    [message] = response.context["adminform"].form.errors["when"]
+    assert "token recognition" not in message and "''" not in message
+    assert "line 1, column 15" in message and "Unterminated string" in message
+
+
+def test_issuers_and_keys_are_named_by_their_names_not_slugs(admin_client_for, tenant, issuer, signing_key):
+    client = admin_client_for(tenant, "owner")
+    html = client.get(reverse("admin:exchange_issuer_change", args=[issuer.pk])).content.decode()
+    breadcrumbs = html[html.index('class="breadcrumbs"'):][:600]
+    assert "ci of Acme Corp" in breadcrumbs and "acme/ci" not in html
+    response = client.post(reverse("admin:exchange_issuer_fetch_keys", args=[issuer.pk]), follow=True)
+    assert any(str(m).startswith("Issuer ci of Acme Corp: ") for m in response.context["messages"])
+    keys = client.get(reverse("admin:exchange_signingkey_change", args=[signing_key.pk])).content.decode()
+    assert f"{signing_key.kid[:12]}… of Acme Corp" in keys and f"acme/{signing_key.kid[:12]}" not in keys
+
+
+def test_a_replay_counts_exchanges_in_words(admin_client_for, tenant, issuer, allow_rule):
+    tenant.keep_upstream_claims = True
+    tenant.save()
+    html = admin_client_for(tenant, "operator").get(
+        reverse("admin:exchange_rule_candidate", args=[tenant.pk]) + "?replay=10").content.decode()
+    assert "0 exchanges replayed" in html and "(s)" not in html
