@@ -1,6 +1,6 @@
 """The console says what happened, not what will: the simulator's badge, candidate pages marked
 as candidates, the audit log under one name with its reason, a candidate report that has seen
-nothing saying so, and denials in sentences (docs/admin.md)."""
+nothing saying so, and denials in sentences (docs/operators.md#the-admin-today)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,15 @@ def test_a_replay_counts_exchanges_in_words(admin_client_for, tenant, issuer, al
     html = admin_client_for(tenant, "operator").get(
         reverse("admin:exchange_rule_candidate", args=[tenant.pk]) + "?replay=10").content.decode()
     assert "0 exchanges replayed" in html and "(s)" not in html
+
+
+def test_the_overview_says_which_refusals_its_denied_count_leaves_out(admin_client_for, tenant, client):
+    assert client.post(f"/t/{tenant.slug}/exchange", b"", content_type="application/jwt").status_code == 400
+    html = admin_client_for(tenant, "auditor").get(
+        reverse("admin:tenants_tenant_overview", args=[tenant.pk])).content.decode()
+    assert '<div class="jwtex-big" id="denied-24h">0</div>' in html  # refused before its token: not a record
+    card = html[html.index('id="denied-24h"'):html.index('id="denied-24h"') + 1200]
+    note = " ".join(card[card.index('id="denied-not-counted"'):].split())
+    for said in ("Not counted here", "empty, oversized or unreadable body", "content type or method",
+                 "rate-limited", "jwtex_requests_refused_total"):
+        assert said in note, said
