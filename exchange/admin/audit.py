@@ -114,7 +114,9 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="issued jti")
     def jti(self, obj):
-        return format_html('<code title="{}">{}</code>', obj.issued_jti, obj.issued_jti[:8] + "…") if obj.issued_jti else "—"
+        if not obj.issued_jti:
+            return "—"
+        return format_html('<code title="{}">{}</code>', obj.issued_jti, obj.issued_jti[:8] + "…")
 
     @admin.display(description="decision")
     def decision_badge(self, obj):

@@ -255,7 +255,8 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
 
 def report_fetch(request, issuer, outcome) -> None:
     if outcome.static:
-        messages.info(request, f"Issuer {issuer}: static JWKS, nothing to fetch; key ids: {', '.join(outcome.kids) or 'none'}.")
+        messages.info(request, f"Issuer {issuer}: static JWKS, nothing to fetch; "
+                               f"key ids: {', '.join(outcome.kids) or 'none'}.")
     elif outcome.ok:
         what = "changed" if outcome.changed else "unchanged"
         messages.success(request, f"Issuer {issuer}: fetched ({what}); key ids: {', '.join(outcome.kids) or 'none'}.")
