@@ -71,6 +71,9 @@ def test_a_candidate_rule_page_says_so_at_the_top(admin_client_for, tenant, issu
     add = _top(client.get(reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1").content.decode())
     assert "<h1>Add a candidate rule</h1>" in add and 'id="candidate-banner"' in add
 
+    listed = client.get(reverse("admin:exchange_rule_changelist") + f"?tenant__id__exact={tenant.pk}&shadow__exact=1")
+    assert "<h1>Candidate rules (not live): select one to change</h1>" in listed.content.decode()
+
     auditor = _top(admin_client_for(tenant, "auditor").get(
         reverse("admin:exchange_rule_change", args=[candidate.pk])).content.decode())
     assert "<h1>A candidate rule</h1>" in auditor and 'id="candidate-banner"' in auditor
