@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["exchange_observed", "jwks_fetch_observed", "mapper_call_observed"]
+__all__ = ["exchange_observed", "jwks_fetch_observed", "mapper_call_observed", "request_refused_observed"]
 
 EXCHANGES = Counter(
     "jwtex_exchanges",
@@ -42,6 +42,20 @@ def exchange_observed(*, tenant: str, endpoint: str, decision: str, error: str, 
 
 def jwks_fetch_observed(*, tenant: str, issuer: str, outcome: str) -> None:
     JWKS_FETCHES.labels(tenant, issuer, outcome).inc()
+
+
+# Not records (docs/operations.md#refusals-that-are-not-records). No tenant label: on the lean
+# route the slug of a request refused for its wire format is not looked up, so it is whatever its sender typed.
+REFUSED = Counter(
+    "jwtex_requests_refused",
+    "Exchange requests refused for their wire format before a token was read (no audit record: an empty, "
+    "oversized or unreadable body, a wrong content type or method), by endpoint and HTTP status.",
+    ["endpoint", "status"],
+)
+
+
+def request_refused_observed(*, endpoint: str, status: int) -> None:
+    REFUSED.labels(endpoint, str(status)).inc()
 
 
 MAPPER_CALLS = Counter(

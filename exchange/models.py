@@ -105,8 +105,8 @@ class Issuer(models.Model):
         constraints = [models.UniqueConstraint(fields=["tenant", "issuer_id"], name="issuer_unique_id_per_tenant")]
         ordering = ["tenant__slug", "issuer_id"]
 
-    def __str__(self) -> str:
-        return f"{self.tenant.slug}/{self.issuer_id}"
+    def __str__(self) -> str:  # the names an operator knows, not a path of slugs
+        return f"{self.issuer_id} of {self.tenant.name}"
 
     def snapshot(self) -> IssuerSnapshot:
         """This row as the exchange reads it: a frozen value, safe to share across threads."""
@@ -320,7 +320,7 @@ class SigningKey(models.Model):
         ordering = ["tenant__slug", "-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.tenant.slug}/{self.kid[:12]}… ({self.state})"
+        return f"{self.kid[:12]}… of {self.tenant.name} ({self.state})"
 
 
 class SweepRun(models.Model):

@@ -88,6 +88,7 @@ class ExchangeRecord(models.Model):
         ]
         constraints = [models.UniqueConstraint(fields=["record_id", "created_at"], name="record_unique_attempt")]
         ordering = ["-created_at", "-id"]
+        verbose_name, verbose_name_plural = "audit record", "audit log"  # "Audit log" everywhere in the admin
 
     def __str__(self) -> str:
         return f"{self.decision.capitalize()} exchange at {self.created_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -28,6 +28,10 @@ from .audit_list import (
 )
 
 
+def _cut(text: str, limit: int):
+    return format_html('<span title="{}">{}</span>', text, text if len(text) <= limit else text[:limit - 1] + "…")
+
+
 @admin.register(ExchangeRecord)
 class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     """The audit log: read-only for everyone, superusers included (docs/operations.md#audit)."""
@@ -35,7 +39,8 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
     add_roles = change_roles = delete_roles = NOBODY
 
-    list_display = ["when", "tenant", "decision_badge", "error_code", "issuer_ref", "rule_name", "subject", "jti"]
+    # Fits 1,400 px with the filters beside it: long values are cut, whole in their tooltip.
+    list_display = ["when", "tenant", "decision_badge", "reason_short", "issuer_ref", "rule_name", "subject", "jti"]
     list_display_links = ["when"]
     list_filter = ["tenant", TimeFilter, "decision", ErrorCodeFilter, IssuerFilter, RuleNameFilter, EndpointFilter]
     list_select_related = ["tenant"]
@@ -71,6 +76,15 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return AuditChangeList
 
+    def get_list_display(self, request):
+        fields = list(super().get_list_display(request))
+        if "tenant__id__exact" in request.GET:  # one tenant's records: its name is in the filter
+            fields.remove("tenant")
+        return fields
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Audit log", **(extra_context or {})})
+
     def declared_lookups(self, request) -> frozenset[str]:
         return self._PARAMETERS  # (its filters are not all field filters: said here, not derived)
 
@@ -84,16 +98,25 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="time (UTC)")
     def when(self, obj):
-        return obj.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return format_html("{}<br>{}", *obj.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S").split())
 
     @admin.display(description="upstream subject")
     def subject(self, obj):
-        text = obj.upstream_sub
-        return format_html('<span title="{}">{}</span>', text, text if len(text) <= 48 else text[:47] + "…")
+        return _cut(obj.upstream_sub, 28)
+
+    @admin.display(description="reason")
+    def reason_short(self, obj):
+        """A denial's error code and why; an allowance's reason, if any."""
+        if not obj.reason and not obj.error_code:
+            return "—"
+        return format_html("<code>{}</code> {}", obj.error_code, _cut(obj.reason, 90)) if obj.error_code else \
+            _cut(obj.reason, 90)
 
     @admin.display(description="issued jti")
     def jti(self, obj):
-        return format_html('<code title="{}">{}</code>', obj.issued_jti, obj.issued_jti[:12]) if obj.issued_jti else "—"
+        if not obj.issued_jti:
+            return "—"
+        return format_html('<code title="{}">{}</code>', obj.issued_jti, obj.issued_jti[:8] + "…")
 
     @admin.display(description="decision")
     def decision_badge(self, obj):

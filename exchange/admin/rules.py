@@ -188,16 +188,19 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         extra_context = dict(extra_context or {})
-        tenant_ids = None
-        if object_id:
-            obj = self.get_object(request, object_id)
-            tenant_ids = [obj.tenant_id]
+        obj = self.get_object(request, object_id) if object_id else None
+        tenant_ids = [obj.tenant_id] if obj is not None else None
         used = {
             p.key
             for i in self.get_field_queryset_issuers(request, tenant_ids)
             if (p := preset_for_issuer(i.issuer, has_static_jwks=i.static_jwks is not None)) is not None
         }
         extra_context["claim_presets"] = [(p, p.key in used) for p in PRESETS]
+        candidate = obj.shadow if obj is not None else (request.POST.get("_shadow") or request.GET.get("shadow")) == "1"
+        if candidate:  # a candidate rule says so at the top, in the title and the breadcrumb
+            extra_context["jwtex_candidate"] = obj.tenant_id if obj is not None else self._new_rule_tenant_id(request)
+            extra_context["title"] = "Add a candidate rule" if not object_id else (
+                "Change a candidate rule" if self.has_change_permission(request, obj) else "A candidate rule")
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_field_queryset_issuers(self, request, tenant_ids):
@@ -207,5 +210,7 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
     def changelist_view(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
         extra_context["simulate_url"] = reverse("admin:exchange_rule_simulate")
+        if request.GET.get("shadow__exact") == "1":
+            extra_context["title"] = "Candidate rules (not live): select one to change"
         return super().changelist_view(request, extra_context)
 

@@ -255,11 +255,12 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
 
 def report_fetch(request, issuer, outcome) -> None:
     if outcome.static:
-        messages.info(request, f"{issuer}: static JWKS, nothing to fetch; key ids: {', '.join(outcome.kids) or 'none'}.")
+        messages.info(request, f"Issuer {issuer}: static JWKS, nothing to fetch; "
+                               f"key ids: {', '.join(outcome.kids) or 'none'}.")
     elif outcome.ok:
         what = "changed" if outcome.changed else "unchanged"
-        messages.success(request, f"{issuer}: fetched ({what}); key ids: {', '.join(outcome.kids) or 'none'}.")
+        messages.success(request, f"Issuer {issuer}: fetched ({what}); key ids: {', '.join(outcome.kids) or 'none'}.")
     else:
         kept = f" Still using the last good set: {', '.join(outcome.kids)}." if outcome.kids else ""
-        messages.error(request, f"{issuer}: the fetch failed: {outcome.error}.{kept}")
+        messages.error(request, f"Issuer {issuer}: the fetch failed: {outcome.error}.{kept}")
 

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from ..core.errors import ExchangeError, InvalidRequest, NotFound, RequestTooLarge
 from ..core.limits import DISCOVERY_MAX_AGE, JWKS_MAX_AGE
 from ..core.values import MintedToken
+from ..metrics import request_refused_observed
 from ..protocol import ISSUED_TOKEN_TYPE_NA, TOKEN_TYPE_JWT
 from ..services.exchange import exchange_token, tenant_check, tenant_documents
 from . import params
@@ -42,8 +43,16 @@ def _exchange(slug: str, request: params.ExchangeRequest, *, endpoint: str) -> M
     )
 
 
+def _refused(response: HttpResponse, endpoint: str) -> HttpResponse:
+    """A request refused before its token was read: not an audit record, but counted
+    (docs/operations.md#refusals-that-are-not-records)."""
+    request_refused_observed(endpoint=endpoint, status=response.status_code)
+    return response
+
+
 class _PostOnlyView(View):
     http_method_names = ["post"]
+    endpoint = "raw"
 
     def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         """405 in the error shape of docs/errors.md#error-responses (Django's default is an empty text/html
@@ -55,7 +64,7 @@ class _PostOnlyView(View):
         response = error_response(InvalidRequest("Only POST is allowed here."))
         response.status_code = 405
         response["Allow"] = "POST"
-        return response
+        return _refused(response, self.endpoint)
 
 
 def _json_document(payload: bytes, *, max_age: int) -> HttpResponse:
@@ -84,7 +93,11 @@ def jwks_view(request: HttpRequest, slug: str) -> HttpResponse:
 def raw_exchange(request: HttpRequest, slug: str) -> HttpResponse:
     """docs/endpoints.md#raw-exchange, for the view below and for the lean WSGI route (exchange.api.fast)."""
     try:
-        minted = _exchange(slug, params.raw_request(request), endpoint="raw")
+        wire = params.raw_request(request)
+    except ExchangeError as error:
+        return _refused(error_response(error), "raw")
+    try:
+        minted = _exchange(slug, wire, endpoint="raw")
     except ExchangeError as error:
         return error_response(error)
     response = HttpResponse(minted.token.encode("ascii"), content_type="application/jwt")
@@ -105,10 +118,19 @@ class RawExchangeView(_PostOnlyView):
 class TokenExchangeView(_PostOnlyView):
     """``POST /t/T/token``: RFC 8693 token exchange, form-encoded in, JSON out."""
 
+    endpoint = "rfc8693"
+
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
         try:
             tenant_check(slug=slug)  # an unknown tenant is 404 before anything else
-            minted = _exchange(slug, params.token_exchange_request(request), endpoint="rfc8693")
+        except ExchangeError as error:
+            return oauth_error_response(error)
+        try:
+            wire = params.token_exchange_request(request)
+        except ExchangeError as error:
+            return _refused(oauth_error_response(error), self.endpoint)
+        try:
+            minted = _exchange(slug, wire, endpoint="rfc8693")
         except ExchangeError as error:
             return oauth_error_response(error)
         return JsonResponse(
@@ -147,11 +169,18 @@ class ExchangeAPIView(APIView):
     def post(self, request: Request, slug: str) -> Response | HttpResponse:
         try:
             tenant_check(slug=slug)
+        except ExchangeError as error:
+            return error_response(error)
+        try:
             params.check_declared_length(request)
             serializer = ExchangeRequestSerializer(data=request.data)
             if not serializer.is_valid():
                 raise InvalidRequest(_first_error(serializer.errors))
-            minted = _exchange(slug, params.api_request(request, serializer.validated_data), endpoint="api")
+            wire = params.api_request(request, serializer.validated_data)
+        except ExchangeError as error:
+            return _refused(error_response(error), "api")
+        try:
+            minted = _exchange(slug, wire, endpoint="api")
         except ExchangeError as error:
             return error_response(error)
         body = {
@@ -164,6 +193,11 @@ class ExchangeAPIView(APIView):
         return Response(body, headers={"Cache-Control": "no-store"})
 
     def handle_exception(self, exc: Exception) -> Response | HttpResponse:
+        response = self._refusal(exc)
+        return _refused(response, "api") if response is not None else super().handle_exception(exc)
+
+    @staticmethod
+    def _refusal(exc: Exception) -> HttpResponse | None:
         # DRF's own refusals (malformed JSON, wrong media type, method) in the error shape of
         # docs/errors.md#error-responses.
         if isinstance(exc, drf_exceptions.ParseError):
@@ -180,7 +214,7 @@ class ExchangeAPIView(APIView):
             return error_response(RequestTooLarge(reason="body over DATA_UPLOAD_MAX_MEMORY_SIZE"))
         if isinstance(exc, (SuspiciousOperation, BadRequest)):
             return error_response(InvalidRequest("The request cannot be read."))
-        return super().handle_exception(exc)
+        return None
 
 
 def _first_error(errors: dict) -> str:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Max, Min, Q, Sum
 
 from tenants.models import Tenant
 
@@ -150,7 +150,22 @@ def shadow_report(*, tenant: Tenant, now: datetime, kind: str | None = None, lim
     recent = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=since, shadow__isnull=False)
     rows = recent.filter(REPORT_KINDS[kind][1]) if kind in REPORT_KINDS else recent
     return {"total": total, "counts": counts, "kind": kind, "labels": {k: v[0] for k, v in REPORT_KINDS.items()},
-            "records": list(rows.order_by("-created_at", "-id")[:limit])}
+            "records": list(rows.order_by("-created_at", "-id")[:limit]), **_seen(tenant, since)}
+
+
+def _seen(tenant: Tenant, since: datetime) -> dict[str, Any]:
+    """Whether any exchange came since the candidate set started (its oldest rule; within the
+    report's window), from the rollups: a group's ``last_seen`` at or after the start is one that
+    did, exactly; ``seen`` counts from the start's hour (the rollups' grain)."""
+    started = Rule.objects.filter(tenant=tenant, shadow=True).aggregate(at=Min("created_at"))["at"]
+    if started is None:
+        return {"started": None, "seen_any": False, "seen": 0, "seen_from": since}
+    start = max(started, since)
+    seen_from = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    seen = AuditRollup.objects.filter(tenant=tenant, hour__gte=seen_from).aggregate(
+        count=Sum("count", default=0), last=Max("last_seen"))
+    return {"started": started, "seen_any": seen["last"] is not None and seen["last"] >= start, "seen": seen["count"],
+            "seen_from": seen_from}
 
 
 def _recorded_outcome(record: ExchangeRecord) -> dict[str, Any]:

@@ -52,7 +52,7 @@ __all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token
 
 @dataclass(frozen=True)
 class Simulation:
-    verified: bool  # False: claims were given, not a token
+    verified: bool  # True only once a token passed verification (signature, issuer, audience, times)
     issuer_id: str | None
     claims: Mapping[str, Any] | None  # the (verified or given) upstream claims
     trace: list[RuleTrace] = field(default_factory=list)
@@ -63,6 +63,7 @@ class Simulation:
     lifetime: int | None = None
     notes: tuple[str, ...] = ()
     mapper: MapperCall | None = None  # a mapper rule's webhook, really called (docs/mapper.md#mapper-webhooks)
+    source: str = "token"  # what was simulated: "token" (pasted) or "claims" (typed in)
 
     @property
     def allowed(self) -> bool:
@@ -132,7 +133,7 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
     return Simulation(
         verified, issuer_id, claims, trace=trace, decision=decision, error=error, stage="rules",
         emitted=emitted, lifetime=decision.lifetime if decision is not None else None, notes=tuple(notes),
-        mapper=calls[0] if calls else None,
+        mapper=calls[0] if calls else None, source="token" if verified else "claims",
     )
 
 
@@ -145,21 +146,21 @@ def simulate_token(
     Without ``outbound`` nothing outside is called: the stored keys only, no mapper webhook."""
     now = time.time() if now is None else now
     if issuer is not None and issuer.tenant_id != tenant.pk:
-        return Simulation(True, None, None, error=NotFound("Unknown issuer."), stage="issuer")
+        return Simulation(False, None, None, error=NotFound("Unknown issuer."), stage="issuer")
     runtime = _with_draft(runtime_build(tenant=tenant, now=datetime.fromtimestamp(now, UTC)), draft)
     try:
         parsed = token_parse(token)
     except ExchangeError as exc:
-        return Simulation(True, None, None, error=exc, stage="token")
+        return Simulation(False, None, None, error=exc, stage="token")
     try:
         chosen = issuer_select(runtime, issuer_id=issuer.issuer_id if issuer is not None else None, parsed=parsed)
     except ExchangeError as exc:
-        return Simulation(True, None, dict(parsed.claims), error=exc, stage="issuer", notes=tuple(_notes(tenant, issuer)))
+        return Simulation(False, None, dict(parsed.claims), error=exc, stage="issuer", notes=tuple(_notes(tenant, issuer)))
     notes = _notes(tenant, issuer)
     try:
         verified = token_verify(chosen, parsed, now=now, fetch=outbound)
     except ExchangeError as exc:
-        return Simulation(True, chosen.issuer_id, dict(parsed.claims), error=exc, stage="verification", notes=tuple(notes))
+        return Simulation(False, chosen.issuer_id, dict(parsed.claims), error=exc, stage="verification", notes=tuple(notes))
     return _decide(runtime, chosen.issuer_id, verified.claims, audience=audience, verified=True, notes=notes,
                    outbound=outbound)
 
@@ -192,7 +193,7 @@ def simulate_claims(
     Unverified: signature, ``iss``, ``aud`` and times are not checked. A mapper webhook is called
     (marked as a simulation) only with ``outbound``."""
     if issuer.tenant_id != tenant.pk:
-        return Simulation(False, None, claims, error=NotFound("Unknown issuer."), stage="issuer")
+        return Simulation(False, None, claims, error=NotFound("Unknown issuer."), stage="issuer", source="claims")
     notes = ["Unverified simulation: the claims were typed in, not taken from a signed token."]
     notes += _notes(tenant, issuer)
     runtime = _with_draft(runtime_build(tenant=tenant, now=datetime.now(UTC)), draft)

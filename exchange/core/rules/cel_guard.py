@@ -103,9 +103,24 @@ def _engine_compile(source: str) -> cel.Program:
         location, _, message = tail.partition(": ")
         line, _, column = location.partition(":")
         if line.isdigit() and column.isdigit():
-            raise RuleSyntaxError(message.split("\n")[0].strip(), line=int(line), column=int(column)) from None
+            raise RuleSyntaxError(_plain(message.split("\n")[0].strip()), line=int(line), column=int(column)) from None
         _, _, tail = text.partition("ERROR: ")
         raise RuleSyntaxError((tail or text or type(exc).__name__).strip().splitlines()[0]) from None
+
+
+_UNRECOGNISED = "Syntax error: token recognition error at: "
+
+
+def _plain(message: str) -> str:
+    """The engine's lexer message in words: an unterminated string, or the character it cannot read."""
+    if not message.startswith(_UNRECOGNISED):
+        return message
+    text = message[len(_UNRECOGNISED) + 1:-1] if message.endswith("'") else message[len(_UNRECOGNISED):]
+    body = text.lstrip("rRbB")
+    if body[:1] in ("'", '"'):
+        quote = body[:3] if body[:3] in ("\'\'\'", '"""') else body[:1]
+        return f"Unterminated string: it opens with {quote} here and is never closed."
+    return f"Syntax error: unexpected character {text[:1]!r}."
 
 
 def _bracket_depth(tokens: list[Token]) -> tuple[int, int] | None:

@@ -292,8 +292,9 @@ class _Evaluation:
             self.refuse(rule, f"is over its cost budget for claims this large: {self.why_large}",
                         " cannot be evaluated over claims this large.")
         if spent > EXCHANGE_COST_BUDGET:
-            self.refuse(rule, f"is over the exchange's cost budget: {spent:,.0f} cost units with the "
-                              f"{len(self.charged)} evaluation(s) before it, over {EXCHANGE_COST_BUDGET:,}")
+            before = f"{len(self.charged)} evaluation{'' if len(self.charged) == 1 else 's'} before it"
+            self.refuse(rule, f"is over the exchange's cost budget: {spent:,.0f} cost units with the {before}, over "
+                              f"{EXCHANGE_COST_BUDGET:,}")
         self.charged.append(costs)
         self.spent = spent
 

@@ -85,7 +85,8 @@ def session_tag_entry_problem(entry: object) -> str | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
         return 'A session tag is a CEL expression, or {"value": "CEL", "optional": true}.'
     if set(entry) - {"value", "optional"}:
-        return f"Unknown member(s) {sorted(set(entry) - {'value', 'optional'})} in a session tag: only value and optional."
+        unknown = ", ".join(map(repr, sorted(set(entry) - {"value", "optional"})))
+        return f"A session tag has value and optional only, not {unknown}."
     if not isinstance(entry.get("optional", False), bool):
         return "A session tag's optional is true or false."
     return None

@@ -24,6 +24,10 @@ def test_an_operator_tries_a_candidate_in_shadow_then_promotes_it(page, live_ser
     candidate = Rule.objects.get(tenant=tenant, shadow=True)
     page.goto(f"{base}/admin/exchange/rule/{candidate.pk}/change/")
     page.wait_for_selector("#candidate-note")
+    # Said at the top, where the operator looks first: the title, the breadcrumb and a banner.
+    assert page.inner_text("h1") == "Change a candidate rule" and "Candidate rules" in page.inner_text(".breadcrumbs")
+    assert page.locator("#candidate-banner").bounding_box()["y"] < 250
+    shot(page, "39-candidate-rule")
     page.fill("#id_when", "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main' "
                           "&& claims.actor != 'octocat'")
     page.click("input[name=_save]")

@@ -152,6 +152,35 @@ def test_metrics_count_every_exchange_by_tenant_decision_and_error(client, upstr
     assert after[latency] - before.get(latency, 0) == 3
 
 
+def test_refusals_before_the_token_are_counted_not_recorded(client, tenant, upstream, allow_rule):
+    """docs/operations.md#refusals-that-are-not-records: no record, one count each, no tenant label."""
+    from exchange.models import ExchangeRecord
+
+    def refused(found, endpoint, status):
+        return found.get(("jwtex_requests_refused_total", (("endpoint", endpoint), ("status", status))), 0)
+
+    before = samples(client)
+    answers = [
+        client.post("/t/acme/exchange", b"", content_type="application/jwt"),  # empty body
+        client.post("/t/acme/exchange", b"a=b", content_type="application/x-www-form-urlencoded"),  # a form
+        client.post("/t/acme/exchange", b"x" * 70_000, content_type="application/jwt"),  # too large
+        client.get("/t/acme/exchange"),  # method
+        client.post("/t/acme/token", b"{}", content_type="application/json"),  # content type
+        client.post("/api/v1/t/acme/exchange", b"{not json", content_type="application/json"),  # bad JSON
+        client.post("/api/v1/t/acme/exchange", b"x", content_type="text/plain"),  # content type
+    ]
+    assert [a.status_code for a in answers] == [400, 400, 413, 405, 400, 400, 400], [a.content for a in answers]
+    after = samples(client)
+    assert refused(after, "raw", "400") - refused(before, "raw", "400") == 2
+    assert refused(after, "raw", "413") - refused(before, "raw", "413") == 1
+    assert refused(after, "raw", "405") - refused(before, "raw", "405") == 1
+    assert refused(after, "rfc8693", "400") - refused(before, "rfc8693", "400") == 1
+    assert refused(after, "api", "400") - refused(before, "api", "400") == 2
+    assert not ExchangeRecord.objects.exists()
+    assert client.post("/t/acme/exchange", upstream.mint(), content_type="application/jwt").status_code == 200
+    assert refused(samples(client), "raw", "200") == 0 and ExchangeRecord.objects.count() == 1  # an exchange is a record
+
+
 def test_metrics_read_key_ages_the_spool_and_the_sweeps_when_scraped(client, tenant, issuer, signing_key):
     from datetime import UTC, datetime
 

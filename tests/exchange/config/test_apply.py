@@ -779,7 +779,7 @@ def test_export_of_an_unknown_tenant_fails_with_nothing_on_stdout():
     [
         ("{value: 1}", 'A session tag is a CEL expression, or {"value": "CEL", "optional": true}.'),
         ("{value: claims.actor, optional: maybe}", "A session tag's optional is true or false."),
-        ("{value: claims.actor, required: true}", "Unknown member(s) ['required'] in a session tag: only value and optional."),
+        ("{value: claims.actor, required: true}", "A session tag has value and optional only, not 'required'."),
         ("[claims.actor]", 'A session tag is a CEL expression, or {"value": "CEL", "optional": true}.'),
     ],
 )
