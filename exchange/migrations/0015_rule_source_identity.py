@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange', '0013_audit_partitions'),
+        ('exchange', '0014_audit_log_name'),
     ]
 
     operations = [
