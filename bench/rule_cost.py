@@ -68,6 +68,8 @@ FAMILIES = (
     Family("regex calls", lambda k: _join("claims.b.matches('^.*[a-z]+.*$')", k, " || "), {"b": BIG}),
     Family("Unicode regex calls", lambda k: _join("claims.s.matches('\\\\w+\\\\pL')", k, " || "), {"s": "a"}),
     Family("aws_tag of non-ASCII text", lambda k: _join("aws_tag(claims.u) == ''", k, " || "), {"u": "\u200b" * 300}),
+    Family("aws_source_identity of non-ASCII text", lambda k: _join("aws_source_identity(claims.u) == ''", k, " || "),
+           {"u": "\u200b" * 300}),
     Family("copies of a list of lists", lambda k: _join("claims.l == claims.m", k, " || "), {"l": NESTED, "m": []}),
     Family("copies of a 6,000-item list", lambda k: _join("claims.w.size() == 0", k, " || "), {"w": WIDE}),
     Family("a comprehension over 6,000 items", lambda k: f"claims.w.exists(x, {_join('x', k)} == -1)", {"w": WIDE}),

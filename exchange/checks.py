@@ -42,6 +42,9 @@ class Messages:
     SSO_ROLES_CLAIM = "JWTEX_ADMIN_OIDC_ROLES_CLAIM is empty: single sign-on could give nobody a role."
     RULE_COST = ("Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that "
                  "reaches it.")
+    ALLOWED_ISSUERS = "JWTEX_ALLOWED_UPSTREAM_ISSUERS has entries that match nothing: {problems}."
+    ISSUER_REFUSED = ("Tenant {tenant!r} trusts {count} upstream issuer(s) outside JWTEX_ALLOWED_UPSTREAM_ISSUERS, "
+                      "refused at every exchange: {issuers}.")
 
 
 class Hints:
@@ -71,6 +74,9 @@ class Hints:
     SSO_ROLES_CLAIM = "Unset it for the default (groups), or name the ID token claim that holds the roles."
     RULE_COST = ("It was saved before rules had a cost budget; jwtex never changes it. Open it in the admin (saving "
                  "shows where its cost is) and simplify it, or delete it.")
+    ALLOWED_ISSUERS = "Write exact issuer URLs or https://HOST/PATH* patterns (docs/operators.md#allowed-upstream-issuers)."
+    ISSUER_REFUSED = ("Add them to the list if they are to be trusted, or remove them from the tenant (admin or "
+                      "jwtex_apply) — saving either is refused until then.")
 
 
 class Codes:
@@ -93,6 +99,8 @@ class Codes:
     SSO_KEY = "jwtex.E023"
     SSO_ROLES_CLAIM = "jwtex.E024"
     RULE_COST = "jwtex.W004"
+    ALLOWED_ISSUERS = "jwtex.E010"
+    ISSUER_REFUSED = "jwtex.W010"
 
 
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
@@ -280,6 +288,39 @@ def check_rule_costs(app_configs, databases=None, **kwargs):
         if why:
             found.extend(_problem(Warning, "RULE_COST", rule=rule.name, tenant=rule.tenant.slug, why=why))
     return found
+
+
+@register(Tags.security)
+def check_allowed_upstream_issuers(app_configs, **kwargs):
+    """A malformed entry of the operators' list matches nothing (a mistake narrows, never widens);
+    said here, in any mode, so that it is seen before it refuses a tenant's issuer."""
+    allowlist = jwtex_settings.allowed_upstream_issuers
+    if allowlist is None or not allowlist.problems:
+        return []
+    return _problem(Error, "ALLOWED_ISSUERS", problems="; ".join(allowlist.problems))
+
+
+@register("jwtex_issuers")
+def check_issuers_outside_the_list(app_configs, **kwargs):
+    """Every tenant's issuers that JWTEX_ALLOWED_UPSTREAM_ISSUERS refuses (docs/operators.md#allowed-upstream-issuers):
+    saved before the list changed, they are refused at exchange time. A plain ``manage.py check``
+    runs it (not the start-up checks: a start does not depend on reading the tenants)."""
+    if jwtex_settings.allowed_upstream_issuers is None:
+        return []
+    from django.db import DatabaseError
+
+    from .models import Issuer
+
+    refused: dict[str, list[str]] = {}
+    try:
+        for slug, issuer_id, url in Issuer.objects.order_by("tenant__slug", "issuer_id").values_list(
+                "tenant__slug", "issuer_id", "issuer"):
+            if jwtex_settings.upstream_issuer_problem(url):
+                refused.setdefault(slug, []).append(f"{issuer_id} ({url})")
+    except DatabaseError:  # no tables yet (before migrate): nothing is saved
+        return []
+    return [message for slug, issuers in refused.items() for message in _problem(
+        Warning, "ISSUER_REFUSED", tenant=slug, count=len(issuers), issuers=", ".join(issuers))]
 
 
 def refuse_unsafe_start(what: str) -> None:

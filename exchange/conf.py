@@ -9,6 +9,7 @@ so a test's ``settings`` override takes effect at once. Nothing else reads ``JWT
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from .core import limits
+from .core.issuer_allowlist import IssuerAllowlist, allowlist_parse
 
 
 def _get(name: str) -> Any:
@@ -26,6 +28,11 @@ def _get(name: str) -> Any:
 def _get_or(name: str, default: Any) -> Any:
     """A setting no variable changes: a deployment's settings module may, or the contract's default."""
     return getattr(settings, f"JWTEX_{name}", default)
+
+
+@functools.lru_cache(maxsize=8)
+def _allowlist(value: str) -> IssuerAllowlist | None:
+    return allowlist_parse(value)
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,18 @@ class JwtexSettings:
         """Where audit records wait while the database cannot take them (one file per process)."""
         configured = _get("AUDIT_SPOOL_DIR")
         return Path(configured) if configured else self.var_dir / "audit-spool"
+
+    @property
+    def allowed_upstream_issuers(self) -> IssuerAllowlist | None:
+        """The operators' list of upstream issuers tenants may trust; None: any
+        (docs/operators.md#allowed-upstream-issuers). Parsed once per value."""
+        return _allowlist(str(_get("ALLOWED_UPSTREAM_ISSUERS") or ""))
+
+    def upstream_issuer_problem(self, issuer: str) -> str | None:
+        """Why the operators' list refuses ``issuer`` (the admin, ``jwtex_apply``, the exchange and
+        ``manage.py check`` say the same), or None."""
+        allowlist = self.allowed_upstream_issuers
+        return None if allowlist is None else allowlist.problem(issuer)
 
     @property
     def mapper_allowed_hosts(self) -> frozenset[str]:

@@ -135,6 +135,7 @@ class Issuer(models.Model):
         return issuer_problems(
             issuer=self.issuer, jwks_uri=self.jwks_uri, audiences=self.audiences, algorithms=self.algorithms,
             static_jwks=self.static_jwks, allow_insecure=jwtex_settings.allow_insecure_issuers,
+            allowlist=jwtex_settings.allowed_upstream_issuers,
         )
 
     def clean(self) -> None:
@@ -176,6 +177,11 @@ class Rule(models.Model):
     )
     transitive_tag_keys = models.JSONField(default=list, blank=True)
     claims = OrderedJSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
+    source_identity = models.TextField(
+        "source identity (CEL)", blank=True,
+        help_text="the AWS session's SourceIdentity, which CloudTrail records on every action "
+        "(docs/rules.md#source-identity), e.g. aws_source_identity(claims.actor); empty: none",
+    )
     mapper_url = models.CharField(
         "mapper URL", max_length=1024, blank=True,
         help_text="effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)",
@@ -223,6 +229,7 @@ class Rule(models.Model):
             any_owner=self.any_owner,
             mapper_url=self.mapper_url if self.effect == Effect.MAPPER else "",
             mapper_timeout_ms=self.mapper_timeout_ms,
+            source_identity=self.source_identity or "",
         )
 
     def _tags_well_formed(self) -> bool:

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, str | int | float | bool | None] = {
     "JWTEX_CONFIG_RECHECK_SECONDS": 1.5,
     "JWTEX_AUDIT_SPOOL_DIR": "",  # JWTEX_VAR_DIR/audit-spool
     "JWTEX_MAPPER_ALLOWED_HOSTS": "",
+    "JWTEX_ALLOWED_UPSTREAM_ISSUERS": "",  # any issuer (docs/operators.md#allowed-upstream-issuers)
     # Operations.
     "JWTEX_METRICS_TOKEN": "",
     "PROMETHEUS_MULTIPROC_DIR": "",  # make serve: JWTEX_VAR_DIR/metrics

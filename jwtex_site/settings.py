@@ -86,6 +86,9 @@ JWTEX_AUDIT_SPOOL_DIR = env.text("JWTEX_AUDIT_SPOOL_DIR")
 # Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the
 # operator's list, never a tenant's), e.g. an in-house mapper behind the firewall.
 JWTEX_MAPPER_ALLOWED_HOSTS = [h.lower() for h in env.names("JWTEX_MAPPER_ALLOWED_HOSTS")]
+# The upstream issuers tenants may trust (docs/operators.md#allowed-upstream-issuers): exact issuer URLs or
+# https://HOST/PATH* patterns, separated by commas or spaces; unset or empty: any issuer the URL rule accepts.
+JWTEX_ALLOWED_UPSTREAM_ISSUERS = env.text("JWTEX_ALLOWED_UPSTREAM_ISSUERS")
 # Where the operators keep jwtex's CI files, for the admin's CI jobs: the GitHub Action
 # (OWNER/REPO@REF, action.yml at the repository's root) and the GitLab CI/CD component
 # (HOST/GROUP/PROJECT/jwtex-token@VERSION). Unset: the jobs show placeholders.

@@ -8,6 +8,10 @@ against itself.
   keys (each one of the tags); tag keys 1–128 and values 0–256 characters of
   ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]``; keys are case-insensitive (no two differ by case only);
   the ``aws:`` prefix is reserved for keys and values, in any case.
+- STS API Reference, AssumeRoleWithWebIdentity → SourceIdentity (the
+  ``https://aws.amazon.com/source_identity`` claim, IAM User Guide "Monitor and control actions
+  taken with assumed roles"): 2–64 characters matching ``[\\w+=,.@-]*`` (``\\w`` ASCII: letters,
+  digits, ``_``), not beginning with ``aws:``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import json
 import unicodedata
 
 TAGS_CLAIM = "https://aws.amazon.com/tags"
+SOURCE_IDENTITY_CLAIM = "https://aws.amazon.com/source_identity"
+_SOURCE_IDENTITY_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+=,.@-")
 
 
 def _tag_text_ok(text: str, *, minimum: int, maximum: int) -> bool:
@@ -37,6 +43,11 @@ def sts_problems(token: str) -> list[str]:
     sub = payload.get("sub")
     if not isinstance(sub, str) or not 1 <= len(sub) <= 255:
         problems.append("sub")
+    if SOURCE_IDENTITY_CLAIM in payload:
+        identity = payload[SOURCE_IDENTITY_CLAIM]
+        if not (isinstance(identity, str) and 2 <= len(identity) <= 64 and set(identity) <= _SOURCE_IDENTITY_CHARACTERS
+                and not identity.lower().startswith("aws:")):
+            problems.append("source identity")
     tags = payload.get(TAGS_CLAIM)
     if tags is None:
         return problems

@@ -167,6 +167,7 @@ class RuleForm(TenantOwnedForm):
         widgets = {
             "when": forms.Textarea(attrs={**MONO, "rows": 3}),
             "subject": forms.Textarea(attrs={**MONO, "rows": 1}),
+            "source_identity": forms.Textarea(attrs={**MONO, "rows": 1}),
             "claims": forms.Textarea(attrs={**MONO, "rows": 3}),
             "lifetime": SecondsInput,
             "mapper_url": forms.TextInput(attrs={"class": "vTextField", "style": "width: 40em"}),
@@ -175,7 +176,12 @@ class RuleForm(TenantOwnedForm):
             "when": "CEL over claims (the verified upstream claims) and issuer (the issuer id). "
             "The first enabled rule whose issuers include the token's issuer and whose condition is true decides.",
             "subject": "CEL; empty means claims.sub.",
-            "claims": 'Extra claims: {"name": "CEL expression"}; iss, sub, aud, exp, iat, nbf, jti are reserved.',
+            "claims": 'Extra claims: {"name": "CEL expression"}; iss, sub, aud, exp, iat, nbf, jti and AWS\'s claims '
+            "(https://aws.amazon.com/…) are reserved.",
+            "source_identity": "CEL for the AWS session's SourceIdentity, which CloudTrail records on every action and "
+            "role chaining keeps; empty: none. AWS takes 2–64 characters of letters, digits and _ + = , . @ - "
+            "(a value that breaks this denies the exchange): aws_source_identity(value) turns any string into a valid "
+            "one, e.g. aws_source_identity(claims.actor). The role's trust policy must allow sts:SetSourceIdentity.",
         }
 
     def __init__(self, *args, **kwargs):

@@ -55,7 +55,8 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         ),
         (
             "What an allow rule emits",
-            {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys", "claims"]},
+            {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys",
+                        "source_identity", "claims"]},
         ),
     ]
 

@@ -95,6 +95,7 @@ RULE_KEYS: dict[str, Key] = {
     "session_tags": Key("session_tags", "tag_map"),
     "transitive_tag_keys": Key("transitive_tag_keys", "str_list"),
     "claims": Key("claims", "str_map"),
+    "source_identity": Key("source_identity", "str"),  # docs/rules.md#source-identity
     "enabled": Key("enabled", "bool"),
     "any_owner": Key("any_owner", "bool"),
     # docs/mapper.md#when-a-mapper-is-called: effect mapper's webhook, {url, timeout_ms} → mapper_url, mapper_timeout_ms

@@ -190,6 +190,7 @@ def desired_rule_spec(fields: Mapping[str, Any], issuer_ids: frozenset[str], *, 
         any_owner=fields["any_owner"],
         mapper_url=fields["mapper_url"] if fields["effect"] == "mapper" else "",
         mapper_timeout_ms=fields["mapper_timeout_ms"],
+        source_identity=fields["source_identity"],
     )
 
 

@@ -7,7 +7,9 @@ they are not set, example values stand in, with a warning. References: IAM User 
 an OpenID Connect (OIDC) identity provider", "Pass session tags using
 AssumeRoleWithWebIdentity" (the trust policy must allow ``sts:TagSession``;
 ``aws:RequestTag/KEY`` tests a tag at assume time, ``aws:PrincipalTag/KEY`` in permission
-policies afterwards), and the AWS SDKs' web-identity provider (``AWS_ROLE_ARN`` +
+policies afterwards), "Monitor and control actions taken with assumed roles" (a token that
+carries a source identity needs ``sts:SetSourceIdentity`` in the trust policy, which tests it as
+``sts:SourceIdentity``; permission policies as ``aws:SourceIdentity``), and the AWS SDKs' web-identity provider (``AWS_ROLE_ARN`` +
 ``AWS_WEB_IDENTITY_TOKEN_FILE``).
 
 Every value is written for each reader it meets (exchange.console.snippet_quoting): a CloudFormation
@@ -122,9 +124,11 @@ def aws_setup_render(
     account_ids: Sequence[str] = (),
     region: str = "",
     role_name: str = "",
+    source_identity: bool = False,
 ) -> AwsSetup:
     """IAM OIDC provider (client ids = the tenant's audiences) and a role that may be assumed
-    with this tenant's tokens, requiring every session tag the tenant's rules emit. An IAM OIDC
+    with this tenant's tokens, requiring every session tag the tenant's rules emit and, when a
+    rule sets one (``source_identity``), a source identity (docs/rules.md#source-identity). An IAM OIDC
     provider and a role belong to one account: with several accounts, the same CloudFormation
     template or Terraform is applied in each, and each account has its own trust policy."""
     provider = oidc_provider_host_path(issuer_url)
@@ -138,11 +142,12 @@ def aws_setup_render(
     arn = f"arn:{target.partition}:iam::"
     providers = {account: f"{arn}{account}:oidc-provider/{provider}" for account in target.accounts}
     trust_policies = tuple(
-        (account, json.dumps(_trust_policy(provider, arn_, audiences, tag_keys), indent=2)) for account, arn_ in providers.items()
+        (account, json.dumps(_trust_policy(provider, arn_, audiences, tag_keys, source_identity), indent=2))
+        for account, arn_ in providers.items()
     )
     return AwsSetup(
-        cloudformation=_cloudformation(tenant_slug, issuer_url, provider, target, audiences, tag_keys),
-        terraform=_terraform(tenant_slug, issuer_url, provider, target, audiences, tag_keys),
+        cloudformation=_cloudformation(tenant_slug, issuer_url, provider, target, audiences, tag_keys, source_identity),
+        terraform=_terraform(tenant_slug, issuer_url, provider, target, audiences, tag_keys, source_identity),
         trust_policy=trust_policies[0][1],
         trust_policies=trust_policies,
         permission_policy=json.dumps(_permission_policy(target.partition, tag_keys), indent=2),
@@ -164,7 +169,8 @@ def _where(target: _Target) -> str:
 
 
 def _cloudformation(
-    tenant_slug: str, issuer_url: str, provider: str, target: _Target, audiences: Sequence[str], tag_keys: Sequence[str]
+    tenant_slug: str, issuer_url: str, provider: str, target: _Target, audiences: Sequence[str], tag_keys: Sequence[str],
+    source_identity: bool,
 ) -> str:
     stack = f"jwtex-{tenant_slug}"
     cfn = [
@@ -194,14 +200,17 @@ def _cloudformation(
         "            Action:",
         "              - sts:AssumeRoleWithWebIdentity",
         "              - sts:TagSession  # the token carries session tags",
+        *(["              - sts:SetSourceIdentity  # the token carries a source identity"] if source_identity else []),
         "            Condition:",
         "              StringEquals:",
         f"                {yaml_str(provider + ':aud')}:",
         *[f"                  - {yaml_str(iam_literal(a))}" for a in audiences],
     ]
-    if tag_keys:
-        cfn.append("              StringLike:  # every tag must be present; narrow each value, e.g. \"octo-org/*\"")
+    if tag_keys or source_identity:
+        cfn.append("              StringLike:  # each must be present; narrow each value, e.g. \"octo-org/*\"")
         cfn += [f"                {yaml_str('aws:RequestTag/' + key)}: \"*\"" for key in tag_keys]
+    if source_identity:
+        cfn.append('                sts:SourceIdentity: "*"  # who ran the job; CloudTrail records it on every action')
     cfn += [
         "      # Permissions: attach policies here (see the example permission policy: aws:PrincipalTag/KEY).",
         "      ManagedPolicyArns: []",
@@ -229,7 +238,8 @@ def _terraform_provider(target: _Target) -> list[str]:
 
 
 def _terraform(
-    tenant_slug: str, issuer_url: str, provider: str, target: _Target, audiences: Sequence[str], tag_keys: Sequence[str]
+    tenant_slug: str, issuer_url: str, provider: str, target: _Target, audiences: Sequence[str], tag_keys: Sequence[str],
+    source_identity: bool,
 ) -> str:
     name = _tf_name(tenant_slug)
     tf = [
@@ -248,19 +258,21 @@ def _terraform(
         "    Statement = [{",
         '      Effect    = "Allow"',
         f"      Principal = {{ Federated = aws_iam_openid_connect_provider.jwtex_{name}.arn }}",
-        '      Action    = ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"]',
+        f"      Action    = {hcl_list(_trust_actions(source_identity))}",
         "      Condition = {",
         "        StringEquals = {",
         f"          {hcl_str(provider + ':aud')} = {hcl_list([iam_literal(a) for a in audiences])}",
         "        }",
     ]
-    if tag_keys:
-        tf += ['        # Every tag must be present; narrow each value from "*" to what this role expects.',
+    if tag_keys or source_identity:
+        tf += ['        # Each must be present; narrow each value from "*" to what this role expects.',
                "        StringLike = {"]
     for key in tag_keys:
         example = _TAG_EXAMPLES.get(key.casefold())
         tf.append(f'          {hcl_str("aws:RequestTag/" + key)} = "*"' + (f" # e.g. {json.dumps(example)}" if example else ""))
-    if tag_keys:
+    if source_identity:
+        tf.append('          "sts:SourceIdentity" = "*" # who ran the job; CloudTrail records it on every action')
+    if tag_keys or source_identity:
         tf.append("        }")
     tf += [
         "      }",
@@ -274,18 +286,28 @@ def _terraform(
     return "\n".join(tf)
 
 
-def _trust_policy(provider: str, provider_arn: str, audiences: Sequence[str], tag_keys: Sequence[str]) -> dict:
+def _trust_actions(source_identity: bool) -> list[str]:
+    # IAM User Guide, "Monitor and control actions taken with assumed roles": AssumeRoleWithWebIdentity
+    # with a source identity claim fails unless the trust policy allows sts:SetSourceIdentity.
+    return ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", *(["sts:SetSourceIdentity"] if source_identity else [])]
+
+
+def _trust_policy(
+    provider: str, provider_arn: str, audiences: Sequence[str], tag_keys: Sequence[str], source_identity: bool,
+) -> dict:
     """The role's trust policy alone, as IAM shows it."""
     condition: dict[str, dict[str, object]] = {"StringEquals": {f"{provider}:aud": [iam_literal(a) for a in audiences]}}
-    if tag_keys:
+    if tag_keys or source_identity:
         condition["StringLike"] = {f"aws:RequestTag/{key}": "*" for key in tag_keys}
+    if source_identity:  # the session must carry one: narrow it, e.g. to the people who may deploy
+        condition["StringLike"]["sts:SourceIdentity"] = "*"
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
                 "Principal": {"Federated": provider_arn},
-                "Action": ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"],
+                "Action": _trust_actions(source_identity),
                 "Condition": condition,
             }
         ],

@@ -94,6 +94,9 @@ def _github_actions(issuer_url: str, role_arns: Sequence[str], region: str, gith
         "    env:",
         *_role_lines(role_arns, "AWS_ROLE_ARN", indent="      ", scalar=scalar, comment=_gha_comment),
         f"      AWS_REGION: {scalar(region)}",
+        # STS API Reference, AssumeRoleWithWebIdentity: RoleSessionName is the caller's, 2-64 of [\w+=,.@-];
+        # from the run, CloudTrail names it (digits and hyphens: always within).
+        "      AWS_ROLE_SESSION_NAME: gh-${{ github.run_id }}-${{ github.run_attempt }}  # the run, in CloudTrail",
         "    steps:",
         "      - name: Exchange the GitHub token at jwtex",
         "        run: |",
@@ -134,6 +137,7 @@ def _gitlab_ci(issuer_url: str, role_arns: Sequence[str], region: str, gitlab_is
         "  variables:",
         *_role_lines(role_arns, "AWS_ROLE_ARN", indent="    ", scalar=scalar, comment=comment_text),
         f"    AWS_DEFAULT_REGION: {scalar(region)}",
+        "    AWS_ROLE_SESSION_NAME: gl-${CI_JOB_ID}  # the job, in CloudTrail (2-64 of [\\w+=,.@-])",
         "  script:",
         '    - export AWS_WEB_IDENTITY_TOKEN_FILE="$(mktemp)"',
         "    - >-",

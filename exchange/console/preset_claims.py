@@ -5,8 +5,16 @@ emitting. Pure values. Sources: each platform's OIDC documentation (see ``preset
 
 from __future__ import annotations
 
+# GitHub's immutable subject ("OpenID Connect" concepts, "Immutable subject claims"; changelog
+# https://github.blog/changelog/2026-04-23-immutable-subject-claims-for-github-actions-oidc-tokens/):
+# repositories created or renamed from 15 July 2026 on, and those whose admins opt in, send
+# repo:OWNER@OWNER_ID/REPO@REPO_ID:… — the others keep repo:OWNER/REPO:…; rules meet both forms.
+# Repository custom properties (changelog https://github.blog/changelog/2026-03-12-actions-oidc-tokens-now-support-repository-custom-properties):
+# each property the organization adds to its tokens arrives as repo_property_NAME.
 GITHUB_CLAIMS = (
-    ("sub", "repo:OWNER/REPO:ref:refs/heads/main (or :environment:NAME, :pull_request)"),
+    ("sub", "repo:OWNER/REPO:ref:refs/heads/main (or :environment:NAME, :pull_request); repositories created or "
+            "renamed since 15 July 2026 (and those opted in): repo:OWNER@OWNER_ID/REPO@REPO_ID:ref:… — the "
+            "immutable ids inside it"),
     ("repository", "OWNER/REPO"),
     ("repository_owner", "the organization or user"),
     ("repository_id / repository_owner_id", "numeric ids (stable across renames)"),
@@ -21,12 +29,19 @@ GITHUB_CLAIMS = (
     ("run_id / run_number / run_attempt", "the run"),
     ("repository_visibility", "public, private or internal"),
     ("runner_environment", "github-hosted or self-hosted"),
+    ("repo_property_NAME", "a repository custom property the organization adds to its tokens (e.g. repo_property_team)"),
 )
 
+# GitLab ("OpenID Connect (OIDC) Authentication Using ID Tokens", https://docs.gitlab.com/ci/secrets/id_token_authentication/,
+# and the merge request that added them, https://gitlab.com/gitlab-org/gitlab/-/merge_requests/202241): in a
+# pipeline for a merge request from a fork that runs in the parent project, project_* and namespace_* name the
+# fork (whose code runs), job_project_* and job_namespace_* the project the job runs in.
 GITLAB_CLAIMS = (
     ("sub", "project_path:GROUP/PROJECT:ref_type:branch:ref:main"),
     ("namespace_path / namespace_id", "the group or user"),
-    ("project_path / project_id", "GROUP/PROJECT"),
+    ("project_path / project_id", "GROUP/PROJECT — the fork's, in a pipeline for a merge request from a fork"),
+    ("job_project_path / job_project_id / job_namespace_path / job_namespace_id",
+     "the project (and group) the job runs in: the parent project, in a pipeline for a merge request from a fork"),
     ("ref / ref_type", "branch or tag name, and which"),
     ("ref_protected", "\"true\" when the ref is protected"),
     ("environment / environment_protected / deployment_tier", "deployment environment"),
@@ -93,7 +108,8 @@ GITHUB_TYPES = dict.fromkeys(
 # GitLab ("OpenID Connect (OIDC) Authentication Using ID Tokens", the example token): ids as strings,
 # runner_id a number.
 GITLAB_TYPES = {
-    **dict.fromkeys(("namespace_id", "namespace_path", "project_id", "project_path", "user_id", "user_login",
+    **dict.fromkeys(("namespace_id", "namespace_path", "project_id", "project_path", "job_project_id",
+                     "job_project_path", "job_namespace_id", "job_namespace_path", "user_id", "user_login",
                      "user_email", "pipeline_id", "pipeline_source", "job_id", "ref", "ref_type", "ref_path",
                      "ref_protected", "environment", "environment_protected", "deployment_tier", "sha",
                      "runner_environment", "project_visibility", "ci_config_ref_uri", "ci_config_sha"), "string"),
@@ -106,10 +122,16 @@ GITHUB_TAGS = (
     ("actor", "aws_tag(claims.actor)", False),  # dependabot[bot], renovate[bot]
     ("workflow", "aws_tag(claims.workflow)", False),
     ("environment", "aws_tag(claims.environment)", True),  # only jobs with an environment have one
+    ("team", "aws_tag(claims.repo_property_team)", True),  # a custom property "team", where the organization sends it
 )
 GITLAB_TAGS = (
     ("project", "claims.project_path", False),
     ("ref", "aws_tag(claims.ref)", False),
     ("user", "aws_tag(claims.user_login)", False),
     ("environment", "aws_tag(claims.environment)", True),
+    # Where the job runs (the parent project of a fork's merge request); GitLab 18.3 and later send it.
+    ("job_project", "claims.job_project_path", True),
 )
+# What the presets suggest for a rule's source identity (docs/rules.md#source-identity): who ran the job.
+GITHUB_SOURCE_IDENTITY = "aws_source_identity(claims.actor)"
+GITLAB_SOURCE_IDENTITY = "aws_source_identity(claims.user_login)"

@@ -48,9 +48,11 @@ from .preset_claims import (
     BUILDKITE_CLAIMS as _BUILDKITE_CLAIMS,
     CIRCLECI_CLAIMS as _CIRCLECI_CLAIMS,
     GITHUB_CLAIMS as _GITHUB_CLAIMS,
+    GITHUB_SOURCE_IDENTITY as _GITHUB_SOURCE_IDENTITY,
     GITHUB_TAGS as _GITHUB_TAGS,
     GITHUB_TYPES as _GITHUB_TYPES,
     GITLAB_CLAIMS as _GITLAB_CLAIMS,
+    GITLAB_SOURCE_IDENTITY as _GITLAB_SOURCE_IDENTITY,
     GITLAB_TAGS as _GITLAB_TAGS,
     GITLAB_TYPES as _GITLAB_TYPES,
     KUBERNETES_CLAIMS as _KUBERNETES_CLAIMS,
@@ -118,6 +120,8 @@ class IssuerPreset:
     # Session tags worth emitting, as a rule's session_tags (aws_tag() where the claim can hold
     # characters AWS refuses in tags, e.g. dependabot[bot]); shown in the rule editor's help.
     example_tags: tuple[tuple[str, str, bool], ...] = ()  # (tag key, CEL, optional)
+    # A rule's source_identity worth setting (docs/rules.md#source-identity): who ran the job; "" for none.
+    example_source_identity: str = ""
     algorithms: tuple[str, ...] = ("RS256",)
     shared_issuer: bool = False  # every customer of the platform shares this iss
     max_token_age: int | None = None
@@ -181,8 +185,10 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Jobs on github.com. Ask for the token with `permissions: id-token: write`.",
         claims=_GITHUB_CLAIMS,
         claim_types=_GITHUB_TYPES,
-        example_when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+        # The owner's immutable id, which both forms of sub carry (preset_claims.GITHUB_CLAIMS).
+        example_when="claims.repository_owner_id == '1342004' && claims.ref == 'refs/heads/main'",
         example_tags=_GITHUB_TAGS,
+        example_source_identity=_GITHUB_SOURCE_IDENTITY,
         shared_issuer=True,
         max_token_age=600,
         _build=lambda p: ("https://token.actions.githubusercontent.com", _own_audience(p), None),
@@ -202,6 +208,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         claim_types=_GITHUB_TYPES,
         example_when="claims.enterprise == 'ENTERPRISE' && claims.ref == 'refs/heads/main'",
         example_tags=_GITHUB_TAGS,
+        example_source_identity=_GITHUB_SOURCE_IDENTITY,
         max_token_age=600,
         _build=lambda p: (f"https://token.actions.githubusercontent.com/{p['enterprise']}", _own_audience(p), None),
     ),
@@ -212,8 +219,9 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Jobs on gitlab.com, with `id_tokens:` whose aud is https://gitlab.com.",
         claims=_GITLAB_CLAIMS,
         claim_types=_GITLAB_TYPES,
-        example_when="claims.namespace_path == 'octo-group' && claims.ref_protected == 'true'",
+        example_when="claims.namespace_id == '72' && claims.ref_protected == 'true'",
         example_tags=_GITLAB_TAGS,
+        example_source_identity=_GITLAB_SOURCE_IDENTITY,
         shared_issuer=True,
         max_token_age=3600,
         _build=lambda p: ("https://gitlab.com", _own_audience(p), None),
@@ -228,6 +236,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         claim_types=_GITLAB_TYPES,
         example_when="claims.namespace_path == 'platform' && claims.ref_protected == 'true'",
         example_tags=_GITLAB_TAGS,
+        example_source_identity=_GITLAB_SOURCE_IDENTITY,
         max_token_age=3600,
         _build=lambda p: (_issuer_url(p["url"]), _own_audience(p), None),
     ),
@@ -269,6 +278,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
                      "build_number": "number"},
         example_when="claims.organization_slug == 'ORG' && claims.build_branch == 'main'",
         example_tags=(("pipeline", "claims.pipeline_slug", False), ("branch", "aws_tag(claims.build_branch)", False)),
+        example_source_identity="aws_source_identity('bk-' + claims.pipeline_slug + '-' + string(claims.build_number))",
         shared_issuer=True,
         max_token_age=600,
         _build=lambda p: ("https://agent.buildkite.com", _own_audience(p), None),
@@ -288,6 +298,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         example_when="claims.terraform_organization_name == 'acme' && claims.terraform_run_phase == 'apply'",
         example_tags=(("workspace", "aws_tag(claims.terraform_full_workspace)", False),
                       ("run_phase", "claims.terraform_run_phase", False)),
+        example_source_identity="aws_source_identity(claims.terraform_run_id)",
         shared_issuer=True,
         max_token_age=7200,
         _build=lambda p: ("https://app.terraform.io", _own_audience(p), None),

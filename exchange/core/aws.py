@@ -1,4 +1,5 @@
-"""AWS rules for what jwtex emits (docs/rules.md#aws-limits): session tag limits and the tags claim. Pure."""
+"""AWS rules for what jwtex emits (docs/rules.md#aws-limits): session tag limits, the tags claim and the
+source identity claim (docs/rules.md#source-identity). Pure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import re
 import unicodedata
 
 __all__ = [
+    "AWS_CLAIM_PREFIX",
+    "AWS_SOURCE_IDENTITY_CLAIM",
     "AWS_TAGS_CLAIM",
+    "MAX_SOURCE_IDENTITY_LENGTH",
+    "MIN_SOURCE_IDENTITY_LENGTH",
     "MAX_SESSION_TAGS",
     "MAX_SUBJECT_LENGTH",
     "MAX_TAG_KEY_LENGTH",
@@ -14,7 +19,10 @@ __all__ = [
     "MAX_TRANSITIVE_TAG_KEYS",
     "MAX_WEB_IDENTITY_TOKEN_LENGTH",
     "TagValueError",
+    "aws_source_identity",
     "aws_tag",
+    "is_aws_claim",
+    "source_identity_problem",
     "validate_session_tag_key",
     "validate_session_tag_value",
 ]
@@ -39,6 +47,21 @@ _ASCII_TAG_RE = re.compile(r"[A-Za-z0-9 _.:/=+\-@]*")
 _ASCII_REFUSED_RE = re.compile(r"[\x00-\x1f!-*,;<>?\[-^`{-\x7f]")  # every ASCII character the above refuses
 
 AWS_TAGS_CLAIM = "https://aws.amazon.com/tags"
+# IAM User Guide, "Monitor and control actions taken with assumed roles" → "Setting the source identity
+# with AssumeRoleWithWebIdentity": the claim STS makes the session's SourceIdentity.
+AWS_SOURCE_IDENTITY_CLAIM = "https://aws.amazon.com/source_identity"
+# Claims under this prefix are AWS's to read (the two above, and whatever AWS names next). A token
+# carries one only through the field that checks it: any other is refused as an extra claim
+# (docs/rules.md#extra-claims), compared without case as a URL's scheme and host are.
+AWS_CLAIM_PREFIX = "https://aws.amazon.com/"
+# STS API Reference, AssumeRole/AssumeRoleWithWebIdentity, ``SourceIdentity``: length 2–64, pattern
+# ``[\w+=,.@-]*`` (``\w`` is ASCII there: letters, digits, ``_``); IAM User Guide, "Monitor and
+# control actions taken with assumed roles": a value may not begin with ``aws:`` (which the pattern
+# already excludes: it has no ``:``; checked in any case all the same).
+MIN_SOURCE_IDENTITY_LENGTH = 2
+MAX_SOURCE_IDENTITY_LENGTH = 64
+_SOURCE_IDENTITY_RE = re.compile(r"[A-Za-z0-9_+=,.@-]*")
+_SOURCE_IDENTITY_REFUSED_RE = re.compile(r"[^A-Za-z0-9_+=,.@-]")
 # IAM User Guide, "Pass session tags in AWS STS": up to 50 transitive keys, each one of the tags.
 MAX_TRANSITIVE_TAG_KEYS = 50
 # STS API Reference, AssumeRoleWithWebIdentity: ``WebIdentityToken`` is 4 to 20,000 characters.
@@ -136,3 +159,39 @@ def aws_tag(value: str) -> str:
     if value[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
         value = value[:3] + "_" + value[4:]
     return value
+
+
+def is_aws_claim(name: str) -> bool:
+    """Whether ``name`` is in AWS's claim namespace (``https://aws.amazon.com/…``, any case)."""
+    return isinstance(name, str) and name[: len(AWS_CLAIM_PREFIX)].lower() == AWS_CLAIM_PREFIX
+
+
+def source_identity_problem(value: object) -> str | None:
+    """Why STS would refuse ``value`` as a source identity; None when it accepts it. Names the
+    first refused character, never more of the value."""
+    if not isinstance(value, str):
+        return f"the source identity must be a string, not {'null' if value is None else type(value).__name__}"
+    if not MIN_SOURCE_IDENTITY_LENGTH <= len(value) <= MAX_SOURCE_IDENTITY_LENGTH:
+        return (f"the source identity is {len(value)} characters long; AWS takes "
+                f"{MIN_SOURCE_IDENTITY_LENGTH} to {MAX_SOURCE_IDENTITY_LENGTH}")
+    if value[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
+        return "the source identity starts with 'aws:', which AWS reserves"
+    if not _SOURCE_IDENTITY_RE.fullmatch(value):
+        bad = _SOURCE_IDENTITY_REFUSED_RE.search(value).group()
+        return (f"the source identity contains {_describe_character(bad)}; AWS allows only ASCII letters, "
+                "digits and _ + = , . @ -")
+    return None
+
+
+def aws_source_identity(value: str) -> str:
+    """``value`` as a source identity AWS accepts, deterministically: every character AWS refuses
+    (anything but ASCII letters, digits and ``_+=,.@-``) becomes ``_``, the result is cut to 64
+    characters, and one shorter than 2 is padded with ``_`` (``""`` → ``"__"``, ``"x"`` → ``"x_"``).
+    Valid values come back unchanged, and ``aws_source_identity(aws_source_identity(v))`` is
+    ``aws_source_identity(v)``. A leading ``aws:`` cannot survive: ``:`` becomes ``_``. The rules'
+    CEL function of the same name (``aws_source_identity(claims.actor)``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"aws_source_identity() takes a string, not {type(value).__name__}")
+    # One character for one, so cutting first bounds the work to 64 characters (cel_cost counts on it).
+    value = _SOURCE_IDENTITY_REFUSED_RE.sub("_", value[:MAX_SOURCE_IDENTITY_LENGTH])
+    return value.ljust(MIN_SOURCE_IDENTITY_LENGTH, "_")

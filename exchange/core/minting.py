@@ -14,8 +14,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .aws import (
+    AWS_SOURCE_IDENTITY_CLAIM,
     AWS_TAGS_CLAIM,
     MAX_WEB_IDENTITY_TOKEN_LENGTH,
+    is_aws_claim,
 )
 from .values import Decision, MintedToken, SignerKey
 
@@ -53,8 +55,10 @@ class TokenTooLong(ValueError):
 
 # Claims the emitted token always carries and a rule cannot set (docs/rules.md#the-emitted-token): iss/exp/iat/nbf/jti
 # are ours (RFC 7519 §4.1); sub and aud come from the rule's ``subject``/``audience``; the
-# AWS tags claim is rendered from ``session_tags``/``transitive_tag_keys``.
-RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", AWS_TAGS_CLAIM})
+# AWS tags claim is rendered from ``session_tags``/``transitive_tag_keys``, the source identity
+# claim from ``source_identity``. Every other claim of AWS's namespace is refused as well
+# (``aws.is_aws_claim``): only a field that checks it may emit one.
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM})
 
 
 def _check_key(signer: SignerKey) -> None:
@@ -100,8 +104,10 @@ def build_payload(
     # Rules cannot name reserved claims (rules.validate_rule_spec); skip them here as well
     # so no Decision, however built, can override iss/sub/aud/exp/… or the tags claim.
     for name, value in decision.extra_claims.items():
-        if name not in RESERVED_CLAIMS:
+        if name not in RESERVED_CLAIMS and not is_aws_claim(name):
             payload[name] = value
+    if decision.source_identity is not None:
+        payload[AWS_SOURCE_IDENTITY_CLAIM] = decision.source_identity
     if decision.tags_claim is not None:  # a mapper's, as it wrote it (docs/mapper.md#the-answer); a copy, never shared
         payload[AWS_TAGS_CLAIM] = json.loads(json.dumps(decision.tags_claim))
     elif decision.session_tags:
@@ -162,7 +168,7 @@ def sign_compact(payload: Mapping[str, Any], *, signer: SignerKey, headers: Mapp
 
 def token_length_bound(
     *, tags: Sequence[tuple[str, str]], transitive_tag_keys: Sequence[str], claim_names: Sequence[str],
-    audiences: Sequence[str], subject: str, largest: bool,
+    audiences: Sequence[str], subject: str, largest: bool, source_identity: str | None = None,
 ) -> int:
     """The length of a token with these tags (key, value) and this subject: with ``largest``, the
     issuer, audience and signature at the largest jwtex produces, extra claims with empty strings
@@ -183,6 +189,7 @@ def token_length_bound(
         session_tags=tuple(tags),
         transitive_tag_keys=tuple(transitive_tag_keys),
         extra_claims={name: "" if largest else 0 for name in claim_names},
+        source_identity=source_identity,
     )
     issuer = "i" * (_LARGEST_ISSUER if largest else _SMALLEST_ISSUER)
     payload = build_payload(decision=decision, issuer=issuer, issued_at=9_999_999_999, jti="j" * 32)

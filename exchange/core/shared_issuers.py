@@ -13,16 +13,35 @@ that trusts ``https://token.actions.githubusercontent.com`` and tests only ``ref
 ``environment`` can be assumed from any repository on github.com; one that tests an owner's
 *name* can be taken over when the name is given up and registered again — hence the immutable
 ``*_id`` claim first.
+
+GitHub's ``sub`` pins too when it names the owner whole: ``claims.sub == '…'``, ``in [...]`` or
+``claims.sub.startsWith('…')`` with literals that start ``repo:OWNER/`` or — the immutable form
+GitHub sends for repositories created or renamed from 15 July 2026 on — ``repo:OWNER@OWNER_ID/``
+(exchange/console/preset_claims.py says where the format is documented). ``repo:octo`` pins nothing: it
+lets ``repo:octo-evil/…`` in.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .rules.cel_checks import children, claim_path
 from .rules.cel_parser import parse
-from .rules.cel_syntax import Binary, CelSyntaxError, Conditional, Expr, Ident, ListLit, Literal, Logic, Select, Unary
+from .rules.cel_syntax import (
+    Binary,
+    Call,
+    CelSyntaxError,
+    Conditional,
+    Expr,
+    Ident,
+    ListLit,
+    Literal,
+    Logic,
+    Select,
+    Unary,
+)
 
 __all__ = ["SHARED_ISSUERS", "SharedIssuer", "owner_pinning_problem"]
 
@@ -36,13 +55,19 @@ class SharedIssuer:
 
     platform: str
     owner_claims: tuple[str, str]
+    # What a literal compared with claims.sub must start with to pin the owner (None: sub never pins).
+    subject_pin: re.Pattern[str] | None = None
 
 
 # The issuers whose iss is the same for every customer. CircleCI (…/org/ORG_ID) and Bitbucket
 # (…/workspaces/WORKSPACE/…) put the customer into iss itself, which jwtex compares exactly, and
 # a GitHub Enterprise issuer (…/ENTERPRISE) is the enterprise's own: none of them is listed.
 SHARED_ISSUERS: Mapping[str, SharedIssuer] = {
-    "https://token.actions.githubusercontent.com": SharedIssuer("GitHub Actions (github.com)", ("repository_owner_id", "repository_owner")),
+    "https://token.actions.githubusercontent.com": SharedIssuer(
+        "GitHub Actions (github.com)", ("repository_owner_id", "repository_owner"),
+        # repo:OWNER/ or repo:OWNER@OWNER_ID/ (GitHub account names: letters, digits, inner hyphens).
+        re.compile(r"repo:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:@[0-9]+)?/"),
+    ),
     "https://gitlab.com": SharedIssuer("GitLab.com", ("namespace_id", "namespace_path")),
     "https://agent.buildkite.com": SharedIssuer("Buildkite", ("organization_id", "organization_slug")),
     "https://app.terraform.io": SharedIssuer("HCP Terraform", ("terraform_organization_id", "terraform_organization_name")),
@@ -63,6 +88,26 @@ def _conjuncts(tree: Expr) -> list[Expr]:
 
 def _string(node: Expr) -> bool:
     return isinstance(node, Literal) and node.kind == "string"
+
+
+def _subject_pin(term: Expr, pattern: re.Pattern[str] | None) -> bool:
+    """``claims.sub`` compared (==, in, startsWith) with literals that each name one owner whole."""
+    if pattern is None:
+        return False
+
+    def names_owner(node: Expr) -> bool:
+        return _string(node) and pattern.match(node.value) is not None
+
+    if isinstance(term, Call):
+        return (term.function == "startsWith" and term.target is not None and claim_path(term.target) == "sub"
+                and len(term.args) == 1 and names_owner(term.args[0]))
+    if isinstance(term, Binary) and term.op == "==":
+        return any(claim_path(a) == "sub" and names_owner(b) for a, b in ((term.left, term.right), (term.right, term.left)))
+    if isinstance(term, Binary) and term.op == "in":
+        right = term.right
+        return (claim_path(term.left) == "sub" and isinstance(right, ListLit) and bool(right.elements)
+                and all(names_owner(element) for element in right.elements))
+    return False
 
 
 def _is_pin(term: Expr, owners: tuple[str, ...]) -> bool:
@@ -125,14 +170,17 @@ def owner_pinning_problem(*, effect: str, when: str, any_owner: bool, issuer_url
         return None
     for url in dict.fromkeys(issuer_urls):
         shared = SHARED_ISSUERS.get(url.rstrip("/"))
-        if shared is None or any(_is_pin(term, shared.owner_claims) for term in _conjuncts(tree)):
+        if shared is None or any(_is_pin(term, shared.owner_claims) or _subject_pin(term, shared.subject_pin)
+                                 for term in _conjuncts(tree)):
             continue
         stable, name = shared.owner_claims
         return (
             f"This rule allows tokens from {shared.platform}, whose issuer every customer of the platform shares, "
             f"and its condition pins no owner: {_why_not(tree, shared.owner_claims)}. Without such a pin any of the "
             f"platform's users could get this token. Add claims.{stable} == '…' (immutable, recommended; or "
-            f"claims.{name}, or in ['…', '…']) as one of the conditions joined by && — or set any owner if every "
+            f"claims.{name}, or in ['…', '…']"
+            + (", or claims.sub.startsWith('repo:OWNER@OWNER_ID/'), the immutable subject" if shared.subject_pin else "")
+            + ") as one of the conditions joined by && — or set any owner if every "
             f"{shared.platform} user may really be allowed."
         )
     return None

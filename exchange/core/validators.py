@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .issuer_allowlist import IssuerAllowlist
 from .jwks import KeySet, static_jwks_clean
 from .limits import SUPPORTED_UPSTREAM_ALGORITHMS
 
@@ -139,11 +140,16 @@ def static_jwks_problem(value: Any) -> str | None:
 
 
 def issuer_problems(
-    *, issuer: Any, jwks_uri: Any, audiences: Any, algorithms: Any, static_jwks: Any, allow_insecure: bool
+    *, issuer: Any, jwks_uri: Any, audiences: Any, algorithms: Any, static_jwks: Any, allow_insecure: bool,
+    allowlist: IssuerAllowlist | None = None,
 ) -> list[Problem]:
-    """Everything wrong with an issuer's settings beyond each field's own bounds, in field order."""
+    """Everything wrong with an issuer's settings beyond each field's own bounds, in field order.
+    ``allowlist``: the operators' ``JWTEX_ALLOWED_UPSTREAM_ISSUERS`` (None: any issuer), judged
+    after the URL rule (docs/operators.md#allowed-upstream-issuers)."""
     problems: list[Problem] = []
     problem = url_problem(issuer, what="The issuer", allow_insecure=allow_insecure, is_issuer=True)
+    if not problem and allowlist is not None:
+        problem = allowlist.problem(issuer)
     if problem:
         problems.append(("issuer", "", problem))
     if jwks_uri:

@@ -86,6 +86,8 @@ class Decision:
     # transitive_tag_keys list), checked to say the same as session_tags/transitive_tag_keys.
     # None: rendered from those (a rule's token, docs/rules.md#session-tags).
     tags_claim: Mapping[str, Any] | None = None
+    # The session's SourceIdentity (docs/rules.md#source-identity), checked; None: no such claim.
+    source_identity: str | None = None
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,17 @@ def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: Pars
     return runtime.issuers[sorted(ids)[0]]
 
 
+def issuer_admit(issuer: IssuerSnapshot) -> None:
+    """Refuse an issuer outside the operators' list, before any key lookup or fetch: one saved
+    before the list changed is refused here (docs/operators.md#allowed-upstream-issuers)."""
+    problem = jwtex_settings.upstream_issuer_problem(issuer.issuer)
+    if problem is not None:
+        raise AccessDenied(
+            f"Issuer '{issuer.issuer_id}' is not one this service allows.",
+            reason=f"issuer {issuer.issuer_id!r} ({short_value(issuer.issuer)}) is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS",
+        )
+
+
 def token_verify(
     issuer: IssuerSnapshot, parsed: ParsedToken, *, now: float, deadline: float | None = None, fetch: bool = True
 ) -> VerifiedToken:
@@ -122,6 +133,7 @@ def token_verify(
     at = datetime.fromtimestamp(now, UTC)
     # One budget for all its waits (docs/errors.md#bursts).
     deadline = request_deadline() if deadline is None else deadline
+    issuer_admit(issuer)
     keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline, fetch=fetch)
     try:
         return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)

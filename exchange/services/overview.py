@@ -195,6 +195,12 @@ def tenant_session_tag_keys(*, tenant: Tenant) -> list[str]:
     return keys
 
 
+def tenant_sets_source_identity(*, tenant: Tenant) -> bool:
+    """Whether one of the tenant's enabled allow rules sets a source identity (docs/rules.md#source-identity)."""
+    return Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW).exclude(
+        source_identity="").exists()
+
+
 def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -289,6 +295,7 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
         account_ids=tenant.aws_account_ids if isinstance(tenant.aws_account_ids, list) else [],
         region=tenant.aws_region,
         role_name=tenant.aws_role_name,
+        source_identity=tenant_sets_source_identity(tenant=tenant),
     )
     github = _issuer_for(issuers, {"github", "github-enterprise"})
     gitlab = _issuer_for(issuers, {"gitlab", "gitlab-self-managed"})

@@ -20,7 +20,7 @@ from django.db.models import Max, Min, Q, Sum
 
 from tenants.models import Tenant
 
-from ..core.aws import AWS_TAGS_CLAIM
+from ..core.aws import AWS_SOURCE_IDENTITY_CLAIM, AWS_TAGS_CLAIM
 from ..core.errors import ExchangeError
 from ..core.rules import engine
 from ..core.values import Decision
@@ -46,10 +46,11 @@ def outcome_of(decided: Decision | ExchangeError | engine.Delegation) -> dict[st
         "subject": decided.subject,
         "audience": decided.audience,
         "session_tags": dict(decided.session_tags),
+        **({"source_identity": decided.source_identity} if decided.source_identity is not None else {}),
     }
 
 
-_COMPARED = ("decision", "rule", "subject", "audience", "session_tags")
+_COMPARED = ("decision", "rule", "subject", "audience", "session_tags", "source_identity")
 
 
 def shadow_divergence(
@@ -170,8 +171,10 @@ def _seen(tenant: Tenant, since: datetime) -> dict[str, Any]:
 def _recorded_outcome(record: ExchangeRecord) -> dict[str, Any]:
     """What the live set decided for ``record``, in ``outcome_of``'s shape."""
     tags = ((record.emitted_claims or {}).get(AWS_TAGS_CLAIM) or {}).get("principal_tags") or {}
+    identity = (record.emitted_claims or {}).get(AWS_SOURCE_IDENTITY_CLAIM)
     return {"decision": "allowed", "rule": record.rule_name or None, "subject": record.issued_subject,
-            "audience": record.issued_aud, "session_tags": {key: values[0] for key, values in tags.items()}}
+            "audience": record.issued_aud, "session_tags": {key: values[0] for key, values in tags.items()},
+            **({"source_identity": identity} if identity is not None else {})}
 
 
 def shadow_replay(*, tenant: Tenant, count: int, now: datetime) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 
 from tenants.models import Tenant
 
+from ..conf import jwtex_settings
 from ..console.presets import preset_claim_types
 from ..core import strict_json
 from ..core.errors import ExchangeError, InvalidRequest, NotFound
@@ -84,6 +85,9 @@ def _notes(tenant: Tenant, issuer: Issuer | None) -> list[str]:
         notes.append("The tenant is disabled: a real exchange would answer 404 not_found.")
     if issuer is not None and not issuer.enabled:
         notes.append("The issuer is disabled: a real exchange would not accept its tokens.")
+    if issuer is not None and jwtex_settings.upstream_issuer_problem(issuer.issuer):
+        notes.append("The issuer is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS: a real exchange would answer 403 "
+                     "access_denied.")
     return notes
 
 

@@ -64,8 +64,8 @@ def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -
     """Fetch the issuer's JWKS if due (or ``force``); True when the stored key set changed. An
     issuer another process is fetching right now is skipped (docs/design/layout.md#tasks-are-thin-and-idempotent)."""
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
-    if current is None:
-        return False
+    if current is None or jwtex_settings.upstream_issuer_problem(current.issuer):
+        return False  # an issuer the operators' list refuses is never contacted (docs/operators.md#allowed-upstream-issuers)
     return refresher.refresh(current, now=now, force=force, max_staleness=max_staleness()) is Outcome.CHANGED
 
 

@@ -41,6 +41,7 @@ def jwtex(settings, live_server, actions):
         tenant=tenant, position=20, name="octo-org", effect="allow",
         when=f"claims.repository_owner_id == '{OWNER_ID}'",
         session_tags={"repository": "claims.repository", "actor": "aws_tag(claims.actor)"},
+        source_identity="aws_source_identity(claims.actor)",  # CloudTrail's who (docs/rules.md#source-identity)
     )
     for rule in (deny, allow):
         rule.issuers.add(issuer)

@@ -22,6 +22,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.aws_acceptance import sts_problems
+
 OWNER_ID = "1342004"  # the repository owner's id the tests' rules pin (owner pinning, README)
 
 
@@ -211,6 +213,9 @@ def sts_taught() -> None:
         STS_CALLS.append(call)
         if not SESSION_NAME.fullmatch(call.session_name):
             raise STSValidationError(f"Value '{call.session_name}' at 'roleSessionName' failed to satisfy constraint")
+        problems = sts_problems(call.token)  # the token's own limits: length, sub, tags, source identity
+        if problems:
+            raise STSClientError("InvalidIdentityToken", "; ".join(problems))
         try:
             _verify_like_sts(call.token)
         except jwt.ExpiredSignatureError:

@@ -58,6 +58,7 @@ def test_credential_process_gives_the_aws_sdk_credentials_of_the_role(live_serve
     assert record.decision == "allowed" and record.issued_jti == claims["jti"] and record.issuer_ref == "github"
     assert claims["https://aws.amazon.com/tags"]["principal_tags"] == {"repository": ["octo-org/app"],
                                                                         "actor": ["dependabot_bot_"]}
+    assert claims["https://aws.amazon.com/source_identity"] == "dependabot_bot_"  # what CloudTrail will show
     # GitHub was asked once, with the right bearer, for the tenant's issuer URL as audience.
     assert actions.requests == [TokenRequest(authorized=True, audience=f"{live_server.url}/t/acme")]
 

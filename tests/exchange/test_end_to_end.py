@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchange.models import ExchangeRecord, Issuer, Rule
 from tests.conftest import runtime_clear
+from tests.aws_acceptance import sts_problems
 from tests.conftest import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,6 +98,7 @@ def jwtex_tenant(settings, live_server, oidc_upstream):
         session_tags={"user": "claims.sub", "source": "issuer"},
         transitive_tag_keys=["source"],
         claims={"email": "claims.email"},
+        source_identity="aws_source_identity(claims.email)",  # CloudTrail's "who" (docs/rules.md#source-identity)
     )
     rule.issuers.add(upstream)
     yield tenant
@@ -156,6 +158,8 @@ def test_raw_exchange_with_real_upstream_verifies_through_served_jwks(live_serve
         "transitive_tag_keys": ["source"],
     }
     assert claims["exp"] - claims["iat"] == 900
+    assert claims["https://aws.amazon.com/source_identity"] == "b@example.test"
+    assert sts_problems(body.decode()) == []
 
     # jwtex learnt the upstream's keys over HTTP and remembered them.
     issuer = Issuer.objects.get(tenant=jwtex_tenant, issuer_id="oidc")

@@ -17,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..aws import MAX_SUBJECT_LENGTH, MAX_TAG_VALUE_LENGTH, MAX_WEB_IDENTITY_TOKEN_LENGTH
+from ..aws import (
+    MAX_SOURCE_IDENTITY_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_WEB_IDENTITY_TOKEN_LENGTH,
+    MIN_SOURCE_IDENTITY_LENGTH,
+)
 from ..limits import EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..minting import token_length_bound
 from .cel_cost import costliest_part
@@ -116,10 +122,11 @@ def _longest(node: Expr | None) -> int:
 
 def token_length_findings(
     *, tags: Sequence[tuple[str, CompiledExpression]], optional: frozenset[str], transitive: Sequence[str],
-    subject: CompiledExpression, claim_names: Sequence[str], audiences: Sequence[str],
+    subject: CompiledExpression, claim_names: Sequence[str], audiences: Sequence[str], source_identity: bool = False,
 ) -> tuple[str | None, str | None]:
     """(error, warning): the error when even the shortest token the rule can make is longer than
-    STS accepts, the warning when its longest can be."""
+    STS accepts, the warning when its longest can be. ``source_identity``: the rule sets one (2 to
+    64 characters, docs/rules.md#source-identity)."""
     largest = smallest = 0
     for biggest in (True, False):
         values = []
@@ -136,6 +143,8 @@ def token_length_findings(
             tags=values, transitive_tag_keys=[key for key in transitive if key in kept], claim_names=claim_names,
             audiences=audiences, subject=subject_text or ("s" * MAX_SUBJECT_LENGTH if biggest else "s"),
             largest=biggest,
+            source_identity=("i" * (MAX_SOURCE_IDENTITY_LENGTH if biggest else MIN_SOURCE_IDENTITY_LENGTH)
+                             if source_identity else None),
         )
         largest, smallest = (length, smallest) if biggest else (largest, length)
     tag_words = f"{len(tags)} session tag{'s' if len(tags) != 1 else ''}"

@@ -80,6 +80,8 @@ FUNCTIONS: Mapping[str, Function] = {
     # jwtex's own (docs/rules.md#aws_tag); the engine passes a receiver as the first argument of a
     # Python function.
     "aws_tag": Function((1,), (0,), "aws_tag(claims.actor)"),
+    # docs/rules.md#aws_source_identity
+    "aws_source_identity": Function((1,), (0,), "aws_source_identity(claims.actor)"),
 }
 _MACRO_FORMS = {
     "has": "has(claims.environment) — one field selection",

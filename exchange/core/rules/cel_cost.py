@@ -12,7 +12,7 @@ dispatch and a value (~100–300 ns); a list or map taken out of the claims is *
 element (~55 ns an element, ~110 an entry); ``map``/``filter`` copy their whole result so far at
 every step (``n²`` element copies); text is copied, compared or scanned byte by byte (a few
 hundredths of a ns a byte, more for parsing and searching); ``matches`` compiles its pattern at
-every call (``cel_regex``); a call into Python (``aws_tag``) costs microseconds. The constants
+every call (``cel_regex``); a call into Python (``aws_tag``, ``aws_source_identity``) costs microseconds. The constants
 below are those figures with room to spare.
 
 How the bound holds: a value's ``Shape`` bounds its elements (``items``: every value in it, map
@@ -212,6 +212,9 @@ class _Cost:
             return cost + estimate.compile + estimate.per_byte * (first.bytes + 1), SCALAR
         if name == "aws_tag":
             return cost + C_PYTHON + 256 * C_PYTHON_CHAR + 2 * _copy(first), Shape(1, first.bytes, 0)
+        if name == "aws_source_identity":  # looks at 64 characters at most (aws.aws_source_identity), pads to 2;
+            # its result is counted as its argument's size (+2), like aws_tag's: additive over a comprehension's parts
+            return cost + C_PYTHON + 64 * C_PYTHON_CHAR + 2 * _copy(first), Shape(1, first.bytes + 2, 0)
         if name in ("contains",):
             return cost + C_SEARCH * text, SCALAR
         if name in ("size", "startsWith", "endsWith", "type", "hasValue") or name.startswith("get"):

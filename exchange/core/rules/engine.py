@@ -12,7 +12,7 @@ Security invariants:
   an exception of any kind — the Rust engine can raise non-``Exception`` panics) never
   grants: ``False`` falls through to the next rule, everything else ends the evaluation
   with ``AccessDenied``.
-* A matching ``allow`` rule whose outputs (subject, session tags, extra claims, audience)
+* A matching ``allow`` rule whose outputs (subject, session tags, extra claims, source identity, audience)
   cannot be produced, or break the AWS limits, denies as well.
 * Client-facing descriptions name at most a rule, a tag key or a claim name, never a
   claim value; the details go into ``reason`` (audit and log).
@@ -31,13 +31,13 @@ from typing import Any
 
 import cel
 
-from ..aws import aws_tag, validate_session_tag_value
+from ..aws import aws_source_identity, aws_tag, source_identity_problem, validate_session_tag_value
 from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
 from ..limits import DEFAULT_LIFETIME, EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..values import Decision, RuleTrace
 from .budget import RuleCost, rule_cost
 from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
-from .outputs import EvaluationError, execute, json_value, tag_problem, tag_value
+from .outputs import EvaluationError, execute, json_value, source_identity_reason, tag_problem, tag_value
 from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec, findings_of
 
 __all__ = ["CompiledRule", "Delegation", "compile_rule", "decide"]
@@ -55,6 +55,7 @@ class CompiledRule:
     subject: cel.Program = field(repr=False)
     session_tags: tuple[tuple[str, cel.Program], ...] = field(repr=False)
     claims: tuple[tuple[str, cel.Program], ...] = field(repr=False)
+    source_identity: cel.Program | None = field(default=None, repr=False)  # None: the rule sets none
     # Worst-case cost units of the condition and of the outputs at each step of the claims'
     # size (budget.RuleCost); None for a rule built by hand (tests), which is not charged.
     cost: RuleCost | None = field(default=None, repr=False)
@@ -106,6 +107,7 @@ def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] |
         subject=expressions["subject"].program,
         session_tags=tuple((key, expressions[f"session_tags.{key}"].program) for key, _ in spec.session_tags),
         claims=tuple((name, expressions[f"claims.{name}"].program) for name, _ in spec.claims),
+        source_identity=expressions["source_identity"].program if spec.source_identity else None,
         cost=rule_cost(expressions),
         warnings=findings_of(spec, expressions, claim_types=claim_types).warnings,
     )
@@ -114,7 +116,7 @@ def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] |
 # --------------------------------------------------------------------------- evaluation
 
 # The functions rules may call besides CEL's own (docs/rules.md#cel-in-rules).
-_FUNCTIONS = {"aws_tag": aws_tag}
+_FUNCTIONS = {"aws_tag": aws_tag, "aws_source_identity": aws_source_identity}
 
 
 def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
@@ -195,6 +197,21 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
     return tuple(tags)
 
 
+def _source_identity(rule: CompiledRule, context: Any) -> str | None:
+    """The session's SourceIdentity, checked against AWS's rules (docs/rules.md#source-identity)."""
+    if rule.source_identity is None:
+        return None
+    try:
+        value = execute(rule.source_identity, context)
+    except EvaluationError as exc:
+        raise _denied(rule, ": the source identity could not be computed.", f": source_identity: {exc}") from None
+    problem = source_identity_problem(value)
+    if problem is not None:
+        raise _denied(rule, ": the source identity is not one AWS accepts.",
+                      f": source_identity: {source_identity_reason(value, problem, rule.spec.source_identity)}")
+    return value
+
+
 def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for name, program in rule.claims:
@@ -225,6 +242,7 @@ def _allow(
         session_tags=tags,
         transitive_tag_keys=tuple(key for key in spec.transitive_tag_keys if key in emitted),  # optional ones left out
         extra_claims=extra,
+        source_identity=_source_identity(rule, context),
     )
 
 

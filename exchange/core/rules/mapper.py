@@ -3,10 +3,12 @@
 
 The answer is ``{"allow": true|false, "claims": {...}}``. ``allow: false`` denies. With
 ``allow: true`` the claims become the token's as the original mapper.js wrote them: ``sub`` and
-``aud`` if present (an ``aud`` must be one the rule allows), ``https://aws.amazon.com/tags`` as
+``aud`` if present (an ``aud`` must be one the rule allows), ``https://aws.amazon.com/source_identity``
+as the source identity (checked against AWS's rules), ``https://aws.amazon.com/tags`` as
 the tags claim, exactly as written (``principal_tags`` of one-element lists, ``transitive_tag_keys``
 if the mapper sends it, even empty; nothing else in it), the rest as
-extra claims; ``iss``, ``iat``, ``nbf``, ``exp`` and ``jti`` are jwtex's and ignored. Anything
+extra claims — but for any other claim of AWS's namespace (``https://aws.amazon.com/…``), which
+jwtex cannot check and so refuses; ``iss``, ``iat``, ``nbf``, ``exp`` and ``jti`` are jwtex's and ignored. Anything
 that is not so — or breaks AWS's limits — denies, naming what in the reason.
 """
 
@@ -16,10 +18,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..aws import (
+    AWS_SOURCE_IDENTITY_CLAIM,
     AWS_TAGS_CLAIM,
     MAX_SESSION_TAGS,
     MAX_SUBJECT_LENGTH,
     MAX_TRANSITIVE_TAG_KEYS,
+    is_aws_claim,
+    source_identity_problem,
     validate_session_tag_key,
     validate_session_tag_value,
 )
@@ -55,8 +60,9 @@ def mapper_decision(
         audience = _answer_audience(rule, emitted, requested=requested_audience, default=default_audience)
         subject = _answer_subject(emitted, claims)
         tags, transitive, tags_claim = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
+        source_identity = _answer_source_identity(emitted)
         extra = {name: _json_value(value, name) for name, value in emitted.items()
-                 if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM}}
+                 if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM}}
     except (_Refused, _EvaluationError, RecursionError) as exc:
         raise _denied(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
     lifetime = rule.spec.lifetime if rule.spec.lifetime is not None else DEFAULT_LIFETIME
@@ -70,7 +76,22 @@ def mapper_decision(
         transitive_tag_keys=transitive,
         extra_claims=extra,
         tags_claim=tags_claim,
+        source_identity=source_identity,
     )
+
+
+def _answer_source_identity(emitted: Mapping[str, Any]) -> str | None:
+    """The answer's source identity, checked as a rule's is; any other AWS claim is refused."""
+    unknown = sorted(name for name in emitted if is_aws_claim(name) and name not in (AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM))
+    if unknown:
+        raise _Refused(f"{', '.join(map(repr, unknown))}: AWS's claims are emitted only as {AWS_TAGS_CLAIM!r} "
+                       f"and {AWS_SOURCE_IDENTITY_CLAIM!r}, which jwtex checks")
+    if AWS_SOURCE_IDENTITY_CLAIM not in emitted:
+        return None
+    problem = source_identity_problem(emitted[AWS_SOURCE_IDENTITY_CLAIM])
+    if problem is not None:
+        raise _Refused(problem)
+    return emitted[AWS_SOURCE_IDENTITY_CLAIM]
 
 
 def _allowed_claims(answer: Any) -> dict[str, Any] | None:

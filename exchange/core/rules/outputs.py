@@ -15,7 +15,7 @@ import cel
 from ..aws import TagValueError
 from .cel_guard import PASSTHROUGH
 
-__all__ = ["EvaluationError", "execute", "json_value", "tag_problem", "tag_value"]
+__all__ = ["EvaluationError", "execute", "json_value", "source_identity_reason", "tag_problem", "tag_value"]
 
 
 class EvaluationError(Exception):
@@ -85,3 +85,9 @@ def tag_problem(exc: Exception, value: Any, source: str) -> str:
     if exc.kind == "reserved":
         return f"{shown} starts with 'aws:', which AWS reserves — {fix}"
     return str(exc)
+
+
+def source_identity_reason(value: Any, problem: str, source: str) -> str:
+    """What is wrong with a source identity, and what to write instead (the audit and the simulator)."""
+    shown = repr(value[:61] + "..." if len(value) > 64 else value) + ": " if isinstance(value, str) else ""
+    return f"{shown}{problem} — use aws_source_identity({source.strip()})"

@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..aws import MAX_SESSION_TAGS, MAX_SUBJECT_LENGTH, MAX_TRANSITIVE_TAG_KEYS, validate_session_tag_key
+from ..aws import (
+    AWS_SOURCE_IDENTITY_CLAIM,
+    AWS_TAGS_CLAIM,
+    MAX_SESSION_TAGS,
+    MAX_SUBJECT_LENGTH,
+    MAX_TRANSITIVE_TAG_KEYS,
+    is_aws_claim,
+    validate_session_tag_key,
+)
 from ..minting import RESERVED_CLAIMS
 from .budget import cost_problem, token_length_findings
 from .cel_checks import type_warnings
@@ -65,6 +73,8 @@ class RuleSpec:
     # token, and its deadline.
     mapper_url: str = ""
     mapper_timeout_ms: int = MAPPER_DEFAULT_TIMEOUT_MS
+    # CEL for the session's SourceIdentity (docs/rules.md#source-identity); "" means none.
+    source_identity: str = ""
 
 
 def session_tag_entry_problem(entry: object) -> str | None:
@@ -199,8 +209,8 @@ class _Checker:
             path = f"claims.{name}" if isinstance(name, str) and name else "claims"
             if not isinstance(name, str) or not name:
                 self.add(path, "A claim name must be a non-empty string.")
-            elif name in RESERVED_CLAIMS:
-                self.add(path, f"The claim {name!r} is set by jwtex itself (use subject/audience/session_tags where they apply).")
+            elif name in RESERVED_CLAIMS or is_aws_claim(name):
+                self.add(path, _reserved_claim_message(name))
             elif name in names:
                 self.add(path, f"The claim {name!r} is set twice.")
             else:
@@ -208,9 +218,25 @@ class _Checker:
             self.expression(path, source)
 
 
+def _reserved_claim_message(name: str) -> str:
+    if name == AWS_TAGS_CLAIM:
+        return f"The claim {name!r} is emitted only from session_tags, which checks it against AWS's limits."
+    if name == AWS_SOURCE_IDENTITY_CLAIM:
+        return f"The claim {name!r} is emitted only from source_identity, which checks it against AWS's rules."
+    if is_aws_claim(name):
+        return (f"The claim {name!r} is in AWS's namespace (https://aws.amazon.com/…), which jwtex does not "
+                "check: only session_tags and source_identity emit AWS claims.")
+    return f"The claim {name!r} is set by jwtex itself (use subject/audience/session_tags where they apply)."
+
+
 def _check(spec: RuleSpec) -> _Checker:
     checker = _Checker()
     checker.basics(spec)
+    if spec.source_identity:
+        if not isinstance(spec.source_identity, str):
+            checker.add("source_identity", "The source identity is a CEL expression.")
+        else:
+            checker.expression("source_identity", spec.source_identity)
     checker.session_tags(spec)
     checker.transitive_tag_keys(spec)
     checker.claims(spec)
@@ -264,6 +290,7 @@ def findings_of(spec: RuleSpec, expressions: Mapping[str, CompiledExpression], *
             tags=[(key, expressions[f"session_tags.{key}"]) for key, _ in spec.session_tags],
             optional=spec.optional_tags, transitive=spec.transitive_tag_keys, subject=expressions["subject"],
             claim_names=[name for name, _ in spec.claims], audiences=[spec.audience, *spec.audiences],
+            source_identity=bool(spec.source_identity),
         )
         if error:
             errors.append(("session_tags", error))

@@ -117,3 +117,30 @@ def test_no_other_preset_builds_a_shared_issuer():
         if preset.key == "bitbucket":
             params["workspace_uuid"] = "{0d4b9c6e-3c5f-4a8f-9e2b-1a2b3c4d5e6f}"
         assert preset.build(params).issuer not in SHARED_ISSUERS, preset.key
+
+
+GITHUB = "https://token.actions.githubusercontent.com"
+
+
+@pytest.mark.parametrize("when, accepted", [
+    # GitHub's immutable subject (repositories created or renamed from 15 July 2026 on) and the older form.
+    ("claims.sub.startsWith('repo:octo-org@1342004/')", True),
+    ("claims.sub == 'repo:octo-org@1342004/app@987:ref:refs/heads/main'", True),
+    ("claims.sub in ['repo:octo-org/app:ref:refs/heads/main', 'repo:octo-org@1342004/app@987:ref:refs/heads/main']", True),
+    ("claims.sub.startsWith('repo:octo-org/') && claims.ref == 'refs/heads/main'", True),
+    ("claims.sub.startsWith('repo:octo')", False),  # repo:octo-evil/… too
+    ("claims.sub.startsWith('repo:octo-org@')", False),  # the owner's id is not pinned yet: octo-org@1/ and octo-org@2/
+    ("claims.sub.endsWith(':ref:refs/heads/main')", False),
+    ("claims.sub == 'repo:octo-org/app:ref:refs/heads/main' || claims.ref == 'x'", False),
+    ("claims.sub in ['repo:octo-org/app', 'repo:x']", False),  # the second names no owner whole
+])
+def test_githubs_subject_pins_the_owner_in_both_forms(when, accepted):
+    problem = owner_pinning_problem(effect="allow", when=when, any_owner=False, issuer_urls=[GITHUB])
+    assert (problem is None) == accepted, problem
+    if problem:
+        assert "claims.sub.startsWith('repo:OWNER@OWNER_ID/')" in problem
+
+
+def test_the_subject_pins_only_on_github():
+    when = "claims.sub.startsWith('repo:octo-org/')"
+    assert owner_pinning_problem(effect="allow", when=when, any_owner=False, issuer_urls=["https://gitlab.com"])

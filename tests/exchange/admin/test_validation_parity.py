@@ -84,3 +84,26 @@ def test_the_preset_form_refuses_what_the_issuer_form_refuses(admin_client_for, 
     response = client.post(reverse("admin:exchange_issuer_preset"),
                            {"tenant": tenant.pk, "preset": "gitlab-self-managed", "gitlab-self-managed__url": "http://gitlab.internal"})
     assert response.status_code == 302
+
+
+ALLOWED = "https://token.actions.githubusercontent.com https://gitlab.example.com/*"
+
+
+@pytest.mark.parametrize("url, refused", [
+    ("https://token.actions.githubusercontent.com", False),
+    ("https://gitlab.example.com/platform", False),
+    ("https://gitlab.example.com.evil.test", True),
+    ("https://gitlab.com", True),
+    ("https://10.0.0.1/internal", True),  # the URL rule first, then the operators' list
+])
+def test_admin_and_apply_refuse_an_issuer_outside_the_operators_list_alike(admin_client_for, tenant, settings,
+                                                                          url, refused):
+    settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = ALLOWED
+    client = admin_client_for(tenant, "operator")
+    admin, applied = admin_verdict(client, tenant, url), apply_verdict(tenant, url)
+    assert admin == applied
+    assert bool(admin) is refused
+    if refused and "10.0.0.1" not in url:
+        assert admin.startswith("The issuer is not one this service allows") and "JWTEX_ALLOWED_UPSTREAM_ISSUERS" in admin
+    settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = ""  # unset: any issuer the URL rule accepts, as before
+    assert (admin_verdict(client, tenant, url) is None) is ("10.0.0.1" not in url)

@@ -254,6 +254,7 @@ tenants:
         transitive_tag_keys: ["team:name"]
         claims:
           namespace: "'deploy'"
+        source_identity: aws_source_identity(claims.sub)
         enabled: false
         any_owner: true
 """
@@ -272,6 +273,7 @@ tenants:
     assert rule["session_tags"] == {"team:name": "'deploy'",
                                     "pod": {"value": "aws_tag(claims['kubernetes.io'].pod.name)", "optional": True}}
     assert rule["any_owner"] is True
+    assert rule["source_identity"] == "aws_source_identity(claims.sub)"
     assert exported["aws_account_ids"] == ["012345678901", "111122223333"] and exported["aws_role_name"] == "zeta-deploy"
 
     assert not apply(first).changed
@@ -440,7 +442,7 @@ def test_unknown_keys_are_errors_that_name_them():
         (
             'tenants[acme].rules["everything else from github"]',
             "unknown key 'colour' (allowed: name, issuers, when, effect, subject, audience, audiences, lifetime, "
-            "session_tags, transitive_tag_keys, claims, enabled, any_owner, mapper)",
+            "session_tags, transitive_tag_keys, claims, source_identity, enabled, any_owner, mapper)",
         ),
     ]
     assert Tenant.objects.count() == 0
@@ -800,3 +802,39 @@ def test_bad_aws_set_up_values_are_refused_by_apply(line, path):
     document = edited(SPEC_EXAMPLE, "    signing_algorithm: ES256\n", "    signing_algorithm: ES256\n" + line)
     assert [p for p, _ in apply_errors(document)] == [path]
     assert Tenant.objects.count() == 0
+
+
+@pytest.mark.parametrize("line, path, words", [
+    ("source_identity: 'claims.actor +'", "source_identity", "line 1, column"),
+    ("claims: {'https://aws.amazon.com/source_identity': claims.actor}",
+     'claims["https://aws.amazon.com/source_identity"]', "only from source_identity"),
+    ("claims: {'https://aws.amazon.com/tags': claims.actor}", 'claims["https://aws.amazon.com/tags"]',
+     "only from session_tags"),
+])
+def test_apply_refuses_what_the_admin_refuses_of_a_source_identity(line, path, words):
+    text = f"""\
+tenants:
+  - slug: acme
+    name: Acme
+    issuers:
+      - {{id: k8s, issuer: https://kubernetes.default.svc, audiences: [jwtex]}}
+    rules:
+      - name: who
+        issuers: [k8s]
+        when: "true"
+        effect: allow
+        {line}
+"""
+    with pytest.raises(ConfigError) as info:
+        apply(text)
+    [(where, message)] = info.value.errors
+    assert where == f'tenants[acme].rules["who"].{path}' and words in message
+
+
+def test_the_example_file_applies_and_its_github_rule_sets_a_source_identity():
+    from tests.conftest import REPO_ROOT
+
+    document = config_load((REPO_ROOT / "examples" / "acme.yaml").read_text(), source="acme.yaml")
+    assert config_apply(document=document, now=None).changed
+    rule = Rule.objects.get(tenant__slug="acme", name="octo-org main branch")
+    assert rule.source_identity == "aws_source_identity(claims.actor)"

@@ -172,9 +172,11 @@ def test_ci_jobs_ask_their_platform_for_the_tenants_issuer_url_as_audience(real)
 def test_ci_jobs_use_the_first_account_and_name_the_others(real):
     snippets = ci(real)
     github = yaml.safe_load(snippets.github_actions)
-    assert github["jobs"]["deploy"]["env"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_REGION": "eu-central-2"}
+    assert github["jobs"]["deploy"]["env"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_REGION": "eu-central-2",
+                                               "AWS_ROLE_SESSION_NAME": "gh-${{ github.run_id }}-${{ github.run_attempt }}"}
     gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]
-    assert gitlab["variables"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_DEFAULT_REGION": "eu-central-2"}
+    assert gitlab["variables"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_DEFAULT_REGION": "eu-central-2",
+                                   "AWS_ROLE_SESSION_NAME": "gl-${CI_JOB_ID}"}
     for text in (snippets.github_actions, snippets.gitlab_ci):
         assert f"# in account 044455556666: {real.role_arns[1]}" in text
 
@@ -185,3 +187,46 @@ def test_ci_jobs_say_when_the_tenants_issuer_does_not_accept_the_audience(real):
     assert f"Issuer gitlab does not accept this audience yet: add {ISSUER} to its audiences." in snippets.gitlab_ci
     # Still the tenant's URL: the fix is on the issuer, not in the job.
     assert yaml.safe_load(snippets.gitlab_ci)["deploy"]["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"] == ISSUER
+
+
+def test_a_source_identity_adds_set_source_identity_and_a_condition_on_it():
+    """IAM User Guide, "Monitor and control actions taken with assumed roles": without
+    sts:SetSourceIdentity in the trust policy, AssumeRoleWithWebIdentity with the claim fails."""
+    plain, with_identity = render(), render(source_identity=True)
+    for _, text in plain.trust_policies:
+        statement = json.loads(text)["Statement"][0]
+        assert "sts:SetSourceIdentity" not in statement["Action"]
+        assert "sts:SourceIdentity" not in statement["Condition"]["StringLike"]
+    for _, text in with_identity.trust_policies:
+        statement = json.loads(text)["Statement"][0]
+        assert statement["Action"] == ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"]
+        assert statement["Condition"]["StringLike"]["sts:SourceIdentity"] == "*"
+    cfn = yaml.load(with_identity.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
+        "AssumeRolePolicyDocument"]["Statement"][0]
+    assert "sts:SetSourceIdentity" in cfn["Action"] and cfn["Condition"]["StringLike"]["sts:SourceIdentity"] == "*"
+    assert "sts:SetSourceIdentity" not in plain.cloudformation and "sts:SetSourceIdentity" not in plain.terraform
+    assert '"sts:SetSourceIdentity"]' in with_identity.terraform and '"sts:SourceIdentity" = "*"' in with_identity.terraform
+
+
+def test_a_source_identity_without_tags_still_gets_its_condition():
+    aws = aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com"], tag_keys=[],
+                           source_identity=True)
+    statement = json.loads(aws.trust_policy)["Statement"][0]
+    assert statement["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
+    cfn = yaml.load(aws.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
+        "AssumeRolePolicyDocument"]["Statement"][0]
+    assert cfn["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
+
+
+def test_ci_jobs_name_the_role_session_after_the_run_within_what_sts_accepts(real):
+    """STS API Reference, AssumeRoleWithWebIdentity: RoleSessionName is 2-64 of [\\w+=,.@-] (ASCII)."""
+    import re
+
+    snippets = ci(real)
+    github = yaml.safe_load(snippets.github_actions)["jobs"]["deploy"]["env"]["AWS_ROLE_SESSION_NAME"]
+    gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]["variables"]["AWS_ROLE_SESSION_NAME"]
+    assert github == "gh-${{ github.run_id }}-${{ github.run_attempt }}" and gitlab == "gl-${CI_JOB_ID}"
+    # What the platforms put there: run and job ids are decimal (GitHub's are 64-bit), attempts small.
+    expanded = [github.replace("${{ github.run_id }}", str(2**63 - 1)).replace("${{ github.run_attempt }}", "999"),
+                gitlab.replace("${CI_JOB_ID}", str(2**63 - 1))]
+    assert all(re.fullmatch(r"[\w+=,.@-]{2,64}", name, re.ASCII) for name in expanded), expanded

@@ -184,6 +184,8 @@ def test_the_github_workflow_keeps_every_value_literal(value, tmp_path):
     hostile_url = f"https://jwtex.example.com/t/{value}"
     workflow = ci(value, issuer_url=hostile_url).github_actions
     job = yaml.safe_load(workflow)["jobs"]["deploy"]
+    # The one expression on purpose, fixed text: the run names the role session (no value of the tenant's in it).
+    assert job["env"].pop("AWS_ROLE_SESSION_NAME") == "gh-${{ github.run_id }}-${{ github.run_attempt }}"
     assert {k: github_literal(v) for k, v in job["env"].items()} == {
         "AWS_ROLE_ARN": f"arn:aws:iam::111122223333:role/{value}", "AWS_REGION": value}
     script = job["steps"][0]["run"]
@@ -202,6 +204,7 @@ def test_the_github_workflow_keeps_every_value_literal(value, tmp_path):
 def test_the_gitlab_job_keeps_every_value_literal(value, tmp_path):
     hostile_url = f"https://jwtex.example.com/t/{value}"
     job = yaml.safe_load(ci(value, issuer_url=hostile_url).gitlab_ci)["deploy"]
+    assert job["variables"].pop("AWS_ROLE_SESSION_NAME") == "gl-${CI_JOB_ID}"  # the job names the session, on purpose
     assert {k: gitlab_literal(v) for k, v in job["variables"].items()} == {
         "AWS_ROLE_ARN": f"arn:aws:iam::111122223333:role/{value}", "AWS_DEFAULT_REGION": value}
     assert gitlab_literal(job["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"]) == hostile_url

@@ -6,12 +6,21 @@ tests/aws_acceptance.py.
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from exchange.core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH, aws_tag, validate_session_tag_value
+from exchange.core.aws import (
+    MAX_WEB_IDENTITY_TOKEN_LENGTH,
+    aws_source_identity,
+    aws_tag,
+    source_identity_problem,
+    validate_session_tag_value,
+)
 from exchange.core.errors import AccessDenied
 from exchange.core.minting import TokenTooLong, encoded_length, mint_token, signature_bytes
 from exchange.core.rules.engine import compile_rule, decide
@@ -87,6 +96,56 @@ def test_aws_tag_is_the_identity_on_valid_values(value):
 )
 def test_aws_tag_examples(value, expected):
     assert aws_tag(value) == expected
+
+
+# ------------------------------------------------------------------- aws_source_identity
+
+
+def _sts_takes_source_identity(value: str) -> bool:
+    """Through the independent check: a token whose only doubt is its source identity."""
+    payload = base64.urlsafe_b64encode(json.dumps(
+        {"sub": "s", "https://aws.amazon.com/source_identity": value}).encode()).rstrip(b"=").decode()
+    return sts_problems(f"e30.{payload}.sig") == []
+
+
+@given(tag_text)
+@example("dependabot[bot]")
+@example("aws:admin")
+@example("AWS:x")
+@example("x")
+@example("")
+@example("é" * 100)
+def test_aws_source_identity_is_always_valid_and_idempotent(value):
+    mapped = aws_source_identity(value)
+    assert source_identity_problem(mapped) is None and _sts_takes_source_identity(mapped)
+    assert aws_source_identity(mapped) == mapped
+    assert len(mapped) == min(max(len(value), 2), 64)
+
+
+@given(tag_text)
+@example("octocat")
+@example("a.b@c-d=e,f+g_h")
+def test_aws_source_identity_is_the_identity_on_valid_values_and_agrees_with_sts(value):
+    assert (source_identity_problem(value) is None) == _sts_takes_source_identity(value)
+    if source_identity_problem(value) is None:
+        assert aws_source_identity(value) == value
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("dependabot[bot]", "dependabot_bot_"), ("aws:admin", "aws_admin"), ("x", "x_"), ("", "__"),
+     ("Jürgen Müller", "J_rgen_M_ller"), ("a" * 70, "a" * 64), ("first.last@example.com", "first.last@example.com")],
+)
+def test_aws_source_identity_examples(value, expected):
+    assert aws_source_identity(value) == expected
+
+
+@pytest.mark.parametrize("value, words", [
+    ("x", "1 characters long"), ("a" * 65, "65 characters long"), ("dependabot[bot]", "'['"),
+    ("aws:admin", "starts with 'aws:'"), ("AwS:x", "starts with 'aws:'"), (42, "not int"), ("tab\tx", "U+0009"),
+])
+def test_source_identity_problems_say_what_is_wrong(value, words):
+    assert words in source_identity_problem(value)
 
 
 # ----------------------------------------------------------------------- the length bound
@@ -171,10 +230,13 @@ expressions = st.sampled_from(["claims.v", "aws_tag(claims.v)", "aws_tag(claims.
     ),
     value=claim_values,
     sub=st.sampled_from(["claims.sub", "claims.sub", "claims.v", "'" + "s" * 256 + "'"]),
+    source_identity=st.sampled_from(["", "", "claims.v", "aws_source_identity(claims.v)", "aws_source_identity(string(claims.v))",
+                                     "'aws:' + claims.v", "'octocat'", "'x'", "aws_tag(claims.v)"]),
 )
-def test_a_rule_output_is_a_token_sts_accepts_or_a_refusal(signers, tags, value, sub):
+def test_a_rule_output_is_a_token_sts_accepts_or_a_refusal(signers, tags, value, sub, source_identity):
     rule = spec(
         subject=sub,
+        source_identity=source_identity,
         session_tags=tuple((key, source) for key, source, _ in tags),
         optional_tags=frozenset(key for key, _, optional in tags if optional),
         transitive_tag_keys=tuple(dict.fromkeys(key for key, _, _ in tags))[:2],
@@ -183,5 +245,6 @@ def test_a_rule_output_is_a_token_sts_accepts_or_a_refusal(signers, tags, value,
         event("refused when saved")
         return  # it never runs
     token = outcome(rule, {"sub": "s", "v": value}, signers["ES256"])
-    event("refused (403)" if token is None else "token")  # see --hypothesis-show-statistics
+    event("refused (403)" if token is None else "token" + (" with a source identity" if source_identity else ""))
+    # see --hypothesis-show-statistics
     assert token is None or sts_problems(token) == []

@@ -100,3 +100,25 @@ def _payload(token: str) -> dict:
 
     segment = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+@pytest.mark.parametrize("source", ["claims.actor", "aws_source_identity(claims.actor)", "'gh-' + claims.actor"])
+@pytest.mark.parametrize("claims", CORPUS, ids=lambda c: json.dumps(c, ensure_ascii=True)[:40])
+def test_a_source_identity_is_one_sts_accepts_or_a_403_naming_the_rule(client, upstream, tenant, issuer, source, claims):
+    rule = Rule.objects.create(tenant=tenant, name="who", effect="allow", when="true", source_identity=source)
+    rule.issuers.add(issuer)
+    response = client.post("/t/acme/exchange?issuerId=ci", upstream.mint(**{"actor": "octocat", **claims}),
+                           content_type="application/jwt")
+    assert response.status_code in (200, 403), response.content
+    record = ExchangeRecord.objects.order_by("-id").first()
+    if response.status_code == 200:
+        token = response.content.decode()
+        assert sts_problems(token) == [] and "https://aws.amazon.com/source_identity" in _payload(token)
+        assert record.emitted_claims["https://aws.amazon.com/source_identity"] == _payload(token)[
+            "https://aws.amazon.com/source_identity"]
+    else:
+        assert response.json() == {"error": "access_denied",
+                                   "error_description": "Rule 'who': the source identity is not one AWS accepts."}
+        assert record.decision == "denied" and record.rule_name == "who" and "source_identity" in record.reason
+    if source.startswith("aws_source_identity"):
+        assert response.status_code == 200

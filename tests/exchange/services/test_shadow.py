@@ -207,3 +207,15 @@ def test_shadow_rules_in_the_file_are_applied_and_exported_back():
     document["tenants"][0].pop("shadow_rules")  # absent: no candidate set
     config_apply(document=document, now=timezone.now())
     assert not Rule.objects.filter(shadow=True).exists() and "shadow_rules" not in config_export()["tenants"][0]
+
+
+def test_a_candidate_that_changes_only_the_source_identity_is_recorded_as_differing(tenant, issuer, upstream):
+    main = ("main", "claims.ref == 'refs/heads/main'", "allow", {"repository": "claims.repository"})
+    rules(tenant, issuer, [main], shadow=False)
+    rules(tenant, issuer, [main], shadow=True)
+    Rule.objects.filter(tenant=tenant, shadow=True).update(source_identity="aws_source_identity(claims.actor)")
+    exchange_token(tenant_slug=tenant.slug, subject_token=upstream.mint(ref="refs/heads/main", actor="renovate[bot]"),
+                   endpoint="raw")
+    record = ExchangeRecord.objects.filter(tenant=tenant).order_by("-id").first()
+    assert record.shadow["differs"] == ["source_identity"]
+    assert record.shadow["source_identity"] == "renovate_bot_"

@@ -49,7 +49,7 @@ def body(draw, depth=0):
     if kind == 5:
         return f"{sub()}.{draw(st.sampled_from(['map', 'filter', 'exists']))}(y, {sub().replace('x', 'y')})"
     if kind == 6:
-        return f"aws_tag({sub()})"
+        return f"{draw(st.sampled_from(['aws_tag', 'aws_source_identity']))}({sub()})"
     if kind == 7:
         return f"{sub()}[{sub()}]"
     return f"{sub()}.contains({sub()})"

@@ -208,6 +208,8 @@ def _corpus() -> list[str]:
     for preset in PRESETS:
         sources.append(preset.example_when)
         sources.extend(source for _, source, _ in preset.example_tags)
+        if preset.example_source_identity:
+            sources.append(preset.example_source_identity)
     document = yaml.safe_load((ROOT / "examples" / "acme.yaml").read_text())
     for tenant in document["tenants"]:
         for rule in tenant.get("rules", []):
@@ -216,6 +218,8 @@ def _corpus() -> list[str]:
             sources.extend((rule.get("claims") or {}).values())
             if rule.get("subject"):
                 sources.append(rule["subject"])
+            if rule.get("source_identity"):
+                sources.append(rule["source_identity"])
     return sources
 
 
