@@ -75,6 +75,8 @@ if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
     JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = True
 
 JWTEX_ALLOW_INSECURE_ISSUERS = _env_bool("JWTEX_ALLOW_INSECURE_ISSUERS")
+# Where tenants' published issuer documents go: file:///srv/issuers or s3://bucket/prefix (docs/endpoints.md).
+JWTEX_PUBLISH_TARGET = os.environ.get("JWTEX_PUBLISH_TARGET", "").strip()
 JWTEX_RATE_LIMIT_PER_ADDRESS = int(os.environ.get("JWTEX_RATE_LIMIT_PER_ADDRESS", "600"))
 JWTEX_TRUSTED_PROXY_COUNT = int(os.environ.get("JWTEX_TRUSTED_PROXY_COUNT", "0"))
 # Admin login throttling (jwtex_site/login_throttle.py): failures per address and username
