@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -37,10 +38,11 @@ def tenant_live_keys(*, tenant: Tenant) -> dict[str, datetime] | None:
     return IssuerPublication.live_keys(tenant) if tenant.published_issuer_url else None
 
 
-def published_url_problem_for(*, tenant_pk: int | None, value: str) -> str | None:
-    """Why ``value`` cannot be this tenant's published issuer URL, or None: the one check of the
+def published_url_problem_for(*, value: str, exclude_slugs: Collection[str] = ()) -> str | None:
+    """Why ``value`` cannot be a tenant's published issuer URL, or None: the one check of the
     admin and ``jwtex_apply`` (docs/endpoints.md#published-issuer-url). Besides the URL's own rules,
-    there must be somewhere to publish, and no other tenant may publish to the same folder."""
+    there must be somewhere to publish, and no other tenant (but those of ``exclude_slugs``: the
+    tenant itself, the tenants of a file being applied) may publish to the same folder."""
     if not value:
         return None
     problem = published_url_problem(value, allow_insecure=jwtex_settings.allow_insecure_issuers)
@@ -49,10 +51,8 @@ def published_url_problem_for(*, tenant_pk: int | None, value: str) -> str | Non
     if not jwtex_settings.publish_target:
         return "A published issuer URL needs JWTEX_PUBLISH_TARGET (where jwtex writes the documents); it is not set."
     folder = published_folder(value)
-    others = Tenant.objects.exclude(published_issuer_url="")
-    if tenant_pk is not None:
-        others = others.exclude(pk=tenant_pk)
+    others = Tenant.objects.exclude(published_issuer_url="").exclude(slug__in=list(exclude_slugs))
     for slug, url in others.values_list("slug", "published_issuer_url"):
-        if published_folder(url) == folder or url == value:
+        if published_folder(url) == folder:
             return f"Tenant {slug} already publishes to {folder}/ beneath the publish target: choose another path."
     return None
