@@ -34,7 +34,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["slug", "name", "enabled", "issuer_link", "pages"]
     list_filter = ["enabled", "signing_algorithm", "key_backend"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["issuer_url", "publication", "config_version", "created_at", "updated_at"]
+    readonly_fields = ["issuer_url", "publication_status", "config_version", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "enabled", "issuer_url"]}),
         ("Tokens", {"fields": ["default_audience", "max_token_lifetime", "signing_algorithm", "rate_limit_per_minute"]}),
@@ -43,7 +43,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             "key_rotation_interval", "key_prepublish_window", "audit_retention_days", "keep_upstream_claims",
         ]}),
         ("Published issuer (optional)", {
-            "fields": ["published_issuer_url", "publication"],
+            "fields": ["published_issuer_url", "publication_status"],
             "description": "Static hosting (a directory a web server serves, or S3 behind a CDN) where jwtex publishes "
             "this tenant's discovery document and JWKS, so that AWS verifies its tokens while jwtex is down. Tokens "
             "then carry this URL as iss: every IAM OIDC provider and trust policy must name it.",
@@ -75,7 +75,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         return format_html('<a href="{}/.well-known/openid-configuration">{}</a>', url, url)
 
     @admin.display(description="publication")
-    def publication(self, obj):
+    def publication_status(self, obj):
         return publication_summary(obj) if obj is not None and obj.pk else "-"
 
     @admin.display(description="pages")
