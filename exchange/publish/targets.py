@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -100,7 +101,10 @@ class S3Target:
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
+    @cached_property
     def _client(self):
+        """One client per publish (a target is made per attempt): credentials are resolved afresh
+        each time, as after a rotation of the role's."""
         import boto3
         from botocore.config import Config
 
@@ -111,14 +115,14 @@ class S3Target:
 
     def put(self, path: str, body: bytes) -> None:
         try:
-            self._client().put_object(Bucket=self.bucket, Key=self._key(path), Body=body,
+            self._client.put_object(Bucket=self.bucket, Key=self._key(path), Body=body,
                                       ContentType=CONTENT_TYPE, CacheControl=CACHE_CONTROL)
         except Exception as exc:  # botocore's errors, no credentials, an unreachable endpoint
             raise PublishError(f"S3 PutObject s3://{self.bucket}/{self._key(path)} failed: {_aws_error(exc)}") from exc
 
     def get(self, path: str) -> ReadBack:
         try:
-            answer = self._client().get_object(Bucket=self.bucket, Key=self._key(path))
+            answer = self._client.get_object(Bucket=self.bucket, Key=self._key(path))
             return ReadBack(answer["Body"].read(), answer.get("ContentType"), answer.get("CacheControl"))
         except Exception as exc:
             if _aws_code(exc) in {"NoSuchKey", "404"}:
