@@ -163,3 +163,13 @@ def test_the_served_and_published_jwks_never_list_more_than_100_keys_of_a_type(d
     kids = [k["kid"] for k in published]
     assert kids[-1] == active.kid and kids[:-1] == [f"old-{i:03}" for i in range(21, 120)]  # the oldest dropped
     assert tenant_jwks(tenant=acme)["keys"] == published
+
+
+def test_the_published_url_goes_through_apply_and_export(db, static_site):
+    from exchange.config.export import config_export
+
+    document = {"tenants": [{"slug": "acme", "name": "Acme", "published_issuer_url": f"{static_site.url}/acme"}]}
+    config_apply(document=document, now=timezone.now())
+    exported = config_export()
+    (acme,) = exported["tenants"]
+    assert acme["published_issuer_url"] == f"{static_site.url}/acme"
