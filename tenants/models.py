@@ -111,7 +111,8 @@ class Tenant(models.Model):
     aws_role_name = models.CharField(max_length=64, blank=True, validators=[aws_role_name_validator])
     # Static hosting that serves the tenant's issuer documents even while jwtex is down
     # (docs/endpoints.md#published-issuer-url): tokens' iss, and where exchange.publish writes them.
-    # Checked where it is saved (exchange.publish.published_url_errors), since the check reads settings.
+    # Checked where it is saved (exchange.publish.documents.published_url_problem_for: the admin's form
+    # and jwtex_apply), since the check reads settings and other tenants.
     published_issuer_url = models.CharField(
         "published issuer URL", max_length=255, blank=True, default="",
         help_text="Optional: an https URL of static hosting (e.g. https://issuers.example.com/acme) where jwtex "
