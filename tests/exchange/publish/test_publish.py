@@ -192,3 +192,24 @@ def test_publishing_is_per_tenant(db, static_site):
     assert acme_kids == {SigningKey.objects.get(tenant=acme).kid}
     assert SigningKey.objects.get(tenant=globex).kid not in acme_kids
     assert publication_status_get(tenant=globex).live == ()
+
+
+def test_an_s3_publish_refused_by_iam_is_an_error_that_names_it_and_keeps_what_was_live(db, s3_site, settings, monkeypatch,
+                                                                                        kms):
+    tenant = publishing_tenant(s3_site)
+    first = SigningKey.objects.get(tenant=tenant)
+    assert issuer_publish(tenant_id=tenant.pk, now=first.created_at).confirmed
+    signing_key_rotate(tenant_id=tenant.pk, now=first.created_at, force=True)
+    # jwtex's credentials may no longer write the bucket (moto enforcing IAM, as AWS does).
+    for name, value in kms.user_without("s3:PutObject").items():
+        monkeypatch.setenv(name, value)
+    with kms.iam_enforced():
+        result = issuer_publish(tenant_id=tenant.pk, now=first.created_at + timedelta(minutes=1))
+    assert not result.confirmed and "S3 PutObject" in result.error and "AccessDenied" in result.error
+    assert "testing" not in result.error and "AKIA" not in result.error  # never a credential
+    assert result.live == (first.kid,)
+    status = publication_status_get(tenant=tenant)
+    assert status.alarm and status.active_live
+    settings.JWTEX_PUBLISH_TARGET = "s3://no-such-bucket/prod"
+    missing = issuer_publish(tenant_id=tenant.pk, now=first.created_at + timedelta(minutes=2))
+    assert "NoSuchBucket" in missing.error and missing.live == (first.kid,)
