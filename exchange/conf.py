@@ -70,6 +70,17 @@ class JwtexSettings:
         (docs/endpoints.md#tenant-issuer-endpoints)."""
         return f"{self.public_url}/t/{slug}"
 
+    def tenant_issuer_url(self, *, slug: str, published_issuer_url: str = "") -> str:
+        """The ``iss`` of a tenant's tokens: its published issuer URL when it has one
+        (docs/endpoints.md#published-issuer-url), else the URL jwtex serves it under."""
+        return published_issuer_url or self.issuer_url(slug)
+
+    @property
+    def publish_target(self) -> str:
+        """Where published issuer documents are written: ``file:///dir`` or ``s3://bucket/prefix``
+        (``JWTEX_PUBLISH_TARGET``; docs/endpoints.md#published-issuer-url). Empty: none."""
+        return str(_get("PUBLISH_TARGET", "")).strip()
+
     @property
     def public_url_valid(self) -> bool:
         return bool(_get("PUBLIC_URL_VALID"))

@@ -31,7 +31,7 @@ from .core.jwk import KeyDecryptionError
 from .core.rotation import KeyView, RotationPolicy, rotation_plan
 from .core.values import SignerKey
 from .invalidation import tenant_config_bump
-from .models import PUBLISHED_KEY_STATES, KeyState, SigningKey
+from .models import PUBLISHED_KEY_STATES, IssuerPublication, KeyState, SigningKey
 
 logger = logging.getLogger("jwtex.keys")
 
@@ -191,14 +191,23 @@ def _policy(tenant: Tenant) -> RotationPolicy:
         interval=timedelta(seconds=tenant.key_rotation_interval),
         prepublish=timedelta(seconds=tenant.key_prepublish_window),
         max_token_lifetime=timedelta(seconds=tenant.max_token_lifetime),
+        publication_required=bool(tenant.published_issuer_url),
     )
 
 
 def _views(tenant: Tenant) -> list[KeyView]:
+    # With a published issuer URL, when the read-back of the published JWKS first confirmed each key
+    # (exchange.publish; docs/endpoints.md#published-issuer-url): a next key signs only after that.
+    live = IssuerPublication.live_keys(tenant) if tenant.published_issuer_url else {}
     return [
-        KeyView(k.kid, k.state, k.created_at, k.activate_after, k.activated_at, k.retire_after)
+        KeyView(k.kid, k.state, k.created_at, k.activate_after, k.activated_at, k.retire_after, live.get(k.kid))
         for k in SigningKey.objects.filter(tenant=tenant, state__in=PUBLISHED_KEY_STATES)
     ]
+
+
+def _publication_due(tenant: Tenant, now: datetime) -> None:
+    """The key set changed: the publication sweep publishes it at its next run (within a minute)."""
+    IssuerPublication.objects.filter(tenant=tenant).update(next_attempt_at=now)
 
 
 def signing_key_rotate(*, tenant_id: int, now: datetime, force: bool = False) -> RotationResult:
@@ -214,6 +223,8 @@ def signing_key_rotate(*, tenant_id: int, now: datetime, force: bool = False) ->
         result = _rotate_locked(tenant, now=now, force=force)
         if result.changed or result.rescheduled:
             tenant_config_bump(tenant_id=tenant.pk)
+        if result.changed:
+            _publication_due(tenant, now)
     return result
 
 
@@ -288,4 +299,5 @@ def signing_key_revoke(*, tenant: Tenant, kid: str, now: datetime) -> RotationRe
             Tenant.objects.filter(pk=tenant.pk).update(keys_next_check_at=now + timedelta(minutes=1))
             result = RotationResult(tenant=tenant.slug)
         tenant_config_bump(tenant_id=tenant.pk)
+        _publication_due(tenant, now)
     return RotationResult(tenant=tenant.slug, created=result.created, activated=result.activated, retired=(kid,))

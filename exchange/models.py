@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -321,6 +322,36 @@ class SigningKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kid[:12]}… of {self.tenant.name} ({self.state})"
+
+
+class IssuerPublication(models.Model):
+    """What jwtex last published of a tenant's issuer documents, and what it read back
+    (docs/endpoints.md#published-issuer-url). Written only by exchange.publish; read by the
+    rotation (a next key is promoted only once confirmed live) and the runtime (a key signs only
+    once confirmed live), the admin and /metrics."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="publication")
+    url = models.CharField(max_length=255, help_text="the published issuer URL this state is about")
+    # {kid: epoch seconds first read back live at ``url``}: the keys that may sign there.
+    live = models.JSONField(default=dict)
+    in_sync = models.BooleanField(default=False, help_text="the published JWKS lists exactly the keys jwtex serves")
+    published_at = models.DateTimeField(null=True, blank=True, help_text="last publish confirmed by its read-back")
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="last read-back, publish or check")
+    failures = models.PositiveIntegerField(default=0, help_text="failed attempts in a row")
+    error = models.CharField(max_length=500, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug} published at {self.url}"
+
+    @classmethod
+    def live_keys(cls, tenant: Tenant) -> dict[str, datetime]:
+        """The keys read back live at the tenant's current published issuer URL, with when each
+        was first confirmed there (empty when nothing is confirmed, or for another URL)."""
+        row = cls.objects.filter(tenant=tenant).only("url", "live").first()
+        if row is None or row.url != tenant.published_issuer_url or not isinstance(row.live, dict):
+            return {}
+        return {kid: datetime.fromtimestamp(float(at), UTC) for kid, at in row.live.items()}
 
 
 class SweepRun(models.Model):

@@ -20,12 +20,14 @@ def jwks_uri(issuer_url: str) -> str:
     return f"{issuer_url}/.well-known/jwks.json"
 
 
-def discovery_document(*, issuer_url: str, algorithms: list[str]) -> dict[str, Any]:
-    """OpenID Connect Discovery 1.0 §3, with what AWS IAM and RFC 8693 clients read."""
+def discovery_document(*, issuer_url: str, algorithms: list[str], served_url: str | None = None) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 §3, with what AWS IAM and RFC 8693 clients read. ``served_url``
+    is where jwtex serves the tenant when its issuer is published elsewhere: static hosting takes
+    no POST, so the token endpoint stays jwtex's (docs/endpoints.md#published-issuer-url)."""
     return {
         "issuer": issuer_url,
         "jwks_uri": jwks_uri(issuer_url),
-        "token_endpoint": f"{issuer_url}/token",
+        "token_endpoint": f"{served_url or issuer_url}/token",
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,

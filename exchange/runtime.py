@@ -29,7 +29,6 @@ from django.utils import timezone
 
 from tenants.models import SLUG_PATTERN, ConfigEpoch, Tenant
 
-from . import protocol
 from .conf import jwtex_settings
 from .console.presets import preset_claim_types
 from .core.errors import NotFound, TemporarilyUnavailable
@@ -43,7 +42,8 @@ from .keys import (
     signing_key_ensure_active,
     signing_key_load,
 )
-from .models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
+from .models import Issuer, Rule
+from .publish.documents import tenant_discovery, tenant_issuer_url, tenant_jwks, tenant_live_keys
 
 logger = logging.getLogger("jwtex.runtime")
 
@@ -133,17 +133,20 @@ def tenant_rules_compile(*, tenant: Tenant, shadow: bool = False) -> tuple[tuple
     return tuple(compiled), None
 
 
-def published_jwks(*, tenant: Tenant) -> dict:
-    keys = SigningKey.objects.filter(tenant=tenant, state__in=PUBLISHED_KEY_STATES).order_by("created_at", "id")
-    return {"keys": [dict(k.public_jwk) for k in keys]}
-
-
 def _signer(tenant: Tenant, now: datetime) -> tuple[SignerKey | None, str | None]:
     """The active key, ready to sign (a KMS key signs through KMS: nothing is read from it here).
     Unusable — undecryptable, or AWS KMS unable to make a new tenant's first key — means no
-    signer: the exchange answers 503, and the key sweep makes the key once KMS can."""
+    signer: the exchange answers 503, and the key sweep makes the key once KMS can. With a
+    published issuer URL, a key that the read-back of the published JWKS has not confirmed is no
+    signer either (docs/endpoints.md#published-issuer-url): AWS could not verify its tokens."""
     try:
-        return signing_key_load(signing_key_ensure_active(tenant=tenant, now=now)), None
+        active = signing_key_ensure_active(tenant=tenant, now=now)
+        live = tenant_live_keys(tenant=tenant)
+        if live is not None and active.kid not in live:
+            error = f"signing key {active.kid} is not yet confirmed at the published issuer URL"
+            logger.warning("tenant signing key not published", extra={"jwtex": {"tenant": tenant.slug, "error": error}})
+            return None, error
+        return signing_key_load(active), None
     except (KeyDecryptionError, SigningKeyUnavailable) as exc:
         error = exc.messages[0] if isinstance(exc, SigningKeyUnavailable) else str(exc)
         logger.error("tenant signing key unusable", extra={"jwtex": {"tenant": tenant.slug, "error": error}})
@@ -160,9 +163,8 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
     shadow_rules, shadow_error = (tenant_rules_compile(tenant=tenant, shadow=True)
                                   if Rule.objects.filter(tenant=tenant, shadow=True).exists() else (None, None))
     signer, signer_error = _signer(tenant, now)
-    jwks = published_jwks(tenant=tenant)
-    algorithms = sorted({k["alg"] for k in jwks["keys"]}) or [tenant.signing_algorithm]
-    issuer_url = jwtex_settings.issuer_url(tenant.slug)
+    jwks = tenant_jwks(tenant=tenant)
+    issuer_url = tenant_issuer_url(tenant)
     return TenantRuntime(
         tenant_id=tenant.pk,
         slug=tenant.slug,
@@ -181,9 +183,7 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
         signer=signer,
         signer_error=signer_error,
         jwks_json=json.dumps(jwks, separators=(",", ":")).encode(),
-        discovery_json=json.dumps(
-            protocol.discovery_document(issuer_url=issuer_url, algorithms=algorithms), separators=(",", ":")
-        ).encode(),
+        discovery_json=json.dumps(tenant_discovery(tenant=tenant, jwks=jwks), separators=(",", ":")).encode(),
     )
 
 

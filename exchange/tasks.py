@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from tenants.models import Tenant
@@ -18,6 +18,7 @@ from tenants.models import Tenant
 from .audit.writer import audit_writer, drain
 from .keys import signing_key_rotate
 from .models import Issuer
+from .publish.service import issuer_publish
 from .services.audit import audit_retention_sweep, exchange_records_purge
 from .services.operations import sweep_succeeded
 from .upstream.jwks import issuer_jwks_refresh
@@ -38,7 +39,16 @@ def rotate_tenant_keys(tenant_pk: int, force: bool = False) -> bool:
     result = signing_key_rotate(tenant_id=tenant_pk, now=timezone.now(), force=force)
     if result.changed:
         logger.info("signing keys rotated", extra={"jwtex": {"tenant": result.tenant, **_result_fields(result)}})
+        # The key set changed: publish it now rather than at the sweep's next minute.
+        if Tenant.objects.filter(pk=tenant_pk).exclude(published_issuer_url="").exists():
+            publish_tenant_issuer.delay(tenant_pk)
     return result.changed
+
+
+@shared_task(name="exchange.publish_tenant_issuer", ignore_result=True)
+def publish_tenant_issuer(tenant_pk: int) -> bool:
+    """Publish one tenant's issuer documents and read them back (docs/endpoints.md#published-issuer-url)."""
+    return issuer_publish(tenant_id=tenant_pk, now=timezone.now()).confirmed
 
 
 @shared_task(name="exchange.purge_exchange_records", ignore_result=True)
@@ -74,6 +84,17 @@ def sweep_issuers() -> int:
 def sweep_signing_keys() -> int:
     due = Tenant.objects.filter(Q(keys_next_check_at__isnull=True) | Q(keys_next_check_at__lte=timezone.now()))
     return _succeeded("sweep_signing_keys", _fan_out(rotate_tenant_keys, due.values_list("pk", flat=True)))
+
+
+@shared_task(name="exchange.sweep_issuer_publications", ignore_result=True)
+def sweep_issuer_publications() -> int:
+    """Every tenant with a published issuer URL whose documents are due: never published, published
+    for another URL, changed keys (exchange.keys marks them), the periodic read-back, or a retry."""
+    due = Tenant.objects.exclude(published_issuer_url="").filter(
+        Q(publication__isnull=True) | Q(publication__next_attempt_at__isnull=True)
+        | Q(publication__next_attempt_at__lte=timezone.now()) | ~Q(publication__url=F("published_issuer_url"))
+    )
+    return _succeeded("sweep_issuer_publications", _fan_out(publish_tenant_issuer, due.values_list("pk", flat=True)))
 
 
 @shared_task(name="exchange.sweep_exchange_records", ignore_result=True)

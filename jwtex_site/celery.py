@@ -16,6 +16,9 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "sweep-issuers": {"task": "exchange.sweep_issuers", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-signing-keys": {"task": "exchange.sweep_signing_keys", "schedule": 60.0, "options": {"expires": 55}},
+    "sweep-issuer-publications": {
+        "task": "exchange.sweep_issuer_publications", "schedule": 60.0, "options": {"expires": 55},
+    },
     "drain-audit-spool": {"task": "exchange.drain_audit_spool", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-exchange-records": {
         "task": "exchange.sweep_exchange_records",

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, str | int | float | bool | None] = {
     "JWTEX_AUDIT_SPOOL_DIR": "",  # JWTEX_VAR_DIR/audit-spool
     "JWTEX_MAPPER_ALLOWED_HOSTS": "",
     "JWTEX_ALLOWED_UPSTREAM_ISSUERS": "",  # any issuer (docs/operators.md#allowed-upstream-issuers)
+    "JWTEX_PUBLISH_TARGET": "",  # no published issuer documents (docs/endpoints.md#published-issuer-url)
     # Operations.
     "JWTEX_METRICS_TOKEN": "",
     "PROMETHEUS_MULTIPROC_DIR": "",  # make serve: JWTEX_VAR_DIR/metrics

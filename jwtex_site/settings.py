@@ -65,6 +65,8 @@ if not JWTEX_KEY_ENCRYPTION_KEYS and not JWTEX_PRODUCTION:
     JWTEX_KEY_ENCRYPTION_KEYS_GENERATED = True
 
 JWTEX_ALLOW_INSECURE_ISSUERS = env.flag("JWTEX_ALLOW_INSECURE_ISSUERS")
+# Where tenants' published issuer documents go: file:///srv/issuers or s3://bucket/prefix (docs/endpoints.md).
+JWTEX_PUBLISH_TARGET = env.text("JWTEX_PUBLISH_TARGET").strip()
 JWTEX_RATE_LIMIT_PER_ADDRESS = env.whole("JWTEX_RATE_LIMIT_PER_ADDRESS")
 JWTEX_TRUSTED_PROXY_COUNT = env.whole("JWTEX_TRUSTED_PROXY_COUNT")
 # Admin login throttling (jwtex_site/login_throttle.py): failures per address and username

@@ -109,6 +109,15 @@ class Tenant(models.Model):
     aws_account_ids = models.JSONField(default=list, blank=True, validators=[validate_aws_account_ids])
     aws_region = models.CharField(max_length=32, blank=True, validators=[aws_region_validator])
     aws_role_name = models.CharField(max_length=64, blank=True, validators=[aws_role_name_validator])
+    # Static hosting that serves the tenant's issuer documents even while jwtex is down
+    # (docs/endpoints.md#published-issuer-url): tokens' iss, and where exchange.publish writes them.
+    # Checked where it is saved (exchange.publish.documents.published_url_problem_for: the admin's form
+    # and jwtex_apply), since the check reads settings and other tenants.
+    published_issuer_url = models.CharField(
+        "published issuer URL", max_length=255, blank=True, default="",
+        help_text="Optional: an https URL of static hosting (e.g. https://issuers.example.com/acme) where jwtex "
+        "publishes the tenant's discovery document and JWKS; tokens then carry it as iss.",
+    )
     # Bumped whenever anything the exchange reads for this tenant changes, so that the
     # per-process runtime cache knows when to rebuild (see exchange.runtime).
     config_version = models.PositiveBigIntegerField(default=1, editable=False)

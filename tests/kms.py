@@ -269,6 +269,32 @@ process.stdout.write(JSON.stringify(out));
 """
 
 
+# A relying party that is given only an issuer URL: it reads the discovery document there, the JWKS
+# at its jwks_uri (jose's remote key set), and verifies each token with that issuer.
+_JOSE_VERIFY_REMOTE = r"""
+import { createRemoteJWKSet, jwtVerify } from "jose";
+let text = "";
+for await (const chunk of process.stdin) text += chunk;
+const input = JSON.parse(text);
+const answer = await fetch(`${input.issuer}/.well-known/openid-configuration`);
+const discovery = await answer.json();
+const keys = createRemoteJWKSet(new URL(discovery.jwks_uri), { cacheMaxAge: 0, cooldownDuration: 0 });
+const out = [];
+for (const item of input.tokens) {
+  try {
+    const { payload, protectedHeader } = await jwtVerify(item.token, keys, {
+      issuer: discovery.issuer === input.issuer ? input.issuer : "(the discovery document names another issuer)",
+      audience: input.audience, algorithms: ["ES256", "RS256"], currentDate: new Date(item.at * 1000),
+    });
+    out.push({ ok: true, payload, header: protectedHeader });
+  } catch (error) {
+    out.push({ ok: false, error: String(error.code || error) });
+  }
+}
+process.stdout.write(JSON.stringify({ discovery, results: out }));
+"""
+
+
 class Jose:
     """The npm ``jose`` library (panva/jose), run by node: a JWT verifier that is not ours nor Python's."""
 
@@ -281,6 +307,15 @@ class Jose:
                     "tokens": [{"token": t, "at": at} for t, at in tokens]}
         done = subprocess.run([self.node, "verify.mjs"], check=False, cwd=self.root, input=json.dumps(document), text=True,
                               capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def verify_remote(self, *, issuer: str, tokens: list[tuple[str, int]], audience: str) -> dict:
+        """Each (token, at) verified as a relying party given only ``issuer`` does: discovery and
+        JWKS fetched from there. ``{"discovery", "results": [{"ok", "payload"|"error"}]}``."""
+        document = {"issuer": issuer, "audience": audience, "tokens": [{"token": t, "at": at} for t, at in tokens]}
+        done = subprocess.run([self.node, "verify_remote.mjs"], check=False, cwd=self.root, input=json.dumps(document),
+                              text=True, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -301,4 +336,5 @@ def jose(tmp_path_factory) -> Jose:
                                   check=False, capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, f"npm install jose failed: {done.stderr[-2000:]}"
         (root / "verify.mjs").write_text(_JOSE_VERIFY)
+        (root / "verify_remote.mjs").write_text(_JOSE_VERIFY_REMOTE)
     return Jose(root, node)

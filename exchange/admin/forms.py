@@ -23,6 +23,7 @@ from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGT
 from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS, MAPPER_MIN_TIMEOUT_MS
 from ..core.shared_issuers import owner_pinning_problem
 from ..models import Issuer, Rule
+from ..publish.documents import published_url_problem_for
 from ..services.simulator import parse_claims_json
 from .tag_rows import TagRowsField
 
@@ -370,3 +371,12 @@ class TenantForm(forms.ModelForm):
 
     def clean_key_backend(self):
         return self.cleaned_data.get("key_backend") or self.instance.key_backend or KeyBackend.LOCAL
+
+    def clean_published_issuer_url(self):
+        # The check jwtex_apply makes too (exchange.publish.documents).
+        value = self.cleaned_data.get("published_issuer_url") or ""
+        slug = self.instance.slug or self.data.get("slug") or ""
+        problem = published_url_problem_for(value=value, exclude_slugs=[slug] if slug else [])
+        if problem:
+            raise forms.ValidationError(problem)
+        return value

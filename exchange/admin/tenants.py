@@ -14,10 +14,11 @@ from django.utils.html import format_html, format_html_join
 from tenants.admin_mixins import NOBODY, OWN, VIEW, TenantScopedAdminMixin
 from tenants.models import Tenant
 
-from ..conf import jwtex_settings
 from ..keys import SigningKeyUnavailable
+from ..publish.documents import tenant_issuer_url
 from ..services.tenants import tenant_create
 from . import revisions, views
+from .publication import publication_summary
 from .forms import TenantForm
 
 
@@ -33,7 +34,7 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_display = ["slug", "name", "enabled", "issuer_link", "pages"]
     list_filter = ["enabled", "signing_algorithm", "key_backend"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["issuer_url", "config_version", "created_at", "updated_at"]
+    readonly_fields = ["issuer_url", "publication_status", "config_version", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "enabled", "issuer_url"]}),
         ("Tokens", {"fields": ["default_audience", "max_token_lifetime", "signing_algorithm", "rate_limit_per_minute"]}),
@@ -41,6 +42,12 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             "key_backend", "kms_region", "kms_account_id",
             "key_rotation_interval", "key_prepublish_window", "audit_retention_days", "keep_upstream_claims",
         ]}),
+        ("Published issuer (optional)", {
+            "fields": ["published_issuer_url", "publication_status"],
+            "description": "Static hosting (a directory a web server serves, or S3 behind a CDN) where jwtex publishes "
+            "this tenant's discovery document and JWKS, so that AWS verifies its tokens while jwtex is down. Tokens "
+            "then carry this URL as iss: every IAM OIDC provider and trust policy must name it.",
+        }),
         ("AWS set-up (optional)", {
             "fields": ["aws_account_ids", "aws_region", "aws_role_name"],
             "description": "These only fill in the overview's AWS and CI snippets (instead of example values); "
@@ -60,12 +67,16 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="issuer URL")
     def issuer_url(self, obj):
-        return jwtex_settings.issuer_url(obj.slug) if obj is not None and obj.slug else "-"
+        return tenant_issuer_url(obj) if obj is not None and obj.slug else "-"
 
     @admin.display(description="issuer")
     def issuer_link(self, obj):
-        url = jwtex_settings.issuer_url(obj.slug)
+        url = tenant_issuer_url(obj)
         return format_html('<a href="{}/.well-known/openid-configuration">{}</a>', url, url)
+
+    @admin.display(description="publication")
+    def publication_status(self, obj):
+        return publication_summary(obj) if obj is not None and obj.pk else "-"
 
     @admin.display(description="pages")
     def pages(self, obj):

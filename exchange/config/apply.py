@@ -35,7 +35,9 @@ from django.db import IntegrityError, models, transaction
 
 from tenants.models import Tenant
 
+from ..core.publication import published_folder
 from ..models import Issuer, Rule
+from ..publish.documents import published_url_problem_for
 from ..services.tenants import tenant_create
 from ..upstream.jwks import issuer_keys_forget_if_source_changed
 from .schema import ConfigError
@@ -195,6 +197,23 @@ def _sync_tenant(desired: DesiredTenant, report: ApplyReport, *, write: bool) ->
     _sync_rules(tenant, desired, existing_shadow, issuer_rows, report, write=write, shadow=True)
 
 
+def _published_urls_check(desired: list[DesiredTenant]) -> None:
+    """Each published issuer URL is valid and the file's tenants and the others publish to distinct
+    folders (docs/endpoints.md#published-issuer-url): the admin's check, over the whole file."""
+    errors: list[tuple[str, str]] = []
+    slugs = {tenant.slug for tenant in desired}
+    folders: dict[str, str] = {}
+    for tenant in desired:
+        value = str(tenant.fields.get("published_issuer_url") or "")
+        problem = published_url_problem_for(value=value, exclude_slugs=slugs) if value else None
+        if value and not problem and folders.setdefault(published_folder(value), tenant.slug) != tenant.slug:
+            problem = f"Tenant {folders[published_folder(value)]} of this file publishes to the same folder."
+        if problem:
+            errors.append((f"{tenant.path}.published_issuer_url", problem))
+    if errors:
+        raise ConfigError(errors)
+
+
 def config_apply(*, document: Mapping, now: datetime, dry_run: bool = False) -> ApplyReport:
     """Make the tenants ``document`` names match it, in one transaction; see the module doc.
 
@@ -202,6 +221,7 @@ def config_apply(*, document: Mapping, now: datetime, dry_run: bool = False) -> 
     ``dry_run`` nothing is written and the report says what would change.
     """
     desired = config_validate(document)
+    _published_urls_check(desired)
     report = ApplyReport(applied_at=now, dry_run=dry_run,
                          warnings=[warning for tenant in desired for warning in tenant.warnings])
     if dry_run:

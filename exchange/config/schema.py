@@ -64,6 +64,8 @@ TENANT_KEYS: dict[str, Key] = {
     "key_backend": Key("key_backend", "str"),
     "kms_region": Key("kms_region", "str"),
     "kms_account_id": Key("kms_account_id", "str"),
+    # Static hosting of the tenant's issuer documents (docs/endpoints.md#published-issuer-url).
+    "published_issuer_url": Key("published_issuer_url", "str"),
 }
 TENANT_LISTS = ("issuers", "rules", "shadow_rules")  # shadow_rules: the candidate set (docs/operations.md#shadow-rules)
 

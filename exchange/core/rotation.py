@@ -10,7 +10,10 @@ Invariants (tests/exchange/test_rotation.py simulates a year of them):
 - a key that stopped signing stays published until ``max_token_lifetime + margin`` after its
   last signature; then its private part is destroyed;
 - at most three keys are published (next, active, retiring), because the tenant's settings
-  are refused unless ``interval ≥ pre-publish + max lifetime + margin`` (tenant_rotation_errors).
+  are refused unless ``interval ≥ pre-publish + max lifetime + margin`` (tenant_rotation_errors);
+- with a published issuer URL (docs/endpoints.md#published-issuer-url), a next key is promoted only
+  once the read-back of the published JWKS has confirmed it, and a full max-age after that: a
+  publish that failed or is slow delays the rotation, never lets an unpublished key sign.
 
 ``rotation_plan`` takes values and a ``now`` and returns what to do; ``exchange.keys``
 applies the plan to rows under a row lock.
@@ -27,6 +30,8 @@ from .limits import DEFAULT_LEEWAY, JWKS_MAX_AGE
 # Clock skew between our nodes and relying parties, on top of the longest token lifetime.
 RETIRE_MARGIN = timedelta(seconds=DEFAULT_LEEWAY * 5)
 MAX_PUBLISHED_KEYS = 3
+# How soon to look again at a next key that waits for its publication to be confirmed.
+PUBLICATION_WAIT = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class KeyView:
     activate_after: datetime | None = None
     activated_at: datetime | None = None
     retire_after: datetime | None = None
+    # When the published copy of the JWKS was first read back with this key (a published issuer only).
+    published_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class RotationPolicy:
     interval: timedelta
     prepublish: timedelta
     max_token_lifetime: timedelta
+    # The tenant has a published issuer URL: a key signs only once confirmed there (see above).
+    publication_required: bool = False
 
     @property
     def retire_window(self) -> timedelta:
@@ -126,12 +135,18 @@ def rotation_plan(keys: Sequence[KeyView], *, now: datetime, policy: RotationPol
     # A next key signs from its own activate_after, which was never set earlier than its
     # creation + the JWKS max-age: every relying party has seen it by then.
     ready_at = candidate.activate_after or (candidate.created_at + policy.prepublish)
+    if policy.publication_required:
+        if candidate.published_at is None:
+            # Not confirmed at the published location yet: it cannot sign, whatever the time.
+            return RotationPlan(**plan, next_check_at=_earliest(now + PUBLICATION_WAIT, retiring, retire))
+        ready_at = max(ready_at, candidate.published_at + timedelta(seconds=JWKS_MAX_AGE))
     # Never more than three published keys: a retiring key leaves before the next one retires.
     still_retiring = [k.retire_after for k in retiring if k.kid not in retire and k.retire_after is not None]
     if still_retiring:
         ready_at = max(ready_at, *still_retiring)
     if force:
-        earliest_safe = candidate.created_at + timedelta(seconds=JWKS_MAX_AGE)
+        earliest_safe = (candidate.published_at if policy.publication_required else candidate.created_at) + timedelta(
+            seconds=JWKS_MAX_AGE)
         floor = max([earliest_safe, now, *still_retiring])
         if ready_at > floor:
             ready_at = floor

@@ -26,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ..audit.writer import audit_writer
 from ..conf import jwtex_settings
 from ..models import Issuer, KeyState, SigningKey, SweepRun
+from ..publish.status import publication_statuses_list
 
 __all__ = ["CHECK_BUDGET", "metrics_text", "readiness", "sweep_succeeded"]
 
@@ -112,6 +113,7 @@ class _DatabaseCollector:
         now = timezone.now()
         yield from _issuer_gauges(now)
         yield from _signing_key_gauges(now)
+        yield from _publication_gauges()
         spool = _gauge("jwtex_audit_spool_records", "Audit records waiting in this node's local spool.", [])
         spool.add_metric([], audit_writer().spool.pending())
         yield spool
@@ -147,6 +149,25 @@ def _signing_key_gauges(now: datetime):
         age.add_metric([slug], (now - since).total_seconds())
         due.add_metric([slug], (since - now).total_seconds() + interval)
     return age, due
+
+
+def _publication_gauges():
+    """Per tenant with a published issuer URL (docs/endpoints.md#published-issuer-url)."""
+    published = _gauge("jwtex_issuer_publish_last_success_timestamp_seconds",
+                       "When the tenant's issuer documents were last published and confirmed by their read-back.",
+                       ["tenant"])
+    live = _gauge("jwtex_issuer_published_keys", "Keys confirmed live at the tenant's published issuer URL.", ["tenant"])
+    alarm = _gauge("jwtex_issuer_publish_alarm",
+                   "1 when the published key set differs from the one jwtex serves and signs with, or the last "
+                   "publish or check failed.", ["tenant"])
+    failures = _gauge("jwtex_issuer_publish_failures", "Failed publish or check attempts in a row.", ["tenant"])
+    for status in publication_statuses_list():
+        if status.published_at is not None:
+            published.add_metric([status.tenant], status.published_at.timestamp())
+        live.add_metric([status.tenant], len(status.live))
+        alarm.add_metric([status.tenant], 1 if status.alarm else 0)
+        failures.add_metric([status.tenant], status.failures)
+    return published, live, alarm, failures
 
 
 def metrics_text() -> bytes:

@@ -39,6 +39,7 @@ from ..models import (
     SigningKey,
 )
 from ..protocol import jwks_uri
+from ..publish.documents import tenant_issuer_url
 from ..upstream.jwks import max_staleness
 
 TRAFFIC_DAYS = 7
@@ -288,7 +289,9 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     tag_keys = tenant_session_tag_keys(tenant=tenant)
     aws = aws_setup_render(
         tenant_slug=tenant.slug,
-        issuer_url=issuer_url,
+        # AWS trusts the iss of the tokens: the published issuer URL when there is one
+        # (docs/endpoints.md#published-issuer-url); CI jobs still exchange at jwtex's own URL.
+        issuer_url=tenant_issuer_url(tenant),
         audiences=audiences,
         tag_keys=tag_keys,
         # The tenant's optional AWS values (validated on save); empty ones leave the examples.
