@@ -79,7 +79,7 @@ class JwtexSettings:
     def publish_target(self) -> str:
         """Where published issuer documents are written: ``file:///dir`` or ``s3://bucket/prefix``
         (``JWTEX_PUBLISH_TARGET``; docs/endpoints.md#published-issuer-url). Empty: none."""
-        return str(_get("PUBLISH_TARGET", "")).strip()
+        return str(_get("PUBLISH_TARGET")).strip()
 
     @property
     def public_url_valid(self) -> bool:
