@@ -91,7 +91,8 @@ def _read_fields(
 
 
 def _model_errors(
-    instance: models.Model, table: Mapping[str, Key], path: str, errors: Collector, *, exclude: set[str], clean: bool = False
+    instance: models.Model, table: Mapping[str, Key], path: str, errors: Collector, *,
+    exclude: set[str], clean: bool = False,
 ) -> None:
     """The model's field validators (lengths, choices, ranges) and, with ``clean``, its ``clean()``
     (a tenant's; an issuer's and a rule's checks are reported by ``_report``), under the document's
@@ -111,7 +112,9 @@ def _model_errors(
                 errors.add(where, message)
 
 
-def _report(problems: list[Problem], bad: set[str], where: Callable[[str, str], str], report: Callable[[str, str], None]) -> None:
+def _report(
+    problems: list[Problem], bad: set[str], where: Callable[[str, str], str], report: Callable[[str, str], None]
+) -> None:
     """A model's one check (``problems()``), each problem at its path; a field whose value was
     unusable was reported already (its default stood in)."""
     for model_field, within, message in problems:

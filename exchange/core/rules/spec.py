@@ -105,11 +105,14 @@ def tags_well_formed(value: object) -> bool:
     )
 
 
-def rule_spec_of(fields: Mapping[str, Any], *, issuers: frozenset[str] = frozenset(), rule_id: int | None = None) -> RuleSpec:
+def rule_spec_of(
+    fields: Mapping[str, Any], *, issuers: frozenset[str] = frozenset(), rule_id: int | None = None
+) -> RuleSpec:
     """A rule's stored values (model field → value: a ``Rule`` row's, or a file's with defaults filled
     in) as the engine reads them; ``issuers``: the ids of the issuers it applies to. Session tags
     that are not well formed are left out (``rule_problems`` refuses them)."""
-    tags, optional = session_tag_entries(fields["session_tags"]) if tags_well_formed(fields["session_tags"]) else ((), frozenset())
+    stored = fields["session_tags"]
+    tags, optional = session_tag_entries(stored) if tags_well_formed(stored) else ((), frozenset())
     return RuleSpec(
         rule_id=rule_id,
         name=fields["name"],

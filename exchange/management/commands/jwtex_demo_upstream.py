@@ -81,7 +81,8 @@ class Command(BaseCommand):
                         "slug": tenant,
                         "name": "Acme Corp (demo)",
                         "issuers": [
-                            {"id": "github", "issuer": DEMO_ISSUER, "audiences": [STS_AUDIENCE], "jwks": {"keys": [jwk]}}
+                            {"id": "github", "issuer": DEMO_ISSUER, "audiences": [STS_AUDIENCE],
+                             "jwks": {"keys": [jwk]}}
                         ],
                         "rules": [
                             {

@@ -105,6 +105,7 @@ def test_the_loader_holds_no_issuer_check_of_its_own():
 
 GITHUB = "https://token.actions.githubusercontent.com"  # a shared CI issuer: an allow rule must pin an owner
 GOOD_RULE = {"name": "r", "effect": "allow", "when": "claims.repository_owner_id == '1342004'"}
+MAPPER = {"effect": "mapper", "mapper_url": "https://mapper.example"}
 
 # Bad rules, by model field (the file says ``mapper: {url, timeout_ms}`` for the mapper's two).
 BAD_RULES = {
@@ -131,8 +132,8 @@ BAD_RULES = {
     "an http mapper": {"effect": "mapper", "mapper_url": "http://mapper.example/decide"},
     "a private mapper": {"effect": "mapper", "mapper_url": "https://10.0.0.1/decide"},
     "a mapper with credentials": {"effect": "mapper", "mapper_url": "https://u:p@mapper.example/decide"},
-    "a mapper deadline too short": {"effect": "mapper", "mapper_url": "https://mapper.example", "mapper_timeout_ms": 10},
-    "a mapper deadline too long": {"effect": "mapper", "mapper_url": "https://mapper.example", "mapper_timeout_ms": 6000},
+    "a mapper deadline too short": {**MAPPER, "mapper_timeout_ms": 10},
+    "a mapper deadline too long": {**MAPPER, "mapper_timeout_ms": 6000},
     "no owner pin for a shared issuer": {"when": "claims.ref == 'refs/heads/main'"},
     "an owner pin negated": {"when": "claims.repository_owner_id != '1342004'"},
     "an owner pin compared with a number": {"when": "claims.repository_owner_id == 1342004"},
@@ -217,7 +218,7 @@ def test_a_good_rule_passes_both(tenant, settings):
 ADMIN_RULES = {
     "a lifetime under a minute": {"lifetime": "30"},
     "a blank name": {"name": ""},
-    "a mapper deadline too short": {"effect": "mapper", "mapper_url": "https://mapper.example", "mapper_timeout_ms": "10"},
+    "a mapper deadline too short": {**MAPPER, "mapper_timeout_ms": "10"},
     "no owner pin for a shared issuer": {"when": "claims.ref == 'refs/heads/main'"},
     "a transitive key that is no tag": {"transitive_tag_keys": "missing"},
 }
