@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -16,15 +17,8 @@ from .conf import jwtex_settings
 from .console.presets import preset_claim_types
 from .core import limits
 from .core.jwks import static_jwks_clean
-from .core.rules.spec import (
-    MAPPER_DEFAULT_TIMEOUT_MS,
-    MAPPER_MAX_TIMEOUT_MS,
-    RuleSpec,
-    rule_findings,
-    session_tag_entries,
-    session_tag_entry_problem,
-)
-from .core.validators import Problem, issuer_problems, url_problem
+from .core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS, RuleSpec, rule_spec_of
+from .core.validators import Problem, issuer_problems, rule_problems
 from .core.values import IssuerConfig, IssuerSnapshot
 from .records import AuditRollup, Decision, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
 
@@ -157,12 +151,17 @@ class Effect(models.TextChoices):
     MAPPER = "mapper", "mapper (a webhook decides)"
 
 
+# What the rule check and the engine read of a row (``Rule.rule_fields``, ``core.rules.spec.rule_spec_of``).
+RULE_FIELDS = ("name", "when", "effect", "subject", "audience", "audiences", "lifetime", "session_tags",
+               "transitive_tag_keys", "claims", "any_owner", "mapper_url", "mapper_timeout_ms", "source_identity")
+
+
 class Rule(models.Model):
     """One CEL rule; the first enabled rule (by position) that matches decides (docs/rules.md#how-rules-decide)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rules")
     position = models.PositiveIntegerField(default=0, db_index=True)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, blank=True)  # blank: the rule check refuses it, in its words
     enabled = models.BooleanField(default=True)
     issuers = models.ManyToManyField(Issuer, related_name="rules")
     when = models.TextField("condition (CEL)", default="true")
@@ -170,7 +169,7 @@ class Rule(models.Model):
     subject = models.TextField("subject (CEL)", blank=True, help_text="default: claims.sub")
     audience = models.CharField(max_length=255, blank=True, help_text="default: the tenant's default audience")
     audiences = models.JSONField(default=list, blank=True, help_text="other audiences a caller may request")
-    lifetime = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(60)])
+    lifetime = models.PositiveIntegerField(null=True, blank=True, help_text="seconds, at least 60")
     session_tags = OrderedJSONField(
         default=dict, blank=True,
         help_text='AWS tag key → CEL expression, or {"value": CEL, "optional": true} to leave the tag out when its '
@@ -212,71 +211,46 @@ class Rule(models.Model):
 
     def spec(self, *, issuer_ids: frozenset[str] = frozenset()) -> RuleSpec:
         """This rule as the engine reads it (``issuer_ids``: the enabled issuers it applies to)."""
-        tags, optional = session_tag_entries(self.session_tags) if self._tags_well_formed() else ((), frozenset())
-        return RuleSpec(
-            rule_id=self.pk,
-            name=self.name,
-            issuers=issuer_ids,
-            when=self.when,
-            effect=self.effect,
-            subject=self.subject or "",
-            audience=self.audience or "",
-            audiences=tuple(self.audiences or ()),
-            lifetime=self.lifetime,
-            session_tags=tags,
-            transitive_tag_keys=tuple(self.transitive_tag_keys or ()),
-            claims=tuple((self.claims or {}).items()),
-            optional_tags=optional,
-            any_owner=self.any_owner,
-            mapper_url=self.mapper_url if self.effect == Effect.MAPPER else "",
-            mapper_timeout_ms=self.mapper_timeout_ms,
-            source_identity=self.source_identity or "",
-        )
+        return rule_spec_of(self.rule_fields(), issuers=issuer_ids, rule_id=self.pk)
 
-    def _tags_well_formed(self) -> bool:
-        return isinstance(self.session_tags, dict) and all(
-            isinstance(k, str) and session_tag_entry_problem(v) is None for k, v in self.session_tags.items()
-        )
+    def rule_fields(self) -> dict[str, Any]:
+        """The values the rule check and the engine read, by model field."""
+        return {name: getattr(self, name) for name in RULE_FIELDS}
 
     # The issuers the rule is being saved with, as (URL, has a static JWKS): set by whoever knows
-    # them before validating (the admin's form, jwtex_apply), for the warnings that depend on the
-    # platform (a claim it sends as a string compared with a number).
+    # them before validating (the admin's form, jwtex_apply), for the owner pin a shared CI issuer
+    # needs and the warnings that depend on the platform (a claim it sends as a string compared with a number).
     jwtex_issuers: tuple[tuple[str, bool], ...] = ()
     # What the last clean() warned about, as (field path, message): shown beside a rule that saves.
     jwtex_warnings: tuple[tuple[str, str], ...] = ()
 
+    def findings(self) -> tuple[list[Problem], list[Problem]]:
+        """What is wrong with this rule beyond its fields' own bounds, as (field, where in it, message),
+        and its warnings: the one rule check (``core.validators.rule_problems``) that ``clean()``
+        raises for the admin's forms and ``jwtex_apply`` reports at its paths
+        (docs/rules.md#checked-when-a-rule-is-saved, docs/configuration-file.md#validation)."""
+        return rule_problems(
+            self.rule_fields(), issuer_urls=[url for url, _ in self.jwtex_issuers],
+            claim_types=preset_claim_types(self.jwtex_issuers), allow_insecure=jwtex_settings.allow_insecure_issuers,
+        )
+
+    def problems(self) -> list[Problem]:
+        return self.findings()[0]
+
+    def clean_fields(self, exclude=None) -> None:
+        # The effect is judged by the rule check, in its words; its column's choices would say it again.
+        super().clean_fields(exclude={*(exclude or ()), "effect"})
+
     def clean(self) -> None:
-        """CEL compiles, names only what exists, fits its cost budget, tag keys fit AWS limits,
-        reserved claims untouched (docs/rules.md#checked-when-a-rule-is-saved): the one rule check,
-        for the admin and jwtex_apply alike (``rule_findings``); its warnings are kept in
-        ``jwtex_warnings``. The issuers (many-to-many) are checked by the form, which sees them."""
-        shapes = {
-            "session_tags": self._tags_well_formed(),
-            "claims": isinstance(self.claims, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in self.claims.items()),
-            "transitive_tag_keys": isinstance(self.transitive_tag_keys, list)
-            and all(isinstance(k, str) for k in self.transitive_tag_keys),
-            "audiences": isinstance(self.audiences, list) and all(isinstance(a, str) and a for a in self.audiences),
-        }
-        bad = {name: "Wrong shape: a map of name → CEL expression, or a list of strings." for name, ok in shapes.items() if not ok}
-        if "session_tags" in bad and isinstance(self.session_tags, dict):
-            problems = [f"{k}: {session_tag_entry_problem(v)}" for k, v in self.session_tags.items() if session_tag_entry_problem(v)]
-            bad["session_tags"] = problems[0] if problems else "Tag keys must be strings."
-        if bad:
-            raise ValidationError(bad)
-        errors: dict[str, list[str]] = {}
-        if self.effect == Effect.MAPPER and self.mapper_url:
-            problem = url_problem(self.mapper_url, what="The mapper URL", allow_insecure=jwtex_settings.allow_insecure_issuers)
-            if problem:
-                errors["mapper_url"] = [problem]
-        findings = rule_findings(self.spec(), claim_types=preset_claim_types(self.jwtex_issuers))
-        self.jwtex_warnings = findings.warnings
-        for path, message in findings.errors:
-            field = path.split(".")[0].split("[")[0]
-            if field not in {f.name for f in self._meta.fields}:
-                field = "__all__"
-            errors.setdefault(field, []).append(f"{path}: {message}" if path != field else message)
-        if errors:
+        """The rule check's problems, by field (``session_tags.repo: …`` for a part of one); its
+        warnings are kept in ``jwtex_warnings``. The issuers (many-to-many) are checked by the
+        form, which sees them."""
+        problems, warnings = self.findings()
+        self.jwtex_warnings = tuple((field + where, message) for field, where, message in warnings)
+        if problems:
+            errors: dict[str, list[str]] = {}
+            for field, where, message in problems:
+                errors.setdefault(field, []).append(f"{field}{where}: {message}" if where else message)
             raise ValidationError(errors)
 
 

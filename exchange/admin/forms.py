@@ -20,8 +20,7 @@ from ..console.presets import PRESETS, preset_get
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
-from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS, MAPPER_MIN_TIMEOUT_MS
-from ..core.shared_issuers import owner_pinning_problem
+from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS
 from ..models import Issuer, Rule
 from ..publish.documents import published_url_problem_for
 from ..services.simulator import parse_claims_json
@@ -156,8 +155,7 @@ class RuleForm(TenantOwnedForm):
     transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
     session_tags = TagRowsField(label="Session tags", required=False, help_text=TAG_HELP)
     mapper_timeout_ms = forms.IntegerField(
-        label="mapper timeout (ms)", required=False, initial=MAPPER_DEFAULT_TIMEOUT_MS,
-        min_value=MAPPER_MIN_TIMEOUT_MS, max_value=MAPPER_MAX_TIMEOUT_MS,
+        label="mapper timeout (ms)", required=False, initial=MAPPER_DEFAULT_TIMEOUT_MS,  # bounds: the rule check's
         help_text=f"effect mapper: how long the webhook may take (default {MAPPER_DEFAULT_TIMEOUT_MS} ms, "
         f"at most {MAPPER_MAX_TIMEOUT_MS})",
     )
@@ -218,15 +216,8 @@ class RuleForm(TenantOwnedForm):
             foreign = [str(i) for i in issuers if i.tenant_id != tenant_id]
             if foreign:
                 self.add_error("issuers", f"These issuers belong to another tenant: {', '.join(foreign)}.")
-        if issuers is not None:  # for the warnings that depend on the platform (Rule.clean)
+        if issuers is not None:  # for the owner pin and the platform's warnings (Rule.clean, the rule check)
             self.instance.jwtex_issuers = tuple((issuer.issuer, issuer.static_jwks is not None) for issuer in issuers)
-        if issuers is not None and "when" in cleaned:
-            problem = owner_pinning_problem(
-                effect=cleaned.get("effect", ""), when=cleaned["when"], any_owner=bool(cleaned.get("any_owner")),
-                issuer_urls=[issuer.issuer for issuer in issuers],
-            )
-            if problem:
-                self.add_error("when", problem)
         return cleaned
 
 

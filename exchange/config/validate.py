@@ -1,11 +1,11 @@
 """Validate a whole configuration document before anything is written: *every* problem is
 reported at once, each with its path, by the same checks the admin uses: the models' field
-validators, an issuer's one check (``Issuer.problems``, which its ``clean()`` raises),
-``Rule.clean()`` and the rule engine's ``rule_findings``."""
+validators, an issuer's one check (``Issuer.problems``) and a rule's (``Rule.findings``), which
+their ``clean()`` raise (docs/configuration-file.md#validation). Nothing here judges a value itself
+beyond its type."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -15,9 +15,8 @@ from django.db import models
 
 from tenants.models import Tenant
 
-from ..console.presets import preset_claim_types
-from ..core.shared_issuers import owner_pinning_problem
-from ..core.rules.spec import RuleSpec, rule_findings, session_tag_entries
+from ..core.rules.spec import RuleSpec, rule_spec_of
+from ..core.validators import Problem
 from ..models import Issuer, Rule
 from .schema import (
     ISSUER_KEYS,
@@ -92,21 +91,13 @@ def _read_fields(
 
 
 def _model_errors(
-    instance: models.Model,
-    table: Mapping[str, Key],
-    path: str,
-    errors: Collector,
-    *,
-    exclude: set[str],
-    reported: set[str],
-    clean: bool = True,
+    instance: models.Model, table: Mapping[str, Key], path: str, errors: Collector, *,
+    exclude: set[str], clean: bool = False,
 ) -> None:
-    """Run the model's own validators (field validators and, with ``clean``, ``clean()``),
-    reporting under the document's key names. ``exclude``: fields whose value was unusable (a
-    default stood in); ``reported``: fields that already have a (more precise) message from the
-    rule checks here — ``Rule.clean()`` runs them over every field, so its word would only repeat ours."""
+    """The model's field validators (lengths, choices, ranges) and, with ``clean``, its ``clean()``
+    (a tenant's; an issuer's and a rule's checks are reported by ``_report``), under the document's
+    key names. ``exclude``: fields whose value was unusable (reported already; a default stood in)."""
     yaml_key = {spec.model_field: key for key, spec in table.items()}
-    own_messages = [message for where, message in errors.errors if where.startswith(path)]
     try:
         if clean:
             instance.full_clean(exclude=sorted(exclude | {"tenant"}), validate_unique=False, validate_constraints=False)
@@ -114,13 +105,21 @@ def _model_errors(
             instance.clean_fields(exclude=sorted(exclude | {"tenant"}))
     except ValidationError as exc:
         for model_field, messages in exc.message_dict.items():
-            if model_field in exclude or model_field in reported:
+            if model_field in exclude:
                 continue
             where = path if model_field == "__all__" else dot(path, yaml_key.get(model_field, model_field))
             for message in messages:
-                if model_field == "__all__" and any(message.endswith(own) for own in own_messages):
-                    continue
                 errors.add(where, message)
+
+
+def _report(
+    problems: list[Problem], bad: set[str], where: Callable[[str, str], str], report: Callable[[str, str], None]
+) -> None:
+    """A model's one check (``problems()``), each problem at its path; a field whose value was
+    unusable was reported already (its default stood in)."""
+    for model_field, within, message in problems:
+        if model_field not in bad:
+            report(where(model_field, within), message)
 
 
 def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: Collector) -> DesiredIssuer | None:
@@ -132,26 +131,21 @@ def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: Collector) 
     check_keys(obj, list(ISSUER_KEYS), [k for k, s in ISSUER_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, ISSUER_KEYS, Issuer, path, errors)
     issuer = Issuer(**values)
-    # The one issuer check, the one the admin's forms show (Issuer.clean raises it), reported where
-    # each problem is; a field whose value was unusable was reported already (its default stood in).
     yaml_key = {spec.model_field: key for key, spec in ISSUER_KEYS.items()}
-    for model_field, where, message in issuer.problems():
-        if model_field not in bad:
-            errors.add(dot(path, yaml_key[model_field]) + where, message)
-    _model_errors(issuer, ISSUER_KEYS, path, errors, exclude=bad, reported=set(), clean=False)
+    _report(issuer.problems(), bad, lambda field, within: dot(path, yaml_key[field]) + within, errors.add)
+    _model_errors(issuer, ISSUER_KEYS, path, errors, exclude=bad)
     if not isinstance(raw_id, str) or not raw_id:
         return None
     return DesiredIssuer(path=path, issuer_id=raw_id, fields=values)
 
 
-def _rule_field_path(path: str, field_path: str) -> str:
-    """Map a ``validate_rule_spec`` field (``session_tags.repo``, ``audiences[0]``) onto ``path``."""
-    head, sep, rest = field_path.partition(".")
-    if sep and head in ("session_tags", "claims"):
-        return dot(dot(path, head), rest)
-    if field_path in ("mapper_url", "mapper_timeout_ms"):
-        return dot(dot(path, "mapper"), "url" if field_path == "mapper_url" else "timeout_ms")
-    return f"{path}.{field_path}"
+def _rule_field_path(path: str, field: str, within: str) -> str:
+    """Where a rule problem (model field, where within it: ``.repo``, ``[0]``) is in the file."""
+    if field in ("mapper_url", "mapper_timeout_ms"):
+        return dot(dot(path, "mapper"), "url" if field == "mapper_url" else "timeout_ms")
+    if within.startswith(".") and field in ("session_tags", "claims"):
+        return dot(dot(path, field), within[1:])
+    return dot(path, field) + within
 
 
 def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, object], errors: Collector) -> set[str]:
@@ -171,48 +165,9 @@ def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, object], error
     return referenced
 
 
-def desired_rule_spec(fields: Mapping[str, Any], issuer_ids: frozenset[str], *, tags_ok: bool = True) -> RuleSpec:
+def desired_rule_spec(fields: Mapping[str, Any], issuer_ids: frozenset[str]) -> RuleSpec:
     """The rule of a file (its model fields, defaults filled in) as the engine reads it."""
-    tags, optional = session_tag_entries(fields["session_tags"]) if tags_ok else ((), frozenset())
-    return RuleSpec(
-        name=fields["name"],
-        issuers=issuer_ids,
-        when=fields["when"],
-        effect=fields["effect"],
-        subject=fields["subject"],
-        audience=fields["audience"],
-        audiences=tuple(fields["audiences"]),
-        lifetime=fields["lifetime"],
-        session_tags=tags,
-        transitive_tag_keys=tuple(fields["transitive_tag_keys"]),
-        claims=tuple(fields["claims"].items()),
-        optional_tags=optional,
-        any_owner=fields["any_owner"],
-        mapper_url=fields["mapper_url"] if fields["effect"] == "mapper" else "",
-        mapper_timeout_ms=fields["mapper_timeout_ms"],
-        source_identity=fields["source_identity"],
-    )
-
-
-def _check_rule_spec(
-    values: dict, bad: set[str], referenced: set[str], path: str, errors: Collector,
-    issuers: Mapping[str, tuple[str, bool]],
-) -> set[str]:
-    """The rule checked as the admin checks it (``rule_findings``, the issuers' platforms known);
-    returns the top-level fields it faulted. Its warnings go to ``errors.warnings``."""
-    spec = desired_rule_spec(values, frozenset(referenced), tags_ok="session_tags" not in bad)
-    spec_bad: set[str] = set()
-    platforms = preset_claim_types([issuers[i] for i in sorted(referenced) if i in issuers])
-    findings = rule_findings(spec, claim_types=platforms)
-    for field_path, message in findings.warnings:
-        errors.warn(_rule_field_path(path, field_path), message)
-    for field_path, message in findings.errors:
-        top = re.split(r"[.\[]", field_path, maxsplit=1)[0]
-        if top in bad:
-            continue  # already reported as a type error; the default stood in for it
-        spec_bad.add(top)
-        errors.add(_rule_field_path(path, field_path), message)
-    return spec_bad
+    return rule_spec_of(fields, issuers=issuer_ids)
 
 
 def _validate_rule(
@@ -226,16 +181,13 @@ def _validate_rule(
         return None
     check_keys(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, RULE_KEYS, Rule, path, errors)
-
     referenced = _rule_issuers(obj, path, issuers, errors)
-    spec_bad = _check_rule_spec(values, bad, referenced, path, errors, issuers)
-    owner_problem = owner_pinning_problem(
-        effect=values["effect"], when=values["when"], any_owner=values["any_owner"],
-        issuer_urls=[issuers[i][0] for i in sorted(referenced) if i in issuers],
-    )
-    if owner_problem and "when" not in bad:
-        errors.add(dot(path, "when"), owner_problem)
-    _model_errors(Rule(**values), RULE_KEYS, path, errors, exclude=bad, reported=spec_bad)
+    rule = Rule(**values)
+    rule.jwtex_issuers = tuple(issuers[i] for i in sorted(referenced) if i in issuers)
+    problems, warnings = rule.findings()  # the admin's check (Rule.clean raises it)
+    _report(problems, bad, lambda field, within: _rule_field_path(path, field, within), errors.add)
+    _report(warnings, bad, lambda field, within: _rule_field_path(path, field, within), errors.warn)
+    _model_errors(rule, RULE_KEYS, path, errors, exclude=bad)
     if not isinstance(raw_name, str) or not raw_name:
         return None
     return DesiredRule(
@@ -284,7 +236,7 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
         return None
     check_keys(obj, [*TENANT_KEYS, *TENANT_LISTS], [k for k, s in TENANT_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, TENANT_KEYS, Tenant, path, errors)
-    _model_errors(Tenant(**values), TENANT_KEYS, path, errors, exclude=bad, reported=set())
+    _model_errors(Tenant(**values), TENANT_KEYS, path, errors, exclude=bad, clean=True)
 
     issuers = [_validate_issuer(item, i, path, errors) for i, item in enumerate(_validate_list(obj, "issuers", path, errors))]
     _duplicates(issuers, lambda d: d.issuer_id, lambda d: d.path, "issuer id", errors)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..core.aws import validate_session_tag_key
+from ..core.aws import STS_AUDIENCE, validate_session_tag_key
 from .snippet_quoting import comment_text, hcl_list, hcl_str, iam_literal, sh_word, yaml_str
 
 __all__ = ["AwsSetup", "aws_setup_render", "oidc_provider_host_path"]
@@ -133,7 +133,7 @@ def aws_setup_render(
     template or Terraform is applied in each, and each account has its own trust policy."""
     provider = oidc_provider_host_path(issuer_url)
     target, warnings = _target(tenant_slug, account_ids, region, role_name)
-    audiences = list(audiences) or ["sts.amazonaws.com"]
+    audiences = list(audiences) or [STS_AUDIENCE]
     if urlsplit(issuer_url).scheme != "https":
         warnings.append(
             "AWS only trusts https issuers reachable from the internet: set JWTEX_PUBLIC_URL to the public "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from ..core.aws import STS_AUDIENCE
 from .snippet_quoting import comment_text, gha_literal, gitlab_literal, sh_url, yaml_scalar, yaml_str
 
 __all__ = ["CiSnippets", "ci_snippets_render"]
@@ -53,7 +54,7 @@ def _ci_notes(issuer_url: str, issuer_id: str | None, audiences: Sequence[str] |
     """Why the job asks for this tenant's issuer URL as audience (a token minted for jwtex must
     not also open AWS roles that trust the CI platform directly: whoever sees it on its way here
     could assume those), and a word when the tenant's issuer does not accept that audience."""
-    notes = [f"{indent}# The audience is this tenant's issuer URL, not sts.amazonaws.com: a token meant for",
+    notes = [f"{indent}# The audience is this tenant's issuer URL, not {STS_AUDIENCE}: a token meant for",
              f"{indent}# jwtex then opens no AWS role that trusts the CI platform directly."]
     if issuer_id is not None and audiences is not None and issuer_url not in audiences:
         notes.append(f"{indent}# Issuer {comment(issuer_id)} does not accept this audience yet: add "

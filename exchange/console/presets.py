@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core import strict_json
+from ..core.aws import STS_AUDIENCE
 from ..core.jwks import static_jwks_clean
 from .preset_claims import (
     BITBUCKET_CLAIMS as _BITBUCKET_CLAIMS,
@@ -156,7 +157,7 @@ class IssuerPreset:
 
 def _own_audience(params: Mapping[str, str]) -> list[str]:
     """The tenant's own issuer URL as the audience its jobs ask for (see the module docstring)."""
-    return [params["tenant_issuer"]] if params.get("tenant_issuer") else ["sts.amazonaws.com"]
+    return [params["tenant_issuer"]] if params.get("tenant_issuer") else [STS_AUDIENCE]
 
 
 def _issuer_url(value: str) -> str:
@@ -342,7 +343,7 @@ PRESETS: tuple[IssuerPreset, ...] = (
         claims=_KUBERNETES_CLAIMS,
         example_when="claims.sub == 'system:serviceaccount:deploy:ci'",
         algorithms=("RS256", "ES256"),
-        _build=lambda p: (_issuer_url(p["url"]), ["sts.amazonaws.com"], _static_jwks(p["jwks"])),
+        _build=lambda p: (_issuer_url(p["url"]), [STS_AUDIENCE], _static_jwks(p["jwks"])),
     ),
 )
 

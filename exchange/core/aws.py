@@ -12,6 +12,7 @@ __all__ = [
     "AWS_TAGS_CLAIM",
     "MAX_SOURCE_IDENTITY_LENGTH",
     "MIN_SOURCE_IDENTITY_LENGTH",
+    "STS_AUDIENCE",
     "MAX_SESSION_TAGS",
     "MAX_SUBJECT_LENGTH",
     "MAX_TAG_KEY_LENGTH",
@@ -26,6 +27,11 @@ __all__ = [
     "validate_session_tag_key",
     "validate_session_tag_value",
 ]
+
+# The audience of a web identity token meant for AWS STS (AssumeRoleWithWebIdentity), as the IAM
+# OIDC provider's client id lists it (IAM User Guide, "Create an OpenID Connect (OIDC) identity
+# provider in IAM"): a tenant's default audience, and what the console proposes.
+STS_AUDIENCE = "sts.amazonaws.com"
 
 # AWS STS ``Tag`` type (STS API Reference, "Tag"; IAM User Guide, "Pass session tags in
 # AWS STS" → "Things to know about session tags"): "You can pass up to 50 session tags.

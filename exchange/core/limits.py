@@ -8,7 +8,9 @@ sets (the per-address rate limit, the fetch budget, …) are jwtex_site/environm
 
 from __future__ import annotations
 
-DEFAULT_AUDIENCE = "sts.amazonaws.com"
+from .aws import STS_AUDIENCE
+
+DEFAULT_AUDIENCE = STS_AUDIENCE
 TENANT_RATE_LIMIT_PER_MINUTE = 6000
 
 # docs/verification.md#structure, docs/verification.md#issuer-settings

@@ -1,6 +1,6 @@
 """Owner pinning (docs/rules.md#owner-pinning): the CI issuers every customer of a platform
 shares, and why an allow rule for one must test who owns the repository or project. Pure; the
-admin's rule form and ``jwtex_apply`` both ask ``owner_pinning_problem``.
+one rule check (``validators.rule_problems``, so the admin and ``jwtex_apply``) asks ``owner_pinning_problem``.
 
 A *pin* is decided on the parsed condition, not its text: one of the conditions joined by its
 top-level ``&&`` compares an owner claim with literals — ``claims.OWNER == '…'`` (either side)
@@ -158,8 +158,8 @@ def _context(name: str, ancestors: tuple[Expr, ...]) -> str:
 
 def owner_pinning_problem(*, effect: str, when: str, any_owner: bool, issuer_urls: Sequence[str]) -> str | None:
     """Why an allow rule for a shared CI issuer must pin an owner claim, when its condition does
-    not (and it does not say ``any_owner``); None when nothing is wrong. The admin and
-    ``jwtex_apply`` both ask this. A condition that does not parse is refused for that already."""
+    not (and it does not say ``any_owner``); None when nothing is wrong. Asked by the one rule
+    check (``validators.rule_problems``). A condition that does not parse is refused for that already."""
     if effect != "allow" or any_owner:
         return None
     try:

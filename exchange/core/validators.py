@@ -4,20 +4,23 @@
 
 Pure: values in, a message (or None) out. The guarded fetch (``exchange.fetch``) enforces the
 same rules again when it connects; these refuse what the URL alone already shows, at save time.
-``issuer_problems`` is the one check of an issuer beyond its fields' own bounds: the model's
-``clean()`` (so the admin's forms) and the file loader (``jwtex_apply``) both report what it says.
+``issuer_problems`` is the one check of an issuer beyond its fields' own bounds, and
+``rule_problems`` the one check of a rule: the model's ``clean()`` (so the admin's forms) and
+the file loader (``jwtex_apply``) both report what they say.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from .issuer_allowlist import IssuerAllowlist
 from .jwks import KeySet, static_jwks_clean
 from .limits import SUPPORTED_UPSTREAM_ALGORITHMS
+from .rules.spec import rule_findings, rule_spec_of, session_tag_entry_problem
+from .shared_issuers import owner_pinning_problem
 
 # (field, where within it — "" for the whole value, "[2]" for its third item —, message)
 Problem = tuple[str, str, str]
@@ -162,3 +165,60 @@ def issuer_problems(
     if problem:
         problems.append(("static_jwks", "", problem))
     return problems
+
+
+def _problem_at(path: str, message: str) -> Problem:
+    """A rule check's ``(field path, message)`` (``session_tags.repo``, ``audiences[0]``) as a Problem."""
+    cut = min((index for index in (path.find("."), path.find("[")) if index >= 0), default=len(path))
+    return path[:cut], path[cut:], message
+
+
+def _rule_shape_problems(fields: Mapping[str, Any]) -> list[Problem]:
+    """What a rule's JSON fields hold that a rule cannot be read from (the file's own type checks
+    find these first; a form or a script can still hand the model such values)."""
+    problems: list[Problem] = []
+    tags = fields["session_tags"]
+    if not isinstance(tags, dict):
+        problems.append(("session_tags", "", "expected a mapping of tag keys to CEL expressions"))
+    else:
+        for key, entry in tags.items():
+            problem = "a key must be a string" if not isinstance(key, str) else session_tag_entry_problem(entry)
+            if problem:
+                problems.append(("session_tags", f".{key}", problem))
+    claims = fields["claims"]
+    if not isinstance(claims, dict):
+        problems.append(("claims", "", "expected a mapping of claim names to CEL expressions"))
+    else:
+        problems += [("claims", f".{name}", "expected a claim name (a string) and a CEL expression (a string)")
+                     for name, source in claims.items() if not isinstance(name, str) or not isinstance(source, str)]
+    for name in ("audiences", "transitive_tag_keys"):
+        value = fields[name]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            problems.append((name, "", "expected a list of strings"))
+    return problems
+
+
+def rule_problems(
+    fields: Mapping[str, Any], *, issuer_urls: Sequence[str], claim_types: Mapping[str, tuple[str, str]],
+    allow_insecure: bool,
+) -> tuple[list[Problem], list[Problem]]:
+    """Everything wrong with a rule (its stored values, model field → value), and its warnings: its
+    shape, its expressions, session tags, claims, lifetime and outputs (``rule_findings``), the
+    mapper's URL, and the owner pin a shared CI issuer needs (``owner_pinning_problem``).
+    ``issuer_urls``: the URLs of the issuers it applies to; ``claim_types``: what their platforms
+    send (for the warnings about comparisons)."""
+    problems = _rule_shape_problems(fields)
+    if problems:
+        return problems, []
+    findings = rule_findings(rule_spec_of(fields), claim_types=claim_types)
+    problems = [_problem_at(path, message) for path, message in findings.errors]
+    if fields["effect"] == "mapper" and fields["mapper_url"]:
+        problem = url_problem(fields["mapper_url"], what="The mapper URL", allow_insecure=allow_insecure)
+        if problem:
+            problems.append(("mapper_url", "", problem))
+    problem = owner_pinning_problem(
+        effect=fields["effect"], when=fields["when"], any_owner=fields["any_owner"], issuer_urls=issuer_urls
+    )
+    if problem:
+        problems.append(("when", "", problem))
+    return problems, [_problem_at(path, message) for path, message in findings.warnings]

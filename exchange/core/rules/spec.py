@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..aws import (
     AWS_SOURCE_IDENTITY_CLAIM,
@@ -35,14 +36,16 @@ __all__ = [
     "RuleSpec",
     "RuleSyntaxError",
     "check_spec",
+    "rule_spec_of",
     "session_tag_entries",
     "session_tag_entry_problem",
+    "tags_well_formed",
     "findings_of",
     "rule_findings",
     "validate_rule_spec",
 ]
 
-# Shortest lifetime a rule may ask for (the ``Rule.lifetime`` validator says the same).
+# Shortest lifetime a rule may ask for: checked here only (the ``Rule.lifetime`` column has no bound of its own).
 MIN_LIFETIME = 60
 # docs/mapper.md#when-a-mapper-is-called: a mapper's deadline, 1500 ms unless the rule says otherwise, at most 5000.
 MAPPER_DEFAULT_TIMEOUT_MS = 1500
@@ -106,6 +109,42 @@ def session_tag_entries(mapping: dict) -> tuple[tuple[tuple[str, str], ...], fro
     return tuple(pairs), frozenset(optional)
 
 
+def tags_well_formed(value: object) -> bool:
+    """Whether stored ``session_tags`` is a mapping of string keys to well-formed entries."""
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and session_tag_entry_problem(entry) is None for key, entry in value.items()
+    )
+
+
+def rule_spec_of(
+    fields: Mapping[str, Any], *, issuers: frozenset[str] = frozenset(), rule_id: int | None = None
+) -> RuleSpec:
+    """A rule's stored values (model field → value: a ``Rule`` row's, or a file's with defaults filled
+    in) as the engine reads them; ``issuers``: the ids of the issuers it applies to. Session tags
+    that are not well formed are left out (``rule_problems`` refuses them)."""
+    stored = fields["session_tags"]
+    tags, optional = session_tag_entries(stored) if tags_well_formed(stored) else ((), frozenset())
+    return RuleSpec(
+        rule_id=rule_id,
+        name=fields["name"],
+        issuers=issuers,
+        when=fields["when"],
+        effect=fields["effect"],
+        subject=fields["subject"] or "",
+        audience=fields["audience"] or "",
+        audiences=tuple(fields["audiences"] or ()),
+        lifetime=fields["lifetime"],
+        session_tags=tags,
+        transitive_tag_keys=tuple(fields["transitive_tag_keys"] or ()),
+        claims=tuple((fields["claims"] or {}).items()),
+        optional_tags=optional,
+        any_owner=fields["any_owner"],
+        mapper_url=fields["mapper_url"] if fields["effect"] == "mapper" else "",
+        mapper_timeout_ms=fields["mapper_timeout_ms"],
+        source_identity=fields.get("source_identity") or "",
+    )
+
+
 _DEFAULT_SUBJECT = "claims.sub"
 _EFFECTS = ("allow", "deny", "mapper")
 
@@ -154,8 +193,8 @@ class _Checker:
             self.add("lifetime", f"The lifetime must be a whole number of seconds, at least {MIN_LIFETIME}.")
 
     def mapper(self, spec: RuleSpec) -> None:
-        """The URL itself (https, not a private address) is judged by ``validators.url_problem``
-        where the settings are known (``Rule.clean``); here: that there is one, and the deadline."""
+        """The URL itself (https, not a private address) is judged by ``validators.rule_problems``,
+        which knows the settings; here: that there is one, and the deadline."""
         if not isinstance(spec.mapper_url, str) or not spec.mapper_url:
             self.add("mapper_url", "A mapper rule needs the mapper's URL.")
         timeout = spec.mapper_timeout_ms

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.management.base import BaseCommand, CommandError
 
 from exchange.conf import jwtex_settings
+from exchange.core.aws import STS_AUDIENCE
 
 DEMO_ISSUER = "https://ci.demo.jwtex.invalid"
 DEMO_KID = "jwtex-demo-upstream"
@@ -61,7 +62,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--ref", default="refs/heads/main", help="token: the ref claim (default: refs/heads/main)")
         parser.add_argument("--actor", default="octocat", help="token: the actor claim (default: octocat)")
-        parser.add_argument("--audience", default="sts.amazonaws.com", help="token: the aud claim")
+        parser.add_argument("--audience", default=STS_AUDIENCE, help="token: the aud claim")
         parser.add_argument(
             "--claim", action="append", default=[], metavar="NAME=VALUE",
             help="token: set (or override) a claim; VALUE is read as JSON when it parses, else as a string; repeatable",
@@ -80,7 +81,8 @@ class Command(BaseCommand):
                         "slug": tenant,
                         "name": "Acme Corp (demo)",
                         "issuers": [
-                            {"id": "github", "issuer": DEMO_ISSUER, "audiences": ["sts.amazonaws.com"], "jwks": {"keys": [jwk]}}
+                            {"id": "github", "issuer": DEMO_ISSUER, "audiences": [STS_AUDIENCE],
+                             "jwks": {"keys": [jwk]}}
                         ],
                         "rules": [
                             {

@@ -365,8 +365,8 @@ def test_apply_and_export_a_mapper_rule_and_name_its_problems(insecure):
     for mapper, where, message in [
         ({"url": ""}, f"{path}.url", "A mapper rule needs the mapper's URL."),
         ({"url": "https://m.example", "timeout_ms": 9000}, f"{path}.timeout_ms", "50 to 5000 milliseconds"),
-        ({"url": "http://m.example"}, path, "must be an https URL"),
-        ({"url": "https://10.0.0.1/map"}, path, "loopback, private or link-local"),
+        ({"url": "http://m.example"}, f"{path}.url", "must be an https URL"),
+        ({"url": "https://10.0.0.1/map"}, f"{path}.url", "loopback, private or link-local"),
         ({"uri": "https://m.example"}, path, "unknown key 'uri'"),
     ]:
         with pytest.raises(ConfigError) as refused:
