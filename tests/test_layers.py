@@ -125,3 +125,70 @@ def test_the_models_match_their_migrations():
     out = StringIO()
     call_command("makemigrations", "exchange", "tenants", "--check", "--dry-run", stdout=out, stderr=out)
     assert "No changes detected" in out.getvalue()
+
+
+# Django's migration loader takes every module of a migrations/ folder for a migration unless its
+# name starts with an underscore: the helpers the migrations share must be named so, and what tests
+# or benchmarks them imports them there.
+_PRIVATE_MODULES_SHARED = ("exchange.migrations.",)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private_imports(path: Path, source: str) -> list[str]:
+    """``from x import _y`` (and ``x._y`` in a module path) where ``x`` is another module: what
+    another module needs is public, or lives where both reach it. A private module (``_m.py``)
+    may be imported by the modules of its own package."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    offences = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            dotted = [(f"{module}.{alias.name}", False) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            dotted = [(alias.name, True) for alias in node.names]
+        else:
+            continue
+        for name, all_modules in dotted:
+            parts = name.split(".")
+            for index, part in enumerate(parts):
+                if not part.startswith("_") or part.startswith("__"):
+                    continue
+                owner = ".".join(parts[:index])
+                where = REPO_ROOT / Path(*parts[: index + 1])
+                is_module = all_modules or index < len(parts) - 1 or where.with_suffix(".py").exists() or where.is_dir()
+                if is_module and (owner == package or f"{owner}.".startswith(_PRIVATE_MODULES_SHARED)):
+                    continue
+                offences.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {name}")
+                break
+    return offences
+
+
+def _tracked_python() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return [REPO_ROOT / line for line in listed.stdout.splitlines() if (REPO_ROOT / line).exists()]
+
+
+def test_no_module_imports_another_modules_private_names():
+    offences = [o for path in _tracked_python() for o in _private_imports(path, path.read_text())]
+    assert not offences
+
+
+@pytest.mark.parametrize("source, offends", [
+    ("from .engine import _denied", True),
+    ("from exchange.core.rules.engine import CompiledRule, _audience", True),
+    ("from ..upstream import fetch\nfrom ..upstream.fetch import _Target", True),
+    ("import exchange.upstream.fetch._helpers", True),
+    ("from .engine import rule_denial, __all__", False),
+    ("from exchange.migrations._audit_sql import RECORDS", False),  # Django's underscore, see above
+    ("from ._private_sibling import helper", False),  # a private module of the same package
+    ("from exchange.core._private import helper", True),  # … but not of another package
+])
+def test_the_private_import_scan_sees_each_form(source, offends):
+    path = REPO_ROOT / "exchange" / "core" / "rules" / "mapper.py"
+    assert bool(_private_imports(path, source)) is offends

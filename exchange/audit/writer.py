@@ -113,7 +113,7 @@ class AuditWriter:
 
     def _persist(self, batch: list[_Pending]) -> None:
         try:
-            stored = _store([item.fields for item in batch])
+            stored = records_store([item.fields for item in batch])
             self.commits += 1
             self.records += stored
             durable = True
@@ -162,7 +162,7 @@ _FIELDS = [f for f in ExchangeRecord._meta.concrete_fields if not f.primary_key]
 _JSON_FIELDS = frozenset(f.name for f in _FIELDS if f.get_internal_type() == "JSONField")
 
 
-def _store(records: list[dict[str, Any]]) -> int:
+def records_store(records: list[dict[str, Any]]) -> int:
     """Insert ``records`` (one statement, one transaction); on PostgreSQL, a day without its
     partition gets one and the statement runs again. Inside a caller's transaction (a test, a
     command) the first try is a savepoint, so that the transaction survives the refusal."""
@@ -320,7 +320,7 @@ def flush_at_exit_register() -> None:
 
 
 def _insert_drained(records: list[dict[str, Any]]) -> None:
-    _store(records)
+    records_store(records)
 
 
 _writer: AuditWriter | None = None

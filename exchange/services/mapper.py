@@ -125,7 +125,7 @@ def _breaker_of(tenant_id: int, url: str) -> _Breaker:
         return _breakers.setdefault((tenant_id, url), _Breaker())
 
 
-def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
+def mapper_bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
     if runtime.signer is None:
         raise TemporarilyUnavailable("The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key")
     issued = int(now)
@@ -201,7 +201,7 @@ def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id
                                      rule_id=call.rule_id, rule_name=call.rule_name)
     started = time.monotonic()
     try:
-        bearer = _bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
+        bearer = mapper_bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
         return post_json(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
                          allow_insecure=jwtex_settings.allow_insecure_issuers,
                          private_hosts=jwtex_settings.mapper_allowed_hosts)

@@ -40,10 +40,7 @@ from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
 from .outputs import EvaluationError, execute, json_value, tag_problem, tag_value
 from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec, findings_of
 
-__all__ = ["CompiledRule", "Delegation", "compile_rule", "decide"]
-
-# The mapper's answer is checked with the same pieces (core/rules/mapper.py imports them from here).
-_EvaluationError, _json_value = EvaluationError, json_value
+__all__ = ["RULE_FUNCTIONS", "CompiledRule", "Delegation", "compile_rule", "decide", "rule_audience", "rule_denial"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,14 +111,14 @@ def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] |
 # --------------------------------------------------------------------------- evaluation
 
 # The functions rules may call besides CEL's own (docs/rules.md#cel-in-rules).
-_FUNCTIONS = {"aws_tag": aws_tag}
+RULE_FUNCTIONS = {"aws_tag": aws_tag}
 
 
 def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
     try:
         return cel.Context(
             variables={"claims": claims if type(claims) is dict else dict(claims), "issuer": issuer_id},
-            functions=_FUNCTIONS,
+            functions=RULE_FUNCTIONS,
         )
     except PASSTHROUGH:
         raise
@@ -138,18 +135,22 @@ def _rule_label(rule: CompiledRule) -> str:
     return f"rule {rule.name!r}" + (f" (id {rule.rule_id})" if rule.rule_id is not None else "")
 
 
-def _denied(rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied) -> AccessDenied:
+def rule_denial(
+    rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied,
+) -> AccessDenied:
+    """The refusal ``rule`` gives: the client reads ``description``, the audit ``reason`` (the
+    mapper's answer is refused the same way, core/rules/mapper.py)."""
     return cls(f"Rule '{rule.name}'{description}", reason=f"{_rule_label(rule)}{reason}", **_by(rule))
 
 
-def _audience(rule: CompiledRule, *, requested: str | None, default: str) -> str:
+def rule_audience(rule: CompiledRule, *, requested: str | None, default: str) -> str:
     """The emitted ``aud``: the rule's (or the tenant's default), or a requested one it allows."""
     spec = rule.spec
     audience = spec.audience or default
     if not requested:  # an empty audience parameter means "not given"
         return audience
     if requested != audience and requested not in spec.audiences:
-        raise _denied(
+        raise rule_denial(
             rule, " does not allow the requested audience.",
             f" does not allow audience {requested!r} (allowed: {[audience, *spec.audiences]!r})", AudienceNotAllowed,
         )
@@ -160,10 +161,10 @@ def _subject(rule: CompiledRule, context: Any) -> str:
     try:
         subject = execute(rule.subject, context)
     except EvaluationError as exc:
-        raise _denied(rule, " could not compute the subject.", f": subject: {exc}") from None
+        raise rule_denial(rule, " could not compute the subject.", f": subject: {exc}") from None
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
         what = f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
-        raise _denied(
+        raise rule_denial(
             rule, " could not compute the subject.",
             f": subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
         )
@@ -180,14 +181,14 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
         except EvaluationError as exc:
             if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
                 continue
-            raise _denied(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
+            raise rule_denial(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
         if optional and value in ("", None):
             continue
         try:
             value = tag_value(value)
             validate_session_tag_value(key, value)
         except (EvaluationError, ValueError) as exc:
-            raise _denied(
+            raise rule_denial(
                 rule, f": session tag '{key}' has no valid value.",
                 f": session tag {key!r}: {tag_problem(exc, value, sources[key])}",
             ) from None
@@ -201,7 +202,7 @@ def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
         try:
             extra[name] = json_value(execute(program, context), name)
         except (EvaluationError, RecursionError) as exc:
-            raise _denied(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
+            raise rule_denial(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
     return extra
 
 
@@ -210,7 +211,7 @@ def _allow(
 ) -> Decision:
     """What an allow rule emits; audience first, since refusing a request needs no evaluation."""
     spec = rule.spec
-    audience = _audience(rule, requested=requested_audience, default=default_audience)
+    audience = rule_audience(rule, requested=requested_audience, default=default_audience)
     subject = _subject(rule, context)
     tags = _session_tags(rule, context)
     emitted = {key for key, _ in tags}
@@ -281,7 +282,7 @@ class _Evaluation:
 
     def refuse(self, rule: CompiledRule, reason: str, description: str = " is over its cost budget.") -> None:
         self.note(rule, True, "error", reason)
-        raise _denied(rule, description, f" {reason}")
+        raise rule_denial(rule, description, f" {reason}")
 
     def matches(self, rule: CompiledRule) -> bool:
         """Whether the rule's condition is exactly true; anything but a boolean denies."""
@@ -301,7 +302,7 @@ class _Evaluation:
         except EvaluationError as exc:
             # Not a match, but never a grant either: an error ends the evaluation (docs/rules.md#how-rules-decide).
             self.note(rule, True, "error", str(exc))
-            raise _denied(rule, " could not be evaluated.", f": condition failed: {exc}") from None
+            raise rule_denial(rule, " could not be evaluated.", f": condition failed: {exc}") from None
         if not matched:
             self.note(rule, True, "not matched")
         return matched
@@ -333,7 +334,7 @@ def _decide(
             return Delegation(rule)
         if rule.effect != "allow":  # "deny", and anything unexpected, denies
             evaluation.note(rule, True, "matched")
-            raise _denied(rule, " denies this exchange.", " (deny) matched")
+            raise rule_denial(rule, " denies this exchange.", " (deny) matched")
         if rule.cost is not None:
             evaluation.charge(rule, rule.cost.outputs)
         try:

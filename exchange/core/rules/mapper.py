@@ -26,7 +26,8 @@ from ..aws import (
 from ..errors import AudienceNotAllowed
 from ..limits import DEFAULT_LIFETIME
 from ..values import Decision
-from .engine import CompiledRule, _audience, _denied, _EvaluationError, _json_value
+from .engine import CompiledRule, rule_audience, rule_denial
+from .outputs import EvaluationError, json_value
 
 __all__ = ["mapper_decision"]
 
@@ -51,14 +52,14 @@ def mapper_decision(
     try:
         emitted = _allowed_claims(answer)
         if emitted is None:
-            raise _denied(rule, ": the mapper denied this exchange.", ": mapper denied")
+            raise rule_denial(rule, ": the mapper denied this exchange.", ": mapper denied")
         audience = _answer_audience(rule, emitted, requested=requested_audience, default=default_audience)
         subject = _answer_subject(emitted, claims)
         tags, transitive, tags_claim = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
-        extra = {name: _json_value(value, name) for name, value in emitted.items()
+        extra = {name: json_value(value, name) for name, value in emitted.items()
                  if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM}}
-    except (_Refused, _EvaluationError, RecursionError) as exc:
-        raise _denied(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
+    except (_Refused, EvaluationError, RecursionError) as exc:
+        raise rule_denial(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
     lifetime = rule.spec.lifetime if rule.spec.lifetime is not None else DEFAULT_LIFETIME
     return Decision(
         rule_id=rule.rule_id,
@@ -87,13 +88,13 @@ def _allowed_claims(answer: Any) -> dict[str, Any] | None:
 
 def _answer_audience(rule: CompiledRule, emitted: Mapping[str, Any], *, requested: str | None, default: str) -> str:
     if "aud" not in emitted:
-        return _audience(rule, requested=requested, default=default)
+        return rule_audience(rule, requested=requested, default=default)
     audience = emitted["aud"]
     if not isinstance(audience, str) or not audience:
         raise _Refused("aud must be a non-empty string")
     allowed = [rule.spec.audience or default, *rule.spec.audiences]
     if audience not in allowed or (requested and requested != audience):
-        raise _denied(rule, " does not allow the audience its mapper chose.",
+        raise rule_denial(rule, " does not allow the audience its mapper chose.",
                       f": mapper chose audience {audience!r} (allowed: {allowed!r}, requested: {requested!r})",
                       AudienceNotAllowed)
     return audience

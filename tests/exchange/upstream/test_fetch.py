@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from exchange.upstream import fetch
+from exchange.upstream import fetch, transport
 from exchange.upstream.fetch import FetchError, fetch_json
 from tests.upstreams import Route, UpstreamServer
 
@@ -108,7 +108,7 @@ def test_one_non_public_address_among_public_ones_is_enough_to_refuse():
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "2a00:1450:4001::200e"])
 def test_public_addresses_pass_the_address_guard(address):
-    assert fetch.address_is_public(ipaddress.ip_address(address))
+    assert transport.address_is_public(ipaddress.ip_address(address))
 
 
 def test_a_name_resolving_to_nothing_is_refused():
@@ -206,7 +206,7 @@ def tls_upstream(tmp_path, monkeypatch):
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(tmp_path / "leaf.pem")
     client_context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
-    monkeypatch.setattr(fetch, "_tls_context", lambda: client_context)
+    monkeypatch.setattr(transport, "_tls_context", lambda: client_context)
     server = UpstreamServer(tls=server_context)
     yield server
     server.close()
@@ -235,7 +235,7 @@ def test_https_refuses_a_certificate_for_another_name(tls_upstream):
 
 def test_an_https_to_http_redirect_is_refused_when_insecure_is_off(tls_upstream, monkeypatch):
     # The loopback address is allowed here by letting it pass the address guard only.
-    monkeypatch.setattr(fetch, "address_is_public", lambda address: True)
+    monkeypatch.setattr(transport, "address_is_public", lambda address: True)
     tls_upstream.json("/old", {}, status=301, headers={"Location": f"http://jwks.test:{tls_upstream.port}/jwks"})
 
     with pytest.raises(FetchError, match="only https"):

@@ -13,14 +13,14 @@ from exchange.console.presets import preset_claim_types
 from exchange.core.rules.cel_checks import FUNCTIONS, name_problems, type_warnings
 from exchange.core.rules.cel_guard import check_expression
 from exchange.core.rules.cel_parser import parse
-from exchange.core.rules.engine import _FUNCTIONS
+from exchange.core.rules.engine import RULE_FUNCTIONS
 from exchange.core.rules.spec import RuleSyntaxError
 
 # One value of every type the engine knows, to call functions with.
 SAMPLES = {"int": "1", "uint": "1u", "double": "1.5", "string": "'1s'", "bytes": "b'a'", "bool": "true", "null": "null",
            "list": "[1]", "map": "{'a': 1}", "timestamp": "timestamp('2020-01-01T00:00:00Z')",
            "duration": "duration('1s')", "type": "int", "optional": "optional.of(1)"}
-CONTEXT = cel.Context(variables={}, functions=_FUNCTIONS)
+CONTEXT = cel.Context(variables={}, functions=RULE_FUNCTIONS)
 
 
 def defined(source: str, name: str) -> bool:
@@ -29,7 +29,7 @@ def defined(source: str, name: str) -> bool:
     try:
         cel.compile(source).execute(CONTEXT)
     except BaseException as exc:  # noqa: BLE001
-        if name in _FUNCTIONS:
+        if name in RULE_FUNCTIONS:
             return False
         root = name.split(".")[0]
         return f"Undefined variable or function: '{name}'" not in str(exc) and \

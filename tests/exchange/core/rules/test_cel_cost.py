@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from exchange.core.errors import AccessDenied
 from exchange.core.rules import engine
 from exchange.core.rules.cel_cost import (
-    PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, _Cost, costliest_part, expression_cost,
+    PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, CostEstimator, costliest_part, expression_cost,
 )
 from exchange.core.rules.cel_guard import PROFILE_STEPS, compile_expression
 from exchange.core.rules.cel_parser import parse
@@ -64,7 +64,7 @@ shapes = st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 20000)), min_si
 @example(source="(claims.s == '' ? x.contains(x) : x == x)", parts=[(1000, 0), (0, 10000)])
 def test_a_body_costed_on_the_whole_range_bounds_every_split_of_it(source, parts):
     tree = parse(source)
-    estimator = _Cost(PROFILE_ITERATING)
+    estimator = CostEstimator(PROFILE_ITERATING)
     elements = [Shape(1 + items, text, items) for items, text in parts]  # each element: one value and more
     whole = Shape(sum(e.items for e in elements), sum(e.bytes for e in elements), sum(e.items for e in elements))
     bound = estimator.of(tree, {"x": whole})[0] + len(elements) * estimator.of(tree, {"x": SCALAR})[0]
