@@ -127,7 +127,7 @@ def steps(upstream: Upstream, n: int) -> None:
     from exchange.core.rules.engine import decide
     from exchange.core.verification import parse_compact, verify_token
     from exchange.runtime import tenant_runtime_get
-    from exchange.upstream.jwks import issuer_keys_get
+    from exchange.upstream.issuer_keys import issuer_keys_get
 
     runtime = tenant_runtime_get(slug="t0")
     issuer = runtime.issuers["github"]

@@ -147,7 +147,7 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
     from exchange.core.rules.engine import decide
     from exchange.core.verification import parse_compact, verify_token
     from exchange.runtime import tenant_runtime_get
-    from exchange.upstream.jwks import issuer_keys_get
+    from exchange.upstream.issuer_keys import issuer_keys_get
     from datetime import UTC, datetime
 
     if hasattr(os, "sched_setaffinity"):

@@ -18,7 +18,7 @@ from .core.jwks import KeySet, static_jwks_clean
 from .core.rules.spec import RuleSpec, rule_findings, session_tag_entries, session_tag_entry_problem
 from .core.validators import url_problem
 from .core.values import IssuerConfig, IssuerSnapshot
-from .records import AuditRollup, Decision, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
+from .records import AuditDecision, AuditRollup, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
 
 issuer_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."

@@ -19,8 +19,8 @@ from .audit.writer import audit_writer, drain
 from .keys import signing_key_rotate
 from .models import Issuer
 from .services.audit import audit_retention_sweep, exchange_records_purge
-from .services.operations import sweep_succeeded
-from .upstream.jwks import issuer_jwks_refresh
+from .services.health import sweep_succeeded
+from .upstream.issuer_keys import issuer_jwks_refresh
 
 logger = logging.getLogger("jwtex.tasks")
 

@@ -14,7 +14,7 @@ from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_an
 from ..core.jwks import kids_of
 from ..models import Issuer
 from ..services.overview import issuer_health
-from ..upstream.jwks import issuer_keys_fetch_now, issuer_keys_forget_if_source_changed
+from ..upstream.issuer_keys import issuer_keys_fetch_now, issuer_keys_forget_if_source_changed
 from . import readable, views
 from .forms import IssuerForm
 

@@ -26,7 +26,7 @@ from ..services.overview import tenant_overview_get
 from ..services.rules import rule_move
 from ..services.simulator import simulate_claims, simulate_token
 from ..services.tenants import issuer_id_free
-from ..upstream.jwks import issuer_keys_fetch_now
+from ..upstream.issuer_keys import issuer_keys_fetch_now
 from .forms import PresetForm, SimulatorForm
 
 def page_context(model_admin, request, **extra):

@@ -26,7 +26,7 @@ from ..core.values import MintedToken
 from ..protocol import ISSUED_TOKEN_TYPE_NA, TOKEN_TYPE_JWT
 from ..services.exchange import exchange_token, tenant_check, tenant_documents
 from . import params
-from .errors import error_response, oauth_error_response
+from .error_responses import error_response, oauth_error_response
 from .parsers import StrictJSONParser
 from .serializers import ErrorSerializer, ExchangeRequestSerializer, ExchangeResponseSerializer
 

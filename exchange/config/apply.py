@@ -37,7 +37,7 @@ from tenants.models import Tenant
 
 from ..models import Issuer, Rule
 from ..services.tenants import tenant_create
-from ..upstream.jwks import issuer_keys_forget_if_source_changed
+from ..upstream.issuer_keys import issuer_keys_forget_if_source_changed
 from .schema import ConfigError
 from .validate import DesiredTenant, config_validate
 

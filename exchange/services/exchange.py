@@ -27,10 +27,10 @@ from ..core.rules import engine
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
 from ..core.verification import parse_compact, short_value, verify_token
 from ..runtime import TenantRuntime, tenant_runtime_get
-from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from ..upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from ..upstream.refresh import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
-from .limits import exchange_rate_limit, upstream_jti_consume
+from .rate_limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, MapperMode, mapper_decide
 from .shadow import shadow_divergence
 

@@ -34,7 +34,7 @@ from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, TemporarilyUnavailable
 from ..core.minting import sign_compact
 from ..core.rules.engine import Delegation
-from ..core.rules.mapper import mapper_decision
+from ..core.rules.mapper_answer import mapper_decision
 from ..core.values import Decision
 from ..metrics import mapper_call_observed
 from ..runtime import TenantRuntime

@@ -31,7 +31,7 @@ def remember(key: tuple[int, str], keyset: KeySet) -> None:
 
 def keyset_of(*, issuer_pk: int, jwks: Mapping[str, Any]) -> KeySet:
     """``KeySet.from_jwks`` (ValueError on a non-JWKS document), memoised per process. The
-    exchange path asks through its snapshot's own memo first (exchange.upstream.jwks)."""
+    exchange path asks through its snapshot's own memo first (exchange.upstream.issuer_keys)."""
     key = (issuer_pk, digest(jwks))
     keyset = _KEYSETS.get(key)
     if keyset is None:

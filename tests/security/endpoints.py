@@ -52,7 +52,7 @@ def verifier(client, token, *, upstream, issuer_id=None, **extra):
 
     from django.http import HttpResponse
 
-    from exchange.api.errors import error_response
+    from exchange.api.error_responses import error_response
     from exchange.core.errors import ExchangeError
     from exchange.core.jwks import KeySet
     from exchange.core.values import IssuerConfig

@@ -139,7 +139,7 @@ def rule_denial(
     rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied,
 ) -> AccessDenied:
     """The refusal ``rule`` gives: the client reads ``description``, the audit ``reason`` (the
-    mapper's answer is refused the same way, core/rules/mapper.py)."""
+    mapper's answer is refused the same way, core/rules/mapper_answer.py)."""
     return cls(f"Rule '{rule.name}'{description}", reason=f"{_rule_label(rule)}{reason}", **_by(rule))
 
 

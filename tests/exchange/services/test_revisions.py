@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.config.revisions import RevisionCheck, revisions_baseline
+from exchange.config.revision_documents import RevisionCheck, revisions_baseline
 from exchange.keys import signing_key_rotate
 from exchange.models import Issuer, Revision, Rule
 from exchange.services.revisions import revision_actor, revision_diff, revision_summary

@@ -16,7 +16,7 @@ from django.db import connection
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.models import Issuer
 from exchange.upstream import flights
-from exchange.upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from exchange.upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.keysets import digest
 from tests.conftest import poll
 from tests.exchange.upstream.keys import K1, K2

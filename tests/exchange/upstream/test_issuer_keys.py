@@ -14,7 +14,7 @@ from django.db import connection
 from exchange.upstream import keysets
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.models import Issuer
-from exchange.upstream.jwks import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from exchange.upstream.issuer_keys import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.refresh import Outcome
 from exchange.core.jwks import KeySet
 
