@@ -143,9 +143,9 @@ def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
 
 def _ceiling(token: str, seconds: float = 3.0) -> float:
     """Exchanges per second of the same cryptography and rules in this process, on core 0."""
-    from exchange.core.minting import mint_token
-    from exchange.core.rules.engine import decide
-    from exchange.core.verification import parse_compact, verify_token
+    from exchange.core.minting import jwt_mint
+    from exchange.core.rules.engine import compiled_rules_decide
+    from exchange.core.verification import jwt_parse, jwt_verify
     from exchange.runtime import tenant_runtime_get
     from exchange.upstream.issuer_keys import issuer_keys_get
     from datetime import UTC, datetime
@@ -158,10 +158,10 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
 
     def one() -> None:
         now = time.time()
-        verified = verify_token(parse_compact(token), issuer=issuer.config, keys=keys, now=now)
-        decision = decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
+        verified = jwt_verify(jwt_parse(token), issuer=issuer.config, keys=keys, now=now)
+        decision = compiled_rules_decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
                           default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
-        mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+        jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
 
     rates = []
     for _ in range(5):

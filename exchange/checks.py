@@ -266,7 +266,7 @@ def check_rule_costs(app_configs, databases=None, **kwargs):
     from django.db import DatabaseError
 
     from .core.rules.budget import rule_cost
-    from .core.rules.spec import check_spec
+    from .core.rules.spec import rule_spec_check
     from .models import Rule
 
     found = []
@@ -275,7 +275,7 @@ def check_rule_costs(app_configs, databases=None, **kwargs):
     except DatabaseError:  # no tables yet (before migrate): nothing is saved
         return []
     for rule in rules:
-        problems, expressions = check_spec(rule.spec())
+        problems, expressions = rule_spec_check(rule.spec())
         why = None if problems else rule_cost(expressions).over_budget
         if why:
             found.extend(_problem(Warning, "RULE_COST", rule=rule.name, tenant=rule.tenant.slug, why=why))

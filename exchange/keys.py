@@ -79,7 +79,7 @@ class NewKey:
 
 
 def new_key_material(*, algorithm: str) -> NewKey:
-    private_key = jwk.generate_private_key(algorithm)
+    private_key = jwk.private_key_generate(algorithm)
     public = jwk.public_jwk(private_key, algorithm=algorithm)
     return NewKey(public["kid"], algorithm, public, encrypt_private_key(private_key))
 

@@ -13,9 +13,9 @@ refuse_unsafe_start("web application")
 # Audit records an earlier process spooled and never drained reach the database now; what this
 # one spools is written at its exit if the database can take it by then (SIGTERM: the server
 # finishes the exchanges in flight first).
-from exchange.audit.writer import drain_at_start, flush_at_exit_register  # noqa: E402
+from exchange.audit.writer import spool_drain_at_start, flush_at_exit_register  # noqa: E402
 
-drain_at_start()
+spool_drain_at_start()
 flush_at_exit_register()
 
 # The exchange and the issuer documents take the lean route (exchange/api/fast.py).

@@ -24,7 +24,7 @@ from ..keys import signing_key_revoke, signing_key_rotate
 from ..models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 from ..services.overview import tenant_overview_get
 from ..services.rules import rule_move
-from ..services.simulator import simulate_claims, simulate_token
+from ..services.simulator import claims_simulate, token_simulate
 from ..services.tenants import issuer_id_free
 from ..upstream.issuer_keys import issuer_keys_fetch_now
 from .forms import PresetForm, SimulatorForm
@@ -163,10 +163,10 @@ def rule_simulator_view(request, *, model_admin):
         outbound = has_role(request, tenant.pk, CONFIGURE)  # an auditor's simulation calls nothing outside
         draft = form.cleaned_data.get("draft")  # a rule to try first, checked as saving it would be
         if form.cleaned_data["mode"] == "token":
-            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
+            result = token_simulate(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
                                     outbound=outbound, draft=draft)
         else:
-            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
+            result = claims_simulate(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
                                      audience=audience, outbound=outbound, draft=draft)
     rule_links = {}
     if result is not None:

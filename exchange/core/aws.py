@@ -15,8 +15,8 @@ __all__ = [
     "MAX_WEB_IDENTITY_TOKEN_LENGTH",
     "TagValueError",
     "aws_tag",
-    "validate_session_tag_key",
-    "validate_session_tag_value",
+    "session_tag_key_validate",
+    "session_tag_value_validate",
 ]
 
 # AWS STS ``Tag`` type (STS API Reference, "Tag"; IAM User Guide, "Pass session tags in
@@ -77,7 +77,7 @@ def _describe_character(ch: str) -> str:
 _ALLOWED_CHARACTERS_TEXT = "letters, numbers, spaces and _ . : / = + - @"
 
 
-def validate_session_tag_key(key: str) -> None:
+def session_tag_key_validate(key: str) -> None:
     """Raise ``ValueError`` unless ``key`` is a session tag key AWS STS accepts."""
     if not isinstance(key, str):
         raise ValueError("A session tag key must be a string.")
@@ -94,7 +94,7 @@ def validate_session_tag_key(key: str) -> None:
         raise ValueError(f"Session tag key {key!r} starts with 'aws:', which AWS reserves.")
 
 
-def validate_session_tag_value(key: str, value: str) -> None:
+def session_tag_value_validate(key: str, value: str) -> None:
     """Raise ``TagValueError`` unless ``value`` is a value AWS STS accepts for tag ``key``.
 
     The message names the key and the offending character, never the whole value.

@@ -28,13 +28,13 @@ __all__ = [
     "ecdsa_der_to_raw",
     "ecdsa_raw_to_der",
     "encrypt_private_key",
-    "generate_private_key",
+    "private_key_generate",
     "jwk_signature_size",
     "jwk_thumbprint",
     "key_encryption",
     "public_jwk",
     "public_jwk_from_spki",
-    "sign_with_private_key",
+    "private_key_sign",
 ]
 
 RSA_KEY_BITS = 2048
@@ -126,7 +126,7 @@ def ecdsa_raw_to_der(raw: bytes, *, size: int = _P256_SIZE) -> bytes:
     return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
 
 
-def sign_with_private_key(private_key: Any, *, algorithm: str, signing_input: bytes) -> bytes:
+def private_key_sign(private_key: Any, *, algorithm: str, signing_input: bytes) -> bytes:
     """The JWS signature by a local key: ES256 → raw r||s (RFC 7518 §3.4), RS256 → RSASSA-PKCS1-v1_5
     with SHA-256 (§3.3), as PyJWT makes them."""
     if algorithm == "ES256":
@@ -136,7 +136,7 @@ def sign_with_private_key(private_key: Any, *, algorithm: str, signing_input: by
     raise ValueError(f"unsupported signing algorithm {algorithm!r}")
 
 
-def generate_private_key(algorithm: str) -> Any:
+def private_key_generate(algorithm: str) -> Any:
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     if algorithm == "RS256":

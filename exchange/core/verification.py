@@ -4,10 +4,10 @@ network, no global cache.
 Two steps, so the caller can pick the issuer (by ``iss`` or ``issuerId``) and its keys
 between them:
 
-- ``parse_compact`` checks the structure only: a strict compact JWS (RFC 7515 §7.1) whose
+- ``jwt_parse`` checks the structure only: a strict compact JWS (RFC 7515 §7.1) whose
   header and payload are UTF-8 JSON objects without duplicate members (RFC 7515 §4,
   RFC 7519 §4, RFC 8725 §3.7). It raises ``InvalidRequest`` (400) / ``RequestTooLarge`` (413).
-- ``verify_token`` checks the header against the issuer's allowlist and key set, the
+- ``jwt_verify`` checks the header against the issuer's allowlist and key set, the
   signature with ``cryptography`` directly, and then the claims (RFC 7519 §4.1, §7.2).
   It raises ``InvalidToken`` (401); ``UnknownKeyId`` when no key has the token's ``kid``,
   so the caller may refetch the JWKS once (docs/verification.md#unknown-kid).
@@ -33,7 +33,7 @@ from .jwks import EC_CURVES, HASHES, SUPPORTED_ALGORITHMS, KeySet, PublicKey, ke
 from .limits import MAX_TOKEN_BYTES
 from .values import IssuerConfig, ParsedToken, VerifiedToken
 
-__all__ = ["parse_compact", "short_value", "verify_token"]
+__all__ = ["jwt_parse", "short_value", "jwt_verify"]
 
 
 # JOSE header parameters that would let the token pick its own key (RFC 8725 §3.10,
@@ -140,7 +140,7 @@ def _decode_json_object(raw: bytes, index: int) -> dict[str, Any]:
     return value
 
 
-def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedToken:
+def jwt_parse(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedToken:
     """Check a compact JWS's structure (RFC 7515 §7.1) and decode it; no signature check."""
     if not isinstance(token, (str, bytes, bytearray)):
         raise _malformed("The token is not text.")
@@ -345,7 +345,7 @@ def _check_times(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) ->
         )
 
 
-def verify_token(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: float) -> VerifiedToken:
+def jwt_verify(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: float) -> VerifiedToken:
     """Verify ``parsed`` against one issuer's config and keys at time ``now``
     (docs/verification.md#verifying-an-upstream-token)."""
     header = parsed.header

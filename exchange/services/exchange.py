@@ -1,6 +1,6 @@
 """The one exchange pipeline (docs/design/pipeline.md): verify → decide → mint → record.
 
-``exchange_token`` is the four steps and nothing else; each step is a function of its own, so
+``token_exchange`` is the four steps and nothing else; each step is a function of its own, so
 the simulator (and the shadow rules and the mapper after it) call the very same ones:
 
 - ``token_parse`` / ``issuer_select`` / ``token_verify``: the upstream token, strictly, against
@@ -22,10 +22,10 @@ from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
 from ..core.errors import UnknownKeyId
 from ..core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH
-from ..core.minting import TokenTooLong, mint_token, token_length
+from ..core.minting import TokenTooLong, jwt_mint, token_length
 from ..core.rules import engine
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
-from ..core.verification import parse_compact, short_value, verify_token
+from ..core.verification import jwt_parse, short_value, jwt_verify
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from ..upstream.refresh import request_deadline
@@ -37,7 +37,7 @@ from .shadow import shadow_divergence
 logger = logging.getLogger("jwtex.exchange")
 
 
-def exchange_token(
+def token_exchange(
     *,
     tenant_slug: str,
     subject_token: str | bytes,
@@ -86,7 +86,7 @@ def exchange_admit(runtime: TenantRuntime, attempt: Attempt, *, now: float) -> N
 
 
 def token_parse(subject_token: str | bytes) -> ParsedToken:
-    return parse_compact(subject_token, max_bytes=jwtex_settings.max_token_bytes)
+    return jwt_parse(subject_token, max_bytes=jwtex_settings.max_token_bytes)
 
 
 def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> IssuerSnapshot:
@@ -124,7 +124,7 @@ def token_verify(
     deadline = request_deadline() if deadline is None else deadline
     keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline, fetch=fetch)
     try:
-        return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
+        return jwt_verify(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
         if not fetch:
             raise
@@ -141,7 +141,7 @@ def token_verify(
             fresh = None
         if fresh is None:
             raise
-        return verify_token(parsed, issuer=issuer.config, keys=fresh.keys, now=now)
+        return jwt_verify(parsed, issuer=issuer.config, keys=fresh.keys, now=now)
 
 
 def rules_decide(
@@ -162,7 +162,7 @@ def rules_decide(
     how a simulation calls it (exchange.services.mapper)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
-    decided = engine.decide(
+    decided = engine.compiled_rules_decide(
         runtime.rules,
         issuer_id=issuer_id,
         claims=claims,
@@ -208,7 +208,7 @@ def token_mint(
             "The tenant's signing key is unavailable.", reason=runtime.signer_error or "no signing key"
         )
     try:
-        minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+        minted = jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
     except TokenTooLong as exc:
         raise _too_long(decision, exc) from None
     upstream_jti_consume(issuer=issuer, claims=verified.claims, now=now)

@@ -32,13 +32,13 @@ from typing import Any
 
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, TemporarilyUnavailable
-from ..core.minting import sign_compact
+from ..core.minting import jwt_sign
 from ..core.rules.engine import Delegation
 from ..core.rules.mapper_answer import mapper_decision
 from ..core.values import Decision
 from ..metrics import mapper_call_observed
 from ..runtime import TenantRuntime
-from ..upstream.webhook import WebhookError, post_json
+from ..upstream.webhook import WebhookError, json_post
 
 __all__ = ["BREAKER_FAILURES", "BREAKER_SECONDS", "MAPPER_CONCURRENCY", "SIMULATION_CONCURRENCY", "SIMULATION_MARK",
            "MapperCall", "MapperMode", "MapperNotCalled", "mapper_decide", "mapper_state_reset"]
@@ -133,7 +133,7 @@ def mapper_bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: floa
                "exp": issued + BEARER_LIFETIME, "jti": uuid.uuid4().hex}
     if simulated:
         payload[SIMULATION_MARK] = True  # signed: the mapper can trust it, unlike the body
-    return sign_compact(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
+    return jwt_sign(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
 
 
 def mapper_decide(
@@ -202,7 +202,7 @@ def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id
     started = time.monotonic()
     try:
         bearer = mapper_bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
-        return post_json(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
+        return json_post(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
                          allow_insecure=jwtex_settings.allow_insecure_issuers,
                          private_hosts=jwtex_settings.mapper_allowed_hosts)
     except WebhookError as exc:

@@ -65,7 +65,7 @@ def shadow_divergence(
     if runtime.shadow_rules is None or runtime.shadow_error:
         return None
     try:
-        decided: Decision | ExchangeError | engine.Delegation = engine.decide(
+        decided: Decision | ExchangeError | engine.Delegation = engine.compiled_rules_decide(
             runtime.shadow_rules,
             issuer_id=issuer_id,
             claims=claims,
@@ -172,7 +172,7 @@ def shadow_replay(*, tenant: Tenant, count: int, now: datetime) -> dict[str, Any
     changed = []
     for record in records:
         try:
-            decided: Any = engine.decide(rules, issuer_id=record.issuer_ref, claims=record.upstream_claims,
+            decided: Any = engine.compiled_rules_decide(rules, issuer_id=record.issuer_ref, claims=record.upstream_claims,
                                          requested_audience=None, default_audience=runtime.default_audience,
                                          max_lifetime=runtime.max_token_lifetime)
         except ExchangeError as exc:

@@ -33,7 +33,7 @@ from ..conf import jwtex_settings
 from ..core.limits import FETCH_MAX_BYTES, FETCH_TOTAL_TIMEOUT
 from .transport import FetchError, Resolver, Target, host_addresses_vet, request_send, system_resolve
 
-__all__ = ["FetchError", "FetchResult", "Resolver", "fetch_json"]
+__all__ = ["FetchError", "FetchResult", "Resolver", "json_fetch"]
 
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -48,7 +48,7 @@ class FetchResult:
     url: str  # the final URL, after redirects
 
 
-def fetch_json(
+def json_fetch(
     url: str,
     *,
     etag: str = "",

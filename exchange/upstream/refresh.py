@@ -8,7 +8,7 @@ another tenant (docs/errors.md#bursts).
   fetch in flight does not start another: a task or the admin skips it, a request waits for it.
 - A failure is remembered for the cool-down: requests during it answer at once.
 - ``refresh`` (tasks, the admin, commands) fetches in the caller's thread, within the 10 s
-  deadline. ``refresh_within`` and ``refetch_within`` (the request path) fetch in a small bounded
+  deadline. ``jwks_refresh_within`` and ``jwks_refetch_within`` (the request path) fetch in a small bounded
   pool, or wait for the fetch in flight, until the request's deadline
   (``JWTEX_REQUEST_FETCH_BUDGET``, 2 s); beyond it the request answers 503 while the fetch
   completes in the background and stores its result itself.
@@ -38,8 +38,8 @@ from ..core.limits import FETCH_TOTAL_TIMEOUT
 from ..invalidation import tenant_config_bump
 from ..models import Issuer
 from . import flights
-from .fetch import FetchError, FetchResult, fetch_json
-from .keysets import digest, remember
+from .fetch import FetchError, FetchResult, json_fetch
+from .keysets import jwks_digest, keyset_remember
 
 logger = logging.getLogger("jwtex.upstream")
 
@@ -138,7 +138,7 @@ def _remaining(deadline: float) -> float:
 def _discover_jwks_uri(source: Source, deadline: float) -> str:
     # OpenID Connect Discovery 1.0 §4: a terminating "/" of the issuer is removed first.
     url = source.issuer.rstrip("/") + DISCOVERY_PATH
-    document = fetch_json(url, timeout=_remaining(deadline)).document
+    document = json_fetch(url, timeout=_remaining(deadline)).document
     # Discovery §4.3: the issuer in the document must be exactly the one configured.
     if document.get("issuer") != source.issuer:
         raise _RefreshFailed(f"{url}: the discovery document names another issuer")
@@ -155,7 +155,7 @@ def _fetch_jwks_from(source: Source, url: str, deadline: float) -> tuple[str, Fe
     # A conditional request only for the URL the stored set and ETag came from, and only
     # when there is a stored set to keep on a 304.
     etag = source.etag if source.jwks and url == source.resolved_uri else ""
-    result = fetch_json(url, etag=etag, timeout=_remaining(deadline))
+    result = json_fetch(url, etag=etag, timeout=_remaining(deadline))
     if result.status == 304:
         return url, result, None
     try:
@@ -209,7 +209,7 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
             tenant_config_bump(tenant_id=source.tenant_id)  # every process serves the new set
     flights.failed_clear(source.pk)
     if fetched.keyset is not None:
-        remember((source.pk, digest(result.document)), fetched.keyset)  # parsed once, here
+        keyset_remember((source.pk, jwks_digest(result.document)), fetched.keyset)  # parsed once, here
     logger.info("JWKS refreshed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
                                                    "changed": changed, "status": result.status}})
     jwks_fetch_observed(tenant=source.tenant_slug, issuer=source.issuer_id, outcome="changed" if changed else "unchanged")
@@ -229,7 +229,7 @@ def refresh_due(row: Issuer, now: datetime, max_staleness: timedelta) -> bool:
     return row.jwks_expires_at <= now or now - row.jwks_fetched_at > max_staleness
 
 
-def refresh(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta) -> Outcome:
+def jwks_refresh(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta) -> Outcome:
     """Fetch in the caller's thread (tasks, the admin, commands), within the 10 s deadline."""
     if row.static_jwks is not None:
         return Outcome.STATIC
@@ -300,8 +300,8 @@ def _stored_digest(job: _Job, outcome: Outcome) -> str | None:
     if not outcome.fetched or job.fetched.result is None:
         return None
     if job.fetched.result.status == 200:
-        return digest(job.fetched.result.document)
-    return digest(job.source.jwks) if job.source.jwks else None  # a 304 confirms the stored set
+        return jwks_digest(job.fetched.result.document)
+    return jwks_digest(job.source.jwks) if job.source.jwks else None  # a 304 confirms the stored set
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -323,7 +323,7 @@ def request_deadline() -> float:
     return time.monotonic() + jwtex_settings.request_fetch_budget
 
 
-def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta,
+def jwks_refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta,
                    deadline: float | None = None) -> Outcome:
     """Fetch for a request whose issuer has no usable keys, or wait for the fetch of it in flight
     (in this process or another), until ``deadline`` at most (docs/errors.md#bursts). ``WAITED``: that fetch
@@ -336,7 +336,7 @@ def refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: ti
                    deadline=request_deadline() if deadline is None else deadline)
 
 
-def refetch_within(pk: int, *, load: Callable[[], Issuer], now: datetime, deadline: float) -> Outcome:
+def jwks_refetch_within(pk: int, *, load: Callable[[], Issuer], now: datetime, deadline: float) -> Outcome:
     """The refetch for an unknown ``kid`` (docs/verification.md): made here, or the fetch in flight waited for,
     until ``deadline``; ``load`` reads the issuer row, only when this request fetches."""
     return _within(pk, load=load, now=now, kid_refetch=True, deadline=deadline)

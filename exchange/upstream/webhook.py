@@ -17,7 +17,7 @@ from typing import Any
 
 from .transport import FetchError, Resolver, Target, host_addresses_vet, request_send, system_resolve
 
-__all__ = ["WebhookError", "post_json"]
+__all__ = ["WebhookError", "json_post"]
 
 MAPPER_MAX_ANSWER_BYTES = 256 * 1024  # docs/mapper.md#the-answer
 
@@ -26,7 +26,7 @@ class WebhookError(FetchError):
     """The call failed or was refused; the message names the URL and what, never the body."""
 
 
-def post_json(
+def json_post(
     url: str,
     payload: dict[str, Any],
     *,

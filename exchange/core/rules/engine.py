@@ -2,7 +2,7 @@
 Pure.
 
 The service layer turns ``Rule`` rows into ``RuleSpec`` values, compiles them with
-``compile_rule`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
+``rule_compile`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
 the simulator calls the same ``decide`` with a trace.
 
 Security invariants:
@@ -31,21 +31,21 @@ from typing import Any
 
 import cel
 
-from ..aws import aws_tag, validate_session_tag_value
+from ..aws import aws_tag, session_tag_value_validate
 from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
 from ..limits import DEFAULT_LIFETIME, EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..values import Decision, RuleTrace
 from .budget import RuleCost, rule_cost
 from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
-from .outputs import EvaluationError, execute, json_value, tag_problem, tag_value
-from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec, findings_of
+from .outputs import EvaluationError, program_execute, json_value, tag_problem, tag_value
+from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, rule_spec_check, findings_of
 
-__all__ = ["RULE_FUNCTIONS", "CompiledRule", "Delegation", "compile_rule", "decide", "rule_audience", "rule_denial"]
+__all__ = ["RULE_FUNCTIONS", "CompiledRule", "Delegation", "rule_compile", "compiled_rules_decide", "rule_audience", "rule_denial"]
 
 
 @dataclass(frozen=True, eq=False)
 class CompiledRule:
-    """A ``RuleSpec`` with its CEL programs; build it with ``compile_rule``."""
+    """A ``RuleSpec`` with its CEL programs; build it with ``rule_compile``."""
 
     spec: RuleSpec
     when: cel.Program = field(repr=False)
@@ -86,12 +86,12 @@ class Delegation:
         return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
 
 
-def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> CompiledRule:
+def rule_compile(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> CompiledRule:
     """Compile every expression of ``spec``; raise ``RuleSyntaxError`` (with ``field``) for
     the first problem that keeps it from compiling. What only refuses a rule when it is saved
     (unknown functions, a cost over budget) does not stop a saved rule from compiling: its cost
     is enforced when it runs."""
-    problems, expressions = check_spec(spec)
+    problems, expressions = rule_spec_check(spec)
     if problems:
         path, problem = problems[0]
         if isinstance(problem, RuleSyntaxError):
@@ -159,7 +159,7 @@ def rule_audience(rule: CompiledRule, *, requested: str | None, default: str) ->
 
 def _subject(rule: CompiledRule, context: Any) -> str:
     try:
-        subject = execute(rule.subject, context)
+        subject = program_execute(rule.subject, context)
     except EvaluationError as exc:
         raise rule_denial(rule, " could not compute the subject.", f": subject: {exc}") from None
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
@@ -177,7 +177,7 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
     for key, program in rule.session_tags:
         optional = key in rule.spec.optional_tags
         try:
-            value = execute(program, context)
+            value = program_execute(program, context)
         except EvaluationError as exc:
             if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
                 continue
@@ -186,7 +186,7 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
             continue
         try:
             value = tag_value(value)
-            validate_session_tag_value(key, value)
+            session_tag_value_validate(key, value)
         except (EvaluationError, ValueError) as exc:
             raise rule_denial(
                 rule, f": session tag '{key}' has no valid value.",
@@ -200,7 +200,7 @@ def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for name, program in rule.claims:
         try:
-            extra[name] = json_value(execute(program, context), name)
+            extra[name] = json_value(program_execute(program, context), name)
         except (EvaluationError, RecursionError) as exc:
             raise rule_denial(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
     return extra
@@ -296,7 +296,7 @@ class _Evaluation:
             else:
                 self.charge(rule, cost.when)
         try:
-            matched = execute(rule.when, self.context)
+            matched = program_execute(rule.when, self.context)
             if not isinstance(matched, bool):
                 raise EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
         except EvaluationError as exc:
@@ -356,7 +356,7 @@ def _decide(
     )
 
 
-def decide(
+def compiled_rules_decide(
     rules: Sequence[CompiledRule],
     *,
     issuer_id: str,

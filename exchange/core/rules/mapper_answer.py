@@ -20,8 +20,8 @@ from ..aws import (
     MAX_SESSION_TAGS,
     MAX_SUBJECT_LENGTH,
     MAX_TRANSITIVE_TAG_KEYS,
-    validate_session_tag_key,
-    validate_session_tag_value,
+    session_tag_key_validate,
+    session_tag_value_validate,
 )
 from ..errors import AudienceNotAllowed
 from ..limits import DEFAULT_LIFETIME
@@ -127,7 +127,7 @@ def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ..
     tags, seen = [], set()
     for key, values in principal.items():
         try:
-            validate_session_tag_key(key)
+            session_tag_key_validate(key)
         except ValueError as exc:
             raise _Refused(str(exc)) from None
         if key.casefold() in seen:
@@ -136,7 +136,7 @@ def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ..
         if not (isinstance(values, list) and len(values) == 1):
             raise _Refused(f"session tag {key!r}: a tag's value is a list of one string, as AWS reads it")
         try:
-            validate_session_tag_value(key, values[0])
+            session_tag_value_validate(key, values[0])
         except ValueError as exc:
             raise _Refused(f"{exc} (a tag's value is a list of one string)") from None
         tags.append((key, values[0]))

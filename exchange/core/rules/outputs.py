@@ -15,7 +15,7 @@ import cel
 from ..aws import TagValueError
 from .cel_guard import PASSTHROUGH
 
-__all__ = ["EvaluationError", "execute", "json_value", "tag_problem", "tag_value"]
+__all__ = ["EvaluationError", "program_execute", "json_value", "tag_problem", "tag_value"]
 
 
 class EvaluationError(Exception):
@@ -29,7 +29,7 @@ class EvaluationError(Exception):
         super().__init__(text)
 
 
-def execute(program: cel.Program, context: Any) -> Any:
+def program_execute(program: cel.Program, context: Any) -> Any:
     if isinstance(context, EvaluationError):  # the claims could not be given to CEL at all
         raise context
     try:

@@ -13,7 +13,7 @@ from exchange.core.errors import ExchangeError
 from exchange.models import ExchangeRecord, Rule
 from exchange.services import exchange as exchange_module
 from exchange.services import shadow as shadow_module
-from exchange.services.exchange import exchange_token
+from exchange.services.exchange import token_exchange
 from exchange.services.shadow import shadow_replay, shadow_report, shadow_rules_promote, shadow_rules_start
 from tenants.models import Tenant
 
@@ -58,7 +58,7 @@ def decide_alone(tenant, issuer, specs, claims):
 
 def outcome(tenant, token):
     try:
-        minted = exchange_token(tenant_slug=tenant.slug, subject_token=token, endpoint="raw")
+        minted = token_exchange(tenant_slug=tenant.slug, subject_token=token, endpoint="raw")
     except ExchangeError as exc:
         return {"decision": "denied", "rule": exc.rule_name or None}
     tags = minted.claims.get("https://aws.amazon.com/tags", {}).get("principal_tags", {})
