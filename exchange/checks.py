@@ -2,7 +2,7 @@
 
 Production mode is any run whose ``JWTEX_PUBLIC_URL`` host is not loopback. Each concern is one
 short check with its own id (django-axes style); ``runserver``, the WSGI application and the
-Celery worker refuse to start while any error is reported (``refuse_unsafe_start``).
+Celery worker refuse to start while any error is reported (``startup_checks_enforce``).
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def check_rule_costs(app_configs, databases=None, **kwargs):
     return found
 
 
-def refuse_unsafe_start(what: str) -> None:
+def startup_checks_enforce(what: str) -> None:
     """Raise ``ImproperlyConfigured`` naming every jwtex error check that fails: the WSGI
     application and the Celery worker call this before they serve anything."""
     errors = [m for m in run_checks(tags=[Tags.security]) if m.is_serious() and (m.id or "").startswith("jwtex.")]

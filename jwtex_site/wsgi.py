@@ -6,9 +6,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")
 django_application = get_wsgi_application()
 
 # An unsafe production configuration never serves (docs/environment.md#production-mode; the jwtex.E00x system checks).
-from exchange.checks import refuse_unsafe_start  # noqa: E402  (needs the apps loaded above)
+from exchange.checks import startup_checks_enforce  # noqa: E402  (needs the apps loaded above)
 
-refuse_unsafe_start("web application")
+startup_checks_enforce("web application")
 
 # Audit records an earlier process spooled and never drained reach the database now; what this
 # one spools is written at its exit if the database can take it by then (SIGTERM: the server

@@ -100,7 +100,7 @@ class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, ad
         now = timezone.now()
         for issuer in scoped_actions_queryset(request, queryset.select_related("tenant"), CONFIGURE):
             outcome = issuer_keys_fetch_now(issuer=issuer, now=now)
-            views.report_fetch(request, issuer, outcome)
+            views.fetch_outcome_report(request, issuer, outcome)
 
     def has_configure_permission(self, request):
         return has_any_role(request, CONFIGURE)

@@ -122,7 +122,7 @@ def issuer_fetch_keys_view(request, object_id, *, model_admin):
         return HttpResponseNotAllowed(["POST"])
     issuer = _object_or_404(model_admin, request, object_id)
     role_require(request, issuer.tenant_id, CONFIGURE)
-    report_fetch(request, issuer, issuer_keys_fetch_now(issuer=issuer, now=timezone.now()))
+    fetch_outcome_report(request, issuer, issuer_keys_fetch_now(issuer=issuer, now=timezone.now()))
     return HttpResponseRedirect(reverse("admin:exchange_issuer_change", args=[issuer.pk]))
 
 
@@ -253,7 +253,7 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
     )
 
 
-def report_fetch(request, issuer, outcome) -> None:
+def fetch_outcome_report(request, issuer, outcome) -> None:
     if outcome.static:
         messages.info(request, f"{issuer}: static JWKS, nothing to fetch; key ids: {', '.join(outcome.kids) or 'none'}.")
     elif outcome.ok:

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 __all__ = [
     "KeyDecryptionError",
-    "decrypt_private_key",
+    "private_key_decrypt",
     "ecdsa_der_to_raw",
     "ecdsa_raw_to_der",
-    "encrypt_private_key",
+    "private_key_encrypt",
     "private_key_generate",
     "jwk_signature_size",
     "jwk_thumbprint",
@@ -157,14 +157,14 @@ def key_encryption(secrets: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([_fernet_for(s) for s in secrets])
 
 
-def encrypt_private_key(private_key: Any, *, fernet: MultiFernet) -> bytes:
+def private_key_encrypt(private_key: Any, *, fernet: MultiFernet) -> bytes:
     der = private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return fernet.encrypt(der)
 
 
-def decrypt_private_key(blob: bytes, *, fernet: MultiFernet) -> Any:
+def private_key_decrypt(blob: bytes, *, fernet: MultiFernet) -> Any:
     try:
         der = fernet.decrypt(bytes(blob))
     except InvalidToken as exc:

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 
-from exchange.checks import refuse_unsafe_start
+from exchange.checks import startup_checks_enforce
 
 from .endpoints import send
 
@@ -173,7 +173,7 @@ def test_each_unsafe_production_environment_is_a_system_check_error_and_refuses_
     # What manage.py check prints for it (Django's own formatting of the message).
     assert any(line.startswith(f"?: ({code}) {message}") for line in reported), reported
     with pytest.raises(ImproperlyConfigured) as refused:
-        refuse_unsafe_start("web application")
+        startup_checks_enforce("web application")
     assert "Refusing to start the web application with an unsafe configuration" in str(refused.value)
     assert f"({code}) {message}" in str(refused.value)
 
@@ -182,7 +182,7 @@ def test_the_safe_production_environment_passes_every_check(settings, tmp_path):
     _as_a_process_with(settings, PRODUCTION_ENV, tmp_path)
     assert settings.JWTEX_PRODUCTION is True and settings.DEBUG is False
     assert [str(m) for m in run_checks() if m.id.startswith("jwtex.")] == []
-    refuse_unsafe_start("web application")  # does not raise
+    startup_checks_enforce("web application")  # does not raise
 
 
 @pytest.mark.parametrize("debug", ["0", "1"])
@@ -197,7 +197,7 @@ def test_loopback_public_url_is_not_production(settings, tmp_path, url, debug):
     assert [str(m) for m in messages if m.is_serious()] == []
     # No key-encryption keys given: a development key under var/, said as a warning only.
     assert {m.id for m in messages if m.id.startswith("jwtex.")} == {"jwtex.W001"}
-    refuse_unsafe_start("web application")  # does not raise
+    startup_checks_enforce("web application")  # does not raise
 
 
 # --- the checks themselves, against settings loosened after start-up -----------------------------
