@@ -28,7 +28,7 @@ from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, Ru
 from ..core.verification import jwt_parse, short_value, jwt_verify
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
-from ..upstream.refresh import request_deadline
+from ..upstream.request_fetch import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
 from .rate_limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, MapperMode, mapper_decide

@@ -34,6 +34,7 @@ from . import refresh as refresher
 from .flights import KidRefetch
 from .keysets import jwks_digest, keyset_of
 from .refresh import Outcome
+from .request_fetch import jwks_refetch_within, jwks_refresh_within, request_deadline
 
 __all__ = [
     "FetchOutcome",
@@ -143,7 +144,7 @@ def issuer_keys_get(
         keys = _stored_keys(current.snapshot(), now)
         if keys is not None:
             return keys
-        outcome = refresher.jwks_refresh_within(current, now=now, force=False, max_staleness=max_staleness(),
+        outcome = jwks_refresh_within(current, now=now, force=False, max_staleness=max_staleness(),
                                            deadline=deadline)
         if outcome.fetched or outcome in (Outcome.WAITED, Outcome.FAILED):
             current = _reloaded(issuer)  # what the fetch made or waited for stored
@@ -170,7 +171,7 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime
         return None
     tried_jwks = tried.jwks if tried is not None else issuer.jwks
     tried_digest = jwks_digest(tried_jwks) if tried_jwks else None
-    deadline = refresher.request_deadline() if deadline is None else deadline
+    deadline = request_deadline() if deadline is None else deadline
     try:
         for _ in range(3):  # a fetch waited for that was not this refetch (a sweep's): once more
             done = flights.kid_refetched(issuer.pk, now)
@@ -178,7 +179,7 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime
                 return _keys_after_refetch(issuer, done, now=now, tried_digest=tried_digest)
             if flights.failed_recently(issuer.pk, now):
                 break
-            outcome = refresher.jwks_refetch_within(issuer.pk, load=lambda: _reloaded(issuer), now=now, deadline=deadline)
+            outcome = jwks_refetch_within(issuer.pk, load=lambda: _reloaded(issuer), now=now, deadline=deadline)
             if outcome is Outcome.STATIC:
                 return None
             if outcome in (Outcome.BUSY, Outcome.TIMED_OUT):

@@ -478,19 +478,19 @@ def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_wait_no_longer_than_t
 ):
     """Single-flight per issuer: the leader fetches; everyone else meanwhile waits for it, each
     until its own budget ends (here the upstream is a tarpit), never fetching again."""
-    from exchange.upstream import refresh
+    from exchange.upstream import request_fetch
 
     settings.JWTEX_REQUEST_FETCH_BUDGET = 0.3
     settings.JWTEX_SERVER_THREADS = 40  # room for 20 waiters
     server.json("/jwks", {"keys": [K1]}, delay=5)  # a tarpit: it answers only when the test ends
     row = reloaded(issuer)
     started = time.monotonic()
-    assert refresh.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
+    assert request_fetch.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
     assert time.monotonic() - started < 1  # the request's budget, not the upstream's whim
 
     def waiter(_):
         began = time.monotonic()
-        outcome = refresh.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1))
+        outcome = request_fetch.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1))
         return outcome, time.monotonic() - began
 
     with ThreadPoolExecutor(max_workers=20) as pool:
