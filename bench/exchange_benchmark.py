@@ -164,7 +164,7 @@ def steps(upstream: Upstream, n: int) -> None:
 def compile_rule_uncached(spec):
     """rule_compile as a snapshot build runs it, without the cache of recent sources (a cold process)."""
     from exchange.core.rules import cel_guard
-    from exchange.core.rules.engine import rule_compile
+    from exchange.core.rules.compiled import rule_compile
 
     cel_guard._compile.cache_clear()
     return rule_compile(spec)

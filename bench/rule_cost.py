@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
 
 from exchange.core.limits import EXCHANGE_COST_BUDGET, MAX_TOKEN_BYTES, RULE_COST_BUDGET  # noqa: E402
 from exchange.core.rules.cel_guard import claims_step  # noqa: E402
-from exchange.core.rules.engine import rule_compile, compiled_rules_decide  # noqa: E402
+from exchange.core.rules.compiled import rule_compile  # noqa: E402
+from exchange.core.rules.engine import compiled_rules_decide  # noqa: E402
 from exchange.core.rules.spec import RuleSpec, rule_findings  # noqa: E402
 
 SHORT = [f"g{i:03d}" for i in range(128)]  # a 128-item claim of short strings

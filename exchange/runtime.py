@@ -34,7 +34,7 @@ from .conf import jwtex_settings
 from .console.presets import preset_claim_types
 from .core.errors import NotFound, TemporarilyUnavailable
 from .core.rules.cel_guard import RuleSyntaxError
-from .core.rules.engine import CompiledRule, rule_compile
+from .core.rules.compiled import CompiledRule, rule_compile
 from .core.values import IssuerSnapshot, SignerKey
 from .invalidation import config_changed
 from .keys import (

@@ -24,6 +24,7 @@ from ..core.errors import UnknownKeyId
 from ..core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH
 from ..core.minting import TokenTooLong, jwt_mint, token_length
 from ..core.rules import engine
+from ..core.rules.compiled import Delegation
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
 from ..core.verification import jwt_parse, short_value, jwt_verify
 from ..runtime import TenantRuntime, tenant_runtime_get
@@ -171,7 +172,7 @@ def rules_decide(
         max_lifetime=runtime.max_token_lifetime,
         trace=trace,
     )
-    if isinstance(decided, engine.Delegation):
+    if isinstance(decided, Delegation):
         return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
                              now=time.time() if now is None else now, on_call=on_mapper, mode=mapper)
     return decided

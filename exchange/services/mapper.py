@@ -33,7 +33,7 @@ from typing import Any
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, TemporarilyUnavailable
 from ..core.minting import jwt_sign
-from ..core.rules.engine import Delegation
+from ..core.rules.compiled import Delegation
 from ..core.rules.mapper_answer import mapper_decision
 from ..core.values import Decision
 from ..metrics import mapper_call_observed

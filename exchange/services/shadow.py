@@ -23,6 +23,7 @@ from tenants.models import Tenant
 from ..core.aws import AWS_TAGS_CLAIM
 from ..core.errors import ExchangeError
 from ..core.rules import engine
+from ..core.rules.compiled import Delegation
 from ..core.values import Decision
 from ..models import AuditRollup, ExchangeRecord, RevisionSource, Rule
 from ..runtime import TenantRuntime, runtime_build
@@ -34,9 +35,9 @@ __all__ = ["REPORT_KINDS", "outcome_of", "shadow_divergence", "shadow_report", "
 logger = logging.getLogger("jwtex.shadow")
 
 
-def outcome_of(decided: Decision | ExchangeError | engine.Delegation) -> dict[str, Any]:
+def outcome_of(decided: Decision | ExchangeError | Delegation) -> dict[str, Any]:
     """A decision as the audit record keeps it (the same shape for the live and the candidate set)."""
-    if isinstance(decided, engine.Delegation):
+    if isinstance(decided, Delegation):
         return {"decision": "not evaluated", "rule": decided.rule.name, "why": "a mapper rule (not called in shadow)"}
     if isinstance(decided, ExchangeError):
         return {"decision": "denied", "rule": decided.rule_name or None, "error": decided.code, "reason": decided.reason}
@@ -65,7 +66,7 @@ def shadow_divergence(
     if runtime.shadow_rules is None or runtime.shadow_error:
         return None
     try:
-        decided: Decision | ExchangeError | engine.Delegation = engine.compiled_rules_decide(
+        decided: Decision | ExchangeError | Delegation = engine.compiled_rules_decide(
             runtime.shadow_rules,
             issuer_id=issuer_id,
             claims=claims,

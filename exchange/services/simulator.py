@@ -38,7 +38,7 @@ from ..core import strict_json
 from ..core.errors import ExchangeError, InvalidRequest, NotFound
 from ..core.limits import MAX_CLAIMS_JSON_BYTES
 from ..core.minting import payload_build
-from ..core.rules.engine import rule_compile
+from ..core.rules.compiled import rule_compile
 from ..core.rules.spec import RuleSpec
 from ..core.values import Decision, RuleTrace
 from ..models import Issuer

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from exchange.core.errors import ExchangeError
 from exchange.core.rules.cel_guard import check_expression
-from exchange.core.rules.engine import rule_compile, compiled_rules_decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec, RuleSyntaxError
 from exchange.core.jwks import KeySet
 from exchange.core.values import IssuerConfig

@@ -24,7 +24,8 @@ from django.core.management import CommandError, call_command
 
 from exchange.core import limits as conf
 from exchange.core.rules.cel_guard import check_expression, claims_step
-from exchange.core.rules.engine import rule_compile, compiled_rules_decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
 from exchange.models import ExchangeRecord, Rule
 

@@ -26,86 +26,19 @@ Security invariants:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
-from ..aws import aws_tag, session_tag_value_validate
-from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
-from ..limits import DEFAULT_LIFETIME, EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
+from ..aws import aws_tag
+from ..errors import AccessDenied, ExchangeError
+from ..limits import EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..values import Decision, RuleTrace
-from .budget import RuleCost, rule_cost
 from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
-from .outputs import EvaluationError, program_execute, json_value, tag_problem, tag_value
-from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, rule_spec_check, findings_of
+from .compiled import CompiledRule, Delegation
+from .outputs import EvaluationError, program_execute, rule_allow, rule_denial
 
-__all__ = ["RULE_FUNCTIONS", "CompiledRule", "Delegation", "rule_compile", "compiled_rules_decide", "rule_audience", "rule_denial"]
-
-
-@dataclass(frozen=True, eq=False)
-class CompiledRule:
-    """A ``RuleSpec`` with its CEL programs; build it with ``rule_compile``."""
-
-    spec: RuleSpec
-    when: cel.Program = field(repr=False)
-    subject: cel.Program = field(repr=False)
-    session_tags: tuple[tuple[str, cel.Program], ...] = field(repr=False)
-    claims: tuple[tuple[str, cel.Program], ...] = field(repr=False)
-    # Worst-case cost units of the condition and of the outputs at each step of the claims'
-    # size (budget.RuleCost); None for a rule built by hand (tests), which is not charged.
-    cost: RuleCost | None = field(default=None, repr=False)
-    # What the rule editor would warn about (a token that may be too long…), for the simulator.
-    warnings: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def rule_id(self) -> int | None:
-        return self.spec.rule_id
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def issuers(self) -> frozenset[str]:
-        return self.spec.issuers
-
-    @property
-    def effect(self) -> str:
-        return self.spec.effect
-
-
-@dataclass(frozen=True)
-class Delegation:
-    """A ``mapper`` rule matched: its webhook decides and shapes the token (docs/mapper.md#mapper-webhooks)."""
-
-    rule: CompiledRule
-
-    def request(self, *, issuer_id: str, claims: Mapping[str, Any]) -> dict[str, Any]:
-        """The JSON the mapper is sent, exactly as docs/mapper.md#the-request writes it."""
-        return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
-
-
-def rule_compile(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> CompiledRule:
-    """Compile every expression of ``spec``; raise ``RuleSyntaxError`` (with ``field``) for
-    the first problem that keeps it from compiling. What only refuses a rule when it is saved
-    (unknown functions, a cost over budget) does not stop a saved rule from compiling: its cost
-    is enforced when it runs."""
-    problems, expressions = rule_spec_check(spec)
-    if problems:
-        path, problem = problems[0]
-        if isinstance(problem, RuleSyntaxError):
-            raise problem.with_field(path)
-        raise RuleSyntaxError(problem, field=path)
-    return CompiledRule(
-        spec=spec,
-        when=expressions["when"].program,
-        subject=expressions["subject"].program,
-        session_tags=tuple((key, expressions[f"session_tags.{key}"].program) for key, _ in spec.session_tags),
-        claims=tuple((name, expressions[f"claims.{name}"].program) for name, _ in spec.claims),
-        cost=rule_cost(expressions),
-        warnings=findings_of(spec, expressions, claim_types=claim_types).warnings,
-    )
+__all__ = ["RULE_FUNCTIONS", "compiled_rules_decide"]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -124,109 +57,6 @@ def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
         raise
     except BaseException as exc:
         return EvaluationError(exc)
-
-
-def _by(rule: CompiledRule) -> dict[str, Any]:
-    """The deciding rule, as an ExchangeError names it for the audit record (docs/operations.md#what-a-record-holds)."""
-    return {"rule_id": rule.rule_id, "rule_name": rule.name}
-
-
-def _rule_label(rule: CompiledRule) -> str:
-    return f"rule {rule.name!r}" + (f" (id {rule.rule_id})" if rule.rule_id is not None else "")
-
-
-def rule_denial(
-    rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied,
-) -> AccessDenied:
-    """The refusal ``rule`` gives: the client reads ``description``, the audit ``reason`` (the
-    mapper's answer is refused the same way, core/rules/mapper_answer.py)."""
-    return cls(f"Rule '{rule.name}'{description}", reason=f"{_rule_label(rule)}{reason}", **_by(rule))
-
-
-def rule_audience(rule: CompiledRule, *, requested: str | None, default: str) -> str:
-    """The emitted ``aud``: the rule's (or the tenant's default), or a requested one it allows."""
-    spec = rule.spec
-    audience = spec.audience or default
-    if not requested:  # an empty audience parameter means "not given"
-        return audience
-    if requested != audience and requested not in spec.audiences:
-        raise rule_denial(
-            rule, " does not allow the requested audience.",
-            f" does not allow audience {requested!r} (allowed: {[audience, *spec.audiences]!r})", AudienceNotAllowed,
-        )
-    return requested
-
-
-def _subject(rule: CompiledRule, context: Any) -> str:
-    try:
-        subject = program_execute(rule.subject, context)
-    except EvaluationError as exc:
-        raise rule_denial(rule, " could not compute the subject.", f": subject: {exc}") from None
-    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
-        what = f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
-        raise rule_denial(
-            rule, " could not compute the subject.",
-            f": subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
-        )
-    return subject
-
-
-def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ...]:
-    tags: list[tuple[str, str]] = []
-    sources = dict(rule.spec.session_tags)
-    for key, program in rule.session_tags:
-        optional = key in rule.spec.optional_tags
-        try:
-            value = program_execute(program, context)
-        except EvaluationError as exc:
-            if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
-                continue
-            raise rule_denial(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
-        if optional and value in ("", None):
-            continue
-        try:
-            value = tag_value(value)
-            session_tag_value_validate(key, value)
-        except (EvaluationError, ValueError) as exc:
-            raise rule_denial(
-                rule, f": session tag '{key}' has no valid value.",
-                f": session tag {key!r}: {tag_problem(exc, value, sources[key])}",
-            ) from None
-        tags.append((key, value))
-    return tuple(tags)
-
-
-def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    for name, program in rule.claims:
-        try:
-            extra[name] = json_value(program_execute(program, context), name)
-        except (EvaluationError, RecursionError) as exc:
-            raise rule_denial(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
-    return extra
-
-
-def _allow(
-    rule: CompiledRule, context: Any, *, requested_audience: str | None, default_audience: str, max_lifetime: int
-) -> Decision:
-    """What an allow rule emits; audience first, since refusing a request needs no evaluation."""
-    spec = rule.spec
-    audience = rule_audience(rule, requested=requested_audience, default=default_audience)
-    subject = _subject(rule, context)
-    tags = _session_tags(rule, context)
-    emitted = {key for key, _ in tags}
-    extra = _extra_claims(rule, context)
-    lifetime = spec.lifetime if spec.lifetime is not None else DEFAULT_LIFETIME
-    return Decision(
-        rule_id=spec.rule_id,
-        rule_name=spec.name,
-        subject=subject,
-        audience=audience,
-        lifetime=min(lifetime, max_lifetime),
-        session_tags=tags,
-        transitive_tag_keys=tuple(key for key in spec.transitive_tag_keys if key in emitted),  # optional ones left out
-        extra_claims=extra,
-    )
 
 
 class _Evaluation:
@@ -338,7 +168,7 @@ def _decide(
         if rule.cost is not None:
             evaluation.charge(rule, rule.cost.outputs)
         try:
-            decision = _allow(
+            decision = rule_allow(
                 rule,
                 evaluation.context,
                 requested_audience=requested_audience,

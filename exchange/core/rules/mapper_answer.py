@@ -26,8 +26,8 @@ from ..aws import (
 from ..errors import AudienceNotAllowed
 from ..limits import DEFAULT_LIFETIME
 from ..values import Decision
-from .engine import CompiledRule, rule_audience, rule_denial
-from .outputs import EvaluationError, json_value
+from .compiled import CompiledRule
+from .outputs import EvaluationError, json_value, rule_audience, rule_denial
 
 __all__ = ["mapper_decision"]
 

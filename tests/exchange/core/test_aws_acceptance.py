@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from exchange.core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH, aws_tag, session_tag_value_validate
 from exchange.core.errors import AccessDenied
 from exchange.core.minting import TokenTooLong, encoded_length, jwt_mint, signature_bytes
-from exchange.core.rules.engine import rule_compile, compiled_rules_decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleFindings, RuleSpec, rule_findings, rule_spec_validate
 from exchange.core.values import SignerKey
 from tests.aws_acceptance import sts_problems

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from exchange.core.aws import AWS_TAGS_CLAIM
 from exchange.core.minting import jwt_mint
 from exchange.core.values import MintedToken, SignerKey
-from exchange.core.rules.engine import rule_compile, compiled_rules_decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
 from exchange.core.values import Decision
 

@@ -333,7 +333,7 @@ def test_the_audit_names_the_rule_the_outcome_and_the_latency_but_never_the_bear
 
 def test_an_unknown_outcome_never_grants():
     with pytest.raises(AccessDenied):
-        from exchange.core.rules.engine import rule_compile
+        from exchange.core.rules.compiled import rule_compile
         from exchange.core.rules.mapper_answer import mapper_decision
         from exchange.core.rules.spec import RuleSpec
 

@@ -23,7 +23,8 @@ from exchange.core.rules.cel_cost import (
 from exchange.core.rules.cel_guard import PROFILE_STEPS, expression_compile
 from exchange.core.rules.cel_parser import expression_parse
 from exchange.core.rules.cel_regex import pattern_cost
-from exchange.core.rules.engine import rule_compile, compiled_rules_decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
 
 OPERANDS = ["x", "claims.s", "claims.g", "'abc'", "1", "[x, x]", "{'k': x}", "issuer"]

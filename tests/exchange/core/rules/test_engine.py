@@ -16,7 +16,8 @@ from exchange.core.errors import AccessDenied, AudienceNotAllowed, ExchangeError
 from exchange.core.aws import AWS_TAGS_CLAIM, session_tag_key_validate, session_tag_value_validate
 from exchange.core.rules.cel_guard import check_expression
 from exchange.core.errors import ExchangeError as _ExchangeError
-from exchange.core.rules.engine import rule_compile, CompiledRule, compiled_rules_decide
+from exchange.core.rules.compiled import rule_compile, CompiledRule
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec, RuleSyntaxError, rule_spec_validate
 from exchange.core.values import Decision, RuleTrace
 
