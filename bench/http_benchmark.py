@@ -145,7 +145,8 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
     """Exchanges per second of the same cryptography and rules in this process, on core 0."""
     from exchange.core.minting import jwt_mint
     from exchange.core.rules.engine import compiled_rules_decide
-    from exchange.core.verification import jwt_parse, jwt_verify
+    from exchange.core.compact_jws import jwt_parse
+    from exchange.core.verification import jwt_verify
     from exchange.runtime import tenant_runtime_get
     from exchange.upstream.issuer_keys import issuer_keys_get
     from datetime import UTC, datetime

@@ -26,7 +26,8 @@ from ..core.minting import TokenTooLong, jwt_mint, token_length
 from ..core.rules import engine
 from ..core.rules.compiled import Delegation
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
-from ..core.verification import jwt_parse, short_value, jwt_verify
+from ..core.compact_jws import jwt_parse
+from ..core.verification import jwt_verify, short_value
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from ..upstream.request_fetch import request_deadline

@@ -56,7 +56,8 @@ def verifier(client, token, *, upstream, issuer_id=None, **extra):
     from exchange.core.errors import ExchangeError
     from exchange.core.jwks import KeySet
     from exchange.core.values import IssuerConfig
-    from exchange.core.verification import jwt_parse, jwt_verify
+    from exchange.core.compact_jws import jwt_parse
+    from exchange.core.verification import jwt_verify
 
     config = IssuerConfig(issuer_id="ci", issuer=upstream.issuer, audiences=(upstream.audience,))
     try:

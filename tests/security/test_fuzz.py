@@ -26,7 +26,8 @@ from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec, RuleSyntaxError
 from exchange.core.jwks import KeySet
 from exchange.core.values import IssuerConfig
-from exchange.core.verification import jwt_parse, jwt_verify
+from exchange.core.compact_jws import jwt_parse
+from exchange.core.verification import jwt_verify
 from tests.conftest import UPSTREAM_ISSUER, Upstream
 
 from . import jose

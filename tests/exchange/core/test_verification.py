@@ -29,7 +29,8 @@ from tests.conftest import FIXTURES_DIR
 from exchange.core.errors import ExchangeError, InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
 from exchange.core.jwks import KeySet, PublicKey
 from exchange.core.values import IssuerConfig, ParsedToken, VerifiedToken
-from exchange.core.verification import jwt_parse, jwt_verify
+from exchange.core.compact_jws import jwt_parse
+from exchange.core.verification import jwt_verify
 
 # ----------------------------------------------------------------------------- helpers
 
