@@ -13,7 +13,7 @@ startup_checks_enforce("web application")
 # Audit records an earlier process spooled and never drained reach the database now; what this
 # one spools is written at its exit if the database can take it by then (SIGTERM: the server
 # finishes the exchanges in flight first).
-from exchange.audit.writer import spool_drain_at_start, flush_at_exit_register  # noqa: E402
+from exchange.audit.writer import flush_at_exit_register, spool_drain_at_start  # noqa: E402
 
 spool_drain_at_start()
 flush_at_exit_register()

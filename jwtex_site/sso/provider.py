@@ -27,10 +27,10 @@ from django.core.cache import cache
 
 from exchange.conf import AdminSignOn
 from exchange.core import strict_json
+from exchange.core.compact_jws import jwt_parse
 from exchange.core.errors import ExchangeError, UnknownKeyId
 from exchange.core.jwks import SUPPORTED_ALGORITHMS, KeySet, key_fits
 from exchange.core.values import IssuerConfig
-from exchange.core.compact_jws import jwt_parse
 from exchange.core.verification import jwt_verify
 
 logger = logging.getLogger("jwtex.sso")

@@ -59,7 +59,7 @@ class RuleSpec:
     claims: tuple[tuple[str, str], ...] = ()  # (claim name, CEL expr)
     # Tags left out (instead of denying) when their claim is missing or their value empty.
     optional_tags: frozenset[str] = frozenset()
-    # The rule allows tokens of every customer of a shared CI issuer, knowingly (presets.py).
+    # The rule allows tokens of every customer of a shared CI issuer, knowingly (exchange/console/presets.py).
     any_owner: bool = False
     # effect "mapper" (docs/mapper.md#when-a-mapper-is-called): the webhook that decides and shapes the
     # token, and its deadline.
