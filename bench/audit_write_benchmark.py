@@ -4,7 +4,7 @@
 
 On SQLite (a throwaway file, as ``make run`` has it) and on PostgreSQL (a throwaway database,
 ``JWTEX_BENCH_POSTGRES`` as for ``bench/scale_benchmark.py``): the group commit's own INSERT
-(``exchange.audit.writer._store``) of one record and of a batch of 16, each its own transaction,
+(``exchange.audit.writer.records_store``) of one record and of a batch of 16, each its own transaction,
 with the rollup trigger and with it switched off, in alternating rounds; the median time per
 record of each. The records are an allowed exchange's, as ``attempt_record`` stores them.
 """
@@ -56,12 +56,12 @@ def _trigger(on: bool) -> None:
 
 
 def _per_record(tenant_id: int, batch: int, seconds: float) -> float:
-    from exchange.audit.writer import _store
+    from exchange.audit.writer import records_store
 
     written, n, started = 0, 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         n += 1
-        written += _store([_record(tenant_id, n * batch + i) for i in range(batch)])
+        written += records_store([_record(tenant_id, n * batch + i) for i in range(batch)])
     return (time.perf_counter() - started) / written * 1e6
 
 
@@ -99,20 +99,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         return run_one(args.seconds, args.rounds)
-    from http_benchmark import _environment
-    from scale_benchmark import _create_database, _drop_database
+    from http_benchmark import server_environment
+    from scale_benchmark import database_create, database_drop
 
     print("jwtex audit write benchmark — the group commit's INSERT, each its own transaction (median of rounds)")
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-audit-"))
     for database in (f"sqlite:///{var / 'audit.sqlite3'}", None):
-        url = database or _create_database("jwtex_audit_write")
-        env = {**_environment(var, url), "DJANGO_SETTINGS_MODULE": "jwtex_site.settings"}
+        url = database or database_create("jwtex_audit_write")
+        env = {**server_environment(var, url), "DJANGO_SETTINGS_MODULE": "jwtex_site.settings"}
         try:
             subprocess.run([sys.executable, __file__, "--one", f"--seconds={args.seconds}", f"--rounds={args.rounds}"],
                            env=env, check=True)
         finally:
             if database is None:
-                _drop_database("jwtex_audit_write")
+                database_drop("jwtex_audit_write")
     return None
 
 

@@ -9,7 +9,7 @@ tenant's key in AWS KMS (moto), and the worst rules the cost guard lets through
 Runs in a throwaway SQLite database under a temporary directory (or DATABASE_URL if set), on
 one core. Every tenant has the same issuer and ``--rules`` rules (the last an allow with three
 session tags, the others denies that do not match), so the comparison isolates the number of
-tenants. End to end is the whole ``exchange_token()``, audit record and rate-limit counters
+tenants. End to end is the whole ``token_exchange()``, audit record and rate-limit counters
 included (each tenant's limit set too high to refuse); rounds of the one-tenant and the
 many-tenant case alternate and the medians are compared.
 """
@@ -123,36 +123,37 @@ def line(label: str, seconds: list[float]) -> float:
 def steps(upstream: Upstream, n: int) -> None:
     from datetime import UTC, datetime
 
-    from exchange.core.minting import mint_token
-    from exchange.core.rules.engine import decide
-    from exchange.core.verification import parse_compact, verify_token
+    from exchange.core.minting import jwt_mint
+    from exchange.core.rules.engine import compiled_rules_decide
+    from exchange.core.compact_jws import jwt_parse
+    from exchange.core.verification import jwt_verify
     from exchange.runtime import tenant_runtime_get
-    from exchange.upstream.jwks import issuer_keys_get
+    from exchange.upstream.issuer_keys import issuer_keys_get
 
     runtime = tenant_runtime_get(slug="t0")
     issuer = runtime.issuers["github"]
     keys = issuer_keys_get(issuer=issuer, now=datetime.now(UTC)).keys
     token, now = upstream.token(), time.time()
-    parsed = parse_compact(token)
-    claims = verify_token(parsed, issuer=issuer.config, keys=keys, now=now).claims
+    parsed = jwt_parse(token)
+    claims = jwt_verify(parsed, issuer=issuer.config, keys=keys, now=now).claims
     ask = dict(issuer_id="github", claims=claims, requested_audience=None, default_audience="sts.amazonaws.com",
                max_lifetime=3600)
-    decision = decide(runtime.rules, **ask)
+    decision = compiled_rules_decide(runtime.rules, **ask)
     unguarded = [dataclasses.replace(rule, cost=None) for rule in runtime.rules]  # what decide was before the guard
     specs = [rule.spec for rule in runtime.rules]
     print(f"steps, warm, one tenant with {len(runtime.rules)} rules (median of {ROUNDS} rounds):")
     for label, fn in [
-        ("parse_compact (strict JWS)", lambda: parse_compact(token)),
-        ("verify_token (RS256 2048)", lambda: verify_token(parsed, issuer=issuer.config, keys=keys, now=now)),
-        (f"decide ({len(runtime.rules)} CEL rules, 3 session tags)", lambda: decide(runtime.rules, **ask)),
-        ("mint_token (ES256)", lambda: mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer,
+        ("jwt_parse (strict JWS)", lambda: jwt_parse(token)),
+        ("jwt_verify (RS256 2048)", lambda: jwt_verify(parsed, issuer=issuer.config, keys=keys, now=now)),
+        (f"decide ({len(runtime.rules)} CEL rules, 3 session tags)", lambda: compiled_rules_decide(runtime.rules, **ask)),
+        ("jwt_mint (ES256)", lambda: jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer,
                                                   now=int(now))),
     ]:
         line(label, [per_call(fn, n // ROUNDS) for _ in range(ROUNDS)])
     guarded, bare = [], []
     for _ in range(ROUNDS * 2):  # alternate, so a busy moment of the machine hits both
-        guarded.append(per_call(lambda: decide(runtime.rules, **ask), n // ROUNDS))
-        bare.append(per_call(lambda: decide(unguarded, **ask), n // ROUNDS))
+        guarded.append(per_call(lambda: compiled_rules_decide(runtime.rules, **ask), n // ROUNDS))
+        bare.append(per_call(lambda: compiled_rules_decide(unguarded, **ask), n // ROUNDS))
     print(f"  the cost guard on decide: {(statistics.median(guarded) - statistics.median(bare)) * 1e6:+.1f} µs median, "
           f"{(min(guarded) - min(bare)) * 1e6:+.1f} µs best ({min(bare) * 1e6:.1f} µs without it)")
     compile_time = line(f"compile the {len(specs)} rules (parse, check, cost: once per snapshot)",
@@ -162,12 +163,12 @@ def steps(upstream: Upstream, n: int) -> None:
 
 
 def compile_rule_uncached(spec):
-    """compile_rule as a snapshot build runs it, without the cache of recent sources (a cold process)."""
+    """rule_compile as a snapshot build runs it, without the cache of recent sources (a cold process)."""
     from exchange.core.rules import cel_guard
-    from exchange.core.rules.engine import compile_rule
+    from exchange.core.rules.compiled import rule_compile
 
     cel_guard._compile.cache_clear()
-    return compile_rule(spec)
+    return rule_compile(spec)
 
 
 def rss_bytes() -> int:
@@ -176,19 +177,19 @@ def rss_bytes() -> int:
 
 
 def warm(slugs: list[str], token: str) -> None:
-    from exchange.services.exchange import exchange_token
+    from exchange.services.exchange import token_exchange
 
     for slug in slugs:
-        exchange_token(tenant_slug=slug, subject_token=token, client_address="127.0.0.1")
+        token_exchange(tenant_slug=slug, subject_token=token, client_address="127.0.0.1")
 
 
 def round_robin(slugs: list[str], token: str):
-    from exchange.services.exchange import exchange_token
+    from exchange.services.exchange import token_exchange
 
     state = {"i": 0}
 
     def one() -> None:
-        exchange_token(tenant_slug=slugs[state["i"] % len(slugs)], subject_token=token, client_address="127.0.0.1")
+        token_exchange(tenant_slug=slugs[state["i"] % len(slugs)], subject_token=token, client_address="127.0.0.1")
         state["i"] += 1
 
     return one
@@ -213,7 +214,7 @@ def scale(upstream: Upstream, *, tenants: int, rules: int, n: int) -> None:
     warm(["t0"], token)
     start = time.perf_counter()
     tenants_create(start=1, stop=tenants, rules=rules, upstream=upstream)
-    print(f"end to end, exchange_token() with its audit record, warm ({tenants:,} tenants created in "
+    print(f"end to end, token_exchange() with its audit record, warm ({tenants:,} tenants created in "
           f"{time.perf_counter() - start:.0f} s):")
     many = [f"t{i}" for i in range(tenants)]
     before = rss_bytes()
@@ -252,12 +253,12 @@ def kms_signing(upstream: Upstream, *, rules: int, n: int) -> None:
     sign = tenant_runtime_get(slug="kms-es256-0").signer.remote_sign
     print(f"end to end with the tenant's key in AWS KMS (moto's server on loopback: a lower bound; {count} exchanges):")
     line("KMS Sign alone (ES256, through boto3)", [per_call(lambda: sign(b"x" * 600), count // ROUNDS) for _ in range(ROUNDS)])
-    local = line("exchange_token(), local ES256 key", [per_call(round_robin(["t0"], token), count // ROUNDS)
+    local = line("token_exchange(), local ES256 key", [per_call(round_robin(["t0"], token), count // ROUNDS)
                                                        for _ in range(ROUNDS)])
     for algorithm in ("ES256", "RS256"):
         one = round_robin([f"kms-{algorithm.lower()}-0"], token)
         one()
-        median = line(f"exchange_token(), AWS KMS {algorithm} key", [per_call(one, count // ROUNDS) for _ in range(ROUNDS)])
+        median = line(f"token_exchange(), AWS KMS {algorithm} key", [per_call(one, count // ROUNDS) for _ in range(ROUNDS)])
         print(f"    {(median - local) * 1e3:+.2f} ms per exchange against the local key")
     server.stop()
 

@@ -60,7 +60,7 @@ end
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -85,7 +85,7 @@ def _database_url() -> tuple[str, str]:
     return "", "SQLite (no PostgreSQL reachable)"
 
 
-def _environment(var: Path, database_url: str) -> dict[str, str]:
+def server_environment(var: Path, database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="jwtex_site.settings",
@@ -143,11 +143,12 @@ def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
 
 def _ceiling(token: str, seconds: float = 3.0) -> float:
     """Exchanges per second of the same cryptography and rules in this process, on core 0."""
-    from exchange.core.minting import mint_token
-    from exchange.core.rules.engine import decide
-    from exchange.core.verification import parse_compact, verify_token
+    from exchange.core.minting import jwt_mint
+    from exchange.core.rules.engine import compiled_rules_decide
+    from exchange.core.compact_jws import jwt_parse
+    from exchange.core.verification import jwt_verify
     from exchange.runtime import tenant_runtime_get
-    from exchange.upstream.jwks import issuer_keys_get
+    from exchange.upstream.issuer_keys import issuer_keys_get
     from datetime import UTC, datetime
 
     if hasattr(os, "sched_setaffinity"):
@@ -158,10 +159,10 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
 
     def one() -> None:
         now = time.time()
-        verified = verify_token(parse_compact(token), issuer=issuer.config, keys=keys, now=now)
-        decision = decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
+        verified = jwt_verify(jwt_parse(token), issuer=issuer.config, keys=keys, now=now)
+        decision = compiled_rules_decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
                           default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
-        mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+        jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
 
     rates = []
     for _ in range(5):
@@ -209,7 +210,7 @@ def _wrk(url: str, token: str, *, seconds: int, connections: int, delay_ms: floa
     return {"rate": rate, "p50": latencies.get("50"), "p99": latencies.get("99"), "statuses": statuses}
 
 
-def _at_rate(url: str, token: str, *, rate: float, seconds: int, connections: int = 8) -> dict:
+def at_rate(url: str, token: str, *, rate: float, seconds: int, connections: int = 8) -> dict:
     """Load at a fixed ``rate``: each connection pauses between requests (wrk's ``delay``), the
     pause corrected once by a short probe for the time each request itself takes."""
     pause = 1000.0 * connections / rate
@@ -253,17 +254,17 @@ def main() -> None:
 
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-http-"))
     database_url, database = _database_url()
-    env = _environment(var, database_url)
+    env = server_environment(var, database_url)
     setup = _setup(env, shadow=args.shadow)
     ceiling = _ceiling(setup["token"])
-    port = _free_port()
+    port = free_port()
     server = _serve(env, port, args.server, args.threads)
     url = f"http://127.0.0.1:{port}/t/bench/exchange?issuerId=github"
     try:
         _wrk(url, setup["token"], seconds=2, connections=args.connections)  # warm up
         before = _db_counters()
         peak = _wrk(url, setup["token"], seconds=args.seconds, connections=args.connections)
-        half = _at_rate(url, setup["token"], rate=peak["rate"] / 2, seconds=args.seconds)
+        half = at_rate(url, setup["token"], rate=peak["rate"] / 2, seconds=args.seconds)
         after = _db_counters()
     finally:
         os.killpg(server.pid, signal.SIGTERM)

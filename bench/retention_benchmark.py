@@ -30,8 +30,8 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import _environment  # noqa: E402
-from scale_benchmark import _create_database, _drop_database  # noqa: E402
+from http_benchmark import server_environment  # noqa: E402
+from scale_benchmark import database_create, database_drop  # noqa: E402
 
 PLAIN = "bench_plain_records"
 
@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=800.0)
     parser.add_argument("--database", default="jwtex_retention")
     args = parser.parse_args()
-    os.environ.update(_environment(Path(tempfile.mkdtemp(prefix="jwtex-bench-retention-")),
-                                   _create_database(args.database)))
+    os.environ.update(server_environment(Path(tempfile.mkdtemp(prefix="jwtex-bench-retention-")),
+                                   database_create(args.database)))
     try:
         _setup(args.days, args.rows)
         from django.db import connection
@@ -212,7 +212,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        _drop_database(args.database)
+        database_drop(args.database)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
 
 from exchange.core.limits import EXCHANGE_COST_BUDGET, MAX_TOKEN_BYTES, RULE_COST_BUDGET  # noqa: E402
 from exchange.core.rules.cel_guard import claims_step  # noqa: E402
-from exchange.core.rules.engine import compile_rule, decide  # noqa: E402
+from exchange.core.rules.compiled import rule_compile  # noqa: E402
+from exchange.core.rules.engine import compiled_rules_decide  # noqa: E402
 from exchange.core.rules.spec import RuleSpec, rule_findings  # noqa: E402
 
 SHORT = [f"g{i:03d}" for i in range(128)]  # a 128-item claim of short strings
@@ -107,7 +108,7 @@ def run_ms(rules, claims: dict, repeat: int = 3) -> tuple[float, str]:
     for _ in range(repeat):
         start = time.process_time()
         try:
-            decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a",
+            compiled_rules_decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a",
                    max_lifetime=900)
             outcome = "allowed"
         except Exception as exc:  # noqa: BLE001 — a denial is an outcome here
@@ -128,7 +129,7 @@ def report(out=print) -> float:
         if k is None:
             out(f"  {family.name:44} refused at any size")
             continue
-        rule = compile_rule(_spec(family.source(k)))
+        rule = rule_compile(_spec(family.source(k)))
         step, _ = claims_step(claims)
         units = rule.cost.total(step)
         ms, outcome = run_ms([rule], claims)
@@ -149,7 +150,7 @@ def exchange_worst(out=print) -> float:
         if k is None:
             continue
         claims = {"sub": "s", **family.claims}
-        rules = [compile_rule(RuleSpec(name=f"hostile {i}", issuers=frozenset({"ci"}), when=family.source(k),
+        rules = [rule_compile(RuleSpec(name=f"hostile {i}", issuers=frozenset({"ci"}), when=family.source(k),
                                        effect="deny")) for i in range(10)]
         live, outcome = run_ms(rules, claims, repeat=2)
         candidate, _ = run_ms(rules, claims, repeat=2)
@@ -159,7 +160,7 @@ def exchange_worst(out=print) -> float:
         f"{worst:.2f} ms; each set stopped by its budget: {why[:70]}…")
     wide = {"sub": "s", "l": [""] * 4000}
     assert len(json.dumps(wide, separators=(",", ":"))) <= MAX_TOKEN_BYTES * 3 // 4
-    simple = [compile_rule(RuleSpec(name=f"r{i}", issuers=frozenset({"ci"}), when=f"claims.sub == 'x{i}'",
+    simple = [rule_compile(RuleSpec(name=f"r{i}", issuers=frozenset({"ci"}), when=f"claims.sub == 'x{i}'",
                                     effect="deny")) for i in range(20)]
     converted = 2 * run_ms(simple, wide)[0]
     out(f"  one exchange with a 16 KiB token of 4,000 strings, 20 simple rules in each set: {converted:.2f} ms "

@@ -39,7 +39,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import _at_rate, _environment, _free_port  # noqa: E402
+from http_benchmark import at_rate, server_environment, free_port  # noqa: E402
 
 PASSWORD = "scale-benchmark-password"  # noqa: S105 - a throwaway database's users
 RELEASE_BEFORE: Path | None = None  # the code of the release before, when it is the one measured
@@ -50,7 +50,7 @@ def _server_url() -> str:
     return os.environ.get("JWTEX_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 
 
-def _create_database(name: str) -> str:
+def database_create(name: str) -> str:
     import psycopg
 
     with psycopg.connect(f"{_server_url()}/postgres", autocommit=True) as conn:
@@ -59,7 +59,7 @@ def _create_database(name: str) -> str:
     return f"{_server_url()}/{name}"
 
 
-def _drop_database(name: str) -> None:
+def database_drop(name: str) -> None:
     import psycopg
 
     with psycopg.connect(f"{_server_url()}/postgres", autocommit=True) as conn:
@@ -317,16 +317,16 @@ def main() -> None:
     args = parser.parse_args()
     global RELEASE_BEFORE
     if args.release_before is not None:
-        from upgrade_benchmark import _old_release
+        from upgrade_benchmark import old_release
 
-        RELEASE_BEFORE = _old_release(args.release_before, Path(tempfile.mkdtemp(prefix="jwtex-release-before-")))
+        RELEASE_BEFORE = old_release(args.release_before, Path(tempfile.mkdtemp(prefix="jwtex-release-before-")))
     sizes = [int(s) for s in args.sizes.split(",")]
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-scale-"))
-    env = {**_environment(var, _create_database(args.database)), "DJANGO_DEBUG": "0"}
+    env = {**server_environment(var, database_create(args.database)), "DJANGO_DEBUG": "0"}
     server = None
     try:
         setup = _setup(env, args.days)
-        port = _free_port()
+        port = free_port()
         server = _serve(env, port)
         base = f"http://127.0.0.1:{port}"
         exchange_url = f"{base}/t/acme/exchange?issuerId=bench"
@@ -335,7 +335,7 @@ def main() -> None:
             load = _load(size - loaded, args.days) if size > loaded else 0.0
             loaded = max(size, loaded)
             browsers = {"superuser": Browser(base, "root"), "operator": Browser(base, "operator")}
-            exchange = _at_rate(exchange_url, setup["token"], rate=100, seconds=8)
+            exchange = at_rate(exchange_url, setup["token"], rate=100, seconds=8)
             results[size] = {"pages": _time_pages(browsers, _pages(setup["acme"], size), args.repeat),
                              "exchange": exchange, "load_s": load}
             print(f"  {size:>9,} rows: loaded in {load:.0f} s; exchange p50 {exchange['p50']:.2f} ms "
@@ -350,7 +350,7 @@ def main() -> None:
 
         connections.close_all()
         if not args.keep:
-            _drop_database(args.database)
+            database_drop(args.database)
     _report(results, sizes, sizes_after, purge)
 
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ("/static/admin/css/base.css", "/static/admin/js/vendor/jquery/jquery.js")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -91,7 +91,7 @@ def main() -> None:
     print(f"static assets, one granian process on core 0, wrk (16 connections) on core 1, {args.seconds} s each")
     try:
         for name, (setup_env, extra) in setups.items():
-            port = _free_port()
+            port = free_port()
             server = _serve(setup_env, port, extra)
             try:
                 for asset in ASSETS:

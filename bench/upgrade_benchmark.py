@@ -38,13 +38,13 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
 from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import _environment, _free_port  # noqa: E402
-from scale_benchmark import _create_database, _drop_database  # noqa: E402
+from http_benchmark import server_environment, free_port  # noqa: E402
+from scale_benchmark import database_create, database_drop  # noqa: E402
 
 BEFORE = "0010_revision"
 
 
-def _old_release(ref: str, into: Path) -> Path:
+def old_release(ref: str, into: Path) -> Path:
     """The code of ``ref`` as files (``git archive``): the repository is not touched."""
     if not ref:
         ref = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True,
@@ -203,17 +203,17 @@ def main() -> None:
     parser.add_argument("--database", default="jwtex_upgrade")
     args = parser.parse_args()
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-upgrade-"))
-    env = {**_environment(var, _create_database(args.database)), "DJANGO_DEBUG": "0"}
+    env = {**server_environment(var, database_create(args.database)), "DJANGO_DEBUG": "0"}
     os.environ.update(env)
     server = None
     try:
-        old = _old_release(args.old_ref, var / "old")
+        old = old_release(args.old_ref, var / "old")
         started = time.monotonic()
         token = _setup(args.rows)
         rows, before = _bytes_per_record()
         print(f"{rows:,} records of the old shape made in {time.monotonic() - started:.0f} s: {before:.0f} bytes each "
               "with their indexes", flush=True)
-        port = _free_port()
+        port = free_port()
         server = _serve_old(old, env, port)
         load = Load(port, token, args.rate)
         load.start()
@@ -237,7 +237,7 @@ def main() -> None:
     from django.db import connections
 
     connections.close_all()
-    _drop_database(args.database)
+    database_drop(args.database)
     print(f"\njwtex upgrade benchmark — {rows:,} records, the release before serving {args.rate:.0f} exchanges/s")
     print("migrate:\n" + "\n".join(f"  {line}" for line in migrated.stdout.splitlines() if line.strip()))
     print(f"  took {migrate_until - migrate_from:.1f} s")

@@ -2,7 +2,7 @@
 
 Production mode is any run whose ``JWTEX_PUBLIC_URL`` host is not loopback. Each concern is one
 short check with its own id (django-axes style); ``runserver``, the WSGI application and the
-Celery worker refuse to start while any error is reported (``refuse_unsafe_start``).
+Celery worker refuse to start while any error is reported (``startup_checks_enforce``).
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def check_rule_costs(app_configs, databases=None, **kwargs):
     from django.db import DatabaseError
 
     from .core.rules.budget import rule_cost
-    from .core.rules.spec import check_spec
+    from .core.rules.spec import rule_spec_check
     from .models import Rule
 
     found = []
@@ -283,7 +283,7 @@ def check_rule_costs(app_configs, databases=None, **kwargs):
     except DatabaseError:  # no tables yet (before migrate): nothing is saved
         return []
     for rule in rules:
-        problems, expressions = check_spec(rule.spec())
+        problems, expressions = rule_spec_check(rule.spec())
         why = None if problems else rule_cost(expressions).over_budget
         if why:
             found.extend(_problem(Warning, "RULE_COST", rule=rule.name, tenant=rule.tenant.slug, why=why))
@@ -323,7 +323,7 @@ def check_issuers_outside_the_list(app_configs, **kwargs):
         Warning, "ISSUER_REFUSED", tenant=slug, count=len(issuers), issuers=", ".join(issuers))]
 
 
-def refuse_unsafe_start(what: str) -> None:
+def startup_checks_enforce(what: str) -> None:
     """Raise ``ImproperlyConfigured`` naming every jwtex error check that fails: the WSGI
     application and the Celery worker call this before they serve anything."""
     errors = [m for m in run_checks(tags=[Tags.security]) if m.is_serious() and (m.id or "").startswith("jwtex.")]

@@ -62,12 +62,12 @@ def _fernet():
     return jwk.key_encryption(jwtex_settings.key_encryption_keys)
 
 
-def encrypt_private_key(private_key: Any) -> bytes:
-    return jwk.encrypt_private_key(private_key, fernet=_fernet())
+def signing_key_encrypt(private_key: Any) -> bytes:
+    return jwk.private_key_encrypt(private_key, fernet=_fernet())
 
 
-def decrypt_private_key(blob: bytes) -> Any:
-    return jwk.decrypt_private_key(blob, fernet=_fernet())
+def signing_key_decrypt(blob: bytes) -> Any:
+    return jwk.private_key_decrypt(blob, fernet=_fernet())
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,9 @@ class NewKey:
 
 
 def new_key_material(*, algorithm: str) -> NewKey:
-    private_key = jwk.generate_private_key(algorithm)
+    private_key = jwk.private_key_generate(algorithm)
     public = jwk.public_jwk(private_key, algorithm=algorithm)
-    return NewKey(public["kid"], algorithm, public, encrypt_private_key(private_key))
+    return NewKey(public["kid"], algorithm, public, signing_key_encrypt(private_key))
 
 
 def _kms_key_material(tenant: Tenant, algorithm: str) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def signing_key_load(key: SigningKey) -> SignerKey:
                          signature_size=jwk.jwk_signature_size(key.public_jwk))
     if not key.private_key_encrypted:
         raise KeyDecryptionError(f"signing key {key.kid} has no private part (retired)")
-    return SignerKey(kid=key.kid, algorithm=key.algorithm, private_key=decrypt_private_key(key.private_key_encrypted))
+    return SignerKey(kid=key.kid, algorithm=key.algorithm, private_key=signing_key_decrypt(key.private_key_encrypted))
 
 
 def signing_keys_reencrypt() -> int:

@@ -20,7 +20,7 @@ from .core.jwks import static_jwks_clean
 from .core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS, RuleSpec, rule_spec_of
 from .core.validators import Problem, issuer_problems, rule_problems
 from .core.values import IssuerConfig, IssuerSnapshot
-from .records import AuditRollup, Decision, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
+from .records import AuditDecision, AuditRollup, ExchangeRecord  # noqa: F401 - the audit's tables (exchange.records)
 
 issuer_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "Letters, digits, '_', '.', '-'; at most 64 characters."

@@ -12,7 +12,7 @@ from tenants.models import Tenant
 from .core import audit_compact
 
 
-class Decision(models.TextChoices):
+class AuditDecision(models.TextChoices):
     ALLOWED = "allowed", "allowed"
     DENIED = "denied", "denied"
 
@@ -33,7 +33,7 @@ class ExchangeRecord(models.Model):
                                db_index=False)  # record_tenant_at leads with it
     created_at = models.DateTimeField()
     endpoint = models.CharField(max_length=16)
-    decision = models.CharField(max_length=8, choices=Decision.choices)
+    decision = models.CharField(max_length=8, choices=AuditDecision.choices)
     error_code = models.CharField(max_length=64, blank=True)
     status_code = models.PositiveSmallIntegerField()
     reason = models.TextField(blank=True)
@@ -121,7 +121,7 @@ class AuditRollup(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False,
                                db_index=False)  # rollup_unique_group leads with it
     hour = models.DateTimeField()
-    decision = models.CharField(max_length=8, choices=Decision.choices)
+    decision = models.CharField(max_length=8, choices=AuditDecision.choices)
     error_code = models.CharField(max_length=64, blank=True)
     rule_name = models.CharField(max_length=200, blank=True)
     shard = models.PositiveSmallIntegerField(default=0)

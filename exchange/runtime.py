@@ -33,7 +33,7 @@ from .conf import jwtex_settings
 from .console.presets import preset_claim_types
 from .core.errors import NotFound, TemporarilyUnavailable
 from .core.rules.cel_guard import RuleSyntaxError
-from .core.rules.engine import CompiledRule, compile_rule
+from .core.rules.compiled import CompiledRule, rule_compile
 from .core.values import IssuerSnapshot, SignerKey
 from .invalidation import config_changed
 from .keys import (
@@ -126,7 +126,7 @@ def tenant_rules_compile(*, tenant: Tenant, shadow: bool = False) -> tuple[tuple
         ids = frozenset(i.issuer_id for i in enabled)
         platforms = preset_claim_types([(i.issuer, i.static_jwks is not None) for i in enabled])
         try:
-            compiled.append(compile_rule(rule.spec(issuer_ids=ids), claim_types=platforms))
+            compiled.append(rule_compile(rule.spec(issuer_ids=ids), claim_types=platforms))
         except RuleSyntaxError as exc:
             # Fail closed: a broken rule could have been the deny that protects everything below it.
             return (), f"rule {rule.name!r} does not compile: {exc}"

@@ -15,13 +15,13 @@ from django.utils import timezone
 
 from tenants.models import Tenant
 
-from .audit.writer import audit_writer, drain
+from .audit.writer import audit_writer, spool_drain
 from .keys import signing_key_rotate
 from .models import Issuer
 from .publish.service import issuer_publish
 from .services.audit import audit_retention_sweep, exchange_records_purge
-from .services.operations import sweep_succeeded
-from .upstream.jwks import issuer_jwks_refresh
+from .services.health import sweep_succeeded
+from .upstream.issuer_keys import issuer_jwks_refresh
 
 logger = logging.getLogger("jwtex.tasks")
 
@@ -115,4 +115,4 @@ def _result_fields(result) -> dict:
 def drain_audit_spool() -> int:
     """Audit records a process of this host spooled while the database was down (and did not
     drain itself: e.g. it was killed) are written to the database, each exactly once."""
-    return _succeeded("drain_audit_spool", drain(audit_writer().spool))
+    return _succeeded("drain_audit_spool", spool_drain(audit_writer().spool))

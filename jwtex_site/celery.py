@@ -35,10 +35,10 @@ def _refuse_unsafe_start(sender=None, **kwargs) -> None:
     SystemExit, because Celery logs and ignores ordinary exceptions raised by signal handlers."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from exchange.checks import refuse_unsafe_start
+    from exchange.checks import startup_checks_enforce
 
     try:
-        refuse_unsafe_start("Celery worker" if "beat" not in str(sender).lower() else "Celery beat")
+        startup_checks_enforce("Celery worker" if "beat" not in str(sender).lower() else "Celery beat")
     except ImproperlyConfigured as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None

@@ -295,7 +295,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "exchange.api.schema.document_exchange_endpoints",
+        "exchange.api.openapi.document_exchange_endpoints",
     ],
 }
 

@@ -9,7 +9,8 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 
-from .admin_mixins import OWN, DeclaredLookupsOnlyMixin, TenantScopedAdminMixin, has_role
+from .admin_lookups import DeclaredLookupsOnlyMixin
+from .admin_mixins import OWN, TenantScopedAdminMixin, has_role
 from .models import Membership, MembershipSource, Role
 from .services import membership_add, membership_role_change_errors, user_get_by_username
 
@@ -89,7 +90,7 @@ class MembershipAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         obj.created_at = saved.created_at
 
 
-# Every list of the admin accepts only the filters it declares (tenants.admin_mixins), Django's too.
+# Every list of the admin accepts only the filters it declares (tenants.admin_lookups), Django's too.
 for _model, _base in ((get_user_model(), UserAdmin), (Group, GroupAdmin)):
     if admin.site.is_registered(_model) and not isinstance(admin.site._registry[_model], DeclaredLookupsOnlyMixin):
         admin.site.unregister(_model)

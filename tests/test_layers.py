@@ -101,17 +101,22 @@ def test_the_admin_writes_through_services_only():
     assert not offenders
 
 
+# A guard, not a target: a module that nears it holds two concerns, and is split by concern (the
+# guarded request and the JSON fetch; the tenant scoping and the admin lists' lookups).
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
 def test_modules_and_functions_stay_small():
-    """No module over ~400 lines, no function over 60 lines, except data tables."""
-    data_tables = {"_paths"}  # exchange/api/schema.py: the OpenAPI document of the non-DRF endpoints
+    """No module over 400 lines, no function over 60 lines, none excepted."""
     long_modules, long_functions = [], []
     for path in _modules(*PACKAGES):
         text = path.read_text()
-        if text.count("\n") > 430:
+        if text.count("\n") > MAX_MODULE_LINES:
             long_modules.append(str(path.relative_to(REPO_ROOT)))
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in data_tables:
-                if node.end_lineno - node.lineno + 1 > 60:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                     long_functions.append(f"{path.relative_to(REPO_ROOT)}:{node.name}")
     assert not long_modules and not long_functions
 
@@ -125,3 +130,99 @@ def test_the_models_match_their_migrations():
     out = StringIO()
     call_command("makemigrations", "exchange", "tenants", "--check", "--dry-run", stdout=out, stderr=out)
     assert "No changes detected" in out.getvalue()
+
+
+# Django's migration loader takes every module of a migrations/ folder for a migration unless its
+# name starts with an underscore: the helpers the migrations share must be named so, and what tests
+# or benchmarks them imports them there.
+_PRIVATE_MODULES_SHARED = ("exchange.migrations.",)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private_imports(path: Path, source: str) -> list[str]:
+    """``from x import _y`` (and ``x._y`` in a module path) where ``x`` is another module: what
+    another module needs is public, or lives where both reach it. A private module (``_m.py``)
+    may be imported by the modules of its own package."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    offences = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            dotted = [(f"{module}.{alias.name}", False) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            dotted = [(alias.name, True) for alias in node.names]
+        else:
+            continue
+        for name, all_modules in dotted:
+            parts = name.split(".")
+            for index, part in enumerate(parts):
+                if not part.startswith("_") or part.startswith("__"):
+                    continue
+                owner = ".".join(parts[:index])
+                where = REPO_ROOT / Path(*parts[: index + 1])
+                is_module = all_modules or index < len(parts) - 1 or where.with_suffix(".py").exists() or where.is_dir()
+                if is_module and (owner == package or f"{owner}.".startswith(_PRIVATE_MODULES_SHARED)):
+                    continue
+                offences.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {name}")
+                break
+    return offences
+
+
+def _tracked_python() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return [REPO_ROOT / line for line in listed.stdout.splitlines() if (REPO_ROOT / line).exists()]
+
+
+def test_no_module_imports_another_modules_private_names():
+    offences = [o for path in _tracked_python() for o in _private_imports(path, path.read_text())]
+    assert not offences
+
+
+@pytest.mark.parametrize("source, offends", [
+    ("from .engine import _denied", True),
+    ("from exchange.core.rules.engine import CompiledRule, _audience", True),
+    ("from ..upstream import fetch\nfrom ..upstream.fetch import _Target", True),
+    ("import exchange.upstream.fetch._helpers", True),
+    ("from .engine import rule_denial, __all__", False),
+    ("from exchange.migrations._audit_sql import RECORDS", False),  # Django's underscore, see above
+    ("from ._private_sibling import helper", False),  # a private module of the same package
+    ("from exchange.core._private import helper", True),  # … but not of another package
+])
+def test_the_private_import_scan_sees_each_form(source, offends):
+    path = REPO_ROOT / "exchange" / "core" / "rules" / "mapper.py"
+    assert bool(_private_imports(path, source)) is offends
+
+
+# Django's conventional names, which each package may have; exchange/admin/ names each module after
+# what it administers (the model, or the service of the same name: admin/rules.py and
+# services/rules.py), so a reader always knows which of the two is meant by its folder.
+_CONVENTIONAL_NAMES = frozenset({"__init__.py", "apps.py", "models.py", "urls.py", "views.py"})
+_NAMED_AFTER_WHAT_THEY_ADMINISTER = Path("exchange", "admin")
+
+
+def _shared_names(paths: list[Path]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for path in paths:
+        if path.name in _CONVENTIONAL_NAMES or path.parent == _NAMED_AFTER_WHAT_THEY_ADMINISTER:
+            continue
+        by_name.setdefault(path.name, []).append(str(path))
+    return {name: where for name, where in by_name.items() if len(where) > 1}
+
+
+def test_no_two_modules_under_exchange_share_a_name():
+    """One name, one module (docs/design/layout.md#naming): ``limits`` or ``revisions`` must not
+    mean two things depending on the folder."""
+    paths = [p.relative_to(REPO_ROOT) for p in (REPO_ROOT / "exchange").rglob("*.py")]
+    assert not _shared_names(paths)
+
+
+def test_the_name_check_sees_a_shared_name():
+    paths = [Path("exchange/core/limits.py"), Path("exchange/services/limits.py"), Path("exchange/admin/rules.py"),
+             Path("exchange/services/rules.py"), Path("exchange/api/views.py"), Path("exchange/admin/views.py")]
+    assert _shared_names(paths) == {"limits.py": ["exchange/core/limits.py", "exchange/services/limits.py"]}

@@ -40,7 +40,7 @@ pytestmark = [
 # and beat on Redis, the Redis cache, PostgreSQL, /metrics, KMS tenants).
 PRODUCTION_MODULES = [
     "jwtex_site.settings", "jwtex_site.wsgi", "jwtex_site.celery", "jwtex_site.serve", "jwtex_site.gunicorn_conf",
-    "exchange.tasks", "exchange.kms", "exchange.services.operations",
+    "exchange.tasks", "exchange.kms", "exchange.services.health",
     "psycopg", "django.db.backends.postgresql.base",
     "redis", "django.core.cache.backends.redis", "kombu.transport.redis", "celery.backends.redis",
     "celery.apps.worker", "celery.apps.beat", "celery.concurrency.prefork",
@@ -58,7 +58,7 @@ for name in sys.argv[1:]:
         importlib.import_module(name)
     except Exception as exc:
         failed[name] = f"{type(exc).__name__}: {exc}"
-from exchange.services.operations import readiness
+from exchange.services.health import readiness
 ready, checks = readiness()
 print(json.dumps({"failed": failed, "ready": ready, "checks": checks}))
 """

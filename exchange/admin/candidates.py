@@ -17,7 +17,7 @@ from django.utils import timezone
 from tenants.admin_mixins import CONFIGURE, VIEW, has_role, tenant_get_or_404
 
 from ..services.shadow import shadow_replay, shadow_report, shadow_rules_discard, shadow_rules_promote, shadow_rules_start
-from .views import _context, _require
+from .views import page_context, role_require
 
 ACTIONS = {
     "start": (shadow_rules_start, lambda n: f"Candidate set started: {_rules(n)} copied from the live rules. "
@@ -48,7 +48,7 @@ def candidate_view(request, tenant_id, *, model_admin):
         except ValueError as exc:
             messages.error(request, str(exc))
     candidates = list(tenant.rules.filter(shadow=True).order_by("position", "id"))
-    return TemplateResponse(request, "jwtex/candidate.html", _context(
+    return TemplateResponse(request, "jwtex/candidate.html", page_context(
         model_admin, request, title=f"Candidate rules of {tenant.name} ({tenant.slug})", tenant=tenant,
         candidates=candidates, report=shadow_report(tenant=tenant, now=now, kind=kind) if candidates else None,
         replay=replay, can_change=has_role(request, tenant.pk, CONFIGURE),
@@ -63,7 +63,7 @@ def candidate_action_view(request, tenant_id, action, *, model_admin):
     if request.method != "POST" or action not in ACTIONS:
         return HttpResponseNotAllowed(["POST"])
     tenant = tenant_get_or_404(request, tenant_id, VIEW)
-    _require(request, tenant.pk, CONFIGURE)
+    role_require(request, tenant.pk, CONFIGURE)
     service, message = ACTIONS[action]
     try:
         messages.success(request, message(service(tenant=tenant)))

@@ -23,7 +23,7 @@ from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGT
 from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS
 from ..models import Issuer, Rule
 from ..publish.documents import published_url_problem_for
-from ..services.simulator import parse_claims_json
+from ..services.simulator import claims_json_parse
 from .tag_rows import TagRowsField
 
 MONO = {"class": "vLargeTextField jwtex-mono", "spellcheck": "false", "autocapitalize": "off"}
@@ -296,7 +296,7 @@ class SimulatorForm(forms.Form):
                 self.add_error("claims", "A JSON object of claims.")
             else:
                 try:
-                    cleaned["claims_parsed"] = parse_claims_json(text)
+                    cleaned["claims_parsed"] = claims_json_parse(text)
                 except ExchangeError as exc:
                     self.add_error("claims", exc.description)
         if cleaned.get("rule", "").strip() and tenant is not None:

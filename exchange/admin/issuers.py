@@ -14,7 +14,7 @@ from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_an
 from ..core.jwks import kids_of
 from ..models import Issuer
 from ..services.overview import issuer_health
-from ..upstream.jwks import issuer_keys_fetch_now, issuer_keys_forget_if_source_changed
+from ..upstream.issuer_keys import issuer_keys_fetch_now, issuer_keys_forget_if_source_changed
 from . import readable, views
 from .forms import IssuerForm
 
@@ -100,7 +100,7 @@ class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, ad
         now = timezone.now()
         for issuer in scoped_actions_queryset(request, queryset.select_related("tenant"), CONFIGURE):
             outcome = issuer_keys_fetch_now(issuer=issuer, now=now)
-            views.report_fetch(request, issuer, outcome)
+            views.fetch_outcome_report(request, issuer, outcome)
 
     def has_configure_permission(self, request):
         return has_any_role(request, CONFIGURE)

@@ -2,7 +2,7 @@
 before, and "Restore revision N" behind a confirmation page that shows the diff the restore
 will make. Everyone with a role in the tenant reads them; owners and operators restore (403 for
 an auditor); 404 for a user without a role there. A restore is ``jwtex_apply`` of the revision's
-document (exchange.config.revisions), so nothing here writes a row.
+document (exchange.config.revision_documents), so nothing here writes a row.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from tenants.admin_mixins import CONFIGURE, VIEW, has_role, tenant_get_or_404
 
-from ..config.revisions import revision_restore, revision_restore_preview
+from ..config.revision_documents import revision_restore, revision_restore_preview
 from ..config.schema import ConfigError
 from ..services.revisions import revision_diff, revision_get, revision_list
 

@@ -3,7 +3,7 @@ in the order the tags appear in the token, each row showing its own problems.
 
 Stored as ``Rule.session_tags``: an ordered JSON object of tag key → CEL string, or
 ``{"value": CEL, "optional": true}`` for an optional tag. The checks are the model's
-(``Rule.clean`` → ``validate_rule_spec``), whose messages name the tag by path
+(``Rule.clean`` → ``rule_spec_validate``), whose messages name the tag by path
 (``session_tags.<key>: …``); the rows find theirs by that key. What only the rows can get wrong
 (a row without a key, a key without an expression, the same key twice) this field reports as
 ``Row N: …``. Messages about no single row (at most 50 tags, the token-size bound) stay at the

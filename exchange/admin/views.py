@@ -24,12 +24,12 @@ from ..keys import signing_key_revoke, signing_key_rotate
 from ..models import PUBLISHED_KEY_STATES, Issuer, Rule, SigningKey
 from ..services.overview import tenant_overview_get
 from ..services.rules import rule_move
-from ..services.simulator import simulate_claims, simulate_token
+from ..services.simulator import claims_simulate, token_simulate
 from ..services.tenants import issuer_id_free
-from ..upstream.jwks import issuer_keys_fetch_now
+from ..upstream.issuer_keys import issuer_keys_fetch_now
 from .forms import PresetForm, SimulatorForm
 
-def _context(model_admin, request, **extra):
+def page_context(model_admin, request, **extra):
     return {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.model._meta,
@@ -42,7 +42,7 @@ def _object_or_404(model_admin, request, object_id):
     return model_admin.get_object(request, object_id)  # scoped queryset; raises Http404
 
 
-def _require(request, tenant_id: int, roles) -> None:
+def role_require(request, tenant_id: int, roles) -> None:
     if not has_role(request, tenant_id, roles):
         raise PermissionDenied
 
@@ -57,7 +57,7 @@ def tenant_overview_view(request, object_id, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/tenant_overview.html",
-        _context(
+        page_context(
             model_admin,
             request,
             title=f"{tenant.name} ({tenant.slug})",
@@ -113,7 +113,7 @@ def issuer_preset_view(request, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/issuer_preset.html",
-        _context(model_admin, request, title="Add an issuer from a preset", form=form, presets=presets),
+        page_context(model_admin, request, title="Add an issuer from a preset", form=form, presets=presets),
     )
 
 
@@ -121,8 +121,8 @@ def issuer_fetch_keys_view(request, object_id, *, model_admin):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     issuer = _object_or_404(model_admin, request, object_id)
-    _require(request, issuer.tenant_id, CONFIGURE)
-    report_fetch(request, issuer, issuer_keys_fetch_now(issuer=issuer, now=timezone.now()))
+    role_require(request, issuer.tenant_id, CONFIGURE)
+    fetch_outcome_report(request, issuer, issuer_keys_fetch_now(issuer=issuer, now=timezone.now()))
     return HttpResponseRedirect(reverse("admin:exchange_issuer_change", args=[issuer.pk]))
 
 
@@ -133,7 +133,7 @@ def rule_move_view(request, object_id, direction, *, model_admin):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     rule = _object_or_404(model_admin, request, object_id)
-    _require(request, rule.tenant_id, CONFIGURE)
+    role_require(request, rule.tenant_id, CONFIGURE)
     if direction not in {"up", "down"}:
         raise Http404("No such direction.")
     if not rule_move(rule=rule, direction=direction):
@@ -163,10 +163,10 @@ def rule_simulator_view(request, *, model_admin):
         outbound = has_role(request, tenant.pk, CONFIGURE)  # an auditor's simulation calls nothing outside
         draft = form.cleaned_data.get("draft")  # a rule to try first, checked as saving it would be
         if form.cleaned_data["mode"] == "token":
-            result = simulate_token(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
+            result = token_simulate(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
                                     outbound=outbound, draft=draft)
         else:
-            result = simulate_claims(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
+            result = claims_simulate(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
                                      audience=audience, outbound=outbound, draft=draft)
     rule_links = {}
     if result is not None:
@@ -177,7 +177,7 @@ def rule_simulator_view(request, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/simulator.html",
-        _context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links,
+        page_context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links,
                  replay_tenants=tenants.order_by("slug")[:20]),
     )
 
@@ -187,7 +187,7 @@ def rule_simulator_view(request, *, model_admin):
 
 def signing_key_rotate_view(request, tenant_id, *, model_admin):
     tenant = tenant_get_or_404(request, tenant_id, VIEW)
-    _require(request, tenant.pk, CONFIGURE)
+    role_require(request, tenant.pk, CONFIGURE)
     if request.method == "POST":
         result = signing_key_rotate(tenant_id=tenant.pk, now=timezone.now(), force=True)
         if result.skipped:
@@ -208,7 +208,7 @@ def signing_key_rotate_view(request, tenant_id, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/confirm.html",
-        _context(
+        page_context(
             model_admin,
             request,
             title=f"Rotate the signing key of {tenant.slug} now?",
@@ -227,7 +227,7 @@ def _keys_url(tenant_id: int) -> str:
 
 def signing_key_revoke_view(request, object_id, *, model_admin):
     key = _object_or_404(model_admin, request, object_id)
-    _require(request, key.tenant_id, OWN)
+    role_require(request, key.tenant_id, OWN)
     if key.state not in PUBLISHED_KEY_STATES:
         messages.info(request, f"Key {key.kid} is {key.state}: it is not published and cannot sign.")
         return HttpResponseRedirect(reverse("admin:exchange_signingkey_changelist"))
@@ -241,7 +241,7 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/confirm.html",
-        _context(
+        page_context(
             model_admin,
             request,
             title=f"Revoke key {key.kid}?",
@@ -253,7 +253,7 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
     )
 
 
-def report_fetch(request, issuer, outcome) -> None:
+def fetch_outcome_report(request, issuer, outcome) -> None:
     if outcome.static:
         messages.info(request, f"Issuer {issuer}: static JWKS, nothing to fetch; "
                                f"key ids: {', '.join(outcome.kids) or 'none'}.")

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_safe
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # what every Prometheus parses
 
 from ..conf import jwtex_settings
-from ..services.operations import metrics_text, readiness
+from ..services.health import metrics_text, readiness
 
 NO_STORE = {"Cache-Control": "no-store"}
 

@@ -1,6 +1,6 @@
 """Each wire format of the exchange (docs/endpoints.md#exchange-endpoints) parsed into one request value.
 
-The views only call these, ``exchange_token`` and a renderer; every refusal here is an
+The views only call these, ``token_exchange`` and a renderer; every refusal here is an
 ``ExchangeError`` (``InvalidRequest``, ``RequestTooLarge``, ``UnsupportedGrantType``), so a bad
 request is a 4xx in the endpoint's own error shape and never reaches the pipeline.
 """
@@ -34,7 +34,7 @@ def body_limit() -> int:
     return jwtex_settings.max_token_bytes + BODY_OVERHEAD
 
 
-def check_declared_length(request: HttpRequest) -> None:
+def declared_length_check(request: HttpRequest) -> None:
     """413 before a body larger than a token can be is read at all."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
     try:
@@ -47,7 +47,7 @@ def check_declared_length(request: HttpRequest) -> None:
 
 def read_body(request: HttpRequest) -> bytes:
     """The body, refusing an oversized one before and after reading it (413)."""
-    check_declared_length(request)
+    declared_length_check(request)
     try:
         body = request.body  # buffered once; request.POST parses from it afterwards
     except RequestDataTooBig:

@@ -25,15 +25,15 @@ from ..core.limits import DISCOVERY_MAX_AGE, JWKS_MAX_AGE
 from ..core.values import MintedToken
 from ..metrics import request_refused_observed
 from ..protocol import ISSUED_TOKEN_TYPE_NA, TOKEN_TYPE_JWT
-from ..services.exchange import exchange_token, tenant_check, tenant_documents
+from ..services.exchange import token_exchange, tenant_check, tenant_documents
 from . import params
-from .errors import error_response, oauth_error_response
+from .error_responses import error_response, oauth_error_response
 from .parsers import StrictJSONParser
 from .serializers import ErrorSerializer, ExchangeRequestSerializer, ExchangeResponseSerializer
 
 
 def _exchange(slug: str, request: params.ExchangeRequest, *, endpoint: str) -> MintedToken:
-    return exchange_token(
+    return token_exchange(
         tenant_slug=slug,
         subject_token=request.subject_token,
         issuer_id=request.issuer_id,
@@ -152,7 +152,7 @@ class ExchangeAPIView(APIView):
     parser_classes = [StrictJSONParser]
 
     @extend_schema(
-        operation_id="exchange_token",
+        operation_id="token_exchange",
         summary="Exchange an upstream OIDC token for a tenant-signed JWT",
         request=ExchangeRequestSerializer,
         responses={
@@ -172,7 +172,7 @@ class ExchangeAPIView(APIView):
         except ExchangeError as error:
             return error_response(error)
         try:
-            params.check_declared_length(request)
+            params.declared_length_check(request)
             serializer = ExchangeRequestSerializer(data=request.data)
             if not serializer.is_valid():
                 raise InvalidRequest(_first_error(serializer.errors))

@@ -31,7 +31,7 @@ class SpoolError(OSError):
     """The spool could not make a record durable (disk full, read-only, …)."""
 
 
-def encode(fields: dict[str, Any]) -> str:
+def spool_line_encode(fields: dict[str, Any]) -> str:
     data = dict(fields)
     for name in _DATETIME_FIELDS:
         if isinstance(data.get(name), datetime):
@@ -41,7 +41,7 @@ def encode(fields: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def decode(line: str) -> dict[str, Any]:
+def spool_line_decode(line: str) -> dict[str, Any]:
     data = json.loads(line)
     if not isinstance(data, dict) or not data.get("record_id"):
         raise ValueError("not a spooled audit record")
@@ -74,7 +74,7 @@ class Spool:
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
         """Make ``records`` durable in this process's spool file (one write and one fsync)."""
-        data = "".join(encode(record) + "\n" for record in records).encode("utf-8")
+        data = "".join(spool_line_encode(record) + "\n" for record in records).encode("utf-8")
         with self._lock:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ class Spool:
             if not line.strip():
                 continue
             try:
-                records.append(decode(line))
+                records.append(spool_line_decode(line))
             except ValueError:
                 logger.error("spooled audit line unreadable; skipped", extra={"jwtex": {"file": path.name, "line": number}})
         for start in range(0, len(records), batch):

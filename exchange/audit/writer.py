@@ -113,7 +113,7 @@ class AuditWriter:
 
     def _persist(self, batch: list[_Pending]) -> None:
         try:
-            stored = _store([item.fields for item in batch])
+            stored = records_store([item.fields for item in batch])
             self.commits += 1
             self.records += stored
             durable = True
@@ -146,7 +146,7 @@ class AuditWriter:
         if clock - self._last_drain < DRAIN_INTERVAL:
             return
         self._last_drain = clock
-        drain(self.spool)
+        spool_drain(self.spool)
 
 
 def record_id_new(created_at: datetime | None = None) -> uuid.UUID:
@@ -162,7 +162,7 @@ _FIELDS = [f for f in ExchangeRecord._meta.concrete_fields if not f.primary_key]
 _JSON_FIELDS = frozenset(f.name for f in _FIELDS if f.get_internal_type() == "JSONField")
 
 
-def _store(records: list[dict[str, Any]]) -> int:
+def records_store(records: list[dict[str, Any]]) -> int:
     """Insert ``records`` (one statement, one transaction); on PostgreSQL, a day without its
     partition gets one and the statement runs again. Inside a caller's transaction (a test, a
     command) the first try is a savepoint, so that the transaction survives the refusal."""
@@ -259,7 +259,7 @@ def _close_if_broken() -> None:
         connection.close_if_unusable_or_obsolete()
 
 
-def drain(spool: Spool) -> int:
+def spool_drain(spool: Spool) -> int:
     """Write the spooled records of this host to the database, exactly once each."""
     try:
         return spool.drain(_insert_drained)
@@ -268,13 +268,13 @@ def drain(spool: Spool) -> int:
         return 0
 
 
-def drain_at_start() -> threading.Thread:
+def spool_drain_at_start() -> threading.Thread:
     """Drain what this host's earlier processes spooled (e.g. one was killed), in the background so
     that a database still down does not hold up the start; the next commits drain the rest."""
 
     def run() -> None:
         try:
-            count = drain(audit_writer().spool)
+            count = spool_drain(audit_writer().spool)
             if count:
                 logger.info("spooled audit records written at start", extra={"jwtex": {"records": count}})
         except Exception:  # noqa: BLE001 - a failed drain at start is retried by every commit
@@ -293,7 +293,7 @@ def flush_at_exit() -> int:
     process that is going away — a container replaced, a pod deleted — may have no successor on
     this host to drain its file; what the database still cannot take stays in the spool."""
     try:
-        count = drain(audit_writer().spool)
+        count = spool_drain(audit_writer().spool)
     except Exception:  # noqa: BLE001 - never fail an exit over it; the file stays for the next drain
         logger.exception("draining the audit spool at exit failed")
         return 0
@@ -320,7 +320,7 @@ def flush_at_exit_register() -> None:
 
 
 def _insert_drained(records: list[dict[str, Any]]) -> None:
-    _store(records)
+    records_store(records)
 
 
 _writer: AuditWriter | None = None

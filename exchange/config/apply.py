@@ -39,7 +39,7 @@ from ..core.publication import published_folder
 from ..models import Issuer, Rule
 from ..publish.documents import published_url_problem_for
 from ..services.tenants import tenant_create
-from ..upstream.jwks import issuer_keys_forget_if_source_changed
+from ..upstream.issuer_keys import issuer_keys_forget_if_source_changed
 from .schema import ConfigError
 from .validate import DesiredTenant, config_validate
 

@@ -151,7 +151,7 @@ class Collector:
             self.warnings.append((path, message))
 
 
-def check_keys(obj: Mapping, allowed: Sequence[str], required: Sequence[str], path: str, errors: Collector) -> None:
+def keys_check(obj: Mapping, allowed: Sequence[str], required: Sequence[str], path: str, errors: Collector) -> None:
     for key in obj:
         if key not in allowed:
             hint = difflib.get_close_matches(str(key), list(allowed), n=1)
@@ -264,7 +264,7 @@ def stored_value(kind: str, value: Any) -> Any:
     return _STORED[kind](value) if kind in _STORED else copy.deepcopy(value)
 
 
-def check_value(kind: str, value: Any, path: str, errors: Collector) -> bool:
+def value_check(kind: str, value: Any, path: str, errors: Collector) -> bool:
     """True when ``value`` has the shape ``kind`` asks for; reports the problem otherwise."""
     if kind in _STRUCTURED:
         return _STRUCTURED[kind](value, path, errors)

@@ -27,8 +27,8 @@ from .schema import (
     ConfigError,
     Key,
     at,
-    check_keys,
-    check_value,
+    keys_check,
+    value_check,
     dot,
     field_default,
     stored_value,
@@ -74,7 +74,7 @@ def _read_fields(
         if spec.kind == "issuer_ids":
             continue
         if key in obj:
-            if check_value(spec.kind, obj[key], dot(path, key), errors):
+            if value_check(spec.kind, obj[key], dot(path, key), errors):
                 if spec.kind == "mapper":  # one document key, two model fields
                     values["mapper_url"] = obj[key]["url"]
                     values["mapper_timeout_ms"] = obj[key].get("timeout_ms", field_default(model, "mapper_timeout_ms"))
@@ -128,7 +128,7 @@ def _validate_issuer(obj: Any, index: int, tenant_path: str, errors: Collector) 
     if not isinstance(obj, dict):
         errors.add(path, f"expected a mapping, got {type_name(obj)}")
         return None
-    check_keys(obj, list(ISSUER_KEYS), [k for k, s in ISSUER_KEYS.items() if s.required], path, errors)
+    keys_check(obj, list(ISSUER_KEYS), [k for k, s in ISSUER_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, ISSUER_KEYS, Issuer, path, errors)
     issuer = Issuer(**values)
     yaml_key = {spec.model_field: key for key, spec in ISSUER_KEYS.items()}
@@ -151,7 +151,7 @@ def _rule_field_path(path: str, field: str, within: str) -> str:
 def _rule_issuers(obj: dict, path: str, issuer_urls: Mapping[str, object], errors: Collector) -> set[str]:
     """The issuer ids a rule names, each reported unless the tenant's file defines it."""
     referenced: set[str] = set()
-    if "issuers" in obj and check_value("issuer_ids", obj["issuers"], dot(path, "issuers"), errors):
+    if "issuers" in obj and value_check("issuer_ids", obj["issuers"], dot(path, "issuers"), errors):
         if not obj["issuers"]:
             errors.add(dot(path, "issuers"), "a rule must name at least one issuer")
         for position, issuer_id in enumerate(obj["issuers"]):
@@ -179,7 +179,7 @@ def _validate_rule(
     if not isinstance(obj, dict):
         errors.add(path, f"expected a mapping, got {type_name(obj)}")
         return None
-    check_keys(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
+    keys_check(obj, list(RULE_KEYS), [k for k, s in RULE_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, RULE_KEYS, Rule, path, errors)
     referenced = _rule_issuers(obj, path, issuers, errors)
     rule = Rule(**values)
@@ -234,7 +234,7 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
     if not isinstance(obj, dict):
         errors.add(path, f"expected a mapping, got {type_name(obj)}")
         return None
-    check_keys(obj, [*TENANT_KEYS, *TENANT_LISTS], [k for k, s in TENANT_KEYS.items() if s.required], path, errors)
+    keys_check(obj, [*TENANT_KEYS, *TENANT_LISTS], [k for k, s in TENANT_KEYS.items() if s.required], path, errors)
     values, bad = _read_fields(obj, TENANT_KEYS, Tenant, path, errors)
     _model_errors(Tenant(**values), TENANT_KEYS, path, errors, exclude=bad, clean=True)
 
@@ -270,7 +270,7 @@ def config_validate(document: Any) -> list[DesiredTenant]:
     errors = Collector()
     if not isinstance(document, Mapping):
         raise ConfigError([("(document)", f"expected a mapping with a 'tenants' list, got {type_name(document)}")])
-    check_keys(document, ["tenants"], ["tenants"], "(document)", errors)
+    keys_check(document, ["tenants"], ["tenants"], "(document)", errors)
     tenants_raw = document.get("tenants", [])
     if not isinstance(tenants_raw, list):
         errors.add("tenants", f"expected a list, got {type_name(tenants_raw)}")

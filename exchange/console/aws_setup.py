@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..core.aws import STS_AUDIENCE, validate_session_tag_key
+from ..core.aws import STS_AUDIENCE, session_tag_key_validate
 from .snippet_quoting import comment_text, hcl_list, hcl_str, iam_literal, sh_word, yaml_str
 
 __all__ = ["AwsSetup", "aws_setup_render", "oidc_provider_host_path"]
@@ -316,7 +316,7 @@ def _trust_policy(
 
 def _valid_tag_key(key: str) -> bool:
     try:
-        validate_session_tag_key(key)
+        session_tag_key_validate(key)
     except ValueError:
         return False
     return True

@@ -22,7 +22,7 @@ from .aws import AWS_TAGS_CLAIM
 
 __all__ = ["claims_compact", "claims_full", "compactable", "issued_sub_stored", "issued_subject"]
 
-# The claims every minted token carries first (exchange.core.minting.build_payload), in its order.
+# The claims every minted token carries first (exchange.core.minting.payload_build), in its order.
 _LEADING = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti")
 
 

@@ -23,9 +23,9 @@ __all__ = [
     "aws_source_identity",
     "aws_tag",
     "is_aws_claim",
+    "session_tag_key_validate",
+    "session_tag_value_validate",
     "source_identity_problem",
-    "validate_session_tag_key",
-    "validate_session_tag_value",
 ]
 
 # The audience of a web identity token meant for AWS STS (AssumeRoleWithWebIdentity), as the IAM
@@ -106,7 +106,7 @@ def _describe_character(ch: str) -> str:
 _ALLOWED_CHARACTERS_TEXT = "letters, numbers, spaces and _ . : / = + - @"
 
 
-def validate_session_tag_key(key: str) -> None:
+def session_tag_key_validate(key: str) -> None:
     """Raise ``ValueError`` unless ``key`` is a session tag key AWS STS accepts."""
     if not isinstance(key, str):
         raise ValueError("A session tag key must be a string.")
@@ -123,7 +123,7 @@ def validate_session_tag_key(key: str) -> None:
         raise ValueError(f"Session tag key {key!r} starts with 'aws:', which AWS reserves.")
 
 
-def validate_session_tag_value(key: str, value: str) -> None:
+def session_tag_value_validate(key: str, value: str) -> None:
     """Raise ``TagValueError`` unless ``value`` is a value AWS STS accepts for tag ``key``.
 
     The message names the key and the offending character, never the whole value.

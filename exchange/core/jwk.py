@@ -24,17 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 __all__ = [
     "KeyDecryptionError",
-    "decrypt_private_key",
+    "private_key_decrypt",
     "ecdsa_der_to_raw",
     "ecdsa_raw_to_der",
-    "encrypt_private_key",
-    "generate_private_key",
+    "private_key_encrypt",
+    "private_key_generate",
     "jwk_signature_size",
     "jwk_thumbprint",
     "key_encryption",
     "public_jwk",
     "public_jwk_from_spki",
-    "sign_with_private_key",
+    "private_key_sign",
 ]
 
 RSA_KEY_BITS = 2048
@@ -126,7 +126,7 @@ def ecdsa_raw_to_der(raw: bytes, *, size: int = _P256_SIZE) -> bytes:
     return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
 
 
-def sign_with_private_key(private_key: Any, *, algorithm: str, signing_input: bytes) -> bytes:
+def private_key_sign(private_key: Any, *, algorithm: str, signing_input: bytes) -> bytes:
     """The JWS signature by a local key: ES256 → raw r||s (RFC 7518 §3.4), RS256 → RSASSA-PKCS1-v1_5
     with SHA-256 (§3.3), as PyJWT makes them."""
     if algorithm == "ES256":
@@ -136,7 +136,7 @@ def sign_with_private_key(private_key: Any, *, algorithm: str, signing_input: by
     raise ValueError(f"unsupported signing algorithm {algorithm!r}")
 
 
-def generate_private_key(algorithm: str) -> Any:
+def private_key_generate(algorithm: str) -> Any:
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     if algorithm == "RS256":
@@ -157,14 +157,14 @@ def key_encryption(secrets: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([_fernet_for(s) for s in secrets])
 
 
-def encrypt_private_key(private_key: Any, *, fernet: MultiFernet) -> bytes:
+def private_key_encrypt(private_key: Any, *, fernet: MultiFernet) -> bytes:
     der = private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return fernet.encrypt(der)
 
 
-def decrypt_private_key(blob: bytes, *, fernet: MultiFernet) -> Any:
+def private_key_decrypt(blob: bytes, *, fernet: MultiFernet) -> Any:
     try:
         der = fernet.decrypt(bytes(blob))
     except InvalidToken as exc:

@@ -24,11 +24,11 @@ from .values import Decision, MintedToken, SignerKey
 __all__ = [
     "RESERVED_CLAIMS",
     "TokenTooLong",
-    "build_payload",
+    "payload_build",
     "encoded_length",
     "token_length_bound",
-    "mint_token",
-    "sign_compact",
+    "jwt_mint",
+    "jwt_sign",
     "signature_bytes",
     "token_length",
 ]
@@ -89,7 +89,7 @@ def _aws_tags_claim(decision: Decision) -> dict[str, Any]:
     return claim
 
 
-def build_payload(
+def payload_build(
     *, decision: Decision, issuer: str, issued_at: int | None = None, jti: str | None = None
 ) -> dict[str, Any]:
     """The claims of the token ``decision`` describes. Without ``issued_at`` the per-token claims
@@ -101,7 +101,7 @@ def build_payload(
     }
     if issued_at is not None:
         payload.update(iat=issued_at, nbf=issued_at, exp=issued_at + int(decision.lifetime), jti=jti)
-    # Rules cannot name reserved claims (rules.validate_rule_spec); skip them here as well
+    # Rules cannot name reserved claims (rules.rule_spec_validate); skip them here as well
     # so no Decision, however built, can override iss/sub/aud/exp/… or the tags claim.
     for name, value in decision.extra_claims.items():
         if name not in RESERVED_CLAIMS and not is_aws_claim(name):
@@ -144,7 +144,7 @@ def _b64url(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def sign_compact(payload: Mapping[str, Any], *, signer: SignerKey, headers: Mapping[str, Any] | None = None) -> str:
+def jwt_sign(payload: Mapping[str, Any], *, signer: SignerKey, headers: Mapping[str, Any] | None = None) -> str:
     """The compact JWS (RFC 7515 §7.1) of ``payload`` signed by ``signer``, local or AWS KMS: the one
     signing step of every token jwtex makes. Header ``alg``, ``kid`` and ``typ: JWT`` (RFC 7519
     §5.1) plus ``headers`` (which may not change ``alg`` or ``kid``), members sorted, JSON compact
@@ -192,19 +192,19 @@ def token_length_bound(
         source_identity=source_identity,
     )
     issuer = "i" * (_LARGEST_ISSUER if largest else _SMALLEST_ISSUER)
-    payload = build_payload(decision=decision, issuer=issuer, issued_at=9_999_999_999, jti="j" * 32)
+    payload = payload_build(decision=decision, issuer=issuer, issued_at=9_999_999_999, jti="j" * 32)
     header = {"alg": "RS256", "kid": "k" * 43, "typ": "JWT"}
     return encoded_length(payload, header=header, signature_size=_LARGEST_SIGNATURE if largest else _SMALLEST_SIGNATURE)
 
 
 def token_length(*, decision: Decision, issuer: str, signer: SignerKey, now: int) -> int:
-    """How long the token ``mint_token`` would make is (its ``jti`` is always 32 characters),
+    """How long the token ``jwt_mint`` would make is (its ``jti`` is always 32 characters),
     without signing: what the simulator shows."""
-    payload = build_payload(decision=decision, issuer=issuer, issued_at=int(now), jti="0" * 32)
+    payload = payload_build(decision=decision, issuer=issuer, issued_at=int(now), jti="0" * 32)
     return encoded_length(payload, header=_header(signer), signature_size=signature_bytes(signer))
 
 
-def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, jti: str | None = None) -> MintedToken:
+def jwt_mint(*, decision: Decision, issuer: str, signer: SignerKey, now: int, jti: str | None = None) -> MintedToken:
     """Sign the token ``decision`` describes with ``signer``, issued by ``issuer`` at ``now``;
     ``TokenTooLong`` (before signing) for a token AWS STS would refuse."""
     _check_key(signer)
@@ -212,13 +212,13 @@ def mint_token(*, decision: Decision, issuer: str, signer: SignerKey, now: int, 
         raise ValueError(f"A token needs a positive lifetime, not {decision.lifetime}.")
     issued_at = int(now)
     token_id = jti or uuid.uuid4().hex
-    payload = build_payload(decision=decision, issuer=issuer, issued_at=issued_at, jti=token_id)
+    payload = payload_build(decision=decision, issuer=issuer, issued_at=issued_at, jti=token_id)
     length = encoded_length(payload, header=_header(signer), signature_size=signature_bytes(signer))
     if length > MAX_WEB_IDENTITY_TOKEN_LENGTH:
         raise TokenTooLong(length)
 
     # ES256 signatures as raw r||s (RFC 7518 §3.4), not DER; header alg, kid and typ (RFC 7519 §5.1).
-    token = sign_compact(payload, signer=signer)
+    token = jwt_sign(payload, signer=signer)
     if len(token) > MAX_WEB_IDENTITY_TOKEN_LENGTH:  # encoded_length is exact (tested); this is the last word
         raise TokenTooLong(len(token))
     return MintedToken(

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .rules.cel_checks import children, claim_path
-from .rules.cel_parser import parse
+from .rules.cel_parser import expression_parse
 from .rules.cel_syntax import (
     Binary,
     Call,
@@ -163,7 +163,7 @@ def owner_pinning_problem(*, effect: str, when: str, any_owner: bool, issuer_url
     if effect != "allow" or any_owner:
         return None
     try:
-        tree = parse(when) if isinstance(when, str) else None
+        tree = expression_parse(when) if isinstance(when, str) else None
     except CelSyntaxError:
         return None
     if tree is None:

@@ -1,6 +1,6 @@
 """The values the exchange passes between its steps (frozen: safe to share across threads).
 
-    IssuerSnapshot ─(parse_compact)→ ParsedToken ─(verify_token)→ VerifiedToken
+    IssuerSnapshot ─(jwt_parse)→ ParsedToken ─(jwt_verify)→ VerifiedToken
         ─(rules engine)→ Decision ─(minting)→ MintedToken
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .jwk import sign_with_private_key
+from .jwk import private_key_sign
 from .limits import DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_AGE
 
 
@@ -119,7 +119,7 @@ class SignerKey:
         §3.4), RS256 as is. A remote signer may raise ``TemporarilyUnavailable``."""
         if self.remote_sign is not None:
             return self.remote_sign(signing_input)
-        return sign_with_private_key(self.private_key, algorithm=self.algorithm, signing_input=signing_input)
+        return private_key_sign(self.private_key, algorithm=self.algorithm, signing_input=signing_input)
 
     def __repr__(self) -> str:  # never show key material in logs or tracebacks
         return f"SignerKey(kid={self.kid!r}, algorithm={self.algorithm!r}, backend={self.backend!r})"

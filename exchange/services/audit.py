@@ -20,8 +20,7 @@ from ..core import audit_compact
 from ..core.errors import ExchangeError
 from ..core.values import IssuerSnapshot, MintedToken, ParsedToken
 from ..metrics import exchange_observed
-from ..models import AuditRollup, ExchangeRecord
-from ..models import Decision as AuditDecision
+from ..models import AuditDecision, AuditRollup, ExchangeRecord
 
 logger = logging.getLogger("jwtex.exchange")
 

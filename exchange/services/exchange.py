@@ -1,6 +1,6 @@
 """The one exchange pipeline (docs/design/pipeline.md): verify → decide → mint → record.
 
-``exchange_token`` is the four steps and nothing else; each step is a function of its own, so
+``token_exchange`` is the four steps and nothing else; each step is a function of its own, so
 the simulator (and the shadow rules and the mapper after it) call the very same ones:
 
 - ``token_parse`` / ``issuer_select`` / ``token_verify``: the upstream token, strictly, against
@@ -22,22 +22,24 @@ from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
 from ..core.errors import UnknownKeyId
 from ..core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH
-from ..core.minting import TokenTooLong, mint_token, token_length
+from ..core.minting import TokenTooLong, jwt_mint, token_length
 from ..core.rules import engine
+from ..core.rules.compiled import Delegation
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
-from ..core.verification import parse_compact, short_value, verify_token
+from ..core.compact_jws import jwt_parse
+from ..core.verification import jwt_verify, short_value
 from ..runtime import TenantRuntime, tenant_runtime_get
-from ..upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
-from ..upstream.refresh import request_deadline
+from ..upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from ..upstream.request_fetch import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
-from .limits import exchange_rate_limit, upstream_jti_consume
+from .rate_limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, MapperMode, mapper_decide
 from .shadow import shadow_divergence
 
 logger = logging.getLogger("jwtex.exchange")
 
 
-def exchange_token(
+def token_exchange(
     *,
     tenant_slug: str,
     subject_token: str | bytes,
@@ -86,7 +88,7 @@ def exchange_admit(runtime: TenantRuntime, attempt: Attempt, *, now: float) -> N
 
 
 def token_parse(subject_token: str | bytes) -> ParsedToken:
-    return parse_compact(subject_token, max_bytes=jwtex_settings.max_token_bytes)
+    return jwt_parse(subject_token, max_bytes=jwtex_settings.max_token_bytes)
 
 
 def issuer_select(runtime: TenantRuntime, *, issuer_id: str | None, parsed: ParsedToken) -> IssuerSnapshot:
@@ -136,7 +138,7 @@ def token_verify(
     issuer_admit(issuer)
     keys = issuer_keys_get(issuer=issuer, now=at, deadline=deadline, fetch=fetch)
     try:
-        return verify_token(parsed, issuer=issuer.config, keys=keys.keys, now=now)
+        return jwt_verify(parsed, issuer=issuer.config, keys=keys.keys, now=now)
     except UnknownKeyId:
         if not fetch:
             raise
@@ -153,7 +155,7 @@ def token_verify(
             fresh = None
         if fresh is None:
             raise
-        return verify_token(parsed, issuer=issuer.config, keys=fresh.keys, now=now)
+        return jwt_verify(parsed, issuer=issuer.config, keys=fresh.keys, now=now)
 
 
 def rules_decide(
@@ -174,7 +176,7 @@ def rules_decide(
     how a simulation calls it (exchange.services.mapper)."""
     if runtime.rules_error:
         raise AccessDenied("No rule allows this exchange.", reason=runtime.rules_error)
-    decided = engine.decide(
+    decided = engine.compiled_rules_decide(
         runtime.rules,
         issuer_id=issuer_id,
         claims=claims,
@@ -183,7 +185,7 @@ def rules_decide(
         max_lifetime=runtime.max_token_lifetime,
         trace=trace,
     )
-    if isinstance(decided, engine.Delegation):
+    if isinstance(decided, Delegation):
         return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
                              now=time.time() if now is None else now, on_call=on_mapper, mode=mapper)
     return decided
@@ -220,7 +222,7 @@ def token_mint(
             "The tenant's signing key is unavailable.", reason=runtime.signer_error or "no signing key"
         )
     try:
-        minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
+        minted = jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
     except TokenTooLong as exc:
         raise _too_long(decision, exc) from None
     upstream_jti_consume(issuer=issuer, claims=verified.claims, now=now)

@@ -32,13 +32,13 @@ from typing import Any
 
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, TemporarilyUnavailable
-from ..core.minting import sign_compact
-from ..core.rules.engine import Delegation
-from ..core.rules.mapper import mapper_decision
+from ..core.minting import jwt_sign
+from ..core.rules.compiled import Delegation
+from ..core.rules.mapper_answer import mapper_decision
 from ..core.values import Decision
 from ..metrics import mapper_call_observed
 from ..runtime import TenantRuntime
-from ..upstream.webhook import WebhookError, post_json
+from ..upstream.webhook import WebhookError, json_post
 
 __all__ = ["BREAKER_FAILURES", "BREAKER_SECONDS", "MAPPER_CONCURRENCY", "SIMULATION_CONCURRENCY", "SIMULATION_MARK",
            "MapperCall", "MapperMode", "MapperNotCalled", "mapper_decide", "mapper_state_reset"]
@@ -125,7 +125,7 @@ def _breaker_of(tenant_id: int, url: str) -> _Breaker:
         return _breakers.setdefault((tenant_id, url), _Breaker())
 
 
-def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
+def mapper_bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
     if runtime.signer is None:
         raise TemporarilyUnavailable("The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key")
     issued = int(now)
@@ -133,7 +133,7 @@ def _bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, sim
                "exp": issued + BEARER_LIFETIME, "jti": uuid.uuid4().hex}
     if simulated:
         payload[SIMULATION_MARK] = True  # signed: the mapper can trust it, unlike the body
-    return sign_compact(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
+    return jwt_sign(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
 
 
 def mapper_decide(
@@ -201,8 +201,8 @@ def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id
                                      rule_id=call.rule_id, rule_name=call.rule_name)
     started = time.monotonic()
     try:
-        bearer = _bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
-        return post_json(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
+        bearer = mapper_bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
+        return json_post(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
                          allow_insecure=jwtex_settings.allow_insecure_issuers,
                          private_hosts=jwtex_settings.mapper_allowed_hosts)
     except WebhookError as exc:

@@ -31,8 +31,8 @@ from ..console.presets import preset_for_issuer
 from ..core.jwks import kids_of
 from ..models import (
     PUBLISHED_KEY_STATES,
+    AuditDecision,
     AuditRollup,
-    Decision,
     Effect,
     Issuer,
     Rule,
@@ -40,7 +40,7 @@ from ..models import (
 )
 from ..protocol import jwks_uri
 from ..publish.documents import tenant_issuer_url
-from ..upstream.jwks import max_staleness
+from ..upstream.issuer_keys import max_staleness
 
 TRAFFIC_DAYS = 7
 TOP_DENIALS = 5
@@ -221,8 +221,8 @@ def tenant_traffic_get(*, tenant: Tenant, now: datetime) -> list[HourBucket]:
         AuditRollup.objects.filter(tenant=tenant, hour__gte=hours[0], hour__lt=end)
         .values("hour")
         .annotate(
-            allowed=Sum("count", filter=Q(decision=Decision.ALLOWED), default=0),
-            denied=Sum("count", filter=Q(decision=Decision.DENIED), default=0),
+            allowed=Sum("count", filter=Q(decision=AuditDecision.ALLOWED), default=0),
+            denied=Sum("count", filter=Q(decision=AuditDecision.DENIED), default=0),
         )
         .order_by("hour")
     )
@@ -250,7 +250,7 @@ def tenant_top_denials_get(*, tenant: Tenant, since: datetime, limit: int = TOP_
     its latest reason as an example: the rollups keep each hour's (one small query per group
     shown, at most ``limit``).
     """
-    denied = AuditRollup.objects.filter(tenant=tenant, decision=Decision.DENIED, hour__gte=hour_of(since))
+    denied = AuditRollup.objects.filter(tenant=tenant, decision=AuditDecision.DENIED, hour__gte=hour_of(since))
     groups = (
         denied.values("error_code", "rule_name")
         .annotate(count=Sum("count"), last_seen=Max("last_seen"))
@@ -282,8 +282,8 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
     issuers = list(Issuer.objects.filter(tenant=tenant).order_by("issuer_id"))
     since_24h = since_24h_of(now)
     counts = AuditRollup.objects.filter(tenant=tenant, hour__gte=since_24h).aggregate(
-        allowed=Sum("count", filter=Q(decision=Decision.ALLOWED)),
-        denied=Sum("count", filter=Q(decision=Decision.DENIED)),
+        allowed=Sum("count", filter=Q(decision=AuditDecision.ALLOWED)),
+        denied=Sum("count", filter=Q(decision=AuditDecision.DENIED)),
     )
     audiences = tenant_audiences(tenant=tenant)
     tag_keys = tenant_session_tag_keys(tenant=tenant)

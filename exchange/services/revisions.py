@@ -8,7 +8,7 @@ Who and from where come from a context variable that the edges set: the admin's 
 "apply"), a restore ("restore"), a promotion of shadow rules ("promote") —
 ``with revision_actor(author=…, source=…):`` around the change. Anything else is "system".
 
-The document itself is made one floor up (exchange/config/revisions.py exports the tenant and
+The document itself is made one floor up (exchange/config/revision_documents.py exports the tenant and
 calls ``revision_record``): services cannot import the configuration format.
 """
 

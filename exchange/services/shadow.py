@@ -23,6 +23,7 @@ from tenants.models import Tenant
 from ..core.aws import AWS_SOURCE_IDENTITY_CLAIM, AWS_TAGS_CLAIM
 from ..core.errors import ExchangeError
 from ..core.rules import engine
+from ..core.rules.compiled import Delegation
 from ..core.values import Decision
 from ..models import AuditRollup, ExchangeRecord, RevisionSource, Rule
 from ..runtime import TenantRuntime, runtime_build
@@ -34,9 +35,9 @@ __all__ = ["REPORT_KINDS", "outcome_of", "shadow_divergence", "shadow_report", "
 logger = logging.getLogger("jwtex.shadow")
 
 
-def outcome_of(decided: Decision | ExchangeError | engine.Delegation) -> dict[str, Any]:
+def outcome_of(decided: Decision | ExchangeError | Delegation) -> dict[str, Any]:
     """A decision as the audit record keeps it (the same shape for the live and the candidate set)."""
-    if isinstance(decided, engine.Delegation):
+    if isinstance(decided, Delegation):
         return {"decision": "not evaluated", "rule": decided.rule.name, "why": "a mapper rule (not called in shadow)"}
     if isinstance(decided, ExchangeError):
         return {"decision": "denied", "rule": decided.rule_name or None, "error": decided.code, "reason": decided.reason}
@@ -66,7 +67,7 @@ def shadow_divergence(
     if runtime.shadow_rules is None or runtime.shadow_error:
         return None
     try:
-        decided: Decision | ExchangeError | engine.Delegation = engine.decide(
+        decided: Decision | ExchangeError | Delegation = engine.compiled_rules_decide(
             runtime.shadow_rules,
             issuer_id=issuer_id,
             claims=claims,
@@ -190,7 +191,7 @@ def shadow_replay(*, tenant: Tenant, count: int, now: datetime) -> dict[str, Any
     changed = []
     for record in records:
         try:
-            decided: Any = engine.decide(rules, issuer_id=record.issuer_ref, claims=record.upstream_claims,
+            decided: Any = engine.compiled_rules_decide(rules, issuer_id=record.issuer_ref, claims=record.upstream_claims,
                                          requested_audience=None, default_audience=runtime.default_audience,
                                          max_lifetime=runtime.max_token_lifetime)
         except ExchangeError as exc:

@@ -3,7 +3,7 @@
 Runs the exchange's own steps (exchange.services.exchange) on a fresh snapshot of the tenant
 (``runtime.runtime_build``): ``token_parse`` → ``issuer_select`` → ``token_verify`` (the
 issuer's real keys, with the unknown-``kid`` refetch) → ``rules_decide`` (with a trace) →
-``minting.build_payload``. So it reaches the endpoints' decision for the same input — a token
+``minting.payload_build``. So it reaches the endpoints' decision for the same input — a token
 with a trailing newline is refused here too. It signs nothing, writes no audit row, counts no
 rate limit and uses up no one-time token. A mapper rule's webhook is called for real (with its
 bearer token: the mapper must be able to check who calls), and the simulation says so — to the
@@ -38,8 +38,8 @@ from ..console.presets import preset_claim_types
 from ..core import strict_json
 from ..core.errors import ExchangeError, InvalidRequest, NotFound
 from ..core.limits import MAX_CLAIMS_JSON_BYTES
-from ..core.minting import build_payload
-from ..core.rules.engine import compile_rule
+from ..core.minting import payload_build
+from ..core.rules.compiled import rule_compile
 from ..core.rules.spec import RuleSpec
 from ..core.values import Decision, RuleTrace
 from ..models import Issuer
@@ -47,7 +47,7 @@ from ..runtime import TenantRuntime, runtime_build
 from .exchange import issuer_select, rules_decide, token_parse, token_size_check, token_verify
 from .mapper import BREAKER_FAILURES, MapperCall, MapperMode, MapperNotCalled
 
-__all__ = ["Simulation", "parse_claims_json", "simulate_claims", "simulate_token"]
+__all__ = ["Simulation", "claims_json_parse", "claims_simulate", "token_simulate"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _with_draft(runtime: TenantRuntime, draft: RuleSpec | None) -> TenantRuntime
     if draft is None:
         return runtime
     issuers = [runtime.issuers[i] for i in sorted(draft.issuers) if i in runtime.issuers]
-    compiled = compile_rule(draft, claim_types=preset_claim_types(
+    compiled = rule_compile(draft, claim_types=preset_claim_types(
         [(i.issuer, i.static_jwks is not None) for i in issuers]))
     return dataclasses.replace(runtime, rules=(compiled, *runtime.rules))
 
@@ -129,7 +129,7 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
         error = exc
     if calls:
         notes = [*notes, _CALLED if outbound else _NOT_CALLED, *([_CIRCUIT_OPEN] if calls[0].live_circuit_open else [])]
-    emitted = build_payload(decision=decision, issuer=runtime.issuer_url) if decision is not None else None
+    emitted = payload_build(decision=decision, issuer=runtime.issuer_url) if decision is not None else None
     return Simulation(
         verified, issuer_id, claims, trace=trace, decision=decision, error=error, stage="rules",
         emitted=emitted, lifetime=decision.lifetime if decision is not None else None, notes=tuple(notes),
@@ -137,7 +137,7 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
     )
 
 
-def simulate_token(
+def token_simulate(
     *, tenant: Tenant, token: str | bytes, issuer: Issuer | None = None, audience: str | None = None,
     now: float | None = None, outbound: bool = False, draft: RuleSpec | None = None,
 ) -> Simulation:
@@ -165,7 +165,7 @@ def simulate_token(
                    outbound=outbound)
 
 
-def parse_claims_json(text: str) -> dict[str, Any]:
+def claims_json_parse(text: str) -> dict[str, Any]:
     """A JSON object of claims, by the same strict decoder as tokens, and no larger than a token's
     payload can be (16 KiB); ``InvalidRequest`` with a readable message otherwise."""
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -185,7 +185,7 @@ def parse_claims_json(text: str) -> dict[str, Any]:
     return claims
 
 
-def simulate_claims(
+def claims_simulate(
     *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None, outbound: bool = False,
     draft: RuleSpec | None = None,
 ) -> Simulation:

@@ -18,11 +18,11 @@ _KEYSETS_MAX = 512
 _KEYSETS_LOCK = threading.Lock()
 
 
-def digest(jwks: Mapping[str, Any]) -> str:
+def jwks_digest(jwks: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(jwks, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def remember(key: tuple[int, str], keyset: KeySet) -> None:
+def keyset_remember(key: tuple[int, str], keyset: KeySet) -> None:
     with _KEYSETS_LOCK:
         while len(_KEYSETS) >= _KEYSETS_MAX:
             _KEYSETS.pop(next(iter(_KEYSETS)))
@@ -31,10 +31,10 @@ def remember(key: tuple[int, str], keyset: KeySet) -> None:
 
 def keyset_of(*, issuer_pk: int, jwks: Mapping[str, Any]) -> KeySet:
     """``KeySet.from_jwks`` (ValueError on a non-JWKS document), memoised per process. The
-    exchange path asks through its snapshot's own memo first (exchange.upstream.jwks)."""
-    key = (issuer_pk, digest(jwks))
+    exchange path asks through its snapshot's own memo first (exchange.upstream.issuer_keys)."""
+    key = (issuer_pk, jwks_digest(jwks))
     keyset = _KEYSETS.get(key)
     if keyset is None:
         keyset = KeySet.from_jwks(jwks)
-        remember(key, keyset)
+        keyset_remember(key, keyset)
     return keyset

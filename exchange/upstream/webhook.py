@@ -1,5 +1,5 @@
 """A guarded JSON POST: the mapper webhook's call (docs/mapper.md#the-request), through the same client as upstream
-fetches (exchange.upstream.fetch): https only, the host resolved once and refused on a
+fetches (exchange.upstream.transport): https only, the host resolved once and refused on a
 non-public address, the connection pinned to the vetted address, one deadline for the whole
 call, a cap on the answer's size. A mapper URL is a tenant's choice, so it gets no more trust
 than an issuer's.
@@ -15,9 +15,9 @@ import json
 import time
 from typing import Any
 
-from .fetch import FetchError, Resolver, _exchange, _system_resolve, _Target, _vetted_addresses
+from .transport import FetchError, Resolver, Target, host_addresses_vet, request_send, system_resolve
 
-__all__ = ["WebhookError", "post_json"]
+__all__ = ["WebhookError", "json_post"]
 
 MAPPER_MAX_ANSWER_BYTES = 256 * 1024  # docs/mapper.md#the-answer
 
@@ -26,7 +26,7 @@ class WebhookError(FetchError):
     """The call failed or was refused; the message names the URL and what, never the body."""
 
 
-def post_json(
+def json_post(
     url: str,
     payload: dict[str, Any],
     *,
@@ -41,13 +41,13 @@ def post_json(
     for anything else (no redirects are followed: a webhook answers where it was asked)."""
     deadline = time.monotonic() + timeout
     try:
-        target = _Target.parse(url, allow_insecure=allow_insecure)
+        target = Target.parse(url, allow_insecure=allow_insecure)
         may_be_private = allow_insecure or (target.scheme == "https" and target.host in private_hosts)
-        addresses = _vetted_addresses(target.host, target.port, resolver or _system_resolve, deadline, may_be_private)
+        addresses = host_addresses_vet(target.host, target.port, resolver or system_resolve, deadline, may_be_private)
         body = json.dumps(payload, separators=(",", ":")).encode()
         sent = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "jwtex",
                 "Connection": "close", **headers}
-        status, _, answer = _exchange(target, addresses, sent, deadline, max_bytes, method="POST", body=body)
+        status, _, answer = request_send(target, addresses, sent, deadline, max_bytes, method="POST", body=body)
     except WebhookError:
         raise
     except FetchError as exc:

@@ -27,10 +27,11 @@ from django.core.cache import cache
 
 from exchange.conf import AdminSignOn
 from exchange.core import strict_json
+from exchange.core.compact_jws import jwt_parse
 from exchange.core.errors import ExchangeError, UnknownKeyId
 from exchange.core.jwks import SUPPORTED_ALGORITHMS, KeySet, key_fits
 from exchange.core.values import IssuerConfig
-from exchange.core.verification import parse_compact, verify_token
+from exchange.core.verification import jwt_verify
 
 logger = logging.getLogger("jwtex.sso")
 
@@ -140,7 +141,7 @@ def _verify_with(token: str, sign_on: AdminSignOn, metadata: ProviderMetadata, k
         issuer_id="admin-sign-on", issuer=sign_on.issuer, audiences=(sign_on.client_id,),
         algorithms=_accepted_algorithms(metadata, keys), leeway=LEEWAY, max_token_age=MAX_ID_TOKEN_AGE,
     )
-    return dict(verify_token(parse_compact(token), issuer=config, keys=keys, now=now).claims)
+    return dict(jwt_verify(jwt_parse(token), issuer=config, keys=keys, now=now).claims)
 
 
 def id_token_verify(*, token: str, nonce: str | None, sign_on: AdminSignOn, now: float) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from exchange.models import ExchangeRecord, Issuer
-from exchange.services.simulator import simulate_claims
+from exchange.services.simulator import claims_simulate
 from tests.conftest import UPSTREAM_ISSUER, runtime_clear
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_an_issuer_outside_the_list_is_refused_at_exchange_and_audited(client, s
 
 def test_the_simulator_says_a_real_exchange_would_be_refused(settings, tenant, issuer, allow_rule):
     settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = "https://gitlab.example.com/*"
-    result = simulate_claims(tenant=tenant, issuer=issuer, claims={"sub": "s"})
+    result = claims_simulate(tenant=tenant, issuer=issuer, claims={"sub": "s"})
     assert any("JWTEX_ALLOWED_UPSTREAM_ISSUERS" in note for note in result.notes)
 
 

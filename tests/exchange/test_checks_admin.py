@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.checks import run_checks
 
-from tests.security.test_production_safety import PRODUCTION_ENV, _run
+from tests.security.test_production_safety import PRODUCTION_ENV, production_run
 
 
 def _ids() -> set[str]:
@@ -16,7 +16,7 @@ def _ids() -> set[str]:
 
 def test_check_deploy_in_production_does_not_warn_of_missing_csrf_middleware(tmp_path):
     # CSRF runs for the admin through AdminCsrfViewMiddleware: Django's W003 was a false alarm.
-    result = _run(["manage.py", "check", "--deploy"], PRODUCTION_ENV, tmp_path)
+    result = production_run(["manage.py", "check", "--deploy"], PRODUCTION_ENV, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert "security.W003" not in result.stdout + result.stderr
     assert "CsrfViewMiddleware" not in result.stdout + result.stderr

@@ -7,7 +7,7 @@ import jwt
 import pytest
 
 from exchange.core.jwk import jwk_thumbprint
-from exchange.keys import decrypt_private_key, KeyDecryptionError, signing_key_create, signing_key_ensure_active, signing_key_load, signing_keys_reencrypt
+from exchange.keys import signing_key_decrypt, KeyDecryptionError, signing_key_create, signing_key_ensure_active, signing_key_load, signing_keys_reencrypt
 from exchange.models import KeyState, SigningKey
 from tests.conftest import make_tenant
 
@@ -58,7 +58,7 @@ def test_decryption_needs_a_configured_key(db, settings):
     key = SigningKey.objects.get(tenant=tenant)
     settings.JWTEX_KEY_ENCRYPTION_KEYS = ["some-other-key-entirely-0123456789"]
     with pytest.raises(KeyDecryptionError):
-        decrypt_private_key(key.private_key_encrypted)
+        signing_key_decrypt(key.private_key_encrypted)
 
 
 def test_reencrypt_under_a_new_first_key(db, settings):

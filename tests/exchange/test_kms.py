@@ -399,10 +399,10 @@ def test_a_kms_tenants_mapper_bearer_is_signed_through_kms_and_verifies_from_its
     # The mapper's bearer (docs/mapper.md#the-request) is signed by the tenant's active key like its tokens: for a
     # KMS tenant one Sign call, never a private key jwtex does not have.
     from exchange.runtime import tenant_runtime_get
-    from exchange.services.mapper import _bearer
+    from exchange.services.mapper import mapper_bearer
 
     kms_tenant()
-    bearer = _bearer(tenant_runtime_get(slug="acme"), url="https://mapper.example/map", issuer_id="ci", now=1_900_000_000)
+    bearer = mapper_bearer(tenant_runtime_get(slug="acme"), url="https://mapper.example/map", issuer_id="ci", now=1_900_000_000)
     key = jwt.PyJWKSet.from_dict(served_jwks(client))[jwt.get_unverified_header(bearer)["kid"]]
     claims = jwt.decode(bearer, key.key, algorithms=["ES256"], audience="https://mapper.example/map", issuer=ISSUER_URL,
                         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})

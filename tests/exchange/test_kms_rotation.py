@@ -14,7 +14,7 @@ from exchange.core.limits import JWKS_MAX_AGE
 from exchange.core.rotation import MAX_PUBLISHED_KEYS
 from exchange.keys import signing_key_revoke, signing_key_rotate
 from exchange.models import KeyState, SigningKey
-from exchange.services.exchange import exchange_token
+from exchange.services.exchange import token_exchange
 from tenants.models import Tenant
 from tests.exchange.test_kms import (
     allow_everything,
@@ -82,7 +82,7 @@ def test_a_year_of_kms_rotation_keeps_every_unexpired_token_verifiable(db, kms, 
             step = min(timedelta(days=rng.choice([2, 3, 4])), due - now - step)
         if step < LIFETIME:
             subject = upstream.mint(iat=at, nbf=at, exp=at + 300)
-            minted = exchange_token(tenant_slug="acme", subject_token=subject, now=at)
+            minted = token_exchange(tenant_slug="acme", subject_token=subject, now=at)
             # It signs with a key every relying party has seen (or the tenant's very first one).
             assert minted.kid == first.kid or now - first_seen[minted.kid] >= timedelta(seconds=JWKS_MAX_AGE)
             issued.append((minted.token, minted.expires_at))

@@ -420,7 +420,7 @@ def _run_on_worker(deployment: Deployment, name: str, *args: Any) -> str:
 
 def _thirty_exchanges_across_nodes(nodes: dict[str, Served], upstream, issued: Issued) -> list[tuple[str, int, bytes]]:
     """30 exchanges for ``limited`` (20 a minute), alternating between the nodes, 6 at a time,
-    all within one of the limit's fixed one-minute windows (exchange/services/limits.py)."""
+    all within one of the limit's fixed one-minute windows (exchange/services/rate_limits.py)."""
     left = 60 - time.time() % 60
     if left < 5:
         threading.Event().wait(left + 0.05)

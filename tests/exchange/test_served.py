@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 
-def _environment(tmp_path, db_port: int | None = None) -> dict[str, str]:
+def served_environment(tmp_path, db_port: int | None = None) -> dict[str, str]:
     if connection.vendor != "postgresql":
         pytest.fail("JWTEX_TEST_SERVED=1 needs DATABASE_URL=postgres://…", pytrace=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_"))}
@@ -62,7 +62,7 @@ def _environment(tmp_path, db_port: int | None = None) -> dict[str, str]:
     return env
 
 
-def _exchangeable(tenant_slug: str, upstream, *, issuer_url: str | None = None, static: bool = True):
+def exchangeable_issuer(tenant_slug: str, upstream, *, issuer_url: str | None = None, static: bool = True):
     tenant = make_tenant(tenant_slug, rate_limit_per_minute=0)
     issuer = Issuer.objects.create(
         tenant=tenant, issuer_id="ci", issuer=issuer_url or upstream.issuer, audiences=[upstream.audience],
@@ -107,9 +107,9 @@ class Tarpit:
 
 def test_a_tarpit_upstream_never_slows_another_tenant(tmp_path, upstream):
     tarpit = Tarpit()
-    _exchangeable("acme", upstream)
-    _exchangeable("evil", upstream, issuer_url=f"http://127.0.0.1:{tarpit.port}", static=False)
-    served = serve(_environment(tmp_path), tmp_path)
+    exchangeable_issuer("acme", upstream)
+    exchangeable_issuer("evil", upstream, issuer_url=f"http://127.0.0.1:{tarpit.port}", static=False)
+    served = serve(served_environment(tmp_path), tmp_path)
     evil_token = upstream.mint(iss=f"http://127.0.0.1:{tarpit.port}")
     try:
         # Warm acme's runtime in both processes.
@@ -204,8 +204,8 @@ def test_a_database_restart_mid_load_leaves_no_token_unaudited(tmp_path, upstrea
     db = connection.settings_dict
     proxy = TcpProxy((db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)))
     proxy.start()
-    _exchangeable("acme", upstream)
-    served = serve(_environment(tmp_path, db_port=proxy.port), tmp_path)
+    exchangeable_issuer("acme", upstream)
+    served = serve(served_environment(tmp_path, db_port=proxy.port), tmp_path)
     try:
         issued, statuses, pool = _load(served.url, upstream, seconds=9)
         threading.Event().wait(2)
@@ -224,8 +224,8 @@ def test_a_database_restart_mid_load_leaves_no_token_unaudited(tmp_path, upstrea
 
 
 def test_a_killed_web_process_leaves_no_token_unaudited(tmp_path, upstream):
-    _exchangeable("acme", upstream)
-    served = serve(_environment(tmp_path), tmp_path)
+    exchangeable_issuer("acme", upstream)
+    served = serve(served_environment(tmp_path), tmp_path)
     try:
         issued, statuses, pool = _load(served.url, upstream, seconds=6)
         threading.Event().wait(2)

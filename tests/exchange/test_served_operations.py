@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO_ROOT, poll
-from tests.exchange.test_served import RUN, _environment, _exchangeable
+from tests.exchange.test_served import RUN, served_environment, exchangeable_issuer
 from tests.servers import Client, serve
 
 pytestmark = [
@@ -37,8 +37,8 @@ def _totals(served) -> dict[str, float]:
 
 
 def test_metrics_total_the_exchanges_of_every_server_process(tmp_path, upstream):
-    _exchangeable("acme", upstream)
-    served = serve(_environment(tmp_path), tmp_path, WEB_CONCURRENCY="2")
+    exchangeable_issuer("acme", upstream)
+    served = serve(served_environment(tmp_path), tmp_path, WEB_CONCURRENCY="2")
     allowed, denied = 40, 25
     try:
         tokens = [upstream.mint() for _ in range(allowed)] + [upstream.mint(iss="https://elsewhere.invalid")] * denied
@@ -91,8 +91,8 @@ def test_web_worker_and_beat_all_log_one_json_object_per_line(tmp_path, upstream
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if not broker.startswith("redis://"):
         pytest.skip("needs CELERY_BROKER_URL=redis://…, as .ci/run sets it")
-    _exchangeable("acme", upstream)
-    env = {**_environment(tmp_path), "JWTEX_ACCESS_LOG": "1", "JWTEX_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+    exchangeable_issuer("acme", upstream)
+    env = {**served_environment(tmp_path), "JWTEX_ACCESS_LOG": "1", "JWTEX_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
            "CELERY_BROKER_URL": broker}
     served = serve(env, tmp_path, WEB_CONCURRENCY="1")
     processes = [_celery("worker", env, tmp_path), _celery("beat", env, tmp_path)]
@@ -128,8 +128,8 @@ def test_with_redis_gone_exchanges_go_on_and_readyz_names_the_cache_and_the_brok
     proxy = TcpProxy((redis.hostname or "127.0.0.1", redis.port or 6379))
     proxy.start()
     through = f"redis://127.0.0.1:{proxy.port}"
-    _exchangeable("acme", upstream)
-    env = {**_environment(tmp_path), "CACHE_URL": f"{through}{redis.path}",
+    exchangeable_issuer("acme", upstream)
+    env = {**served_environment(tmp_path), "CACHE_URL": f"{through}{redis.path}",
            "CELERY_BROKER_URL": f"{through}{urlsplit(broker).path}"}
     served = serve(env, tmp_path, WEB_CONCURRENCY="1")
     client = Client(served.url)

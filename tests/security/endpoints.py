@@ -45,22 +45,23 @@ def api(client, token, *, slug="acme", issuer_id=None, audience=None, **extra):
 
 
 def verifier(client, token, *, upstream, issuer_id=None, **extra):
-    """``parse_compact`` and ``verify_token`` alone (no HTTP, no database), against the
+    """``jwt_parse`` and ``jwt_verify`` alone (no HTTP, no database), against the
     ``upstream`` fixture's issuer as the exchangeable tenant configures it; the refusal is
     rendered as the raw endpoint renders it."""
     import time
 
     from django.http import HttpResponse
 
-    from exchange.api.errors import error_response
+    from exchange.api.error_responses import error_response
     from exchange.core.errors import ExchangeError
     from exchange.core.jwks import KeySet
     from exchange.core.values import IssuerConfig
-    from exchange.core.verification import parse_compact, verify_token
+    from exchange.core.compact_jws import jwt_parse
+    from exchange.core.verification import jwt_verify
 
     config = IssuerConfig(issuer_id="ci", issuer=upstream.issuer, audiences=(upstream.audience,))
     try:
-        verify_token(parse_compact(token), issuer=config, keys=KeySet.from_jwks(upstream.jwks), now=time.time())
+        jwt_verify(jwt_parse(token), issuer=config, keys=KeySet.from_jwks(upstream.jwks), now=time.time())
     except ExchangeError as error:
         response = error_response(error)
         response.json = lambda: json.loads(response.content)

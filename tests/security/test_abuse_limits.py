@@ -87,17 +87,17 @@ def test_rate_limit_holds_across_runtime_rebuilds(client, settings, tenant, upst
 
 @needs_shared_cache
 def test_rate_limit_is_shared_with_another_process(settings, tenant):
-    from exchange.services.limits import _rate_limit_hit
+    from exchange.services.rate_limits import rate_limit_hit
 
     now = time.time()
-    _rate_limit_hit("a:198.51.100.77", limit=2, now=now)
-    _rate_limit_hit("a:198.51.100.77", limit=2, now=now)
+    rate_limit_hit("a:198.51.100.77", limit=2, now=now)
+    rate_limit_hit("a:198.51.100.77", limit=2, now=now)
     code = (
         "import django, sys; django.setup()\n"
-        "from exchange.services.limits import _rate_limit_hit\n"
+        "from exchange.services.rate_limits import rate_limit_hit\n"
         "from exchange.core.errors import RateLimited\n"
         "try:\n"
-        f"    _rate_limit_hit('a:198.51.100.77', limit=2, now={now!r})\n"
+        f"    rate_limit_hit('a:198.51.100.77', limit=2, now={now!r})\n"
         "except RateLimited:\n"
         "    sys.exit(42)\n"
     )
@@ -206,7 +206,7 @@ def test_refused_exchange_does_not_use_up_the_token(client, allow_rule, upstream
 
 
 def test_replay_mark_expires_with_the_upstream_token(one_time, monkeypatch):
-    from exchange.services.limits import upstream_jti_consume
+    from exchange.services.rate_limits import upstream_jti_consume
 
     calls = []
     real_add = cache.add
@@ -222,9 +222,9 @@ def test_replay_mark_expires_with_the_upstream_token(one_time, monkeypatch):
 
 
 def test_replay_check_fails_closed_when_the_cache_is_down(client, one_time, monkeypatch, upstream):
-    from exchange.services import limits
+    from exchange.services import rate_limits as limits
 
-    monkeypatch.setattr(limits, "_rate_limit_hit", lambda *a, **k: None)
+    monkeypatch.setattr(limits, "rate_limit_hit", lambda *a, **k: None)
 
     def down(*args, **kwargs):
         raise ConnectionError("cache down")
@@ -237,7 +237,7 @@ def test_replay_check_fails_closed_when_the_cache_is_down(client, one_time, monk
 
 @needs_shared_cache
 def test_replay_is_refused_by_another_process(one_time, upstream):
-    from exchange.services.limits import upstream_jti_consume
+    from exchange.services.rate_limits import upstream_jti_consume
 
     now = time.time()
     upstream_jti_consume(issuer=one_time.snapshot(), claims={"jti": "shared-jti", "exp": now + 300}, now=now)
@@ -245,7 +245,7 @@ def test_replay_is_refused_by_another_process(one_time, upstream):
         "import django, sys; django.setup()\n"
         "from types import SimpleNamespace\n"
         "from exchange.core.errors import InvalidToken\n"
-        "from exchange.services.limits import upstream_jti_consume\n"
+        "from exchange.services.rate_limits import upstream_jti_consume\n"
         "try:\n"
         f"    upstream_jti_consume(issuer=SimpleNamespace(pk={one_time.pk}, replay_protection=True,"
         " config=SimpleNamespace(leeway=60)),"

@@ -1,7 +1,7 @@
 """Fuzzing (docs/errors.md#bad-requests): the verifier and the rule engine raise nothing but the service's own
 errors on arbitrary input, and the three endpoints never answer 5xx (nor a token to a refusal).
 
-Complements the unit-level fuzz in tests/exchange (arbitrary text into ``parse_compact``, one
+Complements the unit-level fuzz in tests/exchange (arbitrary text into ``jwt_parse``, one
 changed character, arbitrary claims into ``decide``): here the inputs are *structured* near-JWTs
 — random headers and claims, validly signed or not — so that every branch after the parser is
 reached, and they go through the real endpoints. Bounded so the suite stays fast
@@ -21,11 +21,13 @@ from hypothesis import strategies as st
 
 from exchange.core.errors import ExchangeError
 from exchange.core.rules.cel_guard import check_expression
-from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec, RuleSyntaxError
 from exchange.core.jwks import KeySet
 from exchange.core.values import IssuerConfig
-from exchange.core.verification import parse_compact, verify_token
+from exchange.core.compact_jws import jwt_parse
+from exchange.core.verification import jwt_verify
 from tests.conftest import UPSTREAM_ISSUER, Upstream
 
 from . import jose
@@ -158,7 +160,7 @@ _ISSUER = IssuerConfig(issuer_id="ci", issuer=UPSTREAM_ISSUER, audiences=("sts.a
 def test_verifier_raises_only_exchange_errors_on_near_jwts(token):
     keys = KeySet.from_jwks(_upstream().jwks)
     try:
-        verified = verify_token(parse_compact(token), issuer=_ISSUER, keys=keys, now=time.time())
+        verified = jwt_verify(jwt_parse(token), issuer=_ISSUER, keys=keys, now=time.time())
     except ExchangeError as error:
         event(f"{error.status} {error.code}")
         assert 400 <= error.status < 500 and error.code in {"invalid_request", "invalid_token"}
@@ -173,8 +175,8 @@ def test_verifier_raises_only_exchange_errors_on_near_jwts(token):
 # --- rule engine -----------------------------------------------------------------------------
 
 _RULES = [
-    compile_rule(RuleSpec(name="deny forks", issuers=frozenset({"ci"}), when="has(claims.fork) && claims.fork == true", effect="deny")),
-    compile_rule(
+    rule_compile(RuleSpec(name="deny forks", issuers=frozenset({"ci"}), when="has(claims.fork) && claims.fork == true", effect="deny")),
+    rule_compile(
         RuleSpec(
             name="main",
             issuers=frozenset({"ci"}),
@@ -190,7 +192,7 @@ _RULES = [
             ),
         )
     ),
-    compile_rule(
+    rule_compile(
         RuleSpec(
             name="numbers",
             issuers=frozenset({"ci"}),
@@ -198,7 +200,7 @@ _RULES = [
             effect="allow",
         )
     ),
-    compile_rule(RuleSpec(name="lists", issuers=frozenset({"ci"}), when="claims.groups.exists(g, g == 'ops') || 'x' in claims.m", effect="allow")),
+    rule_compile(RuleSpec(name="lists", issuers=frozenset({"ci"}), when="claims.groups.exists(g, g == 'ops') || 'x' in claims.m", effect="allow")),
 ]
 
 
@@ -221,7 +223,7 @@ _RULES = [
 @example(claims={"n": 2**63, "s": "9" * 40}, audience=None)
 def test_rule_engine_raises_only_exchange_errors_on_arbitrary_claims(claims, audience):
     try:
-        decision = decide(
+        decision = compiled_rules_decide(
             _RULES, issuer_id="ci", claims=claims, requested_audience=audience, default_audience="sts.amazonaws.com", max_lifetime=3600
         )
     except ExchangeError as error:

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 
-from exchange.checks import refuse_unsafe_start
+from exchange.checks import startup_checks_enforce
 
 from .endpoints import send
 
@@ -44,7 +44,7 @@ def _environment(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+def production_run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=_environment(env, tmp_path), capture_output=True,
                           text=True, timeout=120)
 
@@ -58,7 +58,7 @@ SHOW_SETTINGS = (
 
 
 def test_production_settings_are_secure_by_default(tmp_path):
-    result = _run(["-c", f"import os; os.environ['DJANGO_SETTINGS_MODULE']='jwtex_site.settings'; {SHOW_SETTINGS}"], PRODUCTION_ENV, tmp_path)
+    result = production_run(["-c", f"import os; os.environ['DJANGO_SETTINGS_MODULE']='jwtex_site.settings'; {SHOW_SETTINGS}"], PRODUCTION_ENV, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     import json
 
@@ -72,7 +72,7 @@ def test_production_settings_are_secure_by_default(tmp_path):
 
 
 def test_manage_check_passes_a_safe_production_configuration(tmp_path):
-    result = _run(["manage.py", "check", "--fail-level", "WARNING"], PRODUCTION_ENV, tmp_path)
+    result = production_run(["manage.py", "check", "--fail-level", "WARNING"], PRODUCTION_ENV, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert "no issues" in result.stdout
 
@@ -115,7 +115,7 @@ REPORT_LINES = re.compile(
 def test_manage_check_reports_unsafe_production_settings_as_system_check_errors(tmp_path, ids):
     # The jwtex.E00x messages, not a traceback (docs/environment.md#system-checks).
     change, expected = _together(ids)
-    result = _run(["manage.py", "check"], {**PRODUCTION_ENV, **change}, tmp_path)
+    result = production_run(["manage.py", "check"], {**PRODUCTION_ENV, **change}, tmp_path)
     assert result.returncode != 0
     for code, message in expected:
         assert f"?: ({code}) {message}" in result.stderr, result.stderr
@@ -127,7 +127,7 @@ def test_manage_check_reports_unsafe_production_settings_as_system_check_errors(
 def test_service_refuses_to_serve_with_unsafe_production_settings(tmp_path):
     # The WSGI application (what make serve and gunicorn load) refuses to start.
     change, expected = _together(TOGETHER["debug+short-secret+no-kek+http"])
-    result = _run(["-c", "import jwtex_site.wsgi"], {**PRODUCTION_ENV, **change}, tmp_path)
+    result = production_run(["-c", "import jwtex_site.wsgi"], {**PRODUCTION_ENV, **change}, tmp_path)
     assert result.returncode != 0
     assert "Refusing to start the web application with an unsafe configuration" in result.stderr
     for code, message in expected:
@@ -136,7 +136,7 @@ def test_service_refuses_to_serve_with_unsafe_production_settings(tmp_path):
 
 def test_the_celery_worker_refuses_unsafe_production_settings(tmp_path):
     script = "from jwtex_site.celery import app; from celery.signals import worker_init; worker_init.send(sender=None)"
-    result = _run(["-c", script], {**PRODUCTION_ENV, "DJANGO_DEBUG": "1"}, tmp_path)
+    result = production_run(["-c", script], {**PRODUCTION_ENV, "DJANGO_DEBUG": "1"}, tmp_path)
     assert result.returncode != 0 and "(jwtex.E001) DJANGO_DEBUG is on" in result.stderr
 
 
@@ -149,7 +149,7 @@ PROCESS_OWN = {"BASE_DIR", "VAR_DIR", "INSTALLED_APPS", "DATABASES", "ROOT_URLCO
 
 def _as_a_process_with(settings, env: dict[str, str], tmp_path: Path) -> None:
     """Make ``settings`` what ``jwtex_site/settings.py`` makes of ``env`` in a process started as
-    ``_run`` starts one (the module run afresh with exactly that environment), for every setting
+    ``production_run`` starts one (the module run afresh with exactly that environment), for every setting
     the checks could read: the module's values, and Django's defaults for what it leaves unset
     (e.g. no SECURE_HSTS_SECONDS over plain http)."""
     with mock.patch.dict(os.environ, _environment(env, tmp_path), clear=True):
@@ -173,7 +173,7 @@ def test_each_unsafe_production_environment_is_a_system_check_error_and_refuses_
     # What manage.py check prints for it (Django's own formatting of the message).
     assert any(line.startswith(f"?: ({code}) {message}") for line in reported), reported
     with pytest.raises(ImproperlyConfigured) as refused:
-        refuse_unsafe_start("web application")
+        startup_checks_enforce("web application")
     assert "Refusing to start the web application with an unsafe configuration" in str(refused.value)
     assert f"({code}) {message}" in str(refused.value)
 
@@ -182,7 +182,7 @@ def test_the_safe_production_environment_passes_every_check(settings, tmp_path):
     _as_a_process_with(settings, PRODUCTION_ENV, tmp_path)
     assert settings.JWTEX_PRODUCTION is True and settings.DEBUG is False
     assert [str(m) for m in run_checks() if m.id.startswith("jwtex.")] == []
-    refuse_unsafe_start("web application")  # does not raise
+    startup_checks_enforce("web application")  # does not raise
 
 
 @pytest.mark.parametrize("debug", ["0", "1"])
@@ -197,7 +197,7 @@ def test_loopback_public_url_is_not_production(settings, tmp_path, url, debug):
     assert [str(m) for m in messages if m.is_serious()] == []
     # No key-encryption keys given: a development key under var/, said as a warning only.
     assert {m.id for m in messages if m.id.startswith("jwtex.")} == {"jwtex.W001"}
-    refuse_unsafe_start("web application")  # does not raise
+    startup_checks_enforce("web application")  # does not raise
 
 
 # --- the checks themselves, against settings loosened after start-up -----------------------------

@@ -24,7 +24,8 @@ from django.core.management import CommandError, call_command
 
 from exchange.core import limits as conf
 from exchange.core.rules.cel_guard import check_expression, claims_step
-from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
 from exchange.models import ExchangeRecord, Rule
 
@@ -133,7 +134,7 @@ def test_cel_limits_are_enforced_by_jwtex_apply_and_nothing_changes(case, tenant
 def test_reasonable_comprehensions_are_accepted(source):
     assert check_expression(source)
     rule = RuleSpec(name="r", issuers=frozenset({"ci"}), when=source, effect="deny")
-    assert compile_rule(rule).cost.over_budget is None
+    assert rule_compile(rule).cost.over_budget is None
 
 
 # --- every engine failure denies ------------------------------------------------------------------
@@ -155,7 +156,7 @@ def _explode(monkeypatch, slot: str, exc: BaseException) -> None:
     """Make the compiled rules' ``slot`` program raise ``exc`` when evaluated."""
     from exchange import runtime
 
-    real = runtime.compile_rule
+    real = runtime.rule_compile
 
     def compile_with_bomb(spec, **kwargs):
         compiled = real(spec, **kwargs)
@@ -168,7 +169,7 @@ def _explode(monkeypatch, slot: str, exc: BaseException) -> None:
             return dataclasses.replace(compiled, session_tags=((compiled.session_tags[0][0], bomb),))
         return dataclasses.replace(compiled, claims=(("extra", bomb),))
 
-    monkeypatch.setattr(runtime, "compile_rule", compile_with_bomb)
+    monkeypatch.setattr(runtime, "rule_compile", compile_with_bomb)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -203,9 +204,9 @@ def test_context_conversion_panic_denies(client, monkeypatch, exchangeable, allo
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(1)], ids=["keyboard-interrupt", "system-exit"])
 def test_interpreter_exits_are_not_swallowed(exc):
-    rule = dataclasses.replace(compile_rule(RuleSpec(name="r", issuers=frozenset({"ci"}), when="true", effect="allow")), when=_Exploding(exc))
+    rule = dataclasses.replace(rule_compile(RuleSpec(name="r", issuers=frozenset({"ci"}), when="true", effect="allow")), when=_Exploding(exc))
     with pytest.raises(type(exc)):
-        decide([rule], issuer_id="ci", claims={}, requested_audience=None, default_audience="a", max_lifetime=900)
+        compiled_rules_decide([rule], issuer_id="ci", claims={}, requested_audience=None, default_audience="a", max_lifetime=900)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

@@ -1,7 +1,7 @@
 """Schemathesis against the OpenAPI schema (docs/endpoints.md#openapi-schema-and-docs), in process, inside
 ``make test``.
 
-The schema at ``/api/schema/`` describes every public endpoint (exchange.api.schema adds the
+The schema at ``/api/schema/`` describes every public endpoint (exchange.api.openapi adds the
 raw and RFC 8693 exchanges, discovery and the JWKS to the DRF-generated JSON API). Each
 operation is fuzzed with schema-conforming (positive) and schema-violating (negative) requests
 through the WSGI application, against a tenant with an issuer and a rule, and must answer:

@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from exchange import keys as keys_module
-from exchange.keys import decrypt_private_key, signing_key_revoke
+from exchange.keys import signing_key_decrypt, signing_key_revoke
 from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
 from tests.conftest import runtime_clear
 from jwtex_site.logging import JsonFormatter
@@ -113,7 +113,7 @@ def world(client, settings, upstream) -> World:
     # Material of every key that still has a private part, read before anything can change it.
     material: dict[str, str | bytes] = {}
     for key in SigningKey.objects.exclude(private_key_encrypted=b""):
-        for name, value in private_material(decrypt_private_key(key.private_key_encrypted)).items():
+        for name, value in private_material(signing_key_decrypt(key.private_key_encrypted)).items():
             material[f"{key.tenant.slug}/{key.kid[:8]} {name}"] = value
     assert material
     tokens = []
@@ -166,9 +166,9 @@ def test_private_keys_are_encrypted_under_the_key_encryption_key(world, settings
     for key in SigningKey.objects.exclude(private_key_encrypted=b""):
         settings.JWTEX_KEY_ENCRYPTION_KEYS = ["some-other-key-encryption-key-000000"]
         with pytest.raises(keys_module.KeyDecryptionError):
-            decrypt_private_key(key.private_key_encrypted)
+            signing_key_decrypt(key.private_key_encrypted)
         settings.JWTEX_KEY_ENCRYPTION_KEYS = [OLD_KEK]
-        decrypt_private_key(key.private_key_encrypted)
+        signing_key_decrypt(key.private_key_encrypted)
 
 
 def test_retired_and_revoked_keys_have_no_private_part(world):
@@ -207,7 +207,7 @@ def test_reencrypt_command_moves_every_key_to_the_new_key_encryption_key(world, 
     runtime_clear()
     known_d = {value for name, value in world.material.items() if name.endswith(" JWK d")}
     for key in SigningKey.objects.exclude(private_key_encrypted=b""):
-        assert private_material(decrypt_private_key(key.private_key_encrypted))["JWK d"] in known_d  # the same keys
+        assert private_material(signing_key_decrypt(key.private_key_encrypted))["JWK d"] in known_d  # the same keys
     for tenant in world.tenants:
         assert send("raw", client, upstream.mint(), slug=tenant.slug).status_code == 200
     # The old key alone no longer opens anything: the tenant's signing key is unavailable (503).
@@ -225,7 +225,7 @@ def test_reencrypt_command_changes_nothing_if_one_key_cannot_be_decrypted(world,
     # A key encrypted under a KEK that is no longer configured.
     stray = SigningKey.objects.exclude(private_key_encrypted=b"").order_by("pk").last()
     settings.JWTEX_KEY_ENCRYPTION_KEYS = ["a-forgotten-key-encryption-key-000000"]
-    blob = keys_module.encrypt_private_key(decrypt_private_key_with(OLD_KEK, before[stray.pk]))
+    blob = keys_module.signing_key_encrypt(decrypt_private_key_with(OLD_KEK, before[stray.pk]))
     SigningKey.objects.filter(pk=stray.pk).update(private_key_encrypted=blob)
     before[stray.pk] = blob
     settings.JWTEX_KEY_ENCRYPTION_KEYS = [NEW_KEK, OLD_KEK]
@@ -280,7 +280,7 @@ def test_logs_hold_no_token_signature_or_key(client, settings, caplog, upstream)
         rule.issuers.add(issuer)
         material = {}
         for key in SigningKey.objects.exclude(private_key_encrypted=b""):
-            material.update(private_material(decrypt_private_key(key.private_key_encrypted)))
+            material.update(private_material(signing_key_decrypt(key.private_key_encrypted)))
         material.update({"KEK": OLD_KEK, "SECRET_KEY": settings.SECRET_KEY})
 
         secrets: list[str] = []

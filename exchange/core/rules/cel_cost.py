@@ -82,7 +82,7 @@ def expression_cost(tree: Expr, profile: Profile) -> float:
     """Cost units an evaluation of ``tree`` can take at most over claims within ``profile``,
     converting its result to Python included; ``UNBOUNDED`` when the tree holds something whose
     cost cannot be bounded (a pattern that is not a literal)."""
-    cost, shape = _Cost(profile).of(tree, {})
+    cost, shape = CostEstimator(profile).of(tree, {})
     total = cost + _copy(shape)
     return total if total < UNBOUNDED else UNBOUNDED  # NaN (infinity times nothing) is unbounded too
 
@@ -90,7 +90,7 @@ def expression_cost(tree: Expr, profile: Profile) -> float:
 def costliest_part(tree: Expr, profile: Profile) -> Expr:
     """Where most of ``tree``'s cost is: from the root, into whichever part holds at least half of
     it, as far as one does (a comprehension, a long concatenation, a pattern)."""
-    estimator = _Cost(profile)
+    estimator = CostEstimator(profile)
     estimator.of(tree, {})
     node = tree
     while True:
@@ -111,7 +111,7 @@ def _sum(*shapes: Shape) -> Shape:
     return Shape(sum(s.items for s in shapes), sum(s.bytes for s in shapes), sum(s.length for s in shapes))
 
 
-class _Cost:
+class CostEstimator:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.spent: dict[int, float] = {}  # the most each node cost in one evaluation (costliest_part)

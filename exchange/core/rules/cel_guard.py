@@ -1,6 +1,6 @@
 """One CEL expression of a rule: compiled by the engine, read into a tree, checked and costed. Pure.
 
-``compile_expression`` refuses what the engine cannot run at all (its syntax errors, with line
+``expression_compile`` refuses what the engine cannot run at all (its syntax errors, with line
 and column) and what keeps a hostile source cheap to even look at (``CEL_MAX_EXPRESSION_LENGTH``
 characters, ``MAX_NESTING_DEPTH`` brackets). What it returns carries the tree (``cel_parser``),
 the problems that refuse it when a rule is *saved* (unknown names and functions, wrong
@@ -27,12 +27,12 @@ import cel
 from ..limits import CEL_MAX_CLAIM_ITEMS, CEL_MAX_EXPRESSION_LENGTH, CEL_MAX_ITERABLE_ITEMS
 from .cel_checks import Problem, children, name_problems
 from .cel_cost import PROFILE_ITERATING, PROFILE_MAX, UNBOUNDED, Profile, expression_cost
-from .cel_parser import parse
-from .cel_syntax import CelSyntaxError, Comprehension, Expr, Token, tokenize
+from .cel_parser import expression_parse
+from .cel_syntax import CelSyntaxError, Comprehension, Expr, Token, expression_tokenize
 
 __all__ = [
     "MAX_NESTING_DEPTH", "PASSTHROUGH", "PROFILE_STEPS", "CompiledExpression", "RuleSyntaxError",
-    "check_expression", "claims_step", "compile_expression",
+    "check_expression", "claims_step", "expression_compile",
 ]
 
 # Brackets an expression may nest: a cheap bound checked before anything else reads it.
@@ -64,7 +64,7 @@ class RuleSyntaxError(ValueError):
 
     ``line``/``column`` are 1-based and point into the expression, when known; ``field``
     names the rule field (``when``, ``session_tags.repository`` …) when raised by
-    ``compile_rule``.
+    ``rule_compile``.
     """
 
     def __init__(self, message: str, *, line: int | None = None, column: int | None = None, field: str | None = None):
@@ -157,7 +157,7 @@ def _shape_problems(tree: Expr) -> list[Problem]:
     return problems
 
 
-def compile_expression(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> CompiledExpression:
+def expression_compile(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> CompiledExpression:
     if not isinstance(source, str):
         raise RuleSyntaxError("The expression must be a string.")
     return _compile(source, max_length)
@@ -172,7 +172,7 @@ def _compile(source: str, max_length: int) -> CompiledExpression:
     if len(source) > max_length:
         raise RuleSyntaxError(f"The expression is {len(source)} characters long; the limit is {max_length}.")
     try:
-        tokens: list[Token] | None = tokenize(source)
+        tokens: list[Token] | None = expression_tokenize(source)
     except CelSyntaxError:
         tokens = None  # the engine says what is wrong, in its words
     too_deep = _bracket_depth(tokens) if tokens is not None else None
@@ -183,7 +183,7 @@ def _compile(source: str, max_length: int) -> CompiledExpression:
         )
     program = _engine_compile(source)
     try:
-        tree = parse(tokens if tokens is not None else source)
+        tree = expression_parse(tokens if tokens is not None else source)
     except CelSyntaxError as exc:  # our reading disagrees with the engine's: never run what cannot be costed
         problem = Problem(f"jwtex cannot analyse this expression ({exc.message}); please report it.",
                           exc.line, exc.column)
@@ -198,7 +198,7 @@ def _compile(source: str, max_length: int) -> CompiledExpression:
 def check_expression(source: str, *, max_length: int = CEL_MAX_EXPRESSION_LENGTH) -> CompiledExpression:
     """Raise ``RuleSyntaxError`` unless ``source`` is a CEL expression a rule may be saved with
     (its cost is judged with the rest of the rule: ``spec``)."""
-    compiled = compile_expression(source, max_length=max_length)
+    compiled = expression_compile(source, max_length=max_length)
     if compiled.problems:
         first = compiled.problems[0]
         raise RuleSyntaxError(first.message, line=first.line, column=first.column)

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from .cel_syntax import (
     Binary, Call, CelSyntaxError, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit,
-    Select, Struct, Token, Unary, tokenize,
+    Select, Struct, Token, Unary, expression_tokenize,
 )
 
-__all__ = ["MAX_EXPR_DEPTH", "RESERVED_WORDS", "parse"]
+__all__ = ["MAX_EXPR_DEPTH", "RESERVED_WORDS", "expression_parse"]
 
 # The engine's parser refuses an expression nested in 96 others (its recursion limit).
 MAX_EXPR_DEPTH = 96
@@ -45,10 +45,10 @@ _LITERAL_TOKENS = frozenset({"INT", "UINT", "FLOAT", "STRING", "BYTES", "true", 
 _INT_MIN, _INT_MAX, _UINT_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 
 
-def parse(source: str | list[Token]) -> Expr:
-    """The tree of ``source`` (or of its ``tokenize``d tokens); ``CelSyntaxError`` (with line and
+def expression_parse(source: str | list[Token]) -> Expr:
+    """The tree of ``source`` (or of its ``expression_tokenize``d tokens); ``CelSyntaxError`` (with line and
     column) wherever the engine would refuse to compile it."""
-    return _Parser(tokenize(source) if isinstance(source, str) else source).start()
+    return _Parser(expression_tokenize(source) if isinstance(source, str) else source).start()
 
 
 class _Run:

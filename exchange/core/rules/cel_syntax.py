@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = [
     "Binary", "Call", "CelSyntaxError", "Comprehension", "Conditional", "Expr", "Ident", "Index", "ListLit",
-    "Literal", "Logic", "MapLit", "Select", "Struct", "Token", "Unary", "tokenize",
+    "Literal", "Logic", "MapLit", "Select", "Struct", "Token", "Unary", "expression_tokenize",
 ]
 
 
@@ -205,7 +205,7 @@ def _fast(source: str, i: int) -> tuple[int, str]:
     return 0, ""
 
 
-def tokenize(source: str) -> list[Token]:
+def expression_tokenize(source: str) -> list[Token]:
     """The tokens of ``source`` ending with EOF; ``CelSyntaxError`` where no rule matches or a
     literal's value is one the engine refuses."""
     tokens: list[Token] = []

@@ -2,7 +2,7 @@
 Pure.
 
 The service layer turns ``Rule`` rows into ``RuleSpec`` values, compiles them with
-``compile_rule`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
+``rule_compile`` (cached per tenant in its runtime) and calls ``decide`` once per exchange;
 the simulator calls the same ``decide`` with a trace.
 
 Security invariants:
@@ -26,224 +26,37 @@ Security invariants:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
-from ..aws import aws_source_identity, aws_tag, source_identity_problem, validate_session_tag_value
-from ..errors import AccessDenied, AudienceNotAllowed, ExchangeError
-from ..limits import DEFAULT_LIFETIME, EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
+from ..aws import aws_source_identity, aws_tag
+from ..errors import AccessDenied, ExchangeError
+from ..limits import EXCHANGE_COST_BUDGET, RULE_COST_BUDGET
 from ..values import Decision, RuleTrace
-from .budget import RuleCost, rule_cost
 from .cel_guard import PASSTHROUGH, PROFILE_STEPS, claims_step
-from .outputs import EvaluationError, execute, json_value, source_identity_reason, tag_problem, tag_value
-from .spec import MAX_SUBJECT_LENGTH, RuleSpec, RuleSyntaxError, check_spec, findings_of
+from .compiled import CompiledRule, Delegation
+from .outputs import EvaluationError, program_execute, rule_allow, rule_denial
 
-__all__ = ["CompiledRule", "Delegation", "compile_rule", "decide"]
-
-# The mapper's answer is checked with the same pieces (core/rules/mapper.py imports them from here).
-_EvaluationError, _json_value = EvaluationError, json_value
-
-
-@dataclass(frozen=True, eq=False)
-class CompiledRule:
-    """A ``RuleSpec`` with its CEL programs; build it with ``compile_rule``."""
-
-    spec: RuleSpec
-    when: cel.Program = field(repr=False)
-    subject: cel.Program = field(repr=False)
-    session_tags: tuple[tuple[str, cel.Program], ...] = field(repr=False)
-    claims: tuple[tuple[str, cel.Program], ...] = field(repr=False)
-    source_identity: cel.Program | None = field(default=None, repr=False)  # None: the rule sets none
-    # Worst-case cost units of the condition and of the outputs at each step of the claims'
-    # size (budget.RuleCost); None for a rule built by hand (tests), which is not charged.
-    cost: RuleCost | None = field(default=None, repr=False)
-    # What the rule editor would warn about (a token that may be too long…), for the simulator.
-    warnings: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def rule_id(self) -> int | None:
-        return self.spec.rule_id
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def issuers(self) -> frozenset[str]:
-        return self.spec.issuers
-
-    @property
-    def effect(self) -> str:
-        return self.spec.effect
-
-
-@dataclass(frozen=True)
-class Delegation:
-    """A ``mapper`` rule matched: its webhook decides and shapes the token (docs/mapper.md#mapper-webhooks)."""
-
-    rule: CompiledRule
-
-    def request(self, *, issuer_id: str, claims: Mapping[str, Any]) -> dict[str, Any]:
-        """The JSON the mapper is sent, exactly as docs/mapper.md#the-request writes it."""
-        return {"version": "1", "issuerId": issuer_id, "claims": dict(claims)}
-
-
-def compile_rule(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> CompiledRule:
-    """Compile every expression of ``spec``; raise ``RuleSyntaxError`` (with ``field``) for
-    the first problem that keeps it from compiling. What only refuses a rule when it is saved
-    (unknown functions, a cost over budget) does not stop a saved rule from compiling: its cost
-    is enforced when it runs."""
-    problems, expressions = check_spec(spec)
-    if problems:
-        path, problem = problems[0]
-        if isinstance(problem, RuleSyntaxError):
-            raise problem.with_field(path)
-        raise RuleSyntaxError(problem, field=path)
-    return CompiledRule(
-        spec=spec,
-        when=expressions["when"].program,
-        subject=expressions["subject"].program,
-        session_tags=tuple((key, expressions[f"session_tags.{key}"].program) for key, _ in spec.session_tags),
-        claims=tuple((name, expressions[f"claims.{name}"].program) for name, _ in spec.claims),
-        source_identity=expressions["source_identity"].program if spec.source_identity else None,
-        cost=rule_cost(expressions),
-        warnings=findings_of(spec, expressions, claim_types=claim_types).warnings,
-    )
+__all__ = ["RULE_FUNCTIONS", "compiled_rules_decide"]
 
 
 # --------------------------------------------------------------------------- evaluation
 
 # The functions rules may call besides CEL's own (docs/rules.md#cel-in-rules).
-_FUNCTIONS = {"aws_tag": aws_tag, "aws_source_identity": aws_source_identity}
+RULE_FUNCTIONS = {"aws_tag": aws_tag, "aws_source_identity": aws_source_identity}
 
 
 def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
     try:
         return cel.Context(
             variables={"claims": claims if type(claims) is dict else dict(claims), "issuer": issuer_id},
-            functions=_FUNCTIONS,
+            functions=RULE_FUNCTIONS,
         )
     except PASSTHROUGH:
         raise
     except BaseException as exc:
         return EvaluationError(exc)
-
-
-def _by(rule: CompiledRule) -> dict[str, Any]:
-    """The deciding rule, as an ExchangeError names it for the audit record (docs/operations.md#what-a-record-holds)."""
-    return {"rule_id": rule.rule_id, "rule_name": rule.name}
-
-
-def _rule_label(rule: CompiledRule) -> str:
-    return f"rule {rule.name!r}" + (f" (id {rule.rule_id})" if rule.rule_id is not None else "")
-
-
-def _denied(rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied) -> AccessDenied:
-    return cls(f"Rule '{rule.name}'{description}", reason=f"{_rule_label(rule)}{reason}", **_by(rule))
-
-
-def _audience(rule: CompiledRule, *, requested: str | None, default: str) -> str:
-    """The emitted ``aud``: the rule's (or the tenant's default), or a requested one it allows."""
-    spec = rule.spec
-    audience = spec.audience or default
-    if not requested:  # an empty audience parameter means "not given"
-        return audience
-    if requested != audience and requested not in spec.audiences:
-        raise _denied(
-            rule, " does not allow the requested audience.",
-            f" does not allow audience {requested!r} (allowed: {[audience, *spec.audiences]!r})", AudienceNotAllowed,
-        )
-    return requested
-
-
-def _subject(rule: CompiledRule, context: Any) -> str:
-    try:
-        subject = execute(rule.subject, context)
-    except EvaluationError as exc:
-        raise _denied(rule, " could not compute the subject.", f": subject: {exc}") from None
-    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
-        what = f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
-        raise _denied(
-            rule, " could not compute the subject.",
-            f": subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
-        )
-    return subject
-
-
-def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ...]:
-    tags: list[tuple[str, str]] = []
-    sources = dict(rule.spec.session_tags)
-    for key, program in rule.session_tags:
-        optional = key in rule.spec.optional_tags
-        try:
-            value = execute(program, context)
-        except EvaluationError as exc:
-            if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
-                continue
-            raise _denied(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
-        if optional and value in ("", None):
-            continue
-        try:
-            value = tag_value(value)
-            validate_session_tag_value(key, value)
-        except (EvaluationError, ValueError) as exc:
-            raise _denied(
-                rule, f": session tag '{key}' has no valid value.",
-                f": session tag {key!r}: {tag_problem(exc, value, sources[key])}",
-            ) from None
-        tags.append((key, value))
-    return tuple(tags)
-
-
-def _source_identity(rule: CompiledRule, context: Any) -> str | None:
-    """The session's SourceIdentity, checked against AWS's rules (docs/rules.md#source-identity)."""
-    if rule.source_identity is None:
-        return None
-    try:
-        value = execute(rule.source_identity, context)
-    except EvaluationError as exc:
-        raise _denied(rule, ": the source identity could not be computed.", f": source_identity: {exc}") from None
-    problem = source_identity_problem(value)
-    if problem is not None:
-        raise _denied(rule, ": the source identity is not one AWS accepts.",
-                      f": source_identity: {source_identity_reason(value, problem, rule.spec.source_identity)}")
-    return value
-
-
-def _extra_claims(rule: CompiledRule, context: Any) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    for name, program in rule.claims:
-        try:
-            extra[name] = json_value(execute(program, context), name)
-        except (EvaluationError, RecursionError) as exc:
-            raise _denied(rule, f": claim '{name}' could not be computed.", f": claim {name!r}: {exc}") from None
-    return extra
-
-
-def _allow(
-    rule: CompiledRule, context: Any, *, requested_audience: str | None, default_audience: str, max_lifetime: int
-) -> Decision:
-    """What an allow rule emits; audience first, since refusing a request needs no evaluation."""
-    spec = rule.spec
-    audience = _audience(rule, requested=requested_audience, default=default_audience)
-    subject = _subject(rule, context)
-    tags = _session_tags(rule, context)
-    emitted = {key for key, _ in tags}
-    extra = _extra_claims(rule, context)
-    lifetime = spec.lifetime if spec.lifetime is not None else DEFAULT_LIFETIME
-    return Decision(
-        rule_id=spec.rule_id,
-        rule_name=spec.name,
-        subject=subject,
-        audience=audience,
-        lifetime=min(lifetime, max_lifetime),
-        session_tags=tags,
-        transitive_tag_keys=tuple(key for key in spec.transitive_tag_keys if key in emitted),  # optional ones left out
-        extra_claims=extra,
-        source_identity=_source_identity(rule, context),
-    )
 
 
 class _Evaluation:
@@ -300,7 +113,7 @@ class _Evaluation:
 
     def refuse(self, rule: CompiledRule, reason: str, description: str = " is over its cost budget.") -> None:
         self.note(rule, True, "error", reason)
-        raise _denied(rule, description, f" {reason}")
+        raise rule_denial(rule, description, f" {reason}")
 
     def matches(self, rule: CompiledRule) -> bool:
         """Whether the rule's condition is exactly true; anything but a boolean denies."""
@@ -314,13 +127,13 @@ class _Evaluation:
             else:
                 self.charge(rule, cost.when)
         try:
-            matched = execute(rule.when, self.context)
+            matched = program_execute(rule.when, self.context)
             if not isinstance(matched, bool):
                 raise EvaluationError(f"the condition returned {type(matched).__name__}, not bool")
         except EvaluationError as exc:
             # Not a match, but never a grant either: an error ends the evaluation (docs/rules.md#how-rules-decide).
             self.note(rule, True, "error", str(exc))
-            raise _denied(rule, " could not be evaluated.", f": condition failed: {exc}") from None
+            raise rule_denial(rule, " could not be evaluated.", f": condition failed: {exc}") from None
         if not matched:
             self.note(rule, True, "not matched")
         return matched
@@ -352,11 +165,11 @@ def _decide(
             return Delegation(rule)
         if rule.effect != "allow":  # "deny", and anything unexpected, denies
             evaluation.note(rule, True, "matched")
-            raise _denied(rule, " denies this exchange.", " (deny) matched")
+            raise rule_denial(rule, " denies this exchange.", " (deny) matched")
         if rule.cost is not None:
             evaluation.charge(rule, rule.cost.outputs)
         try:
-            decision = _allow(
+            decision = rule_allow(
                 rule,
                 evaluation.context,
                 requested_audience=requested_audience,
@@ -374,7 +187,7 @@ def _decide(
     )
 
 
-def decide(
+def compiled_rules_decide(
     rules: Sequence[CompiledRule],
     *,
     issuer_id: str,

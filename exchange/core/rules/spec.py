@@ -5,7 +5,7 @@
 (through ``Rule.clean``): its errors refuse the rule, each with the field it concerns (CEL
 errors with their line and column), and its warnings are shown beside a rule that saves (a
 token that *may* be too long for AWS, a number compared with a claim sent as a string).
-``validate_rule_spec`` is its errors. ``check_spec`` is the part the runtime needs too: what
+``rule_spec_validate`` is its errors. ``rule_spec_check`` is the part the runtime needs too: what
 keeps a rule from compiling at all. Pure.
 """
 
@@ -22,12 +22,12 @@ from ..aws import (
     MAX_SUBJECT_LENGTH,
     MAX_TRANSITIVE_TAG_KEYS,
     is_aws_claim,
-    validate_session_tag_key,
+    session_tag_key_validate,
 )
 from ..minting import RESERVED_CLAIMS
 from .budget import cost_problem, token_length_findings
 from .cel_checks import type_warnings
-from .cel_guard import CompiledExpression, RuleSyntaxError, compile_expression
+from .cel_guard import CompiledExpression, RuleSyntaxError, expression_compile
 
 __all__ = [
     "MAX_SUBJECT_LENGTH",
@@ -35,14 +35,14 @@ __all__ = [
     "RuleFindings",
     "RuleSpec",
     "RuleSyntaxError",
-    "check_spec",
+    "rule_spec_check",
     "rule_spec_of",
     "session_tag_entries",
     "session_tag_entry_problem",
     "tags_well_formed",
     "findings_of",
     "rule_findings",
-    "validate_rule_spec",
+    "rule_spec_validate",
 ]
 
 # Shortest lifetime a rule may ask for: checked here only (the ``Rule.lifetime`` column has no bound of its own).
@@ -70,7 +70,7 @@ class RuleSpec:
     claims: tuple[tuple[str, str], ...] = ()  # (claim name, CEL expr)
     # Tags left out (instead of denying) when their claim is missing or their value empty.
     optional_tags: frozenset[str] = frozenset()
-    # The rule allows tokens of every customer of a shared CI issuer, knowingly (presets.py).
+    # The rule allows tokens of every customer of a shared CI issuer, knowingly (exchange/console/presets.py).
     any_owner: bool = False
     # effect "mapper" (docs/mapper.md#when-a-mapper-is-called): the webhook that decides and shapes the
     # token, and its deadline.
@@ -167,7 +167,7 @@ class _Checker:
 
     def expression(self, path: str, source: str) -> None:
         try:
-            compiled = self.expressions[path] = compile_expression(source)
+            compiled = self.expressions[path] = expression_compile(source)
         except RuleSyntaxError as exc:
             self.add(path, exc)
             return
@@ -213,7 +213,7 @@ class _Checker:
         for key, source in spec.session_tags:
             path = f"session_tags.{key}" if isinstance(key, str) and key else "session_tags"
             try:
-                validate_session_tag_key(key)
+                session_tag_key_validate(key)
             except ValueError as exc:
                 self.add(path, str(exc))
             else:
@@ -282,7 +282,7 @@ def _check(spec: RuleSpec) -> _Checker:
     return checker
 
 
-def check_spec(spec: RuleSpec) -> tuple[Problems, dict[str, CompiledExpression]]:
+def rule_spec_check(spec: RuleSpec) -> tuple[Problems, dict[str, CompiledExpression]]:
     """What keeps ``spec`` from compiling, and the expressions that did compile, by field path."""
     checker = _check(spec)
     return checker.problems, checker.expressions
@@ -297,7 +297,7 @@ class RuleFindings:
 def rule_findings(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] | None = None) -> RuleFindings:
     """Every problem of ``spec`` as ``(field path, message)``, and its warnings. ``claim_types``
     (claim → ``string``/``number`` and the platform that says so, from the issuers' presets)
-    enables the warning about comparisons that can never be true. Beyond what ``check_spec`` finds,
+    enables the warning about comparisons that can never be true. Beyond what ``rule_spec_check`` finds,
     a rule is refused for names and functions the engine does not have, for a cost over its budget
     and for tokens certain to be longer than AWS accepts — save-time checks only: a rule saved
     before them still runs, held to its cost budget at run time (``engine``)."""
@@ -309,7 +309,7 @@ def rule_findings(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] 
 
 def findings_of(spec: RuleSpec, expressions: Mapping[str, CompiledExpression], *,
                 claim_types: Mapping[str, tuple[str, str]] | None = None) -> RuleFindings:
-    """``rule_findings`` of a spec whose expressions all compiled (``check_spec`` found nothing)."""
+    """``rule_findings`` of a spec whose expressions all compiled (``rule_spec_check`` found nothing)."""
     errors: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
     for path, expression in expressions.items():
@@ -338,7 +338,7 @@ def findings_of(spec: RuleSpec, expressions: Mapping[str, CompiledExpression], *
     return RuleFindings(tuple(errors), tuple(warnings))
 
 
-def validate_rule_spec(spec: RuleSpec, **context) -> list[tuple[str, str]]:
+def rule_spec_validate(spec: RuleSpec, **context) -> list[tuple[str, str]]:
     """Every problem of ``spec`` as ``(field path, message)``; empty when it may be saved (the
     errors of ``rule_findings``)."""
     return list(rule_findings(spec, **context).errors)

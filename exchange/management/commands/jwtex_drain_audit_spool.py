@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from exchange.audit.writer import audit_writer, drain
+from exchange.audit.writer import audit_writer, spool_drain
 
 
 class Command(BaseCommand):
@@ -15,5 +15,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         spool = audit_writer().spool
-        count = drain(spool)
+        count = spool_drain(spool)
         self.stdout.write(f"{count} spooled audit record(s) written; {spool.pending()} still waiting.")

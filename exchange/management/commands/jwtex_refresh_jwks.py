@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from exchange.models import Issuer
-from exchange.upstream.jwks import issuer_jwks_refresh
+from exchange.upstream.issuer_keys import issuer_jwks_refresh
 
 
 class Command(BaseCommand):

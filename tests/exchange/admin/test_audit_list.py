@@ -184,7 +184,7 @@ def test_filter_choices_come_from_the_users_tenants_tables(admin_client_for, ten
 
 def test_the_record_page_and_export_show_a_compact_record_whole(admin_client_for, tenant, upstream, allow_rule):
     from exchange.audit import writer
-    from exchange.core.minting import build_payload
+    from exchange.core.minting import payload_build
     from exchange.core.values import Decision, MintedToken
     from exchange.services.audit_export import audit_record_export
 
@@ -192,7 +192,7 @@ def test_the_record_page_and_export_show_a_compact_record_whole(admin_client_for
                         audience="sts.amazonaws.com", lifetime=900, session_tags=(("repository", "octo-org/app"),),
                         transitive_tag_keys=(), extra_claims={})
     now = int(timezone.now().timestamp())
-    claims = build_payload(decision=decision, issuer="http://127.0.0.1:8000/t/acme", issued_at=now,
+    claims = payload_build(decision=decision, issuer="http://127.0.0.1:8000/t/acme", issued_at=now,
                            jti=uuid.uuid4().hex)
     minted = MintedToken(token="x", jti=claims["jti"], kid="kid-1", subject=claims["sub"], audience=claims["aud"],
                          issued_at=now, expires_at=claims["exp"], claims=claims)

@@ -1,4 +1,4 @@
-"""Admin lists filter by what they show and nothing else (tenants.admin_mixins.DeclaredLookupsOnlyMixin):
+"""Admin lists filter by what they show and nothing else (tenants.admin_lookups.DeclaredLookupsOnlyMixin):
 no lookup oracle on a field a list does not show (the stored ciphertext of signing keys), and
 a hostile or malformed query string is a 400 that names the parameter — never a 500, never a
 silent redirect. Runs on SQLite and in the PostgreSQL pass (where a NUL byte, an out-of-range
@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from exchange.models import ExchangeRecord, SigningKey
-from tenants.admin_mixins import DeclaredLookupsOnlyMixin
+from tenants.admin_lookups import DeclaredLookupsOnlyMixin
 
 pytestmark = pytest.mark.django_db
 

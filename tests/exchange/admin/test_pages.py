@@ -271,7 +271,7 @@ def test_fetch_keys_now_shows_the_fetched_kids(admin_client_for, tenant, fetched
             return FetchResult(200, {"issuer": fetched_issuer.issuer, "jwks_uri": "https://keys.test/jwks"}, "", 3600, url)
         return FetchResult(200, upstream.jwks, "", 3600, url)
 
-    monkeypatch.setattr("exchange.upstream.refresh.fetch_json", fake_fetch)
+    monkeypatch.setattr("exchange.upstream.refresh.json_fetch", fake_fetch)
     client = admin_client_for(tenant, "operator")
     response = client.post(reverse("admin:exchange_issuer_fetch_keys", args=[fetched_issuer.pk]), follow=True)
     text = " ".join(str(m) for m in response.context["messages"])
@@ -285,7 +285,7 @@ def test_fetch_keys_now_shows_the_error(admin_client_for, tenant, fetched_issuer
     def failing(url, **kwargs):
         raise FetchError(f"{url}: connection refused")
 
-    monkeypatch.setattr("exchange.upstream.refresh.fetch_json", failing)
+    monkeypatch.setattr("exchange.upstream.refresh.json_fetch", failing)
     client = admin_client_for(tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_changelist"),
@@ -374,16 +374,16 @@ def test_new_rules_go_last_and_move_up_and_down(admin_client_for, tenant, issuer
 
 
 def test_the_new_order_decides(tenant, issuer, allow_rule, upstream, admin_client_for):
-    from exchange.services.exchange import exchange_token
+    from exchange.services.exchange import token_exchange
     from exchange.core.errors import AccessDenied
 
     deny = Rule.objects.create(tenant=tenant, position=20, name="deny all", when="true", effect="deny")
     deny.issuers.add(issuer)
-    assert exchange_token(tenant_slug=tenant.slug, subject_token=upstream.mint()).claims["sub"]
+    assert token_exchange(tenant_slug=tenant.slug, subject_token=upstream.mint()).claims["sub"]
     client = admin_client_for(tenant, "operator")
     client.post(reverse("admin:exchange_rule_move", args=[deny.pk, "up"]))
     with pytest.raises(AccessDenied):
-        exchange_token(tenant_slug=tenant.slug, subject_token=upstream.mint())
+        token_exchange(tenant_slug=tenant.slug, subject_token=upstream.mint())
 
 
 # --- keys ----------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def test_actions_only_touch_rows_the_role_may_touch(admin_client_for, a, b, monk
     client = admin_client_for(a.tenant, "operator")
     calls = []
     monkeypatch.setattr("exchange.admin.issuers.issuer_keys_fetch_now", lambda *, issuer, now: calls.append(issuer.pk) or
-                        __import__("exchange.upstream.jwks", fromlist=["FetchOutcome"]).FetchOutcome(True, True, False, (), ""))
+                        __import__("exchange.upstream.issuer_keys", fromlist=["FetchOutcome"]).FetchOutcome(True, True, False, (), ""))
     client.post(
         reverse("admin:exchange_issuer_changelist"),
         {"action": "fetch_keys_now", "_selected_action": [a.issuer.pk, b.issuer.pk]},

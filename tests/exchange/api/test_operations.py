@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.conf import jwtex_settings
 from exchange.models import ExchangeRecord, SweepRun
-from exchange.services import operations
+from exchange.services import health
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def exchanges(found, **labels) -> float:
 
 
 def test_healthz_answers_without_looking_at_anything(client, monkeypatch):
-    monkeypatch.setattr(operations, "_database", lambda: (_ for _ in ()).throw(AssertionError("not for liveness")))
+    monkeypatch.setattr(health, "_database", lambda: (_ for _ in ()).throw(AssertionError("not for liveness")))
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
     assert response["Cache-Control"] == "no-store"
@@ -60,11 +60,11 @@ def test_readyz_checks_the_database_and_the_broker(client):
 
 def test_a_hanging_dependency_is_reported_within_the_budget_and_not_checked_twice(client, monkeypatch):
     release = threading.Event()
-    monkeypatch.setattr(operations, "_database", lambda: release.wait(10))
+    monkeypatch.setattr(health, "_database", lambda: release.wait(10))
     try:
         started = time.monotonic()
         first = client.get("/readyz")
-        assert time.monotonic() - started < operations.CHECK_BUDGET + 0.5
+        assert time.monotonic() - started < health.CHECK_BUDGET + 0.5
         assert first.status_code == 503
         assert first.json()["checks"] == {"database": "failed: no answer within 1 s", "broker": "ok", **shared_cache_ok()}
         second = client.get("/readyz")
@@ -94,7 +94,7 @@ UNREACHABLE_DATABASE = "postgres://jwtex:secret@127.0.0.1:1/jwtex"
 def checks_of_earlier_probes_finished():
     """In this process, a check an earlier test left waiting (the hanging one above, released at
     its end) has finished, so this test's probe runs every check afresh."""
-    for thread in list(operations._running.values()):
+    for thread in list(health._running.values()):
         thread.join(5)
 
 
@@ -116,7 +116,7 @@ def test_readyz_is_503_naming_an_unreachable_database_without_saying_where_it_is
     # connection per thread, as django.db.connection is).
     unreachable = {**dj_database_url.parse(UNREACHABLE_DATABASE), "OPTIONS": {"connect_timeout": 3}}
     databases = ConnectionHandler({"default": unreachable})
-    monkeypatch.setattr(operations, "connection", ConnectionProxy(databases, "default"))
+    monkeypatch.setattr(health, "connection", ConnectionProxy(databases, "default"))
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "failed: OperationalError", "broker": "ok", **shared_cache_ok()}

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from exchange.audit import writer as writer_module
 from exchange.audit.spool import Spool
-from exchange.audit.writer import AuditWriter, drain, record_id_new
+from exchange.audit.writer import AuditWriter, spool_drain, record_id_new
 from exchange.models import AuditRollup, ExchangeRecord
 from exchange.services.audit import audit_retention_sweep, exchange_records_purge
 from exchange.services.shadow import REPORT_KINDS
@@ -112,7 +112,7 @@ def test_the_rollups_count_every_stored_record_once_through_the_purge(tmp_path, 
     assert all(audit.write(dict(r)) for r in spooled[:5])
     monkeypatch.setattr(writer_module, "_insert", real_insert)
     audit.spool.append([dict(records[1]), dict(spooled[5])])
-    assert drain(audit.spool) == 7 and drain(audit.spool) == 0
+    assert spool_drain(audit.spool) == 7 and spool_drain(audit.spool) == 0
 
     # Rows the ORM writes count too (fixtures, tools, an older release during an upgrade).
     ExchangeRecord.objects.create(tenant=tenant, created_at=now - timedelta(minutes=7), endpoint="api",

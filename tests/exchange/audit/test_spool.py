@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exchange.audit.spool import Spool, SpoolError, decode, encode
-from exchange.audit.writer import drain
+from exchange.audit.spool import Spool, SpoolError, spool_line_decode, spool_line_encode
+from exchange.audit.writer import spool_drain
 from exchange.models import ExchangeRecord
 
 
@@ -38,7 +38,7 @@ def dead_pid() -> int:
 
 def test_a_record_round_trips_through_the_line_format(tenant):
     original = record(tenant, issued_claims={"sub": "x", "tags": ["a"]}, issued_exp=datetime(2030, 1, 1, tzinfo=UTC))
-    decoded = decode(encode(original))
+    decoded = spool_line_decode(spool_line_encode(original))
     assert decoded["issued_exp"] == original["issued_exp"] and decoded["created_at"] == original["created_at"]
     assert decoded["record_id"] == str(original["record_id"]) and decoded["issued_claims"] == original["issued_claims"]
 
@@ -49,7 +49,7 @@ def test_append_then_drain_stores_each_record_once(tmp_path, tenant):
     records = [record(tenant) for _ in range(3)]
     spool.append(records)
     assert spool.pending() == 3
-    assert drain(spool) == 3
+    assert spool_drain(spool) == 3
     assert spool.pending() == 0 and not list(tmp_path.iterdir())
     assert set(ExchangeRecord.objects.values_list("issued_jti", flat=True)) == {r["issued_jti"] for r in records}
 
@@ -60,9 +60,9 @@ def test_a_crash_between_write_and_drain_loses_nothing(tmp_path, tenant):
     victim = dead_pid()
     spool = Spool(tmp_path)
     records = [record(tenant) for _ in range(2)]
-    (tmp_path / f"audit-{spool.host}-{victim}.jsonl").write_text("".join(encode(r) + "\n" for r in records))
+    (tmp_path / f"audit-{spool.host}-{victim}.jsonl").write_text("".join(spool_line_encode(r) + "\n" for r in records))
     assert Spool(tmp_path).pending() == 2
-    assert drain(Spool(tmp_path)) == 2
+    assert spool_drain(Spool(tmp_path)) == 2
     assert ExchangeRecord.objects.count() == 2
 
 
@@ -72,10 +72,10 @@ def test_a_record_drained_twice_is_stored_once(tmp_path, tenant):
     records = [record(tenant) for _ in range(2)]
     spool.append(records)
     copy = (tmp_path / f"audit-{spool.host}-{os.getpid()}.jsonl").read_text()
-    drain(spool)
+    spool_drain(spool)
     # The same lines again, as if a drainer died after its INSERT but before it deleted the file.
     (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(copy)
-    drain(spool)
+    spool_drain(spool)
     assert ExchangeRecord.objects.count() == 2
 
 
@@ -83,11 +83,11 @@ def test_a_record_drained_twice_is_stored_once(tmp_path, tenant):
 def test_a_corrupt_tail_line_is_skipped_and_the_rest_stored(tmp_path, tenant):
     spool = Spool(tmp_path)
     good = [record(tenant) for _ in range(2)]
-    line = encode(record(tenant))
+    line = spool_line_encode(record(tenant))
     (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(
-        "".join(encode(r) + "\n" for r in good) + line[: len(line) // 2]  # cut short by a crash
+        "".join(spool_line_encode(r) + "\n" for r in good) + line[: len(line) // 2]  # cut short by a crash
     )
-    assert drain(spool) == 2
+    assert spool_drain(spool) == 2
     assert ExchangeRecord.objects.count() == 2 and not list(tmp_path.iterdir())
 
 
@@ -119,9 +119,9 @@ def test_the_celery_task_and_the_command_drain_the_spool(tmp_path, settings, ten
 
     settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path)
     spool = Spool(tmp_path)
-    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(encode(record(tenant)) + "\n")
+    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(spool_line_encode(record(tenant)) + "\n")
     assert tasks.drain_audit_spool.delay().get() == 1
-    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(encode(record(tenant)) + "\n")
+    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(spool_line_encode(record(tenant)) + "\n")
     out = StringIO()
     call_command("jwtex_drain_audit_spool", stdout=out)
     assert "1 spooled audit record(s) written; 0 still waiting." in out.getvalue()
@@ -130,12 +130,12 @@ def test_the_celery_task_and_the_command_drain_the_spool(tmp_path, settings, ten
 
 @pytest.mark.django_db(transaction=True)
 def test_a_starting_web_process_drains_what_a_killed_one_spooled(tmp_path, settings, tenant):
-    """jwtex_site/wsgi.py calls drain_at_start: in the background, so a database still down
+    """jwtex_site/wsgi.py calls spool_drain_at_start: in the background, so a database still down
     would not hold up the start."""
-    from exchange.audit.writer import drain_at_start
+    from exchange.audit.writer import spool_drain_at_start
 
     settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path)
     spool = Spool(tmp_path)
-    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(encode(record(tenant)) + "\n")
-    drain_at_start().join(10)
+    (tmp_path / f"audit-{spool.host}-{dead_pid()}.jsonl").write_text(spool_line_encode(record(tenant)) + "\n")
+    spool_drain_at_start().join(10)
     assert ExchangeRecord.objects.count() == 1 and spool.pending() == 0

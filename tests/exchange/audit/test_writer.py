@@ -10,7 +10,7 @@ from django.db import OperationalError
 
 from exchange.audit import writer as writer_module
 from exchange.audit.spool import Spool, SpoolError
-from exchange.audit.writer import AuditWriter, drain
+from exchange.audit.writer import AuditWriter, spool_drain
 from exchange.models import ExchangeRecord
 
 from .test_spool import record
@@ -111,7 +111,7 @@ def test_a_database_outage_spools_and_the_next_commit_drains(tmp_path, monkeypat
     monkeypatch.setattr(writer_module, "DRAIN_INTERVAL", 0)
     assert audit.write(record(tenant))
     assert ExchangeRecord.objects.count() == 4 and audit.spool.pending() == 0
-    assert drain(audit.spool) == 0
+    assert spool_drain(audit.spool) == 0
 
 
 @pytest.mark.django_db

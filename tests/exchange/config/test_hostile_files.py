@@ -146,7 +146,7 @@ def test_apply_refuses_an_oversized_static_jwks_with_the_figure_and_changes_noth
 
 
 def test_a_restored_revision_is_read_as_strictly_as_a_file(django_capture_on_commit_callbacks):
-    from exchange.config.revisions import revision_restore, revision_restore_preview
+    from exchange.config.revision_documents import revision_restore, revision_restore_preview
 
     with django_capture_on_commit_callbacks(execute=True):
         config_apply(document=config_load(yaml_with_jwks({"keys": [EC_KEY]})), now=timezone.now())

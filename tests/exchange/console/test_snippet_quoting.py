@@ -17,7 +17,7 @@ import pytest
 import yaml
 from lark import Token, Tree
 
-from exchange.core.aws import validate_session_tag_key
+from exchange.core.aws import session_tag_key_validate
 from exchange.console.aws_setup import aws_setup_render
 from exchange.console.ci_setup import ci_snippets_render
 
@@ -127,7 +127,7 @@ def test_the_json_policies_keep_every_value_literal(value):
     only_hostile = json.loads(aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["a"],
                                                tag_keys=[value]).permission_policy)["Statement"][0]
     try:
-        validate_session_tag_key(value)
+        session_tag_key_validate(value)
     except ValueError:
         assert only_hostile["Resource"] == "arn:aws:s3:::amzn-s3-demo-bucket/ci/*"
     else:  # "yes", "key: value": keys AWS accepts, so the variable is theirs

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from exchange.core.audit_compact import claims_compact, claims_full, compactable, issued_sub_stored, issued_subject
-from exchange.core.minting import build_payload
+from exchange.core.minting import payload_build
 from exchange.core.values import Decision
 
 TAGS = "https://aws.amazon.com/tags"
@@ -20,7 +20,7 @@ def _minted(**decision) -> dict:
               "session_tags": (("repository", "octo-org/app"), ("actor", "octocat")), "transitive_tag_keys": (),
               "extra_claims": {}}
     fields.update(decision)
-    return build_payload(decision=Decision(**fields), issuer="https://jwtex.example.com/t/acme",
+    return payload_build(decision=Decision(**fields), issuer="https://jwtex.example.com/t/acme",
                          issued_at=1_760_000_000, jti="0123456789abcdef0123456789abcdef")
 
 

@@ -18,13 +18,14 @@ from exchange.core.aws import (
     MAX_WEB_IDENTITY_TOKEN_LENGTH,
     aws_source_identity,
     aws_tag,
+    session_tag_value_validate,
     source_identity_problem,
-    validate_session_tag_value,
 )
 from exchange.core.errors import AccessDenied
-from exchange.core.minting import TokenTooLong, encoded_length, mint_token, signature_bytes
-from exchange.core.rules.engine import compile_rule, decide
-from exchange.core.rules.spec import RuleFindings, RuleSpec, rule_findings, validate_rule_spec
+from exchange.core.minting import TokenTooLong, encoded_length, jwt_mint, signature_bytes
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
+from exchange.core.rules.spec import RuleFindings, RuleSpec, rule_findings, rule_spec_validate
 from exchange.core.values import SignerKey
 from tests.aws_acceptance import sts_problems
 
@@ -49,9 +50,9 @@ def spec(**fields) -> RuleSpec:
 def outcome(rule: RuleSpec, claims: dict, signer: SignerKey, issuer: str = ISSUER) -> str | None:
     """The token, or None when the exchange is refused (403)."""
     try:
-        decision = decide([compile_rule(rule)], issuer_id="ci", claims=claims, requested_audience=None,
+        decision = compiled_rules_decide([rule_compile(rule)], issuer_id="ci", claims=claims, requested_audience=None,
                           default_audience="sts.amazonaws.com", max_lifetime=3600)
-        return mint_token(decision=decision, issuer=issuer, signer=signer, now=NOW).token
+        return jwt_mint(decision=decision, issuer=issuer, signer=signer, now=NOW).token
     except (AccessDenied, TokenTooLong):
         return None
 
@@ -68,7 +69,7 @@ tag_text = st.text(st.characters(codec="utf-8"), max_size=400) | st.text(st.samp
 @example("x" * 257)
 def test_aws_tag_is_always_valid_and_idempotent(value):
     mapped = aws_tag(value)
-    validate_session_tag_value("t", mapped)
+    session_tag_value_validate("t", mapped)
     assert aws_tag(mapped) == mapped
     assert len(mapped) == min(len(value), 256)
 
@@ -76,7 +77,7 @@ def test_aws_tag_is_always_valid_and_idempotent(value):
 @given(tag_text)
 def test_aws_tag_is_the_identity_on_valid_values(value):
     try:
-        validate_session_tag_value("t", value)
+        session_tag_value_validate("t", value)
     except ValueError:
         assume(False)
     assert aws_tag(value) == value
@@ -156,9 +157,9 @@ def test_source_identity_problems_say_what_is_wrong(value, words):
 def test_the_length_is_known_exactly_before_signing(signers, name, value):
     signer = signers[name]
     rule = spec(session_tags=(("v", "aws_tag(claims.x)"),), claims=(("x", "claims.x"),))
-    decision = decide([compile_rule(rule)], issuer_id="ci", claims={"sub": "s", "x": value}, requested_audience=None,
+    decision = compiled_rules_decide([rule_compile(rule)], issuer_id="ci", claims={"sub": "s", "x": value}, requested_audience=None,
                       default_audience="a", max_lifetime=3600)
-    minted = mint_token(decision=decision, issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision, issuer=ISSUER, signer=signer, now=NOW)
     header = {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
     assert encoded_length(dict(minted.claims), header=header, signature_size=signature_bytes(signer)) == len(minted.token)
     assert sts_problems(minted.token) == []
@@ -196,16 +197,16 @@ def test_fifty_maximal_tags_save_with_a_warning_that_gives_the_worst_case():
 
 def test_tags_certain_to_outgrow_what_aws_accepts_are_refused_with_the_figure():
     literal = "'" + "v" * 256 + "'"  # literals count at their own length: every token has them
-    [(path, message)] = validate_rule_spec(_widest_rule(30, literal))
+    [(path, message)] = rule_spec_validate(_widest_rule(30, literal))
     assert path == "session_tags" and "Tokens from this rule are at least 21,394 characters long" in message
-    assert not validate_rule_spec(_widest_rule(29, "'v'"))
+    assert not rule_spec_validate(_widest_rule(29, "'v'"))
 
 
 def test_a_token_that_outgrows_the_bound_at_exchange_time_is_refused_not_issued(signers):
     # Non-ASCII values take up to 12 characters each in the token's JSON: the save-time bound
     # (ASCII) passes, the exchange is refused.
     rule = _widest_rule(20)
-    assert not validate_rule_spec(rule)
+    assert not rule_spec_validate(rule)
     assert outcome(rule, {"sub": "s", "long_sub": "s", "v": "😀" * 256}, signers["ES256"]) is None
 
 
@@ -241,7 +242,7 @@ def test_a_rule_output_is_a_token_sts_accepts_or_a_refusal(signers, tags, value,
         optional_tags=frozenset(key for key, _, optional in tags if optional),
         transitive_tag_keys=tuple(dict.fromkeys(key for key, _, _ in tags))[:2],
     )
-    if validate_rule_spec(rule):
+    if rule_spec_validate(rule):
         event("refused when saved")
         return  # it never runs
     token = outcome(rule, {"sub": "s", "v": value}, signers["ES256"])

@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from exchange.core.aws import AWS_TAGS_CLAIM
-from exchange.core.minting import mint_token
+from exchange.core.minting import jwt_mint
 from exchange.core.values import MintedToken, SignerKey
-from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
 from exchange.core.values import Decision
 
@@ -71,7 +72,7 @@ def _segment(token: str, index: int) -> bytes:
 
 
 def test_round_trip_verifies_with_public_key(signer):
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
     payload = verify(minted, signer)
     assert payload == dict(minted.claims)
     assert payload["iss"] == ISSUER
@@ -85,27 +86,27 @@ def test_round_trip_with_current_clock_passes_time_checks(signer):
     import time
 
     now = int(time.time())
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=now)
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=now)
     payload = jwt.decode(minted.token, signer.private_key.public_key(), algorithms=[signer.algorithm], audience="sts.amazonaws.com")
     assert payload["iat"] == now
 
 
 def test_token_fails_with_another_key(signer):
     other = ec.generate_private_key(ec.SECP256R1()) if signer.algorithm == "ES256" else rsa.generate_private_key(65537, 2048)
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(minted.token, other.public_key(), algorithms=[signer.algorithm], options={"verify_aud": False, "verify_exp": False})
 
 
 def test_exact_header(signer):
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
     assert jwt.get_unverified_header(minted.token) == {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
     assert json.loads(_segment(minted.token, 0)) == {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
 
 
 def test_es256_signature_is_raw_r_s(ec_key):
     signer = SignerKey(kid="k", algorithm="ES256", private_key=ec_key)
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
     signature = _segment(minted.token, 2)
     assert len(signature) == 64  # RFC 7518 §3.4: 32-byte r || 32-byte s, not DER
     r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
@@ -116,7 +117,7 @@ def test_es256_signature_is_raw_r_s(ec_key):
 
 
 def test_exact_aws_tags_claim_shape(signer):
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
     assert verify(minted, signer)[AWS_TAGS_CLAIM] == {
         "principal_tags": {"repository": ["octo-org/app"], "actor": ["octocat"]},
         "transitive_tag_keys": ["repository"],
@@ -124,7 +125,7 @@ def test_exact_aws_tags_claim_shape(signer):
 
 
 def test_transitive_keys_omitted_when_empty(signer):
-    minted = mint_token(decision=decision(transitive_tag_keys=()), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(transitive_tag_keys=()), issuer=ISSUER, signer=signer, now=NOW)
     assert verify(minted, signer)[AWS_TAGS_CLAIM] == {
         "principal_tags": {"repository": ["octo-org/app"], "actor": ["octocat"]},
     }
@@ -134,7 +135,7 @@ def test_a_mappers_tags_claim_is_emitted_as_it_wrote_it(signer):
     """docs/mapper.md#the-answer: a mapper's claim as written (an empty transitive list kept, its member order); a
     rule's token above leaves an empty list out, as it always has."""
     written = {"transitive_tag_keys": [], "principal_tags": {"repository": ["octo-org/app"], "actor": ["octocat"]}}
-    minted = mint_token(decision=decision(transitive_tag_keys=(), tags_claim=written), issuer=ISSUER, signer=signer,
+    minted = jwt_mint(decision=decision(transitive_tag_keys=(), tags_claim=written), issuer=ISSUER, signer=signer,
                         now=NOW)
     payload = json.loads(_segment(minted.token, 1))
     assert json.dumps(payload[AWS_TAGS_CLAIM]) == json.dumps(written)
@@ -142,12 +143,12 @@ def test_a_mappers_tags_claim_is_emitted_as_it_wrote_it(signer):
 
 
 def test_no_tags_claim_without_session_tags(signer):
-    minted = mint_token(decision=decision(session_tags=(), transitive_tag_keys=()), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(session_tags=(), transitive_tag_keys=()), issuer=ISSUER, signer=signer, now=NOW)
     assert AWS_TAGS_CLAIM not in verify(minted, signer)
 
 
 def test_times(signer):
-    minted = mint_token(decision=decision(lifetime=1234), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(lifetime=1234), issuer=ISSUER, signer=signer, now=NOW)
     payload = verify(minted, signer)
     assert payload["iat"] == payload["nbf"] == NOW == minted.issued_at
     assert payload["exp"] == NOW + 1234 == minted.expires_at
@@ -155,7 +156,7 @@ def test_times(signer):
 
 
 def test_exact_payload_members(signer):
-    minted = mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW, jti="fixed-jti")
+    minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW, jti="fixed-jti")
     assert set(verify(minted, signer)) == {"iss", "sub", "aud", "iat", "nbf", "exp", "jti", "ref", AWS_TAGS_CLAIM}
     assert minted.jti == "fixed-jti"
 
@@ -172,7 +173,7 @@ def test_reserved_claims_cannot_be_overridden(signer):
         AWS_TAGS_CLAIM: {"principal_tags": {"admin": ["true"]}},
         "custom": {"kept": True},
     }
-    minted = mint_token(decision=decision(extra_claims=hostile), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(extra_claims=hostile), issuer=ISSUER, signer=signer, now=NOW)
     payload = verify(minted, signer)
     assert payload["iss"] == ISSUER
     assert payload["sub"] == "repo:octo-org/app:ref:refs/heads/main"
@@ -186,13 +187,13 @@ def test_reserved_claims_cannot_be_overridden(signer):
 
 def test_reserved_tags_claim_dropped_even_without_session_tags(signer):
     extra = {AWS_TAGS_CLAIM: {"principal_tags": {"admin": ["true"]}}}
-    minted = mint_token(decision=decision(session_tags=(), transitive_tag_keys=(), extra_claims=extra), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(decision=decision(session_tags=(), transitive_tag_keys=(), extra_claims=extra), issuer=ISSUER, signer=signer, now=NOW)
     assert AWS_TAGS_CLAIM not in verify(minted, signer)
 
 
 def test_jti_is_unique(ec_key):
     signer = SignerKey(kid="k", algorithm="ES256", private_key=ec_key)
-    jtis = {mint_token(decision=decision(), issuer=ISSUER, signer=signer, now=NOW).jti for _ in range(200)}
+    jtis = {jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW).jti for _ in range(200)}
     assert len(jtis) == 200
     assert all(len(j) == 32 and int(j, 16) >= 0 for j in jtis)  # uuid4 hex
 
@@ -210,12 +211,12 @@ def test_jti_is_unique(ec_key):
 )
 def test_key_must_fit_algorithm(algorithm, key_factory):
     with pytest.raises(ValueError):
-        mint_token(decision=decision(), issuer=ISSUER, signer=SignerKey("k", algorithm, key_factory()), now=NOW)
+        jwt_mint(decision=decision(), issuer=ISSUER, signer=SignerKey("k", algorithm, key_factory()), now=NOW)
 
 
 def test_non_positive_lifetime_is_refused(ec_key):
     with pytest.raises(ValueError):
-        mint_token(decision=decision(lifetime=0), issuer=ISSUER, signer=SignerKey("k", "ES256", ec_key), now=NOW)
+        jwt_mint(decision=decision(lifetime=0), issuer=ISSUER, signer=SignerKey("k", "ES256", ec_key), now=NOW)
 
 
 def test_signer_repr_hides_key(ec_key):
@@ -223,7 +224,7 @@ def test_signer_repr_hides_key(ec_key):
 
 
 def test_decide_then_mint(ec_key):
-    rule = compile_rule(
+    rule = rule_compile(
         RuleSpec(
             name="main",
             issuers=frozenset({"github"}),
@@ -235,7 +236,7 @@ def test_decide_then_mint(ec_key):
             claims=(("ref", "claims.ref"),),
         )
     )
-    chosen = decide(
+    chosen = compiled_rules_decide(
         [rule],
         issuer_id="github",
         claims={"sub": "repo:o/a", "ref": "refs/heads/main", "repository": "o/a", "run": 7},
@@ -244,7 +245,7 @@ def test_decide_then_mint(ec_key):
         max_lifetime=3600,
     )
     signer = SignerKey("k", "ES256", ec_key)
-    payload = verify(mint_token(decision=chosen, issuer=ISSUER, signer=signer, now=NOW), signer)
+    payload = verify(jwt_mint(decision=chosen, issuer=ISSUER, signer=signer, now=NOW), signer)
     assert payload[AWS_TAGS_CLAIM] == {
         "principal_tags": {"repository": ["o/a"], "run": ["7"]},
         "transitive_tag_keys": ["repository"],

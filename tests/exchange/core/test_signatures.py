@@ -1,4 +1,4 @@
-"""Signatures in their JWS form (exchange.core.jwk) and the one signing step (minting.sign_compact):
+"""Signatures in their JWS form (exchange.core.jwk) and the one signing step (minting.jwt_sign):
 ECDSA's DER ↔ raw r||s against RFC 6979's vectors and the edge cases of DER integers, checked
 with PyJWT and cryptography (independent of our code); local and remote signers alike."""
 
@@ -26,11 +26,11 @@ from exchange.core.jwk import (
     jwk_signature_size,
     public_jwk,
     public_jwk_from_spki,
-    sign_with_private_key,
+    private_key_sign,
 )
 from exchange.core.minting import (
-    mint_token,
-    sign_compact,
+    jwt_mint,
+    jwt_sign,
     signature_bytes,
     token_length,
 )
@@ -166,7 +166,7 @@ def test_a_key_that_does_not_fit_its_algorithm_is_refused(key, algorithm):
         public_jwk_from_spki(_spki(key), algorithm=algorithm)
 
 
-# --- sign_compact: the one signing step --------------------------------------------------------
+# --- jwt_sign: the one signing step --------------------------------------------------------
 
 PAYLOAD = {"iss": "https://jwtex.example.com/t/acme", "sub": "repo:octo-org/app", "aud": "sts.amazonaws.com",
            "iat": 1_700_000_000, "exp": 1_700_000_900, "name": "Zoë ☃"}
@@ -181,11 +181,11 @@ def test_sign_compact_is_byte_for_byte_what_pyjwt_makes():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     signer = SignerKey("kid-rs", "RS256", key)
     expected = jwt.encode(PAYLOAD, key, algorithm="RS256", headers={"kid": "kid-rs", "typ": "JWT"})
-    assert sign_compact(PAYLOAD, signer=signer) == expected
+    assert jwt_sign(PAYLOAD, signer=signer) == expected
 
 
 def test_sign_compact_es256_verifies_with_pyjwt(rfc_key):
-    token = sign_compact(PAYLOAD, signer=SignerKey("kid-es", "ES256", rfc_key), headers={"typ": "JWT", "cty": "x"})
+    token = jwt_sign(PAYLOAD, signer=SignerKey("kid-es", "ES256", rfc_key), headers={"typ": "JWT", "cty": "x"})
     header, _, signature = _segments(token)
     assert json.loads(header) == {"alg": "ES256", "cty": "x", "kid": "kid-es", "typ": "JWT"}
     assert len(signature) == 64
@@ -196,7 +196,7 @@ def test_sign_compact_es256_verifies_with_pyjwt(rfc_key):
 @pytest.mark.parametrize("header", [{"alg": "none"}, {"alg": "RS256"}, {"kid": "another"}])
 def test_sign_compact_keeps_the_signers_alg_and_kid(rfc_key, header):
     with pytest.raises(ValueError, match="signing key's own"):
-        sign_compact(PAYLOAD, signer=SignerKey("kid-es", "ES256", rfc_key), headers=header)
+        jwt_sign(PAYLOAD, signer=SignerKey("kid-es", "ES256", rfc_key), headers=header)
 
 
 def _remote(key, algorithm: str, calls: list[bytes]):
@@ -204,7 +204,7 @@ def _remote(key, algorithm: str, calls: list[bytes]):
 
     def sign(signing_input: bytes) -> bytes:
         calls.append(signing_input)
-        return sign_with_private_key(key, algorithm=algorithm, signing_input=signing_input)
+        return private_key_sign(key, algorithm=algorithm, signing_input=signing_input)
 
     return sign
 
@@ -218,7 +218,7 @@ def test_a_remote_signer_signs_exactly_the_signing_input_and_sizes_are_known(rfc
     assert signer.private_key is None and signature_bytes(signer) == size
     decision = Decision(rule_id=1, rule_name="r", subject="s", audience="sts.amazonaws.com", lifetime=900,
                         session_tags=(("repository", "octo-org/app"),), transitive_tag_keys=(), extra_claims={})
-    minted = mint_token(decision=decision, issuer=PAYLOAD["iss"], signer=signer, now=1_700_000_000)
+    minted = jwt_mint(decision=decision, issuer=PAYLOAD["iss"], signer=signer, now=1_700_000_000)
     assert calls == [minted.token.rsplit(".", 1)[0].encode()]
     assert len(minted.token) == token_length(decision=decision, issuer=PAYLOAD["iss"], signer=signer, now=1_700_000_000)
     assert jwt.decode(minted.token, key.public_key(), algorithms=[algorithm], audience="sts.amazonaws.com",
@@ -229,12 +229,12 @@ def test_a_remote_signer_signs_exactly_the_signing_input_and_sizes_are_known(rfc
 def test_a_remote_signature_of_the_wrong_length_is_refused(rfc_key):
     signer = SignerKey("kid", "ES256", remote_sign=lambda data: b"\x01" * 71)
     with pytest.raises(ValueError, match="71-byte signature, not 64"):
-        sign_compact(PAYLOAD, signer=signer)
+        jwt_sign(PAYLOAD, signer=signer)
 
 
 def test_a_remote_rsa_key_under_2048_bits_is_refused():
     with pytest.raises(ValueError, match="at least 2048 bits"):
-        sign_compact(PAYLOAD, signer=SignerKey("kid", "RS256", remote_sign=lambda data: b"", signature_size=128))
+        jwt_sign(PAYLOAD, signer=SignerKey("kid", "RS256", remote_sign=lambda data: b"", signature_size=128))
 
 
 def test_an_unavailable_remote_signer_signs_nothing():
@@ -242,5 +242,5 @@ def test_an_unavailable_remote_signer_signs_nothing():
         raise TemporarilyUnavailable("The tenant's signing key is unavailable right now; retry later.", reason="KMS down")
 
     with pytest.raises(TemporarilyUnavailable) as excinfo:
-        sign_compact(PAYLOAD, signer=SignerKey("kid", "ES256", remote_sign=down))
+        jwt_sign(PAYLOAD, signer=SignerKey("kid", "ES256", remote_sign=down))
     assert excinfo.value.status == 503 and excinfo.value.code == "temporarily_unavailable"

@@ -29,7 +29,8 @@ from tests.conftest import FIXTURES_DIR
 from exchange.core.errors import ExchangeError, InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
 from exchange.core.jwks import KeySet, PublicKey
 from exchange.core.values import IssuerConfig, ParsedToken, VerifiedToken
-from exchange.core.verification import parse_compact, verify_token
+from exchange.core.compact_jws import jwt_parse
+from exchange.core.verification import jwt_verify
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -212,7 +213,7 @@ def mint(private_keys) -> Callable[..., str]:
 
 
 def verify(token: str | bytes, keys: KeySet, *, now: float = NOW, **issuer_overrides: Any) -> VerifiedToken:
-    return verify_token(parse_compact(token), issuer=issuer(**issuer_overrides), keys=keys, now=now)
+    return jwt_verify(jwt_parse(token), issuer=issuer(**issuer_overrides), keys=keys, now=now)
 
 
 # ------------------------------------------------------------- the real GitHub token
@@ -233,12 +234,12 @@ def github() -> tuple[str, KeySet]:
 def gh_verify(token: str, keys: KeySet, *, now: float, **overrides: Any) -> VerifiedToken:
     config = {"issuer_id": "github", "issuer": GH_ISS, "audiences": (GH_AUD,)}
     config.update(overrides)
-    return verify_token(parse_compact(token), issuer=IssuerConfig(**config), keys=keys, now=now)
+    return jwt_verify(jwt_parse(token), issuer=IssuerConfig(**config), keys=keys, now=now)
 
 
 def test_github_fixture_is_what_the_readme_says(github):
     token, keys = github
-    parsed = parse_compact(token)
+    parsed = jwt_parse(token)
     assert parsed.header["alg"] == "RS256" and parsed.header["kid"] == GH_KID and "x5t" in parsed.header
     assert (parsed.claims["nbf"], parsed.claims["iat"], parsed.claims["exp"]) == (GH_NBF, GH_IAT, GH_EXP)
     assert tuple(k.kid for k in keys.keys) == (GH_KID, "52F197C481DE70112C441B4A9B37B53C7FCF0DB5")
@@ -416,20 +417,20 @@ def test_each_supported_algorithm_verifies(mint, keyset, alg):
 
 
 def test_verified_claims_are_a_plain_json_serialisable_copy(mint, keyset):
-    parsed = parse_compact(mint("ES256", nested={"a": [1, 2.5, None, True]}))
-    verified = verify_token(parsed, issuer=issuer(), keys=keyset, now=NOW)
+    parsed = jwt_parse(mint("ES256", nested={"a": [1, 2.5, None, True]}))
+    verified = jwt_verify(parsed, issuer=issuer(), keys=keyset, now=NOW)
     assert type(verified.claims) is dict and verified.claims is not parsed.claims
     assert json.loads(json.dumps(verified.claims)) == verified.claims
 
 
 def test_parse_compact_returns_the_parts(mint):
     token = mint("RS256")
-    parsed = parse_compact(token)
+    parsed = jwt_parse(token)
     assert isinstance(parsed, ParsedToken)
     assert parsed.signing_input == token.rsplit(".", 1)[0].encode()
     assert parsed.signature == base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
     assert parsed.claims == claims() and parsed.header["kid"] == "rsa-1"
-    assert parse_compact(token.encode()) == parsed
+    assert jwt_parse(token.encode()) == parsed
 
 
 def test_typ_header_is_ignored(mint, keyset):
@@ -442,14 +443,14 @@ def test_typ_header_is_ignored(mint, keyset):
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none_is_refused_even_if_configured(keyset, rsa_key, alg):
-    # With a signature (any bytes) it reaches verify_token and is refused there…
+    # With a signature (any bytes) it reaches jwt_verify and is refused there…
     token = craft({"alg": alg, "kid": "rsa-1"}, claims(), rsa_signer(rsa_key))
     error = refused(INVALID_TOKEN, verify, token, keyset, algorithms=(alg, "RS256", "ES256"))
     assert "algorithm" in error.description
     # …and the classic unsigned form has an empty signature, refused as malformed.
     unsigned = craft({"alg": alg}, claims(), signature=b"")
     assert unsigned.endswith(".")
-    refused(INVALID_REQUEST, parse_compact, unsigned)
+    refused(INVALID_REQUEST, jwt_parse, unsigned)
 
 
 @pytest.mark.parametrize("secret_form", ["pem", "pkcs1_pem", "der", "jwk_json"])
@@ -497,7 +498,7 @@ def test_rs256_token_against_an_ec_only_set_is_refused(mint, jwks, rsa_key):
         "The token has no kid, and none of the issuer's keys fits its algorithm RS256: no one key to check it with."
     )
     # and with the kid of an EC key: the algorithm does not fit that key
-    spoofed = craft({"alg": "RS256", "kid": "ec-256"}, claims(), signature=parse_compact(token).signature)
+    spoofed = craft({"alg": "RS256", "kid": "ec-256"}, claims(), signature=jwt_parse(token).signature)
     error = refused(INVALID_TOKEN, verify, spoofed, ec_only)
     assert error.description == "The token's algorithm does not fit its key."
 
@@ -565,12 +566,12 @@ def test_crit_and_b64_headers_are_refused(keyset, rsa_key, extra):
 def test_rfc7797_unencoded_payload_is_malformed(rsa_key):
     # PyJWT's b64:false output is a detached payload: the middle segment is empty.
     token = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"b64": False, "crit": ["b64"]})
-    refused(INVALID_REQUEST, parse_compact, token)
+    refused(INVALID_REQUEST, jwt_parse, token)
     # and an attached unencoded JSON payload has characters outside base64url
     header = b64json({"alg": "RS256", "b64": False, "crit": ["b64"]})
     raw = json.dumps(claims())
     sig = rsa_key.sign(f"{header}.{raw}".encode(), padding.PKCS1v15(), hashes.SHA256())
-    refused(INVALID_REQUEST, parse_compact, f"{header}.{raw}.{b64(sig)}")
+    refused(INVALID_REQUEST, jwt_parse, f"{header}.{raw}.{b64(sig)}")
 
 
 @pytest.mark.parametrize(
@@ -619,7 +620,7 @@ def test_duplicate_kid_in_the_set_is_ambiguous(rsa_key, rsa_key2):
 def test_missing_kid_with_two_rsa_keys_is_refused(rsa_key, rsa_key2):
     keys = KeySet.from_jwks({"keys": [jwk_of(rsa_key, "a"), jwk_of(rsa_key2, "b")]})
     token = jwt.encode(claims(), rsa_key, algorithm="RS256")
-    assert "kid" not in parse_compact(token).header
+    assert "kid" not in jwt_parse(token).header
     error = refused(INVALID_TOKEN, verify, token, keys)
     assert "no key id" in error.description
     # Same with two kid-less keys.
@@ -665,10 +666,10 @@ def test_ecdsa_with_r_or_s_equal_to_the_curve_order_is_refused(keyset):
 def test_ecdsa_der_signature_is_refused(keyset, ec256):
     header = {"alg": "ES256", "kid": "ec-256"}
     der = craft(header, claims(), lambda data: ec256.sign(data, ec.ECDSA(hashes.SHA256())))
-    parsed = parse_compact(der)
+    parsed = jwt_parse(der)
     # It is a genuine signature, only DER-encoded instead of R || S (RFC 7518 §3.4).
     ec256.public_key().verify(parsed.signature, parsed.signing_input, ec.ECDSA(hashes.SHA256()))
-    refused(INVALID_TOKEN, verify_token, parsed, issuer=issuer(), keys=keyset, now=NOW)
+    refused(INVALID_TOKEN, jwt_verify, parsed, issuer=issuer(), keys=keyset, now=NOW)
 
 
 @pytest.mark.parametrize("alg,size", [("ES256", 32), ("ES384", 48), ("ES512", 66)])
@@ -749,14 +750,14 @@ def test_signature_is_checked_before_the_claims(keyset, rsa_key2):
 def test_five_part_jwe_is_refused(mint):
     jwe_header = b64json({"alg": "RSA-OAEP", "enc": "A256GCM"})
     jwe = ".".join([jwe_header, b64(b"k" * 256), b64(b"iv"), b64(b"ct"), b64(b"tag")])
-    refused(INVALID_REQUEST, parse_compact, jwe)
-    refused(INVALID_REQUEST, parse_compact, mint() + ".")
-    refused(INVALID_REQUEST, parse_compact, mint() + "." + mint())  # nested/concatenated
+    refused(INVALID_REQUEST, jwt_parse, jwe)
+    refused(INVALID_REQUEST, jwt_parse, mint() + ".")
+    refused(INVALID_REQUEST, jwt_parse, mint() + "." + mint())  # nested/concatenated
 
 
 @pytest.mark.parametrize("text", ["", ".", "..", "...", "a", "a.b", "a..b", "a.b.c.d", "." * 2000, "a" + ".a" * 2000])
 def test_wrong_number_of_segments_is_refused(text):
-    error = refused(INVALID_REQUEST, parse_compact, text)
+    error = refused(INVALID_REQUEST, jwt_parse, text)
     assert error.description == "The token is malformed."
 
 
@@ -764,14 +765,14 @@ def test_json_serialization_is_refused(mint):
     header, payload, sig = mint().split(".")
     general = json.dumps({"payload": payload, "signatures": [{"protected": header, "signature": sig}]})
     flattened = json.dumps({"payload": payload, "protected": header, "signature": sig})
-    refused(INVALID_REQUEST, parse_compact, general)
-    refused(INVALID_REQUEST, parse_compact, flattened)
-    refused(INVALID_REQUEST, parse_compact, flattened.encode())
+    refused(INVALID_REQUEST, jwt_parse, general)
+    refused(INVALID_REQUEST, jwt_parse, flattened)
+    refused(INVALID_REQUEST, jwt_parse, flattened.encode())
 
 
 def test_empty_signature_is_refused(mint):
     head = mint().rsplit(".", 1)[0]
-    error = refused(INVALID_REQUEST, parse_compact, head + ".")
+    error = refused(INVALID_REQUEST, jwt_parse, head + ".")
     assert "empty" in error.reason
 
 
@@ -801,11 +802,11 @@ def test_characters_outside_base64url_are_refused(mint, mutate):
     token = mint()
     changed = mutate(token)
     assert changed != token
-    refused(INVALID_REQUEST, parse_compact, changed)
+    refused(INVALID_REQUEST, jwt_parse, changed)
     if changed.isascii():
-        refused(INVALID_REQUEST, parse_compact, changed.encode())
+        refused(INVALID_REQUEST, jwt_parse, changed.encode())
     else:
-        refused(INVALID_REQUEST, parse_compact, changed.encode("utf-8"))
+        refused(INVALID_REQUEST, jwt_parse, changed.encode("utf-8"))
 
 
 def test_non_canonical_base64_is_refused(mint):
@@ -817,7 +818,7 @@ def test_non_canonical_base64_is_refused(mint):
             parts = [header, payload, sig]
             parts[index] = segment + extra
             if len(parts[index]) % 4 == 1:
-                error = refused(INVALID_REQUEST, parse_compact, ".".join(parts))
+                error = refused(INVALID_REQUEST, jwt_parse, ".".join(parts))
                 assert "canonical" in error.reason
     # unused bits set in the last character of a 1-byte-tail segment
     one_tail = b64(b'{"alg":"RS256","kid":"rsa-1"}')  # 29 bytes → 2 leftover characters
@@ -829,7 +830,7 @@ def test_non_canonical_base64_is_refused(mint):
             continue
         changed = f"{one_tail[:-1]}{char}.{payload}.{sig}"
         if char not in alternatives:
-            error = refused(INVALID_REQUEST, parse_compact, changed)
+            error = refused(INVALID_REQUEST, jwt_parse, changed)
             assert "canonical" in error.reason
 
 
@@ -837,8 +838,8 @@ def test_non_canonical_base64_is_refused(mint):
 def test_header_or_payload_not_an_object_is_refused(mint, value):
     header, payload, sig = mint().split(".")
     raw = b64(value.encode())
-    refused(INVALID_REQUEST, parse_compact, f"{raw}.{payload}.{sig}")
-    refused(INVALID_REQUEST, parse_compact, f"{header}.{raw}.{sig}")
+    refused(INVALID_REQUEST, jwt_parse, f"{raw}.{payload}.{sig}")
+    refused(INVALID_REQUEST, jwt_parse, f"{header}.{raw}.{sig}")
 
 
 @pytest.mark.parametrize(
@@ -864,8 +865,8 @@ def test_header_or_payload_not_an_object_is_refused(mint, value):
 )
 def test_header_or_payload_not_utf8_json_is_refused(mint, raw):
     header, payload, sig = mint().split(".")
-    refused(INVALID_REQUEST, parse_compact, f"{b64(raw)}.{payload}.{sig}")
-    refused(INVALID_REQUEST, parse_compact, f"{header}.{b64(raw)}.{sig}")
+    refused(INVALID_REQUEST, jwt_parse, f"{b64(raw)}.{payload}.{sig}")
+    refused(INVALID_REQUEST, jwt_parse, f"{header}.{b64(raw)}.{sig}")
 
 
 def test_escaped_non_ascii_and_surrogate_pairs_are_fine(keyset, rsa_key):
@@ -894,32 +895,32 @@ def test_escaped_non_ascii_and_surrogate_pairs_are_fine(keyset, rsa_key):
 def test_duplicate_member_names_are_refused(mint, where, raw):
     header, payload, sig = mint().split(".")
     token = f"{b64(raw.encode())}.{payload}.{sig}" if where == "header" else f"{header}.{b64(raw.encode())}.{sig}"
-    error = refused(INVALID_REQUEST, parse_compact, token)
+    error = refused(INVALID_REQUEST, jwt_parse, token)
     assert f"The token's {where} names a member twice." == error.reason
 
 
 def test_oversized_token_is_refused_with_413(mint):
     token = mint(padding_claim="x" * conf.MAX_TOKEN_BYTES)
     assert len(token) > conf.MAX_TOKEN_BYTES
-    refused(TOO_LARGE, parse_compact, token)
-    refused(TOO_LARGE, parse_compact, token.encode())
+    refused(TOO_LARGE, jwt_parse, token)
+    refused(TOO_LARGE, jwt_parse, token.encode())
 
 
 def test_size_limit_is_inclusive_and_configurable(mint):
     token = mint()
-    assert parse_compact(token, max_bytes=len(token)).claims == claims()
-    refused(TOO_LARGE, parse_compact, token, max_bytes=len(token) - 1)
+    assert jwt_parse(token, max_bytes=len(token)).claims == claims()
+    refused(TOO_LARGE, jwt_parse, token, max_bytes=len(token) - 1)
     big = mint(padding_claim="x" * (conf.MAX_TOKEN_BYTES * 3 // 4 - 600))
     assert conf.MAX_TOKEN_BYTES - 1000 < len(big) <= conf.MAX_TOKEN_BYTES
-    assert parse_compact(big).claims["padding_claim"]
+    assert jwt_parse(big).claims["padding_claim"]
 
 
 def test_size_is_checked_before_anything_else():
     for garbage in ("." * 20_000, "\n" * 20_000, "{" * 20_000, "a" * (conf.MAX_TOKEN_BYTES + 1)):
-        refused(TOO_LARGE, parse_compact, garbage)
+        refused(TOO_LARGE, jwt_parse, garbage)
     # Non-ASCII text is measured in UTF-8 bytes: 6000 characters, 18000 bytes.
-    refused(TOO_LARGE, parse_compact, "\u20ac" * 6000)
-    refused(INVALID_REQUEST, parse_compact, "\u20ac" * 5000)
+    refused(TOO_LARGE, jwt_parse, "\u20ac" * 6000)
+    refused(INVALID_REQUEST, jwt_parse, "\u20ac" * 5000)
 
 
 @pytest.mark.parametrize(
@@ -937,13 +938,13 @@ def test_deeply_nested_json_is_refused_not_a_crash(mint, nested):
     header, _, sig = mint().split(".")
     token = f"{header}.{b64(nested.encode())}.{sig}"
     assert len(token) <= conf.MAX_TOKEN_BYTES  # within the size limit: the depth is the problem
-    error = refused(INVALID_REQUEST, parse_compact, token)
+    error = refused(INVALID_REQUEST, jwt_parse, token)
     assert error.status == 400
-    refused(INVALID_REQUEST, parse_compact, f"{b64(nested.encode())}.{b64json(claims())}.{sig}")
+    refused(INVALID_REQUEST, jwt_parse, f"{b64(nested.encode())}.{b64json(claims())}.{sig}")
 
 
 def test_non_text_input_is_refused():
-    refused(INVALID_REQUEST, parse_compact, 12345)  # type: ignore[arg-type]
+    refused(INVALID_REQUEST, jwt_parse, 12345)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------- claims
@@ -962,7 +963,7 @@ def test_time_claims_must_be_finite(keyset, rsa_key, name, literal):
     # JSON has no infinity, but 1e400 is a valid JSON number that overflows a double.
     payload = json.dumps(claims(**{name: "INF"})).replace('"INF"', literal)
     token = craft({"alg": "RS256", "kid": "rsa-1"}, b64(payload.encode()), rsa_signer(rsa_key))
-    assert parse_compact(token).claims[name] in (float("inf"), float("-inf"))
+    assert jwt_parse(token).claims[name] in (float("inf"), float("-inf"))
     error = refused(INVALID_TOKEN, verify, token, keyset)
     assert name in error.description
 
@@ -1224,7 +1225,7 @@ def test_keyset_keeps_duplicate_kids_so_verification_can_call_them_ambiguous(rsa
 )
 def test_parse_compact_on_arbitrary_input_raises_only_invalid_request(text):
     try:
-        parsed = parse_compact(text)
+        parsed = jwt_parse(text)
     except InvalidRequest as error:
         assert error.status in (400, 413) and error.code == "invalid_request"
     else:
@@ -1269,7 +1270,7 @@ def test_an_expired_token_reason_is_a_sentence_with_readable_times(mint, keyset)
 
 @pytest.mark.parametrize("token, parts", [("abc", "1 part"), ("a.b", "2 parts"), ("a.b.c.d.e", "5 parts")])
 def test_a_token_of_the_wrong_shape_says_what_a_jwt_looks_like(token, parts):
-    error = refused(INVALID_REQUEST, parse_compact, token)
+    error = refused(INVALID_REQUEST, jwt_parse, token)
     assert error.reason == f"The token has {parts} separated by dots; a signed JWT has 3 (header.payload.signature)."
     assert (error.code, error.status) == ("invalid_request", 400)
 

@@ -17,7 +17,7 @@ from exchange.core.rotation import MAX_PUBLISHED_KEYS
 from exchange.keys import signing_key_rotate
 from exchange.models import SigningKey
 from exchange.publish.service import issuer_publish
-from exchange.services.exchange import exchange_token
+from exchange.services.exchange import token_exchange
 from tenants.models import Tenant
 from tests.exchange.publish.test_publish import AUDIENCE, publishing_tenant
 from tests.exchange.test_kms import allow_everything
@@ -75,7 +75,7 @@ def test_a_year_of_rotation_with_a_published_issuer(db, static_site, upstream, s
             step = min(timedelta(days=rng.choice([2, 3, 4])), due - now - step)
         if step < LIFETIME:
             subject = upstream.mint(iat=at, nbf=at, exp=at + 300)
-            minted = exchange_token(tenant_slug="acme", subject_token=subject, now=at)
+            minted = token_exchange(tenant_slug="acme", subject_token=subject, now=at)
             # Signed by a key the published JWKS has shown for a full max-age (or the first one).
             assert minted.kid in published
             assert minted.kid == first.kid or now - first_seen[minted.kid] >= timedelta(seconds=JWKS_MAX_AGE)

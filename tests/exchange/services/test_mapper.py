@@ -19,7 +19,7 @@ from exchange.core.aws import AWS_TAGS_CLAIM
 from exchange.core.errors import AccessDenied, TemporarilyUnavailable
 from exchange.models import ExchangeRecord, Rule
 from exchange.services import mapper as mapper_module
-from exchange.services.exchange import exchange_token
+from exchange.services.exchange import token_exchange
 from tests.aws_acceptance import sts_problems
 from tests.conftest import REPO_ROOT, make_tenant, poll
 from tests.servers import free_port
@@ -124,8 +124,8 @@ def test_the_example_mappers_tags_claim_is_in_the_token_byte_for_byte(example_ma
                                    static_jwks=upstream.jwks)
     mapper_rule(tenant, issuer, example_mapper)
     answers = []
-    real_post = mapper_module.post_json
-    monkeypatch.setattr(mapper_module, "post_json", lambda *a, **kw: answers.append(real_post(*a, **kw)) or answers[-1])
+    real_post = mapper_module.json_post
+    monkeypatch.setattr(mapper_module, "json_post", lambda *a, **kw: answers.append(real_post(*a, **kw)) or answers[-1])
 
     allowed, record = exchange(client, upstream, **GITHUB_CLAIMS)
 
@@ -248,16 +248,16 @@ def test_a_private_address_is_refused_when_saved_and_never_contacted(client, ups
 
 
 def test_an_allowed_private_host_may_resolve_to_a_private_address():
-    from exchange.upstream.webhook import WebhookError, post_json
+    from exchange.upstream.webhook import WebhookError, json_post
 
     def resolve(host, port):
         return ["10.255.255.1"]  # nothing answers there: the call fails connecting, not on the address rule
 
     with pytest.raises(WebhookError) as refused:
-        post_json("https://mapper.internal/map", {}, headers={}, timeout=0.3, allow_insecure=False, resolver=resolve)
+        json_post("https://mapper.internal/map", {}, headers={}, timeout=0.3, allow_insecure=False, resolver=resolve)
     assert "non-public address" in str(refused.value)
     with pytest.raises(WebhookError) as failed:
-        post_json("https://mapper.internal/map", {}, headers={}, timeout=0.3, allow_insecure=False, resolver=resolve,
+        json_post("https://mapper.internal/map", {}, headers={}, timeout=0.3, allow_insecure=False, resolver=resolve,
                   private_hosts=frozenset({"mapper.internal"}))
     assert "non-public" not in str(failed.value)
 
@@ -281,12 +281,12 @@ def test_a_slow_mapper_of_one_tenant_does_not_delay_another(upstream, insecure, 
     tenant_with_mapper("fast", "/fast")
     webhook.routes["/slow"] = Route(body=b'{"allow": true, "claims": {}}', delay=1.5)
     webhook.routes["/fast"] = Route(body=b'{"allow": true, "claims": {}}')
-    exchange_token(tenant_slug="fast", subject_token=upstream.mint(), endpoint="raw")  # warm
+    token_exchange(tenant_slug="fast", subject_token=upstream.mint(), endpoint="raw")  # warm
     outcomes: list[str] = []
 
     def slow_one() -> None:
         try:
-            exchange_token(tenant_slug="slow", subject_token=upstream.mint(), endpoint="raw")
+            token_exchange(tenant_slug="slow", subject_token=upstream.mint(), endpoint="raw")
             outcomes.append("200")
         except TemporarilyUnavailable:
             outcomes.append("503")
@@ -297,7 +297,7 @@ def test_a_slow_mapper_of_one_tenant_does_not_delay_another(upstream, insecure, 
     assert webhook.wait_for("/slow", count=mapper_module.MAPPER_CONCURRENCY, timeout=5)
     started = time.monotonic()
     for _ in range(5):  # while the slow tenant's mapper holds all its slots
-        exchange_token(tenant_slug="fast", subject_token=upstream.mint(), endpoint="raw")
+        token_exchange(tenant_slug="fast", subject_token=upstream.mint(), endpoint="raw")
     fast = (time.monotonic() - started) / 5
     for thread in threads:
         thread.join(10)
@@ -333,11 +333,11 @@ def test_the_audit_names_the_rule_the_outcome_and_the_latency_but_never_the_bear
 
 def test_an_unknown_outcome_never_grants():
     with pytest.raises(AccessDenied):
-        from exchange.core.rules.engine import compile_rule
-        from exchange.core.rules.mapper import mapper_decision
+        from exchange.core.rules.compiled import rule_compile
+        from exchange.core.rules.mapper_answer import mapper_decision
         from exchange.core.rules.spec import RuleSpec
 
-        rule = compile_rule(RuleSpec(name="m", issuers=frozenset({"ci"}), when="true", effect="mapper",
+        rule = rule_compile(RuleSpec(name="m", issuers=frozenset({"ci"}), when="true", effect="mapper",
                                      mapper_url="https://m.example/"))
         mapper_decision(rule, {"allow": 1}, claims={"sub": "s"}, requested_audience=None, default_audience="a",
                         max_lifetime=900)
@@ -393,11 +393,11 @@ def test_the_admin_saves_a_mapper_rule_and_refuses_one_without_a_url(admin_clien
 
 @pytest.mark.django_db
 def test_the_simulator_shows_the_request_and_the_mappers_answer(tenant, issuer, upstream, insecure, webhook):
-    from exchange.services.simulator import simulate_claims
+    from exchange.services.simulator import claims_simulate
 
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {"team": "payments"}})
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
+    simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
     assert simulation.allowed and simulation.emitted["team"] == "payments"
     assert simulation.mapper.request["issuerId"] == "ci" and simulation.mapper.answer == {"allow": True, "claims": {"team": "payments"}}
     assert any("called for real" in note for note in simulation.notes)

@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from exchange.models import ExchangeRecord, Issuer
 from exchange.services import mapper as mapper_module
-from exchange.services.simulator import simulate_claims, simulate_token
+from exchange.services.simulator import claims_simulate, token_simulate
 from tests.conftest import REPO_ROOT, make_tenant, poll
 from tests.exchange.services.test_mapper import (  # noqa: F401 - fixtures
     GITHUB_CLAIMS, answer, exchange, insecure, mapper_rule, webhook)
@@ -36,7 +36,7 @@ def test_a_simulated_call_says_so_in_the_body_and_the_signed_bearer(client, tena
                                                                      webhook):
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {}})
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
+    simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
     assert simulation.allowed and simulation.mapper.simulated
     [seen] = webhook.requests
     body = json.loads(seen.body)
@@ -62,7 +62,7 @@ def test_failing_simulations_never_open_the_breaker_of_real_exchanges(client, te
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"error": "down"}, status=503)
     for _ in range(mapper_module.BREAKER_FAILURES * 2):
-        failed = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
+        failed = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
         assert failed.mapper.outcome == "failed" and not failed.allowed
     assert observed == []  # the metrics count real traffic only
     answer(webhook, {"allow": True, "claims": {}})
@@ -79,7 +79,7 @@ def test_a_simulation_still_calls_a_mapper_whose_breaker_is_open_and_says_so(cli
         exchange(client, upstream)
     assert exchange(client, upstream)[1].mapper_outcome == "circuit open"
     answer(webhook, {"allow": True, "claims": {}})  # fixed: the operator checks it before real traffic resumes
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
+    simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
     assert simulation.allowed and simulation.mapper.live_circuit_open
     assert any("Real exchanges are not calling this mapper" in note for note in simulation.notes)
     assert exchange(client, upstream)[1].mapper_outcome == "circuit open"  # the breaker is real traffic's, untouched
@@ -93,7 +93,7 @@ def test_simulations_and_real_exchanges_never_share_concurrency_slots(client, te
     for _ in range(mapper_module.MAPPER_CONCURRENCY):  # real traffic holds every slot of the tenant
         assert live.acquire(blocking=False)
     try:
-        assert simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True).allowed
+        assert claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True).allowed
     finally:
         for _ in range(mapper_module.MAPPER_CONCURRENCY):
             live.release()
@@ -101,7 +101,7 @@ def test_simulations_and_real_exchanges_never_share_concurrency_slots(client, te
     for _ in range(mapper_module.SIMULATION_CONCURRENCY):  # simulations hold all of theirs
         assert simulated.acquire(blocking=False)
     try:
-        busy = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
+        busy = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
         assert busy.mapper.outcome == "busy" and busy.error.status == 503
         assert exchange(client, upstream)[0].status_code == 200  # real traffic is not held up by them
     finally:
@@ -163,15 +163,15 @@ def test_an_auditors_token_simulation_fetches_no_upstream_keys(admin_client_for,
         server.routes["/jwks"] = Route(body=json.dumps(upstream.jwks).encode())
         issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=server.url, audiences=[upstream.audience])
         token = upstream.mint(iss=server.url)
-        auditor = simulate_token(tenant=tenant, issuer=issuer, token=token)
+        auditor = token_simulate(tenant=tenant, issuer=issuer, token=token)
         assert server.requests == [] and auditor.stage == "verification" and auditor.error.status == 503
         assert auditor.error.description == "The upstream issuer's keys are not stored, and nothing is fetched here."
-        assert simulate_token(tenant=tenant, issuer=issuer, token=token, outbound=True).stage == "rules"
+        assert token_simulate(tenant=tenant, issuer=issuer, token=token, outbound=True).stage == "rules"
         assert server.requests  # an operator's simulation fetched them: now an auditor's verifies with them
         fetched = len(server.requests)
-        assert simulate_token(tenant=tenant, issuer=issuer, token=token).stage == "rules"  # verified, then no rule
+        assert token_simulate(tenant=tenant, issuer=issuer, token=token).stage == "rules"  # verified, then no rule
         rotated = upstream.mint(iss=server.url, headers={"kid": "rotated"})
-        unknown_kid = simulate_token(tenant=tenant, issuer=issuer, token=rotated)
+        unknown_kid = token_simulate(tenant=tenant, issuer=issuer, token=rotated)
         assert unknown_kid.error.status == 401 and len(server.requests) == fetched  # no refetch either
     finally:
         server.close()
@@ -197,8 +197,8 @@ def test_the_example_mapper_answers_a_simulation_the_same_and_logs_it_as_one(liv
                                        audiences=[upstream.audience], static_jwks=upstream.jwks)
         mapper_rule(tenant, issuer, url)
         assert poll(lambda: _listening(port), timeout=10, interval=0.05)
-        allowed = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(**GITHUB_CLAIMS), outbound=True)
-        denied = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(repository_owner="else"),
+        allowed = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(**GITHUB_CLAIMS), outbound=True)
+        denied = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(repository_owner="else"),
                                  outbound=True)
         assert allowed.allowed and allowed.mapper.answer["allow"] is True
         assert denied.mapper.outcome == "denied"

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.config.revisions import _RevisionCheck, revisions_baseline
+from exchange.config.revision_documents import RevisionCheck, revisions_baseline
 from exchange.keys import signing_key_rotate
 from exchange.models import Issuer, Revision, Rule
 from exchange.services.revisions import revision_actor, revision_diff, revision_summary
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 def commit_pending() -> None:
     for _, callback, _ in list(connection.run_on_commit):
-        if isinstance(callback, _RevisionCheck) and not callback.done:
+        if isinstance(callback, RevisionCheck) and not callback.done:
             callback()
 
 
@@ -76,7 +76,7 @@ def test_jwtex_apply_records_one_revision_with_the_file_name_and_none_when_nothi
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         apply_file(tmp_path, document, "change.yaml")
     # one check for the tenant, however many rows the apply wrote
-    assert sum(isinstance(c, _RevisionCheck) for c in callbacks) == 1
+    assert sum(isinstance(c, RevisionCheck) for c in callbacks) == 1
     latest = revisions(history)[-1]
     assert (latest.number, latest.source, latest.author) == (2, "apply", "jwtex_apply (change.yaml)")
     assert latest.summary == "issuer 'gitlab' added; rule 'octo-org main' changed"
@@ -103,7 +103,7 @@ def test_a_key_rotation_bumps_the_tenant_but_records_no_revision(history, django
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert signing_key_rotate(tenant_id=history.pk, now=timezone.now(), force=True).changed
     assert type(history).objects.get(pk=history.pk).config_version > version
-    assert any(isinstance(c, _RevisionCheck) for c in callbacks)  # checked, and found nothing changed
+    assert any(isinstance(c, RevisionCheck) for c in callbacks)  # checked, and found nothing changed
     assert len(revisions(history)) == 1
 
 
@@ -127,7 +127,7 @@ def test_several_changes_in_one_transaction_are_one_revision(history, django_cap
         Rule.objects.filter(tenant=history).update(when="true")  # no signal of its own, but the check exports it
         history.name = "Acme Inc."
         history.save()
-    assert sum(isinstance(c, _RevisionCheck) for c in callbacks) == 1
+    assert sum(isinstance(c, RevisionCheck) for c in callbacks) == 1
     assert revisions(history)[-1].summary == (
         "tenant settings changed (name); issuer 'a' added; issuer 'b' added; rule 'octo-org main' changed"
     )

@@ -13,7 +13,7 @@ from exchange.core.errors import ExchangeError
 from exchange.models import ExchangeRecord, Rule
 from exchange.services import exchange as exchange_module
 from exchange.services import shadow as shadow_module
-from exchange.services.exchange import exchange_token
+from exchange.services.exchange import token_exchange
 from exchange.services.shadow import shadow_replay, shadow_report, shadow_rules_promote, shadow_rules_start
 from tenants.models import Tenant
 
@@ -58,7 +58,7 @@ def decide_alone(tenant, issuer, specs, claims):
 
 def outcome(tenant, token):
     try:
-        minted = exchange_token(tenant_slug=tenant.slug, subject_token=token, endpoint="raw")
+        minted = token_exchange(tenant_slug=tenant.slug, subject_token=token, endpoint="raw")
     except ExchangeError as exc:
         return {"decision": "denied", "rule": exc.rule_name or None}
     tags = minted.claims.get("https://aws.amazon.com/tags", {}).get("principal_tags", {})
@@ -214,7 +214,7 @@ def test_a_candidate_that_changes_only_the_source_identity_is_recorded_as_differ
     rules(tenant, issuer, [main], shadow=False)
     rules(tenant, issuer, [main], shadow=True)
     Rule.objects.filter(tenant=tenant, shadow=True).update(source_identity="aws_source_identity(claims.actor)")
-    exchange_token(tenant_slug=tenant.slug, subject_token=upstream.mint(ref="refs/heads/main", actor="renovate[bot]"),
+    token_exchange(tenant_slug=tenant.slug, subject_token=upstream.mint(ref="refs/heads/main", actor="renovate[bot]"),
                    endpoint="raw")
     record = ExchangeRecord.objects.filter(tenant=tenant).order_by("-id").first()
     assert record.shadow["differs"] == ["source_identity"]

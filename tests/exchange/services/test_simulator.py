@@ -8,13 +8,13 @@ import pytest
 from django.urls import reverse
 
 from exchange.core.errors import ExchangeError
-from exchange.core.minting import build_payload, mint_token
+from exchange.core.minting import payload_build, jwt_mint
 from exchange.models import ExchangeRecord, Rule
 from exchange.core.aws import AWS_TAGS_CLAIM
 from exchange.core.values import Decision
 from exchange.runtime import tenant_runtime_get
-from exchange.services.exchange import exchange_token
-from exchange.services.simulator import parse_claims_json, simulate_claims, simulate_token
+from exchange.services.exchange import token_exchange
+from exchange.services.simulator import claims_json_parse, claims_simulate, token_simulate
 
 PER_TOKEN_CLAIMS = ("iat", "nbf", "exp", "jti")
 
@@ -30,14 +30,14 @@ def deny_rule(tenant, issuer, allow_rule):
 
 def real_exchange(tenant, token, **kwargs):
     try:
-        return exchange_token(tenant_slug=tenant.slug, subject_token=token, **kwargs), None
+        return token_exchange(tenant_slug=tenant.slug, subject_token=token, **kwargs), None
     except ExchangeError as exc:
         return None, exc
 
 
 def test_allowed_token_same_decision_and_claims_as_a_real_exchange(tenant, issuer, allow_rule, deny_rule, upstream):
     token = upstream.mint()
-    simulation = simulate_token(tenant=tenant, token=token)
+    simulation = token_simulate(tenant=tenant, token=token)
     assert ExchangeRecord.objects.count() == 0  # the simulator wrote nothing
     minted, error = real_exchange(tenant, token)
     assert error is None and ExchangeRecord.objects.count() == 1
@@ -66,7 +66,7 @@ def test_allowed_token_same_decision_and_claims_as_a_real_exchange(tenant, issue
 )
 def test_refusals_match_a_real_exchange(tenant, issuer, allow_rule, deny_rule, upstream, mint_kwargs, stage, code):
     token = upstream.mint(**mint_kwargs)
-    simulation = simulate_token(tenant=tenant, token=token)
+    simulation = token_simulate(tenant=tenant, token=token)
     assert ExchangeRecord.objects.count() == 0
     _, error = real_exchange(tenant, token)
     assert error is not None
@@ -81,20 +81,20 @@ def test_refusals_match_a_real_exchange(tenant, issuer, allow_rule, deny_rule, u
 
 
 def test_evaluation_error_is_shown_on_the_rule(tenant, issuer, allow_rule, upstream):
-    simulation = simulate_token(tenant=tenant, token=upstream.mint(repository_owner=None))
+    simulation = token_simulate(tenant=tenant, token=upstream.mint(repository_owner=None))
     assert simulation.trace[0].result == "error"
     assert "repository_owner" in simulation.trace[0].error
 
 
 def test_forged_signature_is_refused_like_the_exchange(tenant, issuer, allow_rule, upstream, other_upstream):
     forged = other_upstream.mint(iss=upstream.issuer, headers={"kid": upstream.rsa_kid})
-    simulation = simulate_token(tenant=tenant, token=forged)
+    simulation = token_simulate(tenant=tenant, token=forged)
     _, error = real_exchange(tenant, forged)
     assert simulation.stage == "verification" and simulation.error.code == error.code == "invalid_token"
 
 
 def test_malformed_token(tenant, issuer, allow_rule):
-    simulation = simulate_token(tenant=tenant, token="not a jwt")
+    simulation = token_simulate(tenant=tenant, token="not a jwt")
     assert simulation.stage == "token" and simulation.error.code == "invalid_request"
     _, error = real_exchange(tenant, "not a jwt")
     assert error.code == "invalid_request"
@@ -104,14 +104,14 @@ def test_requested_audience(tenant, issuer, allow_rule, upstream):
     allow_rule.audiences = ["other.example"]
     allow_rule.save()
     token = upstream.mint()
-    assert simulate_token(tenant=tenant, token=token, audience="other.example").emitted["aud"] == "other.example"
-    refused = simulate_token(tenant=tenant, token=token, audience="nope.example")
+    assert token_simulate(tenant=tenant, token=token, audience="other.example").emitted["aud"] == "other.example"
+    refused = token_simulate(tenant=tenant, token=token, audience="nope.example")
     _, error = real_exchange(tenant, token, audience="nope.example")
     assert refused.error.code == error.code == "access_denied"
 
 
 def test_claims_are_an_unverified_simulation(tenant, issuer, allow_rule, upstream):
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(aud="anything", exp=1))
+    simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(aud="anything", exp=1))
     assert not simulation.verified
     assert simulation.allowed  # no signature, audience or time checks
     assert any("Unverified" in note for note in simulation.notes)
@@ -120,13 +120,13 @@ def test_claims_are_an_unverified_simulation(tenant, issuer, allow_rule, upstrea
 
 
 def test_claims_of_another_tenants_issuer_are_refused(tenant, other_tenant, issuer):
-    simulation = simulate_claims(tenant=other_tenant, issuer=issuer, claims={"sub": "x"})
+    simulation = claims_simulate(tenant=other_tenant, issuer=issuer, claims={"sub": "x"})
     assert simulation.error.code == "not_found" and simulation.trace == []
 
 
 def test_a_rule_that_does_not_compile_denies_everything(tenant, issuer, allow_rule, upstream):
     Rule.objects.filter(pk=allow_rule.pk).update(when="claims.sub ==")  # bypasses clean(), as raw SQL could
-    simulation = simulate_token(tenant=tenant, token=upstream.mint())
+    simulation = token_simulate(tenant=tenant, token=upstream.mint())
     _, error = real_exchange(tenant, upstream.mint())
     assert simulation.error.code == error.code == "access_denied"
     assert "does not compile" in simulation.error.reason
@@ -138,7 +138,7 @@ def test_a_rule_that_does_not_compile_denies_everything(tenant, issuer, allow_ru
 )
 def test_claims_json_is_checked(text, message):
     with pytest.raises(ExchangeError, match=message):
-        parse_claims_json(text)
+        claims_json_parse(text)
 
 
 @pytest.mark.parametrize(
@@ -151,10 +151,10 @@ def test_claims_json_is_checked(text, message):
 )
 def test_the_simulators_payload_is_the_minted_one_without_per_token_claims(tenant, signing_key, decision):
     runtime = tenant_runtime_get(slug=tenant.slug)
-    minted = mint_token(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(time.time()))
+    minted = jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(time.time()))
     expected = {k: v for k, v in minted.claims.items() if k not in PER_TOKEN_CLAIMS}
-    assert build_payload(decision=decision, issuer=runtime.issuer_url) == expected
-    assert list(build_payload(decision=decision, issuer=runtime.issuer_url)) == list(expected)  # same order too
+    assert payload_build(decision=decision, issuer=runtime.issuer_url) == expected
+    assert list(payload_build(decision=decision, issuer=runtime.issuer_url)) == list(expected)  # same order too
 
 
 def test_simulator_page_shows_trace_and_session_tags(admin_client_for, tenant, issuer, allow_rule, deny_rule, upstream):
@@ -217,7 +217,7 @@ def test_simulator_reaches_the_endpoints_decision_for_every_token(
         chosen = Issuer.objects.filter(tenant=tenant, issuer_id=pinned).first() if pinned else None
         if pinned and chosen is None:
             continue  # the simulator's form offers only existing issuers; the endpoint says 404
-        simulation = simulate_token(tenant=tenant, token=token, issuer=chosen)
+        simulation = token_simulate(tenant=tenant, token=token, issuer=chosen)
         if response.status_code == 200:
             assert simulation.allowed, name
             minted = jwt_payload(response.content.decode())
@@ -248,7 +248,7 @@ def test_trailing_newline_is_refused_by_the_simulator_page_too(admin_client_for,
 
 def test_a_refused_tag_value_says_which_claim_and_what_to_write(tenant, issuer, allow_rule, upstream):
     """allow_rule tags actor with claims.actor: a bot's name has characters AWS refuses."""
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=upstream.claims(actor="dependabot[bot]"))
+    simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(actor="dependabot[bot]"))
     assert not simulation.allowed and simulation.error.code == "access_denied"
     assert "'dependabot[bot]' contains '['" in simulation.error.reason
     assert "use aws_tag(claims.actor)" in simulation.error.reason
@@ -260,7 +260,7 @@ def test_a_token_longer_than_aws_accepts_is_refused_by_the_simulator_as_by_the_e
                                session_tags={key: "claims.long" for key in keys})  # saved before the size check
     rule.issuers.add(issuer)
     claims = upstream.claims(long="x" * 256)
-    simulation = simulate_claims(tenant=tenant, issuer=issuer, claims=claims)
+    simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=claims)
     assert not simulation.allowed and "AWS STS accepts at most 20,000" in simulation.error.reason
     minted, refused = real_exchange(tenant, upstream.mint(long="x" * 256))
     assert minted is None and refused.description == simulation.error.description

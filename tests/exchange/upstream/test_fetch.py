@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from exchange.upstream import fetch
-from exchange.upstream.fetch import FetchError, fetch_json
+from exchange.upstream import fetch, transport
+from exchange.upstream.fetch import FetchError, json_fetch
 from tests.upstreams import Route, UpstreamServer
 
 # --------------------------------------------------------------------------- a local upstream
@@ -52,11 +52,11 @@ def test_http_is_refused_unless_insecure_issuers_are_allowed(settings, upstream_
     upstream_server.json("/jwks", {"keys": []})
 
     with pytest.raises(FetchError, match="only https"):
-        fetch_json(upstream_server.url + "/jwks")
+        json_fetch(upstream_server.url + "/jwks")
 
     assert upstream_server.requests == []
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
-    assert fetch_json(upstream_server.url + "/jwks").document == {"keys": []}
+    assert json_fetch(upstream_server.url + "/jwks").document == {"keys": []}
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_http_is_refused_unless_insecure_issuers_are_allowed(settings, upstream_
 )
 def test_non_public_address_literals_are_refused_before_anything_is_sent(host):
     with pytest.raises(FetchError, match="non-public address"):
-        fetch_json(f"https://{host}/.well-known/jwks", allow_insecure=False, resolver=no_resolver)
+        json_fetch(f"https://{host}/.well-known/jwks", allow_insecure=False, resolver=no_resolver)
 
 
 @pytest.mark.parametrize(
@@ -93,13 +93,13 @@ def test_non_public_address_literals_are_refused_before_anything_is_sent(host):
 def test_a_name_resolving_to_a_non_public_address_is_refused(address):
     calls: list[str] = []
     with pytest.raises(FetchError, match="non-public address"):
-        fetch_json("https://issuer.example/jwks", allow_insecure=False, resolver=resolving_to(address, calls=calls))
+        json_fetch("https://issuer.example/jwks", allow_insecure=False, resolver=resolving_to(address, calls=calls))
     assert calls == ["issuer.example"]
 
 
 def test_one_non_public_address_among_public_ones_is_enough_to_refuse():
     with pytest.raises(FetchError, match=r"non-public address \(10\.0\.0\.1\)"):
-        fetch_json(
+        json_fetch(
             "https://issuer.example/jwks",
             allow_insecure=False,
             resolver=resolving_to("93.184.216.34", "10.0.0.1"),
@@ -108,17 +108,17 @@ def test_one_non_public_address_among_public_ones_is_enough_to_refuse():
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "2a00:1450:4001::200e"])
 def test_public_addresses_pass_the_address_guard(address):
-    assert fetch.address_is_public(ipaddress.ip_address(address))
+    assert transport.address_is_public(ipaddress.ip_address(address))
 
 
 def test_a_name_resolving_to_nothing_is_refused():
     with pytest.raises(FetchError, match="no address"):
-        fetch_json("https://issuer.example/jwks", allow_insecure=False, resolver=resolving_to())
+        json_fetch("https://issuer.example/jwks", allow_insecure=False, resolver=resolving_to())
 
 
 def test_credentials_in_the_url_are_refused():
     with pytest.raises(FetchError, match="credentials"):
-        fetch_json("https://user:pw@issuer.example/jwks", resolver=no_resolver)
+        json_fetch("https://user:pw@issuer.example/jwks", resolver=no_resolver)
 
 
 def test_the_connection_goes_to_the_resolved_address_with_the_hostname_in_host(upstream_server):
@@ -126,7 +126,7 @@ def test_the_connection_goes_to_the_resolved_address_with_the_hostname_in_host(u
     upstream_server.json("/jwks", {"keys": []})
     calls: list[str] = []
 
-    result = fetch_json(
+    result = json_fetch(
         f"http://jwks.test:{upstream_server.port}/old",
         allow_insecure=True,
         resolver=resolving_to("127.0.0.1", calls=calls),
@@ -147,7 +147,7 @@ def test_name_resolution_has_the_deadline_too():
     started = time.monotonic()
     try:
         with pytest.raises(FetchError, match="resolution timed out"):
-            fetch_json("https://issuer.example/jwks", timeout=0.2, resolver=slow)
+            json_fetch("https://issuer.example/jwks", timeout=0.2, resolver=slow)
     finally:
         answer.set()
     assert time.monotonic() - started < 1
@@ -158,7 +158,7 @@ def test_connection_refused_is_a_fetch_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     with pytest.raises(FetchError, match="could not connect"):
-        fetch_json(f"http://127.0.0.1:{port}/jwks", allow_insecure=True)
+        json_fetch(f"http://127.0.0.1:{port}/jwks", allow_insecure=True)
 
 
 # --------------------------------------------------------------------------- TLS
@@ -206,7 +206,7 @@ def tls_upstream(tmp_path, monkeypatch):
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(tmp_path / "leaf.pem")
     client_context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
-    monkeypatch.setattr(fetch, "_tls_context", lambda: client_context)
+    monkeypatch.setattr(transport, "_tls_context", lambda: client_context)
     server = UpstreamServer(tls=server_context)
     yield server
     server.close()
@@ -215,7 +215,7 @@ def tls_upstream(tmp_path, monkeypatch):
 def test_https_verifies_the_certificate_for_the_hostname_not_the_address(tls_upstream):
     tls_upstream.json("/jwks", {"keys": []})
 
-    result = fetch_json(
+    result = json_fetch(
         f"https://jwks.test:{tls_upstream.port}/jwks", allow_insecure=True, resolver=resolving_to("127.0.0.1")
     )
 
@@ -227,7 +227,7 @@ def test_https_refuses_a_certificate_for_another_name(tls_upstream):
     tls_upstream.json("/jwks", {"keys": []})
 
     with pytest.raises(FetchError, match="certificate verification failed"):
-        fetch_json(
+        json_fetch(
             f"https://other.test:{tls_upstream.port}/jwks", allow_insecure=True, resolver=resolving_to("127.0.0.1")
         )
     assert tls_upstream.requests == []
@@ -235,11 +235,11 @@ def test_https_refuses_a_certificate_for_another_name(tls_upstream):
 
 def test_an_https_to_http_redirect_is_refused_when_insecure_is_off(tls_upstream, monkeypatch):
     # The loopback address is allowed here by letting it pass the address guard only.
-    monkeypatch.setattr(fetch, "address_is_public", lambda address: True)
+    monkeypatch.setattr(transport, "address_is_public", lambda address: True)
     tls_upstream.json("/old", {}, status=301, headers={"Location": f"http://jwks.test:{tls_upstream.port}/jwks"})
 
     with pytest.raises(FetchError, match="only https"):
-        fetch_json(
+        json_fetch(
             f"https://jwks.test:{tls_upstream.port}/old", allow_insecure=False, resolver=resolving_to("127.0.0.1")
         )
     assert [r.path for r in tls_upstream.requests] == ["/old"]
@@ -252,7 +252,7 @@ def test_a_tls_handshake_that_never_completes_is_given_up_on_within_the_deadline
         port = listener.getsockname()[1]
         started = time.monotonic()
         with pytest.raises(FetchError, match="could not connect"):
-            fetch_json(
+            json_fetch(
                 f"https://jwks.test:{port}/jwks", allow_insecure=True, resolver=resolving_to("127.0.0.1"), timeout=0.3
             )
         assert time.monotonic() - started < 1
@@ -266,7 +266,7 @@ def test_a_same_host_redirect_is_followed(upstream_server):
     upstream_server.json("/b", {}, status=307, headers={"Location": upstream_server.url + "/jwks"})
     upstream_server.json("/jwks", {"keys": [1]})
 
-    result = fetch_json(upstream_server.url + "/a", allow_insecure=True)
+    result = json_fetch(upstream_server.url + "/a", allow_insecure=True)
 
     assert result.document == {"keys": [1]}
     assert result.url == upstream_server.url + "/jwks"
@@ -278,7 +278,7 @@ def test_a_redirect_to_another_host_is_refused(upstream_server):
     upstream_server.json("/jwks", {"keys": []})
 
     with pytest.raises(FetchError, match="another host"):
-        fetch_json(upstream_server.url + "/a", allow_insecure=True)
+        json_fetch(upstream_server.url + "/a", allow_insecure=True)
     assert [r.path for r in upstream_server.requests] == ["/a"]
 
 
@@ -288,14 +288,14 @@ def test_at_most_three_redirects_are_followed(upstream_server):
     upstream_server.json("/r5", {"keys": []})
 
     with pytest.raises(FetchError, match="more than 3 redirects"):
-        fetch_json(upstream_server.url + "/r0", allow_insecure=True)
+        json_fetch(upstream_server.url + "/r0", allow_insecure=True)
     assert len(upstream_server.requests) == 4
 
 
 def test_a_redirect_without_location_is_an_error(upstream_server):
     upstream_server.json("/a", {}, status=302)
     with pytest.raises(FetchError, match="without a Location"):
-        fetch_json(upstream_server.url + "/a", allow_insecure=True)
+        json_fetch(upstream_server.url + "/a", allow_insecure=True)
 
 
 # --------------------------------------------------------------------------- size and time
@@ -306,7 +306,7 @@ def test_a_body_over_the_cap_is_refused(upstream_server, content_length):
     upstream_server.routes["/big"] = Route(body=b'{"x": "' + b"a" * 5000 + b'"}', content_length=content_length)
 
     with pytest.raises(FetchError, match="larger than 1000 bytes"):
-        fetch_json(upstream_server.url + "/big", allow_insecure=True, max_bytes=1000)
+        json_fetch(upstream_server.url + "/big", allow_insecure=True, max_bytes=1000)
 
 
 def test_a_body_at_the_cap_is_accepted(upstream_server):
@@ -314,7 +314,7 @@ def test_a_body_at_the_cap_is_accepted(upstream_server):
     assert len(body) == 1000
     upstream_server.routes["/ok"] = Route(body=body, content_length=False)
 
-    assert fetch_json(upstream_server.url + "/ok", allow_insecure=True, max_bytes=1000).document == {"x": "a" * 991}
+    assert json_fetch(upstream_server.url + "/ok", allow_insecure=True, max_bytes=1000).document == {"x": "a" * 991}
 
 
 def test_a_server_that_does_not_answer_is_given_up_on_within_the_deadline(upstream_server):
@@ -322,7 +322,7 @@ def test_a_server_that_does_not_answer_is_given_up_on_within_the_deadline(upstre
 
     started = time.monotonic()
     with pytest.raises(FetchError, match="time limit"):
-        fetch_json(upstream_server.url + "/slow", allow_insecure=True, timeout=0.3)
+        json_fetch(upstream_server.url + "/slow", allow_insecure=True, timeout=0.3)
     assert time.monotonic() - started < 1
 
 
@@ -333,7 +333,7 @@ def test_a_trickling_server_is_given_up_on_within_the_deadline(upstream_server, 
 
     started = time.monotonic()
     with pytest.raises(FetchError, match="time limit"):
-        fetch_json(upstream_server.url + "/trickle", allow_insecure=True, timeout=0.3)
+        json_fetch(upstream_server.url + "/trickle", allow_insecure=True, timeout=0.3)
     assert time.monotonic() - started < 1
 
 
@@ -345,7 +345,7 @@ def test_a_json_object_is_returned_with_its_cache_headers(upstream_server):
         "/jwks", {"keys": []}, headers={"Cache-Control": "public, max-age=600", "ETag": '"v1"'}
     )
 
-    result = fetch_json(upstream_server.url + "/jwks", allow_insecure=True)
+    result = json_fetch(upstream_server.url + "/jwks", allow_insecure=True)
 
     assert result == fetch.FetchResult(
         status=200, document={"keys": []}, etag='"v1"', max_age=600, url=upstream_server.url + "/jwks"
@@ -358,7 +358,7 @@ def test_a_json_object_is_returned_with_its_cache_headers(upstream_server):
 
 def test_text_plain_json_is_accepted(upstream_server):
     upstream_server.routes["/jwks"] = Route(body=b'{"keys": []}', headers={"Content-Type": "text/plain"})
-    assert fetch_json(upstream_server.url + "/jwks", allow_insecure=True).document == {"keys": []}
+    assert json_fetch(upstream_server.url + "/jwks", allow_insecure=True).document == {"keys": []}
 
 
 @pytest.mark.parametrize(
@@ -377,13 +377,13 @@ def test_max_age_from_cache_control(upstream_server, cache_control, expected):
     headers = {"Cache-Control": cache_control} if cache_control else {}
     upstream_server.json("/jwks", {"keys": []}, headers=headers)
 
-    assert fetch_json(upstream_server.url + "/jwks", allow_insecure=True).max_age == expected
+    assert json_fetch(upstream_server.url + "/jwks", allow_insecure=True).max_age == expected
 
 
 def test_if_none_match_is_sent_and_304_returns_no_document(upstream_server):
     upstream_server.json("/jwks", {"keys": []}, etag='"v1"', headers={"Cache-Control": "max-age=900"})
 
-    result = fetch_json(upstream_server.url + "/jwks", etag='"v1"', allow_insecure=True)
+    result = json_fetch(upstream_server.url + "/jwks", etag='"v1"', allow_insecure=True)
 
     assert upstream_server.requests[0].headers["if-none-match"] == '"v1"'
     assert (result.status, result.document, result.etag, result.max_age) == (304, None, '"v1"', 900)
@@ -392,7 +392,7 @@ def test_if_none_match_is_sent_and_304_returns_no_document(upstream_server):
 def test_a_304_without_a_conditional_request_is_an_error(upstream_server):
     upstream_server.routes["/jwks"] = Route(status=304, body=b"")
     with pytest.raises(FetchError, match="HTTP 304"):
-        fetch_json(upstream_server.url + "/jwks", allow_insecure=True)
+        json_fetch(upstream_server.url + "/jwks", allow_insecure=True)
 
 
 @pytest.mark.parametrize("status", [404, 500, 503])
@@ -400,7 +400,7 @@ def test_a_non_200_status_is_an_error_without_the_body(upstream_server, status):
     upstream_server.routes["/jwks"] = Route(status=status, body=b"secret internal detail")
 
     with pytest.raises(FetchError, match=f"HTTP {status}") as caught:
-        fetch_json(upstream_server.url + "/jwks", allow_insecure=True)
+        json_fetch(upstream_server.url + "/jwks", allow_insecure=True)
     assert "secret" not in str(caught.value)
 
 
@@ -412,5 +412,5 @@ def test_a_body_that_is_not_a_json_object_is_an_error(upstream_server, body, mes
     upstream_server.routes["/jwks"] = Route(body=body)
 
     with pytest.raises(FetchError, match=message) as caught:
-        fetch_json(upstream_server.url + "/jwks", allow_insecure=True)
+        json_fetch(upstream_server.url + "/jwks", allow_insecure=True)
     assert "html" not in str(caught.value)

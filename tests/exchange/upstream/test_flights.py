@@ -16,8 +16,8 @@ from django.db import connection
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.models import Issuer
 from exchange.upstream import flights
-from exchange.upstream.jwks import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
-from exchange.upstream.keysets import digest
+from exchange.upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from exchange.upstream.keysets import jwks_digest
 from tests.conftest import poll
 from tests.exchange.upstream.keys import K1, K2
 from tests.upstreams import DISCOVERY
@@ -255,7 +255,7 @@ def test_after_a_refetch_in_another_process_the_new_keys_are_read_and_unknown_ki
     before_rotation = reloaded(issuer).snapshot()
     # Another process refetched for a new kid: the row holds k1 and k2, the mark their digest.
     Issuer.objects.filter(pk=issuer.pk).update(jwks={"keys": [K1, K2]})
-    flights.kid_refetch_mark(issuer.pk, now, digest=digest({"keys": [K1, K2]}))
+    flights.kid_refetch_mark(issuer.pk, now, digest=jwks_digest({"keys": [K1, K2]}))
     fetched = len(server.requests)
 
     assert kids(issuer_keys_refetch_for_unknown_kid(issuer=before_rotation, now=now)) == {"k1", "k2"}

@@ -12,15 +12,15 @@ import pytest
 from exchange.console.presets import preset_claim_types
 from exchange.core.rules.cel_checks import FUNCTIONS, name_problems, type_warnings
 from exchange.core.rules.cel_guard import check_expression
-from exchange.core.rules.cel_parser import parse
-from exchange.core.rules.engine import _FUNCTIONS
+from exchange.core.rules.cel_parser import expression_parse
+from exchange.core.rules.engine import RULE_FUNCTIONS
 from exchange.core.rules.spec import RuleSyntaxError
 
 # One value of every type the engine knows, to call functions with.
 SAMPLES = {"int": "1", "uint": "1u", "double": "1.5", "string": "'1s'", "bytes": "b'a'", "bool": "true", "null": "null",
            "list": "[1]", "map": "{'a': 1}", "timestamp": "timestamp('2020-01-01T00:00:00Z')",
            "duration": "duration('1s')", "type": "int", "optional": "optional.of(1)"}
-CONTEXT = cel.Context(variables={}, functions=_FUNCTIONS)
+CONTEXT = cel.Context(variables={}, functions=RULE_FUNCTIONS)
 
 
 def defined(source: str, name: str) -> bool:
@@ -29,7 +29,7 @@ def defined(source: str, name: str) -> bool:
     try:
         cel.compile(source).execute(CONTEXT)
     except BaseException as exc:  # noqa: BLE001
-        if name in _FUNCTIONS:
+        if name in RULE_FUNCTIONS:
             return False
         root = name.split(".")[0]
         return f"Undefined variable or function: '{name}'" not in str(exc) and \
@@ -134,7 +134,7 @@ def test_what_the_engine_cannot_run_is_refused_with_its_place(source, message):
     "claims.g.all(x, claims.h.all(y, claims.k.exists(z, x + y == z)))",
 ])
 def test_what_the_engine_has_is_accepted(source):
-    assert name_problems(parse(source)) == []
+    assert name_problems(expression_parse(source)) == []
 
 
 GITHUB = preset_claim_types([("https://token.actions.githubusercontent.com", False)])
@@ -149,7 +149,7 @@ BUILDKITE = preset_claim_types([("https://agent.buildkite.com", False)])
     (BUILDKITE, "claims.build_number == '5'", 24, "is a number in Buildkite tokens"),
 ])
 def test_a_comparison_that_cannot_be_true_for_the_platforms_type_is_warned_about(types, source, column, words):
-    [warning] = type_warnings(parse(source), types)
+    [warning] = type_warnings(expression_parse(source), types)
     assert warning.column == column and words in warning.message
 
 
@@ -161,4 +161,4 @@ def test_a_comparison_that_cannot_be_true_for_the_platforms_type_is_warned_about
     (BUILDKITE, "claims.build_number == 5"),
 ])
 def test_comparisons_that_can_be_true_are_not(types, source):
-    assert type_warnings(parse(source), types) == []
+    assert type_warnings(expression_parse(source), types) == []

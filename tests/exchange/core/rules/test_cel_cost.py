@@ -18,12 +18,13 @@ from hypothesis import strategies as st
 from exchange.core.errors import AccessDenied
 from exchange.core.rules import engine
 from exchange.core.rules.cel_cost import (
-    PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, _Cost, costliest_part, expression_cost,
+    PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, CostEstimator, costliest_part, expression_cost,
 )
-from exchange.core.rules.cel_guard import PROFILE_STEPS, compile_expression
-from exchange.core.rules.cel_parser import parse
+from exchange.core.rules.cel_guard import PROFILE_STEPS, expression_compile
+from exchange.core.rules.cel_parser import expression_parse
 from exchange.core.rules.cel_regex import pattern_cost
-from exchange.core.rules.engine import compile_rule, decide
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
 
 OPERANDS = ["x", "claims.s", "claims.g", "'abc'", "1", "[x, x]", "{'k': x}", "issuer"]
@@ -63,8 +64,8 @@ shapes = st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 20000)), min_si
 # What max() would get wrong: branches that grow with different parts of the range.
 @example(source="(claims.s == '' ? x.contains(x) : x == x)", parts=[(1000, 0), (0, 10000)])
 def test_a_body_costed_on_the_whole_range_bounds_every_split_of_it(source, parts):
-    tree = parse(source)
-    estimator = _Cost(PROFILE_ITERATING)
+    tree = expression_parse(source)
+    estimator = CostEstimator(PROFILE_ITERATING)
     elements = [Shape(1 + items, text, items) for items, text in parts]  # each element: one value and more
     whole = Shape(sum(e.items for e in elements), sum(e.bytes for e in elements), sum(e.items for e in elements))
     bound = estimator.of(tree, {"x": whole})[0] + len(elements) * estimator.of(tree, {"x": SCALAR})[0]
@@ -80,7 +81,7 @@ def test_a_body_costed_on_the_whole_range_bounds_every_split_of_it(source, parts
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=body())
 def test_costs_grow_with_the_claims_they_are_computed_for(source):
-    costs = compile_expression(source.replace("x", "claims.x")).costs
+    costs = expression_compile(source.replace("x", "claims.x")).costs
     assert list(costs) == sorted(costs) and len(costs) == len(PROFILE_STEPS)
 
 
@@ -90,8 +91,8 @@ def test_costs_grow_with_the_claims_they_are_computed_for(source):
     "claims.s.matches('\\\\w{100}')",  # one over the compile bound
 ])
 def test_what_cannot_be_bounded_costs_without_bound(source):
-    assert expression_cost(parse(source), PROFILE_ITERATING) == UNBOUNDED
-    assert expression_cost(parse(f"claims.g.exists(x, [].exists(y, {source}))"), PROFILE_ITERATING) == UNBOUNDED
+    assert expression_cost(expression_parse(source), PROFILE_ITERATING) == UNBOUNDED
+    assert expression_cost(expression_parse(f"claims.g.exists(x, [].exists(y, {source}))"), PROFILE_ITERATING) == UNBOUNDED
 
 
 def test_patterns_weigh_what_they_cost_to_compile():
@@ -105,7 +106,7 @@ def test_patterns_weigh_what_they_cost_to_compile():
 
 def test_the_costliest_part_is_pointed_at():
     source = "claims.ref == 'main' && claims.g.map(x, claims.b + claims.b).size() > 0"
-    part = costliest_part(parse(source), PROFILE_ITERATING)
+    part = costliest_part(expression_parse(source), PROFILE_ITERATING)
     assert (part.line, part.column) == (1, 34)  # .map(
 
 
@@ -113,12 +114,12 @@ def test_the_costliest_part_is_pointed_at():
 
 
 def _rules(*conditions: str):
-    return [compile_rule(RuleSpec(name=f"r{n}", issuers=frozenset({"ci"}), when=when, effect="deny"))
+    return [rule_compile(RuleSpec(name=f"r{n}", issuers=frozenset({"ci"}), when=when, effect="deny"))
             for n, when in enumerate(conditions)]
 
 
 def _decide(rules, claims):
-    return decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a", max_lifetime=900)
+    return compiled_rules_decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a", max_lifetime=900)
 
 
 def test_claims_are_measured_only_when_the_worst_case_would_not_fit(monkeypatch):

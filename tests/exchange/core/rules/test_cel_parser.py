@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.console.presets import PRESETS
-from exchange.core.rules.cel_parser import MAX_EXPR_DEPTH, RESERVED_WORDS, parse
+from exchange.core.rules.cel_parser import MAX_EXPR_DEPTH, RESERVED_WORDS, expression_parse
 from exchange.core.rules.cel_syntax import (
     Binary, Call, CelSyntaxError, Comprehension, Conditional, Ident, Index, ListLit, Literal, Logic, MapLit, Select,
     Struct, Unary,
@@ -38,7 +38,7 @@ def engine_accepts(source: str) -> bool:
 
 def parser_accepts(source: str) -> bool:
     try:
-        parse(source)
+        expression_parse(source)
     except CelSyntaxError:
         return False
     return True
@@ -171,7 +171,7 @@ def test_literals_are_read_as_the_engine_reads_them(source):
     agree(source)
     if not parser_accepts(source):
         return
-    ours = _value(parse(source))
+    ours = _value(expression_parse(source))
     try:
         theirs = cel.evaluate(source)
     except BaseException:  # noqa: BLE001 — e.g. -1u: no value, and none here either
@@ -311,15 +311,15 @@ def _evaluate(source: str):
 def test_the_tree_keeps_the_engines_precedence_and_grouping(source):
     if not engine_accepts(source):
         return
-    explicit = unparse(parse(source))
+    explicit = unparse(expression_parse(source))
     assert engine_accepts(explicit), explicit
     assert _evaluate(explicit) == _evaluate(source), (source, explicit)
 
 
 def test_positions_are_lines_and_columns_in_characters():
-    tree = parse("'é😀' +\n  claims.x")
+    tree = expression_parse("'é😀' +\n  claims.x")
     assert isinstance(tree, Binary) and (tree.line, tree.column) == (1, 6)
     assert (tree.right.line, tree.right.column) == (2, 10)  # the field name
     with pytest.raises(CelSyntaxError) as error:
-        parse("'é' + ")
+        expression_parse("'é' + ")
     assert (error.value.line, error.value.column) == (1, 7)  # where the engine reports it

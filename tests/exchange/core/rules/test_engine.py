@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from exchange.core import limits as conf
 from exchange.core.rules import engine as rules
 from exchange.core.errors import AccessDenied, AudienceNotAllowed, ExchangeError
-from exchange.core.aws import AWS_TAGS_CLAIM, validate_session_tag_key, validate_session_tag_value
+from exchange.core.aws import AWS_TAGS_CLAIM, session_tag_key_validate, session_tag_value_validate
 from exchange.core.rules.cel_guard import check_expression
 from exchange.core.errors import ExchangeError as _ExchangeError
-from exchange.core.rules.engine import compile_rule, CompiledRule, decide
-from exchange.core.rules.spec import RuleSpec, RuleSyntaxError, validate_rule_spec
+from exchange.core.rules.compiled import rule_compile, CompiledRule
+from exchange.core.rules.engine import compiled_rules_decide
+from exchange.core.rules.spec import RuleSpec, RuleSyntaxError, rule_spec_validate
 from exchange.core.values import Decision, RuleTrace
 
 GITHUB = "github"
@@ -41,11 +42,11 @@ CLAIMS = {
 
 
 def make(name: str = "rule", *, when: str = "true", effect: str = "allow", issuers=(GITHUB,), **fields) -> CompiledRule:
-    return compile_rule(RuleSpec(name=name, issuers=frozenset(issuers), when=when, effect=effect, **fields))
+    return rule_compile(RuleSpec(name=name, issuers=frozenset(issuers), when=when, effect=effect, **fields))
 
 
 def run(rule_list, claims=None, *, issuer_id=GITHUB, requested_audience=None, default_audience=DEFAULT_AUDIENCE, max_lifetime=3600):
-    return decide(
+    return compiled_rules_decide(
         rule_list,
         issuer_id=issuer_id,
         claims=CLAIMS if claims is None else claims,
@@ -65,7 +66,7 @@ def denied(rule_list, claims=None, **kwargs) -> AccessDenied:
 
 
 def paths(spec: RuleSpec) -> list[str]:
-    return [path for path, _ in validate_rule_spec(spec)]
+    return [path for path, _ in rule_spec_validate(spec)]
 
 
 def spec(**fields) -> RuleSpec:
@@ -320,14 +321,14 @@ def test_tag_value_limits(value, ok):
     claims = {**CLAIMS, "team": value}
     if ok:
         assert run(rule_list, claims).session_tags == (("team", value),)
-        validate_session_tag_value("team", value)
+        session_tag_value_validate("team", value)
     else:
         exc = denied(rule_list, claims)
         assert exc.description == "Rule 'tags': session tag 'team' has no valid value."
         if len(value) > 1:
             assert value not in exc.description
         with pytest.raises(ValueError, match="team"):
-            validate_session_tag_value("team", value)
+            session_tag_value_validate("team", value)
 
 
 @pytest.mark.parametrize(
@@ -352,26 +353,26 @@ def test_tag_value_limits(value, ok):
     ],
 )
 def test_tag_key_limits(key, ok):
-    problems = validate_rule_spec(spec(session_tags=((key, "'v'"),)))
+    problems = rule_spec_validate(spec(session_tags=((key, "'v'"),)))
     if ok:
-        validate_session_tag_key(key)
+        session_tag_key_validate(key)
         assert problems == []
     else:
         with pytest.raises(ValueError):
-            validate_session_tag_key(key)
+            session_tag_key_validate(key)
         assert len(problems) == 1
         assert problems[0][0].startswith("session_tags")
 
 
 def test_at_most_50_session_tags():
     fifty = tuple((f"k{i}", "'v'") for i in range(50))
-    assert validate_rule_spec(spec(session_tags=fifty)) == []
+    assert rule_spec_validate(spec(session_tags=fifty)) == []
     assert len(run([make(session_tags=fifty)]).session_tags) == 50
-    problems = validate_rule_spec(spec(session_tags=(*fifty, ("k50", "'v'"))))
+    problems = rule_spec_validate(spec(session_tags=(*fifty, ("k50", "'v'"))))
     assert [path for path, _ in problems] == ["session_tags"]
     assert "50" in problems[0][1]
     with pytest.raises(RuleSyntaxError) as info:
-        compile_rule(spec(session_tags=(*fifty, ("k50", "'v'"))))
+        rule_compile(spec(session_tags=(*fifty, ("k50", "'v'"))))
     assert info.value.field == "session_tags"
 
 
@@ -388,7 +389,7 @@ def test_transitive_tag_keys_must_be_tag_keys():
 
 
 def test_tag_expressions_are_compiled():
-    problems = validate_rule_spec(spec(session_tags=(("repo", "claims.repository +"),)))
+    problems = rule_spec_validate(spec(session_tags=(("repo", "claims.repository +"),)))
     assert [path for path, _ in problems] == ["session_tags.repo"]
     assert "line 1, column" in problems[0][1]
 
@@ -400,7 +401,7 @@ def test_tag_expressions_are_compiled():
 def test_reserved_claim_names_are_refused(name):
     assert paths(spec(claims=((name, "'x'"),))) == [f"claims.{name}"]
     with pytest.raises(RuleSyntaxError) as info:
-        compile_rule(spec(claims=((name, "'x'"),)))
+        rule_compile(spec(claims=((name, "'x'"),)))
     assert info.value.field == f"claims.{name}"
 
 
@@ -525,7 +526,7 @@ def test_syntax_error_at_end_of_multi_line_expression():
 
 def test_compile_rule_names_the_field():
     with pytest.raises(RuleSyntaxError) as info:
-        compile_rule(spec(when="true", subject="claims.sub +\n+"))
+        rule_compile(spec(when="true", subject="claims.sub +\n+"))
     assert info.value.field == "subject"
     assert info.value.line == 2
     assert str(info.value).startswith("subject: line 2, column")
@@ -614,7 +615,7 @@ def test_validate_rule_spec_reports_every_problem():
         "claims.iss",
         "claims.fine",
     ]
-    assert all(message for _, message in validate_rule_spec(bad))
+    assert all(message for _, message in rule_spec_validate(bad))
 
 
 def test_valid_spec_has_no_problems_and_compiles():
@@ -628,8 +629,8 @@ def test_valid_spec_has_no_problems_and_compiles():
         transitive_tag_keys=("repository",),
         claims=(("repo", "claims.repository"),),
     )
-    assert validate_rule_spec(good) == []
-    compiled = compile_rule(good)
+    assert rule_spec_validate(good) == []
+    compiled = rule_compile(good)
     assert compiled.spec is good
     with pytest.raises(dataclasses.FrozenInstanceError):
         compiled.when = None  # type: ignore[misc]
@@ -652,7 +653,7 @@ def explain(rule_list, **kwargs):
     """``decide`` with a trace, as the simulator calls it: (trace, decision, error)."""
     trace: list = []
     try:
-        return trace, decide(rule_list, trace=trace, **kwargs), None
+        return trace, compiled_rules_decide(rule_list, trace=trace, **kwargs), None
     except _ExchangeError as error:
         return trace, None, error
 
@@ -695,7 +696,7 @@ def test_explain_agrees_with_decide(issuer_id, claims, requested):
     assert [t.applies for t in trace] == [issuer_id in r.issuers for r in rule_list]
     assert (decision is None) != (error is None)
     try:
-        expected = decide(rule_list, **kwargs)
+        expected = compiled_rules_decide(rule_list, **kwargs)
     except ExchangeError as exc:
         assert decision is None
         assert type(error) is type(exc)
@@ -792,7 +793,7 @@ def test_decide_raises_only_access_denied_on_arbitrary_claims(claims, requested)
         assert isinstance(decision, Decision)
         assert isinstance(decision.subject, str) and 0 < len(decision.subject) <= 255
         for key, value in decision.session_tags:
-            validate_session_tag_value(key, value)
+            session_tag_value_validate(key, value)
         json.dumps(decision.extra_claims, allow_nan=False)
     trace, decision2, error = explain(
         _PROPERTY_RULES, issuer_id=GITHUB, claims=claims, requested_audience=requested, default_audience=DEFAULT_AUDIENCE, max_lifetime=3600

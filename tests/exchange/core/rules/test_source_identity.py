@@ -7,10 +7,11 @@ import pytest
 
 from exchange.core.aws import AWS_SOURCE_IDENTITY_CLAIM, AWS_TAGS_CLAIM, source_identity_problem
 from exchange.core.errors import AccessDenied
-from exchange.core.minting import build_payload
-from exchange.core.rules.engine import compile_rule, decide
-from exchange.core.rules.mapper import mapper_decision
-from exchange.core.rules.spec import RuleSpec, RuleSyntaxError, rule_findings, validate_rule_spec
+from exchange.core.minting import payload_build
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
+from exchange.core.rules.mapper_answer import mapper_decision
+from exchange.core.rules.spec import RuleSpec, RuleSyntaxError, rule_findings, rule_spec_validate
 from exchange.core.values import Decision
 
 CLAIMS = {"sub": "repo:octo-org/app:ref:refs/heads/main", "actor": "octocat", "repository_owner_id": "65"}
@@ -21,14 +22,14 @@ def spec(**fields) -> RuleSpec:
 
 
 def run(rule: RuleSpec, **claims) -> Decision:
-    return decide([compile_rule(rule)], issuer_id="ci", claims={**CLAIMS, **claims}, requested_audience=None,
+    return compiled_rules_decide([rule_compile(rule)], issuer_id="ci", claims={**CLAIMS, **claims}, requested_audience=None,
                   default_audience="sts.amazonaws.com", max_lifetime=3600)
 
 
 def test_a_rule_without_one_emits_none():
     decision = run(spec())
     assert decision.source_identity is None
-    assert AWS_SOURCE_IDENTITY_CLAIM not in build_payload(decision=decision, issuer="https://x/t/a")
+    assert AWS_SOURCE_IDENTITY_CLAIM not in payload_build(decision=decision, issuer="https://x/t/a")
 
 
 @pytest.mark.parametrize("source, actor, expected", [
@@ -41,7 +42,7 @@ def test_a_rule_without_one_emits_none():
 def test_the_source_identity_is_emitted_as_the_claim_sts_reads(source, actor, expected):
     decision = run(spec(source_identity=source), actor=actor)
     assert decision.source_identity == expected
-    assert build_payload(decision=decision, issuer="https://x/t/a")[AWS_SOURCE_IDENTITY_CLAIM] == expected
+    assert payload_build(decision=decision, issuer="https://x/t/a")[AWS_SOURCE_IDENTITY_CLAIM] == expected
 
 
 @pytest.mark.parametrize("source, actor, why", [
@@ -64,12 +65,12 @@ def test_a_value_aws_refuses_denies_naming_the_rule(source, actor, why):
 
 
 def test_the_expression_is_checked_when_saved():
-    [(path, message)] = validate_rule_spec(spec(source_identity="claims.actor +"))
+    [(path, message)] = rule_spec_validate(spec(source_identity="claims.actor +"))
     assert path == "source_identity" and "line 1, column" in message
-    [(path, message)] = validate_rule_spec(spec(source_identity="aws_sourceidentity(claims.actor)"))
+    [(path, message)] = rule_spec_validate(spec(source_identity="aws_sourceidentity(claims.actor)"))
     assert path == "source_identity" and "aws_sourceidentity" in message
     with pytest.raises(RuleSyntaxError) as info:
-        compile_rule(spec(source_identity="claims.actor +"))
+        rule_compile(spec(source_identity="claims.actor +"))
     assert info.value.field == "source_identity"
 
 
@@ -77,14 +78,14 @@ def test_the_source_identity_counts_in_the_rules_cost_and_length():
     cheap = rule_findings(spec(source_identity="aws_source_identity(claims.actor)"))
     assert cheap.errors == ()
     costly = "claims.b.map(x, claims.b + claims.b).size() == 0 ? 'ab' : 'cd'"
-    [(path, message)] = validate_rule_spec(spec(source_identity=costly))
+    [(path, message)] = rule_spec_validate(spec(source_identity=costly))
     assert path == "source_identity" and "cost units" in message
 
 
 @pytest.mark.parametrize("name", [AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM, "https://aws.amazon.com/anything",
                                   "HTTPS://AWS.AMAZON.COM/source_identity"])
 def test_aws_claim_names_are_refused_as_extra_claims(name):
-    [(path, message)] = validate_rule_spec(spec(claims=((name, "claims.actor"),)))
+    [(path, message)] = rule_spec_validate(spec(claims=((name, "claims.actor"),)))
     assert path == f"claims.{name}"
     assert "session_tags" in message or "source_identity" in message
 
@@ -92,7 +93,7 @@ def test_aws_claim_names_are_refused_as_extra_claims(name):
 def test_a_decision_cannot_smuggle_an_aws_claim_past_minting():
     decision = Decision(rule_id=None, rule_name="r", subject="s", audience="a", lifetime=60, session_tags=(),
                         transitive_tag_keys=(), extra_claims={"https://aws.amazon.com/x": 1, AWS_SOURCE_IDENTITY_CLAIM: "a:b"})
-    payload = build_payload(decision=decision, issuer="https://x/t/a")
+    payload = payload_build(decision=decision, issuer="https://x/t/a")
     assert "https://aws.amazon.com/x" not in payload and AWS_SOURCE_IDENTITY_CLAIM not in payload
 
 
@@ -100,7 +101,7 @@ def test_a_decision_cannot_smuggle_an_aws_claim_past_minting():
 
 
 def mapped(claims: dict) -> Decision:
-    rule = compile_rule(spec(effect="mapper", mapper_url="https://mapper.example/map"))
+    rule = rule_compile(spec(effect="mapper", mapper_url="https://mapper.example/map"))
     return mapper_decision(rule, {"allow": True, "claims": claims}, claims=CLAIMS, requested_audience=None,
                            default_audience="sts.amazonaws.com", max_lifetime=3600)
 
@@ -108,7 +109,7 @@ def mapped(claims: dict) -> Decision:
 def test_a_mappers_source_identity_is_passed_through_checked():
     decision = mapped({AWS_SOURCE_IDENTITY_CLAIM: "octocat"})
     assert decision.source_identity == "octocat" and AWS_SOURCE_IDENTITY_CLAIM not in decision.extra_claims
-    assert build_payload(decision=decision, issuer="https://x/t/a")[AWS_SOURCE_IDENTITY_CLAIM] == "octocat"
+    assert payload_build(decision=decision, issuer="https://x/t/a")[AWS_SOURCE_IDENTITY_CLAIM] == "octocat"
 
 
 @pytest.mark.parametrize("claims, why", [
@@ -146,6 +147,6 @@ def test_a_presets_suggested_source_identity_saves_and_gives_one_sts_accepts(key
                 optional_tags=frozenset(k for k, _, optional in preset.example_tags if optional))
     assert rule_findings(rule).errors == ()
     claims = {**PLATFORM_CLAIMS[key], "organization_slug": "ORG"}
-    decision = decide([compile_rule(rule)], issuer_id="ci", claims={"sub": "s", **claims}, requested_audience=None,
+    decision = compiled_rules_decide([rule_compile(rule)], issuer_id="ci", claims={"sub": "s", **claims}, requested_audience=None,
                       default_audience="sts.amazonaws.com", max_lifetime=3600)
     assert decision.source_identity and source_identity_problem(decision.source_identity) is None

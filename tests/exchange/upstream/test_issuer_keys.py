@@ -14,7 +14,7 @@ from django.db import connection
 from exchange.upstream import keysets
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.models import Issuer
-from exchange.upstream.jwks import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
+from exchange.upstream.issuer_keys import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.refresh import Outcome
 from exchange.core.jwks import KeySet
 
@@ -296,7 +296,7 @@ def test_an_http_jwks_uri_is_refused_when_insecure_issuers_are_off(issuer, serve
 
     monkeypatch.setattr(
         refresh,
-        "fetch_json",
+        "json_fetch",
         lambda url, **kw: fetch.FetchResult(
             200, {"issuer": issuer.issuer, "jwks_uri": "http://x.example/j"}, "", None, url
         ),
@@ -459,14 +459,14 @@ def test_a_static_jwks_without_a_usable_key_is_503(tenant, server, now):
 def test_no_transaction_is_open_while_fetching(issuer, server, now, monkeypatch):
     from exchange.upstream import refresh
 
-    real = refresh.fetch_json
+    real = refresh.json_fetch
     seen = []
 
     def checking(url, **kwargs):
         seen.append(connection.in_atomic_block)
         return real(url, **kwargs)
 
-    monkeypatch.setattr(refresh, "fetch_json", checking)
+    monkeypatch.setattr(refresh, "json_fetch", checking)
     issuer_jwks_refresh(issuer=issuer, now=now, force=True)
     issuer_keys_refetch_for_unknown_kid(issuer=issuer.snapshot(), now=now)
     assert seen and not any(seen)
@@ -478,19 +478,19 @@ def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_wait_no_longer_than_t
 ):
     """Single-flight per issuer: the leader fetches; everyone else meanwhile waits for it, each
     until its own budget ends (here the upstream is a tarpit), never fetching again."""
-    from exchange.upstream import refresh
+    from exchange.upstream import request_fetch
 
     settings.JWTEX_REQUEST_FETCH_BUDGET = 0.3
     settings.JWTEX_SERVER_THREADS = 40  # room for 20 waiters
     server.json("/jwks", {"keys": [K1]}, delay=5)  # a tarpit: it answers only when the test ends
     row = reloaded(issuer)
     started = time.monotonic()
-    assert refresh.refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
+    assert request_fetch.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
     assert time.monotonic() - started < 1  # the request's budget, not the upstream's whim
 
     def waiter(_):
         began = time.monotonic()
-        outcome = refresh.refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1))
+        outcome = request_fetch.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1))
         return outcome, time.monotonic() - began
 
     with ThreadPoolExecutor(max_workers=20) as pool:

@@ -24,14 +24,15 @@ from ..aws import (
     MAX_SUBJECT_LENGTH,
     MAX_TRANSITIVE_TAG_KEYS,
     is_aws_claim,
+    session_tag_key_validate,
+    session_tag_value_validate,
     source_identity_problem,
-    validate_session_tag_key,
-    validate_session_tag_value,
 )
 from ..errors import AudienceNotAllowed
 from ..limits import DEFAULT_LIFETIME
 from ..values import Decision
-from .engine import CompiledRule, _audience, _denied, _EvaluationError, _json_value
+from .compiled import CompiledRule
+from .outputs import EvaluationError, json_value, rule_audience, rule_denial
 
 __all__ = ["mapper_decision"]
 
@@ -56,15 +57,15 @@ def mapper_decision(
     try:
         emitted = _allowed_claims(answer)
         if emitted is None:
-            raise _denied(rule, ": the mapper denied this exchange.", ": mapper denied")
+            raise rule_denial(rule, ": the mapper denied this exchange.", ": mapper denied")
         audience = _answer_audience(rule, emitted, requested=requested_audience, default=default_audience)
         subject = _answer_subject(emitted, claims)
         tags, transitive, tags_claim = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
         source_identity = _answer_source_identity(emitted)
-        extra = {name: _json_value(value, name) for name, value in emitted.items()
+        extra = {name: json_value(value, name) for name, value in emitted.items()
                  if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM}}
-    except (_Refused, _EvaluationError, RecursionError) as exc:
-        raise _denied(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
+    except (_Refused, EvaluationError, RecursionError) as exc:
+        raise rule_denial(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
     lifetime = rule.spec.lifetime if rule.spec.lifetime is not None else DEFAULT_LIFETIME
     return Decision(
         rule_id=rule.rule_id,
@@ -108,13 +109,13 @@ def _allowed_claims(answer: Any) -> dict[str, Any] | None:
 
 def _answer_audience(rule: CompiledRule, emitted: Mapping[str, Any], *, requested: str | None, default: str) -> str:
     if "aud" not in emitted:
-        return _audience(rule, requested=requested, default=default)
+        return rule_audience(rule, requested=requested, default=default)
     audience = emitted["aud"]
     if not isinstance(audience, str) or not audience:
         raise _Refused("aud must be a non-empty string")
     allowed = [rule.spec.audience or default, *rule.spec.audiences]
     if audience not in allowed or (requested and requested != audience):
-        raise _denied(rule, " does not allow the audience its mapper chose.",
+        raise rule_denial(rule, " does not allow the audience its mapper chose.",
                       f": mapper chose audience {audience!r} (allowed: {allowed!r}, requested: {requested!r})",
                       AudienceNotAllowed)
     return audience
@@ -147,7 +148,7 @@ def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ..
     tags, seen = [], set()
     for key, values in principal.items():
         try:
-            validate_session_tag_key(key)
+            session_tag_key_validate(key)
         except ValueError as exc:
             raise _Refused(str(exc)) from None
         if key.casefold() in seen:
@@ -156,7 +157,7 @@ def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ..
         if not (isinstance(values, list) and len(values) == 1):
             raise _Refused(f"session tag {key!r}: a tag's value is a list of one string, as AWS reads it")
         try:
-            validate_session_tag_value(key, values[0])
+            session_tag_value_validate(key, values[0])
         except ValueError as exc:
             raise _Refused(f"{exc} (a tag's value is a list of one string)") from None
         tags.append((key, values[0]))

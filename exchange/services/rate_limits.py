@@ -21,7 +21,7 @@ from ..core.values import IssuerSnapshot
 logger = logging.getLogger("jwtex.exchange")
 
 
-def _rate_limit_hit(key: str, *, limit: int, now: float) -> None:
+def rate_limit_hit(key: str, *, limit: int, now: float) -> None:
     """One hit on a fixed one-minute window; ``RateLimited`` over ``limit``."""
     if limit <= 0:
         return
@@ -47,9 +47,9 @@ def _rate_limit_hit(key: str, *, limit: int, now: float) -> None:
 
 def exchange_rate_limit(*, tenant_id: int, tenant_limit: int, client_address: str | None, now: float) -> None:
     """Per tenant (its own limit) and per client address (``JWTEX_RATE_LIMIT_PER_ADDRESS``)."""
-    _rate_limit_hit(f"t:{tenant_id}", limit=tenant_limit, now=now)
+    rate_limit_hit(f"t:{tenant_id}", limit=tenant_limit, now=now)
     if client_address:
-        _rate_limit_hit(f"a:{client_address}", limit=jwtex_settings.rate_limit_per_address, now=now)
+        rate_limit_hit(f"a:{client_address}", limit=jwtex_settings.rate_limit_per_address, now=now)
 
 
 def upstream_jti_consume(*, issuer: IssuerSnapshot, claims: Mapping[str, Any], now: float) -> None:

@@ -109,89 +109,82 @@ def _json(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _paths() -> dict[str, Any]:
-    document_errors = {"404": _error("unknown or disabled tenant")}
+def _document_get(operation_id: str, summary: str, schema: str) -> dict[str, Any]:
+    """One of the tenant's issuer documents: a GET answered by ``schema``, or 404."""
     return {
-        "/t/{slug}/.well-known/openid-configuration": {
-            "get": {
-                "operationId": "openid_configuration",
-                "summary": "OIDC discovery for the tenant's issuer",
-                "tags": ["issuer"],
-                "parameters": [_SLUG],
-                "responses": {"200": _json({"$ref": "#/components/schemas/OpenIDConfiguration"}), **document_errors},
-            }
-        },
-        "/t/{slug}/.well-known/jwks.json": {
-            "get": {
-                "operationId": "jwks",
-                "summary": "The tenant's public signing keys",
-                "tags": ["issuer"],
-                "parameters": [_SLUG],
-                "responses": {"200": _json({"$ref": "#/components/schemas/JWKS"}), **document_errors},
-            }
-        },
-        "/t/{slug}/.well-known/jwks": {
-            "get": {
-                "operationId": "jwks_legacy",
-                "summary": "The tenant's public signing keys (the original jwtex path)",
-                "tags": ["issuer"],
-                "parameters": [_SLUG],
-                "responses": {"200": _json({"$ref": "#/components/schemas/JWKS"}), **document_errors},
-            }
-        },
-        "/t/{slug}/exchange": {
-            "post": {
-                "operationId": "exchange_raw",
-                "summary": "Exchange: the raw upstream JWT in, the new JWT out (drop-in for the original jwtex)",
-                "tags": ["exchange"],
-                "parameters": [
-                    _SLUG,
-                    {
-                        "in": "query",
-                        "name": "issuerId",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "pin one of the tenant's issuers; default: chosen by the token's iss",
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/jwt": {
-                            "schema": {"type": "string", "maxLength": MAX_TOKEN_BYTES},
-                            "example": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln",
-                        }
-                    },
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["issuer"],
+            "parameters": [_SLUG],
+            "responses": {
+                "200": _json({"$ref": f"#/components/schemas/{schema}"}),
+                "404": _error("unknown or disabled tenant"),
+            },
+        }
+    }
+
+
+def _exchange_raw() -> dict[str, Any]:
+    issuer_id = {
+        "in": "query",
+        "name": "issuerId",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "pin one of the tenant's issuers; default: chosen by the token's iss",
+    }
+    return {
+        "post": {
+            "operationId": "exchange_raw",
+            "summary": "Exchange: the raw upstream JWT in, the new JWT out (drop-in for the original jwtex)",
+            "tags": ["exchange"],
+            "parameters": [_SLUG, issuer_id],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/jwt": {
+                        "schema": {"type": "string", "maxLength": MAX_TOKEN_BYTES},
+                        "example": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln",
+                    }
                 },
-                "responses": {
-                    "200": {
-                        "description": "the new token, and nothing else (no newline)",
-                        "content": {"application/jwt": {"schema": {"type": "string"}}},
-                    },
-                    **_EXCHANGE_ERRORS,
+            },
+            "responses": {
+                "200": {
+                    "description": "the new token, and nothing else (no newline)",
+                    "content": {"application/jwt": {"schema": {"type": "string"}}},
                 },
-            }
-        },
-        "/t/{slug}/token": {
-            "post": {
-                "operationId": "exchange_rfc8693",
-                "summary": "RFC 8693 token exchange",
-                "tags": ["exchange"],
-                "parameters": [_SLUG],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/x-www-form-urlencoded": {
-                            "schema": {"$ref": "#/components/schemas/TokenExchangeRequest"}
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json({"$ref": "#/components/schemas/TokenExchangeResponse"}, "RFC 8693 §2.2.1"),
-                    **_TOKEN_ERRORS,
-                },
-            }
-        },
+                **_EXCHANGE_ERRORS,
+            },
+        }
+    }
+
+
+def _exchange_rfc8693() -> dict[str, Any]:
+    form = {"schema": {"$ref": "#/components/schemas/TokenExchangeRequest"}}
+    return {
+        "post": {
+            "operationId": "exchange_rfc8693",
+            "summary": "RFC 8693 token exchange",
+            "tags": ["exchange"],
+            "parameters": [_SLUG],
+            "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": form}},
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/TokenExchangeResponse"}, "RFC 8693 §2.2.1"),
+                **_TOKEN_ERRORS,
+            },
+        }
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/t/{slug}/.well-known/openid-configuration": _document_get(
+            "openid_configuration", "OIDC discovery for the tenant's issuer", "OpenIDConfiguration"),
+        "/t/{slug}/.well-known/jwks.json": _document_get("jwks", "The tenant's public signing keys", "JWKS"),
+        "/t/{slug}/.well-known/jwks": _document_get(
+            "jwks_legacy", "The tenant's public signing keys (the original jwtex path)", "JWKS"),
+        "/t/{slug}/exchange": _exchange_raw(),
+        "/t/{slug}/token": _exchange_rfc8693(),
     }
 
 

@@ -32,8 +32,9 @@ from ..models import Issuer
 from . import flights
 from . import refresh as refresher
 from .flights import KidRefetch
-from .keysets import digest, keyset_of
+from .keysets import jwks_digest, keyset_of
 from .refresh import Outcome
+from .request_fetch import jwks_refetch_within, jwks_refresh_within, request_deadline
 
 __all__ = [
     "FetchOutcome",
@@ -66,7 +67,7 @@ def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
     if current is None or jwtex_settings.upstream_issuer_problem(current.issuer):
         return False  # an issuer the operators' list refuses is never contacted (docs/operators.md#allowed-upstream-issuers)
-    return refresher.refresh(current, now=now, force=force, max_staleness=max_staleness()) is Outcome.CHANGED
+    return refresher.jwks_refresh(current, now=now, force=force, max_staleness=max_staleness()) is Outcome.CHANGED
 
 
 # ------------------------------------------------------------------------ selectors
@@ -143,7 +144,7 @@ def issuer_keys_get(
         keys = _stored_keys(current.snapshot(), now)
         if keys is not None:
             return keys
-        outcome = refresher.refresh_within(current, now=now, force=False, max_staleness=max_staleness(),
+        outcome = jwks_refresh_within(current, now=now, force=False, max_staleness=max_staleness(),
                                            deadline=deadline)
         if outcome.fetched or outcome in (Outcome.WAITED, Outcome.FAILED):
             current = _reloaded(issuer)  # what the fetch made or waited for stored
@@ -169,8 +170,8 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime
     if issuer.static_jwks is not None:
         return None
     tried_jwks = tried.jwks if tried is not None else issuer.jwks
-    tried_digest = digest(tried_jwks) if tried_jwks else None
-    deadline = refresher.request_deadline() if deadline is None else deadline
+    tried_digest = jwks_digest(tried_jwks) if tried_jwks else None
+    deadline = request_deadline() if deadline is None else deadline
     try:
         for _ in range(3):  # a fetch waited for that was not this refetch (a sweep's): once more
             done = flights.kid_refetched(issuer.pk, now)
@@ -178,7 +179,7 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime
                 return _keys_after_refetch(issuer, done, now=now, tried_digest=tried_digest)
             if flights.failed_recently(issuer.pk, now):
                 break
-            outcome = refresher.refetch_within(issuer.pk, load=lambda: _reloaded(issuer), now=now, deadline=deadline)
+            outcome = jwks_refetch_within(issuer.pk, load=lambda: _reloaded(issuer), now=now, deadline=deadline)
             if outcome is Outcome.STATIC:
                 return None
             if outcome in (Outcome.BUSY, Outcome.TIMED_OUT):
@@ -204,7 +205,7 @@ def _keys_after_refetch(issuer: IssuerSnapshot, done: KidRefetch, *, now: dateti
     keys = _stored_keys(_reloaded(issuer).snapshot(), now)
     if keys is None:
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: unknown kid: no usable keys stored after the refetch")
-    return None if digest(keys.jwks) == tried_digest else keys
+    return None if jwks_digest(keys.jwks) == tried_digest else keys
 
 
 # The upstream keys cached on an issuer row and where they came from. When what the keys
@@ -241,7 +242,7 @@ def issuer_keys_fetch_now(*, issuer: Issuer, now: datetime) -> FetchOutcome:
     which keys are stored now, or why the fetch failed. A failure keeps the last good set."""
     if issuer.static_jwks is not None:
         return FetchOutcome(True, True, False, kids_of(issuer.static_jwks), "")
-    outcome = refresher.refresh(Issuer.objects.get(pk=issuer.pk), now=now, force=True, max_staleness=max_staleness())
+    outcome = refresher.jwks_refresh(Issuer.objects.get(pk=issuer.pk), now=now, force=True, max_staleness=max_staleness())
     if outcome is Outcome.IN_FLIGHT:
         return FetchOutcome(False, False, False, kids_of(issuer.jwks), "a fetch of this issuer is under way; try again")
     changed = outcome is Outcome.CHANGED

@@ -58,7 +58,7 @@ def tenant_document(tenant: Tenant) -> str:
 # --- after every committed change: one check per tenant ------------------------------------------
 
 
-class _RevisionCheck:
+class RevisionCheck:
     """The on_commit callback; who changed it is taken when the change is made."""
 
     def __init__(self, tenant_id: int, actor: Actor) -> None:
@@ -83,11 +83,11 @@ def revision_check_schedule(*, tenant_id: int) -> None:
         for entry in connection.run_on_commit:
             savepoints, callback = entry[0], entry[1]
             if (
-                isinstance(callback, _RevisionCheck) and callback.tenant_id == tenant_id and not callback.done
+                isinstance(callback, RevisionCheck) and callback.tenant_id == tenant_id and not callback.done
                 and savepoints <= open_savepoints
             ):
                 return
-    transaction.on_commit(_RevisionCheck(tenant_id, revision_actor_current()))
+    transaction.on_commit(RevisionCheck(tenant_id, revision_actor_current()))
 
 
 def _config_changed(sender, tenant_id: int, **kwargs) -> None:
