@@ -53,13 +53,13 @@ def main() -> None:
     from django.test import override_settings
 
     from exchange.services.tenants import tenant_create
-    from tests.kms import REGION, MotoKms, _share_botocore_models
+    from tests.kms import REGION, MotoKms, botocore_models_share
 
     directory = tempfile.mkdtemp(prefix="jwtex-published-")
     with override_settings(JWTEX_PUBLISH_TARGET=f"file://{directory}"):
         tenant = tenant_create(slug="dir", name="dir", published_issuer_url="https://issuers.example.com/dir")
         _measure("to a directory (fsync'd)", tenant.pk, args.n)
-    _share_botocore_models()
+    botocore_models_share()
     server = MotoKms()
     os.environ.update(server.environment())
     server.client("s3").create_bucket(Bucket="issuers", CreateBucketConfiguration={"LocationConstraint": REGION})

@@ -13,7 +13,7 @@ stop). Most of a KMS test's time was boto3 making clients: botocore reads and pa
 models (service, endpoints, partitions) afresh for every ``Session``, ~70 ms a client, and jwtex
 makes a session per client (``exchange.kms._client``), made again after every change of the
 environment. The tests share one botocore loader, that cache of files, among sessions, as
-boto3's default session does among its clients (``_share_botocore_models``), and the server
+boto3's default session does among its clients (``botocore_models_share``), and the server
 lists moto's package once instead of at every request (``_route_without_listing_moto``); every
 request is made and answered as before.
 """
@@ -114,7 +114,7 @@ def _route_without_listing_moto() -> None:
         moto.backends.list_of_moto_modules = list_of_moto_modules
 
 
-def _share_botocore_models() -> None:
+def botocore_models_share() -> None:
     """Every botocore ``Session`` of this process reads AWS's JSON models (services, endpoints,
     partitions) through one loader, which caches what it read: a new session, so a new client,
     costs milliseconds instead of ~70 ms. The files are the same for every session; credentials,
@@ -214,7 +214,7 @@ def closed_port_endpoint() -> str:
 @pytest.fixture(scope="session")
 def moto_kms():
     """moto's server, one per test process (an xdist worker is one), emptied by ``kms``."""
-    _share_botocore_models()
+    botocore_models_share()
     _route_without_listing_moto()
     server = MotoKms()
     yield server

@@ -79,12 +79,12 @@ def test_a_malformed_entry_is_an_error_that_names_it(settings):
 def test_the_background_refresh_never_contacts_an_issuer_outside_the_list(settings, tenant, monkeypatch):
     from django.utils import timezone
 
-    from exchange.upstream import jwks as jwks_module
+    from exchange.upstream import issuer_keys as jwks_module
 
     issuer = Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
                                    audiences=["jwtex"])
     contacted = []
-    monkeypatch.setattr(jwks_module.refresher, "refresh", lambda current, **kwargs: contacted.append(current.issuer))
+    monkeypatch.setattr(jwks_module.refresher, "jwks_refresh", lambda current, **kwargs: contacted.append(current.issuer))
     settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = "https://gitlab.example.com/*"
     assert jwks_module.issuer_jwks_refresh(issuer=issuer, now=timezone.now(), force=True) is False
     assert contacted == []
