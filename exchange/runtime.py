@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from tenants.models import SLUG_PATTERN, ConfigEpoch, Tenant
 
-from . import protocol
+from . import protocol, timeline
 from .conf import jwtex_settings
 from .core.errors import NotFound, TemporarilyUnavailable
 from .core.presets import preset_claim_types
@@ -217,6 +217,7 @@ def _freshness_check(clock: float) -> None:
     """Read the epoch (one thread at a time; the others keep serving) and drop what changed."""
     if not _fresh.lock.acquire(blocking=False):
         return
+    started = time.perf_counter()
     try:
         epoch = ConfigEpoch.objects.filter(pk=1).values_list("value", flat=True).first() or 0
         if epoch != _fresh.epoch or clock - _fresh.reconciled_at >= _RECONCILE_SECONDS:
@@ -230,6 +231,7 @@ def _freshness_check(clock: float) -> None:
     finally:
         _fresh.checked_at = clock
         _fresh.lock.release()
+        timeline.event("configuration re-check", started, time.perf_counter())
 
 
 def _reconcile() -> None:

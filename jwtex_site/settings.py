@@ -91,6 +91,14 @@ JWTEX_SERVER_THREADS = int(os.environ.get("JWTEX_SERVER_THREADS") or "8")
 # 1.5 s, so that a change is served everywhere within 2 s (docs/operations.md#several-nodes; the re-check
 # happens on the first request after the interval, and rebuilding the snapshot takes a moment too).
 JWTEX_CONFIG_RECHECK_SECONDS = float(os.environ.get("JWTEX_CONFIG_RECHECK_SECONDS", "1.5"))
+# Benchmark-only (exchange/ablation.py, bench/http_benchmark.py): per-exchange work switched off, and
+# the slowest exchanges' timelines. Honoured only outside production mode; set in production mode, the
+# jwtex.E010 check refuses to start.
+JWTEX_BENCH_REQUESTED = bool(os.environ.get("JWTEX_BENCH_ABLATE", "").strip() or _env_bool("JWTEX_BENCH_TIMELINE"))
+JWTEX_BENCH_ABLATE = () if JWTEX_PRODUCTION else tuple(
+    p.strip() for p in os.environ.get("JWTEX_BENCH_ABLATE", "").split(",") if p.strip()
+)
+JWTEX_BENCH_TIMELINE = not JWTEX_PRODUCTION and _env_bool("JWTEX_BENCH_TIMELINE")
 # Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
 JWTEX_AUDIT_SPOOL_DIR = os.environ.get("JWTEX_AUDIT_SPOOL_DIR", "")
 # Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the

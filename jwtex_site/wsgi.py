@@ -18,6 +18,14 @@ from exchange.audit.writer import drain_at_start, flush_at_exit_register  # noqa
 drain_at_start()
 flush_at_exit_register()
 
+# Benchmark-only (never in production mode): the slowest exchanges' timelines (exchange/timeline.py).
+from exchange.conf import jwtex_settings  # noqa: E402
+
+if jwtex_settings.bench_timeline and not jwtex_settings.production:
+    from exchange import timeline
+
+    timeline.enable(jwtex_settings.var_dir)
+
 # The exchange and the issuer documents take the lean route (exchange/api/fast.py).
 from exchange.api.fast import MachineRoutes  # noqa: E402
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.cache import cache
 
+from ..ablation import off
 from ..conf import jwtex_settings
 from ..core.errors import InvalidToken, RateLimited, TemporarilyUnavailable
 from ..core.values import IssuerSnapshot
@@ -47,6 +48,8 @@ def _rate_limit_hit(key: str, *, limit: int, now: float) -> None:
 
 def exchange_rate_limit(*, tenant_id: int, tenant_limit: int, client_address: str | None, now: float) -> None:
     """Per tenant (its own limit) and per client address (``JWTEX_RATE_LIMIT_PER_ADDRESS``)."""
+    if off("rate-limits"):  # a benchmark's (exchange/ablation.py)
+        return
     _rate_limit_hit(f"t:{tenant_id}", limit=tenant_limit, now=now)
     if client_address:
         _rate_limit_hit(f"a:{client_address}", limit=jwtex_settings.rate_limit_per_address, now=now)
@@ -58,7 +61,7 @@ def upstream_jti_consume(*, issuer: IssuerSnapshot, claims: Mapping[str, Any], n
     long as the verifier would still accept the token (exp + leeway), keyed by a digest of
     the jti, never the jti itself. A token without a jti cannot be told apart from its copies,
     so it is refused. A cache that cannot answer refuses too (fail closed, 503)."""
-    if not issuer.replay_protection:
+    if not issuer.replay_protection or off("jti-mark"):  # off: a benchmark's (exchange/ablation.py)
         return
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
