@@ -100,4 +100,6 @@ def report(directory: Path) -> None:
                      for s, e, name in events if e >= start and s <= finish]
         out.append({"ms": round(took * 1000, 3), "steps": steps, "meanwhile": meanwhile})
     path = Path(directory) / f"bench-timeline-{os.getpid()}.json"
-    path.write_text(json.dumps({"exchanges": _count, "slowest": out}))
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps({"exchanges": _count, "slowest": out}))
+    partial.replace(path)
