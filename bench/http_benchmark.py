@@ -71,9 +71,10 @@ function done(summary, latency, requests)
   for k, v in pairs(counts) do table.insert(parts, string.format('"%s": %d', k, v)) end
   io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")
   local cdf = {}
-  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92, 94, 95, 96, 97, 98, 99, 99.5, 99.9, 99.99, 100}) do
+  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92, 94, 95, 96, 97, 98, 99, 99.5, 99.9, 99.99}) do
     table.insert(cdf, string.format('"%s": %d', p, latency:percentile(p)))
   end
+  table.insert(cdf, string.format('"100": %d', latency.max))
   io.write("CDF_US {" .. table.concat(cdf, ", ") .. "}\n")
   io.write(string.format("SENT %d\n", summary.requests))
 end

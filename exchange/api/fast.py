@@ -16,6 +16,7 @@ check ``127.0.0.1``), and these answers say nothing that depends on the host nam
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Callable, Iterable
 
@@ -36,6 +37,9 @@ _DOCUMENTS = re.compile(r"/t/([^/]+)/\.well-known/(jwks\.json|jwks|openid-config
 # Answered for any Host (the module's docstring says why); GET and HEAD only, as the views say.
 _PROBES = {"/healthz": operations.healthz, "/readyz": operations.readyz, "/metrics": operations.metrics}
 _ANY_HOST = frozenset(_PROBES.values())
+# After this many lean requests the tenants' runtimes are built: what exists then is frozen out of
+# the garbage collector's walks (jwtex_site/wsgi.py froze what start-up made).
+FREEZE_AFTER = 2000
 
 
 class MachineRoutes:
@@ -44,12 +48,16 @@ class MachineRoutes:
     def __init__(self, django_application: Callable) -> None:
         self.django = django_application
         self._finishers = (SecurityMiddleware(lambda request: None), XFrameOptionsMiddleware(lambda request: None))
+        self._served = 0
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         route = self._route(environ)
         if route is None:
             return self.django(environ, start_response)
         timeline.begin()
+        self._served += 1  # approximate under threads: it only picks a moment
+        if self._served == FREEZE_AFTER:
+            gc.freeze()
         if off("request"):  # a benchmark's (exchange/ablation.py)
             request = _BareRequest(environ)
         else:
