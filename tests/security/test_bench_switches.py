@@ -88,3 +88,67 @@ def test_the_timeline_is_off_unless_enabled():
     timeline.mark("x")
     timeline.end()
     assert timeline._slowest == []
+
+
+# --- each of the other switches leaves out its piece (outside production only) -------------------
+
+
+def _lean_exchange(settings, token: str, pieces: tuple[str, ...]):
+    from tests.exchange.api.test_fast import call
+
+    from exchange.api.fast import MachineRoutes
+
+    settings.JWTEX_BENCH_ABLATE = pieces
+    app = MachineRoutes(lambda environ, start_response: pytest.fail("reached Django"))
+    return call(app, "POST", "/t/acme/exchange", token.encode(), CONTENT_TYPE="application/jwt")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lean_route_switches(settings, exchangeable, upstream):
+    status, headers, body = _lean_exchange(settings, upstream.mint(jti="full"), ())
+    assert status.startswith("200") and headers["X-Content-Type-Options"] == "nosniff"
+    status, headers, body = _lean_exchange(settings, upstream.mint(jti="headers"), ("headers",))
+    assert status.startswith("200") and "X-Content-Type-Options" not in headers and "X-Frame-Options" not in headers
+    status, headers, body = _lean_exchange(settings, upstream.mint(jti="request"), ("request",))
+    assert status.startswith("200") and body.count(b".") == 2  # a token, from the bare request
+    settings.JWTEX_PRODUCTION = True  # never in production: the headers are back
+    status, headers, body = _lean_exchange(settings, upstream.mint(jti="prod"), ("headers",))
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_log_and_metrics_switches(client, settings, exchangeable, upstream, caplog):
+    from prometheus_client import REGISTRY
+
+    def exchanges() -> float:
+        return REGISTRY.get_sample_value(
+            "jwtex_exchanges_total", {"tenant": "acme", "endpoint": "raw", "decision": "allowed", "error": ""}) or 0.0
+
+    caplog.set_level("INFO", logger="jwtex.exchange")
+    for pieces, logged, counted in [((), 1, 1), (("exchange-log",), 0, 1), (("metrics",), 1, 0)]:
+        settings.JWTEX_BENCH_ABLATE = pieces
+        caplog.clear()
+        before = exchanges()
+        assert send("raw", client, upstream.mint()).status_code == 200
+        assert [r.message for r in caplog.records].count("exchange allowed") == logged, pieces
+        assert exchanges() - before == counted, pieces
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_limit_and_jti_switches(client, settings, exchangeable, upstream):
+    from exchange.models import Issuer
+
+    Issuer.objects.update(replay_protection=True)
+    exchangeable.rate_limit_per_minute = 1
+    exchangeable.save()
+    from tests.conftest import runtime_clear
+
+    runtime_clear()
+    token = upstream.mint()
+    assert send("raw", client, token).status_code == 200
+    settings.JWTEX_BENCH_ABLATE = ("rate-limits", "jti-mark")
+    assert send("raw", client, token).status_code == 200  # neither counted nor marked
+    settings.JWTEX_BENCH_ABLATE = ("jti-mark",)
+    assert send("raw", client, upstream.mint()).status_code == 429
+    settings.JWTEX_BENCH_ABLATE = ("rate-limits",)
+    assert send("raw", client, token).status_code == 401  # a replay
