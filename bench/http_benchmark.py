@@ -76,7 +76,8 @@ function done(summary, latency, requests)
   end
   table.insert(cdf, string.format('"100": %d', latency.max))
   io.write("CDF_US {" .. table.concat(cdf, ", ") .. "}\n")
-  io.write(string.format("SENT %d\n", summary.requests))
+  local e = summary.errors  -- a request that timed out or failed was sent all the same
+  io.write(string.format("SENT %d\n", summary.requests + e.timeout + e.read + e.write))
 end
 """
 
