@@ -58,7 +58,7 @@ class MachineRoutes:
         self._served += 1  # approximate under threads: it only picks a moment
         if self._served == FREEZE_AFTER:
             gc.freeze()
-        if off("request"):  # a benchmark's (exchange/ablation.py)
+        if off("request"):  # a benchmark's (exchange/ablation.py): no request object, so no host check either
             request = _BareRequest(environ)
         else:
             request = WSGIRequest(environ)
