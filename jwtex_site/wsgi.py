@@ -18,6 +18,12 @@ from exchange.audit.writer import drain_at_start, flush_at_exit_register  # noqa
 drain_at_start()
 flush_at_exit_register()
 
+# The configuration's re-check (every JWTEX_CONFIG_RECHECK_SECONDS) runs on a thread of its own,
+# not on a request's (exchange/runtime.py).
+from exchange.runtime import freshness_thread_start  # noqa: E402
+
+freshness_thread_start()
+
 # Benchmark-only (never in production mode): the slowest exchanges' timelines (exchange/timeline.py).
 from exchange.conf import jwtex_settings  # noqa: E402
 
