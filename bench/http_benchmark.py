@@ -1,6 +1,7 @@
 """Served exchanges against their in-process ceiling (the README's "Performance"). ``make bench-http``.
 
-    .venv/bin/python bench/http_benchmark.py [--server granian|gunicorn] [--threads 8] [--seconds 10] [--shadow]
+    .venv/bin/python bench/http_benchmark.py [--server granian|gunicorn] [--threads 8] [--seconds 10] [--runs 3]
+        [--without PIECE,…] [--pairs 1] [--table-seconds 5] [--no-tail] [--reusable-token] [--shadow]
 
 - Database: ``DATABASE_URL``, else a fresh ``jwtex_bench`` database on the local PostgreSQL
   (127.0.0.1:5432), else SQLite in a temporary directory (said so in the output).
@@ -20,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +40,20 @@ wrk.headers["Content-Type"] = "application/jwt"
 wrk.body = os.getenv("JWTEX_BENCH_TOKEN")
 local interval = tonumber(os.getenv("JWTEX_BENCH_DELAY_MS") or "0")
 statuses = {}
+-- One-time tokens: a pool of distinct ones, each sent once from the offset on.
+local pool, next_token = {}, 0
+function init(args)
+  local path = os.getenv("JWTEX_BENCH_TOKENS")
+  if path and path ~= "" then
+    for line in io.lines(path) do table.insert(pool, line) end
+    next_token = tonumber(os.getenv("JWTEX_BENCH_TOKENS_FROM") or "0")
+  end
+end
+function request()
+  if #pool == 0 then return wrk.format() end
+  next_token = next_token + 1
+  return wrk.format(nil, nil, nil, pool[(next_token - 1) % #pool + 1])
+end
 function delay() return interval end
 function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
 """
@@ -56,6 +70,14 @@ function done(summary, latency, requests)
   local parts = {}
   for k, v in pairs(counts) do table.insert(parts, string.format('"%s": %d', k, v)) end
   io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")
+  local cdf = {}
+  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92, 94, 95, 96, 97, 98, 99, 99.5, 99.9, 99.99}) do
+    table.insert(cdf, string.format('"%s": %d', p, latency:percentile(p)))
+  end
+  table.insert(cdf, string.format('"100": %d', latency.max))
+  io.write("CDF_US {" .. table.concat(cdf, ", ") .. "}\n")
+  local e = summary.errors  -- a request that timed out or failed was sent all the same
+  io.write(string.format("SENT %d\n", summary.requests + e.timeout + e.read + e.write))
 end
 """
 
@@ -66,7 +88,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _database_url() -> tuple[str, str]:
+def database_url_choose() -> tuple[str, str]:
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"], "DATABASE_URL"
     try:
@@ -101,9 +123,11 @@ def server_environment(var: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
+def bench_setup(env: dict[str, str], *, shadow: bool = False, one_time: bool = False, limits: bool = False) -> dict:
     """Migrate, create tenant ``bench`` (issuer with a static JWKS, one rule, three tags), and
-    return what the benchmark needs (an upstream token, the pieces for the ceiling)."""
+    return what the benchmark needs (an upstream token, the pieces for the ceiling). ``one_time``:
+    the issuer takes each token once (replay protection); ``limits``: the tenant's rate limit
+    counts every exchange (and never refuses one)."""
     os.environ.update(env)
     import django
 
@@ -121,9 +145,9 @@ def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
     jwk.update({"kid": "bench", "alg": "RS256", "use": "sig"})
     iss = "https://ci.bench.invalid"
-    tenant = tenant_create(slug="bench", name="bench", rate_limit_per_minute=0)
+    tenant = tenant_create(slug="bench", name="bench", rate_limit_per_minute=10**9 if limits else 0)
     issuer = Issuer.objects.create(tenant=tenant, issuer_id="github", issuer=iss, audiences=["sts.amazonaws.com"],
-                                   static_jwks={"keys": [jwk]})
+                                   static_jwks={"keys": [jwk]}, replay_protection=one_time)
     rule = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow",
                                when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
                                session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
@@ -138,10 +162,10 @@ def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
               "nbf": now - 600, "exp": now + 3000, "jti": "bench", "repository": "octo-org/app",
               "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat", "workflow": "deploy"}
     token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
-    return {"token": token}
+    return {"token": token, "key": key, "claims": claims, "issuer_pk": issuer.pk}
 
 
-def _ceiling(token: str, seconds: float = 3.0) -> float:
+def ceiling_measure(token: str, seconds: float = 3.0) -> float:
     """Exchanges per second of the same cryptography and rules in this process, on core 0."""
     from exchange.core.minting import jwt_mint
     from exchange.core.rules.engine import compiled_rules_decide
@@ -176,7 +200,7 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
     return statistics.median(rates)
 
 
-def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subprocess.Popen:
+def server_start(env: dict[str, str], port: int, server: str, threads: int) -> subprocess.Popen:
     taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     serve_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1",
                  "JWTEX_SERVER": server, "JWTEX_SERVER_THREADS": str(threads)}
@@ -195,28 +219,39 @@ def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subproc
     raise SystemExit("make serve did not come up within 30 s")
 
 
-def _wrk(url: str, token: str, *, seconds: int, connections: int, delay_ms: float = 0.0) -> dict:
+def wrk_run(url: str, token, *, seconds: int, connections: int, delay_ms: float = 0.0) -> dict:
+    """One wrk run; ``token`` is one token sent again and again, or a pool of one-time tokens
+    (``http_ablation.Tokens``: each sent once, from where the last run stopped)."""
     script = Path(tempfile.mkdtemp(prefix="jwtex-wrk-")) / "exchange.lua"
     script.write_text(WRK_SCRIPT)
     taskset = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    env = {**os.environ, "JWTEX_BENCH_TOKEN": token, "JWTEX_BENCH_DELAY_MS": str(delay_ms)}
+    env = {**os.environ, "JWTEX_BENCH_DELAY_MS": str(delay_ms)}
+    if isinstance(token, str):
+        env.update(JWTEX_BENCH_TOKEN=token, JWTEX_BENCH_TOKENS="")
+    else:
+        env.update(JWTEX_BENCH_TOKEN=token.token, JWTEX_BENCH_TOKENS=token.path, JWTEX_BENCH_TOKENS_FROM=str(token.used))
     out = subprocess.run([*taskset, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, env=env, check=True).stdout
     if os.environ.get("JWTEX_BENCH_VERBOSE"):
         print(out)
+    sent = int(re.search(r"SENT (\d+)", out)[1])
+    if not isinstance(token, str):
+        token.used += sent + connections  # those in flight as wrk stopped were sent too
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
     latencies = {m[1]: _ms(m[2]) for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
     statuses = json.loads(re.search(r"STATUSES (\{.*\})", out)[1])
-    return {"rate": rate, "p50": latencies.get("50"), "p99": latencies.get("99"), "statuses": statuses}
+    cdf = {float(p): us / 1000.0 for p, us in json.loads(re.search(r"CDF_US (\{.*\})", out)[1]).items()}
+    return {"rate": rate, "p50": latencies.get("50"), "p99": latencies.get("99"), "statuses": statuses, "cdf": cdf,
+            "sent": sent}
 
 
-def at_rate(url: str, token: str, *, rate: float, seconds: int, connections: int = 8) -> dict:
+def at_rate(url: str, token, *, rate: float, seconds: int, connections: int = 8) -> dict:
     """Load at a fixed ``rate``: each connection pauses between requests (wrk's ``delay``), the
     pause corrected once by a short probe for the time each request itself takes."""
     pause = 1000.0 * connections / rate
-    probe = _wrk(url, token, seconds=3, connections=connections, delay_ms=pause)
+    probe = wrk_run(url, token, seconds=3, connections=connections, delay_ms=pause)
     per_request = 1000.0 * connections / probe["rate"] - pause  # ms each request took, on average
-    run = _wrk(url, token, seconds=seconds, connections=connections, delay_ms=max(pause - per_request, 0.0))
+    run = wrk_run(url, token, seconds=seconds, connections=connections, delay_ms=max(pause - per_request, 0.0))
     return {**run, "probe_statuses": probe["statuses"]}
 
 
@@ -246,47 +281,58 @@ def main() -> None:
     parser.add_argument("--server", choices=["gunicorn", "granian"], default=os.environ.get("JWTEX_SERVER", "granian"))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("JWTEX_SERVER_THREADS") or 8))
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="each load of the headline's runs")
+    parser.add_argument("--runs", type=int, default=3, help="headline runs (medians)")
     parser.add_argument("--shadow", action="store_true", help="give the tenant a candidate (shadow) rule set")
+    parser.add_argument("--without", default=",".join(PIECES),
+                        help="the ablation table's rows (comma-separated; empty: no table)")
+    parser.add_argument("--pairs", type=int, default=1, help="interleaved pairs per row of the table")
+    parser.add_argument("--table-seconds", type=int, default=5, help="each load of the table's runs")
+    parser.add_argument("--no-tail", action="store_true", help="no timeline run")
+    parser.add_argument("--reusable-token", action="store_true",
+                        help="one token sent again and again (no one-time tokens: no jti mark, no pool to mint)")
+    parser.add_argument("--pool", type=int, default=40_000, help="one-time tokens minted (each server run uses them once)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian's package)")
 
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-http-"))
-    database_url, database = _database_url()
-    env = server_environment(var, database_url)
-    setup = _setup(env, shadow=args.shadow)
-    ceiling = _ceiling(setup["token"])
-    port = free_port()
-    server = _serve(env, port, args.server, args.threads)
-    url = f"http://127.0.0.1:{port}/t/bench/exchange?issuerId=github"
-    try:
-        _wrk(url, setup["token"], seconds=2, connections=args.connections)  # warm up
-        before = _db_counters()
-        peak = _wrk(url, setup["token"], seconds=args.seconds, connections=args.connections)
-        half = at_rate(url, setup["token"], rate=peak["rate"] / 2, seconds=args.seconds)
-        after = _db_counters()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-    answers = [peak["statuses"], half["probe_statuses"], half["statuses"]]
-    ok = sum(statuses.get("200", 0) for statuses in answers)
-    other = {k: v for statuses in answers for k, v in statuses.items() if k != "200"}
+    database_url, database = database_url_choose()
+    # Production logging: one JSON line per exchange at INFO, and the server's access line (README, "Performance").
+    env = {**server_environment(var, database_url), "JWTEX_LOG_LEVEL": "INFO", "JWTEX_ACCESS_LOG": "1",
+           "JWTEX_RATE_LIMIT_PER_ADDRESS": str(10**9)}
+    setup = bench_setup(env, shadow=args.shadow, one_time=not args.reusable_token, limits=True)
+    tokens = setup["token"] if args.reusable_token else tokens_pool(setup, args.pool)
+    ctx = Context(env=env, args=args, tokens=tokens, issuer_pk=setup["issuer_pk"])
+    cache = "Redis (CACHE_URL)" if os.environ.get("CACHE_URL") else "per-process memory (no CACHE_URL)"
     print(f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}"
-          + ("; with a shadow rule set" if args.shadow else ""))
-    print(f"  ceiling (in process, one core):      {ceiling:8.0f} exchanges/s")
-    print(f"  served at peak ({args.connections} connections):   {peak['rate']:8.0f} exchanges/s   "
-          f"ratio {peak['rate'] / ceiling:.2f}")
-    print(f"  at half of peak ({half['rate']:.0f}/s, fixed rate): p50 {half['p50']:.2f} ms   p99 {half['p99']:.2f} ms")
-    print(f"  answers: {ok} × 200" + (f", others {other}" if other else ""))
-    print(f"  audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued "
+          f"; cache: {cache}; " + ("one token again and again" if args.reusable_token else "one-time tokens (jti marked)")
+          + "; rate limits counted; logs at INFO with the access log" + ("; with a shadow rule set" if args.shadow else ""),
+          flush=True)
+    before = _db_counters()
+    runs = headline(ctx, setup["token"])
+    after = _db_counters()
+    ok = sum(statuses.get("200", 0) for run in runs for statuses in run["answers"])
+    other = refusals_count(runs)
+    print(f"    answers: {ok} × 200" + (f", others {other}" if other else ""))
+    print(f"    audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued "
           "(≥: requests wrk abandoned as a run ended still complete)")
     if "transactions" in after:
         per = (after["transactions"] - before["transactions"]) / max(ok, 1)
-        print(f"  database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
+        print(f"    database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
               f"reads the configuration epoch every 1.5 s)")
+    pieces = [p.strip() for p in args.without.split(",") if p.strip()]
+    unknown = sorted(set(pieces) - set(PIECES))
+    if unknown:
+        raise SystemExit(f"--without: no such piece {unknown}; known: {', '.join(PIECES)}")
+    if pieces:
+        args.seconds = args.table_seconds
+        ablation_table(ctx, pieces)
+    if not args.no_tail:
+        tail(ctx, rate=statistics.median([r["rate"] for r in runs]))
 
 
 if __name__ == "__main__":
+    from http_ablation import PIECES, Context, refusals_count, ablation_table, headline, tail, tokens_pool
+
     main()

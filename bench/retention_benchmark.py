@@ -36,7 +36,7 @@ from scale_benchmark import database_create, database_drop  # noqa: E402
 PLAIN = "bench_plain_records"
 
 
-def _setup(days: int, rows: int) -> None:
+def bench_setup(days: int, rows: int) -> None:
     import django
 
     django.setup()
@@ -178,7 +178,7 @@ def main() -> None:
     os.environ.update(server_environment(Path(tempfile.mkdtemp(prefix="jwtex-bench-retention-")),
                                    database_create(args.database)))
     try:
-        _setup(args.days, args.rows)
+        bench_setup(args.days, args.rows)
         from django.db import connection
         from django.utils import timezone
 

@@ -66,7 +66,7 @@ def database_drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _setup(env: dict[str, str], days: int) -> dict:
+def bench_setup(env: dict[str, str], days: int) -> dict:
     """Migrate; tenants, issuers, rules, users; daily partitions for the loaded days."""
     os.environ.update(env)
     import django
@@ -139,7 +139,7 @@ def _setup(env: dict[str, str], days: int) -> dict:
     return {"token": jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"}), "acme": acme.pk}
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
+def server_start(env: dict[str, str], port: int) -> subprocess.Popen:
     """``make serve``, one process of 8 threads (DEBUG off, as in production)."""
     log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
     env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "JWTEX_SERVER_THREADS": "8"}
@@ -325,9 +325,9 @@ def main() -> None:
     env = {**server_environment(var, database_create(args.database)), "DJANGO_DEBUG": "0"}
     server = None
     try:
-        setup = _setup(env, args.days)
+        setup = bench_setup(env, args.days)
         port = free_port()
-        server = _serve(env, port)
+        server = server_start(env, port)
         base = f"http://127.0.0.1:{port}"
         exchange_url = f"{base}/t/acme/exchange?issuerId=bench"
         results, loaded = {}, 0

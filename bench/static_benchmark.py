@@ -35,7 +35,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve(env: dict[str, str], port: int, extra: list[str]) -> subprocess.Popen:
+def server_start(env: dict[str, str], port: int, extra: list[str]) -> subprocess.Popen:
     sys.path.insert(0, str(ROOT))
     from jwtex_site.serve import command
 
@@ -51,7 +51,7 @@ def _serve(env: dict[str, str], port: int, extra: list[str]) -> subprocess.Popen
     raise SystemExit("the server did not come up")
 
 
-def _wrk(url: str, seconds: int, gzip: bool) -> tuple[float, str]:
+def wrk_run(url: str, seconds: int, gzip: bool) -> tuple[float, str]:
     header = ["-H", "Accept-Encoding: gzip"] if gzip else []
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", *header, url],
                          capture_output=True, text=True, check=True).stdout
@@ -92,12 +92,12 @@ def main() -> None:
     try:
         for name, (setup_env, extra) in setups.items():
             port = free_port()
-            server = _serve(setup_env, port, extra)
+            server = server_start(setup_env, port, extra)
             try:
                 for asset in ASSETS:
                     url = f"http://127.0.0.1:{port}{asset}"
                     for gzip in (False, True):
-                        rate, p99 = _wrk(url, args.seconds, gzip)
+                        rate, p99 = wrk_run(url, args.seconds, gzip)
                         print(f"  {name:26} {asset.rsplit('/', 1)[1]:10} {'gzip' if gzip else 'plain':5} "
                               f"{rate:8,.0f}/s  p99 {p99}")
                     print(f"  {'':26} headers: {_headers(url)}")

@@ -55,7 +55,7 @@ def old_release(ref: str, into: Path) -> Path:
     return into
 
 
-def _setup(rows: int) -> str:
+def bench_setup(rows: int) -> str:
     """The release before's schema and records; returns an exchange token for tenant acme."""
     import django
 
@@ -209,7 +209,7 @@ def main() -> None:
     try:
         old = old_release(args.old_ref, var / "old")
         started = time.monotonic()
-        token = _setup(args.rows)
+        token = bench_setup(args.rows)
         rows, before = _bytes_per_record()
         print(f"{rows:,} records of the old shape made in {time.monotonic() - started:.0f} s: {before:.0f} bytes each "
               "with their indexes", flush=True)

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.module_loading import import_string
 
+from .ablation import PIECES
 from .conf import jwtex_settings
 
 
@@ -34,6 +35,9 @@ class Messages:
         "across web processes."
     )
     LOGIN_THROTTLE = "Admin login throttling is off."
+    BENCH = "A benchmark-only setting (JWTEX_BENCH_ABLATE, JWTEX_BENCH_TIMELINE) is set in production mode."
+    BENCH_ON = "Benchmark mode: {pieces} switched off for every exchange (exchange/ablation.py)."
+    BENCH_UNKNOWN = "JWTEX_BENCH_ABLATE names no such piece of work: {unknown}."
     ADMIN_CSRF = "The admin has no CSRF protection: no CsrfViewMiddleware (or jwtex's AdminCsrfViewMiddleware) in MIDDLEWARE."
     SSO_PARTIAL = "Admin single sign-on is half configured: {missing} {verb} missing."
     SSO_NOBODY = "JWTEX_ADMIN_LOCAL_LOGIN is off and single sign-on is not configured: nobody can log in to the admin."
@@ -63,6 +67,9 @@ class Hints:
     DEV_KEY = "Set JWTEX_KEY_ENCRYPTION_KEYS before holding real keys; never run like this in production."
     PER_PROCESS_CACHE = "Set CACHE_URL=redis://… (the README's production set-up)."
     LOGIN_THROTTLE = "Keep LoginThrottleMiddleware and JWTEX_LOGIN_MAX_FAILURES > 0."
+    BENCH = "They are for bench/http_benchmark.py on a loopback JWTEX_PUBLIC_URL only: unset them."
+    BENCH_ON = "Audit, logs, metrics or limits may be missing: never serve real exchanges like this."
+    BENCH_UNKNOWN = f"Name some of: {', '.join(PIECES)}."
     ADMIN_CSRF = "Keep jwtex_site.middleware.AdminCsrfViewMiddleware in MIDDLEWARE (jwtex_site/settings.py)."
     SSO_PARTIAL = (
         "Set JWTEX_ADMIN_OIDC_ISSUER, JWTEX_ADMIN_OIDC_CLIENT_ID and JWTEX_ADMIN_OIDC_CLIENT_SECRET (or "
@@ -92,6 +99,9 @@ class Codes:
     DEV_KEY = "jwtex.W001"
     PER_PROCESS_CACHE = "jwtex.W002"
     LOGIN_THROTTLE = "jwtex.W003"
+    BENCH = "jwtex.E026"
+    BENCH_ON = "jwtex.W005"
+    BENCH_UNKNOWN = "jwtex.E027"
     ADMIN_CSRF = "jwtex.E025"
     SSO_PARTIAL = "jwtex.E020"
     SSO_NOBODY = "jwtex.E021"
@@ -191,6 +201,18 @@ def check_session_cookie(app_configs, **kwargs):
 def check_shared_cache(app_configs, **kwargs):
     backend = settings.CACHES.get("default", {}).get("BACKEND", "")
     return _problem(Warning, "PER_PROCESS_CACHE") if _production() and backend in _PER_PROCESS_CACHES else []
+
+
+@register(Tags.security)
+def check_bench_switches(app_configs, **kwargs):
+    """The benchmark's switches (exchange/ablation.py): refused in production mode, loud elsewhere."""
+    if _production():
+        requested = jwtex_settings.bench_requested or jwtex_settings.bench_ablate or jwtex_settings.bench_timeline
+        return _problem(Error, "BENCH") if requested else []
+    unknown = sorted(set(jwtex_settings.bench_ablate) - PIECES.keys())
+    if unknown:
+        return _problem(Error, "BENCH_UNKNOWN", unknown=", ".join(unknown))
+    return _problem(Warning, "BENCH_ON", pieces=", ".join(jwtex_settings.bench_ablate)) if jwtex_settings.bench_ablate else []
 
 
 @register(Tags.security)

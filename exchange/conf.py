@@ -90,6 +90,20 @@ class JwtexSettings:
         return bool(_get("PRODUCTION"))
 
     @property
+    def bench_requested(self) -> bool:
+        """A benchmark-only variable is set (exchange/ablation.py): refused in production mode."""
+        return bool(_get("BENCH_REQUESTED"))
+
+    @property
+    def bench_ablate(self) -> tuple[str, ...]:
+        """The per-exchange work a benchmark switched off (exchange/ablation.py)."""
+        return tuple(_get("BENCH_ABLATE"))
+
+    @property
+    def bench_timeline(self) -> bool:
+        return bool(_get("BENCH_TIMELINE"))
+
+    @property
     def var_dir(self) -> Path:
         return Path(settings.VAR_DIR)
 

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from tenants.models import SLUG_PATTERN, ConfigEpoch, Tenant
 
+from . import timeline
 from .conf import jwtex_settings
 from .console.presets import preset_claim_types
 from .core.errors import NotFound, TemporarilyUnavailable
@@ -193,7 +194,9 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     While the database cannot be read, warm snapshots keep serving (the epoch is read again an
     interval later) and a tenant without one answers 503: never a 500."""
     clock = time.monotonic()
-    if clock - _fresh.checked_at >= jwtex_settings.config_recheck_seconds:
+    interval = jwtex_settings.config_recheck_seconds
+    # With the re-check thread running, a request re-checks only when that thread is late.
+    if clock - _fresh.checked_at >= (2 * interval if _rechecking.is_set() else interval):
         _freshness_check(clock)
     runtime = _by_slug.get(slug)
     if runtime is not None:
@@ -217,6 +220,7 @@ def _freshness_check(clock: float) -> None:
     """Read the epoch (one thread at a time; the others keep serving) and drop what changed."""
     if not _fresh.lock.acquire(blocking=False):
         return
+    started = time.perf_counter()
     try:
         epoch = ConfigEpoch.objects.filter(pk=1).values_list("value", flat=True).first() or 0
         if epoch != _fresh.epoch or clock - _fresh.reconciled_at >= _RECONCILE_SECONDS:
@@ -230,6 +234,33 @@ def _freshness_check(clock: float) -> None:
     finally:
         _fresh.checked_at = clock
         _fresh.lock.release()
+        timeline.event("configuration re-check", started, time.perf_counter())
+
+
+_rechecking = threading.Event()  # set while this process's re-check thread runs
+
+
+def freshness_thread_start(stop: threading.Event | None = None) -> threading.Thread:
+    """Re-check the configuration from a thread of its own, every interval, so that no request
+    waits for the epoch's read (a web process: jwtex_site/wsgi.py). A change is served as soon as
+    before; requests re-check themselves again if this thread is ever two intervals late."""
+
+    stopping = stop or threading.Event()
+
+    def run() -> None:
+        _rechecking.set()
+        try:
+            while not stopping.wait(jwtex_settings.config_recheck_seconds):
+                try:
+                    _freshness_check(time.monotonic())
+                except Exception:  # noqa: BLE001 - never end the thread; requests would take over meanwhile
+                    logger.exception("configuration re-check failed")
+        finally:
+            _rechecking.clear()
+
+    thread = threading.Thread(target=run, name="jwtex-config-recheck", daemon=True)
+    thread.start()
+    return thread
 
 
 def _reconcile() -> None:

@@ -44,6 +44,9 @@ DEFAULTS: dict[str, str | int | float | bool | None] = {
     "JWTEX_MAPPER_ALLOWED_HOSTS": "",
     "JWTEX_ALLOWED_UPSTREAM_ISSUERS": "",  # any issuer (docs/operators.md#allowed-upstream-issuers)
     "JWTEX_PUBLISH_TARGET": "",  # no published issuer documents (docs/endpoints.md#published-issuer-url)
+    # Benchmark-only (docs/environment.md#benchmark-only-variables): never honoured in production mode.
+    "JWTEX_BENCH_ABLATE": "",
+    "JWTEX_BENCH_TIMELINE": False,
     # Operations.
     "JWTEX_METRICS_TOKEN": "",
     "PROMETHEUS_MULTIPROC_DIR": "",  # make serve: JWTEX_VAR_DIR/metrics

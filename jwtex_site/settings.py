@@ -83,6 +83,12 @@ JWTEX_SERVER_THREADS = env.whole("JWTEX_SERVER_THREADS")
 # 1.5 s, so that a change is served everywhere within 2 s (docs/operations.md#several-nodes; the re-check
 # happens on the first request after the interval, and rebuilding the snapshot takes a moment too).
 JWTEX_CONFIG_RECHECK_SECONDS = env.number("JWTEX_CONFIG_RECHECK_SECONDS")
+# Benchmark-only (exchange/ablation.py, bench/http_benchmark.py): per-exchange work switched off, and
+# the slowest exchanges' timelines. Honoured only outside production mode; set in production mode, the
+# jwtex.E026 check refuses to start.
+JWTEX_BENCH_REQUESTED = bool(env.names("JWTEX_BENCH_ABLATE")) or env.flag("JWTEX_BENCH_TIMELINE")
+JWTEX_BENCH_ABLATE = () if JWTEX_PRODUCTION else tuple(env.names("JWTEX_BENCH_ABLATE"))
+JWTEX_BENCH_TIMELINE = not JWTEX_PRODUCTION and env.flag("JWTEX_BENCH_TIMELINE")
 # Where audit records wait while the database cannot take them (default: under JWTEX_VAR_DIR).
 JWTEX_AUDIT_SPOOL_DIR = env.text("JWTEX_AUDIT_SPOOL_DIR")
 # Mapper webhooks (docs/mapper.md#guards): https host names that may resolve to private addresses (the

@@ -34,6 +34,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models.constants import OnConflict
 
+from .. import timeline
 from ..conf import jwtex_settings
 from ..models import ExchangeRecord
 from . import partitions
@@ -76,6 +77,7 @@ class AuditWriter:
             self._queue.append(item)
             if not self._leading:
                 self._leading = item.lead = True
+        timeline.mark("audit queued, leading" if item.lead else "audit queued, following")
         if not item.lead and not self._follow(item):
             return item.durable
         self._lead_one_batch()
@@ -84,6 +86,7 @@ class AuditWriter:
     def _follow(self, item: _Pending) -> bool:
         """Wait for the record's outcome; True when this caller was made the next leader."""
         item.done.wait(FOLLOWER_TIMEOUT)
+        timeline.mark("follower woken")
         with self._lock:
             if item.lead and not item.resolved:
                 return True
@@ -102,6 +105,7 @@ class AuditWriter:
         try:
             if batch:
                 self._persist(batch)
+                timeline.mark(f"led a batch of {len(batch)}")
         finally:
             with self._lock:
                 if self._queue:

@@ -14,6 +14,8 @@ from django.db.models import Max
 
 from tenants.models import Tenant
 
+from .. import timeline
+from ..ablation import off
 from ..audit.partitions import audit_partitions_ahead, audit_partitions_drop
 from ..audit.writer import record_write
 from ..core import audit_compact
@@ -86,6 +88,9 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     ``error``). False when the record could be made durable nowhere (database and spool both
     failed): then no token may be issued (docs/operations.md#no-token-without-its-record). Denied attempts
     are recorded the same way."""
+    if off("audit-record"):  # a benchmark's (exchange/ablation.py)
+        attempt_log(attempt, minted=minted, error=error)
+        return True
     fields: dict[str, Any] = {
         "tenant_id": attempt.tenant_id,
         "created_at": attempt.started,
@@ -110,7 +115,10 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
         fields.update(
             decision=AuditDecision.DENIED, status_code=error.status, error_code=error.code, reason=error.reason[:2000]
         )
-    durable = record_write({name: _audit_safe(value) for name, value in fields.items()})
+    record = {name: _audit_safe(value) for name, value in fields.items()}
+    timeline.mark("audit record built")
+    durable = True if off("audit-write") else record_write(record)
+    timeline.mark("audit record durable")
     if not durable:
         logger.error("audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}})
     attempt_log(attempt, minted=minted, error=error, upstream=upstream)
@@ -146,6 +154,13 @@ def attempt_log(
     error: ExchangeError | None = None,
     upstream: dict[str, Any] | None = None,
 ) -> None:
+    if not off("metrics"):  # a benchmark's switch (exchange/ablation.py)
+        exchange_observed(
+            tenant=attempt.tenant_slug, endpoint=attempt.endpoint, decision="allowed" if minted is not None else "denied",
+            error="" if error is None else error.code, seconds=max(time.time() - attempt.started.timestamp(), 0.0),
+        )
+    if off("exchange-log"):
+        return
     if upstream is None:
         upstream = _upstream_fields(attempt.parsed)
     fields = {
@@ -167,10 +182,7 @@ def attempt_log(
     else:
         fields.update(error=error.code, status=error.status, reason=error.reason)
         logger.info("exchange denied", extra={"jwtex": fields})
-    exchange_observed(
-        tenant=attempt.tenant_slug, endpoint=attempt.endpoint, decision=fields["decision"],
-        error="" if error is None else error.code, seconds=max(time.time() - attempt.started.timestamp(), 0.0),
-    )
+    timeline.mark("logged")
 
 
 # --- retention ---------------------------------------------------------------------------------

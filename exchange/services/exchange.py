@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import timeline
 from ..conf import jwtex_settings
 from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
 from ..core.errors import UnknownKeyId
@@ -56,13 +57,17 @@ def token_exchange(
     runtime = tenant_runtime_get(slug=tenant_slug)
     attempt = Attempt(runtime.tenant_id, runtime.slug, endpoint, client_address, datetime.fromtimestamp(now, UTC))
     exchange_admit(runtime, attempt, now=now)
+    timeline.mark("admitted")
     try:
         attempt.parsed = token_parse(subject_token)
         attempt.issuer = issuer_select(runtime, issuer_id=issuer_id, parsed=attempt.parsed)
         verified = token_verify(attempt.issuer, attempt.parsed, now=now, deadline=deadline)
+        timeline.mark("verified")
         decision = rules_step(runtime, attempt, verified, audience=audience, now=now)
         attempt.decided_by(rule_id=decision.rule_id, rule_name=decision.rule_name)
+        timeline.mark("decided")
         minted = token_mint(runtime, attempt.issuer, verified, decision, now=now)
+        timeline.mark("minted, jti marked")
     except ExchangeError as exc:
         attempt.decided_by(rule_id=exc.rule_id, rule_name=exc.rule_name)  # a deny rule, or the refused allow rule
         attempt_record(attempt, error=exc)
