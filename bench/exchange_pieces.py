@@ -2,7 +2,7 @@
 
     DATABASE_URL=postgres://… .venv/bin/python bench/exchange_pieces.py [--n 2000] [--rounds 5]
 
-``exchange_token()`` on one thread, as the raw endpoint calls it (one-time tokens, rate limits
+``token_exchange()`` on one thread, as the raw endpoint calls it (one-time tokens, rate limits
 counted, the log line at INFO to /dev/null, metrics in prometheus-client's multiprocess mode as
 ``make serve`` runs them), with each piece switched off in turn (exchange/ablation.py); rounds
 interleave, the figure is the median of the thread's CPU time per exchange (``time.thread_time``,
@@ -60,7 +60,7 @@ def measure(setup: dict, n: int, rounds: int) -> dict:
     import jwt
     from django.test import override_settings
 
-    from exchange.services.exchange import exchange_token
+    from exchange.services.exchange import token_exchange
 
     claims, key = setup["claims"], setup["key"]
     counter = iter(range(10**9))
@@ -70,7 +70,7 @@ def measure(setup: dict, n: int, rounds: int) -> dict:
                 for _ in range(count)]
 
     for token in tokens(200):  # warm
-        exchange_token(tenant_slug="bench", subject_token=token, issuer_id="github", client_address="127.0.0.1")
+        token_exchange(tenant_slug="bench", subject_token=token, issuer_id="github", client_address="127.0.0.1")
     results: dict = {None: [], **{p: [] for p in PIECES}}
     for _ in range(rounds):
         for piece in [None, *PIECES]:
@@ -78,7 +78,7 @@ def measure(setup: dict, n: int, rounds: int) -> dict:
             with override_settings(JWTEX_BENCH_ABLATE=(piece,) if piece else ()):
                 start = time.thread_time()
                 for token in batch:
-                    exchange_token(tenant_slug="bench", subject_token=token, issuer_id="github",
+                    token_exchange(tenant_slug="bench", subject_token=token, issuer_id="github",
                                    client_address="127.0.0.1", endpoint="raw")
                 results[piece].append(1e6 * (time.thread_time() - start) / n)
     return results

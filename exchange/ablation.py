@@ -9,7 +9,7 @@ the time of a served exchange goes. Never in production, by three locks:
 - ``off()`` answers False in production mode whatever the setting holds (a settings module of
   one's own, or a test overriding it);
 - the ``jwtex.E026`` system check fails when the variable is set in production mode, so the web
-  application and the worker refuse to start (``exchange.checks.refuse_unsafe_start``), and
+  application and the worker refuse to start (``exchange.checks.startup_checks_enforce``), and
   ``jwtex.W005`` warns whenever it is honoured.
 
 ``JWTEX_BENCH_TIMELINE=1`` (same locks) records the slowest exchanges' timelines for the
