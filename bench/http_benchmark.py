@@ -74,7 +74,9 @@ def _database_url() -> tuple[str, str]:
 
         for user in ("postgres", "root"):
             try:
-                with psycopg.connect(f"postgresql://{user}@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
+                with psycopg.connect(
+                    f"postgresql://{user}@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2
+                ) as c:
                     c.execute("DROP DATABASE IF EXISTS jwtex_bench WITH (FORCE)")
                     c.execute("CREATE DATABASE jwtex_bench")
                 return f"postgres://{user}@127.0.0.1:5432/jwtex_bench", "PostgreSQL (fresh jwtex_bench database)"
@@ -122,34 +124,58 @@ def _setup(env: dict[str, str], *, shadow: bool = False) -> dict:
     jwk.update({"kid": "bench", "alg": "RS256", "use": "sig"})
     iss = "https://ci.bench.invalid"
     tenant = tenant_create(slug="bench", name="bench", rate_limit_per_minute=0)
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="github", issuer=iss, audiences=["sts.amazonaws.com"],
-                                   static_jwks={"keys": [jwk]})
-    rule = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow",
-                               when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
-                               session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="github", issuer=iss, audiences=["sts.amazonaws.com"], static_jwks={"keys": [jwk]}
+    )
+    rule = Rule.objects.create(
+        tenant=tenant,
+        position=10,
+        name="main",
+        effect="allow",
+        when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+        session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"},
+    )
     rule.issuers.add(issuer)
     if shadow:  # a candidate set (docs/operations.md#shadow-rules) deciding every exchange differently: the worst case
-        candidate = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow", shadow=True,
-                                        when="claims.repository_owner == 'octo-org'",
-                                        session_tags={"repository": "claims.repository", "ref": "claims.ref"})
+        candidate = Rule.objects.create(
+            tenant=tenant,
+            position=10,
+            name="main",
+            effect="allow",
+            shadow=True,
+            when="claims.repository_owner == 'octo-org'",
+            session_tags={"repository": "claims.repository", "ref": "claims.ref"},
+        )
         candidate.issuers.add(issuer)
     now = int(time.time())
-    claims = {"iss": iss, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main", "iat": now,
-              "nbf": now - 600, "exp": now + 3000, "jti": "bench", "repository": "octo-org/app",
-              "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat", "workflow": "deploy"}
+    claims = {
+        "iss": iss,
+        "aud": "sts.amazonaws.com",
+        "sub": "repo:octo-org/app:ref:refs/heads/main",
+        "iat": now,
+        "nbf": now - 600,
+        "exp": now + 3000,
+        "jti": "bench",
+        "repository": "octo-org/app",
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/main",
+        "actor": "octocat",
+        "workflow": "deploy",
+    }
     token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
     return {"token": token}
 
 
 def _ceiling(token: str, seconds: float = 3.0) -> float:
     """Exchanges per second of the same cryptography and rules in this process, on core 0."""
+    from datetime import UTC, datetime
+
+    from exchange.core.compact_jws import jwt_parse
     from exchange.core.minting import jwt_mint
     from exchange.core.rules.engine import compiled_rules_decide
-    from exchange.core.compact_jws import jwt_parse
     from exchange.core.verification import jwt_verify
     from exchange.runtime import tenant_runtime_get
     from exchange.upstream.issuer_keys import issuer_keys_get
-    from datetime import UTC, datetime
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
@@ -160,8 +186,14 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
     def one() -> None:
         now = time.time()
         verified = jwt_verify(jwt_parse(token), issuer=issuer.config, keys=keys, now=now)
-        decision = compiled_rules_decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
-                          default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
+        decision = compiled_rules_decide(
+            runtime.rules,
+            issuer_id="github",
+            claims=verified.claims,
+            requested_audience=None,
+            default_audience=runtime.default_audience,
+            max_lifetime=runtime.max_token_lifetime,
+        )
         jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
 
     rates = []
@@ -178,11 +210,23 @@ def _ceiling(token: str, seconds: float = 3.0) -> float:
 
 def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subprocess.Popen:
     taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
-    serve_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1",
-                 "JWTEX_SERVER": server, "JWTEX_SERVER_THREADS": str(threads)}
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
-    process = subprocess.Popen([*taskset, "make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
-                               cwd=ROOT, env=serve_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    serve_env = {
+        **env,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "1",
+        "JWTEX_SERVER": server,
+        "JWTEX_SERVER_THREADS": str(threads),
+    }
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")
+    process = subprocess.Popen(
+        [*taskset, "make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
+        cwd=ROOT,
+        env=serve_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -190,7 +234,9 @@ def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subproc
             return process
         except (urllib.error.URLError, ConnectionError, OSError):
             if process.poll() is not None:
-                raise SystemExit("make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:])
+                raise SystemExit(
+                    "make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:]
+                )
             time.sleep(0.2)
     raise SystemExit("make serve did not come up within 30 s")
 
@@ -200,8 +246,13 @@ def _wrk(url: str, token: str, *, seconds: int, connections: int, delay_ms: floa
     script.write_text(WRK_SCRIPT)
     taskset = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     env = {**os.environ, "JWTEX_BENCH_TOKEN": token, "JWTEX_BENCH_DELAY_MS": str(delay_ms)}
-    out = subprocess.run([*taskset, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run(
+        [*taskset, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     if os.environ.get("JWTEX_BENCH_VERBOSE"):
         print(out)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
@@ -273,19 +324,27 @@ def main() -> None:
     answers = [peak["statuses"], half["probe_statuses"], half["statuses"]]
     ok = sum(statuses.get("200", 0) for statuses in answers)
     other = {k: v for statuses in answers for k, v in statuses.items() if k != "200"}
-    print(f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}"
-          + ("; with a shadow rule set" if args.shadow else ""))
+    print(
+        f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}"
+        + ("; with a shadow rule set" if args.shadow else "")
+    )
     print(f"  ceiling (in process, one core):      {ceiling:8.0f} exchanges/s")
-    print(f"  served at peak ({args.connections} connections):   {peak['rate']:8.0f} exchanges/s   "
-          f"ratio {peak['rate'] / ceiling:.2f}")
+    print(
+        f"  served at peak ({args.connections} connections):   {peak['rate']:8.0f} exchanges/s   "
+        f"ratio {peak['rate'] / ceiling:.2f}"
+    )
     print(f"  at half of peak ({half['rate']:.0f}/s, fixed rate): p50 {half['p50']:.2f} ms   p99 {half['p99']:.2f} ms")
     print(f"  answers: {ok} × 200" + (f", others {other}" if other else ""))
-    print(f"  audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued "
-          "(≥: requests wrk abandoned as a run ended still complete)")
+    print(
+        f"  audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued "
+        "(≥: requests wrk abandoned as a run ended still complete)"
+    )
     if "transactions" in after:
         per = (after["transactions"] - before["transactions"]) / max(ok, 1)
-        print(f"  database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
-              f"reads the configuration epoch every 1.5 s)")
+        print(
+            f"  database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
+            f"reads the configuration epoch every 1.5 s)"
+        )
 
 
 if __name__ == "__main__":

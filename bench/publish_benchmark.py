@@ -40,8 +40,10 @@ def _measure(label: str, tenant_id: int, n: int) -> None:
         assert result.confirmed, result.error
     times.sort()
     p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-    print(f"{label:<44} median {statistics.median(times) * 1e3:7.1f} ms   p95 {p95 * 1e3:7.1f} ms   "
-          f"max {times[-1] * 1e3:7.1f} ms   ({n} publishes)")
+    print(
+        f"{label:<44} median {statistics.median(times) * 1e3:7.1f} ms   p95 {p95 * 1e3:7.1f} ms   "
+        f"max {times[-1] * 1e3:7.1f} ms   ({n} publishes)"
+    )
 
 
 def main() -> None:

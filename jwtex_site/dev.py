@@ -72,8 +72,20 @@ def main(argv: list[str] | None = None) -> int:
             return code
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "jwtex_site", "--quiet", "worker", "--beat", "--loglevel=INFO",
-         "--concurrency=2", "--without-mingle", "--without-gossip"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "jwtex_site",
+            "--quiet",
+            "worker",
+            "--beat",
+            "--loglevel=INFO",
+            "--concurrency=2",
+            "--without-mingle",
+            "--without-gossip",
+        ],
         cwd=ROOT,
         env=env,
     )

@@ -17,17 +17,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 
 from exchange.api.params import client_address
 from exchange.conf import jwtex_settings
-from django.template.loader import render_to_string
 
 logger = logging.getLogger("jwtex.login")
 

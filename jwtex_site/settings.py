@@ -187,7 +187,7 @@ _default_db = f"sqlite:///{VAR_DIR / 'jwtex.sqlite3'}"
 _db_url = env.text("DATABASE_URL") or _default_db
 if _db_url.startswith("sqlite:///") and not _db_url.startswith("sqlite:////"):
     # A relative SQLite path is relative to the project, not to the working directory.
-    _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///'):]}"
+    _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///') :]}"
 # Persistent connections. Not health-checked before each request (that is a round trip per
 # exchange): a connection that fails is closed, and every caller of the database answers for
 # it (the audit spools, a warm runtime keeps serving, the rest answers 503), so a restarted

@@ -17,9 +17,9 @@ from ..config.files import config_load
 from ..config.schema import ConfigError
 from ..config.validate import desired_rule_spec, rule_document_check
 from ..console.presets import PRESETS, preset_get
+from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
 from ..core.errors import ExchangeError
 from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
-from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
 from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS
 from ..models import Issuer, Rule
 from ..publish.documents import published_url_problem_for
@@ -84,7 +84,6 @@ class TenantOwnedForm(forms.ModelForm):
         return cleaned
 
 
-
 class OptionalJSONField(StrictJSONFormField):
     """A JSON document or nothing: an empty box means None (not the text "null")."""
 
@@ -100,12 +99,17 @@ class IssuerForm(TenantOwnedForm):
     unique_in_tenant = ("issuer_id",)
     duplicate_message = "This tenant already has an issuer with the id “{value}”."
     static_jwks = OptionalJSONField(
-        label="static JWKS", required=False, widget=forms.Textarea(attrs={**MONO, "rows": 6}),
+        label="static JWKS",
+        required=False,
+        widget=forms.Textarea(attrs={**MONO, "rows": 6}),
         help_text='For private clusters: the public key set itself ({"keys": [...]}); nothing is fetched. '
         "Leave empty to fetch the keys (discovery, or the JWKS URI).",
     )
     jwks_refresh_interval = forms.IntegerField(
-        label="JWKS refresh interval", min_value=300, max_value=86400, widget=SecondsInput,
+        label="JWKS refresh interval",
+        min_value=300,
+        max_value=86400,
+        widget=SecondsInput,
         initial=Issuer._meta.get_field("jwks_refresh_interval").get_default(),
         help_text="seconds, unless the upstream's Cache-Control says otherwise",
     )
@@ -152,10 +156,14 @@ class RuleForm(TenantOwnedForm):
     jwtex_shadow: bool = False  # set by RuleAdmin.get_form: a new rule of the candidate set
 
     audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
-    transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
+    transitive_tag_keys = LinesField(
+        required=False, help_text="Session tag keys to pass on in role chaining, one per line."
+    )
     session_tags = TagRowsField(label="Session tags", required=False, help_text=TAG_HELP)
     mapper_timeout_ms = forms.IntegerField(
-        label="mapper timeout (ms)", required=False, initial=MAPPER_DEFAULT_TIMEOUT_MS,  # bounds: the rule check's
+        label="mapper timeout (ms)",
+        required=False,
+        initial=MAPPER_DEFAULT_TIMEOUT_MS,  # bounds: the rule check's
         help_text=f"effect mapper: how long the webhook may take (default {MAPPER_DEFAULT_TIMEOUT_MS} ms, "
         f"at most {MAPPER_MAX_TIMEOUT_MS})",
     )
@@ -231,7 +239,11 @@ class PresetForm(forms.Form):
         for preset in PRESETS:
             for parameter in preset.parameters:
                 name = f"{preset.key}__{parameter.name}"
-                widget = forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField jwtex-mono"}) if parameter.multiline else None
+                widget = (
+                    forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField jwtex-mono"})
+                    if parameter.multiline
+                    else None
+                )
                 self.fields[name] = forms.CharField(
                     label=parameter.label, help_text=parameter.help, required=False, widget=widget
                 )
@@ -245,7 +257,9 @@ class SimulatorForm(forms.Form):
 
     tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
     issuer = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="(by the token's iss)",
+        queryset=None,
+        required=False,
+        empty_label="(by the token's iss)",
         help_text="Required for claims. For a token, leave empty to pick it by iss as the exchange does.",
     )
     mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="token")
@@ -264,13 +278,20 @@ class SimulatorForm(forms.Form):
             }
         ),
     )
-    audience = forms.CharField(required=False, help_text="The audience the caller would request; empty: the rule's default.")
+    audience = forms.CharField(
+        required=False, help_text="The audience the caller would request; empty: the rule's default."
+    )
     rule = forms.CharField(
-        label="rule to try", required=False, strip=False,
-        widget=forms.Textarea(attrs={
-            "rows": 6, "class": "vLargeTextField jwtex-mono",
-            "placeholder": "name: main\nissuers: [github]\nwhen: claims.ref == 'refs/heads/main'",
-        }),
+        label="rule to try",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 6,
+                "class": "vLargeTextField jwtex-mono",
+                "placeholder": "name: main\nissuers: [github]\nwhen: claims.ref == 'refs/heads/main'",
+            }
+        ),
         help_text="Optional: one rule as in a configuration file (YAML or JSON), evaluated before the tenant's rules "
         "and never saved. It is checked exactly as saving it would be (names, functions, cost budget, owner pinning).",
     )
@@ -325,13 +346,18 @@ AWS_SNIPPETS_ONLY = "Only fills in the overview's snippets; changes nothing the 
 
 class TenantForm(forms.ModelForm):
     aws_account_ids = LinesField(
-        label="AWS account ids", required=False, rows=2,
+        label="AWS account ids",
+        required=False,
+        rows=2,
         help_text="One per line, 12 digits each (e.g. 111122223333): the accounts whose roles trust this tenant. "
         "The overview shows a trust policy and role ARN per account. " + AWS_SNIPPETS_ONLY,
     )
     # Not required: a form posted without it (a script of before AWS KMS) keeps the tenant's backend.
     key_backend = forms.ChoiceField(
-        label="key backend", choices=KeyBackend.choices, required=False, initial=KeyBackend.LOCAL,
+        label="key backend",
+        choices=KeyBackend.choices,
+        required=False,
+        initial=KeyBackend.LOCAL,
         help_text="Where new signing keys are made: here (encrypted at rest), or in AWS KMS, whose private key "
         "never leaves it (every token is signed by a KMS Sign call). Changing it changes the next key: the current "
         "one signs until it is rotated (Signing keys → rotate now).",
@@ -346,8 +372,10 @@ class TenantForm(forms.ModelForm):
             "key_prepublish_window": SecondsInput,
         }
         labels = {
-            "aws_region": "AWS region", "aws_role_name": "IAM role name",
-            "kms_region": "AWS KMS region", "kms_account_id": "AWS KMS account id",
+            "aws_region": "AWS region",
+            "aws_role_name": "IAM role name",
+            "kms_region": "AWS KMS region",
+            "kms_account_id": "AWS KMS account id",
         }
         help_texts = {
             "aws_region": "e.g. eu-west-1: the region of the CloudFormation stack, Terraform provider and CI jobs. "

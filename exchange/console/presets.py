@@ -44,22 +44,46 @@ from urllib.parse import urlsplit
 from ..core import strict_json
 from ..core.aws import STS_AUDIENCE
 from ..core.jwks import static_jwks_clean
+from ..core.validators import url_problem
 from .preset_claims import (
     BITBUCKET_CLAIMS as _BITBUCKET_CLAIMS,
+)
+from .preset_claims import (
     BUILDKITE_CLAIMS as _BUILDKITE_CLAIMS,
+)
+from .preset_claims import (
     CIRCLECI_CLAIMS as _CIRCLECI_CLAIMS,
+)
+from .preset_claims import (
     GITHUB_CLAIMS as _GITHUB_CLAIMS,
+)
+from .preset_claims import (
     GITHUB_SOURCE_IDENTITY as _GITHUB_SOURCE_IDENTITY,
+)
+from .preset_claims import (
     GITHUB_TAGS as _GITHUB_TAGS,
+)
+from .preset_claims import (
     GITHUB_TYPES as _GITHUB_TYPES,
+)
+from .preset_claims import (
     GITLAB_CLAIMS as _GITLAB_CLAIMS,
+)
+from .preset_claims import (
     GITLAB_SOURCE_IDENTITY as _GITLAB_SOURCE_IDENTITY,
+)
+from .preset_claims import (
     GITLAB_TAGS as _GITLAB_TAGS,
+)
+from .preset_claims import (
     GITLAB_TYPES as _GITLAB_TYPES,
+)
+from .preset_claims import (
     KUBERNETES_CLAIMS as _KUBERNETES_CLAIMS,
+)
+from .preset_claims import (
     TFC_CLAIMS as _TFC_CLAIMS,
 )
-from ..core.validators import url_problem
 
 __all__ = [
     "IssuerPreset",
@@ -201,7 +225,10 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="An enterprise with a customized issuer: tokens say iss = …/ENTERPRISE_SLUG.",
         parameters=(
             PresetParameter(
-                "enterprise", "Enterprise slug", "as in github.com/enterprises/SLUG", pattern=_SLUG,
+                "enterprise",
+                "Enterprise slug",
+                "as in github.com/enterprises/SLUG",
+                pattern=_SLUG,
                 pattern_message="Letters, digits and inner hyphens.",
             ),
         ),
@@ -248,14 +275,19 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Tokens in $CIRCLE_OIDC_TOKEN_V2; iss and aud carry the organization id.",
         parameters=(
             PresetParameter(
-                "org_id", "Organization id", "Organization Settings → Overview", pattern=r"[0-9a-fA-F-]{36}",
+                "org_id",
+                "Organization id",
+                "Organization Settings → Overview",
+                pattern=r"[0-9a-fA-F-]{36}",
                 pattern_message="The organization id is a UUID.",
             ),
         ),
         claims=_CIRCLECI_CLAIMS,
         example_when="claims['oidc.circleci.com/vcs-ref'] == 'refs/heads/main'",
-        example_tags=(("project", "claims['oidc.circleci.com/project-id']", False),
-                      ("ref", "aws_tag(claims['oidc.circleci.com/vcs-ref'])", False)),
+        example_tags=(
+            ("project", "claims['oidc.circleci.com/project-id']", False),
+            ("ref", "aws_tag(claims['oidc.circleci.com/vcs-ref'])", False),
+        ),
         max_token_age=3600,
         _build=lambda p: (f"https://oidc.circleci.com/org/{p['org_id'].lower()}", [p["org_id"].lower()], None),
     ),
@@ -267,16 +299,35 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "rules must check organization_slug.",
         parameters=(
             PresetParameter(
-                "organization", "Organization slug", "as in buildkite.com/ORG", pattern=_SLUG,
+                "organization",
+                "Organization slug",
+                "as in buildkite.com/ORG",
+                pattern=_SLUG,
                 pattern_message="Letters, digits and inner hyphens.",
             ),
         ),
         claims=_BUILDKITE_CLAIMS,
         # Buildkite ("OIDC with Buildkite", the example token): ids are UUID strings, build_number a number.
-        claim_types={**dict.fromkeys(("organization_slug", "organization_id", "pipeline_slug", "pipeline_id",
-                                      "build_branch", "build_tag", "build_commit", "build_source", "step_key",
-                                      "job_id", "agent_id", "runner_environment"), "string"),
-                     "build_number": "number"},
+        claim_types={
+            **dict.fromkeys(
+                (
+                    "organization_slug",
+                    "organization_id",
+                    "pipeline_slug",
+                    "pipeline_id",
+                    "build_branch",
+                    "build_tag",
+                    "build_commit",
+                    "build_source",
+                    "step_key",
+                    "job_id",
+                    "agent_id",
+                    "runner_environment",
+                ),
+                "string",
+            ),
+            "build_number": "number",
+        },
         example_when="claims.organization_slug == 'ORG' && claims.build_branch == 'main'",
         example_tags=(("pipeline", "claims.pipeline_slug", False), ("branch", "aws_tag(claims.build_branch)", False)),
         example_source_identity="aws_source_identity('bk-' + claims.pipeline_slug + '-' + string(claims.build_number))",
@@ -292,13 +343,25 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "for every organization: rules must check terraform_organization_name.",
         claims=_TFC_CLAIMS,
         # HCP Terraform ("Workload identity", the token's claims): strings, the ids included (org-…, ws-…).
-        claim_types=dict.fromkeys(("terraform_organization_name", "terraform_organization_id",
-                                   "terraform_project_name", "terraform_project_id", "terraform_workspace_name",
-                                   "terraform_workspace_id", "terraform_full_workspace", "terraform_run_phase",
-                                   "terraform_run_id"), "string"),
+        claim_types=dict.fromkeys(
+            (
+                "terraform_organization_name",
+                "terraform_organization_id",
+                "terraform_project_name",
+                "terraform_project_id",
+                "terraform_workspace_name",
+                "terraform_workspace_id",
+                "terraform_full_workspace",
+                "terraform_run_phase",
+                "terraform_run_id",
+            ),
+            "string",
+        ),
         example_when="claims.terraform_organization_name == 'acme' && claims.terraform_run_phase == 'apply'",
-        example_tags=(("workspace", "aws_tag(claims.terraform_full_workspace)", False),
-                      ("run_phase", "claims.terraform_run_phase", False)),
+        example_tags=(
+            ("workspace", "aws_tag(claims.terraform_full_workspace)", False),
+            ("run_phase", "claims.terraform_run_phase", False),
+        ),
         example_source_identity="aws_source_identity(claims.terraform_run_id)",
         shared_issuer=True,
         max_token_age=7200,
@@ -312,17 +375,26 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "shows the workspace's identity provider URL and audience.",
         parameters=(
             PresetParameter(
-                "workspace", "Workspace", "the workspace slug, as in bitbucket.org/WORKSPACE", pattern=_SLUG,
+                "workspace",
+                "Workspace",
+                "the workspace slug, as in bitbucket.org/WORKSPACE",
+                pattern=_SLUG,
                 pattern_message="Letters, digits and inner hyphens.",
             ),
             PresetParameter(
-                "workspace_uuid", "Workspace UUID", "the audience is ari:cloud:bitbucket::workspace/UUID",
-                pattern=_UUID, pattern_message="A UUID, with or without braces.",
+                "workspace_uuid",
+                "Workspace UUID",
+                "the audience is ari:cloud:bitbucket::workspace/UUID",
+                pattern=_UUID,
+                pattern_message="A UUID, with or without braces.",
             ),
         ),
         claims=_BITBUCKET_CLAIMS,
         example_when="claims.branchName == 'main'",
-        example_tags=(("repository", "aws_tag(claims.repositoryUuid)", False), ("branch", "aws_tag(claims.branchName)", False)),
+        example_tags=(
+            ("repository", "aws_tag(claims.repositoryUuid)", False),
+            ("branch", "aws_tag(claims.branchName)", False),
+        ),
         max_token_age=3600,
         _build=lambda p: (
             f"https://api.bitbucket.org/2.0/workspaces/{p['workspace']}/pipelines-config/identity/oidc",
@@ -338,7 +410,9 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "paste its JWKS (kubectl get --raw /openid/v1/jwks).",
         parameters=(
             PresetParameter("url", "Service account issuer", "kubectl get --raw /.well-known/openid-configuration"),
-            PresetParameter("jwks", "JWKS (public keys)", "the output of kubectl get --raw /openid/v1/jwks", multiline=True),
+            PresetParameter(
+                "jwks", "JWKS (public keys)", "the output of kubectl get --raw /openid/v1/jwks", multiline=True
+            ),
         ),
         claims=_KUBERNETES_CLAIMS,
         example_when="claims.sub == 'system:serviceaccount:deploy:ci'",
@@ -356,7 +430,7 @@ def preset_claim_types(issuers: Sequence[tuple[str, bool]]) -> dict[str, tuple[s
     types: dict[str, tuple[str, str]] = {}
     for url, has_static_jwks in issuers:
         preset = preset_for_issuer(url, has_static_jwks=has_static_jwks)
-        for claim, kind in (preset.claim_types.items() if preset is not None else ()):
+        for claim, kind in preset.claim_types.items() if preset is not None else ():
             types.setdefault(claim, (kind, preset.label))
     return types
 

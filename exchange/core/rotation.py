@@ -21,9 +21,9 @@ applies the plan to rows under a row lock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
 from .limits import DEFAULT_LEEWAY, JWKS_MAX_AGE
 
@@ -99,7 +99,9 @@ def tenant_rotation_errors(*, interval: int, prepublish: int, max_token_lifetime
     return errors
 
 
-def rotation_plan(keys: Sequence[KeyView], *, now: datetime, policy: RotationPolicy, force: bool = False) -> RotationPlan:
+def rotation_plan(
+    keys: Sequence[KeyView], *, now: datetime, policy: RotationPolicy, force: bool = False
+) -> RotationPlan:
     """What to do at ``now``. ``force`` is the operator's "rotate now": the same safe path,
     with the rotation due at once and the pre-publish window cut to the JWKS max-age."""
     active = [k for k in keys if k.state == "active"]
@@ -146,7 +148,8 @@ def rotation_plan(keys: Sequence[KeyView], *, now: datetime, policy: RotationPol
         ready_at = max(ready_at, *still_retiring)
     if force:
         earliest_safe = (candidate.published_at if policy.publication_required else candidate.created_at) + timedelta(
-            seconds=JWKS_MAX_AGE)
+            seconds=JWKS_MAX_AGE
+        )
         floor = max([earliest_safe, now, *still_retiring])
         if ready_at > floor:
             ready_at = floor

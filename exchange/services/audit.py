@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from django.db.models import Max
 
@@ -97,8 +98,11 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     upstream = _upstream_fields(attempt.parsed)
     fields.update(upstream)
     if attempt.mapper is not None:
-        fields.update(mapper_outcome=attempt.mapper.outcome or "failed", mapper_latency_ms=attempt.mapper.latency_ms,
-                      mapper_error=attempt.mapper.error[:500])
+        fields.update(
+            mapper_outcome=attempt.mapper.outcome or "failed",
+            mapper_latency_ms=attempt.mapper.latency_ms,
+            mapper_error=attempt.mapper.error[:500],
+        )
     if attempt.shadow is not None:
         fields["shadow"] = attempt.shadow
     if attempt.claims is not None:
@@ -112,7 +116,9 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
         )
     durable = record_write({name: _audit_safe(value) for name, value in fields.items()})
     if not durable:
-        logger.error("audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}})
+        logger.error(
+            "audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}}
+        )
     attempt_log(attempt, minted=minted, error=error, upstream=upstream)
     return durable
 
@@ -126,8 +132,9 @@ def _issued_fields(minted: MintedToken, *, upstream_sub: str) -> dict[str, Any]:
         "status_code": 200,
         "issued_jti": minted.jti,
         "issued_kid": minted.kid,
-        "issued_sub": audit_compact.issued_sub_stored(decision="allowed", issued_sub=subject,
-                                                      upstream_sub=upstream_sub),
+        "issued_sub": audit_compact.issued_sub_stored(
+            decision="allowed", issued_sub=subject, upstream_sub=upstream_sub
+        ),
         "issued_aud": audience,
         "issued_exp": datetime.fromtimestamp(minted.expires_at, UTC),
     }
@@ -168,8 +175,11 @@ def attempt_log(
         fields.update(error=error.code, status=error.status, reason=error.reason)
         logger.info("exchange denied", extra={"jwtex": fields})
     exchange_observed(
-        tenant=attempt.tenant_slug, endpoint=attempt.endpoint, decision=fields["decision"],
-        error="" if error is None else error.code, seconds=max(time.time() - attempt.started.timestamp(), 0.0),
+        tenant=attempt.tenant_slug,
+        endpoint=attempt.endpoint,
+        decision=fields["decision"],
+        error="" if error is None else error.code,
+        seconds=max(time.time() - attempt.started.timestamp(), 0.0),
     )
 
 

@@ -7,7 +7,14 @@ import jwt
 import pytest
 
 from exchange.core.jwk import jwk_thumbprint
-from exchange.keys import signing_key_decrypt, KeyDecryptionError, signing_key_create, signing_key_ensure_active, signing_key_load, signing_keys_reencrypt
+from exchange.keys import (
+    KeyDecryptionError,
+    signing_key_create,
+    signing_key_decrypt,
+    signing_key_ensure_active,
+    signing_key_load,
+    signing_keys_reencrypt,
+)
 from exchange.models import KeyState, SigningKey
 from tests.conftest import make_tenant
 

@@ -71,7 +71,11 @@ schemathesis.openapi.media_type(
 
 # A request the schema forbids must be refused with a 4xx; 413 (token over 16 KiB) is one too.
 CONFIG = schemathesis.Config.from_dict(
-    {"checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "405", "413", "415", "429"]}}}
+    {
+        "checks": {
+            "negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "405", "413", "415", "429"]}
+        }
+    }
 )
 
 
@@ -158,4 +162,6 @@ def test_schemathesis_summary(capsys):
     """Not a check: prints what the runs above covered (pytest -s shows it)."""
     with capsys.disabled():
         for label, statuses in sorted(RESULTS.items()):
-            print(f"\nschemathesis {label}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
+            print(
+                f"\nschemathesis {label}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}"
+            )
