@@ -12,8 +12,8 @@ component (``templates/jwtex-token/template.yml``) run this file. What it does, 
   nothing else: docs/endpoints.md#raw-exchange) and writes it atomically (a new file, mode 0600, renamed over the
   old), so an AWS SDK that re-reads ``AWS_WEB_IDENTITY_TOKEN_FILE`` never reads half a token;
 - retries what is transient (docs/errors.md#what-a-client-may-retry: ``429`` with
-  ``Retry-After``, ``503`` while keys are fetched; a proxy's ``502``/``504``; a connection that fails or times out) with capped
-  exponential back-off and jitter within one deadline, and stops at once on any other answer
+  ``Retry-After``, ``503`` while keys are fetched; a proxy's ``502``/``504``; a connection that fails or times out)
+  with capped exponential back-off and jitter within one deadline, and stops at once on any other answer
   with jwtex's ``error_description`` (which names the deciding rule);
 - never prints, logs or passes on a token in any form but the file it writes and the
   requests it makes; follows no redirect (a token goes to the URL given, or nowhere).
@@ -647,7 +647,7 @@ def refresh_in_background(
         global _log_times
         _log_times = True
         code = refresh_loop(config=config, upstream=upstream, token=token, path=path, clock=Clock(), file_id=file_id)
-    except BaseException as error:  # never a traceback: it could quote a value
+    except BaseException as error:  # noqa: BLE001 - never a traceback: it could quote a value
         log(f"the refresher stopped: {type(error).__name__}")
     finally:
         os._exit(code)

@@ -218,7 +218,7 @@ def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subproc
         "JWTEX_SERVER": server,
         "JWTEX_SERVER_THREADS": str(threads),
     }
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # the server's, while it runs
     process = subprocess.Popen(
         [*taskset, "make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
         cwd=ROOT,
@@ -236,7 +236,7 @@ def _serve(env: dict[str, str], port: int, server: str, threads: int) -> subproc
             if process.poll() is not None:
                 raise SystemExit(
                     "make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:]
-                )
+                ) from None
             time.sleep(0.2)
     raise SystemExit("make serve did not come up within 30 s")
 
@@ -325,8 +325,8 @@ def main() -> None:
     ok = sum(statuses.get("200", 0) for statuses in answers)
     other = {k: v for statuses in answers for k, v in statuses.items() if k != "200"}
     print(
-        f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}"
-        + ("; with a shadow rule set" if args.shadow else "")
+        f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; "
+        f"{database}" + ("; with a shadow rule set" if args.shadow else "")
     )
     print(f"  ceiling (in process, one core):      {ceiling:8.0f} exchanges/s")
     print(

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from exchange_benchmark import django_setup  # noqa: E402
+from exchange_benchmark import django_setup
 
 
 def _measure(label: str, tenant_id: int, n: int) -> None:

@@ -29,9 +29,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import server_environment  # noqa: E402
-from scale_benchmark import database_create, database_drop  # noqa: E402
+from audit_rows import TENANTS, insert_sql
+from http_benchmark import server_environment
+from scale_benchmark import database_create, database_drop
 
 PLAIN = "bench_plain_records"
 
@@ -169,7 +169,7 @@ def _run(name: str, table: str, purge, rate: float, before) -> dict:
     time.sleep(3)  # the writer's latency before
     baseline = list(writer.latencies)
     wal, started = _wal(), time.monotonic()
-    result = purge()
+    purge()
     took = time.monotonic() - started
     during = writer.latencies[len(baseline) :]
     wal = _wal() - wal

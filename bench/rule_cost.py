@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from exchange.core.limits import EXCHANGE_COST_BUDGET, MAX_TOKEN_BYTES, RULE_COST_BUDGET  # noqa: E402
-from exchange.core.rules.cel_guard import claims_step  # noqa: E402
-from exchange.core.rules.compiled import rule_compile  # noqa: E402
-from exchange.core.rules.engine import compiled_rules_decide  # noqa: E402
-from exchange.core.rules.spec import RuleSpec, rule_findings  # noqa: E402
+from exchange.core.limits import EXCHANGE_COST_BUDGET, MAX_TOKEN_BYTES, RULE_COST_BUDGET
+from exchange.core.rules.cel_guard import claims_step
+from exchange.core.rules.compiled import rule_compile
+from exchange.core.rules.engine import compiled_rules_decide
+from exchange.core.rules.spec import RuleSpec, rule_findings
 
 SHORT = [f"g{i:03d}" for i in range(128)]  # a 128-item claim of short strings
 MEDIUM = ["x" * 70 for _ in range(128)]  # a 128-item claim filling a 13 KB token
@@ -135,7 +135,7 @@ def run_ms(rules, claims: dict, repeat: int = 3) -> tuple[float, str]:
                 rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a", max_lifetime=900
             )
             outcome = "allowed"
-        except Exception as exc:  # noqa: BLE001 — a denial is an outcome here
+        except Exception as exc:  # noqa: BLE001 - a denial is an outcome here
             outcome = getattr(exc, "reason", str(exc))
         best = min(best, time.process_time() - start)
     return best * 1e3, outcome

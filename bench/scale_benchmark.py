@@ -38,10 +38,10 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import at_rate, free_port, server_environment  # noqa: E402
+from audit_rows import TENANTS, insert_sql
+from http_benchmark import at_rate, free_port, server_environment
 
-PASSWORD = "scale-benchmark-password"
+PASSWORD = "scale-benchmark-password"  # a throwaway database's users
 RELEASE_BEFORE: Path | None = None  # the code of the release before, when it is the one measured
 TARGET_MS, TARGET_GROWTH = 300, 1.5
 
@@ -174,7 +174,7 @@ def _setup(env: dict[str, str], days: int) -> dict:
 
 def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
     """``make serve``, one process of 8 threads (DEBUG off, as in production)."""
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # the server's, while it runs
     env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "JWTEX_SERVER_THREADS": "8"}
     command, cwd = ["make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"], BENCH.parent
     if RELEASE_BEFORE is not None:  # make serve's own command, in the release before's tree
@@ -192,7 +192,7 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
         except OSError:
             if process.poll() is not None:
                 log_text = (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()
-                raise SystemExit("make serve exited:\n" + log_text[-2000:])
+                raise SystemExit("make serve exited:\n" + log_text[-2000:]) from None
             time.sleep(0.2)
     raise SystemExit("make serve did not come up within 30 s")
 

@@ -37,9 +37,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import free_port, server_environment  # noqa: E402
-from scale_benchmark import database_create, database_drop  # noqa: E402
+from audit_rows import TENANTS, insert_sql
+from http_benchmark import free_port, server_environment
+from scale_benchmark import database_create, database_drop
 
 BEFORE = "0010_revision"
 
@@ -171,7 +171,7 @@ class Load:
 
 
 def _serve_old(old: Path, env: dict[str, str], port: int) -> subprocess.Popen:
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "old-serve.log", "wb")
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "old-serve.log", "wb")  # the server's, while it runs
     process = subprocess.Popen(
         [sys.executable, "-m", "jwtex_site.serve"],
         cwd=old,

@@ -88,8 +88,7 @@ def _banners_as_log_lines() -> None:
     the same as one log line each, in the log format (docs/operations.md#logs: one JSON object per line)."""
     import logging
 
-    from celery.apps import beat as celery_beat
-    from celery.apps import worker as celery_worker
+    from celery.apps import beat as celery_beat, worker as celery_worker
 
     def worker_banner(self) -> None:
         info = " ".join(

@@ -81,14 +81,14 @@ def _hit(key: str, now: float) -> None:
         else:
             count, started = 1, now
         cache.set(key, [count, started], timeout=max(1, int(started + _window() - now)))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: logged; the password alone decides
         logger.error("login throttle: cache unavailable")
 
 
 def _retry_after(key: str, now: float) -> int:
     try:
         value = cache.get(key)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: ask for the whole window
         return _window()
     if isinstance(value, (list, tuple)):
         return max(1, int(value[1] + _window() - now))
@@ -111,7 +111,7 @@ def _logged_in(sender, request, user, **kwargs) -> None:
     user_key, _ = _keys(request, user.get_username())
     try:
         cache.delete(user_key)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: logged; the count ends with its window
         logger.error("login throttle: cache unavailable")
 
 

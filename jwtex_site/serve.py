@@ -93,7 +93,7 @@ def healthcheck() -> int:
     """0 when this host's server answers ``/healthz`` within 3 s (the container image's HEALTHCHECK)."""
     url = f"http://127.0.0.1:{env.text('PORT')}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(url, timeout=3) as response:  # a fixed http URL
             status = response.status
     except OSError as exc:
         print(f"{url}: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import build_q_object_from_lookup_parameters
 from django.contrib.admin.widgets import AutocompleteSelect
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.forms.fields import InvalidJSONInput
@@ -321,7 +321,7 @@ class TenantScopedAdminMixin(DeclaredLookupsOnlyMixin):
 def _is_tenant_owned(model: type[Model]) -> bool:
     try:
         field = model._meta.get_field("tenant")
-    except Exception:  # noqa: BLE001
+    except FieldDoesNotExist:
         return False
     return field.is_relation and field.related_model is Tenant
 

@@ -44,7 +44,8 @@ def validate_aws_account_ids(value: object) -> None:
             )
         if not re.fullmatch(AWS_ACCOUNT_ID_PATTERN, item):
             raise ValidationError(
-                "“%(value)s” is not an AWS account id: exactly 12 digits, without dashes or spaces (e.g. 111122223333).",
+                "“%(value)s” is not an AWS account id: "
+                "exactly 12 digits, without dashes or spaces (e.g. 111122223333).",
                 params={"value": item[:40]},
             )
     if len(set(value)) != len(value):

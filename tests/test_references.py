@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT as ROOT
-from tests.conftest import tracked_files
+from tests.conftest import REPO_ROOT as ROOT, tracked_files
 
 _BRIEF, _STYLE, _SECTION = "SP" + "EC", "CONVEN" + "TIONS", "\u00a7"
 OUTSIDE = re.compile(
@@ -155,7 +154,8 @@ def repo(tmp_path):
     (tmp_path / "docs" / "design").mkdir(parents=True)
     (tmp_path / "docs" / "errors.md").write_text(
         "# Errors\n\n## Error responses\n\n```\n# not a heading\n```\n\n## Rate limits\n\n## Rate limits\n"
-        "\n### The `aws_tag` function (CEL)\n\nSee [pipeline](design/pipeline.md#the-steps) and [here](#rate-limits-1).\n"
+        "\n### The `aws_tag` function (CEL)\n\n"
+        "See [pipeline](design/pipeline.md#the-steps) and [here](#rate-limits-1).\n"
     )
     (tmp_path / "docs" / "design" / "pipeline.md").write_text(
         "# Pipeline\n\n## The steps\n\n[up](../errors.md#errors)\n"

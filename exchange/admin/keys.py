@@ -128,7 +128,8 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             if not gone:
                 return "held in AWS KMS; it never leaves KMS (every token is signed by a KMS Sign call)"
             if obj.kms_deletion_scheduled_at:
-                return f"AWS KMS deletion scheduled at {_short_time(obj.kms_deletion_scheduled_at)} UTC (30-day waiting period)"
+                when = _short_time(obj.kms_deletion_scheduled_at)
+                return f"AWS KMS deletion scheduled at {when} UTC (30-day waiting period)"
             return "AWS KMS deletion not scheduled yet (asked again at the tenant's next key check)"
         return "destroyed" if gone else "kept encrypted at rest; never shown"
 

@@ -185,8 +185,8 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         if not change:
             obj.position = rule_position_next(tenant=obj.tenant, shadow=obj.shadow)
         super().save_model(request, obj, form, change)
-        for path, message in obj.jwtex_warnings:  # Rule.clean's: the rule is saved, with these caveats
-            messages.warning(request, f"Rule {obj.name!r}, {path}: {message}")
+        for field_path, message in obj.jwtex_warnings:  # Rule.clean's: the rule is saved, with these caveats
+            messages.warning(request, f"Rule {obj.name!r}, {field_path}: {message}")
 
     def get_urls(self):
         view = self.admin_site.admin_view

@@ -59,9 +59,11 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             "Published issuer (optional)",
             {
                 "fields": ["published_issuer_url", "publication_status"],
-                "description": "Static hosting (a directory a web server serves, or S3 behind a CDN) where jwtex publishes "
-                "this tenant's discovery document and JWKS, so that AWS verifies its tokens while jwtex is down. Tokens "
-                "then carry this URL as iss: every IAM OIDC provider and trust policy must name it.",
+                "description": (
+                    "Static hosting (a directory a web server serves, or S3 behind a CDN) where jwtex publishes "
+                    "this tenant's discovery document and JWKS, so that AWS verifies its tokens while jwtex is down. "
+                    "Tokens then carry this URL as iss: every IAM OIDC provider and trust policy must name it."
+                ),
             },
         ),
         (

@@ -27,7 +27,7 @@ from ..services.rules import rule_move
 from ..services.simulator import claims_simulate, token_simulate
 from ..services.tenants import issuer_id_free
 from ..upstream.issuer_keys import issuer_keys_fetch_now
-from .forms import PresetForm, SimulatorForm
+from .page_forms import PresetForm, SimulatorForm
 
 
 def page_context(model_admin, request, **extra):

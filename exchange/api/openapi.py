@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.limits import MAX_TOKEN_BYTES
-from ..protocol import TOKEN_EXCHANGE_GRANT as GRANT
-from ..protocol import TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
+from ..protocol import TOKEN_EXCHANGE_GRANT as GRANT, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
 
 _SLUG = {"in": "path", "name": "slug", "required": True, "schema": {"type": "string"}, "description": "tenant slug"}
 _ERROR = {"$ref": "#/components/schemas/Error"}

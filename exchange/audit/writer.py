@@ -282,7 +282,7 @@ def spool_drain_at_start() -> threading.Thread:
             count = spool_drain(audit_writer().spool)
             if count:
                 logger.info("spooled audit records written at start", extra={"jwtex": {"records": count}})
-        except Exception:
+        except Exception:  # a failed drain at start is retried by every commit
             logger.exception("draining the audit spool at start failed")
         finally:
             connection.close()
@@ -299,7 +299,7 @@ def flush_at_exit() -> int:
     this host to drain its file; what the database still cannot take stays in the spool."""
     try:
         count = spool_drain(audit_writer().spool)
-    except Exception:
+    except Exception:  # never fail an exit over it; the file stays for the next drain
         logger.exception("draining the audit spool at exit failed")
         return 0
     finally:

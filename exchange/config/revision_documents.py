@@ -69,7 +69,7 @@ class RevisionCheck:
         self.done = True  # (a test's captured callbacks run but stay in the list)
         try:
             revision_record(tenant_id=self.tenant_id, render=tenant_document, actor=self.actor, now=timezone.now())
-        except Exception:
+        except Exception:  # the change is committed; a lost revision must not fail it
             logger.exception("recording a revision failed", extra={"jwtex": {"tenant_id": self.tenant_id}})
 
 

@@ -212,7 +212,10 @@ def rule_document_check(
     and its warnings. ``issuers``: the tenant's, id → (URL, has a static JWKS)."""
     errors = Collector()
     desired = _validate_rule(obj, 0, "", issuers, errors)
-    strip = lambda found: [(path.removeprefix("."), message) for path, message in found]  # noqa: E731
+
+    def strip(found):
+        return [(path.removeprefix("."), message) for path, message in found]
+
     return desired, strip(errors.errors), strip(errors.warnings)
 
 

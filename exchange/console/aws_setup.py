@@ -9,8 +9,8 @@ AssumeRoleWithWebIdentity" (the trust policy must allow ``sts:TagSession``;
 ``aws:RequestTag/KEY`` tests a tag at assume time, ``aws:PrincipalTag/KEY`` in permission
 policies afterwards), "Monitor and control actions taken with assumed roles" (a token that
 carries a source identity needs ``sts:SetSourceIdentity`` in the trust policy, which tests it as
-``sts:SourceIdentity``; permission policies as ``aws:SourceIdentity``), and the AWS SDKs' web-identity provider (``AWS_ROLE_ARN`` +
-``AWS_WEB_IDENTITY_TOKEN_FILE``).
+``sts:SourceIdentity``; permission policies as ``aws:SourceIdentity``), and the AWS SDKs' web-identity provider
+(``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``).
 
 Every value is written for each reader it meets (exchange.console.snippet_quoting): a CloudFormation
 or YAML scalar, an HCL string without interpolation, and — in a policy's condition values — a
@@ -173,7 +173,10 @@ def _where(target: _Target) -> str:
     if len(target.accounts) == 1:
         where = f"account {accounts}, region {target.region}"
     else:
-        where = f"each of the accounts {accounts} (an OIDC provider and a role belong to one account), region {target.region}"
+        where = (
+            f"each of the accounts {accounts} (an OIDC provider and a role belong to one account), "
+            f"region {target.region}"
+        )
     return comment_text(where)
 
 

@@ -35,55 +35,29 @@ margin; tokens living longer are refused (401):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..core import strict_json
 from ..core.aws import STS_AUDIENCE
 from ..core.jwks import static_jwks_clean
-from ..core.validators import url_problem
 from .preset_claims import (
     BITBUCKET_CLAIMS as _BITBUCKET_CLAIMS,
-)
-from .preset_claims import (
     BUILDKITE_CLAIMS as _BUILDKITE_CLAIMS,
-)
-from .preset_claims import (
     CIRCLECI_CLAIMS as _CIRCLECI_CLAIMS,
-)
-from .preset_claims import (
     GITHUB_CLAIMS as _GITHUB_CLAIMS,
-)
-from .preset_claims import (
     GITHUB_SOURCE_IDENTITY as _GITHUB_SOURCE_IDENTITY,
-)
-from .preset_claims import (
     GITHUB_TAGS as _GITHUB_TAGS,
-)
-from .preset_claims import (
     GITHUB_TYPES as _GITHUB_TYPES,
-)
-from .preset_claims import (
     GITLAB_CLAIMS as _GITLAB_CLAIMS,
-)
-from .preset_claims import (
     GITLAB_SOURCE_IDENTITY as _GITLAB_SOURCE_IDENTITY,
-)
-from .preset_claims import (
     GITLAB_TAGS as _GITLAB_TAGS,
-)
-from .preset_claims import (
     GITLAB_TYPES as _GITLAB_TYPES,
-)
-from .preset_claims import (
     KUBERNETES_CLAIMS as _KUBERNETES_CLAIMS,
-)
-from .preset_claims import (
     TFC_CLAIMS as _TFC_CLAIMS,
 )
+from .preset_types import IssuerPreset, IssuerValues, PresetError, PresetParameter
 
 __all__ = [
     "IssuerPreset",
@@ -95,88 +69,6 @@ __all__ = [
     "preset_for_issuer",
     "preset_get",
 ]
-
-
-class PresetError(ValueError):
-    """A preset parameter is missing or malformed; ``parameter`` names it."""
-
-    def __init__(self, parameter: str, message: str) -> None:
-        self.parameter = parameter
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class PresetParameter:
-    name: str
-    label: str
-    help: str = ""
-    multiline: bool = False
-    pattern: str | None = None  # full-match regular expression
-    pattern_message: str = ""
-
-
-@dataclass(frozen=True)
-class IssuerValues:
-    """What a preset fills in the issuer form."""
-
-    issuer_id: str
-    issuer: str
-    audiences: list[str]
-    algorithms: list[str]
-    static_jwks: dict[str, Any] | None = None
-    max_token_age: int | None = None  # None: the issuer form's default
-
-
-@dataclass(frozen=True)
-class IssuerPreset:
-    key: str
-    label: str
-    issuer_id: str  # suggested id within the tenant
-    description: str
-    parameters: tuple[PresetParameter, ...] = ()
-    # (claim, what it holds) — shown in the rule editor; CEL reads a claim with a dot or a
-    # slash in its name as claims['name'].
-    claims: tuple[tuple[str, str], ...] = ()
-    # The JSON type of claims whose type matters to a rule: "string" where an id or a number is
-    # sent as a string (a comparison with a number literal is never true), "number" where it is
-    # a number. From each platform's documented example token.
-    claim_types: Mapping[str, str] = field(default_factory=dict)
-    example_when: str = "true"
-    # Session tags worth emitting, as a rule's session_tags (aws_tag() where the claim can hold
-    # characters AWS refuses in tags, e.g. dependabot[bot]); shown in the rule editor's help.
-    example_tags: tuple[tuple[str, str, bool], ...] = ()  # (tag key, CEL, optional)
-    # A rule's source_identity worth setting (docs/rules.md#source-identity): who ran the job; "" for none.
-    example_source_identity: str = ""
-    algorithms: tuple[str, ...] = ("RS256",)
-    shared_issuer: bool = False  # every customer of the platform shares this iss
-    max_token_age: int | None = None
-    _build: Any = field(default=None, repr=False, compare=False)
-
-    def build(
-        self, params: Mapping[str, str] | None = None, *, allow_insecure: bool = False, tenant_issuer: str = ""
-    ) -> IssuerValues:
-        """The issuer form's values; ``PresetError`` naming the parameter when one is refused —
-        URLs by the same rule as the issuer form and ``jwtex_apply`` (``validators.url_problem``)."""
-        values = {}
-        for parameter in self.parameters:
-            value = str((params or {}).get(parameter.name, "")).strip()
-            if not value:
-                raise PresetError(parameter.name, f"{parameter.label} is required for {self.label}.")
-            if parameter.pattern and not re.fullmatch(parameter.pattern, value):
-                raise PresetError(parameter.name, parameter.pattern_message or f"{parameter.label} is malformed.")
-            values[parameter.name] = value
-        issuer, audiences, static_jwks = self._build({**values, "tenant_issuer": tenant_issuer})
-        problem = url_problem(issuer, what="The issuer", allow_insecure=allow_insecure, is_issuer=True)
-        if problem:
-            raise PresetError("url" if any(p.name == "url" for p in self.parameters) else "", problem)
-        return IssuerValues(
-            issuer_id=self.issuer_id,
-            issuer=issuer,
-            audiences=list(audiences),
-            algorithms=list(self.algorithms),
-            static_jwks=static_jwks,
-            max_token_age=self.max_token_age,
-        )
 
 
 def _own_audience(params: Mapping[str, str]) -> list[str]:

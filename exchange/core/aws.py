@@ -133,7 +133,8 @@ def session_tag_value_validate(key: str, value: str) -> None:
         )
     if len(value) > MAX_TAG_VALUE_LENGTH:
         raise TagValueError(
-            f"Session tag {key!r}: the value is {len(value)} characters long; AWS allows at most {MAX_TAG_VALUE_LENGTH}.",
+            f"Session tag {key!r}: the value is {len(value)} characters long; "
+            f"AWS allows at most {MAX_TAG_VALUE_LENGTH}.",
             kind="length",
         )
     bad = _bad_tag_character(value)

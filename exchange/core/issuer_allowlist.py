@@ -11,8 +11,8 @@ at a path boundary only, never inside a host name or a path segment:
 - what a pattern's ``*`` stands for may not hold a ``.`` or ``..`` segment, ``%``, ``\\``, ``?``,
   ``#`` or ``@``: a path that a server could read as leaving the prefix never matches.
 
-Comparison is exact, as for a token's ``iss``: no case folding, no trailing-slash leniency. A pattern's ``*`` comes last and
-follows a path (``https://host*`` is refused: it would match other hosts).
+Comparison is exact, as for a token's ``iss``: no case folding, no trailing-slash leniency. A pattern's ``*`` comes
+last and follows a path (``https://host*`` is refused: it would match other hosts).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""One strict YAML loader for configuration documents (docs/configuration-file.md#file-formats): ``yaml.SafeLoader`` without
-anchors and aliases, and without a key repeated in one mapping.
+"""One strict YAML loader for configuration documents (docs/configuration-file.md#file-formats): ``yaml.SafeLoader``
+without anchors and aliases, and without a key repeated in one mapping.
 
 An alias is a reference, so a few hundred bytes of nested aliases ("billion laughs") stand for
 gigabytes once anything walks, copies or stores the document; a configuration has no use for
@@ -61,4 +61,4 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_y
 def loads(text: str) -> Any:
     """Parse one YAML document; ``yaml.YAMLError`` (a ``MarkedYAMLError`` with the line and
     column where it can) on anything refused."""
-    return yaml.load(text, Loader=_StrictLoader)
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass

@@ -224,7 +224,8 @@ def _check_times(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) ->
     if nbf is not None and nbf > now + leeway:  # RFC 7519 §4.1.5
         raise _invalid(
             "The token is not yet valid.",
-            f"The token is valid only from {_when(nbf)}; it is now {_when(now)}, before that even with the {leeway} s leeway.",
+            f"The token is valid only from {_when(nbf)}; it is now {_when(now)}, "
+            f"before that even with the {leeway} s leeway.",
         )
     if iat is not None:  # RFC 7519 §4.1.6
         # An issuer that backdates nbf before iat (GitHub Actions: nbf = iat - 600) states how
@@ -280,7 +281,7 @@ def jwt_verify(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: 
     # Signature before any claim is trusted (RFC 7515 §5.2 step 8, RFC 7519 §7.2).
     try:
         _VERIFIERS[alg[:2]](key, alg, parsed.signature, parsed.signing_input)
-    except Exception:  # InvalidSignature, and anything else cryptography raises
+    except Exception:  # noqa: BLE001 - InvalidSignature, or anything cryptography raises: a refusal
         reason = f"The token's {alg} signature does not verify with the issuer's key {short_value(key.kid)}."
         raise _invalid("The token's signature is not valid.", reason) from None
 

@@ -221,7 +221,8 @@ def _swap(cursor, cutover: datetime, say) -> None:
             # Ids go on from the old table's: everything in it now is at most the seed's watermark.
             f"CREATE TABLE {SEED} (watermark bigint NOT NULL, next_hour timestamptz NULL, last timestamptz NULL)",
             f"INSERT INTO {SEED} SELECT (SELECT coalesce(max(id), 0) FROM {LEGACY}), "
-            f"(SELECT date_trunc('hour', min(created_at), 'UTC') FROM {LEGACY}), (SELECT max(created_at) FROM {LEGACY})",
+            f"(SELECT date_trunc('hour', min(created_at), 'UTC') FROM {LEGACY}), "
+            f"(SELECT max(created_at) FROM {LEGACY})",
             f"SELECT setval(pg_get_serial_sequence('{RECORDS}', 'id'), (SELECT watermark FROM {SEED}) + 1, false)",
             f"ALTER TABLE {LEGACY} ALTER COLUMN id DROP IDENTITY IF EXISTS",
             f"ALTER TABLE {RECORDS} ATTACH PARTITION {LEGACY} FOR VALUES FROM (MINVALUE) TO ('{cutover.isoformat()}')",

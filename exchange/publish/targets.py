@@ -69,7 +69,7 @@ class DirectoryTarget:
                     out.write(body)
                     out.flush()
                     os.fsync(out.fileno())
-                os.chmod(temporary, 0o644)
+                os.chmod(temporary, 0o644)  # public documents, served by a web server
                 os.replace(temporary, target)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)

@@ -130,7 +130,9 @@ def issuer_admit(issuer: IssuerSnapshot) -> None:
     if problem is not None:
         raise AccessDenied(
             f"Issuer '{issuer.issuer_id}' is not one this service allows.",
-            reason=f"issuer {issuer.issuer_id!r} ({short_value(issuer.issuer)}) is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS",
+            reason=(
+                f"issuer {issuer.issuer_id!r} ({short_value(issuer.issuer)}) is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS"
+            ),
         )
 
 

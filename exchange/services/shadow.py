@@ -90,7 +90,7 @@ def shadow_divergence(
         )
     except ExchangeError as exc:
         decided = exc
-    except Exception:
+    except Exception:  # the candidate never changes the answer, not even by failing
         logger.exception("shadow rules failed", extra={"jwtex": {"tenant": runtime.slug}})
         return None
     shadow, current = outcome_of(decided), outcome_of(live)

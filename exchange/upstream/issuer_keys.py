@@ -29,8 +29,7 @@ from ..core.errors import TemporarilyUnavailable
 from ..core.jwks import KeySet, kids_of
 from ..core.values import IssuerSnapshot
 from ..models import Issuer
-from . import flights
-from . import refresh as refresher
+from . import flights, refresh as refresher
 from .flights import KidRefetch
 from .keysets import jwks_digest, keyset_of
 from .refresh import Outcome
@@ -66,7 +65,8 @@ def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -
     issuer another process is fetching right now is skipped (docs/design/layout.md#tasks-are-thin-and-idempotent)."""
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
     if current is None or jwtex_settings.upstream_issuer_problem(current.issuer):
-        return False  # an issuer the operators' list refuses is never contacted (docs/operators.md#allowed-upstream-issuers)
+        # an issuer the operators' list refuses is never contacted (docs/operators.md#allowed-upstream-issuers)
+        return False
     return refresher.jwks_refresh(current, now=now, force=force, max_staleness=max_staleness()) is Outcome.CHANGED
 
 

@@ -53,7 +53,7 @@ class _Job:
             if orphan:
                 try:
                     self.finish()
-                except Exception:
+                except Exception:  # logged; the next request or sweep fetches again
                     logger.exception("background JWKS store failed", extra={"jwtex": {"pk": self.source.pk}})
                 finally:
                     connection.close()  # this pool thread's own connection

@@ -112,7 +112,7 @@ def _resolve_within(resolver: Resolver, host: str, port: int, deadline: float) -
     def run() -> None:
         try:
             outcome["names"] = list(resolver(host, port))
-        except Exception as exc:  # reported below, in the caller's thread
+        except Exception as exc:  # noqa: BLE001 - reported below, in the caller's thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="jwtex-resolve", daemon=True)

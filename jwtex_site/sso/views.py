@@ -45,7 +45,7 @@ def _refused(request, reason: str, status: int = 403) -> TemplateResponse:
 
 
 class SignOnStartView(OIDCAuthenticationRequestView):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):  # mozilla's reads its settings here; ours, per request
         super(OIDCAuthenticationRequestView, self).__init__(*args, **kwargs)
 
     def get_settings(self, attr, *args):

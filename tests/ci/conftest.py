@@ -9,7 +9,7 @@ import pytest
 
 from tests.ci.fakes import OWNER_ID, STS_CALLS, FakeActions, sts_taught
 from tests.conftest import REPO_ROOT, make_tenant, runtime_clear
-from tests.kms import REGION, moto_kms  # noqa: F401  (the session's moto server)
+from tests.kms import REGION, moto_kms  # noqa: F401 - moto_kms: the session's moto server, a fixture
 
 CLIENT = REPO_ROOT / "jwtex_token.py"
 ROLE_ARN = "arn:aws:iam::123456789012:role/deploy"

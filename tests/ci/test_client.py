@@ -16,8 +16,7 @@ from email.utils import formatdate
 
 import jwt
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import jwtex_token as client
 from tests.ci.conftest import CLIENT

@@ -275,7 +275,8 @@ def test_a_fixed_upstream_token_is_exchanged_again_while_jwtex_accepts_it(
     )
     assert code == 1
     # Renewed every 40 s while jwtex accepts the job's token (150 s, and the leeway of
-    # docs/verification.md#times): at 200 s still, at 240 s no more. The last token stays valid until 260 s; the log says what to do.
+    # docs/verification.md#times): at 200 s still, at 240 s no more. The last token stays valid until 260 s; the log
+    # says what to do.
     assert DEFAULT_LEEWAY == 60
     assert 240 <= clock.now() - start < 241 and len(clock.tokens) == 6
     err = capsys.readouterr().err

@@ -301,7 +301,7 @@ def _rotate_in_thread(tenant_pk: int, start: threading.Barrier, results: list, e
         try:
             start.wait(timeout=10)
             results.append(signing_key_rotate(tenant_id=tenant_pk, now=timezone.now(), force=True))
-        except BaseException as exc:  # reported by the test, not lost in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
             errors.append(exc)
         finally:
             connections.close_all()  # this thread's own connection

@@ -50,7 +50,7 @@ def apply_file(tmp_path, tenant, issuer, rule: dict, *, url: str | None = None) 
     out, err = io.StringIO(), io.StringIO()
     try:
         call_command("jwtex_apply", str(path), stdout=out, stderr=err)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the command's own words say why
         raise AssertionError(err.getvalue()) from None
     return out.getvalue(), err.getvalue()
 

@@ -79,7 +79,7 @@ def _all_json(text: str, who: str) -> int:
 
 
 def _celery(kind: str, env: dict[str, str], tmp_path) -> subprocess.Popen:
-    log = open(tmp_path / f"{kind}.log", "wb")
+    log = open(tmp_path / f"{kind}.log", "wb")  # the process's, while it runs
     args = ["-A", "jwtex_site", kind, "--loglevel=INFO"]
     if kind == "beat":
         args += ["--schedule", str(tmp_path / "beat-schedule")]

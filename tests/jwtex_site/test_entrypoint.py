@@ -100,7 +100,7 @@ def test_the_health_check_knows_what_the_container_runs(tmp_path, cmdlines, role
 @pytest.mark.parametrize("status, expected", [(200, 0), (503, 1), (None, 1)])
 def test_a_web_container_is_healthy_when_healthz_answers_200(monkeypatch, status, expected):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
+        def do_GET(self):  # http.server's name
             self.send_response(status if self.path == "/healthz" else 404)
             self.end_headers()
 

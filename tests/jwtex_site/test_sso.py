@@ -1,6 +1,6 @@
 """Single sign-on for the admin (docs/operators.md#single-sign-on) against a real OpenID Connect
-provider: django-oidc-provider in a process of its own (tests/idp/), reached over HTTP the way a browser would — redirects, the
-provider's login form, the callback — with a ``requests`` session per browser."""
+provider: django-oidc-provider in a process of its own (tests/idp/), reached over HTTP the way a browser would —
+redirects, the provider's login form, the callback — with a ``requests`` session per browser."""
 
 from __future__ import annotations
 

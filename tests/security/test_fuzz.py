@@ -16,8 +16,7 @@ import time
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, assume, event, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, event, example, given, settings, strategies as st
 
 from exchange.core.compact_jws import jwt_parse
 from exchange.core.errors import ExchangeError

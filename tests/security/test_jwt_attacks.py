@@ -416,7 +416,10 @@ def test_nested_encrypted_or_json_serialized_token_is_refused(endpoint, client, 
     jwe_header = jose.segment({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": upstream.rsa_kid, "cty": "JWT"})
     h, p, s = inner.split(".")
     cases_400 = {
-        "JWE, five parts": f"{jwe_header}.{jose.b64u(b'k' * 256)}.{jose.b64u(b'i' * 12)}.{jose.b64u(inner.encode())}.{jose.b64u(b't' * 16)}",
+        "JWE, five parts": (
+            f"{jwe_header}.{jose.b64u(b'k' * 256)}.{jose.b64u(b'i' * 12)}."
+            f"{jose.b64u(inner.encode())}.{jose.b64u(b't' * 16)}"
+        ),
         "JWE with empty key part": f"{jwe_header}..{jose.b64u(b'i' * 12)}.{jose.b64u(b'c')}.{jose.b64u(b't' * 16)}",
         "four parts": f"{inner}.{s}",
         "nested JWS (payload is a JWT, cty JWT)": jose.signed(

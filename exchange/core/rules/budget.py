@@ -45,7 +45,7 @@ class RuleCost:
 
     @property
     def outputs(self) -> tuple[float, ...]:
-        return tuple(total - when for total, when in zip(self.totals, self.when))
+        return tuple(total - when for total, when in zip(self.totals, self.when, strict=True))
 
     def total(self, step: int) -> float:
         return self.totals[step]

@@ -282,8 +282,8 @@ def type_warnings(tree: Expr, claim_types: Mapping[str, tuple[str, str]]) -> lis
                     text = str(number.value)
                     warnings.append(
                         Problem(
-                            f"claims.{name} is a string in {platform} tokens ('{text}'), so comparing it with the number "
-                            f"{text} is never true; write '{text}'.",
+                            f"claims.{name} is a string in {platform} tokens ('{text}'), "
+                            f"so comparing it with the number {text} is never true; write '{text}'.",
                             literal.line,
                             literal.column,
                         )

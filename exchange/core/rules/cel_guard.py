@@ -103,7 +103,7 @@ def _engine_compile(source: str) -> cel.Program:
         return cel.compile(source)
     except PASSTHROUGH:
         raise
-    except BaseException as exc:  # ValueError normally; a Rust panic must not escape either
+    except BaseException as exc:  # noqa: BLE001 - ValueError normally; a Rust panic must not escape either
         text = str(exc)
         _, _, tail = text.partition("ERROR: <input>:")
         location, _, message = tail.partition(": ")

@@ -181,7 +181,7 @@ class _Parser:
             if not any(_PRECEDENCE[op.kind] == level for op in ops):
                 continue
             merged_operands, merged_ops = [operands[0]], []
-            for op, right in zip(ops, operands[1:]):
+            for op, right in zip(ops, operands[1:], strict=True):
                 if _PRECEDENCE[op.kind] != level:
                     merged_ops.append(op)
                     merged_operands.append(right)

@@ -55,7 +55,7 @@ def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
         )
     except PASSTHROUGH:
         raise
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a pyo3 PanicException too: an error, never an answer
         return EvaluationError(exc)
 
 

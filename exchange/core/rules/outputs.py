@@ -53,7 +53,7 @@ def program_execute(program: cel.Program, context: Any) -> Any:
         return program.execute(context)
     except PASSTHROUGH:
         raise
-    except BaseException as exc:  # KeyError, TypeError, … and pyo3 PanicException alike
+    except BaseException as exc:  # noqa: BLE001 - KeyError, TypeError, … and pyo3 PanicException alike
         raise EvaluationError(exc) from None
 
 

@@ -48,6 +48,48 @@ def _parse_claims(items: list[str]) -> dict:
     return claims
 
 
+def _demo_config(tenant: str, key) -> dict:
+    """The demo tenant's configuration file: the demo issuer with its static JWKS, and two rules."""
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update({"kid": DEMO_KID, "alg": "RS256", "use": "sig"})
+    return {
+        "tenants": [
+            {
+                "slug": tenant,
+                "name": "Acme Corp (demo)",
+                "issuers": [
+                    {
+                        "id": "github",
+                        "issuer": DEMO_ISSUER,
+                        "audiences": [STS_AUDIENCE],
+                        "jwks": {"keys": [jwk]},
+                    }
+                ],
+                "rules": [
+                    {
+                        "name": "octo-org main branch",
+                        "issuers": ["github"],
+                        "when": "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+                        "effect": "allow",
+                        "lifetime": 900,
+                        "session_tags": {
+                            "repository": "claims.repository",
+                            "ref": "aws_tag(claims.ref)",
+                            "actor": "aws_tag(claims.actor)",  # try --actor 'dependabot[bot]'
+                        },
+                    },
+                    {
+                        "name": "everything else from github",
+                        "issuers": ["github"],
+                        "when": "true",
+                        "effect": "deny",
+                    },
+                ],
+            }
+        ]
+    }
+
+
 class Command(BaseCommand):
     # Development helpers: the configuration warnings are make run's to print (once).
     requires_system_checks = []
@@ -81,44 +123,7 @@ class Command(BaseCommand):
             raise CommandError("jwtex_demo_upstream is for development only.")
         key = _demo_key()
         if what == "config":
-            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-            jwk.update({"kid": DEMO_KID, "alg": "RS256", "use": "sig"})
-            document = {
-                "tenants": [
-                    {
-                        "slug": tenant,
-                        "name": "Acme Corp (demo)",
-                        "issuers": [
-                            {
-                                "id": "github",
-                                "issuer": DEMO_ISSUER,
-                                "audiences": [STS_AUDIENCE],
-                                "jwks": {"keys": [jwk]},
-                            }
-                        ],
-                        "rules": [
-                            {
-                                "name": "octo-org main branch",
-                                "issuers": ["github"],
-                                "when": "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
-                                "effect": "allow",
-                                "lifetime": 900,
-                                "session_tags": {
-                                    "repository": "claims.repository",
-                                    "ref": "aws_tag(claims.ref)",
-                                    "actor": "aws_tag(claims.actor)",  # try --actor 'dependabot[bot]'
-                                },
-                            },
-                            {
-                                "name": "everything else from github",
-                                "issuers": ["github"],
-                                "when": "true",
-                                "effect": "deny",
-                            },
-                        ],
-                    }
-                ]
-            }
+            document = _demo_config(tenant, key)
             self.stdout.write(yaml.safe_dump(document, sort_keys=False), ending="")
             return
         now = int(time.time())

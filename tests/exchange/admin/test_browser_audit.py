@@ -76,7 +76,8 @@ def _fits(page):
     hidden = page.evaluate("""() => {
         const box = document.querySelector('.results').getBoundingClientRect();
         return [...document.querySelectorAll('#result_list thead th')]
-            .filter(th => th.getBoundingClientRect().right > Math.min(box.right, innerWidth) + 0.5).map(th => th.innerText);
+            .filter(th => th.getBoundingClientRect().right > Math.min(box.right, innerWidth) + 0.5)
+            .map(th => th.innerText);
     }""")
     assert hidden == [], hidden
     spilled = page.evaluate("""() => [...document.querySelectorAll('#result_list th, #result_list td')]

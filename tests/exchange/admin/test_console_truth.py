@@ -40,7 +40,7 @@ def test_typed_in_claims_are_an_unverified_simulation(admin_client_for, tenant, 
             "tenant": tenant.pk,
             "issuer": issuer.pk,
             "mode": "claims",
-            "claims": '{"sub": "x", "exp": %d}' % (time.time() + 60),
+            "claims": f'{{"sub": "x", "exp": {int(time.time() + 60)}}}',
         },
     )
     html = response.content.decode()

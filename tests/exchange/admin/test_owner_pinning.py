@@ -150,7 +150,8 @@ GITHUB = "https://token.actions.githubusercontent.com"
         ("claims.sub.startsWith('repo:octo-org@1342004/')", True),
         ("claims.sub == 'repo:octo-org@1342004/app@987:ref:refs/heads/main'", True),
         (
-            "claims.sub in ['repo:octo-org/app:ref:refs/heads/main', 'repo:octo-org@1342004/app@987:ref:refs/heads/main']",
+            "claims.sub in ['repo:octo-org/app:ref:refs/heads/main', "
+            "'repo:octo-org@1342004/app@987:ref:refs/heads/main']",
             True,
         ),
         ("claims.sub.startsWith('repo:octo-org/') && claims.ref == 'refs/heads/main'", True),

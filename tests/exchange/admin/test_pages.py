@@ -420,7 +420,10 @@ def test_new_rules_go_last_and_move_up_and_down(admin_client_for, tenant, issuer
     for name in ("second", "third"):
         response = client.post(reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, name=name))
         assert response.status_code == 302
-    order = lambda: list(Rule.objects.filter(tenant=tenant).order_by("position", "id").values_list("name", flat=True))  # noqa: E731
+
+    def order():
+        return list(Rule.objects.filter(tenant=tenant).order_by("position", "id").values_list("name", flat=True))
+
     assert order() == ["octo-org main", "second", "third"]
     third = Rule.objects.get(name="third")
     assert client.post(reverse("admin:exchange_rule_move", args=[third.pk, "up"])).status_code == 302

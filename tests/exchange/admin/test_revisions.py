@@ -233,7 +233,10 @@ def test_promoting_a_candidate_set_is_one_revision_saying_so(
     history, issuer, allow_rule, admin_client_for, django_capture_on_commit_callbacks
 ):
     client = admin_client_for(history, "operator")
-    candidate = lambda action: reverse("admin:exchange_rule_candidate_action", args=[history.pk, action])  # noqa: E731
+
+    def candidate(action):
+        return reverse("admin:exchange_rule_candidate_action", args=[history.pk, action])
+
     changed(client, django_capture_on_commit_callbacks, "post", candidate("start"))
     Rule.objects.filter(tenant=history, shadow=True).update(when="claims.actor == 'hubot'")
     before = len(revisions(history))

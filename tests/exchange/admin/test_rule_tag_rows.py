@@ -12,7 +12,7 @@ from django.urls import reverse
 from exchange.admin.forms import RuleForm
 from exchange.admin.tag_rows import TagRow, split_tag_errors
 from exchange.models import Rule
-from tests.exchange.admin.test_browser import PASSWORD, page, shot  # noqa: F401 (page: the browser fixture)
+from tests.exchange.admin.test_browser import PASSWORD, page, shot  # noqa: F401 - page: the browser fixture
 
 pytestmark = pytest.mark.django_db
 

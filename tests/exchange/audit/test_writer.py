@@ -37,7 +37,7 @@ def test_records_waiting_together_share_one_commit(tmp_path, monkeypatch):
     followers = [threading.Thread(target=lambda i=i: results.append(audit.write({"n": i}))) for i in range(1, 40)]
     for thread in followers:
         thread.start()
-    while len(audit._queue) < 39:
+    while len(audit._queue) < 39:  # every follower has queued behind the leader
         threading.Event().wait(0.01)
     release.set()
     for thread in [leader, *followers]:
@@ -244,7 +244,8 @@ def test_a_web_process_flushes_its_spool_when_it_ends(tmp_path):
             sys.executable,
             "-c",
             "import django; django.setup(); from exchange.models import ExchangeRecord as R; "
-            "from exchange.audit.writer import audit_writer; print(list(R.objects.values_list('issued_jti', flat=True)), "
+            "from exchange.audit.writer import audit_writer; "
+            "print(list(R.objects.values_list('issued_jti', flat=True)), "
             "audit_writer().spool.pending())",
         ],
         cwd=REPO_ROOT,

@@ -401,11 +401,13 @@ tenants:
         ('tenants["Not A Slug"].issuers[gh].leeway', "expected a whole number, got a string"),
         (
             'tenants["Not A Slug"].issuers[gh].issuer',
-            "The issuer must be an https URL; http:// is allowed only with JWTEX_ALLOW_INSECURE_ISSUERS (development and tests).",
+            "The issuer must be an https URL; "
+            "http:// is allowed only with JWTEX_ALLOW_INSECURE_ISSUERS (development and tests).",
         ),
         (
             'tenants["Not A Slug"].issuers[gh].algorithms[1]',
-            "unsupported algorithm 'none' (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)",
+            "unsupported algorithm 'none' "
+            "(supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)",
         ),
         ('tenants["Not A Slug"].rules["r1"].effect', "The effect must be 'allow', 'deny' or 'mapper', not 'permit'."),
         (

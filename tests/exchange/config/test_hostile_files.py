@@ -1,5 +1,5 @@
-"""Configuration that would make the service do unbounded work (docs/configuration-file.md#file-formats): YAML anchors and aliases
-are refused before anything is built, with the line; a static JWKS keeps only the members a JWK
+"""Configuration that would make the service do unbounded work (docs/configuration-file.md#file-formats): YAML anchors
+and aliases are refused before anything is built, with the line; a static JWKS keeps only the members a JWK
 defines, within a size bound — in files, in restored revisions and in the admin's JSON fields."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def bomb_file() -> str:
     """The shape of the file that passed ``jwtex_apply --dry-run`` after 8–14 s at 1.6 GB: a
     "billion laughs" of nested aliases in an extra member of a static JWKS key (9⁹ strings)."""
     laughs = ["                a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    for previous, name in zip("abcdefgh", "bcdefghi"):
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
         laughs.append(f"                {name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
     key = "\n".join(f"              {name}: {value}" for name, value in EC_KEY.items())
     return (

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from exchange.console.ci_client_setup import ACTION_PLACEHOLDER, COMPONENT_PLACEHOLDER, ci_client_snippets_render
 from tests.ci.runners import ACTION, component_documents, component_interpolated

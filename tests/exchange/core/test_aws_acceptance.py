@@ -11,8 +11,7 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import HealthCheck, assume, event, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, event, example, given, settings, strategies as st
 
 from exchange.core.aws import (
     MAX_WEB_IDENTITY_TOKEN_LENGTH,

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from jwt.utils import der_to_raw_signature
 
 from exchange.core.errors import TemporarilyUnavailable

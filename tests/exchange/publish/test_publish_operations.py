@@ -48,7 +48,7 @@ def apply_verdict(tenant, url: str) -> str | None:
 
 
 def test_admin_and_apply_refuse_the_same_published_urls_with_the_same_words(admin_client_for, static_site, settings):
-    acme = publishing_tenant(static_site)
+    publishing_tenant(static_site)  # acme, already publishing to acme/
     globex = publishing_tenant(static_site, "globex")
     client = admin_client_for(globex, "owner")
     for url, refused in [
@@ -62,9 +62,8 @@ def test_admin_and_apply_refuse_the_same_published_urls_with_the_same_words(admi
         assert admin == applied, url
         assert (admin is None) if refused is None else (refused in admin), (url, admin)
     globex.refresh_from_db()
-    assert (
-        globex.published_issuer_url == "https://issuers.example.com/globex"
-    )  # the one accepted; no refusal changed it
+    # the one accepted; no refusal changed it
+    assert globex.published_issuer_url == "https://issuers.example.com/globex"
     settings.JWTEX_PUBLISH_TARGET = ""
     admin = admin_verdict(client, globex, "https://issuers.example.com/globex-2")
     assert admin == apply_verdict(globex, "https://issuers.example.com/globex-2") and "JWTEX_PUBLISH_TARGET" in admin

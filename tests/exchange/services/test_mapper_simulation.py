@@ -1,5 +1,5 @@
-"""The simulator and the mapper webhook (docs/mapper.md#in-the-simulator): a simulated call says so to the mapper (in the
-body and in the bearer's claims), never counts toward the breaker or the concurrency limit of
+"""The simulator and the mapper webhook (docs/mapper.md#in-the-simulator): a simulated call says so to the mapper (in
+the body and in the bearer's claims), never counts toward the breaker or the concurrency limit of
 real exchanges, and an auditor's simulation calls nothing outside at all."""
 
 from __future__ import annotations

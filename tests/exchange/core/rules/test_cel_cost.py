@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from exchange.core.errors import AccessDenied
 from exchange.core.rules import engine
@@ -41,7 +40,10 @@ def body(draw, depth=0):
     """An expression over the comprehension variable ``x`` (and the claims)."""
     if depth > 2 or draw(st.integers(0, 2)) == 0:
         return draw(st.sampled_from(OPERANDS))
-    sub = lambda: draw(body(depth + 1))  # noqa: E731
+
+    def sub():
+        return draw(body(depth + 1))
+
     kind = draw(st.integers(0, 8))
     if kind == 0:
         return f"({sub()} + {sub()})"

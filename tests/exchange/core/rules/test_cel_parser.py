@@ -15,8 +15,7 @@ from pathlib import Path
 import cel
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from exchange.console.presets import PRESETS
 from exchange.core.rules.cel_parser import MAX_EXPR_DEPTH, RESERVED_WORDS, expression_parse
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[4]
 def engine_accepts(source: str) -> bool:
     try:
         cel.compile(source)
-    except BaseException:  # noqa: BLE001 — a Rust panic is a refusal too
+    except BaseException:  # noqa: BLE001 - a Rust panic is a refusal too
         return False
     return True
 
@@ -93,7 +92,10 @@ BINARY = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&&",
 def grammar(draw, depth=0):
     if depth > 3 or draw(st.integers(0, 3)) == 0:
         return draw(st.sampled_from(LEAVES))
-    sub = lambda: draw(grammar(depth + 1))  # noqa: E731
+
+    def sub():
+        return draw(grammar(depth + 1))
+
     kind = draw(st.integers(0, 12))
     if kind == 0:
         return f"{sub()} {draw(st.sampled_from(BINARY))} {sub()}"
@@ -263,7 +265,7 @@ def test_literals_are_read_as_the_engine_reads_them(source):
     ours = _value(expression_parse(source))
     try:
         theirs = cel.evaluate(source)
-    except BaseException:  # noqa: BLE001 — e.g. -1u: no value, and none here either
+    except BaseException:  # noqa: BLE001 - e.g. -1u: no value, and none here either
         assert ours is None
         return
     if isinstance(theirs, float) and math.isnan(theirs):
@@ -401,7 +403,10 @@ ARITH_OPS = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&
 def closed(draw, depth=0):
     if depth > 3 or draw(st.integers(0, 2)) == 0:
         return draw(st.sampled_from(ARITH_LEAVES))
-    sub = lambda: draw(closed(depth + 1))  # noqa: E731
+
+    def sub():
+        return draw(closed(depth + 1))
+
     kind = draw(st.integers(0, 5))
     if kind <= 1:
         return " ".join([sub(), draw(st.sampled_from(ARITH_OPS)), sub(), draw(st.sampled_from(ARITH_OPS)), sub()])
@@ -418,7 +423,7 @@ def closed(draw, depth=0):
 def _evaluate(source: str):
     try:
         return ("value", cel.compile(source).execute({"claims": CLAIMS}))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic is an outcome to compare too
         return ("error", type(exc).__name__)
 
 

@@ -7,13 +7,11 @@ import json
 
 import cel
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from exchange.core import limits as conf
 from exchange.core.aws import AWS_TAGS_CLAIM, session_tag_key_validate, session_tag_value_validate
-from exchange.core.errors import AccessDenied, AudienceNotAllowed, ExchangeError
-from exchange.core.errors import ExchangeError as _ExchangeError
+from exchange.core.errors import AccessDenied, AudienceNotAllowed, ExchangeError, ExchangeError as _ExchangeError
 from exchange.core.rules import engine as rules
 from exchange.core.rules.cel_guard import check_expression
 from exchange.core.rules.compiled import CompiledRule, rule_compile
