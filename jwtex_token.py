@@ -12,8 +12,8 @@ component (``templates/jwtex-token/template.yml``) run this file. What it does, 
   nothing else: docs/endpoints.md#raw-exchange) and writes it atomically (a new file, mode 0600, renamed over the
   old), so an AWS SDK that re-reads ``AWS_WEB_IDENTITY_TOKEN_FILE`` never reads half a token;
 - retries what is transient (docs/errors.md#what-a-client-may-retry: ``429`` with
-  ``Retry-After``, ``503`` while keys are fetched; a proxy's ``502``/``504``; a connection that fails or times out) with capped
-  exponential back-off and jitter within one deadline, and stops at once on any other answer
+  ``Retry-After``, ``503`` while keys are fetched; a proxy's ``502``/``504``; a connection that fails or times out)
+  with capped exponential back-off and jitter within one deadline, and stops at once on any other answer
   with jwtex's ``error_description`` (which names the deciding rule);
 - never prints, logs or passes on a token in any form but the file it writes and the
   requests it makes; follows no redirect (a token goes to the URL given, or nowhere).
@@ -37,10 +37,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Callable, Dict, Mapping, Optional, Tuple
 from xml.etree import ElementTree
 
 __version__ = "0.1.0"
@@ -59,10 +59,22 @@ ISSUER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)  # jwtex's 
 BASE_URL = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?", re.ASCII)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 # The DNS suffix of STS's regional endpoint in each AWS partition (botocore's partitions.json).
-DNS_SUFFIXES = (("cn-", "amazonaws.com.cn"), ("eusc-", "amazonaws.eu"), ("us-isob-", "sc2s.sgov.gov"),
-                ("us-isof-", "csp.hci.ic.gov"), ("us-iso-", "c2s.ic.gov"), ("eu-isoe-", "cloud.adc-e.uk"))
-STS_RETRYABLE = {"IDPCommunicationError", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-                 "ServiceUnavailable", "InternalFailure"}
+DNS_SUFFIXES = (
+    ("cn-", "amazonaws.com.cn"),
+    ("eusc-", "amazonaws.eu"),
+    ("us-isob-", "sc2s.sgov.gov"),
+    ("us-isof-", "csp.hci.ic.gov"),
+    ("us-iso-", "c2s.ic.gov"),
+    ("eu-isoe-", "cloud.adc-e.uk"),
+)
+STS_RETRYABLE = {
+    "IDPCommunicationError",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+}
 
 
 class Failure(Exception):
@@ -76,7 +88,7 @@ class Usage(Failure):
 class Transient(Exception):
     """Worth another try: a 429/502/503/504, a connection that failed or timed out."""
 
-    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -100,13 +112,13 @@ _log_times = False  # the background refresher's log lines carry the time
 def log(message: str) -> None:
     """One line on stderr, whatever a server put in the message: no line of it can pass for a
     runner's workflow command (``::…``) or a line of its own."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ ") if _log_times else ""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ ") if _log_times else ""
     message = re.sub(r"[\x00-\x1f\x7f]", " ", message)
     print(f"{stamp}{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 def iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------------------- HTTP
@@ -120,12 +132,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def http_request(method: str, url: str, *, timeout: float, body: Optional[bytes] = None,
-                 headers: Optional[Dict[str, str]] = None) -> Tuple[int, Dict[str, str], bytes]:
+def http_request(
+    method: str, url: str, *, timeout: float, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One request: (status, headers with lower-case names, body). A connection that fails or
     times out is ``Transient``; a certificate that does not verify is a ``Failure``."""
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"User-Agent": f"{PROG}/{__version__}", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"User-Agent": f"{PROG}/{__version__}", **(headers or {})}
+    )
     host = urllib.parse.urlsplit(url).netloc
     try:
         try:
@@ -147,7 +161,7 @@ def http_request(method: str, url: str, *, timeout: float, body: Optional[bytes]
     return status, answer_headers, answer
 
 
-def retry_after(value: Optional[str], now: float) -> Optional[float]:
+def retry_after(value: str | None, now: float) -> float | None:
     """``Retry-After`` (RFC 9110 §10.2.3): seconds, or an HTTP date; None when absent or unreadable."""
     if not value:
         return None
@@ -184,8 +198,10 @@ class Retrier:
                 if problem.retry_after is not None:
                     delay = max(delay, problem.retry_after)  # never sooner than the server asked
                 if self.clock.now() + delay > self.deadline:
-                    raise Failure(f"{what}: {problem}; gave up after {failures} attempt(s), the next one would "
-                                  f"start after the deadline") from None
+                    raise Failure(
+                        f"{what}: {problem}; gave up after {failures} attempt(s), the next one would "
+                        f"start after the deadline"
+                    ) from None
                 log(f"{what}: {problem}; retrying in {delay:.1f} s")
                 self.clock.sleep(delay)
 
@@ -193,7 +209,7 @@ class Retrier:
 # ------------------------------------------------------------------------------------- tokens
 
 
-def jwt_claims(text: str) -> Dict[str, object]:
+def jwt_claims(text: str) -> dict[str, object]:
     """The payload of a compact JWS, unverified: read only to know when a token expires."""
     parts = text.split(".")
     if len(parts) != 3 or not all(re.fullmatch(r"[A-Za-z0-9_-]+", part) for part in parts):
@@ -217,7 +233,7 @@ class Token:
         return self.expires_at - self.issued_at
 
     @classmethod
-    def parse(cls, body: bytes, received_at: float) -> "Token":
+    def parse(cls, body: bytes, received_at: float) -> Token:
         try:
             text = body.decode("ascii")
             claims = jwt_claims(text)
@@ -225,8 +241,9 @@ class Token:
             if not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)) or exp <= iat:
                 raise ValueError("no usable exp")
         except (UnicodeDecodeError, ValueError, KeyError) as error:
-            raise Failure(f"jwtex answered 200 but not with a token ({error}): is --url the base URL of "
-                          "jwtex?") from None
+            raise Failure(
+                f"jwtex answered 200 but not with a token ({error}): is --url the base URL of jwtex?"
+            ) from None
         return cls(text, float(iat), float(exp), received_at)
 
 
@@ -261,18 +278,26 @@ class GitHubActions(Upstream):
 
     def token(self, retrier: Retrier) -> str:
         def attempt(timeout: float) -> str:
-            status, headers, body = http_request("GET", self.url, timeout=timeout, headers={
-                "Authorization": f"Bearer {self.bearer}", "Accept": "application/json"})
+            status, headers, body = http_request(
+                "GET",
+                self.url,
+                timeout=timeout,
+                headers={"Authorization": f"Bearer {self.bearer}", "Accept": "application/json"},
+            )
             if status == 200:
                 try:
                     return self._checked(json.loads(body)["value"])
                 except (ValueError, KeyError, TypeError, AttributeError):
                     raise Failure("GitHub's token service answered without a token") from None
             if status in RETRYABLE_STATUSES or status >= 500:
-                raise Transient(f"GitHub's token service answered {status}", retry_after(headers.get("retry-after"),
-                                                                                         retrier.clock.now()))
-            raise Failure(f"GitHub's token service refused the request ({status}); does the job have "
-                          "`permissions: id-token: write`?")
+                raise Transient(
+                    f"GitHub's token service answered {status}",
+                    retry_after(headers.get("retry-after"), retrier.clock.now()),
+                )
+            raise Failure(
+                f"GitHub's token service refused the request ({status}); does the job have "
+                "`permissions: id-token: write`?"
+            )
 
         return str(retrier.run("asking GitHub Actions for the job's OIDC token", attempt))
 
@@ -280,7 +305,7 @@ class GitHubActions(Upstream):
 class Variable(Upstream):
     """A token the platform put in an environment variable: the same for the whole job."""
 
-    def __init__(self, name: str, variable: str, value: Optional[str], missing: str) -> None:
+    def __init__(self, name: str, variable: str, value: str | None, missing: str) -> None:
         self.name, self.variable, self.value, self.missing = f"{name} (${variable})", variable, value, missing
 
     def token(self, retrier: Retrier) -> str:
@@ -323,7 +348,7 @@ class Buildkite(Upstream):
         return self._checked(done.stdout)
 
 
-def upstream_from(config: "Config", env: Mapping[str, str]) -> Upstream:
+def upstream_from(config: Config, env: Mapping[str, str]) -> Upstream:
     """The explicit source, or the platform this job runs on (see --help: "Platforms")."""
     if config.token_file:
         return File(config.token_file)
@@ -331,26 +356,46 @@ def upstream_from(config: "Config", env: Mapping[str, str]) -> Upstream:
         return Variable("the environment", config.token_env, env.get(config.token_env), "it should hold a JWT")
     platform = config.platform
     if platform == "auto":
-        detected = [name for name, variable in (("github", "GITHUB_ACTIONS"), ("gitlab", "GITLAB_CI"),
-                                                ("circleci", "CIRCLECI"), ("buildkite", "BUILDKITE"))
-                    if env.get(variable, "").lower() == "true"]
+        detected = [
+            name
+            for name, variable in (
+                ("github", "GITHUB_ACTIONS"),
+                ("gitlab", "GITLAB_CI"),
+                ("circleci", "CIRCLECI"),
+                ("buildkite", "BUILDKITE"),
+            )
+            if env.get(variable, "").lower() == "true"
+        ]
         if not detected:
-            raise Usage("no CI platform detected (GitHub Actions, GitLab CI, CircleCI, Buildkite): "
-                        "say where the token is with --token-file or --token-env")
+            raise Usage(
+                "no CI platform detected (GitHub Actions, GitLab CI, CircleCI, Buildkite): "
+                "say where the token is with --token-file or --token-env"
+            )
         platform = detected[0]
     if platform == "github":
         url, bearer = env.get("ACTIONS_ID_TOKEN_REQUEST_URL"), env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
         if not url or not bearer:
-            raise Failure("GitHub Actions gave this job no OIDC token request URL: add `permissions: "
-                          "id-token: write` to the job or the workflow")
+            raise Failure(
+                "GitHub Actions gave this job no OIDC token request URL: add `permissions: "
+                "id-token: write` to the job or the workflow"
+            )
         return GitHubActions(url, bearer, config.audience)
     if platform == "gitlab":
         variable = config.gitlab_variable
-        return Variable("GitLab CI", variable, env.get(variable), f"declare it in the job: `id_tokens: {variable}: "
-                        f"aud: {config.audience}` (or name yours with --gitlab-token-variable)")
+        return Variable(
+            "GitLab CI",
+            variable,
+            env.get(variable),
+            f"declare it in the job: `id_tokens: {variable}: "
+            f"aud: {config.audience}` (or name yours with --gitlab-token-variable)",
+        )
     if platform == "circleci":
-        return Variable("CircleCI", "CIRCLE_OIDC_TOKEN_V2", env.get("CIRCLE_OIDC_TOKEN_V2"),
-                        "CircleCI sets it in jobs of projects that have OIDC tokens (a context is not needed)")
+        return Variable(
+            "CircleCI",
+            "CIRCLE_OIDC_TOKEN_V2",
+            env.get("CIRCLE_OIDC_TOKEN_V2"),
+            "CircleCI sets it in jobs of projects that have OIDC tokens (a context is not needed)",
+        )
     return Buildkite(config.audience)
 
 
@@ -393,16 +438,23 @@ def exchange(config: Config, upstream_token: str, retrier: Retrier) -> Token:
     """docs/endpoints.md#raw-exchange: the upstream token as the body, the new token as the answer."""
 
     def attempt(timeout: float) -> Token:
-        status, headers, body = http_request("POST", config.exchange_url, timeout=timeout, body=upstream_token.encode(),
-                                             headers={"Content-Type": "application/jwt", "Accept": "application/jwt"})
+        status, headers, body = http_request(
+            "POST",
+            config.exchange_url,
+            timeout=timeout,
+            body=upstream_token.encode(),
+            headers={"Content-Type": "application/jwt", "Accept": "application/jwt"},
+        )
         if status == 200:
             return Token.parse(body, retrier.clock.now())
         problem = f"jwtex answered {status}{_described(body)}"
         if status in RETRYABLE_STATUSES:
             raise Transient(problem, retry_after(headers.get("retry-after"), retrier.clock.now()))
         if 300 <= status < 400:
-            raise Failure(f"{problem}: a redirect to {headers.get('location', '?')!r} (none is followed: give "
-                          "--url the address jwtex answers at)")
+            raise Failure(
+                f"{problem}: a redirect to {headers.get('location', '?')!r} (none is followed: give "
+                "--url the address jwtex answers at)"
+            )
         raise Failure(f"jwtex refused the exchange: {problem}")
 
     return retrier.run(f"exchange at {config.url} (tenant {config.tenant})", attempt)  # type: ignore[return-value]
@@ -418,7 +470,7 @@ def _described(body: bytes) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", described)[:500]  # one line, whatever the server sent
 
 
-def write_token(path: str, text: str) -> Tuple[int, int]:
+def write_token(path: str, text: str) -> tuple[int, int]:
     """Atomically: a new file (mode 0600) in the same directory, synced, then renamed over
     ``path``. A reader sees the old token or the new one, never a part. Returns the file's
     (device, inode), by which the refresher knows the file is still the one it wrote."""
@@ -444,6 +496,7 @@ def write_token(path: str, text: str) -> Tuple[int, int]:
 
 def session_name_from_run(env: Mapping[str, str], now: float) -> str:
     """A role session name that says which run assumed the role, within STS's 2–64 [\\w+=,.@-]."""
+
     def present(*names: str) -> str:
         return next((env[name] for name in names if env.get(name)), "")
 
@@ -475,18 +528,29 @@ def sts_endpoint(env: Mapping[str, str], region: str) -> str:
     return f"https://sts.{region}.{suffix}/"
 
 
-def assume_role(*, endpoint: str, role_arn: str, session_name: str, token: str, duration: int,
-                retrier: Retrier) -> Dict[str, object]:
+def assume_role(
+    *, endpoint: str, role_arn: str, session_name: str, token: str, duration: int, retrier: Retrier
+) -> dict[str, object]:
     """AssumeRoleWithWebIdentity, unsigned (the token is the credential): the credential_process JSON."""
-    form = {"Action": "AssumeRoleWithWebIdentity", "Version": "2011-06-15", "RoleArn": role_arn,
-            "RoleSessionName": session_name, "WebIdentityToken": token}
+    form = {
+        "Action": "AssumeRoleWithWebIdentity",
+        "Version": "2011-06-15",
+        "RoleArn": role_arn,
+        "RoleSessionName": session_name,
+        "WebIdentityToken": token,
+    }
     if duration:
         form["DurationSeconds"] = str(duration)
     body = urllib.parse.urlencode(form).encode()
 
-    def attempt(timeout: float) -> Dict[str, object]:
-        status, headers, answer = http_request("POST", endpoint, timeout=timeout, body=body, headers={
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    def attempt(timeout: float) -> dict[str, object]:
+        status, headers, answer = http_request(
+            "POST",
+            endpoint,
+            timeout=timeout,
+            body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        )
         try:
             elements = ElementTree.fromstring(answer).iter()
             fields = {element.tag.rpartition("}")[2]: (element.text or "") for element in elements}
@@ -508,8 +572,9 @@ def assume_role(*, endpoint: str, role_arn: str, session_name: str, token: str, 
 # --------------------------------------------------------------------------------- the refresher
 
 
-def refresh_loop(*, config: Config, upstream: Upstream, token: Token, path: str, clock: Clock,
-                 file_id: Tuple[int, int]) -> int:
+def refresh_loop(
+    *, config: Config, upstream: Upstream, token: Token, path: str, clock: Clock, file_id: tuple[int, int]
+) -> int:
     """Keep ``path`` valid: re-exchange ``margin`` seconds before the token expires (at most a
     third of its lifetime before), with a fresh upstream token where the platform mints one.
     Stops when the file is removed or replaced by someone else (the job ended, or another
@@ -531,8 +596,14 @@ def refresh_loop(*, config: Config, upstream: Upstream, token: Token, path: str,
             token = exchange(config, upstream.token(retrier), retrier)
         except Failure as failure:
             valid = f"the token in {path} stays valid until {iso(token.received_at + token.lifetime)}"
-            hint = "" if upstream.mints else (f"; {upstream.name} cannot give a second token, so for jobs longer than "
-                                              "its token is accepted, give the rule a lifetime as long as the job")
+            hint = (
+                ""
+                if upstream.mints
+                else (
+                    f"; {upstream.name} cannot give a second token, so for jobs longer than "
+                    "its token is accepted, give the rule a lifetime as long as the job"
+                )
+            )
             log(f"cannot renew: {failure}; {valid}{hint}")
             return 1
         if not _still_ours(path, file_id):
@@ -542,7 +613,7 @@ def refresh_loop(*, config: Config, upstream: Upstream, token: Token, path: str,
         log(f"renewed {path}: valid until {iso(token.received_at + token.lifetime)}")
 
 
-def _still_ours(path: str, file_id: Tuple[int, int]) -> bool:
+def _still_ours(path: str, file_id: tuple[int, int]) -> bool:
     try:
         status = os.stat(path)
     except OSError:
@@ -550,8 +621,9 @@ def _still_ours(path: str, file_id: Tuple[int, int]) -> bool:
     return (status.st_dev, status.st_ino) == file_id
 
 
-def refresh_in_background(config: Config, upstream: Upstream, token: Token, path: str,
-                          file_id: Tuple[int, int]) -> None:
+def refresh_in_background(
+    config: Config, upstream: Upstream, token: Token, path: str, file_id: tuple[int, int]
+) -> None:
     """Fork a refresher that outlives this command (the CI step ends; the job goes on). It
     holds none of the step's pipes (a runner waiting for them would hang): its output goes to
     ``PATH.log``."""
@@ -575,7 +647,7 @@ def refresh_in_background(config: Config, upstream: Upstream, token: Token, path
         global _log_times
         _log_times = True
         code = refresh_loop(config=config, upstream=upstream, token=token, path=path, clock=Clock(), file_id=file_id)
-    except BaseException as error:  # never a traceback: it could quote a value
+    except BaseException as error:  # noqa: BLE001 - never a traceback: it could quote a value
         log(f"the refresher stopped: {type(error).__name__}")
     finally:
         os._exit(code)
@@ -634,47 +706,103 @@ Examples:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", help="jwtex's base URL, e.g. https://jwtex.example.com ($JWTEX_URL); https, "
-                   "or http on loopback only")
+    p = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--url", help="jwtex's base URL, e.g. https://jwtex.example.com ($JWTEX_URL); https, or http on loopback only"
+    )
     p.add_argument("--tenant", help="the tenant's slug, e.g. acme ($JWTEX_TENANT)")
-    p.add_argument("--issuer-id", help="the tenant's issuer that must verify the job's token, e.g. github "
-                   "($JWTEX_ISSUER_ID); without it jwtex chooses by the token's iss")
-    p.add_argument("--audience", help="the audience to ask the platform for (default: the tenant's issuer "
-                   "URL, URL/t/TENANT, which the tenant's issuer lists among its audiences)")
-    p.add_argument("--output", metavar="FILE", help="where to write the token, atomically and mode 0600 "
-                   "(default: $AWS_WEB_IDENTITY_TOKEN_FILE, else a new jwtex-TENANT-*.jwt in $RUNNER_TEMP "
-                   "or the temporary directory; its name is printed on stderr)")
+    p.add_argument(
+        "--issuer-id",
+        help="the tenant's issuer that must verify the job's token, e.g. github "
+        "($JWTEX_ISSUER_ID); without it jwtex chooses by the token's iss",
+    )
+    p.add_argument(
+        "--audience",
+        help="the audience to ask the platform for (default: the tenant's issuer "
+        "URL, URL/t/TENANT, which the tenant's issuer lists among its audiences)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="where to write the token, atomically and mode 0600 "
+        "(default: $AWS_WEB_IDENTITY_TOKEN_FILE, else a new jwtex-TENANT-*.jwt in $RUNNER_TEMP "
+        "or the temporary directory; its name is printed on stderr)",
+    )
     p.add_argument("--refresh", action="store_true", help="keep the file valid in the background (see below)")
-    p.add_argument("--margin", type=float, default=120.0, metavar="SECONDS", help="with --refresh: exchange "
-                   "again this long before the token expires, at most a third of its lifetime (default 120)")
-    p.add_argument("--refresh-max", type=float, default=6 * 3600.0, metavar="SECONDS",
-                   help="with --refresh: stop refreshing after this long (default 21600, 6 h)")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="overall deadline for "
-                   "getting the token, retries included (default 120)")
-    p.add_argument("--platform", choices=("auto", "github", "gitlab", "circleci", "buildkite"), default="auto",
-                   help="where the job's OIDC token comes from (default: auto, see Platforms)")
-    p.add_argument("--gitlab-token-variable", default="JWTEX_ID_TOKEN", metavar="NAME",
-                   help="GitLab: the id_tokens variable to read (default JWTEX_ID_TOKEN)")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --refresh: exchange "
+        "again this long before the token expires, at most a third of its lifetime (default 120)",
+    )
+    p.add_argument(
+        "--refresh-max",
+        type=float,
+        default=6 * 3600.0,
+        metavar="SECONDS",
+        help="with --refresh: stop refreshing after this long (default 21600, 6 h)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="overall deadline for getting the token, retries included (default 120)",
+    )
+    p.add_argument(
+        "--platform",
+        choices=("auto", "github", "gitlab", "circleci", "buildkite"),
+        default="auto",
+        help="where the job's OIDC token comes from (default: auto, see Platforms)",
+    )
+    p.add_argument(
+        "--gitlab-token-variable",
+        default="JWTEX_ID_TOKEN",
+        metavar="NAME",
+        help="GitLab: the id_tokens variable to read (default JWTEX_ID_TOKEN)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--token-file", metavar="PATH", help="read the job's token from this file instead")
     source.add_argument("--token-env", metavar="NAME", help="read the job's token from this variable instead")
     p.add_argument("--role-arn", help="the role to export as AWS_ROLE_ARN with --export ($JWTEX_ROLE_ARN)")
-    p.add_argument("--role-session-name", metavar="NAME", help="the role session name: 2-64 of letters, "
-                   "digits and +=,.@_- ($JWTEX_ROLE_SESSION_NAME; default made from the run: gh-RUN_ID-ATTEMPT "
-                   "on GitHub, gl-JOB_ID on GitLab, cci-JOB_ID on CircleCI, bk-JOB_ID on Buildkite)")
-    p.add_argument("--export", choices=("shell", "github"), help="make AWS_WEB_IDENTITY_TOKEN_FILE, "
-                   "AWS_ROLE_SESSION_NAME and (with --role-arn) AWS_ROLE_ARN available: shell prints export "
-                   "lines for eval; github appends them to $GITHUB_ENV for the job's later steps, and "
-                   "token-file and role-session-name to $GITHUB_OUTPUT")
-    p.add_argument("--credential-process", metavar="ROLE_ARN", help="print the JSON an AWS credential_process "
-                   "prints: credentials of ROLE_ARN from AssumeRoleWithWebIdentity (an unsigned call to STS: "
-                   "no AWS SDK needed), with their Expiration, so the SDK runs this again when they expire")
-    p.add_argument("--region", help="with --credential-process: STS's region (default $AWS_REGION, else "
-                   "$AWS_DEFAULT_REGION, else the global endpoint)")
-    p.add_argument("--duration", type=int, default=0, metavar="SECONDS", help="with --credential-process: "
-                   "DurationSeconds, 900-43200 up to the role's maximum (default: STS's, 3600)")
+    p.add_argument(
+        "--role-session-name",
+        metavar="NAME",
+        help="the role session name: 2-64 of letters, "
+        "digits and +=,.@_- ($JWTEX_ROLE_SESSION_NAME; default made from the run: gh-RUN_ID-ATTEMPT "
+        "on GitHub, gl-JOB_ID on GitLab, cci-JOB_ID on CircleCI, bk-JOB_ID on Buildkite)",
+    )
+    p.add_argument(
+        "--export",
+        choices=("shell", "github"),
+        help="make AWS_WEB_IDENTITY_TOKEN_FILE, "
+        "AWS_ROLE_SESSION_NAME and (with --role-arn) AWS_ROLE_ARN available: shell prints export "
+        "lines for eval; github appends them to $GITHUB_ENV for the job's later steps, and "
+        "token-file and role-session-name to $GITHUB_OUTPUT",
+    )
+    p.add_argument(
+        "--credential-process",
+        metavar="ROLE_ARN",
+        help="print the JSON an AWS credential_process "
+        "prints: credentials of ROLE_ARN from AssumeRoleWithWebIdentity (an unsigned call to STS: "
+        "no AWS SDK needed), with their Expiration, so the SDK runs this again when they expire",
+    )
+    p.add_argument(
+        "--region",
+        help="with --credential-process: STS's region (default $AWS_REGION, else "
+        "$AWS_DEFAULT_REGION, else the global endpoint)",
+    )
+    p.add_argument(
+        "--duration",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="with --credential-process: DurationSeconds, 900-43200 up to the role's maximum (default: STS's, 3600)",
+    )
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
 
@@ -685,13 +813,16 @@ def _url(value: str) -> str:
     match = BASE_URL.fullmatch(value)
     host = match.group(2) if match else ""
     if not match or (match.group(1) == "http" and host not in ("localhost", "[::1]") and not host.startswith("127.")):
-        raise Usage(f"--url must be jwtex's https base URL (http only on loopback), with no credentials, query, "
-                    f"fragment or characters to escape, not {value!r}")
+        raise Usage(
+            f"--url must be jwtex's https base URL (http only on loopback), with no credentials, query, "
+            f"fragment or characters to escape, not {value!r}"
+        )
     return value
 
 
 def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     """The options, the environment's stand-ins, and every check that can be made before asking anyone."""
+
     def option(name: str, variable: str) -> str:
         return (getattr(args, name) or env.get(variable) or "").strip()
 
@@ -705,31 +836,59 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         (bool(TENANT.fullmatch(tenant)), f"--tenant must be a jwtex tenant slug (a-z, 0-9, -), not {tenant!r}"),
         (not issuer_id or bool(ISSUER_ID.fullmatch(issuer_id)), f"--issuer-id is not an issuer id: {issuer_id!r}"),
         (not role_arn or bool(ROLE_ARN.fullmatch(role_arn)), f"--role-arn is not an IAM role ARN: {role_arn!r}"),
-        (not args.credential_process or bool(ROLE_ARN.fullmatch(args.credential_process)),
-         f"--credential-process needs an IAM role ARN, not {args.credential_process!r}"),
-        (not name or bool(SESSION_NAME.fullmatch(name)),
-         f"the role session name must be 2-64 letters, digits or +=,.@_- (AWS STS), not {name!r}"),
+        (
+            not args.credential_process or bool(ROLE_ARN.fullmatch(args.credential_process)),
+            f"--credential-process needs an IAM role ARN, not {args.credential_process!r}",
+        ),
+        (
+            not name or bool(SESSION_NAME.fullmatch(name)),
+            f"the role session name must be 2-64 letters, digits or +=,.@_- (AWS STS), not {name!r}",
+        ),
         (not region or bool(REGION.fullmatch(region)), f"not an AWS region: {region!r}"),
         (not args.duration or 900 <= args.duration <= 43200, "--duration must be 900 to 43200 seconds"),
-        (args.margin >= 1 and args.timeout > 0 and args.refresh_max > 0, "--margin, --timeout and --refresh-max "
-         "must be positive"),
-        (ENV_NAME.fullmatch(args.gitlab_token_variable) is not None and ENV_NAME.fullmatch(args.token_env or "x")
-         is not None, "a variable name is letters, digits and _"),
-        (not (args.credential_process and (args.refresh or args.export)),
-         "--credential-process prints credentials: it takes neither --refresh nor --export"),
-        (args.export != "github" or bool(env.get("GITHUB_ENV") and env.get("GITHUB_OUTPUT")),
-         "--export github needs $GITHUB_ENV and $GITHUB_OUTPUT (a GitHub Actions step)"),
+        (
+            args.margin >= 1 and args.timeout > 0 and args.refresh_max > 0,
+            "--margin, --timeout and --refresh-max must be positive",
+        ),
+        (
+            ENV_NAME.fullmatch(args.gitlab_token_variable) is not None
+            and ENV_NAME.fullmatch(args.token_env or "x") is not None,
+            "a variable name is letters, digits and _",
+        ),
+        (
+            not (args.credential_process and (args.refresh or args.export)),
+            "--credential-process prints credentials: it takes neither --refresh nor --export",
+        ),
+        (
+            args.export != "github" or bool(env.get("GITHUB_ENV") and env.get("GITHUB_OUTPUT")),
+            "--export github needs $GITHUB_ENV and $GITHUB_OUTPUT (a GitHub Actions step)",
+        ),
         (not args.refresh or hasattr(os, "fork"), "--refresh needs a POSIX system (Linux, macOS)"),
     ]
     for ok, problem in checks:
         if not ok:
             raise Usage(problem)
-    return Config(url=_url(url), tenant=tenant, issuer_id=issuer_id, audience=(args.audience or "").strip(),
-                  output=os.path.abspath(output) if output else "", refresh=args.refresh,
-                  margin=args.margin, refresh_max=args.refresh_max, timeout=args.timeout, platform=args.platform,
-                  gitlab_variable=args.gitlab_token_variable, token_file=args.token_file or "",
-                  token_env=args.token_env or "", role_arn=role_arn, session_name=name, export=args.export or "",
-                  credential_process=args.credential_process or "", region=region, duration=args.duration)
+    return Config(
+        url=_url(url),
+        tenant=tenant,
+        issuer_id=issuer_id,
+        audience=(args.audience or "").strip(),
+        output=os.path.abspath(output) if output else "",
+        refresh=args.refresh,
+        margin=args.margin,
+        refresh_max=args.refresh_max,
+        timeout=args.timeout,
+        platform=args.platform,
+        gitlab_variable=args.gitlab_token_variable,
+        token_file=args.token_file or "",
+        token_env=args.token_env or "",
+        role_arn=role_arn,
+        session_name=name,
+        export=args.export or "",
+        credential_process=args.credential_process or "",
+        region=region,
+        duration=args.duration,
+    )
 
 
 def export(config: Config, path: str, session_name: str, env: Mapping[str, str]) -> None:
@@ -752,21 +911,29 @@ def run(config: Config, env: Mapping[str, str], clock: Clock) -> int:
     upstream = upstream_from(config, env)
     retrier = Retrier(clock, clock.now() + config.timeout)
     token = exchange(config, upstream.token(retrier), retrier)
-    log(f"jwtex issued a token for tenant {config.tenant} from {upstream.name}, valid for {token.lifetime:.0f} s "
-        f"(until {iso(token.expires_at)})")
+    log(
+        f"jwtex issued a token for tenant {config.tenant} from {upstream.name}, valid for {token.lifetime:.0f} s "
+        f"(until {iso(token.expires_at)})"
+    )
     session_name = config.session_name or session_name_from_run(env, clock.now())
     if config.credential_process:
-        credentials = assume_role(endpoint=sts_endpoint(env, config.region), role_arn=config.credential_process,
-                                  session_name=session_name, token=token.text, duration=config.duration,
-                                  retrier=retrier)
+        credentials = assume_role(
+            endpoint=sts_endpoint(env, config.region),
+            role_arn=config.credential_process,
+            session_name=session_name,
+            token=token.text,
+            duration=config.duration,
+            retrier=retrier,
+        )
         if config.output:
             write_token(config.output, token.text)
         print(json.dumps(credentials))
         return 0
     path = config.output
     if not path:
-        descriptor, path = tempfile.mkstemp(prefix=f"jwtex-{config.tenant}-", suffix=".jwt",
-                                            dir=env.get("RUNNER_TEMP") or None)
+        descriptor, path = tempfile.mkstemp(
+            prefix=f"jwtex-{config.tenant}-", suffix=".jwt", dir=env.get("RUNNER_TEMP") or None
+        )
         os.close(descriptor)
     file_id = write_token(path, token.text)
     log(f"wrote it to {path} (mode 0600)")
@@ -777,7 +944,7 @@ def run(config: Config, env: Mapping[str, str], clock: Clock) -> int:
     return 0
 
 
-def main(argv: Optional[list] = None, *, env: Optional[Mapping[str, str]] = None, clock: Optional[Clock] = None) -> int:
+def main(argv: list | None = None, *, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> int:
     env = os.environ if env is None else env
     try:
         return run(config_from(parser().parse_args(argv), env), env, clock or Clock())

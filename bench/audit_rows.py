@@ -52,7 +52,7 @@ _COMMON = """
   address, tenant_id, '', ''
 """
 
-_TAGS = ("'repository', 'octo-org/app-' || repo, 'ref', ref, 'actor', 'dev-' || (repo * 7 % 40)")
+_TAGS = "'repository', 'octo-org/app-' || repo, 'ref', ref, 'actor', 'dev-' || (repo * 7 % 40)"
 
 _NEW = """
 INSERT INTO exchange_exchangerecord (created_at, endpoint, decision, error_code, status_code, reason, issuer_ref,

@@ -31,14 +31,28 @@ def _record(tenant_id: int, n: int) -> dict:
 
     now = datetime.now(UTC)
     return {
-        "record_id": record_id_new(now), "tenant_id": tenant_id, "created_at": now, "endpoint": "raw",
-        "decision": "allowed", "status_code": 200, "issuer_ref": "github", "rule_name": "main",
-        "upstream_iss": "https://token.actions.githubusercontent.com", "upstream_sub": f"repo:octo-org/app-{n % 50}",
-        "upstream_jti": f"{n:032x}", "upstream_aud": "https://jwtex.example.com/t/acme", "issued_jti": f"{n:032x}",
-        "issued_kid": "kQ7gT1yUeVQ0Xg3L0dD6y2w3t9Rz4pN8mB5cH1aS2fE", "issued_aud": "sts.amazonaws.com",
-        "issued_exp": now, "client_address": "10.1.2.3",
-        "issued_claims_compact": {"iss": "https://jwtex.example.com/t/acme", "iat": int(now.timestamp()),
-                                  "https://aws.amazon.com/tags": [{"repository": "octo-org/app", "ref": "main"}]},
+        "record_id": record_id_new(now),
+        "tenant_id": tenant_id,
+        "created_at": now,
+        "endpoint": "raw",
+        "decision": "allowed",
+        "status_code": 200,
+        "issuer_ref": "github",
+        "rule_name": "main",
+        "upstream_iss": "https://token.actions.githubusercontent.com",
+        "upstream_sub": f"repo:octo-org/app-{n % 50}",
+        "upstream_jti": f"{n:032x}",
+        "upstream_aud": "https://jwtex.example.com/t/acme",
+        "issued_jti": f"{n:032x}",
+        "issued_kid": "kQ7gT1yUeVQ0Xg3L0dD6y2w3t9Rz4pN8mB5cH1aS2fE",
+        "issued_aud": "sts.amazonaws.com",
+        "issued_exp": now,
+        "client_address": "10.1.2.3",
+        "issued_claims_compact": {
+            "iss": "https://jwtex.example.com/t/acme",
+            "iat": int(now.timestamp()),
+            "https://aws.amazon.com/tags": [{"repository": "octo-org/app", "ref": "main"}],
+        },
     }
 
 
@@ -49,8 +63,9 @@ def _trigger(on: bool) -> None:
 
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"ALTER TABLE exchange_exchangerecord {'ENABLE' if on else 'DISABLE'} "
-                           "TRIGGER exchange_audit_rollup")
+            cursor.execute(
+                f"ALTER TABLE exchange_exchangerecord {'ENABLE' if on else 'DISABLE'} TRIGGER exchange_audit_rollup"
+            )
         else:
             cursor.execute(SQLITE_TRIGGER if on else SQLITE_TRIGGER_DROP)
 
@@ -86,8 +101,10 @@ def run_one(seconds: float, rounds: int) -> None:
     name = "PostgreSQL" if connection.vendor == "postgresql" else "SQLite"
     for batch in (1, 16):
         on, off = statistics.median(times[batch, True]), statistics.median(times[batch, False])
-        print(f"  {name:10} {batch:>2} per commit: {on:7.1f} µs a record with the rollups, {off:7.1f} without "
-              f"({on - off:+.1f} µs, {100 * (on - off) / off:+.0f} %)")
+        print(
+            f"  {name:10} {batch:>2} per commit: {on:7.1f} µs a record with the rollups, {off:7.1f} without "
+            f"({on - off:+.1f} µs, {100 * (on - off) / off:+.0f} %)"
+        )
     connection.close()
 
 
@@ -108,8 +125,11 @@ def main() -> None:
         url = database or database_create("jwtex_audit_write")
         env = {**server_environment(var, url), "DJANGO_SETTINGS_MODULE": "jwtex_site.settings"}
         try:
-            subprocess.run([sys.executable, __file__, "--one", f"--seconds={args.seconds}", f"--rounds={args.rounds}"],
-                           env=env, check=True)
+            subprocess.run(
+                [sys.executable, __file__, "--one", f"--seconds={args.seconds}", f"--rounds={args.rounds}"],
+                env=env,
+                check=True,
+            )
         finally:
             if database is None:
                 database_drop("jwtex_audit_write")

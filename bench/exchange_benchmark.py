@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import warnings
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,10 +69,20 @@ class Upstream:
 
         now = int(time.time())
         claims = {
-            "iss": ISS, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main",
-            "iat": now, "nbf": now - 600, "exp": now + 1800, "jti": os.urandom(8).hex(),
-            "repository": "octo-org/app", "repository_owner": "octo-org", "ref": "refs/heads/main",
-            "actor": "octocat", "workflow": "deploy", "run_id": "1234567890", "event_name": "push",
+            "iss": ISS,
+            "aud": "sts.amazonaws.com",
+            "sub": "repo:octo-org/app:ref:refs/heads/main",
+            "iat": now,
+            "nbf": now - 600,
+            "exp": now + 1800,
+            "jti": os.urandom(8).hex(),
+            "repository": "octo-org/app",
+            "repository_owner": "octo-org",
+            "ref": "refs/heads/main",
+            "actor": "octocat",
+            "workflow": "deploy",
+            "run_id": "1234567890",
+            "event_name": "push",
         }
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "bench"})
 
@@ -86,15 +96,24 @@ def tenants_create(*, start: int, stop: int, rules: int, upstream: Upstream, pre
 
     allow_tags = {"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"}
     with transaction.atomic():
-        tenants = [tenant_create(slug=f"{prefix}{i}", name=f"{prefix}{i}", rate_limit_per_minute=10**9, **fields)
-                   for i in range(start, stop)]
+        tenants = [
+            tenant_create(slug=f"{prefix}{i}", name=f"{prefix}{i}", rate_limit_per_minute=10**9, **fields)
+            for i in range(start, stop)
+        ]
         issuers = Issuer.objects.bulk_create(
-            Issuer(tenant=t, issuer_id="github", issuer=ISS, audiences=["sts.amazonaws.com"],
-                   static_jwks={"keys": [upstream.jwk]}) for t in tenants
+            Issuer(
+                tenant=t,
+                issuer_id="github",
+                issuer=ISS,
+                audiences=["sts.amazonaws.com"],
+                static_jwks={"keys": [upstream.jwk]},
+            )
+            for t in tenants
         )
         created = Rule.objects.bulk_create(
             Rule(tenant=t, position=p, name=name, when=when, effect=effect, session_tags=tags)
-            for t in tenants for p, (name, when, effect, tags) in enumerate(rule_specs(t.slug, rules, allow_tags))
+            for t in tenants
+            for p, (name, when, effect, tags) in enumerate(rule_specs(t.slug, rules, allow_tags))
         )
         issuer_of = {i.tenant_id: i.pk for i in issuers}
         Through = Rule.issuers.through
@@ -123,9 +142,9 @@ def line(label: str, seconds: list[float]) -> float:
 def steps(upstream: Upstream, n: int) -> None:
     from datetime import UTC, datetime
 
+    from exchange.core.compact_jws import jwt_parse
     from exchange.core.minting import jwt_mint
     from exchange.core.rules.engine import compiled_rules_decide
-    from exchange.core.compact_jws import jwt_parse
     from exchange.core.verification import jwt_verify
     from exchange.runtime import tenant_runtime_get
     from exchange.upstream.issuer_keys import issuer_keys_get
@@ -136,8 +155,13 @@ def steps(upstream: Upstream, n: int) -> None:
     token, now = upstream.token(), time.time()
     parsed = jwt_parse(token)
     claims = jwt_verify(parsed, issuer=issuer.config, keys=keys, now=now).claims
-    ask = dict(issuer_id="github", claims=claims, requested_audience=None, default_audience="sts.amazonaws.com",
-               max_lifetime=3600)
+    ask = dict(
+        issuer_id="github",
+        claims=claims,
+        requested_audience=None,
+        default_audience="sts.amazonaws.com",
+        max_lifetime=3600,
+    )
     decision = compiled_rules_decide(runtime.rules, **ask)
     unguarded = [dataclasses.replace(rule, cost=None) for rule in runtime.rules]  # what decide was before the guard
     specs = [rule.spec for rule in runtime.rules]
@@ -145,20 +169,31 @@ def steps(upstream: Upstream, n: int) -> None:
     for label, fn in [
         ("jwt_parse (strict JWS)", lambda: jwt_parse(token)),
         ("jwt_verify (RS256 2048)", lambda: jwt_verify(parsed, issuer=issuer.config, keys=keys, now=now)),
-        (f"decide ({len(runtime.rules)} CEL rules, 3 session tags)", lambda: compiled_rules_decide(runtime.rules, **ask)),
-        ("jwt_mint (ES256)", lambda: jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer,
-                                                  now=int(now))),
+        (
+            f"decide ({len(runtime.rules)} CEL rules, 3 session tags)",
+            lambda: compiled_rules_decide(runtime.rules, **ask),
+        ),
+        (
+            "jwt_mint (ES256)",
+            lambda: jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now)),
+        ),
     ]:
         line(label, [per_call(fn, n // ROUNDS) for _ in range(ROUNDS)])
     guarded, bare = [], []
     for _ in range(ROUNDS * 2):  # alternate, so a busy moment of the machine hits both
         guarded.append(per_call(lambda: compiled_rules_decide(runtime.rules, **ask), n // ROUNDS))
         bare.append(per_call(lambda: compiled_rules_decide(unguarded, **ask), n // ROUNDS))
-    print(f"  the cost guard on decide: {(statistics.median(guarded) - statistics.median(bare)) * 1e6:+.1f} µs median, "
-          f"{(min(guarded) - min(bare)) * 1e6:+.1f} µs best ({min(bare) * 1e6:.1f} µs without it)")
-    compile_time = line(f"compile the {len(specs)} rules (parse, check, cost: once per snapshot)",
-                        [per_call(lambda: [compile_rule_uncached(spec) for spec in specs], max(1, n // 50 // ROUNDS))
-                         for _ in range(ROUNDS)])
+    print(
+        f"  the cost guard on decide: {(statistics.median(guarded) - statistics.median(bare)) * 1e6:+.1f} µs median, "
+        f"{(min(guarded) - min(bare)) * 1e6:+.1f} µs best ({min(bare) * 1e6:.1f} µs without it)"
+    )
+    compile_time = line(
+        f"compile the {len(specs)} rules (parse, check, cost: once per snapshot)",
+        [
+            per_call(lambda: [compile_rule_uncached(spec) for spec in specs], max(1, n // 50 // ROUNDS))
+            for _ in range(ROUNDS)
+        ],
+    )
     print(f"    {compile_time / len(specs) * 1e6:.0f} µs a rule")
 
 
@@ -214,8 +249,10 @@ def scale(upstream: Upstream, *, tenants: int, rules: int, n: int) -> None:
     warm(["t0"], token)
     start = time.perf_counter()
     tenants_create(start=1, stop=tenants, rules=rules, upstream=upstream)
-    print(f"end to end, token_exchange() with its audit record, warm ({tenants:,} tenants created in "
-          f"{time.perf_counter() - start:.0f} s):")
+    print(
+        f"end to end, token_exchange() with its audit record, warm ({tenants:,} tenants created in "
+        f"{time.perf_counter() - start:.0f} s):"
+    )
     many = [f"t{i}" for i in range(tenants)]
     before = rss_bytes()
     start = time.perf_counter()
@@ -230,10 +267,14 @@ def scale(upstream: Upstream, *, tenants: int, rules: int, n: int) -> None:
     single = line("1 tenant", singles)
     multi = line(f"{tenants:,} tenants x {rules} rules, round-robin", multis)
     print(f"  ratio {tenants:,} tenants / 1 tenant: {multi / single:.3f}   (target ≤ 1.10)")
-    print(f"  database reads per warm exchange ({tenants:,} tenants, re-check every "
-          f"{jwtex_settings.config_recheck_seconds:g} s): {reads_per_exchange(all_tenants, 500):.4f}")
-    print(f"  memory: process RSS {rss_bytes() / 2**20:.0f} MiB; the {tenants - 1:,} extra runtimes added "
-          f"{grown / 2**20:.0f} MiB ({grown / max(tenants - 1, 1) / 1024:.1f} KiB per tenant with {rules} rules)")
+    print(
+        f"  database reads per warm exchange ({tenants:,} tenants, re-check every "
+        f"{jwtex_settings.config_recheck_seconds:g} s): {reads_per_exchange(all_tenants, 500):.4f}"
+    )
+    print(
+        f"  memory: process RSS {rss_bytes() / 2**20:.0f} MiB; the {tenants - 1:,} extra runtimes added "
+        f"{grown / 2**20:.0f} MiB ({grown / max(tenants - 1, 1) / 1024:.1f} KiB per tenant with {rules} rules)"
+    )
 
 
 def kms_signing(upstream: Upstream, *, rules: int, n: int) -> None:
@@ -247,18 +288,33 @@ def kms_signing(upstream: Upstream, *, rules: int, n: int) -> None:
     os.environ.update(server.environment())
     kms_clients_reset()
     for algorithm in ("ES256", "RS256"):
-        tenants_create(start=0, stop=1, rules=rules, upstream=upstream, prefix=f"kms-{algorithm.lower()}-",
-                       key_backend="aws-kms", kms_region=REGION, signing_algorithm=algorithm)
+        tenants_create(
+            start=0,
+            stop=1,
+            rules=rules,
+            upstream=upstream,
+            prefix=f"kms-{algorithm.lower()}-",
+            key_backend="aws-kms",
+            kms_region=REGION,
+            signing_algorithm=algorithm,
+        )
     token, count = upstream.token(), max(ROUNDS, n // 5)
     sign = tenant_runtime_get(slug="kms-es256-0").signer.remote_sign
     print(f"end to end with the tenant's key in AWS KMS (moto's server on loopback: a lower bound; {count} exchanges):")
-    line("KMS Sign alone (ES256, through boto3)", [per_call(lambda: sign(b"x" * 600), count // ROUNDS) for _ in range(ROUNDS)])
-    local = line("token_exchange(), local ES256 key", [per_call(round_robin(["t0"], token), count // ROUNDS)
-                                                       for _ in range(ROUNDS)])
+    line(
+        "KMS Sign alone (ES256, through boto3)",
+        [per_call(lambda: sign(b"x" * 600), count // ROUNDS) for _ in range(ROUNDS)],
+    )
+    local = line(
+        "token_exchange(), local ES256 key",
+        [per_call(round_robin(["t0"], token), count // ROUNDS) for _ in range(ROUNDS)],
+    )
     for algorithm in ("ES256", "RS256"):
         one = round_robin([f"kms-{algorithm.lower()}-0"], token)
         one()
-        median = line(f"token_exchange(), AWS KMS {algorithm} key", [per_call(one, count // ROUNDS) for _ in range(ROUNDS)])
+        median = line(
+            f"token_exchange(), AWS KMS {algorithm} key", [per_call(one, count // ROUNDS) for _ in range(ROUNDS)]
+        )
         print(f"    {(median - local) * 1e3:+.2f} ms per exchange against the local key")
     server.stop()
 

@@ -96,7 +96,9 @@ def database_url_choose() -> tuple[str, str]:
 
         for user in ("postgres", "root"):
             try:
-                with psycopg.connect(f"postgresql://{user}@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2) as c:
+                with psycopg.connect(
+                    f"postgresql://{user}@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=2
+                ) as c:
                     c.execute("DROP DATABASE IF EXISTS jwtex_bench WITH (FORCE)")
                     c.execute("CREATE DATABASE jwtex_bench")
                 return f"postgres://{user}@127.0.0.1:5432/jwtex_bench", "PostgreSQL (fresh jwtex_bench database)"
@@ -153,27 +155,45 @@ def bench_setup(env: dict[str, str], *, shadow: bool = False, one_time: bool = F
                                session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
     rule.issuers.add(issuer)
     if shadow:  # a candidate set (docs/operations.md#shadow-rules) deciding every exchange differently: the worst case
-        candidate = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow", shadow=True,
-                                        when="claims.repository_owner == 'octo-org'",
-                                        session_tags={"repository": "claims.repository", "ref": "claims.ref"})
+        candidate = Rule.objects.create(
+            tenant=tenant,
+            position=10,
+            name="main",
+            effect="allow",
+            shadow=True,
+            when="claims.repository_owner == 'octo-org'",
+            session_tags={"repository": "claims.repository", "ref": "claims.ref"},
+        )
         candidate.issuers.add(issuer)
     now = int(time.time())
-    claims = {"iss": iss, "aud": "sts.amazonaws.com", "sub": "repo:octo-org/app:ref:refs/heads/main", "iat": now,
-              "nbf": now - 600, "exp": now + 3000, "jti": "bench", "repository": "octo-org/app",
-              "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat", "workflow": "deploy"}
+    claims = {
+        "iss": iss,
+        "aud": "sts.amazonaws.com",
+        "sub": "repo:octo-org/app:ref:refs/heads/main",
+        "iat": now,
+        "nbf": now - 600,
+        "exp": now + 3000,
+        "jti": "bench",
+        "repository": "octo-org/app",
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/main",
+        "actor": "octocat",
+        "workflow": "deploy",
+    }
     token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
     return {"token": token, "key": key, "claims": claims, "issuer_pk": issuer.pk}
 
 
 def ceiling_measure(token: str, seconds: float = 3.0) -> float:
     """Exchanges per second of the same cryptography and rules in this process, on core 0."""
+    from datetime import UTC, datetime
+
+    from exchange.core.compact_jws import jwt_parse
     from exchange.core.minting import jwt_mint
     from exchange.core.rules.engine import compiled_rules_decide
-    from exchange.core.compact_jws import jwt_parse
     from exchange.core.verification import jwt_verify
     from exchange.runtime import tenant_runtime_get
     from exchange.upstream.issuer_keys import issuer_keys_get
-    from datetime import UTC, datetime
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
@@ -184,8 +204,14 @@ def ceiling_measure(token: str, seconds: float = 3.0) -> float:
     def one() -> None:
         now = time.time()
         verified = jwt_verify(jwt_parse(token), issuer=issuer.config, keys=keys, now=now)
-        decision = compiled_rules_decide(runtime.rules, issuer_id="github", claims=verified.claims, requested_audience=None,
-                          default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
+        decision = compiled_rules_decide(
+            runtime.rules,
+            issuer_id="github",
+            claims=verified.claims,
+            requested_audience=None,
+            default_audience=runtime.default_audience,
+            max_lifetime=runtime.max_token_lifetime,
+        )
         jwt_mint(decision=decision, issuer=runtime.issuer_url, signer=runtime.signer, now=int(now))
 
     rates = []
@@ -202,11 +228,23 @@ def ceiling_measure(token: str, seconds: float = 3.0) -> float:
 
 def server_start(env: dict[str, str], port: int, server: str, threads: int) -> subprocess.Popen:
     taskset = ["taskset", "-c", "0"] if shutil.which("taskset") else []
-    serve_env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1",
-                 "JWTEX_SERVER": server, "JWTEX_SERVER_THREADS": str(threads)}
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
-    process = subprocess.Popen([*taskset, "make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
-                               cwd=ROOT, env=serve_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    serve_env = {
+        **env,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "1",
+        "JWTEX_SERVER": server,
+        "JWTEX_SERVER_THREADS": str(threads),
+    }
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # the server's, while it runs
+    process = subprocess.Popen(
+        [*taskset, "make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
+        cwd=ROOT,
+        env=serve_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -214,7 +252,9 @@ def server_start(env: dict[str, str], port: int, server: str, threads: int) -> s
             return process
         except (urllib.error.URLError, ConnectionError, OSError):
             if process.poll() is not None:
-                raise SystemExit("make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:])
+                raise SystemExit(
+                    "make serve exited:\n" + (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()[-2000:]
+                ) from None
             time.sleep(0.2)
     raise SystemExit("make serve did not come up within 30 s")
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from exchange_benchmark import django_setup  # noqa: E402
+from exchange_benchmark import django_setup
 
 
 def _measure(label: str, tenant_id: int, n: int) -> None:
@@ -40,8 +40,10 @@ def _measure(label: str, tenant_id: int, n: int) -> None:
         assert result.confirmed, result.error
     times.sort()
     p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-    print(f"{label:<44} median {statistics.median(times) * 1e3:7.1f} ms   p95 {p95 * 1e3:7.1f} ms   "
-          f"max {times[-1] * 1e3:7.1f} ms   ({n} publishes)")
+    print(
+        f"{label:<44} median {statistics.median(times) * 1e3:7.1f} ms   p95 {p95 * 1e3:7.1f} ms   "
+        f"max {times[-1] * 1e3:7.1f} ms   ({n} publishes)"
+    )
 
 
 def main() -> None:

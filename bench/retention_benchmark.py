@@ -29,9 +29,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import server_environment  # noqa: E402
-from scale_benchmark import database_create, database_drop  # noqa: E402
+from audit_rows import TENANTS, insert_sql
+from http_benchmark import server_environment
+from scale_benchmark import database_create, database_drop
 
 PLAIN = "bench_plain_records"
 
@@ -61,12 +61,15 @@ def bench_setup(days: int, rows: int) -> None:
         for name in ("github", "gitlab"):
             Issuer.objects.create(tenant=tenant, issuer_id=name, issuer=f"https://{name}.example", audiences=["a"])
         for position, name in enumerate(("forks", "main", "deploy")):
-            Rule.objects.create(tenant=tenant, position=position, name=name, effect="allow", when="true",
-                                any_owner=True)
+            Rule.objects.create(
+                tenant=tenant, position=position, name=name, effect="allow", when="true", any_owner=True
+            )
     with connection.cursor() as cursor:
         cursor.execute(insert_sql("new", rows, days))
-        cursor.execute(f"CREATE TABLE {PLAIN} (LIKE exchange_exchangerecord INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
-                       f"INCLUDING INDEXES INCLUDING IDENTITY)")
+        cursor.execute(
+            f"CREATE TABLE {PLAIN} (LIKE exchange_exchangerecord INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+            f"INCLUDING INDEXES INCLUDING IDENTITY)"
+        )
         cursor.execute(f"INSERT INTO {PLAIN} SELECT * FROM exchange_exchangerecord ORDER BY created_at")
         cursor.execute(f"SELECT setval(pg_get_serial_sequence('{PLAIN}', 'id'), (SELECT max(id) FROM {PLAIN}))")
         cursor.execute("VACUUM ANALYZE exchange_exchangerecord")
@@ -79,12 +82,16 @@ def _size(table: str) -> tuple[int, int, int]:
 
     with connection.cursor() as cursor:
         if table == PLAIN:
-            cursor.execute("SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass), (SELECT count(*) FROM "
-                           f"{PLAIN})", [table, table])
+            cursor.execute(
+                f"SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass), (SELECT count(*) FROM {PLAIN})",
+                [table, table],
+            )
         else:
-            cursor.execute("SELECT sum(pg_table_size(inhrelid)), sum(pg_indexes_size(inhrelid)), "
-                           "(SELECT count(*) FROM exchange_exchangerecord) FROM pg_inherits "
-                           "WHERE inhparent = 'exchange_exchangerecord'::regclass")
+            cursor.execute(
+                "SELECT sum(pg_table_size(inhrelid)), sum(pg_indexes_size(inhrelid)), "
+                "(SELECT count(*) FROM exchange_exchangerecord) FROM pg_inherits "
+                "WHERE inhparent = 'exchange_exchangerecord'::regclass"
+            )
         return tuple(int(v) for v in cursor.fetchone())
 
 
@@ -99,14 +106,18 @@ class Writer(threading.Thread):
         import psycopg
 
         with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-            columns = ("tenant_id, created_at, endpoint, decision, error_code, status_code, reason, issuer_ref, "
-                       "rule_name, "
-                       "upstream_iss, upstream_sub, upstream_jti, issued_jti, issued_kid, issued_sub, issued_aud, "
-                       "mapper_outcome, mapper_error, record_id")
-            row = "((SELECT min(id) FROM tenants_tenant), now(), 'raw', 'allowed', '', 200, '', 'github', 'main', " \
-                  "'https://token.actions.githubusercontent.com', 'repo:octo-org/app:ref:refs/heads/main', " \
-                  "gen_random_uuid()::text, md5(random()::text), 'kid', '', 'sts.amazonaws.com', '', '', " \
-                  "gen_random_uuid())"
+            columns = (
+                "tenant_id, created_at, endpoint, decision, error_code, status_code, reason, issuer_ref, "
+                "rule_name, "
+                "upstream_iss, upstream_sub, upstream_jti, issued_jti, issued_kid, issued_sub, issued_aud, "
+                "mapper_outcome, mapper_error, record_id"
+            )
+            row = (
+                "((SELECT min(id) FROM tenants_tenant), now(), 'raw', 'allowed', '', 200, '', 'github', 'main', "
+                "'https://token.actions.githubusercontent.com', 'repo:octo-org/app:ref:refs/heads/main', "
+                "gen_random_uuid()::text, md5(random()::text), 'kid', '', 'sts.amazonaws.com', '', '', "
+                "gen_random_uuid())"
+            )
             sql = f"INSERT INTO {self.table} ({columns}) VALUES {', '.join([row] * 4)}"
             while not self.stop.is_set():
                 started = time.perf_counter()
@@ -127,8 +138,9 @@ def _percentiles(values: list[float]) -> str:
     values = sorted(values)
     if not values:
         return "—"
-    return (f"p50 {values[len(values) // 2]:.1f} ms, p99 {values[int(len(values) * 0.99)]:.1f} ms, "
-            f"max {values[-1]:.1f} ms")
+    return (
+        f"p50 {values[len(values) // 2]:.1f} ms, p99 {values[int(len(values) * 0.99)]:.1f} ms, max {values[-1]:.1f} ms"
+    )
 
 
 def _purge_plain(before) -> int:
@@ -157,15 +169,23 @@ def _run(name: str, table: str, purge, rate: float, before) -> dict:
     time.sleep(3)  # the writer's latency before
     baseline = list(writer.latencies)
     wal, started = _wal(), time.monotonic()
-    result = purge()
+    purge()
     took = time.monotonic() - started
-    during = writer.latencies[len(baseline):]
+    during = writer.latencies[len(baseline) :]
     wal = _wal() - wal
     time.sleep(1)
     writer.stop.set()
     writer.join(10)
-    return {"name": name, "took": took, "wal": wal, "day": day, "before": before_size, "after": _size(table),
-            "baseline": _percentiles(baseline), "during": _percentiles(during)}
+    return {
+        "name": name,
+        "took": took,
+        "wal": wal,
+        "day": day,
+        "before": before_size,
+        "after": _size(table),
+        "baseline": _percentiles(baseline),
+        "during": _percentiles(during),
+    }
 
 
 def main() -> None:
@@ -175,8 +195,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=800.0)
     parser.add_argument("--database", default="jwtex_retention")
     args = parser.parse_args()
-    os.environ.update(server_environment(Path(tempfile.mkdtemp(prefix="jwtex-bench-retention-")),
-                                   database_create(args.database)))
+    os.environ.update(
+        server_environment(Path(tempfile.mkdtemp(prefix="jwtex-bench-retention-")), database_create(args.database))
+    )
     try:
         bench_setup(args.days, args.rows)
         from django.db import connection
@@ -187,8 +208,13 @@ def main() -> None:
         oldest = min(stop for _, start, stop in audit_partitions_list() if start is not None)
         runs = [
             _run("batched DELETE, one table", PLAIN, lambda: _purge_plain(oldest), args.rate, oldest),
-            _run("DROP of the day's partition", "exchange_exchangerecord",
-                 lambda: audit_partitions_drop(before=oldest), args.rate, oldest),
+            _run(
+                "DROP of the day's partition",
+                "exchange_exchangerecord",
+                lambda: audit_partitions_drop(before=oldest),
+                args.rate,
+                oldest,
+            ),
         ]
         started = time.monotonic()
         with connection.cursor() as cursor:
@@ -196,18 +222,26 @@ def main() -> None:
         vacuum = time.monotonic() - started
         after_vacuum = _size(PLAIN)
         connection.close()
-        print(f"jwtex retention benchmark — PostgreSQL, {args.rows:,} records over {args.days} days "
-              f"({args.rows // args.days:,} a day); a writer inserting {args.rate:.0f} records/s meanwhile "
-              f"({timezone.now():%Y-%m-%d})")
+        print(
+            f"jwtex retention benchmark — PostgreSQL, {args.rows:,} records over {args.days} days "
+            f"({args.rows // args.days:,} a day); a writer inserting {args.rate:.0f} records/s meanwhile "
+            f"({timezone.now():%Y-%m-%d})"
+        )
         mb = 1024 * 1024
         for run in runs:
-            print(f"\n{run['name']}: {run['day']:,} records in {run['took'] * 1000:,.0f} ms, "
-                  f"{run['wal'] / mb:,.1f} MiB of WAL")
+            print(
+                f"\n{run['name']}: {run['day']:,} records in {run['took'] * 1000:,.0f} ms, "
+                f"{run['wal'] / mb:,.1f} MiB of WAL"
+            )
             print(f"  writer before: {run['baseline']}; during: {run['during']}")
-            print(f"  table + indexes: {run['before'][0] / mb:,.0f} + {run['before'][1] / mb:,.0f} MiB before, "
-                  f"{run['after'][0] / mb:,.0f} + {run['after'][1] / mb:,.0f} MiB after")
-        print(f"  (the plain table after VACUUM, {vacuum:.1f} s: {after_vacuum[0] / mb:,.0f} + "
-              f"{after_vacuum[1] / mb:,.0f} MiB — the space is reusable, not returned)")
+            print(
+                f"  table + indexes: {run['before'][0] / mb:,.0f} + {run['before'][1] / mb:,.0f} MiB before, "
+                f"{run['after'][0] / mb:,.0f} + {run['after'][1] / mb:,.0f} MiB after"
+            )
+        print(
+            f"  (the plain table after VACUUM, {vacuum:.1f} s: {after_vacuum[0] / mb:,.0f} + "
+            f"{after_vacuum[1] / mb:,.0f} MiB — the space is reusable, not returned)"
+        )
     finally:
         from django.db import connections
 

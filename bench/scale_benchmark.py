@@ -38,10 +38,10 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import at_rate, server_environment, free_port  # noqa: E402
+from audit_rows import TENANTS, insert_sql
+from http_benchmark import at_rate, free_port, server_environment
 
-PASSWORD = "scale-benchmark-password"  # noqa: S105 - a throwaway database's users
+PASSWORD = "scale-benchmark-password"  # a throwaway database's users
 RELEASE_BEFORE: Path | None = None  # the code of the release before, when it is the one measured
 TARGET_MS, TARGET_GROWTH = 300, 1.5
 
@@ -106,47 +106,83 @@ def bench_setup(env: dict[str, str], days: int) -> dict:
     tenants = {}
     for slug in TENANTS:
         tenant = tenants[slug] = tenant_create(slug=slug, name=slug.title(), rate_limit_per_minute=0)
-        issuers = [Issuer.objects.create(tenant=tenant, issuer_id=name, issuer=url,
-                                         audiences=[f"https://jwtex.example.com/t/{slug}"])
-                   for name, url in (("github", "https://token.actions.githubusercontent.com"),
-                                     ("gitlab", "https://gitlab.com"))]
+        issuers = [
+            Issuer.objects.create(
+                tenant=tenant, issuer_id=name, issuer=url, audiences=[f"https://jwtex.example.com/t/{slug}"]
+            )
+            for name, url in (
+                ("github", "https://token.actions.githubusercontent.com"),
+                ("gitlab", "https://gitlab.com"),
+            )
+        ]
         for position, (name, effect) in enumerate((("forks", "deny"), ("main", "allow"), ("deploy", "allow"))):
-            rule = Rule.objects.create(tenant=tenant, position=position, name=name, effect=effect, any_owner=True,
-                                       when="claims.ref == 'refs/heads/nothing'",
-                                       session_tags={"repository": "claims.repository"} if effect == "allow" else {})
+            rule = Rule.objects.create(
+                tenant=tenant,
+                position=position,
+                name=name,
+                effect=effect,
+                any_owner=True,
+                when="claims.ref == 'refs/heads/nothing'",
+                session_tags={"repository": "claims.repository"} if effect == "allow" else {},
+            )
             rule.issuers.add(*issuers)
     acme = tenants["acme"]
-    bench = Issuer.objects.create(tenant=acme, issuer_id="bench", issuer="https://ci.bench.invalid",
-                                  audiences=["sts.amazonaws.com"], static_jwks={"keys": [jwk]})
-    rule = Rule.objects.create(tenant=acme, position=10, name="bench", effect="allow",
-                               when="claims.repository_owner == 'octo-org'",
-                               session_tags={"repository": "claims.repository", "ref": "claims.ref",
-                                             "actor": "claims.actor"})
+    bench = Issuer.objects.create(
+        tenant=acme,
+        issuer_id="bench",
+        issuer="https://ci.bench.invalid",
+        audiences=["sts.amazonaws.com"],
+        static_jwks={"keys": [jwk]},
+    )
+    rule = Rule.objects.create(
+        tenant=acme,
+        position=10,
+        name="bench",
+        effect="allow",
+        when="claims.repository_owner == 'octo-org'",
+        session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"},
+    )
     rule.issuers.add(bench)
     extra = Tenant.objects.bulk_create([Tenant(slug=f"t{n:05d}", name=f"Tenant {n}") for n in range(10_000)])
-    Rule.objects.bulk_create([Rule(tenant=t, position=p, name=f"rule {p}", effect="allow", when="true", any_owner=True)
-                              for t in extra for p in (1, 2)])
+    Rule.objects.bulk_create(
+        [
+            Rule(tenant=t, position=p, name=f"rule {p}", effect="allow", when="true", any_owner=True)
+            for t in extra
+            for p in (1, 2)
+        ]
+    )
     users = get_user_model().objects
     users.create_superuser("root", "root@example.test", PASSWORD)
     operator = users.create_user("operator", password=PASSWORD, is_staff=True)
     Membership.objects.create(user=operator, tenant=acme, role="operator")
     stamp = int(time.time())
-    claims = {"iss": "https://ci.bench.invalid", "aud": "sts.amazonaws.com",
-              "sub": "repo:octo-org/app:ref:refs/heads/main",
-              "iat": stamp, "nbf": stamp - 600, "exp": stamp + 3000, "repository": "octo-org/app",
-              "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat"}
+    claims = {
+        "iss": "https://ci.bench.invalid",
+        "aud": "sts.amazonaws.com",
+        "sub": "repo:octo-org/app:ref:refs/heads/main",
+        "iat": stamp,
+        "nbf": stamp - 600,
+        "exp": stamp + 3000,
+        "repository": "octo-org/app",
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/main",
+        "actor": "octocat",
+    }
     connection.close()
     return {"token": jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"}), "acme": acme.pk}
 
 
 def server_start(env: dict[str, str], port: int) -> subprocess.Popen:
     """``make serve``, one process of 8 threads (DEBUG off, as in production)."""
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "serve.log", "wb")  # the server's, while it runs
     env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "JWTEX_SERVER_THREADS": "8"}
     command, cwd = ["make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"], BENCH.parent
     if RELEASE_BEFORE is not None:  # make serve's own command, in the release before's tree
-        command, cwd, env = [sys.executable, "-m", "jwtex_site.serve"], RELEASE_BEFORE, {**env, "PYTHONPATH": str(
-            RELEASE_BEFORE)}
+        command, cwd, env = (
+            [sys.executable, "-m", "jwtex_site.serve"],
+            RELEASE_BEFORE,
+            {**env, "PYTHONPATH": str(RELEASE_BEFORE)},
+        )
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -156,7 +192,7 @@ def server_start(env: dict[str, str], port: int) -> subprocess.Popen:
         except OSError:
             if process.poll() is not None:
                 log_text = (Path(env["JWTEX_VAR_DIR"]) / "serve.log").read_text()
-                raise SystemExit("make serve exited:\n" + log_text[-2000:])
+                raise SystemExit("make serve exited:\n" + log_text[-2000:]) from None
             time.sleep(0.2)
     raise SystemExit("make serve did not come up within 30 s")
 
@@ -181,8 +217,9 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         login = self.get("/admin/login/")[1]
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login)[1]
-        body = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": PASSWORD,
-                                       "next": "/admin/"}).encode()
+        body = urllib.parse.urlencode(
+            {"csrfmiddlewaretoken": token, "username": username, "password": PASSWORD, "next": "/admin/"}
+        ).encode()
         with self.opener.open(urllib.request.Request(self.base + "/admin/login/", data=body), timeout=60) as answer:
             if "/admin/login/" in answer.geturl():
                 raise SystemExit(f"{username} could not log in")
@@ -203,8 +240,11 @@ def _pages(acme: int, size: int) -> dict[str, str]:
     jti = "0" * 32
     if size:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT issued_jti FROM exchange_exchangerecord WHERE tenant_id = %s AND issued_jti <> '' "
-                           "AND created_at < now() - interval '10 days' LIMIT 1", [acme])
+            cursor.execute(
+                "SELECT issued_jti FROM exchange_exchangerecord WHERE tenant_id = %s AND issued_jti <> '' "
+                "AND created_at < now() - interval '10 days' LIMIT 1",
+                [acme],
+            )
             jti = cursor.fetchone()[0]
         connection.close()
     deep = (timezone.now() - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -240,12 +280,15 @@ def _sizes(rebuild: bool = False) -> dict:
         cursor.execute("SELECT count(*) FROM exchange_exchangerecord")
         rows = cursor.fetchone()[0]
         if RELEASE_BEFORE is not None:  # one table
-            cursor.execute("SELECT pg_table_size('exchange_exchangerecord'), "
-                           "pg_indexes_size('exchange_exchangerecord')")
+            cursor.execute(
+                "SELECT pg_table_size('exchange_exchangerecord'), pg_indexes_size('exchange_exchangerecord')"
+            )
             table, indexes = cursor.fetchone()
-            cursor.execute("SELECT c.relname, pg_relation_size(c.oid) FROM pg_index x JOIN pg_class c "
-                           "ON c.oid = x.indexrelid WHERE x.indrelid = 'exchange_exchangerecord'::regclass "
-                           "ORDER BY 2 DESC")
+            cursor.execute(
+                "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index x JOIN pg_class c "
+                "ON c.oid = x.indexrelid WHERE x.indrelid = 'exchange_exchangerecord'::regclass "
+                "ORDER BY 2 DESC"
+            )
             return {"rows": rows, "table": table, "indexes": indexes, "per_index": cursor.fetchall(), "rollups": 0}
         cursor.execute("""
             SELECT sum(pg_table_size(c.oid)), sum(pg_indexes_size(c.oid)) FROM pg_inherits i
@@ -278,8 +321,9 @@ def _purge_a_day(days: int) -> dict:
         dropped, deleted = [], _purge_before(days - 1)
     else:
         dropped = audit_retention_sweep(now=timezone.now())["dropped"]
-        deleted = sum(exchange_records_purge(tenant=t, now=timezone.now())
-                      for t in Tenant.objects.filter(slug__in=TENANTS))
+        deleted = sum(
+            exchange_records_purge(tenant=t, now=timezone.now()) for t in Tenant.objects.filter(slug__in=TENANTS)
+        )
     swept = time.monotonic() - started
     total = time.monotonic() - started
     after = _sizes()["rows"]
@@ -296,8 +340,11 @@ def _purge_before(retention_days: int) -> int:
         cursor.execute("SELECT id FROM tenants_tenant WHERE slug = ANY(%s)", [list(TENANTS)])
         for (tenant,) in cursor.fetchall():
             while True:
-                cursor.execute("SELECT id FROM exchange_exchangerecord WHERE tenant_id = %s AND created_at < "
-                               "now() - make_interval(days => %s) LIMIT 5000", [tenant, retention_days])
+                cursor.execute(
+                    "SELECT id FROM exchange_exchangerecord WHERE tenant_id = %s AND created_at < "
+                    "now() - make_interval(days => %s) LIMIT 5000",
+                    [tenant, retention_days],
+                )
                 ids = [row[0] for row in cursor.fetchall()]
                 if not ids:
                     break
@@ -336,10 +383,16 @@ def main() -> None:
             loaded = max(size, loaded)
             browsers = {"superuser": Browser(base, "root"), "operator": Browser(base, "operator")}
             exchange = at_rate(exchange_url, setup["token"], rate=100, seconds=8)
-            results[size] = {"pages": _time_pages(browsers, _pages(setup["acme"], size), args.repeat),
-                             "exchange": exchange, "load_s": load}
-            print(f"  {size:>9,} rows: loaded in {load:.0f} s; exchange p50 {exchange['p50']:.2f} ms "
-                  f"p99 {exchange['p99']:.2f} ms", flush=True)
+            results[size] = {
+                "pages": _time_pages(browsers, _pages(setup["acme"], size), args.repeat),
+                "exchange": exchange,
+                "load_s": load,
+            }
+            print(
+                f"  {size:>9,} rows: loaded in {load:.0f} s; exchange p50 {exchange['p50']:.2f} ms "
+                f"p99 {exchange['p99']:.2f} ms",
+                flush=True,
+            )
         sizes_after = _sizes(rebuild=True)
         purge = _purge_a_day(args.days)
     finally:
@@ -356,8 +409,10 @@ def main() -> None:
 
 def _report(results: dict, sizes: list[int], stored: dict, purge: dict) -> None:
     release = "the release before" if RELEASE_BEFORE else "this release"
-    print(f"\njwtex scale benchmark, {release} — PostgreSQL, make serve (granian, 1 process × 8 threads); "
-          f"median of requests, ms")
+    print(
+        f"\njwtex scale benchmark, {release} — PostgreSQL, make serve (granian, 1 process × 8 threads); "
+        f"median of requests, ms"
+    )
     header = "| page | who | " + " | ".join(f"{s:,} rows" for s in sizes) + " |"
     print(header)
     print("|" + "---|" * (2 + len(sizes)))
@@ -369,20 +424,29 @@ def _report(results: dict, sizes: list[int], stored: dict, purge: dict) -> None:
         if len(sizes) >= 2 and sizes[-1] > 0:
             ok = times[-1] <= TARGET_MS and times[-1] <= TARGET_GROWTH * max(times[-2], 1.0)
             verdicts.append(ok or f"{page} ({who}): {times[-1]:.0f} ms")
-    print("| exchange p50 / p99 (100/s) | — | " + " | ".join(
-        f"{results[s]['exchange']['p50']:.2f} / {results[s]['exchange']['p99']:.2f}" for s in sizes) + " |")
+    print(
+        "| exchange p50 / p99 (100/s) | — | "
+        + " | ".join(f"{results[s]['exchange']['p50']:.2f} / {results[s]['exchange']['p99']:.2f}" for s in sizes)
+        + " |"
+    )
     rows = max(stored["rows"], 1)
-    print(f"\nstored (indexes rebuilt, as when records arrive in time order): {stored['rows']:,} records; "
-          f"{(stored['table'] + stored['indexes']) / rows:.0f} bytes per record "
-          f"({stored['table'] / rows:.0f} table + {stored['indexes'] / rows:.0f} indexes); "
-          f"{stored['rollups']:,} rollup rows")
+    print(
+        f"\nstored (indexes rebuilt, as when records arrive in time order): {stored['rows']:,} records; "
+        f"{(stored['table'] + stored['indexes']) / rows:.0f} bytes per record "
+        f"({stored['table'] / rows:.0f} table + {stored['indexes'] / rows:.0f} indexes); "
+        f"{stored['rollups']:,} rollup rows"
+    )
     print("  per index: " + ", ".join(f"{name} {size / rows:.1f}" for name, size in stored["per_index"]))
-    print(f"purge of a day: {purge['rows']:,} records in {purge['total_s'] * 1000:.0f} ms "
-          f"(partitions dropped: {', '.join(purge['dropped']) or 'none'}; "
-          f"rows deleted one by one: {purge['deleted']:,})")
+    print(
+        f"purge of a day: {purge['rows']:,} records in {purge['total_s'] * 1000:.0f} ms "
+        f"(partitions dropped: {', '.join(purge['dropped']) or 'none'}; "
+        f"rows deleted one by one: {purge['deleted']:,})"
+    )
     failed = [v for v in verdicts if v is not True]
-    print(f"targets (≤ {TARGET_MS} ms at the largest size and ≤ {TARGET_GROWTH}× the size before): "
-          + ("all met" if not failed else "missed by " + "; ".join(failed)))
+    print(
+        f"targets (≤ {TARGET_MS} ms at the largest size and ≤ {TARGET_GROWTH}× the size before): "
+        + ("all met" if not failed else "missed by " + "; ".join(failed))
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,14 @@ def server_start(env: dict[str, str], port: int, extra: list[str]) -> subprocess
     from jwtex_site.serve import command
 
     argv = command({**env, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1"})
-    process = subprocess.Popen(["taskset", "-c", "0", *argv[:-1], *extra, argv[-1]], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", *argv[:-1], *extra, argv[-1]],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
@@ -53,8 +59,12 @@ def server_start(env: dict[str, str], port: int, extra: list[str]) -> subprocess
 
 def wrk_run(url: str, seconds: int, gzip: bool) -> tuple[float, str]:
     header = ["-H", "Accept-Encoding: gzip"] if gzip else []
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", *header, url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", *header, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+(\S+)", out).group(1)
     return rate, p99
@@ -85,8 +95,10 @@ def main() -> None:
     setups = {
         "WhiteNoise (the image's)": (env, []),
         # The same server without WhiteNoise (no collected directory at its STATIC_ROOT), its static route instead.
-        "granian's static route": ({**env, "JWTEX_STATIC_ROOT": str(var / "none")},
-                                   ["--static-path-route", "/static", "--static-path-mount", str(var / "static")]),
+        "granian's static route": (
+            {**env, "JWTEX_STATIC_ROOT": str(var / "none")},
+            ["--static-path-route", "/static", "--static-path-mount", str(var / "static")],
+        ),
     }
     print(f"static assets, one granian process on core 0, wrk (16 connections) on core 1, {args.seconds} s each")
     try:

@@ -37,9 +37,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from audit_rows import TENANTS, insert_sql  # noqa: E402
-from http_benchmark import server_environment, free_port  # noqa: E402
-from scale_benchmark import database_create, database_drop  # noqa: E402
+from audit_rows import TENANTS, insert_sql
+from http_benchmark import free_port, server_environment
+from scale_benchmark import database_create, database_drop
 
 BEFORE = "0010_revision"
 
@@ -47,8 +47,9 @@ BEFORE = "0010_revision"
 def old_release(ref: str, into: Path) -> Path:
     """The code of ``ref`` as files (``git archive``): the repository is not touched."""
     if not ref:
-        ref = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
+        ref = subprocess.run(
+            ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
@@ -79,24 +80,43 @@ def bench_setup(rows: int) -> str:
         for name, url in (("github", "https://token.actions.githubusercontent.com"), ("gitlab", "https://gitlab.com")):
             Issuer.objects.create(tenant=tenant, issuer_id=name, issuer=url, audiences=["a"])
         for position, (name, effect) in enumerate((("forks", "deny"), ("main", "allow"), ("deploy", "allow"))):
-            Rule.objects.create(tenant=tenant, position=position, name=name, effect=effect, when="false",
-                                any_owner=True)
+            Rule.objects.create(
+                tenant=tenant, position=position, name=name, effect=effect, when="false", any_owner=True
+            )
         if slug == "acme":
-            bench = Issuer.objects.create(tenant=tenant, issuer_id="bench", issuer="https://ci.bench.invalid",
-                                          audiences=["sts.amazonaws.com"], static_jwks={"keys": [jwk]})
-            rule = Rule.objects.create(tenant=tenant, position=10, name="bench", effect="allow", any_owner=True,
-                                       when="claims.repository_owner == 'octo-org'",
-                                       session_tags={"repository": "claims.repository", "ref": "claims.ref"})
+            bench = Issuer.objects.create(
+                tenant=tenant,
+                issuer_id="bench",
+                issuer="https://ci.bench.invalid",
+                audiences=["sts.amazonaws.com"],
+                static_jwks={"keys": [jwk]},
+            )
+            rule = Rule.objects.create(
+                tenant=tenant,
+                position=10,
+                name="bench",
+                effect="allow",
+                any_owner=True,
+                when="claims.repository_owner == 'octo-org'",
+                session_tags={"repository": "claims.repository", "ref": "claims.ref"},
+            )
             rule.issuers.add(bench)
     with connection.cursor() as cursor:
         cursor.execute(insert_sql("old", rows, 30))
         cursor.execute("VACUUM ANALYZE exchange_exchangerecord")
     connection.close()
     stamp = int(time.time())
-    claims = {"iss": "https://ci.bench.invalid", "aud": "sts.amazonaws.com",
-              "sub": "repo:octo-org/app:ref:refs/heads/main",
-              "iat": stamp, "nbf": stamp - 600, "exp": stamp + 7200, "repository": "octo-org/app",
-              "repository_owner": "octo-org", "ref": "refs/heads/main"}
+    claims = {
+        "iss": "https://ci.bench.invalid",
+        "aud": "sts.amazonaws.com",
+        "sub": "repo:octo-org/app:ref:refs/heads/main",
+        "iat": stamp,
+        "nbf": stamp - 600,
+        "exp": stamp + 7200,
+        "repository": "octo-org/app",
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/main",
+    }
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
 
 
@@ -104,8 +124,9 @@ def _bytes_per_record() -> tuple[int, float]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*), pg_total_relation_size('exchange_exchangerecord') "
-                       "FROM exchange_exchangerecord")
+        cursor.execute(
+            "SELECT count(*), pg_total_relation_size('exchange_exchangerecord') FROM exchange_exchangerecord"
+        )
         rows, size = cursor.fetchone()
     connection.close()
     return rows, size / max(rows, 1)
@@ -125,8 +146,12 @@ class Load:
         while not self.stop.is_set():
             started = time.time()
             try:
-                conn.request("POST", "/t/acme/exchange?issuerId=bench", body=self.token,
-                             headers={"Content-Type": "application/jwt"})
+                conn.request(
+                    "POST",
+                    "/t/acme/exchange?issuerId=bench",
+                    body=self.token,
+                    headers={"Content-Type": "application/jwt"},
+                )
                 answer = conn.getresponse()
                 answer.read()
                 status = answer.status
@@ -146,12 +171,22 @@ class Load:
 
 
 def _serve_old(old: Path, env: dict[str, str], port: int) -> subprocess.Popen:
-    log = open(Path(env["JWTEX_VAR_DIR"]) / "old-serve.log", "wb")  # noqa: SIM115 - the server's, while it runs
+    log = open(Path(env["JWTEX_VAR_DIR"]) / "old-serve.log", "wb")  # the server's, while it runs
     process = subprocess.Popen(
-        [sys.executable, "-m", "jwtex_site.serve"], cwd=old, start_new_session=True, stdout=log,
+        [sys.executable, "-m", "jwtex_site.serve"],
+        cwd=old,
+        start_new_session=True,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        env={**env, "PYTHONPATH": str(old), "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1",
-             "JWTEX_SERVER_THREADS": "8"})
+        env={
+            **env,
+            "PYTHONPATH": str(old),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": "1",
+            "JWTEX_SERVER_THREADS": "8",
+        },
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -190,9 +225,11 @@ def _latencies(results: list, since: float, until: float) -> str:
     values = sorted(ms for sent, ms, _ in results if since <= sent <= until)
     if not values:
         return "none"
-    return (f"{len(values):,} exchanges: p50 {values[len(values) // 2]:.1f} ms, "
-            f"p99 {values[int(len(values) * 0.99)]:.1f} ms, "
-            f"worst {values[-1]:,.0f} ms")
+    return (
+        f"{len(values):,} exchanges: p50 {values[len(values) // 2]:.1f} ms, "
+        f"p99 {values[int(len(values) * 0.99)]:.1f} ms, "
+        f"worst {values[-1]:,.0f} ms"
+    )
 
 
 def main() -> None:
@@ -211,16 +248,20 @@ def main() -> None:
         started = time.monotonic()
         token = bench_setup(args.rows)
         rows, before = _bytes_per_record()
-        print(f"{rows:,} records of the old shape made in {time.monotonic() - started:.0f} s: {before:.0f} bytes each "
-              "with their indexes", flush=True)
+        print(
+            f"{rows:,} records of the old shape made in {time.monotonic() - started:.0f} s: {before:.0f} bytes each "
+            "with their indexes",
+            flush=True,
+        )
         port = free_port()
         server = _serve_old(old, env, port)
         load = Load(port, token, args.rate)
         load.start()
         time.sleep(10)
         migrate_from = time.time()
-        migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
-                                  capture_output=True, text=True)
+        migrated = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
         migrate_until = time.time()
         time.sleep(10)
         load.finish()
@@ -246,11 +287,18 @@ def main() -> None:
     print(f"  during it:             {_latencies(load.results, migrate_from, migrate_until)}")
     print(f"  after it:              {_latencies(load.results, migrate_until, time.time())}")
     ok = answers.get(200, 0)
-    print(f"audit records of these exchanges: {checked['written']:,} for {ok:,} tokens issued"
-          + (" — none missing" if checked["written"] >= ok else " — MISSING RECORDS"))
-    print(f"rollups against a count of the {checked['rows']:,} records: "
-          + ("equal in every group" if not checked["mismatched_groups"]
-             else f"{checked['mismatched_groups']} groups differ"))
+    print(
+        f"audit records of these exchanges: {checked['written']:,} for {ok:,} tokens issued"
+        + (" — none missing" if checked["written"] >= ok else " — MISSING RECORDS")
+    )
+    print(
+        f"rollups against a count of the {checked['rows']:,} records: "
+        + (
+            "equal in every group"
+            if not checked["mismatched_groups"]
+            else f"{checked['mismatched_groups']} groups differ"
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ def decide(claims: dict) -> dict:
     if claims.get("repository_owner") != "octo-org":
         return {"allow": False}
     claims = {name: value for name, value in claims.items() if name != "aud"}  # the audience is jwtex's to set
-    claims["https://aws.amazon.com/tags"] = {"principal_tags": {n: [claims[n]] for n in TAGGED}, "transitive_tag_keys": []}
+    claims["https://aws.amazon.com/tags"] = {
+        "principal_tags": {n: [claims[n]] for n in TAGGED},
+        "transitive_tag_keys": [],
+    }
     return {"allow": True, "claims": claims}
 
 
@@ -35,8 +38,14 @@ class Mapper(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
         try:
-            caller = jwt.decode(bearer, KEYS.get_signing_key_from_jwt(bearer).key, algorithms=["ES256", "RS256"],
-                                audience=URL, issuer=ISSUER, options={"require": ["exp", "iat"]})
+            caller = jwt.decode(
+                bearer,
+                KEYS.get_signing_key_from_jwt(bearer).key,
+                algorithms=["ES256", "RS256"],
+                audience=URL,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat"]},
+            )
         except jwt.PyJWTError:
             self.send_error(401)
             return
@@ -46,8 +55,11 @@ class Mapper(BaseHTTPRequestHandler):
             self.send_error(400, "the body and the bearer disagree on simulation")
             return
         decision = decide(request["claims"])
-        print(f"{'simulation (nothing to change)' if simulation else 'exchange'}: {request['issuerId']} "
-              f"{request['claims'].get('repository')!r} -> {'allow' if decision['allow'] else 'deny'}", file=sys.stderr)
+        print(
+            f"{'simulation (nothing to change)' if simulation else 'exchange'}: {request['issuerId']} "
+            f"{request['claims'].get('repository')!r} -> {'allow' if decision['allow'] else 'deny'}",
+            file=sys.stderr,
+        )
         answer = json.dumps(decision).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

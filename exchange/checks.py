@@ -44,17 +44,22 @@ class Messages:
     SSO_HTTPS = "JWTEX_ADMIN_OIDC_ISSUER is not https in production mode."
     SSO_KEY = "JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE is not a readable PEM RSA or EC P-256 private key: {problem}."
     SSO_ROLES_CLAIM = "JWTEX_ADMIN_OIDC_ROLES_CLAIM is empty: single sign-on could give nobody a role."
-    RULE_COST = ("Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that "
-                 "reaches it.")
+    RULE_COST = (
+        "Rule {rule!r} of tenant {tenant!r} is over its cost budget: {why}. It denies every exchange that reaches it."
+    )
     ALLOWED_ISSUERS = "JWTEX_ALLOWED_UPSTREAM_ISSUERS has entries that match nothing: {problems}."
-    ISSUER_REFUSED = ("Tenant {tenant!r} trusts {count} upstream issuer(s) outside JWTEX_ALLOWED_UPSTREAM_ISSUERS, "
-                      "refused at every exchange: {issuers}.")
+    ISSUER_REFUSED = (
+        "Tenant {tenant!r} trusts {count} upstream issuer(s) outside JWTEX_ALLOWED_UPSTREAM_ISSUERS, "
+        "refused at every exchange: {issuers}."
+    )
 
 
 class Hints:
     PUBLIC_URL = "Set JWTEX_PUBLIC_URL to the service's external base URL, e.g. https://jwtex.example.com."
     DEBUG = "Unset DJANGO_DEBUG (production mode is any JWTEX_PUBLIC_URL whose host is not loopback)."
-    SECRET_KEY = "Set DJANGO_SECRET_KEY to a long random string: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    SECRET_KEY = (
+        "Set DJANGO_SECRET_KEY to a long random string: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
     KEY_ENCRYPTION_KEYS = (
         "Set JWTEX_KEY_ENCRYPTION_KEYS (comma-separated; the first encrypts): "
         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
@@ -62,7 +67,9 @@ class Hints:
     HTTPS = "AWS trusts only https issuers: set JWTEX_PUBLIC_URL=https://…"
     SECURE_COOKIES = "Set SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True."
     INSECURE_ISSUERS = "It is for development and tests only: unset it."
-    SECURITY_HEADERS = "Keep SecurityMiddleware, XFrameOptionsMiddleware, SECURE_HSTS_SECONDS and SECURE_CONTENT_TYPE_NOSNIFF."
+    SECURITY_HEADERS = (
+        "Keep SecurityMiddleware, XFrameOptionsMiddleware, SECURE_HSTS_SECONDS and SECURE_CONTENT_TYPE_NOSNIFF."
+    )
     SESSION_COOKIE = "Set SESSION_COOKIE_HTTPONLY = True and SESSION_COOKIE_SAMESITE = 'Lax' or 'Strict'."
     DEV_KEY = "Set JWTEX_KEY_ENCRYPTION_KEYS before holding real keys; never run like this in production."
     PER_PROCESS_CACHE = "Set CACHE_URL=redis://… (the README's production set-up)."
@@ -73,17 +80,25 @@ class Hints:
     ADMIN_CSRF = "Keep jwtex_site.middleware.AdminCsrfViewMiddleware in MIDDLEWARE (jwtex_site/settings.py)."
     SSO_PARTIAL = (
         "Set JWTEX_ADMIN_OIDC_ISSUER, JWTEX_ADMIN_OIDC_CLIENT_ID and JWTEX_ADMIN_OIDC_CLIENT_SECRET (or "
-        "JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE) together, or none of them (README, \"Operators and single sign-on\")."
+        'JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE) together, or none of them (README, "Operators and single sign-on").'
     )
     SSO_NOBODY = "Configure single sign-on, or unset JWTEX_ADMIN_LOCAL_LOGIN."
     SSO_HTTPS = "The provider's answers sign people in: JWTEX_ADMIN_OIDC_ISSUER=https://…"
-    SSO_KEY = "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out admin-oidc.pem (register its public key)."
+    SSO_KEY = (
+        "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out admin-oidc.pem (register its public key)."
+    )
     SSO_ROLES_CLAIM = "Unset it for the default (groups), or name the ID token claim that holds the roles."
-    RULE_COST = ("It was saved before rules had a cost budget; jwtex never changes it. Open it in the admin (saving "
-                 "shows where its cost is) and simplify it, or delete it.")
-    ALLOWED_ISSUERS = "Write exact issuer URLs or https://HOST/PATH* patterns (docs/operators.md#allowed-upstream-issuers)."
-    ISSUER_REFUSED = ("Add them to the list if they are to be trusted, or remove them from the tenant (admin or "
-                      "jwtex_apply) — saving either is refused until then.")
+    RULE_COST = (
+        "It was saved before rules had a cost budget; jwtex never changes it. Open it in the admin (saving "
+        "shows where its cost is) and simplify it, or delete it."
+    )
+    ALLOWED_ISSUERS = (
+        "Write exact issuer URLs or https://HOST/PATH* patterns (docs/operators.md#allowed-upstream-issuers)."
+    )
+    ISSUER_REFUSED = (
+        "Add them to the list if they are to be trusted, or remove them from the tenant (admin or "
+        "jwtex_apply) — saving either is refused until then."
+    )
 
 
 class Codes:
@@ -336,13 +351,17 @@ def check_issuers_outside_the_list(app_configs, **kwargs):
     refused: dict[str, list[str]] = {}
     try:
         for slug, issuer_id, url in Issuer.objects.order_by("tenant__slug", "issuer_id").values_list(
-                "tenant__slug", "issuer_id", "issuer"):
+            "tenant__slug", "issuer_id", "issuer"
+        ):
             if jwtex_settings.upstream_issuer_problem(url):
                 refused.setdefault(slug, []).append(f"{issuer_id} ({url})")
     except DatabaseError:  # no tables yet (before migrate): nothing is saved
         return []
-    return [message for slug, issuers in refused.items() for message in _problem(
-        Warning, "ISSUER_REFUSED", tenant=slug, count=len(issuers), issuers=", ".join(issuers))]
+    return [
+        message
+        for slug, issuers in refused.items()
+        for message in _problem(Warning, "ISSUER_REFUSED", tenant=slug, count=len(issuers), issuers=", ".join(issuers))
+    ]
 
 
 def startup_checks_enforce(what: str) -> None:

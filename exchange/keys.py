@@ -92,11 +92,18 @@ def _kms_key_material(tenant: Tenant, algorithm: str) -> dict[str, Any]:
     except kms.KmsError as exc:
         raise SigningKeyUnavailable(f"The tenant's AWS KMS key could not be made: {exc}.") from exc
     public = created.public_jwk
-    return {"kid": public["kid"], "public_jwk": public, "private_key_encrypted": b"", "backend": KeyBackend.AWS_KMS,
-            "kms_key_id": created.key_id}
+    return {
+        "kid": public["kid"],
+        "public_jwk": public,
+        "private_key_encrypted": b"",
+        "backend": KeyBackend.AWS_KMS,
+        "kms_key_id": created.key_id,
+    }
 
 
-def signing_key_create(*, tenant: Tenant, now: datetime, state: str = KeyState.NEXT, algorithm: str | None = None) -> SigningKey:
+def signing_key_create(
+    *, tenant: Tenant, now: datetime, state: str = KeyState.NEXT, algorithm: str | None = None
+) -> SigningKey:
     """A new key of the tenant's backend: generated here (``local``) or by AWS KMS (``aws-kms``;
     ``SigningKeyUnavailable`` when KMS cannot make one)."""
     algorithm = algorithm or tenant.signing_algorithm
@@ -104,8 +111,11 @@ def signing_key_create(*, tenant: Tenant, now: datetime, state: str = KeyState.N
         fields = _kms_key_material(tenant, algorithm)
     else:
         material = new_key_material(algorithm=algorithm)
-        fields = {"kid": material.kid, "public_jwk": material.public_jwk,
-                  "private_key_encrypted": material.private_key_encrypted}
+        fields = {
+            "kid": material.kid,
+            "public_jwk": material.public_jwk,
+            "private_key_encrypted": material.private_key_encrypted,
+        }
     return SigningKey.objects.create(
         tenant=tenant,
         algorithm=algorithm,
@@ -141,13 +151,20 @@ def signing_key_load(key: SigningKey) -> SignerKey:
     """The ``SignerKey`` of a published row: decrypted here, or signing through AWS KMS."""
     if key.backend == KeyBackend.AWS_KMS:
         if key.state not in PUBLISHED_KEY_STATES or not key.kms_key_id:
-            raise SigningKeyUnavailable(f"signing key {key.kid} is {key.state}: its AWS KMS key is scheduled for deletion")
+            raise SigningKeyUnavailable(
+                f"signing key {key.kid} is {key.state}: its AWS KMS key is scheduled for deletion"
+            )
         try:
             sign = kms.kms_signer(key_id=key.kms_key_id, algorithm=key.algorithm, kid=key.kid)
         except Exception as exc:  # a malformed ARN, or boto3 unable to make a client
             raise SigningKeyUnavailable(f"signing key {key.kid}: no AWS KMS client ({type(exc).__name__})") from exc
-        return SignerKey(kid=key.kid, algorithm=key.algorithm, remote_sign=sign, backend=KeyBackend.AWS_KMS,
-                         signature_size=jwk.jwk_signature_size(key.public_jwk))
+        return SignerKey(
+            kid=key.kid,
+            algorithm=key.algorithm,
+            remote_sign=sign,
+            backend=KeyBackend.AWS_KMS,
+            signature_size=jwk.jwk_signature_size(key.public_jwk),
+        )
     if not key.private_key_encrypted:
         raise KeyDecryptionError(f"signing key {key.kid} has no private part (retired)")
     return SignerKey(kid=key.kid, algorithm=key.algorithm, private_key=signing_key_decrypt(key.private_key_encrypted))
@@ -162,7 +179,9 @@ def signing_keys_reencrypt() -> int:
             try:
                 rotated = fernet.rotate(bytes(key.private_key_encrypted))
             except InvalidToken as exc:
-                raise KeyDecryptionError(f"signing key {key.kid} of tenant {key.tenant_id} cannot be decrypted") from exc
+                raise KeyDecryptionError(
+                    f"signing key {key.kid} of tenant {key.tenant_id} cannot be decrypted"
+                ) from exc
             SigningKey.objects.filter(pk=key.pk).update(private_key_encrypted=rotated)
             count += 1
     return count
@@ -268,7 +287,9 @@ def _kms_deletions_schedule(tenant: Tenant, *, now: datetime) -> bool:
     False when KMS did not accept one (it is asked again at the tenant's next check)."""
     done = True
     pending = SigningKey.objects.filter(
-        tenant=tenant, backend=KeyBackend.AWS_KMS, state__in=(KeyState.RETIRED, KeyState.REVOKED),
+        tenant=tenant,
+        backend=KeyBackend.AWS_KMS,
+        state__in=(KeyState.RETIRED, KeyState.REVOKED),
         kms_deletion_scheduled_at__isnull=True,
     ).exclude(kms_key_id="")
     for key in pending:
@@ -294,7 +315,9 @@ def signing_key_revoke(*, tenant: Tenant, kid: str, now: datetime) -> RotationRe
             with transaction.atomic():
                 result = _rotate_locked(tenant, now=now, force=False)
         except SigningKeyUnavailable as exc:
-            logger.error("revoked; no new KMS key yet", extra={"jwtex": {"tenant": tenant.slug, "error": exc.messages[0]}})
+            logger.error(
+                "revoked; no new KMS key yet", extra={"jwtex": {"tenant": tenant.slug, "error": exc.messages[0]}}
+            )
             _kms_deletions_schedule(tenant, now=now)
             Tenant.objects.filter(pk=tenant.pk).update(keys_next_check_at=now + timedelta(minutes=1))
             result = RotationResult(tenant=tenant.slug)

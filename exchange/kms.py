@@ -164,7 +164,9 @@ def kms_signer(*, key_id: str, algorithm: str, kid: str) -> Callable[[bytes], by
         else:
             message, message_type = hashlib.sha256(signing_input).digest(), "DIGEST"
         try:
-            answer = client.sign(KeyId=key_id, Message=message, MessageType=message_type, SigningAlgorithm=kms_algorithm)
+            answer = client.sign(
+                KeyId=key_id, Message=message, MessageType=message_type, SigningAlgorithm=kms_algorithm
+            )
             signature = answer["Signature"]
             # KMS writes ECDSA signatures in DER (RFC 3279); RSASSA-PKCS1-v1_5 ones are the same in JWS.
             return jwk.ecdsa_der_to_raw(signature) if algorithm == "ES256" else bytes(signature)

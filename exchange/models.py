@@ -128,8 +128,12 @@ class Issuer(models.Model):
         it, message): the one check (``core.validators.issuer_problems``) that ``clean()`` raises
         for the admin's forms and ``jwtex_apply`` reports at its paths (docs/configuration-file.md#validation)."""
         return issuer_problems(
-            issuer=self.issuer, jwks_uri=self.jwks_uri, audiences=self.audiences, algorithms=self.algorithms,
-            static_jwks=self.static_jwks, allow_insecure=jwtex_settings.allow_insecure_issuers,
+            issuer=self.issuer,
+            jwks_uri=self.jwks_uri,
+            audiences=self.audiences,
+            algorithms=self.algorithms,
+            static_jwks=self.static_jwks,
+            allow_insecure=jwtex_settings.allow_insecure_issuers,
             allowlist=jwtex_settings.allowed_upstream_issuers,
         )
 
@@ -152,8 +156,22 @@ class Effect(models.TextChoices):
 
 
 # What the rule check and the engine read of a row (``Rule.rule_fields``, ``core.rules.spec.rule_spec_of``).
-RULE_FIELDS = ("name", "when", "effect", "subject", "audience", "audiences", "lifetime", "session_tags",
-               "transitive_tag_keys", "claims", "any_owner", "mapper_url", "mapper_timeout_ms", "source_identity")
+RULE_FIELDS = (
+    "name",
+    "when",
+    "effect",
+    "subject",
+    "audience",
+    "audiences",
+    "lifetime",
+    "session_tags",
+    "transitive_tag_keys",
+    "claims",
+    "any_owner",
+    "mapper_url",
+    "mapper_timeout_ms",
+    "source_identity",
+)
 
 
 class Rule(models.Model):
@@ -171,30 +189,36 @@ class Rule(models.Model):
     audiences = models.JSONField(default=list, blank=True, help_text="other audiences a caller may request")
     lifetime = models.PositiveIntegerField(null=True, blank=True, help_text="seconds, at least 60")
     session_tags = OrderedJSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='AWS tag key → CEL expression, or {"value": CEL, "optional": true} to leave the tag out when its '
         "claim is missing or empty",
     )
     transitive_tag_keys = models.JSONField(default=list, blank=True)
     claims = OrderedJSONField("extra claims", default=dict, blank=True, help_text="claim name → CEL expression")
     source_identity = models.TextField(
-        "source identity (CEL)", blank=True,
+        "source identity (CEL)",
+        blank=True,
         help_text="the AWS session's SourceIdentity, which CloudTrail records on every action "
         "(docs/rules.md#source-identity), e.g. aws_source_identity(claims.actor); empty: none",
     )
     mapper_url = models.CharField(
-        "mapper URL", max_length=1024, blank=True,
+        "mapper URL",
+        max_length=1024,
+        blank=True,
         help_text="effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)",
     )
     mapper_timeout_ms = models.PositiveIntegerField(
-        "mapper timeout (ms)", default=MAPPER_DEFAULT_TIMEOUT_MS,
+        "mapper timeout (ms)",
+        default=MAPPER_DEFAULT_TIMEOUT_MS,
         help_text=f"effect mapper: how long the webhook may take, at most {MAPPER_MAX_TIMEOUT_MS} ms",
     )
     # A rule of the tenant's candidate set (docs/operations.md#shadow-rules): decides every exchange beside
     # the live set, without effect on the answer; what it would have done differently goes into the audit.
     shadow = models.BooleanField("candidate (shadow)", default=False, db_index=True, editable=False)
     any_owner = models.BooleanField(
-        "any owner", default=False,
+        "any owner",
+        default=False,
         help_text="Allow tokens of every customer of a shared CI issuer (github.com, gitlab.com, Buildkite, HCP "
         "Terraform) without testing an owner claim. Leave off: an allow rule for such an issuer must test who owns "
         "the repository or project (e.g. claims.repository_owner_id), or any of the platform's users could use it.",
@@ -203,7 +227,9 @@ class Rule(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "shadow", "name"], name="rule_unique_name_per_tenant_set")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "shadow", "name"], name="rule_unique_name_per_tenant_set")
+        ]
         ordering = ["tenant__slug", "position", "id"]
 
     def __str__(self) -> str:
@@ -230,8 +256,10 @@ class Rule(models.Model):
         raises for the admin's forms and ``jwtex_apply`` reports at its paths
         (docs/rules.md#checked-when-a-rule-is-saved, docs/configuration-file.md#validation)."""
         return rule_problems(
-            self.rule_fields(), issuer_urls=[url for url, _ in self.jwtex_issuers],
-            claim_types=preset_claim_types(self.jwtex_issuers), allow_insecure=jwtex_settings.allow_insecure_issuers,
+            self.rule_fields(),
+            issuer_urls=[url for url, _ in self.jwtex_issuers],
+            claim_types=preset_claim_types(self.jwtex_issuers),
+            allow_insecure=jwtex_settings.allow_insecure_issuers,
         )
 
     def problems(self) -> list[Problem]:
@@ -359,9 +387,7 @@ class Revision(models.Model):
     author = models.CharField(max_length=200, help_text='a username, "jwtex_apply (file)" or "system"')
     source = models.CharField(max_length=16, choices=RevisionSource.choices)
     summary = models.CharField(max_length=500)
-    document = models.TextField(
-        help_text="the tenant's configuration in the docs/configuration-file.md format (YAML)"
-    )
+    document = models.TextField(help_text="the tenant's configuration in the docs/configuration-file.md format (YAML)")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="revision_unique_number_per_tenant")]

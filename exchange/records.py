@@ -29,8 +29,9 @@ class ExchangeRecord(models.Model):
     make the trigger again, as 0012 does: ``tests/exchange/audit/test_rollups.py`` fails otherwise)."""
 
     # No database constraint: the admin joins it, Django still deletes a tenant's records with it.
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="exchange_records", db_constraint=False,
-                               db_index=False)  # record_tenant_at leads with it
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="exchange_records", db_constraint=False, db_index=False
+    )  # record_tenant_at leads with it
     created_at = models.DateTimeField()
     endpoint = models.CharField(max_length=16)
     decision = models.CharField(max_length=8, choices=AuditDecision.choices)
@@ -77,10 +78,12 @@ class ExchangeRecord(models.Model):
         indexes = [
             models.Index(fields=["created_at", "id"], name="record_time"),
             models.Index(fields=["tenant", "created_at"], name="record_tenant_at"),
-            models.Index(fields=["tenant", "created_at"], condition=models.Q(decision="denied"),
-                         name="record_tenant_denied"),
-            models.Index(fields=["tenant", "created_at"], condition=models.Q(shadow__isnull=False),
-                         name="record_tenant_shadow"),
+            models.Index(
+                fields=["tenant", "created_at"], condition=models.Q(decision="denied"), name="record_tenant_denied"
+            ),
+            models.Index(
+                fields=["tenant", "created_at"], condition=models.Q(shadow__isnull=False), name="record_tenant_shadow"
+            ),
             models.Index(fields=["upstream_jti"], condition=~models.Q(upstream_jti=""), name="record_upstream_jti"),
             models.Index(fields=["issued_jti"], condition=~models.Q(issued_jti=""), name="record_issued_jti"),
             models.Index(fields=["upstream_sub"], name="record_upstream_sub"),
@@ -95,8 +98,9 @@ class ExchangeRecord(models.Model):
 
     @property
     def issued_subject(self) -> str:
-        return audit_compact.issued_subject(decision=self.decision, stored=self.issued_sub,
-                                            upstream_sub=self.upstream_sub)
+        return audit_compact.issued_subject(
+            decision=self.decision, stored=self.issued_sub, upstream_sub=self.upstream_sub
+        )
 
     @property
     def emitted_claims(self) -> dict | None:
@@ -104,8 +108,11 @@ class ExchangeRecord(models.Model):
         if self.issued_claims_compact is None:
             return self.issued_claims
         return audit_compact.claims_full(
-            self.issued_claims_compact, subject=self.issued_subject, audience=self.issued_aud,
-            expires_at=int(self.issued_exp.timestamp()), jti=self.issued_jti,
+            self.issued_claims_compact,
+            subject=self.issued_subject,
+            audience=self.issued_aud,
+            expires_at=int(self.issued_exp.timestamp()),
+            jti=self.issued_jti,
         )
 
 
@@ -118,8 +125,9 @@ class AuditRollup(models.Model):
     a few rows (PostgreSQL: the connection's pid modulo 8), so they never wait for each other's
     commit; readers add the shards up."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False,
-                               db_index=False)  # rollup_unique_group leads with it
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )  # rollup_unique_group leads with it
     hour = models.DateTimeField()
     decision = models.CharField(max_length=8, choices=AuditDecision.choices)
     error_code = models.CharField(max_length=64, blank=True)
@@ -137,8 +145,11 @@ class AuditRollup(models.Model):
     shadow_other = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(
-            fields=["tenant", "hour", "decision", "error_code", "rule_name", "shard"], name="rollup_unique_group")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "hour", "decision", "error_code", "rule_name", "shard"], name="rollup_unique_group"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.count} {self.decision} of {self.tenant_id} at {self.hour:%Y-%m-%d %H}:00 UTC"

@@ -119,8 +119,11 @@ def _forget_changed(sender, tenant_id: int, **kwargs) -> None:
 
 def tenant_rules_compile(*, tenant: Tenant, shadow: bool = False) -> tuple[tuple[CompiledRule, ...], str | None]:
     """The tenant's live rules (or, with ``shadow``, its candidate set), compiled, in order."""
-    rules = Rule.objects.filter(tenant=tenant, enabled=True, shadow=shadow).prefetch_related("issuers").order_by(
-        "position", "id")
+    rules = (
+        Rule.objects.filter(tenant=tenant, enabled=True, shadow=shadow)
+        .prefetch_related("issuers")
+        .order_by("position", "id")
+    )
     compiled = []
     for rule in rules:
         enabled = [i for i in rule.issuers.all() if i.enabled]
@@ -161,8 +164,11 @@ def runtime_build(*, tenant: Tenant, now: datetime) -> TenantRuntime:
     for snapshot in issuers.values():
         by_iss.setdefault(snapshot.issuer, []).append(snapshot.issuer_id)
     rules, rules_error = tenant_rules_compile(tenant=tenant)
-    shadow_rules, shadow_error = (tenant_rules_compile(tenant=tenant, shadow=True)
-                                  if Rule.objects.filter(tenant=tenant, shadow=True).exists() else (None, None))
+    shadow_rules, shadow_error = (
+        tenant_rules_compile(tenant=tenant, shadow=True)
+        if Rule.objects.filter(tenant=tenant, shadow=True).exists()
+        else (None, None)
+    )
     signer, signer_error = _signer(tenant, now)
     jwks = tenant_jwks(tenant=tenant)
     issuer_url = tenant_issuer_url(tenant)
@@ -212,7 +218,8 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     except DatabaseError as exc:
         connection.close_if_unusable_or_obsolete()
         raise TemporarilyUnavailable(
-            "The service cannot read its configuration right now; retry later.", reason=f"database: {type(exc).__name__}"
+            "The service cannot read its configuration right now; retry later.",
+            reason=f"database: {type(exc).__name__}",
         ) from None
 
 
@@ -229,8 +236,10 @@ def _freshness_check(clock: float) -> None:
         _fresh.epoch = epoch
     except DatabaseError as exc:
         connection.close_if_unusable_or_obsolete()
-        logger.warning("configuration not checked: database unavailable; serving warm snapshots",
-                       extra={"jwtex": {"error": type(exc).__name__, "tenants": len(_by_slug)}})
+        logger.warning(
+            "configuration not checked: database unavailable; serving warm snapshots",
+            extra={"jwtex": {"error": type(exc).__name__, "tenants": len(_by_slug)}},
+        )
     finally:
         _fresh.checked_at = clock
         _fresh.lock.release()
@@ -264,7 +273,9 @@ def freshness_thread_start(stop: threading.Event | None = None) -> threading.Thr
 
 
 def _reconcile() -> None:
-    current = {slug: version for slug, version in Tenant.objects.filter(enabled=True).values_list("slug", "config_version")}
+    current = {
+        slug: version for slug, version in Tenant.objects.filter(enabled=True).values_list("slug", "config_version")
+    }
     with _lock:
         stale = [slug for slug, runtime in _by_slug.items() if current.get(slug) != runtime.version]
         for slug in stale:

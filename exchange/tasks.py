@@ -91,8 +91,10 @@ def sweep_issuer_publications() -> int:
     """Every tenant with a published issuer URL whose documents are due: never published, published
     for another URL, changed keys (exchange.keys marks them), the periodic read-back, or a retry."""
     due = Tenant.objects.exclude(published_issuer_url="").filter(
-        Q(publication__isnull=True) | Q(publication__next_attempt_at__isnull=True)
-        | Q(publication__next_attempt_at__lte=timezone.now()) | ~Q(publication__url=F("published_issuer_url"))
+        Q(publication__isnull=True)
+        | Q(publication__next_attempt_at__isnull=True)
+        | Q(publication__next_attempt_at__lte=timezone.now())
+        | ~Q(publication__url=F("published_issuer_url"))
     )
     return _succeeded("sweep_issuer_publications", _fan_out(publish_tenant_issuer, due.values_list("pk", flat=True)))
 
@@ -104,7 +106,9 @@ def sweep_exchange_records() -> int:
     days = audit_retention_sweep(now=timezone.now())
     if days["created"] or days["dropped"]:
         logger.info("audit partitions", extra={"jwtex": days})
-    return _succeeded("sweep_exchange_records", _fan_out(purge_exchange_records, Tenant.objects.values_list("pk", flat=True)))
+    return _succeeded(
+        "sweep_exchange_records", _fan_out(purge_exchange_records, Tenant.objects.values_list("pk", flat=True))
+    )
 
 
 def _result_fields(result) -> dict:

@@ -17,7 +17,9 @@ app.conf.beat_schedule = {
     "sweep-issuers": {"task": "exchange.sweep_issuers", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-signing-keys": {"task": "exchange.sweep_signing_keys", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-issuer-publications": {
-        "task": "exchange.sweep_issuer_publications", "schedule": 60.0, "options": {"expires": 55},
+        "task": "exchange.sweep_issuer_publications",
+        "schedule": 60.0,
+        "options": {"expires": 55},
     },
     "drain-audit-spool": {"task": "exchange.drain_audit_spool", "schedule": 60.0, "options": {"expires": 55}},
     "sweep-exchange-records": {
@@ -86,11 +88,12 @@ def _banners_as_log_lines() -> None:
     the same as one log line each, in the log format (docs/operations.md#logs: one JSON object per line)."""
     import logging
 
-    from celery.apps import beat as celery_beat
-    from celery.apps import worker as celery_worker
+    from celery.apps import beat as celery_beat, worker as celery_worker
 
     def worker_banner(self) -> None:
-        info = " ".join(line.strip(" .-*") for line in self.startup_info(artlines=False).splitlines() if line.strip(" .-*"))
+        info = " ".join(
+            line.strip(" .-*") for line in self.startup_info(artlines=False).splitlines() if line.strip(" .-*")
+        )
         logging.getLogger("celery.worker").info("worker starting: %s", info)
 
     beat_run = celery_beat.Beat.run

@@ -48,6 +48,13 @@ def _stop(processes: list[subprocess.Popen], *, signal_them: bool, grace: float 
             process.wait()
 
 
+# The Celery worker, with its beat (the periodic tasks) in the same process.
+CELERY_WORKER = (
+    *("-m", "celery", "-A", "jwtex_site", "--quiet", "worker", "--beat", "--loglevel=INFO"),
+    *("--concurrency=2", "--without-mingle", "--without-gossip"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -71,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "jwtex_site", "--quiet", "worker", "--beat", "--loglevel=INFO",
-         "--concurrency=2", "--without-mingle", "--without-gossip"],
-        cwd=ROOT,
-        env=env,
-    )
+    worker = subprocess.Popen([sys.executable, *CELERY_WORKER], cwd=ROOT, env=env)
     server = subprocess.Popen(
         _manage("runserver", "--noreload", "--skip-checks", f"{options.host}:{options.port}"), cwd=ROOT, env=env
     )

@@ -80,10 +80,17 @@ DEFAULTS: dict[str, str | int | float | bool | None] = {
 }
 
 # Text values an empty variable sets as it is (elsewhere, empty is unset).
-EMPTY_KEPT = frozenset({
-    "JWTEX_PUBLIC_URL", "DJANGO_ALLOWED_HOSTS", "JWTEX_ADMIN_OIDC_SCOPES", "JWTEX_ADMIN_OIDC_ROLES_CLAIM",
-    "JWTEX_ADMIN_OIDC_ROLES_PREFIX", "JWTEX_ADMIN_OIDC_SUPERUSER_VALUE", "JWTEX_ADMIN_OIDC_USERNAME_CLAIM",
-})
+EMPTY_KEPT = frozenset(
+    {
+        "JWTEX_PUBLIC_URL",
+        "DJANGO_ALLOWED_HOSTS",
+        "JWTEX_ADMIN_OIDC_SCOPES",
+        "JWTEX_ADMIN_OIDC_ROLES_CLAIM",
+        "JWTEX_ADMIN_OIDC_ROLES_PREFIX",
+        "JWTEX_ADMIN_OIDC_SUPERUSER_VALUE",
+        "JWTEX_ADMIN_OIDC_USERNAME_CLAIM",
+    }
+)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 

@@ -74,7 +74,9 @@ def logging_config(*, log_format: str, level: str, access_log: bool) -> dict[str
             "json": {"()": "jwtex_site.logging.JsonFormatter"},
             "text": {"()": "jwtex_site.logging.TextFormatter"},
         },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "stream": "ext://sys.stderr"}
+        },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             # One stream: Django's own loggers go through the same handler, once.

@@ -17,17 +17,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 
 from exchange.api.params import client_address
 from exchange.conf import jwtex_settings
-from django.template.loader import render_to_string
 
 logger = logging.getLogger("jwtex.login")
 
@@ -81,14 +81,14 @@ def _hit(key: str, now: float) -> None:
         else:
             count, started = 1, now
         cache.set(key, [count, started], timeout=max(1, int(started + _window() - now)))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: logged; the password alone decides
         logger.error("login throttle: cache unavailable")
 
 
 def _retry_after(key: str, now: float) -> int:
     try:
         value = cache.get(key)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: ask for the whole window
         return _window()
     if isinstance(value, (list, tuple)):
         return max(1, int(value[1] + _window() - now))
@@ -111,7 +111,7 @@ def _logged_in(sender, request, user, **kwargs) -> None:
     user_key, _ = _keys(request, user.get_username())
     try:
         cache.delete(user_key)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: logged; the count ends with its window
         logger.error("login throttle: cache unavailable")
 
 

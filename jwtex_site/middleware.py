@@ -73,6 +73,7 @@ class AdminRevisionActorMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(ADMIN_PREFIX):
             return self.get_response(request)
+
         def username() -> str:
             user = getattr(request, "user", None)
             return user.get_username() if user is not None and user.is_authenticated else ""

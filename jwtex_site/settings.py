@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from jwtex_site import environment as env
-from jwtex_site import logging as jwtex_logging
+from jwtex_site import environment as env, logging as jwtex_logging
 
 BASE_DIR = env.ROOT
 VAR_DIR = env.var_dir()
@@ -109,8 +108,8 @@ JWTEX_METRICS_TOKEN = env.text("JWTEX_METRICS_TOKEN")
 JWTEX_METRICS_DIR = env.text("PROMETHEUS_MULTIPROC_DIR")
 
 # The admin's single sign-on through the organisation's OpenID Connect provider
-# (docs/operators.md#single-sign-on; README, "Operators and single sign-on"): on when the issuer, the client id and a client secret (or a
-# private key for private_key_jwt) are set; jwtex.E02x checks refuse a half-done configuration.
+# (docs/operators.md#single-sign-on; README, "Operators and single sign-on"): on when the issuer, the client id and a
+# client secret (or a private key for private_key_jwt) are set; jwtex.E02x checks refuse a half-done configuration.
 JWTEX_ADMIN_OIDC_ISSUER = env.text("JWTEX_ADMIN_OIDC_ISSUER").strip()
 JWTEX_ADMIN_OIDC_CLIENT_ID = env.text("JWTEX_ADMIN_OIDC_CLIENT_ID").strip()
 JWTEX_ADMIN_OIDC_CLIENT_SECRET = env.text("JWTEX_ADMIN_OIDC_CLIENT_SECRET")
@@ -193,7 +192,7 @@ _default_db = f"sqlite:///{VAR_DIR / 'jwtex.sqlite3'}"
 _db_url = env.text("DATABASE_URL") or _default_db
 if _db_url.startswith("sqlite:///") and not _db_url.startswith("sqlite:////"):
     # A relative SQLite path is relative to the project, not to the working directory.
-    _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///'):]}"
+    _db_url = f"sqlite:///{BASE_DIR / _db_url[len('sqlite:///') :]}"
 # Persistent connections. Not health-checked before each request (that is a round trip per
 # exchange): a connection that fails is closed, and every caller of the database answers for
 # it (the audit spools, a warm runtime keeps serving, the rest answers 503), so a restarted

@@ -16,9 +16,7 @@ from .services import membership_add, membership_role_change_errors, user_get_by
 
 
 class MembershipForm(forms.ModelForm):
-    username = forms.CharField(
-        max_length=150, required=False, help_text="The exact username of an existing account."
-    )
+    username = forms.CharField(max_length=150, required=False, help_text="The exact username of an existing account.")
 
     class Meta:
         model = Membership

@@ -30,8 +30,11 @@ def _filter_parameters(path: str, field, filter_class) -> set[str]:
     if filter_class is admin.EmptyFieldListFilter:
         return {f"{path}__isempty"}
     if field.is_relation:  # RelatedFieldListFilter, RelatedOnlyFieldListFilter, TenantListFilter (+ its search)
-        return {f"{path}__{field.target_field.name}__exact", f"{path}__isnull",
-                *getattr(filter_class, "extra_parameters", ())}
+        return {
+            f"{path}__{field.target_field.name}__exact",
+            f"{path}__isnull",
+            *getattr(filter_class, "extra_parameters", ()),
+        }
     if isinstance(field, models.BooleanField) or field.choices:  # BooleanFieldListFilter, ChoicesFieldListFilter
         return {f"{path}__exact", f"{path}__isnull"}
     if isinstance(field, models.DateField):  # DateFieldListFilter (DateTimeField too)
@@ -80,8 +83,9 @@ class DeclaredLookupsOnlyMixin:
             return super().get_changelist_instance(request)
         except DisallowedModelAdminLookup:
             unknown = sorted(name[:64] for name in set(request.GET) - self.declared_lookups(request) - _NOT_LOOKUPS)[:5]
-            logger.warning("admin list filter refused", extra={"jwtex": {"model": self.model._meta.label,
-                                                                         "parameters": unknown}})
+            logger.warning(
+                "admin list filter refused", extra={"jwtex": {"model": self.model._meta.label, "parameters": unknown}}
+            )
             raise _RefusedFilter(f"this list cannot be filtered by {', '.join(unknown) or 'that'}") from None
         # (DataError: a value only the database refuses; the admin runs in autocommit, so it is over.)
         except (IncorrectLookupParameters, ValidationError, OverflowError, DataError) as exc:
@@ -92,6 +96,10 @@ class DeclaredLookupsOnlyMixin:
         try:
             return super().changelist_view(request, extra_context)
         except _RefusedFilter as exc:
-            context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Invalid filter",
-                       "problem": str(exc)}
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Invalid filter",
+                "problem": str(exc),
+            }
             return TemplateResponse(request, "jwtex/invalid_filter.html", context, status=400)

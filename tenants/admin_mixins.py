@@ -23,7 +23,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import build_q_object_from_lookup_parameters
 from django.contrib.admin.widgets import AutocompleteSelect
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.forms.fields import InvalidJSONInput
@@ -149,8 +149,7 @@ class TenantListFilter(admin.RelatedFieldListFilter):
     def field_choices(self, field, request, model_admin):
         tenants = tenants_for(request, model_admin.view_roles)
         self.total = tenants.count()
-        shown = tenants_matching(tenants.only("pk", "slug"), self.search, keep=self.lookup_val or (),
-                                 total=self.total)
+        shown = tenants_matching(tenants.only("pk", "slug"), self.search, keep=self.lookup_val or (), total=self.total)
         return [(tenant.pk, tenant.slug) for tenant in shown]
 
     def has_output(self):
@@ -165,8 +164,9 @@ class TenantListFilter(admin.RelatedFieldListFilter):
 
     def choices(self, changelist):
         keep = {TENANT_SEARCH_VAR, self.lookup_kwarg, self.lookup_kwarg_isnull}
-        self.hidden_params = [(k, v) for k, values in changelist.get_filters_params().items() if k not in keep
-                              for v in values] + [(k, v) for k, v in changelist.params.items() if k == "q"]
+        self.hidden_params = [
+            (k, v) for k, values in changelist.get_filters_params().items() if k not in keep for v in values
+        ] + [(k, v) for k, v in changelist.params.items() if k == "q"]
         yield from super().choices(changelist)
 
 
@@ -183,8 +183,9 @@ class StrictJSONFormField(forms.JSONField):
         except strict_json.DuplicateMemberError as exc:
             raise ValidationError(f"Not valid JSON: the member {exc.name!r} appears twice.", code="invalid") from None
         except RecursionError:
-            raise ValidationError(f"Not valid JSON: nested deeper than {strict_json.MAX_DEPTH}.",
-                                  code="invalid") from None
+            raise ValidationError(
+                f"Not valid JSON: nested deeper than {strict_json.MAX_DEPTH}.", code="invalid"
+            ) from None
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}", code="invalid") from None
 
@@ -293,7 +294,8 @@ class TenantScopedAdminMixin(DeclaredLookupsOnlyMixin):
         # the user's tenants (from the tenants table, searchable), other relations those in use.
         return [
             (name, TenantListFilter if name == "tenant" else admin.RelatedOnlyFieldListFilter)
-            if isinstance(name, str) and self._is_relation(name) else name
+            if isinstance(name, str) and self._is_relation(name)
+            else name
             for name in super().get_list_filter(request)
         ]
 
@@ -319,7 +321,7 @@ class TenantScopedAdminMixin(DeclaredLookupsOnlyMixin):
 def _is_tenant_owned(model: type[Model]) -> bool:
     try:
         field = model._meta.get_field("tenant")
-    except Exception:  # noqa: BLE001
+    except FieldDoesNotExist:
         return False
     return field.is_relation and field.related_model is Tenant
 

@@ -39,11 +39,13 @@ def validate_aws_account_ids(value: object) -> None:
         if not isinstance(item, str):
             raise ValidationError(
                 "%(value)s is not an AWS account id: write it as a string of exactly 12 digits "
-                "(as a number it would lose its leading zeros).", params={"value": repr(item)[:40]},
+                "(as a number it would lose its leading zeros).",
+                params={"value": repr(item)[:40]},
             )
         if not re.fullmatch(AWS_ACCOUNT_ID_PATTERN, item):
             raise ValidationError(
-                "“%(value)s” is not an AWS account id: exactly 12 digits, without dashes or spaces (e.g. 111122223333).",
+                "“%(value)s” is not an AWS account id: "
+                "exactly 12 digits, without dashes or spaces (e.g. 111122223333).",
                 params={"value": item[:40]},
             )
     if len(set(value)) != len(value):
@@ -63,7 +65,8 @@ class KeyBackend(models.TextChoices):
 
 
 aws_account_id_validator = RegexValidator(
-    rf"^{AWS_ACCOUNT_ID_PATTERN}\Z", "An AWS account id: exactly 12 digits, without dashes or spaces (e.g. 111122223333)."
+    rf"^{AWS_ACCOUNT_ID_PATTERN}\Z",
+    "An AWS account id: exactly 12 digits, without dashes or spaces (e.g. 111122223333).",
 )
 
 
@@ -76,9 +79,7 @@ class Tenant(models.Model):
     max_token_lifetime = models.PositiveIntegerField(
         default=3600, validators=[MinValueValidator(60), MaxValueValidator(43200)], help_text="seconds"
     )
-    signing_algorithm = models.CharField(
-        max_length=8, choices=SigningAlgorithm.choices, default=SigningAlgorithm.ES256
-    )
+    signing_algorithm = models.CharField(max_length=8, choices=SigningAlgorithm.choices, default=SigningAlgorithm.ES256)
     rate_limit_per_minute = models.PositiveIntegerField(
         default=limits.TENANT_RATE_LIMIT_PER_MINUTE, help_text="exchanges a minute; 0 turns it off"
     )
@@ -95,7 +96,8 @@ class Tenant(models.Model):
     # replayed over real traffic before they are saved (docs/operations.md#replay). Personal data (names, e-mail
     # addresses of CI users): off unless the tenant asks; kept as long as the audit record.
     keep_upstream_claims = models.BooleanField(
-        default=False, help_text="Keep each exchange's verified upstream claims in the audit record (personal data), "
+        default=False,
+        help_text="Keep each exchange's verified upstream claims in the audit record (personal data), "
         "so the simulator can replay candidate rules over recent traffic. Kept as long as the audit records.",
     )
     # Where new signing keys are made (exchange.keys): the current keys keep signing until rotation.
@@ -104,7 +106,9 @@ class Tenant(models.Model):
     # place for its keys, often a security account of its own.
     key_backend = models.CharField(max_length=16, choices=KeyBackend.choices, default=KeyBackend.LOCAL)
     kms_region = models.CharField("AWS KMS region", max_length=32, blank=True, validators=[aws_region_validator])
-    kms_account_id = models.CharField("AWS KMS account id", max_length=12, blank=True, validators=[aws_account_id_validator])
+    kms_account_id = models.CharField(
+        "AWS KMS account id", max_length=12, blank=True, validators=[aws_account_id_validator]
+    )
     # Optional, for the overview's AWS snippets only: the exchange reads none of them.
     aws_account_ids = models.JSONField(default=list, blank=True, validators=[validate_aws_account_ids])
     aws_region = models.CharField(max_length=32, blank=True, validators=[aws_region_validator])
@@ -114,7 +118,10 @@ class Tenant(models.Model):
     # Checked where it is saved (exchange.publish.documents.published_url_problem_for: the admin's form
     # and jwtex_apply), since the check reads settings and other tenants.
     published_issuer_url = models.CharField(
-        "published issuer URL", max_length=255, blank=True, default="",
+        "published issuer URL",
+        max_length=255,
+        blank=True,
+        default="",
         help_text="Optional: an https URL of static hosting (e.g. https://issuers.example.com/acme) where jwtex "
         "publishes the tenant's discovery document and JWKS; tokens then carry it as iss.",
     )
@@ -136,7 +143,9 @@ class Tenant(models.Model):
             max_token_lifetime=self.max_token_lifetime or 0,
         )
         if self.key_backend == KeyBackend.AWS_KMS and not self.kms_region:
-            errors["kms_region"] = "AWS KMS keys need a region: where they are made and where they sign (e.g. eu-west-1)."
+            errors["kms_region"] = (
+                "AWS KMS keys need a region: where they are made and where they sign (e.g. eu-west-1)."
+            )
         if errors:
             raise ValidationError(errors)
 

@@ -45,8 +45,12 @@ def sts_problems(token: str) -> list[str]:
         problems.append("sub")
     if SOURCE_IDENTITY_CLAIM in payload:
         identity = payload[SOURCE_IDENTITY_CLAIM]
-        if not (isinstance(identity, str) and 2 <= len(identity) <= 64 and set(identity) <= _SOURCE_IDENTITY_CHARACTERS
-                and not identity.lower().startswith("aws:")):
+        if not (
+            isinstance(identity, str)
+            and 2 <= len(identity) <= 64
+            and set(identity) <= _SOURCE_IDENTITY_CHARACTERS
+            and not identity.lower().startswith("aws:")
+        ):
             problems.append("source identity")
     tags = payload.get(TAGS_CLAIM)
     if tags is None:

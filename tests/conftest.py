@@ -24,6 +24,8 @@ def tracked_files() -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     return [REPO_ROOT / name for name in out.decode().split("\0") if name]
+
+
 # Committed test data (tests/fixtures/README.md says where each file came from).
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 

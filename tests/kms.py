@@ -72,8 +72,13 @@ def _strict_sign(original):
             signature = private.sign(message, ec.ECDSA(Prehashed(hashes.SHA256())))
         else:
             signature = private.sign(message, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-        return json.dumps({"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(),
-                           "SigningAlgorithm": params["SigningAlgorithm"]})
+        return json.dumps(
+            {
+                "KeyId": key.arn,
+                "Signature": base64.b64encode(signature).decode(),
+                "SigningAlgorithm": params["SigningAlgorithm"],
+            }
+        )
 
     return sign
 
@@ -155,8 +160,9 @@ class MotoKms:
         return {**ENVIRONMENT, "AWS_ENDPOINT_URL_KMS": endpoint or self.endpoint, "AWS_ENDPOINT_URL": self.endpoint}
 
     def _post(self, path: str, data: bytes = b"") -> Any:
-        request = urllib.request.Request(self.endpoint + path, data=data, method="POST",
-                                         headers={"Content-Type": "text/plain"})  # not a form: moto reads the body
+        request = urllib.request.Request(
+            self.endpoint + path, data=data, method="POST", headers={"Content-Type": "text/plain"}
+        )  # not a form: moto reads the body
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.read()
 
@@ -172,8 +178,11 @@ class MotoKms:
         client = self._clients.get((service, key, secret))
         if client is None:
             client = self._clients[service, key, secret] = boto3.client(
-                service, region_name=REGION, endpoint_url=self.endpoint,
-                aws_access_key_id=key, aws_secret_access_key=secret,
+                service,
+                region_name=REGION,
+                endpoint_url=self.endpoint,
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
             )
         return client
 
@@ -191,10 +200,13 @@ class MotoKms:
         iam = self.client("iam")
         name = f"jwtex-{len(iam.list_users()['Users'])}"
         iam.create_user(UserName=name)
-        policy = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
-            {"Effect": "Deny", "Action": list(denied_actions), "Resource": "*"},
-        ]}
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": list(denied_actions), "Resource": "*"},
+            ],
+        }
         iam.put_user_policy(UserName=name, PolicyName="kms", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
@@ -303,10 +315,22 @@ class Jose:
 
     def verify(self, *, jwks: dict, tokens: list[tuple[str, int]], issuer: str, audience: str) -> list[dict]:
         """Each (token, at) verified against ``jwks`` at time ``at``: ``{"ok", "payload"|"error"}``."""
-        document = {"jwks": jwks, "issuer": issuer, "audience": audience, "algorithms": ["ES256", "RS256"],
-                    "tokens": [{"token": t, "at": at} for t, at in tokens]}
-        done = subprocess.run([self.node, "verify.mjs"], check=False, cwd=self.root, input=json.dumps(document), text=True,
-                              capture_output=True, timeout=60)
+        document = {
+            "jwks": jwks,
+            "issuer": issuer,
+            "audience": audience,
+            "algorithms": ["ES256", "RS256"],
+            "tokens": [{"token": t, "at": at} for t, at in tokens],
+        }
+        done = subprocess.run(
+            [self.node, "verify.mjs"],
+            check=False,
+            cwd=self.root,
+            input=json.dumps(document),
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -314,8 +338,15 @@ class Jose:
         """Each (token, at) verified as a relying party given only ``issuer`` does: discovery and
         JWKS fetched from there. ``{"discovery", "results": [{"ok", "payload"|"error"}]}``."""
         document = {"issuer": issuer, "audience": audience, "tokens": [{"token": t, "at": at} for t, at in tokens]}
-        done = subprocess.run([self.node, "verify_remote.mjs"], check=False, cwd=self.root, input=json.dumps(document),
-                              text=True, capture_output=True, timeout=60)
+        done = subprocess.run(
+            [self.node, "verify_remote.mjs"],
+            check=False,
+            cwd=self.root,
+            input=json.dumps(document),
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -325,15 +356,22 @@ def jose(tmp_path_factory) -> Jose:
     """``npm install jose`` into a temporary directory, once per test run (shared by xdist workers)."""
     npm, node = shutil.which("npm"), shutil.which("node")
     if not npm or not node:
-        pytest.skip("npm and node are not installed: the jose cross-check of KMS-signed tokens needs them "
-                    "(apt-get install nodejs npm)")
+        pytest.skip(
+            "npm and node are not installed: the jose cross-check of KMS-signed tokens needs them "
+            "(apt-get install nodejs npm)"
+        )
     root = tmp_path_factory.getbasetemp().parent / "jwtex-jose"
     root.mkdir(exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / "node_modules" / "jose").is_dir():
-            done = subprocess.run([npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--silent", "jose"],
-                                  check=False, capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                [npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--silent", "jose"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert done.returncode == 0, f"npm install jose failed: {done.stderr[-2000:]}"
         (root / "verify.mjs").write_text(_JOSE_VERIFY)
         (root / "verify_remote.mjs").write_text(_JOSE_VERIFY_REMOTE)

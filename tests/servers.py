@@ -118,11 +118,15 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self._server_pid())], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self._server_pid())], capture_output=True, text=True, check=False
+        ).stdout
         return [int(pid) for pid in out.split()]
 
     def _server_pid(self) -> int:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
         return int(out[0]) if out else self.process.pid
 
     def stop(self) -> None:
@@ -171,7 +175,11 @@ def serve(env: dict[str, str], tmp: Path, **extra: str) -> Served:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             ["make", "-s", "-o", ".venv/.installed", "serve", f"PY={sys.executable}"],
-            cwd=REPO_ROOT, env=full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO_ROOT,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     served = Served(process, port, log, full)
 
@@ -214,15 +222,17 @@ class Client:
         return self._request("GET", path, None, {})
 
     def exchange(self, slug: str, token: str, issuer_id: str) -> tuple[int, bytes]:
-        return self._request("POST", f"/t/{slug}/exchange?issuerId={issuer_id}", token.encode(),
-                             {"Content-Type": "application/jwt"})
+        return self._request(
+            "POST", f"/t/{slug}/exchange?issuerId={issuer_id}", token.encode(), {"Content-Type": "application/jwt"}
+        )
 
 
 # ---------------------------------------------------------------------------- several processes, one deployment
 
 
-def deployment_environment(*, db: Mapping[str, Any], key_encryption_keys: list[str],
-                           public_url: str = "http://127.0.0.1:8000") -> dict[str, str]:
+def deployment_environment(
+    *, db: Mapping[str, Any], key_encryption_keys: list[str], public_url: str = "http://127.0.0.1:8000"
+) -> dict[str, str]:
     """What every process of one deployment shares (README, "Deployment"): the database (the
     test process's own), the broker and the shared cache (``CELERY_BROKER_URL``, ``CACHE_URL`` as
     the test run has them), the key-encryption keys and one public URL, as behind one load

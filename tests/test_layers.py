@@ -34,7 +34,10 @@ def test_a_django_or_console_import_in_core_breaks_the_contract(tmp_path):
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, tmp_path / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
     limits = tmp_path / "exchange" / "core" / "limits.py"
-    limits.write_text(limits.read_text() + "\nfrom django.conf import settings  # noqa\nfrom exchange.console import presets  # noqa\n")
+    limits.write_text(
+        limits.read_text()
+        + "\nfrom django.conf import settings  # noqa\nfrom exchange.console import presets  # noqa\n"
+    )
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "exchange.core is pure" in result.stdout and "BROKEN" in result.stdout
@@ -94,8 +97,14 @@ def test_the_admin_writes_through_services_only():
                 continue
             receiver, name = node.func.value, node.func.attr
             via_manager = isinstance(receiver, ast.Attribute) and receiver.attr == "objects" and name in _WRITES
-            via_queryset = isinstance(receiver, ast.Call) and getattr(receiver.func, "attr", "") in {"filter", "all"} and name in _WRITES
-            via_row = name in {"save", "delete"} and not (isinstance(receiver, ast.Call) and getattr(receiver.func, "id", "") == "super")
+            via_queryset = (
+                isinstance(receiver, ast.Call)
+                and getattr(receiver.func, "attr", "") in {"filter", "all"}
+                and name in _WRITES
+            )
+            via_row = name in {"save", "delete"} and not (
+                isinstance(receiver, ast.Call) and getattr(receiver.func, "id", "") == "super"
+            )
             if via_manager or via_queryset or via_row:
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: .{name}()")
     assert not offenders
@@ -184,16 +193,19 @@ def test_no_module_imports_another_modules_private_names():
     assert not offences
 
 
-@pytest.mark.parametrize("source, offends", [
-    ("from .engine import _denied", True),
-    ("from exchange.core.rules.engine import CompiledRule, _audience", True),
-    ("from ..upstream import fetch\nfrom ..upstream.fetch import _Target", True),
-    ("import exchange.upstream.fetch._helpers", True),
-    ("from .engine import rule_denial, __all__", False),
-    ("from exchange.migrations._audit_sql import RECORDS", False),  # Django's underscore, see above
-    ("from ._private_sibling import helper", False),  # a private module of the same package
-    ("from exchange.core._private import helper", True),  # … but not of another package
-])
+@pytest.mark.parametrize(
+    "source, offends",
+    [
+        ("from .engine import _denied", True),
+        ("from exchange.core.rules.engine import CompiledRule, _audience", True),
+        ("from ..upstream import fetch\nfrom ..upstream.fetch import _Target", True),
+        ("import exchange.upstream.fetch._helpers", True),
+        ("from .engine import rule_denial, __all__", False),
+        ("from exchange.migrations._audit_sql import RECORDS", False),  # Django's underscore, see above
+        ("from ._private_sibling import helper", False),  # a private module of the same package
+        ("from exchange.core._private import helper", True),  # … but not of another package
+    ],
+)
 def test_the_private_import_scan_sees_each_form(source, offends):
     path = REPO_ROOT / "exchange" / "core" / "rules" / "mapper.py"
     assert bool(_private_imports(path, source)) is offends
@@ -223,6 +235,12 @@ def test_no_two_modules_under_exchange_share_a_name():
 
 
 def test_the_name_check_sees_a_shared_name():
-    paths = [Path("exchange/core/limits.py"), Path("exchange/services/limits.py"), Path("exchange/admin/rules.py"),
-             Path("exchange/services/rules.py"), Path("exchange/api/views.py"), Path("exchange/admin/views.py")]
+    paths = [
+        Path("exchange/core/limits.py"),
+        Path("exchange/services/limits.py"),
+        Path("exchange/admin/rules.py"),
+        Path("exchange/services/rules.py"),
+        Path("exchange/api/views.py"),
+        Path("exchange/admin/views.py"),
+    ]
     assert _shared_names(paths) == {"limits.py": ["exchange/core/limits.py", "exchange/services/limits.py"]}

@@ -33,7 +33,11 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 def _environment(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))
+    }
     env.update(JWTEX_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
     return env
 
@@ -42,7 +46,13 @@ def _make_run(port: int, env: dict[str, str], **popen) -> subprocess.Popen:
     # -o: the virtualenv running this test is the project's; never reinstall it from here.
     return subprocess.Popen(
         ["make", "-o", ".venv/.installed", "run", f"PORT={port}", f"PY={sys.executable}"],
-        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
     )
 
 
@@ -65,6 +75,7 @@ def test_make_run_on_another_port_serves_issuer_urls_on_that_port_and_stops_clea
     make = _make_run(port, env)
     try:
         base = f"http://127.0.0.1:{port}"
+
         def up() -> bool:
             try:
                 return _get(f"{base}/t/none/.well-known/openid-configuration")[0] == 404
@@ -108,6 +119,7 @@ def test_make_run_stopped_as_a_background_job_exits_0_and_says_nothing(tmp_path)
     port = _free_port()
     make = _make_run(port, _environment(tmp_path), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
+
         def up() -> bool:
             try:
                 return _get(f"http://127.0.0.1:{port}/healthz")[0] == 200

@@ -30,9 +30,11 @@ from tests.conftest import REPO_ROOT
 from tests.servers import database_url
 
 pytestmark = [
-    pytest.mark.skipif(os.environ.get("JWTEX_TEST_INSTALL") != "1",
-                       reason="a fresh production install (about 30 s): JWTEX_TEST_INSTALL=1 with PostgreSQL and "
-                              "Redis, as .ci/run's second pass sets it"),
+    pytest.mark.skipif(
+        os.environ.get("JWTEX_TEST_INSTALL") != "1",
+        reason="a fresh production install (about 30 s): JWTEX_TEST_INSTALL=1 with PostgreSQL and "
+        "Redis, as .ci/run's second pass sets it",
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -71,8 +73,11 @@ def _run(command: list[str], *, timeout: float, **kwargs) -> subprocess.Complete
 def test_pip_install_without_extras_has_everything_production_loads(tmp_path):
     broker, cache_url = django_settings.CELERY_BROKER_URL, os.environ.get("CACHE_URL", "")
     if connection.vendor != "postgresql" or not broker.startswith("redis://") or not cache_url.startswith("redis://"):
-        pytest.fail("JWTEX_TEST_INSTALL=1 needs DATABASE_URL=postgres://…, CELERY_BROKER_URL=redis://… and "
-                    "CACHE_URL=redis://…, as .ci/run's second pass sets them", pytrace=False)
+        pytest.fail(
+            "JWTEX_TEST_INSTALL=1 needs DATABASE_URL=postgres://…, CELERY_BROKER_URL=redis://… and "
+            "CACHE_URL=redis://…, as .ci/run's second pass sets them",
+            pytrace=False,
+        )
     venv = tmp_path / "venv"
     made = _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     assert made.returncode == 0, made.stderr[-2000:]
@@ -80,11 +85,27 @@ def test_pip_install_without_extras_has_everything_production_loads(tmp_path):
     # A copy of the tree as a clone has it (no .venv, no build leftovers in it or left behind in
     # the working tree), installed the README's way.
     source = tmp_path / "clone"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "var", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
-        ".import_linter_cache", "test-artifacts"))
-    installed = _run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
-                     timeout=600, cwd=tmp_path)
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "var",
+            "build",
+            "*.egg-info",
+            "__pycache__",
+            ".pytest_cache",
+            ".hypothesis",
+            ".import_linter_cache",
+            "test-artifacts",
+        ),
+    )
+    installed = _run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     extras = _run([python, "-m", "pip", "show", "pytest"], timeout=60)
     assert extras.returncode != 0, "the test extras were installed: this would prove nothing"
@@ -92,9 +113,14 @@ def test_pip_install_without_extras_has_everything_production_loads(tmp_path):
     assert consistent.returncode == 0, consistent.stdout[-2000:]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_", "PYTHON"))}
-    env.update(DJANGO_SETTINGS_MODULE="jwtex_site.settings", DATABASE_URL=database_url(connection.settings_dict),
-               CELERY_BROKER_URL=broker, CACHE_URL=cache_url, JWTEX_VAR_DIR=str(tmp_path / "var"),
-               JWTEX_KEY_ENCRYPTION_KEYS=",".join(django_settings.JWTEX_KEY_ENCRYPTION_KEYS))
+    env.update(
+        DJANGO_SETTINGS_MODULE="jwtex_site.settings",
+        DATABASE_URL=database_url(connection.settings_dict),
+        CELERY_BROKER_URL=broker,
+        CACHE_URL=cache_url,
+        JWTEX_VAR_DIR=str(tmp_path / "var"),
+        JWTEX_KEY_ENCRYPTION_KEYS=",".join(django_settings.JWTEX_KEY_ENCRYPTION_KEYS),
+    )
     probe = _run([python, "-c", PROBE, *PRODUCTION_MODULES], timeout=120, cwd=REPO_ROOT, env=env)
     assert probe.returncode == 0, probe.stderr[-3000:]
     found = json.loads(probe.stdout.strip().splitlines()[-1])

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT as ROOT
-from tests.conftest import tracked_files
+from tests.conftest import REPO_ROOT as ROOT, tracked_files
 
 _BRIEF, _STYLE, _SECTION = "SP" + "EC", "CONVEN" + "TIONS", "\u00a7"
 OUTSIDE = re.compile(
@@ -141,7 +140,9 @@ def test_nothing_cites_a_document_or_an_issue_outside_the_repository():
 def test_the_code_cites_the_docs():
     """The docs are what the code leans on: a check that found no citation at all would pass vacuously."""
     texts = _texts(tracked_files())
-    cited = {match.group(1) for path, text in texts.items() if path.suffix == ".py" for match in CITATION.finditer(text)}
+    cited = {
+        match.group(1) for path, text in texts.items() if path.suffix == ".py" for match in CITATION.finditer(text)
+    }
     assert {"docs/errors.md", "docs/rules.md", "docs/design/pipeline.md"} <= cited
 
 
@@ -153,9 +154,12 @@ def repo(tmp_path):
     (tmp_path / "docs" / "design").mkdir(parents=True)
     (tmp_path / "docs" / "errors.md").write_text(
         "# Errors\n\n## Error responses\n\n```\n# not a heading\n```\n\n## Rate limits\n\n## Rate limits\n"
-        "\n### The `aws_tag` function (CEL)\n\nSee [pipeline](design/pipeline.md#the-steps) and [here](#rate-limits-1).\n"
+        "\n### The `aws_tag` function (CEL)\n\n"
+        "See [pipeline](design/pipeline.md#the-steps) and [here](#rate-limits-1).\n"
     )
-    (tmp_path / "docs" / "design" / "pipeline.md").write_text("# Pipeline\n\n## The steps\n\n[up](../errors.md#errors)\n")
+    (tmp_path / "docs" / "design" / "pipeline.md").write_text(
+        "# Pipeline\n\n## The steps\n\n[up](../errors.md#errors)\n"
+    )
     return tmp_path
 
 
@@ -180,7 +184,9 @@ def test_resolving_citations_and_links(repo):
     }
     problems = unresolved(bad, repo)
     assert len(problems) == 6, problems
-    assert any("#not-a-heading" in p for p in problems) and any(f"{docs}missing.md: no such file" in p for p in problems)
+    assert any("#not-a-heading" in p for p in problems) and any(
+        f"{docs}missing.md: no such file" in p for p in problems
+    )
 
 
 def test_outside_references_are_found(repo):

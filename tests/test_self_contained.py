@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import REPO_ROOT as ROOT
-from tests.conftest import tracked_files
+from tests.conftest import REPO_ROOT as ROOT, tracked_files
 
 # A folder every machine has (a clone in /tmp/x): naming it says nothing about this machine.
 _SHARED_FOLDERS = {"/", "/tmp", "/var/tmp", "/home", "/root", "/srv", "/opt", "/usr/src"}

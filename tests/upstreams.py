@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 DISCOVERY = "/.well-known/openid-configuration"
 

@@ -6,7 +6,7 @@ called from exchange.admin.views. Private key material is never a field.
 
 from django.contrib import admin
 
-from . import audit, issuers, keys, rules, tenants  # noqa: F401  (registers the ModelAdmins)
+from . import audit, issuers, keys, rules, tenants  # noqa: F401 - imported to register the ModelAdmins
 
 admin.site.site_header = "jwtex administration"
 admin.site.site_title = "jwtex"

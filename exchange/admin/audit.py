@@ -29,7 +29,7 @@ from .audit_list import (
 
 
 def _cut(text: str, limit: int):
-    return format_html('<span title="{}">{}</span>', text, text if len(text) <= limit else text[:limit - 1] + "…")
+    return format_html('<span title="{}">{}</span>', text, text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 @admin.register(ExchangeRecord)
@@ -52,26 +52,66 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     search_help_text = audit_list.SEARCH_HELP
     actions = ("export_jsonl",)
     fieldsets = [
-        ("Attempt", {"fields": ["created_at", "tenant", "endpoint", "client_address", "decision", "status_code",
-                                "error_code", "reason"]}),
+        (
+            "Attempt",
+            {
+                "fields": [
+                    "created_at",
+                    "tenant",
+                    "endpoint",
+                    "client_address",
+                    "decision",
+                    "status_code",
+                    "error_code",
+                    "reason",
+                ]
+            },
+        ),
         ("Upstream token", {"fields": ["issuer_ref", "upstream_iss", "upstream_sub", "upstream_jti", "upstream_aud"]}),
         ("Rule", {"fields": ["rule_name"]}),
-        ("Emitted token", {"fields": ["issued_jti", "issued_kid", "issued_sub_whole", "issued_aud", "issued_exp",
-                                      "issued_claims_pretty"]}),
+        (
+            "Emitted token",
+            {
+                "fields": [
+                    "issued_jti",
+                    "issued_kid",
+                    "issued_sub_whole",
+                    "issued_aud",
+                    "issued_exp",
+                    "issued_claims_pretty",
+                ]
+            },
+        ),
     ]
     # The query parameters the list understands (any other is a 400: it would walk the table unindexed).
-    _PARAMETERS = frozenset({
-        "tenant__id__exact", "tenant__isnull", TENANT_SEARCH_VAR, "since", "created_at__gte", "decision__exact",
-        "decision__isnull", ErrorCodeFilter.parameter_name, EndpointFilter.parameter_name, IssuerFilter.parameter_name,
-        RuleNameFilter.parameter_name,
-        # Exact matches an index answers, as the search box finds them.
-        "upstream_jti", "issued_jti", "upstream_sub", "issued_sub",
-    })
+    _PARAMETERS = frozenset(
+        {
+            "tenant__id__exact",
+            "tenant__isnull",
+            TENANT_SEARCH_VAR,
+            "since",
+            "created_at__gte",
+            "decision__exact",
+            "decision__isnull",
+            ErrorCodeFilter.parameter_name,
+            EndpointFilter.parameter_name,
+            IssuerFilter.parameter_name,
+            RuleNameFilter.parameter_name,
+            # Exact matches an index answers, as the search box finds them.
+            "upstream_jti",
+            "issued_jti",
+            "upstream_sub",
+            "issued_sub",
+        }
+    )
 
     def action_checkbox(self, obj):
         # Django's renders a form widget through templates per row: a third of a 100-row page.
-        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="Select this '
-                           'record">', ACTION_CHECKBOX_NAME, obj.pk)
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="Select this record">',
+            ACTION_CHECKBOX_NAME,
+            obj.pk,
+        )
 
     def get_changelist(self, request, **kwargs):
         return AuditChangeList
@@ -109,8 +149,11 @@ class ExchangeRecordAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         """A denial's error code and why; an allowance's reason, if any."""
         if not obj.reason and not obj.error_code:
             return "—"
-        return format_html("<code>{}</code> {}", obj.error_code, _cut(obj.reason, 90)) if obj.error_code else \
-            _cut(obj.reason, 90)
+        return (
+            format_html("<code>{}</code> {}", obj.error_code, _cut(obj.reason, 90))
+            if obj.error_code
+            else _cut(obj.reason, 90)
+        )
 
     @admin.display(description="issued jti")
     def jti(self, obj):

@@ -43,8 +43,10 @@ LIST_TIMEOUT_MS = 5_000
 BEFORE, AFTER = "before", "after"
 CHOICES_CAP = 50  # issuer ids and rule names offered at once
 ENDPOINTS = ("raw", "rfc8693", "api")
-SEARCH_HELP = ("Matches exactly: a jti (upstream or issued), or a subject (upstream or issued); "
-               "a subject prefix ends in * (e.g. repo:octo-org/*). Case matters.")
+SEARCH_HELP = (
+    "Matches exactly: a jti (upstream or issued), or a subject (upstream or issued); "
+    "a subject prefix ends in * (e.g. repo:octo-org/*). Case matters."
+)
 
 
 class Cursor(NamedTuple):
@@ -130,11 +132,13 @@ class AuditChangeList(ChangeList):
                     raise IncorrectLookupParameters(exc) from exc
         page = _timed(LIST_TIMEOUT_MS, lambda: self._page(cursor, newer))
         if page is None:
-            messages.warning(request, "This filter matches too few of the records to list them quickly: "
-                                      "choose a tenant or a shorter time.")
+            messages.warning(
+                request,
+                "This filter matches too few of the records to list them quickly: choose a tenant or a shorter time.",
+            )
             page = ([], False, False)
         self.result_list, self.has_newer, self.has_older = page
-        count = _timed(COUNT_TIMEOUT_MS, lambda: self.queryset.order_by().values("pk")[:COUNT_CAP + 1].count())
+        count = _timed(COUNT_TIMEOUT_MS, lambda: self.queryset.order_by().values("pk")[: COUNT_CAP + 1].count())
         self.count_capped = count is None or count > COUNT_CAP
         self.result_count = COUNT_CAP + 1 if count is None else count
         self.count_text = f"more than {COUNT_CAP:,}" if self.count_capped else f"{self.result_count:,}"
@@ -170,8 +174,12 @@ class TimeFilter(admin.ListFilter):
     e.g. the overview's "last 24 h")."""
 
     title = "time"
-    WINDOWS = {"1h": ("last hour", timedelta(hours=1)), "24h": ("last 24 hours", timedelta(hours=24)),
-               "7d": ("last 7 days", timedelta(days=7)), "30d": ("last 30 days", timedelta(days=30))}
+    WINDOWS = {
+        "1h": ("last hour", timedelta(hours=1)),
+        "24h": ("last 24 hours", timedelta(hours=24)),
+        "7d": ("last 7 days", timedelta(days=7)),
+        "30d": ("last 30 days", timedelta(days=30)),
+    }
 
     def __init__(self, request, params, model, model_admin):
         super().__init__(request, params, model, model_admin)
@@ -197,14 +205,23 @@ class TimeFilter(admin.ListFilter):
 
     def choices(self, changelist):
         remove = self.expected_parameters()
-        yield {"selected": self.since is None, "query_string": changelist.get_query_string(remove=remove),
-               "display": "any time"}
+        yield {
+            "selected": self.since is None,
+            "query_string": changelist.get_query_string(remove=remove),
+            "display": "any time",
+        }
         for key, (label, _) in self.WINDOWS.items():
-            yield {"selected": self.window == key, "query_string": changelist.get_query_string({"since": key}, remove),
-                   "display": label}
+            yield {
+                "selected": self.window == key,
+                "query_string": changelist.get_query_string({"since": key}, remove),
+                "display": label,
+            }
         if self.since is not None and self.window not in self.WINDOWS:
-            yield {"selected": True, "query_string": changelist.get_query_string(),
-                   "display": f"since {self.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"}
+            yield {
+                "selected": True,
+                "query_string": changelist.get_query_string(),
+                "display": f"since {self.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+            }
 
 
 class _ExactFilter(admin.SimpleListFilter):

@@ -16,14 +16,24 @@ from django.utils import timezone
 
 from tenants.admin_mixins import CONFIGURE, VIEW, has_role, tenant_get_or_404
 
-from ..services.shadow import shadow_replay, shadow_report, shadow_rules_discard, shadow_rules_promote, shadow_rules_start
+from ..services.shadow import (
+    shadow_replay,
+    shadow_report,
+    shadow_rules_discard,
+    shadow_rules_promote,
+    shadow_rules_start,
+)
 from .views import page_context, role_require
 
 ACTIONS = {
-    "start": (shadow_rules_start, lambda n: f"Candidate set started: {_rules(n)} copied from the live rules. "
-              "Edit them, then watch the report."),
-    "promote": (shadow_rules_promote, lambda n: f"Promoted: the candidate {_rules(n)} {'is' if n == 1 else 'are'} "
-                "the live rules now."),
+    "start": (
+        shadow_rules_start,
+        lambda n: f"Candidate set started: {_rules(n)} copied from the live rules. Edit them, then watch the report.",
+    ),
+    "promote": (
+        shadow_rules_promote,
+        lambda n: f"Promoted: the candidate {_rules(n)} {'is' if n == 1 else 'are'} the live rules now.",
+    ),
     "discard": (shadow_rules_discard, lambda n: f"Discarded {_rules(n)}."),
 }
 
@@ -48,14 +58,24 @@ def candidate_view(request, tenant_id, *, model_admin):
         except ValueError as exc:
             messages.error(request, str(exc))
     candidates = list(tenant.rules.filter(shadow=True).order_by("position", "id"))
-    return TemplateResponse(request, "jwtex/candidate.html", page_context(
-        model_admin, request, title=f"Candidate rules of {tenant.name} ({tenant.slug})", tenant=tenant,
-        candidates=candidates, report=shadow_report(tenant=tenant, now=now, kind=kind) if candidates else None,
-        replay=replay, can_change=has_role(request, tenant.pk, CONFIGURE),
-        live_url=_rules_url(tenant, shadow=False), candidate_url=_rules_url(tenant, shadow=True),
-        add_url=reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1",
-        audit_url=reverse("admin:exchange_exchangerecord_changelist"),
-    ))
+    return TemplateResponse(
+        request,
+        "jwtex/candidate.html",
+        page_context(
+            model_admin,
+            request,
+            title=f"Candidate rules of {tenant.name} ({tenant.slug})",
+            tenant=tenant,
+            candidates=candidates,
+            report=shadow_report(tenant=tenant, now=now, kind=kind) if candidates else None,
+            replay=replay,
+            can_change=has_role(request, tenant.pk, CONFIGURE),
+            live_url=_rules_url(tenant, shadow=False),
+            candidate_url=_rules_url(tenant, shadow=True),
+            add_url=reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1",
+            audit_url=reverse("admin:exchange_exchangerecord_changelist"),
+        ),
+    )
 
 
 def candidate_action_view(request, tenant_id, action, *, model_admin):

@@ -1,10 +1,9 @@
-"""The admin's forms: list fields edited one per line, tenant-owned model forms, and the forms of
-the admin's own pages (presets, simulator). Validation of a row is its model's ``clean()`` —
+"""The admin's forms: list fields edited one per line and tenant-owned model forms (the admin's own
+pages have theirs in exchange/admin/page_forms.py). Validation of a row is its model's ``clean()`` —
 the same that ``jwtex_apply`` runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 from django import forms
@@ -13,17 +12,11 @@ from tenants.admin_mixins import StrictJSONFormField
 from tenants.models import KeyBackend, Tenant
 from tenants.widgets import SecondsInput
 
-from ..config.files import config_load
-from ..config.schema import ConfigError
-from ..config.validate import desired_rule_spec, rule_document_check
-from ..console.presets import PRESETS, preset_get
-from ..core.errors import ExchangeError
-from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.aws import MAX_SESSION_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
+from ..core.limits import SUPPORTED_UPSTREAM_ALGORITHMS
 from ..core.rules.spec import MAPPER_DEFAULT_TIMEOUT_MS, MAPPER_MAX_TIMEOUT_MS
 from ..models import Issuer, Rule
 from ..publish.documents import published_url_problem_for
-from ..services.simulator import claims_json_parse
 from .tag_rows import TagRowsField
 
 MONO = {"class": "vLargeTextField jwtex-mono", "spellcheck": "false", "autocapitalize": "off"}
@@ -84,7 +77,6 @@ class TenantOwnedForm(forms.ModelForm):
         return cleaned
 
 
-
 class OptionalJSONField(StrictJSONFormField):
     """A JSON document or nothing: an empty box means None (not the text "null")."""
 
@@ -100,12 +92,17 @@ class IssuerForm(TenantOwnedForm):
     unique_in_tenant = ("issuer_id",)
     duplicate_message = "This tenant already has an issuer with the id “{value}”."
     static_jwks = OptionalJSONField(
-        label="static JWKS", required=False, widget=forms.Textarea(attrs={**MONO, "rows": 6}),
+        label="static JWKS",
+        required=False,
+        widget=forms.Textarea(attrs={**MONO, "rows": 6}),
         help_text='For private clusters: the public key set itself ({"keys": [...]}); nothing is fetched. '
         "Leave empty to fetch the keys (discovery, or the JWKS URI).",
     )
     jwks_refresh_interval = forms.IntegerField(
-        label="JWKS refresh interval", min_value=300, max_value=86400, widget=SecondsInput,
+        label="JWKS refresh interval",
+        min_value=300,
+        max_value=86400,
+        widget=SecondsInput,
         initial=Issuer._meta.get_field("jwks_refresh_interval").get_default(),
         help_text="seconds, unless the upstream's Cache-Control says otherwise",
     )
@@ -140,7 +137,8 @@ TAG_HELP = (
     f"At most {MAX_SESSION_TAGS} tags; keys 1–{MAX_TAG_KEY_LENGTH} and values up to {MAX_TAG_VALUE_LENGTH} "
     "characters of letters, numbers, spaces and _ . : / = + - @; keys ignore case (Repo and repo are one key) and "
     "may not start with aws:. "
-    f"aws_tag(value) turns any string into a valid value (each refused character becomes _, cut to {MAX_TAG_VALUE_LENGTH}), "
+    "aws_tag(value) turns any string into a valid value "
+    f"(each refused character becomes _, cut to {MAX_TAG_VALUE_LENGTH}), "
     "e.g. actor → aws_tag(claims.actor). Clear a row's key and expression to remove it."
 )
 
@@ -152,10 +150,14 @@ class RuleForm(TenantOwnedForm):
     jwtex_shadow: bool = False  # set by RuleAdmin.get_form: a new rule of the candidate set
 
     audiences = LinesField(required=False, help_text="Other audiences a caller may request, one per line.")
-    transitive_tag_keys = LinesField(required=False, help_text="Session tag keys to pass on in role chaining, one per line.")
+    transitive_tag_keys = LinesField(
+        required=False, help_text="Session tag keys to pass on in role chaining, one per line."
+    )
     session_tags = TagRowsField(label="Session tags", required=False, help_text=TAG_HELP)
     mapper_timeout_ms = forms.IntegerField(
-        label="mapper timeout (ms)", required=False, initial=MAPPER_DEFAULT_TIMEOUT_MS,  # bounds: the rule check's
+        label="mapper timeout (ms)",
+        required=False,
+        initial=MAPPER_DEFAULT_TIMEOUT_MS,  # bounds: the rule check's
         help_text=f"effect mapper: how long the webhook may take (default {MAPPER_DEFAULT_TIMEOUT_MS} ms, "
         f"at most {MAPPER_MAX_TIMEOUT_MS})",
     )
@@ -221,117 +223,23 @@ class RuleForm(TenantOwnedForm):
         return cleaned
 
 
-class PresetForm(forms.Form):
-    tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
-    preset = forms.ChoiceField(choices=[(p.key, p.label) for p in PRESETS], widget=forms.RadioSelect)
-
-    def __init__(self, *args, tenants, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["tenant"].queryset = tenants
-        for preset in PRESETS:
-            for parameter in preset.parameters:
-                name = f"{preset.key}__{parameter.name}"
-                widget = forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField jwtex-mono"}) if parameter.multiline else None
-                self.fields[name] = forms.CharField(
-                    label=parameter.label, help_text=parameter.help, required=False, widget=widget
-                )
-
-    def parameter_fields(self, preset_key: str):
-        return [self[f"{preset_key}__{p.name}"] for p in preset_get(preset_key).parameters]
-
-
-class SimulatorForm(forms.Form):
-    MODES = [("token", "a token (verified for real)"), ("claims", "claims JSON (unverified simulation)")]
-
-    tenant = forms.ModelChoiceField(queryset=None, empty_label=None)
-    issuer = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="(by the token's iss)",
-        help_text="Required for claims. For a token, leave empty to pick it by iss as the exchange does.",
-    )
-    mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="token")
-    # Not stripped: the simulator must see what an endpoint would (a trailing newline is refused).
-    token = forms.CharField(
-        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 4, "class": "vLargeTextField jwtex-mono"})
-    )
-    claims = forms.CharField(
-        required=False,
-        widget=forms.Textarea(
-            attrs={
-                "rows": 8,
-                "class": "vLargeTextField jwtex-mono",
-                "placeholder": '{"sub": "repo:octo-org/app:ref:refs/heads/main", "repository": "octo-org/app",\n'
-                ' "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat"}',
-            }
-        ),
-    )
-    audience = forms.CharField(required=False, help_text="The audience the caller would request; empty: the rule's default.")
-    rule = forms.CharField(
-        label="rule to try", required=False, strip=False,
-        widget=forms.Textarea(attrs={
-            "rows": 6, "class": "vLargeTextField jwtex-mono",
-            "placeholder": "name: main\nissuers: [github]\nwhen: claims.ref == 'refs/heads/main'",
-        }),
-        help_text="Optional: one rule as in a configuration file (YAML or JSON), evaluated before the tenant's rules "
-        "and never saved. It is checked exactly as saving it would be (names, functions, cost budget, owner pinning).",
-    )
-
-    def __init__(self, *args, tenants, issuers, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["tenant"].queryset = tenants
-        self.fields["issuer"].queryset = issuers
-        self.fields["issuer"].label_from_instance = lambda i: f"{i.issuer_id} ({i.tenant.slug}) — {i.issuer}"
-
-    def clean(self):
-        cleaned = super().clean()
-        tenant, issuer, mode = cleaned.get("tenant"), cleaned.get("issuer"), cleaned.get("mode")
-        if tenant is not None and issuer is not None and issuer.tenant_id != tenant.pk:
-            self.add_error("issuer", "This issuer belongs to another tenant.")
-        if mode == "token" and not cleaned.get("token", "").strip():
-            self.add_error("token", "Paste the upstream token (its signature is checked; nothing is issued).")
-        if mode == "claims":
-            if issuer is None:
-                self.add_error("issuer", "Claims need an issuer: the rules are chosen by it.")
-            text = cleaned.get("claims", "")
-            if not text.strip():
-                self.add_error("claims", "A JSON object of claims.")
-            else:
-                try:
-                    cleaned["claims_parsed"] = claims_json_parse(text)
-                except ExchangeError as exc:
-                    self.add_error("claims", exc.description)
-        if cleaned.get("rule", "").strip() and tenant is not None:
-            self._clean_draft(cleaned, tenant)
-        return cleaned
-
-    def _clean_draft(self, cleaned: dict, tenant: Tenant) -> None:
-        """The rule to try, checked as jwtex_apply checks a rule of a file (the same refusals)."""
-        try:
-            document = config_load(cleaned["rule"], source="the rule to try")
-        except ConfigError as exc:
-            for path, message in exc.errors:
-                self.add_error("rule", f"{path}: {message}")
-            return
-        issuers = {i.issuer_id: (i.issuer, i.static_jwks is not None) for i in Issuer.objects.filter(tenant=tenant)}
-        desired, errors, _ = rule_document_check(document, issuers=issuers)  # its warnings: the simulation's notes
-        for path, message in errors:
-            self.add_error("rule", f"{path}: {message}")
-        if desired is not None and not errors:
-            spec = desired_rule_spec(desired.fields, desired.issuer_ids)
-            cleaned["draft"] = dataclasses.replace(spec, name=f"{spec.name} (trying, not saved)")
-
-
 AWS_SNIPPETS_ONLY = "Only fills in the overview's snippets; changes nothing the exchange does."
 
 
 class TenantForm(forms.ModelForm):
     aws_account_ids = LinesField(
-        label="AWS account ids", required=False, rows=2,
+        label="AWS account ids",
+        required=False,
+        rows=2,
         help_text="One per line, 12 digits each (e.g. 111122223333): the accounts whose roles trust this tenant. "
         "The overview shows a trust policy and role ARN per account. " + AWS_SNIPPETS_ONLY,
     )
     # Not required: a form posted without it (a script of before AWS KMS) keeps the tenant's backend.
     key_backend = forms.ChoiceField(
-        label="key backend", choices=KeyBackend.choices, required=False, initial=KeyBackend.LOCAL,
+        label="key backend",
+        choices=KeyBackend.choices,
+        required=False,
+        initial=KeyBackend.LOCAL,
         help_text="Where new signing keys are made: here (encrypted at rest), or in AWS KMS, whose private key "
         "never leaves it (every token is signed by a KMS Sign call). Changing it changes the next key: the current "
         "one signs until it is rotated (Signing keys → rotate now).",
@@ -346,8 +254,10 @@ class TenantForm(forms.ModelForm):
             "key_prepublish_window": SecondsInput,
         }
         labels = {
-            "aws_region": "AWS region", "aws_role_name": "IAM role name",
-            "kms_region": "AWS KMS region", "kms_account_id": "AWS KMS account id",
+            "aws_region": "AWS region",
+            "aws_role_name": "IAM role name",
+            "kms_region": "AWS KMS region",
+            "kms_account_id": "AWS KMS account id",
         }
         help_texts = {
             "aws_region": "e.g. eu-west-1: the region of the CloudFormation stack, Terraform provider and CI jobs. "

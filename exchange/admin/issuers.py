@@ -9,7 +9,14 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from tenants.admin_mixins import CONFIGURE, VIEW, TenantScopedAdminMixin, has_any_role, has_role, scoped_actions_queryset
+from tenants.admin_mixins import (
+    CONFIGURE,
+    VIEW,
+    TenantScopedAdminMixin,
+    has_any_role,
+    has_role,
+    scoped_actions_queryset,
+)
 
 from ..core.jwks import kids_of
 from ..models import Issuer
@@ -17,6 +24,7 @@ from ..services.overview import issuer_health
 from ..upstream.issuer_keys import issuer_keys_fetch_now, issuer_keys_forget_if_source_changed
 from . import readable, views
 from .forms import IssuerForm
+
 
 def _health_badge(status: str) -> str:
     colour = {"ok": "#2e7d32", "static": "#1565c0", "disabled": "#757575", "never fetched": "#9e6a00"}.get(
@@ -27,8 +35,17 @@ def _health_badge(status: str) -> str:
 
 # Read-only: what the last fetches of the issuer's keys found.
 KEY_HEALTH_FIELDS = [
-    "key_health", "cached_kids", "keys_fetched_from", "keys_fetched_at", "keys_fresh_until", "keys_changed_at",
-    "last_fetch_error", "last_fetch_error_at", "failed_fetches", "created_at", "updated_at",
+    "key_health",
+    "cached_kids",
+    "keys_fetched_from",
+    "keys_fetched_at",
+    "keys_fresh_until",
+    "keys_changed_at",
+    "last_fetch_error",
+    "last_fetch_error_at",
+    "failed_fetches",
+    "created_at",
+    "updated_at",
 ]
 
 
@@ -122,4 +139,3 @@ class IssuerAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, ad
         obj = self.get_object(request, object_id)
         extra_context["can_fetch_keys"] = has_role(request, obj.tenant_id, CONFIGURE)
         return super().change_view(request, object_id, form_url, extra_context)
-

@@ -58,8 +58,22 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ["tenant"]
     search_fields = ["kid"]
     exclude = ["private_key_encrypted"]
-    fields = ["tenant", "kid", "algorithm", "backend", "kms_key_id", "state", "public_jwk_pretty", "created_at",
-              "activate_after", "activated_at", "retiring_at", "retire_after", "retired_at", "private_part"]
+    fields = [
+        "tenant",
+        "kid",
+        "algorithm",
+        "backend",
+        "kms_key_id",
+        "state",
+        "public_jwk_pretty",
+        "created_at",
+        "activate_after",
+        "activated_at",
+        "retiring_at",
+        "retire_after",
+        "retired_at",
+        "private_part",
+    ]
     readonly_fields = fields
     actions = None
 
@@ -83,8 +97,12 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):
         colour = {"active": "#2e7d32", "next": "#1565c0", "retiring": "#9e6a00"}.get(obj.state, "#757575")
-        return format_html('<span class="jwtex-badge" style="background:{}" title="{}">{}</span>', colour,
-                           obj.get_state_display(), obj.state)
+        return format_html(
+            '<span class="jwtex-badge" style="background:{}" title="{}">{}</span>',
+            colour,
+            obj.get_state_display(),
+            obj.state,
+        )
 
     @admin.display(description="created (UTC)", ordering="created_at")
     def created(self, obj):
@@ -110,7 +128,8 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             if not gone:
                 return "held in AWS KMS; it never leaves KMS (every token is signed by a KMS Sign call)"
             if obj.kms_deletion_scheduled_at:
-                return f"AWS KMS deletion scheduled at {_short_time(obj.kms_deletion_scheduled_at)} UTC (30-day waiting period)"
+                when = _short_time(obj.kms_deletion_scheduled_at)
+                return f"AWS KMS deletion scheduled at {when} UTC (30-day waiting period)"
             return "AWS KMS deletion not scheduled yet (asked again at the tenant's next key check)"
         return "destroyed" if gone else "kept encrypted at rest; never shown"
 
@@ -146,7 +165,9 @@ class SigningKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         # One link per tenant only while they are few; else the one the list is filtered by.
         chosen = request.GET.get("tenant__id__exact", "")
-        extra_context["rotatable_tenants"] = list(tenants_matching(
-            tenants_for(request, CONFIGURE).only("pk", "slug"), "", keep=[chosen] if chosen.isdigit() else []))
+        extra_context["rotatable_tenants"] = list(
+            tenants_matching(
+                tenants_for(request, CONFIGURE).only("pk", "slug"), "", keep=[chosen] if chosen.isdigit() else []
+            )
+        )
         return super().changelist_view(request, extra_context)
-

@@ -52,8 +52,13 @@ def revision_list_view(request, object_id, *, model_admin):
     page = Paginator(revision_list(tenant=tenant), PER_PAGE).get_page(request.GET.get("page"))
     latest = revision_list(tenant=tenant).values_list("number", flat=True).first()
     return _render(
-        request, "jwtex/revisions.html", model_admin=model_admin, tenant=tenant,
-        title=f"Revisions of {tenant.slug}", page=page, latest=latest,
+        request,
+        "jwtex/revisions.html",
+        model_admin=model_admin,
+        tenant=tenant,
+        title=f"Revisions of {tenant.slug}",
+        page=page,
+        latest=latest,
     )
 
 
@@ -62,13 +67,22 @@ def revision_detail_view(request, object_id, number: int, *, model_admin):
     revision = _revision_or_404(tenant, number)
     previous = revision_get(tenant=tenant, number=number - 1)
     diff = revision_diff(
-        before=previous.document if previous else "", after=revision.document,
-        before_label=f"revision {number - 1}" if previous else "(nothing)", after_label=f"revision {number}",
+        before=previous.document if previous else "",
+        after=revision.document,
+        before_label=f"revision {number - 1}" if previous else "(nothing)",
+        after_label=f"revision {number}",
     )
     latest = revision_list(tenant=tenant).values_list("number", flat=True).first()
     return _render(
-        request, "jwtex/revision.html", model_admin=model_admin, tenant=tenant,
-        title=f"Revision {number} of {tenant.slug}", revision=revision, previous=previous, diff=diff, latest=latest,
+        request,
+        "jwtex/revision.html",
+        model_admin=model_admin,
+        tenant=tenant,
+        title=f"Revision {number} of {tenant.slug}",
+        revision=revision,
+        previous=previous,
+        diff=diff,
+        latest=latest,
     )
 
 
@@ -84,7 +98,9 @@ def revision_restore_view(request, object_id, number: int, *, model_admin):
         except ConfigError as exc:
             return _restore_page(request, model_admin, tenant, revision, errors=exc.errors, status=400)
         if report.changed:
-            messages.success(request, f"Restored revision {number} of {tenant.slug}: " + "; ".join(report.changes) + ".")
+            messages.success(
+                request, f"Restored revision {number} of {tenant.slug}: " + "; ".join(report.changes) + "."
+            )
         else:
             messages.info(request, f"Revision {number} is the current configuration of {tenant.slug}: nothing changed.")
         return HttpResponseRedirect(_list_url(tenant))
@@ -97,7 +113,15 @@ def revision_restore_view(request, object_id, number: int, *, model_admin):
 
 def _restore_page(request, model_admin, tenant, revision, *, diff=None, report=None, errors=None, status=200):
     return _render(
-        request, "jwtex/revision_restore.html", model_admin=model_admin, tenant=tenant,
-        title=f"Restore revision {revision.number} of {tenant.slug}?", revision=revision, diff=diff or [],
-        report=report, errors=errors or [], cancel_url=_list_url(tenant), status=status,
+        request,
+        "jwtex/revision_restore.html",
+        model_admin=model_admin,
+        tenant=tenant,
+        title=f"Restore revision {revision.number} of {tenant.slug}?",
+        revision=revision,
+        diff=diff or [],
+        report=report,
+        errors=errors or [],
+        cancel_url=_list_url(tenant),
+        status=status,
     )

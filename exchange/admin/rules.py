@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from functools import partial
 
 from django import forms
@@ -31,6 +30,7 @@ from ..services.rules import rule_position_next
 from . import candidates, readable, views
 from .forms import IssuerChoiceField, RuleForm
 
+
 @admin.register(Rule)
 class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admin.ModelAdmin):
     view_roles = VIEW
@@ -47,16 +47,28 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         (None, {"fields": ["tenant", "name", "enabled", "issuers", "when", "effect", "any_owner"]}),
         (
             "Mapper (effect: mapper)",
-            {"fields": ["mapper_url", "mapper_timeout_ms"],
-             "description": "A webhook decides and shapes the token (docs/mapper.md): it is POSTed the verified "
-                            "claims with a 60-second bearer token of this tenant, and answers "
-                            "{\"allow\": …, \"claims\": {…}}. "
-                            "See examples/mapper.py."},
+            {
+                "fields": ["mapper_url", "mapper_timeout_ms"],
+                "description": "A webhook decides and shapes the token (docs/mapper.md): it is POSTed the verified "
+                "claims with a 60-second bearer token of this tenant, and answers "
+                '{"allow": …, "claims": {…}}. '
+                "See examples/mapper.py.",
+            },
         ),
         (
             "What an allow rule emits",
-            {"fields": ["subject", "audience", "audiences", "lifetime", "session_tags", "transitive_tag_keys",
-                        "source_identity", "claims"]},
+            {
+                "fields": [
+                    "subject",
+                    "audience",
+                    "audiences",
+                    "lifetime",
+                    "session_tags",
+                    "transitive_tag_keys",
+                    "source_identity",
+                    "claims",
+                ]
+            },
         ),
     ]
 
@@ -66,8 +78,12 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
     transitive_tag_keys_lines = readable.lines("transitive_tag_keys", "transitive tag keys")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related(
-            Prefetch("issuers", queryset=Issuer.objects.only("id", "issuer_id", "tenant_id").order_by("issuer_id"))
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch("issuers", queryset=Issuer.objects.only("id", "issuer_id", "tenant_id").order_by("issuer_id"))
+            )
         )
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
@@ -117,7 +133,9 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
                         "opts": self.model._meta,
                         "title": "Add a rule: for which tenant?",
                         "choices": [(t, f"{reverse('admin:exchange_rule_add')}?tenant={t.pk}") for t in tenants],
-                        "searchable": total > TENANT_LINKS, "search": search, "total": total,
+                        "searchable": total > TENANT_LINKS,
+                        "search": search,
+                        "total": total,
                     },
                 )
         return super().add_view(request, form_url, extra_context)
@@ -167,17 +185,25 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         if not change:
             obj.position = rule_position_next(tenant=obj.tenant, shadow=obj.shadow)
         super().save_model(request, obj, form, change)
-        for path, message in obj.jwtex_warnings:  # Rule.clean's: the rule is saved, with these caveats
-            messages.warning(request, f"Rule {obj.name!r}, {path}: {message}")
+        for field_path, message in obj.jwtex_warnings:  # Rule.clean's: the rule is saved, with these caveats
+            messages.warning(request, f"Rule {obj.name!r}, {field_path}: {message}")
 
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
-            path("simulate/", view(partial(views.rule_simulator_view, model_admin=self)), name="exchange_rule_simulate"),
-            path("candidate/<int:tenant_id>/", view(partial(candidates.candidate_view, model_admin=self)),
-                 name="exchange_rule_candidate"),
-            path("candidate/<int:tenant_id>/<str:action>/", view(partial(candidates.candidate_action_view, model_admin=self)),
-                 name="exchange_rule_candidate_action"),
+            path(
+                "simulate/", view(partial(views.rule_simulator_view, model_admin=self)), name="exchange_rule_simulate"
+            ),
+            path(
+                "candidate/<int:tenant_id>/",
+                view(partial(candidates.candidate_view, model_admin=self)),
+                name="exchange_rule_candidate",
+            ),
+            path(
+                "candidate/<int:tenant_id>/<str:action>/",
+                view(partial(candidates.candidate_action_view, model_admin=self)),
+                name="exchange_rule_candidate_action",
+            ),
             path(
                 "<path:object_id>/move/<str:direction>/",
                 view(partial(views.rule_move_view, model_admin=self)),
@@ -199,8 +225,11 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         candidate = obj.shadow if obj is not None else (request.POST.get("_shadow") or request.GET.get("shadow")) == "1"
         if candidate:  # a candidate rule says so at the top, in the title and the breadcrumb
             extra_context["jwtex_candidate"] = obj.tenant_id if obj is not None else self._new_rule_tenant_id(request)
-            extra_context["title"] = "Add a candidate rule" if not object_id else (
-                "Change a candidate rule" if self.has_change_permission(request, obj) else "A candidate rule")
+            extra_context["title"] = (
+                "Add a candidate rule"
+                if not object_id
+                else ("Change a candidate rule" if self.has_change_permission(request, obj) else "A candidate rule")
+            )
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_field_queryset_issuers(self, request, tenant_ids):
@@ -213,4 +242,3 @@ class RuleAdmin(readable.ReadableWhenViewOnlyMixin, TenantScopedAdminMixin, admi
         if request.GET.get("shadow__exact") == "1":
             extra_context["title"] = "Candidate rules (not live): select one to change"
         return super().changelist_view(request, extra_context)
-

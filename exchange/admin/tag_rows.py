@@ -72,8 +72,11 @@ def rows_from_json(text: str) -> list[TagRow]:
         raise forms.ValidationError(f"Session tags: not a JSON object of tag key → CEL expression ({exc}).") from exc
     if not isinstance(stored, dict):
         raise forms.ValidationError("Session tags: a JSON object of tag key → CEL expression.")
-    problems = [f"session_tags.{key}: {session_tag_entry_problem(entry)}"
-                for key, entry in stored.items() if session_tag_entry_problem(entry)]
+    problems = [
+        f"session_tags.{key}: {session_tag_entry_problem(entry)}"
+        for key, entry in stored.items()
+        if session_tag_entry_problem(entry)
+    ]
     if problems:
         raise forms.ValidationError(problems)
     return rows_from_stored(stored)
@@ -106,8 +109,9 @@ def split_tag_errors(messages: list[str], keys: list[str]) -> tuple[dict[int, li
     """Each message on its row (by index into ``keys``), without the part naming the row; the
     rest stay with the field. Keys may hold ``.``, ``:``, spaces and the like, so a model message
     is matched by its prefix ``session_tags.<key>: `` against the keys, longest first."""
-    prefixes = sorted(((f"session_tags.{key}: ", index) for index, key in enumerate(keys) if key),
-                      key=lambda item: -len(item[0]))
+    prefixes = sorted(
+        ((f"session_tags.{key}: ", index) for index, key in enumerate(keys) if key), key=lambda item: -len(item[0])
+    )
     on_rows: dict[int, list[str]] = {}
     rest: list[str] = []
     for message in messages:
@@ -117,7 +121,7 @@ def split_tag_errors(messages: list[str], keys: list[str]) -> tuple[dict[int, li
             continue
         for prefix, index in prefixes:
             if message.startswith(prefix):
-                on_rows.setdefault(index, []).append(message[len(prefix):])
+                on_rows.setdefault(index, []).append(message[len(prefix) :])
                 break
         else:
             rest.append(message)
@@ -136,10 +140,17 @@ class TagRowsWidget(forms.Widget):
         base_id = context["widget"]["attrs"].get("id") or f"id_{name}"
 
         def entry(index, row: TagRow, number, *, template: bool = False) -> dict:
-            return {"row": row, "key_name": f"{name}-{index}-key", "value_name": f"{name}-{index}-value",
-                    "optional_name": f"{name}-{index}-optional", "id": f"{base_id}-{index}", "number": number,
-                    # An <input> would drop the newlines of a multi-line expression (jwtex_apply's YAML).
-                    "multiline": "\n" in row.value or "\r" in row.value, "template": template}
+            return {
+                "row": row,
+                "key_name": f"{name}-{index}-key",
+                "value_name": f"{name}-{index}-value",
+                "optional_name": f"{name}-{index}-optional",
+                "id": f"{base_id}-{index}",
+                "number": number,
+                # An <input> would drop the newlines of a multi-line expression (jwtex_apply's YAML).
+                "multiline": "\n" in row.value or "\r" in row.value,
+                "template": template,
+            }
 
         context["widget"].update(
             base_id=base_id,

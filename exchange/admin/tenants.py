@@ -18,8 +18,8 @@ from ..keys import SigningKeyUnavailable
 from ..publish.documents import tenant_issuer_url
 from ..services.tenants import tenant_create
 from . import revisions, views
-from .publication import publication_summary
 from .forms import TenantForm
+from .publication import publication_summary
 
 
 @admin.register(Tenant)
@@ -37,22 +37,43 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ["issuer_url", "publication_status", "config_version", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "enabled", "issuer_url"]}),
-        ("Tokens", {"fields": ["default_audience", "max_token_lifetime", "signing_algorithm", "rate_limit_per_minute"]}),
-        ("Keys and retention", {"fields": [
-            "key_backend", "kms_region", "kms_account_id",
-            "key_rotation_interval", "key_prepublish_window", "audit_retention_days", "keep_upstream_claims",
-        ]}),
-        ("Published issuer (optional)", {
-            "fields": ["published_issuer_url", "publication_status"],
-            "description": "Static hosting (a directory a web server serves, or S3 behind a CDN) where jwtex publishes "
-            "this tenant's discovery document and JWKS, so that AWS verifies its tokens while jwtex is down. Tokens "
-            "then carry this URL as iss: every IAM OIDC provider and trust policy must name it.",
-        }),
-        ("AWS set-up (optional)", {
-            "fields": ["aws_account_ids", "aws_region", "aws_role_name"],
-            "description": "These only fill in the overview's AWS and CI snippets (instead of example values); "
-            "they change nothing the exchange does or issues.",
-        }),
+        (
+            "Tokens",
+            {"fields": ["default_audience", "max_token_lifetime", "signing_algorithm", "rate_limit_per_minute"]},
+        ),
+        (
+            "Keys and retention",
+            {
+                "fields": [
+                    "key_backend",
+                    "kms_region",
+                    "kms_account_id",
+                    "key_rotation_interval",
+                    "key_prepublish_window",
+                    "audit_retention_days",
+                    "keep_upstream_claims",
+                ]
+            },
+        ),
+        (
+            "Published issuer (optional)",
+            {
+                "fields": ["published_issuer_url", "publication_status"],
+                "description": (
+                    "Static hosting (a directory a web server serves, or S3 behind a CDN) where jwtex publishes "
+                    "this tenant's discovery document and JWKS, so that AWS verifies its tokens while jwtex is down. "
+                    "Tokens then carry this URL as iss: every IAM OIDC provider and trust policy must name it."
+                ),
+            },
+        ),
+        (
+            "AWS set-up (optional)",
+            {
+                "fields": ["aws_account_ids", "aws_region", "aws_role_name"],
+                "description": "These only fill in the overview's AWS and CI snippets (instead of example values); "
+                "they change nothing the exchange does or issues.",
+            },
+        ),
         ("Bookkeeping", {"fields": ["config_version", "created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -109,11 +130,13 @@ class TenantAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         return [
             path("<path:object_id>/revisions/", view(revisions.revision_list_view), name="tenants_tenant_revisions"),
             path(
-                "<path:object_id>/revisions/<int:number>/", view(revisions.revision_detail_view),
+                "<path:object_id>/revisions/<int:number>/",
+                view(revisions.revision_detail_view),
                 name="tenants_tenant_revision",
             ),
             path(
-                "<path:object_id>/revisions/<int:number>/restore/", view(revisions.revision_restore_view),
+                "<path:object_id>/revisions/<int:number>/restore/",
+                view(revisions.revision_restore_view),
                 name="tenants_tenant_revision_restore",
             ),
         ]

@@ -27,7 +27,8 @@ from ..services.rules import rule_move
 from ..services.simulator import claims_simulate, token_simulate
 from ..services.tenants import issuer_id_free
 from ..upstream.issuer_keys import issuer_keys_fetch_now
-from .forms import PresetForm, SimulatorForm
+from .page_forms import PresetForm, SimulatorForm
+
 
 def page_context(model_admin, request, **extra):
     return {
@@ -83,7 +84,8 @@ def issuer_preset_view(request, *, model_admin):
         params = {p.name: form.cleaned_data.get(f"{preset.key}__{p.name}", "") for p in preset.parameters}
         try:
             values = preset.build(
-                params, allow_insecure=jwtex_settings.allow_insecure_issuers,
+                params,
+                allow_insecure=jwtex_settings.allow_insecure_issuers,
                 tenant_issuer=jwtex_settings.issuer_url(form.cleaned_data["tenant"].slug),
             )
         except PresetError as exc:
@@ -105,8 +107,12 @@ def issuer_preset_view(request, *, model_admin):
             messages.info(
                 request,
                 f"Filled in from the {preset.label} preset: check the values, then save."
-                + (" The issuer is shared by every customer of the platform: its audience is this tenant's "
-                   "own issuer URL, and an allow rule must test the owner claim." if preset.shared_issuer else ""),
+                + (
+                    " The issuer is shared by every customer of the platform: its audience is this tenant's "
+                    "own issuer URL, and an allow rule must test the owner claim."
+                    if preset.shared_issuer
+                    else ""
+                ),
             )
             return HttpResponseRedirect(reverse("admin:exchange_issuer_add") + f"?preset={token}")
     presets = [(p, form.parameter_fields(p.key)) for p in PRESETS]
@@ -163,11 +169,23 @@ def rule_simulator_view(request, *, model_admin):
         outbound = has_role(request, tenant.pk, CONFIGURE)  # an auditor's simulation calls nothing outside
         draft = form.cleaned_data.get("draft")  # a rule to try first, checked as saving it would be
         if form.cleaned_data["mode"] == "token":
-            result = token_simulate(tenant=tenant, issuer=issuer, token=form.cleaned_data["token"], audience=audience,
-                                    outbound=outbound, draft=draft)
+            result = token_simulate(
+                tenant=tenant,
+                issuer=issuer,
+                token=form.cleaned_data["token"],
+                audience=audience,
+                outbound=outbound,
+                draft=draft,
+            )
         else:
-            result = claims_simulate(tenant=tenant, issuer=issuer, claims=form.cleaned_data["claims_parsed"],
-                                     audience=audience, outbound=outbound, draft=draft)
+            result = claims_simulate(
+                tenant=tenant,
+                issuer=issuer,
+                claims=form.cleaned_data["claims_parsed"],
+                audience=audience,
+                outbound=outbound,
+                draft=draft,
+            )
     rule_links = {}
     if result is not None:
         rule_links = {
@@ -177,8 +195,15 @@ def rule_simulator_view(request, *, model_admin):
     return TemplateResponse(
         request,
         "jwtex/simulator.html",
-        page_context(model_admin, request, title="Rule simulator", form=form, result=result, rule_links=rule_links,
-                 replay_tenants=tenants.order_by("slug")[:20]),
+        page_context(
+            model_admin,
+            request,
+            title="Rule simulator",
+            form=form,
+            result=result,
+            rule_links=rule_links,
+            replay_tenants=tenants.order_by("slug")[:20],
+        ),
     )
 
 
@@ -255,12 +280,12 @@ def signing_key_revoke_view(request, object_id, *, model_admin):
 
 def fetch_outcome_report(request, issuer, outcome) -> None:
     if outcome.static:
-        messages.info(request, f"Issuer {issuer}: static JWKS, nothing to fetch; "
-                               f"key ids: {', '.join(outcome.kids) or 'none'}.")
+        messages.info(
+            request, f"Issuer {issuer}: static JWKS, nothing to fetch; key ids: {', '.join(outcome.kids) or 'none'}."
+        )
     elif outcome.ok:
         what = "changed" if outcome.changed else "unchanged"
         messages.success(request, f"Issuer {issuer}: fetched ({what}); key ids: {', '.join(outcome.kids) or 'none'}.")
     else:
         kept = f" Still using the last good set: {', '.join(outcome.kids)}." if outcome.kids else ""
         messages.error(request, f"Issuer {issuer}: the fetch failed: {outcome.error}.{kept}")
-

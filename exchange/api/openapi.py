@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.limits import MAX_TOKEN_BYTES
-
-from ..protocol import TOKEN_EXCHANGE_GRANT as GRANT
-from ..protocol import TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
+from ..protocol import TOKEN_EXCHANGE_GRANT as GRANT, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
 
 _SLUG = {"in": "path", "name": "slug", "required": True, "schema": {"type": "string"}, "description": "tenant slug"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -179,10 +177,12 @@ def _exchange_rfc8693() -> dict[str, Any]:
 def _paths() -> dict[str, Any]:
     return {
         "/t/{slug}/.well-known/openid-configuration": _document_get(
-            "openid_configuration", "OIDC discovery for the tenant's issuer", "OpenIDConfiguration"),
+            "openid_configuration", "OIDC discovery for the tenant's issuer", "OpenIDConfiguration"
+        ),
         "/t/{slug}/.well-known/jwks.json": _document_get("jwks", "The tenant's public signing keys", "JWKS"),
         "/t/{slug}/.well-known/jwks": _document_get(
-            "jwks_legacy", "The tenant's public signing keys (the original jwtex path)", "JWKS"),
+            "jwks_legacy", "The tenant's public signing keys (the original jwtex path)", "JWKS"
+        ),
         "/t/{slug}/exchange": _exchange_raw(),
         "/t/{slug}/token": _exchange_rfc8693(),
     }

@@ -26,8 +26,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: the database, the shared cache (if there is one) and the broker each answer
     within 1 s; otherwise 503 naming which did not."""
     ready, checks = readiness()
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503, headers=NO_STORE)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503, headers=NO_STORE
+    )
 
 
 @require_safe
@@ -36,7 +37,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return HttpResponse("A bearer token is required (JWTEX_METRICS_TOKEN).\n", status=401,
-                                content_type="text/plain; charset=utf-8",
-                                headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="metrics"'})
+            return HttpResponse(
+                "A bearer token is required (JWTEX_METRICS_TOKEN).\n",
+                status=401,
+                content_type="text/plain; charset=utf-8",
+                headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_PLAIN_0_0_4, headers=NO_STORE)

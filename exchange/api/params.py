@@ -97,7 +97,9 @@ def raw_request(request: HttpRequest) -> ExchangeRequest:
     is_form = content_type == "application/x-www-form-urlencoded" and (b"=" in body or b"&" in body)
     if is_form or content_type in {"multipart/form-data", "application/json"} or content_type.endswith("+json"):
         raise InvalidRequest("Send the raw token as the body (not a form or JSON); see /token or /api/v1 for those.")
-    return ExchangeRequest(subject_token=body, issuer_id=request.GET.get("issuerId"), client_address=client_address(request))
+    return ExchangeRequest(
+        subject_token=body, issuer_id=request.GET.get("issuerId"), client_address=client_address(request)
+    )
 
 
 def _form(request: HttpRequest) -> QueryDict:

@@ -9,8 +9,8 @@ from ..core import strict_json
 
 
 class StrictJSONParser(JSONParser):
-    """DRF's ``JSONParser`` without its gaps (the ``ParseError`` detail is safe to show): a body nested deeper than the decoder's
-    recursion limit raised ``RecursionError`` (a 500), an unknown charset ``LookupError``;
+    """DRF's ``JSONParser`` without its gaps (the ``ParseError`` detail is safe to show): a body nested deeper than
+    the decoder's recursion limit raised ``RecursionError`` (a 500), an unknown charset ``LookupError``;
     duplicate member names and NaN/Infinity are refused too."""
 
     def parse(self, stream, media_type=None, parser_context=None):

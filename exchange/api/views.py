@@ -25,7 +25,7 @@ from ..core.limits import DISCOVERY_MAX_AGE, JWKS_MAX_AGE
 from ..core.values import MintedToken
 from ..metrics import request_refused_observed
 from ..protocol import ISSUED_TOKEN_TYPE_NA, TOKEN_TYPE_JWT
-from ..services.exchange import token_exchange, tenant_check, tenant_documents
+from ..services.exchange import tenant_check, tenant_documents, token_exchange
 from . import params
 from .error_responses import error_response, oauth_error_response
 from .parsers import StrictJSONParser

@@ -63,7 +63,9 @@ def audit_partitions_list() -> list[tuple[str, datetime | None, datetime | None]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)", [TABLE])
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+            [TABLE],
+        )
         rows = cursor.fetchall()
         parts = []
         for name, bound in rows:
@@ -97,11 +99,13 @@ def audit_partitions_create(*, days: Iterable[datetime]) -> list[str]:
             continue
         name = f"{TABLE}_p{day:%Y%m%d}"
         try:
-            _locked([
-                f"CREATE TABLE IF NOT EXISTS {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-                f"ALTER TABLE {TABLE} ATTACH PARTITION {name} "
-                f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')",
-            ])
+            _locked(
+                [
+                    f"CREATE TABLE IF NOT EXISTS {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                    f"ALTER TABLE {TABLE} ATTACH PARTITION {name} "
+                    f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')",
+                ]
+            )
         except DatabaseError as exc:
             parts = audit_partitions_list()
             if _covered(day, parts):
@@ -151,8 +155,11 @@ def _drop_with_rollups(name: str, start: datetime | None, stop: datetime) -> Non
 def _finalize_pending() -> None:
     """A concurrent detach interrupted half-way leaves its partition "detach pending": finish it."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                       "WHERE i.inhparent = to_regclass(%s) AND i.inhdetachpending", [TABLE])
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass(%s) AND i.inhdetachpending",
+            [TABLE],
+        )
         pending = [row[0] for row in cursor.fetchall()]
     for name, start, stop in audit_partitions_list():
         if name in pending:

@@ -129,8 +129,10 @@ class Spool:
         for path in self._files():
             if not self._claimable(path):
                 continue
-            claimed = path if ".draining-" in path.name and path.name.endswith(f"-{os.getpid()}") else (
-                path.with_name(f"{path.name.split('.draining-')[0]}.draining-{os.getpid()}")
+            claimed = (
+                path
+                if ".draining-" in path.name and path.name.endswith(f"-{os.getpid()}")
+                else (path.with_name(f"{path.name.split('.draining-')[0]}.draining-{os.getpid()}"))
             )
             with self._lock:
                 try:
@@ -149,7 +151,9 @@ class Spool:
             try:
                 records.append(spool_line_decode(line))
             except ValueError:
-                logger.error("spooled audit line unreadable; skipped", extra={"jwtex": {"file": path.name, "line": number}})
+                logger.error(
+                    "spooled audit line unreadable; skipped", extra={"jwtex": {"file": path.name, "line": number}}
+                )
         for start in range(0, len(records), batch):
             write(records[start : start + batch])
         path.unlink()

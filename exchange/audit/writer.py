@@ -211,7 +211,9 @@ def _insert_postgresql(records: list[dict[str, Any]]) -> int:
     # psycopg adapts every value of these columns itself; only JSON needs saying so.
     params = [
         Jsonb(v) if f.name in _JSON_FIELDS and v is not None else v
-        for fields in records for f in _FIELDS for v in (_value(fields, f),)
+        for fields in records
+        for f in _FIELDS
+        for v in (_value(fields, f),)
     ]
     row = f"({', '.join(['%s'] * len(_FIELDS))})"
     sql = f"INSERT INTO {_table()} ({_columns()}) VALUES {', '.join([row] * len(records))} ON CONFLICT DO NOTHING"
@@ -239,7 +241,8 @@ def _names() -> tuple[str, str]:
     if names is None:
         quote = connection.ops.quote_name
         names = _quoted[connection.vendor] = (
-            quote(ExchangeRecord._meta.db_table), ", ".join(quote(f.column) for f in _FIELDS)
+            quote(ExchangeRecord._meta.db_table),
+            ", ".join(quote(f.column) for f in _FIELDS),
         )
     return names
 
@@ -253,7 +256,9 @@ def _value(fields: dict[str, Any], field) -> Any:
 
 
 def _default(field) -> Any:
-    return field.get_default() if field.has_default() else ("" if field.empty_strings_allowed and not field.null else None)
+    return (
+        field.get_default() if field.has_default() else ("" if field.empty_strings_allowed and not field.null else None)
+    )
 
 
 def _close_if_broken() -> None:
@@ -281,7 +286,7 @@ def spool_drain_at_start() -> threading.Thread:
             count = spool_drain(audit_writer().spool)
             if count:
                 logger.info("spooled audit records written at start", extra={"jwtex": {"records": count}})
-        except Exception:  # noqa: BLE001 - a failed drain at start is retried by every commit
+        except Exception:  # a failed drain at start is retried by every commit
             logger.exception("draining the audit spool at start failed")
         finally:
             connection.close()
@@ -298,7 +303,7 @@ def flush_at_exit() -> int:
     this host to drain its file; what the database still cannot take stays in the spool."""
     try:
         count = spool_drain(audit_writer().spool)
-    except Exception:  # noqa: BLE001 - never fail an exit over it; the file stays for the next drain
+    except Exception:  # never fail an exit over it; the file stays for the next drain
         logger.exception("draining the audit spool at exit failed")
         return 0
     finally:

@@ -184,7 +184,10 @@ def _sync_tenant(desired: DesiredTenant, report: ApplyReport, *, write: bool) ->
             (existing_shadow if rule.shadow else existing_rules)[rule.name] = rule
 
     # Rules the file no longer lists go first, so nothing below can collide with them.
-    for shadow, existing, items in ((False, existing_rules, desired.rules), (True, existing_shadow, desired.shadow_rules)):
+    for shadow, existing, items in (
+        (False, existing_rules, desired.rules),
+        (True, existing_shadow, desired.shadow_rules),
+    ):
         listed = {item.name for item in items}
         gone = [rule for name, rule in existing.items() if name not in listed]
         for rule in sorted(gone, key=lambda r: (r.position, r.pk)):
@@ -222,8 +225,9 @@ def config_apply(*, document: Mapping, now: datetime, dry_run: bool = False) -> 
     """
     desired = config_validate(document)
     _published_urls_check(desired)
-    report = ApplyReport(applied_at=now, dry_run=dry_run,
-                         warnings=[warning for tenant in desired for warning in tenant.warnings])
+    report = ApplyReport(
+        applied_at=now, dry_run=dry_run, warnings=[warning for tenant in desired for warning in tenant.warnings]
+    )
     if dry_run:
         for tenant in desired:
             _sync_tenant(tenant, report, write=False)
@@ -235,10 +239,10 @@ def config_apply(*, document: Mapping, now: datetime, dry_run: bool = False) -> 
                     _sync_tenant(tenant, report, write=True)
             except IntegrityError as exc:
                 # A concurrent writer got there first; the outer transaction rolls back too.
-                raise ConfigError([(tenant.path, f"the database refused the change ({exc}); nothing was applied")]) from exc
+                raise ConfigError(
+                    [(tenant.path, f"the database refused the change ({exc}); nothing was applied")]
+                ) from exc
             except ValidationError as exc:
                 messages = "; ".join(exc.messages)
                 raise ConfigError([(tenant.path, f"{messages}; nothing was applied")]) from exc
     return report
-
-

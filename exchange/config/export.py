@@ -71,5 +71,3 @@ def config_export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any
         if missing:
             raise ConfigError([(at("tenants", slug), "no such tenant") for slug in missing])
     return {"tenants": [_export_tenant(tenant) for tenant in tenants]}
-
-

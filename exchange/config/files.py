@@ -79,4 +79,3 @@ def config_dump(document: Mapping[str, Any], *, fmt: str = "yaml") -> str:
         default_flow_style=False,
         width=1 << 16,
     )
-

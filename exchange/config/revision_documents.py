@@ -69,7 +69,7 @@ class RevisionCheck:
         self.done = True  # (a test's captured callbacks run but stay in the list)
         try:
             revision_record(tenant_id=self.tenant_id, render=tenant_document, actor=self.actor, now=timezone.now())
-        except Exception:  # noqa: BLE001 - the change is committed; a lost revision must not fail it
+        except Exception:  # the change is committed; a lost revision must not fail it
             logger.exception("recording a revision failed", extra={"jwtex": {"tenant_id": self.tenant_id}})
 
 
@@ -83,7 +83,9 @@ def revision_check_schedule(*, tenant_id: int) -> None:
         for entry in connection.run_on_commit:
             savepoints, callback = entry[0], entry[1]
             if (
-                isinstance(callback, RevisionCheck) and callback.tenant_id == tenant_id and not callback.done
+                isinstance(callback, RevisionCheck)
+                and callback.tenant_id == tenant_id
+                and not callback.done
                 and savepoints <= open_savepoints
             ):
                 return
@@ -136,7 +138,10 @@ def revision_restore_preview(*, tenant: Tenant, number: int, now: datetime) -> t
     Raises ``ConfigError`` as the restore would (validated like an apply)."""
     revision, document = _revision_document(tenant=tenant, number=number)
     diff = revision_diff(
-        before=tenant_document(tenant), after=revision.document, before_label="current", after_label=f"revision {number}"
+        before=tenant_document(tenant),
+        after=revision.document,
+        before_label="current",
+        after_label=f"revision {number}",
     )
     return diff, config_apply(document=document, now=now, dry_run=True)
 

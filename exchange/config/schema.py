@@ -132,9 +132,14 @@ def dot(path: str, key: Any) -> str:
 def type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 class Collector:
@@ -169,8 +174,11 @@ def _check_tag_map(value: Any, path: str, errors: Collector) -> bool:
         return False
     ok = True
     for key, item in value.items():
-        problem = (f"a key must be a string, got {type_name(key)} (quote it in YAML)" if not isinstance(key, str)
-                   else session_tag_entry_problem(item))
+        problem = (
+            f"a key must be a string, got {type_name(key)} (quote it in YAML)"
+            if not isinstance(key, str)
+            else session_tag_entry_problem(item)
+        )
         if problem:
             errors.add(dot(path, key), problem)
             ok = False
@@ -273,5 +281,3 @@ def value_check(kind: str, value: Any, path: str, errors: Collector) -> bool:
         return True
     errors.add(path, f"expected {expected}, got {type_name(value)}")
     return False
-
-

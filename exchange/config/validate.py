@@ -6,9 +6,9 @@ beyond its type."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -27,12 +27,12 @@ from .schema import (
     ConfigError,
     Key,
     at,
-    keys_check,
-    value_check,
     dot,
     field_default,
+    keys_check,
     stored_value,
     type_name,
+    value_check,
 )
 
 
@@ -63,7 +63,6 @@ class DesiredTenant:
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message): saved, with a caveat
 
 
-
 def _read_fields(
     obj: Mapping, table: Mapping[str, Key], model: type[models.Model], path: str, errors: Collector
 ) -> tuple[dict[str, Any], set[str]]:
@@ -91,8 +90,13 @@ def _read_fields(
 
 
 def _model_errors(
-    instance: models.Model, table: Mapping[str, Key], path: str, errors: Collector, *,
-    exclude: set[str], clean: bool = False,
+    instance: models.Model,
+    table: Mapping[str, Key],
+    path: str,
+    errors: Collector,
+    *,
+    exclude: set[str],
+    clean: bool = False,
 ) -> None:
     """The model's field validators (lengths, choices, ranges) and, with ``clean``, its ``clean()``
     (a tenant's; an issuer's and a rule's checks are reported by ``_report``), under the document's
@@ -171,7 +175,12 @@ def desired_rule_spec(fields: Mapping[str, Any], issuer_ids: frozenset[str]) -> 
 
 
 def _validate_rule(
-    obj: Any, index: int, tenant_path: str, issuers: Mapping[str, tuple[str, bool]], errors: Collector, *,
+    obj: Any,
+    index: int,
+    tenant_path: str,
+    issuers: Mapping[str, tuple[str, bool]],
+    errors: Collector,
+    *,
     key: str = "rules",
 ) -> DesiredRule | None:
     raw_name = obj.get("name") if isinstance(obj, dict) else None
@@ -203,7 +212,10 @@ def rule_document_check(
     and its warnings. ``issuers``: the tenant's, id → (URL, has a static JWKS)."""
     errors = Collector()
     desired = _validate_rule(obj, 0, "", issuers, errors)
-    strip = lambda found: [(path.removeprefix("."), message) for path, message in found]  # noqa: E731
+
+    def strip(found):
+        return [(path.removeprefix("."), message) for path, message in found]
+
     return desired, strip(errors.errors), strip(errors.warnings)
 
 
@@ -217,7 +229,9 @@ def _validate_list(obj: Mapping, key: str, path: str, errors: Collector) -> list
     return value
 
 
-def _duplicates(items: Sequence[Any], ident: Callable[[Any], str], path_of: Callable[[Any], str], what: str, errors: Collector) -> None:
+def _duplicates(
+    items: Sequence[Any], ident: Callable[[Any], str], path_of: Callable[[Any], str], what: str, errors: Collector
+) -> None:
     seen: set[str] = set()
     for item in items:
         if item is None:
@@ -238,13 +252,20 @@ def _validate_tenant(obj: Any, index: int, errors: Collector) -> DesiredTenant |
     values, bad = _read_fields(obj, TENANT_KEYS, Tenant, path, errors)
     _model_errors(Tenant(**values), TENANT_KEYS, path, errors, exclude=bad, clean=True)
 
-    issuers = [_validate_issuer(item, i, path, errors) for i, item in enumerate(_validate_list(obj, "issuers", path, errors))]
+    issuers = [
+        _validate_issuer(item, i, path, errors) for i, item in enumerate(_validate_list(obj, "issuers", path, errors))
+    ]
     _duplicates(issuers, lambda d: d.issuer_id, lambda d: d.path, "issuer id", errors)
-    known = {d.issuer_id: (str(d.fields.get("issuer", "")), d.fields.get("static_jwks") is not None)
-             for d in issuers if d is not None}
+    known = {
+        d.issuer_id: (str(d.fields.get("issuer", "")), d.fields.get("static_jwks") is not None)
+        for d in issuers
+        if d is not None
+    }
     warned = len(errors.warnings)
-    rules = [_validate_rule(item, i, path, known, errors)
-             for i, item in enumerate(_validate_list(obj, "rules", path, errors))]
+    rules = [
+        _validate_rule(item, i, path, known, errors)
+        for i, item in enumerate(_validate_list(obj, "rules", path, errors))
+    ]
     _duplicates(rules, lambda d: d.name, lambda d: d.path, "rule name", errors)
     shadow = [
         _validate_rule(item, i, path, known, errors, key="shadow_rules")
@@ -280,5 +301,3 @@ def config_validate(document: Any) -> list[DesiredTenant]:
     if errors.errors:
         raise ConfigError(errors.errors)
     return [t for t in tenants if t is not None]
-
-

@@ -9,8 +9,8 @@ AssumeRoleWithWebIdentity" (the trust policy must allow ``sts:TagSession``;
 ``aws:RequestTag/KEY`` tests a tag at assume time, ``aws:PrincipalTag/KEY`` in permission
 policies afterwards), "Monitor and control actions taken with assumed roles" (a token that
 carries a source identity needs ``sts:SetSourceIdentity`` in the trust policy, which tests it as
-``sts:SourceIdentity``; permission policies as ``aws:SourceIdentity``), and the AWS SDKs' web-identity provider (``AWS_ROLE_ARN`` +
-``AWS_WEB_IDENTITY_TOKEN_FILE``).
+``sts:SourceIdentity``; permission policies as ``aws:SourceIdentity``), and the AWS SDKs' web-identity provider
+(``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``).
 
 Every value is written for each reader it meets (exchange.console.snippet_quoting): a CloudFormation
 or YAML scalar, an HCL string without interpolation, and — in a policy's condition values — a
@@ -51,8 +51,12 @@ _TAG_EXAMPLES = {
 
 # ARNs outside the commercial partition do not start with arn:aws: (China, GovCloud, ISO regions).
 _PARTITIONS = (
-    ("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"), ("us-iso-", "aws-iso"), ("us-isob-", "aws-iso-b"),
-    ("eu-isoe-", "aws-iso-e"), ("us-isof-", "aws-iso-f"),
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-iso-", "aws-iso"),
+    ("us-isob-", "aws-iso-b"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-isof-", "aws-iso-f"),
 )
 
 
@@ -96,10 +100,15 @@ def _partition(region: str) -> str:
 
 def _target(tenant_slug: str, account_ids: Sequence[str], region: str, role_name: str) -> tuple[_Target, list[str]]:
     example_role = f"jwtex-{tenant_slug}-example"[:64]
-    missing = [what for what, value in (
-        (f"account id {EXAMPLE_ACCOUNT}", account_ids), (f"region {EXAMPLE_REGION}", region),
-        (f"role name {example_role}", role_name),
-    ) if not value]
+    missing = [
+        what
+        for what, value in (
+            (f"account id {EXAMPLE_ACCOUNT}", account_ids),
+            (f"region {EXAMPLE_REGION}", region),
+            (f"role name {example_role}", role_name),
+        )
+        if not value
+    ]
     region = region or EXAMPLE_REGION
     target = _Target(
         accounts=tuple(account_ids) or (EXAMPLE_ACCOUNT,),
@@ -164,12 +173,20 @@ def _where(target: _Target) -> str:
     if len(target.accounts) == 1:
         where = f"account {accounts}, region {target.region}"
     else:
-        where = f"each of the accounts {accounts} (an OIDC provider and a role belong to one account), region {target.region}"
+        where = (
+            f"each of the accounts {accounts} (an OIDC provider and a role belong to one account), "
+            f"region {target.region}"
+        )
     return comment_text(where)
 
 
 def _cloudformation(
-    tenant_slug: str, issuer_url: str, provider: str, target: _Target, audiences: Sequence[str], tag_keys: Sequence[str],
+    tenant_slug: str,
+    issuer_url: str,
+    provider: str,
+    target: _Target,
+    audiences: Sequence[str],
+    tag_keys: Sequence[str],
     source_identity: bool,
 ) -> str:
     stack = f"jwtex-{tenant_slug}"
@@ -207,8 +224,8 @@ def _cloudformation(
         *[f"                  - {yaml_str(iam_literal(a))}" for a in audiences],
     ]
     if tag_keys or source_identity:
-        cfn.append("              StringLike:  # each must be present; narrow each value, e.g. \"octo-org/*\"")
-        cfn += [f"                {yaml_str('aws:RequestTag/' + key)}: \"*\"" for key in tag_keys]
+        cfn.append('              StringLike:  # each must be present; narrow each value, e.g. "octo-org/*"')
+        cfn += [f'                {yaml_str("aws:RequestTag/" + key)}: "*"' for key in tag_keys]
     if source_identity:
         cfn.append('                sts:SourceIdentity: "*"  # who ran the job; CloudTrail records it on every action')
     cfn += [
@@ -238,7 +255,12 @@ def _terraform_provider(target: _Target) -> list[str]:
 
 
 def _terraform(
-    tenant_slug: str, issuer_url: str, provider: str, target: _Target, audiences: Sequence[str], tag_keys: Sequence[str],
+    tenant_slug: str,
+    issuer_url: str,
+    provider: str,
+    target: _Target,
+    audiences: Sequence[str],
+    tag_keys: Sequence[str],
     source_identity: bool,
 ) -> str:
     name = _tf_name(tenant_slug)
@@ -265,11 +287,16 @@ def _terraform(
         "        }",
     ]
     if tag_keys or source_identity:
-        tf += ['        # Each must be present; narrow each value from "*" to what this role expects.',
-               "        StringLike = {"]
+        tf += [
+            '        # Each must be present; narrow each value from "*" to what this role expects.',
+            "        StringLike = {",
+        ]
     for key in tag_keys:
         example = _TAG_EXAMPLES.get(key.casefold())
-        tf.append(f'          {hcl_str("aws:RequestTag/" + key)} = "*"' + (f" # e.g. {json.dumps(example)}" if example else ""))
+        tf.append(
+            f'          {hcl_str("aws:RequestTag/" + key)} = "*"'
+            + (f" # e.g. {json.dumps(example)}" if example else "")
+        )
     if source_identity:
         tf.append('          "sts:SourceIdentity" = "*" # who ran the job; CloudTrail records it on every action')
     if tag_keys or source_identity:
@@ -293,7 +320,11 @@ def _trust_actions(source_identity: bool) -> list[str]:
 
 
 def _trust_policy(
-    provider: str, provider_arn: str, audiences: Sequence[str], tag_keys: Sequence[str], source_identity: bool,
+    provider: str,
+    provider_arn: str,
+    audiences: Sequence[str],
+    tag_keys: Sequence[str],
+    source_identity: bool,
 ) -> dict:
     """The role's trust policy alone, as IAM shows it."""
     condition: dict[str, dict[str, object]] = {"StringEquals": {f"{provider}:aud": [iam_literal(a) for a in audiences]}}

@@ -118,12 +118,16 @@ def _x_axis(buckets: Sequence[HourBucket]) -> list[str]:
     for day, index in first_of_day.items():
         x = _LEFT + index * _SLOT
         if buckets[index].start.hour == 0:
-            parts.append(f'<line class="jwtex-day-tick" x1="{x}" x2="{x}" y1="{_TOP}" y2="{bottom + 6}" '
-                         'stroke="currentColor" stroke-opacity="0.3"/>')
+            parts.append(
+                f'<line class="jwtex-day-tick" x1="{x}" x2="{x}" y1="{_TOP}" y2="{bottom + 6}" '
+                'stroke="currentColor" stroke-opacity="0.3"/>'
+            )
         if hours_of_day[day] >= 8:  # room for the label
             centre = x + hours_of_day[day] * _SLOT / 2
-            parts.append(f'<text class="jwtex-day" x="{centre:.1f}" y="{bottom + 18}" '
-                         f'text-anchor="middle">{_e(day_label(day))}</text>')
+            parts.append(
+                f'<text class="jwtex-day" x="{centre:.1f}" y="{bottom + 18}" '
+                f'text-anchor="middle">{_e(day_label(day))}</text>'
+            )
     width = _LEFT + len(buckets) * _SLOT + _RIGHT
     parts.append(f'<text x="{width / 2:.1f}" y="{bottom + 34}" text-anchor="middle">day (UTC)</text>')
     return parts
@@ -140,13 +144,17 @@ def _bars(buckets: Sequence[HourBucket], top: int) -> list[str]:
         x = _LEFT + index * _SLOT + 0.5
         tip = f"{_hour_text(bucket.start)}: {bucket.allowed:,} allowed, {bucket.denied:,} denied"
         rects, base = [], float(bottom)
-        for count, series, colour in ((bucket.allowed, "allowed", ALLOWED_COLOUR),
-                                      (bucket.denied, "denied", DENIED_COLOUR)):
+        for count, series, colour in (
+            (bucket.allowed, "allowed", ALLOWED_COLOUR),
+            (bucket.denied, "denied", DENIED_COLOUR),
+        ):
             if count:
                 height = count * _PLOT_HEIGHT / top
                 base -= height
-                rects.append(f'<rect class="jwtex-bar-{series}" x="{x}" y="{base:.2f}" width="{_SLOT - 1}" '
-                             f'height="{height:.2f}" fill="{colour}"/>')
+                rects.append(
+                    f'<rect class="jwtex-bar-{series}" x="{x}" y="{base:.2f}" width="{_SLOT - 1}" '
+                    f'height="{height:.2f}" fill="{colour}"/>'
+                )
         parts.append(f"<g><title>{_e(tip)}</title>{''.join(rects)}</g>")
     return parts
 
@@ -155,8 +163,10 @@ def _legend() -> str:
     items = []
     for offset, (series, colour) in enumerate((("allowed", ALLOWED_COLOUR), ("denied", DENIED_COLOUR))):
         x = _LEFT + offset * 90
-        items.append(f'<rect x="{x}" y="10" width="12" height="12" fill="{colour}"/>'
-                     f'<text x="{x + 17}" y="20">{_e(series)}</text>')
+        items.append(
+            f'<rect x="{x}" y="10" width="12" height="12" fill="{colour}"/>'
+            f'<text x="{x + 17}" y="20">{_e(series)}</text>'
+        )
     return f'<g class="jwtex-legend">{"".join(items)}</g>'
 
 

@@ -22,8 +22,9 @@ __all__ = ["ACTION_PLACEHOLDER", "COMPONENT_PLACEHOLDER", "CiClientSnippets", "c
 ACTION_PLACEHOLDER = "<owner>/<repository>@<commit>"
 COMPONENT_PLACEHOLDER = "<gitlab-host>/<group>/<project>/jwtex-token@<version>"
 _ACTION = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[A-Za-z0-9_./-]+", re.ASCII)
-_COMPONENT = re.compile(r"(\$CI_SERVER_FQDN|[A-Za-z0-9.-]+(:[0-9]+)?)(/[A-Za-z0-9_.-]+)+/jwtex-token@[A-Za-z0-9_.~-]+",
-                        re.ASCII)
+_COMPONENT = re.compile(
+    r"(\$CI_SERVER_FQDN|[A-Za-z0-9.-]+(:[0-9]+)?)(/[A-Za-z0-9_.-]+)+/jwtex-token@[A-Za-z0-9_.~-]+", re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ def _q(value: str) -> str:
         elif 0x20 <= code < 0x7F:
             escaped.append(character)
         else:
-            escaped.append(f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF
-                           else f"\\U{code:08x}")
+            escaped.append(
+                f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+            )
     return '"' + "".join(escaped) + '"'
 
 
@@ -72,81 +74,99 @@ def ci_client_snippets_render(
     not accept it."""
     warnings = []
     if not _ACTION.fullmatch(action):
-        warnings.append("Set JWTEX_CI_ACTION to where your organisation keeps jwtex's GitHub Action "
-                        "(OWNER/REPO@COMMIT, the jwtex repository whose root holds action.yml): the workflow "
-                        "shows a placeholder.")
+        warnings.append(
+            "Set JWTEX_CI_ACTION to where your organisation keeps jwtex's GitHub Action "
+            "(OWNER/REPO@COMMIT, the jwtex repository whose root holds action.yml): the workflow "
+            "shows a placeholder."
+        )
         action = ACTION_PLACEHOLDER
     if not _COMPONENT.fullmatch(component):
-        warnings.append("Set JWTEX_CI_COMPONENT to where your organisation keeps jwtex's GitLab CI/CD component "
-                        "(HOST/GROUP/PROJECT/jwtex-token@VERSION): the pipeline shows a placeholder.")
+        warnings.append(
+            "Set JWTEX_CI_COMPONENT to where your organisation keeps jwtex's GitLab CI/CD component "
+            "(HOST/GROUP/PROJECT/jwtex-token@VERSION): the pipeline shows a placeholder."
+        )
         component = COMPONENT_PLACEHOLDER
     audience = f"{public_url}/t/{tenant_slug}"
     common = {"url": public_url, "tenant": tenant_slug, "role-arn": role_arns[0]}
     return CiClientSnippets(
-        github_action=_github_action(action, {**common, "issuer-id": github_issuer_id}, role_arns, region,
-                                     _issuer_notes("GitHub Actions", "the GitHub preset", github_issuer_id,
-                                                   github_audiences, audience)),
-        gitlab_component=_gitlab_component(component, {**common, "issuer-id": gitlab_issuer_id}, role_arns, region,
-                                           _issuer_notes("GitLab", "a GitLab preset", gitlab_issuer_id,
-                                                         gitlab_audiences, audience)),
+        github_action=_github_action(
+            action,
+            {**common, "issuer-id": github_issuer_id},
+            role_arns,
+            region,
+            _issuer_notes("GitHub Actions", "the GitHub preset", github_issuer_id, github_audiences, audience),
+        ),
+        gitlab_component=_gitlab_component(
+            component,
+            {**common, "issuer-id": gitlab_issuer_id},
+            role_arns,
+            region,
+            _issuer_notes("GitLab", "a GitLab preset", gitlab_issuer_id, gitlab_audiences, audience),
+        ),
         warnings=tuple(warnings),
     )
 
 
-def _github_action(action: str, inputs: dict[str, str | None], role_arns: Sequence[str], region: str,
-                   notes: list[str]) -> str:
-    return "\n".join([
-        "# .github/workflows/deploy.yml",
-        *notes,
-        "name: deploy",
-        "on:",
-        "  push:",
-        "    branches: [main]",
-        "  workflow_dispatch:",
-        "jobs:",
-        "  deploy:",
-        "    runs-on: ubuntu-latest",
-        "    permissions:",
-        "      id-token: write  # lets the job ask GitHub for its OIDC token",
-        "      contents: read",
-        "    env:",
-        f"      AWS_REGION: {_q(region)}",
-        "    steps:",
-        "      # Asks GitHub for a token for this tenant's issuer URL, exchanges it at jwtex (retrying a",
-        "      # 503 or 429), renews it in the background before it expires, and sets",
-        "      # AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN and AWS_ROLE_SESSION_NAME (gh-RUN-ATTEMPT).",
-        f"      - uses: {_q(action)}",
-        "        with:",
-        *_inputs(inputs, indent="          "),
-        *_other_roles(role_arns, indent="      "),
-        "      - run: aws sts get-caller-identity",
-        "",
-    ])
+def _github_action(
+    action: str, inputs: dict[str, str | None], role_arns: Sequence[str], region: str, notes: list[str]
+) -> str:
+    return "\n".join(
+        [
+            "# .github/workflows/deploy.yml",
+            *notes,
+            "name: deploy",
+            "on:",
+            "  push:",
+            "    branches: [main]",
+            "  workflow_dispatch:",
+            "jobs:",
+            "  deploy:",
+            "    runs-on: ubuntu-latest",
+            "    permissions:",
+            "      id-token: write  # lets the job ask GitHub for its OIDC token",
+            "      contents: read",
+            "    env:",
+            f"      AWS_REGION: {_q(region)}",
+            "    steps:",
+            "      # Asks GitHub for a token for this tenant's issuer URL, exchanges it at jwtex (retrying a",
+            "      # 503 or 429), renews it in the background before it expires, and sets",
+            "      # AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN and AWS_ROLE_SESSION_NAME (gh-RUN-ATTEMPT).",
+            f"      - uses: {_q(action)}",
+            "        with:",
+            *_inputs(inputs, indent="          "),
+            *_other_roles(role_arns, indent="      "),
+            "      - run: aws sts get-caller-identity",
+            "",
+        ]
+    )
 
 
-def _gitlab_component(component: str, inputs: dict[str, str | None], role_arns: Sequence[str], region: str,
-                      notes: list[str]) -> str:
-    return "\n".join([
-        "# .gitlab-ci.yml",
-        *notes,
-        "include:",
-        f"  - component: {_q(component)}",
-        "    inputs:",
-        *_inputs(inputs, indent="      "),
-        *_other_roles(role_arns, indent="    "),
-        "deploy:",
-        "  # The component's job: an ID token for this tenant's issuer URL, exchanged at jwtex and",
-        "  # renewed while GitLab's token is accepted; AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN and",
-        "  # AWS_ROLE_SESSION_NAME (gl-JOB_ID) for the script. It runs python3: use an image with it.",
-        "  extends: .jwtex-token",
-        "  image: python:3.12-slim",
-        "  variables:",
-        f"    AWS_DEFAULT_REGION: {_q(region)}",
-        "  script:",
-        "    - pip install --quiet awscli",
-        "    - aws sts get-caller-identity",
-        "",
-    ])
+def _gitlab_component(
+    component: str, inputs: dict[str, str | None], role_arns: Sequence[str], region: str, notes: list[str]
+) -> str:
+    return "\n".join(
+        [
+            "# .gitlab-ci.yml",
+            *notes,
+            "include:",
+            f"  - component: {_q(component)}",
+            "    inputs:",
+            *_inputs(inputs, indent="      "),
+            *_other_roles(role_arns, indent="    "),
+            "deploy:",
+            "  # The component's job: an ID token for this tenant's issuer URL, exchanged at jwtex and",
+            "  # renewed while GitLab's token is accepted; AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN and",
+            "  # AWS_ROLE_SESSION_NAME (gl-JOB_ID) for the script. It runs python3: use an image with it.",
+            "  extends: .jwtex-token",
+            "  image: python:3.12-slim",
+            "  variables:",
+            f"    AWS_DEFAULT_REGION: {_q(region)}",
+            "  script:",
+            "    - pip install --quiet awscli",
+            "    - aws sts get-caller-identity",
+            "",
+        ]
+    )
 
 
 def _inputs(values: dict[str, str | None], *, indent: str) -> list[str]:
@@ -154,18 +174,23 @@ def _inputs(values: dict[str, str | None], *, indent: str) -> list[str]:
     return [f"{indent}{name}: {_q(values[name])}" for name in order if values.get(name)]
 
 
-def _issuer_notes(platform: str, preset: str, issuer_id: str | None, audiences: Sequence[str] | None,
-                  audience: str) -> list[str]:
+def _issuer_notes(
+    platform: str, preset: str, issuer_id: str | None, audiences: Sequence[str] | None, audience: str
+) -> list[str]:
     if issuer_id is None:
         return [f"# No {platform} issuer in this tenant yet: add one from {preset} first."]
     if audiences is not None and audience not in audiences:
-        return [f"# This tenant's {platform} issuer does not accept the audience the job asks for yet:",
-                "# add this tenant's issuer URL to its audiences."]
+        return [
+            f"# This tenant's {platform} issuer does not accept the audience the job asks for yet:",
+            "# add this tenant's issuer URL to its audiences.",
+        ]
     return []
 
 
 def _other_roles(role_arns: Sequence[str], *, indent: str) -> list[str]:
     if len(role_arns) < 2:
         return []
-    return [f"{indent}# The same role in the tenant's other accounts (role-arn):",
-            *(f"{indent}#   {_q(arn)}" for arn in role_arns[1:])]
+    return [
+        f"{indent}# The same role in the tenant's other accounts (role-arn):",
+        *(f"{indent}#   {_q(arn)}" for arn in role_arns[1:]),
+    ]

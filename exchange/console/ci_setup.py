@@ -49,21 +49,28 @@ def _gha_comment(value: str) -> str:
     return gha_literal(comment_text(value))
 
 
-def _ci_notes(issuer_url: str, issuer_id: str | None, audiences: Sequence[str] | None, *, indent: str,
-              comment=comment_text) -> list[str]:
+def _ci_notes(
+    issuer_url: str, issuer_id: str | None, audiences: Sequence[str] | None, *, indent: str, comment=comment_text
+) -> list[str]:
     """Why the job asks for this tenant's issuer URL as audience (a token minted for jwtex must
     not also open AWS roles that trust the CI platform directly: whoever sees it on its way here
     could assume those), and a word when the tenant's issuer does not accept that audience."""
-    notes = [f"{indent}# The audience is this tenant's issuer URL, not {STS_AUDIENCE}: a token meant for",
-             f"{indent}# jwtex then opens no AWS role that trusts the CI platform directly."]
+    notes = [
+        f"{indent}# The audience is this tenant's issuer URL, not {STS_AUDIENCE}: a token meant for",
+        f"{indent}# jwtex then opens no AWS role that trusts the CI platform directly.",
+    ]
     if issuer_id is not None and audiences is not None and issuer_url not in audiences:
-        notes.append(f"{indent}# Issuer {comment(issuer_id)} does not accept this audience yet: add "
-                     f"{comment(issuer_url)} to its audiences.")
+        notes.append(
+            f"{indent}# Issuer {comment(issuer_id)} does not accept this audience yet: add "
+            f"{comment(issuer_url)} to its audiences."
+        )
     return notes
 
 
 def _role_lines(role_arns: Sequence[str], variable: str, *, indent: str, scalar, comment) -> list[str]:
-    others = [f"{indent}# in account {comment((arn.split(':') + [''] * 5)[4])}: {comment(arn)}" for arn in role_arns[1:]]
+    others = [
+        f"{indent}# in account {comment((arn.split(':') + [''] * 5)[4])}: {comment(arn)}" for arn in role_arns[1:]
+    ]
     return [*others, f"{indent}{variable}: {scalar(role_arns[0])}"]
 
 
@@ -71,16 +78,24 @@ def _exchange_url(issuer_url: str, issuer_id: str) -> str:
     return f"{issuer_url}/exchange?issuerId={quote(issuer_id, safe='')}"
 
 
-def _github_actions(issuer_url: str, role_arns: Sequence[str], region: str, github_issuer_id: str | None,
-                    github_audiences: Sequence[str] | None) -> str:
+def _github_actions(
+    issuer_url: str,
+    role_arns: Sequence[str],
+    region: str,
+    github_issuer_id: str | None,
+    github_audiences: Sequence[str] | None,
+) -> str:
     def scalar(value: str) -> str:  # GitHub evaluates ${{ }} in env values and in run scripts, comments included
         return yaml_scalar(gha_literal(value))
 
     gh_id = github_issuer_id or "github"
     github = [
         "# .github/workflows/deploy.yml",
-        *(["# No GitHub Actions issuer in this tenant yet: add one from the GitHub preset first."]
-          if github_issuer_id is None else []),
+        *(
+            ["# No GitHub Actions issuer in this tenant yet: add one from the GitHub preset first."]
+            if github_issuer_id is None
+            else []
+        ),
         "name: deploy",
         "on:",
         "  push:",
@@ -117,16 +132,24 @@ def _github_actions(issuer_url: str, role_arns: Sequence[str], region: str, gith
     return "\n".join(github)
 
 
-def _gitlab_ci(issuer_url: str, role_arns: Sequence[str], region: str, gitlab_issuer_id: str | None,
-               gitlab_audiences: Sequence[str] | None) -> str:
+def _gitlab_ci(
+    issuer_url: str,
+    role_arns: Sequence[str],
+    region: str,
+    gitlab_issuer_id: str | None,
+    gitlab_audiences: Sequence[str] | None,
+) -> str:
     def scalar(value: str) -> str:  # GitLab expands $VARIABLES in variables: and id_tokens: aud:
         return yaml_scalar(gitlab_literal(value))
 
     gl_id = gitlab_issuer_id or "gitlab"
     gitlab = [
         "# .gitlab-ci.yml",
-        *(["# No GitLab issuer in this tenant yet: add one from a GitLab preset first."]
-          if gitlab_issuer_id is None else []),
+        *(
+            ["# No GitLab issuer in this tenant yet: add one from a GitLab preset first."]
+            if gitlab_issuer_id is None
+            else []
+        ),
         "deploy:",
         "  image:",
         "    name: amazon/aws-cli:latest  # any image with curl and the AWS CLI",

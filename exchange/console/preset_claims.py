@@ -12,15 +12,18 @@ from __future__ import annotations
 # Repository custom properties (changelog https://github.blog/changelog/2026-03-12-actions-oidc-tokens-now-support-repository-custom-properties):
 # each property the organization adds to its tokens arrives as repo_property_NAME.
 GITHUB_CLAIMS = (
-    ("sub", "repo:OWNER/REPO:ref:refs/heads/main (or :environment:NAME, :pull_request); repositories created or "
-            "renamed since 15 July 2026 (and those opted in): repo:OWNER@OWNER_ID/REPO@REPO_ID:ref:… — the "
-            "immutable ids inside it"),
+    (
+        "sub",
+        "repo:OWNER/REPO:ref:refs/heads/main (or :environment:NAME, :pull_request); repositories created or "
+        "renamed since 15 July 2026 (and those opted in): repo:OWNER@OWNER_ID/REPO@REPO_ID:ref:… — the "
+        "immutable ids inside it",
+    ),
     ("repository", "OWNER/REPO"),
     ("repository_owner", "the organization or user"),
     ("repository_id / repository_owner_id", "numeric ids (stable across renames)"),
     ("ref", "refs/heads/main, refs/tags/v1 …"),
     ("ref_type", "branch or tag"),
-    ("ref_protected", "\"true\" when the ref is protected"),
+    ("ref_protected", '"true" when the ref is protected'),
     ("sha", "commit"),
     ("environment", "deployment environment, when the job has one"),
     ("actor / actor_id", "who triggered the run"),
@@ -29,7 +32,10 @@ GITHUB_CLAIMS = (
     ("run_id / run_number / run_attempt", "the run"),
     ("repository_visibility", "public, private or internal"),
     ("runner_environment", "github-hosted or self-hosted"),
-    ("repo_property_NAME", "a repository custom property the organization adds to its tokens (e.g. repo_property_team)"),
+    (
+        "repo_property_NAME",
+        "a repository custom property the organization adds to its tokens (e.g. repo_property_team)",
+    ),
 )
 
 # GitLab ("OpenID Connect (OIDC) Authentication Using ID Tokens", https://docs.gitlab.com/ci/secrets/id_token_authentication/,
@@ -40,10 +46,12 @@ GITLAB_CLAIMS = (
     ("sub", "project_path:GROUP/PROJECT:ref_type:branch:ref:main"),
     ("namespace_path / namespace_id", "the group or user"),
     ("project_path / project_id", "GROUP/PROJECT — the fork's, in a pipeline for a merge request from a fork"),
-    ("job_project_path / job_project_id / job_namespace_path / job_namespace_id",
-     "the project (and group) the job runs in: the parent project, in a pipeline for a merge request from a fork"),
+    (
+        "job_project_path / job_project_id / job_namespace_path / job_namespace_id",
+        "the project (and group) the job runs in: the parent project, in a pipeline for a merge request from a fork",
+    ),
     ("ref / ref_type", "branch or tag name, and which"),
-    ("ref_protected", "\"true\" when the ref is protected"),
+    ("ref_protected", '"true" when the ref is protected'),
     ("environment / environment_protected / deployment_tier", "deployment environment"),
     ("pipeline_id / pipeline_source / job_id", "the pipeline and job"),
     ("user_login / user_id / user_email", "who started the pipeline"),
@@ -99,20 +107,71 @@ KUBERNETES_CLAIMS = (
 # GitHub ("About security hardening with OpenID Connect", the example token): every claim but
 # the times is a string, ids and counters included.
 GITHUB_TYPES = dict.fromkeys(
-    ("sub", "repository", "repository_owner", "repository_id", "repository_owner_id", "ref", "ref_type",
-     "ref_protected", "sha", "environment", "actor", "actor_id", "event_name", "workflow", "workflow_ref",
-     "workflow_sha", "job_workflow_ref", "job_workflow_sha", "run_id", "run_number", "run_attempt",
-     "repository_visibility", "runner_environment", "head_ref", "base_ref", "enterprise", "enterprise_id"),
+    (
+        "sub",
+        "repository",
+        "repository_owner",
+        "repository_id",
+        "repository_owner_id",
+        "ref",
+        "ref_type",
+        "ref_protected",
+        "sha",
+        "environment",
+        "actor",
+        "actor_id",
+        "event_name",
+        "workflow",
+        "workflow_ref",
+        "workflow_sha",
+        "job_workflow_ref",
+        "job_workflow_sha",
+        "run_id",
+        "run_number",
+        "run_attempt",
+        "repository_visibility",
+        "runner_environment",
+        "head_ref",
+        "base_ref",
+        "enterprise",
+        "enterprise_id",
+    ),
     "string",
 )
 # GitLab ("OpenID Connect (OIDC) Authentication Using ID Tokens", the example token): ids as strings,
 # runner_id a number.
 GITLAB_TYPES = {
-    **dict.fromkeys(("namespace_id", "namespace_path", "project_id", "project_path", "job_project_id",
-                     "job_project_path", "job_namespace_id", "job_namespace_path", "user_id", "user_login",
-                     "user_email", "pipeline_id", "pipeline_source", "job_id", "ref", "ref_type", "ref_path",
-                     "ref_protected", "environment", "environment_protected", "deployment_tier", "sha",
-                     "runner_environment", "project_visibility", "ci_config_ref_uri", "ci_config_sha"), "string"),
+    **dict.fromkeys(
+        (
+            "namespace_id",
+            "namespace_path",
+            "project_id",
+            "project_path",
+            "job_project_id",
+            "job_project_path",
+            "job_namespace_id",
+            "job_namespace_path",
+            "user_id",
+            "user_login",
+            "user_email",
+            "pipeline_id",
+            "pipeline_source",
+            "job_id",
+            "ref",
+            "ref_type",
+            "ref_path",
+            "ref_protected",
+            "environment",
+            "environment_protected",
+            "deployment_tier",
+            "sha",
+            "runner_environment",
+            "project_visibility",
+            "ci_config_ref_uri",
+            "ci_config_sha",
+        ),
+        "string",
+    ),
     "runner_id": "number",
 }
 

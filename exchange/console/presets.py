@@ -35,9 +35,7 @@ margin; tokens living longer are refused (401):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,7 +57,7 @@ from .preset_claims import (
     KUBERNETES_CLAIMS as _KUBERNETES_CLAIMS,
     TFC_CLAIMS as _TFC_CLAIMS,
 )
-from ..core.validators import url_problem
+from .preset_types import IssuerPreset, IssuerValues, PresetError, PresetParameter
 
 __all__ = [
     "IssuerPreset",
@@ -71,88 +69,6 @@ __all__ = [
     "preset_for_issuer",
     "preset_get",
 ]
-
-
-class PresetError(ValueError):
-    """A preset parameter is missing or malformed; ``parameter`` names it."""
-
-    def __init__(self, parameter: str, message: str) -> None:
-        self.parameter = parameter
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class PresetParameter:
-    name: str
-    label: str
-    help: str = ""
-    multiline: bool = False
-    pattern: str | None = None  # full-match regular expression
-    pattern_message: str = ""
-
-
-@dataclass(frozen=True)
-class IssuerValues:
-    """What a preset fills in the issuer form."""
-
-    issuer_id: str
-    issuer: str
-    audiences: list[str]
-    algorithms: list[str]
-    static_jwks: dict[str, Any] | None = None
-    max_token_age: int | None = None  # None: the issuer form's default
-
-
-@dataclass(frozen=True)
-class IssuerPreset:
-    key: str
-    label: str
-    issuer_id: str  # suggested id within the tenant
-    description: str
-    parameters: tuple[PresetParameter, ...] = ()
-    # (claim, what it holds) — shown in the rule editor; CEL reads a claim with a dot or a
-    # slash in its name as claims['name'].
-    claims: tuple[tuple[str, str], ...] = ()
-    # The JSON type of claims whose type matters to a rule: "string" where an id or a number is
-    # sent as a string (a comparison with a number literal is never true), "number" where it is
-    # a number. From each platform's documented example token.
-    claim_types: Mapping[str, str] = field(default_factory=dict)
-    example_when: str = "true"
-    # Session tags worth emitting, as a rule's session_tags (aws_tag() where the claim can hold
-    # characters AWS refuses in tags, e.g. dependabot[bot]); shown in the rule editor's help.
-    example_tags: tuple[tuple[str, str, bool], ...] = ()  # (tag key, CEL, optional)
-    # A rule's source_identity worth setting (docs/rules.md#source-identity): who ran the job; "" for none.
-    example_source_identity: str = ""
-    algorithms: tuple[str, ...] = ("RS256",)
-    shared_issuer: bool = False  # every customer of the platform shares this iss
-    max_token_age: int | None = None
-    _build: Any = field(default=None, repr=False, compare=False)
-
-    def build(
-        self, params: Mapping[str, str] | None = None, *, allow_insecure: bool = False, tenant_issuer: str = ""
-    ) -> IssuerValues:
-        """The issuer form's values; ``PresetError`` naming the parameter when one is refused —
-        URLs by the same rule as the issuer form and ``jwtex_apply`` (``validators.url_problem``)."""
-        values = {}
-        for parameter in self.parameters:
-            value = str((params or {}).get(parameter.name, "")).strip()
-            if not value:
-                raise PresetError(parameter.name, f"{parameter.label} is required for {self.label}.")
-            if parameter.pattern and not re.fullmatch(parameter.pattern, value):
-                raise PresetError(parameter.name, parameter.pattern_message or f"{parameter.label} is malformed.")
-            values[parameter.name] = value
-        issuer, audiences, static_jwks = self._build({**values, "tenant_issuer": tenant_issuer})
-        problem = url_problem(issuer, what="The issuer", allow_insecure=allow_insecure, is_issuer=True)
-        if problem:
-            raise PresetError("url" if any(p.name == "url" for p in self.parameters) else "", problem)
-        return IssuerValues(
-            issuer_id=self.issuer_id,
-            issuer=issuer,
-            audiences=list(audiences),
-            algorithms=list(self.algorithms),
-            static_jwks=static_jwks,
-            max_token_age=self.max_token_age,
-        )
 
 
 def _own_audience(params: Mapping[str, str]) -> list[str]:
@@ -201,7 +117,10 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="An enterprise with a customized issuer: tokens say iss = …/ENTERPRISE_SLUG.",
         parameters=(
             PresetParameter(
-                "enterprise", "Enterprise slug", "as in github.com/enterprises/SLUG", pattern=_SLUG,
+                "enterprise",
+                "Enterprise slug",
+                "as in github.com/enterprises/SLUG",
+                pattern=_SLUG,
                 pattern_message="Letters, digits and inner hyphens.",
             ),
         ),
@@ -248,14 +167,19 @@ PRESETS: tuple[IssuerPreset, ...] = (
         description="Tokens in $CIRCLE_OIDC_TOKEN_V2; iss and aud carry the organization id.",
         parameters=(
             PresetParameter(
-                "org_id", "Organization id", "Organization Settings → Overview", pattern=r"[0-9a-fA-F-]{36}",
+                "org_id",
+                "Organization id",
+                "Organization Settings → Overview",
+                pattern=r"[0-9a-fA-F-]{36}",
                 pattern_message="The organization id is a UUID.",
             ),
         ),
         claims=_CIRCLECI_CLAIMS,
         example_when="claims['oidc.circleci.com/vcs-ref'] == 'refs/heads/main'",
-        example_tags=(("project", "claims['oidc.circleci.com/project-id']", False),
-                      ("ref", "aws_tag(claims['oidc.circleci.com/vcs-ref'])", False)),
+        example_tags=(
+            ("project", "claims['oidc.circleci.com/project-id']", False),
+            ("ref", "aws_tag(claims['oidc.circleci.com/vcs-ref'])", False),
+        ),
         max_token_age=3600,
         _build=lambda p: (f"https://oidc.circleci.com/org/{p['org_id'].lower()}", [p["org_id"].lower()], None),
     ),
@@ -267,16 +191,35 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "rules must check organization_slug.",
         parameters=(
             PresetParameter(
-                "organization", "Organization slug", "as in buildkite.com/ORG", pattern=_SLUG,
+                "organization",
+                "Organization slug",
+                "as in buildkite.com/ORG",
+                pattern=_SLUG,
                 pattern_message="Letters, digits and inner hyphens.",
             ),
         ),
         claims=_BUILDKITE_CLAIMS,
         # Buildkite ("OIDC with Buildkite", the example token): ids are UUID strings, build_number a number.
-        claim_types={**dict.fromkeys(("organization_slug", "organization_id", "pipeline_slug", "pipeline_id",
-                                      "build_branch", "build_tag", "build_commit", "build_source", "step_key",
-                                      "job_id", "agent_id", "runner_environment"), "string"),
-                     "build_number": "number"},
+        claim_types={
+            **dict.fromkeys(
+                (
+                    "organization_slug",
+                    "organization_id",
+                    "pipeline_slug",
+                    "pipeline_id",
+                    "build_branch",
+                    "build_tag",
+                    "build_commit",
+                    "build_source",
+                    "step_key",
+                    "job_id",
+                    "agent_id",
+                    "runner_environment",
+                ),
+                "string",
+            ),
+            "build_number": "number",
+        },
         example_when="claims.organization_slug == 'ORG' && claims.build_branch == 'main'",
         example_tags=(("pipeline", "claims.pipeline_slug", False), ("branch", "aws_tag(claims.build_branch)", False)),
         example_source_identity="aws_source_identity('bk-' + claims.pipeline_slug + '-' + string(claims.build_number))",
@@ -292,13 +235,25 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "for every organization: rules must check terraform_organization_name.",
         claims=_TFC_CLAIMS,
         # HCP Terraform ("Workload identity", the token's claims): strings, the ids included (org-…, ws-…).
-        claim_types=dict.fromkeys(("terraform_organization_name", "terraform_organization_id",
-                                   "terraform_project_name", "terraform_project_id", "terraform_workspace_name",
-                                   "terraform_workspace_id", "terraform_full_workspace", "terraform_run_phase",
-                                   "terraform_run_id"), "string"),
+        claim_types=dict.fromkeys(
+            (
+                "terraform_organization_name",
+                "terraform_organization_id",
+                "terraform_project_name",
+                "terraform_project_id",
+                "terraform_workspace_name",
+                "terraform_workspace_id",
+                "terraform_full_workspace",
+                "terraform_run_phase",
+                "terraform_run_id",
+            ),
+            "string",
+        ),
         example_when="claims.terraform_organization_name == 'acme' && claims.terraform_run_phase == 'apply'",
-        example_tags=(("workspace", "aws_tag(claims.terraform_full_workspace)", False),
-                      ("run_phase", "claims.terraform_run_phase", False)),
+        example_tags=(
+            ("workspace", "aws_tag(claims.terraform_full_workspace)", False),
+            ("run_phase", "claims.terraform_run_phase", False),
+        ),
         example_source_identity="aws_source_identity(claims.terraform_run_id)",
         shared_issuer=True,
         max_token_age=7200,
@@ -312,17 +267,26 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "shows the workspace's identity provider URL and audience.",
         parameters=(
             PresetParameter(
-                "workspace", "Workspace", "the workspace slug, as in bitbucket.org/WORKSPACE", pattern=_SLUG,
+                "workspace",
+                "Workspace",
+                "the workspace slug, as in bitbucket.org/WORKSPACE",
+                pattern=_SLUG,
                 pattern_message="Letters, digits and inner hyphens.",
             ),
             PresetParameter(
-                "workspace_uuid", "Workspace UUID", "the audience is ari:cloud:bitbucket::workspace/UUID",
-                pattern=_UUID, pattern_message="A UUID, with or without braces.",
+                "workspace_uuid",
+                "Workspace UUID",
+                "the audience is ari:cloud:bitbucket::workspace/UUID",
+                pattern=_UUID,
+                pattern_message="A UUID, with or without braces.",
             ),
         ),
         claims=_BITBUCKET_CLAIMS,
         example_when="claims.branchName == 'main'",
-        example_tags=(("repository", "aws_tag(claims.repositoryUuid)", False), ("branch", "aws_tag(claims.branchName)", False)),
+        example_tags=(
+            ("repository", "aws_tag(claims.repositoryUuid)", False),
+            ("branch", "aws_tag(claims.branchName)", False),
+        ),
         max_token_age=3600,
         _build=lambda p: (
             f"https://api.bitbucket.org/2.0/workspaces/{p['workspace']}/pipelines-config/identity/oidc",
@@ -338,7 +302,9 @@ PRESETS: tuple[IssuerPreset, ...] = (
         "paste its JWKS (kubectl get --raw /openid/v1/jwks).",
         parameters=(
             PresetParameter("url", "Service account issuer", "kubectl get --raw /.well-known/openid-configuration"),
-            PresetParameter("jwks", "JWKS (public keys)", "the output of kubectl get --raw /openid/v1/jwks", multiline=True),
+            PresetParameter(
+                "jwks", "JWKS (public keys)", "the output of kubectl get --raw /openid/v1/jwks", multiline=True
+            ),
         ),
         claims=_KUBERNETES_CLAIMS,
         example_when="claims.sub == 'system:serviceaccount:deploy:ci'",
@@ -356,7 +322,7 @@ def preset_claim_types(issuers: Sequence[tuple[str, bool]]) -> dict[str, tuple[s
     types: dict[str, tuple[str, str]] = {}
     for url, has_static_jwks in issuers:
         preset = preset_for_issuer(url, has_static_jwks=has_static_jwks)
-        for claim, kind in (preset.claim_types.items() if preset is not None else ()):
+        for claim, kind in preset.claim_types.items() if preset is not None else ():
             types.setdefault(claim, (kind, preset.label))
     return types
 

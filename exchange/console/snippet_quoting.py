@@ -17,8 +17,18 @@ import shlex
 from collections.abc import Sequence
 from urllib.parse import quote
 
-__all__ = ["comment_text", "gha_literal", "gitlab_literal", "hcl_list", "hcl_str", "iam_literal", "sh_url",
-           "sh_word", "yaml_scalar", "yaml_str"]
+__all__ = [
+    "comment_text",
+    "gha_literal",
+    "gitlab_literal",
+    "hcl_list",
+    "hcl_str",
+    "iam_literal",
+    "sh_url",
+    "sh_word",
+    "yaml_scalar",
+    "yaml_str",
+]
 
 _HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

@@ -62,9 +62,11 @@ def compactable(claims: Mapping[str, Any], *, subject: str, audience: str, expir
     return (
         claims["sub"] == subject
         and claims["aud"] == audience
-        and type(exp) is int and exp == expires_at
+        and type(exp) is int
+        and exp == expires_at
         and claims["jti"] == jti
-        and claims["nbf"] == claims["iat"] and type(claims["nbf"]) is type(claims["iat"])
+        and claims["nbf"] == claims["iat"]
+        and type(claims["nbf"]) is type(claims["iat"])
         and (AWS_TAGS_CLAIM not in claims or _tags_compact(claims[AWS_TAGS_CLAIM]) is not None)
     )
 
@@ -84,8 +86,13 @@ def claims_full(
 ) -> dict[str, Any]:
     """The claims ``claims_compact`` was given, from what it kept and the record's columns."""
     claims: dict[str, Any] = {
-        "iss": compact["iss"], "sub": subject, "aud": audience, "iat": compact["iat"], "nbf": compact["iat"],
-        "exp": expires_at, "jti": jti,
+        "iss": compact["iss"],
+        "sub": subject,
+        "aud": audience,
+        "iat": compact["iat"],
+        "nbf": compact["iat"],
+        "exp": expires_at,
+        "jti": jti,
     }
     for name, value in compact.items():
         if name not in claims:

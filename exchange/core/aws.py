@@ -87,7 +87,6 @@ class TagValueError(ValueError):
         self.character = character
 
 
-
 def _bad_tag_character(text: str) -> str | None:
     if text.isascii():
         if _ASCII_TAG_RE.fullmatch(text):
@@ -129,10 +128,13 @@ def session_tag_value_validate(key: str, value: str) -> None:
     The message names the key and the offending character, never the whole value.
     """
     if not isinstance(value, str):
-        raise TagValueError(f"Session tag {key!r}: the value must be a string, not {type(value).__name__}.", kind="type")
+        raise TagValueError(
+            f"Session tag {key!r}: the value must be a string, not {type(value).__name__}.", kind="type"
+        )
     if len(value) > MAX_TAG_VALUE_LENGTH:
         raise TagValueError(
-            f"Session tag {key!r}: the value is {len(value)} characters long; AWS allows at most {MAX_TAG_VALUE_LENGTH}.",
+            f"Session tag {key!r}: the value is {len(value)} characters long; "
+            f"AWS allows at most {MAX_TAG_VALUE_LENGTH}.",
             kind="length",
         )
     bad = _bad_tag_character(value)
@@ -178,14 +180,18 @@ def source_identity_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return f"the source identity must be a string, not {'null' if value is None else type(value).__name__}"
     if not MIN_SOURCE_IDENTITY_LENGTH <= len(value) <= MAX_SOURCE_IDENTITY_LENGTH:
-        return (f"the source identity is {len(value)} characters long; AWS takes "
-                f"{MIN_SOURCE_IDENTITY_LENGTH} to {MAX_SOURCE_IDENTITY_LENGTH}")
+        return (
+            f"the source identity is {len(value)} characters long; AWS takes "
+            f"{MIN_SOURCE_IDENTITY_LENGTH} to {MAX_SOURCE_IDENTITY_LENGTH}"
+        )
     if value[: len(RESERVED_TAG_KEY_PREFIX)].lower() == RESERVED_TAG_KEY_PREFIX:
         return "the source identity starts with 'aws:', which AWS reserves"
     if not _SOURCE_IDENTITY_RE.fullmatch(value):
         bad = _SOURCE_IDENTITY_REFUSED_RE.search(value).group()
-        return (f"the source identity contains {_describe_character(bad)}; AWS allows only ASCII letters, "
-                "digits and _ + = , . @ -")
+        return (
+            f"the source identity contains {_describe_character(bad)}; AWS allows only ASCII letters, "
+            "digits and _ + = , . @ -"
+        )
     return None
 
 

@@ -11,8 +11,8 @@ at a path boundary only, never inside a host name or a path segment:
 - what a pattern's ``*`` stands for may not hold a ``.`` or ``..`` segment, ``%``, ``\\``, ``?``,
   ``#`` or ``@``: a path that a server could read as leaving the prefix never matches.
 
-Comparison is exact, as for a token's ``iss``: no case folding, no trailing-slash leniency. A pattern's ``*`` comes last and
-follows a path (``https://host*`` is refused: it would match other hosts).
+Comparison is exact, as for a token's ``iss``: no case folding, no trailing-slash leniency. A pattern's ``*`` comes
+last and follows a path (``https://host*`` is refused: it would match other hosts).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class IssuerAllowlist:
         for base in self.prefixes:
             if issuer == base:
                 return True
-            if issuer.startswith(base + "/") and not _UNSAFE_REST.search(issuer[len(base):]):
+            if issuer.startswith(base + "/") and not _UNSAFE_REST.search(issuer[len(base) :]):
                 return True
         return False
 
@@ -74,8 +74,10 @@ class IssuerAllowlist:
         if self.allows(issuer):
             return None
         shown = ", ".join(self.entries[:5]) + (f" and {len(self.entries) - 5} more" if len(self.entries) > 5 else "")
-        return (f"{what} is not one this service allows: its operators let tenants trust only the upstream issuers "
-                f"of {SETTING} ({shown or 'none'}).")
+        return (
+            f"{what} is not one this service allows: its operators let tenants trust only the upstream issuers "
+            f"of {SETTING} ({shown or 'none'})."
+        )
 
 
 def allowlist_parse(value: str | None) -> IssuerAllowlist | None:

@@ -12,17 +12,29 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .limits import SUPPORTED_UPSTREAM_ALGORITHMS
 
-__all__ = ["ALG_KEY", "EC_CURVES", "HASHES", "KeySet", "PublicKey", "STATIC_JWKS_MAX_BYTES", "STATIC_JWKS_MAX_KEYS",
-           "SUPPORTED_ALGORITHMS", "key_fits", "kids_of", "static_jwks_clean"]
+__all__ = [
+    "ALG_KEY",
+    "EC_CURVES",
+    "HASHES",
+    "KeySet",
+    "PublicKey",
+    "STATIC_JWKS_MAX_BYTES",
+    "STATIC_JWKS_MAX_KEYS",
+    "SUPPORTED_ALGORITHMS",
+    "key_fits",
+    "kids_of",
+    "static_jwks_clean",
+]
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,6 @@ class PublicKey:
     alg: str | None  # the JWK's own "alg", if any
     crv: str | None
     key: Any  # a cryptography public key object
-
 
 
 # RFC 7518 §3.1 / RFC 8037 §3.1: the key type (and curve) each JWS algorithm needs.
@@ -69,12 +80,11 @@ _RSA_MIN_BITS = 2048
 _RSA_MAX_BITS = 8192
 _RSA_MAX_E = 2**32
 
+
 def key_fits(key: PublicKey, alg: str) -> bool:
     """Whether ``alg`` may be used with ``key`` (RFC 8725 §3.1; RFC 7517 §4.4)."""
     kty, crv = ALG_KEY[alg]
     return key.kty == kty and (crv is None or key.crv == crv) and (key.alg is None or key.alg == alg)
-
-
 
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -184,9 +194,6 @@ class KeySet:
         return cls(keys=tuple(k for k in map(_public_key_from_jwk, jwks["keys"]) if k is not None))
 
 
-
-
-
 def kids_of(document: Any) -> tuple[str, ...]:
     """The ``kid`` of every key a JWKS document lists, as shown to operators (unparsed)."""
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
@@ -244,6 +251,7 @@ def static_jwks_clean(document: Any) -> dict[str, Any]:
     result = {"keys": cleaned}
     size = len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode())
     if size > STATIC_JWKS_MAX_BYTES:
-        raise ValueError(f"the JWKS is {size:,} bytes (its keys' members as JSON); at most "
-                         f"{STATIC_JWKS_MAX_BYTES:,} are accepted")
+        raise ValueError(
+            f"the JWKS is {size:,} bytes (its keys' members as JSON); at most {STATIC_JWKS_MAX_BYTES:,} are accepted"
+        )
     return result

@@ -53,12 +53,15 @@ class TokenTooLong(ValueError):
             f"the token would be {length:,} characters long; AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}"
         )
 
+
 # Claims the emitted token always carries and a rule cannot set (docs/rules.md#the-emitted-token): iss/exp/iat/nbf/jti
 # are ours (RFC 7519 §4.1); sub and aud come from the rule's ``subject``/``audience``; the
 # AWS tags claim is rendered from ``session_tags``/``transitive_tag_keys``, the source identity
 # claim from ``source_identity``. Every other claim of AWS's namespace is refused as well
 # (``aws.is_aws_claim``): only a field that checks it may emit one.
-RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM})
+RESERVED_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM}
+)
 
 
 def _check_key(signer: SignerKey) -> None:
@@ -156,19 +159,29 @@ def jwt_sign(payload: Mapping[str, Any], *, signer: SignerKey, headers: Mapping[
         if name in ("alg", "kid") and value != header[name]:
             raise ValueError(f"The {name!r} header is the signing key's own; it cannot be {value!r}.")
         header[name] = value
-    signing_input = b".".join([
-        _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()),
-        _b64url(json.dumps(payload, separators=(",", ":")).encode()),
-    ])
+    signing_input = b".".join(
+        [
+            _b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()),
+            _b64url(json.dumps(payload, separators=(",", ":")).encode()),
+        ]
+    )
     signature = signer.sign(signing_input)
     if len(signature) != signature_bytes(signer):  # a wrong length would make encoded_length lie
-        raise ValueError(f"Signing key {signer.kid!r} made a {len(signature)}-byte signature, not {signature_bytes(signer)}.")
+        raise ValueError(
+            f"Signing key {signer.kid!r} made a {len(signature)}-byte signature, not {signature_bytes(signer)}."
+        )
     return (signing_input + b"." + _b64url(signature)).decode("ascii")
 
 
 def token_length_bound(
-    *, tags: Sequence[tuple[str, str]], transitive_tag_keys: Sequence[str], claim_names: Sequence[str],
-    audiences: Sequence[str], subject: str, largest: bool, source_identity: str | None = None,
+    *,
+    tags: Sequence[tuple[str, str]],
+    transitive_tag_keys: Sequence[str],
+    claim_names: Sequence[str],
+    audiences: Sequence[str],
+    subject: str,
+    largest: bool,
+    source_identity: str | None = None,
 ) -> int:
     """The length of a token with these tags (key, value) and this subject: with ``largest``, the
     issuer, audience and signature at the largest jwtex produces, extra claims with empty strings

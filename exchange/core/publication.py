@@ -49,13 +49,17 @@ def published_url_problem(value: str, *, allow_insecure: bool) -> str | None:
         return problem
     path = urlsplit(value).path
     if not path.strip("/"):
-        return ("The published issuer URL needs a path (e.g. https://issuers.example.com/acme): the path names the "
-                "tenant's folder beneath the publish target.")
+        return (
+            "The published issuer URL needs a path (e.g. https://issuers.example.com/acme): the path names the "
+            "tenant's folder beneath the publish target."
+        )
     if path.endswith("/"):
         return "The published issuer URL must not end with a slash: the issuer is compared character for character."
     if not all(_SEGMENT.match(segment) for segment in path[1:].split("/")):
-        return ("The published issuer URL's path must be segments of letters, digits and . _ ~ - "
-                "(not . or ..), separated by single slashes.")
+        return (
+            "The published issuer URL's path must be segments of letters, digits and . _ ~ - "
+            "(not . or ..), separated by single slashes."
+        )
     return None
 
 
@@ -83,7 +87,11 @@ def jwks_capped(keys: Sequence[tuple[Mapping[str, Any], str]]) -> list[dict[str,
 
 def jwks_kids(document: Mapping[str, Any]) -> list[str]:
     keys = document.get("keys") if isinstance(document, Mapping) else None
-    return [k["kid"] for k in keys if isinstance(k, Mapping) and isinstance(k.get("kid"), str)] if isinstance(keys, list) else []
+    return (
+        [k["kid"] for k in keys if isinstance(k, Mapping) and isinstance(k.get("kid"), str)]
+        if isinstance(keys, list)
+        else []
+    )
 
 
 def document_bytes(document: Mapping[str, Any]) -> bytes:

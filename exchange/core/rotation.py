@@ -21,9 +21,9 @@ applies the plan to rows under a row lock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
 from .limits import DEFAULT_LEEWAY, JWKS_MAX_AGE
 
@@ -99,7 +99,9 @@ def tenant_rotation_errors(*, interval: int, prepublish: int, max_token_lifetime
     return errors
 
 
-def rotation_plan(keys: Sequence[KeyView], *, now: datetime, policy: RotationPolicy, force: bool = False) -> RotationPlan:
+def rotation_plan(
+    keys: Sequence[KeyView], *, now: datetime, policy: RotationPolicy, force: bool = False
+) -> RotationPlan:
     """What to do at ``now``. ``force`` is the operator's "rotate now": the same safe path,
     with the rotation due at once and the pre-publish window cut to the JWKS max-age."""
     active = [k for k in keys if k.state == "active"]
@@ -145,9 +147,7 @@ def rotation_plan(keys: Sequence[KeyView], *, now: datetime, policy: RotationPol
     if still_retiring:
         ready_at = max(ready_at, *still_retiring)
     if force:
-        earliest_safe = (candidate.published_at if policy.publication_required else candidate.created_at) + timedelta(
-            seconds=JWKS_MAX_AGE)
-        floor = max([earliest_safe, now, *still_retiring])
+        floor = _forced_floor(candidate, policy, now, still_retiring)
         if ready_at > floor:
             ready_at = floor
             plan["reschedule"] = (candidate.kid, ready_at)
@@ -157,6 +157,13 @@ def rotation_plan(keys: Sequence[KeyView], *, now: datetime, policy: RotationPol
         plan.pop("reschedule", None)
         return RotationPlan(**plan, next_check_at=_earliest(now + policy.retire_window, retiring, retire))
     return RotationPlan(**plan, next_check_at=_earliest(ready_at, retiring, retire))
+
+
+def _forced_floor(candidate: KeyView, policy: RotationPolicy, now: datetime, still_retiring: list) -> datetime:
+    """The earliest a forced rotation may let ``candidate`` sign: the JWKS max-age after it was
+    published (created, when publication is not required), and after the keys still retiring."""
+    seen_from = candidate.published_at if policy.publication_required else candidate.created_at
+    return max([seen_from + timedelta(seconds=JWKS_MAX_AGE), now, *still_retiring])
 
 
 def _earliest(when: datetime, retiring: Sequence[KeyView], retired_now: Sequence[str]) -> datetime:

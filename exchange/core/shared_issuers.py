@@ -64,13 +64,16 @@ class SharedIssuer:
 # a GitHub Enterprise issuer (…/ENTERPRISE) is the enterprise's own: none of them is listed.
 SHARED_ISSUERS: Mapping[str, SharedIssuer] = {
     "https://token.actions.githubusercontent.com": SharedIssuer(
-        "GitHub Actions (github.com)", ("repository_owner_id", "repository_owner"),
+        "GitHub Actions (github.com)",
+        ("repository_owner_id", "repository_owner"),
         # repo:OWNER/ or repo:OWNER@OWNER_ID/ (GitHub account names: letters, digits, inner hyphens).
         re.compile(r"repo:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:@[0-9]+)?/"),
     ),
     "https://gitlab.com": SharedIssuer("GitLab.com", ("namespace_id", "namespace_path")),
     "https://agent.buildkite.com": SharedIssuer("Buildkite", ("organization_id", "organization_slug")),
-    "https://app.terraform.io": SharedIssuer("HCP Terraform", ("terraform_organization_id", "terraform_organization_name")),
+    "https://app.terraform.io": SharedIssuer(
+        "HCP Terraform", ("terraform_organization_id", "terraform_organization_name")
+    ),
 }
 
 
@@ -99,14 +102,25 @@ def _subject_pin(term: Expr, pattern: re.Pattern[str] | None) -> bool:
         return _string(node) and pattern.match(node.value) is not None
 
     if isinstance(term, Call):
-        return (term.function == "startsWith" and term.target is not None and claim_path(term.target) == "sub"
-                and len(term.args) == 1 and names_owner(term.args[0]))
+        return (
+            term.function == "startsWith"
+            and term.target is not None
+            and claim_path(term.target) == "sub"
+            and len(term.args) == 1
+            and names_owner(term.args[0])
+        )
     if isinstance(term, Binary) and term.op == "==":
-        return any(claim_path(a) == "sub" and names_owner(b) for a, b in ((term.left, term.right), (term.right, term.left)))
+        return any(
+            claim_path(a) == "sub" and names_owner(b) for a, b in ((term.left, term.right), (term.right, term.left))
+        )
     if isinstance(term, Binary) and term.op == "in":
         right = term.right
-        return (claim_path(term.left) == "sub" and isinstance(right, ListLit) and bool(right.elements)
-                and all(names_owner(element) for element in right.elements))
+        return (
+            claim_path(term.left) == "sub"
+            and isinstance(right, ListLit)
+            and bool(right.elements)
+            and all(names_owner(element) for element in right.elements)
+        )
     return False
 
 
@@ -118,8 +132,12 @@ def _is_pin(term: Expr, owners: tuple[str, ...]) -> bool:
         return any(claim_path(a) in owners and _string(b) for a, b in sides)
     if term.op == "in":
         right = term.right
-        return (claim_path(term.left) in owners and isinstance(right, ListLit) and bool(right.elements)
-                and all(_string(element) for element in right.elements))
+        return (
+            claim_path(term.left) in owners
+            and isinstance(right, ListLit)
+            and bool(right.elements)
+            and all(_string(element) for element in right.elements)
+        )
     return False
 
 
@@ -170,8 +188,9 @@ def owner_pinning_problem(*, effect: str, when: str, any_owner: bool, issuer_url
         return None
     for url in dict.fromkeys(issuer_urls):
         shared = SHARED_ISSUERS.get(url.rstrip("/"))
-        if shared is None or any(_is_pin(term, shared.owner_claims) or _subject_pin(term, shared.subject_pin)
-                                 for term in _conjuncts(tree)):
+        if shared is None or any(
+            _is_pin(term, shared.owner_claims) or _subject_pin(term, shared.subject_pin) for term in _conjuncts(tree)
+        ):
             continue
         stable, name = shared.owner_claims
         return (
@@ -179,7 +198,11 @@ def owner_pinning_problem(*, effect: str, when: str, any_owner: bool, issuer_url
             f"and its condition pins no owner: {_why_not(tree, shared.owner_claims)}. Without such a pin any of the "
             f"platform's users could get this token. Add claims.{stable} == '…' (immutable, recommended; or "
             f"claims.{name}, or in ['…', '…']"
-            + (", or claims.sub.startsWith('repo:OWNER@OWNER_ID/'), the immutable subject" if shared.subject_pin else "")
+            + (
+                ", or claims.sub.startsWith('repo:OWNER@OWNER_ID/'), the immutable subject"
+                if shared.subject_pin
+                else ""
+            )
             + ") as one of the conditions joined by && — or set any owner if every "
             f"{shared.platform} user may really be allowed."
         )

@@ -1,5 +1,5 @@
-"""One strict YAML loader for configuration documents (docs/configuration-file.md#file-formats): ``yaml.SafeLoader`` without
-anchors and aliases, and without a key repeated in one mapping.
+"""One strict YAML loader for configuration documents (docs/configuration-file.md#file-formats): ``yaml.SafeLoader``
+without anchors and aliases, and without a key repeated in one mapping.
 
 An alias is a reference, so a few hundred bytes of nested aliases ("billion laughs") stand for
 gigabytes once anything walks, copies or stores the document; a configuration has no use for
@@ -25,7 +25,9 @@ class _StrictLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             what = f"alias *{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"anchor &{event.anchor}"
             raise yaml.composer.ComposerError(
-                None, None, f"YAML anchors and aliases are not accepted in a configuration file ({what})",
+                None,
+                None,
+                f"YAML anchors and aliases are not accepted in a configuration file ({what})",
                 event.start_mark,
             )
         return super().compose_node(parent, index)
@@ -56,9 +58,7 @@ class _StrictLoader(yaml.SafeLoader):
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
 
 
-
-
 def loads(text: str) -> Any:
     """Parse one YAML document; ``yaml.YAMLError`` (a ``MarkedYAMLError`` with the line and
     column where it can) on anything refused."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass

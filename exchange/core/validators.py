@@ -143,7 +143,13 @@ def static_jwks_problem(value: Any) -> str | None:
 
 
 def issuer_problems(
-    *, issuer: Any, jwks_uri: Any, audiences: Any, algorithms: Any, static_jwks: Any, allow_insecure: bool,
+    *,
+    issuer: Any,
+    jwks_uri: Any,
+    audiences: Any,
+    algorithms: Any,
+    static_jwks: Any,
+    allow_insecure: bool,
     allowlist: IssuerAllowlist | None = None,
 ) -> list[Problem]:
     """Everything wrong with an issuer's settings beyond each field's own bounds, in field order.
@@ -189,8 +195,11 @@ def _rule_shape_problems(fields: Mapping[str, Any]) -> list[Problem]:
     if not isinstance(claims, dict):
         problems.append(("claims", "", "expected a mapping of claim names to CEL expressions"))
     else:
-        problems += [("claims", f".{name}", "expected a claim name (a string) and a CEL expression (a string)")
-                     for name, source in claims.items() if not isinstance(name, str) or not isinstance(source, str)]
+        problems += [
+            ("claims", f".{name}", "expected a claim name (a string) and a CEL expression (a string)")
+            for name, source in claims.items()
+            if not isinstance(name, str) or not isinstance(source, str)
+        ]
     for name in ("audiences", "transitive_tag_keys"):
         value = fields[name]
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -199,7 +208,10 @@ def _rule_shape_problems(fields: Mapping[str, Any]) -> list[Problem]:
 
 
 def rule_problems(
-    fields: Mapping[str, Any], *, issuer_urls: Sequence[str], claim_types: Mapping[str, tuple[str, str]],
+    fields: Mapping[str, Any],
+    *,
+    issuer_urls: Sequence[str],
+    claim_types: Mapping[str, tuple[str, str]],
     allow_insecure: bool,
 ) -> tuple[list[Problem], list[Problem]]:
     """Everything wrong with a rule (its stored values, model field → value), and its warnings: its

@@ -1,7 +1,7 @@
 """The values the exchange passes between its steps (frozen: safe to share across threads).
 
-    IssuerSnapshot ─(jwt_parse)→ ParsedToken ─(jwt_verify)→ VerifiedToken
-        ─(rules engine)→ Decision ─(minting)→ MintedToken
+IssuerSnapshot ─(jwt_parse)→ ParsedToken ─(jwt_verify)→ VerifiedToken
+    ─(rules engine)→ Decision ─(minting)→ MintedToken
 """
 
 from __future__ import annotations

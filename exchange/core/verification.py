@@ -16,13 +16,13 @@ between them:
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import InvalidToken, UnknownKeyId
 from .jwks import EC_CURVES, HASHES, SUPPORTED_ALGORITHMS, KeySet, PublicKey, key_fits
@@ -34,6 +34,7 @@ __all__ = ["jwt_verify", "short_value"]
 # JOSE header parameters that would let the token pick its own key (RFC 8725 §3.10,
 # RFC 7515 §4.1.3-4.1.6), and RFC 7797's unencoded payload: refused on sight (docs/verification.md#header).
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "b64")
+
 
 def _verify_rsa_pkcs1(key: PublicKey, alg: str, signature: bytes, data: bytes) -> None:
     # RFC 8017 §8.2.2 step 1: the signature is exactly k octets long.
@@ -91,14 +92,21 @@ def _invalid(description: str, reason: str) -> InvalidToken:
 def _when(moment: float | int) -> str:
     """A NumericDate as people read it, with the number itself: ``2026-06-04 01:20:00 UTC (1780536000)``."""
     try:
-        text = datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        text = datetime.fromtimestamp(moment, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, ValueError, OSError):
         return short_value(moment)
     return f"{text} ({short_value(int(moment))})"
 
 
-_JSON_KINDS = {"str": "a string", "bool": "true or false", "list": "a list", "dict": "an object", "NoneType": "null",
-               "float": "a number", "int": "a number"}
+_JSON_KINDS = {
+    "str": "a string",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "an object",
+    "NoneType": "null",
+    "float": "a number",
+    "int": "a number",
+}
 
 
 def _json_kind(value: Any) -> str:
@@ -195,7 +203,10 @@ def _check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -
         )
 
     if "sub" in claims and not isinstance(claims["sub"], str):  # RFC 7519 §4.1.2
-        raise _invalid("The token's sub claim is not a string.", f"The token's sub claim is {_json_kind(claims['sub'])}, not a string.")
+        raise _invalid(
+            "The token's sub claim is not a string.",
+            f"The token's sub claim is {_json_kind(claims['sub'])}, not a string.",
+        )
 
     _check_times(claims, issuer, now)
 
@@ -213,7 +224,8 @@ def _check_times(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) ->
     if nbf is not None and nbf > now + leeway:  # RFC 7519 §4.1.5
         raise _invalid(
             "The token is not yet valid.",
-            f"The token is valid only from {_when(nbf)}; it is now {_when(now)}, before that even with the {leeway} s leeway.",
+            f"The token is valid only from {_when(nbf)}; it is now {_when(now)}, "
+            f"before that even with the {leeway} s leeway.",
         )
     if iat is not None:  # RFC 7519 §4.1.6
         # An issuer that backdates nbf before iat (GitHub Actions: nbf = iat - 600) states how
@@ -250,7 +262,10 @@ def jwt_verify(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: 
                 f"The token's header has {name}, which is refused: a token never chooses the key that checks it.",
             )
     if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension, so any crit is refused
-        raise _invalid("The token header is not acceptable.", "The token's header has crit: extensions jwtex does not know are refused.")
+        raise _invalid(
+            "The token header is not acceptable.",
+            "The token's header has crit: extensions jwtex does not know are refused.",
+        )
 
     alg = header.get("alg")
     # RFC 8725 §3.1/§3.2: an allowlist, never "none" or HMAC whatever the config says.
@@ -266,7 +281,7 @@ def jwt_verify(parsed: ParsedToken, *, issuer: IssuerConfig, keys: KeySet, now: 
     # Signature before any claim is trusted (RFC 7515 §5.2 step 8, RFC 7519 §7.2).
     try:
         _VERIFIERS[alg[:2]](key, alg, parsed.signature, parsed.signing_input)
-    except Exception as exc:  # InvalidSignature, and anything else cryptography raises
+    except Exception:  # noqa: BLE001 - InvalidSignature, or anything cryptography raises: a refusal
         reason = f"The token's {alg} signature does not verify with the issuer's key {short_value(key.kid)}."
         raise _invalid("The token's signature is not valid.", reason) from None
 

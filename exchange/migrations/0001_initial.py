@@ -2,145 +2,283 @@
 
 import django.core.validators
 import django.db.models.deletion
-import exchange.models
 from django.db import migrations, models
+
+import exchange.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tenants', '0001_initial'),
+        ("tenants", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Issuer',
+            name="Issuer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('issuer_id', models.CharField(max_length=64, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$', "Letters, digits, '_', '.', '-'; at most 64 characters.")], verbose_name='id')),
-                ('issuer', models.CharField(help_text="compared with the token's iss exactly, character for character", max_length=512, verbose_name='issuer URL')),
-                ('audiences', models.JSONField(default=list, help_text="the token's aud must contain one of these")),
-                ('algorithms', models.JSONField(default=exchange.models.default_algorithms)),
-                ('leeway', models.PositiveIntegerField(default=60, validators=[django.core.validators.MaxValueValidator(600)])),
-                ('max_token_age', models.PositiveIntegerField(default=86400, help_text='largest exp − iat, seconds', validators=[django.core.validators.MinValueValidator(1)])),
-                ('jwks_uri', models.CharField(blank=True, help_text='default: from discovery', max_length=1024, verbose_name='JWKS URI')),
-                ('static_jwks', models.JSONField(blank=True, help_text='for private clusters: the key set itself; nothing is fetched', null=True, verbose_name='static JWKS')),
-                ('enabled', models.BooleanField(default=True)),
-                ('jwks_refresh_interval', models.PositiveIntegerField(default=3600, help_text='seconds', validators=[django.core.validators.MinValueValidator(300), django.core.validators.MaxValueValidator(86400)])),
-                ('jwks', models.JSONField(blank=True, editable=False, null=True, verbose_name='cached JWKS')),
-                ('jwks_fetched_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('jwks_expires_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('jwks_etag', models.CharField(blank=True, editable=False, max_length=256)),
-                ('jwks_resolved_uri', models.CharField(blank=True, editable=False, max_length=1024)),
-                ('jwks_changed_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('jwks_last_error', models.TextField(blank=True, editable=False)),
-                ('jwks_last_error_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('jwks_consecutive_failures', models.PositiveIntegerField(default=0, editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='issuers', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "issuer_id",
+                    models.CharField(
+                        max_length=64,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                                "Letters, digits, '_', '.', '-'; at most 64 characters.",
+                            )
+                        ],
+                        verbose_name="id",
+                    ),
+                ),
+                (
+                    "issuer",
+                    models.CharField(
+                        help_text="compared with the token's iss exactly, character for character",
+                        max_length=512,
+                        verbose_name="issuer URL",
+                    ),
+                ),
+                ("audiences", models.JSONField(default=list, help_text="the token's aud must contain one of these")),
+                ("algorithms", models.JSONField(default=exchange.models.default_algorithms)),
+                (
+                    "leeway",
+                    models.PositiveIntegerField(default=60, validators=[django.core.validators.MaxValueValidator(600)]),
+                ),
+                (
+                    "max_token_age",
+                    models.PositiveIntegerField(
+                        default=86400,
+                        help_text="largest exp − iat, seconds",
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "jwks_uri",
+                    models.CharField(
+                        blank=True, help_text="default: from discovery", max_length=1024, verbose_name="JWKS URI"
+                    ),
+                ),
+                (
+                    "static_jwks",
+                    models.JSONField(
+                        blank=True,
+                        help_text="for private clusters: the key set itself; nothing is fetched",
+                        null=True,
+                        verbose_name="static JWKS",
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "jwks_refresh_interval",
+                    models.PositiveIntegerField(
+                        default=3600,
+                        help_text="seconds",
+                        validators=[
+                            django.core.validators.MinValueValidator(300),
+                            django.core.validators.MaxValueValidator(86400),
+                        ],
+                    ),
+                ),
+                ("jwks", models.JSONField(blank=True, editable=False, null=True, verbose_name="cached JWKS")),
+                ("jwks_fetched_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("jwks_expires_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("jwks_etag", models.CharField(blank=True, editable=False, max_length=256)),
+                ("jwks_resolved_uri", models.CharField(blank=True, editable=False, max_length=1024)),
+                ("jwks_changed_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("jwks_last_error", models.TextField(blank=True, editable=False)),
+                ("jwks_last_error_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("jwks_consecutive_failures", models.PositiveIntegerField(default=0, editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="issuers", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', 'issuer_id'],
+                "ordering": ["tenant__slug", "issuer_id"],
             },
         ),
         migrations.CreateModel(
-            name='Rule',
+            name="Rule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField(db_index=True, default=0)),
-                ('name', models.CharField(max_length=200)),
-                ('enabled', models.BooleanField(default=True)),
-                ('when', models.TextField(default='true', verbose_name='condition (CEL)')),
-                ('effect', models.CharField(choices=[('allow', 'allow'), ('deny', 'deny')], default='deny', max_length=8)),
-                ('subject', models.TextField(blank=True, help_text='default: claims.sub', verbose_name='subject (CEL)')),
-                ('audience', models.CharField(blank=True, help_text="default: the tenant's default audience", max_length=255)),
-                ('audiences', models.JSONField(blank=True, default=list, help_text='other audiences a caller may request')),
-                ('lifetime', models.PositiveIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(60)])),
-                ('session_tags', models.JSONField(blank=True, default=dict, help_text='AWS tag key → CEL expression')),
-                ('transitive_tag_keys', models.JSONField(blank=True, default=list)),
-                ('claims', models.JSONField(blank=True, default=dict, help_text='claim name → CEL expression', verbose_name='extra claims')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('issuers', models.ManyToManyField(related_name='rules', to='exchange.issuer')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rules', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("position", models.PositiveIntegerField(db_index=True, default=0)),
+                ("name", models.CharField(max_length=200)),
+                ("enabled", models.BooleanField(default=True)),
+                ("when", models.TextField(default="true", verbose_name="condition (CEL)")),
+                (
+                    "effect",
+                    models.CharField(choices=[("allow", "allow"), ("deny", "deny")], default="deny", max_length=8),
+                ),
+                (
+                    "subject",
+                    models.TextField(blank=True, help_text="default: claims.sub", verbose_name="subject (CEL)"),
+                ),
+                (
+                    "audience",
+                    models.CharField(blank=True, help_text="default: the tenant's default audience", max_length=255),
+                ),
+                (
+                    "audiences",
+                    models.JSONField(blank=True, default=list, help_text="other audiences a caller may request"),
+                ),
+                (
+                    "lifetime",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(60)]
+                    ),
+                ),
+                ("session_tags", models.JSONField(blank=True, default=dict, help_text="AWS tag key → CEL expression")),
+                ("transitive_tag_keys", models.JSONField(blank=True, default=list)),
+                (
+                    "claims",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="claim name → CEL expression", verbose_name="extra claims"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("issuers", models.ManyToManyField(related_name="rules", to="exchange.issuer")),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="rules", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', 'position', 'id'],
+                "ordering": ["tenant__slug", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='ExchangeRecord',
+            name="ExchangeRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('endpoint', models.CharField(max_length=16)),
-                ('decision', models.CharField(choices=[('allowed', 'allowed'), ('denied', 'denied')], max_length=8)),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('status_code', models.PositiveSmallIntegerField()),
-                ('reason', models.TextField(blank=True)),
-                ('issuer_ref', models.CharField(blank=True, max_length=64, verbose_name='issuer id')),
-                ('rule_name', models.CharField(blank=True, max_length=200)),
-                ('upstream_iss', models.CharField(blank=True, max_length=512)),
-                ('upstream_sub', models.CharField(blank=True, db_index=True, max_length=512)),
-                ('upstream_jti', models.CharField(blank=True, max_length=256)),
-                ('upstream_aud', models.JSONField(blank=True, null=True)),
-                ('issued_jti', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('issued_kid', models.CharField(blank=True, max_length=64)),
-                ('issued_sub', models.CharField(blank=True, max_length=512)),
-                ('issued_aud', models.CharField(blank=True, max_length=255)),
-                ('issued_exp', models.DateTimeField(blank=True, null=True)),
-                ('issued_claims', models.JSONField(blank=True, null=True)),
-                ('client_address', models.GenericIPAddressField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='exchange_records', to='tenants.tenant')),
-                ('issuer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='exchange.issuer')),
-                ('rule', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='exchange.rule')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("endpoint", models.CharField(max_length=16)),
+                ("decision", models.CharField(choices=[("allowed", "allowed"), ("denied", "denied")], max_length=8)),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                ("status_code", models.PositiveSmallIntegerField()),
+                ("reason", models.TextField(blank=True)),
+                ("issuer_ref", models.CharField(blank=True, max_length=64, verbose_name="issuer id")),
+                ("rule_name", models.CharField(blank=True, max_length=200)),
+                ("upstream_iss", models.CharField(blank=True, max_length=512)),
+                ("upstream_sub", models.CharField(blank=True, db_index=True, max_length=512)),
+                ("upstream_jti", models.CharField(blank=True, max_length=256)),
+                ("upstream_aud", models.JSONField(blank=True, null=True)),
+                ("issued_jti", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("issued_kid", models.CharField(blank=True, max_length=64)),
+                ("issued_sub", models.CharField(blank=True, max_length=512)),
+                ("issued_aud", models.CharField(blank=True, max_length=255)),
+                ("issued_exp", models.DateTimeField(blank=True, null=True)),
+                ("issued_claims", models.JSONField(blank=True, null=True)),
+                ("client_address", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="exchange_records",
+                        to="tenants.tenant",
+                    ),
+                ),
+                (
+                    "issuer",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="exchange.issuer",
+                    ),
+                ),
+                (
+                    "rule",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="exchange.rule",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='SigningKey',
+            name="SigningKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kid', models.CharField(help_text='RFC 7638 JWK thumbprint', max_length=64)),
-                ('algorithm', models.CharField(choices=[('ES256', 'ES256 (ECDSA P-256)'), ('RS256', 'RS256 (RSA 2048)')], max_length=8)),
-                ('state', models.CharField(choices=[('next', 'next (published, not yet signing)'), ('active', 'active (signing)'), ('retiring', 'retiring (published until its tokens expire)'), ('retired', 'retired (private part destroyed)'), ('revoked', 'revoked (withdrawn at once)')], db_index=True, default='next', max_length=16)),
-                ('public_jwk', models.JSONField()),
-                ('private_key_encrypted', models.BinaryField()),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('activate_after', models.DateTimeField(blank=True, help_text='earliest time it may sign', null=True)),
-                ('activated_at', models.DateTimeField(blank=True, null=True)),
-                ('retiring_at', models.DateTimeField(blank=True, help_text='when it stopped signing', null=True)),
-                ('retire_after', models.DateTimeField(blank=True, help_text='when its last token has expired', null=True)),
-                ('retired_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='signing_keys', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kid", models.CharField(help_text="RFC 7638 JWK thumbprint", max_length=64)),
+                (
+                    "algorithm",
+                    models.CharField(
+                        choices=[("ES256", "ES256 (ECDSA P-256)"), ("RS256", "RS256 (RSA 2048)")], max_length=8
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("next", "next (published, not yet signing)"),
+                            ("active", "active (signing)"),
+                            ("retiring", "retiring (published until its tokens expire)"),
+                            ("retired", "retired (private part destroyed)"),
+                            ("revoked", "revoked (withdrawn at once)"),
+                        ],
+                        db_index=True,
+                        default="next",
+                        max_length=16,
+                    ),
+                ),
+                ("public_jwk", models.JSONField()),
+                ("private_key_encrypted", models.BinaryField()),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("activate_after", models.DateTimeField(blank=True, help_text="earliest time it may sign", null=True)),
+                ("activated_at", models.DateTimeField(blank=True, null=True)),
+                ("retiring_at", models.DateTimeField(blank=True, help_text="when it stopped signing", null=True)),
+                (
+                    "retire_after",
+                    models.DateTimeField(blank=True, help_text="when its last token has expired", null=True),
+                ),
+                ("retired_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="signing_keys", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', '-created_at'],
+                "ordering": ["tenant__slug", "-created_at"],
             },
         ),
         migrations.AddConstraint(
-            model_name='issuer',
-            constraint=models.UniqueConstraint(fields=('tenant', 'issuer_id'), name='issuer_unique_id_per_tenant'),
+            model_name="issuer",
+            constraint=models.UniqueConstraint(fields=("tenant", "issuer_id"), name="issuer_unique_id_per_tenant"),
         ),
         migrations.AddConstraint(
-            model_name='rule',
-            constraint=models.UniqueConstraint(fields=('tenant', 'name'), name='rule_unique_name_per_tenant'),
+            model_name="rule",
+            constraint=models.UniqueConstraint(fields=("tenant", "name"), name="rule_unique_name_per_tenant"),
         ),
         migrations.AddIndex(
-            model_name='exchangerecord',
-            index=models.Index(fields=['tenant', '-created_at'], name='record_tenant_time'),
+            model_name="exchangerecord",
+            index=models.Index(fields=["tenant", "-created_at"], name="record_tenant_time"),
         ),
         migrations.AddConstraint(
-            model_name='signingkey',
-            constraint=models.UniqueConstraint(fields=('tenant', 'kid'), name='signingkey_unique_kid_per_tenant'),
+            model_name="signingkey",
+            constraint=models.UniqueConstraint(fields=("tenant", "kid"), name="signingkey_unique_kid_per_tenant"),
         ),
         migrations.AddConstraint(
-            model_name='signingkey',
-            constraint=models.UniqueConstraint(condition=models.Q(('state', 'active')), fields=('tenant',), name='signingkey_one_active_per_tenant'),
+            model_name="signingkey",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("state", "active")), fields=("tenant",), name="signingkey_one_active_per_tenant"
+            ),
         ),
     ]

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0002_ordered_rule_maps'),
+        ("exchange", "0002_ordered_rule_maps"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='issuer',
-            name='replay_protection',
-            field=models.BooleanField(default=False, help_text='accept each upstream token (by its jti) once while it is valid; tokens without jti are refused', verbose_name='one-time tokens'),
+            model_name="issuer",
+            name="replay_protection",
+            field=models.BooleanField(
+                default=False,
+                help_text="accept each upstream token (by its jti) once while it is valid; tokens without jti are refused",
+                verbose_name="one-time tokens",
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0003_issuer_replay_protection'),
+        ("exchange", "0003_issuer_replay_protection"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='exchangerecord',
-            name='record_id',
+            model_name="exchangerecord",
+            name="record_id",
             field=models.UUIDField(blank=True, editable=False, null=True, unique=True),
         ),
     ]

@@ -4,40 +4,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0006_sweep_run'),
+        ("exchange", "0006_sweep_run"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='exchangerecord',
-            name='mapper_error',
+            model_name="exchangerecord",
+            name="mapper_error",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='exchangerecord',
-            name='mapper_latency_ms',
+            model_name="exchangerecord",
+            name="mapper_latency_ms",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='exchangerecord',
-            name='mapper_outcome',
+            model_name="exchangerecord",
+            name="mapper_outcome",
             field=models.CharField(blank=True, max_length=16),
         ),
         migrations.AddField(
-            model_name='rule',
-            name='mapper_timeout_ms',
-            field=models.PositiveIntegerField(default=1500, help_text='effect mapper: how long the webhook may take, at most 5000 ms', verbose_name='mapper timeout (ms)'),
+            model_name="rule",
+            name="mapper_timeout_ms",
+            field=models.PositiveIntegerField(
+                default=1500,
+                help_text="effect mapper: how long the webhook may take, at most 5000 ms",
+                verbose_name="mapper timeout (ms)",
+            ),
         ),
         migrations.AddField(
-            model_name='rule',
-            name='mapper_url',
-            field=models.CharField(blank=True, help_text='effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)', max_length=1024, verbose_name='mapper URL'),
+            model_name="rule",
+            name="mapper_url",
+            field=models.CharField(
+                blank=True,
+                help_text="effect mapper: the https webhook that decides and shapes the token (docs/mapper.md)",
+                max_length=1024,
+                verbose_name="mapper URL",
+            ),
         ),
         migrations.AlterField(
-            model_name='rule',
-            name='effect',
-            field=models.CharField(choices=[('allow', 'allow'), ('deny', 'deny'), ('mapper', 'mapper (a webhook decides)')], default='deny', max_length=8),
+            model_name="rule",
+            name="effect",
+            field=models.CharField(
+                choices=[("allow", "allow"), ("deny", "deny"), ("mapper", "mapper (a webhook decides)")],
+                default="deny",
+                max_length=8,
+            ),
         ),
     ]

@@ -4,33 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0008_signingkey_kms'),
+        ("exchange", "0008_signingkey_kms"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='rule',
-            name='rule_unique_name_per_tenant',
+            model_name="rule",
+            name="rule_unique_name_per_tenant",
         ),
         migrations.AddField(
-            model_name='exchangerecord',
-            name='shadow',
+            model_name="exchangerecord",
+            name="shadow",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='exchangerecord',
-            name='upstream_claims',
+            model_name="exchangerecord",
+            name="upstream_claims",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='rule',
-            name='shadow',
-            field=models.BooleanField(db_index=True, default=False, editable=False, verbose_name='candidate (shadow)'),
+            model_name="rule",
+            name="shadow",
+            field=models.BooleanField(db_index=True, default=False, editable=False, verbose_name="candidate (shadow)"),
         ),
         migrations.AddConstraint(
-            model_name='rule',
-            constraint=models.UniqueConstraint(fields=('tenant', 'shadow', 'name'), name='rule_unique_name_per_tenant_set'),
+            model_name="rule",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "shadow", "name"), name="rule_unique_name_per_tenant_set"
+            ),
         ),
     ]

@@ -5,28 +5,53 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0009_shadow_rules'),
-        ('tenants', '0006_keep_upstream_claims'),
+        ("exchange", "0009_shadow_rules"),
+        ("tenants", "0006_keep_upstream_claims"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Revision',
+            name="Revision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('author', models.CharField(help_text='a username, "jwtex_apply (file)" or "system"', max_length=200)),
-                ('source', models.CharField(choices=[('created', 'tenant created'), ('baseline', 'history starts here'), ('admin', 'admin'), ('apply', 'jwtex_apply'), ('restore', 'restore'), ('promote', 'shadow rules promoted'), ('system', 'system')], max_length=16)),
-                ('summary', models.CharField(max_length=500)),
-                ('document', models.TextField(help_text="the tenant's configuration in the docs/configuration-file.md format (YAML)")),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='revisions', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("author", models.CharField(help_text='a username, "jwtex_apply (file)" or "system"', max_length=200)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("created", "tenant created"),
+                            ("baseline", "history starts here"),
+                            ("admin", "admin"),
+                            ("apply", "jwtex_apply"),
+                            ("restore", "restore"),
+                            ("promote", "shadow rules promoted"),
+                            ("system", "system"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("summary", models.CharField(max_length=500)),
+                (
+                    "document",
+                    models.TextField(
+                        help_text="the tenant's configuration in the docs/configuration-file.md format (YAML)"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="revisions", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', '-number'],
-                'constraints': [models.UniqueConstraint(fields=('tenant', 'number'), name='revision_unique_number_per_tenant')],
+                "ordering": ["tenant__slug", "-number"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("tenant", "number"), name="revision_unique_number_per_tenant")
+                ],
             },
         ),
     ]

@@ -13,13 +13,12 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     atomic = False
 
     dependencies = [
-        ('exchange', '0012_audit_shape'),
+        ("exchange", "0012_audit_shape"),
     ]
 
     operations = [
-        OnVendor('postgresql', [migrations.RunPython(forwards, elidable=False)]),
+        OnVendor("postgresql", [migrations.RunPython(forwards, elidable=False)]),
     ]

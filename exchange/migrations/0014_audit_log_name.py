@@ -4,14 +4,17 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0013_audit_partitions'),
+        ("exchange", "0013_audit_partitions"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='exchangerecord',
-            options={'ordering': ['-created_at', '-id'], 'verbose_name': 'audit record', 'verbose_name_plural': 'audit log'},
+            name="exchangerecord",
+            options={
+                "ordering": ["-created_at", "-id"],
+                "verbose_name": "audit record",
+                "verbose_name_plural": "audit log",
+            },
         ),
     ]

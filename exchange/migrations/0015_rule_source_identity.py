@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0014_audit_log_name'),
+        ("exchange", "0014_audit_log_name"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='rule',
-            name='source_identity',
-            field=models.TextField(blank=True, help_text="the AWS session's SourceIdentity, which CloudTrail records on every action (docs/rules.md#source-identity), e.g. aws_source_identity(claims.actor); empty: none", verbose_name='source identity (CEL)'),
+            model_name="rule",
+            name="source_identity",
+            field=models.TextField(
+                blank=True,
+                help_text="the AWS session's SourceIdentity, which CloudTrail records on every action (docs/rules.md#source-identity), e.g. aws_source_identity(claims.actor); empty: none",
+                verbose_name="source identity (CEL)",
+            ),
         ),
     ]

@@ -5,26 +5,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0015_rule_source_identity'),
-        ('tenants', '0008_published_issuer'),
+        ("exchange", "0015_rule_source_identity"),
+        ("tenants", "0008_published_issuer"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='IssuerPublication',
+            name="IssuerPublication",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('url', models.CharField(help_text='the published issuer URL this state is about', max_length=255)),
-                ('live', models.JSONField(default=dict)),
-                ('in_sync', models.BooleanField(default=False, help_text='the published JWKS lists exactly the keys jwtex serves')),
-                ('published_at', models.DateTimeField(blank=True, help_text='last publish confirmed by its read-back', null=True)),
-                ('checked_at', models.DateTimeField(blank=True, help_text='last read-back, publish or check', null=True)),
-                ('failures', models.PositiveIntegerField(default=0, help_text='failed attempts in a row')),
-                ('error', models.CharField(blank=True, max_length=500)),
-                ('next_attempt_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('tenant', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='publication', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("url", models.CharField(help_text="the published issuer URL this state is about", max_length=255)),
+                ("live", models.JSONField(default=dict)),
+                (
+                    "in_sync",
+                    models.BooleanField(
+                        default=False, help_text="the published JWKS lists exactly the keys jwtex serves"
+                    ),
+                ),
+                (
+                    "published_at",
+                    models.DateTimeField(blank=True, help_text="last publish confirmed by its read-back", null=True),
+                ),
+                (
+                    "checked_at",
+                    models.DateTimeField(blank=True, help_text="last read-back, publish or check", null=True),
+                ),
+                ("failures", models.PositiveIntegerField(default=0, help_text="failed attempts in a row")),
+                ("error", models.CharField(blank=True, max_length=500)),
+                ("next_attempt_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "tenant",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="publication", to="tenants.tenant"
+                    ),
+                ),
             ],
         ),
     ]

@@ -5,20 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0016_issuer_publication'),
+        ("exchange", "0016_issuer_publication"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='rule',
-            name='lifetime',
-            field=models.PositiveIntegerField(blank=True, help_text='seconds, at least 60', null=True),
+            model_name="rule",
+            name="lifetime",
+            field=models.PositiveIntegerField(blank=True, help_text="seconds, at least 60", null=True),
         ),
         migrations.AlterField(
-            model_name='rule',
-            name='name',
+            model_name="rule",
+            name="name",
             field=models.CharField(blank=True, max_length=200),
         ),
     ]

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 ROLLUP = "exchange_auditrollup"
 RECORDS = "exchange_exchangerecord"
-COLUMNS = ("tenant_id, hour, decision, error_code, rule_name, shard, count, last_seen, last_reason, "
-           "shadow_count, shadow_deny, shadow_allow, shadow_tags, shadow_other")
+COLUMNS = (
+    "tenant_id, hour, decision, error_code, rule_name, shard, count, last_seen, last_reason, "
+    "shadow_count, shadow_deny, shadow_allow, shadow_tags, shadow_other"
+)
 KEY = "tenant_id, hour, decision, error_code, rule_name, shard"
 SHARDS = 8  # PostgreSQL: concurrent writers spread over this many rows per group
 
 
 def _added(alias: str, excluded: str = "EXCLUDED") -> str:
-    sums = ", ".join(f"{name} = {alias}{name} + {excluded}.{name}" for name in
-                     ("count", "shadow_count", "shadow_deny", "shadow_allow", "shadow_tags", "shadow_other"))
-    return (f"{sums}, last_reason = CASE WHEN {excluded}.last_seen >= {alias}last_seen THEN {excluded}.last_reason "
-            f"ELSE {alias}last_reason END, last_seen = GREATEST({alias}last_seen, {excluded}.last_seen)")
+    sums = ", ".join(
+        f"{name} = {alias}{name} + {excluded}.{name}"
+        for name in ("count", "shadow_count", "shadow_deny", "shadow_allow", "shadow_tags", "shadow_other")
+    )
+    return (
+        f"{sums}, last_reason = CASE WHEN {excluded}.last_seen >= {alias}last_seen THEN {excluded}.last_reason "
+        f"ELSE {alias}last_reason END, last_seen = GREATEST({alias}last_seen, {excluded}.last_seen)"
+    )
 
 
 def postgresql_rollup_add(source: str, *, shard: str, where: str = "") -> str:
@@ -64,9 +70,9 @@ _SQLITE_KINDS = {
     "shadow_allow": "NEW.decision = 'denied' AND json_extract(NEW.shadow, '$.decision') = 'allowed'",
     "shadow_tags": "json_type(NEW.shadow, '$.tags_differ') = 'true'",
     "shadow_other": "json_extract(NEW.shadow, '$.decision') = 'not evaluated'"
-                    " OR (NEW.decision = 'allowed' AND json_extract(NEW.shadow, '$.decision') = 'allowed'"
-                    " AND json_type(NEW.shadow, '$.tags_differ') = 'false')"
-                    " OR (NEW.decision = 'denied' AND json_extract(NEW.shadow, '$.decision') = 'denied')",
+    " OR (NEW.decision = 'allowed' AND json_extract(NEW.shadow, '$.decision') = 'allowed'"
+    " AND json_type(NEW.shadow, '$.tags_differ') = 'false')"
+    " OR (NEW.decision = 'denied' AND json_extract(NEW.shadow, '$.decision') = 'denied')",
 }
 
 SQLITE_TRIGGER = f"""

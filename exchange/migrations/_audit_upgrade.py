@@ -103,8 +103,11 @@ def _locked(cursor, statements: list[str], say) -> None:
 def _index_state(cursor, name: str) -> bool | None:
     """True: the old table has a valid index ``name``; False: an invalid one (an interrupted
     build); None: none."""
-    cursor.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                   "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s", [RECORDS, name])
+    cursor.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
+        [RECORDS, name],
+    )
     row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -129,22 +132,34 @@ def _prepare_old(cursor, cutover: datetime, say) -> None:
         if name == "record_upstream_sub" and any(d.endswith("(upstream_sub varchar_pattern_ops)") for d in existing):
             continue
         _build(cursor, f"legacy_{name}", f"CREATE INDEX CONCURRENTLY legacy_{name} ON {old} {definition}", say)
-    _build(cursor, "legacy_record_time",
-           f"CREATE UNIQUE INDEX CONCURRENTLY legacy_record_time ON {old} (created_at, id)", say)
-    _build(cursor, "legacy_record_unique_attempt",
-           f"CREATE UNIQUE INDEX CONCURRENTLY legacy_record_unique_attempt ON {old} (record_id, created_at)", say)
+    _build(
+        cursor,
+        "legacy_record_time",
+        f"CREATE UNIQUE INDEX CONCURRENTLY legacy_record_time ON {old} (created_at, id)",
+        say,
+    )
+    _build(
+        cursor,
+        "legacy_record_unique_attempt",
+        f"CREATE UNIQUE INDEX CONCURRENTLY legacy_record_unique_attempt ON {old} (record_id, created_at)",
+        say,
+    )
     cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'f'", [old])
     foreign_keys = [row[0] for row in cursor.fetchall()]
-    cursor.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'issued_claims_compact'",
-                   [old])
+    cursor.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'issued_claims_compact'", [old]
+    )
     statements = [f"ALTER TABLE {old} DROP CONSTRAINT {name}" for name in foreign_keys]
     if cursor.fetchone() is None:
         statements.append(f"ALTER TABLE {old} ADD COLUMN issued_claims_compact jsonb NULL")
-    cursor.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = 'legacy_before_cutover'",
-                   [old])
+    cursor.execute(
+        "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = 'legacy_before_cutover'", [old]
+    )
     if cursor.fetchone() is None:
-        statements.append(f"ALTER TABLE {old} ADD CONSTRAINT legacy_before_cutover "
-                          f"CHECK (created_at < '{cutover.isoformat()}') NOT VALID")
+        statements.append(
+            f"ALTER TABLE {old} ADD CONSTRAINT legacy_before_cutover "
+            f"CHECK (created_at < '{cutover.isoformat()}') NOT VALID"
+        )
     if statements:
         _locked(cursor, statements, say)
     started = time.monotonic()
@@ -155,13 +170,18 @@ def _prepare_old(cursor, cutover: datetime, say) -> None:
 def _cutover(cursor, say) -> datetime:
     """The cut-over of an earlier, interrupted run (its constraint) while it is more than a day
     away, else midnight UTC in two days."""
-    cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) "
-                   "AND conname = 'legacy_before_cutover'", [RECORDS])
+    cursor.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND conname = 'legacy_before_cutover'",
+        [RECORDS],
+    )
     row = cursor.fetchone()
     if row is not None:
         quoted = "'([^']+)'".replace("'", "''")  # the timestamp literal inside the CHECK's text
-        cursor.execute(f"SELECT c, c > now() + interval '1 day' "
-                       f"FROM (SELECT substring(%s FROM '{quoted}')::timestamptz c) x", [row[0]])
+        cursor.execute(
+            f"SELECT c, c > now() + interval '1 day' FROM (SELECT substring(%s FROM '{quoted}')::timestamptz c) x",
+            [row[0]],
+        )
         cutover, far_enough = cursor.fetchone()
         if far_enough:
             return cutover
@@ -182,30 +202,38 @@ def _build_new(cursor, cutover: datetime) -> None:
 
 
 def _swap(cursor, cutover: datetime, say) -> None:
-    cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype IN ('p', 'u')",
-                   [RECORDS])
+    cursor.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype IN ('p', 'u')", [RECORDS]
+    )
     old_keys = [f"ALTER TABLE {LEGACY} DROP CONSTRAINT {row[0]}" for row in cursor.fetchall()]
     started = time.monotonic()
-    _locked(cursor, [
-        f"LOCK TABLE {RECORDS} IN ACCESS EXCLUSIVE MODE",
-        f"ALTER TABLE {RECORDS} RENAME TO {LEGACY}",
-        f"ALTER TABLE {NEW} RENAME TO {RECORDS}",
-        *(f"ALTER INDEX {name}_new RENAME TO {name}" for name in INDEXES),
-        *old_keys,
-        f"ALTER TABLE {LEGACY} ADD CONSTRAINT legacy_record_time PRIMARY KEY USING INDEX legacy_record_time",
-        f"ALTER TABLE {LEGACY} ADD CONSTRAINT legacy_record_unique_attempt "
-        f"UNIQUE USING INDEX legacy_record_unique_attempt",
-        # Ids go on from the old table's: everything in it now is at most the seed's watermark.
-        f"CREATE TABLE {SEED} (watermark bigint NOT NULL, next_hour timestamptz NULL, last timestamptz NULL)",
-        f"INSERT INTO {SEED} SELECT (SELECT coalesce(max(id), 0) FROM {LEGACY}), "
-        f"(SELECT date_trunc('hour', min(created_at), 'UTC') FROM {LEGACY}), (SELECT max(created_at) FROM {LEGACY})",
-        f"SELECT setval(pg_get_serial_sequence('{RECORDS}', 'id'), (SELECT watermark FROM {SEED}) + 1, false)",
-        f"ALTER TABLE {LEGACY} ALTER COLUMN id DROP IDENTITY IF EXISTS",
-        f"ALTER TABLE {RECORDS} ATTACH PARTITION {LEGACY} FOR VALUES FROM (MINVALUE) TO ('{cutover.isoformat()}')",
-        POSTGRESQL_TRIGGER,
-    ], say)
-    say(f"  the partitioned table took over in {(time.monotonic() - started) * 1000:.0f} ms (lock waits included); "
-        f"rows before {cutover:%Y-%m-%d} UTC are in {LEGACY}")
+    _locked(
+        cursor,
+        [
+            f"LOCK TABLE {RECORDS} IN ACCESS EXCLUSIVE MODE",
+            f"ALTER TABLE {RECORDS} RENAME TO {LEGACY}",
+            f"ALTER TABLE {NEW} RENAME TO {RECORDS}",
+            *(f"ALTER INDEX {name}_new RENAME TO {name}" for name in INDEXES),
+            *old_keys,
+            f"ALTER TABLE {LEGACY} ADD CONSTRAINT legacy_record_time PRIMARY KEY USING INDEX legacy_record_time",
+            f"ALTER TABLE {LEGACY} ADD CONSTRAINT legacy_record_unique_attempt "
+            f"UNIQUE USING INDEX legacy_record_unique_attempt",
+            # Ids go on from the old table's: everything in it now is at most the seed's watermark.
+            f"CREATE TABLE {SEED} (watermark bigint NOT NULL, next_hour timestamptz NULL, last timestamptz NULL)",
+            f"INSERT INTO {SEED} SELECT (SELECT coalesce(max(id), 0) FROM {LEGACY}), "
+            f"(SELECT date_trunc('hour', min(created_at), 'UTC') FROM {LEGACY}), "
+            f"(SELECT max(created_at) FROM {LEGACY})",
+            f"SELECT setval(pg_get_serial_sequence('{RECORDS}', 'id'), (SELECT watermark FROM {SEED}) + 1, false)",
+            f"ALTER TABLE {LEGACY} ALTER COLUMN id DROP IDENTITY IF EXISTS",
+            f"ALTER TABLE {RECORDS} ATTACH PARTITION {LEGACY} FOR VALUES FROM (MINVALUE) TO ('{cutover.isoformat()}')",
+            POSTGRESQL_TRIGGER,
+        ],
+        say,
+    )
+    say(
+        f"  the partitioned table took over in {(time.monotonic() - started) * 1000:.0f} ms (lock waits included); "
+        f"rows before {cutover:%Y-%m-%d} UTC are in {LEGACY}"
+    )
 
 
 def _seed(cursor, say) -> None:
@@ -219,12 +247,17 @@ def _seed(cursor, say) -> None:
         if hour is None or hour > last:
             break
         with transaction.atomic():
-            cursor.execute(postgresql_rollup_add(
-                LEGACY, shard="0::smallint", where="WHERE created_at >= %s AND created_at < %s AND id <= %s"),
-                [hour, hour + timedelta(hours=1), watermark])
-            cursor.execute(f"UPDATE {SEED} SET next_hour = (SELECT date_trunc('hour', min(created_at), 'UTC') "
-                           f"FROM {LEGACY} WHERE created_at >= %s AND created_at <= %s AND id <= %s)",
-                           [hour + timedelta(hours=1), last, watermark])
+            cursor.execute(
+                postgresql_rollup_add(
+                    LEGACY, shard="0::smallint", where="WHERE created_at >= %s AND created_at < %s AND id <= %s"
+                ),
+                [hour, hour + timedelta(hours=1), watermark],
+            )
+            cursor.execute(
+                f"UPDATE {SEED} SET next_hour = (SELECT date_trunc('hour', min(created_at), 'UTC') "
+                f"FROM {LEGACY} WHERE created_at >= %s AND created_at <= %s AND id <= %s)",
+                [hour + timedelta(hours=1), last, watermark],
+            )
         hours += 1
     cursor.execute(f"DROP TABLE {SEED}")
     say(f"  rollups seeded from the legacy rows: {hours} hour(s) in {time.monotonic() - started:.1f} s")
@@ -233,19 +266,23 @@ def _seed(cursor, say) -> None:
 def _drop_unused(cursor, say) -> None:
     """The legacy partition's indexes and constraints that are not the partitioned table's."""
     started = time.monotonic()
-    cursor.execute("""
+    cursor.execute(
+        """
         SELECT c.relname, con.conname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
         WHERE i.indrelid = to_regclass(%s) AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
-    """, [LEGACY])
+    """,
+        [LEGACY],
+    )
     unused = cursor.fetchall()
     for index, constraint in unused:
         if constraint:
             _locked(cursor, [f"ALTER TABLE {LEGACY} DROP CONSTRAINT {constraint}"], say)
         else:
             cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
-    cursor.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = 'legacy_before_cutover'",
-                   [LEGACY])
+    cursor.execute(
+        "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = 'legacy_before_cutover'", [LEGACY]
+    )
     if cursor.fetchone() is not None:  # the partition's bound says the same
         _locked(cursor, [f"ALTER TABLE {LEGACY} DROP CONSTRAINT legacy_before_cutover"], say)
     if unused:

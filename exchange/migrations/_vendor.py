@@ -31,7 +31,8 @@ class OnVendor(migrations.operations.base.Operation):
             state = states[-1].clone()
             operation.state_forwards(app_label, state)
             states.append(state)
-        steps = list(zip(self.operations, states, states[1:]))
+        # each operation with the state before it and after it: ``states`` holds one more, the first
+        steps = list(zip(self.operations, states, states[1:], strict=False))
         for operation, before, after in reversed(steps) if backwards else steps:
             if backwards:
                 operation.database_backwards(app_label, schema_editor, after, before)

@@ -70,8 +70,13 @@ def issuer_publish(*, tenant_id: int, now: datetime, check_only: bool = False) -
         except PublishError as exc:
             return _record(row, tenant, now, live=previous, error=str(exc))
         bad = readback_mismatch(documents, {path: answer.body for path, answer in read.items()})
-        bad += [path for path, answer in read.items() if answer.body is not None and path not in bad
-                and (answer.content_type, answer.cache_control) != (CONTENT_TYPE, CACHE_CONTROL)]
+        bad += [
+            path
+            for path, answer in read.items()
+            if answer.body is not None
+            and path not in bad
+            and (answer.content_type, answer.cache_control) != (CONTENT_TYPE, CACHE_CONTROL)
+        ]
         read_kids = _kids(read[JWKS_PATH].body)
         if bad:
             # Nothing newly confirmed: only what was live before and is still there.
@@ -110,15 +115,23 @@ def _kids(body: bytes | None) -> set[str]:
         return set()
 
 
-def _record(row: IssuerPublication, tenant: Tenant, now: datetime, *, live: dict, error: str = "",
-            published: bool = False) -> PublishResult:
+def _record(
+    row: IssuerPublication, tenant: Tenant, now: datetime, *, live: dict, error: str = "", published: bool = False
+) -> PublishResult:
     """Write what this attempt found; a change of the live set bumps the tenant, so that every
     process's runtime lets exactly the confirmed keys sign."""
-    changed = set(live) != set(row.live if row.url == tenant.published_issuer_url and isinstance(row.live, dict) else {})
+    changed = set(live) != set(
+        row.live if row.url == tenant.published_issuer_url and isinstance(row.live, dict) else {}
+    )
     changed |= row.url != tenant.published_issuer_url
     failures = row.failures + 1 if error else 0
     row.url, row.live, row.in_sync, row.checked_at, row.failures = (
-        tenant.published_issuer_url, live, not error, now, failures)
+        tenant.published_issuer_url,
+        live,
+        not error,
+        now,
+        failures,
+    )
     row.error = error[:500]
     row.next_attempt_at = now + (publish_backoff(failures) if error else RECHECK_INTERVAL)
     if published:
@@ -127,6 +140,8 @@ def _record(row: IssuerPublication, tenant: Tenant, now: datetime, *, live: dict
     if changed:
         tenant_config_bump(tenant_id=tenant.pk)
     if error:
-        logger.warning("issuer publication failed", extra={"jwtex": {"tenant": tenant.slug, "error": row.error,
-                                                                      "failures": failures}})
+        logger.warning(
+            "issuer publication failed",
+            extra={"jwtex": {"tenant": tenant.slug, "error": row.error, "failures": failures}},
+        )
     return PublishResult(tenant=tenant.slug, confirmed=not error, live=tuple(sorted(live)), error=row.error)

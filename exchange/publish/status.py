@@ -47,9 +47,15 @@ def publication_status_get(*, tenant: Tenant) -> PublicationStatus | None:
     active = SigningKey.objects.filter(tenant=tenant, state=KeyState.ACTIVE).values_list("kid", flat=True).first()
     current = row is not None and row.url == tenant.published_issuer_url
     return PublicationStatus(
-        tenant=tenant.slug, url=tenant.published_issuer_url, served=served, live=tuple(sorted(live)), active=active,
-        published_at=row.published_at if current else None, checked_at=row.checked_at if current else None,
-        failures=row.failures if row is not None else 0, error=row.error if row is not None else "",
+        tenant=tenant.slug,
+        url=tenant.published_issuer_url,
+        served=served,
+        live=tuple(sorted(live)),
+        active=active,
+        published_at=row.published_at if current else None,
+        checked_at=row.checked_at if current else None,
+        failures=row.failures if row is not None else 0,
+        error=row.error if row is not None else "",
         next_attempt_at=row.next_attempt_at if row is not None else None,
     )
 

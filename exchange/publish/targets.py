@@ -69,7 +69,7 @@ class DirectoryTarget:
                     out.write(body)
                     out.flush()
                     os.fsync(out.fileno())
-                os.chmod(temporary, 0o644)  # noqa: S103 - public documents, served by a web server
+                os.chmod(temporary, 0o644)  # public documents, served by a web server
                 os.replace(temporary, target)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
@@ -110,13 +110,15 @@ class S3Target:
 
         # Bounded like the KMS calls (docs/design/key-lifecycle.md#aws-kms): a publish is retried
         # with back-off by the sweep, never waited for by an exchange.
-        return boto3.session.Session().client("s3", config=Config(
-            connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}))
+        return boto3.session.Session().client(
+            "s3", config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+        )
 
     def put(self, path: str, body: bytes) -> None:
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(path), Body=body,
-                                      ContentType=CONTENT_TYPE, CacheControl=CACHE_CONTROL)
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._key(path), Body=body, ContentType=CONTENT_TYPE, CacheControl=CACHE_CONTROL
+            )
         except Exception as exc:  # botocore's errors, no credentials, an unreachable endpoint
             raise PublishError(f"S3 PutObject s3://{self.bucket}/{self._key(path)} failed: {_aws_error(exc)}") from exc
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from django.db.models import Max
 
@@ -102,8 +103,11 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     upstream = _upstream_fields(attempt.parsed)
     fields.update(upstream)
     if attempt.mapper is not None:
-        fields.update(mapper_outcome=attempt.mapper.outcome or "failed", mapper_latency_ms=attempt.mapper.latency_ms,
-                      mapper_error=attempt.mapper.error[:500])
+        fields.update(
+            mapper_outcome=attempt.mapper.outcome or "failed",
+            mapper_latency_ms=attempt.mapper.latency_ms,
+            mapper_error=attempt.mapper.error[:500],
+        )
     if attempt.shadow is not None:
         fields["shadow"] = attempt.shadow
     if attempt.claims is not None:
@@ -120,7 +124,9 @@ def attempt_record(attempt: Attempt, *, minted: MintedToken | None = None, error
     durable = True if off("audit-write") else record_write(record)
     timeline.mark("audit record durable")
     if not durable:
-        logger.error("audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}})
+        logger.error(
+            "audit record lost", extra={"jwtex": {"tenant": attempt.tenant_slug, "issued": minted is not None}}
+        )
     attempt_log(attempt, minted=minted, error=error, upstream=upstream)
     return durable
 
@@ -134,8 +140,9 @@ def _issued_fields(minted: MintedToken, *, upstream_sub: str) -> dict[str, Any]:
         "status_code": 200,
         "issued_jti": minted.jti,
         "issued_kid": minted.kid,
-        "issued_sub": audit_compact.issued_sub_stored(decision="allowed", issued_sub=subject,
-                                                      upstream_sub=upstream_sub),
+        "issued_sub": audit_compact.issued_sub_stored(
+            decision="allowed", issued_sub=subject, upstream_sub=upstream_sub
+        ),
         "issued_aud": audience,
         "issued_exp": datetime.fromtimestamp(minted.expires_at, UTC),
     }

@@ -20,21 +20,28 @@ from typing import Any
 
 from .. import timeline
 from ..conf import jwtex_settings
-from ..core.errors import AccessDenied, ExchangeError, InvalidToken, NotFound, RateLimited, TemporarilyUnavailable
-from ..core.errors import UnknownKeyId
 from ..core.aws import MAX_WEB_IDENTITY_TOKEN_LENGTH
+from ..core.compact_jws import jwt_parse
+from ..core.errors import (
+    AccessDenied,
+    ExchangeError,
+    InvalidToken,
+    NotFound,
+    RateLimited,
+    TemporarilyUnavailable,
+    UnknownKeyId,
+)
 from ..core.minting import TokenTooLong, jwt_mint, token_length
 from ..core.rules import engine
 from ..core.rules.compiled import Delegation
 from ..core.values import Decision, IssuerSnapshot, MintedToken, ParsedToken, RuleTrace, VerifiedToken
-from ..core.compact_jws import jwt_parse
 from ..core.verification import jwt_verify, short_value
 from ..runtime import TenantRuntime, tenant_runtime_get
 from ..upstream.issuer_keys import issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from ..upstream.request_fetch import request_deadline
 from .audit import Attempt, attempt_log, attempt_record
-from .rate_limits import exchange_rate_limit, upstream_jti_consume
 from .mapper import MapperCall, MapperMode, mapper_decide
+from .rate_limits import exchange_rate_limit, upstream_jti_consume
 from .shadow import shadow_divergence
 
 logger = logging.getLogger("jwtex.exchange")
@@ -73,7 +80,9 @@ def token_exchange(
         attempt_record(attempt, error=exc)
         raise
     if not attempt_record(attempt, minted=minted):  # no token without its record (docs/operations.md#audit)
-        raise TemporarilyUnavailable("The exchange cannot be recorded right now; retry later.", reason="audit not durable")
+        raise TemporarilyUnavailable(
+            "The exchange cannot be recorded right now; retry later.", reason="audit not durable"
+        )
     return minted
 
 
@@ -126,7 +135,9 @@ def issuer_admit(issuer: IssuerSnapshot) -> None:
     if problem is not None:
         raise AccessDenied(
             f"Issuer '{issuer.issuer_id}' is not one this service allows.",
-            reason=f"issuer {issuer.issuer_id!r} ({short_value(issuer.issuer)}) is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS",
+            reason=(
+                f"issuer {issuer.issuer_id!r} ({short_value(issuer.issuer)}) is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS"
+            ),
         )
 
 
@@ -155,7 +166,8 @@ def token_verify(
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the cool-down's cache is down: no refetch
             logger.error(
-                "unknown-kid refetch skipped", extra={"jwtex": {"issuer": issuer.issuer_id, "error": type(exc).__name__}}
+                "unknown-kid refetch skipped",
+                extra={"jwtex": {"issuer": issuer.issuer_id, "error": type(exc).__name__}},
             )
             fresh = None
         if fresh is None:
@@ -191,13 +203,22 @@ def rules_decide(
         trace=trace,
     )
     if isinstance(decided, Delegation):
-        return mapper_decide(runtime, decided, issuer_id=issuer_id, claims=claims, audience=audience,
-                             now=time.time() if now is None else now, on_call=on_mapper, mode=mapper)
+        return mapper_decide(
+            runtime,
+            decided,
+            issuer_id=issuer_id,
+            claims=claims,
+            audience=audience,
+            now=time.time() if now is None else now,
+            on_call=on_mapper,
+            mode=mapper,
+        )
     return decided
 
 
-def rules_step(runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken, *, audience: str | None,
-               now: float) -> Decision:
+def rules_step(
+    runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken, *, audience: str | None, now: float
+) -> Decision:
     """``rules_decide`` for an exchange: the attempt hears of a mapper call, keeps the verified
     claims if the tenant asks for it, and — only when the tenant has a candidate set — notes
     what the shadow rules would have done differently (docs/operations.md#shadow-rules)."""
@@ -205,13 +226,20 @@ def rules_step(runtime: TenantRuntime, attempt: Attempt, verified: VerifiedToken
         attempt.claims = verified.claims
     issuer_id = attempt.issuer.issuer_id
     try:
-        decided: Decision | ExchangeError = rules_decide(runtime, issuer_id=issuer_id, claims=verified.claims,
-                                                         audience=audience, on_mapper=attempt.mapper_called, now=now)
+        decided: Decision | ExchangeError = rules_decide(
+            runtime,
+            issuer_id=issuer_id,
+            claims=verified.claims,
+            audience=audience,
+            on_mapper=attempt.mapper_called,
+            now=now,
+        )
     except ExchangeError as exc:
         decided = exc
     if runtime.shadow_rules is not None:
-        attempt.shadow = shadow_divergence(runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience,
-                                           live=decided)
+        attempt.shadow = shadow_divergence(
+            runtime, issuer_id=issuer_id, claims=verified.claims, audience=audience, live=decided
+        )
     if isinstance(decided, ExchangeError):
         raise decided
     return decided

@@ -117,19 +117,26 @@ class _DatabaseCollector:
         spool = _gauge("jwtex_audit_spool_records", "Audit records waiting in this node's local spool.", [])
         spool.add_metric([], audit_writer().spool.pending())
         yield spool
-        sweeps = _gauge("jwtex_sweep_last_success_timestamp_seconds", "When each Celery sweep last succeeded.", ["sweep"])
+        sweeps = _gauge(
+            "jwtex_sweep_last_success_timestamp_seconds", "When each Celery sweep last succeeded.", ["sweep"]
+        )
         for name, at in SweepRun.objects.values_list("name", "succeeded_at"):
             sweeps.add_metric([name], at.timestamp())
         yield sweeps
 
 
 def _issuer_gauges(now: datetime):
-    fetched = _gauge("jwtex_issuer_jwks_age_seconds",
-                     "Seconds since the issuer's key set was last fetched (or confirmed unchanged).", ["tenant", "issuer"])
-    changed = _gauge("jwtex_issuer_jwks_unchanged_seconds",
-                     "Seconds since the issuer's key set last changed.", ["tenant", "issuer"])
+    fetched = _gauge(
+        "jwtex_issuer_jwks_age_seconds",
+        "Seconds since the issuer's key set was last fetched (or confirmed unchanged).",
+        ["tenant", "issuer"],
+    )
+    changed = _gauge(
+        "jwtex_issuer_jwks_unchanged_seconds", "Seconds since the issuer's key set last changed.", ["tenant", "issuer"]
+    )
     rows = Issuer.objects.filter(enabled=True, static_jwks__isnull=True).values_list(
-        "tenant__slug", "issuer_id", "jwks_fetched_at", "jwks_changed_at")
+        "tenant__slug", "issuer_id", "jwks_fetched_at", "jwks_changed_at"
+    )
     for slug, issuer_id, fetched_at, changed_at in rows:
         if fetched_at is not None:
             fetched.add_metric([slug, issuer_id], (now - fetched_at).total_seconds())
@@ -139,11 +146,17 @@ def _issuer_gauges(now: datetime):
 
 
 def _signing_key_gauges(now: datetime):
-    age = _gauge("jwtex_signing_key_age_seconds", "Seconds since the tenant's active signing key began signing.", ["tenant"])
-    due = _gauge("jwtex_signing_key_rotation_due_seconds",
-                 "Seconds until the tenant's active key is due to be replaced (negative: overdue).", ["tenant"])
+    age = _gauge(
+        "jwtex_signing_key_age_seconds", "Seconds since the tenant's active signing key began signing.", ["tenant"]
+    )
+    due = _gauge(
+        "jwtex_signing_key_rotation_due_seconds",
+        "Seconds until the tenant's active key is due to be replaced (negative: overdue).",
+        ["tenant"],
+    )
     rows = SigningKey.objects.filter(state=KeyState.ACTIVE).values_list(
-        "tenant__slug", "activated_at", "created_at", "tenant__key_rotation_interval")
+        "tenant__slug", "activated_at", "created_at", "tenant__key_rotation_interval"
+    )
     for slug, activated_at, created_at, interval in rows:
         since = activated_at or created_at
         age.add_metric([slug], (now - since).total_seconds())
@@ -153,13 +166,20 @@ def _signing_key_gauges(now: datetime):
 
 def _publication_gauges():
     """Per tenant with a published issuer URL (docs/endpoints.md#published-issuer-url)."""
-    published = _gauge("jwtex_issuer_publish_last_success_timestamp_seconds",
-                       "When the tenant's issuer documents were last published and confirmed by their read-back.",
-                       ["tenant"])
-    live = _gauge("jwtex_issuer_published_keys", "Keys confirmed live at the tenant's published issuer URL.", ["tenant"])
-    alarm = _gauge("jwtex_issuer_publish_alarm",
-                   "1 when the published key set differs from the one jwtex serves and signs with, or the last "
-                   "publish or check failed.", ["tenant"])
+    published = _gauge(
+        "jwtex_issuer_publish_last_success_timestamp_seconds",
+        "When the tenant's issuer documents were last published and confirmed by their read-back.",
+        ["tenant"],
+    )
+    live = _gauge(
+        "jwtex_issuer_published_keys", "Keys confirmed live at the tenant's published issuer URL.", ["tenant"]
+    )
+    alarm = _gauge(
+        "jwtex_issuer_publish_alarm",
+        "1 when the published key set differs from the one jwtex serves and signs with, or the last "
+        "publish or check failed.",
+        ["tenant"],
+    )
     failures = _gauge("jwtex_issuer_publish_failures", "Failed publish or check attempts in a row.", ["tenant"])
     for status in publication_statuses_list():
         if status.published_at is not None:
@@ -181,4 +201,3 @@ def metrics_text() -> bytes:
     now_read = CollectorRegistry()
     now_read.register(_DatabaseCollector())
     return generate_latest(processes) + generate_latest(now_read)
-

@@ -40,8 +40,18 @@ from ..metrics import mapper_call_observed
 from ..runtime import TenantRuntime
 from ..upstream.webhook import WebhookError, json_post
 
-__all__ = ["BREAKER_FAILURES", "BREAKER_SECONDS", "MAPPER_CONCURRENCY", "SIMULATION_CONCURRENCY", "SIMULATION_MARK",
-           "MapperCall", "MapperMode", "MapperNotCalled", "mapper_decide", "mapper_state_reset"]
+__all__ = [
+    "BREAKER_FAILURES",
+    "BREAKER_SECONDS",
+    "MAPPER_CONCURRENCY",
+    "SIMULATION_CONCURRENCY",
+    "SIMULATION_MARK",
+    "MapperCall",
+    "MapperMode",
+    "MapperNotCalled",
+    "mapper_decide",
+    "mapper_state_reset",
+]
 
 logger = logging.getLogger("jwtex.mapper")
 
@@ -127,10 +137,19 @@ def _breaker_of(tenant_id: int, url: str) -> _Breaker:
 
 def mapper_bearer(runtime: TenantRuntime, *, url: str, issuer_id: str, now: float, simulated: bool = False) -> str:
     if runtime.signer is None:
-        raise TemporarilyUnavailable("The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key")
+        raise TemporarilyUnavailable(
+            "The tenant's signing key is unavailable.", reason=runtime.signer_error or "no key"
+        )
     issued = int(now)
-    payload = {"iss": runtime.issuer_url, "aud": url, "sub": issuer_id, "iat": issued, "nbf": issued,
-               "exp": issued + BEARER_LIFETIME, "jti": uuid.uuid4().hex}
+    payload = {
+        "iss": runtime.issuer_url,
+        "aud": url,
+        "sub": issuer_id,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + BEARER_LIFETIME,
+        "jti": uuid.uuid4().hex,
+    }
     if simulated:
         payload[SIMULATION_MARK] = True  # signed: the mapper can trust it, unlike the body
     return jwt_sign(payload, signer=runtime.signer)  # a KMS tenant's bearer is signed by KMS too
@@ -159,13 +178,22 @@ def mapper_decide(
     try:
         if mode is MapperMode.NOT_CALLED:
             call.outcome = "not called"
-            raise MapperNotCalled(f"Rule '{rule.name}' hands the decision to its mapper, which this simulation does "
-                                  "not call.", reason=f"rule {rule.name!r}: mapper not called (simulation)",
-                                  rule_id=rule.rule_id, rule_name=rule.name)
+            raise MapperNotCalled(
+                f"Rule '{rule.name}' hands the decision to its mapper, which this simulation does not call.",
+                reason=f"rule {rule.name!r}: mapper not called (simulation)",
+                rule_id=rule.rule_id,
+                rule_name=rule.name,
+            )
         call.answer = _call(runtime, call, timeout=rule.spec.mapper_timeout_ms / 1000, issuer_id=issuer_id, now=now)
         try:
-            decision = mapper_decision(rule, call.answer, claims=claims, requested_audience=audience,
-                                       default_audience=runtime.default_audience, max_lifetime=runtime.max_token_lifetime)
+            decision = mapper_decision(
+                rule,
+                call.answer,
+                claims=claims,
+                requested_audience=audience,
+                default_audience=runtime.default_audience,
+                max_lifetime=runtime.max_token_lifetime,
+            )
         except AccessDenied as exc:
             said_no = isinstance(call.answer, dict) and call.answer.get("allow") is False
             call.outcome, call.error = ("denied", "") if said_no else ("invalid", exc.reason[:500])
@@ -188,29 +216,43 @@ def _call(runtime: TenantRuntime, call: MapperCall, *, timeout: float, issuer_id
             call.live_circuit_open = True
         else:
             call.outcome = "circuit open"
-            raise AccessDenied(f"Rule '{call.rule_name}': its mapper is failing; not called for a while.",
-                               reason=f"rule {call.rule_name!r}: mapper circuit open after {BREAKER_FAILURES} failures",
-                               rule_id=call.rule_id, rule_name=call.rule_name)
+            raise AccessDenied(
+                f"Rule '{call.rule_name}': its mapper is failing; not called for a while.",
+                reason=f"rule {call.rule_name!r}: mapper circuit open after {BREAKER_FAILURES} failures",
+                rule_id=call.rule_id,
+                rule_name=call.rule_name,
+            )
     slots = _slots_of(runtime.tenant_id, simulated=call.simulated)
     if not slots.acquire(blocking=False):
         call.outcome = "busy"
         kind = "simulated mapper calls" if call.simulated else "mapper calls"
         limit = SIMULATION_CONCURRENCY if call.simulated else MAPPER_CONCURRENCY
-        raise TemporarilyUnavailable(f"Too many {kind} of this tenant at once; retry later.",
-                                     reason=f"rule {call.rule_name!r}: {limit} {kind} already running",
-                                     rule_id=call.rule_id, rule_name=call.rule_name)
+        raise TemporarilyUnavailable(
+            f"Too many {kind} of this tenant at once; retry later.",
+            reason=f"rule {call.rule_name!r}: {limit} {kind} already running",
+            rule_id=call.rule_id,
+            rule_name=call.rule_name,
+        )
     started = time.monotonic()
     try:
         bearer = mapper_bearer(runtime, url=call.url, issuer_id=issuer_id, now=now, simulated=call.simulated)
-        return json_post(call.url, call.request, headers={"Authorization": f"Bearer {bearer}"}, timeout=timeout,
-                         allow_insecure=jwtex_settings.allow_insecure_issuers,
-                         private_hosts=jwtex_settings.mapper_allowed_hosts)
+        return json_post(
+            call.url,
+            call.request,
+            headers={"Authorization": f"Bearer {bearer}"},
+            timeout=timeout,
+            allow_insecure=jwtex_settings.allow_insecure_issuers,
+            private_hosts=jwtex_settings.mapper_allowed_hosts,
+        )
     except WebhookError as exc:
         call.outcome, call.error = "failed", str(exc)[:500]
         _settle(runtime, call, ok=False)
-        raise AccessDenied(f"Rule '{call.rule_name}': its mapper did not answer usably.",
-                           reason=f"rule {call.rule_name!r}: mapper failed: {exc}",
-                           rule_id=call.rule_id, rule_name=call.rule_name) from None
+        raise AccessDenied(
+            f"Rule '{call.rule_name}': its mapper did not answer usably.",
+            reason=f"rule {call.rule_name!r}: mapper failed: {exc}",
+            rule_id=call.rule_id,
+            rule_name=call.rule_name,
+        ) from None
     finally:
         call.latency_ms = int((time.monotonic() - started) * 1000)
         slots.release()
@@ -223,5 +265,14 @@ def _settle(runtime: TenantRuntime, call: MapperCall, *, ok: bool) -> None:
     if ok:
         breaker.succeeded()
     elif breaker.failed(time.monotonic()):
-        logger.warning("mapper circuit opened", extra={"jwtex": {"tenant": runtime.slug, "rule": call.rule_name,
-                                                                "seconds": BREAKER_SECONDS, "error": call.error}})
+        logger.warning(
+            "mapper circuit opened",
+            extra={
+                "jwtex": {
+                    "tenant": runtime.slug,
+                    "rule": call.rule_name,
+                    "seconds": BREAKER_SECONDS,
+                    "error": call.error,
+                }
+            },
+        )

@@ -161,9 +161,13 @@ def _issuer_status(issuer: Issuer, *, now: datetime) -> IssuerHealth:
             detail += " — still using the last good set"
         return IssuerHealth(issuer, "failing", kids, detail, label)
     if not kids or issuer.jwks_fetched_at is None:
-        return IssuerHealth(issuer, "never fetched", (), "keys are fetched on the first exchange or the next sweep", label)
+        return IssuerHealth(
+            issuer, "never fetched", (), "keys are fetched on the first exchange or the next sweep", label
+        )
     if not usable:
-        return IssuerHealth(issuer, "stale", kids, "the stored set is too old to be used; it is refetched on demand", label)
+        return IssuerHealth(
+            issuer, "stale", kids, "the stored set is too old to be used; it is refetched on demand", label
+        )
     if issuer.jwks_expires_at is not None and issuer.jwks_expires_at <= now:
         return IssuerHealth(issuer, "ok", kids, "refresh due (the last good set is still used)", label)
     return IssuerHealth(issuer, "ok", kids, f"fetched {issuer.jwks_fetched_at:%Y-%m-%d %H:%M:%S} UTC", label)
@@ -172,9 +176,9 @@ def _issuer_status(issuer: Issuer, *, now: datetime) -> IssuerHealth:
 def tenant_audiences(*, tenant: Tenant) -> list[str]:
     """Every audience a token of this tenant may carry: the default and those rules allow."""
     audiences = [tenant.default_audience]
-    for audience, extra in Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW).values_list(
-        "audience", "audiences"
-    ):
+    for audience, extra in Rule.objects.filter(
+        tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW
+    ).values_list("audience", "audiences"):
         for value in [audience, *(extra or [])]:
             if value and value not in audiences:
                 audiences.append(value)
@@ -186,9 +190,11 @@ def tenant_session_tag_keys(*, tenant: Tenant) -> list[str]:
     (AWS tag keys ignore case)."""
     keys: list[str] = []
     seen: set[str] = set()
-    for tags in Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW).order_by(
-        "position", "id"
-    ).values_list("session_tags", flat=True):
+    for tags in (
+        Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW)
+        .order_by("position", "id")
+        .values_list("session_tags", flat=True)
+    ):
         for key in tags or {}:
             if isinstance(key, str) and key.casefold() not in seen:
                 seen.add(key.casefold())
@@ -198,8 +204,11 @@ def tenant_session_tag_keys(*, tenant: Tenant) -> list[str]:
 
 def tenant_sets_source_identity(*, tenant: Tenant) -> bool:
     """Whether one of the tenant's enabled allow rules sets a source identity (docs/rules.md#source-identity)."""
-    return Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW).exclude(
-        source_identity="").exists()
+    return (
+        Rule.objects.filter(tenant=tenant, enabled=True, shadow=False, effect=Effect.ALLOW)
+        .exclude(source_identity="")
+        .exists()
+    )
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -264,8 +273,9 @@ def tenant_top_denials_get(*, tenant: Tenant, since: datetime, limit: int = TOP_
             .values_list("last_reason", flat=True)
             .first()
         )
-        result.append(DenialGroup(group["error_code"], group["rule_name"], group["count"], group["last_seen"],
-                                  latest or ""))
+        result.append(
+            DenialGroup(group["error_code"], group["rule_name"], group["count"], group["last_seen"], latest or "")
+        )
     return result
 
 
@@ -323,8 +333,13 @@ def tenant_overview_get(*, tenant: Tenant, now: datetime) -> TenantOverview:
         aws=aws,
         ci=ci,
         ci_client=ci_client_snippets_render(
-            public_url=jwtex_settings.public_url, tenant_slug=tenant.slug, role_arns=aws.role_arns, region=aws.region,
-            action=jwtex_settings.ci_action, component=jwtex_settings.ci_component, **platforms,
+            public_url=jwtex_settings.public_url,
+            tenant_slug=tenant.slug,
+            role_arns=aws.role_arns,
+            region=aws.region,
+            action=jwtex_settings.ci_action,
+            component=jwtex_settings.ci_component,
+            **platforms,
         ),
     )
 

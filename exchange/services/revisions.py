@@ -91,9 +91,7 @@ def revision_actor_current() -> Actor:
 # --- recording -------------------------------------------------------------------------------------
 
 
-def revision_record(
-    *, tenant_id: int, render: Callable[[Tenant], str], actor: Actor, now: datetime
-) -> Revision | None:
+def revision_record(*, tenant_id: int, render: Callable[[Tenant], str], actor: Actor, now: datetime) -> Revision | None:
     """A new revision of the tenant if ``render(tenant)`` (its document now) differs from the
     latest one's; None when nothing changed (a key rotation, a no-op apply) or the tenant is gone.
 
@@ -131,8 +129,13 @@ def _record_locked(*, tenant_id: int, render: Callable[[Tenant], str], actor: Ac
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1] + "…"
     return Revision.objects.create(
-        tenant=tenant, number=(latest.number if latest else 0) + 1, created_at=now,
-        author=actor.author, source=source, summary=summary, document=document,
+        tenant=tenant,
+        number=(latest.number if latest else 0) + 1,
+        created_at=now,
+        author=actor.author,
+        source=source,
+        summary=summary,
+        document=document,
     )
 
 

@@ -29,8 +29,16 @@ from ..models import AuditRollup, ExchangeRecord, RevisionSource, Rule
 from ..runtime import TenantRuntime, runtime_build
 from .revisions import revision_actor, revision_actor_current
 
-__all__ = ["REPORT_KINDS", "outcome_of", "shadow_divergence", "shadow_report", "shadow_rules_discard",
-           "shadow_replay", "shadow_rules_promote", "shadow_rules_start"]
+__all__ = [
+    "REPORT_KINDS",
+    "outcome_of",
+    "shadow_divergence",
+    "shadow_report",
+    "shadow_rules_discard",
+    "shadow_replay",
+    "shadow_rules_promote",
+    "shadow_rules_start",
+]
 
 logger = logging.getLogger("jwtex.shadow")
 
@@ -40,7 +48,12 @@ def outcome_of(decided: Decision | ExchangeError | Delegation) -> dict[str, Any]
     if isinstance(decided, Delegation):
         return {"decision": "not evaluated", "rule": decided.rule.name, "why": "a mapper rule (not called in shadow)"}
     if isinstance(decided, ExchangeError):
-        return {"decision": "denied", "rule": decided.rule_name or None, "error": decided.code, "reason": decided.reason}
+        return {
+            "decision": "denied",
+            "rule": decided.rule_name or None,
+            "error": decided.code,
+            "reason": decided.reason,
+        }
     return {
         "decision": "allowed",
         "rule": decided.rule_name,
@@ -77,7 +90,7 @@ def shadow_divergence(
         )
     except ExchangeError as exc:
         decided = exc
-    except Exception:  # noqa: BLE001 - the candidate never changes the answer, not even by failing
+    except Exception:  # the candidate never changes the answer, not even by failing
         logger.exception("shadow rules failed", extra={"jwtex": {"tenant": runtime.slug}})
         return None
     shadow, current = outcome_of(decided), outcome_of(live)
@@ -95,7 +108,9 @@ def shadow_rules_start(*, tenant: Tenant) -> int:
         Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
         if Rule.objects.filter(tenant=tenant, shadow=True).exists():
             raise ValueError("This tenant already has candidate rules: promote or discard them first.")
-        live = list(Rule.objects.filter(tenant=tenant, shadow=False).order_by("position", "id").prefetch_related("issuers"))
+        live = list(
+            Rule.objects.filter(tenant=tenant, shadow=False).order_by("position", "id").prefetch_related("issuers")
+        )
         for rule in live:
             issuers = list(rule.issuers.all())
             rule.pk, rule.id, rule.shadow = None, None, True
@@ -110,7 +125,10 @@ def shadow_rules_promote(*, tenant: Tenant) -> int:
     """The candidate set becomes the live rules in one transaction (the live ones are deleted);
     one revision records it (source "promote", by whoever promotes). Returns how many rules are live now."""
     by = revision_actor_current().author
-    with revision_actor(author=by, source=RevisionSource.PROMOTE, note="candidate rules promoted"), transaction.atomic():
+    with (
+        revision_actor(author=by, source=RevisionSource.PROMOTE, note="candidate rules promoted"),
+        transaction.atomic(),
+    ):
         Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
         candidates = list(Rule.objects.filter(tenant=tenant, shadow=True))
         if not candidates:
@@ -134,9 +152,12 @@ REPORT_KINDS = {
     "deny": ("would now deny", Q(decision="allowed", shadow__decision="denied")),
     "allow": ("would now allow", Q(decision="denied", shadow__decision="allowed")),
     "tags": ("different tags", Q(shadow__tags_differ=True)),
-    "other": ("other differences", Q(shadow__decision="not evaluated")
-              | (Q(decision="allowed", shadow__decision="allowed") & Q(shadow__tags_differ=False))
-              | Q(decision="denied", shadow__decision="denied")),
+    "other": (
+        "other differences",
+        Q(shadow__decision="not evaluated")
+        | (Q(decision="allowed", shadow__decision="allowed") & Q(shadow__tags_differ=False))
+        | Q(decision="denied", shadow__decision="denied"),
+    ),
 }
 
 
@@ -146,12 +167,19 @@ def shadow_report(*, tenant: Tenant, now: datetime, kind: str | None = None, lim
     ``kind``, if given), through the index of records with a divergence."""
     since = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
     counts = AuditRollup.objects.filter(tenant=tenant, hour__gte=since).aggregate(
-        total=Sum("shadow_count", default=0), **{key: Sum(f"shadow_{key}", default=0) for key in REPORT_KINDS})
+        total=Sum("shadow_count", default=0), **{key: Sum(f"shadow_{key}", default=0) for key in REPORT_KINDS}
+    )
     total = counts.pop("total")
     recent = ExchangeRecord.objects.filter(tenant=tenant, created_at__gte=since, shadow__isnull=False)
     rows = recent.filter(REPORT_KINDS[kind][1]) if kind in REPORT_KINDS else recent
-    return {"total": total, "counts": counts, "kind": kind, "labels": {k: v[0] for k, v in REPORT_KINDS.items()},
-            "records": list(rows.order_by("-created_at", "-id")[:limit]), **_seen(tenant, since)}
+    return {
+        "total": total,
+        "counts": counts,
+        "kind": kind,
+        "labels": {k: v[0] for k, v in REPORT_KINDS.items()},
+        "records": list(rows.order_by("-created_at", "-id")[:limit]),
+        **_seen(tenant, since),
+    }
 
 
 def _seen(tenant: Tenant, since: datetime) -> dict[str, Any]:
@@ -164,18 +192,28 @@ def _seen(tenant: Tenant, since: datetime) -> dict[str, Any]:
     start = max(started, since)
     seen_from = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     seen = AuditRollup.objects.filter(tenant=tenant, hour__gte=seen_from).aggregate(
-        count=Sum("count", default=0), last=Max("last_seen"))
-    return {"started": started, "seen_any": seen["last"] is not None and seen["last"] >= start, "seen": seen["count"],
-            "seen_from": seen_from}
+        count=Sum("count", default=0), last=Max("last_seen")
+    )
+    return {
+        "started": started,
+        "seen_any": seen["last"] is not None and seen["last"] >= start,
+        "seen": seen["count"],
+        "seen_from": seen_from,
+    }
 
 
 def _recorded_outcome(record: ExchangeRecord) -> dict[str, Any]:
     """What the live set decided for ``record``, in ``outcome_of``'s shape."""
     tags = ((record.emitted_claims or {}).get(AWS_TAGS_CLAIM) or {}).get("principal_tags") or {}
     identity = (record.emitted_claims or {}).get(AWS_SOURCE_IDENTITY_CLAIM)
-    return {"decision": "allowed", "rule": record.rule_name or None, "subject": record.issued_subject,
-            "audience": record.issued_aud, "session_tags": {key: values[0] for key, values in tags.items()},
-            **({"source_identity": identity} if identity is not None else {})}
+    return {
+        "decision": "allowed",
+        "rule": record.rule_name or None,
+        "subject": record.issued_subject,
+        "audience": record.issued_aud,
+        "session_tags": {key: values[0] for key, values in tags.items()},
+        **({"source_identity": identity} if identity is not None else {}),
+    }
 
 
 def shadow_replay(*, tenant: Tenant, count: int, now: datetime) -> dict[str, Any]:
@@ -186,19 +224,31 @@ def shadow_replay(*, tenant: Tenant, count: int, now: datetime) -> dict[str, Any
         raise ValueError("This tenant does not keep upstream claims in its audit records: nothing to replay.")
     runtime = runtime_build(tenant=tenant, now=now)
     rules = runtime.shadow_rules if runtime.shadow_rules is not None else runtime.rules
-    records = list(ExchangeRecord.objects.filter(tenant=tenant, decision="allowed", upstream_claims__isnull=False)
-                   .order_by("-created_at", "-id")[:count])
+    records = list(
+        ExchangeRecord.objects.filter(tenant=tenant, decision="allowed", upstream_claims__isnull=False).order_by(
+            "-created_at", "-id"
+        )[:count]
+    )
     changed = []
     for record in records:
         try:
-            decided: Any = engine.compiled_rules_decide(rules, issuer_id=record.issuer_ref, claims=record.upstream_claims,
-                                         requested_audience=None, default_audience=runtime.default_audience,
-                                         max_lifetime=runtime.max_token_lifetime)
+            decided: Any = engine.compiled_rules_decide(
+                rules,
+                issuer_id=record.issuer_ref,
+                claims=record.upstream_claims,
+                requested_audience=None,
+                default_audience=runtime.default_audience,
+                max_lifetime=runtime.max_token_lifetime,
+            )
         except ExchangeError as exc:
             decided = exc
         replayed, recorded = outcome_of(decided), _recorded_outcome(record)
         differs = [name for name in _COMPARED if replayed.get(name) != recorded.get(name)]
         if differs:
             changed.append({"record": record, "replayed": replayed, "differs": differs})
-    return {"replayed": len(records), "changed": changed, "candidate": runtime.shadow_rules is not None,
-            "error": runtime.shadow_error if runtime.shadow_rules is not None else runtime.rules_error}
+    return {
+        "replayed": len(records),
+        "changed": changed,
+        "candidate": runtime.shadow_rules is not None,
+        "error": runtime.shadow_error if runtime.shadow_rules is not None else runtime.rules_error,
+    }

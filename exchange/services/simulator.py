@@ -86,15 +86,20 @@ def _notes(tenant: Tenant, issuer: Issuer | None) -> list[str]:
     if issuer is not None and not issuer.enabled:
         notes.append("The issuer is disabled: a real exchange would not accept its tokens.")
     if issuer is not None and jwtex_settings.upstream_issuer_problem(issuer.issuer):
-        notes.append("The issuer is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS: a real exchange would answer 403 "
-                     "access_denied.")
+        notes.append(
+            "The issuer is outside JWTEX_ALLOWED_UPSTREAM_ISSUERS: a real exchange would answer 403 access_denied."
+        )
     return notes
 
 
 _CALLED = "A mapper rule matched: its webhook was called for real, told it was a simulation, with the request shown."
-_NOT_CALLED = ("A mapper rule matched: its webhook decides, and an auditor's simulation calls nothing outside — the "
-               "request it would be sent is shown.")
-_CIRCUIT_OPEN = f"Real exchanges are not calling this mapper at the moment: it failed {BREAKER_FAILURES} times in a row."
+_NOT_CALLED = (
+    "A mapper rule matched: its webhook decides, and an auditor's simulation calls nothing outside — the "
+    "request it would be sent is shown."
+)
+_CIRCUIT_OPEN = (
+    f"Real exchanges are not calling this mapper at the moment: it failed {BREAKER_FAILURES} times in a row."
+)
 
 
 def _with_draft(runtime: TenantRuntime, draft: RuleSpec | None) -> TenantRuntime:
@@ -102,8 +107,9 @@ def _with_draft(runtime: TenantRuntime, draft: RuleSpec | None) -> TenantRuntime
     if draft is None:
         return runtime
     issuers = [runtime.issuers[i] for i in sorted(draft.issuers) if i in runtime.issuers]
-    compiled = rule_compile(draft, claim_types=preset_claim_types(
-        [(i.issuer, i.static_jwks is not None) for i in issuers]))
+    compiled = rule_compile(
+        draft, claim_types=preset_claim_types([(i.issuer, i.static_jwks is not None) for i in issuers])
+    )
     return dataclasses.replace(runtime, rules=(compiled, *runtime.rules))
 
 
@@ -111,8 +117,16 @@ def _rule_notes(runtime: TenantRuntime) -> list[str]:
     return [f"Rule {rule.name!r}, {path}: {message}" for rule in runtime.rules for path, message in rule.warnings]
 
 
-def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *, audience: str | None,
-            verified: bool, notes: list[str], outbound: bool) -> Simulation:
+def _decide(
+    runtime: TenantRuntime,
+    issuer_id: str,
+    claims: Mapping[str, Any],
+    *,
+    audience: str | None,
+    verified: bool,
+    notes: list[str],
+    outbound: bool,
+) -> Simulation:
     notes = [*notes, *_rule_notes(runtime)]
     if runtime.rules_error:
         notes = [*notes, "A rule does not compile, so the tenant denies every exchange."]
@@ -122,8 +136,15 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
     calls: list[MapperCall] = []
     try:
         mode = MapperMode.SIMULATED if outbound else MapperMode.NOT_CALLED
-        decision = rules_decide(runtime, issuer_id=issuer_id, claims=claims, audience=audience or None, trace=trace,
-                                on_mapper=calls.append, mapper=mode)
+        decision = rules_decide(
+            runtime,
+            issuer_id=issuer_id,
+            claims=claims,
+            audience=audience or None,
+            trace=trace,
+            on_mapper=calls.append,
+            mapper=mode,
+        )
         token_size_check(runtime, decision, now=time.time())
     except ExchangeError as exc:
         error = exc
@@ -131,15 +152,30 @@ def _decide(runtime: TenantRuntime, issuer_id: str, claims: Mapping[str, Any], *
         notes = [*notes, _CALLED if outbound else _NOT_CALLED, *([_CIRCUIT_OPEN] if calls[0].live_circuit_open else [])]
     emitted = payload_build(decision=decision, issuer=runtime.issuer_url) if decision is not None else None
     return Simulation(
-        verified, issuer_id, claims, trace=trace, decision=decision, error=error, stage="rules",
-        emitted=emitted, lifetime=decision.lifetime if decision is not None else None, notes=tuple(notes),
-        mapper=calls[0] if calls else None, source="token" if verified else "claims",
+        verified,
+        issuer_id,
+        claims,
+        trace=trace,
+        decision=decision,
+        error=error,
+        stage="rules",
+        emitted=emitted,
+        lifetime=decision.lifetime if decision is not None else None,
+        notes=tuple(notes),
+        mapper=calls[0] if calls else None,
+        source="token" if verified else "claims",
     )
 
 
 def token_simulate(
-    *, tenant: Tenant, token: str | bytes, issuer: Issuer | None = None, audience: str | None = None,
-    now: float | None = None, outbound: bool = False, draft: RuleSpec | None = None,
+    *,
+    tenant: Tenant,
+    token: str | bytes,
+    issuer: Issuer | None = None,
+    audience: str | None = None,
+    now: float | None = None,
+    outbound: bool = False,
+    draft: RuleSpec | None = None,
 ) -> Simulation:
     """Verify ``token`` for real (the issuer's keys, its audiences, algorithms and clock rules)
     and run the tenant's rules over its claims, exactly as the endpoints would (``draft`` first).
@@ -155,14 +191,19 @@ def token_simulate(
     try:
         chosen = issuer_select(runtime, issuer_id=issuer.issuer_id if issuer is not None else None, parsed=parsed)
     except ExchangeError as exc:
-        return Simulation(False, None, dict(parsed.claims), error=exc, stage="issuer", notes=tuple(_notes(tenant, issuer)))
+        return Simulation(
+            False, None, dict(parsed.claims), error=exc, stage="issuer", notes=tuple(_notes(tenant, issuer))
+        )
     notes = _notes(tenant, issuer)
     try:
         verified = token_verify(chosen, parsed, now=now, fetch=outbound)
     except ExchangeError as exc:
-        return Simulation(False, chosen.issuer_id, dict(parsed.claims), error=exc, stage="verification", notes=tuple(notes))
-    return _decide(runtime, chosen.issuer_id, verified.claims, audience=audience, verified=True, notes=notes,
-                   outbound=outbound)
+        return Simulation(
+            False, chosen.issuer_id, dict(parsed.claims), error=exc, stage="verification", notes=tuple(notes)
+        )
+    return _decide(
+        runtime, chosen.issuer_id, verified.claims, audience=audience, verified=True, notes=notes, outbound=outbound
+    )
 
 
 def claims_json_parse(text: str) -> dict[str, Any]:
@@ -170,8 +211,10 @@ def claims_json_parse(text: str) -> dict[str, Any]:
     payload can be (16 KiB); ``InvalidRequest`` with a readable message otherwise."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_CLAIMS_JSON_BYTES:
-        raise InvalidRequest(f"The claims are {size:,} bytes of JSON; a token, and so the simulator, carries at most "
-                             f"{MAX_CLAIMS_JSON_BYTES:,}.")
+        raise InvalidRequest(
+            f"The claims are {size:,} bytes of JSON; a token, and so the simulator, carries at most "
+            f"{MAX_CLAIMS_JSON_BYTES:,}."
+        )
     try:
         claims = strict_json.loads(text)
     except strict_json.DuplicateMemberError as exc:
@@ -186,7 +229,12 @@ def claims_json_parse(text: str) -> dict[str, Any]:
 
 
 def claims_simulate(
-    *, tenant: Tenant, issuer: Issuer, claims: Mapping[str, Any], audience: str | None = None, outbound: bool = False,
+    *,
+    tenant: Tenant,
+    issuer: Issuer,
+    claims: Mapping[str, Any],
+    audience: str | None = None,
+    outbound: bool = False,
     draft: RuleSpec | None = None,
 ) -> Simulation:
     """Run the tenant's rules (``draft`` first) over ``claims`` as if ``issuer`` had signed them.

@@ -16,8 +16,8 @@ its own network (server-side request forgery, OWASP SSRF Prevention Cheat Sheet)
   fetch gives up within 10 s), and a cap on the body size.
 
 The request itself, with these guards, is exchange.upstream.transport's; this module adds the
-redirects, the conditional GET and the JSON answer. ``FetchError`` messages name the URL and what went wrong, never the response body: they are
-stored as the issuer's last error and shown to operators.
+redirects, the conditional GET and the JSON answer. ``FetchError`` messages name the URL and what went wrong, never
+the response body: they are stored as the issuer's last error and shown to operators.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def failed_recently(pk: int, now: datetime) -> bool:
     """A fetch of this issuer failed within the cool-down (on the caller's clock)."""
     try:
         until = cache.get(mark_key("fetch-failed", pk))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: fetch as if nothing failed
         return False
     return isinstance(until, (int, float)) and until > now.timestamp()
 
@@ -169,7 +169,7 @@ def failed_mark(pk: int, now: datetime) -> None:
 def failed_clear(pk: int) -> None:
     try:
         cache.delete(mark_key("fetch-failed", pk))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a cache down: the mark expires on its own
         pass
 
 

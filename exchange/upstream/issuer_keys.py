@@ -29,8 +29,7 @@ from ..core.errors import TemporarilyUnavailable
 from ..core.jwks import KeySet, kids_of
 from ..core.values import IssuerSnapshot
 from ..models import Issuer
-from . import flights
-from . import refresh as refresher
+from . import flights, refresh as refresher
 from .flights import KidRefetch
 from .keysets import jwks_digest, keyset_of
 from .refresh import Outcome
@@ -66,7 +65,8 @@ def issuer_jwks_refresh(*, issuer: Issuer, now: datetime, force: bool = False) -
     issuer another process is fetching right now is skipped (docs/design/layout.md#tasks-are-thin-and-idempotent)."""
     current = Issuer.objects.filter(pk=issuer.pk).first()  # as it is now: the caller's copy may be old
     if current is None or jwtex_settings.upstream_issuer_problem(current.issuer):
-        return False  # an issuer the operators' list refuses is never contacted (docs/operators.md#allowed-upstream-issuers)
+        # an issuer the operators' list refuses is never contacted (docs/operators.md#allowed-upstream-issuers)
+        return False
     return refresher.jwks_refresh(current, now=now, force=force, max_staleness=max_staleness()) is Outcome.CHANGED
 
 
@@ -134,8 +134,10 @@ def issuer_keys_get(
     if keys is not None:
         return keys
     if not fetch:
-        raise TemporarilyUnavailable("The upstream issuer's keys are not stored, and nothing is fetched here.",
-                                     reason=f"issuer {issuer.pk}: no usable stored keys; fetching was not allowed")
+        raise TemporarilyUnavailable(
+            "The upstream issuer's keys are not stored, and nothing is fetched here.",
+            reason=f"issuer {issuer.pk}: no usable stored keys; fetching was not allowed",
+        )
     if flights.failed_recently(issuer.pk, now):
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: the last fetch failed within the cool-down")
     try:
@@ -144,8 +146,7 @@ def issuer_keys_get(
         keys = _stored_keys(current.snapshot(), now)
         if keys is not None:
             return keys
-        outcome = jwks_refresh_within(current, now=now, force=False, max_staleness=max_staleness(),
-                                           deadline=deadline)
+        outcome = jwks_refresh_within(current, now=now, force=False, max_staleness=max_staleness(), deadline=deadline)
         if outcome.fetched or outcome in (Outcome.WAITED, Outcome.FAILED):
             current = _reloaded(issuer)  # what the fetch made or waited for stored
             keys = _stored_keys(current.snapshot(), now)
@@ -159,8 +160,9 @@ def issuer_keys_get(
     return keys
 
 
-def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime, tried: IssuerKeys | None = None,
-                                        deadline: float | None = None) -> IssuerKeys | None:
+def issuer_keys_refetch_for_unknown_kid(
+    *, issuer: IssuerSnapshot, now: datetime, tried: IssuerKeys | None = None, deadline: float | None = None
+) -> IssuerKeys | None:
     """The issuer's keys after the refetch for an unknown ``kid`` (docs/errors.md#bursts): at most one per
     issuer per cool-down across processes, made by this request or waited for (a burst of tokens
     signed by a new key all wait for the one refetch). None when the keys stored then are the
@@ -193,13 +195,15 @@ def issuer_keys_refetch_for_unknown_kid(*, issuer: IssuerSnapshot, now: datetime
         raise TemporarilyUnavailable(reason=f"issuer {issuer.pk}: database: {type(exc).__name__}") from None
 
 
-def _keys_after_refetch(issuer: IssuerSnapshot, done: KidRefetch, *, now: datetime,
-                        tried_digest: str | None) -> IssuerKeys | None:
+def _keys_after_refetch(
+    issuer: IssuerSnapshot, done: KidRefetch, *, now: datetime, tried_digest: str | None
+) -> IssuerKeys | None:
     """The keys stored after the refetch ``done``: None when they are the ones tried; read from the
     row only when they may differ (a flood of made-up ``kid``s costs no database read)."""
     if done.digest is None and flights.failed_recently(issuer.pk, now):
         raise TemporarilyUnavailable(
-            reason=f"issuer {issuer.pk}: unknown kid: the last fetch failed within the cool-down")
+            reason=f"issuer {issuer.pk}: unknown kid: the last fetch failed within the cool-down"
+        )
     if done.digest is not None and done.digest == tried_digest:
         return None
     keys = _stored_keys(_reloaded(issuer).snapshot(), now)
@@ -242,13 +246,17 @@ def issuer_keys_fetch_now(*, issuer: Issuer, now: datetime) -> FetchOutcome:
     which keys are stored now, or why the fetch failed. A failure keeps the last good set."""
     if issuer.static_jwks is not None:
         return FetchOutcome(True, True, False, kids_of(issuer.static_jwks), "")
-    outcome = refresher.jwks_refresh(Issuer.objects.get(pk=issuer.pk), now=now, force=True, max_staleness=max_staleness())
+    outcome = refresher.jwks_refresh(
+        Issuer.objects.get(pk=issuer.pk), now=now, force=True, max_staleness=max_staleness()
+    )
     if outcome is Outcome.IN_FLIGHT:
         return FetchOutcome(False, False, False, kids_of(issuer.jwks), "a fetch of this issuer is under way; try again")
     changed = outcome is Outcome.CHANGED
     current = Issuer.objects.get(pk=issuer.pk)
-    failed = current.jwks_last_error_at is not None and current.jwks_last_error_at >= now and (
-        current.jwks_fetched_at is None or current.jwks_fetched_at < now
+    failed = (
+        current.jwks_last_error_at is not None
+        and current.jwks_last_error_at >= now
+        and (current.jwks_fetched_at is None or current.jwks_fetched_at < now)
     )
     if failed:
         return FetchOutcome(False, False, False, kids_of(current.jwks), current.jwks_last_error)

@@ -26,10 +26,10 @@ from django.db import transaction
 from django.db.models import F
 
 from ..conf import jwtex_settings
-from ..metrics import jwks_fetch_observed
 from ..core.jwks import KeySet
 from ..core.limits import FETCH_TOTAL_TIMEOUT
 from ..invalidation import tenant_config_bump
+from ..metrics import jwks_fetch_observed
 from ..models import Issuer
 from . import flights
 from .fetch import FetchError, FetchResult, json_fetch
@@ -81,8 +81,18 @@ class Source:
 
     @classmethod
     def of(cls, row: Issuer) -> Source:
-        return cls(row.pk, row.tenant_id, row.tenant.slug, row.issuer_id, row.issuer, row.jwks_uri,
-                   row.jwks_resolved_uri, row.jwks_etag, row.jwks, row.jwks_refresh_interval)
+        return cls(
+            row.pk,
+            row.tenant_id,
+            row.tenant.slug,
+            row.issuer_id,
+            row.issuer,
+            row.jwks_uri,
+            row.jwks_resolved_uri,
+            row.jwks_etag,
+            row.jwks,
+            row.jwks_refresh_interval,
+        )
 
 
 @dataclass(frozen=True)
@@ -174,11 +184,16 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
     source it was fetched from, so keys of an old URL never verify tokens for a new one."""
     row = Issuer.objects.filter(pk=source.pk, issuer=source.issuer, jwks_uri=source.jwks_uri, static_jwks__isnull=True)
     if fetched.error:
-        row.update(jwks_last_error=fetched.error, jwks_last_error_at=now,
-                   jwks_consecutive_failures=F("jwks_consecutive_failures") + 1)
+        row.update(
+            jwks_last_error=fetched.error,
+            jwks_last_error_at=now,
+            jwks_consecutive_failures=F("jwks_consecutive_failures") + 1,
+        )
         flights.failed_mark(source.pk, now)
-        logger.warning("JWKS refresh failed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
-                                                               "error": fetched.error}})
+        logger.warning(
+            "JWKS refresh failed",
+            extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk, "error": fetched.error}},
+        )
         jwks_fetch_observed(tenant=source.tenant_slug, issuer=source.issuer_id, outcome="failed")
         return Outcome.FAILED
     result = fetched.result
@@ -202,9 +217,13 @@ def store(source: Source, fetched: Fetched, *, now: datetime) -> Outcome:
     flights.failed_clear(source.pk)
     if fetched.keyset is not None:
         keyset_remember((source.pk, jwks_digest(result.document)), fetched.keyset)  # parsed once, here
-    logger.info("JWKS refreshed", extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk,
-                                                   "changed": changed, "status": result.status}})
-    jwks_fetch_observed(tenant=source.tenant_slug, issuer=source.issuer_id, outcome="changed" if changed else "unchanged")
+    logger.info(
+        "JWKS refreshed",
+        extra={"jwtex": {"issuer": source.issuer_id, "pk": source.pk, "changed": changed, "status": result.status}},
+    )
+    jwks_fetch_observed(
+        tenant=source.tenant_slug, issuer=source.issuer_id, outcome="changed" if changed else "unchanged"
+    )
     return Outcome.CHANGED if changed else Outcome.UNCHANGED
 
 

@@ -53,7 +53,7 @@ class _Job:
             if orphan:
                 try:
                     self.finish()
-                except Exception:  # noqa: BLE001 - logged; the next request or sweep fetches again
+                except Exception:  # logged; the next request or sweep fetches again
                     logger.exception("background JWKS store failed", extra={"jwtex": {"pk": self.source.pk}})
                 finally:
                     connection.close()  # this pool thread's own connection
@@ -111,8 +111,9 @@ def request_deadline() -> float:
     return time.monotonic() + jwtex_settings.request_fetch_budget
 
 
-def jwks_refresh_within(row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta,
-                   deadline: float | None = None) -> Outcome:
+def jwks_refresh_within(
+    row: Issuer, *, now: datetime, force: bool, max_staleness: timedelta, deadline: float | None = None
+) -> Outcome:
     """Fetch for a request whose issuer has no usable keys, or wait for the fetch of it in flight
     (in this process or another), until ``deadline`` at most (docs/errors.md#bursts). ``WAITED``: that fetch
     ended, its outcome is stored."""
@@ -120,8 +121,13 @@ def jwks_refresh_within(row: Issuer, *, now: datetime, force: bool, max_stalenes
         return Outcome.STATIC
     if not force and not refresh_due(row, now, max_staleness):
         return Outcome.NOT_DUE
-    return _within(row.pk, load=lambda: row, now=now, kid_refetch=False,
-                   deadline=request_deadline() if deadline is None else deadline)
+    return _within(
+        row.pk,
+        load=lambda: row,
+        now=now,
+        kid_refetch=False,
+        deadline=request_deadline() if deadline is None else deadline,
+    )
 
 
 def jwks_refetch_within(pk: int, *, load: Callable[[], Issuer], now: datetime, deadline: float) -> Outcome:
@@ -172,7 +178,9 @@ def _within(pk: int, *, load: Callable[[], Issuer], now: datetime, kid_refetch: 
         if not isinstance(job, _Job):
             return job
         if not job.claim(deadline - time.monotonic()):
-            logger.warning("upstream fetch over the request budget; finishing in the background",
-                           extra={"jwtex": {"issuer": job.source.issuer_id, "pk": pk}})
+            logger.warning(
+                "upstream fetch over the request budget; finishing in the background",
+                extra={"jwtex": {"issuer": job.source.issuer_id, "pk": pk}},
+            )
             return Outcome.TIMED_OUT
         return job.finish()

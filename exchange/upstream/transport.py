@@ -22,8 +22,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.limits import FETCH_CONNECT_TIMEOUT
@@ -111,7 +112,7 @@ def _resolve_within(resolver: Resolver, host: str, port: int, deadline: float) -
     def run() -> None:
         try:
             outcome["names"] = list(resolver(host, port))
-        except Exception as exc:  # reported below, in the caller's thread
+        except Exception as exc:  # noqa: BLE001 - reported below, in the caller's thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="jwtex-resolve", daemon=True)
@@ -256,8 +257,13 @@ class _PinnedConnection(http.client.HTTPConnection):
 
 
 def request_send(
-    target: Target, addresses: list[str], headers: dict[str, str], deadline: float, max_bytes: int,
-    method: str = "GET", body: bytes | None = None,
+    target: Target,
+    addresses: list[str],
+    headers: dict[str, str],
+    deadline: float,
+    max_bytes: int,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     """One request (a GET here; the mapper webhook's POST too); tries the vetted addresses in
     order until one connects."""

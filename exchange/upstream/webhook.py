@@ -45,8 +45,13 @@ def json_post(
         may_be_private = allow_insecure or (target.scheme == "https" and target.host in private_hosts)
         addresses = host_addresses_vet(target.host, target.port, resolver or system_resolve, deadline, may_be_private)
         body = json.dumps(payload, separators=(",", ":")).encode()
-        sent = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "jwtex",
-                "Connection": "close", **headers}
+        sent = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "jwtex",
+            "Connection": "close",
+            **headers,
+        }
         status, _, answer = request_send(target, addresses, sent, deadline, max_bytes, method="POST", body=body)
     except WebhookError:
         raise

@@ -40,8 +40,11 @@ def _username(claims: dict, sign_on: AdminSignOn) -> str:
     User = get_user_model()
     limit = User._meta.get_field(User.USERNAME_FIELD).max_length or 150
     wanted = next(
-        (v.strip() for v in (claims.get(sign_on.username_claim), claims.get("email"), claims["sub"])
-         if isinstance(v, str) and v.strip()),
+        (
+            v.strip()
+            for v in (claims.get(sign_on.username_claim), claims.get("email"), claims["sub"])
+            if isinstance(v, str) and v.strip()
+        ),
         claims["sub"],
     )[:limit]
     if not User.objects.filter(username=wanted).exists():
@@ -54,8 +57,10 @@ def _username(claims: dict, sign_on: AdminSignOn) -> str:
 
 def _account(claims: dict, sign_on: AdminSignOn):
     identity = (
-        SignOnIdentity.objects.select_for_update().select_related("user")
-        .filter(issuer=sign_on.issuer, subject=claims["sub"]).first()
+        SignOnIdentity.objects.select_for_update()
+        .select_related("user")
+        .filter(issuer=sign_on.issuer, subject=claims["sub"])
+        .first()
     )
     if identity is not None:
         return identity.user, identity
@@ -88,7 +93,8 @@ def sign_on_account(*, claims: dict, sign_on: AdminSignOn, now: datetime) -> Sig
         user, identity = _account(claims, sign_on)
         tenants = {t.slug: t for t in Tenant.objects.filter(slug__in=list(roles.tenants))}
         membership_sync(
-            user=user, roles={tenants[slug]: role for slug, role in roles.tenants.items() if slug in tenants},
+            user=user,
+            roles={tenants[slug]: role for slug, role in roles.tenants.items() if slug in tenants},
             exclusive=sign_on.roles_exclusive,
         )
         changed = _profile(user, claims)
@@ -110,6 +116,8 @@ def sign_on_account(*, claims: dict, sign_on: AdminSignOn, now: datetime) -> Sig
     unknown = tuple(sorted(set(roles.tenants) - set(tenants)))
     if unknown or roles.refused:
         # Which tenant or value is the IdP's business; names only, never the whole claim set.
-        logger.info("sign-on: claim values ignored", extra={"jwtex": {"unknown_tenants": list(unknown)[:20],
-                                                                       "malformed": list(roles.refused)[:20]}})
+        logger.info(
+            "sign-on: claim values ignored",
+            extra={"jwtex": {"unknown_tenants": list(unknown)[:20], "malformed": list(roles.refused)[:20]}},
+        )
     return SignOnResult(user=user, access=access, roles=roles, unknown_tenants=unknown)

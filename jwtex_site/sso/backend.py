@@ -50,7 +50,7 @@ class NoAdminAccess(Exception):
 
 
 class SignOnBackend(OIDCAuthenticationBackend):
-    def __init__(self, *args, **kwargs):  # noqa: D107 - mozilla's reads its settings here; ours, at sign-in
+    def __init__(self, *args, **kwargs):  # mozilla's reads its settings here; ours, at sign-in
         self.UserModel = get_user_model()
 
     def authenticate(self, request, **kwargs):

@@ -138,8 +138,12 @@ def _accepted_algorithms(metadata: ProviderMetadata, keys: KeySet) -> tuple[str,
 
 def _verify_with(token: str, sign_on: AdminSignOn, metadata: ProviderMetadata, keys: KeySet, now: float) -> dict:
     config = IssuerConfig(
-        issuer_id="admin-sign-on", issuer=sign_on.issuer, audiences=(sign_on.client_id,),
-        algorithms=_accepted_algorithms(metadata, keys), leeway=LEEWAY, max_token_age=MAX_ID_TOKEN_AGE,
+        issuer_id="admin-sign-on",
+        issuer=sign_on.issuer,
+        audiences=(sign_on.client_id,),
+        algorithms=_accepted_algorithms(metadata, keys),
+        leeway=LEEWAY,
+        max_token_age=MAX_ID_TOKEN_AGE,
     )
     return dict(jwt_verify(jwt_parse(token), issuer=config, keys=keys, now=now).claims)
 
@@ -183,8 +187,12 @@ def client_assertion(*, sign_on: AdminSignOn, token_endpoint: str, now: float) -
     algorithm = "ES256" if isinstance(private_key, ec.EllipticCurvePrivateKey) else "RS256"
     issued = int(now)
     payload = {
-        "iss": sign_on.client_id, "sub": sign_on.client_id, "aud": token_endpoint,
-        "jti": secrets.token_urlsafe(16), "iat": issued, "exp": issued + 60,
+        "iss": sign_on.client_id,
+        "sub": sign_on.client_id,
+        "aud": token_endpoint,
+        "jti": secrets.token_urlsafe(16),
+        "iat": issued,
+        "exp": issued + 60,
     }
     headers = {"kid": sign_on.private_key_id} if sign_on.private_key_id else None
     return jwt.encode(payload, private_key, algorithm=algorithm, headers=headers)

@@ -46,7 +46,7 @@ def roles_from_claim(values: Iterable[str], *, prefix: str, superuser_value: str
             continue
         if not value.startswith(prefix):
             continue
-        slug, colon, role = value[len(prefix):].rpartition(":")
+        slug, colon, role = value[len(prefix) :].rpartition(":")
         if not colon or not slug or role not in RANK:
             refused.append(value)
             continue

@@ -32,7 +32,8 @@ SIGNED_ON = "jwtex_signed_on"  # in the session of an account signed in through 
 def _page(request, template: str, status: int, **context) -> TemplateResponse:
     sign_on = jwtex_settings.admin_sign_on
     return TemplateResponse(
-        request, template,
+        request,
+        template,
         {**admin.site.each_context(request), "sign_on": sign_on, "sign_on_url": reverse("jwtex_sso_start"), **context},
         status=status,
     )
@@ -44,7 +45,7 @@ def _refused(request, reason: str, status: int = 403) -> TemplateResponse:
 
 
 class SignOnStartView(OIDCAuthenticationRequestView):
-    def __init__(self, *args, **kwargs):  # noqa: D107 - mozilla's reads its settings here; ours, per request
+    def __init__(self, *args, **kwargs):  # mozilla's reads its settings here; ours, per request
         super(OIDCAuthenticationRequestView, self).__init__(*args, **kwargs)
 
     def get_settings(self, attr, *args):
@@ -84,7 +85,8 @@ class SignOnCallbackView(OIDCAuthenticationCallbackView):
             raise Http404("Single sign-on is not configured.")
         if "code" in request.GET and request.GET.get("state") not in request.session.get("oidc_states", {}):
             return _refused(
-                request, "This sign-in's state is not one this browser started (forged, or already used). Start again.",
+                request,
+                "This sign-in's state is not one this browser started (forged, or already used). Start again.",
                 status=400,
             )
         try:
@@ -96,8 +98,13 @@ class SignOnCallbackView(OIDCAuthenticationCallbackView):
             result = exc.result
             logger.warning("sign-on: no jwtex role", extra={"jwtex": {"username": result.user.get_username()}})
             return _page(
-                request, "jwtex/sso_no_access.html", 403, title="No access to jwtex", account=result.user,
-                unknown_tenants=result.unknown_tenants, active=result.user.is_active,
+                request,
+                "jwtex/sso_no_access.html",
+                403,
+                title="No access to jwtex",
+                account=result.user,
+                unknown_tenants=result.unknown_tenants,
+                active=result.user.is_active,
             )
 
     def login_success(self):
@@ -124,12 +131,20 @@ def admin_login_view(request, **kwargs):
         "local_login": local,
     }
     if request.method == "POST" and not local:
-        logger.warning("admin password login refused: local login is off",
-                       extra={"jwtex": {"client_address": client_address(request) or "-"}})
+        logger.warning(
+            "admin password login refused: local login is off",
+            extra={"jwtex": {"client_address": client_address(request) or "-"}},
+        )
         return TemplateResponse(
-            request, "admin/login.html",
-            {**admin.site.each_context(request), **context, "title": "Log in", "app_path": request.get_full_path(),
-             "jwtex_refused": "Passwords are turned off here: sign in with single sign-on."},
+            request,
+            "admin/login.html",
+            {
+                **admin.site.each_context(request),
+                **context,
+                "title": "Log in",
+                "app_path": request.get_full_path(),
+                "jwtex_refused": "Passwords are turned off here: sign in with single sign-on.",
+            },
             status=403,
         )
     return admin.site.login(request, extra_context=context)

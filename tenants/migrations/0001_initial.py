@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,40 +15,110 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Tenant',
+            name="Tenant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$', 'Lower-case letters, digits and inner hyphens, at most 63 characters.')])),
-                ('name', models.CharField(max_length=200)),
-                ('enabled', models.BooleanField(default=True)),
-                ('default_audience', models.CharField(default='sts.amazonaws.com', max_length=255)),
-                ('max_token_lifetime', models.PositiveIntegerField(default=3600, help_text='seconds', validators=[django.core.validators.MinValueValidator(60), django.core.validators.MaxValueValidator(43200)])),
-                ('signing_algorithm', models.CharField(choices=[('ES256', 'ES256 (ECDSA P-256)'), ('RS256', 'RS256 (RSA 2048)')], default='ES256', max_length=8)),
-                ('rate_limit_per_minute', models.PositiveIntegerField(default=6000, help_text='exchanges a minute; 0 turns it off')),
-                ('key_rotation_interval', models.PositiveIntegerField(default=2592000, help_text='seconds between key rotations', validators=[django.core.validators.MinValueValidator(3600)])),
-                ('key_prepublish_window', models.PositiveIntegerField(default=86400, help_text='seconds a new key is published before it signs', validators=[django.core.validators.MinValueValidator(3600)])),
-                ('audit_retention_days', models.PositiveIntegerField(default=90, validators=[django.core.validators.MinValueValidator(1)])),
-                ('config_version', models.PositiveBigIntegerField(default=1, editable=False)),
-                ('keys_next_check_at', models.DateTimeField(blank=True, db_index=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "slug",
+                    models.CharField(
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+                                "Lower-case letters, digits and inner hyphens, at most 63 characters.",
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("enabled", models.BooleanField(default=True)),
+                ("default_audience", models.CharField(default="sts.amazonaws.com", max_length=255)),
+                (
+                    "max_token_lifetime",
+                    models.PositiveIntegerField(
+                        default=3600,
+                        help_text="seconds",
+                        validators=[
+                            django.core.validators.MinValueValidator(60),
+                            django.core.validators.MaxValueValidator(43200),
+                        ],
+                    ),
+                ),
+                (
+                    "signing_algorithm",
+                    models.CharField(
+                        choices=[("ES256", "ES256 (ECDSA P-256)"), ("RS256", "RS256 (RSA 2048)")],
+                        default="ES256",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "rate_limit_per_minute",
+                    models.PositiveIntegerField(default=6000, help_text="exchanges a minute; 0 turns it off"),
+                ),
+                (
+                    "key_rotation_interval",
+                    models.PositiveIntegerField(
+                        default=2592000,
+                        help_text="seconds between key rotations",
+                        validators=[django.core.validators.MinValueValidator(3600)],
+                    ),
+                ),
+                (
+                    "key_prepublish_window",
+                    models.PositiveIntegerField(
+                        default=86400,
+                        help_text="seconds a new key is published before it signs",
+                        validators=[django.core.validators.MinValueValidator(3600)],
+                    ),
+                ),
+                (
+                    "audit_retention_days",
+                    models.PositiveIntegerField(default=90, validators=[django.core.validators.MinValueValidator(1)]),
+                ),
+                ("config_version", models.PositiveBigIntegerField(default=1, editable=False)),
+                ("keys_next_check_at", models.DateTimeField(blank=True, db_index=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('operator', 'Operator'), ('auditor', 'Auditor')], default='operator', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jwtex_memberships', to=settings.AUTH_USER_MODEL)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='tenants.tenant')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("owner", "Owner"), ("operator", "Operator"), ("auditor", "Auditor")],
+                        default="operator",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jwtex_memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="tenants.tenant"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', 'user__username'],
-                'constraints': [models.UniqueConstraint(fields=('user', 'tenant'), name='membership_unique_user_tenant')],
+                "ordering": ["tenant__slug", "user__username"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("user", "tenant"), name="membership_unique_user_tenant")
+                ],
             },
         ),
     ]

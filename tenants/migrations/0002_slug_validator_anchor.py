@@ -5,15 +5,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0001_initial'),
+        ("tenants", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='tenant',
-            name='slug',
-            field=models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\Z', 'Lower-case letters, digits and inner hyphens, at most 63 characters.')]),
+            model_name="tenant",
+            name="slug",
+            field=models.CharField(
+                max_length=63,
+                unique=True,
+                validators=[
+                    django.core.validators.RegexValidator(
+                        "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\Z",
+                        "Lower-case letters, digits and inner hyphens, at most 63 characters.",
+                    )
+                ],
+            ),
         ),
     ]

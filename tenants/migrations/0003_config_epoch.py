@@ -8,17 +8,16 @@ def _first_epoch(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0002_slug_validator_anchor'),
+        ("tenants", "0002_slug_validator_anchor"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConfigEpoch',
+            name="ConfigEpoch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.PositiveBigIntegerField(default=0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("value", models.PositiveBigIntegerField(default=0)),
             ],
         ),
         migrations.RunPython(_first_epoch, migrations.RunPython.noop),

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0005_kms_key_backend'),
+        ("tenants", "0005_kms_key_backend"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='keep_upstream_claims',
-            field=models.BooleanField(default=False, help_text="Keep each exchange's verified upstream claims in the audit record (personal data), so the simulator can replay candidate rules over recent traffic. Kept as long as the audit records."),
+            model_name="tenant",
+            name="keep_upstream_claims",
+            field=models.BooleanField(
+                default=False,
+                help_text="Keep each exchange's verified upstream claims in the audit record (personal data), so the simulator can replay candidate rules over recent traffic. Kept as long as the audit records.",
+            ),
         ),
     ]

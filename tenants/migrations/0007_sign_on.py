@@ -6,30 +6,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0006_keep_upstream_claims'),
+        ("tenants", "0006_keep_upstream_claims"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='membership',
-            name='source',
-            field=models.CharField(choices=[('hand', 'by hand'), ('idp', 'identity provider')], default='hand', max_length=8, verbose_name='granted'),
+            model_name="membership",
+            name="source",
+            field=models.CharField(
+                choices=[("hand", "by hand"), ("idp", "identity provider")],
+                default="hand",
+                max_length=8,
+                verbose_name="granted",
+            ),
         ),
         migrations.CreateModel(
-            name='SignOnIdentity',
+            name="SignOnIdentity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('issuer', models.CharField(max_length=255)),
-                ('subject', models.CharField(max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_sign_in_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='jwtex_sign_on', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("issuer", models.CharField(max_length=255)),
+                ("subject", models.CharField(max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_sign_in_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jwtex_sign_on",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('issuer', 'subject'), name='sign_on_identity_unique')],
+                "constraints": [models.UniqueConstraint(fields=("issuer", "subject"), name="sign_on_identity_unique")],
             },
         ),
     ]

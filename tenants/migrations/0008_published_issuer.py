@@ -4,15 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0007_sign_on'),
+        ("tenants", "0007_sign_on"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='published_issuer_url',
-            field=models.CharField(blank=True, default='', help_text="Optional: an https URL of static hosting (e.g. https://issuers.example.com/acme) where jwtex publishes the tenant's discovery document and JWKS; tokens then carry it as iss.", max_length=255, verbose_name='published issuer URL'),
+            model_name="tenant",
+            name="published_issuer_url",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="Optional: an https URL of static hosting (e.g. https://issuers.example.com/acme) where jwtex publishes the tenant's discovery document and JWKS; tokens then carry it as iss.",
+                max_length=255,
+                verbose_name="published issuer URL",
+            ),
         ),
     ]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.ci.fakes import OWNER_ID, STS_CALLS, FakeActions, sts_taught
 from tests.conftest import REPO_ROOT, make_tenant, runtime_clear
-from tests.kms import REGION, moto_kms  # noqa: F401  (the session's moto server)
+from tests.kms import REGION, moto_kms  # noqa: F401 - moto_kms: the session's moto server, a fixture
 
 CLIENT = REPO_ROOT / "jwtex_token.py"
 ROLE_ARN = "arn:aws:iam::123456789012:role/deploy"
@@ -33,12 +33,17 @@ def jwtex(settings, live_server, actions):
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = True  # the fake is plain http on loopback
     runtime_clear()
     tenant = make_tenant("acme", name="Acme Corp")
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="github", issuer=actions.url,
-                                   audiences=[f"{live_server.url}/t/acme"])
-    deny = Rule.objects.create(tenant=tenant, position=10, name="main only", when="claims.ref != 'refs/heads/main'",
-                               effect="deny")
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="github", issuer=actions.url, audiences=[f"{live_server.url}/t/acme"]
+    )
+    deny = Rule.objects.create(
+        tenant=tenant, position=10, name="main only", when="claims.ref != 'refs/heads/main'", effect="deny"
+    )
     allow = Rule.objects.create(
-        tenant=tenant, position=20, name="octo-org", effect="allow",
+        tenant=tenant,
+        position=20,
+        name="octo-org",
+        effect="allow",
         when=f"claims.repository_owner_id == '{OWNER_ID}'",
         session_tags={"repository": "claims.repository", "actor": "aws_tag(claims.actor)"},
         source_identity="aws_source_identity(claims.actor)",  # CloudTrail's who (docs/rules.md#source-identity)
@@ -50,7 +55,7 @@ def jwtex(settings, live_server, actions):
 
 
 @pytest.fixture
-def sts(moto_kms):  # noqa: F811
+def sts(moto_kms):
     """moto's STS, emptied, refusing what AWS refuses (tests/ci/fakes.py); ``STS_CALLS`` lists the calls."""
     sts_taught()
     moto_kms.reset()
@@ -62,12 +67,15 @@ def sts(moto_kms):  # noqa: F811
 def aws_environment(endpoint: str, home: Path) -> dict[str, str]:
     """An AWS SDK's environment with nothing of the machine's: moto's endpoint for STS only."""
     return {
-        "AWS_ENDPOINT_URL_STS": endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL_STS": endpoint,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
         "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(home / "aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-        "HOME": str(home), "PATH": "/usr/bin:/bin",
+        "AWS_CONFIG_FILE": str(home / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
     }
 
 
-CALLER = ("import boto3, json; sts = boto3.client('sts'); "
-          "print(json.dumps(sts.get_caller_identity()['Arn']))")
+CALLER = "import boto3, json; sts = boto3.client('sts'); print(json.dumps(sts.get_caller_identity()['Arn']))"

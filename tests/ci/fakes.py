@@ -78,8 +78,11 @@ class FakeActions:
             def do_GET(self) -> None:
                 path, _, query = self.path.partition("?")
                 if path == "/.well-known/openid-configuration":
-                    return self.answer(200, json.dumps({"issuer": fake.url, "jwks_uri": fake.url + "/jwks"}).encode(),
-                                       {"Content-Type": "application/json"})
+                    return self.answer(
+                        200,
+                        json.dumps({"issuer": fake.url, "jwks_uri": fake.url + "/jwks"}).encode(),
+                        {"Content-Type": "application/json"},
+                    )
                 if path == "/jwks":
                     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(fake.key.public_key(), as_dict=True)
                     body = json.dumps({"keys": [{**jwk, "kid": "actions-1", "alg": "RS256", "use": "sig"}]}).encode()
@@ -102,11 +105,21 @@ class FakeActions:
     def mint(self, audience: str) -> str:
         now = int(self.clock())
         claims = {
-            "iss": self.url, "aud": audience, "sub": "repo:octo-org/app:ref:refs/heads/main",
-            "iat": now, "nbf": now, "exp": now + self.lifetime, "jti": uuid.uuid4().hex,
-            "repository": "octo-org/app", "repository_owner": "octo-org", "repository_owner_id": OWNER_ID,
-            "ref": "refs/heads/main", "actor": "dependabot[bot]", "workflow": "deploy",
-            "run_id": self.run_id, "run_attempt": self.run_attempt,
+            "iss": self.url,
+            "aud": audience,
+            "sub": "repo:octo-org/app:ref:refs/heads/main",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime,
+            "jti": uuid.uuid4().hex,
+            "repository": "octo-org/app",
+            "repository_owner": "octo-org",
+            "repository_owner_id": OWNER_ID,
+            "ref": "refs/heads/main",
+            "actor": "dependabot[bot]",
+            "workflow": "deploy",
+            "run_id": self.run_id,
+            "run_attempt": self.run_attempt,
             **self.claims,
         }
         token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "actions-1"})
@@ -116,8 +129,10 @@ class FakeActions:
     def runner_environment(self) -> dict[str, str]:
         """What the runner gives a job with ``permissions: id-token: write``."""
         return {
-            "GITHUB_ACTIONS": "true", "CI": "true",
-            "GITHUB_RUN_ID": self.run_id, "GITHUB_RUN_ATTEMPT": self.run_attempt,
+            "GITHUB_ACTIONS": "true",
+            "CI": "true",
+            "GITHUB_RUN_ID": self.run_id,
+            "GITHUB_RUN_ATTEMPT": self.run_attempt,
             "ACTIONS_ID_TOKEN_REQUEST_URL": f"{self.url}/_apis/pipelines/idtoken?api-version=2.0",
             "ACTIONS_ID_TOKEN_REQUEST_TOKEN": self.bearer,
         }
@@ -154,8 +169,12 @@ class FaultyFront:
                         self.close_connection = True
                         return
                     return self.answer(fault.status, fault.body, {"Content-Type": "application/json", **fault.headers})
-                request = urllib.request.Request(target + self.path, data=body, method="POST",
-                                                 headers={"Content-Type": self.headers.get("Content-Type", "")})
+                request = urllib.request.Request(
+                    target + self.path,
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": self.headers.get("Content-Type", "")},
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=10) as response:
                         status, headers, answer = response.status, response.headers, response.read()
@@ -194,8 +213,13 @@ def _verify_like_sts(token: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=5) as response:
         discovery = json.load(response)
     key = jwt.PyJWKClient(discovery["jwks_uri"], cache_keys=False).get_signing_key_from_jwt(token)
-    return jwt.decode(token, key.key, algorithms=discovery["id_token_signing_alg_values_supported"],
-                      audience=STS_AUDIENCE, issuer=discovery["issuer"])
+    return jwt.decode(
+        token,
+        key.key,
+        algorithms=discovery["id_token_signing_alg_values_supported"],
+        audience=STS_AUDIENCE,
+        issuer=discovery["issuer"],
+    )
 
 
 def sts_taught() -> None:
@@ -208,8 +232,11 @@ def sts_taught() -> None:
         return
 
     def assume_role_with_web_identity(self):  # type: ignore[no-untyped-def]
-        call = StsCall(self._get_param("RoleArn"), self._get_param("RoleSessionName") or "",
-                       self._get_param("WebIdentityToken") or "")
+        call = StsCall(
+            self._get_param("RoleArn"),
+            self._get_param("RoleSessionName") or "",
+            self._get_param("WebIdentityToken") or "",
+        )
         STS_CALLS.append(call)
         if not SESSION_NAME.fullmatch(call.session_name):
             raise STSValidationError(f"Value '{call.session_name}' at 'roleSessionName' failed to satisfy constraint")

@@ -86,10 +86,23 @@ def action_run(inputs: Mapping[str, str], *, env: Mapping[str, str], workdir: Pa
         output.touch()
         script = workdir / f"step-{number}.sh"
         script.write_text(step["run"])
-        step_env = {**env, **_env_file(github_env), **{k: evaluate(str(v)) for k, v in step.get("env", {}).items()},
-                    "GITHUB_ENV": str(github_env), "GITHUB_OUTPUT": str(output), "GITHUB_ACTION_PATH": str(REPO_ROOT)}
-        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], env=step_env,
-                              capture_output=True, text=True, timeout=120, check=False, cwd=workdir)
+        step_env = {
+            **env,
+            **_env_file(github_env),
+            **{k: evaluate(str(v)) for k, v in step.get("env", {}).items()},
+            "GITHUB_ENV": str(github_env),
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_ACTION_PATH": str(REPO_ROOT),
+        }
+        done = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            env=step_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=workdir,
+        )
         result.stdout += done.stdout
         result.stderr += done.stderr
         if done.returncode:
@@ -157,8 +170,14 @@ def _extended(jobs: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     return merge(_extended(jobs, jobs[parent]), child)
 
 
-def gitlab_job_run(config: dict[str, Any], job_name: str, *, predefined: Mapping[str, str],
-                   id_token: Callable[[str], str], workdir: Path) -> Ran:
+def gitlab_job_run(
+    config: dict[str, Any],
+    job_name: str,
+    *,
+    predefined: Mapping[str, str],
+    id_token: Callable[[str], str],
+    workdir: Path,
+) -> Ran:
     """One job as the runner runs it: predefined variables, then the job's ``variables:`` (an
     ``expand: false`` value taken as written), each ``id_tokens:`` entry as a variable holding a
     token GitLab minted for its ``aud``, and ``before_script`` + ``script`` in one bash shell
@@ -175,6 +194,13 @@ def gitlab_job_run(config: dict[str, Any], job_name: str, *, predefined: Mapping
         env[name] = id_token(token["aud"])
     script = workdir / "job.sh"
     script.write_text("set -eo pipefail\n" + "\n".join([*job.get("before_script", []), *job["script"]]) + "\n")
-    done = subprocess.run(["bash", "--noprofile", "--norc", str(script)], env=env, capture_output=True, text=True,
-                          timeout=120, check=False, cwd=workdir)
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=workdir,
+    )
     return Ran(done.returncode, done.stdout, done.stderr)

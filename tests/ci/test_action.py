@@ -37,8 +37,14 @@ def refreshers():
 def _runner(actions, tmp_path: Path) -> dict[str, str]:
     temp = tmp_path / "runner-temp"
     temp.mkdir(exist_ok=True)
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RUNNER_TEMP": str(temp), "RUNNER_OS": "Linux",
-            "GITHUB_WORKSPACE": str(tmp_path), **actions.runner_environment()}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RUNNER_TEMP": str(temp),
+        "RUNNER_OS": "Linux",
+        "GITHUB_WORKSPACE": str(tmp_path),
+        **actions.runner_environment(),
+    }
 
 
 def _pids(stderr: str) -> list[int]:
@@ -60,11 +66,15 @@ def test_the_action_declares_its_inputs_and_outputs():
 
 
 @LIVE
-def test_later_steps_assume_the_role_with_the_token_the_action_wrote(live_server, jwtex, actions, sts, tmp_path,
-                                                                    refreshers):
+def test_later_steps_assume_the_role_with_the_token_the_action_wrote(
+    live_server, jwtex, actions, sts, tmp_path, refreshers
+):
     runner = _runner(actions, tmp_path)
-    ran = action_run({"url": live_server.url, "tenant": "acme", "issuer-id": "github", "role-arn": ROLE_ARN},
-                     env=runner, workdir=tmp_path)
+    ran = action_run(
+        {"url": live_server.url, "tenant": "acme", "issuer-id": "github", "role-arn": ROLE_ARN},
+        env=runner,
+        workdir=tmp_path,
+    )
     refreshers.extend(_pids(ran.stderr))
     assert ran.returncode == 0, ran.stderr
     assert set(ran.env) == {"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME"}
@@ -78,8 +88,9 @@ def test_later_steps_assume_the_role_with_the_token_the_action_wrote(live_server
 
     # A later step: the AWS SDK (boto3) with the job's environment, as the runner gives it GITHUB_ENV.
     later = {**runner, **ran.env, **aws_environment(sts, tmp_path)}
-    done = subprocess.run([sys.executable, "-c", CALLER], env=later, capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CALLER], env=later, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == "arn:aws:sts::123456789012:assumed-role/deploy/gh-9876543210-2"
     (call,) = STS_CALLS
@@ -88,27 +99,42 @@ def test_later_steps_assume_the_role_with_the_token_the_action_wrote(live_server
 
 @LIVE
 def test_refresh_false_writes_once(live_server, jwtex, actions, tmp_path, refreshers):
-    ran = action_run({"url": live_server.url, "tenant": "acme", "role-arn": ROLE_ARN, "refresh": "false",
-                      "role-session-name": "deploy-main"}, env=_runner(actions, tmp_path), workdir=tmp_path)
+    ran = action_run(
+        {
+            "url": live_server.url,
+            "tenant": "acme",
+            "role-arn": ROLE_ARN,
+            "refresh": "false",
+            "role-session-name": "deploy-main",
+        },
+        env=_runner(actions, tmp_path),
+        workdir=tmp_path,
+    )
     refreshers.extend(_pids(ran.stderr))
     assert ran.returncode == 0, ran.stderr
     assert refreshers == [] and ran.env["AWS_ROLE_SESSION_NAME"] == "deploy-main"
-    ran = action_run({"url": live_server.url, "tenant": "acme", "role-arn": ROLE_ARN, "refresh": "yes"},
-                     env=_runner(actions, tmp_path), workdir=tmp_path)
+    ran = action_run(
+        {"url": live_server.url, "tenant": "acme", "role-arn": ROLE_ARN, "refresh": "yes"},
+        env=_runner(actions, tmp_path),
+        workdir=tmp_path,
+    )
     assert ran.returncode == 1 and "::error title=jwtex::The refresh input must be true or false." in ran.stdout
 
 
 @LIVE
-@pytest.mark.parametrize("inputs", [
-    {"tenant": "acme$(touch PWNED)"},
-    {"tenant": 'acme"; touch PWNED; echo "'},
-    {"url": "https://jwtex.example.com/`touch PWNED`"},
-    {"issuer-id": "github; touch PWNED"},
-    {"role-session-name": "$(touch PWNED)"},
-    {"role-arn": ROLE_ARN + "\nLD_PRELOAD=/tmp/PWNED.so"},
-    {"role-arn": ROLE_ARN + "'; touch PWNED; '"},
-    {"refresh": "true; touch PWNED"},
-])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"tenant": "acme$(touch PWNED)"},
+        {"tenant": 'acme"; touch PWNED; echo "'},
+        {"url": "https://jwtex.example.com/`touch PWNED`"},
+        {"issuer-id": "github; touch PWNED"},
+        {"role-session-name": "$(touch PWNED)"},
+        {"role-arn": ROLE_ARN + "\nLD_PRELOAD=/tmp/PWNED.so"},
+        {"role-arn": ROLE_ARN + "'; touch PWNED; '"},
+        {"refresh": "true; touch PWNED"},
+    ],
+)
 def test_inputs_are_text_never_code(live_server, jwtex, actions, tmp_path, inputs, refreshers):
     """Whatever an input holds, it runs nothing and exports nothing: it is refused as a value."""
     given = {"url": live_server.url, "tenant": "acme", "role-arn": ROLE_ARN, "refresh": "false", **inputs}
@@ -124,7 +150,7 @@ def test_the_readme_uses_the_action_and_the_component_with_their_own_inputs():
     from tests.conftest import REPO_ROOT
 
     readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## CI set-up"):readme.index("### The client, for other platforms")]
+    section = readme[readme.index("## CI set-up") : readme.index("### The client, for other platforms")]
     github, gitlab = (yaml.safe_load(block.split("```")[0]) for block in section.split("```yaml")[1:3])
     (step,) = [step for step in github["jobs"]["deploy"]["steps"] if "uses" in step]
     inputs = yaml.safe_load(ACTION.read_text())["inputs"]

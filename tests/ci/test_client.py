@@ -16,8 +16,7 @@ from email.utils import formatdate
 
 import jwt
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import jwtex_token as client
 from tests.ci.conftest import CLIENT
@@ -46,14 +45,21 @@ def test_the_client_is_one_file_whose_imports_are_all_the_standard_library(tmp_p
     # Fetched alone and run without site-packages (-S) or the environment (-I): it still works.
     alone = tmp_path / "jwtex_token.py"
     shutil.copy(CLIENT, alone)
-    done = subprocess.run([sys.executable, "-I", "-S", str(alone), "--version"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(alone), "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout.strip() == f"jwtex-token {client.__version__}", done.stderr
 
 
 def test_help_explains_every_option_and_which_platforms_can_mint_a_second_token():
-    done = subprocess.run([sys.executable, str(CLIENT), "--help"], capture_output=True, text=True, timeout=30,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, str(CLIENT), "--help"], capture_output=True, text=True, timeout=30, check=True
+    )
     text = done.stdout
     for action in client.parser()._actions:
         assert action.help and action.help != "==SUPPRESS==", action.option_strings
@@ -62,7 +68,7 @@ def test_help_explains_every_option_and_which_platforms_can_mint_a_second_token(
 
     def platform(name: str) -> str:
         start = next(i for i, line in enumerate(lines) if line.strip().startswith(name + " "))
-        return " ".join(lines[start:start + 4])
+        return " ".join(lines[start : start + 4])
 
     for can in ("github", "buildkite"):
         assert "Mints a fresh token for every exchange" in platform(can)
@@ -100,40 +106,64 @@ def test_the_token_is_written_atomically_mode_0600_and_never_through_a_link(tmp_
     assert target.read_text() == "untouched" and not link.is_symlink() and link.read_text() == "third.token.value"
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({"GITHUB_RUN_ID": "9876543210", "GITHUB_RUN_ATTEMPT": "2"}, "gh-9876543210-2"),
-    ({"GITHUB_RUN_ID": "9876543210"}, "gh-9876543210-1"),
-    ({"GITLAB_CI": "true", "CI_JOB_ID": "4711"}, "gl-4711"),
-    ({"CIRCLECI": "true", "CIRCLE_WORKFLOW_JOB_ID": "5f1c-77"}, "cci-5f1c-77"),
-    ({"BUILDKITE": "true", "BUILDKITE_JOB_ID": "0190-aa"}, "bk-0190-aa"),
-    ({}, "jwtex-1700000000"),
-    ({"GITHUB_RUN_ID": "1 2/3:" + "9" * 80}, "gh-1_2_3_" + "9" * 55),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"GITHUB_RUN_ID": "9876543210", "GITHUB_RUN_ATTEMPT": "2"}, "gh-9876543210-2"),
+        ({"GITHUB_RUN_ID": "9876543210"}, "gh-9876543210-1"),
+        ({"GITLAB_CI": "true", "CI_JOB_ID": "4711"}, "gl-4711"),
+        ({"CIRCLECI": "true", "CIRCLE_WORKFLOW_JOB_ID": "5f1c-77"}, "cci-5f1c-77"),
+        ({"BUILDKITE": "true", "BUILDKITE_JOB_ID": "0190-aa"}, "bk-0190-aa"),
+        ({}, "jwtex-1700000000"),
+        ({"GITHUB_RUN_ID": "1 2/3:" + "9" * 80}, "gh-1_2_3_" + "9" * 55),
+    ],
+)
 def test_the_role_session_name_is_made_from_the_run(env, expected):
     assert client.session_name_from_run(env, 1700000000.5) == expected
 
 
-@given(st.dictionaries(st.sampled_from(["GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITLAB_CI", "CI_JOB_ID", "CIRCLECI",
-                                        "CIRCLE_BUILD_NUM", "BUILDKITE", "BUILDKITE_JOB_ID"]), st.text(max_size=90)))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "GITHUB_RUN_ID",
+                "GITHUB_RUN_ATTEMPT",
+                "GITLAB_CI",
+                "CI_JOB_ID",
+                "CIRCLECI",
+                "CIRCLE_BUILD_NUM",
+                "BUILDKITE",
+                "BUILDKITE_JOB_ID",
+            ]
+        ),
+        st.text(max_size=90),
+    )
+)
 def test_a_session_name_from_any_run_is_one_sts_accepts(env):
     assert client.SESSION_NAME.fullmatch(client.session_name_from_run(env, time.time()))
 
 
-@pytest.mark.parametrize("argv, env, message", [
-    (["--url", "http://jwtex.example.com"], {}, "http only on loopback"),
-    (["--url", "https://user:pw@jwtex.example.com"], {}, "with no credentials"),
-    (["--url", "https://jwtex.example.com/`touch pwned`"], {}, "characters to escape"),
-    (["--tenant", "acme; touch pwned"], {}, "tenant slug"),
-    (["--issuer-id", "github&x=1"], {}, "not an issuer id"),
-    (["--role-arn", "arn:aws:iam::123:role/x"], {}, "not an IAM role ARN"),
-    (["--role-session-name", "$(touch pwned)"], {}, "role session name"),
-    ([], {"JWTEX_ROLE_SESSION_NAME": "x"}, "role session name"),
-    (["--credential-process", "arn:aws:iam::123456789012:role/deploy"], {"AWS_REGION": "eu-west-1.evil.test"},
-     "not an AWS region"),
-    (["--credential-process", "arn:aws:iam::123456789012:role/deploy", "--refresh"], {}, "neither --refresh"),
-    (["--export", "github"], {}, "needs $GITHUB_ENV"),
-    (["--token-env", "A-B"], {}, "variable name"),
-])
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--url", "http://jwtex.example.com"], {}, "http only on loopback"),
+        (["--url", "https://user:pw@jwtex.example.com"], {}, "with no credentials"),
+        (["--url", "https://jwtex.example.com/`touch pwned`"], {}, "characters to escape"),
+        (["--tenant", "acme; touch pwned"], {}, "tenant slug"),
+        (["--issuer-id", "github&x=1"], {}, "not an issuer id"),
+        (["--role-arn", "arn:aws:iam::123:role/x"], {}, "not an IAM role ARN"),
+        (["--role-session-name", "$(touch pwned)"], {}, "role session name"),
+        ([], {"JWTEX_ROLE_SESSION_NAME": "x"}, "role session name"),
+        (
+            ["--credential-process", "arn:aws:iam::123456789012:role/deploy"],
+            {"AWS_REGION": "eu-west-1.evil.test"},
+            "not an AWS region",
+        ),
+        (["--credential-process", "arn:aws:iam::123456789012:role/deploy", "--refresh"], {}, "neither --refresh"),
+        (["--export", "github"], {}, "needs $GITHUB_ENV"),
+        (["--token-env", "A-B"], {}, "variable name"),
+    ],
+)
 def test_what_cannot_work_is_refused_before_anything_is_asked(argv, env, message, capsys):
     base = {"--url": "https://jwtex.invalid", "--tenant": "acme"}
     argv = argv + [word for option, value in base.items() if option not in argv for word in (option, value)]
@@ -230,8 +260,13 @@ def test_exports_are_quoted_for_the_shell_and_single_lines_for_github(tmp_path, 
     path = str(tmp_path / "it's a $(dir)" / "t.jwt")
     client.export(config, path, "gh-1-1", {})
     printed = capsys.readouterr().out
-    done = subprocess.run(["bash", "-c", printed + 'printf "%s\\n" "$AWS_WEB_IDENTITY_TOKEN_FILE" "$AWS_ROLE_ARN"'],
-                          capture_output=True, text=True, check=True, timeout=10)
+    done = subprocess.run(
+        ["bash", "-c", printed + 'printf "%s\\n" "$AWS_WEB_IDENTITY_TOKEN_FILE" "$AWS_ROLE_ARN"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
     assert done.stdout.splitlines() == [path, "arn:aws:iam::123456789012:role/deploy"]
     env_file, output_file = tmp_path / "env", tmp_path / "output"
     github = {"GITHUB_ENV": str(env_file), "GITHUB_OUTPUT": str(output_file)}
@@ -243,15 +278,21 @@ def test_exports_are_quoted_for_the_shell_and_single_lines_for_github(tmp_path, 
     assert env_file.read_text().count("\n") == 2  # nothing more was written
 
 
-@pytest.mark.parametrize("env, region, endpoint", [
-    ({}, "eu-west-1", "https://sts.eu-west-1.amazonaws.com/"),
-    ({}, "cn-north-1", "https://sts.cn-north-1.amazonaws.com.cn/"),
-    ({}, "us-gov-west-1", "https://sts.us-gov-west-1.amazonaws.com/"),
-    ({}, "", "https://sts.amazonaws.com/"),
-    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:2"}, "eu-west-1",
-     "http://127.0.0.1:2/"),
-    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}, "eu-west-1", "http://127.0.0.1:1/"),
-])
+@pytest.mark.parametrize(
+    "env, region, endpoint",
+    [
+        ({}, "eu-west-1", "https://sts.eu-west-1.amazonaws.com/"),
+        ({}, "cn-north-1", "https://sts.cn-north-1.amazonaws.com.cn/"),
+        ({}, "us-gov-west-1", "https://sts.us-gov-west-1.amazonaws.com/"),
+        ({}, "", "https://sts.amazonaws.com/"),
+        (
+            {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:2"},
+            "eu-west-1",
+            "http://127.0.0.1:2/",
+        ),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}, "eu-west-1", "http://127.0.0.1:1/"),
+    ],
+)
 def test_the_sts_endpoint_is_regional_or_the_one_the_sdks_would_use(env, region, endpoint):
     assert client.sts_endpoint(env, region) == endpoint
 
@@ -282,19 +323,33 @@ def test_an_answer_that_is_not_a_token_is_a_failure_not_a_file():
 
 def test_sts_errors_name_the_code_and_retry_only_what_aws_calls_transient():
     sts = UpstreamServer()
-    error = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
-             '<Code>{code}</Code><Message>{message}</Message></Error></ErrorResponse>')
+    error = (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        "<Code>{code}</Code><Message>{message}</Message></Error></ErrorResponse>"
+    )
     try:
         sts.routes["/"] = Route(status=400, body=error.format(code="AccessDenied", message="Not authorized").encode())
         clock = FakeClock()
         with pytest.raises(client.Failure, match="AccessDenied: Not authorized"):
-            client.assume_role(endpoint=sts.url + "/", role_arn=ROLE, session_name="gh-1-1", token=A_JWT, duration=0,
-                               retrier=client.Retrier(clock, clock.now() + 30))
+            client.assume_role(
+                endpoint=sts.url + "/",
+                role_arn=ROLE,
+                session_name="gh-1-1",
+                token=A_JWT,
+                duration=0,
+                retrier=client.Retrier(clock, clock.now() + 30),
+            )
         assert clock.slept == [] and len(sts.requests) == 1
         sts.routes["/"] = Route(status=400, body=error.format(code="IDPCommunicationError", message="x").encode())
         with pytest.raises(client.Failure, match="gave up"):
-            client.assume_role(endpoint=sts.url + "/", role_arn=ROLE, session_name="gh-1-1", token=A_JWT, duration=900,
-                               retrier=client.Retrier(clock, clock.now() + 30))
+            client.assume_role(
+                endpoint=sts.url + "/",
+                role_arn=ROLE,
+                session_name="gh-1-1",
+                token=A_JWT,
+                duration=900,
+                retrier=client.Retrier(clock, clock.now() + 30),
+            )
         assert len(clock.slept) >= 3 and len(sts.requests) == 1 + len(clock.slept) + 1
         form = dict(part.split("=", 1) for part in sts.requests[-1].body.decode().split("&"))
         assert form["Action"] == "AssumeRoleWithWebIdentity" and form["DurationSeconds"] == "900"

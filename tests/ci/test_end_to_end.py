@@ -29,8 +29,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _client(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CLIENT), *args], env={"PATH": "/usr/bin:/bin", **env},
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(CLIENT), *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _jwks_key(live_server, token: str):
@@ -38,12 +44,25 @@ def _jwks_key(live_server, token: str):
 
 
 def test_credential_process_gives_the_aws_sdk_credentials_of_the_role(live_server, jwtex, actions, sts, tmp_path):
-    command = shlex.join([sys.executable, str(CLIENT), "--url", live_server.url, "--tenant", "acme",
-                          "--issuer-id", "github", "--credential-process", ROLE_ARN])
+    command = shlex.join(
+        [
+            sys.executable,
+            str(CLIENT),
+            "--url",
+            live_server.url,
+            "--tenant",
+            "acme",
+            "--issuer-id",
+            "github",
+            "--credential-process",
+            ROLE_ARN,
+        ]
+    )
     (tmp_path / "aws-config").write_text(f"[default]\ncredential_process = {command}\n")
     env = {**aws_environment(sts, tmp_path), **actions.runner_environment()}
-    done = subprocess.run([sys.executable, "-c", CALLER], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CALLER], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     # boto3 ran the client, took its credentials, and STS (moto) knows them as the assumed role's.
     assert json.loads(done.stdout) == "arn:aws:sts::123456789012:assumed-role/deploy/gh-9876543210-2"
@@ -52,12 +71,19 @@ def test_credential_process_gives_the_aws_sdk_credentials_of_the_role(live_serve
     assert call.role_arn == ROLE_ARN and call.session_name == "gh-9876543210-2"
     assert SESSION_NAME.fullmatch(call.session_name)
     # The token STS received is the one jwtex issued (its audit record), signed by the tenant's key.
-    claims = jwt.decode(call.token, _jwks_key(live_server, call.token), algorithms=["ES256", "RS256"],
-                        audience="sts.amazonaws.com", issuer=f"{live_server.url}/t/acme")
+    claims = jwt.decode(
+        call.token,
+        _jwks_key(live_server, call.token),
+        algorithms=["ES256", "RS256"],
+        audience="sts.amazonaws.com",
+        issuer=f"{live_server.url}/t/acme",
+    )
     record = ExchangeRecord.objects.get(tenant=jwtex)
     assert record.decision == "allowed" and record.issued_jti == claims["jti"] and record.issuer_ref == "github"
-    assert claims["https://aws.amazon.com/tags"]["principal_tags"] == {"repository": ["octo-org/app"],
-                                                                        "actor": ["dependabot_bot_"]}
+    assert claims["https://aws.amazon.com/tags"]["principal_tags"] == {
+        "repository": ["octo-org/app"],
+        "actor": ["dependabot_bot_"],
+    }
     assert claims["https://aws.amazon.com/source_identity"] == "dependabot_bot_"  # what CloudTrail will show
     # GitHub was asked once, with the right bearer, for the tenant's issuer URL as audience.
     assert actions.requests == [TokenRequest(authorized=True, audience=f"{live_server.url}/t/acme")]
@@ -65,8 +91,19 @@ def test_credential_process_gives_the_aws_sdk_credentials_of_the_role(live_serve
 
 def test_credential_process_prints_the_json_aws_expects_and_never_a_token(live_server, jwtex, actions, sts, tmp_path):
     env = {**aws_environment(sts, tmp_path), **actions.runner_environment()}
-    done = _client("--url", live_server.url, "--tenant", "acme", "--credential-process", ROLE_ARN,
-                   "--role-session-name", "release@acme", "--duration", "900", env=env)
+    done = _client(
+        "--url",
+        live_server.url,
+        "--tenant",
+        "acme",
+        "--credential-process",
+        ROLE_ARN,
+        "--role-session-name",
+        "release@acme",
+        "--duration",
+        "900",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert set(answer) == {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
@@ -84,15 +121,31 @@ def test_sts_refusing_the_role_fails_with_its_reason(live_server, jwtex, actions
     Issuer.objects.get(tenant=jwtex).save()  # bump the tenant's configuration version (update() sends no signal)
     done = _client("--url", live_server.url, "--tenant", "acme", "--credential-process", ROLE_ARN, env=env)
     assert done.returncode == 1 and done.stdout == ""
-    assert "AssumeRoleWithWebIdentity of arn:aws:iam::123456789012:role/deploy refused: AWS STS answered 400 " \
-           "InvalidIdentityToken" in done.stderr
+    assert (
+        "AssumeRoleWithWebIdentity of arn:aws:iam::123456789012:role/deploy refused: AWS STS answered 400 "
+        "InvalidIdentityToken" in done.stderr
+    )
     assert len(STS_CALLS) == 1
 
 
 def _exchange(url: str, out, actions, clock, live_server) -> int:
     """The client at ``url`` (jwtex, or a front of it): the audience stays jwtex's tenant issuer URL."""
-    return client.main(["--url", url, "--tenant", "acme", "--issuer-id", "github", "--output", str(out),
-                        "--audience", f"{live_server.url}/t/acme"], env=actions.runner_environment(), clock=clock)
+    return client.main(
+        [
+            "--url",
+            url,
+            "--tenant",
+            "acme",
+            "--issuer-id",
+            "github",
+            "--output",
+            str(out),
+            "--audience",
+            f"{live_server.url}/t/acme",
+        ],
+        env=actions.runner_environment(),
+        clock=clock,
+    )
 
 
 def test_a_503_is_retried_and_the_second_answer_is_written(live_server, jwtex, actions, tmp_path, capsys):
@@ -159,8 +212,13 @@ class LongJob(FakeClock):
         assert 0 < seconds <= 1.0
         super().sleep(seconds)
         text = self.path.read_text()
-        claims = jwt.decode(text, self.key, algorithms=["ES256"], audience="sts.amazonaws.com",
-                            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+        claims = jwt.decode(
+            text,
+            self.key,
+            algorithms=["ES256"],
+            audience="sts.amazonaws.com",
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
         assert claims["exp"] > self.t, f"the token file expired {self.t - claims['exp']:.0f} s ago"
         self.tokens.add(text)
         self.reads += 1
@@ -173,8 +231,9 @@ def _long_job(live_server, jwtex, actions, tmp_path, monkeypatch, *, lifetime: i
     clock = LongJob(out, None)
     monkeypatch.setattr("exchange.services.exchange.time", SimpleNamespace(time=clock.now))  # jwtex's clock
     actions.clock = clock.now
-    config = client.Config(url=live_server.url, tenant="acme", issuer_id="github", output=str(out), refresh=True,
-                           refresh_max=minutes * 60)
+    config = client.Config(
+        url=live_server.url, tenant="acme", issuer_id="github", output=str(out), refresh=True, refresh_max=minutes * 60
+    )
     retrier = client.Retrier(clock, clock.now() + 30)
     return clock, config, retrier, out
 
@@ -186,8 +245,10 @@ def test_a_job_longer_than_the_token_reads_a_valid_token_all_along(live_server, 
     clock.key = _jwks_key(live_server, token.text)
     file_id = client.write_token(str(out), token.text)
     start = clock.now()
-    assert client.refresh_loop(config=config, upstream=upstream, token=token, path=str(out), clock=clock,
-                               file_id=file_id) == 0
+    assert (
+        client.refresh_loop(config=config, upstream=upstream, token=token, path=str(out), clock=clock, file_id=file_id)
+        == 0
+    )
     assert clock.now() - start >= 20 * 60 and clock.reads >= 20 * 60
     # Renewed every 40 s (a third of 60 s before expiry), each time with a fresh GitHub token.
     assert len(clock.tokens) == 30 and len(actions.minted) == 31
@@ -195,19 +256,27 @@ def test_a_job_longer_than_the_token_reads_a_valid_token_all_along(live_server, 
     assert ExchangeRecord.objects.filter(tenant=jwtex, decision="allowed").count() == 31
 
 
-def test_a_fixed_upstream_token_is_exchanged_again_while_jwtex_accepts_it(live_server, jwtex, actions, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_a_fixed_upstream_token_is_exchanged_again_while_jwtex_accepts_it(
+    live_server, jwtex, actions, tmp_path, monkeypatch, capsys
+):
     clock, config, retrier, out = _long_job(live_server, jwtex, actions, tmp_path, monkeypatch, lifetime=60, minutes=20)
     actions.lifetime = 150  # GitLab's ID token: one per job
     upstream = client.Variable("GitLab CI", "JWTEX_ID_TOKEN", actions.mint(f"{live_server.url}/t/acme"), "")
     token = client.exchange(config, upstream.token(retrier), retrier)
     clock.key = _jwks_key(live_server, token.text)
     start = clock.now()
-    code = client.refresh_loop(config=config, upstream=upstream, token=token, path=str(out), clock=clock,
-                               file_id=client.write_token(str(out), token.text))
+    code = client.refresh_loop(
+        config=config,
+        upstream=upstream,
+        token=token,
+        path=str(out),
+        clock=clock,
+        file_id=client.write_token(str(out), token.text),
+    )
     assert code == 1
     # Renewed every 40 s while jwtex accepts the job's token (150 s, and the leeway of
-    # docs/verification.md#times): at 200 s still, at 240 s no more. The last token stays valid until 260 s; the log says what to do.
+    # docs/verification.md#times): at 200 s still, at 240 s no more. The last token stays valid until 260 s; the log
+    # says what to do.
     assert DEFAULT_LEEWAY == 60
     assert 240 <= clock.now() - start < 241 and len(clock.tokens) == 6
     err = capsys.readouterr().err
@@ -223,11 +292,21 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_refresh_goes_to_the_background_holding_no_pipe_and_stops_when_the_file_goes(live_server, jwtex, actions,
-                                                                                     tmp_path):
+def test_refresh_goes_to_the_background_holding_no_pipe_and_stops_when_the_file_goes(
+    live_server, jwtex, actions, tmp_path
+):
     out = tmp_path / "token.jwt"
-    done = _client("--url", live_server.url, "--tenant", "acme", "--output", str(out), "--refresh",
-                   env=actions.runner_environment(), timeout=30)  # a runner waiting on the step's pipes would hang
+    done = _client(
+        "--url",
+        live_server.url,
+        "--tenant",
+        "acme",
+        "--output",
+        str(out),
+        "--refresh",
+        env=actions.runner_environment(),
+        timeout=30,
+    )  # a runner waiting on the step's pipes would hang
     assert done.returncode == 0, done.stderr
     pid = int(re.search(r"refreshing it in the background \(process (\d+), log (.+)\)", done.stderr).group(1))
     try:

@@ -47,15 +47,18 @@ def test_a_client_that_cannot_be_embedded_is_refused():
         _embedder().embedded(template, "x = '$[[ inputs.url ]]'\n")
 
 
-@pytest.mark.parametrize("name, value", [
-    ("url", "https://jwtex.example.com/$(touch PWNED)"),
-    ("url", "http://jwtex.example.com/"),
-    ("tenant", "acme; touch PWNED"),
-    ("issuer-id", "gitlab`touch PWNED`"),
-    ("role-arn", ROLE_ARN + "\nexport X=1"),
-    ("role-session-name", "$(touch PWNED)"),
-    ("refresh", "yes"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("url", "https://jwtex.example.com/$(touch PWNED)"),
+        ("url", "http://jwtex.example.com/"),
+        ("tenant", "acme; touch PWNED"),
+        ("issuer-id", "gitlab`touch PWNED`"),
+        ("role-arn", ROLE_ARN + "\nexport X=1"),
+        ("role-session-name", "$(touch PWNED)"),
+        ("refresh", "yes"),
+    ],
+)
 def test_gitlab_refuses_inputs_that_are_not_what_they_say(name, value):
     with pytest.raises(ValueError, match=f"`{name}` input"):
         component_interpolated({"url": "https://jwtex.example.com", **INPUTS, name: value})
@@ -64,25 +67,48 @@ def test_gitlab_refuses_inputs_that_are_not_what_they_say(name, value):
 @pytest.fixture
 def gitlab(jwtex, live_server):
     """A GitLab instance as an upstream issuer of the tenant, and a rule for one of its groups."""
-    fake = FakeActions(claims={"sub": "project_path:octo-group/app:ref_type:branch:ref:main", "namespace_id": "4242",
-                               "namespace_path": "octo-group", "project_path": "octo-group/app"})
-    issuer = Issuer.objects.create(tenant=jwtex, issuer_id="gitlab", issuer=fake.url,
-                                   audiences=[f"{live_server.url}/t/acme"])
-    rule = Rule.objects.create(tenant=jwtex, position=30, name="octo-group", effect="allow",
-                               when="claims.namespace_id == '4242'", session_tags={"project": "claims.project_path"})
+    fake = FakeActions(
+        claims={
+            "sub": "project_path:octo-group/app:ref_type:branch:ref:main",
+            "namespace_id": "4242",
+            "namespace_path": "octo-group",
+            "project_path": "octo-group/app",
+        }
+    )
+    issuer = Issuer.objects.create(
+        tenant=jwtex, issuer_id="gitlab", issuer=fake.url, audiences=[f"{live_server.url}/t/acme"]
+    )
+    rule = Rule.objects.create(
+        tenant=jwtex,
+        position=30,
+        name="octo-group",
+        effect="allow",
+        when="claims.namespace_id == '4242'",
+        session_tags={"project": "claims.project_path"},
+    )
     rule.issuers.add(issuer)
     yield fake
     fake.close()
 
 
 def _job(tmp_path: Path, config: dict, gitlab: FakeActions, variables: dict[str, str]):
-    config["deploy"] = {"extends": ".jwtex-token", "variables": variables,
-                        "script": ['"$JOB_PYTHON" -c "$CALLER"', 'cat "$AWS_WEB_IDENTITY_TOKEN_FILE" > token-seen']}
+    config["deploy"] = {
+        "extends": ".jwtex-token",
+        "variables": variables,
+        "script": ['"$JOB_PYTHON" -c "$CALLER"', 'cat "$AWS_WEB_IDENTITY_TOKEN_FILE" > token-seen'],
+    }
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    predefined = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(temporary), "CI": "true",
-                  "GITLAB_CI": "true", "CI_JOB_ID": "4711", "CI_PIPELINE_ID": "99",
-                  "CI_SERVER_URL": "https://gitlab.example.com"}
+    predefined = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TMPDIR": str(temporary),
+        "CI": "true",
+        "GITLAB_CI": "true",
+        "CI_JOB_ID": "4711",
+        "CI_PIPELINE_ID": "99",
+        "CI_SERVER_URL": "https://gitlab.example.com",
+    }
     audiences = []
 
     def id_token(aud: str) -> str:
@@ -117,11 +143,14 @@ def test_the_job_script_assumes_the_role_with_the_token_the_component_wrote(live
 
 
 @LIVE
-@pytest.mark.parametrize("name, value", [
-    ("role-session-name", "$(touch PWNED)"),
-    ("tenant", "acme$(touch PWNED)"),
-    ("role-arn", ROLE_ARN + "'; touch PWNED; echo '"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("role-session-name", "$(touch PWNED)"),
+        ("tenant", "acme$(touch PWNED)"),
+        ("role-arn", ROLE_ARN + "'; touch PWNED; echo '"),
+    ],
+)
 def test_an_input_that_got_past_gitlab_is_still_never_code(live_server, gitlab, tmp_path, name, value):
     config = component_interpolated({"url": live_server.url, **INPUTS, "refresh": "false", name: value}, check=False)
     ran, _, temporary = _job(tmp_path, config, gitlab, {"JOB_PYTHON": sys.executable, "CALLER": CALLER})

@@ -29,10 +29,16 @@ TENANTS = ("acme", "term", "flush")  # each test's own tenant, so its records ca
 
 
 def missing_services() -> str | None:
-    needs = {"DATABASE_URL": ("postgres://", "postgresql://"), "CELERY_BROKER_URL": ("redis://",),
-             "CACHE_URL": ("redis://",)}
-    missing = [f"{name}={prefixes[0]}…" for name, prefixes in needs.items()
-               if not os.environ.get(name, "").startswith(prefixes)]
+    needs = {
+        "DATABASE_URL": ("postgres://", "postgresql://"),
+        "CELERY_BROKER_URL": ("redis://",),
+        "CACHE_URL": ("redis://",),
+    }
+    missing = [
+        f"{name}={prefixes[0]}…"
+        for name, prefixes in needs.items()
+        if not os.environ.get(name, "").startswith(prefixes)
+    ]
     return f"it needs {', '.join(missing)} (PostgreSQL and Redis, as CI's second pass has them)" if missing else None
 
 
@@ -148,9 +154,12 @@ def deployment_start(tmp: Path, keys: tuple[Any, Any]) -> Iterator[Deployment]:
     )  # fmt: skip
     worker = Container(f"{tag}-worker", ["worker", "--concurrency=2"], volume=f"{tag}-worker")
     beat = Container(f"{tag}-beat", ["beat"], volume=f"{tag}-beat")
-    oneshots = [Container(f"{tag}-migrate", ["migrate"]),
-                Container(f"{tag}-apply", ["manage", "jwtex_apply", "/config/jwtex.json"],
-                          mounts=[(config, "/config/jwtex.json")])]
+    oneshots = [
+        Container(f"{tag}-migrate", ["migrate"]),
+        Container(
+            f"{tag}-apply", ["manage", "jwtex_apply", "/config/jwtex.json"], mounts=[(config, "/config/jwtex.json")]
+        ),
+    ]
     everything = [*oneshots, *webs, worker, beat]
     try:
         migrated = oneshots[0].start(env_file, detach=False)
@@ -161,10 +170,18 @@ def deployment_start(tmp: Path, keys: tuple[Any, Any]) -> Iterator[Deployment]:
             _wait_until_up(web, lambda web=web: _answers(web.url), "/healthz")
         _wait_until_up(worker, lambda: " ready." in worker.logs(), "Celery's ready line")
         yield Deployment(
-            upstream=upstream, tarpit=tarpit, slow_issuer=tarpit.url, public_url=public_url, webs=webs,
-            worker=worker, beat=beat,
-            database_url=database_url({**db, "NAME": name}), database_proxy=proxy,
-            migrate_output=migrated.stdout + migrated.stderr, key_encryption_key=kek, secret_key=secret_key,
+            upstream=upstream,
+            tarpit=tarpit,
+            slow_issuer=tarpit.url,
+            public_url=public_url,
+            webs=webs,
+            worker=worker,
+            beat=beat,
+            database_url=database_url({**db, "NAME": name}),
+            database_proxy=proxy,
+            migrate_output=migrated.stdout + migrated.stderr,
+            key_encryption_key=kek,
+            secret_key=secret_key,
         )
     finally:
         for container in everything:

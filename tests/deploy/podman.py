@@ -20,12 +20,14 @@ IMAGE = os.environ.get("JWTEX_TEST_CONTAINER_IMAGE", "localhost/jwtex:test")
 MUST_RUN = os.environ.get("JWTEX_TEST_CONTAINER") == "1"
 
 
-def podman(*args: str, timeout: float = 120, check: bool = True,
-           input: str | None = None) -> subprocess.CompletedProcess:
+def podman(
+    *args: str, timeout: float = 120, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess:
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}\n"
-                             f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"podman {' '.join(args)}: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -94,6 +96,16 @@ class Container:
 
 def volume_files(volume: str, directory: str) -> list[str]:
     """The files in ``directory`` of a volume, read by a container of the image (whoever runs the test)."""
-    result = podman("run", "--rm", "--read-only", "--entrypoint", "/bin/sh", "-v", f"{volume}:/var/lib/jwtex",
-                    IMAGE, "-c", f"ls -1 /var/lib/jwtex/{directory} 2>/dev/null || true")
+    result = podman(
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "/bin/sh",
+        "-v",
+        f"{volume}:/var/lib/jwtex",
+        IMAGE,
+        "-c",
+        f"ls -1 /var/lib/jwtex/{directory} 2>/dev/null || true",
+    )
     return [name for name in result.stdout.split() if name]

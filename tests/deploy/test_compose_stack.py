@@ -62,8 +62,15 @@ class Stack:
             "JWTEX_POSTGRES_IMAGE": os.environ["JWTEX_TEST_POSTGRES_IMAGE"],
             "JWTEX_REDIS_IMAGE": os.environ["JWTEX_TEST_REDIS_IMAGE"],
         }.items()))  # fmt: skip
-        self.command = [os.environ["JWTEX_TEST_PODMAN_COMPOSE"], "--env-file", str(env), "-p", self.project,
-                        "-f", str(REPO_ROOT / "compose.yaml")]
+        self.command = [
+            os.environ["JWTEX_TEST_PODMAN_COMPOSE"],
+            "--env-file",
+            str(env),
+            "-p",
+            self.project,
+            "-f",
+            str(REPO_ROOT / "compose.yaml"),
+        ]
 
     def run(self, *args: str, input: str | None = None, timeout: float = 180) -> str:
         result = subprocess.run([*self.command, *args], capture_output=True, text=True, input=input, timeout=timeout)
@@ -71,18 +78,28 @@ class Stack:
         return result.stdout
 
     def container(self, service: str) -> str:
-        names = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}", "--filter",
-                       f"label=com.docker.compose.service={service}", "--format", "{{.Names}}").stdout.split()
+        names = podman(
+            "ps",
+            "-a",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+            "--format",
+            "{{.Names}}",
+        ).stdout.split()
         assert len(names) == 1, (service, names)
         return names[0]
 
     def wait(self, service: str, condition: str) -> None:
         name = self.container(service)
         if condition == "service_healthy":
-            healthy = poll(lambda: podman("healthcheck", "run", name, check=False).returncode == 0,
-                           timeout=120, interval=1)
+            healthy = poll(
+                lambda: podman("healthcheck", "run", name, check=False).returncode == 0, timeout=120, interval=1
+            )
             assert healthy, podman("logs", name, check=False).stderr[-3000:]
         elif condition == "service_completed_successfully":
+
             def exit_code() -> str | None:
                 state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout
                 status, code = state.split()
@@ -111,14 +128,22 @@ def stack(tmp_path):
         stopped = {}
         services = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())["services"]
         for service in reversed(_order(services)):  # as docker compose stops them: dependents first
-            names = podman("ps", "-q", "--filter", f"label=com.docker.compose.project={running.project}",
-                           "--filter", f"label=com.docker.compose.service={service}").stdout.split()
+            names = podman(
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={running.project}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+            ).stdout.split()
             begun = time.monotonic()
             podman("stop", "--time", "30", *names, check=False, timeout=60)
             stopped[service] = round(time.monotonic() - begun, 1)
         running.run("down", "--volumes", timeout=300)
-        print(f"\ncompose stack: {stopping - started:.1f} s up and tried, {time.monotonic() - stopping:.1f} s down "
-              f"(stopping each, in s: {stopped})")
+        print(
+            f"\ncompose stack: {stopping - started:.1f} s up and tried, {time.monotonic() - stopping:.1f} s down "
+            f"(stopping each, in s: {stopped})"
+        )
 
 
 def test_the_stack_comes_up_in_order_and_the_try_it_steps_work_against_it(stack: Stack):
@@ -137,18 +162,25 @@ def test_the_stack_comes_up_in_order_and_the_try_it_steps_work_against_it(stack:
     manage = ("exec", "-T", "web-1", "jwtex", "manage")
     config = stack.run(*manage, "jwtex_demo_upstream", "config")
     assert "created tenant acme" in stack.run(*manage, "jwtex_apply", "-", input=config)
-    token = stack.run(*manage, "jwtex_demo_upstream", "token", "--repository", "octo-org/app",
-                      "--ref", "refs/heads/main").strip()
-    request = urllib.request.Request(f"http://127.0.0.1:{stack.ports[1]}/t/acme/exchange?issuerId=github",
-                                     data=token.encode(), method="POST")
+    token = stack.run(
+        *manage, "jwtex_demo_upstream", "token", "--repository", "octo-org/app", "--ref", "refs/heads/main"
+    ).strip()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports[1]}/t/acme/exchange?issuerId=github", data=token.encode(), method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as response:  # through web-2
         issued = response.read().decode()
     issuer = f"{stack.public_url}/t/acme"  # verified from web-1's documents, as AWS would
     with urllib.request.urlopen(issuer + "/.well-known/openid-configuration", timeout=10) as response:
         conf = json.load(response)
     key = jwt.PyJWKClient(conf["jwks_uri"]).get_signing_key_from_jwt(issued)
-    claims = jwt.decode(issued, key.key, algorithms=conf["id_token_signing_alg_values_supported"],
-                        audience="sts.amazonaws.com", issuer=conf["issuer"])
+    claims = jwt.decode(
+        issued,
+        key.key,
+        algorithms=conf["id_token_signing_alg_values_supported"],
+        audience="sts.amazonaws.com",
+        issuer=conf["issuer"],
+    )
     assert claims["iss"] == issuer and "octo-org/app" in claims["sub"]
 
 

@@ -79,16 +79,24 @@ def test_ready_and_tokens_verify_across_the_web_containers(deployment: Deploymen
         assert status == 200, token
         keys = jwt.PyJWKSet.from_dict(json.loads(Client(publishing.url).get("/t/acme/.well-known/jwks.json")[1]))
         kid = jwt.get_unverified_header(token)["kid"]
-        claims = jwt.decode(token, next(k for k in keys.keys if k.key_id == kid).key, algorithms=["ES256"],
-                            audience="sts.amazonaws.com", issuer=f"{deployment.public_url}/t/acme")
+        claims = jwt.decode(
+            token,
+            next(k for k in keys.keys if k.key_id == kid).key,
+            algorithms=["ES256"],
+            audience="sts.amazonaws.com",
+            issuer=f"{deployment.public_url}/t/acme",
+        )
         assert claims["sub"] == "repo:octo-org/octo-repo:ref:refs/heads/main"
 
 
 def test_the_image_health_check_passes_for_web_worker_and_beat(deployment: Deployment):
     for container in (*deployment.webs, deployment.worker, deployment.beat):
         result = podman("healthcheck", "run", container.name, check=False, timeout=60)
-        assert result.returncode == 0 and "unhealthy" not in result.stdout, (container.name, result.stdout,
-                                                                               result.stderr)
+        assert result.returncode == 0 and "unhealthy" not in result.stdout, (
+            container.name,
+            result.stdout,
+            result.stderr,
+        )
 
 
 def test_every_process_runs_as_uid_10001_on_a_read_only_root(deployment: Deployment):
@@ -122,14 +130,22 @@ def test_a_key_rotated_by_the_worker_is_published_by_both_web_containers(deploym
 
     (before,) = published()
     assert len(before) == 1
-    deployment.worker.exec("jwtex", "manage", "shell", "-c",
-                           "from exchange.tasks import rotate_tenant_keys; from tenants.models import Tenant; "
-                           "rotate_tenant_keys.delay(Tenant.objects.get(slug='acme').pk, True)")
+    deployment.worker.exec(
+        "jwtex",
+        "manage",
+        "shell",
+        "-c",
+        "from exchange.tasks import rotate_tenant_keys; from tenants.models import Tenant; "
+        "rotate_tenant_keys.delay(Tenant.objects.get(slug='acme').pk, True)",
+    )
     started = time.monotonic()
-    assert poll(lambda: (seen := published()) and len(seen) == 1 and len(next(iter(seen))) == 2, timeout=20,
-                interval=0.1), (published(), deployment.worker.logs()[-3000:])
-    print(f"\nrotate now (the worker's task): the new key published by both web containers "
-          f"{time.monotonic() - started:.2f} s after the task was sent")
+    assert poll(
+        lambda: (seen := published()) and len(seen) == 1 and len(next(iter(seen))) == 2, timeout=20, interval=0.1
+    ), (published(), deployment.worker.logs()[-3000:])
+    print(
+        f"\nrotate now (the worker's task): the new key published by both web containers "
+        f"{time.monotonic() - started:.2f} s after the task was sent"
+    )
     assert set(before) < set(next(iter(published())))
     assert re.search(r"Task exchange\.rotate_tenant_keys\[[^]]+\] succeeded", deployment.worker.logs())
 
@@ -145,8 +161,9 @@ class Connection:
             host, port = self.url.removeprefix("http://").split(":")
             self.http = http.client.HTTPConnection(host, int(port), timeout=30)
         try:
-            self.http.request("POST", f"/t/{slug}/exchange?issuerId=ci", token.encode(),
-                              {"Content-Type": "application/jwt"})
+            self.http.request(
+                "POST", f"/t/{slug}/exchange?issuerId=ci", token.encode(), {"Content-Type": "application/jwt"}
+            )
             response = self.http.getresponse()
             return response.status, response.read()
         except BaseException:
@@ -217,24 +234,34 @@ def test_sigterm_under_load_answers_what_is_in_flight_and_loses_no_audit_record(
     for thread in threads:
         thread.join(30)
     state = web.inspect()["State"]
-    print(f"\nSIGTERM under load: stopped in {stopped_in:.2f} s (exit {state['ExitCode']}); answers {dict(statuses)}; "
-          f"the 4 in flight: {slow}")
+    print(
+        f"\nSIGTERM under load: stopped in {stopped_in:.2f} s (exit {state['ExitCode']}); answers {dict(statuses)}; "
+        f"the 4 in flight: {slow}"
+    )
     assert state["ExitCode"] == 0
     assert slow == [503] * 4  # answered, not cut: the server let them finish
     # At most one request per keep-alive connection races the server's closing it (sent as the
     # connection closed: never answered, and recorded or not); every other request was answered.
     assert issued and statuses["cut"] <= 8, statuses
-    by_jti = Counter(jti for jti, in records(deployment, "SELECT issued_jti FROM {table} WHERE tenant_id = "
-                                                         "(SELECT id FROM tenants_tenant WHERE slug = 'term') "
-                                                         "AND decision = 'allowed'"))
+    by_jti = Counter(
+        jti
+        for (jti,) in records(
+            deployment,
+            "SELECT issued_jti FROM {table} WHERE tenant_id = "
+            "(SELECT id FROM tenants_tenant WHERE slug = 'term') "
+            "AND decision = 'allowed'",
+        )
+    )
     assert issued <= set(by_jti) and set(by_jti.values()) == {1}
     assert len(set(by_jti) - issued) <= statuses["cut"]
     answered = sum(n for status, n in statuses.items() if isinstance(status, int))
-    (stored,), = records(deployment, "SELECT count(*) FROM {table} WHERE tenant_id = "
-                                     "(SELECT id FROM tenants_tenant WHERE slug = 'term')")
+    ((stored,),) = records(
+        deployment, "SELECT count(*) FROM {table} WHERE tenant_id = (SELECT id FROM tenants_tenant WHERE slug = 'term')"
+    )
     assert answered <= stored <= answered + statuses["cut"]
-    (slow_stored,), = records(deployment, "SELECT count(*) FROM {table} WHERE tenant_id = "
-                                          "(SELECT id FROM tenants_tenant WHERE slug = 'slow')")
+    ((slow_stored,),) = records(
+        deployment, "SELECT count(*) FROM {table} WHERE tenant_id = (SELECT id FROM tenants_tenant WHERE slug = 'slow')"
+    )
     assert slow_stored == 4
     assert volume_files(web.volume, "audit-spool") == []
 
@@ -260,8 +287,10 @@ def test_sigterm_writes_what_the_container_spooled_before_it_exits(deployment: D
     podman("stop", "--time", "30", web.name, timeout=60)
     assert web.inspect()["State"]["ExitCode"] == 0
     assert volume_files(web.volume, "audit-spool") == []
-    by_jti = Counter(jti for jti, in records(deployment, "SELECT issued_jti FROM {table} WHERE issued_jti = ANY(%s)",
-                                             [list(spooled)]))
+    by_jti = Counter(
+        jti
+        for (jti,) in records(deployment, "SELECT issued_jti FROM {table} WHERE issued_jti = ANY(%s)", [list(spooled)])
+    )
     assert set(by_jti) == spooled and set(by_jti.values()) == {1}
     assert "audit spool at exit" in web.logs()
 
@@ -283,4 +312,3 @@ def test_every_log_line_is_json_and_no_secret_is_in_any(deployment: Deployment):
         bad = [line for line in lines if not line.startswith("{") or not isinstance(json.loads(line), dict)]
         assert not bad, (container.name, bad[:5])
         assert deployment.key_encryption_key not in container.logs() and deployment.secret_key not in container.logs()
-

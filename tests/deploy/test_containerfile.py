@@ -41,7 +41,7 @@ def test_multi_stage_a_virtualenv_built_then_copied_into_the_runtime():
     assert len(stages) >= 2 and any(rest.endswith(" AS build") for rest in stages)
     runtime = _runtime()
     assert ("COPY", "--from=build /opt/jwtex /opt/jwtex") in runtime
-    build = TEXT[TEXT.index(" AS build"):TEXT.rindex("FROM ")]
+    build = TEXT[TEXT.index(" AS build") : TEXT.rindex("FROM ")]
     assert "pip wheel" in build and "collectstatic" in build  # the wheel, and the assets the image serves
     assert not any(instruction == "RUN" and "pip install" in rest for instruction, rest in runtime)
 
@@ -69,5 +69,10 @@ def test_the_build_context_is_only_what_the_wheel_is_built_from():
     rules = [line for line in ignore if line and not line.startswith("#")]
     assert rules[0] == "*"  # everything out, then back in only these
     assert {line[1:].rstrip("/") for line in rules if line.startswith("!")} == {
-        "pyproject.toml", "README.md", "jwtex_site", "exchange", "tenants", "templates"
+        "pyproject.toml",
+        "README.md",
+        "jwtex_site",
+        "exchange",
+        "tenants",
+        "templates",
     }

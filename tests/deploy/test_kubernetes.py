@@ -87,8 +87,11 @@ def test_beat_is_a_singleton_replaced_with_recreate(manifests):
     assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
     beats = [name for name, pod in _pods(manifests) if any(c["args"][0] == "beat" for c in pod["containers"])]
     assert beats == ["jwtex-beat"]
-    targets = {doc["spec"]["scaleTargetRef"]["name"] for (kind, _), doc in manifests.items()
-               if kind == "HorizontalPodAutoscaler"}
+    targets = {
+        doc["spec"]["scaleTargetRef"]["name"]
+        for (kind, _), doc in manifests.items()
+        if kind == "HorizontalPodAutoscaler"
+    }
     assert "jwtex-beat" not in targets
 
 

@@ -20,8 +20,9 @@ def exchange(client, upstream):
     return client.post("/t/acme/exchange?issuerId=ci", upstream.mint(), content_type="application/jwt")
 
 
-def test_an_issuer_outside_the_list_is_refused_at_exchange_and_audited(client, settings, upstream, issuer, allow_rule,
-                                                                       monkeypatch):
+def test_an_issuer_outside_the_list_is_refused_at_exchange_and_audited(
+    client, settings, upstream, issuer, allow_rule, monkeypatch
+):
     assert exchange(client, upstream).status_code == 200
     settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = "https://token.actions.githubusercontent.com https://gitlab.example.com/*"
     runtime_clear()
@@ -32,7 +33,10 @@ def test_an_issuer_outside_the_list_is_refused_at_exchange_and_audited(client, s
     monkeypatch.setattr("exchange.services.exchange.issuer_keys_get", no_keys)
     response = exchange(client, upstream)
     assert response.status_code == 403
-    assert response.json() == {"error": "access_denied", "error_description": "Issuer 'ci' is not one this service allows."}
+    assert response.json() == {
+        "error": "access_denied",
+        "error_description": "Issuer 'ci' is not one this service allows.",
+    }
     record = ExchangeRecord.objects.order_by("-id").first()
     assert record.decision == "denied" and record.error_code == "access_denied"
     assert "outside JWTEX_ALLOWED_UPSTREAM_ISSUERS" in record.reason and UPSTREAM_ISSUER in record.reason
@@ -56,14 +60,16 @@ def check_output(*args) -> str:
 
 
 def test_manage_py_check_lists_the_issuers_the_list_would_refuse(settings, tenant, other_tenant, issuer):
-    Issuer.objects.create(tenant=other_tenant, issuer_id="gl", issuer="https://gitlab.example.com/group",
-                          audiences=["jwtex"])
-    Issuer.objects.create(tenant=other_tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
-                          audiences=["jwtex"])
+    Issuer.objects.create(
+        tenant=other_tenant, issuer_id="gl", issuer="https://gitlab.example.com/group", audiences=["jwtex"]
+    )
+    Issuer.objects.create(
+        tenant=other_tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com", audiences=["jwtex"]
+    )
     assert "jwtex.W010" not in check_output()  # unset: any issuer
     settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = "https://gitlab.example.com/*"
     output = check_output()
-    assert f"(jwtex.W010) Tenant 'acme' trusts 1 upstream issuer(s) outside JWTEX_ALLOWED_UPSTREAM_ISSUERS" in output
+    assert "(jwtex.W010) Tenant 'acme' trusts 1 upstream issuer(s) outside JWTEX_ALLOWED_UPSTREAM_ISSUERS" in output
     assert f"ci ({UPSTREAM_ISSUER})" in output
     assert f"Tenant '{other_tenant.slug}' trusts 1 upstream issuer(s)" in output
     assert "gh (https://token.actions.githubusercontent.com)" in output and "gl (" not in output
@@ -81,8 +87,9 @@ def test_the_background_refresh_never_contacts_an_issuer_outside_the_list(settin
 
     from exchange.upstream import issuer_keys as jwks_module
 
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
-                                   audiences=["jwtex"])
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com", audiences=["jwtex"]
+    )
     contacted = []
     monkeypatch.setattr(jwks_module.refresher, "jwks_refresh", lambda current, **kwargs: contacted.append(current.issuer))
     settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = "https://gitlab.example.com/*"

@@ -31,8 +31,14 @@ def export(*args: str) -> tuple[str, list[dict]]:
 
 
 def _row(tenant, at: datetime, **fields) -> ExchangeRecord:
-    defaults = {"endpoint": "raw", "decision": "denied", "status_code": 403, "error_code": "access_denied",
-                "reason": "no rule matched", "upstream_sub": f"sub-{tenant.slug}-{at:%H%M}"}
+    defaults = {
+        "endpoint": "raw",
+        "decision": "denied",
+        "status_code": 403,
+        "error_code": "access_denied",
+        "reason": "no rule matched",
+        "upstream_sub": f"sub-{tenant.slug}-{at:%H%M}",
+    }
     return ExchangeRecord.objects.create(tenant=tenant, created_at=at, **{**defaults, **fields})
 
 
@@ -74,7 +80,9 @@ def test_real_exchanges_export_one_object_per_line_with_the_documented_fields_an
     assert first["issued_exp"].endswith("Z") and first["issued_jti"] == row.issued_jti
     assert first["tenant"] == "acme" and first["issuer_id"] == "ci" and first["rule"] == "octo-org main"
     assert first["status"] == 200 and first["error_code"] is None and first["reason"] is None
-    assert first["issued_claims"]["https://aws.amazon.com/tags"]["principal_tags"]["repository"] == ["octo-org/octo-repo"]
+    assert first["issued_claims"]["https://aws.amazon.com/tags"]["principal_tags"]["repository"] == [
+        "octo-org/octo-repo"
+    ]
     assert second["status"] == 403 and second["error_code"] == "access_denied" and "no rule matched" in second["reason"]
     assert second["issued_jti"] is None and second["upstream_sub"] == row.upstream_sub
 
@@ -105,8 +113,12 @@ def test_records_stream_in_chunks(tenant, monkeypatch):
 
     monkeypatch.setattr(module, "CHUNK", 3)
     ExchangeRecord.objects.bulk_create(
-        [ExchangeRecord(tenant=tenant, created_at=T0 + timedelta(seconds=n), endpoint="api", decision="allowed",
-                        status_code=200) for n in range(10)]
+        [
+            ExchangeRecord(
+                tenant=tenant, created_at=T0 + timedelta(seconds=n), endpoint="api", decision="allowed", status_code=200
+            )
+            for n in range(10)
+        ]
     )
     lines = audit_records_jsonl(ExchangeRecord.objects.all())
     assert not isinstance(lines, list)  # a generator: nothing is read before it is consumed

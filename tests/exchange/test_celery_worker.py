@@ -21,10 +21,11 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -253,9 +254,7 @@ def test_the_worker_environment_is_not_eager_and_refuses_what_it_cannot_share(tm
 @on_worker
 def test_the_worker_refreshes_an_issuer_from_its_upstream(live_worker, oidc_server, upstream):
     tenant = make_tenant("acme")
-    issuer = Issuer.objects.create(
-        tenant=tenant, issuer_id="ci", issuer=oidc_server.url, audiences=[upstream.audience]
-    )
+    issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=oidc_server.url, audiences=[upstream.audience])
     before = timezone.now()
 
     task = send("exchange.refresh_issuer_jwks", issuer.pk)
@@ -302,7 +301,7 @@ def _rotate_in_thread(tenant_pk: int, start: threading.Barrier, results: list, e
         try:
             start.wait(timeout=10)
             results.append(signing_key_rotate(tenant_id=tenant_pk, now=timezone.now(), force=True))
-        except BaseException as exc:  # reported by the test, not lost in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
             errors.append(exc)
         finally:
             connections.close_all()  # this thread's own connection
@@ -376,15 +375,19 @@ def test_sweeps_sent_through_the_broker_fan_out_to_tasks_the_worker_runs(live_wo
 
     assert sorted(finished(live_worker, sweeps).values()) == ["1", "1"]  # one due tenant, one due issuer
     eventually(
-        lambda: SigningKey.objects.filter(tenant=due, state=KeyState.NEXT).exists()
-        and Issuer.objects.filter(pk=stale.pk, jwks__isnull=False).exists(),
+        lambda: (
+            SigningKey.objects.filter(tenant=due, state=KeyState.NEXT).exists()
+            and Issuer.objects.filter(pk=stale.pk, jwks__isnull=False).exists()
+        ),
         what="the fanned-out rotation and refresh",
         worker=live_worker,
     )
     since = live_worker.test_start
     eventually(
-        lambda: live_worker.succeeded("exchange.rotate_tenant_keys", since)
-        and live_worker.succeeded("exchange.refresh_issuer_jwks", since),
+        lambda: (
+            live_worker.succeeded("exchange.rotate_tenant_keys", since)
+            and live_worker.succeeded("exchange.refresh_issuer_jwks", since)
+        ),
         what="the fanned-out tasks to finish",
         worker=live_worker,
     )

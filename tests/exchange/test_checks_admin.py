@@ -33,10 +33,18 @@ def test_the_admin_without_csrf_protection_fails_the_checks(settings):
 @pytest.mark.parametrize(
     "values, expected",
     [
-        ({"JWTEX_ADMIN_OIDC_ISSUER": "https://idp.example.com"}, "JWTEX_ADMIN_OIDC_CLIENT_ID and JWTEX_ADMIN_OIDC_CLIENT_SECRET"),
-        ({"JWTEX_ADMIN_OIDC_CLIENT_ID": "jwtex", "JWTEX_ADMIN_OIDC_CLIENT_SECRET": "s"}, "JWTEX_ADMIN_OIDC_ISSUER is missing"),
-        ({"JWTEX_ADMIN_OIDC_ISSUER": "https://idp.example.com", "JWTEX_ADMIN_OIDC_CLIENT_ID": "jwtex"},
-         "JWTEX_ADMIN_OIDC_CLIENT_SECRET or JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE is missing"),
+        (
+            {"JWTEX_ADMIN_OIDC_ISSUER": "https://idp.example.com"},
+            "JWTEX_ADMIN_OIDC_CLIENT_ID and JWTEX_ADMIN_OIDC_CLIENT_SECRET",
+        ),
+        (
+            {"JWTEX_ADMIN_OIDC_CLIENT_ID": "jwtex", "JWTEX_ADMIN_OIDC_CLIENT_SECRET": "s"},
+            "JWTEX_ADMIN_OIDC_ISSUER is missing",
+        ),
+        (
+            {"JWTEX_ADMIN_OIDC_ISSUER": "https://idp.example.com", "JWTEX_ADMIN_OIDC_CLIENT_ID": "jwtex"},
+            "JWTEX_ADMIN_OIDC_CLIENT_SECRET or JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE is missing",
+        ),
     ],
 )
 def test_half_configured_sign_on_is_an_error_naming_what_is_missing(settings, values, expected):
@@ -61,8 +69,11 @@ def test_sign_on_in_production_needs_an_https_issuer_a_roles_claim_and_a_usable_
     settings.JWTEX_ADMIN_OIDC_ROLES_CLAIM = ""
     assert {"jwtex.E022", "jwtex.E023", "jwtex.E024"} <= _ids()
     key = tmp_path / "key.pem"
-    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     settings.JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = str(key)
     settings.JWTEX_ADMIN_OIDC_ISSUER = "https://idp.example.com"
     settings.JWTEX_ADMIN_OIDC_ROLES_CLAIM = "groups"

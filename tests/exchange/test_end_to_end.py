@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exchange.models import ExchangeRecord, Issuer, Rule
-from tests.conftest import runtime_clear
 from tests.aws_acceptance import sts_problems
-from tests.conftest import make_tenant
+from tests.conftest import make_tenant, runtime_clear
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,9 +70,7 @@ def oidc_upstream(live_server, django_user_model):
                 "scope": "openid email",
             }
         ).encode()
-        status, _, body = _http(
-            "POST", f"{issuer}/token", form, {"Content-Type": "application/x-www-form-urlencoded"}
-        )
+        status, _, body = _http("POST", f"{issuer}/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
         assert status == 200, body
         return json.loads(body)["id_token"]
 
@@ -221,7 +218,10 @@ def test_token_of_real_upstream_is_refused_when_no_rule_matches(live_server, oid
     Rule.objects.filter(tenant=jwtex_tenant).update(when="claims.sub == 'somebody else'")
     Issuer.objects.get(tenant=jwtex_tenant).save()  # bump the tenant's config version (update() bypasses signals)
     status, _, body = _http(
-        "POST", f"{live_server.url}/t/acme/exchange", oidc_upstream["id_token"]().encode(), {"Content-Type": "text/plain"}
+        "POST",
+        f"{live_server.url}/t/acme/exchange",
+        oidc_upstream["id_token"]().encode(),
+        {"Content-Type": "text/plain"},
     )
     assert status == 403, body
     assert json.loads(body)["error"] == "access_denied"

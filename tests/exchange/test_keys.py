@@ -7,7 +7,14 @@ import jwt
 import pytest
 
 from exchange.core.jwk import jwk_thumbprint
-from exchange.keys import signing_key_decrypt, KeyDecryptionError, signing_key_create, signing_key_ensure_active, signing_key_load, signing_keys_reencrypt
+from exchange.keys import (
+    KeyDecryptionError,
+    signing_key_create,
+    signing_key_decrypt,
+    signing_key_ensure_active,
+    signing_key_load,
+    signing_keys_reencrypt,
+)
 from exchange.models import KeyState, SigningKey
 from tests.conftest import make_tenant
 
@@ -18,7 +25,12 @@ def test_rfc7638_thumbprint_example():
     # RFC 7638 §3.1: the example RSA key and its thumbprint.
     jwk = {
         "kty": "RSA",
-        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "n": (  # RFC 7638 §3.1 prints it on several lines too
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjB"
+            "ZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8"
+            "KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_"
+            "xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+        ),
         "e": "AQAB",
         "alg": "RS256",
         "kid": "2011-04-29",

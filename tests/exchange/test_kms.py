@@ -38,10 +38,21 @@ def kms_tenant(slug: str = "acme", *, algorithm: str = "ES256", **fields):
 
 
 def allow_everything(tenant, upstream, **issuer_fields) -> Issuer:
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience],
-                                   static_jwks=upstream.jwks, **issuer_fields)
-    rule = Rule.objects.create(tenant=tenant, name="all", when="true", effect="allow",
-                               session_tags={"repository": "claims.repository", "actor": "claims.actor"})
+    issuer = Issuer.objects.create(
+        tenant=tenant,
+        issuer_id="ci",
+        issuer=upstream.issuer,
+        audiences=[upstream.audience],
+        static_jwks=upstream.jwks,
+        **issuer_fields,
+    )
+    rule = Rule.objects.create(
+        tenant=tenant,
+        name="all",
+        when="true",
+        effect="allow",
+        session_tags={"repository": "claims.repository", "actor": "claims.actor"},
+    )
     rule.issuers.add(issuer)
     return issuer
 
@@ -119,10 +130,17 @@ def test_a_token_signed_through_kms_verifies_from_the_served_jwks_with_pyjwt_and
     signature = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
     assert len(signature) == (64 if algorithm == "ES256" else 256)  # JWS r||s, not KMS's DER
     claims = verify_with_pyjwt(token, jwks)
-    assert claims["https://aws.amazon.com/tags"]["principal_tags"] == {"repository": ["octo-org/octo-repo"], "actor": ["octocat"]}
+    assert claims["https://aws.amazon.com/tags"]["principal_tags"] == {
+        "repository": ["octo-org/octo-repo"],
+        "actor": ["octocat"],
+    }
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    results = jose.verify(jwks=jwks, tokens=[(token, claims["iat"]), (tampered, claims["iat"])], issuer=ISSUER_URL,
-                          audience="sts.amazonaws.com")
+    results = jose.verify(
+        jwks=jwks,
+        tokens=[(token, claims["iat"]), (tampered, claims["iat"])],
+        issuer=ISSUER_URL,
+        audience="sts.amazonaws.com",
+    )
     assert results[0]["ok"] and results[0]["payload"] == claims and results[0]["header"] == header
     assert not results[1]["ok"] and results[1]["error"] == "ERR_JWS_SIGNATURE_VERIFICATION_FAILED"
     record = ExchangeRecord.objects.get(tenant=tenant)
@@ -168,14 +186,27 @@ def test_kms_unreachable_answers_503_on_every_endpoint_and_uses_up_no_one_time_t
 ):
     kms_unreachable(monkeypatch)  # connection refused
     subject = upstream.mint()
-    assert_unavailable(client.post("/t/acme/exchange", data=subject, content_type="application/jwt"), kms_exchange,
-                       "AWS KMS Sign: EndpointConnectionError")
-    assert_unavailable(client.post("/api/v1/t/acme/exchange", {"subject_token": upstream.mint()},
-                                   content_type="application/json"), kms_exchange, "EndpointConnectionError")
-    response = client.post("/t/acme/token", urlencode({
-        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": upstream.mint(),
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-    }), content_type="application/x-www-form-urlencoded")
+    assert_unavailable(
+        client.post("/t/acme/exchange", data=subject, content_type="application/jwt"),
+        kms_exchange,
+        "AWS KMS Sign: EndpointConnectionError",
+    )
+    assert_unavailable(
+        client.post("/api/v1/t/acme/exchange", {"subject_token": upstream.mint()}, content_type="application/json"),
+        kms_exchange,
+        "EndpointConnectionError",
+    )
+    response = client.post(
+        "/t/acme/token",
+        urlencode(
+            {
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": upstream.mint(),
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            }
+        ),
+        content_type="application/x-www-form-urlencoded",
+    )
     assert_unavailable(response, kms_exchange, "EndpointConnectionError")
     # KMS is back: the very same one-time upstream token is still good (only a granted token uses it up).
     kms_unreachable(monkeypatch, kms.endpoint)
@@ -190,15 +221,19 @@ def test_access_denied_by_iam_answers_503(kms_exchange, client, upstream, monkey
     with kms.iam_enforced():
         # moto writes its IAM refusal as XML, which KMS's JSON protocol reads as "403"; AWS itself
         # says AccessDeniedException (test_every_kms_refusal_answers_503 meets that one).
-        assert_unavailable(exchange(client, upstream), kms_exchange,
-                           "AWS KMS Sign: AccessDeniedException", "AWS KMS Sign: 403")
+        assert_unavailable(
+            exchange(client, upstream), kms_exchange, "AWS KMS Sign: AccessDeniedException", "AWS KMS Sign: 403"
+        )
         assert exchange(client, upstream).status_code == 503  # and again: nothing was cached as good
 
 
-@pytest.mark.parametrize("action, reason", [
-    ("disable_key", "DisabledException"),
-    ("schedule_key_deletion", "KMSInvalidStateException"),
-])
+@pytest.mark.parametrize(
+    "action, reason",
+    [
+        ("disable_key", "DisabledException"),
+        ("schedule_key_deletion", "KMSInvalidStateException"),
+    ],
+)
 def test_a_key_disabled_or_deleted_in_aws_answers_503(kms_exchange, client, upstream, kms, action, reason):
     key = SigningKey.objects.get(tenant=kms_exchange)
     assert exchange(client, upstream).status_code == 200
@@ -229,12 +264,15 @@ class _FailingKms(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("error, attempts", [
-    (("ThrottlingException", 400), 2),  # retried once (bounded), then 503
-    (("AccessDeniedException", 400), 1),
-    (("KMSInternalException", 500), 2),
-    (("KeyUnavailableException", 500), 2),
-])
+@pytest.mark.parametrize(
+    "error, attempts",
+    [
+        (("ThrottlingException", 400), 2),  # retried once (bounded), then 503
+        (("AccessDeniedException", 400), 1),
+        (("KMSInternalException", 500), 2),
+        (("KeyUnavailableException", 500), 2),
+    ],
+)
 def test_every_kms_refusal_answers_503(kms_exchange, client, upstream, monkeypatch, error, attempts):
     # The attempts are counted, not waited for: botocore's jittered pause before its retry (up
     # to 1 s after a throttling) is not jwtex's to test.
@@ -267,8 +305,19 @@ def test_a_kms_tenant_that_kms_cannot_make_a_key_for_is_not_created(db, kms, mon
 
 # --- configuration as code ---------------------------------------------------------------------
 
-DOCUMENT = {"tenants": [{"slug": "acme", "name": "Acme", "key_backend": "aws-kms", "kms_region": REGION,
-                         "kms_account_id": ACCOUNT, "issuers": [], "rules": []}]}
+DOCUMENT = {
+    "tenants": [
+        {
+            "slug": "acme",
+            "name": "Acme",
+            "key_backend": "aws-kms",
+            "kms_region": REGION,
+            "kms_account_id": ACCOUNT,
+            "issuers": [],
+            "rules": [],
+        }
+    ]
+}
 
 
 def apply(document, **kwargs) -> str:
@@ -325,9 +374,19 @@ def test_switching_a_local_tenant_to_kms_changes_the_next_key_only(db, kms, clie
     tenant = make_tenant("acme")
     allow_everything(tenant, upstream)
     local = SigningKey.objects.get(tenant=tenant)
-    apply({"tenants": [{**DOCUMENT["tenants"][0], "issuers": [{"id": "ci", "issuer": upstream.issuer,
-           "audiences": [upstream.audience], "jwks": upstream.jwks}],
-           "rules": [{"name": "all", "issuers": ["ci"], "when": "true", "effect": "allow"}]}]})
+    apply(
+        {
+            "tenants": [
+                {
+                    **DOCUMENT["tenants"][0],
+                    "issuers": [
+                        {"id": "ci", "issuer": upstream.issuer, "audiences": [upstream.audience], "jwks": upstream.jwks}
+                    ],
+                    "rules": [{"name": "all", "issuers": ["ci"], "when": "true", "effect": "allow"}],
+                }
+            ]
+        }
+    )
     assert jwt.get_unverified_header(exchange(client, upstream).content.decode())["kid"] == local.kid  # still local
     upcoming = signing_key_rotate(tenant_id=tenant.pk, now=local.created_at, force=True).created[0]
     assert SigningKey.objects.get(kid=upcoming).backend == "aws-kms"
@@ -340,10 +399,20 @@ def test_switching_a_local_tenant_to_kms_changes_the_next_key_only(db, kms, clie
 
 # --- the admin ---------------------------------------------------------------------------------
 
-TENANT_POST = {"slug": "initech", "name": "Initech", "enabled": "on", "default_audience": "sts.amazonaws.com",
-               "max_token_lifetime": 3600, "signing_algorithm": "ES256", "rate_limit_per_minute": 6000,
-               "key_rotation_interval": 2592000, "key_prepublish_window": 86400, "audit_retention_days": 90,
-               "key_backend": "aws-kms", "kms_region": REGION}
+TENANT_POST = {
+    "slug": "initech",
+    "name": "Initech",
+    "enabled": "on",
+    "default_audience": "sts.amazonaws.com",
+    "max_token_lifetime": 3600,
+    "signing_algorithm": "ES256",
+    "rate_limit_per_minute": 6000,
+    "key_rotation_interval": 2592000,
+    "key_prepublish_window": 86400,
+    "audit_retention_days": 90,
+    "key_backend": "aws-kms",
+    "kms_region": REGION,
+}
 
 
 def test_the_admin_tenant_form_offers_the_backend_and_creates_a_kms_tenant(db, kms, admin_client_for):
@@ -402,8 +471,16 @@ def test_a_kms_tenants_mapper_bearer_is_signed_through_kms_and_verifies_from_its
     from exchange.services.mapper import mapper_bearer
 
     kms_tenant()
-    bearer = mapper_bearer(tenant_runtime_get(slug="acme"), url="https://mapper.example/map", issuer_id="ci", now=1_900_000_000)
+    bearer = mapper_bearer(
+        tenant_runtime_get(slug="acme"), url="https://mapper.example/map", issuer_id="ci", now=1_900_000_000
+    )
     key = jwt.PyJWKSet.from_dict(served_jwks(client))[jwt.get_unverified_header(bearer)["kid"]]
-    claims = jwt.decode(bearer, key.key, algorithms=["ES256"], audience="https://mapper.example/map", issuer=ISSUER_URL,
-                        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+    claims = jwt.decode(
+        bearer,
+        key.key,
+        algorithms=["ES256"],
+        audience="https://mapper.example/map",
+        issuer=ISSUER_URL,
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
     assert claims["sub"] == "ci" and claims["exp"] - claims["iat"] == 60

@@ -42,8 +42,12 @@ QUIET = timedelta(days=1)
 def test_a_year_of_kms_rotation_keeps_every_unexpired_token_verifiable(db, kms, client, upstream, algorithm, days):
     # 7-day keys, published 2 h before they sign, 12-hour tokens (the local backend's test, on KMS):
     # a year of them with ES256, five weeks (four rotations or more) with RS256.
-    tenant = kms_tenant(algorithm=algorithm, key_rotation_interval=7 * 86400, key_prepublish_window=2 * 3600,
-                        max_token_lifetime=int(LIFETIME.total_seconds()))
+    tenant = kms_tenant(
+        algorithm=algorithm,
+        key_rotation_interval=7 * 86400,
+        key_prepublish_window=2 * 3600,
+        max_token_lifetime=int(LIFETIME.total_seconds()),
+    )
     allow_everything(tenant, upstream)
     tenant.rules.update(lifetime=int(LIFETIME.total_seconds()))
     first = SigningKey.objects.get(tenant=tenant)
@@ -73,8 +77,14 @@ def test_a_year_of_kms_rotation_keeps_every_unexpired_token_verifiable(db, kms, 
         issued = [(token, exp) for token, exp in issued if exp > at]
         for token, _ in issued:  # every token not yet expired verifies against the JWKS served now
             key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
-            jwt.decode(token, key.key, algorithms=[algorithm], audience="sts.amazonaws.com", issuer=ISSUER_URL,
-                       options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+            jwt.decode(
+                token,
+                key.key,
+                algorithms=[algorithm],
+                audience="sts.amazonaws.com",
+                issuer=ISSUER_URL,
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
         handovers += bool(result.activated and issued)  # the last key's tokens, verified once the next signs
         due = Tenant.objects.values_list("keys_next_check_at", flat=True).get(pk=tenant.pk)
         step = timedelta(hours=rng.choice([2, 5, 7, 11]))

@@ -109,7 +109,9 @@ class Deployment:
 def deployment(transactional_db, tmp_path) -> Iterator[Deployment]:
     """Two nodes and a worker on this test's database, started together; every process is
     stopped at teardown, whatever happened."""
-    env = deployment_environment(db=connection.settings_dict, key_encryption_keys=django_settings.JWTEX_KEY_ENCRYPTION_KEYS)
+    env = deployment_environment(
+        db=connection.settings_dict, key_encryption_keys=django_settings.JWTEX_KEY_ENCRYPTION_KEYS
+    )
     others = celery_workers()
     if others:
         pytest.fail(f"other workers consume this broker and would take our tasks: {others}; stop them", pytrace=False)
@@ -440,7 +442,9 @@ def _thirty_exchanges_across_nodes(nodes: dict[str, Served], upstream, issued: I
     return statuses
 
 
-def _load_while_a_node_is_killed(nodes: dict[str, Served], upstream, issued: Issued, *, victim: str) -> dict[str, Counter]:
+def _load_while_a_node_is_killed(
+    nodes: dict[str, Served], upstream, issued: Issued, *, victim: str
+) -> dict[str, Counter]:
     """Four clients per node exchanging for 4 s; after 1.5 s the victim's whole process group is
     SIGKILLed. Answers by node, those after the kill counted apart ("after kill")."""
     answered = {name: Counter() for name in nodes}
@@ -491,7 +495,9 @@ def _every_token_has_one_record(issued: Issued) -> tuple[int, float]:
 
     if not poll(all_recorded, timeout=AUDIT_BOUND, interval=0.5):
         recorded = set(ExchangeRecord.objects.filter(issued_jti__in=jtis).values_list("issued_jti", flat=True))
-        pytest.fail(f"{len(jtis - recorded)} of {len(jtis)} issued tokens have no audit record after {AUDIT_BOUND:.0f} s")
+        pytest.fail(
+            f"{len(jtis - recorded)} of {len(jtis)} issued tokens have no audit record after {AUDIT_BOUND:.0f} s"
+        )
     counts = Counter(ExchangeRecord.objects.filter(issued_jti__in=jtis).values_list("issued_jti", flat=True))
     assert set(counts.values()) == {1}, [jti for jti, n in counts.items() if n != 1][:5]
     return len(jtis), time.monotonic() - started

@@ -28,18 +28,29 @@ GITHUB_ENTERPRISE = "https://token.actions.githubusercontent.com/acme"  # GitHub
 
 def apply_file(tmp_path, tenant, issuer, rule: dict, *, url: str | None = None) -> tuple[str, str]:
     """jwtex_apply of a file with this one rule: (stdout, stderr); a refusal raises."""
-    document = {"tenants": [{
-        "slug": tenant.slug, "name": tenant.name,
-        "issuers": [{"id": "ci", "issuer": url or issuer.issuer, "audiences": issuer.audiences,
-                     "jwks": issuer.static_jwks}],
-        "rules": [{"name": "r", "issuers": ["ci"], "effect": "allow", **rule}],
-    }]}
+    document = {
+        "tenants": [
+            {
+                "slug": tenant.slug,
+                "name": tenant.name,
+                "issuers": [
+                    {
+                        "id": "ci",
+                        "issuer": url or issuer.issuer,
+                        "audiences": issuer.audiences,
+                        "jwks": issuer.static_jwks,
+                    }
+                ],
+                "rules": [{"name": "r", "issuers": ["ci"], "effect": "allow", **rule}],
+            }
+        ]
+    }
     path = tmp_path / "acme.json"
     path.write_text(json.dumps(document))
     out, err = io.StringIO(), io.StringIO()
     try:
         call_command("jwtex_apply", str(path), stdout=out, stderr=err)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the command's own words say why
         raise AssertionError(err.getvalue()) from None
     return out.getvalue(), err.getvalue()
 
@@ -68,14 +79,20 @@ def test_fifty_literal_tags_save_and_exchange_into_a_token_aws_accepts(client, t
     discovery = client.get("/t/acme/.well-known/openid-configuration").json()
     keys = {key["kid"]: key for key in client.get("/t/acme/.well-known/jwks.json").json()["keys"]}
     key = jwt.PyJWK(keys[jwt.get_unverified_header(token)["kid"]]).key
-    claims = jwt.decode(token, key, algorithms=discovery["id_token_signing_alg_values_supported"],
-                        audience="sts.amazonaws.com", issuer=discovery["issuer"])
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=discovery["id_token_signing_alg_values_supported"],
+        audience="sts.amazonaws.com",
+        issuer=discovery["issuer"],
+    )
     assert claims[TAGS_CLAIM]["principal_tags"] == {f"t{i}": [f"v{i}"] for i in range(50)}
     assert sts_problems(token) == []
 
 
 def test_a_rule_whose_tokens_may_be_too_long_saves_with_the_figure_everywhere(
-        admin_client_for, tenant, issuer, tmp_path, upstream):
+    admin_client_for, tenant, issuer, tmp_path, upstream
+):
     client = admin_client_for(tenant, "operator")
     response = admin_post(client, tenant, issuer, session_tags=json.dumps(MAY_BE_TOO_LONG))
     assert Rule.objects.filter(name="main branch").exists()
@@ -100,7 +117,8 @@ UNKNOWN = "claims.repository_owner_id == '1342004' && startsWith(claims.ref)"
 
 
 def test_unknown_functions_are_refused_in_the_admin_and_in_jwtex_apply_alike(
-        admin_client_for, tenant, issuer, tmp_path):
+    admin_client_for, tenant, issuer, tmp_path
+):
     response = admin_post(admin_client_for(tenant, "operator"), tenant, issuer, when=UNKNOWN)
     [admin] = response.context["adminform"].form.errors["when"]
     with pytest.raises(AssertionError) as refused:
@@ -111,13 +129,16 @@ def test_unknown_functions_are_refused_in_the_admin_and_in_jwtex_apply_alike(
 
 
 def test_a_number_compared_with_a_string_claim_is_warned_about_and_saved(admin_client_for, tenant, upstream, tmp_path):
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer=GITHUB_ENTERPRISE, audiences=["aud"],
-                                   static_jwks=upstream.jwks)
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer=GITHUB_ENTERPRISE, audiences=["aud"], static_jwks=upstream.jwks
+    )
     when = "claims.repository_owner_id == 1342004 && claims.ref == 'refs/heads/main'"
     response = admin_post(admin_client_for(tenant, "operator"), tenant, issuer, when=when)
     assert Rule.objects.filter(name="main branch").exists()
-    assert "claims.repository_owner_id is a string in GitHub Enterprise Cloud (enterprise issuer) tokens ('1342004')" \
+    assert (
+        "claims.repository_owner_id is a string in GitHub Enterprise Cloud (enterprise issuer) tokens ('1342004')"
         in messages_of(response)
+    )
     out, _ = apply_file(tmp_path, tenant, issuer, {"when": when}, url=GITHUB_ENTERPRISE)
     assert 'warning: tenants[acme].rules["r"].when: line 1, column 31: claims.repository_owner_id is a string' in out
 
@@ -139,9 +160,15 @@ def test_a_stored_rule_over_budget_is_reported_by_the_database_check_and_left_as
 
 
 def simulate(client, tenant, issuer, **fields):
-    data = {"tenant": tenant.pk, "issuer": issuer.pk, "mode": "claims", "token": "", "audience": "",
-            "claims": json.dumps({"sub": "s", "repository": "octo-org/app", "ref": "refs/heads/main", "actor": "a"}),
-            "rule": ""}
+    data = {
+        "tenant": tenant.pk,
+        "issuer": issuer.pk,
+        "mode": "claims",
+        "token": "",
+        "audience": "",
+        "claims": json.dumps({"sub": "s", "repository": "octo-org/app", "ref": "refs/heads/main", "actor": "a"}),
+        "rule": "",
+    }
     data.update(fields)
     return client.post(reverse("admin:exchange_rule_simulate"), data)
 
@@ -155,8 +182,13 @@ def test_typed_in_claims_are_held_to_what_a_token_can_carry(admin_client_for, te
 
 
 def test_the_simulator_evaluates_within_the_exchange_budget(admin_client_for, tenant, issuer, allow_rule):
-    Rule.objects.create(tenant=tenant, name="costly", position=1, effect="deny",
-                        when="claims.g.map(x, claims.g.map(y, x + y)).size() > 0").issuers.add(issuer)
+    Rule.objects.create(
+        tenant=tenant,
+        name="costly",
+        position=1,
+        effect="deny",
+        when="claims.g.map(x, claims.g.map(y, x + y)).size() > 0",
+    ).issuers.add(issuer)
     response = simulate(admin_client_for(tenant, "auditor"), tenant, issuer)
     result = response.context["result"]
     assert not result.allowed and "over its cost budget" in result.error.reason
@@ -164,8 +196,9 @@ def test_the_simulator_evaluates_within_the_exchange_budget(admin_client_for, te
 
 def test_a_rule_to_try_is_refused_as_jwtex_apply_refuses_it(admin_client_for, tenant, issuer, allow_rule, tmp_path):
     costly = "claims.g.map(x, " + " + ".join(["claims.b"] * 50) + ").size() == 0"
-    response = simulate(admin_client_for(tenant, "operator"), tenant, issuer,
-                        rule=f"name: try\nissuers: [ci]\nwhen: \"{costly}\"\n")
+    response = simulate(
+        admin_client_for(tenant, "operator"), tenant, issuer, rule=f'name: try\nissuers: [ci]\nwhen: "{costly}"\n'
+    )
     assert response.context["result"] is None
     [tried] = response.context["form"].errors["rule"]
     with pytest.raises(AssertionError) as refused:
@@ -192,9 +225,12 @@ def test_the_simulator_shows_a_rules_warnings(admin_client_for, tenant, issuer, 
 
 
 def test_a_rule_to_try_comes_with_its_warnings(admin_client_for, tenant, upstream):
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer=GITHUB_ENTERPRISE, audiences=["aud"],
-                                   static_jwks=upstream.jwks)
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer=GITHUB_ENTERPRISE, audiences=["aud"], static_jwks=upstream.jwks
+    )
     draft = json.dumps({"name": "try", "issuers": ["gh"], "when": "claims.repository_owner_id == 1342004"})
     response = simulate(admin_client_for(tenant, "auditor"), tenant, issuer, rule=draft)
-    assert any("try (trying, not saved)" in note and "is a string in GitHub Enterprise" in note
-               for note in response.context["result"].notes)
+    assert any(
+        "try (trying, not saved)" in note and "is a string in GitHub Enterprise" in note
+        for note in response.context["result"].notes
+    )

@@ -57,7 +57,8 @@ def test_a_change_committed_elsewhere_is_served_after_the_interval(tenant, setti
     settings.JWTEX_CONFIG_RECHECK_SECONDS = 60.0
     before = tenant_runtime_get(slug=tenant.slug)
     _changed_by_another_process(
-        "UPDATE tenants_tenant SET max_token_lifetime = 123, config_version = config_version + 1 WHERE id = %s", tenant.pk
+        "UPDATE tenants_tenant SET max_token_lifetime = 123, config_version = config_version + 1 WHERE id = %s",
+        tenant.pk,
     )
     assert tenant_runtime_get(slug=tenant.slug) is before  # within the interval
     settings.JWTEX_CONFIG_RECHECK_SECONDS = 0.0

@@ -38,7 +38,9 @@ from tests.servers import Client, TcpProxy, database_url, serve
 RUN = os.environ.get("JWTEX_TEST_SERVED") == "1"
 pytestmark = [
     pytest.mark.served,
-    pytest.mark.skipif(not RUN, reason="served tests: JWTEX_TEST_SERVED=1 with DATABASE_URL=postgres://…, as .ci/run does"),
+    pytest.mark.skipif(
+        not RUN, reason="served tests: JWTEX_TEST_SERVED=1 with DATABASE_URL=postgres://…, as .ci/run does"
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -65,7 +67,10 @@ def served_environment(tmp_path, db_port: int | None = None) -> dict[str, str]:
 def exchangeable_issuer(tenant_slug: str, upstream, *, issuer_url: str | None = None, static: bool = True):
     tenant = make_tenant(tenant_slug, rate_limit_per_minute=0)
     issuer = Issuer.objects.create(
-        tenant=tenant, issuer_id="ci", issuer=issuer_url or upstream.issuer, audiences=[upstream.audience],
+        tenant=tenant,
+        issuer_id="ci",
+        issuer=issuer_url or upstream.issuer,
+        audiences=[upstream.audience],
         static_jwks=upstream.jwks if static else None,
     )
     rule = Rule.objects.create(tenant=tenant, position=10, name="all", when="true", effect="allow")
@@ -154,9 +159,11 @@ def test_a_tarpit_upstream_never_slows_another_tenant(tmp_path, upstream):
         served.stop()
         tarpit.close()
     acme_p99 = statistics.quantiles([seconds for seconds, _ in acme], n=100)[98]
-    print(f"tarpit: acme {len(acme)} exchanges, p99 {acme_p99 * 1000:.1f} ms; evil {len(evil)} answers, slowest "
-          f"{max(seconds for seconds, _ in evil):.2f} s; tarpit connections {len(tarpit.connections)} at "
-          f"{[round(at - started_load, 2) for at in tarpit.connected_at]} s")  # pytest -s
+    print(
+        f"tarpit: acme {len(acme)} exchanges, p99 {acme_p99 * 1000:.1f} ms; evil {len(evil)} answers, slowest "
+        f"{max(seconds for seconds, _ in evil):.2f} s; tarpit connections {len(tarpit.connections)} at "
+        f"{[round(at - started_load, 2) for at in tarpit.connected_at]} s"
+    )  # pytest -s
     assert {status for _, status in acme} == {200}, Counter(status for _, status in acme)
     assert acme_p99 <= 0.100, f"acme p99 {acme_p99 * 1000:.0f} ms while evil's upstream is a tarpit"
     assert len(evil) >= 200 and {status for _, status in evil} == {503}, Counter(status for _, status in evil)
@@ -193,7 +200,9 @@ def _load(served_url: str, upstream, *, seconds: float, threads: int = 8) -> tup
 
 def _every_token_has_one_record(issued: set[str]) -> None:
     def all_recorded() -> bool:
-        return ExchangeRecord.objects.filter(issued_jti__in=issued).values("issued_jti").distinct().count() == len(issued)
+        return ExchangeRecord.objects.filter(issued_jti__in=issued).values("issued_jti").distinct().count() == len(
+            issued
+        )
 
     assert poll(all_recorded, timeout=15, interval=0.5), "issued tokens without their audit record"
     counts = Counter(ExchangeRecord.objects.filter(issued_jti__in=issued).values_list("issued_jti", flat=True))

@@ -36,11 +36,15 @@ from tests.servers import Client, Served, deployment_environment, serve
 from tests.upstreams import DISCOVERY, oidc_upstream
 
 RUN = os.environ.get("JWTEX_TEST_SERVED") == "1" and (
-    os.environ.get("CACHE_URL", "").startswith(("redis://", "rediss://")))
+    os.environ.get("CACHE_URL", "").startswith(("redis://", "rediss://"))
+)
 pytestmark = [
     pytest.mark.served,
-    pytest.mark.skipif(not RUN, reason="served burst tests: JWTEX_TEST_SERVED=1, DATABASE_URL=postgres://… and "
-                                       "CACHE_URL=redis://…, as .ci/run sets them"),
+    pytest.mark.skipif(
+        not RUN,
+        reason="served burst tests: JWTEX_TEST_SERVED=1, DATABASE_URL=postgres://… and "
+        "CACHE_URL=redis://…, as .ci/run sets them",
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -63,14 +67,22 @@ def slow_upstream(upstream):
 def _nodes(tmp_path, threads: int) -> list[Served]:
     if connection.vendor != "postgresql":
         pytest.fail("JWTEX_TEST_SERVED=1 needs DATABASE_URL=postgres://…", pytrace=False)
-    env = deployment_environment(db=connection.settings_dict,
-                                 key_encryption_keys=django_settings.JWTEX_KEY_ENCRYPTION_KEYS)
+    env = deployment_environment(
+        db=connection.settings_dict, key_encryption_keys=django_settings.JWTEX_KEY_ENCRYPTION_KEYS
+    )
     nodes: list[Served] = []
     try:
         for name in ("a", "b"):
-            nodes.append(serve(env, tmp_path, WEB_CONCURRENCY="1", JWTEX_SERVER_THREADS=str(threads),
-                               JWTEX_VAR_DIR=str(tmp_path / name / "var"),
-                               JWTEX_AUDIT_SPOOL_DIR=str(tmp_path / name / "spool")))
+            nodes.append(
+                serve(
+                    env,
+                    tmp_path,
+                    WEB_CONCURRENCY="1",
+                    JWTEX_SERVER_THREADS=str(threads),
+                    JWTEX_VAR_DIR=str(tmp_path / name / "var"),
+                    JWTEX_AUDIT_SPOOL_DIR=str(tmp_path / name / "spool"),
+                )
+            )
     except BaseException:
         for node in nodes:
             node.stop()
@@ -108,8 +120,10 @@ def _figures(answers: list[tuple[str, int, float, str]]) -> str:
     seconds = sorted(s for _, _, s, _ in answers)
     statuses = Counter(status for _, status, _, _ in answers)
     by_node = {node: dict(Counter(status for n, status, _, _ in answers if n == node)) for node in "ab"}
-    return (f"{dict(statuses)} (node a {by_node['a']}, node b {by_node['b']}); answered in {seconds[0]:.2f}–"
-            f"{seconds[-1]:.2f} s, median {statistics.median(seconds):.2f} s")
+    return (
+        f"{dict(statuses)} (node a {by_node['a']}, node b {by_node['b']}); answered in {seconds[0]:.2f}–"
+        f"{seconds[-1]:.2f} s, median {statistics.median(seconds):.2f} s"
+    )
 
 
 def test_a_burst_at_first_use_and_at_a_key_rotation_all_get_their_tokens(tmp_path, slow_upstream):
@@ -119,16 +133,24 @@ def test_a_burst_at_first_use_and_at_a_key_rotation_all_get_their_tokens(tmp_pat
     try:
         first = _burst(nodes, "matrix", [minting.mint() for _ in range(JOBS)])
         first_fetches = (server.count(DISCOVERY), server.count("/jwks"))
-        print(f"\nburst at first use, 2 processes × {JOBS} threads, upstream {LATENCY} s: {_figures(first)}; "
-              f"upstream fetches: discovery {first_fetches[0]}, JWKS {first_fetches[1]}")
+        print(
+            f"\nburst at first use, 2 processes × {JOBS} threads, upstream {LATENCY} s: {_figures(first)}; "
+            f"upstream fetches: discovery {first_fetches[0]}, JWKS {first_fetches[1]}"
+        )
 
-        rotated = Upstream(issuer=server.url, rsa_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                           rsa_kid="upstream-rsa-2", ec_key=minting.ec_key)
+        rotated = Upstream(
+            issuer=server.url,
+            rsa_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            rsa_kid="upstream-rsa-2",
+            ec_key=minting.ec_key,
+        )
         keys["jwks"] = {"keys": [rotated.jwks["keys"][0], *minting.jwks["keys"]]}  # the new key first, as GitHub does
         second = _burst(nodes, "matrix", [rotated.mint() for _ in range(JOBS)])
         second_fetches = (server.count(DISCOVERY) - first_fetches[0], server.count("/jwks") - first_fetches[1])
-        print(f"burst at an upstream key rotation (every token a new kid): {_figures(second)}; "
-              f"upstream fetches: discovery {second_fetches[0]}, JWKS {second_fetches[1]}")
+        print(
+            f"burst at an upstream key rotation (every token a new kid): {_figures(second)}; "
+            f"upstream fetches: discovery {second_fetches[0]}, JWKS {second_fetches[1]}"
+        )
     finally:
         for node in nodes:
             node.stop()
@@ -149,8 +171,10 @@ def test_a_burst_beyond_the_waiters_cap_is_refused_at_once_not_queued(tmp_path, 
     finally:
         for node in nodes:
             node.stop()
-    print(f"\nburst at first use, 2 processes × 8 threads (4 may wait), upstream {LATENCY} s: {_figures(answers)}; "
-          f"upstream fetches: discovery {server.count(DISCOVERY)}, JWKS {server.count('/jwks')}")
+    print(
+        f"\nburst at first use, 2 processes × 8 threads (4 may wait), upstream {LATENCY} s: {_figures(answers)}; "
+        f"upstream fetches: discovery {server.count(DISCOVERY)}, JWKS {server.count('/jwks')}"
+    )
     assert {(status, error) for _, status, _, error in answers} <= {(200, ""), (503, "temporarily_unavailable")}
     assert sum(1 for _, status, _, _ in answers if status == 200) >= 2 * 4  # every waiter of both processes
     # Refused at once, not after waiting out a budget (2 s): a waiter's only 503 here would be that.

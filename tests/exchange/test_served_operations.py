@@ -14,12 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO_ROOT, poll
-from tests.exchange.test_served import RUN, served_environment, exchangeable_issuer
+from tests.exchange.test_served import RUN, exchangeable_issuer, served_environment
 from tests.servers import Client, serve
 
 pytestmark = [
     pytest.mark.served,
-    pytest.mark.skipif(not RUN, reason="served tests: JWTEX_TEST_SERVED=1 with DATABASE_URL=postgres://…, as .ci/run does"),
+    pytest.mark.skipif(
+        not RUN, reason="served tests: JWTEX_TEST_SERVED=1 with DATABASE_URL=postgres://…, as .ci/run does"
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -77,14 +79,20 @@ def _all_json(text: str, who: str) -> int:
 
 
 def _celery(kind: str, env: dict[str, str], tmp_path) -> subprocess.Popen:
-    log = open(tmp_path / f"{kind}.log", "wb")  # noqa: SIM115 - the process's, while it runs
+    log = open(tmp_path / f"{kind}.log", "wb")  # the process's, while it runs
     args = ["-A", "jwtex_site", kind, "--loglevel=INFO"]
     if kind == "beat":
         args += ["--schedule", str(tmp_path / "beat-schedule")]
     else:
         args += ["--concurrency=1", "--pool=solo", "-n", f"logs-{os.getpid()}@%h"]
-    return subprocess.Popen([sys.executable, "-m", "celery", *args], cwd=REPO_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_web_worker_and_beat_all_log_one_json_object_per_line(tmp_path, upstream):
@@ -92,8 +100,13 @@ def test_web_worker_and_beat_all_log_one_json_object_per_line(tmp_path, upstream
     if not broker.startswith("redis://"):
         pytest.skip("needs CELERY_BROKER_URL=redis://…, as .ci/run sets it")
     exchangeable_issuer("acme", upstream)
-    env = {**served_environment(tmp_path), "JWTEX_ACCESS_LOG": "1", "JWTEX_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-           "CELERY_BROKER_URL": broker}
+    env = {
+        **served_environment(tmp_path),
+        "JWTEX_ACCESS_LOG": "1",
+        "JWTEX_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        "CELERY_BROKER_URL": broker,
+    }
     served = serve(env, tmp_path, WEB_CONCURRENCY="1")
     processes = [_celery("worker", env, tmp_path), _celery("beat", env, tmp_path)]
     try:
@@ -129,8 +142,11 @@ def test_with_redis_gone_exchanges_go_on_and_readyz_names_the_cache_and_the_brok
     proxy.start()
     through = f"redis://127.0.0.1:{proxy.port}"
     exchangeable_issuer("acme", upstream)
-    env = {**served_environment(tmp_path), "CACHE_URL": f"{through}{redis.path}",
-           "CELERY_BROKER_URL": f"{through}{urlsplit(broker).path}"}
+    env = {
+        **served_environment(tmp_path),
+        "CACHE_URL": f"{through}{redis.path}",
+        "CELERY_BROKER_URL": f"{through}{urlsplit(broker).path}",
+    }
     served = serve(env, tmp_path, WEB_CONCURRENCY="1")
     client = Client(served.url)
     try:

@@ -28,16 +28,23 @@ from tests.servers import Client, TcpProxy, database_url, serve
 
 pytestmark = [
     pytest.mark.served,
-    pytest.mark.skipif(os.environ.get("JWTEX_TEST_SERVED") != "1",
-                       reason="served tests: JWTEX_TEST_SERVED=1 with DATABASE_URL=postgres://…, as .ci/run does"),
+    pytest.mark.skipif(
+        os.environ.get("JWTEX_TEST_SERVED") != "1",
+        reason="served tests: JWTEX_TEST_SERVED=1 with DATABASE_URL=postgres://…, as .ci/run does",
+    ),
     pytest.mark.django_db(transaction=True),
 ]
 
 
 def _tenant(slug: str, issuer: str, upstream, *, static: bool = True) -> None:
     tenant = make_tenant(slug, rate_limit_per_minute=0)
-    row = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=issuer, audiences=[upstream.audience],
-                                static_jwks=upstream.jwks if static else None)
+    row = Issuer.objects.create(
+        tenant=tenant,
+        issuer_id="ci",
+        issuer=issuer,
+        audiences=[upstream.audience],
+        static_jwks=upstream.jwks if static else None,
+    )
     rule = Rule.objects.create(tenant=tenant, position=10, name="all", when="true", effect="allow")
     rule.issuers.add(row)
 
@@ -61,19 +68,30 @@ def test_sigterm_answers_what_is_in_flight_and_writes_the_spool_before_exit(tmp_
     proxy = TcpProxy((db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)))
     proxy.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_"))}
-    env.update(DJANGO_SETTINGS_MODULE="jwtex_site.settings", DATABASE_URL=database_url(db, port=proxy.port),
-               JWTEX_KEY_ENCRYPTION_KEYS=",".join(django_settings.JWTEX_KEY_ENCRYPTION_KEYS),
-               JWTEX_ALLOW_INSECURE_ISSUERS="1", JWTEX_VAR_DIR=str(tmp_path / "var"),
-               JWTEX_AUDIT_SPOOL_DIR=str(tmp_path / "spool"), JWTEX_RATE_LIMIT_PER_ADDRESS="0",
-               JWTEX_ACCESS_LOG="0", JWTEX_LOG_LEVEL="WARNING", WEB_CONCURRENCY="1", JWTEX_SERVER=server)
+    env.update(
+        DJANGO_SETTINGS_MODULE="jwtex_site.settings",
+        DATABASE_URL=database_url(db, port=proxy.port),
+        JWTEX_KEY_ENCRYPTION_KEYS=",".join(django_settings.JWTEX_KEY_ENCRYPTION_KEYS),
+        JWTEX_ALLOW_INSECURE_ISSUERS="1",
+        JWTEX_VAR_DIR=str(tmp_path / "var"),
+        JWTEX_AUDIT_SPOOL_DIR=str(tmp_path / "spool"),
+        JWTEX_RATE_LIMIT_PER_ADDRESS="0",
+        JWTEX_ACCESS_LOG="0",
+        JWTEX_LOG_LEVEL="WARNING",
+        WEB_CONCURRENCY="1",
+        JWTEX_SERVER=server,
+    )
     served = serve(env, tmp_path)
     try:
         client = Client(served.url)
         for _ in range(3):  # the process holds acme's snapshot: it serves while the database is away
             assert client.exchange("acme", upstream.mint(), "ci")[0] == 200
         proxy.stop()
-        spooled = {_jti(body) for status, body in (client.exchange("acme", upstream.mint(), "ci") for _ in range(10))
-                   if status == 200}
+        spooled = {
+            _jti(body)
+            for status, body in (client.exchange("acme", upstream.mint(), "ci") for _ in range(10))
+            if status == 200
+        }
         assert len(spooled) == 10 and Spool(tmp_path / "spool").pending() == 10
         proxy.start()
         slow: list[int | str] = []

@@ -18,7 +18,6 @@ from tenants.models import Tenant
 from tests.conftest import make_tenant
 
 
-
 @pytest.fixture
 def ran():
     """Every task that actually runs during the test, as (task name, args), in order.

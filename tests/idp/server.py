@@ -24,15 +24,22 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    RSAKey.objects.create(key=key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode())
+    RSAKey.objects.create(
+        key=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ).decode()
+    )
     client = Client.objects.create(
-        name="jwtex admin", client_id=client_id, client_secret=secret, client_type="confidential",
-        jwt_alg="RS256", require_consent=False, reuse_consent=True,
-        _redirect_uris="\n".join(redirects), _post_logout_redirect_uris="\n".join(
-            r.replace("/admin/sso/callback/", "/admin/login/") for r in redirects
-        ), _scope="openid email profile",
+        name="jwtex admin",
+        client_id=client_id,
+        client_secret=secret,
+        client_type="confidential",
+        jwt_alg="RS256",
+        require_consent=False,
+        reuse_consent=True,
+        _redirect_uris="\n".join(redirects),
+        _post_logout_redirect_uris="\n".join(r.replace("/admin/sso/callback/", "/admin/login/") for r in redirects),
+        _scope="openid email profile",
     )
     code, _ = ResponseType.objects.get_or_create(value="code", defaults={"description": "code"})
     client.response_types.add(code)

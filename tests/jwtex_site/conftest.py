@@ -46,13 +46,29 @@ def _free_port() -> int:
 def idp_server(live_server, tmp_path_factory):
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "IDP_DATABASE": str(tmp_path_factory.mktemp("idp") / "idp.sqlite3"), "IDP_SITE_URL": issuer,
-           "DJANGO_SETTINGS_MODULE": "tests.idp.settings"}
+    env = {
+        **os.environ,
+        "IDP_DATABASE": str(tmp_path_factory.mktemp("idp") / "idp.sqlite3"),
+        "IDP_SITE_URL": issuer,
+        "DJANGO_SETTINGS_MODULE": "tests.idp.settings",
+    }
     callback = "/admin/sso/callback/"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.idp.server", str(port), CLIENT_ID, CLIENT_SECRET, live_server.url + callback,
-         live_server.url.replace("localhost", "127.0.0.1") + callback],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.idp.server",
+            str(port),
+            CLIENT_ID,
+            CLIENT_SECRET,
+            live_server.url + callback,
+            live_server.url.replace("localhost", "127.0.0.1") + callback,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
     def up() -> bool:

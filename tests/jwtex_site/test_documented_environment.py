@@ -13,7 +13,9 @@ from tests.conftest import REPO_ROOT
 
 
 def _table_rows(text: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| `")]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| `")
+    ]
 
 
 def _names(cell: str) -> set[str]:
@@ -22,7 +24,7 @@ def _names(cell: str) -> set[str]:
 
 def test_every_variable_of_the_readme_table_is_read():
     readme = (REPO_ROOT / "README.md").read_text()
-    table = readme[readme.index("## Configuration (environment)"):readme.index("## Layout")]
+    table = readme[readme.index("## Configuration (environment)") : readme.index("## Layout")]
     documented = {name for row in _table_rows(table) for name in _names(row[0])}
     assert {"JWTEX_AUDIT_SPOOL_DIR", "JWTEX_REQUEST_FETCH_BUDGET", "DATABASE_URL"} <= documented
     unread = sorted(documented - set(DEFAULTS))
@@ -31,7 +33,7 @@ def test_every_variable_of_the_readme_table_is_read():
 
 def test_docs_environment_lists_every_variable_read_with_its_default():
     page = (REPO_ROOT / "docs" / "environment.md").read_text()
-    table = page[page.index("## Variables"):page.index("### Settings without a variable")]
+    table = page[page.index("## Variables") : page.index("### Settings without a variable")]
     rows = _table_rows(table)
     documented = {name for row in rows for name in _names(row[0])}
     assert sorted(documented - set(DEFAULTS)) == [], "documented but never read"

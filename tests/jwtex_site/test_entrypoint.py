@@ -80,11 +80,15 @@ def _proc(tmp_path, *cmdlines: list[str]):
 @pytest.mark.parametrize(
     "cmdlines, role",
     [
-        ([["/opt/jwtex/bin/python", "/opt/jwtex/bin/granian", "--interface", "wsgi",
-           "jwtex_site.wsgi:application"]], "web"),
+        (
+            [["/opt/jwtex/bin/python", "/opt/jwtex/bin/granian", "--interface", "wsgi", "jwtex_site.wsgi:application"]],
+            "web",
+        ),
         ([["python", "gunicorn", "--config", "python:jwtex_site.gunicorn_conf", "jwtex_site.wsgi:application"]], "web"),
-        ([["/sbin/catatonit", "--"],
-          ["python", "-m", "celery", "-A", "jwtex_site", "worker", "--concurrency=2"]], "worker"),
+        (
+            [["/sbin/catatonit", "--"], ["python", "-m", "celery", "-A", "jwtex_site", "worker", "--concurrency=2"]],
+            "worker",
+        ),
         ([["python", "-m", "celery", "-A", "jwtex_site", "beat"]], "beat"),
         ([["python", "-m", "jwtex_site.entrypoint", "manage", "shell"]], None),
     ],
@@ -96,7 +100,7 @@ def test_the_health_check_knows_what_the_container_runs(tmp_path, cmdlines, role
 @pytest.mark.parametrize("status, expected", [(200, 0), (503, 1), (None, 1)])
 def test_a_web_container_is_healthy_when_healthz_answers_200(monkeypatch, status, expected):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):  # http.server's name
             self.send_response(status if self.path == "/healthz" else 404)
             self.end_headers()
 

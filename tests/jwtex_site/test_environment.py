@@ -27,7 +27,9 @@ OTHER_PROGRAMS = ("tests/", "bench/", "examples/", "jwtex_token.py", "templates/
 # ask them): manage.py, the WSGI/ASGI applications, the Celery app and the container entrypoint
 # each say which one. It chooses code, not configuration, and a deployment may still point it elsewhere.
 BOOTSTRAP = 'os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jwtex_site.settings")'
-_ACCESS = re.compile(r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b[^\n]*\b(environ|getenv)\b|\bos\.environb\b")
+_ACCESS = re.compile(
+    r"\bos\.(environ|getenv|putenv|unsetenv)\b|\bfrom os import\b[^\n]*\b(environ|getenv)\b|\bos\.environb\b"
+)
 
 
 def _service_sources() -> list[str]:
@@ -58,7 +60,9 @@ def test_the_environment_test_sees_an_offence():
 def test_the_reader_asks_only_for_variables_it_declares():
     with pytest.raises(KeyError):
         environment.text("JWTEX_NOT_A_VARIABLE", {})
-    assert environment.whole("JWTEX_RATE_LIMIT_PER_ADDRESS", {"JWTEX_RATE_LIMIT_PER_ADDRESS": ""}) == 600  # empty: unset
+    assert (
+        environment.whole("JWTEX_RATE_LIMIT_PER_ADDRESS", {"JWTEX_RATE_LIMIT_PER_ADDRESS": ""}) == 600
+    )  # empty: unset
     assert environment.text("JWTEX_ADMIN_OIDC_ROLES_PREFIX", {"JWTEX_ADMIN_OIDC_ROLES_PREFIX": ""}) == ""  # empty kept
     assert environment.text("JWTEX_PUBLIC_URL", {"JWTEX_PUBLIC_URL": ""}) == ""  # no URL: refused by jwtex.E009
     with pytest.raises(environment.BadVariable, match="JWTEX_SERVER_THREADS"):
@@ -102,8 +106,11 @@ def _constants(path) -> list[tuple[int, str, object]]:
     text = path.read_text()
     lines, tree = text.splitlines(), ast.parse(text)
     compared = {id(n) for c in ast.walk(tree) if isinstance(c, ast.Compare) for n in (c.left, *c.comparators)}
-    return [(node.lineno, lines[node.lineno - 1], node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and id(node) not in compared]
+    return [
+        (node.lineno, lines[node.lineno - 1], node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and id(node) not in compared
+    ]
 
 
 def test_each_default_is_written_once():
@@ -123,7 +130,7 @@ def test_each_default_is_written_once():
 def test_the_default_finder_finds_a_second_copy(tmp_path):
     (tmp_path / "copy.py").write_text(
         'threads = int(os.environ.get("JWTEX_SERVER_THREADS") or 8)\nlimit = rate_limit_per_address or "600"\n'
-        'if server_threads == 8: pass\n'
+        "if server_threads == 8: pass\n"
     )
     assert default_sites("JWTEX_SERVER_THREADS", ["copy.py"], root=tmp_path) == ["copy.py:1"]
     assert default_sites("JWTEX_RATE_LIMIT_PER_ADDRESS", ["copy.py"], root=tmp_path) == ["copy.py:2"]
@@ -148,14 +155,22 @@ print(json.dumps({"settings": settings.LOGGING, "gunicorn": gunicorn_conf.logcon
 
 @pytest.mark.parametrize(
     ("variables", "formatter", "level", "access"),
-    [({}, "json", "INFO", "INFO"),
-     ({"JWTEX_LOG_FORMAT": "text", "JWTEX_LOG_LEVEL": "DEBUG", "JWTEX_ACCESS_LOG": "0"}, "text", "DEBUG", "WARNING")],
+    [
+        ({}, "json", "INFO", "INFO"),
+        ({"JWTEX_LOG_FORMAT": "text", "JWTEX_LOG_LEVEL": "DEBUG", "JWTEX_ACCESS_LOG": "0"}, "text", "DEBUG", "WARNING"),
+    ],
     ids=["defaults", "text-debug-no-access"],
 )
 def test_the_web_servers_and_celery_log_through_one_configuration(tmp_path, variables, formatter, level, access):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))
+    }
     env.update(JWTEX_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="jwtex_site.settings", **variables)
-    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     configs = json.loads(done.stdout.splitlines()[-1])
     # Django's LOGGING is what the web processes, the Celery worker and beat apply (jwtex_site/celery.py);

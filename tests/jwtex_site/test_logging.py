@@ -14,12 +14,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_celery_worker_and_beat_log_json_lines_like_the_web(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWTEX_", "DJANGO_", "DATABASE_URL", "CELERY_", "CACHE_URL"))
+    }
     env.update(JWTEX_VAR_DIR=str(tmp_path), JWTEX_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "jwtex_site", "--quiet", "worker", "--beat", "--pool=solo",
-         "--loglevel=INFO", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "jwtex_site",
+            "--quiet",
+            "worker",
+            "--beat",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     deadline = time.monotonic() + 30

@@ -1,6 +1,6 @@
 """Single sign-on for the admin (docs/operators.md#single-sign-on) against a real OpenID Connect
-provider: django-oidc-provider in a process of its own (tests/idp/), reached over HTTP the way a browser would — redirects, the
-provider's login form, the callback — with a ``requests`` session per browser."""
+provider: django-oidc-provider in a process of its own (tests/idp/), reached over HTTP the way a browser would —
+redirects, the provider's login form, the callback — with a ``requests`` session per browser."""
 
 from __future__ import annotations
 
@@ -40,9 +40,17 @@ def idp_round_trip(browser: requests.Session, base: str, username: str, password
     if "/login/" in urlsplit(location).path:  # not signed in at the provider yet
         form = browser.get(location)
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-        signed = browser.post(location, allow_redirects=False, headers={"Referer": location}, data={
-            "username": username, "password": password, "csrfmiddlewaretoken": csrf, "next": _query(location)["next"],
-        })
+        signed = browser.post(
+            location,
+            allow_redirects=False,
+            headers={"Referer": location},
+            data={
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": csrf,
+                "next": _query(location)["next"],
+            },
+        )
         assert signed.status_code == 302, "the provider refused the test user's password"
         answer = browser.get(urljoin(location, signed.headers["Location"]), allow_redirects=False)
         location = urljoin(authorize, answer.headers["Location"])
@@ -66,8 +74,15 @@ def roles(username: str) -> dict[str, tuple[str, str]]:
 
 def test_sign_on_makes_memberships_from_the_groups_claim(live_server, idp):
     make_tenant("acme"), make_tenant("globex")
-    idp.user("alice", "jwtex:acme:operator", "jwtex:globex:auditor", "jwtex:globex:owner", "engineering",
-             "jwtex:nosuch:owner", "jwtex:acme:admiral")
+    idp.user(
+        "alice",
+        "jwtex:acme:operator",
+        "jwtex:globex:auditor",
+        "jwtex:globex:owner",
+        "engineering",
+        "jwtex:nosuch:owner",
+        "jwtex:acme:admiral",
+    )
     browser, response = sign_in(live_server.url, "alice")
     assert response.status_code == 302 and response.headers["Location"] == "/admin/"
     assert in_admin(browser, live_server.url)
@@ -152,14 +167,17 @@ def test_a_local_account_with_the_same_username_is_never_taken_over(live_server,
     assert local.is_superuser and not Membership.objects.filter(user=local).exists()
 
 
-@pytest.mark.parametrize("mode, reason", [
-    ("nonce", "its nonce is not the one this sign-in sent"),
-    ("signature", "signature does not verify with the issuer&#x27;s key"),
-    ("alg-none", "signature is empty: it is not signed"),
-    ("issuer", "is not this issuer&#x27;s"),
-    ("audience", "is none of the issuer&#x27;s accepted audiences: &#x27;jwtex-admin&#x27;"),
-    ("expired", "The token expired at"),
-])
+@pytest.mark.parametrize(
+    "mode, reason",
+    [
+        ("nonce", "its nonce is not the one this sign-in sent"),
+        ("signature", "signature does not verify with the issuer&#x27;s key"),
+        ("alg-none", "signature is empty: it is not signed"),
+        ("issuer", "is not this issuer&#x27;s"),
+        ("audience", "is none of the issuer&#x27;s accepted audiences: &#x27;jwtex-admin&#x27;"),
+        ("expired", "The token expired at"),
+    ],
+)
 def test_a_tampered_id_token_is_refused(live_server, idp, mode, reason, django_user_model):
     make_tenant("acme")
     idp.user("mallory", "jwtex:acme:owner")
@@ -193,8 +211,12 @@ def test_sign_out_ends_the_jwtex_session_and_the_providers(live_server, idp):
     idp.user("frank", "jwtex:acme:operator")
     browser, _ = sign_in(live_server.url, "frank")
     csrf = browser.get(f"{live_server.url}/admin/").cookies.get("csrftoken") or browser.cookies.get("csrftoken")
-    out = browser.post(f"{live_server.url}/admin/logout/", data={"csrfmiddlewaretoken": csrf},
-                       headers={"Referer": f"{live_server.url}/admin/"}, allow_redirects=False)
+    out = browser.post(
+        f"{live_server.url}/admin/logout/",
+        data={"csrfmiddlewaretoken": csrf},
+        headers={"Referer": f"{live_server.url}/admin/"},
+        allow_redirects=False,
+    )
     assert out.status_code == 302
     end_session = out.headers["Location"]
     assert end_session.startswith(f"{idp.issuer}/end-session")
@@ -210,8 +232,9 @@ def test_sign_out_ends_the_jwtex_session_and_the_providers(live_server, idp):
     assert "/login/" in again.headers["Location"]
 
 
-def test_local_login_off_offers_only_the_provider_and_refuses_a_posted_password(live_server, idp, settings,
-                                                                              django_user_model):
+def test_local_login_off_offers_only_the_provider_and_refuses_a_posted_password(
+    live_server, idp, settings, django_user_model
+):
     django_user_model.objects.create_superuser("admin", password="a-local-password")
     browser = requests.Session()
     page = browser.get(f"{live_server.url}/admin/login/")
@@ -221,9 +244,12 @@ def test_local_login_off_offers_only_the_provider_and_refuses_a_posted_password(
     page = browser.get(f"{live_server.url}/admin/login/?next=/admin/")
     assert 'id="id_password"' not in page.text and "Sign in with Test IdP" in page.text
     assert "/admin/sso/start/?next=%2Fadmin%2F" in page.text
-    posted = browser.post(f"{live_server.url}/admin/login/", headers={"Referer": f"{live_server.url}/admin/login/"},
-                          data={"username": "admin", "password": "a-local-password",
-                                "csrfmiddlewaretoken": browser.cookies["csrftoken"]}, allow_redirects=False)
+    posted = browser.post(
+        f"{live_server.url}/admin/login/",
+        headers={"Referer": f"{live_server.url}/admin/login/"},
+        data={"username": "admin", "password": "a-local-password", "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+        allow_redirects=False,
+    )
     assert posted.status_code == 403 and "Passwords are turned off here" in posted.text
     assert not in_admin(browser, live_server.url)
 
@@ -233,9 +259,11 @@ def test_local_login_off_ends_password_sessions_and_keeps_sign_on_ones(live_serv
     django_user_model.objects.create_superuser("admin", password="a-local-password")
     local = requests.Session()
     local.get(f"{live_server.url}/admin/login/")
-    local.post(f"{live_server.url}/admin/login/", headers={"Referer": f"{live_server.url}/admin/login/"},
-               data={"username": "admin", "password": "a-local-password",
-                     "csrfmiddlewaretoken": local.cookies["csrftoken"]})
+    local.post(
+        f"{live_server.url}/admin/login/",
+        headers={"Referer": f"{live_server.url}/admin/login/"},
+        data={"username": "admin", "password": "a-local-password", "csrfmiddlewaretoken": local.cookies["csrftoken"]},
+    )
     assert in_admin(local, live_server.url)
     idp.user("grace", "jwtex:acme:auditor")
     signed_on, _ = sign_in(live_server.url, "grace")

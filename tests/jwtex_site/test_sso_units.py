@@ -13,9 +13,19 @@ from jwtex_site.sso.roles import claim_values, roles_from_claim
 
 def test_claim_values_under_the_prefix_name_tenant_roles_and_the_strongest_counts():
     roles = roles_from_claim(
-        ["jwtex:acme:auditor", "jwtex:acme:owner", "jwtex:globex:operator", "jwtex:superuser", "developers",
-         "jwtex:acme", "jwtex:globex:root", "JWTEX:initech:owner", "jwtex:a:b:operator"],
-        prefix="jwtex:", superuser_value="jwtex:superuser",
+        [
+            "jwtex:acme:auditor",
+            "jwtex:acme:owner",
+            "jwtex:globex:operator",
+            "jwtex:superuser",
+            "developers",
+            "jwtex:acme",
+            "jwtex:globex:root",
+            "JWTEX:initech:owner",
+            "jwtex:a:b:operator",
+        ],
+        prefix="jwtex:",
+        superuser_value="jwtex:superuser",
     )
     assert roles.tenants == {"acme": "owner", "globex": "operator", "a:b": "operator"}
     assert roles.superuser and roles.any
@@ -37,8 +47,9 @@ def test_the_claim_is_a_list_of_strings_or_one_string():
 def test_the_client_assertion_is_for_the_token_endpoint_only_and_lives_a_minute(settings, tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     path = tmp_path / "client.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     settings.JWTEX_ADMIN_OIDC_CLIENT_ID = "jwtex-admin"
     settings.JWTEX_ADMIN_OIDC_PRIVATE_KEY_FILE = str(path)
     settings.JWTEX_ADMIN_OIDC_PRIVATE_KEY_ID = "k1"
@@ -46,6 +57,11 @@ def test_the_client_assertion_is_for_the_token_endpoint_only_and_lives_a_minute(
         sign_on=jwtex_settings.admin_sign_on, token_endpoint="https://idp.test/token", now=1_800_000_000
     )
     assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "k1", "typ": "JWT"}
-    claims = jwt.decode(token, key.public_key(), algorithms=["ES256"], audience="https://idp.test/token",
-                        options={"verify_exp": False, "verify_iat": False})
+    claims = jwt.decode(
+        token,
+        key.public_key(),
+        algorithms=["ES256"],
+        audience="https://idp.test/token",
+        options={"verify_exp": False, "verify_iat": False},
+    )
     assert claims["iss"] == claims["sub"] == "jwtex-admin" and claims["exp"] - claims["iat"] == 60 and claims["jti"]

@@ -39,9 +39,7 @@ def api(client, token, *, slug="acme", issuer_id=None, audience=None, **extra):
         body["issuer_id"] = issuer_id
     if audience is not None:
         body["audience"] = audience
-    return client.post(
-        f"/api/v1/t/{slug}/exchange", data=json.dumps(body), content_type="application/json", **extra
-    )
+    return client.post(f"/api/v1/t/{slug}/exchange", data=json.dumps(body), content_type="application/json", **extra)
 
 
 def verifier(client, token, *, upstream, issuer_id=None, **extra):
@@ -53,10 +51,10 @@ def verifier(client, token, *, upstream, issuer_id=None, **extra):
     from django.http import HttpResponse
 
     from exchange.api.error_responses import error_response
+    from exchange.core.compact_jws import jwt_parse
     from exchange.core.errors import ExchangeError
     from exchange.core.jwks import KeySet
     from exchange.core.values import IssuerConfig
-    from exchange.core.compact_jws import jwt_parse
     from exchange.core.verification import jwt_verify
 
     config = IssuerConfig(issuer_id="ci", issuer=upstream.issuer, audiences=(upstream.audience,))

@@ -35,7 +35,9 @@ needs_shared_cache = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_tenant_rate_limit_counts_every_address_and_every_endpoint(endpoint, client, settings, tenant, upstream, allow_rule):
+def test_tenant_rate_limit_counts_every_address_and_every_endpoint(
+    endpoint, client, settings, tenant, upstream, allow_rule
+):
     settings.JWTEX_RATE_LIMIT_PER_ADDRESS = 0
     tenant.rate_limit_per_minute = 3
     tenant.save()
@@ -67,7 +69,9 @@ def test_address_rate_limit_uses_the_address_the_trusted_proxy_saw(client, setti
     settings.JWTEX_TRUSTED_PROXY_COUNT = 1
     # Behind one proxy every request comes from the proxy's address; the client's is the last hop.
     assert send("raw", client, upstream.mint(), HTTP_X_FORWARDED_FOR="203.0.113.5").status_code == 200
-    assert_refused("raw", send("raw", client, upstream.mint(), HTTP_X_FORWARDED_FOR="203.0.113.5"), 429, "too_many_requests")
+    assert_refused(
+        "raw", send("raw", client, upstream.mint(), HTTP_X_FORWARDED_FOR="203.0.113.5"), 429, "too_many_requests"
+    )
     # A client cannot escape by prepending addresses of its own: only the proxy's hop counts.
     forged = "198.51.100.1, 203.0.113.5"
     assert_refused("raw", send("raw", client, upstream.mint(), HTTP_X_FORWARDED_FOR=forged), 429, "too_many_requests")
@@ -128,7 +132,11 @@ def test_cache_outage_does_not_turn_exchanges_into_500s(client, settings, monkey
 def test_request_body_over_the_limit_is_413_before_it_is_read(endpoint, client, upstream):
     big = b"A" * (5 * 1024 * 1024)
     path = {"raw": "/t/acme/exchange", "rfc8693": "/t/acme/token", "api": "/api/v1/t/acme/exchange"}[endpoint]
-    content_type = {"raw": "application/jwt", "rfc8693": "application/x-www-form-urlencoded", "api": "application/json"}[endpoint]
+    content_type = {
+        "raw": "application/jwt",
+        "rfc8693": "application/x-www-form-urlencoded",
+        "api": "application/json",
+    }[endpoint]
     response = client.generic("POST", path, data=big, content_type=content_type)
     assert_refused(endpoint, response, 413, "invalid_request")
     # A Content-Length that promises too much is refused on the header alone.
@@ -192,7 +200,12 @@ def test_replay_is_allowed_when_protection_is_off(client, exchangeable, upstream
     assert send("raw", client, token).status_code == 200
     claims = upstream.claims()
     claims.pop("jti")
-    assert send("raw", client, jose.signed({"alg": "RS256", "kid": upstream.rsa_kid}, claims, rsa_key=upstream.rsa_key)).status_code == 200
+    assert (
+        send(
+            "raw", client, jose.signed({"alg": "RS256", "kid": upstream.rsa_kid}, claims, rsa_key=upstream.rsa_key)
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.usefixtures("one_time")
@@ -210,7 +223,9 @@ def test_replay_mark_expires_with_the_upstream_token(one_time, monkeypatch):
 
     calls = []
     real_add = cache.add
-    monkeypatch.setattr(cache, "add", lambda key, value, timeout: calls.append((key, timeout)) or real_add(key, value, timeout))
+    monkeypatch.setattr(
+        cache, "add", lambda key, value, timeout: calls.append((key, timeout)) or real_add(key, value, timeout)
+    )
     now = time.time()
     upstream_jti_consume(issuer=one_time.snapshot(), claims={"jti": "abc", "exp": now + 300}, now=now)
     ((key, timeout),) = calls

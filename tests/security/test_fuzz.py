@@ -16,17 +16,16 @@ import time
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, assume, event, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, event, example, given, settings, strategies as st
 
+from exchange.core.compact_jws import jwt_parse
 from exchange.core.errors import ExchangeError
+from exchange.core.jwks import KeySet
 from exchange.core.rules.cel_guard import check_expression
 from exchange.core.rules.compiled import rule_compile
 from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec, RuleSyntaxError
-from exchange.core.jwks import KeySet
 from exchange.core.values import IssuerConfig
-from exchange.core.compact_jws import jwt_parse
 from exchange.core.verification import jwt_verify
 from tests.conftest import UPSTREAM_ISSUER, Upstream
 
@@ -55,7 +54,9 @@ _scalars = (
     | st.sampled_from([UPSTREAM_ISSUER, "sts.amazonaws.com", "upstream-rsa-1", "none", "RS256", "\u0000", ""])
 )
 json_values = st.recursive(
-    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
 )
 
 _header_values = {
@@ -78,7 +79,17 @@ def headers(draw):
         names.append(draw(st.sampled_from(["crit", "b64", "jwk", "jku", "x5c"])))
     header = {name: draw(_header_values[name]) for name in names}
     if draw(st.integers(0, 3)) != 0:  # mostly a plausible alg/kid pair, so the signature check is reached
-        header.update(draw(st.sampled_from([{"alg": "RS256", "kid": "upstream-rsa-1"}, {"alg": "ES256", "kid": "upstream-ec-1"}, {"alg": "RS256"}])))
+        header.update(
+            draw(
+                st.sampled_from(
+                    [
+                        {"alg": "RS256", "kid": "upstream-rsa-1"},
+                        {"alg": "ES256", "kid": "upstream-ec-1"},
+                        {"alg": "RS256"},
+                    ]
+                )
+            )
+        )
     header.update(draw(st.dictionaries(st.text(max_size=6), json_values, max_size=2)))
     return header
 
@@ -175,7 +186,11 @@ def test_verifier_raises_only_exchange_errors_on_near_jwts(token):
 # --- rule engine -----------------------------------------------------------------------------
 
 _RULES = [
-    rule_compile(RuleSpec(name="deny forks", issuers=frozenset({"ci"}), when="has(claims.fork) && claims.fork == true", effect="deny")),
+    rule_compile(
+        RuleSpec(
+            name="deny forks", issuers=frozenset({"ci"}), when="has(claims.fork) && claims.fork == true", effect="deny"
+        )
+    ),
     rule_compile(
         RuleSpec(
             name="main",
@@ -200,7 +215,14 @@ _RULES = [
             effect="allow",
         )
     ),
-    rule_compile(RuleSpec(name="lists", issuers=frozenset({"ci"}), when="claims.groups.exists(g, g == 'ops') || 'x' in claims.m", effect="allow")),
+    rule_compile(
+        RuleSpec(
+            name="lists",
+            issuers=frozenset({"ci"}),
+            when="claims.groups.exists(g, g == 'ops') || 'x' in claims.m",
+            effect="allow",
+        )
+    ),
 ]
 
 
@@ -209,9 +231,34 @@ _RULES = [
     claims=st.builds(
         lambda base, changes: {**base, **changes},
         # From nothing, or from claims the "main" rule allows, so its outputs are computed too.
-        st.just({}) | st.just({"repository_owner": "octo-org", "ref": "refs/heads/main", "sub": "s", "actor": "a", "repository": "r", "run_id": "1"}),
+        st.just({})
+        | st.just(
+            {
+                "repository_owner": "octo-org",
+                "ref": "refs/heads/main",
+                "sub": "s",
+                "actor": "a",
+                "repository": "r",
+                "run_id": "1",
+            }
+        ),
         st.dictionaries(
-            st.sampled_from(["sub", "actor", "repository", "repository_owner", "ref", "fork", "n", "s", "groups", "m", "ctx", "run_id"])
+            st.sampled_from(
+                [
+                    "sub",
+                    "actor",
+                    "repository",
+                    "repository_owner",
+                    "ref",
+                    "fork",
+                    "n",
+                    "s",
+                    "groups",
+                    "m",
+                    "ctx",
+                    "run_id",
+                ]
+            )
             | st.text(max_size=6),
             json_values,
             max_size=6,
@@ -219,12 +266,27 @@ _RULES = [
     ),
     audience=st.none() | st.text(max_size=10) | st.just("sts.amazonaws.com"),
 )
-@example(claims={"repository_owner": "octo-org", "ref": "refs/heads/x", "sub": "s", "actor": 2**70, "repository": "r", "run_id": 2**64}, audience=None)
+@example(
+    claims={
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/x",
+        "sub": "s",
+        "actor": 2**70,
+        "repository": "r",
+        "run_id": 2**64,
+    },
+    audience=None,
+)
 @example(claims={"n": 2**63, "s": "9" * 40}, audience=None)
 def test_rule_engine_raises_only_exchange_errors_on_arbitrary_claims(claims, audience):
     try:
         decision = compiled_rules_decide(
-            _RULES, issuer_id="ci", claims=claims, requested_audience=audience, default_audience="sts.amazonaws.com", max_lifetime=3600
+            _RULES,
+            issuer_id="ci",
+            claims=claims,
+            requested_audience=audience,
+            default_audience="sts.amazonaws.com",
+            max_lifetime=3600,
         )
     except ExchangeError as error:
         event("denied")
@@ -245,7 +307,15 @@ def test_cel_compile_raises_only_rule_syntax_errors(source):
 
 # --- the endpoints ----------------------------------------------------------------------------
 
-_CONTENT_TYPES = ["application/jwt", "text/plain", FORM, "application/json", "", "multipart/form-data; boundary=x", "application/octet-stream; charset=utf-16"]
+_CONTENT_TYPES = [
+    "application/jwt",
+    "text/plain",
+    FORM,
+    "application/json",
+    "",
+    "multipart/form-data; boundary=x",
+    "application/octet-stream; charset=utf-16",
+]
 
 
 @st.composite
@@ -259,19 +329,42 @@ def requests(draw):
         return endpoint, f"/t/acme/exchange{query}", body, draw(st.sampled_from(_CONTENT_TYPES))
     if endpoint == "rfc8693":
         form = {"grant_type": GRANT, "subject_token": text, "subject_token_type": JWT_TYPE}
-        form.update(draw(st.dictionaries(st.sampled_from(["grant_type", "subject_token_type", "audience", "requested_token_type", "actor_token", "x"]), st.text(max_size=20), max_size=2)))
+        form.update(
+            draw(
+                st.dictionaries(
+                    st.sampled_from(
+                        ["grant_type", "subject_token_type", "audience", "requested_token_type", "actor_token", "x"]
+                    ),
+                    st.text(max_size=20),
+                    max_size=2,
+                )
+            )
+        )
         body = urlencode(form, encoding="utf-8", errors="surrogatepass").encode()
         if draw(st.booleans()):
             body = draw(st.binary(max_size=200))
-        return endpoint, "/t/acme/token", body, draw(st.sampled_from([FORM, FORM, FORM + "; charset=latin-1", "text/plain"]))
+        return (
+            endpoint,
+            "/t/acme/token",
+            body,
+            draw(st.sampled_from([FORM, FORM, FORM + "; charset=latin-1", "text/plain"])),
+        )
     document = draw(
-        st.fixed_dictionaries({"subject_token": st.just(text) | json_values}, optional={"issuer_id": json_values | st.just("ci"), "audience": json_values, "x": json_values})
+        st.fixed_dictionaries(
+            {"subject_token": st.just(text) | json_values},
+            optional={"issuer_id": json_values | st.just("ci"), "audience": json_values, "x": json_values},
+        )
         | json_values
     )
     body = json.dumps(document, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     if draw(st.integers(0, 5)) == 0:
         body = draw(st.binary(max_size=200))
-    return endpoint, "/api/v1/t/acme/exchange", body, draw(st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain"]))
+    return (
+        endpoint,
+        "/api/v1/t/acme/exchange",
+        body,
+        draw(st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain"])),
+    )
 
 
 @pytest.mark.django_db

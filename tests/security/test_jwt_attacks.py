@@ -68,7 +68,9 @@ def test_forged_token_control_is_accepted(endpoint, alg, client, upstream):
 
 @pytest.mark.parametrize(
     "endpoint, case",
-    routes((alg, signature) for alg in ["none", "None", "NONE", "nOnE", "none ", ""] for signature in ["", "c2lnbmF0dXJl"]),
+    routes(
+        (alg, signature) for alg in ["none", "None", "NONE", "nOnE", "none ", ""] for signature in ["", "c2lnbmF0dXJl"]
+    ),
 )
 def test_alg_none_in_any_case_is_refused(endpoint, case, client, upstream):
     alg, signature = case
@@ -89,11 +91,17 @@ def _public_key_forms(upstream: Upstream, tenant_jwk: dict) -> dict[str, bytes]:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
         "issuer RSA PEM (PKCS#1)": rsa_pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1),
-        "issuer RSA DER": rsa_pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "issuer RSA DER": rsa_pub.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
         "issuer RSA JWK": json.dumps(upstream.jwks["keys"][0]).encode(),
-        "issuer RSA JWK (compact, sorted)": json.dumps(upstream.jwks["keys"][0], separators=(",", ":"), sort_keys=True).encode(),
+        "issuer RSA JWK (compact, sorted)": json.dumps(
+            upstream.jwks["keys"][0], separators=(",", ":"), sort_keys=True
+        ).encode(),
         "issuer RSA n": upstream.jwks["keys"][0]["n"].encode(),
-        "issuer EC PEM": ec_pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "issuer EC PEM": ec_pub.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
         "issuer EC JWK": json.dumps(upstream.jwks["keys"][1]).encode(),
         "issuer JWKS": json.dumps(upstream.jwks).encode(),
         "tenant's own JWK": json.dumps(tenant_jwk).encode(),
@@ -224,10 +232,16 @@ def test_kid_injection_is_refused(endpoint, client, upstream):
     claims = upstream.claims()
     for kid in KID_INJECTIONS:
         # Signed by the attacker (the injection would have to pick the attacker's key) ...
-        refused(endpoint, client, jose.signed({"alg": "RS256", "kid": kid}, claims, rsa_key=attacker), 401, "invalid_token")
+        refused(
+            endpoint, client, jose.signed({"alg": "RS256", "kid": kid}, claims, rsa_key=attacker), 401, "invalid_token"
+        )
         # ... and by the real key: a kid is an exact lookup, never a pattern or a path.
         refused(
-            endpoint, client, jose.signed({"alg": "RS256", "kid": kid}, claims, rsa_key=upstream.rsa_key), 401, "invalid_token"
+            endpoint,
+            client,
+            jose.signed({"alg": "RS256", "kid": kid}, claims, rsa_key=upstream.rsa_key),
+            401,
+            "invalid_token",
         )
 
 
@@ -327,7 +341,9 @@ def test_truncated_or_tampered_token_is_refused(endpoint, alg, client, upstream)
     }
     cases_400 = {
         "signature empty": f"{h}.{p}.",
-        "signature cut by 1 character (not base64url)": f"{h}.{p}.{s[:-1]}" if len(s[:-1]) % 4 == 1 else f"{h}.{p}.{s}A",
+        "signature cut by 1 character (not base64url)": f"{h}.{p}.{s[:-1]}"
+        if len(s[:-1]) % 4 == 1
+        else f"{h}.{p}.{s}A",
         "signature missing": f"{h}.{p}",
         "payload missing": f"{h}..{s}",
         "header missing": f".{p}.{s}",
@@ -361,7 +377,16 @@ def test_truncated_or_tampered_token_is_refused(endpoint, alg, client, upstream)
         {"crit": "b64"},
         {"crit": None},
     ],
-    ids=["crit-exp", "crit-unknown", "crit-b64-false", "crit-b64-true", "b64-false", "crit-empty", "crit-string", "crit-null"],
+    ids=[
+        "crit-exp",
+        "crit-unknown",
+        "crit-b64-false",
+        "crit-b64-true",
+        "b64-false",
+        "crit-empty",
+        "crit-string",
+        "crit-null",
+    ],
 )
 def test_crit_and_b64_headers_are_refused(endpoint, extra, client, upstream):
     # Validly signed by the issuer: the refusal is about the header alone (RFC 7515 §4.1.11, RFC 7797).
@@ -391,15 +416,16 @@ def test_nested_encrypted_or_json_serialized_token_is_refused(endpoint, client, 
     jwe_header = jose.segment({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": upstream.rsa_kid, "cty": "JWT"})
     h, p, s = inner.split(".")
     cases_400 = {
-        "JWE, five parts": f"{jwe_header}.{jose.b64u(b'k' * 256)}.{jose.b64u(b'i' * 12)}.{jose.b64u(inner.encode())}.{jose.b64u(b't' * 16)}",
+        "JWE, five parts": (
+            f"{jwe_header}.{jose.b64u(b'k' * 256)}.{jose.b64u(b'i' * 12)}."
+            f"{jose.b64u(inner.encode())}.{jose.b64u(b't' * 16)}"
+        ),
         "JWE with empty key part": f"{jwe_header}..{jose.b64u(b'i' * 12)}.{jose.b64u(b'c')}.{jose.b64u(b't' * 16)}",
         "four parts": f"{inner}.{s}",
         "nested JWS (payload is a JWT, cty JWT)": jose.signed(
             rsa_header(upstream, cty="JWT"), inner, rsa_key=upstream.rsa_key
         ),
-        "JSON serialization (general)": json.dumps(
-            {"payload": p, "signatures": [{"protected": h, "signature": s}]}
-        ),
+        "JSON serialization (general)": json.dumps({"payload": p, "signatures": [{"protected": h, "signature": s}]}),
         "JSON serialization (flattened)": json.dumps({"payload": p, "protected": h, "signature": s}),
         "two tokens glued": f"{inner}{inner}",
         "two tokens, comma": f"{inner},{inner}",
@@ -464,27 +490,27 @@ def test_malformed_base64url_is_refused(endpoint, client, upstream):
 
 
 _NOT_JSON_OBJECTS = [
-        b"[]",
-        b'["alg", "RS256"]',
-        b'"RS256"',
-        b"123",
-        b"null",
-        b"true",
-        b"",
-        b"{",
-        b'{"alg": "RS256",}',
-        b"{'alg': 'RS256'}",
-        b'{"exp": NaN}',
-        b'{"exp": Infinity}',
-        b'{"exp": -Infinity}',
-        b"\xef\xbb\xbf{}",  # a UTF-8 BOM
-        '{"a": 1}'.encode("utf-16"),
-        '{"a": 1}'.encode("utf-32-le"),
-        b'{"a": "\xff\xfe"}',  # not UTF-8
-        b'{"a": "\\ud800"}',  # a lone surrogate escape
-        b'{"a": 1} {"b": 2}',
-        b'{"a": 1}\x00',
-        b'{"a": ' + b"9" * 5000 + b"}",  # over Python's int digit limit
+    b"[]",
+    b'["alg", "RS256"]',
+    b'"RS256"',
+    b"123",
+    b"null",
+    b"true",
+    b"",
+    b"{",
+    b'{"alg": "RS256",}',
+    b"{'alg': 'RS256'}",
+    b'{"exp": NaN}',
+    b'{"exp": Infinity}',
+    b'{"exp": -Infinity}',
+    b"\xef\xbb\xbf{}",  # a UTF-8 BOM
+    '{"a": 1}'.encode("utf-16"),
+    '{"a": 1}'.encode("utf-32-le"),
+    b'{"a": "\xff\xfe"}',  # not UTF-8
+    b'{"a": "\\ud800"}',  # a lone surrogate escape
+    b'{"a": 1} {"b": 2}',
+    b'{"a": 1}\x00',
+    b'{"a": ' + b"9" * 5000 + b"}",  # over Python's int digit limit
 ]
 
 
@@ -723,7 +749,9 @@ def test_audience_variations_are_refused(endpoint, case, client, upstream):
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_audience_array_containing_ours_is_accepted(endpoint, client, upstream):
-    token = jose.signed(rsa_header(upstream), upstream.claims(aud=["other", upstream.audience]), rsa_key=upstream.rsa_key)
+    token = jose.signed(
+        rsa_header(upstream), upstream.claims(aud=["other", upstream.audience]), rsa_key=upstream.rsa_key
+    )
     assert send(endpoint, client, token).status_code == 200
 
 
@@ -775,7 +803,9 @@ def globex(db, other_upstream):
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_token_for_one_tenants_issuer_sent_to_another_tenant_is_refused(endpoint, client, upstream, other_upstream, globex):
+def test_token_for_one_tenants_issuer_sent_to_another_tenant_is_refused(
+    endpoint, client, upstream, other_upstream, globex
+):
     acme_token = jose.signed(rsa_header(upstream), upstream.claims(), rsa_key=upstream.rsa_key)
     # Globex does not trust acme's upstream at all.
     refused(endpoint, client, acme_token, 401, "invalid_token", slug="globex")

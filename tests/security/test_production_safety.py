@@ -45,8 +45,9 @@ def _environment(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 def production_run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=_environment(env, tmp_path), capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=_environment(env, tmp_path), capture_output=True, text=True, timeout=120
+    )
 
 
 SHOW_SETTINGS = (
@@ -58,7 +59,11 @@ SHOW_SETTINGS = (
 
 
 def test_production_settings_are_secure_by_default(tmp_path):
-    result = production_run(["-c", f"import os; os.environ['DJANGO_SETTINGS_MODULE']='jwtex_site.settings'; {SHOW_SETTINGS}"], PRODUCTION_ENV, tmp_path)
+    result = production_run(
+        ["-c", f"import os; os.environ['DJANGO_SETTINGS_MODULE']='jwtex_site.settings'; {SHOW_SETTINGS}"],
+        PRODUCTION_ENV,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     import json
 
@@ -80,8 +85,16 @@ def test_manage_check_passes_a_safe_production_configuration(tmp_path):
 UNSAFE = [
     ({"DJANGO_DEBUG": "1"}, "jwtex.E001", "DJANGO_DEBUG is on"),
     ({"DJANGO_SECRET_KEY": ""}, "jwtex.E002", "DJANGO_SECRET_KEY is unset"),
-    ({"DJANGO_SECRET_KEY": "django-insecure-jwtex-development-only"}, "jwtex.E002", "DJANGO_SECRET_KEY is unset, the default"),
-    ({"DJANGO_SECRET_KEY": "short-secret"}, "jwtex.E002", "DJANGO_SECRET_KEY is unset, the default, or shorter than 32"),
+    (
+        {"DJANGO_SECRET_KEY": "django-insecure-jwtex-development-only"},
+        "jwtex.E002",
+        "DJANGO_SECRET_KEY is unset, the default",
+    ),
+    (
+        {"DJANGO_SECRET_KEY": "short-secret"},
+        "jwtex.E002",
+        "DJANGO_SECRET_KEY is unset, the default, or shorter than 32",
+    ),
     ({"JWTEX_KEY_ENCRYPTION_KEYS": ""}, "jwtex.E003", "JWTEX_KEY_ENCRYPTION_KEYS is not set"),
     ({"JWTEX_PUBLIC_URL": "http://jwtex.example.com"}, "jwtex.E004", "JWTEX_PUBLIC_URL is not https"),
     ({"JWTEX_PUBLIC_URL": "jwtex.example.com"}, "jwtex.E009", "JWTEX_PUBLIC_URL is not an absolute http(s) URL"),
@@ -144,7 +157,16 @@ def test_the_celery_worker_refuses_unsafe_production_settings(tmp_path):
 
 # What a process's settings module sets that is this test process's own business (its apps,
 # database, URLs, templates and logging, Celery's configuration): never taken over.
-PROCESS_OWN = {"BASE_DIR", "VAR_DIR", "INSTALLED_APPS", "DATABASES", "ROOT_URLCONF", "TEMPLATES", "LOGGING", "STATIC_ROOT"}
+PROCESS_OWN = {
+    "BASE_DIR",
+    "VAR_DIR",
+    "INSTALLED_APPS",
+    "DATABASES",
+    "ROOT_URLCONF",
+    "TEMPLATES",
+    "LOGGING",
+    "STATIC_ROOT",
+}
 
 
 def _as_a_process_with(settings, env: dict[str, str], tmp_path: Path) -> None:
@@ -262,7 +284,8 @@ def test_system_checks_refuse_missing_security_middleware(production):
     production.MIDDLEWARE = [
         m
         for m in production.MIDDLEWARE
-        if m not in ("django.middleware.security.SecurityMiddleware", "jwtex_site.middleware.AdminLoginThrottleMiddleware")
+        if m
+        not in ("django.middleware.security.SecurityMiddleware", "jwtex_site.middleware.AdminLoginThrottleMiddleware")
     ]
     assert {"jwtex.E007", "jwtex.W003"} <= _ids()
 
@@ -336,7 +359,9 @@ def admin_user(db):
 
 def _login(client, username, password, address="203.0.113.7"):
     return client.post(
-        "/admin/login/?next=/admin/", {"username": username, "password": password, "next": "/admin/"}, REMOTE_ADDR=address
+        "/admin/login/?next=/admin/",
+        {"username": username, "password": password, "next": "/admin/"},
+        REMOTE_ADDR=address,
     )
 
 

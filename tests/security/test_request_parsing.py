@@ -107,8 +107,10 @@ def test_bogus_content_length_is_refused(client, path, content_length):
 @pytest.mark.parametrize("slug", ["%00", "a" * 5000, "%C3%A9", "..", "ACME", "acme%20"])
 def test_strange_tenant_slugs_are_not_found(client, slug, upstream):
     for path in (f"/t/{slug}/exchange", f"/t/{slug}/token", f"/api/v1/t/{slug}/exchange"):
-        content_type = "application/jwt" if path.endswith("/exchange") and not path.startswith("/api") else (
-            FORM if path.endswith("/token") else "application/json"
+        content_type = (
+            "application/jwt"
+            if path.endswith("/exchange") and not path.startswith("/api")
+            else (FORM if path.endswith("/token") else "application/json")
         )
         response = client.generic("POST", path, data=b"x", content_type=content_type)
         assert response.status_code in (400, 404), (path, response.status_code)

@@ -71,7 +71,9 @@ REFUSED_AT_SAVE = {
     "a pattern from the claims": ("claims.sub.matches(claims.pattern)", "needs a literal pattern"),
     "a counted repetition of a class": ("claims.sub.matches('.{1000}')", "too costly to compile"),
     "comprehensions nested four deep": (
-        "claims.a.all(w, claims.a.all(x, claims.a.all(y, claims.a.all(z, true))))", "nest at most 3 deep"),
+        "claims.a.all(w, claims.a.all(x, claims.a.all(y, claims.a.all(z, true))))",
+        "nest at most 3 deep",
+    ),
 }
 
 
@@ -89,14 +91,21 @@ def test_cel_limits_are_enforced_when_a_rule_is_saved(case, field, tenant):
 
 
 def _document(issuer, source: str) -> dict:
-    return {"tenants": [{
-        "slug": "acme", "name": "Acme Corp",
-        "issuers": [{"id": "ci", "issuer": issuer.issuer, "audiences": issuer.audiences, "jwks": issuer.static_jwks}],
-        "rules": [
-            {"name": "fine", "issuers": ["ci"], "when": "true", "effect": "deny"},
-            {"name": "bad", "issuers": ["ci"], "when": source, "effect": "allow"},
-        ],
-    }]}
+    return {
+        "tenants": [
+            {
+                "slug": "acme",
+                "name": "Acme Corp",
+                "issuers": [
+                    {"id": "ci", "issuer": issuer.issuer, "audiences": issuer.audiences, "jwks": issuer.static_jwks}
+                ],
+                "rules": [
+                    {"name": "fine", "issuers": ["ci"], "when": "true", "effect": "deny"},
+                    {"name": "bad", "issuers": ["ci"], "when": source, "effect": "allow"},
+                ],
+            }
+        ]
+    }
 
 
 @pytest.mark.parametrize("case", list(REFUSED_AT_SAVE))
@@ -176,10 +185,18 @@ def _explode(monkeypatch, slot: str, exc: BaseException) -> None:
 @pytest.mark.parametrize("slot", ["when", "subject", "session tag", "claim"])
 @pytest.mark.parametrize(
     "exc",
-    [Panic("rust panicked at 'index out of bounds'"), RecursionError("deep"), MemoryError(), ValueError("x"), GeneratorExit()],
+    [
+        Panic("rust panicked at 'index out of bounds'"),
+        RecursionError("deep"),
+        MemoryError(),
+        ValueError("x"),
+        GeneratorExit(),
+    ],
     ids=["panic", "recursion", "memory", "value", "generator-exit"],
 )
-def test_engine_failure_of_any_kind_denies_through_the_endpoint(endpoint, slot, exc, client, monkeypatch, exchangeable, allow_rule, upstream):
+def test_engine_failure_of_any_kind_denies_through_the_endpoint(
+    endpoint, slot, exc, client, monkeypatch, exchangeable, allow_rule, upstream
+):
     allow_rule.claims = {"extra": "claims.actor"}
     allow_rule.save()
     _explode(monkeypatch, slot, exc)
@@ -204,13 +221,19 @@ def test_context_conversion_panic_denies(client, monkeypatch, exchangeable, allo
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(1)], ids=["keyboard-interrupt", "system-exit"])
 def test_interpreter_exits_are_not_swallowed(exc):
-    rule = dataclasses.replace(rule_compile(RuleSpec(name="r", issuers=frozenset({"ci"}), when="true", effect="allow")), when=_Exploding(exc))
+    rule = dataclasses.replace(
+        rule_compile(RuleSpec(name="r", issuers=frozenset({"ci"}), when="true", effect="allow")), when=_Exploding(exc)
+    )
     with pytest.raises(type(exc)):
-        compiled_rules_decide([rule], issuer_id="ci", claims={}, requested_audience=None, default_audience="a", max_lifetime=900)
+        compiled_rules_decide(
+            [rule], issuer_id="ci", claims={}, requested_audience=None, default_audience="a", max_lifetime=900
+        )
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_evaluation_error_never_falls_through_to_a_later_allow(endpoint, client, exchangeable, tenant, issuer, upstream):
+def test_evaluation_error_never_falls_through_to_a_later_allow(
+    endpoint, client, exchangeable, tenant, issuer, upstream
+):
     # The first rule errors (no such claim); the allow-everything rule after it is never reached.
     _rule(tenant, issuer, name="broken", when="claims.no_such_claim == 'x'", effect="deny", position=1)
     _rule(tenant, issuer, name="everything", when="true", position=2)
@@ -242,14 +265,16 @@ def _attack_token(upstream) -> str:
 
 def test_the_rules_that_stalled_a_process_are_refused_when_saved(tenant, issuer):
     for position, (effect, comparison) in enumerate([("deny", "=="), ("deny", "=="), ("allow", ">")]):
-        rule = Rule(tenant=tenant, name=f"r{position}", position=position, effect=effect,
-                    when=ATTACK.format(comparison))
+        rule = Rule(
+            tenant=tenant, name=f"r{position}", position=position, effect=effect, when=ATTACK.format(comparison)
+        )
         with pytest.raises(ValidationError, match="cost units"):
             rule.full_clean()
 
 
 def test_the_rules_that_stalled_a_process_cannot_stall_it_when_stored_anyway(
-        client, exchangeable, tenant, issuer, upstream):
+    client, exchangeable, tenant, issuer, upstream
+):
     # Saved behind the validators' back (or before the budget): the first one reached denies at
     # once, audited, without the engine running it; tenants' other rules are not affected.
     Rule.objects.all().delete()
@@ -277,7 +302,8 @@ def test_a_rule_over_budget_denies_only_when_reached(client, exchangeable, tenan
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_costly_rule_over_oversized_claims_denies_without_evaluating(
-        endpoint, client, exchangeable, tenant, issuer, upstream):
+    endpoint, client, exchangeable, tenant, issuer, upstream
+):
     # Within the budget for claims of at most 128 items a list, 512 in all — and only for them.
     _rule(tenant, issuer, name="costly", position=1, when="claims.list.filter(x, x >= 0).size() > 0")
     started = time.perf_counter()

@@ -23,8 +23,7 @@ import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -71,7 +70,11 @@ schemathesis.openapi.media_type(
 
 # A request the schema forbids must be refused with a 4xx; 413 (token over 16 KiB) is one too.
 CONFIG = schemathesis.Config.from_dict(
-    {"checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "405", "413", "415", "429"]}}}
+    {
+        "checks": {
+            "negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "405", "413", "415", "429"]}
+        }
+    }
 )
 
 
@@ -158,4 +161,6 @@ def test_schemathesis_summary(capsys):
     """Not a check: prints what the runs above covered (pytest -s shows it)."""
     with capsys.disabled():
         for label, statuses in sorted(RESULTS.items()):
-            print(f"\nschemathesis {label}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
+            print(
+                f"\nschemathesis {label}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}"
+            )

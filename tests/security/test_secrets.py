@@ -19,9 +19,8 @@ from django.db import connection
 from exchange import keys as keys_module
 from exchange.keys import signing_key_decrypt, signing_key_revoke
 from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
-from tests.conftest import runtime_clear
 from jwtex_site.logging import JsonFormatter
-from tests.conftest import make_tenant
+from tests.conftest import make_tenant, runtime_clear
 
 from . import jose
 from .endpoints import ENDPOINTS, send
@@ -45,13 +44,27 @@ def private_material(private_key) -> dict[str, str | bytes]:
     and each private number (JWK d, p, q, dp, dq, qi) raw, in hex, in decimal, and in base64 and
     base64url at each of the three byte alignments — so a PEM (PKCS#8 or traditional) or any
     other base64 container holding the number is found wherever the number starts in it."""
-    der = private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    forms: dict[str, str | bytes] = {"DER": der, "DER base64": _b64(der), "DER base64url": jose.b64u(der), "DER hex": der.hex()}
+    der = private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    forms: dict[str, str | bytes] = {
+        "DER": der,
+        "DER base64": _b64(der),
+        "DER base64url": jose.b64u(der),
+        "DER hex": der.hex(),
+    }
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
         scalars = {"d": private_key.private_numbers().private_value}
     else:
         numbers = private_key.private_numbers()
-        scalars = {"d": numbers.d, "p": numbers.p, "q": numbers.q, "dp": numbers.dmp1, "dq": numbers.dmq1, "qi": numbers.iqmp}
+        scalars = {
+            "d": numbers.d,
+            "p": numbers.p,
+            "q": numbers.q,
+            "dp": numbers.dmp1,
+            "dq": numbers.dmq1,
+            "qi": numbers.iqmp,
+        }
     for name, value in scalars.items():
         raw = _uint(value)
         forms[f"JWK {name}"] = jose.b64u(raw)
@@ -95,17 +108,27 @@ def world(client, settings, upstream) -> World:
     """Two tenants (ES256 and RS256) with issuers and rules, rotated once (so there are next,
     active, retiring and revoked keys), and exchanges allowed and refused on every endpoint."""
     settings.JWTEX_RATE_LIMIT_PER_ADDRESS = 0
-    tenants = [make_tenant("acme", rate_limit_per_minute=0), make_tenant("initech", signing_algorithm="RS256", rate_limit_per_minute=0)]
+    tenants = [
+        make_tenant("acme", rate_limit_per_minute=0),
+        make_tenant("initech", signing_algorithm="RS256", rate_limit_per_minute=0),
+    ]
     from django.utils import timezone
 
     from exchange.keys import signing_key_rotate
 
     for tenant in tenants:
         issuer = Issuer.objects.create(
-            tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience], static_jwks=upstream.jwks
+            tenant=tenant,
+            issuer_id="ci",
+            issuer=upstream.issuer,
+            audiences=[upstream.audience],
+            static_jwks=upstream.jwks,
         )
         rule = Rule.objects.create(
-            tenant=tenant, name="main", when="claims.ref == 'refs/heads/main'", effect="allow",
+            tenant=tenant,
+            name="main",
+            when="claims.ref == 'refs/heads/main'",
+            effect="allow",
             session_tags={"repository": "claims.repository"},
         )
         rule.issuers.add(issuer)
@@ -119,12 +142,18 @@ def world(client, settings, upstream) -> World:
     tokens = []
     for tenant in tenants:
         for endpoint in ENDPOINTS:
-            for token in (upstream.mint(), upstream.mint(ref="refs/heads/feature"), upstream.mint(headers={"kid": "nope"})):
+            for token in (
+                upstream.mint(),
+                upstream.mint(ref="refs/heads/feature"),
+                upstream.mint(headers={"kid": "nope"}),
+            ):
                 tokens.append(token)
                 response = send(endpoint, client, token, slug=tenant.slug)
                 if response.status_code == 200:
-                    issued = response.content.decode() if endpoint == "raw" else (
-                        response.json().get("access_token") or response.json().get("token")
+                    issued = (
+                        response.content.decode()
+                        if endpoint == "raw"
+                        else (response.json().get("access_token") or response.json().get("token"))
                     )
                     tokens.append(issued)
     assert ExchangeRecord.objects.filter(decision="allowed").count() == 6
@@ -273,8 +302,12 @@ def test_logs_hold_no_token_signature_or_key(client, settings, caplog, upstream)
     try:
         tenant = make_tenant("acme", rate_limit_per_minute=2)  # the last attempts are rate limited
         issuer = Issuer.objects.create(
-            tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience],
-            static_jwks=upstream.jwks, replay_protection=True,
+            tenant=tenant,
+            issuer_id="ci",
+            issuer=upstream.issuer,
+            audiences=[upstream.audience],
+            static_jwks=upstream.jwks,
+            replay_protection=True,
         )
         rule = Rule.objects.create(tenant=tenant, name="main", when="claims.ref == 'refs/heads/main'", effect="allow")
         rule.issuers.add(issuer)
@@ -303,7 +336,9 @@ def test_logs_hold_no_token_signature_or_key(client, settings, caplog, upstream)
                 secrets.append(token)
                 if response.status_code == 200:
                     body = response.content.decode() if endpoint == "raw" else json.dumps(response.json())
-                    issued = body if endpoint == "raw" else (response.json().get("access_token") or response.json()["token"])
+                    issued = (
+                        body if endpoint == "raw" else (response.json().get("access_token") or response.json()["token"])
+                    )
                     secrets.append(issued)
             tenant.rate_limit_per_minute = 1
             tenant.save()

@@ -45,7 +45,7 @@ class RuleCost:
 
     @property
     def outputs(self) -> tuple[float, ...]:
-        return tuple(total - when for total, when in zip(self.totals, self.when))
+        return tuple(total - when for total, when in zip(self.totals, self.when, strict=True))
 
     def total(self, step: int) -> float:
         return self.totals[step]
@@ -59,8 +59,11 @@ def rule_cost(expressions: Mapping[str, CompiledExpression]) -> RuleCost:
     total = totals[SAVE_STEP]
     if total <= RULE_COST_BUDGET:
         return RuleCost(when, totals)
-    over = (f"its worst-case cost is {_figure(total)} units, over the {RULE_COST_BUDGET:,} a rule may take"
-            if total < float("inf") else "its cost cannot be bounded")
+    over = (
+        f"its worst-case cost is {_figure(total)} units, over the {RULE_COST_BUDGET:,} a rule may take"
+        if total < float("inf")
+        else "its cost cannot be bounded"
+    )
     return RuleCost(when, (float("inf"),) * len(PROFILE_STEPS), over)  # never cheap enough to run
 
 
@@ -79,14 +82,18 @@ def cost_problem(expressions: Mapping[str, CompiledExpression]) -> tuple[str, st
     if total == float("inf"):
         message = "jwtex cannot bound what evaluating this costs"
     else:
-        message = (f"Evaluating this rule can cost up to {_figure(total)} cost units over claims within the limits "
-                   f"(lists and maps of up to 128 items, 512 in all, 16 KiB of token); a rule may cost at most "
-                   f"{RULE_COST_BUDGET:,}")
+        message = (
+            f"Evaluating this rule can cost up to {_figure(total)} cost units over claims within the limits "
+            f"(lists and maps of up to 128 items, 512 in all, 16 KiB of token); a rule may cost at most "
+            f"{RULE_COST_BUDGET:,}"
+        )
     if where is not None:
-        excerpt = worst.source.split("\n")[where.line - 1][where.column - 1:where.column + 39].strip()
+        excerpt = worst.source.split("\n")[where.line - 1][where.column - 1 : where.column + 39].strip()
         message += f". Most of it is here: {excerpt}{'…' if len(excerpt) >= 40 else ''}"
-    message += (". Comprehensions that build lists (map, filter), long concatenations and patterns with "
-                "classes cost the most; test fewer claims, or split the rule.")
+    message += (
+        ". Comprehensions that build lists (map, filter), long concatenations and patterns with "
+        "classes cost the most; test fewer claims, or split the rule."
+    )
     return path, message, (where.line if where else None), (where.column if where else None)
 
 
@@ -121,8 +128,14 @@ def _longest(node: Expr | None) -> int:
 
 
 def token_length_findings(
-    *, tags: Sequence[tuple[str, CompiledExpression]], optional: frozenset[str], transitive: Sequence[str],
-    subject: CompiledExpression, claim_names: Sequence[str], audiences: Sequence[str], source_identity: bool = False,
+    *,
+    tags: Sequence[tuple[str, CompiledExpression]],
+    optional: frozenset[str],
+    transitive: Sequence[str],
+    subject: CompiledExpression,
+    claim_names: Sequence[str],
+    audiences: Sequence[str],
+    source_identity: bool = False,
 ) -> tuple[str | None, str | None]:
     """(error, warning): the error when even the shortest token the rule can make is longer than
     STS accepts, the warning when its longest can be. ``source_identity``: the rule sets one (2 to
@@ -140,20 +153,30 @@ def token_length_findings(
         kept = {key for key, _ in values}
         subject_text = _literal_text(subject.tree)
         length = token_length_bound(
-            tags=values, transitive_tag_keys=[key for key in transitive if key in kept], claim_names=claim_names,
-            audiences=audiences, subject=subject_text or ("s" * MAX_SUBJECT_LENGTH if biggest else "s"),
+            tags=values,
+            transitive_tag_keys=[key for key in transitive if key in kept],
+            claim_names=claim_names,
+            audiences=audiences,
+            subject=subject_text or ("s" * MAX_SUBJECT_LENGTH if biggest else "s"),
             largest=biggest,
-            source_identity=("i" * (MAX_SOURCE_IDENTITY_LENGTH if biggest else MIN_SOURCE_IDENTITY_LENGTH)
-                             if source_identity else None),
+            source_identity=(
+                "i" * (MAX_SOURCE_IDENTITY_LENGTH if biggest else MIN_SOURCE_IDENTITY_LENGTH)
+                if source_identity
+                else None
+            ),
         )
         largest, smallest = (length, smallest) if biggest else (largest, length)
     tag_words = f"{len(tags)} session tag{'s' if len(tags) != 1 else ''}"
     if smallest > MAX_WEB_IDENTITY_TOKEN_LENGTH:
-        return (f"Tokens from this rule are at least {smallest:,} characters long ({tag_words}, with every value that "
-                f"is not a literal empty); AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}. Use fewer tags, "
-                "shorter keys or fewer transitive keys."), None
+        return (
+            f"Tokens from this rule are at least {smallest:,} characters long ({tag_words}, with every value that "
+            f"is not a literal empty); AWS STS accepts at most {MAX_WEB_IDENTITY_TOKEN_LENGTH:,}. Use fewer tags, "
+            "shorter keys or fewer transitive keys."
+        ), None
     if largest > MAX_WEB_IDENTITY_TOKEN_LENGTH:
-        return None, (f"Tokens from this rule can be up to {largest:,} characters long ({tag_words}, literals at their "
-                      f"length and every other value at up to 256 characters); AWS STS accepts at most "
-                      f"{MAX_WEB_IDENTITY_TOKEN_LENGTH:,}, so an exchange whose values are that long is refused (403).")
+        return None, (
+            f"Tokens from this rule can be up to {largest:,} characters long ({tag_words}, literals at their "
+            f"length and every other value at up to 256 characters); AWS STS accepts at most "
+            f"{MAX_WEB_IDENTITY_TOKEN_LENGTH:,}, so an exchange whose values are that long is refused (403)."
+        )
     return None, None

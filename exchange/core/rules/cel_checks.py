@@ -21,17 +21,29 @@ from dataclasses import dataclass
 
 from .cel_regex import pattern_cost
 from .cel_syntax import (
-    Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct,
+    Binary,
+    Call,
+    Comprehension,
+    Conditional,
+    Expr,
+    Ident,
+    Index,
+    ListLit,
+    Literal,
+    Logic,
+    MapLit,
+    Select,
+    Struct,
     Unary,
 )
 
-__all__ = ["FUNCTIONS", "Function", "Problem", "VARIABLES", "children", "claim_path", "name_problems",
-           "type_warnings"]
+__all__ = ["FUNCTIONS", "Function", "Problem", "VARIABLES", "children", "claim_path", "name_problems", "type_warnings"]
 
 VARIABLES = frozenset({"claims", "issuer"})
 # Type names are values in CEL (type(x) == string); these are the ones the engine defines.
-TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
-                        "optional_type"})
+TYPE_NAMES = frozenset(
+    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type", "optional_type"}
+)
 
 
 @dataclass(frozen=True)
@@ -168,8 +180,11 @@ def _problem(node: Expr, bound: frozenset[str]) -> Problem | None:
             return Problem(f"Unknown name {node.name!r}: write {node.name[1:]!r} without the leading dot.", *where)
         return Problem(f"Unknown name {node.name!r}: an expression may use only 'claims' and 'issuer'.", *where)
     if isinstance(node, Struct):
-        return Problem(f"{node.type_name}{{…}} builds a message, and no message types are defined here; "
-                       "use a map: {'key': value}.", *where)
+        return Problem(
+            f"{node.type_name}{{…}} builds a message, and no message types are defined here; "
+            "use a map: {'key': value}.",
+            *where,
+        )
     if isinstance(node, Comprehension):
         if isinstance(node.target, Literal):
             return Problem(f"{node.macro}() ranges over a list or a map, not a {node.target.kind}.", *where)
@@ -183,16 +198,23 @@ def _problem(node: Expr, bound: frozenset[str]) -> Problem | None:
     function = FUNCTIONS.get(name)
     if function is None:
         known = ", ".join(sorted(n for n in FUNCTIONS if "." not in n and n not in _TIME_PARTS + _CLOCK_PARTS))
-        return Problem(f"Unknown function {name!r}. Functions a rule may call: {known} (and the macros has, all, "
-                       "exists, exists_one, map, filter).", *where)
+        return Problem(
+            f"Unknown function {name!r}. Functions a rule may call: {known} (and the macros has, all, "
+            "exists, exists_one, map, filter).",
+            *where,
+        )
     receiver = node.target is not None and namespaced(node) is None
     allowed = function.receiver_args if receiver else function.global_args
     if arity in allowed:
         if name == "matches":
             pattern = node.args[0]
             if not _is_string_literal(pattern):
-                return Problem("matches() needs a literal pattern (a string in quotes): the cost of a pattern "
-                               "taken from the claims cannot be bounded.", pattern.line, pattern.column)
+                return Problem(
+                    "matches() needs a literal pattern (a string in quotes): the cost of a pattern "
+                    "taken from the claims cannot be bounded.",
+                    pattern.line,
+                    pattern.column,
+                )
             problem = pattern_cost(pattern.value).problem  # type: ignore[attr-defined]
             if problem:
                 return Problem(f"matches(): {problem}.", pattern.line, pattern.column)
@@ -203,8 +225,11 @@ def _problem(node: Expr, bound: frozenset[str]) -> Problem | None:
         return Problem(f"{name} is not a global function: call it on a value, e.g. {function.example}.", *where)
     counts = " or ".join(str(n) for n in allowed)
     plural = "" if allowed == (1,) else "s"
-    return Problem(f"{name} takes {counts} argument{plural}{' besides its receiver' if receiver else ''}, not "
-                   f"{arity}; e.g. {function.example}.", *where)
+    return Problem(
+        f"{name} takes {counts} argument{plural}{' besides its receiver' if receiver else ''}, not "
+        f"{arity}; e.g. {function.example}.",
+        *where,
+    )
 
 
 def _is_string_literal(node: Expr) -> bool:
@@ -215,8 +240,12 @@ def claim_path(node: Expr) -> str | None:
     """The top-level claim ``node`` reads as a whole (``claims.x`` or ``claims['x']``), or None."""
     if isinstance(node, Select) and not node.test and isinstance(node.operand, Ident) and node.operand.name == "claims":
         return node.field
-    if (isinstance(node, Index) and isinstance(node.operand, Ident) and node.operand.name == "claims"
-            and _is_string_literal(node.index)):
+    if (
+        isinstance(node, Index)
+        and isinstance(node.operand, Ident)
+        and node.operand.name == "claims"
+        and _is_string_literal(node.index)
+    ):
         return node.index.value  # type: ignore[attr-defined]
     return None
 
@@ -251,11 +280,21 @@ def type_warnings(tree: Expr, claim_types: Mapping[str, tuple[str, str]]) -> lis
                 number = _number(literal)
                 if kind == "string" and number is not None:
                     text = str(number.value)
-                    warnings.append(Problem(
-                        f"claims.{name} is a string in {platform} tokens ('{text}'), so comparing it with the number "
-                        f"{text} is never true; write '{text}'.", literal.line, literal.column))
+                    warnings.append(
+                        Problem(
+                            f"claims.{name} is a string in {platform} tokens ('{text}'), "
+                            f"so comparing it with the number {text} is never true; write '{text}'.",
+                            literal.line,
+                            literal.column,
+                        )
+                    )
                 elif kind == "number" and _is_string_literal(literal):
-                    warnings.append(Problem(
-                        f"claims.{name} is a number in {platform} tokens, so comparing it with the string "
-                        f"{literal.value!r} is never true; write it without quotes.", literal.line, literal.column))
+                    warnings.append(
+                        Problem(
+                            f"claims.{name} is a number in {platform} tokens, so comparing it with the string "
+                            f"{literal.value!r} is never true; write it without quotes.",
+                            literal.line,
+                            literal.column,
+                        )
+                    )
     return sorted(warnings, key=lambda p: (p.line, p.column))

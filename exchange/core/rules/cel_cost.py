@@ -32,7 +32,19 @@ from dataclasses import dataclass
 from .cel_checks import children, namespaced
 from .cel_regex import pattern_cost
 from .cel_syntax import (
-    Binary, Call, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit, Select, Struct,
+    Binary,
+    Call,
+    Comprehension,
+    Conditional,
+    Expr,
+    Ident,
+    Index,
+    ListLit,
+    Literal,
+    Logic,
+    MapLit,
+    Select,
+    Struct,
     Unary,
 )
 

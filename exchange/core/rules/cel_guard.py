@@ -31,8 +31,14 @@ from .cel_parser import expression_parse
 from .cel_syntax import CelSyntaxError, Comprehension, Expr, Token, expression_tokenize
 
 __all__ = [
-    "MAX_NESTING_DEPTH", "PASSTHROUGH", "PROFILE_STEPS", "CompiledExpression", "RuleSyntaxError",
-    "check_expression", "claims_step", "expression_compile",
+    "MAX_NESTING_DEPTH",
+    "PASSTHROUGH",
+    "PROFILE_STEPS",
+    "CompiledExpression",
+    "RuleSyntaxError",
+    "check_expression",
+    "claims_step",
+    "expression_compile",
 ]
 
 # Brackets an expression may nest: a cheap bound checked before anything else reads it.
@@ -97,7 +103,7 @@ def _engine_compile(source: str) -> cel.Program:
         return cel.compile(source)
     except PASSTHROUGH:
         raise
-    except BaseException as exc:  # ValueError normally; a Rust panic must not escape either
+    except BaseException as exc:  # noqa: BLE001 - ValueError normally; a Rust panic must not escape either
         text = str(exc)
         _, _, tail = text.partition("ERROR: <input>:")
         location, _, message = tail.partition(": ")
@@ -115,10 +121,10 @@ def _plain(message: str) -> str:
     """The engine's lexer message in words: an unterminated string, or the character it cannot read."""
     if not message.startswith(_UNRECOGNISED):
         return message
-    text = message[len(_UNRECOGNISED) + 1:-1] if message.endswith("'") else message[len(_UNRECOGNISED):]
+    text = message[len(_UNRECOGNISED) + 1 : -1] if message.endswith("'") else message[len(_UNRECOGNISED) :]
     body = text.lstrip("rRbB")
     if body[:1] in ("'", '"'):
-        quote = body[:3] if body[:3] in ("\'\'\'", '"""') else body[:1]
+        quote = body[:3] if body[:3] in ("'''", '"""') else body[:1]
         return f"Unterminated string: it opens with {quote} here and is never closed."
     return f"Syntax error: unexpected character {text[:1]!r}."
 
@@ -145,14 +151,21 @@ def _shape_problems(tree: Expr) -> list[Problem]:
         node, depth, comprehensions = stack.pop()
         if depth > MAX_TREE_DEPTH and not deep:
             deep = True
-            problems.append(Problem(f"The expression nests more than {MAX_TREE_DEPTH} operations inside each "
-                                    "other; split it or use lists (x in ['a', 'b']).", node.line, node.column))
+            problems.append(
+                Problem(
+                    f"The expression nests more than {MAX_TREE_DEPTH} operations inside each "
+                    "other; split it or use lists (x in ['a', 'b']).",
+                    node.line,
+                    node.column,
+                )
+            )
         if isinstance(node, Comprehension):
             comprehensions += 1
             if comprehensions > MAX_COMPREHENSION_DEPTH and not nested:
                 nested = True
-                problems.append(Problem(f"Comprehensions nest at most {MAX_COMPREHENSION_DEPTH} deep.",
-                                        node.line, node.column))
+                problems.append(
+                    Problem(f"Comprehensions nest at most {MAX_COMPREHENSION_DEPTH} deep.", node.line, node.column)
+                )
         stack.extend((child, depth + 1, comprehensions) for child in children(node))
     return problems
 
@@ -179,14 +192,16 @@ def _compile(source: str, max_length: int) -> CompiledExpression:
     if too_deep is not None:
         raise RuleSyntaxError(
             f"The expression nests parentheses or brackets deeper than {MAX_NESTING_DEPTH} levels.",
-            line=too_deep[0], column=too_deep[1],
+            line=too_deep[0],
+            column=too_deep[1],
         )
     program = _engine_compile(source)
     try:
         tree = expression_parse(tokens if tokens is not None else source)
     except CelSyntaxError as exc:  # our reading disagrees with the engine's: never run what cannot be costed
-        problem = Problem(f"jwtex cannot analyse this expression ({exc.message}); please report it.",
-                          exc.line, exc.column)
+        problem = Problem(
+            f"jwtex cannot analyse this expression ({exc.message}); please report it.", exc.line, exc.column
+        )
         return CompiledExpression(source, program, None, (problem,), (UNBOUNDED,) * len(PROFILE_STEPS))
     problems = _shape_problems(tree)
     if problems:
@@ -216,7 +231,9 @@ def claims_step(claims: Mapping[str, Any]) -> tuple[int, str]:
         except TypeError:  # a key that is not a string (never from JSON): the walk below
             pass
         else:
-            return _first_step(1 + 2 * len(claims), len(claims), len(text) if text.isascii() else len(text.encode())), ""
+            return _first_step(
+                1 + 2 * len(claims), len(claims), len(text) if text.isascii() else len(text.encode())
+            ), ""
     total = longest = size = 0
     values = 1  # the values cel_cost counts: the claims, every element, every map key and value
     stack: list[Any] = [claims]
@@ -237,11 +254,13 @@ def claims_step(claims: Mapping[str, Any]) -> tuple[int, str]:
         total += len(items)
         longest = max(longest, len(items))
         if longest > CEL_MAX_ITERABLE_ITEMS:  # past the bound rules are saved for: the largest step
-            return len(PROFILE_STEPS) - 1, (f"a list or map in the claims has {longest} items "
-                                            f"(limit {CEL_MAX_ITERABLE_ITEMS} for costly rules)")
+            return len(PROFILE_STEPS) - 1, (
+                f"a list or map in the claims has {longest} items (limit {CEL_MAX_ITERABLE_ITEMS} for costly rules)"
+            )
         if total > CEL_MAX_CLAIM_ITEMS:
-            return len(PROFILE_STEPS) - 1, f"the claims hold more than {CEL_MAX_CLAIM_ITEMS} list and map items " \
-                                           "(limit for costly rules)"
+            return len(
+                PROFILE_STEPS
+            ) - 1, f"the claims hold more than {CEL_MAX_CLAIM_ITEMS} list and map items (limit for costly rules)"
         stack.extend(items)
     # Within the saved rules' bound (total ≤ 512, so values ≤ 1 + 2 × 512): the first step that fits.
     return _first_step(values, longest, size), ""

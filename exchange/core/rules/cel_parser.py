@@ -26,21 +26,67 @@ become their own nodes, as the engine expands them; everything else is a call by
 from __future__ import annotations
 
 from .cel_syntax import (
-    Binary, Call, CelSyntaxError, Comprehension, Conditional, Expr, Ident, Index, ListLit, Literal, Logic, MapLit,
-    Select, Struct, Token, Unary, expression_tokenize,
+    Binary,
+    Call,
+    CelSyntaxError,
+    Comprehension,
+    Conditional,
+    Expr,
+    Ident,
+    Index,
+    ListLit,
+    Literal,
+    Logic,
+    MapLit,
+    Select,
+    Struct,
+    Token,
+    Unary,
+    expression_tokenize,
 )
 
 __all__ = ["MAX_EXPR_DEPTH", "RESERVED_WORDS", "expression_parse"]
 
 # The engine's parser refuses an expression nested in 96 others (its recursion limit).
 MAX_EXPR_DEPTH = 96
-RESERVED_WORDS = frozenset({
-    "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let", "loop", "package",
-    "namespace", "return", "var", "void", "while",
-})
+RESERVED_WORDS = frozenset(
+    {
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    }
+)
 _MACROS = {"all": (2,), "exists": (2,), "exists_one": (2,), "existsOne": (2,), "map": (2, 3), "filter": (2,)}
-_PRECEDENCE = {"||": 1, "&&": 2, "<": 3, "<=": 3, ">=": 3, ">": 3, "==": 3, "!=": 3, "in": 3,
-               "+": 4, "-": 4, "*": 5, "/": 5, "%": 5}
+_PRECEDENCE = {
+    "||": 1,
+    "&&": 2,
+    "<": 3,
+    "<=": 3,
+    ">=": 3,
+    ">": 3,
+    "==": 3,
+    "!=": 3,
+    "in": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "%": 5,
+}
 _LITERAL_TOKENS = frozenset({"INT", "UINT", "FLOAT", "STRING", "BYTES", "true", "false", "null"})
 _INT_MIN, _INT_MAX, _UINT_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 
@@ -107,8 +153,9 @@ class _Parser:
             self.depth += 1
             if self.depth > MAX_EXPR_DEPTH:
                 token = self.token
-                raise CelSyntaxError(f"the expression nests deeper than {MAX_EXPR_DEPTH} levels",
-                                     token.line, token.column)
+                raise CelSyntaxError(
+                    f"the expression nests deeper than {MAX_EXPR_DEPTH} levels", token.line, token.column
+                )
             condition = self.operators()
             if self.token.kind != "?":
                 break
@@ -134,7 +181,7 @@ class _Parser:
             if not any(_PRECEDENCE[op.kind] == level for op in ops):
                 continue
             merged_operands, merged_ops = [operands[0]], []
-            for op, right in zip(ops, operands[1:]):
+            for op, right in zip(ops, operands[1:], strict=True):
                 if _PRECEDENCE[op.kind] != level:
                     merged_ops.append(op)
                     merged_operands.append(right)
@@ -161,8 +208,9 @@ class _Parser:
                 self.take()
                 count += 1
             # !-x and -!x: a negation applies to a member, not to another negation (but !-1 is a literal)
-            if self.token.kind == "!" or (self.token.kind == "-" and not (
-                    first.kind == "!" and self.peek().kind in ("INT", "FLOAT"))):
+            if self.token.kind == "!" or (
+                self.token.kind == "-" and not (first.kind == "!" and self.peek().kind in ("INT", "FLOAT"))
+            ):
                 raise self.unexpected()
         node = self.primary()
         while True:

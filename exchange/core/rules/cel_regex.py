@@ -50,8 +50,12 @@ def pattern_cost(pattern: str) -> PatternCost:
         return PatternCost(0, 0, str(exc))
     compile_weight += CALL
     if compile_weight > MAX_COMPILE or states > MAX_STATES:
-        return PatternCost(compile_weight, states, f"the pattern {pattern!r} is too costly to compile at every call "
-                                                   "(counted repetition of classes, or Unicode classes); simplify it")
+        return PatternCost(
+            compile_weight,
+            states,
+            f"the pattern {pattern!r} is too costly to compile at every call "
+            "(counted repetition of classes, or Unicode classes); simplify it",
+        )
     return PatternCost(compile_weight, states + 1)
 
 
@@ -116,7 +120,7 @@ class _Scanner:
             return
         while end < len(self.p) and self.p[end] not in ":)":
             end += 1
-        flags = self.p[self.i + 1:end]
+        flags = self.p[self.i + 1 : end]
         if "x" in flags.split("-")[0]:
             raise _Refused("verbose patterns (the x flag) are not supported")
         if "i" in flags.split("-")[0]:
@@ -172,7 +176,7 @@ class _Scanner:
                 continue
             if ch == "[":
                 depth += 1
-            elif ch == "]" and self.i > start + 1 + (self.p[start + 1:start + 2] == "^"):
+            elif ch == "]" and self.i > start + 1 + (self.p[start + 1 : start + 2] == "^"):
                 depth -= 1
                 if depth == 0:
                     self.i += 1
@@ -180,7 +184,7 @@ class _Scanner:
             self.i += 1
         else:
             raise _Refused("the pattern has an unclosed character class")
-        body = self.p[start:self.i]
+        body = self.p[start : self.i]
         if unicode_escapes or (self.folded and (digit or space)):
             return _UNICODE * max(1, unicode_escapes + digit + space), _STATES["unicode"]
         weight = _DIGIT * digit + _SPACE * space
@@ -198,9 +202,12 @@ class _Scanner:
                 self.i += 1
             elif ch == "{":
                 close = self.p.find("}", self.i)
-                bounds = self.p[self.i + 1:close].split(",") if close > 0 else []
-                if not bounds or len(bounds) > 2 or not all(b.strip().isdigit() or (k and not b.strip())
-                                                            for k, b in enumerate(bounds)):
+                bounds = self.p[self.i + 1 : close].split(",") if close > 0 else []
+                if (
+                    not bounds
+                    or len(bounds) > 2
+                    or not all(b.strip().isdigit() or (k and not b.strip()) for k, b in enumerate(bounds))
+                ):
                     return times  # not a repetition: the engine reads "{" literally or refuses it
                 numbers = [int(b) for b in bounds if b.strip()]
                 times *= max(numbers) + (1 if len(bounds) == 2 and not bounds[1].strip() else 0)

@@ -20,8 +20,23 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "Binary", "Call", "CelSyntaxError", "Comprehension", "Conditional", "Expr", "Ident", "Index", "ListLit",
-    "Literal", "Logic", "MapLit", "Select", "Struct", "Token", "Unary", "expression_tokenize",
+    "Binary",
+    "Call",
+    "CelSyntaxError",
+    "Comprehension",
+    "Conditional",
+    "Expr",
+    "Ident",
+    "Index",
+    "ListLit",
+    "Literal",
+    "Logic",
+    "MapLit",
+    "Select",
+    "Struct",
+    "Token",
+    "Unary",
+    "expression_tokenize",
 ]
 
 
@@ -34,6 +49,7 @@ class CelSyntaxError(ValueError):
 
 
 # --- the tree -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)
 class Expr:
@@ -127,6 +143,7 @@ class Comprehension(Expr):
 
 # --- tokens ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Token:
     kind: str  # an operator's own text, or INT UINT FLOAT STRING BYTES IDENT ESC_IDENT EOF
@@ -137,15 +154,39 @@ class Token:
 
 
 _KEYWORDS = {"true": "true", "false": "false", "null": "null", "in": "in"}
-_OPERATORS = ("==", "!=", "<=", ">=", "&&", "||", "<", ">", "[", "]", "{", "}", "(", ")", ".", ",", "-", "!",
-              "?", ":", "+", "*", "/", "%")
+_OPERATORS = (
+    "==",
+    "!=",
+    "<=",
+    ">=",
+    "&&",
+    "||",
+    "<",
+    ">",
+    "[",
+    "]",
+    "{",
+    "}",
+    "(",
+    ")",
+    ".",
+    ",",
+    "-",
+    "!",
+    "?",
+    ":",
+    "+",
+    "*",
+    "/",
+    "%",
+)
 _ESC = r"""\\(?:[abfnrtv"'\\?`]|[0-3][0-7]{2}|[xX][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"""
 # STRING's eight alternatives; BYTES is a b or B before any of them. Triple quotes end at the
 # first closing triple (the grammar's loops there are non-greedy); the engine's raw triple
 # quotes (ANTLR's ``.``) take any character but NUL.
 _STRING = re.compile(
     rf'''[rR]"""[^\x00]*?"""|[rR]\'\'\'[^\x00]*?\'\'\'|"""(?:{_ESC}|[^\\])*?"""|\'\'\'(?:{_ESC}|[^\\])*?\'\'\''''
-    rf'''|[rR]"[^"\n\r]*"|[rR]'[^'\n\r]*'|"(?:{_ESC}|[^\\"\n\r])*"|'(?:{_ESC}|[^\\'\n\r])*\''''
+    rf"""|[rR]"[^"\n\r]*"|[rR]'[^'\n\r]*'|"(?:{_ESC}|[^\\"\n\r])*"|'(?:{_ESC}|[^\\'\n\r])*\'"""
 )
 # NUM_FLOAT, NUM_INT and NUM_UINT are separate rules: each matches on its own, the longest wins.
 _NUMBERS = (
@@ -168,7 +209,7 @@ def _candidates(source: str, i: int) -> list[tuple[int, str]]:
     ident = _IDENT.match(source, i)
     if ident and ident.group() in _KEYWORDS:
         found.append((ident.end(), _KEYWORDS[ident.group()]))
-    if source[i:i + 1] in "0123456789.":
+    if source[i : i + 1] in "0123456789.":
         for kind, pattern in _NUMBERS:
             match = pattern.match(source, i)
             if match:
@@ -176,7 +217,7 @@ def _candidates(source: str, i: int) -> list[tuple[int, str]]:
     string = _STRING.match(source, i)
     if string:
         found.append((string.end(), "STRING"))
-    if source[i:i + 1] in ("b", "B"):
+    if source[i : i + 1] in ("b", "B"):
         data = _STRING.match(source, i + 1)
         if data:
             found.append((data.end(), "BYTES"))
@@ -197,7 +238,7 @@ def _fast(source: str, i: int) -> tuple[int, str]:
     ch = source[i]
     if ch in _SINGLE:
         return i + 1, ch
-    prefix = ch in "rRbB" and source[i + 1:i + 2] in ("'", '"', "r", "R")  # perhaps a string's prefix
+    prefix = ch in "rRbB" and source[i + 1 : i + 2] in ("'", '"', "r", "R")  # perhaps a string's prefix
     if ch.isascii() and (ch.isalpha() or ch == "_") and not prefix:
         match = _IDENT.match(source, i)
         text = match.group()
@@ -240,8 +281,20 @@ def expression_tokenize(source: str) -> list[Token]:
 
 # --- literal values -------------------------------------------------------------------------------
 
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-                   '"': '"', "'": "'", "\\": "\\", "?": "?", "`": "`"}
+_SIMPLE_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "?": "?",
+    "`": "`",
+}
 _ESCAPE_RE = re.compile(_ESC)
 
 
@@ -265,7 +318,7 @@ def _string_value(text: str, line: int, column: int, *, as_bytes: bool) -> str |
     out: list[bytes] | list[str] = []
     pos = 0
     for match in _ESCAPE_RE.finditer(content):
-        out.append(content[pos:match.start()].encode() if as_bytes else content[pos:match.start()])
+        out.append(content[pos : match.start()].encode() if as_bytes else content[pos : match.start()])
         out.append(_escape(match.group(), line, column, as_bytes=as_bytes))
         pos = match.end()
     out.append(content[pos:].encode() if as_bytes else content[pos:])

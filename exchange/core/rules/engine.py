@@ -55,7 +55,7 @@ def _make_context(*, claims: Mapping[str, Any], issuer_id: str) -> Any:
         )
     except PASSTHROUGH:
         raise
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a pyo3 PanicException too: an error, never an answer
         return EvaluationError(exc)
 
 
@@ -102,12 +102,18 @@ class _Evaluation:
             self.spent = sum(c[self.step] for c in self.charged)
             spent = self.spent + costs[self.step]
         if cost.totals[self.step] > RULE_COST_BUDGET:
-            self.refuse(rule, f"is over its cost budget for claims this large: {self.why_large}",
-                        " cannot be evaluated over claims this large.")
+            self.refuse(
+                rule,
+                f"is over its cost budget for claims this large: {self.why_large}",
+                " cannot be evaluated over claims this large.",
+            )
         if spent > EXCHANGE_COST_BUDGET:
             before = f"{len(self.charged)} evaluation{'' if len(self.charged) == 1 else 's'} before it"
-            self.refuse(rule, f"is over the exchange's cost budget: {spent:,.0f} cost units with the {before}, over "
-                              f"{EXCHANGE_COST_BUDGET:,}")
+            self.refuse(
+                rule,
+                f"is over the exchange's cost budget: {spent:,.0f} cost units with the {before}, over "
+                f"{EXCHANGE_COST_BUDGET:,}",
+            )
         self.charged.append(costs)
         self.spent = spent
 
@@ -216,5 +222,7 @@ def compiled_rules_decide(
             for rule in rules[len(trace) - seen :]:
                 applies = issuer_id in rule.issuers
                 trace.append(
-                    RuleTrace(rule.rule_id, rule.name, applies, "not evaluated" if applies else "skipped (other issuer)")
+                    RuleTrace(
+                        rule.rule_id, rule.name, applies, "not evaluated" if applies else "skipped (other issuer)"
+                    )
                 )

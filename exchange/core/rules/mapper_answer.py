@@ -62,8 +62,11 @@ def mapper_decision(
         subject = _answer_subject(emitted, claims)
         tags, transitive, tags_claim = _answer_tags(emitted.get(AWS_TAGS_CLAIM))
         source_identity = _answer_source_identity(emitted)
-        extra = {name: json_value(value, name) for name, value in emitted.items()
-                 if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM}}
+        extra = {
+            name: json_value(value, name)
+            for name, value in emitted.items()
+            if name not in _IGNORED | {"sub", "aud", AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM}
+        }
     except (_Refused, EvaluationError, RecursionError) as exc:
         raise rule_denial(rule, ": the mapper's answer is not valid.", f": mapper answer: {exc}") from None
     lifetime = rule.spec.lifetime if rule.spec.lifetime is not None else DEFAULT_LIFETIME
@@ -83,10 +86,14 @@ def mapper_decision(
 
 def _answer_source_identity(emitted: Mapping[str, Any]) -> str | None:
     """The answer's source identity, checked as a rule's is; any other AWS claim is refused."""
-    unknown = sorted(name for name in emitted if is_aws_claim(name) and name not in (AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM))
+    unknown = sorted(
+        name for name in emitted if is_aws_claim(name) and name not in (AWS_TAGS_CLAIM, AWS_SOURCE_IDENTITY_CLAIM)
+    )
     if unknown:
-        raise _Refused(f"{', '.join(map(repr, unknown))}: AWS's claims are emitted only as {AWS_TAGS_CLAIM!r} "
-                       f"and {AWS_SOURCE_IDENTITY_CLAIM!r}, which jwtex checks")
+        raise _Refused(
+            f"{', '.join(map(repr, unknown))}: AWS's claims are emitted only as {AWS_TAGS_CLAIM!r} "
+            f"and {AWS_SOURCE_IDENTITY_CLAIM!r}, which jwtex checks"
+        )
     if AWS_SOURCE_IDENTITY_CLAIM not in emitted:
         return None
     problem = source_identity_problem(emitted[AWS_SOURCE_IDENTITY_CLAIM])
@@ -115,9 +122,12 @@ def _answer_audience(rule: CompiledRule, emitted: Mapping[str, Any], *, requeste
         raise _Refused("aud must be a non-empty string")
     allowed = [rule.spec.audience or default, *rule.spec.audiences]
     if audience not in allowed or (requested and requested != audience):
-        raise rule_denial(rule, " does not allow the audience its mapper chose.",
-                      f": mapper chose audience {audience!r} (allowed: {allowed!r}, requested: {requested!r})",
-                      AudienceNotAllowed)
+        raise rule_denial(
+            rule,
+            " does not allow the audience its mapper chose.",
+            f": mapper chose audience {audience!r} (allowed: {allowed!r}, requested: {requested!r})",
+            AudienceNotAllowed,
+        )
     return audience
 
 
@@ -162,8 +172,10 @@ def _answer_tags(claim: Any) -> tuple[tuple[tuple[str, str], ...], tuple[str, ..
             raise _Refused(f"{exc} (a tag's value is a list of one string)") from None
         tags.append((key, values[0]))
     transitive = _transitive(claim.get("transitive_tag_keys", []), {key for key, _ in tags})
-    exact = {member: {key: [value] for key, value in tags} if member == "principal_tags" else list(transitive)
-             for member in claim}
+    exact = {
+        member: {key: [value] for key, value in tags} if member == "principal_tags" else list(transitive)
+        for member in claim
+    }
     return tuple(tags), transitive, exact
 
 

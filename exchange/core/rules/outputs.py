@@ -22,8 +22,17 @@ from .cel_guard import PASSTHROUGH
 from .compiled import CompiledRule
 from .spec import MAX_SUBJECT_LENGTH
 
-__all__ = ["EvaluationError", "json_value", "program_execute", "rule_allow", "rule_audience", "rule_denial",
-           "source_identity_reason", "tag_problem", "tag_value"]
+__all__ = [
+    "EvaluationError",
+    "json_value",
+    "program_execute",
+    "rule_allow",
+    "rule_audience",
+    "rule_denial",
+    "source_identity_reason",
+    "tag_problem",
+    "tag_value",
+]
 
 
 class EvaluationError(Exception):
@@ -44,7 +53,7 @@ def program_execute(program: cel.Program, context: Any) -> Any:
         return program.execute(context)
     except PASSTHROUGH:
         raise
-    except BaseException as exc:  # KeyError, TypeError, … and pyo3 PanicException alike
+    except BaseException as exc:  # noqa: BLE001 - KeyError, TypeError, … and pyo3 PanicException alike
         raise EvaluationError(exc) from None
 
 
@@ -114,7 +123,10 @@ def _rule_label(rule: CompiledRule) -> str:
 
 
 def rule_denial(
-    rule: CompiledRule, description: str, reason: str, cls: type[AccessDenied] = AccessDenied,
+    rule: CompiledRule,
+    description: str,
+    reason: str,
+    cls: type[AccessDenied] = AccessDenied,
 ) -> AccessDenied:
     """The refusal ``rule`` gives: the client reads ``description``, the audit ``reason`` (the
     mapper's answer is refused the same way, core/rules/mapper_answer.py)."""
@@ -129,8 +141,10 @@ def rule_audience(rule: CompiledRule, *, requested: str | None, default: str) ->
         return audience
     if requested != audience and requested not in spec.audiences:
         raise rule_denial(
-            rule, " does not allow the requested audience.",
-            f" does not allow audience {requested!r} (allowed: {[audience, *spec.audiences]!r})", AudienceNotAllowed,
+            rule,
+            " does not allow the requested audience.",
+            f" does not allow audience {requested!r} (allowed: {[audience, *spec.audiences]!r})",
+            AudienceNotAllowed,
         )
     return requested
 
@@ -141,9 +155,12 @@ def _subject(rule: CompiledRule, context: Any) -> str:
     except EvaluationError as exc:
         raise rule_denial(rule, " could not compute the subject.", f": subject: {exc}") from None
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
-        what = f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
+        what = (
+            f"a {type(subject).__name__}" if not isinstance(subject, str) else f"a string of {len(subject)} characters"
+        )
         raise rule_denial(
-            rule, " could not compute the subject.",
+            rule,
+            " could not compute the subject.",
             f": subject must be a string of 1 to {MAX_SUBJECT_LENGTH} characters, got {what}",
         )
     return subject
@@ -159,7 +176,9 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
         except EvaluationError as exc:
             if optional and isinstance(exc.cause, KeyError):  # the claim is missing: no tag
                 continue
-            raise rule_denial(rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}") from None
+            raise rule_denial(
+                rule, f": session tag '{key}' has no valid value.", f": session tag {key!r}: {exc}"
+            ) from None
         if optional and value in ("", None):
             continue
         try:
@@ -167,7 +186,8 @@ def _session_tags(rule: CompiledRule, context: Any) -> tuple[tuple[str, str], ..
             session_tag_value_validate(key, value)
         except (EvaluationError, ValueError) as exc:
             raise rule_denial(
-                rule, f": session tag '{key}' has no valid value.",
+                rule,
+                f": session tag '{key}' has no valid value.",
                 f": session tag {key!r}: {tag_problem(exc, value, sources[key])}",
             ) from None
         tags.append((key, value))
@@ -184,8 +204,11 @@ def _source_identity(rule: CompiledRule, context: Any) -> str | None:
         raise rule_denial(rule, ": the source identity could not be computed.", f": source_identity: {exc}") from None
     problem = source_identity_problem(value)
     if problem is not None:
-        raise rule_denial(rule, ": the source identity is not one AWS accepts.",
-                          f": source_identity: {source_identity_reason(value, problem, rule.spec.source_identity)}")
+        raise rule_denial(
+            rule,
+            ": the source identity is not one AWS accepts.",
+            f": source_identity: {source_identity_reason(value, problem, rule.spec.source_identity)}",
+        )
     return value
 
 

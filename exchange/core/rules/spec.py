@@ -53,7 +53,6 @@ MAPPER_MAX_TIMEOUT_MS = 5000
 MAPPER_MIN_TIMEOUT_MS = 50
 
 
-
 @dataclass(frozen=True)
 class RuleSpec:
     name: str
@@ -189,7 +188,9 @@ class _Checker:
             if not isinstance(audience, str) or not audience:
                 self.add(f"audiences[{index}]", "An audience must be a non-empty string.")
         lifetime = spec.lifetime
-        if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < MIN_LIFETIME):
+        if lifetime is not None and (
+            not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < MIN_LIFETIME
+        ):
             self.add("lifetime", f"The lifetime must be a whole number of seconds, at least {MIN_LIFETIME}.")
 
     def mapper(self, spec: RuleSpec) -> None:
@@ -198,17 +199,24 @@ class _Checker:
         if not isinstance(spec.mapper_url, str) or not spec.mapper_url:
             self.add("mapper_url", "A mapper rule needs the mapper's URL.")
         timeout = spec.mapper_timeout_ms
-        if (not isinstance(timeout, int) or isinstance(timeout, bool)
-                or not MAPPER_MIN_TIMEOUT_MS <= timeout <= MAPPER_MAX_TIMEOUT_MS):
-            self.add("mapper_timeout_ms",
-                     f"The mapper's timeout is {MAPPER_MIN_TIMEOUT_MS} to {MAPPER_MAX_TIMEOUT_MS} milliseconds.")
+        if (
+            not isinstance(timeout, int)
+            or isinstance(timeout, bool)
+            or not MAPPER_MIN_TIMEOUT_MS <= timeout <= MAPPER_MAX_TIMEOUT_MS
+        ):
+            self.add(
+                "mapper_timeout_ms",
+                f"The mapper's timeout is {MAPPER_MIN_TIMEOUT_MS} to {MAPPER_MAX_TIMEOUT_MS} milliseconds.",
+            )
 
     def session_tags(self, spec: RuleSpec) -> None:
         # IAM User Guide, "Pass session tags in AWS STS": at most 50 tags; keys are
         # case-insensitive ("you cannot have separate Department and department tag keys").
         if len(spec.session_tags) > MAX_SESSION_TAGS:
             count = len(spec.session_tags)
-            self.add("session_tags", f"A rule may set at most {MAX_SESSION_TAGS} session tags (AWS limit); it sets {count}.")
+            self.add(
+                "session_tags", f"A rule may set at most {MAX_SESSION_TAGS} session tags (AWS limit); it sets {count}."
+            )
         seen: dict[str, str] = {}
         for key, source in spec.session_tags:
             path = f"session_tags.{key}" if isinstance(key, str) and key else "session_tags"
@@ -263,8 +271,10 @@ def _reserved_claim_message(name: str) -> str:
     if name == AWS_SOURCE_IDENTITY_CLAIM:
         return f"The claim {name!r} is emitted only from source_identity, which checks it against AWS's rules."
     if is_aws_claim(name):
-        return (f"The claim {name!r} is in AWS's namespace (https://aws.amazon.com/…), which jwtex does not "
-                "check: only session_tags and source_identity emit AWS claims.")
+        return (
+            f"The claim {name!r} is in AWS's namespace (https://aws.amazon.com/…), which jwtex does not "
+            "check: only session_tags and source_identity emit AWS claims."
+        )
     return f"The claim {name!r} is set by jwtex itself (use subject/audience/session_tags where they apply)."
 
 
@@ -307,8 +317,12 @@ def rule_findings(spec: RuleSpec, *, claim_types: Mapping[str, tuple[str, str]] 
     return findings_of(spec, checker.expressions, claim_types=claim_types)
 
 
-def findings_of(spec: RuleSpec, expressions: Mapping[str, CompiledExpression], *,
-                claim_types: Mapping[str, tuple[str, str]] | None = None) -> RuleFindings:
+def findings_of(
+    spec: RuleSpec,
+    expressions: Mapping[str, CompiledExpression],
+    *,
+    claim_types: Mapping[str, tuple[str, str]] | None = None,
+) -> RuleFindings:
     """``rule_findings`` of a spec whose expressions all compiled (``rule_spec_check`` found nothing)."""
     errors: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
@@ -327,8 +341,11 @@ def findings_of(spec: RuleSpec, expressions: Mapping[str, CompiledExpression], *
     if spec.effect == "allow" and spec.session_tags:
         error, warning = token_length_findings(
             tags=[(key, expressions[f"session_tags.{key}"]) for key, _ in spec.session_tags],
-            optional=spec.optional_tags, transitive=spec.transitive_tag_keys, subject=expressions["subject"],
-            claim_names=[name for name, _ in spec.claims], audiences=[spec.audience, *spec.audiences],
+            optional=spec.optional_tags,
+            transitive=spec.transitive_tag_keys,
+            subject=expressions["subject"],
+            claim_names=[name for name, _ in spec.claims],
+            audiences=[spec.audience, *spec.audiences],
             source_identity=bool(spec.source_identity),
         )
         if error:

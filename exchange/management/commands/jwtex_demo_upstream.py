@@ -27,7 +27,9 @@ def _demo_key():
     if not path.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         path.write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         )
         path.chmod(0o600)
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -46,6 +48,48 @@ def _parse_claims(items: list[str]) -> dict:
     return claims
 
 
+def _demo_config(tenant: str, key) -> dict:
+    """The demo tenant's configuration file: the demo issuer with its static JWKS, and two rules."""
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update({"kid": DEMO_KID, "alg": "RS256", "use": "sig"})
+    return {
+        "tenants": [
+            {
+                "slug": tenant,
+                "name": "Acme Corp (demo)",
+                "issuers": [
+                    {
+                        "id": "github",
+                        "issuer": DEMO_ISSUER,
+                        "audiences": [STS_AUDIENCE],
+                        "jwks": {"keys": [jwk]},
+                    }
+                ],
+                "rules": [
+                    {
+                        "name": "octo-org main branch",
+                        "issuers": ["github"],
+                        "when": "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+                        "effect": "allow",
+                        "lifetime": 900,
+                        "session_tags": {
+                            "repository": "claims.repository",
+                            "ref": "aws_tag(claims.ref)",
+                            "actor": "aws_tag(claims.actor)",  # try --actor 'dependabot[bot]'
+                        },
+                    },
+                    {
+                        "name": "everything else from github",
+                        "issuers": ["github"],
+                        "when": "true",
+                        "effect": "deny",
+                    },
+                ],
+            }
+        ]
+    }
+
+
 class Command(BaseCommand):
     # Development helpers: the configuration warnings are make run's to print (once).
     requires_system_checks = []
@@ -53,18 +97,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "what", choices=["config", "token"],
+            "what",
+            choices=["config", "token"],
             help="config: print a jwtex_apply file trusting the demo key; token: print a token signed by it",
         )
         parser.add_argument("--tenant", default="acme", help="config: the tenant's slug (default: acme)")
         parser.add_argument(
-            "--repository", default="octo-org/octo-repo", help="token: the repository claim, OWNER/NAME (sets repository_owner)"
+            "--repository",
+            default="octo-org/octo-repo",
+            help="token: the repository claim, OWNER/NAME (sets repository_owner)",
         )
         parser.add_argument("--ref", default="refs/heads/main", help="token: the ref claim (default: refs/heads/main)")
         parser.add_argument("--actor", default="octocat", help="token: the actor claim (default: octocat)")
         parser.add_argument("--audience", default=STS_AUDIENCE, help="token: the aud claim")
         parser.add_argument(
-            "--claim", action="append", default=[], metavar="NAME=VALUE",
+            "--claim",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
             help="token: set (or override) a claim; VALUE is read as JSON when it parses, else as a string; repeatable",
         )
 
@@ -73,35 +123,7 @@ class Command(BaseCommand):
             raise CommandError("jwtex_demo_upstream is for development only.")
         key = _demo_key()
         if what == "config":
-            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-            jwk.update({"kid": DEMO_KID, "alg": "RS256", "use": "sig"})
-            document = {
-                "tenants": [
-                    {
-                        "slug": tenant,
-                        "name": "Acme Corp (demo)",
-                        "issuers": [
-                            {"id": "github", "issuer": DEMO_ISSUER, "audiences": [STS_AUDIENCE],
-                             "jwks": {"keys": [jwk]}}
-                        ],
-                        "rules": [
-                            {
-                                "name": "octo-org main branch",
-                                "issuers": ["github"],
-                                "when": "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
-                                "effect": "allow",
-                                "lifetime": 900,
-                                "session_tags": {
-                                    "repository": "claims.repository",
-                                    "ref": "aws_tag(claims.ref)",
-                                    "actor": "aws_tag(claims.actor)",  # try --actor 'dependabot[bot]'
-                                },
-                            },
-                            {"name": "everything else from github", "issuers": ["github"], "when": "true", "effect": "deny"},
-                        ],
-                    }
-                ]
-            }
+            document = _demo_config(tenant, key)
             self.stdout.write(yaml.safe_dump(document, sort_keys=False), ending="")
             return
         now = int(time.time())

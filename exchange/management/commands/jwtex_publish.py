@@ -38,8 +38,10 @@ class Command(BaseCommand):
                 failed.append(tenant.slug)
             elif result.confirmed:
                 verb = "matches what jwtex serves" if check else "published and read back"
-                self.stdout.write(f"{tenant.slug}: {verb} at {tenant.published_issuer_url}; live keys: "
-                                  f"{', '.join(result.live) or 'none'}")
+                self.stdout.write(
+                    f"{tenant.slug}: {verb} at {tenant.published_issuer_url}; live keys: "
+                    f"{', '.join(result.live) or 'none'}"
+                )
             else:
                 self.stdout.write(f"{tenant.slug}: NOT CONFIRMED: {result.error}")
                 failed.append(tenant.slug)

@@ -13,7 +13,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--issuer", action="append", dest="issuers", metavar="TENANT/ID", help="only these issuers, e.g. acme/github"
+            "--issuer",
+            action="append",
+            dest="issuers",
+            metavar="TENANT/ID",
+            help="only these issuers, e.g. acme/github",
         )
         parser.add_argument("--tenant", action="append", dest="tenants", metavar="SLUG")
 
@@ -36,11 +40,15 @@ class Command(BaseCommand):
                 continue
             changed = issuer_jwks_refresh(issuer=issuer, now=timezone.now(), force=True)
             issuer.refresh_from_db()
-            if issuer.jwks_last_error_at and (not issuer.jwks_fetched_at or issuer.jwks_last_error_at >= issuer.jwks_fetched_at):
+            if issuer.jwks_last_error_at and (
+                not issuer.jwks_fetched_at or issuer.jwks_last_error_at >= issuer.jwks_fetched_at
+            ):
                 failures += 1
                 self.stderr.write(f"{label}: FAILED: {issuer.jwks_last_error}")
                 continue
             kids = [k.get("kid") for k in (issuer.jwks or {}).get("keys", [])]
-            self.stdout.write(f"{label}: {'changed' if changed else 'unchanged'}, {len(kids)} key(s): {', '.join(map(str, kids))}")
+            self.stdout.write(
+                f"{label}: {'changed' if changed else 'unchanged'}, {len(kids)} key(s): {', '.join(map(str, kids))}"
+            )
         if failures:
             raise CommandError(f"{failures} issuer(s) could not be refreshed")

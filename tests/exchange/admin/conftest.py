@@ -63,7 +63,11 @@ def b(other_tenant, other_upstream):
         static_jwks=other_upstream.jwks,
     )
     rule = Rule.objects.create(
-        tenant=other_tenant, position=10, name="globex-rule", when="claims.sub == 'globex'", effect="allow",
+        tenant=other_tenant,
+        position=10,
+        name="globex-rule",
+        when="claims.sub == 'globex'",
+        effect="allow",
         session_tags={"globex_tag": "claims.sub"},
     )
     rule.issuers.add(issuer)

@@ -22,8 +22,12 @@ CHANGELIST = reverse("admin:exchange_exchangerecord_changelist")
 def _post(client, ids, *, select_across: bool = False, query: str = ""):
     return client.post(
         CHANGELIST + query,
-        {"action": "export_jsonl", "index": "0", "select_across": "1" if select_across else "0",
-         "_selected_action": [str(i) for i in ids]},
+        {
+            "action": "export_jsonl",
+            "index": "0",
+            "select_across": "1" if select_across else "0",
+            "_selected_action": [str(i) for i in ids],
+        },
     )
 
 
@@ -67,8 +71,14 @@ def test_a_user_of_tenant_a_cannot_export_tenant_bs_rows(a, b, admin_client_for)
 
 def test_select_all_exports_what_the_filters_leave(a, admin_client_for):
     now = timezone.now()
-    allowed = ExchangeRecord.objects.create(tenant=a.tenant, created_at=now - timedelta(minutes=1), endpoint="api",
-                                            decision="allowed", status_code=200, issued_jti="jti-allowed")
+    allowed = ExchangeRecord.objects.create(
+        tenant=a.tenant,
+        created_at=now - timedelta(minutes=1),
+        endpoint="api",
+        decision="allowed",
+        status_code=200,
+        issued_jti="jti-allowed",
+    )
     client = admin_client_for(a.tenant, "auditor")
     records = _lines(_post(client, [a.record.pk], select_across=True, query="?decision__exact=allowed"))
     assert [r["id"] for r in records] == [allowed.pk]

@@ -27,8 +27,9 @@ URL = "/admin/exchange/exchangerecord/"
 def _add(tenant, minutes_ago: float, **fields) -> ExchangeRecord:
     denied = fields.get("decision") == "denied"
     defaults = {"endpoint": "raw", "decision": "allowed", "status_code": 403 if denied else 200}
-    return ExchangeRecord.objects.create(tenant=tenant, created_at=timezone.now() - timedelta(minutes=minutes_ago),
-                                         **{**defaults, **fields})
+    return ExchangeRecord.objects.create(
+        tenant=tenant, created_at=timezone.now() - timedelta(minutes=minutes_ago), **{**defaults, **fields}
+    )
 
 
 def _shown(response) -> list[int]:
@@ -46,8 +47,12 @@ def test_pages_go_by_key_and_records_arriving_meanwhile_never_shift_a_page(admin
     monkeypatch.setattr("exchange.admin.audit.ExchangeRecordAdmin.list_per_page", 10)
     same_time = timezone.now() - timedelta(minutes=30)
     first = [_add(tenant, 60 - n) for n in range(20)]  # oldest first
-    tied = [ExchangeRecord.objects.create(tenant=tenant, created_at=same_time, endpoint="raw", decision="allowed",
-                                          status_code=200) for _ in range(4)]  # one time, told apart by id
+    tied = [
+        ExchangeRecord.objects.create(
+            tenant=tenant, created_at=same_time, endpoint="raw", decision="allowed", status_code=200
+        )
+        for _ in range(4)
+    ]  # one time, told apart by id
     newest_first = sorted(first + tied, key=lambda r: (r.created_at, r.pk), reverse=True)
     client = admin_client_for(tenant, "auditor")
 
@@ -57,8 +62,13 @@ def test_pages_go_by_key_and_records_arriving_meanwhile_never_shift_a_page(admin
     older = _link(page1, "older")
     # Meanwhile: new records at the top, and a late one (drained from a spool) between pages 1 and 2.
     arrived = [_add(tenant, 0.5), _add(tenant, 0.2)]
-    late = ExchangeRecord.objects.create(tenant=tenant, endpoint="raw", decision="allowed", status_code=200,
-                                         created_at=newest_first[12].created_at + timedelta(microseconds=1))
+    late = ExchangeRecord.objects.create(
+        tenant=tenant,
+        endpoint="raw",
+        decision="allowed",
+        status_code=200,
+        created_at=newest_first[12].created_at + timedelta(microseconds=1),
+    )
     page2 = client.get(older)
     expected = sorted([*newest_first[10:], late], key=lambda r: (r.created_at, r.pk), reverse=True)
     assert _shown(page2) == [r.pk for r in expected[:10]]  # nothing of page 1 again, nothing skipped
@@ -84,21 +94,39 @@ def _records_queries(captured) -> list[str]:
 def busy(tenant, other_tenant, issuer, allow_rule):
     for n in range(30):
         denied = n % 3 == 0
-        _add(tenant, n, decision="denied" if denied else "allowed", error_code="access_denied" if denied else "",
-             rule_name=allow_rule.name, issuer_ref=issuer.issuer_id, upstream_sub=f"repo:octo-org/app-{n}",
-             upstream_jti=f"up-{n}", issued_jti=f"jti-{n}")
+        _add(
+            tenant,
+            n,
+            decision="denied" if denied else "allowed",
+            error_code="access_denied" if denied else "",
+            rule_name=allow_rule.name,
+            issuer_ref=issuer.issuer_id,
+            upstream_sub=f"repo:octo-org/app-{n}",
+            upstream_jti=f"up-{n}",
+            issued_jti=f"jti-{n}",
+        )
         _add(other_tenant, n, upstream_sub=f"repo:globex/app-{n}")
 
 
-PAGES = [{}, {"decision__exact": "denied"}, {"q": "jti-7"}, {"q": "repo:octo-org/app-1*"}, {"since": "24h"},
-         {"error_code__exact": "access_denied"}, {"rule_name": "octo-org main"}, {"issuer_ref": "ci"},
-         {"endpoint__exact": "raw"}, {"before": timezone.now().isoformat()}]
+PAGES = [
+    {},
+    {"decision__exact": "denied"},
+    {"q": "jti-7"},
+    {"q": "repo:octo-org/app-1*"},
+    {"since": "24h"},
+    {"error_code__exact": "access_denied"},
+    {"rule_name": "octo-org main"},
+    {"issuer_ref": "ci"},
+    {"endpoint__exact": "raw"},
+    {"before": timezone.now().isoformat()},
+]
 
 
 @pytest.mark.parametrize("who", ["superuser", "auditor"])
 @pytest.mark.parametrize("params", PAGES, ids=lambda p: "&".join(p) or "list")
-def test_each_page_is_a_few_indexed_queries_without_distinct_or_offset(admin_client_for, client, tenant, busy, who,
-                                                                        params, django_user_model):
+def test_each_page_is_a_few_indexed_queries_without_distinct_or_offset(
+    admin_client_for, client, tenant, busy, who, params, django_user_model
+):
     if who == "superuser":
         client.force_login(django_user_model.objects.create_superuser("root", "root@example.test", "pw"))
     else:
@@ -168,12 +196,13 @@ def test_a_lookup_no_index_serves_is_refused(admin_client_for, tenant):
 
 
 def test_filter_choices_come_from_the_users_tenants_tables(admin_client_for, tenant, other_tenant, issuer, allow_rule):
-    Issuer.objects.create(tenant=other_tenant, issuer_id="globex-secret-issuer", issuer="https://g.example",
-                          audiences=["a"])
+    Issuer.objects.create(
+        tenant=other_tenant, issuer_id="globex-secret-issuer", issuer="https://g.example", audiences=["a"]
+    )
     Rule.objects.create(tenant=other_tenant, position=1, name="globex-secret-rule", when="true", effect="deny")
     _add(tenant, 1, issuer_ref="retired-issuer", rule_name="retired-rule")  # in records only
     page = admin_client_for(tenant, "auditor").get(URL).content.decode()
-    html = page[page.index('<nav id="changelist-filter"'):]  # the filters
+    html = page[page.index('<nav id="changelist-filter"') :]  # the filters
     assert "?issuer_ref=ci" in html and "octo-org+main" in html
     assert "globex-secret" not in html  # another tenant's names
     assert "retired-issuer" not in html and "retired-rule" not in html  # not read from the records
@@ -188,17 +217,40 @@ def test_the_record_page_and_export_show_a_compact_record_whole(admin_client_for
     from exchange.core.values import Decision, MintedToken
     from exchange.services.audit_export import audit_record_export
 
-    decision = Decision(rule_id=allow_rule.pk, rule_name="main", subject="repo:octo-org/app",
-                        audience="sts.amazonaws.com", lifetime=900, session_tags=(("repository", "octo-org/app"),),
-                        transitive_tag_keys=(), extra_claims={})
+    decision = Decision(
+        rule_id=allow_rule.pk,
+        rule_name="main",
+        subject="repo:octo-org/app",
+        audience="sts.amazonaws.com",
+        lifetime=900,
+        session_tags=(("repository", "octo-org/app"),),
+        transitive_tag_keys=(),
+        extra_claims={},
+    )
     now = int(timezone.now().timestamp())
-    claims = payload_build(decision=decision, issuer="http://127.0.0.1:8000/t/acme", issued_at=now,
-                           jti=uuid.uuid4().hex)
-    minted = MintedToken(token="x", jti=claims["jti"], kid="kid-1", subject=claims["sub"], audience=claims["aud"],
-                         issued_at=now, expires_at=claims["exp"], claims=claims)
+    claims = payload_build(
+        decision=decision, issuer="http://127.0.0.1:8000/t/acme", issued_at=now, jti=uuid.uuid4().hex
+    )
+    minted = MintedToken(
+        token="x",
+        jti=claims["jti"],
+        kid="kid-1",
+        subject=claims["sub"],
+        audience=claims["aud"],
+        issued_at=now,
+        expires_at=claims["exp"],
+        claims=claims,
+    )
     parsed = type("Parsed", (), {"claims": {"sub": "repo:octo-org/app", "jti": "up-1", "iss": "https://ci.example"}})()
-    attempt = Attempt(tenant_id=tenant.pk, tenant_slug=tenant.slug, endpoint="raw", client_address="10.0.0.1",
-                      started=timezone.now(), parsed=parsed, rule_name="main")
+    attempt = Attempt(
+        tenant_id=tenant.pk,
+        tenant_slug=tenant.slug,
+        endpoint="raw",
+        client_address="10.0.0.1",
+        started=timezone.now(),
+        parsed=parsed,
+        rule_name="main",
+    )
     writer._writer = None
     assert attempt_record(attempt, minted=minted)
     record = ExchangeRecord.objects.get()
@@ -209,4 +261,4 @@ def test_the_record_page_and_export_show_a_compact_record_whole(admin_client_for
     html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_change", args=[record.pk]))
     text = html.content.decode()
     assert "repo:octo-org/app" in text and claims["jti"] in text and "principal_tags" in text
-    assert f'&quot;exp&quot;: {claims["exp"]}' in text
+    assert f"&quot;exp&quot;: {claims['exp']}" in text

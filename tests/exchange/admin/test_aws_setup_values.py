@@ -24,11 +24,18 @@ ISSUER_URL = "http://127.0.0.1:8000/t/acme"
 def tenant_form(tenant: Tenant, **changes) -> dict:
     """What the tenant's change page posts, with ``changes``."""
     data = {
-        "name": tenant.name, "enabled": "on", "default_audience": tenant.default_audience,
-        "max_token_lifetime": tenant.max_token_lifetime, "signing_algorithm": tenant.signing_algorithm,
-        "rate_limit_per_minute": tenant.rate_limit_per_minute, "key_rotation_interval": tenant.key_rotation_interval,
-        "key_prepublish_window": tenant.key_prepublish_window, "audit_retention_days": tenant.audit_retention_days,
-        "aws_account_ids": "", "aws_region": "", "aws_role_name": "",
+        "name": tenant.name,
+        "enabled": "on",
+        "default_audience": tenant.default_audience,
+        "max_token_lifetime": tenant.max_token_lifetime,
+        "signing_algorithm": tenant.signing_algorithm,
+        "rate_limit_per_minute": tenant.rate_limit_per_minute,
+        "key_rotation_interval": tenant.key_rotation_interval,
+        "key_prepublish_window": tenant.key_prepublish_window,
+        "audit_retention_days": tenant.audit_retention_days,
+        "aws_account_ids": "",
+        "aws_region": "",
+        "aws_role_name": "",
     }
     data.update(changes)
     return data
@@ -54,8 +61,12 @@ def test_an_owner_sets_the_values_and_the_overview_uses_them(admin_client_for, t
     client = admin_client_for(tenant, "owner")
     response = client.post(
         reverse("admin:tenants_tenant_change", args=[tenant.pk]),
-        tenant_form(tenant, aws_account_ids="111122223333\n 044455556666 \n\n", aws_region="us-gov-west-1",
-                    aws_role_name="ci-deploy@acme"),
+        tenant_form(
+            tenant,
+            aws_account_ids="111122223333\n 044455556666 \n\n",
+            aws_region="us-gov-west-1",
+            aws_role_name="ci-deploy@acme",
+        ),
     )
     assert response.status_code == 302, response.context["adminform"].form.errors
     tenant.refresh_from_db()
@@ -73,7 +84,8 @@ def test_an_owner_sets_the_values_and_the_overview_uses_them(admin_client_for, t
     for account in ("111122223333", "044455556666"):
         policy = json.loads(dict(aws.trust_policies)[account])
         assert policy["Statement"][0]["Principal"]["Federated"] == (
-            f"arn:aws-us-gov:iam::{account}:oidc-provider/127.0.0.1:8000/t/acme")
+            f"arn:aws-us-gov:iam::{account}:oidc-provider/127.0.0.1:8000/t/acme"
+        )
         assert f"arn:aws-us-gov:iam::{account}:role/ci-deploy@acme" in html
     assert "AWS_ROLE_ARN: arn:aws-us-gov:iam::111122223333:role/ci-deploy@acme" in overview.ci.github_actions
     assert "AWS_DEFAULT_REGION: us-gov-west-1" in overview.ci.gitlab_ci
@@ -100,8 +112,9 @@ def test_the_overview_shows_the_permission_policy_for_the_emitted_tags(admin_cli
 
 
 def test_the_overviews_ci_jobs_ask_for_the_tenants_issuer_url(admin_client_for, tenant):
-    Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
-                          audiences=[ISSUER_URL])
+    Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com", audiences=[ISSUER_URL]
+    )
     Issuer.objects.create(tenant=tenant, issuer_id="gl", issuer="https://gitlab.com", audiences=["https://gitlab.com"])
     client = admin_client_for(tenant, "auditor")
     ci = client.get(reverse("admin:tenants_tenant_overview", args=[tenant.pk])).context["overview"].ci
@@ -126,14 +139,16 @@ def test_the_overviews_ci_jobs_ask_for_the_tenants_issuer_url(admin_client_for, 
         ("aws_role_name", "r" * 65, "at most 64 characters"),
     ],
 )
-def test_invalid_values_are_refused_with_a_clear_message_and_change_nothing(admin_client_for, tenant, field, value,
-                                                                            message):
+def test_invalid_values_are_refused_with_a_clear_message_and_change_nothing(
+    admin_client_for, tenant, field, value, message
+):
     tenant.aws_account_ids, tenant.aws_region, tenant.aws_role_name = ["111122223333"], "eu-west-1", "deploy"
     tenant.save()
     before = Tenant.objects.filter(pk=tenant.pk).values().get()
     client = admin_client_for(tenant, "owner")
-    data = tenant_form(tenant, name="Renamed", aws_account_ids="111122223333", aws_region="eu-west-1",
-                       aws_role_name="deploy")
+    data = tenant_form(
+        tenant, name="Renamed", aws_account_ids="111122223333", aws_region="eu-west-1", aws_role_name="deploy"
+    )
     data[field] = value
     response = client.post(reverse("admin:tenants_tenant_change", args=[tenant.pk]), data)
     assert response.status_code == 200

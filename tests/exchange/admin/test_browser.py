@@ -92,8 +92,9 @@ def exchange(live_server, tenant, issuer_id: str, token: str) -> int:
         return error.code
 
 
-def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant, other_tenant, issuer, allow_rule,
-                                                        upstream, django_user_model):
+def test_operator_onboards_github_and_debugs_a_refusal(
+    page, live_server, tenant, other_tenant, issuer, allow_rule, upstream, django_user_model
+):
     from exchange.conf import jwtex_settings
     from exchange.models import ExchangeRecord, Issuer, Rule
 
@@ -155,8 +156,13 @@ def test_operator_onboards_github_and_debugs_a_refusal(page, live_server, tenant
     page.click("#open-simulator")
     page.select_option("#id_issuer", str(github.pk))
     page.check("input[name=mode][value=claims]")
-    claims = {"sub": "repo:octo-org/app:ref:refs/heads/main", "repository": "octo-org/app",
-              "repository_owner": "octo-org", "ref": "refs/heads/main", "actor": "octocat"}
+    claims = {
+        "sub": "repo:octo-org/app:ref:refs/heads/main",
+        "repository": "octo-org/app",
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/main",
+        "actor": "octocat",
+    }
     page.fill("#id_claims", json.dumps(claims, indent=1))
     page.click("#simulate")
     page.wait_for_selector("#simulation-result")
@@ -238,12 +244,18 @@ def test_overview_draws_a_weeks_traffic_as_an_svg_chart(page, live_server, tenan
         start = hour - timedelta(hours=back)
         for n in range(allowed + denied):
             at = min(start + timedelta(minutes=(n * 11) % 60), now)
-            rows.append(ExchangeRecord(
-                tenant=tenant, created_at=at, endpoint="raw", decision="allowed" if n < allowed else "denied",
-                status_code=200 if n < allowed else 403, error_code="" if n < allowed else "access_denied",
-                reason="" if n < allowed else "no rule matched for issuer 'ci' (1 of 1 rules apply to it)",
-                issuer_ref="ci",
-            ))
+            rows.append(
+                ExchangeRecord(
+                    tenant=tenant,
+                    created_at=at,
+                    endpoint="raw",
+                    decision="allowed" if n < allowed else "denied",
+                    status_code=200 if n < allowed else 403,
+                    error_code="" if n < allowed else "access_denied",
+                    reason="" if n < allowed else "no rule matched for issuer 'ci' (1 of 1 rules apply to it)",
+                    issuer_ref="ci",
+                )
+            )
     ExchangeRecord.objects.bulk_create(rows)
     user = django_user_model.objects.create_user(username="ada", password=PASSWORD, is_staff=True)
     Membership.objects.create(user=user, tenant=tenant, role="auditor")

@@ -10,8 +10,15 @@ from tests.exchange.admin.test_browser import exchange, log_in_as_member, page, 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_an_operator_tries_a_candidate_in_shadow_then_promotes_it(page, live_server, tenant, issuer, allow_rule,  # noqa: F811
-                                                                  upstream, django_user_model):
+def test_an_operator_tries_a_candidate_in_shadow_then_promotes_it(
+    page,
+    live_server,
+    tenant,
+    issuer,
+    allow_rule,
+    upstream,
+    django_user_model,
+):
     from exchange.models import ExchangeRecord, Rule
 
     base = live_server.url
@@ -28,8 +35,10 @@ def test_an_operator_tries_a_candidate_in_shadow_then_promotes_it(page, live_ser
     assert page.inner_text("h1") == "Change a candidate rule" and "Candidate rules" in page.inner_text(".breadcrumbs")
     assert page.locator("#candidate-banner").bounding_box()["y"] < 250
     shot(page, "39-candidate-rule")
-    page.fill("#id_when", "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main' "
-                          "&& claims.actor != 'octocat'")
+    page.fill(
+        "#id_when",
+        "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main' && claims.actor != 'octocat'",
+    )
     page.click("input[name=_save]")
     page.wait_for_selector("#result_list")
 

@@ -13,8 +13,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 BROKEN = "claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/mian'"  # the typo of the story
 
 
-def test_an_operator_sees_the_revision_of_a_bad_edit_and_restores_the_one_before(page, live_server, tenant, issuer,  # noqa: F811
-                                                                                 allow_rule, upstream, django_user_model):
+def test_an_operator_sees_the_revision_of_a_bad_edit_and_restores_the_one_before(
+    page,
+    live_server,
+    tenant,
+    issuer,
+    allow_rule,
+    upstream,
+    django_user_model,
+):
     from exchange.models import Revision
 
     assert exchange(live_server, tenant, issuer.issuer_id, upstream.mint()) == 200

@@ -23,11 +23,15 @@ def test_an_operator_starts_edits_and_promotes_a_candidate(admin_client_for, ten
     assert client.post(url(tenant, "start")).status_code == 302
     assert list(Rule.objects.filter(tenant=tenant, shadow=True).values_list("name", flat=True)) == [allow_rule.name]
     # a new candidate rule through the ordinary editor, with the same name as a live one
-    added = client.post(reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1",
-                        rule_data(tenant, issuer, name="octo-org main", effect="deny", when="true"))
+    added = client.post(
+        reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1",
+        rule_data(tenant, issuer, name="octo-org main", effect="deny", when="true"),
+    )
     assert added.status_code == 200  # the candidate set already has that name
-    added = client.post(reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1",
-                        rule_data(tenant, issuer, name="deny the rest", effect="deny", when="true"))
+    added = client.post(
+        reverse("admin:exchange_rule_add") + f"?tenant={tenant.pk}&shadow=1",
+        rule_data(tenant, issuer, name="deny the rest", effect="deny", when="true"),
+    )
     assert added.status_code == 302
     new = Rule.objects.get(tenant=tenant, name="deny the rest")
     assert new.shadow and new.position > Rule.objects.get(tenant=tenant, shadow=True, name="octo-org main").position
@@ -35,7 +39,9 @@ def test_an_operator_starts_edits_and_promotes_a_candidate(admin_client_for, ten
     assert "deny the rest" in page and 'id="shadow-report"' in page
     assert client.post(url(tenant, "promote")).status_code == 302
     assert sorted(Rule.objects.filter(tenant=tenant).values_list("name", "shadow")) == [
-        ("deny the rest", False), ("octo-org main", False)]
+        ("deny the rest", False),
+        ("octo-org main", False),
+    ]
 
 
 def test_auditors_read_and_cannot_change(admin_client_for, tenant, issuer, allow_rule):

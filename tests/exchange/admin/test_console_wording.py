@@ -21,20 +21,36 @@ def test_a_duplicate_rule_name_gets_one_clear_message(admin_client_for, tenant, 
 
 def test_a_duplicate_issuer_id_says_an_issuer(admin_client_for, tenant, issuer):
     client = admin_client_for(tenant, "operator")
-    response = client.post(reverse("admin:exchange_issuer_add"), {
-        "tenant": tenant.pk, "issuer_id": issuer.issuer_id, "issuer": "https://other.example", "audiences": "a",
-        "algorithms": ["RS256"], "enabled": "on", "leeway": 60, "max_token_age": 3600, "jwks_refresh_interval": 3600,
-    })
+    response = client.post(
+        reverse("admin:exchange_issuer_add"),
+        {
+            "tenant": tenant.pk,
+            "issuer_id": issuer.issuer_id,
+            "issuer": "https://other.example",
+            "audiences": "a",
+            "algorithms": ["RS256"],
+            "enabled": "on",
+            "leeway": 60,
+            "max_token_age": 3600,
+            "jwks_refresh_interval": 3600,
+        },
+    )
     errors = response.context["adminform"].form.errors
     assert errors["issuer_id"] == [f"This tenant already has an issuer with the id “{issuer.issuer_id}”."]
 
 
 def test_the_github_preset_proposes_a_free_issuer_id(admin_client_for, tenant):
     client = admin_client_for(tenant, "operator")
-    Issuer.objects.create(tenant=tenant, issuer_id="github", issuer="https://token.actions.githubusercontent.com",
-                          audiences=["x"], static_jwks={"keys": []})
-    Issuer.objects.create(tenant=tenant, issuer_id="github-2", issuer="https://ci.example", audiences=["x"],
-                          static_jwks={"keys": []})
+    Issuer.objects.create(
+        tenant=tenant,
+        issuer_id="github",
+        issuer="https://token.actions.githubusercontent.com",
+        audiences=["x"],
+        static_jwks={"keys": []},
+    )
+    Issuer.objects.create(
+        tenant=tenant, issuer_id="github-2", issuer="https://ci.example", audiences=["x"], static_jwks={"keys": []}
+    )
     response = client.post(reverse("admin:exchange_issuer_preset"), {"tenant": tenant.pk, "preset": "github"})
     assert response.status_code == 302
     form = client.get(response["Location"])
@@ -86,17 +102,22 @@ def test_an_auditor_reads_list_fields_one_per_line_as_the_form_edits_them(admin_
 
 
 def test_the_overview_says_when_keys_were_never_fetched(admin_client_for, tenant, upstream):
-    Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
-                          audiences=["x"])
-    html = admin_client_for(tenant, "auditor").get(reverse("admin:tenants_tenant_overview", args=[tenant.pk])).content.decode()
-    cell = html[html.index('class="jwtex-key-age"'):][:200]
+    Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com", audiences=["x"]
+    )
+    html = (
+        admin_client_for(tenant, "auditor")
+        .get(reverse("admin:tenants_tenant_overview", args=[tenant.pk]))
+        .content.decode()
+    )
+    cell = html[html.index('class="jwtex-key-age"') :][:200]
     assert "not fetched yet" in cell and "never" not in cell and "not recorded" not in cell
 
 
 def test_preset_help_shows_code_not_markdown_backticks(admin_client_for, tenant):
     html = admin_client_for(tenant, "operator").get(reverse("admin:exchange_issuer_preset")).content.decode()
     assert "<code>permissions: id-token: write</code>" in html
-    assert "`" not in html[html.index("preset-github"):]
+    assert "`" not in html[html.index("preset-github") :]
 
 
 def test_candidate_messages_count_rules_in_words(admin_client_for, tenant, issuer, allow_rule):

@@ -5,20 +5,26 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from tests.conftest import REPO_ROOT
 from django.urls import reverse
 
 from exchange.models import ExchangeRecord, Rule, SigningKey
 from tenants.models import Tenant
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.django_db
 
 
-def test_the_audit_log_filter_by_rule_lists_deny_rules_too(admin_client_for, client, tenant, issuer, allow_rule, upstream):
+def test_the_audit_log_filter_by_rule_lists_deny_rules_too(
+    admin_client_for, client, tenant, issuer, allow_rule, upstream
+):
     deny = Rule.objects.create(tenant=tenant, position=20, name="deny features", when="true", effect="deny")
     deny.issuers.add(issuer)
-    assert client.post("/t/acme/exchange", upstream.mint(ref="refs/heads/feature"), content_type="application/jwt").status_code == 403
+    assert (
+        client.post(
+            "/t/acme/exchange", upstream.mint(ref="refs/heads/feature"), content_type="application/jwt"
+        ).status_code
+        == 403
+    )
     record = ExchangeRecord.objects.get()
     assert record.rule_name == "deny features"
     html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_changelist")).content.decode()
@@ -32,10 +38,16 @@ def test_no_view_site_link_and_the_front_page_leads_to_the_admin(admin_client_fo
     assert response.status_code == 302 and response["Location"] == reverse("admin:index")
 
 
-def test_audit_titles_and_dates_read_the_same_everywhere(admin_client_for, client, tenant, issuer, allow_rule, upstream):
+def test_audit_titles_and_dates_read_the_same_everywhere(
+    admin_client_for, client, tenant, issuer, allow_rule, upstream
+):
     client.post("/t/acme/exchange", upstream.mint(ref="refs/heads/feature"), content_type="application/jwt")
     record = ExchangeRecord.objects.get()
-    html = admin_client_for(tenant, "auditor").get(reverse("admin:exchange_exchangerecord_change", args=[record.pk])).content.decode()
+    html = (
+        admin_client_for(tenant, "auditor")
+        .get(reverse("admin:exchange_exchangerecord_change", args=[record.pk]))
+        .content.decode()
+    )
     title = re.search(r"<title>(.*?)</title>", html, re.S)[1]
     assert f"Denied exchange at {record.created_at:%Y-%m-%d %H:%M:%S} UTC" in title
     assert f" {tenant.pk} denied" not in html
@@ -55,11 +67,21 @@ def test_durations_say_what_they_mean(admin_client_for, tenant, issuer):
 
 def test_a_new_tenant_is_born_with_its_key_and_leads_to_adding_an_issuer(admin_client_for):
     client = admin_client_for(role="superuser")
-    response = client.post(reverse("admin:tenants_tenant_add"), {
-        "slug": "initech", "name": "Initech", "enabled": "on", "default_audience": "sts.amazonaws.com",
-        "max_token_lifetime": 3600, "signing_algorithm": "ES256", "rate_limit_per_minute": 6000,
-        "key_rotation_interval": 2592000, "key_prepublish_window": 86400, "audit_retention_days": 90,
-    })
+    response = client.post(
+        reverse("admin:tenants_tenant_add"),
+        {
+            "slug": "initech",
+            "name": "Initech",
+            "enabled": "on",
+            "default_audience": "sts.amazonaws.com",
+            "max_token_lifetime": 3600,
+            "signing_algorithm": "ES256",
+            "rate_limit_per_minute": 6000,
+            "key_rotation_interval": 2592000,
+            "key_prepublish_window": 86400,
+            "audit_retention_days": 90,
+        },
+    )
     tenant = Tenant.objects.get(slug="initech")
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:exchange_issuer_preset") + f"?tenant={tenant.pk}"
@@ -72,12 +94,16 @@ def test_a_new_tenant_is_born_with_its_key_and_leads_to_adding_an_issuer(admin_c
 def test_terraform_hints_are_tag_specific_and_said_once(tenant):
     from exchange.console.aws_setup import aws_setup_render
 
-    tf = aws_setup_render(tenant_slug="acme", issuer_url="https://j.example/t/acme", audiences=["a"],
-                          tag_keys=["repository", "ref", "actor", "custom"]).terraform
+    tf = aws_setup_render(
+        tenant_slug="acme",
+        issuer_url="https://j.example/t/acme",
+        audiences=["a"],
+        tag_keys=["repository", "ref", "actor", "custom"],
+    ).terraform
     assert tf.count("narrow each value") == 1
     assert '"aws:RequestTag/repository" = "*" # e.g. "octo-org/*"' in tf and '# e.g. "refs/heads/main"' in tf
     assert tf.count("octo-org/*") == 1
-    custom = tf[tf.index('"aws:RequestTag/custom"'):]
+    custom = tf[tf.index('"aws:RequestTag/custom"') :]
     assert custom.splitlines()[0].strip() == '"aws:RequestTag/custom" = "*"'
 
 
@@ -103,8 +129,8 @@ def test_the_readmes_github_workflow_is_a_complete_file():
     from tests.exchange.admin.test_pages import assert_valid_github_workflow
 
     readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## CI set-up"):]
+    section = readme[readme.index("## CI set-up") :]
     # The Action's workflow leads; the curl recipe comes after it, "without the client".
     for start in (section.index("```yaml"), section.index("### Without the client")):
-        block = section[section.index("```yaml", start) + len("```yaml"):]
+        block = section[section.index("```yaml", start) + len("```yaml") :]
         assert_valid_github_workflow(yaml.safe_load(block[: block.index("```")]))

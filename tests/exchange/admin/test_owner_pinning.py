@@ -61,12 +61,25 @@ def admin_verdict(client, tenant, issuer, when: str, any_owner: bool) -> str | N
 
 
 def apply_verdict(tenant, url: str, when: str, any_owner: bool) -> str | None:
-    rule = {"name": "pinned?", "issuers": ["ci"], "when": when, "effect": "allow",
-            "session_tags": {"repository": "claims.repository"}}
+    rule = {
+        "name": "pinned?",
+        "issuers": ["ci"],
+        "when": when,
+        "effect": "allow",
+        "session_tags": {"repository": "claims.repository"},
+    }
     if any_owner:
         rule["any_owner"] = True
-    document = {"tenants": [{"slug": tenant.slug, "name": tenant.name,
-                             "issuers": [{"id": "ci", "issuer": url, "audiences": ["aud"]}], "rules": [rule]}]}
+    document = {
+        "tenants": [
+            {
+                "slug": tenant.slug,
+                "name": tenant.name,
+                "issuers": [{"id": "ci", "issuer": url, "audiences": ["aud"]}],
+                "rules": [rule],
+            }
+        ]
+    }
     try:
         config_apply(document=document, now=None, dry_run=True)
     except ConfigError as exc:
@@ -77,7 +90,9 @@ def apply_verdict(tenant, url: str, when: str, any_owner: bool) -> str | None:
 
 @pytest.mark.parametrize("url", SHARED)
 def test_admin_and_apply_agree_on_owner_pinning(admin_client_for, tenant, upstream, url):
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=url, audiences=["aud"], static_jwks=upstream.jwks)
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="ci", issuer=url, audiences=["aud"], static_jwks=upstream.jwks
+    )
     client = admin_client_for(tenant, "operator")
     for label, when, any_owner, accepted in cases(url):
         admin = admin_verdict(client, tenant, issuer, when, any_owner)
@@ -90,8 +105,11 @@ def test_admin_and_apply_agree_on_owner_pinning(admin_client_for, tenant, upstre
 def test_deny_rules_and_issuers_of_ones_own_need_no_owner_claim():
     shared = "https://token.actions.githubusercontent.com"
     assert owner_pinning_problem(effect="deny", when="true", any_owner=False, issuer_urls=[shared]) is None
-    for own in ("https://oidc.circleci.com/org/0d4b9c6e-3c5f-4a8f-9e2b-1a2b3c4d5e6f", "https://gitlab.example.com",
-                "https://token.actions.githubusercontent.com/acme-enterprise"):
+    for own in (
+        "https://oidc.circleci.com/org/0d4b9c6e-3c5f-4a8f-9e2b-1a2b3c4d5e6f",
+        "https://gitlab.example.com",
+        "https://token.actions.githubusercontent.com/acme-enterprise",
+    ):
         assert owner_pinning_problem(effect="allow", when="true", any_owner=False, issuer_urls=[own]) is None
 
 
@@ -101,7 +119,10 @@ def test_each_shared_preset_is_known_as_shared_and_its_example_pins_the_owner(pr
     values = preset.build(params, tenant_issuer="https://jwtex.example.com/t/acme")
     assert values.issuer in SHARED_ISSUERS
     assert values.audiences == ["https://jwtex.example.com/t/acme"]  # the tenant's own, not sts.amazonaws.com
-    assert owner_pinning_problem(effect="allow", when=preset.example_when, any_owner=False, issuer_urls=[values.issuer]) is None
+    assert (
+        owner_pinning_problem(effect="allow", when=preset.example_when, any_owner=False, issuer_urls=[values.issuer])
+        is None
+    )
     assert owner_pinning_problem(effect="allow", when="true", any_owner=False, issuer_urls=[values.issuer])
 
 
@@ -122,18 +143,28 @@ def test_no_other_preset_builds_a_shared_issuer():
 GITHUB = "https://token.actions.githubusercontent.com"
 
 
-@pytest.mark.parametrize("when, accepted", [
-    # GitHub's immutable subject (repositories created or renamed from 15 July 2026 on) and the older form.
-    ("claims.sub.startsWith('repo:octo-org@1342004/')", True),
-    ("claims.sub == 'repo:octo-org@1342004/app@987:ref:refs/heads/main'", True),
-    ("claims.sub in ['repo:octo-org/app:ref:refs/heads/main', 'repo:octo-org@1342004/app@987:ref:refs/heads/main']", True),
-    ("claims.sub.startsWith('repo:octo-org/') && claims.ref == 'refs/heads/main'", True),
-    ("claims.sub.startsWith('repo:octo')", False),  # repo:octo-evil/… too
-    ("claims.sub.startsWith('repo:octo-org@')", False),  # the owner's id is not pinned yet: octo-org@1/ and octo-org@2/
-    ("claims.sub.endsWith(':ref:refs/heads/main')", False),
-    ("claims.sub == 'repo:octo-org/app:ref:refs/heads/main' || claims.ref == 'x'", False),
-    ("claims.sub in ['repo:octo-org/app', 'repo:x']", False),  # the second names no owner whole
-])
+@pytest.mark.parametrize(
+    "when, accepted",
+    [
+        # GitHub's immutable subject (repositories created or renamed from 15 July 2026 on) and the older form.
+        ("claims.sub.startsWith('repo:octo-org@1342004/')", True),
+        ("claims.sub == 'repo:octo-org@1342004/app@987:ref:refs/heads/main'", True),
+        (
+            "claims.sub in ['repo:octo-org/app:ref:refs/heads/main', "
+            "'repo:octo-org@1342004/app@987:ref:refs/heads/main']",
+            True,
+        ),
+        ("claims.sub.startsWith('repo:octo-org/') && claims.ref == 'refs/heads/main'", True),
+        ("claims.sub.startsWith('repo:octo')", False),  # repo:octo-evil/… too
+        (
+            "claims.sub.startsWith('repo:octo-org@')",
+            False,
+        ),  # the owner's id is not pinned yet: octo-org@1/ and octo-org@2/
+        ("claims.sub.endsWith(':ref:refs/heads/main')", False),
+        ("claims.sub == 'repo:octo-org/app:ref:refs/heads/main' || claims.ref == 'x'", False),
+        ("claims.sub in ['repo:octo-org/app', 'repo:x']", False),  # the second names no owner whole
+    ],
+)
 def test_githubs_subject_pins_the_owner_in_both_forms(when, accepted):
     problem = owner_pinning_problem(effect="allow", when=when, any_owner=False, issuer_urls=[GITHUB])
     assert (problem is None) == accepted, problem

@@ -12,10 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from exchange.conf import jwtex_settings
-
-from exchange.upstream.fetch import FetchError, FetchResult
+from exchange.console.presets import PRESETS, PresetError, preset_for_issuer, preset_get
 from exchange.models import ExchangeRecord, Issuer, KeyState, Rule, SigningKey
-from exchange.console.presets import preset_for_issuer, preset_get, PresetError, PRESETS
+from exchange.upstream.fetch import FetchError, FetchResult
 
 pytestmark = pytest.mark.django_db
 
@@ -51,8 +50,12 @@ def test_overview_shows_issuer_keys_health_counts_and_setup(admin_client_for, te
     record(tenant, minutes_ago=25 * 60)  # older than 24 h
     record(other_tenant)  # another tenant's
     Issuer.objects.create(
-        tenant=tenant, issuer_id="github", issuer="https://token.actions.githubusercontent.com",
-        audiences=["sts.amazonaws.com"], jwks_consecutive_failures=2, jwks_last_error="connection refused",
+        tenant=tenant,
+        issuer_id="github",
+        issuer="https://token.actions.githubusercontent.com",
+        audiences=["sts.amazonaws.com"],
+        jwks_consecutive_failures=2,
+        jwks_last_error="connection refused",
     )
     client = admin_client_for(tenant, "auditor")
     response = client.get(reverse("admin:tenants_tenant_overview", args=[tenant.pk]))
@@ -78,9 +81,13 @@ def test_overview_shows_issuer_keys_health_counts_and_setup(admin_client_for, te
     assert provider == {"Url": issuer_url, "ClientIdList": ["sts.amazonaws.com", "vault.example"]}
     statement = cfn["Resources"]["JwtexExampleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
     assert statement["Action"] == ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"]
-    assert statement["Condition"]["StringEquals"] == {"127.0.0.1:8000/t/acme:aud": ["sts.amazonaws.com", "vault.example"]}
+    assert statement["Condition"]["StringEquals"] == {
+        "127.0.0.1:8000/t/acme:aud": ["sts.amazonaws.com", "vault.example"]
+    }
     assert set(statement["Condition"]["StringLike"]) == {
-        "aws:RequestTag/repository", "aws:RequestTag/ref", "aws:RequestTag/actor"
+        "aws:RequestTag/repository",
+        "aws:RequestTag/ref",
+        "aws:RequestTag/actor",
     }
     trust = json.loads(overview.aws.trust_policy)
     assert trust["Statement"][0]["Principal"]["Federated"].endswith(":oidc-provider/127.0.0.1:8000/t/acme")
@@ -142,9 +149,15 @@ def test_ci_snippets_are_complete_files(tenant, upstream, with_issuers):
     from exchange.services.overview import tenant_overview_get
 
     if with_issuers:
-        Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
-                              audiences=["sts.amazonaws.com"])
-        Issuer.objects.create(tenant=tenant, issuer_id="gl", issuer="https://gitlab.com", audiences=["https://gitlab.com"])
+        Issuer.objects.create(
+            tenant=tenant,
+            issuer_id="gh",
+            issuer="https://token.actions.githubusercontent.com",
+            audiences=["sts.amazonaws.com"],
+        )
+        Issuer.objects.create(
+            tenant=tenant, issuer_id="gl", issuer="https://gitlab.com", audiences=["https://gitlab.com"]
+        )
     overview = tenant_overview_get(tenant=tenant, now=timezone.now())
     assert_valid_github_workflow(yaml.safe_load(overview.ci.github_actions))
     assert_valid_gitlab_ci(yaml.safe_load(overview.ci.gitlab_ci))
@@ -177,8 +190,14 @@ def test_every_preset_builds_a_valid_issuer(preset, tenant, upstream):
     if "jwks" in params:
         params["jwks"] = json.dumps(upstream.jwks)
     values = preset.build(params)
-    issuer = Issuer(tenant=tenant, issuer_id=values.issuer_id, issuer=values.issuer, audiences=values.audiences,
-                    algorithms=values.algorithms, static_jwks=values.static_jwks)
+    issuer = Issuer(
+        tenant=tenant,
+        issuer_id=values.issuer_id,
+        issuer=values.issuer,
+        audiences=values.audiences,
+        algorithms=values.algorithms,
+        static_jwks=values.static_jwks,
+    )
     issuer.full_clean()
     assert values.issuer.startswith("https://") and not values.issuer.endswith("/")
     assert preset_for_issuer(values.issuer, has_static_jwks=values.static_jwks is not None) is not None
@@ -194,7 +213,9 @@ def test_preset_values():
     assert preset_get("github-enterprise").build({"enterprise": "octo-corp"}).issuer == (
         "https://token.actions.githubusercontent.com/octo-corp"
     )
-    assert preset_get("gitlab-self-managed").build({"url": "https://git.example.com/"}).issuer == "https://git.example.com"
+    assert (
+        preset_get("gitlab-self-managed").build({"url": "https://git.example.com/"}).issuer == "https://git.example.com"
+    )
     circle = preset_get("circleci").build({"org_id": "0B2D3C4E-1111-2222-3333-444455556666"})
     assert circle.issuer == "https://oidc.circleci.com/org/0b2d3c4e-1111-2222-3333-444455556666"
     assert circle.audiences == ["0b2d3c4e-1111-2222-3333-444455556666"]
@@ -227,9 +248,19 @@ def test_add_issuer_from_the_github_preset(admin_client_for, tenant):
     assert "https://token.actions.githubusercontent.com" in html and "shared by every customer" in html
     response = client.post(
         add_url,
-        {"tenant": tenant.pk, "issuer_id": "github", "issuer": "https://token.actions.githubusercontent.com",
-         "audiences": "sts.amazonaws.com", "algorithms": ["RS256"], "enabled": "on", "leeway": 60,
-         "max_token_age": 86400, "jwks_refresh_interval": 3600, "jwks_uri": "", "static_jwks": "null"},
+        {
+            "tenant": tenant.pk,
+            "issuer_id": "github",
+            "issuer": "https://token.actions.githubusercontent.com",
+            "audiences": "sts.amazonaws.com",
+            "algorithms": ["RS256"],
+            "enabled": "on",
+            "leeway": 60,
+            "max_token_age": 86400,
+            "jwks_refresh_interval": 3600,
+            "jwks_uri": "",
+            "static_jwks": "null",
+        },
     )
     assert response.status_code == 302, response.context["adminform"].form.errors
     issuer = Issuer.objects.get(tenant=tenant, issuer_id="github")
@@ -238,8 +269,10 @@ def test_add_issuer_from_the_github_preset(admin_client_for, tenant):
 
 def test_preset_parameter_errors_are_shown(admin_client_for, tenant):
     client = admin_client_for(tenant, "operator")
-    response = client.post(reverse("admin:exchange_issuer_preset"), {"tenant": tenant.pk, "preset": "circleci",
-                                                                     "circleci__org_id": "not-a-uuid"})
+    response = client.post(
+        reverse("admin:exchange_issuer_preset"),
+        {"tenant": tenant.pk, "preset": "circleci", "circleci__org_id": "not-a-uuid"},
+    )
     assert response.status_code == 200
     assert "The organization id is a UUID." in response.content.decode()
 
@@ -249,8 +282,16 @@ def test_issuer_ids_are_unique_within_a_tenant_on_change(admin_client_for, tenan
     client = admin_client_for(tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_change", args=[other.pk]),
-        {"issuer_id": "ci", "issuer": "https://o.test", "audiences": "a", "algorithms": ["RS256"], "leeway": 60,
-         "max_token_age": 60, "jwks_refresh_interval": 3600, "static_jwks": "null"},
+        {
+            "issuer_id": "ci",
+            "issuer": "https://o.test",
+            "audiences": "a",
+            "algorithms": ["RS256"],
+            "leeway": 60,
+            "max_token_age": 60,
+            "jwks_refresh_interval": 3600,
+            "static_jwks": "null",
+        },
     )
     assert response.status_code == 200
     assert "issuer_id" in response.context["adminform"].form.errors
@@ -261,14 +302,20 @@ def test_issuer_ids_are_unique_within_a_tenant_on_change(admin_client_for, tenan
 
 @pytest.fixture
 def fetched_issuer(tenant):
-    return Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com",
-                                 audiences=["sts.amazonaws.com"])
+    return Issuer.objects.create(
+        tenant=tenant,
+        issuer_id="gh",
+        issuer="https://token.actions.githubusercontent.com",
+        audiences=["sts.amazonaws.com"],
+    )
 
 
 def test_fetch_keys_now_shows_the_fetched_kids(admin_client_for, tenant, fetched_issuer, upstream, monkeypatch):
     def fake_fetch(url, **kwargs):
         if url.endswith("/.well-known/openid-configuration"):
-            return FetchResult(200, {"issuer": fetched_issuer.issuer, "jwks_uri": "https://keys.test/jwks"}, "", 3600, url)
+            return FetchResult(
+                200, {"issuer": fetched_issuer.issuer, "jwks_uri": "https://keys.test/jwks"}, "", 3600, url
+            )
         return FetchResult(200, upstream.jwks, "", 3600, url)
 
     monkeypatch.setattr("exchange.upstream.refresh.json_fetch", fake_fetch)
@@ -308,10 +355,21 @@ def test_fetch_keys_now_on_a_static_jwks(admin_client_for, tenant, issuer):
 
 
 def rule_data(tenant, issuer, **overrides):
-    data = {"tenant": tenant.pk, "name": "main branch", "enabled": "on", "issuers": [issuer.pk],
-            "when": "claims.ref == 'refs/heads/main'", "effect": "allow", "subject": "", "audience": "",
-            "audiences": "", "lifetime": "", "session_tags": '{"repository": "claims.repository"}',
-            "transitive_tag_keys": "", "claims": "{}"}
+    data = {
+        "tenant": tenant.pk,
+        "name": "main branch",
+        "enabled": "on",
+        "issuers": [issuer.pk],
+        "when": "claims.ref == 'refs/heads/main'",
+        "effect": "allow",
+        "subject": "",
+        "audience": "",
+        "audiences": "",
+        "lifetime": "",
+        "session_tags": '{"repository": "claims.repository"}',
+        "transitive_tag_keys": "",
+        "claims": "{}",
+    }
     data.update(overrides)
     return data
 
@@ -344,8 +402,12 @@ def test_session_tags_are_checked_against_aws_limits(admin_client_for, tenant, i
 
 
 def test_rule_editor_lists_claims_of_preset_issuers(admin_client_for, tenant, issuer):
-    Issuer.objects.create(tenant=tenant, issuer_id="github", issuer="https://token.actions.githubusercontent.com",
-                          audiences=["sts.amazonaws.com"])
+    Issuer.objects.create(
+        tenant=tenant,
+        issuer_id="github",
+        issuer="https://token.actions.githubusercontent.com",
+        audiences=["sts.amazonaws.com"],
+    )
     client = admin_client_for(tenant, "operator")
     html = client.get(reverse("admin:exchange_rule_add")).content.decode()
     assert "Claims each platform sends" in html
@@ -358,7 +420,10 @@ def test_new_rules_go_last_and_move_up_and_down(admin_client_for, tenant, issuer
     for name in ("second", "third"):
         response = client.post(reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, name=name))
         assert response.status_code == 302
-    order = lambda: list(Rule.objects.filter(tenant=tenant).order_by("position", "id").values_list("name", flat=True))  # noqa: E731
+
+    def order():
+        return list(Rule.objects.filter(tenant=tenant).order_by("position", "id").values_list("name", flat=True))
+
     assert order() == ["octo-org main", "second", "third"]
     third = Rule.objects.get(name="third")
     assert client.post(reverse("admin:exchange_rule_move", args=[third.pk, "up"])).status_code == 302
@@ -374,8 +439,8 @@ def test_new_rules_go_last_and_move_up_and_down(admin_client_for, tenant, issuer
 
 
 def test_the_new_order_decides(tenant, issuer, allow_rule, upstream, admin_client_for):
-    from exchange.services.exchange import token_exchange
     from exchange.core.errors import AccessDenied
+    from exchange.services.exchange import token_exchange
 
     deny = Rule.objects.create(tenant=tenant, position=20, name="deny all", when="true", effect="deny")
     deny.issuers.add(issuer)
@@ -437,11 +502,26 @@ def test_no_private_material_on_any_key_page(admin_client_for, tenant, signing_k
 
 @pytest.fixture
 def records(tenant, issuer, allow_rule):
-    allowed = record(tenant, issuer_ref="ci", rule_name=allow_rule.name,
-                     upstream_sub="repo:octo-org/app", upstream_jti="up-1", issued_jti="issued-1",
-                     issued_claims={"sub": "repo:octo-org/app", "https://aws.amazon.com/tags": {"principal_tags": {"ref": ["main"]}}})
-    denied = record(tenant, decision="denied", issuer_ref="ci", reason="rule 'deny' (deny) matched",
-                    upstream_sub="repo:evil/app", upstream_jti="up-2")
+    allowed = record(
+        tenant,
+        issuer_ref="ci",
+        rule_name=allow_rule.name,
+        upstream_sub="repo:octo-org/app",
+        upstream_jti="up-1",
+        issued_jti="issued-1",
+        issued_claims={
+            "sub": "repo:octo-org/app",
+            "https://aws.amazon.com/tags": {"principal_tags": {"ref": ["main"]}},
+        },
+    )
+    denied = record(
+        tenant,
+        decision="denied",
+        issuer_ref="ci",
+        reason="rule 'deny' (deny) matched",
+        upstream_sub="repo:evil/app",
+        upstream_jti="up-2",
+    )
     old = record(tenant, minutes_ago=60 * 24 * 40, upstream_sub="repo:octo-org/old")
     return allowed, denied, old
 
@@ -484,8 +564,14 @@ def test_audit_detail_shows_reason_and_emitted_claims(admin_client_for, tenant, 
 def _many(tenant, issuer, n, prefix="x"):
     for i in (f"{prefix}{j}" for j in range(n)):
         extra = Issuer.objects.create(tenant=tenant, issuer_id=f"i{i}", issuer=f"https://i{i}.test", audiences=["a"])
-        rule = Rule.objects.create(tenant=tenant, position=100 + len(i), name=f"r{i}", when="true", effect="allow",
-                                   session_tags={"t": "claims.sub"})
+        rule = Rule.objects.create(
+            tenant=tenant,
+            position=100 + len(i),
+            name=f"r{i}",
+            when="true",
+            effect="allow",
+            session_tags={"t": "claims.sub"},
+        )
         rule.issuers.add(issuer, extra)
         record(tenant, issuer_ref=issuer.issuer_id, rule_name=rule.name, upstream_sub=f"s{i}")
 
@@ -501,7 +587,9 @@ def _many(tenant, issuer, n, prefix="x"):
         "admin:tenants_tenant_changelist",
     ],
 )
-def test_list_pages_do_a_constant_number_of_queries(admin_client_for, tenant, issuer, name, django_assert_max_num_queries):
+def test_list_pages_do_a_constant_number_of_queries(
+    admin_client_for, tenant, issuer, name, django_assert_max_num_queries
+):
     client = admin_client_for(tenant, "owner")
     url = reverse(name)
     _many(tenant, issuer, 3)
@@ -518,15 +606,17 @@ def test_list_pages_do_a_constant_number_of_queries(admin_client_for, tenant, is
         client.get(url)
 
 
-def test_overview_and_simulator_do_a_bounded_number_of_queries(admin_client_for, tenant, issuer, allow_rule, upstream,
-                                                               django_assert_max_num_queries):
+def test_overview_and_simulator_do_a_bounded_number_of_queries(
+    admin_client_for, tenant, issuer, allow_rule, upstream, django_assert_max_num_queries
+):
     client = admin_client_for(tenant, "owner")
     _many(tenant, issuer, 20)
     with django_assert_max_num_queries(20):
         assert client.get(reverse("admin:tenants_tenant_overview", args=[tenant.pk])).status_code == 200
     with django_assert_max_num_queries(25):
-        client.post(reverse("admin:exchange_rule_simulate"),
-                    {"tenant": tenant.pk, "mode": "token", "token": upstream.mint()})
+        client.post(
+            reverse("admin:exchange_rule_simulate"), {"tenant": tenant.pk, "mode": "token", "token": upstream.mint()}
+        )
 
 
 def test_changing_an_issuers_key_source_forgets_its_cached_keys(db, client, tenant, upstream):
@@ -536,15 +626,28 @@ def test_changing_an_issuers_key_source_forgets_its_cached_keys(db, client, tena
     from exchange.models import Issuer
 
     issuer = Issuer.objects.create(
-        tenant=tenant, issuer_id="gh", issuer="https://old.example", audiences=["sts.amazonaws.com"],
-        jwks=upstream.jwks, jwks_fetched_at=timezone.now(), jwks_etag='"v1"',
+        tenant=tenant,
+        issuer_id="gh",
+        issuer="https://old.example",
+        audiences=["sts.amazonaws.com"],
+        jwks=upstream.jwks,
+        jwks_fetched_at=timezone.now(),
+        jwks_etag='"v1"',
     )
     admin = get_user_model().objects.create_superuser("root", "root@example.test", "pw")
     client.force_login(admin)
     form = {
-        "tenant": tenant.pk, "issuer_id": "gh", "issuer": "https://new.example", "enabled": "on",
-        "audiences": "sts.amazonaws.com", "algorithms": ["RS256", "ES256"], "leeway": 60,
-        "max_token_age": 86400, "jwks_uri": "", "static_jwks": "", "jwks_refresh_interval": 3600,
+        "tenant": tenant.pk,
+        "issuer_id": "gh",
+        "issuer": "https://new.example",
+        "enabled": "on",
+        "audiences": "sts.amazonaws.com",
+        "algorithms": ["RS256", "ES256"],
+        "leeway": 60,
+        "max_token_age": 86400,
+        "jwks_uri": "",
+        "static_jwks": "",
+        "jwks_refresh_interval": 3600,
     }
     response = client.post(f"/admin/exchange/issuer/{issuer.pk}/change/", form)
     assert response.status_code == 302, response.content.decode()[:3000]

@@ -174,8 +174,17 @@ def test_posting_another_tenants_ids_is_refused(admin_client_for, a, b):
     client = admin_client_for(a.tenant, "operator")
     response = client.post(
         reverse("admin:exchange_issuer_add"),
-        {"tenant": b.tenant.pk, "issuer_id": "sneaky", "issuer": "https://sneaky.test", "audiences": "x",
-         "algorithms": ["RS256"], "leeway": 60, "max_token_age": 3600, "jwks_refresh_interval": 3600, "enabled": "on"},
+        {
+            "tenant": b.tenant.pk,
+            "issuer_id": "sneaky",
+            "issuer": "https://sneaky.test",
+            "audiences": "x",
+            "algorithms": ["RS256"],
+            "leeway": 60,
+            "max_token_age": 3600,
+            "jwks_refresh_interval": 3600,
+            "enabled": "on",
+        },
     )
     assert response.status_code == 200
     assert "tenant" in response.context["adminform"].form.errors
@@ -183,8 +192,16 @@ def test_posting_another_tenants_ids_is_refused(admin_client_for, a, b):
 
     response = client.post(
         reverse("admin:exchange_rule_add"),
-        {"tenant": a.tenant.pk, "name": "sneaky", "enabled": "on", "issuers": [b.issuer.pk], "when": "true",
-         "effect": "allow", "session_tags": "{}", "claims": "{}"},
+        {
+            "tenant": a.tenant.pk,
+            "name": "sneaky",
+            "enabled": "on",
+            "issuers": [b.issuer.pk],
+            "when": "true",
+            "effect": "allow",
+            "session_tags": "{}",
+            "claims": "{}",
+        },
     )
     assert response.status_code == 200
     assert "issuers" in response.context["adminform"].form.errors
@@ -202,8 +219,15 @@ def test_posting_another_tenants_ids_is_refused(admin_client_for, a, b):
 def test_actions_only_touch_rows_the_role_may_touch(admin_client_for, a, b, monkeypatch):
     client = admin_client_for(a.tenant, "operator")
     calls = []
-    monkeypatch.setattr("exchange.admin.issuers.issuer_keys_fetch_now", lambda *, issuer, now: calls.append(issuer.pk) or
-                        __import__("exchange.upstream.issuer_keys", fromlist=["FetchOutcome"]).FetchOutcome(True, True, False, (), ""))
+    monkeypatch.setattr(
+        "exchange.admin.issuers.issuer_keys_fetch_now",
+        lambda *, issuer, now: (
+            calls.append(issuer.pk)
+            or __import__("exchange.upstream.issuer_keys", fromlist=["FetchOutcome"]).FetchOutcome(
+                True, True, False, (), ""
+            )
+        ),
+    )
     client.post(
         reverse("admin:exchange_issuer_changelist"),
         {"action": "fetch_keys_now", "_selected_action": [a.issuer.pk, b.issuer.pk]},
@@ -287,15 +311,23 @@ def test_nobody_edits_the_audit_log_not_even_a_superuser(admin_client_for, a):
     url = reverse("admin:exchange_exchangerecord_change", args=[a.record.pk])
     assert superuser.get(url).status_code == 200
     assert superuser.post(url, {"reason": "rewritten"}).status_code == 403
-    assert superuser.post(reverse("admin:exchange_exchangerecord_delete", args=[a.record.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        superuser.post(reverse("admin:exchange_exchangerecord_delete", args=[a.record.pk]), {"post": "yes"}).status_code
+        == 403
+    )
     assert ExchangeRecord.objects.get(pk=a.record.pk).reason == "reason-acme"
 
 
 def test_admin_index_shows_only_what_the_role_may_see(admin_client_for, a, b):
     operator = admin_client_for(a.tenant, "operator")
     html = operator.get(reverse("admin:index")).content.decode()
-    for model in ("/admin/exchange/issuer/", "/admin/exchange/rule/", "/admin/exchange/signingkey/",
-                  "/admin/exchange/exchangerecord/", "/admin/tenants/tenant/"):
+    for model in (
+        "/admin/exchange/issuer/",
+        "/admin/exchange/rule/",
+        "/admin/exchange/signingkey/",
+        "/admin/exchange/exchangerecord/",
+        "/admin/tenants/tenant/",
+    ):
         assert model in html
     assert "/admin/tenants/membership/" not in html
     assert "/admin/auth/user/" not in html
@@ -312,20 +344,24 @@ def test_admin_index_shows_only_what_the_role_may_see(admin_client_for, a, b):
 def test_owner_adds_an_existing_account_to_their_tenant_only(admin_client_for, a, b, django_user_model):
     newcomer = django_user_model.objects.create_user(username="newcomer", password="pw")
     owner = admin_client_for(a.tenant, "owner")
-    response = owner.post(reverse("admin:tenants_membership_add"),
-                          {"tenant": a.tenant.pk, "username": "newcomer", "role": "operator"})
+    response = owner.post(
+        reverse("admin:tenants_membership_add"), {"tenant": a.tenant.pk, "username": "newcomer", "role": "operator"}
+    )
     assert response.status_code == 302
     assert Membership.objects.get(user=newcomer).tenant == a.tenant
     newcomer.refresh_from_db()
     assert newcomer.is_staff  # can sign in; sees only what the membership allows
 
-    response = owner.post(reverse("admin:tenants_membership_add"),
-                          {"tenant": b.tenant.pk, "username": "newcomer", "role": "owner"})
+    response = owner.post(
+        reverse("admin:tenants_membership_add"), {"tenant": b.tenant.pk, "username": "newcomer", "role": "owner"}
+    )
     assert response.status_code == 200 and "tenant" in response.context["adminform"].form.errors
     assert not Membership.objects.filter(user=newcomer, tenant=b.tenant).exists()
 
-    response = owner.post(reverse("admin:tenants_membership_add"),
-                          {"tenant": a.tenant.pk, "username": "nobody-has-this-name", "role": "operator"})
+    response = owner.post(
+        reverse("admin:tenants_membership_add"),
+        {"tenant": a.tenant.pk, "username": "nobody-has-this-name", "role": "operator"},
+    )
     assert "username" in response.context["adminform"].form.errors
 
 
@@ -371,8 +407,16 @@ def test_a_superuser_adds_a_rule_for_one_tenant_and_sees_only_its_issuers(admin_
 
     response = client.post(
         reverse("admin:exchange_rule_add") + f"?tenant={a.tenant.pk}",
-        {"tenant": a.tenant.pk, "name": "mixed", "enabled": "on", "issuers": [b.issuer.pk], "when": "true",
-         "effect": "allow", "session_tags": "{}", "claims": "{}"},
+        {
+            "tenant": a.tenant.pk,
+            "name": "mixed",
+            "enabled": "on",
+            "issuers": [b.issuer.pk],
+            "when": "true",
+            "effect": "allow",
+            "session_tags": "{}",
+            "claims": "{}",
+        },
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors["issuers"]

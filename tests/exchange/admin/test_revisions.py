@@ -23,9 +23,22 @@ def history(tenant, issuer, allow_rule):
 
 def rule_post(rule, issuer, **overrides) -> dict:
     """The change form's POST for the ``allow_rule`` fixture as it is stored."""
-    data = {"name": rule.name, "enabled": "on", "issuers": [issuer.pk], "when": rule.when, "effect": "allow",
-            "subject": "", "audience": "", "audiences": "", "lifetime": "", "transitive_tag_keys": "repository",
-            "claims": "{}", "session_tags-rows": "6", "mapper_url": "", "mapper_timeout_ms": "1500"}
+    data = {
+        "name": rule.name,
+        "enabled": "on",
+        "issuers": [issuer.pk],
+        "when": rule.when,
+        "effect": "allow",
+        "subject": "",
+        "audience": "",
+        "audiences": "",
+        "lifetime": "",
+        "transitive_tag_keys": "repository",
+        "claims": "{}",
+        "session_tags-rows": "6",
+        "mapper_url": "",
+        "mapper_timeout_ms": "1500",
+    }
     for index, (key, value) in enumerate(rule.session_tags.items()):
         data[f"session_tags-{index}-key"], data[f"session_tags-{index}-value"] = key, value
     data.update(overrides)
@@ -46,8 +59,13 @@ def test_a_rule_edit_is_one_revision_by_its_user_and_an_unchanged_save_is_none(
     url = reverse("admin:exchange_rule_change", args=[allow_rule.pk])
     changed(client, django_capture_on_commit_callbacks, "post", url, rule_post(allow_rule, issuer))
     assert len(revisions(history)) == 1  # saved, but nothing changed
-    changed(client, django_capture_on_commit_callbacks, "post", url,
-            rule_post(allow_rule, issuer, when="claims.ref == 'refs/heads/release'"))
+    changed(
+        client,
+        django_capture_on_commit_callbacks,
+        "post",
+        url,
+        rule_post(allow_rule, issuer, when="claims.ref == 'refs/heads/release'"),
+    )
     latest = revisions(history)[-1]
     assert (latest.number, latest.author, latest.source) == (2, client.user.username, "admin")
     assert latest.summary == "rule 'octo-org main' changed"
@@ -64,11 +82,25 @@ def test_a_move_a_delete_a_preset_and_the_tenants_own_fields_are_revisions(
     changed(operator, capture, "post", reverse("admin:exchange_rule_move", args=[second.pk, "up"]))
     changed(operator, capture, "post", reverse("admin:exchange_rule_delete", args=[second.pk]), {"post": "yes"})
     response = operator.post(reverse("admin:exchange_issuer_preset"), {"tenant": history.pk, "preset": "github"})
-    changed(operator, capture, "post", response["Location"], {
-        "tenant": history.pk, "issuer_id": "github", "issuer": "https://token.actions.githubusercontent.com",
-        "audiences": "sts.amazonaws.com", "algorithms": ["RS256"], "enabled": "on", "leeway": 60,
-        "max_token_age": 600, "jwks_refresh_interval": 3600, "jwks_uri": "", "static_jwks": "null",
-    })
+    changed(
+        operator,
+        capture,
+        "post",
+        response["Location"],
+        {
+            "tenant": history.pk,
+            "issuer_id": "github",
+            "issuer": "https://token.actions.githubusercontent.com",
+            "audiences": "sts.amazonaws.com",
+            "algorithms": ["RS256"],
+            "enabled": "on",
+            "leeway": 60,
+            "max_token_age": 600,
+            "jwks_refresh_interval": 3600,
+            "jwks_uri": "",
+            "static_jwks": "null",
+        },
+    )
     owner = admin_client_for(history, "owner")
     form = owner.get(reverse("admin:tenants_tenant_change", args=[history.pk])).context["adminform"].form
     data = {name: value for name, value in form.initial.items() if value is not None and name != "slug"}
@@ -99,8 +131,10 @@ def test_the_list_and_each_revisions_diff_to_the_one_before(
     assert "jwtex-restore" not in html  # an auditor reads only
     html = client.get(reverse("admin:tenants_tenant_revision", args=[history.pk, 2])).content.decode()
     assert '<span class="jwtex-diff-file">--- revision 1\n</span>' in html
-    assert ('<span class="jwtex-diff-remove">-    when: claims.repository_owner == &#x27;octo-org&#x27; &amp;&amp; '
-            "claims.ref == &#x27;refs/heads/main&#x27;\n</span>") in html
+    assert (
+        '<span class="jwtex-diff-remove">-    when: claims.repository_owner == &#x27;octo-org&#x27; &amp;&amp; '
+        "claims.ref == &#x27;refs/heads/main&#x27;\n</span>"
+    ) in html
     assert '<span class="jwtex-diff-add">+    when: claims.ref == &#x27;refs/heads/release&#x27;\n</span>' in html
     assert html.count('class="jwtex-diff-add"') == 1 and html.count('class="jwtex-diff-remove"') == 1
     first = client.get(reverse("admin:tenants_tenant_revision", args=[history.pk, 1])).content.decode()
@@ -122,14 +156,15 @@ def test_restore_shows_the_diff_then_applies_the_revision_as_a_new_one(
     assert response.status_code == 200 and 'id="confirm"' in html
     assert "--- current" in html and "+++ revision 1" in html
     assert '<span class="jwtex-diff-remove">-  - id: gitlab\n</span>' in html
-    assert "<span class=\"jwtex-diff-remove\">-    when: &#x27;true&#x27;\n</span>" in html
+    assert '<span class="jwtex-diff-remove">-    when: &#x27;true&#x27;\n</span>' in html
     assert "would delete issuer acme/gitlab" in html
     assert len(revisions(history)) == 2  # showing it changed nothing
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(url)
     assert response.status_code == 302 and response["Location"] == reverse(
-        "admin:tenants_tenant_revisions", args=[history.pk])
+        "admin:tenants_tenant_revisions", args=[history.pk]
+    )
     assert export() == first
     latest = revisions(history)[-1]
     assert (latest.number, latest.source, latest.author) == (3, "restore", client.user.username)
@@ -160,7 +195,9 @@ def test_a_revision_that_no_longer_validates_is_refused_like_an_apply(
     assert export() == current and Revision.objects.count() == count
 
 
-@pytest.mark.parametrize("name", ["tenants_tenant_revisions", "tenants_tenant_revision", "tenants_tenant_revision_restore"])
+@pytest.mark.parametrize(
+    "name", ["tenants_tenant_revisions", "tenants_tenant_revision", "tenants_tenant_revision_restore"]
+)
 def test_another_tenants_revisions_are_404_and_an_auditor_cannot_restore(
     name, history, other_tenant, admin_client_for, django_capture_on_commit_callbacks
 ):
@@ -196,7 +233,10 @@ def test_promoting_a_candidate_set_is_one_revision_saying_so(
     history, issuer, allow_rule, admin_client_for, django_capture_on_commit_callbacks
 ):
     client = admin_client_for(history, "operator")
-    candidate = lambda action: reverse("admin:exchange_rule_candidate_action", args=[history.pk, action])  # noqa: E731
+
+    def candidate(action):
+        return reverse("admin:exchange_rule_candidate_action", args=[history.pk, action])
+
     changed(client, django_capture_on_commit_callbacks, "post", candidate("start"))
     Rule.objects.filter(tenant=history, shadow=True).update(when="claims.actor == 'hubot'")
     before = len(revisions(history))

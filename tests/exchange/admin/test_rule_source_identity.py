@@ -27,13 +27,20 @@ def test_a_rule_with_a_source_identity_saves_and_is_shown(admin_client_for, tena
     assert 'name="source_identity"' in page and "sts:SetSourceIdentity" in page
 
 
-@pytest.mark.parametrize("overrides, field, words", [
-    ({"source_identity": "claims.actor +"}, "source_identity", "line 1, column"),
-    ({"source_identity": "aws_source_id(claims.actor)"}, "source_identity", "aws_source_id"),
-    ({"claims": '{"https://aws.amazon.com/source_identity": "claims.actor"}'}, "claims", "only from source_identity"),
-    ({"claims": '{"https://aws.amazon.com/tags": "claims.actor"}'}, "claims", "only from session_tags"),
-    ({"claims": '{"https://aws.amazon.com/policy": "claims.actor"}'}, "claims", "AWS's namespace"),
-])
+@pytest.mark.parametrize(
+    "overrides, field, words",
+    [
+        ({"source_identity": "claims.actor +"}, "source_identity", "line 1, column"),
+        ({"source_identity": "aws_source_id(claims.actor)"}, "source_identity", "aws_source_id"),
+        (
+            {"claims": '{"https://aws.amazon.com/source_identity": "claims.actor"}'},
+            "claims",
+            "only from source_identity",
+        ),
+        ({"claims": '{"https://aws.amazon.com/tags": "claims.actor"}'}, "claims", "only from session_tags"),
+        ({"claims": '{"https://aws.amazon.com/policy": "claims.actor"}'}, "claims", "AWS's namespace"),
+    ],
+)
 def test_the_admin_refuses_what_apply_refuses(admin_client_for, tenant, issuer, overrides, field, words):
     client = admin_client_for(tenant, "operator")
     response = post(client, tenant, issuer, when="true", **overrides)
@@ -47,7 +54,9 @@ def test_the_simulator_shows_a_rule_to_trys_source_identity_and_refuses_a_bad_on
     from tests.exchange.test_rule_findings import simulate
 
     client = admin_client_for(tenant, "auditor")
-    draft = "name: try\nissuers: [ci]\nwhen: 'true'\neffect: allow\nsource_identity: aws_source_identity(claims.actor)\n"
+    draft = (
+        "name: try\nissuers: [ci]\nwhen: 'true'\neffect: allow\nsource_identity: aws_source_identity(claims.actor)\n"
+    )
     response = simulate(client, tenant, issuer, claims='{"sub": "s", "actor": "dependabot[bot]"}', rule=draft)
     result = response.context["result"]
     assert result.allowed and result.decision.source_identity == "dependabot_bot_"
@@ -59,7 +68,9 @@ def test_the_simulator_shows_a_rule_to_trys_source_identity_and_refuses_a_bad_on
     result = response.context["result"]
     assert not result.allowed and "the source identity is not one AWS accepts" in result.error.description
 
-    response = simulate(client, tenant, issuer, rule=draft.replace("aws_source_identity(claims.actor)", "'claims.actor +'"))
+    response = simulate(
+        client, tenant, issuer, rule=draft.replace("aws_source_identity(claims.actor)", "'claims.actor +'")
+    )
     assert response.context["result"] is None and "source_identity" in str(response.context["form"].errors["rule"])
 
 

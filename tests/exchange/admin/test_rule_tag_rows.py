@@ -12,7 +12,7 @@ from django.urls import reverse
 from exchange.admin.forms import RuleForm
 from exchange.admin.tag_rows import TagRow, split_tag_errors
 from exchange.models import Rule
-from tests.exchange.admin.test_browser import PASSWORD, page, shot  # noqa: F401 (page: the browser fixture)
+from tests.exchange.admin.test_browser import PASSWORD, page, shot  # noqa: F401 - page: the browser fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -26,10 +26,21 @@ STORED = {
 def rule_data(tenant, issuer, rows=(), **overrides) -> dict:
     """A rule form's POST with ``rows`` = (key, CEL, optional) as the browser sends them, three
     empty rows after them."""
-    data = {"tenant": tenant.pk, "name": "main branch", "enabled": "on", "issuers": [issuer.pk],
-            "when": "claims.ref == 'refs/heads/main'", "effect": "allow", "subject": "", "audience": "",
-            "audiences": "", "lifetime": "", "transitive_tag_keys": "", "claims": "{}",
-            "session_tags-rows": str(len(rows) + 3)}
+    data = {
+        "tenant": tenant.pk,
+        "name": "main branch",
+        "enabled": "on",
+        "issuers": [issuer.pk],
+        "when": "claims.ref == 'refs/heads/main'",
+        "effect": "allow",
+        "subject": "",
+        "audience": "",
+        "audiences": "",
+        "lifetime": "",
+        "transitive_tag_keys": "",
+        "claims": "{}",
+        "session_tags-rows": str(len(rows) + 3),
+    }
     for index, (key, value, optional) in enumerate(rows):
         data[f"session_tags-{index}-key"] = key
         data[f"session_tags-{index}-value"] = value
@@ -64,9 +75,11 @@ def test_both_stored_forms_come_back_as_rows_and_save_as_before(tenant, issuer, 
     posted.save()
     allow_rule.refresh_from_db()
     # Optional: the object; not optional: the plain string (the false "optional" is dropped).
-    assert allow_rule.session_tags == {"repository": "claims.repository",
-                                       "actor": {"value": "aws_tag(claims.actor)", "optional": True},
-                                       "environment": "claims.environment"}
+    assert allow_rule.session_tags == {
+        "repository": "claims.repository",
+        "actor": {"value": "aws_tag(claims.actor)", "optional": True},
+        "environment": "claims.environment",
+    }
 
 
 def test_unchanged_rows_are_no_change_and_a_new_order_is_one(tenant, issuer, allow_rule):
@@ -84,21 +97,32 @@ def test_the_optional_flag_saves_the_object_and_the_rows_keep_their_order(tenant
     rule = form.save()
     rule.refresh_from_db()
     assert list(rule.session_tags.items()) == [
-        ("zeta", "claims.sub"), ("alpha", {"value": "claims.repository", "optional": True}), ("mid", "issuer"),
+        ("zeta", "claims.sub"),
+        ("alpha", {"value": "claims.repository", "optional": True}),
+        ("mid", "issuer"),
     ]
     assert rule.spec().optional_tags == {"alpha"}
 
 
 def test_empty_rows_are_ignored_wherever_they_are(tenant, issuer):
-    rows = [("", "", True), ("repository", "claims.repository", False), ("  ", " ", False), ("ref", "claims.ref", False)]
+    rows = [
+        ("", "", True),
+        ("repository", "claims.repository", False),
+        ("  ", " ", False),
+        ("ref", "claims.ref", False),
+    ]
     form = RuleForm(rule_data(tenant, issuer, rows))
     assert form.is_valid(), form.errors
     assert list(form.save().session_tags) == ["repository", "ref"]
 
 
 def test_each_problem_is_shown_on_its_row_and_nothing_is_saved(tenant, issuer):
-    rows = [("repository", "claims.repository", False), ("bad key!", "claims.sub", False),
-            ("ref", "claims.ref ==\n (", False), ("Repository", "claims.repository", True)]
+    rows = [
+        ("repository", "claims.repository", False),
+        ("bad key!", "claims.sub", False),
+        ("ref", "claims.ref ==\n (", False),
+        ("Repository", "claims.repository", True),
+    ]
     form = RuleForm(rule_data(tenant, issuer, rows))
     assert not form.is_valid()
     shown = shown_rows(form)
@@ -120,8 +144,12 @@ def test_each_problem_is_shown_on_its_row_and_nothing_is_saved(tenant, issuer):
 
 
 def test_what_only_rows_get_wrong_is_shown_on_those_rows(tenant, issuer):
-    rows = [("repository", "claims.repository", False), ("", "claims.ref", False), ("actor", "", False),
-            ("repository", "claims.sub", False)]
+    rows = [
+        ("repository", "claims.repository", False),
+        ("", "claims.ref", False),
+        ("actor", "", False),
+        ("repository", "claims.sub", False),
+    ]
     form = RuleForm(rule_data(tenant, issuer, rows))
     assert not form.is_valid()
     errors = [row[3] for row in shown_rows(form)]
@@ -135,12 +163,21 @@ def test_what_only_rows_get_wrong_is_shown_on_those_rows(tenant, issuer):
 
 def test_keys_with_separators_find_their_rows_longest_first():
     keys = ["a", "a: b", "team:name/x.y=+-@ 1", "a.b"]
-    messages = ["session_tags.a: b: line 1, column 2: oops", "session_tags.a: line 1, column 3: other",
-                "session_tags.team:name/x.y=+-@ 1: line 1, column 4: third", "session_tags.a.b: fourth",
-                "A rule may set at most 50 session tags (AWS limit); it sets 51.", "Row 9: no such row"]
+    messages = [
+        "session_tags.a: b: line 1, column 2: oops",
+        "session_tags.a: line 1, column 3: other",
+        "session_tags.team:name/x.y=+-@ 1: line 1, column 4: third",
+        "session_tags.a.b: fourth",
+        "A rule may set at most 50 session tags (AWS limit); it sets 51.",
+        "Row 9: no such row",
+    ]
     on_rows, rest = split_tag_errors(messages, keys)
-    assert on_rows == {1: ["line 1, column 2: oops"], 0: ["line 1, column 3: other"],
-                       2: ["line 1, column 4: third"], 3: ["fourth"]}
+    assert on_rows == {
+        1: ["line 1, column 2: oops"],
+        0: ["line 1, column 3: other"],
+        2: ["line 1, column 4: third"],
+        3: ["fourth"],
+    }
     assert rest == ["A rule may set at most 50 session tags (AWS limit); it sets 51.", "Row 9: no such row"]
 
 
@@ -169,13 +206,18 @@ def test_the_admin_shows_the_rows_and_a_cel_error_on_its_row(admin_client_for, t
     url = reverse("admin:exchange_rule_change", args=[allow_rule.pk])
     html = client.get(url).content.decode()
     assert [m for m in re.findall(r'name="session_tags-\d+-key"[^>]*value="([^"]*)"', html) if m] == [
-        "repository", "ref", "actor"]
+        "repository",
+        "ref",
+        "actor",
+    ]
     assert 'id="id_session_tags-0-key_helptext"' in html and "aws_tag(claims.actor)" in html
     assert 'aria-describedby="id_session_tags-0-key_helptext"' in html
 
     rows = [("repository", "claims.repository", False), ("ref", "claims.ref", False), ("actor", "claims.actor +", True)]
-    response = client.post(url, rule_data(tenant, issuer, rows, name=allow_rule.name, when=allow_rule.when,
-                                          transitive_tag_keys="repository"))
+    response = client.post(
+        url,
+        rule_data(tenant, issuer, rows, name=allow_rule.name, when=allow_rule.when, transitive_tag_keys="repository"),
+    )
     assert response.status_code == 200
     html = response.content.decode()
     row = re.search(r'<div class="jwtex-tag-row jwtex-tag-row-errors"[^>]*>(.*?)</div>', html, re.DOTALL)[1]
@@ -186,8 +228,7 @@ def test_the_admin_shows_the_rows_and_a_cel_error_on_its_row(admin_client_for, t
 
 
 def test_the_rows_render_as_typed_after_an_error(tenant, issuer):
-    form = RuleForm(rule_data(tenant, issuer, [("k", 'claims["a"] + "<b>"', True), ("", "", False)],
-                              when="nope ("))
+    form = RuleForm(rule_data(tenant, issuer, [("k", 'claims["a"] + "<b>"', True), ("", "", False)], when="nope ("))
     assert not form.is_valid()
     assert form["session_tags"].value() == [TagRow("k", 'claims["a"] + "<b>"', True)]
     assert 'value="claims[&quot;a&quot;] + &quot;&lt;b&gt;&quot;"' in str(form["session_tags"])
@@ -214,7 +255,7 @@ def log_in(browser_page, base: str, username: str) -> None:
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_operator_edits_session_tags_as_rows(page, live_server, tenant, issuer, allow_rule, django_user_model):  # noqa: F811
+def test_operator_edits_session_tags_as_rows(page, live_server, tenant, issuer, allow_rule, django_user_model):
     from tenants.models import Membership
 
     user = django_user_model.objects.create_user(username="tara", password=PASSWORD, is_staff=True)
@@ -257,7 +298,9 @@ def test_operator_edits_session_tags_as_rows(page, live_server, tenant, issuer, 
     page.wait_for_selector("#result_list")
     allow_rule.refresh_from_db()
     assert list(allow_rule.session_tags.items()) == [
-        ("repository", "claims.repository"), ("ref", "claims.ref"), ("actor", "claims.actor"),
+        ("repository", "claims.repository"),
+        ("ref", "claims.ref"),
+        ("actor", "claims.actor"),
         ("workflow", "aws_tag(claims.workflow)"),
         ("environment", {"value": "aws_tag(claims.environment)", "optional": True}),
     ]

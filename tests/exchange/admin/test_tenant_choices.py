@@ -28,13 +28,20 @@ def _tenants(n: int, prefix: str = "t") -> list[Tenant]:
 
 
 def _filter_links(html: str) -> list[str]:
-    nav = html[html.index('<nav id="changelist-filter"'):]
+    nav = html[html.index('<nav id="changelist-filter"') :]
     return re.findall(r'href="\?[^"]*tenant__id__exact=(\d+)', nav)
 
 
-@pytest.mark.parametrize("page", ["admin:exchange_rule_changelist", "admin:exchange_issuer_changelist",
-                                  "admin:exchange_signingkey_changelist", "admin:exchange_exchangerecord_changelist",
-                                  "admin:tenants_membership_changelist"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "admin:exchange_rule_changelist",
+        "admin:exchange_issuer_changelist",
+        "admin:exchange_signingkey_changelist",
+        "admin:exchange_exchangerecord_changelist",
+        "admin:tenants_membership_changelist",
+    ],
+)
 def test_list_filters_search_tenants_beyond_a_few(root, tenant, page):
     _tenants(TENANT_LINKS + 5)
     url = reverse(page)
@@ -86,19 +93,23 @@ def test_a_forms_tenant_field_searches_as_you_type_beyond_a_few(root, client, te
     html = root.get(reverse("admin:exchange_issuer_add")).content.decode()
     select = re.search(r'<select name="tenant"[^>]*>.*?</select>', html, re.S)[0]
     assert "admin-autocomplete" in select and select.count("<option") <= 1
-    found = root.get("/admin/autocomplete/", {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant",
-                                              "term": "t01"}).json()
+    found = root.get(
+        "/admin/autocomplete/", {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant", "term": "t01"}
+    ).json()
     assert len(found["results"]) == 5
     # An owner of several tenants finds only their own.
     owner = django_user_model.objects.create_user("owner", password="pw", is_staff=True)
-    for t in [tenant, *Tenant.objects.filter(slug__startswith="t00")[:TENANT_LINKS + 1]]:
+    for t in [tenant, *Tenant.objects.filter(slug__startswith="t00")[: TENANT_LINKS + 1]]:
         Membership.objects.create(user=owner, tenant=t, role="owner")
     client.force_login(owner)
-    found = client.get("/admin/autocomplete/", {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant",
-                                                "term": "t01"}).json()
+    found = client.get(
+        "/admin/autocomplete/", {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant", "term": "t01"}
+    ).json()
     assert found["results"] == []
-    found = client.get("/admin/autocomplete/", {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant",
-                                                "term": "t005"}).json()
+    found = client.get(
+        "/admin/autocomplete/",
+        {"app_label": "exchange", "model_name": "issuer", "field_name": "tenant", "term": "t005"},
+    ).json()
     assert len(found["results"]) == 1
 
 
@@ -107,5 +118,6 @@ def test_key_rotation_links_are_one_per_tenant_only_while_few(root, tenant):
     url = reverse("admin:exchange_signingkey_changelist")
     assert len(re.findall(r'class="jwtex-rotate"', root.get(url).content.decode())) == 0
     html = root.get(url, {"tenant__id__exact": tenant.pk}).content.decode()
-    assert re.findall(r'href="([^"]+)" class="jwtex-rotate"', html) == [reverse("admin:exchange_signingkey_rotate",
-                                                                                 args=[tenant.pk])]
+    assert re.findall(r'href="([^"]+)" class="jwtex-rotate"', html) == [
+        reverse("admin:exchange_signingkey_rotate", args=[tenant.pk])
+    ]

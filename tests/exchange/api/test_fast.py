@@ -25,10 +25,21 @@ VOLATILE_CLAIMS = {"jti", "iat", "nbf", "exp"}
 
 def call(app, method: str, path: str, body: bytes = b"", *, host: str = "testserver", **headers: str):
     environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": host, "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": io.StringIO(),
-        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0),
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": host,
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
     }
     if body:
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -70,8 +81,12 @@ def comparable(status, headers, body):
 
 def test_the_documents_match_byte_for_byte(apps, tenant):
     fast, django_app, taken = apps
-    for path in ("/t/acme/.well-known/jwks.json", "/t/acme/.well-known/jwks", "/t/acme/.well-known/openid-configuration",
-                 "/t/nobody/.well-known/jwks.json"):
+    for path in (
+        "/t/acme/.well-known/jwks.json",
+        "/t/acme/.well-known/jwks",
+        "/t/acme/.well-known/openid-configuration",
+        "/t/nobody/.well-known/jwks.json",
+    ):
         assert call(fast, "GET", path) == call(django_app, "GET", path), path
     assert all(taken)
 

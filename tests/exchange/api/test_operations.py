@@ -34,8 +34,11 @@ def samples(client, **headers) -> dict[tuple[str, tuple], float]:
 
 
 def exchanges(found, **labels) -> float:
-    return sum(v for (name, lab), v in found.items()
-               if name == "jwtex_exchanges_total" and all(dict(lab).get(k) == w for k, w in labels.items()))
+    return sum(
+        v
+        for (name, lab), v in found.items()
+        if name == "jwtex_exchanges_total" and all(dict(lab).get(k) == w for k, w in labels.items())
+    )
 
 
 def test_healthz_answers_without_looking_at_anything(client, monkeypatch):
@@ -66,7 +69,11 @@ def test_a_hanging_dependency_is_reported_within_the_budget_and_not_checked_twic
         first = client.get("/readyz")
         assert time.monotonic() - started < health.CHECK_BUDGET + 0.5
         assert first.status_code == 503
-        assert first.json()["checks"] == {"database": "failed: no answer within 1 s", "broker": "ok", **shared_cache_ok()}
+        assert first.json()["checks"] == {
+            "database": "failed: no answer within 1 s",
+            "broker": "ok",
+            **shared_cache_ok(),
+        }
         second = client.get("/readyz")
         assert second.json()["checks"]["database"] == "failed: a previous check is still waiting"
     finally:
@@ -75,14 +82,31 @@ def test_a_hanging_dependency_is_reported_within_the_budget_and_not_checked_twic
 
 def _readyz_in_a_process(tmp_path, **env: str) -> tuple[int, dict]:
     """/readyz of a process whose environment (``env``) points dependencies at closed ports."""
-    script = ("import django, json; django.setup(); from django.test import Client; "
-              "r = Client().get('/readyz', HTTP_HOST='127.0.0.1'); print(r.status_code, r.content.decode())")
+    script = (
+        "import django, json; django.setup(); from django.test import Client; "
+        "r = Client().get('/readyz', HTTP_HOST='127.0.0.1'); print(r.status_code, r.content.decode())"
+    )
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("JWTEX_", "DJANGO_", "CELERY_"))}
-    environment.update(DJANGO_SETTINGS_MODULE="jwtex_site.settings", JWTEX_VAR_DIR=str(tmp_path),
-                       JWTEX_KEY_ENCRYPTION_KEYS="test-key-encryption-key-0123456789", JWTEX_LOG_LEVEL="CRITICAL",
-                       **env)
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=environment, capture_output=True,
-                         text=True, timeout=60, check=True).stdout.strip().splitlines()[-1]
+    environment.update(
+        DJANGO_SETTINGS_MODULE="jwtex_site.settings",
+        JWTEX_VAR_DIR=str(tmp_path),
+        JWTEX_KEY_ENCRYPTION_KEYS="test-key-encryption-key-0123456789",
+        JWTEX_LOG_LEVEL="CRITICAL",
+        **env,
+    )
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     status, body = out.split(" ", 1)
     return int(status), json.loads(body)
 
@@ -101,8 +125,12 @@ def checks_of_earlier_probes_finished():
 def test_readyz_of_a_process_with_unreachable_dependencies_names_each_without_saying_where_they_are(tmp_path):
     # One process whose environment points its database, shared cache and broker at a closed
     # port each (what each one alone does to the answer: the tests below).
-    status, body = _readyz_in_a_process(tmp_path, DATABASE_URL=UNREACHABLE_DATABASE, CACHE_URL="redis://127.0.0.1:1/0",
-                                        CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    status, body = _readyz_in_a_process(
+        tmp_path,
+        DATABASE_URL=UNREACHABLE_DATABASE,
+        CACHE_URL="redis://127.0.0.1:1/0",
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+    )
     assert status == 503 and body["status"] == "unavailable"
     assert set(body["checks"]) == {"database", "cache", "broker"}
     assert all(verdict.startswith("failed: ") for verdict in body["checks"].values()), body
@@ -125,10 +153,14 @@ def test_readyz_is_503_naming_an_unreachable_database_without_saying_where_it_is
 
 def test_readyz_is_503_naming_an_unreachable_shared_cache(client, settings, checks_of_earlier_probes_finished):
     # As jwtex_site/settings.py configures CACHE_URL=redis://127.0.0.1:1/0.
-    settings.CACHES = {"default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0",
-        "KEY_PREFIX": "jwtex", "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
-    }}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "KEY_PREFIX": "jwtex",
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+    }
     settings.JWTEX_SHARED_CACHE = True
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -144,7 +176,9 @@ def test_metrics_count_every_exchange_by_tenant_decision_and_error(client, upstr
         assert refused.status_code == 403
     client.post("/t/no-such-tenant/exchange", upstream.mint(), content_type="application/jwt")
     after = samples(client)
-    assert exchanges(after, tenant="acme", decision="allowed") - exchanges(before, tenant="acme", decision="allowed") == 3
+    assert (
+        exchanges(after, tenant="acme", decision="allowed") - exchanges(before, tenant="acme", decision="allowed") == 3
+    )
     denied = exchanges(after, tenant="acme", decision="denied", error="access_denied")
     assert denied - exchanges(before, tenant="acme", decision="denied", error="access_denied") == 2
     assert exchanges(after, tenant="no-such-tenant") == 0  # a slug typed into a URL is never a label
@@ -178,7 +212,9 @@ def test_refusals_before_the_token_are_counted_not_recorded(client, tenant, upst
     assert refused(after, "api", "400") - refused(before, "api", "400") == 2
     assert not ExchangeRecord.objects.exists()
     assert client.post("/t/acme/exchange", upstream.mint(), content_type="application/jwt").status_code == 200
-    assert refused(samples(client), "raw", "200") == 0 and ExchangeRecord.objects.count() == 1  # an exchange is a record
+    assert (
+        refused(samples(client), "raw", "200") == 0 and ExchangeRecord.objects.count() == 1
+    )  # an exchange is a record
 
 
 def test_metrics_read_key_ages_the_spool_and_the_sweeps_when_scraped(client, tenant, issuer, signing_key):

@@ -34,7 +34,9 @@ def rfc8693(client, token, slug="acme", **extra):
 
 def api(client, token, slug="acme", **extra):
     return client.post(
-        f"/api/v1/t/{slug}/exchange", data=json.dumps({"subject_token": token, **extra}), content_type="application/json"
+        f"/api/v1/t/{slug}/exchange",
+        data=json.dumps({"subject_token": token, **extra}),
+        content_type="application/json",
     )
 
 
@@ -164,7 +166,9 @@ def test_no_matching_rule_is_access_denied(endpoint, client, upstream, allow_rul
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_deny_rule_is_access_denied(endpoint, client, tenant, issuer, upstream, allow_rule):
-    deny = Rule.objects.create(tenant=tenant, position=1, name="deny octocat", when="claims.actor == 'octocat'", effect="deny")
+    deny = Rule.objects.create(
+        tenant=tenant, position=1, name="deny octocat", when="claims.actor == 'octocat'", effect="deny"
+    )
     deny.issuers.add(issuer)
     expect(endpoint, send(endpoint, client, upstream.mint()), 403, "access_denied")
     # The record names the rule that decided, a deny rule too (docs/operations.md#what-a-record-holds).
@@ -216,7 +220,11 @@ def test_unknown_tenant_is_not_found(endpoint, client, upstream, allow_rule):
 def test_disabled_tenant_is_not_found_everywhere(client, tenant, upstream, allow_rule):
     tenant.enabled = False
     tenant.save()
-    for path in ("/t/acme/.well-known/openid-configuration", "/t/acme/.well-known/jwks.json", "/t/acme/.well-known/jwks"):
+    for path in (
+        "/t/acme/.well-known/openid-configuration",
+        "/t/acme/.well-known/jwks.json",
+        "/t/acme/.well-known/jwks",
+    ):
         assert_error(client.get(path), 404, "not_found")
     for endpoint in ENDPOINTS:
         assert_error(send(endpoint, client, upstream.mint()), 404, "not_found")
@@ -251,7 +259,9 @@ def test_address_rate_limit_is_429(client, settings, upstream, allow_rule):
     assert raw(client, upstream.mint()).status_code == 200
     assert_error(raw(client, upstream.mint()), 429, "too_many_requests")
     # Another address is not limited by the first one's count.
-    response = client.post("/t/acme/exchange", data=upstream.mint(), content_type="application/jwt", REMOTE_ADDR="10.9.8.7")
+    response = client.post(
+        "/t/acme/exchange", data=upstream.mint(), content_type="application/jwt", REMOTE_ADDR="10.9.8.7"
+    )
     assert response.status_code == 200
 
 
@@ -260,7 +270,10 @@ def test_upstream_keys_unavailable_is_503(endpoint, client, settings, tenant, up
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
     Issuer.objects.filter(tenant=tenant).delete()
     down = Issuer.objects.create(
-        tenant=tenant, issuer_id="down", issuer=upstream.issuer, audiences=[upstream.audience],
+        tenant=tenant,
+        issuer_id="down",
+        issuer=upstream.issuer,
+        audiences=[upstream.audience],
         jwks_uri="http://127.0.0.1:9/jwks",  # discard port: nothing listens
     )
     allow_rule.issuers.add(down)
@@ -300,12 +313,25 @@ def test_raw_refuses_surrounding_whitespace(client, upstream, allow_rule):
     "form, code",
     [
         ({"subject_token": "x", "subject_token_type": JWT_TYPE}, "invalid_request"),
-        ({"grant_type": "client_credentials", "subject_token": "x", "subject_token_type": JWT_TYPE}, "unsupported_grant_type"),
+        (
+            {"grant_type": "client_credentials", "subject_token": "x", "subject_token_type": JWT_TYPE},
+            "unsupported_grant_type",
+        ),
         ({"grant_type": GRANT, "subject_token_type": JWT_TYPE}, "invalid_request"),
         ({"grant_type": GRANT, "subject_token": "x"}, "invalid_request"),
-        ({"grant_type": GRANT, "subject_token": "x", "subject_token_type": "urn:ietf:params:oauth:token-type:saml2"}, "invalid_request"),
-        ({"grant_type": GRANT, "subject_token": "x", "subject_token_type": JWT_TYPE,
-          "requested_token_type": "urn:ietf:params:oauth:token-type:access_token"}, "invalid_request"),
+        (
+            {"grant_type": GRANT, "subject_token": "x", "subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+            "invalid_request",
+        ),
+        (
+            {
+                "grant_type": GRANT,
+                "subject_token": "x",
+                "subject_token_type": JWT_TYPE,
+                "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            },
+            "invalid_request",
+        ),
     ],
 )
 def test_rfc8693_request_errors(client, allow_rule, form, code):

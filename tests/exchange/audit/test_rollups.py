@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from exchange.audit import writer as writer_module
 from exchange.audit.spool import Spool
-from exchange.audit.writer import AuditWriter, spool_drain, record_id_new
+from exchange.audit.writer import AuditWriter, record_id_new, spool_drain
 from exchange.models import AuditRollup, ExchangeRecord
 from exchange.services.audit import audit_retention_sweep, exchange_records_purge
 from exchange.services.shadow import REPORT_KINDS
@@ -31,18 +31,29 @@ SHADOWS = [
     {"decision": "allowed", "rule": "main", "differs": ["subject"], "tags_differ": False},  # other
     {"decision": "not evaluated", "rule": "mapper", "why": "a mapper rule"},  # other
 ]
-DENIED_SHADOWS = [None, {"decision": "allowed", "rule": "open", "differs": ["decision"], "tags_differ": True},  # allow
-                  {"decision": "denied", "rule": "other", "differs": ["rule"], "tags_differ": False}]  # other
+DENIED_SHADOWS = [
+    None,
+    {"decision": "allowed", "rule": "open", "differs": ["decision"], "tags_differ": True},  # allow
+    {"decision": "denied", "rule": "other", "differs": ["rule"], "tags_differ": False},
+]  # other
 
 
 def _record(tenant, at: datetime, n: int) -> dict:
     denied = n % 4 == 0
-    fields = {"record_id": record_id_new(at), "tenant_id": tenant.pk, "created_at": at, "endpoint": "raw",
-              "decision": "denied" if denied else "allowed", "status_code": 403 if denied else 200,
-              "rule_name": ["main", "deploy", ""][n % 3], "upstream_sub": f"repo:octo-org/app-{n % 5}"}
+    fields = {
+        "record_id": record_id_new(at),
+        "tenant_id": tenant.pk,
+        "created_at": at,
+        "endpoint": "raw",
+        "decision": "denied" if denied else "allowed",
+        "status_code": 403 if denied else 200,
+        "rule_name": ["main", "deploy", ""][n % 3],
+        "upstream_sub": f"repo:octo-org/app-{n % 5}",
+    }
     if denied:
-        fields.update(error_code=["access_denied", "invalid_token"][n % 2], reason=f"reason {n}",
-                      shadow=DENIED_SHADOWS[n % 3])
+        fields.update(
+            error_code=["access_denied", "invalid_token"][n % 2], reason=f"reason {n}", shadow=DENIED_SHADOWS[n % 3]
+        )
     else:
         fields.update(issued_jti=uuid.uuid4().hex, shadow=SHADOWS[n % 5])
     return fields
@@ -62,8 +73,9 @@ def counted_from_records() -> dict:
         group["last"] = (row["created_at"], row["reason"])
         group["shadow"] += row["shadow"] is not None
     for kind, (_, condition) in REPORT_KINDS.items():
-        for row in ExchangeRecord.objects.filter(condition).values("tenant_id", "created_at", "decision", "error_code",
-                                                                   "rule_name"):
+        for row in ExchangeRecord.objects.filter(condition).values(
+            "tenant_id", "created_at", "decision", "error_code", "rule_name"
+        ):
             key = (row["tenant_id"], _hour(row["created_at"]), row["decision"], row["error_code"], row["rule_name"])
             groups[key][kind] += 1
     return {key: dict(group) for key, group in groups.items()}
@@ -115,11 +127,27 @@ def test_the_rollups_count_every_stored_record_once_through_the_purge(tmp_path, 
     assert spool_drain(audit.spool) == 7 and spool_drain(audit.spool) == 0
 
     # Rows the ORM writes count too (fixtures, tools, an older release during an upgrade).
-    ExchangeRecord.objects.create(tenant=tenant, created_at=now - timedelta(minutes=7), endpoint="api",
-                                  decision="denied", status_code=401, error_code="invalid_token", reason="by the ORM")
-    ExchangeRecord.objects.bulk_create([ExchangeRecord(tenant=tenant, created_at=now - timedelta(hours=5, seconds=s),
-                                                       endpoint="rfc8693", decision="allowed", status_code=200)
-                                        for s in range(3)])
+    ExchangeRecord.objects.create(
+        tenant=tenant,
+        created_at=now - timedelta(minutes=7),
+        endpoint="api",
+        decision="denied",
+        status_code=401,
+        error_code="invalid_token",
+        reason="by the ORM",
+    )
+    ExchangeRecord.objects.bulk_create(
+        [
+            ExchangeRecord(
+                tenant=tenant,
+                created_at=now - timedelta(hours=5, seconds=s),
+                endpoint="rfc8693",
+                decision="allowed",
+                status_code=200,
+            )
+            for s in range(3)
+        ]
+    )
 
     expected = counted_from_records()
     assert sum(group["count"] for group in expected.values()) == len(records) + 6 + 4

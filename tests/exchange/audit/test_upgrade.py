@@ -41,15 +41,37 @@ def _old_rows(OldRecord, tenant, now: datetime) -> None:
     for n in range(40):
         denied = n % 5 == 0
         at = now - timedelta(hours=n * 3, microseconds=n)
-        claims = None if denied else {"iss": "https://jwtex.example.com/t/acme", "sub": f"repo:a/{n}", "aud": "sts",
-                                      "iat": 1, "nbf": 1, "exp": 901, "jti": f"jti-{n}"}
-        rows.append(OldRecord(
-            tenant_id=tenant.pk, created_at=at, endpoint="raw", decision="denied" if denied else "allowed",
-            status_code=403 if denied else 200, error_code="access_denied" if denied else "", reason=f"why {n}",
-            rule_name=["main", ""][n % 2], upstream_sub=f"repo:a/{n}", issued_sub="" if denied else f"repo:a/{n}",
-            issued_jti="" if denied else f"jti-{n}", issued_claims=claims,
-            shadow={"decision": "denied", "tags_differ": True} if n % 7 == 0 and not denied else None,
-            record_id=None if n % 4 == 0 else uuid.uuid4()))
+        claims = (
+            None
+            if denied
+            else {
+                "iss": "https://jwtex.example.com/t/acme",
+                "sub": f"repo:a/{n}",
+                "aud": "sts",
+                "iat": 1,
+                "nbf": 1,
+                "exp": 901,
+                "jti": f"jti-{n}",
+            }
+        )
+        rows.append(
+            OldRecord(
+                tenant_id=tenant.pk,
+                created_at=at,
+                endpoint="raw",
+                decision="denied" if denied else "allowed",
+                status_code=403 if denied else 200,
+                error_code="access_denied" if denied else "",
+                reason=f"why {n}",
+                rule_name=["main", ""][n % 2],
+                upstream_sub=f"repo:a/{n}",
+                issued_sub="" if denied else f"repo:a/{n}",
+                issued_jti="" if denied else f"jti-{n}",
+                issued_claims=claims,
+                shadow={"decision": "denied", "tags_differ": True} if n % 7 == 0 and not denied else None,
+                record_id=None if n % 4 == 0 else uuid.uuid4(),
+            )
+        )
     OldRecord.objects.bulk_create(rows)
 
 
@@ -114,7 +136,9 @@ def _old_insert(tenant, at: datetime) -> None:
             "reason, issuer_id, issuer_ref, rule_id, rule_name, upstream_iss, upstream_sub, upstream_jti, issued_jti, "
             "issued_kid, issued_sub, issued_aud, mapper_outcome, mapper_error, record_id) VALUES (%s, %s, 'raw', "
             "'allowed', '', 200, '', NULL, 'ci', NULL, 'main', '', 'repo:old', '', 'old-code', '', 'repo:old', '', '', "
-            "'', %s) ON CONFLICT DO NOTHING", [tenant.pk, at, uuid.uuid4()])
+            "'', %s) ON CONFLICT DO NOTHING",
+            [tenant.pk, at, uuid.uuid4()],
+        )
 
 
 def test_the_online_upgrade_keeps_every_row_and_counts_it_once(scratch, tenant, tmp_path):
@@ -128,18 +152,31 @@ def test_the_online_upgrade_keeps_every_row_and_counts_it_once(scratch, tenant, 
     assert counted_by_rollups() == counted_from_records()  # seeded from the rows there
     # The release before, still running during a rolling upgrade, keeps writing (and is counted).
     _old_insert(tenant, timezone.now())
-    AuditWriter(Spool(tmp_path)).write({"record_id": record_id_new(), "tenant_id": tenant.pk,
-                                        "created_at": timezone.now(), "endpoint": "api", "decision": "denied",
-                                        "status_code": 401, "error_code": "invalid_token", "reason": "new"})
+    AuditWriter(Spool(tmp_path)).write(
+        {
+            "record_id": record_id_new(),
+            "tenant_id": tenant.pk,
+            "created_at": timezone.now(),
+            "endpoint": "api",
+            "decision": "denied",
+            "status_code": 401,
+            "error_code": "invalid_token",
+            "reason": "new",
+        }
+    )
     assert ExchangeRecord.objects.count() == 42 and counted_by_rollups() == counted_from_records()
     newest = ExchangeRecord.objects.order_by("-id").first()
     assert newest.reason == "new" and newest.pk > old.pk  # ids go on
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
-                       "'exchange_exchangerecord_legacy'::regclass")
+        cursor.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
+            "'exchange_exchangerecord_legacy'::regclass"
+        )
         legacy_indexes = {row[0] for row in cursor.fetchall()}
-        cursor.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = 'exchange_exchangerecord_legacy'::regclass "
-                       "AND contype = 'f'")
+        cursor.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'exchange_exchangerecord_legacy'::regclass "
+            "AND contype = 'f'"
+        )
         assert cursor.fetchone()[0] == 0  # no foreign key checked on INSERTs any more
     assert len(legacy_indexes) == 10  # the partitioned table's, and no other
     assert _upgrade() == []  # done: a second run does nothing
@@ -152,8 +189,13 @@ def test_a_lock_the_upgrade_cannot_get_at_once_is_asked_for_again(scratch, tenan
     holder_ready, go = threading.Event(), threading.Event()
 
     def hold() -> None:  # a long query of the running service: it holds the table while it runs
-        with psycopg.connect(host=settings["HOST"] or None, port=settings["PORT"] or None, user=settings["USER"],
-                             password=settings["PASSWORD"] or None, dbname=settings["NAME"]) as other:
+        with psycopg.connect(
+            host=settings["HOST"] or None,
+            port=settings["PORT"] or None,
+            user=settings["USER"],
+            password=settings["PASSWORD"] or None,
+            dbname=settings["NAME"],
+        ) as other:
             other.execute("LOCK TABLE jwtex_scratch.exchange_exchangerecord IN ACCESS SHARE MODE")
             holder_ready.set()
             go.wait(60)
@@ -191,11 +233,21 @@ def test_days_are_made_ahead_on_demand_and_dropped_past_every_retention(scratch,
     audit = AuditWriter(Spool(tmp_path))
     for n, at in enumerate([now - timedelta(days=d, minutes=1) for d in (3, 2, 1, 0)] + [now + timedelta(days=20)]):
         for t in (tenant, other_tenant):
-            assert audit.write({"record_id": record_id_new(at), "tenant_id": t.pk, "created_at": at, "endpoint": "raw",
-                                "decision": "allowed", "status_code": 200, "rule_name": f"r{n}"})
+            assert audit.write(
+                {
+                    "record_id": record_id_new(at),
+                    "tenant_id": t.pk,
+                    "created_at": at,
+                    "endpoint": "raw",
+                    "decision": "allowed",
+                    "status_code": 200,
+                    "rule_name": f"r{n}",
+                }
+            )
     assert not audit.spool.pending()  # the day 20 days ahead got its partition from the writer
     assert f"exchange_exchangerecord_p{day + timedelta(days=20):%Y%m%d}" in {
-        name for name, _, _ in partitions.audit_partitions_list()}
+        name for name, _, _ in partitions.audit_partitions_list()
+    }
     tenant.audit_retention_days, other_tenant.audit_retention_days = 2, 1
     tenant.save()
     other_tenant.save()

@@ -37,7 +37,7 @@ def test_records_waiting_together_share_one_commit(tmp_path, monkeypatch):
     followers = [threading.Thread(target=lambda i=i: results.append(audit.write({"n": i}))) for i in range(1, 40)]
     for thread in followers:
         thread.start()
-    while len(audit._queue) < 39:  # noqa: ASYNC110 - every follower has queued behind the leader
+    while len(audit._queue) < 39:  # every follower has queued behind the leader
         threading.Event().wait(0.01)
     release.set()
     for thread in [leader, *followers]:
@@ -45,7 +45,6 @@ def test_records_waiting_together_share_one_commit(tmp_path, monkeypatch):
     assert results == [True] * 40
     assert batches == [1, 39]  # two commits for 40 records
     assert audit.commits == 2 and audit.records == 40
-
 
 
 def test_no_caller_writes_other_peoples_batches_under_steady_load(tmp_path, monkeypatch):
@@ -86,13 +85,14 @@ def test_a_follower_that_gives_up_leaves_the_queue_working(tmp_path, monkeypatch
     audit = AuditWriter(Spool(tmp_path))
     leader = threading.Thread(target=audit.write, args=({},))
     leader.start()
-    while not audit._leading:  # noqa: ASYNC110
+    while not audit._leading:
         threading.Event().wait(0.005)
     assert audit.write({}) is False  # timed out while queued: withdrawn, its request answers 503
     assert audit._queue == []
     release.set()
     leader.join(5)
     assert audit.write({}) is True and not audit._leading
+
 
 @pytest.mark.django_db
 def test_a_database_outage_spools_and_the_next_commit_drains(tmp_path, monkeypatch, tenant):
@@ -141,7 +141,9 @@ def test_a_record_whose_rule_and_issuer_were_deleted_meanwhile_is_still_stored(t
 
 
 @pytest.mark.django_db
-def test_no_token_when_its_record_can_be_made_durable_nowhere(client, settings, tmp_path, monkeypatch, upstream, allow_rule):
+def test_no_token_when_its_record_can_be_made_durable_nowhere(
+    client, settings, tmp_path, monkeypatch, upstream, allow_rule
+):
     """Database down and spool full → 503, and nothing issued (docs/design/audit-path.md#when-nothing-is-durable)."""
     settings.JWTEX_AUDIT_SPOOL_DIR = str(tmp_path / "spool")
     monkeypatch.setattr(writer_module, "_insert", lambda records: (_ for _ in ()).throw(OperationalError("down")))
@@ -217,21 +219,40 @@ def test_a_web_process_flushes_its_spool_when_it_ends(tmp_path):
     from tests.conftest import REPO_ROOT
 
     env = {
-        "PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "jwtex_site.settings", "JWTEX_VAR_DIR": str(tmp_path / "var"),
-        "JWTEX_KEY_ENCRYPTION_KEYS": "test-key-encryption-key-0123456789abcdef", "JWTEX_LOG_LEVEL": "WARNING",
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "jwtex_site.settings",
+        "JWTEX_VAR_DIR": str(tmp_path / "var"),
+        "JWTEX_KEY_ENCRYPTION_KEYS": "test-key-encryption-key-0123456789abcdef",
+        "JWTEX_LOG_LEVEL": "WARNING",
     }
-    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert migrate.returncode == 0, migrate.stderr
-    run = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "1"  # spooled, and nothing drained it before the end
     check = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from exchange.models import ExchangeRecord as R; "
-         "from exchange.audit.writer import audit_writer; print(list(R.objects.values_list('issued_jti', flat=True)), "
-         "audit_writer().spool.pending())"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from exchange.models import ExchangeRecord as R; "
+            "from exchange.audit.writer import audit_writer; "
+            "print(list(R.objects.values_list('issued_jti', flat=True)), "
+            "audit_writer().spool.pending())",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert check.stdout.split("\n")[0] == "['j1'] 0", check.stdout + check.stderr
 

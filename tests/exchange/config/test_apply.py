@@ -270,11 +270,15 @@ tenants:
     assert rule["issuers"] == ["gitlab", "k8s"]
     assert rule["when"].startswith("claims.sub.startsWith") and "\n  && issuer" in rule["when"]
     assert "when: |" in first  # multi-line CEL stays a readable block
-    assert rule["session_tags"] == {"team:name": "'deploy'",
-                                    "pod": {"value": "aws_tag(claims['kubernetes.io'].pod.name)", "optional": True}}
+    assert rule["session_tags"] == {
+        "team:name": "'deploy'",
+        "pod": {"value": "aws_tag(claims['kubernetes.io'].pod.name)", "optional": True},
+    }
     assert rule["any_owner"] is True
     assert rule["source_identity"] == "aws_source_identity(claims.sub)"
-    assert exported["aws_account_ids"] == ["012345678901", "111122223333"] and exported["aws_role_name"] == "zeta-deploy"
+    assert (
+        exported["aws_account_ids"] == ["012345678901", "111122223333"] and exported["aws_role_name"] == "zeta-deploy"
+    )
 
     assert not apply(first).changed
     assert export_yaml("zeta") == first
@@ -345,10 +349,13 @@ def test_a_database_error_while_writing_rolls_back_every_tenant(monkeypatch):
         return real_sync_rules(tenant, desired, *args, **kwargs)
 
     monkeypatch.setattr(config, "_sync_rules", failing_for_globex)
-    document = SPEC_EXAMPLE + """\
+    document = (
+        SPEC_EXAMPLE
+        + """\
   - slug: globex
     name: Globex
 """
+    )
     errors = apply_errors(document)
 
     assert len(errors) == 1
@@ -386,16 +393,21 @@ tenants:
 """
     errors = apply_errors(document)
     assert errors == [
-        ("tenants[\"Not A Slug\"].slug", "Lower-case letters, digits and inner hyphens, at most 63 characters."),
-        ("tenants[\"Not A Slug\"].name", "This field cannot be blank."),
-        ("tenants[\"Not A Slug\"].max_token_lifetime", "Ensure this value is greater than or equal to 60."),
-        ("tenants[\"Not A Slug\"].signing_algorithm", "Value 'HS256' is not a valid choice."),
-        ("tenants[\"Not A Slug\"].issuers[gh].audiences", "expected a list of strings, got a string"),
-        ("tenants[\"Not A Slug\"].issuers[gh].leeway", "expected a whole number, got a string"),
-        ("tenants[\"Not A Slug\"].issuers[gh].issuer", "The issuer must be an https URL; http:// is allowed only with JWTEX_ALLOW_INSECURE_ISSUERS (development and tests)."),
+        ('tenants["Not A Slug"].slug', "Lower-case letters, digits and inner hyphens, at most 63 characters."),
+        ('tenants["Not A Slug"].name', "This field cannot be blank."),
+        ('tenants["Not A Slug"].max_token_lifetime', "Ensure this value is greater than or equal to 60."),
+        ('tenants["Not A Slug"].signing_algorithm', "Value 'HS256' is not a valid choice."),
+        ('tenants["Not A Slug"].issuers[gh].audiences', "expected a list of strings, got a string"),
+        ('tenants["Not A Slug"].issuers[gh].leeway', "expected a whole number, got a string"),
         (
-            "tenants[\"Not A Slug\"].issuers[gh].algorithms[1]",
-            "unsupported algorithm 'none' (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)",
+            'tenants["Not A Slug"].issuers[gh].issuer',
+            "The issuer must be an https URL; "
+            "http:// is allowed only with JWTEX_ALLOW_INSECURE_ISSUERS (development and tests).",
+        ),
+        (
+            'tenants["Not A Slug"].issuers[gh].algorithms[1]',
+            "unsupported algorithm 'none' "
+            "(supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)",
         ),
         ('tenants["Not A Slug"].rules["r1"].effect', "The effect must be 'allow', 'deny' or 'mapper', not 'permit'."),
         (
@@ -420,7 +432,11 @@ tenants:
 
 
 def test_paths_name_the_tenant_and_rule_and_cel_errors_carry_line_and_column():
-    document = edited(SPEC_EXAMPLE, "          actor: claims.actor\n", "          actor: |\n            claims.actor +\n              (claims.x\n")
+    document = edited(
+        SPEC_EXAMPLE,
+        "          actor: claims.actor\n",
+        "          actor: |\n            claims.actor +\n              (claims.x\n",
+    )
     errors = apply_errors(document)
     assert errors == [
         (
@@ -450,8 +466,16 @@ def test_unknown_keys_are_errors_that_name_them():
 
 def test_the_models_own_validation_is_reported_under_the_document_keys():
     # Tenant.clean(): a key's tokens must expire before the key after next is published.
-    document = edited(SPEC_EXAMPLE, "    signing_algorithm: ES256\n", "    signing_algorithm: ES256\n    key_rotation_interval: 3600\n")
-    document = edited(document, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks_refresh_interval: 10\n")
+    document = edited(
+        SPEC_EXAMPLE,
+        "    signing_algorithm: ES256\n",
+        "    signing_algorithm: ES256\n    key_rotation_interval: 3600\n",
+    )
+    document = edited(
+        document,
+        '        audiences: ["sts.amazonaws.com"]\n',
+        '        audiences: ["sts.amazonaws.com"]\n        jwks_refresh_interval: 10\n',
+    )
     errors = apply_errors(document)
     assert [path for path, _ in errors] == [
         "tenants[acme].key_rotation_interval",
@@ -471,7 +495,9 @@ def test_unknown_top_level_key_and_wrong_document_shape():
 
 
 def test_duplicate_yaml_keys_are_refused_with_their_line():
-    document = edited(SPEC_EXAMPLE, "          ref: claims.ref\n", "          ref: claims.ref\n          repository: claims.sub\n")
+    document = edited(
+        SPEC_EXAMPLE, "          ref: claims.ref\n", "          ref: claims.ref\n          repository: claims.sub\n"
+    )
     with pytest.raises(ConfigError) as excinfo:
         config_load(document, source="acme.yaml")
     assert excinfo.value.errors == [
@@ -504,7 +530,11 @@ def test_duplicate_and_missing_ids_in_the_file_are_errors():
 
 
 def test_a_rule_referencing_an_unknown_issuer_is_an_error():
-    document = edited(SPEC_EXAMPLE, "        issuers: [github]\n        when: \"true\"", "        issuers: [gitlab]\n        when: \"true\"")
+    document = edited(
+        SPEC_EXAMPLE,
+        '        issuers: [github]\n        when: "true"',
+        '        issuers: [gitlab]\n        when: "true"',
+    )
     assert apply_errors(document) == [
         (
             'tenants[acme].rules["everything else from github"].issuers[0]',
@@ -516,7 +546,9 @@ def test_a_rule_referencing_an_unknown_issuer_is_an_error():
 def test_an_issuer_of_another_tenant_or_only_in_the_database_is_unknown(tenant, issuer):
     # ``issuer`` (id "ci") exists in the database for acme, but the file is the truth for acme:
     # an issuer it does not list is about to be deleted, so a rule cannot lean on it.
-    document = edited(SPEC_EXAMPLE, "        issuers: [github]\n        when: \"true\"", "        issuers: [ci]\n        when: \"true\"")
+    document = edited(
+        SPEC_EXAMPLE, '        issuers: [github]\n        when: "true"', '        issuers: [ci]\n        when: "true"'
+    )
     assert apply_errors(document) == [
         (
             'tenants[acme].rules["everything else from github"].issuers[0]',
@@ -527,15 +559,27 @@ def test_an_issuer_of_another_tenant_or_only_in_the_database_is_unknown(tenant, 
 
 
 def test_a_static_jwks_must_be_a_key_set_with_a_usable_key():
-    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: [1, 2]\n")
+    document = edited(
+        SPEC_EXAMPLE,
+        '        audiences: ["sts.amazonaws.com"]\n',
+        '        audiences: ["sts.amazonaws.com"]\n        jwks: [1, 2]\n',
+    )
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", 'expected a JWKS: a mapping with a "keys" list')
     ]
-    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, kid: s}]}\n")
+    document = edited(
+        SPEC_EXAMPLE,
+        '        audiences: ["sts.amazonaws.com"]\n',
+        '        audiences: ["sts.amazonaws.com"]\n        jwks: {keys: [{kty: oct, kid: s}]}\n',
+    )
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", "the JWKS has no usable public key (RSA, EC or OKP)")
     ]
-    document = edited(SPEC_EXAMPLE, "        audiences: [\"sts.amazonaws.com\"]\n", "        audiences: [\"sts.amazonaws.com\"]\n        jwks: {keys: [{kty: oct, k: c2VjcmV0}]}\n")
+    document = edited(
+        SPEC_EXAMPLE,
+        '        audiences: ["sts.amazonaws.com"]\n',
+        '        audiences: ["sts.amazonaws.com"]\n        jwks: {keys: [{kty: oct, k: c2VjcmV0}]}\n',
+    )
     assert apply_errors(document) == [
         ("tenants[acme].issuers[github].jwks", "keys[0] holds private key material (k): give the public keys only")
     ]
@@ -614,7 +658,9 @@ def test_changing_an_issuer_url_forgets_the_keys_cached_from_the_old_one():
     Issuer.objects.filter(issuer_id="github").update(
         jwks={"keys": []}, jwks_fetched_at=timezone.now(), jwks_resolved_uri="https://old.example/jwks", jwks_etag='"1"'
     )
-    apply(edited(SPEC_EXAMPLE, "https://token.actions.githubusercontent.com", "https://ghe.example.com/_services/token"))
+    apply(
+        edited(SPEC_EXAMPLE, "https://token.actions.githubusercontent.com", "https://ghe.example.com/_services/token")
+    )
     issuer = Issuer.objects.get(issuer_id="github")
     assert issuer.issuer == "https://ghe.example.com/_services/token"
     assert (issuer.jwks, issuer.jwks_fetched_at, issuer.jwks_resolved_uri, issuer.jwks_etag) == (None, None, "", "")
@@ -677,7 +723,10 @@ def test_dry_run_writes_nothing(tmp_path):
     before = snapshot()
     path.write_text(edited(SPEC_EXAMPLE, "name: Acme Corp", "name: Acme Inc"), encoding="utf-8")
     out, _ = run_apply(str(path), "--dry-run")
-    assert out.splitlines()[:2] == ["would update tenant acme (name)", "tenants: 0 created, 1 updated, 0 deleted, 0 unchanged"]
+    assert out.splitlines()[:2] == [
+        "would update tenant acme (name)",
+        "tenants: 0 created, 1 updated, 0 deleted, 0 unchanged",
+    ]
     assert snapshot() == before
 
 
@@ -715,7 +764,11 @@ def test_json_errors_give_line_and_column(tmp_path):
 
 def test_command_errors_go_to_stderr_one_per_line_and_fail(tmp_path):
     path = tmp_path / "acme.yaml"
-    document = edited(SPEC_EXAMPLE, "        issuers: [github]\n        when: \"true\"", "        issuers: [gitlab]\n        when: \"true\"")
+    document = edited(
+        SPEC_EXAMPLE,
+        '        issuers: [github]\n        when: "true"',
+        '        issuers: [gitlab]\n        when: "true"',
+    )
     document = edited(document, "    max_token_lifetime: 3600", "    max_token_lifetime: 99999")
     path.write_text(document, encoding="utf-8")
     out, err = StringIO(), StringIO()
@@ -804,13 +857,22 @@ def test_bad_aws_set_up_values_are_refused_by_apply(line, path):
     assert Tenant.objects.count() == 0
 
 
-@pytest.mark.parametrize("line, path, words", [
-    ("source_identity: 'claims.actor +'", "source_identity", "line 1, column"),
-    ("claims: {'https://aws.amazon.com/source_identity': claims.actor}",
-     'claims["https://aws.amazon.com/source_identity"]', "only from source_identity"),
-    ("claims: {'https://aws.amazon.com/tags': claims.actor}", 'claims["https://aws.amazon.com/tags"]',
-     "only from session_tags"),
-])
+@pytest.mark.parametrize(
+    "line, path, words",
+    [
+        ("source_identity: 'claims.actor +'", "source_identity", "line 1, column"),
+        (
+            "claims: {'https://aws.amazon.com/source_identity': claims.actor}",
+            'claims["https://aws.amazon.com/source_identity"]',
+            "only from source_identity",
+        ),
+        (
+            "claims: {'https://aws.amazon.com/tags': claims.actor}",
+            'claims["https://aws.amazon.com/tags"]',
+            "only from session_tags",
+        ),
+    ],
+)
 def test_apply_refuses_what_the_admin_refuses_of_a_source_identity(line, path, words):
     text = f"""\
 tenants:

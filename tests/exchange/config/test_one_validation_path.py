@@ -20,7 +20,11 @@ from tests.exchange.admin.test_pages import rule_data
 
 pytestmark = pytest.mark.django_db
 
-GOOD = {"issuer": "https://token.actions.githubusercontent.com", "audiences": ["sts.amazonaws.com"], "algorithms": ["RS256"]}
+GOOD = {
+    "issuer": "https://token.actions.githubusercontent.com",
+    "audiences": ["sts.amazonaws.com"],
+    "algorithms": ["RS256"],
+}
 OCT = {"kty": "oct", "k": "c2VjcmV0"}
 RSA_WITHOUT_N = {"kty": "RSA", "kid": "x", "e": "AQAB"}
 
@@ -42,8 +46,13 @@ BAD = {
     "a JWKS of no usable key": {"static_jwks": {"keys": [RSA_WITHOUT_N]}},
     "a secret key": {"static_jwks": {"keys": [OCT]}},
     "leeway too long": {"leeway": 601},
-    "everything at once": {"issuer": "http://10.0.0.1", "audiences": [""], "algorithms": ["none", "none"],
-                           "jwks_uri": "ftp://x", "static_jwks": {"keys": []}},
+    "everything at once": {
+        "issuer": "http://10.0.0.1",
+        "audiences": [""],
+        "algorithms": ["none", "none"],
+        "jwks_uri": "ftp://x",
+        "static_jwks": {"keys": []},
+    },
 }
 
 
@@ -137,9 +146,16 @@ BAD_RULES = {
     "no owner pin for a shared issuer": {"when": "claims.ref == 'refs/heads/main'"},
     "an owner pin negated": {"when": "claims.repository_owner_id != '1342004'"},
     "an owner pin compared with a number": {"when": "claims.repository_owner_id == 1342004"},
-    "everything at once": {"name": "", "effect": "permit", "when": "claims.ref ==", "subject": "(", "lifetime": 59,
-                           "session_tags": {"aws:x": "'v'", "ok": "claims."}, "transitive_tag_keys": ["missing"],
-                           "claims": {"iss": "'x'", "fine": "1 +"}},
+    "everything at once": {
+        "name": "",
+        "effect": "permit",
+        "when": "claims.ref ==",
+        "subject": "(",
+        "lifetime": 59,
+        "session_tags": {"aws:x": "'v'", "ok": "claims."},
+        "transitive_tag_keys": ["missing"],
+        "claims": {"iss": "'x'", "fine": "1 +"},
+    },
 }
 
 
@@ -168,9 +184,16 @@ def rule_loader_messages(tenant, fields: dict) -> list[tuple[str, str]]:
     """(field, message) as ``jwtex_apply`` says them, its paths turned back into the model's field
     names and the model's way of naming a part (``session_tags.aws:x: …``, ``audiences[1]: …``)."""
     rule = _file_rule({**GOOD_RULE, **fields})
-    document = {"tenants": [{"slug": tenant.slug, "name": tenant.name,
-                             "issuers": [{"id": "gh", "issuer": GITHUB, "audiences": ["sts.amazonaws.com"]}],
-                             "rules": [rule]}]}
+    document = {
+        "tenants": [
+            {
+                "slug": tenant.slug,
+                "name": tenant.name,
+                "issuers": [{"id": "gh", "issuer": GITHUB, "audiences": ["sts.amazonaws.com"]}],
+                "rules": [rule],
+            }
+        ]
+    }
     prefix = re.compile(rf'tenants\[{tenant.slug}\]\.rules\[(?:"{re.escape(rule["name"])}"|0)\]\.')
     try:
         config_validate(document)
@@ -184,7 +207,7 @@ def rule_loader_messages(tenant, fields: dict) -> list[tuple[str, str]]:
                 found.append((field, message))
                 continue
             key = re.match(r"[A-Za-z_]+", rest).group()
-            within = rest[len(key):]
+            within = rest[len(key) :]
             if not within:
                 found.append((key, message))
                 continue
@@ -227,14 +250,27 @@ ADMIN_RULES = {
 @pytest.mark.parametrize("name", ADMIN_RULES)
 def test_the_admins_rule_form_says_what_the_model_says(admin_client_for, tenant, settings, name):
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = False
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="gh", issuer=GITHUB, audiences=["sts.amazonaws.com"],
-                                   static_jwks={"keys": []})
-    data = rule_data(tenant, issuer, **{"session_tags": "{}", "when": GOOD_RULE["when"], "mapper_url": "",
-                                        "mapper_timeout_ms": "", **ADMIN_RULES[name]})
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="gh", issuer=GITHUB, audiences=["sts.amazonaws.com"], static_jwks={"keys": []}
+    )
+    data = rule_data(
+        tenant,
+        issuer,
+        **{
+            "session_tags": "{}",
+            "when": GOOD_RULE["when"],
+            "mapper_url": "",
+            "mapper_timeout_ms": "",
+            **ADMIN_RULES[name],
+        },
+    )
     response = admin_client_for(tenant, "operator").post(reverse("admin:exchange_rule_add"), data)
     assert response.status_code == 200
-    shown = sorted((field, message) for field, messages in response.context["adminform"].form.errors.items()
-                   for message in messages)
+    shown = sorted(
+        (field, message)
+        for field, messages in response.context["adminform"].form.errors.items()
+        for message in messages
+    )
     assert shown == rule_model_messages(tenant, BAD_RULES[name])
 
 

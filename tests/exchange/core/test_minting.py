@@ -14,11 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from exchange.core.aws import AWS_TAGS_CLAIM
 from exchange.core.minting import jwt_mint
-from exchange.core.values import MintedToken, SignerKey
 from exchange.core.rules.compiled import rule_compile
 from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec
-from exchange.core.values import Decision
+from exchange.core.values import Decision, MintedToken, SignerKey
 
 ISSUER = "https://jwtex.example.com/t/acme"
 NOW = 1_700_000_000
@@ -62,7 +61,12 @@ def verify(minted: MintedToken, signer: SignerKey, *, audience: str = "sts.amazo
         algorithms=[signer.algorithm],
         audience=audience,
         issuer=ISSUER,
-        options={"require": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"], "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        options={
+            "require": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"],
+            "verify_exp": False,
+            "verify_iat": False,
+            "verify_nbf": False,
+        },
     )
 
 
@@ -79,7 +83,12 @@ def test_round_trip_verifies_with_public_key(signer):
     assert payload["sub"] == "repo:octo-org/app:ref:refs/heads/main"
     assert payload["aud"] == "sts.amazonaws.com"  # a string, not a list
     assert payload["ref"] == "refs/heads/main"
-    assert (minted.subject, minted.audience, minted.kid, minted.jti) == (payload["sub"], payload["aud"], signer.kid, payload["jti"])
+    assert (minted.subject, minted.audience, minted.kid, minted.jti) == (
+        payload["sub"],
+        payload["aud"],
+        signer.kid,
+        payload["jti"],
+    )
 
 
 def test_round_trip_with_current_clock_passes_time_checks(signer):
@@ -87,15 +96,26 @@ def test_round_trip_with_current_clock_passes_time_checks(signer):
 
     now = int(time.time())
     minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=now)
-    payload = jwt.decode(minted.token, signer.private_key.public_key(), algorithms=[signer.algorithm], audience="sts.amazonaws.com")
+    payload = jwt.decode(
+        minted.token, signer.private_key.public_key(), algorithms=[signer.algorithm], audience="sts.amazonaws.com"
+    )
     assert payload["iat"] == now
 
 
 def test_token_fails_with_another_key(signer):
-    other = ec.generate_private_key(ec.SECP256R1()) if signer.algorithm == "ES256" else rsa.generate_private_key(65537, 2048)
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        if signer.algorithm == "ES256"
+        else rsa.generate_private_key(65537, 2048)
+    )
     minted = jwt_mint(decision=decision(), issuer=ISSUER, signer=signer, now=NOW)
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(minted.token, other.public_key(), algorithms=[signer.algorithm], options={"verify_aud": False, "verify_exp": False})
+        jwt.decode(
+            minted.token,
+            other.public_key(),
+            algorithms=[signer.algorithm],
+            options={"verify_aud": False, "verify_exp": False},
+        )
 
 
 def test_exact_header(signer):
@@ -135,8 +155,9 @@ def test_a_mappers_tags_claim_is_emitted_as_it_wrote_it(signer):
     """docs/mapper.md#the-answer: a mapper's claim as written (an empty transitive list kept, its member order); a
     rule's token above leaves an empty list out, as it always has."""
     written = {"transitive_tag_keys": [], "principal_tags": {"repository": ["octo-org/app"], "actor": ["octocat"]}}
-    minted = jwt_mint(decision=decision(transitive_tag_keys=(), tags_claim=written), issuer=ISSUER, signer=signer,
-                        now=NOW)
+    minted = jwt_mint(
+        decision=decision(transitive_tag_keys=(), tags_claim=written), issuer=ISSUER, signer=signer, now=NOW
+    )
     payload = json.loads(_segment(minted.token, 1))
     assert json.dumps(payload[AWS_TAGS_CLAIM]) == json.dumps(written)
     assert minted.claims[AWS_TAGS_CLAIM] is not written  # a copy: nothing shared with the decision
@@ -187,7 +208,12 @@ def test_reserved_claims_cannot_be_overridden(signer):
 
 def test_reserved_tags_claim_dropped_even_without_session_tags(signer):
     extra = {AWS_TAGS_CLAIM: {"principal_tags": {"admin": ["true"]}}}
-    minted = jwt_mint(decision=decision(session_tags=(), transitive_tag_keys=(), extra_claims=extra), issuer=ISSUER, signer=signer, now=NOW)
+    minted = jwt_mint(
+        decision=decision(session_tags=(), transitive_tag_keys=(), extra_claims=extra),
+        issuer=ISSUER,
+        signer=signer,
+        now=NOW,
+    )
     assert AWS_TAGS_CLAIM not in verify(minted, signer)
 
 

@@ -22,29 +22,35 @@ from exchange.core.rotation import KeyView, RotationPolicy, rotation_plan
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("url, allow_insecure, fragment", [
-    ("http://issuers.example.com/acme", False, "https URL"),
-    ("https://issuers.example.com", False, "needs a path"),
-    ("https://issuers.example.com/", False, "needs a path"),
-    ("https://issuers.example.com/acme/", False, "must not end with a slash"),
-    ("https://issuers.example.com/acme?x=1", False, "query or fragment"),
-    ("https://user:pw@issuers.example.com/acme", False, "credentials"),
-    ("https://127.0.0.1/acme", False, "loopback"),
-    ("https://issuers.example.com/a/../b", False, "segments"),
-    ("https://issuers.example.com/a//b", False, "segments"),
-    ("https://issuers.example.com/a%2Fb", False, "segments"),
-    (" https://issuers.example.com/acme", False, "surrounding spaces"),
-])
+@pytest.mark.parametrize(
+    "url, allow_insecure, fragment",
+    [
+        ("http://issuers.example.com/acme", False, "https URL"),
+        ("https://issuers.example.com", False, "needs a path"),
+        ("https://issuers.example.com/", False, "needs a path"),
+        ("https://issuers.example.com/acme/", False, "must not end with a slash"),
+        ("https://issuers.example.com/acme?x=1", False, "query or fragment"),
+        ("https://user:pw@issuers.example.com/acme", False, "credentials"),
+        ("https://127.0.0.1/acme", False, "loopback"),
+        ("https://issuers.example.com/a/../b", False, "segments"),
+        ("https://issuers.example.com/a//b", False, "segments"),
+        ("https://issuers.example.com/a%2Fb", False, "segments"),
+        (" https://issuers.example.com/acme", False, "surrounding spaces"),
+    ],
+)
 def test_published_urls_that_are_refused(url, allow_insecure, fragment):
     problem = published_url_problem(url, allow_insecure=allow_insecure)
     assert problem is not None and fragment in problem
 
 
-@pytest.mark.parametrize("url, allow_insecure, folder", [
-    ("https://issuers.example.com/acme", False, "acme"),
-    ("https://d111111abcdef8.cloudfront.net/prod/acme-ci", False, "prod/acme-ci"),
-    ("http://127.0.0.1:8080/acme", True, "acme"),
-])
+@pytest.mark.parametrize(
+    "url, allow_insecure, folder",
+    [
+        ("https://issuers.example.com/acme", False, "acme"),
+        ("https://d111111abcdef8.cloudfront.net/prod/acme-ci", False, "prod/acme-ci"),
+        ("http://127.0.0.1:8080/acme", True, "acme"),
+    ],
+)
 def test_published_urls_that_are_accepted_and_their_folder(url, allow_insecure, folder):
     assert published_url_problem(url, allow_insecure=allow_insecure) is None
     assert published_folder(url) == folder
@@ -94,14 +100,18 @@ def test_a_next_key_never_signs_before_its_publication_is_confirmed():
     for days in (7, 8, 30, 365):
         plan = rotation_plan([active, upcoming], now=START + timedelta(days=days), policy=POLICY)
         assert plan.activate is None and plan.next_check_at <= START + timedelta(days=days, minutes=1)
-        assert rotation_plan([active, upcoming], now=START + timedelta(days=days), policy=POLICY, force=True).activate is None
+        assert (
+            rotation_plan([active, upcoming], now=START + timedelta(days=days), policy=POLICY, force=True).activate
+            is None
+        )
 
 
 def test_a_confirmed_next_key_signs_a_full_max_age_after_its_confirmation():
     active = KeyView("k1", "active", START, START, START)
     confirmed = START + timedelta(days=6, hours=23)  # the publish took 22 h of the 2-hour window's slack
-    upcoming = KeyView("k2", "next", START + timedelta(days=6, hours=22), START + timedelta(days=7),
-                       published_at=confirmed)
+    upcoming = KeyView(
+        "k2", "next", START + timedelta(days=6, hours=22), START + timedelta(days=7), published_at=confirmed
+    )
     ready = confirmed + timedelta(seconds=JWKS_MAX_AGE)
     assert rotation_plan([active, upcoming], now=ready - timedelta(seconds=1), policy=POLICY).activate is None
     assert rotation_plan([active, upcoming], now=ready, policy=POLICY).activate == "k2"

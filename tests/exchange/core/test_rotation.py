@@ -11,9 +11,9 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from exchange.core import limits as conf
+from exchange.core.rotation import MAX_PUBLISHED_KEYS, KeyView, RotationPolicy, rotation_plan, tenant_rotation_errors
 from exchange.keys import signing_key_load, signing_key_revoke, signing_key_rotate
 from exchange.models import PUBLISHED_KEY_STATES, KeyState, SigningKey
-from exchange.core.rotation import KeyView, MAX_PUBLISHED_KEYS, rotation_plan, RotationPolicy, tenant_rotation_errors
 from tests.conftest import make_tenant
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

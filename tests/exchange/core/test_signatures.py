@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from jwt.utils import der_to_raw_signature
 
 from exchange.core.errors import TemporarilyUnavailable
@@ -24,9 +23,9 @@ from exchange.core.jwk import (
     ecdsa_der_to_raw,
     ecdsa_raw_to_der,
     jwk_signature_size,
+    private_key_sign,
     public_jwk,
     public_jwk_from_spki,
-    private_key_sign,
 )
 from exchange.core.minting import (
     jwt_mint,
@@ -41,10 +40,16 @@ RFC6979_X = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
 RFC6979_UX = 0x60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6
 RFC6979_UY = 0x7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299
 RFC6979_VECTORS = [
-    (b"sample", "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716",
-     "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8"),
-    (b"test", "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367",
-     "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083"),
+    (
+        b"sample",
+        "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716",
+        "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8",
+    ),
+    (
+        b"test",
+        "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367",
+        "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083",
+    ),
 ]
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 ES256 = jwt.algorithms.ECAlgorithm(jwt.algorithms.ECAlgorithm.SHA256)
@@ -168,8 +173,14 @@ def test_a_key_that_does_not_fit_its_algorithm_is_refused(key, algorithm):
 
 # --- jwt_sign: the one signing step --------------------------------------------------------
 
-PAYLOAD = {"iss": "https://jwtex.example.com/t/acme", "sub": "repo:octo-org/app", "aud": "sts.amazonaws.com",
-           "iat": 1_700_000_000, "exp": 1_700_000_900, "name": "Zoë ☃"}
+PAYLOAD = {
+    "iss": "https://jwtex.example.com/t/acme",
+    "sub": "repo:octo-org/app",
+    "aud": "sts.amazonaws.com",
+    "iat": 1_700_000_000,
+    "exp": 1_700_000_900,
+    "name": "Zoë ☃",
+}
 
 
 def _segments(token: str) -> list[bytes]:
@@ -189,8 +200,16 @@ def test_sign_compact_es256_verifies_with_pyjwt(rfc_key):
     header, _, signature = _segments(token)
     assert json.loads(header) == {"alg": "ES256", "cty": "x", "kid": "kid-es", "typ": "JWT"}
     assert len(signature) == 64
-    assert jwt.decode(token, rfc_key.public_key(), algorithms=["ES256"], audience="sts.amazonaws.com",
-                      options={"verify_exp": False}) == PAYLOAD
+    assert (
+        jwt.decode(
+            token,
+            rfc_key.public_key(),
+            algorithms=["ES256"],
+            audience="sts.amazonaws.com",
+            options={"verify_exp": False},
+        )
+        == PAYLOAD
+    )
 
 
 @pytest.mark.parametrize("header", [{"alg": "none"}, {"alg": "RS256"}, {"kid": "another"}])
@@ -214,15 +233,33 @@ def test_a_remote_signer_signs_exactly_the_signing_input_and_sizes_are_known(rfc
     key = rfc_key if algorithm == "ES256" else rsa.generate_private_key(public_exponent=65537, key_size=2048)
     calls: list[bytes] = []
     size = 64 if algorithm == "ES256" else 256
-    signer = SignerKey("kid", algorithm, remote_sign=_remote(key, algorithm, calls), signature_size=size, backend="aws-kms")
+    signer = SignerKey(
+        "kid", algorithm, remote_sign=_remote(key, algorithm, calls), signature_size=size, backend="aws-kms"
+    )
     assert signer.private_key is None and signature_bytes(signer) == size
-    decision = Decision(rule_id=1, rule_name="r", subject="s", audience="sts.amazonaws.com", lifetime=900,
-                        session_tags=(("repository", "octo-org/app"),), transitive_tag_keys=(), extra_claims={})
+    decision = Decision(
+        rule_id=1,
+        rule_name="r",
+        subject="s",
+        audience="sts.amazonaws.com",
+        lifetime=900,
+        session_tags=(("repository", "octo-org/app"),),
+        transitive_tag_keys=(),
+        extra_claims={},
+    )
     minted = jwt_mint(decision=decision, issuer=PAYLOAD["iss"], signer=signer, now=1_700_000_000)
     assert calls == [minted.token.rsplit(".", 1)[0].encode()]
     assert len(minted.token) == token_length(decision=decision, issuer=PAYLOAD["iss"], signer=signer, now=1_700_000_000)
-    assert jwt.decode(minted.token, key.public_key(), algorithms=[algorithm], audience="sts.amazonaws.com",
-                      options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})["sub"] == "s"
+    assert (
+        jwt.decode(
+            minted.token,
+            key.public_key(),
+            algorithms=[algorithm],
+            audience="sts.amazonaws.com",
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )["sub"]
+        == "s"
+    )
     assert "private" not in repr(signer) and "aws-kms" in repr(signer)
 
 
@@ -239,7 +276,9 @@ def test_a_remote_rsa_key_under_2048_bits_is_refused():
 
 def test_an_unavailable_remote_signer_signs_nothing():
     def down(signing_input: bytes) -> bytes:
-        raise TemporarilyUnavailable("The tenant's signing key is unavailable right now; retry later.", reason="KMS down")
+        raise TemporarilyUnavailable(
+            "The tenant's signing key is unavailable right now; retry later.", reason="KMS down"
+        )
 
     with pytest.raises(TemporarilyUnavailable) as excinfo:
         jwt_sign(PAYLOAD, signer=SignerKey("kid", "ES256", remote_sign=down))

@@ -13,24 +13,24 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from exchange.core import limits as conf
-from tests.conftest import FIXTURES_DIR
+from exchange.core.compact_jws import jwt_parse
 from exchange.core.errors import ExchangeError, InvalidRequest, InvalidToken, RequestTooLarge, UnknownKeyId
 from exchange.core.jwks import KeySet, PublicKey
 from exchange.core.values import IssuerConfig, ParsedToken, VerifiedToken
-from exchange.core.compact_jws import jwt_parse
 from exchange.core.verification import jwt_verify
+from tests.conftest import FIXTURES_DIR
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -74,7 +74,10 @@ def craft(
     return f"{h}.{p}.{b64(sig)}"
 
 
-def rsa_signer(key: rsa.RSAPrivateKey, hash_: hashes.HashAlgorithm = hashes.SHA256()) -> Callable[[bytes], bytes]:
+SHA256 = hashes.SHA256()
+
+
+def rsa_signer(key: rsa.RSAPrivateKey, hash_: hashes.HashAlgorithm = SHA256) -> Callable[[bytes], bytes]:
     return lambda data: key.sign(data, padding.PKCS1v15(), hash_)
 
 
@@ -1263,8 +1266,11 @@ def test_b64_helper_is_canonical():
 # The reasons an operator reads (audit log, overview, simulator) are sentences, not internals.
 def test_an_expired_token_reason_is_a_sentence_with_readable_times(mint, keyset):
     error = refused(INVALID_TOKEN, verify, mint(exp=1000, iat=DROP, nbf=DROP), keyset, leeway=60)
-    now_text = datetime.fromtimestamp(NOW, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    assert error.reason == f"The token expired at 1970-01-01 00:16:40 UTC (1000); it is now {now_text} ({int(NOW)}), past the 60 s leeway."
+    now_text = datetime.fromtimestamp(NOW, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert (
+        error.reason == f"The token expired at 1970-01-01 00:16:40 UTC (1000); it is now {now_text} ({int(NOW)}), "
+        "past the 60 s leeway."
+    )
     assert (error.code, error.status) == ("invalid_token", 401)
 
 

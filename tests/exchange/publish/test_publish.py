@@ -45,7 +45,9 @@ def test_a_new_tenant_signs_only_once_its_documents_are_confirmed(db, static_sit
 
 
 @pytest.mark.parametrize("site_fixture", ["static_site", "s3_site"])
-def test_published_documents_verify_tokens_from_the_published_url_alone(db, request, client, upstream, jose, site_fixture):
+def test_published_documents_verify_tokens_from_the_published_url_alone(
+    db, request, client, upstream, jose, site_fixture
+):
     site = request.getfixturevalue(site_fixture)
     tenant = publishing_tenant(site)
     allow_everything(tenant, upstream)
@@ -63,8 +65,9 @@ def test_published_documents_verify_tokens_from_the_published_url_alone(db, requ
     claims = jwt.decode(token, options={"verify_signature": False})
     tampered = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
     before = len(site.gets)
-    verified = jose.verify_remote(issuer=issuer, tokens=[(token, claims["iat"]), (tampered, claims["iat"])],
-                                  audience=AUDIENCE)
+    verified = jose.verify_remote(
+        issuer=issuer, tokens=[(token, claims["iat"]), (tampered, claims["iat"])], audience=AUDIENCE
+    )
     assert verified["discovery"]["issuer"] == issuer
     assert verified["results"][0]["ok"] and verified["results"][0]["payload"]["iss"] == issuer
     assert not verified["results"][1]["ok"]
@@ -85,8 +88,9 @@ def test_s3_objects_carry_content_type_cache_control_and_no_public_acl(db, s3_si
 
 def test_a_failed_publish_never_lets_an_unpublished_key_sign(db, static_site, client, upstream, settings):
     # 2-day keys published 1 h before they sign, 1-hour tokens.
-    tenant = publishing_tenant(static_site, key_rotation_interval=2 * 86400, key_prepublish_window=3600,
-                               max_token_lifetime=3600)
+    tenant = publishing_tenant(
+        static_site, key_rotation_interval=2 * 86400, key_prepublish_window=3600, max_token_lifetime=3600
+    )
     allow_everything(tenant, upstream)
     first = SigningKey.objects.get(tenant=tenant)
     t0 = first.created_at
@@ -156,8 +160,13 @@ def test_failures_back_off_and_a_success_resets_them(db, static_site, settings):
         assert "JWTEX_PUBLISH_TARGET is not set" in result.error
         row = IssuerPublication.objects.get(tenant=tenant)
         waits.append(row.next_attempt_at - now)
-    assert waits == [timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=4),
-                     timedelta(minutes=8)]
+    assert waits == [
+        timedelta(seconds=30),
+        timedelta(minutes=1),
+        timedelta(minutes=2),
+        timedelta(minutes=4),
+        timedelta(minutes=8),
+    ]
     assert publish_backoff(30) == timedelta(minutes=30)
     settings.JWTEX_PUBLISH_TARGET = f"file://{static_site.root}"
     assert issuer_publish(tenant_id=tenant.pk, now=now).confirmed
@@ -194,8 +203,9 @@ def test_publishing_is_per_tenant(db, static_site):
     assert publication_status_get(tenant=globex).live == ()
 
 
-def test_an_s3_publish_refused_by_iam_is_an_error_that_names_it_and_keeps_what_was_live(db, s3_site, settings, monkeypatch,
-                                                                                        kms):
+def test_an_s3_publish_refused_by_iam_is_an_error_that_names_it_and_keeps_what_was_live(
+    db, s3_site, settings, monkeypatch, kms
+):
     tenant = publishing_tenant(s3_site)
     first = SigningKey.objects.get(tenant=tenant)
     assert issuer_publish(tenant_id=tenant.pk, now=first.created_at).confirmed

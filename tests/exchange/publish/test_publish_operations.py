@@ -22,13 +22,14 @@ from exchange.publish.service import issuer_publish
 from exchange.services.overview import tenant_overview_get
 from tests.exchange.admin.test_aws_setup_values import tenant_form
 from tests.exchange.api.test_operations import samples
-from tests.exchange.publish.test_publish import publishing_tenant, published_document
+from tests.exchange.publish.test_publish import published_document, publishing_tenant
 from tests.exchange.test_tasks import ran, runs_of  # noqa: F401 - fixture
 
 
 def admin_verdict(client, tenant, url: str) -> str | None:
-    response = client.post(reverse("admin:tenants_tenant_change", args=[tenant.pk]),
-                           tenant_form(tenant, published_issuer_url=url))
+    response = client.post(
+        reverse("admin:tenants_tenant_change", args=[tenant.pk]), tenant_form(tenant, published_issuer_url=url)
+    )
     if response.status_code == 302:
         return None
     errors = response.context["adminform"].form.errors
@@ -47,7 +48,7 @@ def apply_verdict(tenant, url: str) -> str | None:
 
 
 def test_admin_and_apply_refuse_the_same_published_urls_with_the_same_words(admin_client_for, static_site, settings):
-    acme = publishing_tenant(static_site)
+    publishing_tenant(static_site)  # acme, already publishing to acme/
     globex = publishing_tenant(static_site, "globex")
     client = admin_client_for(globex, "owner")
     for url, refused in [
@@ -61,7 +62,8 @@ def test_admin_and_apply_refuse_the_same_published_urls_with_the_same_words(admi
         assert admin == applied, url
         assert (admin is None) if refused is None else (refused in admin), (url, admin)
     globex.refresh_from_db()
-    assert globex.published_issuer_url == "https://issuers.example.com/globex"  # the one accepted; no refusal changed it
+    # the one accepted; no refusal changed it
+    assert globex.published_issuer_url == "https://issuers.example.com/globex"
     settings.JWTEX_PUBLISH_TARGET = ""
     admin = admin_verdict(client, globex, "https://issuers.example.com/globex-2")
     assert admin == apply_verdict(globex, "https://issuers.example.com/globex-2") and "JWTEX_PUBLISH_TARGET" in admin
@@ -70,13 +72,17 @@ def test_admin_and_apply_refuse_the_same_published_urls_with_the_same_words(admi
 
 
 def test_apply_refuses_two_tenants_of_one_file_publishing_to_one_folder(db, static_site):
-    document = {"tenants": [
-        {"slug": "a", "name": "A", "published_issuer_url": "https://one.example.com/shared"},
-        {"slug": "b", "name": "B", "published_issuer_url": "https://two.example.com/shared"},
-    ]}
+    document = {
+        "tenants": [
+            {"slug": "a", "name": "A", "published_issuer_url": "https://one.example.com/shared"},
+            {"slug": "b", "name": "B", "published_issuer_url": "https://two.example.com/shared"},
+        ]
+    }
     with pytest.raises(ConfigError) as excinfo:
         config_apply(document=document, now=None, dry_run=True)
-    assert excinfo.value.errors == [("tenants[b].published_issuer_url", "Tenant a of this file publishes to the same folder.")]
+    assert excinfo.value.errors == [
+        ("tenants[b].published_issuer_url", "Tenant a of this file publishes to the same folder.")
+    ]
 
 
 def test_jwtex_publish_publishes_and_checks(db, static_site, capsys):
@@ -99,7 +105,7 @@ def test_jwtex_publish_refuses_a_tenant_without_a_published_url(db, static_site,
         call_command("jwtex_publish", "--tenant", "acme")
 
 
-def test_a_rotation_publishes_and_the_sweep_publishes_what_is_due(db, static_site, ran):  # noqa: F811
+def test_a_rotation_publishes_and_the_sweep_publishes_what_is_due(db, static_site, ran):
     acme, plain = publishing_tenant(static_site), publishing_tenant(static_site, "globex")
     plain.published_issuer_url = ""
     plain.save()
@@ -128,15 +134,17 @@ def test_metrics_and_the_tenant_page_show_what_is_live_and_the_alarm(db, static_
     assert found[("jwtex_issuer_publish_last_success_timestamp_seconds", (("tenant", "acme"),))] == now.timestamp()
     assert found[("jwtex_issuer_published_keys", (("tenant", "acme"),))] == 1
     assert found[("jwtex_issuer_publish_alarm", (("tenant", "acme"),))] == 0
-    page = html.unescape(admin_client_for(acme, "auditor").get(
-        reverse("admin:tenants_tenant_change", args=[acme.pk])).content.decode())
+    page = html.unescape(
+        admin_client_for(acme, "auditor").get(reverse("admin:tenants_tenant_change", args=[acme.pk])).content.decode()
+    )
     assert "Live there: " + SigningKey.objects.get(tenant=acme).kid in page and "ALARM" not in page
     # A next key jwtex serves but could not publish: the alarm, on both.
     signing_key_rotate(tenant_id=acme.pk, now=now, force=True)
     found = samples(client)
     assert found[("jwtex_issuer_publish_alarm", (("tenant", "acme"),))] == 1
-    page = html.unescape(admin_client_for(acme, "auditor").get(
-        reverse("admin:tenants_tenant_change", args=[acme.pk])).content.decode())
+    page = html.unescape(
+        admin_client_for(acme, "auditor").get(reverse("admin:tenants_tenant_change", args=[acme.pk])).content.decode()
+    )
     assert "ALARM: the published key set differs from the one jwtex serves" in page
 
 
@@ -153,9 +161,15 @@ def test_the_served_and_published_jwks_never_list_more_than_100_keys_of_a_type(d
     active = SigningKey.objects.get(tenant=acme)
     template = {k: v for k, v in active.public_jwk.items() if k != "kid"}
     for i in range(120):  # far more retiring keys than the lifecycle ever leaves
-        SigningKey.objects.create(tenant=acme, kid=f"old-{i:03}", algorithm="ES256", state=KeyState.RETIRING,
-                                  public_jwk={**template, "kid": f"old-{i:03}"}, private_key_encrypted=b"",
-                                  created_at=active.created_at - timedelta(days=200 - i))
+        SigningKey.objects.create(
+            tenant=acme,
+            kid=f"old-{i:03}",
+            algorithm="ES256",
+            state=KeyState.RETIRING,
+            public_jwk={**template, "kid": f"old-{i:03}"},
+            private_key_encrypted=b"",
+            created_at=active.created_at - timedelta(days=200 - i),
+        )
     assert issuer_publish(tenant_id=acme.pk, now=timezone.now()).confirmed
     served = client.get("/t/acme/.well-known/jwks.json").json()["keys"]
     published = published_document(static_site, "acme", "jwks.json")[2]["keys"]

@@ -39,8 +39,12 @@ def published_keys(site, slug: str = "acme") -> tuple[str, dict]:
 
 
 def test_a_year_of_rotation_with_a_published_issuer(db, static_site, upstream, settings, request):
-    tenant = publishing_tenant(static_site, key_rotation_interval=7 * 86400, key_prepublish_window=2 * 3600,
-                               max_token_lifetime=int(LIFETIME.total_seconds()))
+    tenant = publishing_tenant(
+        static_site,
+        key_rotation_interval=7 * 86400,
+        key_prepublish_window=2 * 3600,
+        max_token_lifetime=int(LIFETIME.total_seconds()),
+    )
     allow_everything(tenant, upstream)
     tenant.rules.update(lifetime=int(LIFETIME.total_seconds()))
     first = SigningKey.objects.get(tenant=tenant)
@@ -67,8 +71,14 @@ def test_a_year_of_rotation_with_a_published_issuer(db, static_site, upstream, s
         issued = [(token, exp) for token, exp in issued if exp > at]
         for token, _ in issued:  # every unexpired token verifies from the published documents alone
             key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
-            jwt.decode(token, key.key, algorithms=["ES256"], audience=AUDIENCE, issuer=issuer,
-                       options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+            jwt.decode(
+                token,
+                key.key,
+                algorithms=["ES256"],
+                audience=AUDIENCE,
+                issuer=issuer,
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
         due = Tenant.objects.values_list("keys_next_check_at", flat=True).get(pk=tenant.pk)
         step = timedelta(hours=rng.choice([2, 5, 7, 11]))
         if due is not None and due - now > QUIET:
@@ -87,6 +97,7 @@ def test_a_year_of_rotation_with_a_published_issuer(db, static_site, upstream, s
     # the year itself needs only PyJWT).
     if not (shutil.which("node") and shutil.which("npm")):
         return
-    verified = request.getfixturevalue("jose").verify_remote(issuer=tenant.published_issuer_url, audience=AUDIENCE,
-                                  tokens=[(token, exp - 60) for token, exp in issued])
+    verified = request.getfixturevalue("jose").verify_remote(
+        issuer=tenant.published_issuer_url, audience=AUDIENCE, tokens=[(token, exp - 60) for token, exp in issued]
+    )
     assert issued and all(r["ok"] for r in verified["results"])

@@ -19,9 +19,15 @@ def test_token_for_one_tenants_issuer_is_refused_by_another(client, tenant, othe
     assert ExchangeRecord.objects.filter(tenant=tenant, decision="allowed").count() == 1
 
 
-def test_same_upstream_in_two_tenants_uses_each_tenants_rules_and_key(client, tenant, other_tenant, upstream, allow_rule):
+def test_same_upstream_in_two_tenants_uses_each_tenants_rules_and_key(
+    client, tenant, other_tenant, upstream, allow_rule
+):
     other_issuer = Issuer.objects.create(
-        tenant=other_tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience], static_jwks=upstream.jwks
+        tenant=other_tenant,
+        issuer_id="ci",
+        issuer=upstream.issuer,
+        audiences=[upstream.audience],
+        static_jwks=upstream.jwks,
     )
     deny = Rule.objects.create(tenant=other_tenant, position=1, name="nobody", when="true", effect="deny")
     deny.issuers.add(other_issuer)
@@ -35,10 +41,15 @@ def test_same_upstream_in_two_tenants_uses_each_tenants_rules_and_key(client, te
     assert kid not in globex_kids
 
 
-def test_rule_naming_another_tenants_issuer_id_does_not_apply(client, tenant, other_tenant, upstream, other_upstream, allow_rule):
+def test_rule_naming_another_tenants_issuer_id_does_not_apply(
+    client, tenant, other_tenant, upstream, other_upstream, allow_rule
+):
     """Rules bind to issuer rows, not to issuer-id strings that another tenant might also use."""
     other_issuer = Issuer.objects.create(
-        tenant=other_tenant, issuer_id="ci", issuer=other_upstream.issuer, audiences=[other_upstream.audience],
+        tenant=other_tenant,
+        issuer_id="ci",
+        issuer=other_upstream.issuer,
+        audiences=[other_upstream.audience],
         static_jwks=other_upstream.jwks,
     )
     response = client.post("/t/acme/exchange", data=other_upstream.mint(), content_type="application/jwt")

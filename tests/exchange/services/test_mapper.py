@@ -43,8 +43,9 @@ def insecure(settings):
 
 
 def mapper_rule(tenant, issuer, url: str, **fields) -> Rule:
-    rule = Rule.objects.create(tenant=tenant, position=10, name="mapped", when="true", effect="mapper",
-                               mapper_url=url, **fields)
+    rule = Rule.objects.create(
+        tenant=tenant, position=10, name="mapped", when="true", effect="mapper", mapper_url=url, **fields
+    )
     rule.issuers.add(issuer)
     return rule
 
@@ -70,8 +71,12 @@ def example_mapper(live_server, settings, transactional_db, upstream):
     port = free_port()
     url = f"http://127.0.0.1:{port}/map"
     env = {**os.environ, "JWTEX_ISSUER": f"{live_server.url}/t/acme", "MAPPER_URL": url}
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "examples" / "mapper.py"), str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "examples" / "mapper.py"), str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         import socket
 
@@ -95,8 +100,9 @@ def test_the_example_mapper_allows_octo_org_with_exactly_nine_tags_and_denies_ot
     tenant = make_tenant("acme")
     from exchange.models import Issuer
 
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience],
-                                   static_jwks=upstream.jwks)
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience], static_jwks=upstream.jwks
+    )
     mapper_rule(tenant, issuer, example_mapper)
     allowed, record = exchange(client, upstream, **GITHUB_CLAIMS)
     assert allowed.status_code == 200, (allowed.content, record.reason)
@@ -109,7 +115,10 @@ def test_the_example_mapper_allows_octo_org_with_exactly_nine_tags_and_denies_ot
     assert sts_problems(token) == []
     assert record.mapper_outcome == "allowed" and record.rule_name == "mapped" and record.mapper_latency_ms is not None
     denied, record = exchange(client, upstream, repository_owner="someone-else", **GITHUB_CLAIMS)
-    assert denied.status_code == 403 and denied.json()["error_description"] == "Rule 'mapped': the mapper denied this exchange."
+    assert (
+        denied.status_code == 403
+        and denied.json()["error_description"] == "Rule 'mapped': the mapper denied this exchange."
+    )
     assert record.mapper_outcome == "denied" and record.reason.endswith(": mapper denied")
 
 
@@ -120,8 +129,9 @@ def test_the_example_mappers_tags_claim_is_in_the_token_byte_for_byte(example_ma
     tenant = make_tenant("acme")
     from exchange.models import Issuer
 
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience],
-                                   static_jwks=upstream.jwks)
+    issuer = Issuer.objects.create(
+        tenant=tenant, issuer_id="ci", issuer=upstream.issuer, audiences=[upstream.audience], static_jwks=upstream.jwks
+    )
     mapper_rule(tenant, issuer, example_mapper)
     answers = []
     real_post = mapper_module.json_post
@@ -165,8 +175,9 @@ def test_a_mappers_tags_claim_is_passed_on_as_written(client, upstream, issuer, 
 
 
 @pytest.mark.django_db
-def test_the_request_is_specs_json_with_a_bearer_of_the_tenant_for_the_mapper_url(client, upstream, issuer, insecure,
-                                                                                  webhook):
+def test_the_request_is_specs_json_with_a_bearer_of_the_tenant_for_the_mapper_url(
+    client, upstream, issuer, insecure, webhook
+):
     url = f"{webhook.url}/map"
     mapper_rule(issuer.tenant, issuer, url)
     answer(webhook, {"allow": True, "claims": {}})
@@ -174,13 +185,19 @@ def test_the_request_is_specs_json_with_a_bearer_of_the_tenant_for_the_mapper_ur
     assert response.status_code == 200
     [seen] = webhook.requests
     body = json.loads(seen.body)
-    assert body == {"version": "1", "issuerId": "ci", "claims": jwt.decode(upstream.mint(), options={"verify_signature": False})
-                    | {k: body["claims"][k] for k in ("iat", "nbf", "exp", "jti")}}
+    assert body == {
+        "version": "1",
+        "issuerId": "ci",
+        "claims": jwt.decode(upstream.mint(), options={"verify_signature": False})
+        | {k: body["claims"][k] for k in ("iat", "nbf", "exp", "jti")},
+    }
     assert seen.headers["content-type"] == "application/json"
     bearer = seen.headers["authorization"].removeprefix("Bearer ")
     jwks = client.get("/t/acme/.well-known/jwks.json").json()
     key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(bearer)["kid"]].key
-    verified = jwt.decode(bearer, key, algorithms=["ES256", "RS256"], audience=url, issuer=f"{insecure.JWTEX_PUBLIC_URL}/t/acme")
+    verified = jwt.decode(
+        bearer, key, algorithms=["ES256", "RS256"], audience=url, issuer=f"{insecure.JWTEX_PUBLIC_URL}/t/acme"
+    )
     assert verified["sub"] == "ci" and verified["exp"] - verified["iat"] == 60
 
 
@@ -203,16 +220,23 @@ def test_the_request_is_specs_json_with_a_bearer_of_the_tenant_for_the_mapper_ur
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"], "A": ["w"]}}}}, {}, "ignore case"),
         # The tags claim is passed on as written, so only what AWS STS reads is accepted in it.
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": "v"}}}}, {}, "a list of one string"),
-        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v", "w"]}}}}, {},
-         "a list of one string"),
+        (
+            {"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v", "w"]}}}},
+            {},
+            "a list of one string",
+        ),
         ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "x": 1}}}, {}, "'x' too"),
-        ({"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "transitive_tag_keys": ["b"]}}},
-         {}, "transitive_tag_keys must be"),
+        (
+            {"allow": True, "claims": {AWS_TAGS_CLAIM: {"principal_tags": {"a": ["v"]}, "transitive_tag_keys": ["b"]}}},
+            {},
+            "transitive_tag_keys must be",
+        ),
         ({"allow": True, "claims": {"aud": "https://elsewhere.example"}}, {}, "mapper chose audience"),
     ],
 )
-def test_a_mapper_that_misbehaves_denies_never_a_5xx_or_an_invalid_token(client, upstream, issuer, insecure, webhook,
-                                                                        document, route, why):
+def test_a_mapper_that_misbehaves_denies_never_a_5xx_or_an_invalid_token(
+    client, upstream, issuer, insecure, webhook, document, route, why
+):
     mapper_rule(issuer.tenant, issuer, f"{webhook.url}/map", mapper_timeout_ms=300)
     answer(webhook, document, **route)
     response, record = exchange(client, upstream)
@@ -225,8 +249,20 @@ def test_a_mapper_that_misbehaves_denies_never_a_5xx_or_an_invalid_token(client,
 @pytest.mark.django_db
 def test_reserved_claims_sent_back_are_ignored(client, upstream, issuer, insecure, webhook):
     mapper_rule(issuer.tenant, issuer, f"{webhook.url}/map")
-    answer(webhook, {"allow": True, "claims": {"iss": "https://evil.example", "exp": 4102444800, "iat": 1, "nbf": 1,
-                                               "jti": "mine", "team": "payments"}})
+    answer(
+        webhook,
+        {
+            "allow": True,
+            "claims": {
+                "iss": "https://evil.example",
+                "exp": 4102444800,
+                "iat": 1,
+                "nbf": 1,
+                "jti": "mine",
+                "team": "payments",
+            },
+        },
+    )
     response, record = exchange(client, upstream)
     assert response.status_code == 200
     claims = jwt.decode(response.content, options={"verify_signature": False})
@@ -257,8 +293,15 @@ def test_an_allowed_private_host_may_resolve_to_a_private_address():
         json_post("https://mapper.internal/map", {}, headers={}, timeout=0.3, allow_insecure=False, resolver=resolve)
     assert "non-public address" in str(refused.value)
     with pytest.raises(WebhookError) as failed:
-        json_post("https://mapper.internal/map", {}, headers={}, timeout=0.3, allow_insecure=False, resolver=resolve,
-                  private_hosts=frozenset({"mapper.internal"}))
+        json_post(
+            "https://mapper.internal/map",
+            {},
+            headers={},
+            timeout=0.3,
+            allow_insecure=False,
+            resolver=resolve,
+            private_hosts=frozenset({"mapper.internal"}),
+        )
     assert "non-public" not in str(failed.value)
 
 
@@ -271,10 +314,22 @@ def test_a_slow_mapper_of_one_tenant_does_not_delay_another(upstream, insecure, 
 
     def tenant_with_mapper(slug: str, path: str):
         tenant = make_tenant(slug, rate_limit_per_minute=0)
-        issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=upstream.issuer,
-                                       audiences=[upstream.audience], static_jwks=upstream.jwks)
-        rule = Rule.objects.create(tenant=tenant, position=1, name="mapped", when="true", effect="mapper",
-                                   mapper_url=f"{webhook.url}{path}", mapper_timeout_ms=3000)
+        issuer = Issuer.objects.create(
+            tenant=tenant,
+            issuer_id="ci",
+            issuer=upstream.issuer,
+            audiences=[upstream.audience],
+            static_jwks=upstream.jwks,
+        )
+        rule = Rule.objects.create(
+            tenant=tenant,
+            position=1,
+            name="mapped",
+            when="true",
+            effect="mapper",
+            mapper_url=f"{webhook.url}{path}",
+            mapper_timeout_ms=3000,
+        )
         rule.issuers.add(issuer)
 
     tenant_with_mapper("slow", "/slow")
@@ -319,8 +374,9 @@ def test_after_five_failures_the_breaker_fails_fast_for_thirty_seconds(client, u
 
 
 @pytest.mark.django_db
-def test_the_audit_names_the_rule_the_outcome_and_the_latency_but_never_the_bearer(client, upstream, issuer, insecure,
-                                                                                 webhook, caplog):
+def test_the_audit_names_the_rule_the_outcome_and_the_latency_but_never_the_bearer(
+    client, upstream, issuer, insecure, webhook, caplog
+):
     mapper_rule(issuer.tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {}})
     response, record = exchange(client, upstream)
@@ -337,10 +393,12 @@ def test_an_unknown_outcome_never_grants():
         from exchange.core.rules.mapper_answer import mapper_decision
         from exchange.core.rules.spec import RuleSpec
 
-        rule = rule_compile(RuleSpec(name="m", issuers=frozenset({"ci"}), when="true", effect="mapper",
-                                     mapper_url="https://m.example/"))
-        mapper_decision(rule, {"allow": 1}, claims={"sub": "s"}, requested_audience=None, default_audience="a",
-                        max_lifetime=900)
+        rule = rule_compile(
+            RuleSpec(name="m", issuers=frozenset({"ci"}), when="true", effect="mapper", mapper_url="https://m.example/")
+        )
+        mapper_decision(
+            rule, {"allow": 1}, claims={"sub": "s"}, requested_audience=None, default_audience="a", max_lifetime=900
+        )
 
 
 # ------------------------------------------------------- the admin, config as code, the simulator
@@ -353,9 +411,18 @@ def test_apply_and_export_a_mapper_rule_and_name_its_problems(insecure):
     from exchange.config.schema import ConfigError
 
     def document(mapper):
-        return {"tenants": [{"slug": "acme", "name": "Acme", "issuers": [
-            {"id": "ci", "issuer": "https://ci.example", "audiences": ["aud"]}],
-            "rules": [{"name": "mapped", "issuers": ["ci"], "when": "true", "effect": "mapper", "mapper": mapper}]}]}
+        return {
+            "tenants": [
+                {
+                    "slug": "acme",
+                    "name": "Acme",
+                    "issuers": [{"id": "ci", "issuer": "https://ci.example", "audiences": ["aud"]}],
+                    "rules": [
+                        {"name": "mapped", "issuers": ["ci"], "when": "true", "effect": "mapper", "mapper": mapper}
+                    ],
+                }
+            ]
+        }
 
     config_apply(document=document({"url": "https://mapper.example/map", "timeout_ms": 800}), now=None)
     [rule] = config_export()["tenants"][0]["rules"]
@@ -384,8 +451,10 @@ def test_the_admin_saves_a_mapper_rule_and_refuses_one_without_a_url(admin_clien
     refused = client.post(reverse("admin:exchange_rule_add"), rule_data(tenant, issuer, effect="mapper", mapper_url=""))
     assert refused.status_code == 200
     assert refused.context["adminform"].form.errors["mapper_url"] == ["A mapper rule needs the mapper's URL."]
-    saved = client.post(reverse("admin:exchange_rule_add"),
-                        rule_data(tenant, issuer, effect="mapper", mapper_url="https://mapper.example/map"))
+    saved = client.post(
+        reverse("admin:exchange_rule_add"),
+        rule_data(tenant, issuer, effect="mapper", mapper_url="https://mapper.example/map"),
+    )
     assert saved.status_code == 302
     rule = Rule.objects.get(tenant=tenant, name="main branch")
     assert rule.effect == "mapper" and rule.mapper_timeout_ms == 1500
@@ -399,6 +468,9 @@ def test_the_simulator_shows_the_request_and_the_mappers_answer(tenant, issuer, 
     answer(webhook, {"allow": True, "claims": {"team": "payments"}})
     simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
     assert simulation.allowed and simulation.emitted["team"] == "payments"
-    assert simulation.mapper.request["issuerId"] == "ci" and simulation.mapper.answer == {"allow": True, "claims": {"team": "payments"}}
+    assert simulation.mapper.request["issuerId"] == "ci" and simulation.mapper.answer == {
+        "allow": True,
+        "claims": {"team": "payments"},
+    }
     assert any("called for real" in note for note in simulation.notes)
     assert not ExchangeRecord.objects.exists()  # the simulator audits nothing

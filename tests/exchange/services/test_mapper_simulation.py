@@ -1,5 +1,5 @@
-"""The simulator and the mapper webhook (docs/mapper.md#in-the-simulator): a simulated call says so to the mapper (in the
-body and in the bearer's claims), never counts toward the breaker or the concurrency limit of
+"""The simulator and the mapper webhook (docs/mapper.md#in-the-simulator): a simulated call says so to the mapper (in
+the body and in the bearer's claims), never counts toward the breaker or the concurrency limit of
 real exchanges, and an auditor's simulation calls nothing outside at all."""
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from exchange.services import mapper as mapper_module
 from exchange.services.simulator import claims_simulate, token_simulate
 from tests.conftest import REPO_ROOT, make_tenant, poll
 from tests.exchange.services.test_mapper import (  # noqa: F401 - fixtures
-    GITHUB_CLAIMS, answer, exchange, insecure, mapper_rule, webhook)
+    GITHUB_CLAIMS,
+    answer,
+    exchange,
+    insecure,
+    mapper_rule,
+    webhook,
+)
 from tests.servers import free_port
 from tests.upstreams import Route, UpstreamServer
 
@@ -32,8 +38,9 @@ def bearer_claims(client, seen) -> dict:
     return jwt.decode(bearer, key, algorithms=["ES256", "RS256"], options={"verify_aud": False})
 
 
-def test_a_simulated_call_says_so_in_the_body_and_the_signed_bearer(client, tenant, issuer, upstream, insecure,
-                                                                     webhook):
+def test_a_simulated_call_says_so_in_the_body_and_the_signed_bearer(
+    client, tenant, issuer, upstream, insecure, webhook
+):
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {}})
     simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(), outbound=True)
@@ -45,8 +52,9 @@ def test_a_simulated_call_says_so_in_the_body_and_the_signed_bearer(client, tena
     assert claims["simulation"] is True and claims["sub"] == "ci" and claims["aud"] == f"{webhook.url}/map"
 
 
-def test_a_real_exchange_sends_exactly_specs_body_and_no_simulation_claim(client, tenant, issuer, upstream, insecure,
-                                                                          webhook):
+def test_a_real_exchange_sends_exactly_specs_body_and_no_simulation_claim(
+    client, tenant, issuer, upstream, insecure, webhook
+):
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {}})
     assert exchange(client, upstream)[0].status_code == 200
@@ -55,8 +63,9 @@ def test_a_real_exchange_sends_exactly_specs_body_and_no_simulation_claim(client
     assert "simulation" not in bearer_claims(client, seen)
 
 
-def test_failing_simulations_never_open_the_breaker_of_real_exchanges(client, tenant, issuer, upstream, insecure,
-                                                                       webhook, monkeypatch):
+def test_failing_simulations_never_open_the_breaker_of_real_exchanges(
+    client, tenant, issuer, upstream, insecure, webhook, monkeypatch
+):
     observed = []
     monkeypatch.setattr(mapper_module, "mapper_call_observed", lambda **kw: observed.append(kw))
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
@@ -71,8 +80,9 @@ def test_failing_simulations_never_open_the_breaker_of_real_exchanges(client, te
     assert len(webhook.requests) == mapper_module.BREAKER_FAILURES * 2 + 1
 
 
-def test_a_simulation_still_calls_a_mapper_whose_breaker_is_open_and_says_so(client, tenant, issuer, upstream, insecure,
-                                                                              webhook):
+def test_a_simulation_still_calls_a_mapper_whose_breaker_is_open_and_says_so(
+    client, tenant, issuer, upstream, insecure, webhook
+):
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"error": "down"}, status=503)
     for _ in range(mapper_module.BREAKER_FAILURES):
@@ -85,8 +95,9 @@ def test_a_simulation_still_calls_a_mapper_whose_breaker_is_open_and_says_so(cli
     assert exchange(client, upstream)[1].mapper_outcome == "circuit open"  # the breaker is real traffic's, untouched
 
 
-def test_simulations_and_real_exchanges_never_share_concurrency_slots(client, tenant, issuer, upstream, insecure,
-                                                                      webhook):
+def test_simulations_and_real_exchanges_never_share_concurrency_slots(
+    client, tenant, issuer, upstream, insecure, webhook
+):
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {}})
     live = mapper_module._slots_of(tenant.pk)
@@ -116,8 +127,9 @@ def simulate_in_admin(client, tenant, issuer, **data):
     return client.post(reverse("admin:exchange_rule_simulate"), {"tenant": tenant.pk, "issuer": issuer.pk, **data})
 
 
-def test_an_auditors_simulation_shows_the_request_but_calls_no_mapper(admin_client_for, tenant, issuer, upstream,
-                                                                      insecure, webhook):
+def test_an_auditors_simulation_shows_the_request_but_calls_no_mapper(
+    admin_client_for, tenant, issuer, upstream, insecure, webhook
+):
     mapper_rule(tenant, issuer, f"{webhook.url}/map")
     answer(webhook, {"allow": True, "claims": {"team": "payments"}})
     claims = json.dumps(upstream.claims())
@@ -135,31 +147,36 @@ def test_an_auditors_simulation_shows_the_request_but_calls_no_mapper(admin_clie
     assert not ExchangeRecord.objects.exists()
 
 
-def test_a_rule_to_try_that_hands_off_to_a_mapper_calls_it_only_for_an_operator(admin_client_for, tenant, issuer,
-                                                                                upstream, insecure, webhook):
+def test_a_rule_to_try_that_hands_off_to_a_mapper_calls_it_only_for_an_operator(
+    admin_client_for, tenant, issuer, upstream, insecure, webhook
+):
     """The simulator's rule to try is any role's, and may name its own mapper URL: an auditor's
     still calls nothing outside, an operator's call is marked as a simulation."""
     answer(webhook, {"allow": True, "claims": {}})
     draft = json.dumps({"name": "try", "issuers": ["ci"], "effect": "mapper", "mapper": {"url": f"{webhook.url}/map"}})
     claims = json.dumps(upstream.claims())
-    auditor = simulate_in_admin(admin_client_for(tenant, "auditor"), tenant, issuer, mode="claims", claims=claims,
-                                rule=draft)
+    auditor = simulate_in_admin(
+        admin_client_for(tenant, "auditor"), tenant, issuer, mode="claims", claims=claims, rule=draft
+    )
     result = auditor.context["result"]
     assert webhook.requests == [] and result.undecided and result.mapper.outcome == "not called"
     assert result.trace[0].rule_name == "try (trying, not saved)"
-    operator = simulate_in_admin(admin_client_for(tenant, "operator"), tenant, issuer, mode="claims", claims=claims,
-                                 rule=draft)
+    operator = simulate_in_admin(
+        admin_client_for(tenant, "operator"), tenant, issuer, mode="claims", claims=claims, rule=draft
+    )
     assert operator.context["result"].allowed and operator.context["result"].mapper.simulated
     [seen] = webhook.requests
     assert json.loads(seen.body)["simulation"] is True
     assert not ExchangeRecord.objects.exists()
+
 
 def test_an_auditors_token_simulation_fetches_no_upstream_keys(admin_client_for, tenant, upstream, settings):
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
     server = UpstreamServer()
     try:
         server.routes["/.well-known/openid-configuration"] = Route(
-            body=json.dumps({"issuer": server.url, "jwks_uri": f"{server.url}/jwks"}).encode())
+            body=json.dumps({"issuer": server.url, "jwks_uri": f"{server.url}/jwks"}).encode()
+        )
         server.routes["/jwks"] = Route(body=json.dumps(upstream.jwks).encode())
         issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=server.url, audiences=[upstream.audience])
         token = upstream.mint(iss=server.url)
@@ -180,8 +197,9 @@ def test_an_auditors_token_simulation_fetches_no_upstream_keys(admin_client_for,
 # ------------------------------------------------------------------------ the example mapper
 
 
-def test_the_example_mapper_answers_a_simulation_the_same_and_logs_it_as_one(live_server, settings, transactional_db,
-                                                                            upstream, tmp_path):
+def test_the_example_mapper_answers_a_simulation_the_same_and_logs_it_as_one(
+    live_server, settings, transactional_db, upstream, tmp_path
+):
     settings.JWTEX_PUBLIC_URL = live_server.url
     settings.JWTEX_ALLOW_INSECURE_ISSUERS = True
     port = free_port()
@@ -189,17 +207,27 @@ def test_the_example_mapper_answers_a_simulation_the_same_and_logs_it_as_one(liv
     log = tmp_path / "mapper.log"
     env = {**os.environ, "JWTEX_ISSUER": f"{live_server.url}/t/acme", "MAPPER_URL": url}
     with log.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, str(REPO_ROOT / "examples" / "mapper.py"), str(port)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "examples" / "mapper.py"), str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         tenant = make_tenant("acme")
-        issuer = Issuer.objects.create(tenant=tenant, issuer_id="ci", issuer=upstream.issuer,
-                                       audiences=[upstream.audience], static_jwks=upstream.jwks)
+        issuer = Issuer.objects.create(
+            tenant=tenant,
+            issuer_id="ci",
+            issuer=upstream.issuer,
+            audiences=[upstream.audience],
+            static_jwks=upstream.jwks,
+        )
         mapper_rule(tenant, issuer, url)
         assert poll(lambda: _listening(port), timeout=10, interval=0.05)
         allowed = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(**GITHUB_CLAIMS), outbound=True)
-        denied = claims_simulate(tenant=tenant, issuer=issuer, claims=upstream.claims(repository_owner="else"),
-                                 outbound=True)
+        denied = claims_simulate(
+            tenant=tenant, issuer=issuer, claims=upstream.claims(repository_owner="else"), outbound=True
+        )
         assert allowed.allowed and allowed.mapper.answer["allow"] is True
         assert denied.mapper.outcome == "denied"
     finally:
@@ -207,7 +235,9 @@ def test_the_example_mapper_answers_a_simulation_the_same_and_logs_it_as_one(liv
         process.wait(timeout=10)
     lines = log.read_text().splitlines()
     assert "simulation (nothing to change): ci 'octo-org/octo-repo' -> allow" in lines
-    denials = [line for line in lines if line.startswith("simulation (nothing to change): ci ") and line.endswith("deny")]
+    denials = [
+        line for line in lines if line.startswith("simulation (nothing to change): ci ") and line.endswith("deny")
+    ]
     assert len(denials) == 1
 
 

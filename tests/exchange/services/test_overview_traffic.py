@@ -38,8 +38,13 @@ SVG = "{http://www.w3.org/2000/svg}"
 def _record(tenant, at: datetime, decision: str, *, error_code: str = "", rule_name: str = "", reason: str = ""):
     denied = decision == "denied"
     return ExchangeRecord(
-        tenant=tenant, created_at=at, endpoint="raw", decision=decision, status_code=403 if denied else 200,
-        error_code=error_code or ("access_denied" if denied else ""), rule_name=rule_name,
+        tenant=tenant,
+        created_at=at,
+        endpoint="raw",
+        decision=decision,
+        status_code=403 if denied else 200,
+        error_code=error_code or ("access_denied" if denied else ""),
+        rule_name=rule_name,
         reason=reason or ("no rule matched" if denied else ""),
     )
 
@@ -53,8 +58,13 @@ def _week(tenant) -> dict[datetime, tuple[int, int]]:
         if index % 11 == 0:
             allowed = denied = 0  # empty hours
         for n in range(allowed + denied):
-            rows.append(_record(tenant, hour + timedelta(minutes=(index * 13 + n * 7) % 60, seconds=n),
-                                "allowed" if n < allowed else "denied"))
+            rows.append(
+                _record(
+                    tenant,
+                    hour + timedelta(minutes=(index * 13 + n * 7) % 60, seconds=n),
+                    "allowed" if n < allowed else "denied",
+                )
+            )
         expected[hour] = (allowed, denied)
     ExchangeRecord.objects.bulk_create(rows)
     return expected
@@ -79,7 +89,9 @@ def test_the_buckets_are_exact_over_a_week_with_its_boundaries_and_empty_hours(t
             allowed, denied = expected[hour]
             expected[hour] = (allowed + (decision == "allowed"), denied + (decision == "denied"))
     # Another tenant's traffic in the same hours counts for nobody here.
-    ExchangeRecord.objects.bulk_create([_record(other_tenant, START + timedelta(hours=h), "allowed") for h in range(168)])
+    ExchangeRecord.objects.bulk_create(
+        [_record(other_tenant, START + timedelta(hours=h), "allowed") for h in range(168)]
+    )
 
     buckets = tenant_traffic_get(tenant=tenant, now=NOW)
 
@@ -104,7 +116,7 @@ def test_an_empty_week_is_168_empty_hours(tenant):
     buckets = tenant_traffic_get(tenant=tenant, now=NOW)
     assert len(buckets) == 168 and all(b.total == 0 for b in buckets)
     svg = traffic_chart_svg(buckets, title="empty")
-    assert "<rect class=\"jwtex-bar" not in svg
+    assert '<rect class="jwtex-bar' not in svg
     assert "No exchanges in the 168 hours" in traffic_summary(buckets)
 
 
@@ -131,7 +143,15 @@ def test_the_svg_has_both_series_a_legend_day_labels_title_and_desc():
     assert "allowed" in texts and "denied" in texts  # the legend
     # 4 Jun from 15:00 is 9 hours (labelled), then six whole days, then 11 Jun until 15:00.
     assert [t for t in texts if t and t[:3] in {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}] == [
-        "Wed 4 Jun", "Thu 5 Jun", "Fri 6 Jun", "Sat 7 Jun", "Sun 8 Jun", "Mon 9 Jun", "Tue 10 Jun", "Wed 11 Jun"]
+        "Wed 4 Jun",
+        "Thu 5 Jun",
+        "Fri 6 Jun",
+        "Sat 7 Jun",
+        "Sun 8 Jun",
+        "Mon 9 Jun",
+        "Tue 10 Jun",
+        "Wed 11 Jun",
+    ]
     assert len([line for line in root.iter(f"{SVG}line") if line.get("class") == "jwtex-day-tick"]) == 7
     assert "exchanges per hour" in texts and "day (UTC)" in texts
     # Each hour's tooltip names the hour and both counts.
@@ -140,10 +160,17 @@ def test_the_svg_has_both_series_a_legend_day_labels_title_and_desc():
 
 
 def test_bars_are_stacked_and_scaled_to_the_axis():
-    buckets = [HourBucket(START, 3, 1), HourBucket(START + timedelta(hours=1), 0, 0), HourBucket(START + timedelta(hours=2), 0, 4)]
+    buckets = [
+        HourBucket(START, 3, 1),
+        HourBucket(START + timedelta(hours=1), 0, 0),
+        HourBucket(START + timedelta(hours=2), 0, 4),
+    ]
     root = ET.fromstring(traffic_chart_svg(buckets, title="t"))
-    bars = [(r.get("class"), float(r.get("y")), float(r.get("height"))) for r in root.iter(f"{SVG}rect")
-            if (r.get("class") or "").startswith("jwtex-bar")]
+    bars = [
+        (r.get("class"), float(r.get("y")), float(r.get("height")))
+        for r in root.iter(f"{SVG}rect")
+        if (r.get("class") or "").startswith("jwtex-bar")
+    ]
     assert axis_top(4) == (4, 1)
     (_, ay, ah), (_, dy, dh), (_, d2y, d2h) = bars
     assert [b[0] for b in bars] == ["jwtex-bar-allowed", "jwtex-bar-denied", "jwtex-bar-denied"]
@@ -152,16 +179,24 @@ def test_bars_are_stacked_and_scaled_to_the_axis():
 
 
 def test_text_in_the_svg_is_escaped():
-    svg = traffic_chart_svg(_buckets()[:3], title='<script>alert("x")</script> & \'q\'', chart_id='c"><x')
+    svg = traffic_chart_svg(_buckets()[:3], title="<script>alert(\"x\")</script> & 'q'", chart_id='c"><x')
     assert "<script>" not in svg and 'c"><x' not in svg
     root = ET.fromstring(svg)
-    assert root.find(f"{SVG}title").text == '<script>alert("x")</script> & \'q\''
+    assert root.find(f"{SVG}title").text == "<script>alert(\"x\")</script> & 'q'"
     assert root.get("id") == 'c"><x'
 
 
 def test_axis_steps_are_round():
     assert [axis_top(p) for p in (0, 1, 4, 5, 9, 11, 41, 1234)] == [
-        (1, 1), (1, 1), (4, 1), (6, 2), (10, 5), (15, 5), (60, 20), (1500, 500)]
+        (1, 1),
+        (1, 1),
+        (4, 1),
+        (6, 2),
+        (10, 5),
+        (15, 5),
+        (60, 20),
+        (1500, 500),
+    ]
     assert day_label(datetime(2025, 6, 11).date()) == "Wed 11 Jun"
 
 
@@ -171,13 +206,31 @@ def test_axis_steps_are_round():
 def _denials(tenant, other_tenant, now):
     rows = []
     for n in range(5):  # each reason different: values vary, the (code, rule) group does not
-        rows.append(_record(tenant, now - timedelta(minutes=10 + n), "denied", error_code="invalid_token",
-                            reason=f"exp {1749000000 + n} is not after now {1749650000 + n} - leeway 60"))
+        rows.append(
+            _record(
+                tenant,
+                now - timedelta(minutes=10 + n),
+                "denied",
+                error_code="invalid_token",
+                reason=f"exp {1749000000 + n} is not after now {1749650000 + n} - leeway 60",
+            )
+        )
     for n in range(3):
-        rows.append(_record(tenant, now - timedelta(hours=2, minutes=n), "denied", rule_name="deny forks",
-                            reason=f"rule 'deny forks': deny rule matched (fork {n})"))
-    rows.append(_record(tenant, now - timedelta(hours=3), "denied", rule_name="", reason="no rule matched for issuer 'ci'"))
-    rows.append(_record(tenant, now - timedelta(hours=4), "denied", rule_name="", reason="no rule matched for issuer 'gh'"))
+        rows.append(
+            _record(
+                tenant,
+                now - timedelta(hours=2, minutes=n),
+                "denied",
+                rule_name="deny forks",
+                reason=f"rule 'deny forks': deny rule matched (fork {n})",
+            )
+        )
+    rows.append(
+        _record(tenant, now - timedelta(hours=3), "denied", rule_name="", reason="no rule matched for issuer 'ci'")
+    )
+    rows.append(
+        _record(tenant, now - timedelta(hours=4), "denied", rule_name="", reason="no rule matched for issuer 'gh'")
+    )
     rows.append(_record(tenant, now - timedelta(hours=25), "denied", error_code="invalid_request"))  # too old
     rows.append(_record(tenant, now - timedelta(minutes=1), "allowed", rule_name="deny forks"))  # not a denial
     rows += [_record(other_tenant, now - timedelta(minutes=1), "denied", error_code="invalid_token") for _ in range(9)]
@@ -188,7 +241,10 @@ def test_top_denials_group_by_error_code_and_rule(tenant, other_tenant):
     _denials(tenant, other_tenant, NOW)
     groups = tenant_top_denials_get(tenant=tenant, since=NOW - timedelta(hours=24))
     assert [(g.error_code, g.rule_name, g.count) for g in groups] == [
-        ("invalid_token", "", 5), ("access_denied", "deny forks", 3), ("access_denied", "", 2)]
+        ("invalid_token", "", 5),
+        ("access_denied", "deny forks", 3),
+        ("access_denied", "", 2),
+    ]
     assert groups[0].latest_reason == "exp 1749000000 is not after now 1749650000 - leeway 60"  # the newest
     assert groups[0].last_seen == NOW - timedelta(minutes=10)
     assert groups[2].latest_reason == "no rule matched for issuer 'ci'"
@@ -215,7 +271,9 @@ def test_each_top_reason_links_to_exactly_its_rows_in_the_audit_list(tenant, oth
         changelist = response.context["cl"]
         rows = list(changelist.queryset)
         assert changelist.result_count == count, link
-        assert {(r.tenant_id, r.decision, r.error_code, r.rule_name) for r in rows} == {(tenant.pk, "denied", code, rule)}
+        assert {(r.tenant_id, r.decision, r.error_code, r.rule_name) for r in rows} == {
+            (tenant.pk, "denied", code, rule)
+        }
         assert all(r.created_at >= now - timedelta(hours=24) for r in rows)
     assert "no rule matched for issuer &#x27;ci&#x27;" in page  # the latest reason, escaped
 
@@ -233,8 +291,13 @@ def test_key_set_age_in_seconds_and_static(tenant, issuer, upstream, admin_clien
     from exchange.models import Issuer
 
     fetched = Issuer.objects.create(
-        tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com", audiences=["x"],
-        jwks=upstream.jwks, jwks_fetched_at=NOW - timedelta(seconds=3600), jwks_changed_at=NOW - timedelta(days=2),
+        tenant=tenant,
+        issuer_id="gh",
+        issuer="https://token.actions.githubusercontent.com",
+        audiences=["x"],
+        jwks=upstream.jwks,
+        jwks_fetched_at=NOW - timedelta(seconds=3600),
+        jwks_changed_at=NOW - timedelta(days=2),
     )
     never = Issuer.objects.create(tenant=tenant, issuer_id="new", issuer="https://new.example", audiences=["x"])
     assert key_set_age(issuer, now=NOW).static

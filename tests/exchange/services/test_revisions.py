@@ -89,8 +89,15 @@ def test_jwtex_apply_records_one_revision_with_the_file_name_and_none_when_nothi
 
 
 def test_a_new_tenant_from_a_file_starts_at_revision_1(db, tmp_path, django_capture_on_commit_callbacks):
-    document = {"tenants": [{"slug": "initech", "name": "Initech",
-                             "issuers": [{"id": "ci", "issuer": "https://ci.example", "audiences": ["a"]}]}]}
+    document = {
+        "tenants": [
+            {
+                "slug": "initech",
+                "name": "Initech",
+                "issuers": [{"id": "ci", "issuer": "https://ci.example", "audiences": ["a"]}],
+            }
+        ]
+    }
     with django_capture_on_commit_callbacks(execute=True):
         apply_file(tmp_path, document, "initech.yaml")
     (first,) = Revision.objects.filter(tenant__slug="initech")
@@ -156,7 +163,13 @@ def test_export_of_a_past_revision_is_the_export_at_that_time_byte_for_byte(
     [
         (("--tenant", "acme", "--revision", "9"), "has no revision 9"),
         (("--tenant", "nope", "--revision", "1"), "has no revision 1"),
-        (("--revision", "1",), "exactly one --tenant"),
+        (
+            (
+                "--revision",
+                "1",
+            ),
+            "exactly one --tenant",
+        ),
         (("--tenant", "acme", "--tenant", "globex", "--revision", "1"), "exactly one --tenant"),
     ],
 )
@@ -211,7 +224,10 @@ def test_the_diff_is_a_unified_diff_line_by_line():
     before, after = doc(rules=[{"name": "main", "when": "true"}]), doc(rules=[{"name": "main", "when": "false"}])
     lines = revision_diff(before=before, after=after, before_label="revision 1", after_label="revision 2")
     assert [(line.kind, line.text) for line in lines if line.kind in {"add", "remove", "file"}] == [
-        ("file", "--- revision 1"), ("file", "+++ revision 2"), ("remove", "-    when: 'true'"), ("add", "+    when: 'false'"),
+        ("file", "--- revision 1"),
+        ("file", "+++ revision 2"),
+        ("remove", "-    when: 'true'"),
+        ("add", "+    when: 'false'"),
     ]
     assert lines[2].kind == "hunk" and lines[2].text.startswith("@@ ")
     assert revision_diff(before=before, after=before, before_label="a", after_label="b") == []

@@ -7,11 +7,11 @@ import time
 import pytest
 from django.urls import reverse
 
-from exchange.core.errors import ExchangeError
-from exchange.core.minting import payload_build, jwt_mint
-from exchange.models import ExchangeRecord, Rule
 from exchange.core.aws import AWS_TAGS_CLAIM
+from exchange.core.errors import ExchangeError
+from exchange.core.minting import jwt_mint, payload_build
 from exchange.core.values import Decision
+from exchange.models import ExchangeRecord, Rule
 from exchange.runtime import tenant_runtime_get
 from exchange.services.exchange import token_exchange
 from exchange.services.simulator import claims_json_parse, claims_simulate, token_simulate
@@ -144,7 +144,9 @@ def test_claims_json_is_checked(text, message):
 @pytest.mark.parametrize(
     "decision",
     [
-        Decision(None, "r", "sub-1", "sts.amazonaws.com", 900, (("a", "1"), ("b", "x")), ("a",), {"extra": [1, {"k": None}]}),
+        Decision(
+            None, "r", "sub-1", "sts.amazonaws.com", 900, (("a", "1"), ("b", "x")), ("a",), {"extra": [1, {"k": None}]}
+        ),
         Decision(None, "r", "sub-2", "aud", 60, (), (), {}),
         Decision(None, "r", "sub-3", "aud", 60, (("a", ""),), (), {"iss": "ignored", "jti": "ignored"}),
     ],
@@ -168,8 +170,15 @@ def test_simulator_page_shows_trace_and_session_tags(admin_client_for, tenant, i
     assert "deny the rest" in html and "not evaluated" in html
     assert ExchangeRecord.objects.count() == 0
 
-    response = client.post(url, {"tenant": tenant.pk, "issuer": issuer.pk, "mode": "claims",
-                                 "claims": '{"sub": "s", "repository_owner": "evil", "ref": "refs/heads/main"}'})
+    response = client.post(
+        url,
+        {
+            "tenant": tenant.pk,
+            "issuer": issuer.pk,
+            "mode": "claims",
+            "claims": '{"sub": "s", "repository_owner": "evil", "ref": "refs/heads/main"}',
+        },
+    )
     html = response.content.decode()
     assert "unverified simulation" in html and "denied" in html and "deny the rest" in html
     assert ExchangeRecord.objects.count() == 0
@@ -256,8 +265,14 @@ def test_a_refused_tag_value_says_which_claim_and_what_to_write(tenant, issuer, 
 
 def test_a_token_longer_than_aws_accepts_is_refused_by_the_simulator_as_by_the_exchange(tenant, issuer, upstream):
     keys = [f"{i:02d}" + "k" * 126 for i in range(50)]
-    rule = Rule.objects.create(tenant=tenant, position=1, name="widest", effect="allow", when="true",
-                               session_tags={key: "claims.long" for key in keys})  # saved before the size check
+    rule = Rule.objects.create(
+        tenant=tenant,
+        position=1,
+        name="widest",
+        effect="allow",
+        when="true",
+        session_tags={key: "claims.long" for key in keys},
+    )  # saved before the size check
     rule.issuers.add(issuer)
     claims = upstream.claims(long="x" * 256)
     simulation = claims_simulate(tenant=tenant, issuer=issuer, claims=claims)

@@ -10,8 +10,8 @@ from django.utils import timezone
 from exchange.models import Issuer
 from exchange.upstream import keysets
 from tenants.models import Tenant
-from tests.upstreams import DISCOVERY, UpstreamServer
 from tests.exchange.upstream.keys import K1
+from tests.upstreams import DISCOVERY, UpstreamServer
 
 
 @pytest.fixture(autouse=True)
@@ -45,5 +45,3 @@ def issuer(tenant, server):
 @pytest.fixture
 def now():
     return timezone.now().replace(microsecond=0)
-
-

@@ -9,7 +9,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from cryptography import x509
@@ -165,7 +165,7 @@ def test_connection_refused_is_a_fetch_error():
 
 
 def _certificate(key, subject: str, issuer_name: x509.Name, issuer_key, *, ca: bool, names=()):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -341,9 +341,7 @@ def test_a_trickling_server_is_given_up_on_within_the_deadline(upstream_server, 
 
 
 def test_a_json_object_is_returned_with_its_cache_headers(upstream_server):
-    upstream_server.json(
-        "/jwks", {"keys": []}, headers={"Cache-Control": "public, max-age=600", "ETag": '"v1"'}
-    )
+    upstream_server.json("/jwks", {"keys": []}, headers={"Cache-Control": "public, max-age=600", "ETag": '"v1"'})
 
     result = json_fetch(upstream_server.url + "/jwks", allow_insecure=True)
 

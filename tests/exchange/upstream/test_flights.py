@@ -168,8 +168,9 @@ def test_a_fetch_that_failed_elsewhere_is_503_for_its_waiters_and_at_once_for_th
     waiter = threading.Thread(target=wait)
     waiter.start()
     assert poll(lambda: reads.count >= 2, timeout=5, interval=0.01)
-    Issuer.objects.filter(pk=issuer.pk).update(jwks_last_error="HTTP 500", jwks_last_error_at=now,
-                                               jwks_consecutive_failures=1)
+    Issuer.objects.filter(pk=issuer.pk).update(
+        jwks_last_error="HTTP 500", jwks_last_error_at=now, jwks_consecutive_failures=1
+    )
     flights.failed_mark(issuer.pk, now)  # the other process's fetch failed; then its flight is let go
     cache.delete(flights.mark_key("fetch", issuer.pk))
     waiter.join(5)
@@ -200,8 +201,12 @@ def test_beyond_half_of_the_threads_waiting_a_request_answers_503_at_once(tenant
     settings.JWTEX_REQUEST_FETCH_BUDGET = 5
     tarpit, other, ready = tenant_pair
     cache.add(flights.mark_key("fetch", tarpit.pk), ELSEWHERE)
-    waiters = [threading.Thread(target=lambda: pytest.raises(TemporarilyUnavailable, issuer_keys_get,
-                                                             issuer=tarpit.snapshot(), now=now)) for _ in range(2)]
+    waiters = [
+        threading.Thread(
+            target=lambda: pytest.raises(TemporarilyUnavailable, issuer_keys_get, issuer=tarpit.snapshot(), now=now)
+        )
+        for _ in range(2)
+    ]
     for waiter in waiters:
         waiter.start()
     try:
@@ -225,8 +230,15 @@ def test_beyond_half_of_the_threads_waiting_a_request_answers_503_at_once(tenant
 def tenant_pair(issuer, server, now):
     """The issuer (no keys), another issuer without keys, and one whose keys are stored."""
     other = Issuer.objects.create(tenant=issuer.tenant, issuer_id="other", issuer=server.url + "/o", audiences=["x"])
-    ready = Issuer.objects.create(tenant=issuer.tenant, issuer_id="ready", issuer=server.url + "/r", audiences=["x"],
-                                  jwks={"keys": [K1]}, jwks_fetched_at=now, jwks_expires_at=now + timedelta(hours=1))
+    ready = Issuer.objects.create(
+        tenant=issuer.tenant,
+        issuer_id="ready",
+        issuer=server.url + "/r",
+        audiences=["x"],
+        jwks={"keys": [K1]},
+        jwks_fetched_at=now,
+        jwks_expires_at=now + timedelta(hours=1),
+    )
     return issuer, other, ready
 
 

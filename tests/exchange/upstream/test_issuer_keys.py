@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -11,13 +10,12 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
-from exchange.upstream import keysets
 from exchange.core.errors import TemporarilyUnavailable
+from exchange.core.jwks import KeySet
 from exchange.models import Issuer
+from exchange.upstream import keysets
 from exchange.upstream.issuer_keys import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.refresh import Outcome
-from exchange.core.jwks import KeySet
-
 from tests.conftest import poll
 from tests.exchange.upstream.keys import K1, K2, K3
 from tests.upstreams import DISCOVERY, Route
@@ -289,10 +287,8 @@ def test_a_discovery_document_without_a_usable_jwks_uri_is_refused(issuer, serve
 
 @pytest.mark.django_db
 def test_an_http_jwks_uri_is_refused_when_insecure_issuers_are_off(issuer, server, now, settings, monkeypatch):
-    from exchange.upstream import fetch
-
     # Discovery reached over "https" (stubbed); its jwks_uri is plain http.
-    from exchange.upstream import refresh
+    from exchange.upstream import fetch, refresh
 
     monkeypatch.setattr(
         refresh,
@@ -485,7 +481,10 @@ def test_a_fetch_in_flight_is_not_repeated_and_its_waiters_wait_no_longer_than_t
     server.json("/jwks", {"keys": [K1]}, delay=5)  # a tarpit: it answers only when the test ends
     row = reloaded(issuer)
     started = time.monotonic()
-    assert request_fetch.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1)) is Outcome.TIMED_OUT
+    assert (
+        request_fetch.jwks_refresh_within(row, now=now, force=False, max_staleness=timedelta(days=1))
+        is Outcome.TIMED_OUT
+    )
     assert time.monotonic() - started < 1  # the request's budget, not the upstream's whim
 
     def waiter(_):
@@ -546,9 +545,7 @@ def test_after_a_failure_requests_answer_503_at_once_without_a_query_or_a_fetch(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_fetch_over_the_budget_completes_in_the_background_and_serves_the_next_request(
-    issuer, server, now, settings
-):
+def test_a_fetch_over_the_budget_completes_in_the_background_and_serves_the_next_request(issuer, server, now, settings):
     settings.JWTEX_REQUEST_FETCH_BUDGET = 0.2
     server.json("/jwks", {"keys": [K1]}, delay=0.6)
     with pytest.raises(TemporarilyUnavailable):

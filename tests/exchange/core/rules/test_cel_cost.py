@@ -12,13 +12,18 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from exchange.core.errors import AccessDenied
 from exchange.core.rules import engine
 from exchange.core.rules.cel_cost import (
-    PROFILE_ITERATING, SCALAR, UNBOUNDED, Shape, CostEstimator, costliest_part, expression_cost,
+    PROFILE_ITERATING,
+    SCALAR,
+    UNBOUNDED,
+    CostEstimator,
+    Shape,
+    costliest_part,
+    expression_cost,
 )
 from exchange.core.rules.cel_guard import PROFILE_STEPS, expression_compile
 from exchange.core.rules.cel_parser import expression_parse
@@ -35,7 +40,10 @@ def body(draw, depth=0):
     """An expression over the comprehension variable ``x`` (and the claims)."""
     if depth > 2 or draw(st.integers(0, 2)) == 0:
         return draw(st.sampled_from(OPERANDS))
-    sub = lambda: draw(body(depth + 1))  # noqa: E731
+
+    def sub():
+        return draw(body(depth + 1))
+
     kind = draw(st.integers(0, 8))
     if kind == 0:
         return f"({sub()} + {sub()})"
@@ -85,14 +93,19 @@ def test_costs_grow_with_the_claims_they_are_computed_for(source):
     assert list(costs) == sorted(costs) and len(costs) == len(PROFILE_STEPS)
 
 
-@pytest.mark.parametrize("source", [
-    "claims.s.matches(claims.p)",  # a pattern from the claims: its compile cannot be bounded
-    "claims.s.matches('[abc')",  # one the scan cannot weigh
-    "claims.s.matches('\\\\w{100}')",  # one over the compile bound
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "claims.s.matches(claims.p)",  # a pattern from the claims: its compile cannot be bounded
+        "claims.s.matches('[abc')",  # one the scan cannot weigh
+        "claims.s.matches('\\\\w{100}')",  # one over the compile bound
+    ],
+)
 def test_what_cannot_be_bounded_costs_without_bound(source):
     assert expression_cost(expression_parse(source), PROFILE_ITERATING) == UNBOUNDED
-    assert expression_cost(expression_parse(f"claims.g.exists(x, [].exists(y, {source}))"), PROFILE_ITERATING) == UNBOUNDED
+    assert (
+        expression_cost(expression_parse(f"claims.g.exists(x, [].exists(y, {source}))"), PROFILE_ITERATING) == UNBOUNDED
+    )
 
 
 def test_patterns_weigh_what_they_cost_to_compile():
@@ -114,12 +127,16 @@ def test_the_costliest_part_is_pointed_at():
 
 
 def _rules(*conditions: str):
-    return [rule_compile(RuleSpec(name=f"r{n}", issuers=frozenset({"ci"}), when=when, effect="deny"))
-            for n, when in enumerate(conditions)]
+    return [
+        rule_compile(RuleSpec(name=f"r{n}", issuers=frozenset({"ci"}), when=when, effect="deny"))
+        for n, when in enumerate(conditions)
+    ]
 
 
 def _decide(rules, claims):
-    return compiled_rules_decide(rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a", max_lifetime=900)
+    return compiled_rules_decide(
+        rules, issuer_id="ci", claims=claims, requested_audience=None, default_audience="a", max_lifetime=900
+    )
 
 
 def test_claims_are_measured_only_when_the_worst_case_would_not_fit(monkeypatch):

@@ -15,14 +15,25 @@ from pathlib import Path
 import cel
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from exchange.console.presets import PRESETS
 from exchange.core.rules.cel_parser import MAX_EXPR_DEPTH, RESERVED_WORDS, expression_parse
 from exchange.core.rules.cel_syntax import (
-    Binary, Call, CelSyntaxError, Comprehension, Conditional, Ident, Index, ListLit, Literal, Logic, MapLit, Select,
-    Struct, Unary,
+    Binary,
+    Call,
+    CelSyntaxError,
+    Comprehension,
+    Conditional,
+    Ident,
+    Index,
+    ListLit,
+    Literal,
+    Logic,
+    MapLit,
+    Select,
+    Struct,
+    Unary,
 )
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -31,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[4]
 def engine_accepts(source: str) -> bool:
     try:
         cel.compile(source)
-    except BaseException:  # noqa: BLE001 — a Rust panic is a refusal too
+    except BaseException:  # noqa: BLE001 - a Rust panic is a refusal too
         return False
     return True
 
@@ -50,8 +61,30 @@ def agree(source: str) -> None:
 
 # --- generated expressions ----------------------------------------------------------------------
 
-LEAVES = ["a", "claims.x", "1", "-2", "'s'", '"t"', "true", "null", "1u", "2.5", "b'q'", "x", "-9223372036854775808",
-          "0x1F", ".5", "1e3", "r'\\\\'", "'''m'''", "9223372036854775808", "if", "in", "`f`"]
+LEAVES = [
+    "a",
+    "claims.x",
+    "1",
+    "-2",
+    "'s'",
+    '"t"',
+    "true",
+    "null",
+    "1u",
+    "2.5",
+    "b'q'",
+    "x",
+    "-9223372036854775808",
+    "0x1F",
+    ".5",
+    "1e3",
+    "r'\\\\'",
+    "'''m'''",
+    "9223372036854775808",
+    "if",
+    "in",
+    "`f`",
+]
 BINARY = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&&", "||"]
 
 
@@ -59,7 +92,10 @@ BINARY = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&&",
 def grammar(draw, depth=0):
     if depth > 3 or draw(st.integers(0, 3)) == 0:
         return draw(st.sampled_from(LEAVES))
-    sub = lambda: draw(grammar(depth + 1))  # noqa: E731
+
+    def sub():
+        return draw(grammar(depth + 1))
+
     kind = draw(st.integers(0, 12))
     if kind == 0:
         return f"{sub()} {draw(st.sampled_from(BINARY))} {sub()}"
@@ -112,11 +148,13 @@ def mutated(draw):
     return "".join(text)
 
 
-TOKENS = LEAVES + BINARY + ["!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", "has", "map", ".?", "[?", "{?", "é",
-                            "#"]
+TOKENS = (
+    LEAVES + BINARY + ["!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", "has", "map", ".?", "[?", "{?", "é", "#"]
+)
 SPACES = ["", " ", "\n", "\t", "\f", "\r", "\v", "\x00"]  # CEL's whitespace, and two that are not
 soup = st.lists(st.tuples(st.sampled_from(TOKENS), st.sampled_from(SPACES)), min_size=1, max_size=8).map(
-    lambda parts: "".join(token + space for token, space in parts))
+    lambda parts: "".join(token + space for token, space in parts)
+)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,9 +175,45 @@ def test_the_parser_accepts_exactly_what_the_engine_compiles(source):
 
 # --- literals -------------------------------------------------------------------------------------
 
-PIECES = ["a", "é", "😀", " ", "\\n", "\\\\", "\\'", '\\"', "\\x41", "\\X7f", "\\101", "\\377", "\\400", "\\u00e9",
-          "\\ud800", "\\U0001F600", "\\U00110000", "\\z", "\\", "'", '"', "\n", "\r", "\r\n", "\t", "\\?", "\\`", "\\a",
-          "\\v", "''", '""', "'''", '"""', "\x00", "\\0", "\\12", "\\u12"]
+PIECES = [
+    "a",
+    "é",
+    "😀",
+    " ",
+    "\\n",
+    "\\\\",
+    "\\'",
+    '\\"',
+    "\\x41",
+    "\\X7f",
+    "\\101",
+    "\\377",
+    "\\400",
+    "\\u00e9",
+    "\\ud800",
+    "\\U0001F600",
+    "\\U00110000",
+    "\\z",
+    "\\",
+    "'",
+    '"',
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "\\?",
+    "\\`",
+    "\\a",
+    "\\v",
+    "''",
+    '""',
+    "'''",
+    '"""',
+    "\x00",
+    "\\0",
+    "\\12",
+    "\\u12",
+]
 literal = st.builds(
     lambda prefix, quote, body: prefix + quote + "".join(body) + quote,
     st.sampled_from(["", "", "r", "R", "b", "B", "br", "bR", "Br", "rb"]),
@@ -149,9 +223,26 @@ literal = st.builds(
 number = st.builds(
     lambda sign, digits, suffix: sign + digits + suffix,
     st.sampled_from(["", "-", "--", "- "]),
-    st.sampled_from(["0", "007", "9223372036854775807", "9223372036854775808", "0x7fffffffffffffff",
-                     "0x8000000000000000", "18446744073709551615", "1.5", "1e308", "1e309", ".5", "1e-400",
-                     "0xFFFFFFFFFFFFFFFF", "0x10000000000000000", "1.0e+2", "00.5"]),
+    st.sampled_from(
+        [
+            "0",
+            "007",
+            "9223372036854775807",
+            "9223372036854775808",
+            "0x7fffffffffffffff",
+            "0x8000000000000000",
+            "18446744073709551615",
+            "1.5",
+            "1e308",
+            "1e309",
+            ".5",
+            "1e-400",
+            "0xFFFFFFFFFFFFFFFF",
+            "0x10000000000000000",
+            "1.0e+2",
+            "00.5",
+        ]
+    ),
     st.sampled_from(["", "", "u", "U"]),
 )
 
@@ -174,7 +265,7 @@ def test_literals_are_read_as_the_engine_reads_them(source):
     ours = _value(expression_parse(source))
     try:
         theirs = cel.evaluate(source)
-    except BaseException:  # noqa: BLE001 — e.g. -1u: no value, and none here either
+    except BaseException:  # noqa: BLE001 - e.g. -1u: no value, and none here either
         assert ours is None
         return
     if isinstance(theirs, float) and math.isnan(theirs):
@@ -183,8 +274,9 @@ def test_literals_are_read_as_the_engine_reads_them(source):
         assert ours == theirs and type(ours) is type(theirs), source
 
 
-@pytest.mark.parametrize("opening, closing", [("(", ")"), ("[", "]"), ("f(", ")"), ("x[", "]"), ("{1: ", "}"),
-                                               ("true ? 1 : ", "")])
+@pytest.mark.parametrize(
+    "opening, closing", [("(", ")"), ("[", "]"), ("f(", ")"), ("x[", "]"), ("{1: ", "}"), ("true ? 1 : ", "")]
+)
 def test_the_engines_depth_limit_is_kept_to_the_level(opening, closing):
     # Each parenthesis, argument, element, index, entry or else-branch nests an expression; the
     # engine refuses the 97th: the parser too, at the same place.
@@ -195,8 +287,17 @@ def test_the_engines_depth_limit_is_kept_to_the_level(opening, closing):
 
 @pytest.mark.parametrize("word", sorted(RESERVED_WORDS))
 def test_reserved_words_are_refused_as_names_but_not_as_fields(word):
-    for source in (word, f"{word}(1)", f".{word}", f"[{word}]", f"x.all({word}, true)", f"a.{word}", f"x.{word}()",
-                   f"{word}{{}}", f"A{{{word}: 1}}"):
+    for source in (
+        word,
+        f"{word}(1)",
+        f".{word}",
+        f"[{word}]",
+        f"x.all({word}, true)",
+        f"a.{word}",
+        f"x.{word}()",
+        f"{word}{{}}",
+        f"A{{{word}: 1}}",
+    ):
         agree(source)
 
 
@@ -276,8 +377,25 @@ def unparse(node) -> str:
 
 
 CLAIMS = {"x": 3, "s": "ab", "l": [1, 2, 3], "m": {"k": 1}, "b": True}
-ARITH_LEAVES = ["1", "2", "-3", "4u", "2.5", "'a'", "'b'", "true", "false", "claims.x", "claims.s", "claims.l",
-                "claims.m", "claims.b", "[1, 2]", "{'k': 1}", "null"]
+ARITH_LEAVES = [
+    "1",
+    "2",
+    "-3",
+    "4u",
+    "2.5",
+    "'a'",
+    "'b'",
+    "true",
+    "false",
+    "claims.x",
+    "claims.s",
+    "claims.l",
+    "claims.m",
+    "claims.b",
+    "[1, 2]",
+    "{'k': 1}",
+    "null",
+]
 ARITH_OPS = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&&", "||"]
 
 
@@ -285,7 +403,10 @@ ARITH_OPS = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "in", "&
 def closed(draw, depth=0):
     if depth > 3 or draw(st.integers(0, 2)) == 0:
         return draw(st.sampled_from(ARITH_LEAVES))
-    sub = lambda: draw(closed(depth + 1))  # noqa: E731
+
+    def sub():
+        return draw(closed(depth + 1))
+
     kind = draw(st.integers(0, 5))
     if kind <= 1:
         return " ".join([sub(), draw(st.sampled_from(ARITH_OPS)), sub(), draw(st.sampled_from(ARITH_OPS)), sub()])
@@ -302,7 +423,7 @@ def closed(draw, depth=0):
 def _evaluate(source: str):
     try:
         return ("value", cel.compile(source).execute({"claims": CLAIMS}))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic is an outcome to compare too
         return ("error", type(exc).__name__)
 
 

@@ -7,16 +7,14 @@ import json
 
 import cel
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from exchange.core import limits as conf
-from exchange.core.rules import engine as rules
-from exchange.core.errors import AccessDenied, AudienceNotAllowed, ExchangeError
 from exchange.core.aws import AWS_TAGS_CLAIM, session_tag_key_validate, session_tag_value_validate
+from exchange.core.errors import AccessDenied, AudienceNotAllowed, ExchangeError, ExchangeError as _ExchangeError
+from exchange.core.rules import engine as rules
 from exchange.core.rules.cel_guard import check_expression
-from exchange.core.errors import ExchangeError as _ExchangeError
-from exchange.core.rules.compiled import rule_compile, CompiledRule
+from exchange.core.rules.compiled import CompiledRule, rule_compile
 from exchange.core.rules.engine import compiled_rules_decide
 from exchange.core.rules.spec import RuleSpec, RuleSyntaxError, rule_spec_validate
 from exchange.core.values import Decision, RuleTrace
@@ -45,7 +43,15 @@ def make(name: str = "rule", *, when: str = "true", effect: str = "allow", issue
     return rule_compile(RuleSpec(name=name, issuers=frozenset(issuers), when=when, effect=effect, **fields))
 
 
-def run(rule_list, claims=None, *, issuer_id=GITHUB, requested_audience=None, default_audience=DEFAULT_AUDIENCE, max_lifetime=3600):
+def run(
+    rule_list,
+    claims=None,
+    *,
+    issuer_id=GITHUB,
+    requested_audience=None,
+    default_audience=DEFAULT_AUDIENCE,
+    max_lifetime=3600,
+):
     return compiled_rules_decide(
         rule_list,
         issuer_id=issuer_id,
@@ -224,7 +230,9 @@ def test_one_cel_context_per_evaluation(monkeypatch):
 
     monkeypatch.setattr(rules.cel, "Context", counting)
     rule_list = [make(f"r{i}", when=f"claims.actor == 'n{i}'") for i in range(5)]
-    rule_list.append(make("last", session_tags=(("a", "claims.actor"), ("b", "claims.ref")), claims=(("x", "claims.nested"),)))
+    rule_list.append(
+        make("last", session_tags=(("a", "claims.actor"), ("b", "claims.ref")), claims=(("x", "claims.nested"),))
+    )
     assert run(rule_list).rule_name == "last"
     assert len(built) == 1
     built.clear()
@@ -294,7 +302,15 @@ def test_session_tags_in_order_with_conversion():
 
 @pytest.mark.parametrize(
     "expression",
-    ["claims.groups", "claims.nested", "claims.nothing", "claims.ratio", "b'bytes'", "claims.missing", "duration('1s')"],
+    [
+        "claims.groups",
+        "claims.nested",
+        "claims.nothing",
+        "claims.ratio",
+        "b'bytes'",
+        "claims.missing",
+        "duration('1s')",
+    ],
 )
 def test_unconvertible_tag_value_denies_naming_the_tag(expression):
     exc = denied([make("tags", session_tags=(("team", expression),))])
@@ -385,7 +401,9 @@ def test_transitive_tag_keys_must_be_tag_keys():
     assert paths(spec(session_tags=(("repo", "'a'"),), transitive_tag_keys=("repo",))) == []
     assert paths(spec(session_tags=(("repo", "'a'"),), transitive_tag_keys=("ref",))) == ["transitive_tag_keys[0]"]
     assert paths(spec(transitive_tag_keys=("repo",))) == ["transitive_tag_keys[0]"]
-    assert paths(spec(session_tags=(("repo", "'a'"),), transitive_tag_keys=("repo", "repo"))) == ["transitive_tag_keys[1]"]
+    assert paths(spec(session_tags=(("repo", "'a'"),), transitive_tag_keys=("repo", "repo"))) == [
+        "transitive_tag_keys[1]"
+    ]
 
 
 def test_tag_expressions_are_compiled():
@@ -436,13 +454,33 @@ def test_extra_claims_become_plain_json():
         "built": {"a": [1, "b", None], "c": {"d": True}},
         "ISS": "case matters: not reserved",
     }
-    assert list(decision.extra_claims) == ["repo", "groups", "nested", "n", "u", "ratio", "flag", "none", "built", "ISS"]
+    assert list(decision.extra_claims) == [
+        "repo",
+        "groups",
+        "nested",
+        "n",
+        "u",
+        "ratio",
+        "flag",
+        "none",
+        "built",
+        "ISS",
+    ]
     json.dumps(decision.extra_claims, allow_nan=False)
 
 
 @pytest.mark.parametrize(
     "expression",
-    ["b'x'", "duration('1s')", "timestamp('2020-01-01T00:00:00Z')", "double('nan')", "1.0 / 0.0", "{1: 'a'}", "[b'x']", "claims.missing"],
+    [
+        "b'x'",
+        "duration('1s')",
+        "timestamp('2020-01-01T00:00:00Z')",
+        "double('nan')",
+        "1.0 / 0.0",
+        "{1: 'a'}",
+        "[b'x']",
+        "claims.missing",
+    ],
 )
 def test_unrepresentable_extra_claim_denies_naming_it(expression):
     exc = denied([make("extra", claims=(("custom", expression),))])
@@ -663,7 +701,12 @@ def _explain_rules() -> list[CompiledRule]:
         make("gitlab", issuers=[GITLAB], when="true", effect="deny"),
         make("forks", when="has(claims.fork) && claims.fork == true", effect="deny"),
         make("broken", when="claims.environment == 'oops'"),
-        make("main", when="claims.ref == 'refs/heads/main'", audience="urn:main", session_tags=(("actor", "claims.actor"),)),
+        make(
+            "main",
+            when="claims.ref == 'refs/heads/main'",
+            audience="urn:main",
+            session_tags=(("actor", "claims.actor"),),
+        ),
         make("tags", when="claims.ref.startsWith('refs/tags/')", session_tags=(("team", "claims.team"),)),
         make("rest", when="claims.actor == 'bot'", effect="deny"),
     ]
@@ -688,7 +731,13 @@ _EXPLAIN_CASES = [
 @pytest.mark.parametrize("issuer_id, claims, requested", _EXPLAIN_CASES)
 def test_explain_agrees_with_decide(issuer_id, claims, requested):
     rule_list = _explain_rules()
-    kwargs = dict(issuer_id=issuer_id, claims=claims, requested_audience=requested, default_audience=DEFAULT_AUDIENCE, max_lifetime=3600)
+    kwargs = dict(
+        issuer_id=issuer_id,
+        claims=claims,
+        requested_audience=requested,
+        default_audience=DEFAULT_AUDIENCE,
+        max_lifetime=3600,
+    )
     trace, decision, error = explain(rule_list, **kwargs)
     assert len(trace) == len(rule_list)
     assert [t.rule_name for t in trace] == [r.name for r in rule_list]
@@ -700,7 +749,12 @@ def test_explain_agrees_with_decide(issuer_id, claims, requested):
     except ExchangeError as exc:
         assert decision is None
         assert type(error) is type(exc)
-        assert (error.status, error.code, error.description, error.reason) == (exc.status, exc.code, exc.description, exc.reason)
+        assert (error.status, error.code, error.description, error.reason) == (
+            exc.status,
+            exc.code,
+            exc.description,
+            exc.reason,
+        )
     else:
         assert error is None
         assert decision == expected
@@ -730,7 +784,12 @@ def test_explain_trace_results():
         ("not evaluated", None),
     ]
     trace, decision, error = explain(
-        _explain_rules(), issuer_id=GITHUB, claims=CLAIMS, requested_audience=None, default_audience=DEFAULT_AUDIENCE, max_lifetime=3600
+        _explain_rules(),
+        issuer_id=GITHUB,
+        claims=CLAIMS,
+        requested_audience=None,
+        default_audience=DEFAULT_AUDIENCE,
+        max_lifetime=3600,
     )
     assert decision is None and isinstance(error, AccessDenied)
     assert trace[2].result == "error" and "KeyError" in trace[2].error
@@ -761,8 +820,14 @@ _json_scalars = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=40)
 )
-_json = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
-_claim_names = st.sampled_from(["sub", "repository_owner", "ref", "groups", "team", "n", "nested", "fork"]) | st.text(max_size=8)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_claim_names = st.sampled_from(["sub", "repository_owner", "ref", "groups", "team", "n", "nested", "fork"]) | st.text(
+    max_size=8
+)
 _claims = st.dictionaries(_claim_names, _json, max_size=8)
 
 _PROPERTY_RULES = [
@@ -796,7 +861,12 @@ def test_decide_raises_only_access_denied_on_arbitrary_claims(claims, requested)
             session_tag_value_validate(key, value)
         json.dumps(decision.extra_claims, allow_nan=False)
     trace, decision2, error = explain(
-        _PROPERTY_RULES, issuer_id=GITHUB, claims=claims, requested_audience=requested, default_audience=DEFAULT_AUDIENCE, max_lifetime=3600
+        _PROPERTY_RULES,
+        issuer_id=GITHUB,
+        claims=claims,
+        requested_audience=requested,
+        default_audience=DEFAULT_AUDIENCE,
+        max_lifetime=3600,
     )
     assert len(trace) == len(_PROPERTY_RULES)
     assert (decision2 is None) != (error is None)
