@@ -32,13 +32,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    from http_benchmark import database_url_choose, server_environment, bench_setup
+    from http_benchmark import bench_setup, database_url_choose, server_environment
 
     var = Path(tempfile.mkdtemp(prefix="jwtex-pieces-"))
     (var / "metrics").mkdir()
     database_url, database = database_url_choose()
-    env = {**server_environment(var, database_url), "JWTEX_LOG_LEVEL": "INFO", "JWTEX_RATE_LIMIT_PER_ADDRESS": str(10**9),
-           "PROMETHEUS_MULTIPROC_DIR": str(var / "metrics")}
+    env = {
+        **server_environment(var, database_url),
+        "JWTEX_LOG_LEVEL": "INFO",
+        "JWTEX_RATE_LIMIT_PER_ADDRESS": str(10**9),
+        "PROMETHEUS_MULTIPROC_DIR": str(var / "metrics"),
+    }
     sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)
     saved = os.dup(2)
@@ -66,8 +70,10 @@ def measure(setup: dict, n: int, rounds: int) -> dict:
     counter = iter(range(10**9))
 
     def tokens(count: int) -> list[str]:
-        return [jwt.encode({**claims, "jti": f"p{next(counter)}"}, key, algorithm="RS256", headers={"kid": "bench"})
-                for _ in range(count)]
+        return [
+            jwt.encode({**claims, "jti": f"p{next(counter)}"}, key, algorithm="RS256", headers={"kid": "bench"})
+            for _ in range(count)
+        ]
 
     for token in tokens(200):  # warm
         token_exchange(tenant_slug="bench", subject_token=token, issuer_id="github", client_address="127.0.0.1")
@@ -78,8 +84,13 @@ def measure(setup: dict, n: int, rounds: int) -> dict:
             with override_settings(JWTEX_BENCH_ABLATE=(piece,) if piece else ()):
                 start = time.thread_time()
                 for token in batch:
-                    token_exchange(tenant_slug="bench", subject_token=token, issuer_id="github",
-                                   client_address="127.0.0.1", endpoint="raw")
+                    token_exchange(
+                        tenant_slug="bench",
+                        subject_token=token,
+                        issuer_id="github",
+                        client_address="127.0.0.1",
+                        endpoint="raw",
+                    )
                 results[piece].append(1e6 * (time.thread_time() - start) / n)
     return results
 

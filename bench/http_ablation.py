@@ -29,8 +29,17 @@ from pathlib import Path
 
 from http_benchmark import at_rate, ceiling_measure, free_port, server_start, wrk_run
 
-PIECES = ["audit-write", "audit-record", "exchange-log", "access-log", "metrics", "rate-limits", "jti-mark", "headers",
-          "request"]
+PIECES = [
+    "audit-write",
+    "audit-record",
+    "exchange-log",
+    "access-log",
+    "metrics",
+    "rate-limits",
+    "jti-mark",
+    "headers",
+    "request",
+]
 BINS_MS = [0.5, 1, 1.5, 2, 3, 5, 10, 20, 50]
 
 
@@ -52,9 +61,9 @@ class Tokens:
 
             from django.core.cache import cache
 
-            keys = [f"jwtex:jti:{issuer_pk}:{hashlib.sha256(j.encode()).hexdigest()}" for j in self.jtis[:self.used]]
+            keys = [f"jwtex:jti:{issuer_pk}:{hashlib.sha256(j.encode()).hexdigest()}" for j in self.jtis[: self.used]]
             for i in range(0, len(keys), 5000):
-                cache.delete_many(keys[i:i + 5000])
+                cache.delete_many(keys[i : i + 5000])
         self.used = 0
 
 
@@ -73,14 +82,17 @@ def tokens_pool(setup: dict, size: int) -> Tokens:
 
     from cryptography.hazmat.primitives import serialization
 
-    pem = setup["key"].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption())
+    pem = setup["key"].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     jtis = [f"bench-{i}" for i in range(size)]
     chunks = [(pem, setup["claims"], jtis[i::2]) for i in range(2)]
     with ProcessPoolExecutor(2) as pool:
         halves = list(pool.map(_mint, chunks))
-    ordered = [t for pair in zip(*halves) for t in pair] + halves[0][len(halves[1]):]
-    ordered_jtis = [j for pair in zip(jtis[0::2], jtis[1::2]) for j in pair] + jtis[0::2][len(jtis[1::2]):]
+    ordered = [t for pair in zip(*halves, strict=False) for t in pair] + halves[0][len(halves[1]) :]
+    ordered_jtis = [j for pair in zip(jtis[0::2], jtis[1::2], strict=False) for j in pair] + jtis[0::2][
+        len(jtis[1::2]) :
+    ]
     path = Path(tempfile.mkdtemp(prefix="jwtex-tokens-")) / "tokens.txt"
     path.write_text("\n".join(ordered) + "\n")
     return Tokens(token=setup["token"], path=str(path), size=size, jtis=ordered_jtis)
@@ -134,15 +146,23 @@ def served_run(ctx: Context, *, without: str | None = None, rate: float | None =
         # up gently, so that its slowest exchanges are those of the fixed rate.
         wrk_run(url, ctx.tokens, seconds=2, connections=2 if timeline else args.connections)
         before = _cpu_seconds(server.pid)
-        peak = {"rate": 2 * rate, "statuses": {}} if timeline else wrk_run(url, ctx.tokens, seconds=args.seconds,
-                                                                         connections=args.connections)
+        peak = (
+            {"rate": 2 * rate, "statuses": {}}
+            if timeline
+            else wrk_run(url, ctx.tokens, seconds=args.seconds, connections=args.connections)
+        )
         cpu = _cpu_seconds(server.pid) - before
         half = at_rate(url, ctx.tokens, rate=rate or peak["rate"] / 2, seconds=args.seconds)
     finally:
         ctx.stop(server)
     ok = peak["statuses"].get("200", 0)
-    result = {"peak": peak["rate"], "cpu_us": 1e6 * cpu / max(ok, 1), "half": half, "rate": rate or peak["rate"] / 2,
-              "answers": [peak["statuses"], half["probe_statuses"], half["statuses"]]}
+    result = {
+        "peak": peak["rate"],
+        "cpu_us": 1e6 * cpu / max(ok, 1),
+        "half": half,
+        "rate": rate or peak["rate"] / 2,
+        "answers": [peak["statuses"], half["probe_statuses"], half["statuses"]],
+    }
     if timeline:  # written by the server's process as it ends
         for _ in range(50):
             reports = list(Path(env["JWTEX_VAR_DIR"]).glob("bench-timeline-*.json"))
@@ -172,22 +192,37 @@ def headline(ctx: Context, token: str) -> list[dict]:
         runs.append(run)
     med = lambda values: statistics.median(values)  # noqa: E731
     print(f"  headline, medians of {len(runs)} runs (each after its own ceiling):")
-    print(f"    ceiling {med([r['ceiling'] for r in runs]):,.0f}/s   served at peak {med([r['peak'] for r in runs]):,.0f}/s"
-          f"   ratio {med([r['peak'] / r['ceiling'] for r in runs]):.2f}   CPU {med([r['cpu_us'] for r in runs]):,.0f} µs"
-          f" per exchange (ceiling {1e6 / med([r['ceiling'] for r in runs]):,.0f})")
-    print(f"    at half of peak ({med([r['rate'] for r in runs]):,.0f}/s): p50 {med([r['half']['p50'] for r in runs]):.2f} ms"
-          f"   p99 {med([r['half']['p99'] for r in runs]):.2f} ms")
-    print("    runs: " + "; ".join(f"{r['peak']:,.0f}/s of {r['ceiling']:,.0f} ({r['peak'] / r['ceiling']:.2f}), p99 "
-                                    f"{r['half']['p99']:.2f} ms" for r in runs))
+    print(
+        f"    ceiling {med([r['ceiling'] for r in runs]):,.0f}/s"
+        f"   served at peak {med([r['peak'] for r in runs]):,.0f}/s"
+        f"   ratio {med([r['peak'] / r['ceiling'] for r in runs]):.2f}   CPU {med([r['cpu_us'] for r in runs]):,.0f} µs"
+        f" per exchange (ceiling {1e6 / med([r['ceiling'] for r in runs]):,.0f})"
+    )
+    print(
+        f"    at half of peak ({med([r['rate'] for r in runs]):,.0f}/s):"
+        f" p50 {med([r['half']['p50'] for r in runs]):.2f} ms"
+        f"   p99 {med([r['half']['p99'] for r in runs]):.2f} ms"
+    )
+    print(
+        "    runs: "
+        + "; ".join(
+            f"{r['peak']:,.0f}/s of {r['ceiling']:,.0f} ({r['peak'] / r['ceiling']:.2f}), p99 {r['half']['p99']:.2f} ms"
+            for r in runs
+        )
+    )
     return runs
 
 
 def ablation_table(ctx: Context, pieces: list[str]) -> list[dict]:
     """Each piece's pairs, printed as a Markdown table the README can quote."""
-    print(f"\n  ablation: the full path against the path without one piece, {ctx.args.pairs} interleaved pair(s) each,"
-          f" {ctx.args.seconds} s per load")
-    print("\n| without | served at peak: full → without | CPU µs per exchange: full → without (Δ) "
-          "| p50 / p99 at half of the full path's peak: full → without |")
+    print(
+        f"\n  ablation: the full path against the path without one piece, {ctx.args.pairs} interleaved pair(s) each,"
+        f" {ctx.args.seconds} s per load"
+    )
+    print(
+        "\n| without | served at peak: full → without | CPU µs per exchange: full → without (Δ) "
+        "| p50 / p99 at half of the full path's peak: full → without |"
+    )
     print("|---|---|---|---|")
     rows = []
     for piece in pieces:
@@ -201,17 +236,29 @@ def ablation_table(ctx: Context, pieces: list[str]) -> list[dict]:
                 full = served_run(ctx, rate=less["rate"])
                 less["rate"] = full["rate"]
             pairs.append((full, less))
-        med = lambda pick: statistics.median([pick(p) for p in pairs])  # noqa: E731
-        row = {"piece": piece, "full_peak": med(lambda p: p[0]["peak"]), "peak": med(lambda p: p[1]["peak"]),
-               "full_cpu": med(lambda p: p[0]["cpu_us"]), "cpu": med(lambda p: p[1]["cpu_us"]),
-               "full_p50": med(lambda p: p[0]["half"]["p50"]), "p50": med(lambda p: p[1]["half"]["p50"]),
-               "full_p99": med(lambda p: p[0]["half"]["p99"]), "p99": med(lambda p: p[1]["half"]["p99"]),
-               "refused": refusals_count([run for pair in pairs for run in pair])}
+
+        def med(pick, pairs=pairs):
+            return statistics.median([pick(p) for p in pairs])
+
+        row = {
+            "piece": piece,
+            "full_peak": med(lambda p: p[0]["peak"]),
+            "peak": med(lambda p: p[1]["peak"]),
+            "full_cpu": med(lambda p: p[0]["cpu_us"]),
+            "cpu": med(lambda p: p[1]["cpu_us"]),
+            "full_p50": med(lambda p: p[0]["half"]["p50"]),
+            "p50": med(lambda p: p[1]["half"]["p50"]),
+            "full_p99": med(lambda p: p[0]["half"]["p99"]),
+            "p99": med(lambda p: p[1]["half"]["p99"]),
+            "refused": refusals_count([run for pair in pairs for run in pair]),
+        }
         rows.append(row)
-        print(f"| {piece} | {row['full_peak']:,.0f} → {row['peak']:,.0f}/s | {row['full_cpu']:,.0f} → {row['cpu']:,.0f}"
-              f" ({row['cpu'] - row['full_cpu']:+,.0f}) | {row['full_p50']:.2f} / {row['full_p99']:.2f} → "
-              f"{row['p50']:.2f} / {row['p99']:.2f} ms |" + (f" refused: {row['refused']}" if row["refused"] else ""),
-              flush=True)
+        print(
+            f"| {piece} | {row['full_peak']:,.0f} → {row['peak']:,.0f}/s | {row['full_cpu']:,.0f} → {row['cpu']:,.0f}"
+            f" ({row['cpu'] - row['full_cpu']:+,.0f}) | {row['full_p50']:.2f} / {row['full_p99']:.2f} → "
+            f"{row['p50']:.2f} / {row['p99']:.2f} ms |" + (f" refused: {row['refused']}" if row["refused"] else ""),
+            flush=True,
+        )
     return rows
 
 
@@ -232,8 +279,11 @@ def histogram(cdf: dict[float, float]) -> list[str]:
 def tail(ctx: Context, rate: float, show: int = 5) -> None:
     run = served_run(ctx, rate=rate, timeline=True)
     half = run["half"]
-    print(f"\n  the tail, full path at {run['rate']:,.0f}/s (timelines on): p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms,"
-          f" p99.9 {half['cdf'].get(99.9, 0):.2f} ms, max {half['cdf'].get(100.0, 0):.2f} ms")
+    print(
+        f"\n  the tail, full path at {run['rate']:,.0f}/s (timelines on):"
+        f" p50 {half['p50']:.2f} ms, p99 {half['p99']:.2f} ms,"
+        f" p99.9 {half['cdf'].get(99.9, 0):.2f} ms, max {half['cdf'].get(100.0, 0):.2f} ms"
+    )
     print("\n".join(histogram(half["cdf"])))
     slowest = sorted((t for report in run.get("timelines", []) for t in report["slowest"]), key=lambda t: -t["ms"])
     for timeline in slowest[:show]:

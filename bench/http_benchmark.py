@@ -71,7 +71,8 @@ function done(summary, latency, requests)
   for k, v in pairs(counts) do table.insert(parts, string.format('"%s": %d', k, v)) end
   io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\n")
   local cdf = {}
-  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92, 94, 95, 96, 97, 98, 99, 99.5, 99.9, 99.99}) do
+  local points = {1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92, 94, 95, 96, 97, 98, 99, 99.5, 99.9, 99.99}
+  for _, p in ipairs(points) do
     table.insert(cdf, string.format('"%s": %d', p, latency:percentile(p)))
   end
   table.insert(cdf, string.format('"100": %d', latency.max))
@@ -148,11 +149,22 @@ def bench_setup(env: dict[str, str], *, shadow: bool = False, one_time: bool = F
     jwk.update({"kid": "bench", "alg": "RS256", "use": "sig"})
     iss = "https://ci.bench.invalid"
     tenant = tenant_create(slug="bench", name="bench", rate_limit_per_minute=10**9 if limits else 0)
-    issuer = Issuer.objects.create(tenant=tenant, issuer_id="github", issuer=iss, audiences=["sts.amazonaws.com"],
-                                   static_jwks={"keys": [jwk]}, replay_protection=one_time)
-    rule = Rule.objects.create(tenant=tenant, position=10, name="main", effect="allow",
-                               when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
-                               session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"})
+    issuer = Issuer.objects.create(
+        tenant=tenant,
+        issuer_id="github",
+        issuer=iss,
+        audiences=["sts.amazonaws.com"],
+        static_jwks={"keys": [jwk]},
+        replay_protection=one_time,
+    )
+    rule = Rule.objects.create(
+        tenant=tenant,
+        position=10,
+        name="main",
+        effect="allow",
+        when="claims.repository_owner == 'octo-org' && claims.ref == 'refs/heads/main'",
+        session_tags={"repository": "claims.repository", "ref": "claims.ref", "actor": "claims.actor"},
+    )
     rule.issuers.add(issuer)
     if shadow:  # a candidate set (docs/operations.md#shadow-rules) deciding every exchange differently: the worst case
         candidate = Rule.objects.create(
@@ -269,9 +281,16 @@ def wrk_run(url: str, token, *, seconds: int, connections: int, delay_ms: float 
     if isinstance(token, str):
         env.update(JWTEX_BENCH_TOKEN=token, JWTEX_BENCH_TOKENS="")
     else:
-        env.update(JWTEX_BENCH_TOKEN=token.token, JWTEX_BENCH_TOKENS=token.path, JWTEX_BENCH_TOKENS_FROM=str(token.used))
-    out = subprocess.run([*taskset, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, env=env, check=True).stdout
+        env.update(
+            JWTEX_BENCH_TOKEN=token.token, JWTEX_BENCH_TOKENS=token.path, JWTEX_BENCH_TOKENS_FROM=str(token.used)
+        )
+    out = subprocess.run(
+        [*taskset, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     if os.environ.get("JWTEX_BENCH_VERBOSE"):
         print(out)
     sent = int(re.search(r"SENT (\d+)", out)[1])
@@ -281,8 +300,14 @@ def wrk_run(url: str, token, *, seconds: int, connections: int, delay_ms: float 
     latencies = {m[1]: _ms(m[2]) for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
     statuses = json.loads(re.search(r"STATUSES (\{.*\})", out)[1])
     cdf = {float(p): us / 1000.0 for p, us in json.loads(re.search(r"CDF_US (\{.*\})", out)[1]).items()}
-    return {"rate": rate, "p50": latencies.get("50"), "p99": latencies.get("99"), "statuses": statuses, "cdf": cdf,
-            "sent": sent}
+    return {
+        "rate": rate,
+        "p50": latencies.get("50"),
+        "p99": latencies.get("99"),
+        "statuses": statuses,
+        "cdf": cdf,
+        "sent": sent,
+    }
 
 
 def at_rate(url: str, token, *, rate: float, seconds: int, connections: int = 8) -> dict:
@@ -324,14 +349,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="each load of the headline's runs")
     parser.add_argument("--runs", type=int, default=3, help="headline runs (medians)")
     parser.add_argument("--shadow", action="store_true", help="give the tenant a candidate (shadow) rule set")
-    parser.add_argument("--without", default=",".join(PIECES),
-                        help="the ablation table's rows (comma-separated; empty: no table)")
+    parser.add_argument(
+        "--without", default=",".join(PIECES), help="the ablation table's rows (comma-separated; empty: no table)"
+    )
     parser.add_argument("--pairs", type=int, default=1, help="interleaved pairs per row of the table")
     parser.add_argument("--table-seconds", type=int, default=5, help="each load of the table's runs")
     parser.add_argument("--no-tail", action="store_true", help="no timeline run")
-    parser.add_argument("--reusable-token", action="store_true",
-                        help="one token sent again and again (no one-time tokens: no jti mark, no pool to mint)")
-    parser.add_argument("--pool", type=int, default=40_000, help="one-time tokens minted (each server run uses them once)")
+    parser.add_argument(
+        "--reusable-token",
+        action="store_true",
+        help="one token sent again and again (no one-time tokens: no jti mark, no pool to mint)",
+    )
+    parser.add_argument(
+        "--pool", type=int, default=40_000, help="one-time tokens minted (each server run uses them once)"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian's package)")
@@ -339,28 +370,41 @@ def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="jwtex-bench-http-"))
     database_url, database = database_url_choose()
     # Production logging: one JSON line per exchange at INFO, and the server's access line (README, "Performance").
-    env = {**server_environment(var, database_url), "JWTEX_LOG_LEVEL": "INFO", "JWTEX_ACCESS_LOG": "1",
-           "JWTEX_RATE_LIMIT_PER_ADDRESS": str(10**9)}
+    env = {
+        **server_environment(var, database_url),
+        "JWTEX_LOG_LEVEL": "INFO",
+        "JWTEX_ACCESS_LOG": "1",
+        "JWTEX_RATE_LIMIT_PER_ADDRESS": str(10**9),
+    }
     setup = bench_setup(env, shadow=args.shadow, one_time=not args.reusable_token, limits=True)
     tokens = setup["token"] if args.reusable_token else tokens_pool(setup, args.pool)
     ctx = Context(env=env, args=args, tokens=tokens, issuer_pk=setup["issuer_pk"])
     cache = "Redis (CACHE_URL)" if os.environ.get("CACHE_URL") else "per-process memory (no CACHE_URL)"
-    print(f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1; {database}"
-          f"; cache: {cache}; " + ("one token again and again" if args.reusable_token else "one-time tokens (jti marked)")
-          + "; rate limits counted; logs at INFO with the access log" + ("; with a shadow rule set" if args.shadow else ""),
-          flush=True)
+    print(
+        f"jwtex HTTP benchmark — {args.server} ({args.threads} threads), one process on core 0, wrk on core 1;"
+        f" {database}"
+        f"; cache: {cache}; "
+        + ("one token again and again" if args.reusable_token else "one-time tokens (jti marked)")
+        + "; rate limits counted; logs at INFO with the access log"
+        + ("; with a shadow rule set" if args.shadow else ""),
+        flush=True,
+    )
     before = _db_counters()
     runs = headline(ctx, setup["token"])
     after = _db_counters()
     ok = sum(statuses.get("200", 0) for run in runs for statuses in run["answers"])
     other = refusals_count(runs)
     print(f"    answers: {ok} × 200" + (f", others {other}" if other else ""))
-    print(f"    audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued "
-          "(≥: requests wrk abandoned as a run ended still complete)")
+    print(
+        f"    audit rows written: {after['rows'] - before['rows']} for {ok} tokens issued "
+        "(≥: requests wrk abandoned as a run ended still complete)"
+    )
     if "transactions" in after:
         per = (after["transactions"] - before["transactions"]) / max(ok, 1)
-        print(f"    database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
-              f"reads the configuration epoch every 1.5 s)")
+        print(
+            f"    database transactions per exchange: {per:.3f} (the warm path reads nothing; each process "
+            f"reads the configuration epoch every 1.5 s)"
+        )
     pieces = [p.strip() for p in args.without.split(",") if p.strip()]
     unknown = sorted(set(pieces) - set(PIECES))
     if unknown:
@@ -373,6 +417,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from http_ablation import PIECES, Context, refusals_count, ablation_table, headline, tail, tokens_pool
+    from http_ablation import PIECES, Context, ablation_table, headline, refusals_count, tail, tokens_pool
 
     main()

@@ -110,8 +110,10 @@ def main() -> None:
                     url = f"http://127.0.0.1:{port}{asset}"
                     for gzip in (False, True):
                         rate, p99 = wrk_run(url, args.seconds, gzip)
-                        print(f"  {name:26} {asset.rsplit('/', 1)[1]:10} {'gzip' if gzip else 'plain':5} "
-                              f"{rate:8,.0f}/s  p99 {p99}")
+                        print(
+                            f"  {name:26} {asset.rsplit('/', 1)[1]:10} {'gzip' if gzip else 'plain':5} "
+                            f"{rate:8,.0f}/s  p99 {p99}"
+                        )
                     print(f"  {'':26} headers: {_headers(url)}")
             finally:
                 os.killpg(server.pid, signal.SIGTERM)

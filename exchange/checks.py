@@ -38,7 +38,9 @@ class Messages:
     BENCH = "A benchmark-only setting (JWTEX_BENCH_ABLATE, JWTEX_BENCH_TIMELINE) is set in production mode."
     BENCH_ON = "Benchmark mode: {pieces} switched off for every exchange (exchange/ablation.py)."
     BENCH_UNKNOWN = "JWTEX_BENCH_ABLATE names no such piece of work: {unknown}."
-    ADMIN_CSRF = "The admin has no CSRF protection: no CsrfViewMiddleware (or jwtex's AdminCsrfViewMiddleware) in MIDDLEWARE."
+    ADMIN_CSRF = (
+        "The admin has no CSRF protection: no CsrfViewMiddleware (or jwtex's AdminCsrfViewMiddleware) in MIDDLEWARE."
+    )
     SSO_PARTIAL = "Admin single sign-on is half configured: {missing} {verb} missing."
     SSO_NOBODY = "JWTEX_ADMIN_LOCAL_LOGIN is off and single sign-on is not configured: nobody can log in to the admin."
     SSO_HTTPS = "JWTEX_ADMIN_OIDC_ISSUER is not https in production mode."
@@ -227,7 +229,11 @@ def check_bench_switches(app_configs, **kwargs):
     unknown = sorted(set(jwtex_settings.bench_ablate) - PIECES.keys())
     if unknown:
         return _problem(Error, "BENCH_UNKNOWN", unknown=", ".join(unknown))
-    return _problem(Warning, "BENCH_ON", pieces=", ".join(jwtex_settings.bench_ablate)) if jwtex_settings.bench_ablate else []
+    return (
+        _problem(Warning, "BENCH_ON", pieces=", ".join(jwtex_settings.bench_ablate))
+        if jwtex_settings.bench_ablate
+        else []
+    )
 
 
 @register(Tags.security)

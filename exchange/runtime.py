@@ -262,7 +262,7 @@ def freshness_thread_start(stop: threading.Event | None = None) -> threading.Thr
             while not stopping.wait(jwtex_settings.config_recheck_seconds):
                 try:
                     _freshness_check(time.monotonic())
-                except Exception:  # noqa: BLE001 - never end the thread; requests would take over meanwhile
+                except Exception:
                     logger.exception("configuration re-check failed")
         finally:
             _rechecking.clear()

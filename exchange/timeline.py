@@ -96,8 +96,11 @@ def report(directory: Path) -> None:
     for took, _, marks in slowest:
         start, finish = marks[0][1], marks[-1][1]
         steps = [{"at_ms": round((at - start) * 1000, 3), "step": name} for name, at in marks]
-        meanwhile = [{"at_ms": round((s - start) * 1000, 3), "ms": round((e - s) * 1000, 3), "what": name}
-                     for s, e, name in events if e >= start and s <= finish]
+        meanwhile = [
+            {"at_ms": round((s - start) * 1000, 3), "ms": round((e - s) * 1000, 3), "what": name}
+            for s, e, name in events
+            if e >= start and s <= finish
+        ]
         out.append({"ms": round(took * 1000, 3), "steps": steps, "meanwhile": meanwhile})
     path = Path(directory) / f"bench-timeline-{os.getpid()}.json"
     partial = path.with_suffix(".part")

@@ -163,8 +163,11 @@ def attempt_log(
 ) -> None:
     if not off("metrics"):  # a benchmark's switch (exchange/ablation.py)
         exchange_observed(
-            tenant=attempt.tenant_slug, endpoint=attempt.endpoint, decision="allowed" if minted is not None else "denied",
-            error="" if error is None else error.code, seconds=max(time.time() - attempt.started.timestamp(), 0.0),
+            tenant=attempt.tenant_slug,
+            endpoint=attempt.endpoint,
+            decision="allowed" if minted is not None else "denied",
+            error="" if error is None else error.code,
+            seconds=max(time.time() - attempt.started.timestamp(), 0.0),
         )
     if off("exchange-log"):
         return

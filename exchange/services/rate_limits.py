@@ -42,7 +42,7 @@ def _rate_limit_hits(hits: list[tuple[str, int]], *, now: float) -> None:
         # the limits are abuse protection, not authorization. Loud in the log.
         logger.error("rate limit not counted: cache unavailable", extra={"jwtex": {"error": type(exc).__name__}})
         return
-    for (key, limit), count in zip(hits, counts):
+    for (key, limit), count in zip(hits, counts, strict=True):
         if count > limit:
             raise RateLimited(retry_after=max(1, 60 - int(now % 60)), reason=f"over {limit}/min for {key}")
 

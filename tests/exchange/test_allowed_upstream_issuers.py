@@ -91,7 +91,9 @@ def test_the_background_refresh_never_contacts_an_issuer_outside_the_list(settin
         tenant=tenant, issuer_id="gh", issuer="https://token.actions.githubusercontent.com", audiences=["jwtex"]
     )
     contacted = []
-    monkeypatch.setattr(jwks_module.refresher, "jwks_refresh", lambda current, **kwargs: contacted.append(current.issuer))
+    monkeypatch.setattr(
+        jwks_module.refresher, "jwks_refresh", lambda current, **kwargs: contacted.append(current.issuer)
+    )
     settings.JWTEX_ALLOWED_UPSTREAM_ISSUERS = "https://gitlab.example.com/*"
     assert jwks_module.issuer_jwks_refresh(issuer=issuer, now=timezone.now(), force=True) is False
     assert contacted == []

@@ -46,8 +46,11 @@ def test_a_production_process_never_reads_them_and_refuses_to_start(tmp_path, va
 def test_outside_production_a_process_reads_them(tmp_path):
     env = {"JWTEX_BENCH_ABLATE": "audit-write, metrics", "JWTEX_BENCH_TIMELINE": "1"}
     shown = production_run(["-c", SHOW], env, tmp_path)
-    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [["audit-write", "metrics"], True,
-                                                                 ["audit-write", "metrics"]]
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [
+        ["audit-write", "metrics"],
+        True,
+        ["audit-write", "metrics"],
+    ]
 
 
 def test_off_ignores_a_setting_forced_in_production(settings):
@@ -94,9 +97,8 @@ def test_the_timeline_is_off_unless_enabled():
 
 
 def _lean_exchange(settings, token: str, pieces: tuple[str, ...]):
-    from tests.exchange.api.test_fast import call
-
     from exchange.api.fast import MachineRoutes
+    from tests.exchange.api.test_fast import call
 
     settings.JWTEX_BENCH_ABLATE = pieces
     app = MachineRoutes(lambda environ, start_response: pytest.fail("reached Django"))
@@ -121,8 +123,12 @@ def test_the_log_and_metrics_switches(client, settings, exchangeable, upstream, 
     from prometheus_client import REGISTRY
 
     def exchanges() -> float:
-        return REGISTRY.get_sample_value(
-            "jwtex_exchanges_total", {"tenant": "acme", "endpoint": "raw", "decision": "allowed", "error": ""}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "jwtex_exchanges_total", {"tenant": "acme", "endpoint": "raw", "decision": "allowed", "error": ""}
+            )
+            or 0.0
+        )
 
     caplog.set_level("INFO", logger="jwtex.exchange")
     for pieces, logged, counted in [((), 1, 1), (("exchange-log",), 0, 1), (("metrics",), 1, 0)]:
