@@ -190,7 +190,7 @@ def headline(ctx: Context, token: str) -> list[dict]:
         run = served_run(ctx)
         run["ceiling"] = ceiling
         runs.append(run)
-    med = lambda values: statistics.median(values)  # noqa: E731
+    med = statistics.median
     print(f"  headline, medians of {len(runs)} runs (each after its own ceiling):")
     print(
         f"    ceiling {med([r['ceiling'] for r in runs]):,.0f}/s"

@@ -20,12 +20,12 @@ flush_at_exit_register()
 
 # The configuration's re-check (every JWTEX_CONFIG_RECHECK_SECONDS) runs on a thread of its own,
 # not on a request's (exchange/runtime.py).
-from exchange.runtime import freshness_thread_start  # noqa: E402
+from exchange.runtime import freshness_thread_start  # noqa: E402 - after the checks
 
 freshness_thread_start()
 
 # Benchmark-only (never in production mode): the slowest exchanges' timelines (exchange/timeline.py).
-from exchange.conf import jwtex_settings  # noqa: E402
+from exchange.conf import jwtex_settings  # noqa: E402 - needs the apps loaded above
 
 if jwtex_settings.bench_timeline and not jwtex_settings.production:
     from exchange import timeline
@@ -41,7 +41,7 @@ application = MachineRoutes(django_application)
 # collections no longer walk it (about 125,000 objects: 0.1–0.25 s with every request thread
 # stopped, on the README's benchmark machine).
 # The lean route freezes once more after its first requests (exchange/api/fast.py).
-import gc  # noqa: E402
+import gc  # noqa: E402 - beside the freeze it serves, after everything start-up makes
 
 gc.collect()
 gc.freeze()
