@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .ci_setup import GITHUB_WORKFLOW_HEAD
+
 __all__ = ["ACTION_PLACEHOLDER", "COMPONENT_PLACEHOLDER", "CiClientSnippets", "ci_client_snippets_render"]
 
 # Placeholders no runner can resolve (``<`` is in no repository or host name), so a job copied
@@ -114,18 +116,7 @@ def _github_action(
         [
             "# .github/workflows/deploy.yml",
             *notes,
-            "name: deploy",
-            "on:",
-            "  push:",
-            "    branches: [main]",
-            "  workflow_dispatch:",
-            "jobs:",
-            "  deploy:",
-            "    runs-on: ubuntu-latest",
-            "    permissions:",
-            "      id-token: write  # lets the job ask GitHub for its OIDC token",
-            "      contents: read",
-            "    env:",
+            *GITHUB_WORKFLOW_HEAD,
             f"      AWS_REGION: {_q(region)}",
             "    steps:",
             "      # Asks GitHub for a token for this tenant's issuer URL, exchanges it at jwtex (retrying a",

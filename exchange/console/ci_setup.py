@@ -16,13 +16,31 @@ from urllib.parse import quote
 from ..core.aws import STS_AUDIENCE
 from .snippet_quoting import comment_text, gha_literal, gitlab_literal, sh_url, yaml_scalar, yaml_str
 
-__all__ = ["CiSnippets", "ci_snippets_render"]
+__all__ = ["GITHUB_WORKFLOW_HEAD", "CiSnippets", "ci_snippets_render"]
 
 
 @dataclass(frozen=True)
 class CiSnippets:
     github_actions: str
     gitlab_ci: str
+
+
+# How both GitHub jobs (this one and the client's, ci_client_setup.py) begin: the workflow, its
+# triggers and the job's permissions, up to the job's environment.
+GITHUB_WORKFLOW_HEAD = (
+    "name: deploy",
+    "on:",
+    "  push:",
+    "    branches: [main]",
+    "  workflow_dispatch:",
+    "jobs:",
+    "  deploy:",
+    "    runs-on: ubuntu-latest",
+    "    permissions:",
+    "      id-token: write  # lets the job ask GitHub for its OIDC token",
+    "      contents: read",
+    "    env:",
+)
 
 
 def ci_snippets_render(
@@ -96,18 +114,7 @@ def _github_actions(
             if github_issuer_id is None
             else []
         ),
-        "name: deploy",
-        "on:",
-        "  push:",
-        "    branches: [main]",
-        "  workflow_dispatch:",
-        "jobs:",
-        "  deploy:",
-        "    runs-on: ubuntu-latest",
-        "    permissions:",
-        "      id-token: write  # lets the job ask GitHub for its OIDC token",
-        "      contents: read",
-        "    env:",
+        *GITHUB_WORKFLOW_HEAD,
         *_role_lines(role_arns, "AWS_ROLE_ARN", indent="      ", scalar=scalar, comment=_gha_comment),
         f"      AWS_REGION: {scalar(region)}",
         # STS API Reference, AssumeRoleWithWebIdentity: RoleSessionName is the caller's, 2-64 of [\w+=,.@-];
