@@ -201,8 +201,7 @@ def tenant_runtime_get(*, slug: str) -> TenantRuntime:
     interval later) and a tenant without one answers 503: never a 500."""
     clock = time.monotonic()
     interval = jwtex_settings.config_recheck_seconds
-    # With the re-check thread running, a request re-checks only when that thread is late.
-    if clock - _fresh.checked_at >= (2 * interval if _rechecking.is_set() else interval):
+    if clock - _fresh.checked_at >= interval:
         _freshness_check(clock)
     runtime = _by_slug.get(slug)
     if runtime is not None:
@@ -244,32 +243,6 @@ def _freshness_check(clock: float) -> None:
         _fresh.checked_at = clock
         _fresh.lock.release()
         timeline.event("configuration re-check", started, time.perf_counter())
-
-
-_rechecking = threading.Event()  # set while this process's re-check thread runs
-
-
-def freshness_thread_start(stop: threading.Event | None = None) -> threading.Thread:
-    """Re-check the configuration from a thread of its own, every interval, so that no request
-    waits for the epoch's read (a web process: jwtex_site/wsgi.py). A change is served as soon as
-    before; requests re-check themselves again if this thread is ever two intervals late."""
-
-    stopping = stop or threading.Event()
-
-    def run() -> None:
-        _rechecking.set()
-        try:
-            while not stopping.wait(jwtex_settings.config_recheck_seconds):
-                try:
-                    _freshness_check(time.monotonic())
-                except Exception:
-                    logger.exception("configuration re-check failed")
-        finally:
-            _rechecking.clear()
-
-    thread = threading.Thread(target=run, name="jwtex-config-recheck", daemon=True)
-    thread.start()
-    return thread
 
 
 def _reconcile() -> None:

@@ -18,12 +18,6 @@ from exchange.audit.writer import flush_at_exit_register, spool_drain_at_start  
 spool_drain_at_start()
 flush_at_exit_register()
 
-# The configuration's re-check (every JWTEX_CONFIG_RECHECK_SECONDS) runs on a thread of its own,
-# not on a request's (exchange/runtime.py).
-from exchange.runtime import freshness_thread_start  # noqa: E402 - after the checks
-
-freshness_thread_start()
-
 # Benchmark-only (never in production mode): the slowest exchanges' timelines (exchange/timeline.py).
 from exchange.conf import jwtex_settings  # noqa: E402 - needs the apps loaded above
 

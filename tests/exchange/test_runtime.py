@@ -141,36 +141,3 @@ def test_every_committed_change_moves_the_epoch(tenant, django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=True):
         Tenant.objects.filter(pk=tenant.pk).delete()
     assert epoch() > start
-
-
-def test_a_web_process_rechecks_on_a_thread_of_its_own(tenant, settings, monkeypatch, django_assert_num_queries):
-    import threading
-    import time
-
-    tenant_runtime_get(slug=tenant.slug)
-    checks: list[str] = []
-    real_check = runtime_module._freshness_check
-
-    def check(clock):
-        checks.append(threading.current_thread().name)
-        runtime_module._fresh.checked_at = clock  # what the real one does, without the database
-
-    monkeypatch.setattr(runtime_module, "_freshness_check", check)
-    settings.JWTEX_CONFIG_RECHECK_SECONDS = 0.25  # a request would step in only if the thread were 0.25 s late
-    stop = threading.Event()
-    thread = runtime_module.freshness_thread_start(stop)
-    try:
-        deadline = time.monotonic() + 10
-        while len(checks) < 3 and time.monotonic() < deadline:
-            tenant_runtime_get(slug=tenant.slug)  # requests meanwhile: never re-checking themselves
-            time.sleep(0.01)
-        assert len(checks) >= 3 and set(checks) == {"jwtex-config-recheck"}
-    finally:
-        stop.set()
-        thread.join(5)
-    assert not runtime_module._rechecking.is_set()
-    # Without the thread, a request re-checks once the interval has passed, as before.
-    runtime_module._fresh.checked_at = float("-inf")
-    tenant_runtime_get(slug=tenant.slug)
-    assert checks[-1] == threading.current_thread().name
-    monkeypatch.setattr(runtime_module, "_freshness_check", real_check)
