@@ -13,7 +13,7 @@ from django.db import connection
 from exchange.core.errors import TemporarilyUnavailable
 from exchange.core.jwks import KeySet
 from exchange.models import Issuer
-from exchange.upstream import keysets
+from exchange.upstream import flights, keysets
 from exchange.upstream.issuer_keys import issuer_jwks_refresh, issuer_keys_get, issuer_keys_refetch_for_unknown_kid
 from exchange.upstream.refresh import Outcome
 from tests.conftest import poll
@@ -510,7 +510,6 @@ def test_a_request_that_looked_before_a_failure_elsewhere_does_not_fetch_again(i
     before it takes the flight, another process's fetch fails, marks the failure and lets go of the
     flight. Taking the free flight, the request must still honour the failure: one connection per
     cool-down window, whoever looked when."""
-    from exchange.upstream import flights
 
     looked = []
     real = flights.failed_recently
@@ -550,7 +549,11 @@ def test_a_fetch_over_the_budget_completes_in_the_background_and_serves_the_next
     server.json("/jwks", {"keys": [K1]}, delay=0.6)
     with pytest.raises(TemporarilyUnavailable):
         issuer_keys_get(issuer=issuer.snapshot(), now=now)
-    # The background thread stores the keys it fetched.
-    stored = poll(lambda: reloaded(issuer) if reloaded(issuer).jwks else None, timeout=5, interval=0.05)
+    # The background thread stores the keys it fetched, then lets the flight go. Wait for that
+    # rather than read the row while it is written: the test database (SQLite's shared-cache
+    # memory) refuses a read of a table being written ("database table is locked") at once.
+    assert poll(lambda: cache.get(flights.mark_key("fetch", issuer.pk)) is None, timeout=5, interval=0.05)
+    stored = reloaded(issuer)
+    assert stored.jwks
     assert stored is not None and kids(issuer_keys_get(issuer=stored.snapshot(), now=now)) == {"k1"}
     assert server.count("/jwks") == 1
