@@ -180,7 +180,7 @@ def test_a_fetch_that_failed_elsewhere_is_503_for_its_waiters_and_at_once_for_th
     with pytest.raises(TemporarilyUnavailable) as caught:
         issuer_keys_get(issuer=issuer.snapshot(), now=now + timedelta(seconds=5))
     assert "failed within the cool-down" in caught.value.reason
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 1  # at once, not after the 2 s budget (room for a busy machine)
     assert server.requests == []
 
 
@@ -215,7 +215,7 @@ def test_beyond_half_of_the_threads_waiting_a_request_answers_503_at_once(tenant
             started = time.monotonic()
             with pytest.raises(TemporarilyUnavailable) as caught:
                 issuer_keys_get(issuer=busy.snapshot(), now=now)
-            assert time.monotonic() - started < 0.2
+            assert time.monotonic() - started < 1  # at once, not after the 5 s budget
             assert "already waits on enough upstream fetches" in caught.value.reason
         assert kids(issuer_keys_get(issuer=ready.snapshot(), now=now)) == {"k1"}  # its keys are stored: no wait
     finally:
