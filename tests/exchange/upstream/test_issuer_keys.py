@@ -554,6 +554,5 @@ def test_a_fetch_over_the_budget_completes_in_the_background_and_serves_the_next
     # memory) refuses a read of a table being written ("database table is locked") at once.
     assert poll(lambda: cache.get(flights.mark_key("fetch", issuer.pk)) is None, timeout=5, interval=0.05)
     stored = reloaded(issuer)
-    assert stored.jwks
-    assert stored is not None and kids(issuer_keys_get(issuer=stored.snapshot(), now=now)) == {"k1"}
+    assert stored.jwks and kids(issuer_keys_get(issuer=stored.snapshot(), now=now)) == {"k1"}
     assert server.count("/jwks") == 1
